@@ -1,0 +1,353 @@
+//! Control-plane repositories: tenants, user accounts and memberships. Every change is audited
+//! in the transaction that makes it.
+
+use domain::{Email, Role, TenantAttributes, TenantId, UserId};
+use serde::Serialize;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::{Actor, Database, Scope, StoreError, TenantTx};
+
+/// A tenant as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tenant {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub plan: String,
+    pub industry: String,
+    pub region: String,
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Creates a tenant with its default settings; audited in the new tenant's own chain.
+pub async fn create_tenant(
+    database: &Database,
+    actor: Actor,
+    attributes: &TenantAttributes,
+) -> Result<Tenant, StoreError> {
+    let tenant_id = TenantId::new_random();
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(tenant_id),
+            actor,
+        },
+    )
+    .await?;
+    let created_at: OffsetDateTime = sqlx::query_scalar(
+        "insert into control.dim_tenant (tenant_id, name, plan, industry, region) \
+         values ($1, $2, $3, $4, $5) returning created_at",
+    )
+    .bind(tenant_id.as_uuid())
+    .bind(&attributes.name)
+    .bind(attributes.plan.as_str())
+    .bind(&attributes.industry)
+    .bind(&attributes.region)
+    .fetch_one(tx.connection())
+    .await?;
+    sqlx::query("insert into control.tenant_settings (tenant_id) values ($1)")
+        .bind(tenant_id.as_uuid())
+        .execute(tx.connection())
+        .await?;
+    audit::append(
+        &mut tx,
+        AuditEntry::new("tenant.create", tenant_id.to_string()).details(serde_json::json!({
+            "name": attributes.name,
+            "plan": attributes.plan,
+            "industry": attributes.industry,
+            "region": attributes.region,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Tenant {
+        tenant_id,
+        name: attributes.name.clone(),
+        plan: attributes.plan.as_str().to_owned(),
+        industry: attributes.industry.clone(),
+        region: attributes.region.clone(),
+        status: "active".into(),
+        created_at,
+    })
+}
+
+/// Every tenant, as internal operations sees the registry.
+pub async fn list_tenants(database: &Database, actor: Actor) -> Result<Vec<Tenant>, StoreError> {
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::InternalOps {
+            tenant: None,
+            actor,
+        },
+    )
+    .await?;
+    let rows = sqlx::query(
+        "select tenant_id, name, plan, industry, region, status, created_at \
+         from control.dim_tenant order by created_at, tenant_id",
+    )
+    .fetch_all(tx.connection())
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Tenant {
+                tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+                name: row.try_get("name")?,
+                plan: row.try_get("plan")?,
+                industry: row.try_get("industry")?,
+                region: row.try_get("region")?,
+                status: row.try_get("status")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct User {
+    pub user_id: UserId,
+    pub email: String,
+    pub display_name: String,
+}
+
+/// Creates an account; audited in the platform chain.
+pub async fn create_user(
+    database: &Database,
+    actor: Actor,
+    email: &Email,
+    display_name: &str,
+) -> Result<User, StoreError> {
+    let display_name = display_name.trim();
+    if display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(
+            "display name must be at most 200 characters, without control characters".into(),
+        ));
+    }
+    let user_id = UserId::new_random();
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(TenantId::PLATFORM),
+            actor,
+        },
+    )
+    .await?;
+    let inserted = sqlx::query(
+        "insert into control.users (user_id, email, display_name) values ($1, $2, $3) \
+         on conflict (email) do nothing",
+    )
+    .bind(user_id.as_uuid())
+    .bind(email.as_str())
+    .bind(display_name)
+    .execute(tx.connection())
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists("a user with this email"));
+    }
+    audit::append(&mut tx, AuditEntry::new("user.create", user_id.to_string())).await?;
+    tx.commit().await?;
+    Ok(User {
+        user_id,
+        email: email.as_str().to_owned(),
+        display_name: display_name.to_owned(),
+    })
+}
+
+/// The account with `email`: its id and display name.
+async fn user_by_email(tx: &mut TenantTx, email: &Email) -> Result<(UserId, String), StoreError> {
+    let user: Option<(Uuid, String)> =
+        sqlx::query_as("select user_id, display_name from control.users where email = $1")
+            .bind(email.as_str())
+            .fetch_optional(tx.connection())
+            .await?;
+    user.map(|(id, display_name)| (UserId::from_uuid(id), display_name))
+        .ok_or(StoreError::NotFound("user"))
+}
+
+/// A membership as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    pub user_id: UserId,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+}
+
+/// Adds `email` to `tenant` with `role`, or changes the role of an existing member. Refuses to
+/// demote the last owner.
+pub async fn set_member(
+    database: &Database,
+    actor: Actor,
+    tenant: TenantId,
+    email: &Email,
+    role: Role,
+) -> Result<Member, StoreError> {
+    if !role.is_tenant_role() {
+        return Err(StoreError::Forbidden(
+            "members can be owner, admin, operator or viewer",
+        ));
+    }
+    let mut tx = control_tx(database, actor, tenant).await?;
+    ensure_tenant_exists(&mut tx).await?;
+    let (user_id, display_name) = user_by_email(&mut tx, email).await?;
+    let previous: Option<String> = sqlx::query_scalar(
+        "select role from control.members where tenant_id = $1 and user_id = $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user_id.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    if previous.as_deref() == Some("owner") && role != Role::Owner {
+        ensure_another_owner(&mut tx, tenant, user_id).await?;
+    }
+    sqlx::query(
+        "insert into control.members (tenant_id, user_id, role) values ($1, $2, $3) \
+         on conflict (tenant_id, user_id) do update set role = excluded.role",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user_id.as_uuid())
+    .bind(role.as_str())
+    .execute(tx.connection())
+    .await?;
+    let action = if previous.is_some() {
+        "member.change_role"
+    } else {
+        "member.add"
+    };
+    audit::append(
+        &mut tx,
+        AuditEntry::new(action, user_id.to_string())
+            .details(serde_json::json!({ "role": role, "previous_role": previous })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Member {
+        user_id,
+        email: email.as_str().to_owned(),
+        display_name,
+        role,
+    })
+}
+
+/// Removes `email` from `tenant`. Refuses to remove the last owner.
+pub async fn remove_member(
+    database: &Database,
+    actor: Actor,
+    tenant: TenantId,
+    email: &Email,
+) -> Result<(), StoreError> {
+    let mut tx = control_tx(database, actor, tenant).await?;
+    let (user_id, _) = user_by_email(&mut tx, email).await?;
+    let role: Option<String> = sqlx::query_scalar(
+        "select role from control.members where tenant_id = $1 and user_id = $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user_id.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some(role) = role else {
+        return Err(StoreError::NotFound("membership"));
+    };
+    if role == "owner" {
+        ensure_another_owner(&mut tx, tenant, user_id).await?;
+    }
+    sqlx::query("delete from control.members where tenant_id = $1 and user_id = $2")
+        .bind(tenant.as_uuid())
+        .bind(user_id.as_uuid())
+        .execute(tx.connection())
+        .await?;
+    audit::append(
+        &mut tx,
+        AuditEntry::new("member.remove", user_id.to_string())
+            .details(serde_json::json!({ "role": role })),
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// Members of `tenant`, by email.
+pub async fn list_members(
+    database: &Database,
+    actor: Actor,
+    tenant: TenantId,
+) -> Result<Vec<Member>, StoreError> {
+    let mut tx = control_tx(database, actor, tenant).await?;
+    ensure_tenant_exists(&mut tx).await?;
+    let rows = sqlx::query(
+        "select m.user_id, u.email, u.display_name, m.role \
+         from control.members m join control.users u on u.user_id = m.user_id \
+         order by u.email",
+    )
+    .fetch_all(tx.connection())
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok(Member {
+                user_id: UserId::from_uuid(row.try_get("user_id")?),
+                email: row.try_get("email")?,
+                display_name: row.try_get("display_name")?,
+                role: role
+                    .parse()
+                    .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))?,
+            })
+        })
+        .collect()
+}
+
+async fn control_tx(
+    database: &Database,
+    actor: Actor,
+    tenant: TenantId,
+) -> Result<TenantTx, StoreError> {
+    TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(tenant),
+            actor,
+        },
+    )
+    .await
+}
+
+async fn ensure_tenant_exists(tx: &mut TenantTx) -> Result<(), StoreError> {
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from control.dim_tenant)")
+        .fetch_one(tx.connection())
+        .await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound("tenant"))
+    }
+}
+
+/// A tenant must keep at least one owner.
+async fn ensure_another_owner(
+    tx: &mut TenantTx,
+    tenant: TenantId,
+    leaving: UserId,
+) -> Result<(), StoreError> {
+    // Lock the owners so two concurrent removals cannot both see the other as remaining.
+    let others: Vec<Uuid> = sqlx::query_scalar(
+        "select user_id from control.members \
+         where tenant_id = $1 and role = 'owner' and user_id <> $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(leaving.as_uuid())
+    .fetch_all(tx.connection())
+    .await?;
+    if others.is_empty() {
+        Err(StoreError::Forbidden(
+            "a workspace must keep at least one owner",
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! The only crate that speaks SQL: the managed cluster, bootstrap and migrations, the
+//! tenant-scoped transaction every request-path query runs in, repositories and the audit log.
+//!
+//! Architecture invariant: outside this crate, tenant data is reachable only through
+//! [`TenantTx`], which sets the transaction-local tenant and switches to the database role of the
+//! caller's platform role. Row-level security in the database does the filtering; this crate
+//! never adds `where tenant_id = ...` as its only line of defence.
+
+pub mod audit;
+pub mod catalog;
+pub mod cluster;
+mod connect;
+pub mod control;
+mod error;
+pub mod migrate;
+mod tenant_tx;
+
+pub use connect::{APP_ROLE, ConnectionSettings, Database, RoleCredentials, SERVICE_ROLE};
+pub use error::StoreError;
+pub use tenant_tx::{Actor, Scope, TenantTx};
+
+/// A random token of `bytes` bytes from the operating system's CSPRNG, hex-encoded.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).expect("the operating system's random source is available");
+    hex::encode(buffer)
+}

@@ -1,0 +1,178 @@
+//! `TenantTx`: the transaction every request-path query runs in.
+//!
+//! Opening one starts a transaction on the app pool (login role `tributary_app`, which owns
+//! nothing and may only switch roles), switches with `set local role` to the database role of
+//! the caller's platform role, and sets the tenant and user with `set_config(.., true)`. All
+//! three end with the transaction, so a pooled connection carries nothing into the next one.
+
+use domain::{Role, SourceId, TenantId, UserId};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::{Database, StoreError};
+
+/// Who is acting; recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A signed-in person.
+    User(UserId),
+    /// An operator at the command line, by OS user name.
+    Cli(String),
+    /// A platform job, by name.
+    System(&'static str),
+    /// A paired agent.
+    Agent(SourceId),
+}
+
+impl Actor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::User(_) => "user",
+            Actor::Cli(_) => "cli",
+            Actor::System(_) => "system",
+            Actor::Agent(_) => "agent",
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Actor::User(user) => user.to_string(),
+            Actor::Cli(name) => name.chars().take(200).collect(),
+            Actor::System(name) => (*name).to_owned(),
+            Actor::Agent(source) => source.to_string(),
+        }
+    }
+
+    /// The OS user running this process, as a CLI actor.
+    pub fn current_cli_user() -> Actor {
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::current())
+            .ok()
+            .flatten()
+            .map_or_else(|| "unknown".to_owned(), |user| user.name);
+        Actor::Cli(name)
+    }
+}
+
+/// On whose behalf, and in which tenant, a transaction runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A member of `tenant` acting in their tenant role (owner, admin, operator or viewer).
+    Member {
+        tenant: TenantId,
+        user: UserId,
+        role: Role,
+    },
+    /// Internal operations staff. The tenant registry and the global rollups are readable
+    /// without a tenant; tenant tables (such as a tenant's audit log) only with one.
+    InternalOps {
+        tenant: Option<TenantId>,
+        actor: Actor,
+    },
+    /// The platform's control plane: sign-up, sign-in and the operator CLI. It creates tenants,
+    /// accounts and memberships; tenant rows still only for the tenant set here.
+    Control {
+        tenant: Option<TenantId>,
+        actor: Actor,
+    },
+}
+
+impl Scope {
+    fn tenant(&self) -> Option<TenantId> {
+        match self {
+            Scope::Member { tenant, .. } => Some(*tenant),
+            Scope::InternalOps { tenant, .. } | Scope::Control { tenant, .. } => *tenant,
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        match self {
+            Scope::Member { user, .. } => Actor::User(*user),
+            Scope::InternalOps { actor, .. } | Scope::Control { actor, .. } => actor.clone(),
+        }
+    }
+
+    /// The statement that switches to this scope's database role. Static text per role: no part
+    /// of it comes from input.
+    fn set_role_statement(&self) -> Result<&'static str, StoreError> {
+        Ok(match self {
+            Scope::Member { role, .. } => match role {
+                Role::Owner => "set local role tributary_tenant_owner",
+                Role::Admin => "set local role tributary_tenant_admin",
+                Role::Operator => "set local role tributary_tenant_operator",
+                Role::Viewer => "set local role tributary_tenant_viewer",
+                Role::InternalOps | Role::ServiceRole => {
+                    return Err(StoreError::Forbidden(
+                        "only owner, admin, operator and viewer are tenant member roles",
+                    ));
+                }
+            },
+            Scope::InternalOps { .. } => "set local role tributary_internal_ops",
+            Scope::Control { .. } => "set local role tributary_control",
+        })
+    }
+}
+
+/// A transaction bound to one tenant (or, for control and internal operations, possibly none)
+/// and one database role. Dropping it without [`TenantTx::commit`] rolls back.
+#[derive(Debug)]
+pub struct TenantTx {
+    transaction: Transaction<'static, Postgres>,
+    tenant: Option<TenantId>,
+    actor: Actor,
+}
+
+impl TenantTx {
+    pub async fn begin(database: &Database, scope: Scope) -> Result<Self, StoreError> {
+        let set_role = scope.set_role_statement()?;
+        let mut transaction = database.app_pool().begin().await?;
+        sqlx::query(set_role).execute(&mut *transaction).await?;
+        let tenant = scope.tenant();
+        let user = match &scope {
+            Scope::Member { user, .. } => Some(*user),
+            _ => None,
+        };
+        sqlx::query(
+            "select set_config('tributary.tenant_id', $1, true), \
+                    set_config('tributary.user_id', $2, true)",
+        )
+        .bind(tenant.map(|tenant| tenant.to_string()).unwrap_or_default())
+        .bind(user.map(|user| user.to_string()).unwrap_or_default())
+        .execute(&mut *transaction)
+        .await?;
+        Ok(Self {
+            transaction,
+            tenant,
+            actor: scope.actor(),
+        })
+    }
+
+    /// The tenant whose rows this transaction can see, if any.
+    pub fn tenant(&self) -> Option<TenantId> {
+        self.tenant
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.transaction.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.transaction.rollback().await?;
+        Ok(())
+    }
+
+    pub(crate) fn connection(&mut self) -> &mut PgConnection {
+        &mut self.transaction
+    }
+
+    /// The raw connection, for the store's own isolation tests, which must be able to attempt
+    /// what no repository would.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn connection_for_tests(&mut self) -> &mut PgConnection {
+        &mut self.transaction
+    }
+}

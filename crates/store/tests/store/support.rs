@@ -1,0 +1,31 @@
+//! Fixtures shared by the store's integration tests.
+
+use domain::{Plan, Role, TenantAttributes, TenantId, UserId};
+use store::{Actor, Database, Scope, TenantTx};
+
+pub fn cli() -> Actor {
+    Actor::Cli("test".into())
+}
+
+pub async fn tenant(database: &Database, name: &str) -> TenantId {
+    let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
+    store::control::create_tenant(database, cli(), &attributes)
+        .await
+        .unwrap()
+        .tenant_id
+}
+
+pub async fn member_tx(database: &Database, tenant: TenantId, role: Role) -> TenantTx {
+    let scope = match role {
+        Role::InternalOps => Scope::InternalOps {
+            tenant: Some(tenant),
+            actor: cli(),
+        },
+        _ => Scope::Member {
+            tenant,
+            user: UserId::new_random(),
+            role,
+        },
+    };
+    TenantTx::begin(database, scope).await.unwrap()
+}
