@@ -4,9 +4,9 @@
 
 use domain::Permission::{self, *};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 
-use crate::StoreError;
+use crate::{ConnectionSettings, StoreError};
 
 /// Which permissions allow each operation on a tenant table (any one of them suffices; an empty
 /// list means no member or operations role may do it). The database grants in the migrations
@@ -295,21 +295,24 @@ const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Runs every catalog check against the database `pool` is connected to. An empty result means
-/// the schema keeps its isolation promises. `admin_role` is the one administrative login
-/// migrations run as, which besides the cluster's bootstrap superuser may be a superuser.
-pub async fn lint(pool: &PgPool, admin_role: &str) -> Result<Vec<Finding>, StoreError> {
+/// Runs every catalog check against the platform database, connecting as the administrative
+/// login (the catalog queries need to see every role). An empty result means the schema keeps
+/// its isolation promises. Besides the service role, the administrative login migrations run as
+/// and the cluster's bootstrap superuser are the documented logins that may bypass RLS.
+pub async fn lint(settings: &ConnectionSettings) -> Result<Vec<Finding>, StoreError> {
+    let mut connection = PgConnection::connect_with(&settings.admin).await?;
     let tenant_tables: Vec<&str> = TENANT_TABLES.iter().map(|access| access.table).collect();
     let mut findings = Vec::new();
     for (check, query) in CHECKS {
         let objects: Vec<String> = sqlx::query_scalar(*query)
             .bind(PLATFORM_SCHEMAS)
             .bind(REQUEST_ROLES)
-            .bind(admin_role)
+            .bind(settings.admin_role())
             .bind(&tenant_tables)
-            .fetch_all(pool)
+            .fetch_all(&mut connection)
             .await?;
         findings.extend(objects.into_iter().map(|object| Finding { check, object }));
     }
+    connection.close().await?;
     Ok(findings)
 }

@@ -111,9 +111,14 @@ impl PgBinaries {
                 Some((version, entry.path().join("bin")))
             })
             .collect();
-        versioned.sort_by(|a, b| b.0.cmp(&a.0));
+        versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         candidates.extend(versioned.into_iter().map(|(_, dir)| dir));
 
+        Self::first_complete(candidates)
+    }
+
+    /// The first directory holding all three server binaries.
+    pub fn first_complete(candidates: Vec<PathBuf>) -> Result<Self, ClusterError> {
         candidates
             .into_iter()
             .find(|dir| {
@@ -523,6 +528,15 @@ mod tests {
         fs::write(dir.join("postmaster.pid"), format!("{own}\n/x\n1\n5999\n")).unwrap();
         assert_eq!(running_port(&dir), Some(5999));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_binaries_name_the_package_to_install() {
+        let error =
+            PgBinaries::first_complete(vec![PathBuf::from("/nonexistent/bin")]).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+        assert!(message.contains("TRIBUTARY_PG_BINDIR"), "{message}");
     }
 
     fn tempfile_dir() -> PathBuf {

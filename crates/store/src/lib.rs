@@ -12,6 +12,7 @@ pub mod cluster;
 mod connect;
 pub mod control;
 mod error;
+pub mod maintenance;
 pub mod migrate;
 mod tenant_tx;
 

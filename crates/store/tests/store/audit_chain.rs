@@ -348,7 +348,6 @@ fn verify_finds_every_single_mutation() {
         let database = test_database.connect().await;
         (test_database, database)
     });
-    let admin = std::cell::RefCell::new(runtime.block_on(test_database.admin()));
     let mut runner = TestRunner::new(Config {
         cases: 96,
         failure_persistence: None,
@@ -376,7 +375,7 @@ fn verify_finds_every_single_mutation() {
                 );
                 prop_assert_eq!(clean.entries, appended as u64 + 1);
 
-                let mut admin = admin.borrow_mut();
+                let mut admin = test_database.admin().await;
                 if tamper(&mut admin, victim, appended + 1, &mutation).await {
                     tampered.set(tampered.get() + 1);
                     let report = &audit::verify(&database, Some(victim)).await.unwrap()[0];

@@ -5,12 +5,7 @@ use test_support::TestDatabase;
 #[tokio::test]
 async fn freshly_migrated_database_has_zero_findings() {
     let database = TestDatabase::new().await;
-    let pool = sqlx::PgPool::connect_with(database.settings().admin.clone())
-        .await
-        .unwrap();
-    let findings = store::catalog::lint(&pool, database.settings().admin_role())
-        .await
-        .unwrap();
+    let findings = store::catalog::lint(database.settings()).await.unwrap();
     assert!(findings.is_empty(), "catalog lint findings: {findings:#?}");
 }
 
@@ -35,9 +30,7 @@ async fn lint_reports_what_it_is_meant_to_catch() {
     .execute(&pool)
     .await
     .unwrap();
-    let findings = store::catalog::lint(&pool, database.settings().admin_role())
-        .await
-        .unwrap();
+    let findings = store::catalog::lint(database.settings()).await.unwrap();
     sqlx::raw_sql("alter role tributary_control nobypassrls")
         .execute(&pool)
         .await

@@ -1,0 +1,220 @@
+//! The command line: every command and flag, with the help a newcomer reads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::LogFormat;
+
+/// Tributary: change-data-capture analytics for fleets of devices, isolated per tenant by the
+/// database itself.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tributary",
+    version,
+    about,
+    long_about = "Tributary: change-data-capture analytics for fleets of devices, isolated per \
+tenant by PostgreSQL row-level security.\n\n\
+Start here: `tributary up` runs the whole platform on this machine. With no database URL it \
+creates and manages a private PostgreSQL cluster under the data directory (using the PostgreSQL \
+binaries installed on the machine), migrates it, and serves the web app.\n\n\
+Every option can also be set by a TRIBUTARY_* environment variable (shown with each option) or \
+in a TOML file given with --config, using the option's name with underscores \
+(data_dir = \"/srv/tributary\"). Flags win over the environment, which wins over the file.",
+    after_help = "Examples:\n  \
+tributary up                                    run everything, managed PostgreSQL in ./.tributary\n  \
+tributary tenant create --name Acme --plan team --industry energy --region eu\n  \
+tributary user create --email ada@example.com --name Ada\n  \
+tributary member add --tenant <TENANT_ID> --email ada@example.com --role owner\n  \
+tributary audit verify                          check every tenant's audit hash chain\n\n\
+Exit status: 0 success, 1 error, 3 a check found problems (audit verify, db lint)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOptions {
+    /// TOML configuration file; its keys are the long option names with underscores.
+    #[arg(long, env = "TRIBUTARY_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Where Tributary keeps its state: the managed PostgreSQL cluster, generated credentials
+    /// and logs. [default: ./.tributary]
+    #[arg(long, env = "TRIBUTARY_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Use this PostgreSQL server instead of a managed cluster: an administrative login
+    /// (superuser or CREATEROLE) on the platform database, used for bootstrap and migrations.
+    #[arg(
+        long,
+        env = "TRIBUTARY_DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+
+    /// Login of the request-path role `tributary_app` on a given server. Without it, Tributary
+    /// sets a generated password on that role and keeps it in the data directory.
+    #[arg(
+        long,
+        env = "TRIBUTARY_APP_DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub app_database_url: Option<String>,
+
+    /// Login of the pipeline role `tributary_service` on a given server (as for the app role).
+    #[arg(
+        long,
+        env = "TRIBUTARY_SERVICE_DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub service_database_url: Option<String>,
+
+    /// Log format on standard error. Verbosity: TRIBUTARY_LOG (e.g. `info`, `debug`,
+    /// `store=debug`). [default: text]
+    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the platform: database (managed unless a URL is given), migrations, web.
+    ///
+    /// Prints the web address when ready and runs until SIGINT (Ctrl-C) or SIGTERM, then stops
+    /// everything it started, the managed PostgreSQL server included.
+    Up(UpArgs),
+    /// Apply pending schema migrations (and create the database and roles if needed), then exit.
+    Migrate,
+    /// Tenants (customer workspaces).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// User accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Memberships of users in tenants, with their roles.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// The append-only, hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Database checks.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address the web app listens on; port 0 picks a free port (the address is printed).
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, env = "TRIBUTARY_WEB_ADDR", value_name = "ADDR")]
+    pub web_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant and print its id.
+    Create {
+        /// Display name, e.g. "Acme Charging".
+        #[arg(long)]
+        name: String,
+        /// One of free, team, business, enterprise.
+        #[arg(long, default_value = "team")]
+        plan: String,
+        /// Industry, a rollup dimension (e.g. energy, retail, manufacturing).
+        #[arg(long)]
+        industry: String,
+        /// Region, a rollup dimension (e.g. eu, us-east).
+        #[arg(long)]
+        region: String,
+    },
+    /// List every tenant.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user account (it signs in once a password is set through the web app).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a user to a tenant with a role, or change the role of an existing member.
+    Add {
+        /// Tenant id (see `tributary tenant list`).
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        /// owner, admin, operator or viewer.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a user from a tenant. A tenant always keeps at least one owner.
+    Remove {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// List a tenant's members.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every link of the audit hash chains and report the first broken one of each.
+    Verify {
+        /// Only this tenant's chain (the platform chain is 00000000-0000-0000-0000-000000000000).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Check the database catalog against the isolation rules (forced RLS everywhere, no
+    /// bypassing roles, tenant_id in every key, ...). Prints each finding.
+    Lint,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,406 @@
+//! The operator commands, and the database connection they share.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use domain::{Email, Plan, Role, TenantAttributes, TenantId};
+use store::cluster::ManagedCluster;
+use store::{Actor, ConnectionSettings, Database};
+
+use crate::EXIT_CHECK_FAILED;
+use crate::cli::{AuditCommand, Command, DbCommand, MemberCommand, TenantCommand, UserCommand};
+use crate::settings::{DatabaseChoice, Settings};
+
+pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(_) => crate::up::run(settings).await,
+        Command::Migrate => migrate(settings).await,
+        Command::Tenant(command) => tenant(command, settings).await,
+        Command::User(command) => user(command, settings).await,
+        Command::Member(command) => member(command, settings).await,
+        Command::Audit(command) => audit(command, settings).await,
+        Command::Db(command) => db(command, settings).await,
+    }
+}
+
+/// A connection to the platform database, and the managed cluster behind it if there is one.
+pub struct Connected {
+    pub database: Database,
+    pub connection_settings: ConnectionSettings,
+    cluster: Option<ManagedCluster>,
+    /// Stop the managed server on close: always for `up`; for other commands only when they
+    /// started it themselves (a running platform's server is left alone).
+    stop_cluster: bool,
+}
+
+impl Connected {
+    /// Connects, starting the managed cluster if there is no database URL. `platform` is true
+    /// for `up`, which also migrates and owns the cluster's lifetime.
+    pub async fn open(settings: &Settings, platform: bool) -> anyhow::Result<Self> {
+        let (connection_settings, cluster) = resolve(settings).await?;
+        let stop_cluster = platform || cluster.as_ref().is_some_and(ManagedCluster::started_here);
+        let opened = async {
+            if platform {
+                migrate_database(&connection_settings).await?;
+            }
+            Database::connect(&connection_settings).await.context(
+                "cannot connect as the platform's roles; if this database was never migrated, \
+                 run `tributary migrate` first",
+            )
+        }
+        .await;
+        match opened {
+            Ok(database) => Ok(Self {
+                database,
+                connection_settings,
+                cluster,
+                stop_cluster,
+            }),
+            Err(error) => {
+                if stop_cluster && let Some(cluster) = &cluster {
+                    let _ = cluster.stop();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.cluster {
+            Some(cluster) => format!(
+                "managed PostgreSQL cluster in {} (127.0.0.1:{}, socket in {})",
+                cluster.data_dir().display(),
+                cluster.port(),
+                cluster.socket_dir().display()
+            ),
+            None => format!(
+                "PostgreSQL at {}:{}, database {}",
+                self.connection_settings.admin.get_host(),
+                self.connection_settings.admin.get_port(),
+                self.connection_settings.database()
+            ),
+        }
+    }
+
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.database.close().await;
+        if self.stop_cluster
+            && let Some(cluster) = self.cluster
+        {
+            tokio::task::spawn_blocking(move || cluster.stop())
+                .await?
+                .context("stopping the managed PostgreSQL server")?;
+            tracing::info!("managed PostgreSQL server stopped");
+        }
+        Ok(())
+    }
+}
+
+async fn resolve(
+    settings: &Settings,
+) -> anyhow::Result<(ConnectionSettings, Option<ManagedCluster>)> {
+    match &settings.database {
+        DatabaseChoice::Managed => {
+            let data_dir = settings.data_dir.clone();
+            if !data_dir.join("postgres").join("PG_VERSION").exists() {
+                tracing::info!(
+                    data_dir = %data_dir.display(),
+                    "creating the managed PostgreSQL cluster (first start only)"
+                );
+            }
+            let cluster = tokio::task::spawn_blocking(move || ManagedCluster::start(&data_dir))
+                .await?
+                .context("starting the managed PostgreSQL cluster")?;
+            if cluster.started_here() {
+                tracing::info!(port = cluster.port(), "managed PostgreSQL server started");
+            } else {
+                tracing::info!(
+                    port = cluster.port(),
+                    "managed PostgreSQL server already running; using it"
+                );
+            }
+            Ok((cluster.connection_settings().clone(), Some(cluster)))
+        }
+        DatabaseChoice::Given {
+            admin_url,
+            app_url,
+            service_url,
+        } => {
+            let connection_settings = ConnectionSettings::from_url(
+                admin_url,
+                app_url.as_ref(),
+                service_url.as_ref(),
+                &settings.data_dir,
+            )?;
+            Ok((connection_settings, None))
+        }
+    }
+}
+
+async fn migrate_database(connection_settings: &ConnectionSettings) -> anyhow::Result<()> {
+    let report = store::migrate::prepare_database(connection_settings)
+        .await
+        .context("migrating the database")?;
+    tracing::info!(
+        database = connection_settings.database(),
+        created = report.database_created,
+        already_applied = report.applied_before,
+        applied_now = report.applied_now,
+        "database migrated"
+    );
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
+    let (connection_settings, cluster) = resolve(&settings).await?;
+    let result = store::migrate::prepare_database(&connection_settings).await;
+    if let Some(cluster) = cluster.filter(ManagedCluster::started_here) {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    let report = result.context("migrating the database")?;
+    println!(
+        "database {}: {} migration(s) applied now, {} already applied{}",
+        connection_settings.database(),
+        report.applied_now,
+        report.applied_before,
+        if report.database_created {
+            " (database created)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `action` against the database, then releases it (stopping a managed server this
+/// command started).
+async fn with_database<T>(
+    settings: &Settings,
+    action: impl AsyncFnOnce(&Connected) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let connected = Connected::open(settings, false).await?;
+    let result = action(&connected).await;
+    connected.close().await?;
+    result
+}
+
+fn parse_tenant(given: &str) -> anyhow::Result<TenantId> {
+    Ok(given.parse()?)
+}
+
+async fn tenant(command: TenantCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        TenantCommand::Create {
+            name,
+            plan,
+            industry,
+            region,
+        } => {
+            let plan: Plan = plan.parse()?;
+            let attributes = TenantAttributes::parse(&name, plan, &industry, &region)?;
+            let tenant = with_database(&settings, async |connected| {
+                Ok(store::control::create_tenant(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    &attributes,
+                )
+                .await?)
+            })
+            .await?;
+            println!("created tenant {} ({})", tenant.tenant_id, tenant.name);
+        }
+        TenantCommand::List { json } => {
+            let tenants = with_database(&settings, async |connected| {
+                Ok(
+                    store::control::list_tenants(&connected.database, Actor::current_cli_user())
+                        .await?,
+                )
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tenants)?);
+            } else if tenants.is_empty() {
+                println!("no tenants yet: create one with `tributary tenant create`");
+            } else {
+                println!(
+                    "{:<36}  {:<10}  {:<12}  {:<10}  {:<8}  NAME",
+                    "TENANT ID", "PLAN", "INDUSTRY", "REGION", "STATUS"
+                );
+                for tenant in tenants {
+                    println!(
+                        "{:<36}  {:<10}  {:<12}  {:<10}  {:<8}  {}",
+                        tenant.tenant_id,
+                        tenant.plan,
+                        tenant.industry,
+                        tenant.region,
+                        tenant.status,
+                        tenant.name
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn user(command: UserCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        UserCommand::Create { email, name } => {
+            let email = Email::parse(&email)?;
+            let user = with_database(&settings, async |connected| {
+                Ok(store::control::create_user(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    &email,
+                    &name,
+                )
+                .await?)
+            })
+            .await?;
+            println!("created user {} ({})", user.user_id, user.email);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn member(command: MemberCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        MemberCommand::Add {
+            tenant,
+            email,
+            role,
+        } => {
+            let tenant = parse_tenant(&tenant)?;
+            let email = Email::parse(&email)?;
+            let role: Role = role.parse()?;
+            if !role.is_tenant_role() {
+                bail!("a member's role is one of owner, admin, operator, viewer");
+            }
+            let member = with_database(&settings, async |connected| {
+                Ok(store::control::set_member(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    tenant,
+                    &email,
+                    role,
+                )
+                .await?)
+            })
+            .await?;
+            println!("{} is now {} of tenant {tenant}", member.email, member.role);
+        }
+        MemberCommand::Remove { tenant, email } => {
+            let tenant = parse_tenant(&tenant)?;
+            let email = Email::parse(&email)?;
+            with_database(&settings, async |connected| {
+                Ok(store::control::remove_member(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    tenant,
+                    &email,
+                )
+                .await?)
+            })
+            .await?;
+            println!("removed {email} from tenant {tenant}");
+        }
+        MemberCommand::List { tenant, json } => {
+            let tenant = parse_tenant(&tenant)?;
+            let members = with_database(&settings, async |connected| {
+                Ok(store::control::list_members(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    tenant,
+                )
+                .await?)
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&members)?);
+            } else {
+                println!("{:<36}  {:<9}  {:<32}  NAME", "USER ID", "ROLE", "EMAIL");
+                for member in members {
+                    println!(
+                        "{:<36}  {:<9}  {:<32}  {}",
+                        member.user_id, member.role, member.email, member.display_name
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(command: AuditCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    let AuditCommand::Verify { tenant, json } = command;
+    let tenant = tenant.as_deref().map(parse_tenant).transpose()?;
+    let reports = with_database(&settings, async |connected| {
+        Ok(store::audit::verify(&connected.database, tenant).await?)
+    })
+    .await?;
+    let broken = reports.iter().filter(|report| !report.is_intact()).count();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            match &report.first_break {
+                None => println!(
+                    "ok      {}  {} entries, chain intact",
+                    report.tenant, report.entries
+                ),
+                Some(first_break) => println!(
+                    "BROKEN  {}  {} entries, {}",
+                    report.tenant,
+                    report.entries,
+                    describe_break(first_break)
+                ),
+            }
+        }
+        println!("{} chain(s) verified, {broken} broken", reports.len());
+    }
+    Ok(if broken == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
+}
+
+fn describe_break(first_break: &store::audit::ChainBreak) -> String {
+    use store::audit::ChainBreak;
+    match first_break {
+        ChainBreak::Sequence { expected, found } => format!(
+            "first broken link: expected entry {expected} but found {found} (entries removed or reordered)"
+        ),
+        ChainBreak::PrevHash { seq } => format!(
+            "first broken link at entry {seq}: it does not point at the entry before it (inserted or reordered)"
+        ),
+        ChainBreak::Hash { seq } => {
+            format!(
+                "first broken link at entry {seq}: its content does not match its hash (edited)"
+            )
+        }
+        ChainBreak::Head {
+            recorded_seq,
+            last_seq,
+        } => format!(
+            "the chain should end at entry {recorded_seq} but ends at {last_seq} (entries removed from or added to its end)"
+        ),
+    }
+}
+
+async fn db(command: DbCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    let DbCommand::Lint = command;
+    let findings = with_database(&settings, async |connected| {
+        Ok(store::catalog::lint(&connected.connection_settings).await?)
+    })
+    .await?;
+    for finding in &findings {
+        println!("{}: {}", finding.check, finding.object);
+    }
+    println!("{} finding(s)", findings.len());
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
+}

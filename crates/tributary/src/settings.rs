@@ -1,0 +1,159 @@
+//! Configuration: command-line flags, `TRIBUTARY_*` environment variables and an optional TOML
+//! file, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::cli::GlobalOptions;
+
+pub const DEFAULT_DATA_DIR: &str = ".tributary";
+pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The keys a configuration file may set; every one is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    app_database_url: Option<String>,
+    service_database_url: Option<String>,
+    log_format: Option<LogFormat>,
+    web_addr: Option<SocketAddr>,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone)]
+pub enum DatabaseChoice {
+    /// A private cluster under the data directory.
+    Managed,
+    /// A server given by URL (an administrative login, used for bootstrap and migrations),
+    /// optionally with explicit URLs for the app and service roles.
+    Given {
+        admin_url: SecretString,
+        app_url: Option<SecretString>,
+        service_url: Option<SecretString>,
+    },
+}
+
+/// The resolved settings every command runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database: DatabaseChoice,
+    pub log_format: LogFormat,
+    pub web_addr: SocketAddr,
+}
+
+impl Settings {
+    pub fn resolve(global: &GlobalOptions, web_addr: Option<SocketAddr>) -> anyhow::Result<Self> {
+        let file = match &global.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let secret =
+            |value: Option<String>| value.filter(|url| !url.is_empty()).map(SecretString::from);
+        let database = match secret(global.database_url.clone().or(file.database_url)) {
+            Some(admin_url) => DatabaseChoice::Given {
+                admin_url,
+                app_url: secret(global.app_database_url.clone().or(file.app_database_url)),
+                service_url: secret(
+                    global
+                        .service_database_url
+                        .clone()
+                        .or(file.service_database_url),
+                ),
+            },
+            None => DatabaseChoice::Managed,
+        };
+        Ok(Self {
+            data_dir: global
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            database,
+            log_format: global
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            web_addr: web_addr
+                .or(file.web_addr)
+                .unwrap_or_else(|| DEFAULT_WEB_ADDR.parse().expect("valid default address")),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the configuration file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(config: Option<PathBuf>, data_dir: Option<&str>) -> GlobalOptions {
+        GlobalOptions {
+            config,
+            data_dir: data_dir.map(PathBuf::from),
+            database_url: None,
+            app_database_url: None,
+            service_database_url: None,
+            log_format: None,
+        }
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("tributary-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tributary.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/tributary\"\nlog_format = \"json\"\nweb_addr = \"127.0.0.1:9000\"\n\
+             database_url = \"postgres://admin@db/tributary\"\n",
+        )
+        .unwrap();
+
+        let from_file = Settings::resolve(&global(Some(path.clone()), None), None).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/srv/tributary"));
+        assert_eq!(from_file.log_format, LogFormat::Json);
+        assert_eq!(from_file.web_addr.port(), 9000);
+        assert!(matches!(from_file.database, DatabaseChoice::Given { .. }));
+
+        let flagged = Settings::resolve(
+            &global(Some(path.clone()), Some("/tmp/elsewhere")),
+            Some("127.0.0.1:0".parse().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(flagged.data_dir, PathBuf::from("/tmp/elsewhere"));
+        assert_eq!(flagged.web_addr.port(), 0);
+
+        let defaults = Settings::resolve(&global(None, None), None).unwrap();
+        assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(matches!(defaults.database, DatabaseChoice::Managed));
+
+        std::fs::write(&path, "data_dri = \"/typo\"\n").unwrap();
+        let error = Settings::resolve(&global(Some(path), None), None).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("unknown field `data_dri`"),
+            "{error:#}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

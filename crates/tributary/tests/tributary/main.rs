@@ -1,0 +1,5 @@
+//! End-to-end tests of the `tributary` binary: the managed cluster's whole life, and the CLI.
+
+mod cli;
+mod managed_cluster;
+mod support;

@@ -1,0 +1,100 @@
+//! `tributary up` on an empty data directory: starts, migrates, answers `/healthz`, leaves no
+//! process behind on SIGTERM, and reuses the same cluster on the next start.
+
+use nix::sys::signal::Signal;
+
+use crate::support::{DataDir, Platform, assert_no_server_left, server_processes, tributary};
+
+#[test]
+fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
+    let data_dir = DataDir::new();
+
+    let platform = Platform::start(&data_dir);
+    let (status, body) = platform.get("/healthz");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"status":"ok","database":"ok"}"#)
+    );
+    assert!(
+        !server_processes(&data_dir.pgdata()).is_empty(),
+        "the managed server runs"
+    );
+    let settings = std::fs::read_to_string(data_dir.pgdata().join("postgresql.conf")).unwrap();
+    assert!(settings.contains("wal_level = logical"));
+    let credentials = std::fs::read(data_dir.0.join("credentials.json")).unwrap();
+
+    // The CLI uses the running platform's server and leaves it running.
+    let created = tributary(
+        &data_dir,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--industry",
+            "energy",
+            "--region",
+            "eu",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    assert!(!server_processes(&data_dir.pgdata()).is_empty());
+
+    let (status, _) = platform.stop_with(Signal::SIGTERM);
+    assert!(
+        status.success(),
+        "tributary up exits 0 on SIGTERM: {status}"
+    );
+    assert_no_server_left(&data_dir.pgdata());
+    assert!(!data_dir.pgdata().join("postmaster.pid").exists());
+
+    // A CLI command with nothing running starts the server, and stops it again.
+    let listed = tributary(&data_dir, &["tenant", "list", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let tenants: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        tenants[0]["name"], "Acme",
+        "the second start sees the first one's data"
+    );
+    assert_no_server_left(&data_dir.pgdata());
+
+    let platform = Platform::start(&data_dir);
+    assert_eq!(platform.get("/healthz").0, 200);
+    let (status, stderr) = platform.stop_with(Signal::SIGINT);
+    assert!(status.success(), "tributary up exits 0 on SIGINT: {status}");
+    assert!(
+        stderr.iter().any(
+            |line| line.contains("already_applied=5") || line.contains("\"already_applied\":5")
+        ),
+        "the second start found its migrations applied: {stderr:?}"
+    );
+    assert_eq!(
+        std::fs::read(data_dir.0.join("credentials.json")).unwrap(),
+        credentials,
+        "same cluster"
+    );
+    assert_no_server_left(&data_dir.pgdata());
+}
+
+#[test]
+fn up_adopts_a_server_left_behind_by_a_killed_platform() {
+    let data_dir = DataDir::new();
+    let platform = Platform::start(&data_dir);
+    let (status, _) = platform.stop_with(Signal::SIGKILL);
+    assert!(!status.success());
+    let orphans = server_processes(&data_dir.pgdata());
+    assert!(
+        !orphans.is_empty(),
+        "SIGKILL gives the platform no chance to stop its server"
+    );
+
+    let platform = Platform::start(&data_dir);
+    assert_eq!(platform.get("/healthz").0, 200);
+    let (status, stderr) = platform.stop_with(Signal::SIGTERM);
+    assert!(status.success());
+    assert!(
+        stderr.iter().any(|line| line.contains("already running")),
+        "the restart adopted the running server: {stderr:?}"
+    );
+    assert_no_server_left(&data_dir.pgdata());
+}

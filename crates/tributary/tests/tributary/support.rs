@@ -1,0 +1,188 @@
+//! Running the built binary and looking at what it leaves behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_tributary");
+
+/// A data directory the PostgreSQL server's OS user can reach (a tempfile dir is 0700).
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    pub fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("tributary-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    pub fn pgdata(&self) -> PathBuf {
+        self.0.join("postgres")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn tributary(data_dir: &DataDir, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("--data-dir")
+        .arg(&data_dir.0)
+        .args(args)
+        .env_remove("TRIBUTARY_DATABASE_URL")
+        .output()
+        .expect("run tributary")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A running `tributary up`.
+pub struct Platform {
+    pub child: Child,
+    pub web_addr: String,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Platform {
+    pub fn start(data_dir: &DataDir) -> Self {
+        let mut child = Command::new(BINARY)
+            .args(["up", "--web-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir.0)
+            .env_remove("TRIBUTARY_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tributary up");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let (stderr_tx, stderr_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = stderr_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let web_addr = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(remaining) {
+                Ok(line) => {
+                    if let Some(url) = line.trim().strip_prefix("web:") {
+                        let url = url.trim();
+                        break url
+                            .trim_start_matches("http://")
+                            .trim_end_matches('/')
+                            .to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log: Vec<String> = stderr_rx.try_iter().collect();
+                    panic!(
+                        "tributary up printed no web address within 90s; stderr:\n{}",
+                        log.join("\n")
+                    );
+                }
+            }
+        };
+        Self {
+            child,
+            web_addr,
+            stderr: stderr_rx,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.web_addr, path)
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(
+        mut self,
+        signal: nix::sys::signal::Signal,
+    ) -> (std::process::ExitStatus, Vec<String>) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.stderr.try_iter().collect());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tributary up did not exit within 60s of {signal}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the web address");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// Processes whose working directory is `pgdata`: every PostgreSQL server process of a
+/// cluster chdirs there, whatever its title says.
+pub fn server_processes(pgdata: &Path) -> Vec<u32> {
+    let pgdata = std::fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_owned());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            (cwd == pgdata).then_some(pid)
+        })
+        .collect()
+}
+
+/// Waits until no server process of `pgdata` is left, or fails naming them.
+pub fn assert_no_server_left(pgdata: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = server_processes(pgdata);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL processes left behind: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
