@@ -141,7 +141,8 @@ pub struct Finding {
 }
 
 /// The catalog checks, each a query returning the offending objects. `$1` is the platform
-/// schemas, `$2` the request roles, `$3` the administrative role migrations run as.
+/// schemas, `$2` the request roles, `$3` the administrative role migrations run as, `$4` the
+/// tables in [`TENANT_TABLES`], `$5` further documented break-glass logins.
 const CHECKS: &[(&str, &str)] = &[
     (
         "tenant table without RLS enabled and forced",
@@ -191,7 +192,8 @@ const CHECKS: &[(&str, &str)] = &[
         "login role other than the service role with superuser or BYPASSRLS",
         "select rolname::text from pg_roles
          where rolcanlogin and (rolsuper or rolbypassrls)
-           and rolname <> 'tributary_service' and rolname <> $3 and oid <> 10",
+           and rolname <> 'tributary_service' and rolname <> $3 and oid <> 10
+           and not (rolname = any($5))",
     ),
     (
         "request role that is, or is a member of, a superuser or BYPASSRLS role",
@@ -298,8 +300,12 @@ const CHECKS: &[(&str, &str)] = &[
 /// Runs every catalog check against the platform database, connecting as the administrative
 /// login (the catalog queries need to see every role). An empty result means the schema keeps
 /// its isolation promises. Besides the service role, the administrative login migrations run as
-/// and the cluster's bootstrap superuser are the documented logins that may bypass RLS.
-pub async fn lint(settings: &ConnectionSettings) -> Result<Vec<Finding>, StoreError> {
+/// and the cluster's bootstrap superuser are the documented logins that may bypass RLS;
+/// `break_glass` names any further ones the operator of a shared server has documented.
+pub async fn lint(
+    settings: &ConnectionSettings,
+    break_glass: &[String],
+) -> Result<Vec<Finding>, StoreError> {
     let mut connection = PgConnection::connect_with(&settings.admin).await?;
     let tenant_tables: Vec<&str> = TENANT_TABLES.iter().map(|access| access.table).collect();
     let mut findings = Vec::new();
@@ -309,6 +315,7 @@ pub async fn lint(settings: &ConnectionSettings) -> Result<Vec<Finding>, StoreEr
             .bind(REQUEST_ROLES)
             .bind(settings.admin_role())
             .bind(&tenant_tables)
+            .bind(break_glass)
             .fetch_all(&mut connection)
             .await?;
         findings.extend(objects.into_iter().map(|object| Finding { check, object }));

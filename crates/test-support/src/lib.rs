@@ -24,6 +24,9 @@ use store::{ConnectionSettings, Database, RoleCredentials};
 struct TestServer {
     settings: ConnectionSettings,
     template: String,
+    /// Superuser or BYPASSRLS logins the server had before the tests touched it (none on the
+    /// private cluster but its bootstrap superuser).
+    preexisting_privileged_logins: Vec<String>,
 }
 
 static SERVER: OnceLock<Result<TestServer, String>> = OnceLock::new();
@@ -68,13 +71,30 @@ fn start_server() -> Result<TestServer, String> {
         Err(_) => start_private_cluster()?,
     };
     let settings = base.with_database(&template);
+    let preexisting_privileged_logins = runtime
+        .block_on(privileged_logins(&base))
+        .map_err(|error| format!("listing privileged logins: {}", error_chain(&error)))?;
     runtime
         .block_on(store::migrate::prepare_database(&settings))
         .map_err(|error| format!("migrating the template database: {}", error_chain(&error)))?;
     Ok(TestServer {
         settings: base,
         template,
+        preexisting_privileged_logins,
     })
+}
+
+async fn privileged_logins(settings: &ConnectionSettings) -> Result<Vec<String>, sqlx::Error> {
+    let maintenance = settings.admin.clone().database(&settings.admin_database);
+    let mut connection = PgConnection::connect_with(&maintenance).await?;
+    let logins = sqlx::query_scalar(
+        "select rolname::text from pg_roles where rolcanlogin and (rolsuper or rolbypassrls) \
+         and rolname not like 'tributary\\_%'",
+    )
+    .fetch_all(&mut connection)
+    .await?;
+    connection.close().await?;
+    Ok(logins)
 }
 
 /// Starts the platform's managed cluster in a temporary directory, and a watchdog that stops
@@ -156,6 +176,12 @@ impl TestDatabase {
 
     pub fn settings(&self) -> &ConnectionSettings {
         &self.settings
+    }
+
+    /// Privileged logins the server had before the tests ran; on a shared server these are the
+    /// operator's documented break-glass accounts for the catalog lint.
+    pub fn preexisting_privileged_logins(&self) -> Vec<String> {
+        server().preexisting_privileged_logins.clone()
     }
 
     /// Pools as the platform's `tributary_app` and `tributary_service` login roles.

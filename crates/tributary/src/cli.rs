@@ -204,7 +204,12 @@ pub enum AuditCommand {
 pub enum DbCommand {
     /// Check the database catalog against the isolation rules (forced RLS everywhere, no
     /// bypassing roles, tenant_id in every key, ...). Prints each finding.
-    Lint,
+    Lint {
+        /// A further login documented as break-glass that may be superuser or BYPASSRLS
+        /// (besides tributary_service, the migration login and the bootstrap superuser).
+        #[arg(long = "allow-privileged-login", value_name = "ROLE")]
+        allowed: Vec<String>,
+    },
 }
 
 #[cfg(test)]

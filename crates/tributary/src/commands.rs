@@ -389,9 +389,9 @@ fn describe_break(first_break: &store::audit::ChainBreak) -> String {
 }
 
 async fn db(command: DbCommand, settings: Settings) -> anyhow::Result<ExitCode> {
-    let DbCommand::Lint = command;
+    let DbCommand::Lint { allowed } = command;
     let findings = with_database(&settings, async |connected| {
-        Ok(store::catalog::lint(&connected.connection_settings).await?)
+        Ok(store::catalog::lint(&connected.connection_settings, &allowed).await?)
     })
     .await?;
     for finding in &findings {

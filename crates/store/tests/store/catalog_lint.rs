@@ -5,7 +5,12 @@ use test_support::TestDatabase;
 #[tokio::test]
 async fn freshly_migrated_database_has_zero_findings() {
     let database = TestDatabase::new().await;
-    let findings = store::catalog::lint(database.settings()).await.unwrap();
+    let findings = store::catalog::lint(
+        database.settings(),
+        &database.preexisting_privileged_logins(),
+    )
+    .await
+    .unwrap();
     assert!(findings.is_empty(), "catalog lint findings: {findings:#?}");
 }
 
@@ -30,7 +35,12 @@ async fn lint_reports_what_it_is_meant_to_catch() {
     .execute(&pool)
     .await
     .unwrap();
-    let findings = store::catalog::lint(database.settings()).await.unwrap();
+    let findings = store::catalog::lint(
+        database.settings(),
+        &database.preexisting_privileged_logins(),
+    )
+    .await
+    .unwrap();
     sqlx::raw_sql("alter role tributary_control nobypassrls")
         .execute(&pool)
         .await

@@ -3,3 +3,4 @@
 mod cli;
 mod managed_cluster;
 mod support;
+mod tidy;
