@@ -58,10 +58,13 @@ impl ConnectionSettings {
         service_url: Option<&SecretString>,
         data_dir: &Path,
     ) -> Result<Self, StoreError> {
-        let admin: PgConnectOptions = admin_url
+        let mut admin: PgConnectOptions = admin_url
             .expose_secret()
             .parse()
             .map_err(|_| StoreError::Config("the database URL is not a valid postgres:// URL"))?;
+        if admin.get_database().is_none() {
+            admin = admin.database(crate::cluster::PLATFORM_DATABASE);
+        }
         let parse_role = |url: &SecretString| -> Result<RoleCredentials, StoreError> {
             let options: PgConnectOptions = url
                 .expose_secret()

@@ -1,0 +1,85 @@
+//! The HTTP surface against a real database: health, and the headers every response carries.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(web::serve(
+        listener,
+        web::AppState { database },
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    (addr, stop_tx)
+}
+
+async fn get(addr: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test]
+async fn healthz_reports_the_database_and_every_response_carries_security_headers() {
+    let test_database = test_support::TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+
+    let (status, headers, body) = get(&addr, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, r#"{"status":"ok","database":"ok"}"#);
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert!(
+            headers
+                .iter()
+                .any(|(header, given)| header == name && given == value),
+            "{name}: {value} missing from {headers:?}"
+        );
+    }
+    assert!(
+        headers
+            .iter()
+            .any(|(name, value)| name == "content-security-policy"
+                && value.contains("frame-ancestors 'none'"))
+    );
+
+    // Unknown routes get the headers too.
+    let (status, headers, _) = get(&addr, "/no-such-page").await;
+    assert_eq!(status, 404);
+    assert!(
+        headers
+            .iter()
+            .any(|(name, _)| name == "x-content-type-options")
+    );
+
+    // With the database gone, health says so without saying why.
+    database.close().await;
+    let (status, _, body) = get(&addr, "/healthz").await;
+    assert_eq!(status, 503);
+    assert_eq!(body, r#"{"status":"unavailable","database":"unavailable"}"#);
+}
