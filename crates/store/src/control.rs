@@ -196,13 +196,7 @@ pub async fn set_member(
     let mut tx = control_tx(database, actor, tenant).await?;
     ensure_tenant_exists(&mut tx).await?;
     let (user_id, display_name) = user_by_email(&mut tx, email).await?;
-    let previous: Option<String> = sqlx::query_scalar(
-        "select role from control.members where tenant_id = $1 and user_id = $2 for update",
-    )
-    .bind(tenant.as_uuid())
-    .bind(user_id.as_uuid())
-    .fetch_optional(tx.connection())
-    .await?;
+    let previous = membership_role(&mut tx, tenant, user_id).await?;
     if previous.as_deref() == Some("owner") && role != Role::Owner {
         ensure_another_owner(&mut tx, tenant, user_id).await?;
     }
@@ -244,13 +238,7 @@ pub async fn remove_member(
 ) -> Result<(), StoreError> {
     let mut tx = control_tx(database, actor, tenant).await?;
     let (user_id, _) = user_by_email(&mut tx, email).await?;
-    let role: Option<String> = sqlx::query_scalar(
-        "select role from control.members where tenant_id = $1 and user_id = $2 for update",
-    )
-    .bind(tenant.as_uuid())
-    .bind(user_id.as_uuid())
-    .fetch_optional(tx.connection())
-    .await?;
+    let role = membership_role(&mut tx, tenant, user_id).await?;
     let Some(role) = role else {
         return Err(StoreError::NotFound("membership"));
     };
@@ -300,6 +288,21 @@ pub async fn list_members(
             })
         })
         .collect()
+}
+
+/// The member's current role, locked until the transaction ends.
+async fn membership_role(
+    tx: &mut TenantTx,
+    tenant: TenantId,
+    user_id: UserId,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select role from control.members where tenant_id = $1 and user_id = $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user_id.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?)
 }
 
 async fn control_tx(

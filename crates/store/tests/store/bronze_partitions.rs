@@ -6,17 +6,7 @@ use store::maintenance;
 use test_support::TestDatabase;
 use uuid::Uuid;
 
-use crate::support::{member_tx, tenant};
-
-fn sqlstate(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(error) => error
-            .code()
-            .map(|code| code.into_owned())
-            .unwrap_or_default(),
-        other => other.to_string(),
-    }
-}
+use crate::support::{member_tx, sqlstate, tenant};
 
 #[tokio::test]
 async fn partitions_are_created_ahead_and_isolated_one_by_one() {

@@ -11,7 +11,7 @@ use store::{Database, Scope, TenantTx};
 use test_support::TestDatabase;
 use uuid::Uuid;
 
-use crate::support::{member_tx, tenant};
+use crate::support::{member_tx, sqlstate, tenant};
 
 /// How the matrix exercises one table. Statements take `$1` the tenant the row is for, `$2` a
 /// fresh id, `$3` that tenant's seeded source and `$4` a user of that tenant who is not yet a
@@ -262,16 +262,6 @@ async fn run_insert(
         .execute(connection)
         .await
         .map(|done| done.rows_affected())
-}
-
-fn sqlstate(error: &sqlx::Error) -> String {
-    match error {
-        sqlx::Error::Database(error) => error
-            .code()
-            .map(|code| code.into_owned())
-            .unwrap_or_default(),
-        other => format!("not a database error: {other}"),
-    }
 }
 
 fn permitted(access: &[domain::Permission], role: Role) -> bool {

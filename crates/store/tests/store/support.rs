@@ -29,3 +29,14 @@ pub async fn member_tx(database: &Database, tenant: TenantId, role: Role) -> Ten
     };
     TenantTx::begin(database, scope).await.unwrap()
 }
+
+/// The SQLSTATE of a database error, or the error's text for anything else.
+pub fn sqlstate(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(error) => error
+            .code()
+            .map(|code| code.into_owned())
+            .unwrap_or_default(),
+        other => format!("not a database error: {other}"),
+    }
+}
