@@ -4,10 +4,12 @@
 //! Every layer above (store, edge, pipeline, web) consults [`Role::allows`] instead of keeping a
 //! list of its own, so the role model lives in exactly one place.
 
+mod event;
 mod ids;
 mod roles;
 mod tenant;
 
+pub use event::{EventId, Lsn, ParseLsnError};
 pub use ids::{ParseIdError, SourceId, TenantId, UserId};
 pub use roles::{Permission, Role, UnknownRole};
 pub use tenant::{Email, InvalidTenantAttribute, Plan, TenantAttributes};

@@ -83,6 +83,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: &[ManageSources],
         delete: NOBODY,
     },
+    read_only("control.tenant_secrets", NOBODY),
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),

@@ -7,13 +7,17 @@
 //! never adds `where tenant_id = ...` as its only line of defence.
 
 pub mod audit;
+pub mod bronze;
+pub mod bus_log;
 pub mod catalog;
 pub mod cluster;
 mod connect;
 pub mod control;
+pub mod dlq;
 mod error;
 pub mod maintenance;
 pub mod migrate;
+pub mod sources;
 mod tenant_tx;
 
 pub use connect::{APP_ROLE, ConnectionSettings, Database, RoleCredentials, SERVICE_ROLE};

@@ -73,27 +73,37 @@ pub enum Scope {
         tenant: Option<TenantId>,
         actor: Actor,
     },
+    /// The edge and the pipeline, as `tributary_service` (BYPASSRLS). Never for the request
+    /// path. The tenant is still set so audited work lands in the right chain.
+    Pipeline {
+        tenant: Option<TenantId>,
+        actor: Actor,
+    },
 }
 
 impl Scope {
     fn tenant(&self) -> Option<TenantId> {
         match self {
             Scope::Member { tenant, .. } => Some(*tenant),
-            Scope::InternalOps { tenant, .. } | Scope::Control { tenant, .. } => *tenant,
+            Scope::InternalOps { tenant, .. }
+            | Scope::Control { tenant, .. }
+            | Scope::Pipeline { tenant, .. } => *tenant,
         }
     }
 
     fn actor(&self) -> Actor {
         match self {
             Scope::Member { user, .. } => Actor::User(*user),
-            Scope::InternalOps { actor, .. } | Scope::Control { actor, .. } => actor.clone(),
+            Scope::InternalOps { actor, .. }
+            | Scope::Control { actor, .. }
+            | Scope::Pipeline { actor, .. } => actor.clone(),
         }
     }
 
     /// The statement that switches to this scope's database role. Static text per role: no part
     /// of it comes from input.
-    fn set_role_statement(&self) -> Result<&'static str, StoreError> {
-        Ok(match self {
+    fn set_role_statement(&self) -> Result<Option<&'static str>, StoreError> {
+        Ok(Some(match self {
             Scope::Member { role, .. } => match role {
                 Role::Owner => "set local role tributary_tenant_owner",
                 Role::Admin => "set local role tributary_tenant_admin",
@@ -107,7 +117,8 @@ impl Scope {
             },
             Scope::InternalOps { .. } => "set local role tributary_internal_ops",
             Scope::Control { .. } => "set local role tributary_control",
-        })
+            Scope::Pipeline { .. } => return Ok(None),
+        }))
     }
 }
 
@@ -123,8 +134,14 @@ pub struct TenantTx {
 impl TenantTx {
     pub async fn begin(database: &Database, scope: Scope) -> Result<Self, StoreError> {
         let set_role = scope.set_role_statement()?;
-        let mut transaction = database.app_pool().begin().await?;
-        sqlx::query(set_role).execute(&mut *transaction).await?;
+        let pool = match scope {
+            Scope::Pipeline { .. } => database.service_pool(),
+            _ => database.app_pool(),
+        };
+        let mut transaction = pool.begin().await?;
+        if let Some(set_role) = set_role {
+            sqlx::query(set_role).execute(&mut *transaction).await?;
+        }
         let tenant = scope.tenant();
         let user = match &scope {
             Scope::Member { user, .. } => Some(*user),

@@ -80,6 +80,27 @@ pub struct GlobalOptions {
     )]
     pub service_database_url: Option<String>,
 
+    /// Address of the edge, the TLS endpoint agents connect to (`up` listens there; `source
+    /// create` prints it in the pairing hint). [default: 127.0.0.1:8443]
+    #[arg(long, env = "TRIBUTARY_EDGE_ADDR", global = true, value_name = "ADDR")]
+    pub edge_addr: Option<SocketAddr>,
+
+    /// The stream bus: `embedded` (in the platform database, nothing else to run) or a NATS
+    /// JetStream URL such as nats://127.0.0.1:4222. [default: embedded]
+    #[arg(long, env = "TRIBUTARY_BUS", global = true, value_name = "BUS")]
+    pub bus: Option<String>,
+
+    /// The platform's master secret, which encrypts the CA key and tenant secrets at rest.
+    /// Without it, one is generated once and kept in <data-dir>/secret.key (mode 0600).
+    #[arg(
+        long,
+        env = "TRIBUTARY_SECRET_KEY",
+        global = true,
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub secret_key: Option<String>,
+
     /// Log format on standard error. Verbosity: TRIBUTARY_LOG (e.g. `info`, `debug`,
     /// `store=debug`). [default: text]
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", global = true, value_enum)]
@@ -104,6 +125,9 @@ pub enum Command {
     /// Memberships of users in tenants, with their roles.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Sources: agent installations of a tenant, their pairing tokens and certificates.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// The append-only, hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -184,6 +208,47 @@ pub enum MemberCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Create a source and print its one-time pairing token (valid for one hour).
+    Create {
+        /// Tenant id (see `tributary tenant list`).
+        #[arg(long)]
+        tenant: String,
+        /// A name for the source, unique within the tenant, e.g. "charging-db-eu".
+        #[arg(long)]
+        name: String,
+        /// What the agent reads: postgres or simulator.
+        #[arg(long)]
+        kind: String,
+    },
+    /// Issue a new pairing token for an existing source (e.g. to re-pair a reinstalled agent).
+    Token {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        source: String,
+    },
+    /// List a tenant's sources.
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a source: its certificates stop working within seconds, open connections included.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        source: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "revoked by an operator")]
+        reason: String,
     },
 }
 

@@ -13,6 +13,7 @@ use crate::cli::GlobalOptions;
 
 pub const DEFAULT_DATA_DIR: &str = ".tributary";
 pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:8443";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +34,10 @@ struct FileSettings {
     service_database_url: Option<String>,
     log_format: Option<LogFormat>,
     web_addr: Option<SocketAddr>,
+    edge_addr: Option<SocketAddr>,
+    edge_hostnames: Option<Vec<String>>,
+    bus: Option<String>,
+    secret_key: Option<String>,
 }
 
 /// Where the database is.
@@ -56,6 +61,13 @@ pub struct Settings {
     pub database: DatabaseChoice,
     pub log_format: LogFormat,
     pub web_addr: SocketAddr,
+    pub edge_addr: SocketAddr,
+    /// Names the edge's server certificate is valid for.
+    pub edge_hostnames: Vec<String>,
+    /// `embedded` or a `nats://` URL.
+    pub bus: String,
+    /// The master secret, when configured; otherwise kept in the data directory.
+    pub secret_key: Option<SecretString>,
 }
 
 impl Settings {
@@ -93,7 +105,53 @@ impl Settings {
             web_addr: web_addr
                 .or(file.web_addr)
                 .unwrap_or_else(|| DEFAULT_WEB_ADDR.parse().expect("valid default address")),
+            edge_addr: global
+                .edge_addr
+                .or(file.edge_addr)
+                .unwrap_or_else(|| DEFAULT_EDGE_ADDR.parse().expect("valid default address")),
+            edge_hostnames: file
+                .edge_hostnames
+                .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into()]),
+            bus: global
+                .bus
+                .clone()
+                .or(file.bus)
+                .unwrap_or_else(|| "embedded".into()),
+            secret_key: secret(global.secret_key.clone().or(file.secret_key)),
         })
+    }
+
+    /// The master secret: configured, or generated once into `<data-dir>/secret.key`.
+    pub fn master_secret(&self) -> anyhow::Result<SecretString> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+
+        if let Some(secret) = &self.secret_key {
+            return Ok(secret.clone());
+        }
+        let path = self.data_dir.join("secret.key");
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok(SecretString::from(text.trim().to_owned()));
+            }
+            Ok(_) => anyhow::bail!("{} is empty", path.display()),
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error).with_context(|| format!("reading {}", path.display()));
+            }
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        let generated = store::random_token(32);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        file.write_all(generated.as_bytes())?;
+        tracing::info!(path = %path.display(), "generated the platform's master secret");
+        Ok(SecretString::from(generated))
     }
 }
 
@@ -114,6 +172,9 @@ mod tests {
             database_url: None,
             app_database_url: None,
             service_database_url: None,
+            edge_addr: None,
+            bus: None,
+            secret_key: None,
             log_format: None,
         }
     }

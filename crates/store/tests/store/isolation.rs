@@ -79,6 +79,14 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.tenant_secrets",
+        insert: "insert into control.tenant_secrets (tenant_id, masking_key_ciphertext, \
+                 masking_key_nonce) select t, sha256(k::text::bytea), \
+                 substring(sha256(k::text::bytea) from 1 for 12) from p",
+        update_column: "masking_key_nonce",
+        seed: true,
+    },
+    Exercise {
         table: "bronze.cdc_events",
         insert: "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
                  schema_name, table_name, lsn, seq, payload) select t, k, now(), s, 'insert', \

@@ -37,7 +37,10 @@ fn operators_manage_tenants_users_and_members_and_everything_is_audited() {
     let migrated = tributary(&data_dir, &["migrate"]);
     assert!(migrated.status.success(), "{migrated:?}");
     assert!(
-        stdout(&migrated).contains("5 migration(s) applied now"),
+        stdout(&migrated).contains(&format!(
+            "{} migration(s) applied now",
+            store::migrate::embedded_migrations().count()
+        )),
         "{}",
         stdout(&migrated)
     );

@@ -55,7 +55,14 @@ pub struct Platform {
 impl Platform {
     pub fn start(data_dir: &DataDir) -> Self {
         let mut child = Command::new(BINARY)
-            .args(["up", "--web-addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "up",
+                "--web-addr",
+                "127.0.0.1:0",
+                "--edge-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&data_dir.0)
             .env_remove("TRIBUTARY_DATABASE_URL")
             .stdout(Stdio::piped())

@@ -1,0 +1,477 @@
+//! The embedded bus: a partitioned log in the platform's PostgreSQL (`store::bus_log`), so a
+//! deployment needs nothing but its database.
+//!
+//! Appends lock each touched partition's head row until commit, so positions within a partition
+//! commit in order and a consumer reading `position > checkpoint` never skips a late commit
+//! (docs/bus.md, and the gap test of the conformance suite). Consumers wait with
+//! `LISTEN`/`NOTIFY`, falling back to a short poll, and keep each group's progress in
+//! `pipeline.checkpoints`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use domain::{EventId, TenantId};
+use store::Database;
+use store::bus_log::{self, AppendTx, BusListener, LogRow};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::{
+    BusError, Consumer, Delivery, Message, PublishReceipt, check_group, partition_of,
+    select_partitions,
+};
+
+/// How long a waiting consumer trusts notifications before reading anyway (a notification sent
+/// while the listener was reconnecting is lost).
+const POLL_FALLBACK: Duration = Duration::from_secs(1);
+/// The fewest and the most rows read from one partition at once.
+const READ_LIMIT: (usize, usize) = (64, 1_000);
+/// The framing version byte of a stored message.
+const FRAME_V1: u8 = 1;
+
+/// Called inside every append transaction, after the rows are inserted and before the commit:
+/// the conformance suite sleeps here to widen the window in which a late commit could be missed.
+#[cfg(feature = "testing")]
+pub type AppendHook = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// The bus on the platform database. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    database: Database,
+    partitions: u32,
+    #[cfg(feature = "testing")]
+    append_hook: Option<AppendHook>,
+}
+
+impl std::fmt::Debug for EmbeddedBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBus")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedBus {
+    /// Opens the log in `database` (creating its partitions on first use). Refuses a partition
+    /// count different from the one the log was created with.
+    pub async fn open(database: Database, partitions: u32) -> Result<Self, BusError> {
+        if partitions == 0 {
+            return Err(BusError::Config("a bus has at least one partition".into()));
+        }
+        let existing = bus_log::ensure_partitions(&database, partitions).await?;
+        if existing != 0 && existing != partitions {
+            return Err(BusError::PartitionCountMismatch {
+                existing,
+                configured: partitions,
+            });
+        }
+        Ok(Self {
+            database,
+            partitions,
+            #[cfg(feature = "testing")]
+            append_hook: None,
+        })
+    }
+
+    /// Runs `hook` inside every append transaction before it commits (tests only).
+    #[cfg(feature = "testing")]
+    pub fn with_append_hook(mut self, hook: AppendHook) -> Self {
+        self.append_hook = Some(hook);
+        self
+    }
+
+    /// Deletes log entries that every consumer group has acked and that were appended more than
+    /// `keep` ago. `keep` is also the duplicate window: an id is recognised as a duplicate for as
+    /// long as its entry is in the log. Returns how many entries were deleted. A group that
+    /// stops consuming holds its partitions' entries back until it resumes.
+    pub async fn prune(&self, keep: Duration) -> Result<u64, BusError> {
+        Ok(bus_log::prune(&self.database, keep).await?)
+    }
+}
+
+impl crate::Bus for EmbeddedBus {
+    type Consumer = EmbeddedConsumer;
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn publish(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
+        let mut seen = HashSet::with_capacity(messages.len());
+        let mut frames = Vec::with_capacity(messages.len());
+        for message in messages {
+            // A repeated id within the call adds nothing, as a re-publish would.
+            if seen.insert(message.id) {
+                frames.push((
+                    partition_of(message.tenant, self.partitions),
+                    *message.id.as_uuid(),
+                    encode(message),
+                ));
+            }
+        }
+        if frames.is_empty() {
+            return Ok(PublishReceipt::new(Vec::new()));
+        }
+        let rows: Vec<(u32, Uuid, &[u8])> = frames
+            .iter()
+            .map(|(partition, id, frame)| (*partition, *id, frame.as_slice()))
+            .collect();
+        let mut tx = AppendTx::begin(&self.database).await?;
+        let appended = tx.append(&rows).await?;
+        #[cfg(feature = "testing")]
+        if let Some(hook) = &self.append_hook {
+            hook().await;
+        }
+        tx.commit().await?;
+        tracing::debug!(
+            messages = rows.len(),
+            appended = appended.len(),
+            "embedded bus publish committed"
+        );
+        // In message order: new the first time an id was appended by this call, a duplicate
+        // otherwise (already in the log, or repeated within the call).
+        let mut appended: HashSet<Uuid> = appended.into_iter().collect();
+        Ok(PublishReceipt::new(
+            messages
+                .iter()
+                .map(|message| !appended.remove(message.id.as_uuid()))
+                .collect(),
+        ))
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        partitions: Option<Vec<u32>>,
+    ) -> Result<EmbeddedConsumer, BusError> {
+        check_group(group)?;
+        let partitions = select_partitions(partitions, self.partitions)?;
+        let checkpoints = bus_log::register_group(&self.database, group, &partitions).await?;
+        let states = checkpoints
+            .into_iter()
+            .map(|(partition, checkpoint)| (partition, PartitionState::new(checkpoint)))
+            .collect();
+        Ok(EmbeddedConsumer {
+            database: self.database.clone(),
+            group: group.to_owned(),
+            states,
+            listener: None,
+            next_partition: 0,
+        })
+    }
+}
+
+/// A consumer of the embedded bus. Progress is saved on ack; dropping it loses nothing.
+pub struct EmbeddedConsumer {
+    database: Database,
+    group: String,
+    states: BTreeMap<u32, PartitionState>,
+    /// Created at the first wait, then kept.
+    listener: Option<BusListener>,
+    /// Where the next batch starts taking from, so no partition starves the others.
+    next_partition: usize,
+}
+
+impl std::fmt::Debug for EmbeddedConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedConsumer")
+            .field("group", &self.group)
+            .field("partitions", &self.states.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One partition as a consumer sees it.
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// Everything at or below is acked and saved.
+    checkpoint: u64,
+    /// The highest position read from the log (delivered or buffered).
+    read_up_to: u64,
+    /// The highest position handed out.
+    delivered_up_to: u64,
+    /// Read but not yet handed out, in order.
+    buffered: VecDeque<Delivery>,
+    /// Handed out, not yet acked.
+    in_flight: BTreeSet<u64>,
+}
+
+impl PartitionState {
+    fn new(checkpoint: u64) -> Self {
+        Self {
+            checkpoint,
+            read_up_to: checkpoint,
+            delivered_up_to: checkpoint,
+            ..Self::default()
+        }
+    }
+
+    /// The highest position at or below which everything handed out is acked. Positions have
+    /// gaps but never fill in later, so everything below the lowest unacked one is done.
+    fn ackable_checkpoint(&self) -> u64 {
+        let contiguous = match self.in_flight.first() {
+            Some(lowest_unacked) => lowest_unacked - 1,
+            None => self.delivered_up_to,
+        };
+        contiguous.max(self.checkpoint)
+    }
+}
+
+impl EmbeddedConsumer {
+    /// Reads the next rows of every partition whose buffer is empty, about `max` of each.
+    async fn fill_buffers(&mut self, max: usize) -> Result<(), BusError> {
+        let after: Vec<(u32, u64)> = self
+            .states
+            .iter()
+            .filter(|(_, state)| state.buffered.is_empty())
+            .map(|(partition, state)| (*partition, state.read_up_to))
+            .collect();
+        if after.is_empty() {
+            return Ok(());
+        }
+        let limit = max.clamp(READ_LIMIT.0, READ_LIMIT.1) as u32;
+        for row in bus_log::read(&self.database, &after, limit).await? {
+            let delivery = decode(row)?;
+            let state = self
+                .states
+                .get_mut(&delivery.partition)
+                .expect("read only asks for this consumer's partitions");
+            state.read_up_to = state.read_up_to.max(delivery.position);
+            state.buffered.push_back(delivery);
+        }
+        Ok(())
+    }
+}
+
+/// Takes up to `max` buffered deliveries, round robin over partitions starting at
+/// `next_partition`, and marks them in flight.
+fn take_round_robin(
+    states: &mut BTreeMap<u32, PartitionState>,
+    next_partition: &mut usize,
+    max: usize,
+) -> Vec<Delivery> {
+    let mut batch = Vec::new();
+    let partitions: Vec<u32> = states.keys().copied().collect();
+    if partitions.is_empty() {
+        return batch;
+    }
+    let mut idle_rounds = 0;
+    let mut index = *next_partition % partitions.len();
+    while batch.len() < max && idle_rounds < partitions.len() {
+        let state = states
+            .get_mut(&partitions[index])
+            .expect("a partition of this consumer");
+        match state.buffered.pop_front() {
+            Some(delivery) => {
+                idle_rounds = 0;
+                state.delivered_up_to = delivery.position;
+                state.in_flight.insert(delivery.position);
+                batch.push(delivery);
+            }
+            None => idle_rounds += 1,
+        }
+        index = (index + 1) % partitions.len();
+    }
+    *next_partition = index;
+    batch
+}
+
+impl Consumer for EmbeddedConsumer {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            self.fill_buffers(max).await?;
+            let batch = take_round_robin(&mut self.states, &mut self.next_partition, max);
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(batch);
+            }
+            match &mut self.listener {
+                // Listen first, then read again: an append committed in between is seen by the
+                // read, one committed after it by the listener.
+                None => self.listener = Some(bus_log::listen(&self.database).await?),
+                Some(listener) => {
+                    listener.wait((deadline - now).min(POLL_FALLBACK)).await?;
+                }
+            }
+        }
+    }
+
+    async fn ack(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
+        let mut acked = Vec::new();
+        for delivery in deliveries {
+            if let Some(state) = self.states.get_mut(&delivery.partition)
+                && state.in_flight.remove(&delivery.position)
+            {
+                acked.push((delivery.partition, delivery.position));
+            }
+        }
+        let mut advanced: Vec<(u32, u64)> = Vec::new();
+        for (partition, _) in &acked {
+            let state = &self.states[partition];
+            let checkpoint = state.ackable_checkpoint();
+            if checkpoint > state.checkpoint && !advanced.iter().any(|(p, _)| p == partition) {
+                advanced.push((*partition, checkpoint));
+            }
+        }
+        if advanced.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = bus_log::save_checkpoints(&self.database, &self.group, &advanced).await
+        {
+            // Not saved: the deliveries stay unacked, so acking them again is the retry.
+            for (partition, position) in acked {
+                if let Some(state) = self.states.get_mut(&partition) {
+                    state.in_flight.insert(position);
+                }
+            }
+            return Err(error.into());
+        }
+        for (partition, checkpoint) in advanced {
+            if let Some(state) = self.states.get_mut(&partition) {
+                state.checkpoint = checkpoint;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[version][tenant uuid, 16 bytes][payload]`: the tenant travels inside the stored bytes, so
+/// the log table needs no tenant column (migration 0006 says why it must not have one).
+fn encode(message: &Message) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(17 + message.payload.len());
+    frame.push(FRAME_V1);
+    frame.extend_from_slice(message.tenant.as_uuid().as_bytes());
+    frame.extend_from_slice(&message.payload);
+    frame
+}
+
+fn decode(row: LogRow) -> Result<Delivery, BusError> {
+    let malformed = |reason| BusError::Malformed {
+        partition: row.partition,
+        position: row.position,
+        reason,
+    };
+    let (version, rest) = row
+        .message
+        .split_first()
+        .ok_or_else(|| malformed("empty frame"))?;
+    if *version != FRAME_V1 {
+        return Err(malformed("unknown frame version"));
+    }
+    let tenant: [u8; 16] = rest
+        .get(..16)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| malformed("frame shorter than its tenant id"))?;
+    let payload = Bytes::copy_from_slice(&rest[16..]);
+    Ok(Delivery {
+        message: Message {
+            tenant: TenantId::from_uuid(Uuid::from_bytes(tenant)),
+            id: EventId::from_uuid(row.event_id),
+            payload,
+        },
+        partition: row.partition,
+        position: row.position,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(partition: u32, position: u64) -> Delivery {
+        Delivery {
+            message: Message {
+                tenant: TenantId::new_random(),
+                id: EventId::from_uuid(Uuid::new_v4()),
+                payload: Bytes::from_static(b"x"),
+            },
+            partition,
+            position,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_refused() {
+        let message = Message {
+            tenant: TenantId::new_random(),
+            id: EventId::from_uuid(Uuid::new_v4()),
+            payload: Bytes::from_static(b"{\"op\":\"insert\"}"),
+        };
+        let row = LogRow {
+            partition: 3,
+            position: 9,
+            event_id: *message.id.as_uuid(),
+            message: encode(&message),
+        };
+        let delivery = decode(row.clone()).unwrap();
+        assert_eq!(delivery.message, message);
+        assert_eq!((delivery.partition, delivery.position), (3, 9));
+
+        for bad in [vec![], vec![2u8; 40], vec![1u8; 10]] {
+            let error = decode(LogRow {
+                message: bad,
+                ..row.clone()
+            })
+            .unwrap_err();
+            assert!(
+                matches!(error, BusError::Malformed { position: 9, .. }),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_checkpoint_stops_below_the_lowest_unacked_delivery() {
+        let mut state = PartitionState::new(10);
+        // Delivered 12, 15, 16 (positions have gaps where duplicates were skipped).
+        for position in [12, 15, 16] {
+            state.delivered_up_to = position;
+            state.in_flight.insert(position);
+        }
+        assert_eq!(state.ackable_checkpoint(), 11);
+        state.in_flight.remove(&16);
+        assert_eq!(state.ackable_checkpoint(), 11, "12 is still unacked");
+        state.in_flight.remove(&12);
+        assert_eq!(state.ackable_checkpoint(), 14, "15 is still unacked");
+        state.in_flight.remove(&15);
+        assert_eq!(state.ackable_checkpoint(), 16);
+    }
+
+    #[test]
+    fn batches_take_round_robin_over_partitions() {
+        let mut states = BTreeMap::new();
+        for partition in 0..3 {
+            let mut state = PartitionState::new(0);
+            for position in 1..=3 {
+                state.buffered.push_back(delivery(partition, position));
+            }
+            states.insert(partition, state);
+        }
+        let mut next_partition = 0;
+        let first = take_round_robin(&mut states, &mut next_partition, 4);
+        let taken: Vec<(u32, u64)> = first.iter().map(|d| (d.partition, d.position)).collect();
+        assert_eq!(taken, vec![(0, 1), (1, 1), (2, 1), (0, 2)]);
+        let rest = take_round_robin(&mut states, &mut next_partition, 100);
+        assert_eq!(rest.len(), 5);
+        // Within each partition, order is kept.
+        for partition in 0..3 {
+            let positions: Vec<u64> = first
+                .iter()
+                .chain(&rest)
+                .filter(|d| d.partition == partition)
+                .map(|d| d.position)
+                .collect();
+            assert_eq!(positions, vec![1, 2, 3]);
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The edge's HTTP API: pairing, certificate renewal and event ingest.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bus::{Bus, Message};
+use governor::clock::{Clock, DefaultClock};
+use protocol::{
+    BatchResponse, CertificateResponse, Encoding, EventResult, PairRequest, ReasonCode,
+    RenewRequest,
+};
+use serde_json::json;
+use store::sources::PairingTokenRef;
+use store::{Actor, Scope, TenantTx};
+
+use crate::EdgeState;
+use crate::identity::{ClientIdentity, ConnectionInfo};
+
+pub fn router<B: Bus + 'static>(state: Arc<EdgeState<B>>) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    Router::new()
+        .route("/v1/pair", post(pair::<B>))
+        .route("/v1/renew", post(renew::<B>))
+        .route("/v1/events", post(ingest::<B>))
+        .route("/v1/whoami", get(whoami::<B>))
+        // Pairing bodies are small; ingest reads its body itself, with the protocol's limit.
+        .layer(DefaultBodyLimit::max(body_limit.min(64 * 1024)))
+        .with_state(state)
+}
+
+/// An error answered as `{"error": {"code", "message"}}` with a status; never carries SQL,
+/// internals or customer values.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+    close: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            close: false,
+        }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "edge request failed");
+        let mut response = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the platform could not take this request now; retry later",
+        );
+        response.retry_after = Some(1);
+        response
+    }
+
+    fn from_reason(code: ReasonCode, message: String) -> Self {
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        Self::new(status, code.as_str(), message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// The verified identity of the connection, still allowed to send.
+async fn authenticated<B: Bus>(
+    state: &EdgeState<B>,
+    connection: &ConnectionInfo,
+) -> Result<ClientIdentity, ApiError> {
+    let Some(identity) = connection.identity.clone() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "client_certificate_required",
+            "this endpoint requires the client certificate issued at pairing",
+        ));
+    };
+    match state.caches.allowed(&identity).await {
+        Ok(true) => Ok(identity),
+        Ok(false) => {
+            let mut error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "certificate_revoked",
+                "this certificate's source is revoked or disabled, or the certificate was revoked",
+            );
+            error.close = true;
+            Err(error)
+        }
+        Err(error) => Err(ApiError::internal(error)),
+    }
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    let value = headers
+        .get(protocol::PROTOCOL_HEADER)
+        .and_then(|value| value.to_str().ok());
+    protocol::check_version(value).map_err(|error| ApiError::from_reason(error.code, error.message))
+}
+
+async fn pair<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    check_version(&headers)?;
+    let request: PairRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be {\"token\": ..., \"csr_pem\": ...}",
+        )
+    })?;
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "pairing_refused",
+            "the pairing token is invalid, expired or already used; create a new one",
+        )
+    };
+    let Some(token) = PairingTokenRef::parse(&request.token) else {
+        tracing::info!(peer = %connection.peer, "pairing refused: malformed token");
+        return Err(refused());
+    };
+    let mut tx = TenantTx::begin(
+        &state.database,
+        Scope::Pipeline {
+            tenant: Some(token.tenant),
+            actor: Actor::System("edge"),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let source = match store::sources::redeem_pairing_token(&mut tx, &token)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(source) => source,
+        Err(refusal) => {
+            tracing::info!(peer = %connection.peer, tenant = %token.tenant, %refusal, "pairing refused");
+            return Err(refused());
+        }
+    };
+    let (certificate_pem, issued) = state
+        .ca
+        .sign_client_certificate(
+            &request.csr_pem,
+            token.tenant,
+            source,
+            state.config.client_certificate_lifetime,
+        )
+        .map_err(|refusal| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_csr", refusal.to_string())
+        })?;
+    store::sources::record_certificate(&mut tx, &issued, "source.pair")
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(tenant = %token.tenant, %source, serial = %issued.serial, "source paired");
+    Ok(Json(CertificateResponse {
+        tenant_id: token.tenant,
+        source_id: source,
+        certificate_pem,
+        ca_certificate_pem: state.ca.certificate_pem().to_owned(),
+        not_after: issued.not_after,
+    }))
+}
+
+async fn renew<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CertificateResponse>, ApiError> {
+    check_version(&headers)?;
+    let identity = authenticated(&state, &connection).await?;
+    let request: RenewRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be {\"csr_pem\": ...}",
+        )
+    })?;
+    let (certificate_pem, issued) = state
+        .ca
+        .sign_client_certificate(
+            &request.csr_pem,
+            identity.tenant,
+            identity.source,
+            state.config.client_certificate_lifetime,
+        )
+        .map_err(|refusal| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_csr", refusal.to_string())
+        })?;
+    let mut tx = TenantTx::begin(
+        &state.database,
+        Scope::Pipeline {
+            tenant: Some(identity.tenant),
+            actor: Actor::Agent(identity.source),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    store::sources::record_certificate(&mut tx, &issued, "source.certificate.renew")
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(Json(CertificateResponse {
+        tenant_id: identity.tenant,
+        source_id: identity.source,
+        certificate_pem,
+        ca_certificate_pem: state.ca.certificate_pem().to_owned(),
+        not_after: issued.not_after,
+    }))
+}
+
+async fn whoami<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    Extension(connection): Extension<ConnectionInfo>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let identity = authenticated(&state, &connection).await?;
+    Ok(Json(json!({
+        "tenant_id": identity.tenant,
+        "source_id": identity.source,
+        "protocol_versions": [protocol::CURRENT_VERSION],
+    })))
+}
+
+async fn ingest<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let identity = authenticated(&state, &connection).await?;
+    check_version(&headers)?;
+    let limits = &state.config.limits;
+    let body = read_limited(body, limits.max_body_bytes).await?;
+    let encoding = Encoding::from_header(
+        headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok()),
+    )
+    .map_err(|error| ApiError::from_reason(error.code, error.message))?;
+    let json = protocol::decompress(&body, encoding, limits)
+        .map_err(|error| ApiError::from_reason(error.code, error.message))?;
+    let decoded = protocol::decode_batch(&json, identity.tenant, identity.source, limits)
+        .map_err(|error| ApiError::from_reason(error.code, error.message))?;
+
+    let events = decoded.len() as u32;
+    if let Some(events) = NonZeroU32::new(events) {
+        match state.limiter.check_key_n(&identity.tenant, events) {
+            Ok(Ok(())) => {}
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "this tenant is sending faster than its limit; retry after the given delay",
+                );
+                error.retry_after = Some(wait.as_secs().max(1));
+                return Err(error);
+            }
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_many_events",
+                    "the batch is larger than this tenant's burst limit; send smaller batches",
+                ));
+            }
+        }
+    }
+
+    let masking = state
+        .caches
+        .masking(identity.tenant)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut results: Vec<EventResult> = Vec::with_capacity(decoded.len());
+    let mut messages = Vec::with_capacity(decoded.len());
+    let mut pending = Vec::with_capacity(decoded.len());
+    for (index, outcome) in decoded.into_iter() {
+        match outcome {
+            Err(rejection) => results.push(rejection),
+            Ok(mut event) => match masking.policy.apply(&masking.secret, &mut event) {
+                Err(error) => match error.event_reason() {
+                    Some(code) => results.push(EventResult::rejected(
+                        index,
+                        Some(event.event_id),
+                        code,
+                        error.to_string(),
+                    )),
+                    None => return Err(ApiError::internal(error)),
+                },
+                Ok(()) => {
+                    let envelope = protocol::Envelope {
+                        tenant_id: identity.tenant,
+                        source_id: identity.source,
+                        event,
+                    };
+                    let payload = serde_json::to_vec(&envelope).map_err(ApiError::internal)?;
+                    pending.push((index, envelope.event.event_id));
+                    messages.push(Message {
+                        tenant: identity.tenant,
+                        id: envelope.event.event_id,
+                        payload: payload.into(),
+                    });
+                }
+            },
+        }
+    }
+    if !messages.is_empty() {
+        let receipt = state
+            .bus
+            .publish(&messages)
+            .await
+            .map_err(ApiError::internal)?;
+        for ((index, event_id), duplicate) in pending.into_iter().zip(receipt.duplicates()) {
+            results.push(if duplicate {
+                EventResult::duplicate(index, event_id)
+            } else {
+                EventResult::accepted(index, event_id)
+            });
+        }
+    }
+    results.sort_by_key(|result| result.index);
+    let response = BatchResponse::from_results(results);
+    // Nothing taken: say so in the status too, with the per-event reasons in the body.
+    let status = if response.accepted == 0 && response.duplicates == 0 {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)).into_response())
+}
+
+/// Reads at most `limit` bytes of `body`. A longer body is refused with `body_too_large`; the
+/// rest of it is read and discarded up to four times the limit first, so that a client still
+/// writing it can read the refusal instead of a broken connection.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let unreadable = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the request body could not be read",
+        )
+    };
+    let mut collected = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total <= limit {
+            collected.extend_from_slice(&data);
+        } else {
+            collected = Vec::new();
+            if total > limit.saturating_mul(4) {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(ApiError::from_reason(
+            ReasonCode::BodyTooLarge,
+            format!("the body is larger than {limit} bytes; send smaller batches"),
+        ));
+    }
+    Ok(Bytes::from(collected))
+}

@@ -1,0 +1,126 @@
+//! Short-lived caches of what the edge looks up on every request: whether a certificate may
+//! still send, and each tenant's masking policy and secret. Entries live `cache_ttl`, so a
+//! revocation or a policy change takes effect within it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use domain::TenantId;
+use store::Database;
+use tokio::sync::RwLock;
+
+use crate::identity::ClientIdentity;
+use crate::masking::{MaskAction, MaskingPolicy};
+use crate::secret_box::SecretBox;
+
+/// A tenant's masking policy and HMAC secret.
+#[derive(Debug)]
+pub struct TenantMasking {
+    pub policy: MaskingPolicy,
+    pub secret: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct TenantCaches {
+    database: Database,
+    secrets: SecretBox,
+    ttl: Duration,
+    access: RwLock<HashMap<ClientIdentity, (Instant, bool)>>,
+    masking: RwLock<HashMap<TenantId, (Instant, Arc<TenantMasking>)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret_box::SecretBoxError),
+    #[error("a stored masking rule is invalid")]
+    InvalidRule,
+}
+
+impl TenantCaches {
+    pub fn new(database: Database, secrets: SecretBox, ttl: Duration) -> Self {
+        Self {
+            database,
+            secrets,
+            ttl,
+            access: RwLock::new(HashMap::new()),
+            masking: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the certificate may still be used: tenant active, source active, certificate
+    /// known and not revoked.
+    pub async fn allowed(&self, identity: &ClientIdentity) -> Result<bool, CacheError> {
+        if let Some((at, allowed)) = self.access.read().await.get(identity)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(*allowed);
+        }
+        let allowed = store::sources::source_access(
+            &self.database,
+            identity.tenant,
+            identity.source,
+            &identity.serial,
+        )
+        .await?
+        .allowed;
+        let mut access = self.access.write().await;
+        if access.len() > 100_000 {
+            access.clear();
+        }
+        access.insert(identity.clone(), (Instant::now(), allowed));
+        Ok(allowed)
+    }
+
+    pub async fn masking(&self, tenant: TenantId) -> Result<Arc<TenantMasking>, CacheError> {
+        if let Some((at, masking)) = self.masking.read().await.get(&tenant)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(masking.clone());
+        }
+        let rules = store::sources::masking_rules(&self.database, tenant).await?;
+        let mut parsed = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let path = rule
+                .field_path
+                .parse()
+                .map_err(|_| CacheError::InvalidRule)?;
+            let action: MaskAction = rule.action.parse().map_err(|_| CacheError::InvalidRule)?;
+            parsed.push((path, action));
+        }
+        let masking = Arc::new(TenantMasking {
+            policy: MaskingPolicy::new(parsed),
+            secret: self.tenant_secret(tenant).await?,
+        });
+        let mut cache = self.masking.write().await;
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(tenant, (Instant::now(), masking.clone()));
+        Ok(masking)
+    }
+
+    /// The tenant's HMAC secret, created on first use.
+    async fn tenant_secret(&self, tenant: TenantId) -> Result<Vec<u8>, CacheError> {
+        if let Some((ciphertext, nonce)) =
+            store::sources::tenant_masking_secret(&self.database, tenant).await?
+        {
+            return Ok(self.secrets.open(&ciphertext, &nonce)?);
+        }
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the operating system's random source is available");
+        let (ciphertext, nonce) = self.secrets.seal(&secret);
+        store::sources::store_tenant_masking_secret(&self.database, tenant, &ciphertext, &nonce)
+            .await?;
+        // Another edge may have stored its own first: read back whichever won.
+        let (ciphertext, nonce) = store::sources::tenant_masking_secret(&self.database, tenant)
+            .await?
+            .ok_or(CacheError::Store(store::StoreError::NotFound(
+                "tenant secret",
+            )))?;
+        Ok(self.secrets.open(&ciphertext, &nonce)?)
+    }
+}

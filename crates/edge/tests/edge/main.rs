@@ -1,0 +1,7 @@
+//! The edge end to end over real TLS: pairing, client certificates, revocation, ingest with
+//! its bad-input refusals, duplicates, masking and rate limits.
+
+mod client;
+mod ingest;
+mod pairing;
+mod support;

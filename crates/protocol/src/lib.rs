@@ -1,0 +1,35 @@
+//! The versioned agent <-> edge wire contract: the bodies of `POST /v1/events` and of pairing,
+//! the limits the edge holds them to, and the decoding of untrusted bytes into validated
+//! events. The contract is written down in `docs/protocol.md`.
+//!
+//! Architecture invariant: this is the only crate that defines bytes on the wire. It does no
+//! I/O and knows no HTTP framework: the edge passes it header values and body bytes, and maps
+//! [`BatchError::http_status`] and [`ErrorBody`] onto its responses.
+
+mod decode;
+mod encode;
+mod encoding;
+mod error;
+mod limits;
+mod pairing;
+mod reason;
+mod strict_json;
+mod version;
+mod wire;
+
+pub use decode::{DecodedBatch, DecodedEvents, decode_batch};
+pub use encode::encode_batch;
+pub use encoding::{Encoding, decompress};
+pub use error::{BatchError, EncodeError, ErrorBody, ErrorDetail};
+pub use limits::Limits;
+pub use pairing::{CertificateResponse, PairRequest, RenewRequest};
+pub use reason::ReasonCode;
+pub use version::{
+    CURRENT_VERSION, PROTOCOL_HEADER, SUPPORTED_VERSIONS, check_version, parse_version,
+};
+pub use wire::{
+    BatchResponse, ChangeEvent, Envelope, EventBatch, EventResult, EventStatus, Op, UnknownOp,
+};
+
+#[cfg(test)]
+mod tests;

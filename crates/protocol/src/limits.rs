@@ -1,0 +1,33 @@
+//! The bounds the edge holds every batch to, so no request can exhaust memory, stack or time.
+
+/// Limits on one `POST /v1/events`. The defaults are the contract's; an edge may lower them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The body as sent, before decompression.
+    pub max_body_bytes: usize,
+    /// The body after decompression (the JSON text).
+    pub max_decompressed_bytes: usize,
+    pub max_events: usize,
+    /// How deep objects and arrays may nest, counting the top-level object as 1 (an event's
+    /// `after` is at depth 4, so row values may nest 28 levels further by default).
+    pub max_depth: usize,
+    /// Any one string or object key, in bytes of UTF-8 after unescaping.
+    pub max_string_bytes: usize,
+    /// Schema, table and column names, in bytes (PostgreSQL's identifier limit).
+    pub max_name_bytes: usize,
+    pub max_key_columns: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_decompressed_bytes: 8 * 1024 * 1024,
+            max_events: 5000,
+            max_depth: 32,
+            max_string_bytes: 256 * 1024,
+            max_name_bytes: 63,
+            max_key_columns: 32,
+        }
+    }
+}

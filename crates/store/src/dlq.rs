@@ -1,0 +1,90 @@
+//! The per-tenant dead-letter queue: events valid on the wire that a consumer could not apply,
+//! kept with the reason until they are replayed.
+
+use domain::{EventId, SourceId, TenantId};
+use serde::Serialize;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Database, StoreError, TenantTx};
+
+/// A dead letter to record.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub tenant: TenantId,
+    pub consumer: &'static str,
+    pub event_id: EventId,
+    pub source: SourceId,
+    /// Stable snake_case code, e.g. `bronze_rejected`.
+    pub reason_code: &'static str,
+    /// Human explanation; never a customer value.
+    pub reason: String,
+    /// The (masked) event.
+    pub event: serde_json::Value,
+}
+
+/// Records a dead letter; a second failure of the same event for the same consumer counts an
+/// attempt instead of adding a row.
+pub async fn record(database: &Database, letter: &DeadLetter) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into pipeline.dlq (tenant_id, dlq_id, consumer, event_id, source_id, reason_code, \
+             reason, event) values ($1, $2, $3, $4, $5, $6, $7, $8) \
+         on conflict (tenant_id, consumer, event_id) do update \
+             set attempts = pipeline.dlq.attempts + 1, replayed_at = null",
+    )
+    .bind(letter.tenant.as_uuid())
+    .bind(Uuid::now_v7())
+    .bind(letter.consumer)
+    .bind(letter.event_id.as_uuid())
+    .bind(letter.source.as_uuid())
+    .bind(letter.reason_code)
+    .bind(letter.reason.chars().take(2000).collect::<String>())
+    .bind(&letter.event)
+    .execute(database.service_pool())
+    .await?;
+    Ok(())
+}
+
+/// A dead letter as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterRecord {
+    pub dlq_id: Uuid,
+    pub consumer: String,
+    pub event_id: Uuid,
+    pub source_id: Uuid,
+    pub reason_code: String,
+    pub reason: String,
+    pub attempts: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub replayed_at: Option<OffsetDateTime>,
+}
+
+/// The transaction's tenant's dead letters, newest first.
+pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<DeadLetterRecord>, StoreError> {
+    let rows = sqlx::query(
+        "select dlq_id, consumer, event_id, source_id, reason_code, reason, attempts, created_at, \
+                replayed_at from pipeline.dlq order by tenant_id, created_at desc limit $1",
+    )
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(tx.connection())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetterRecord {
+                dlq_id: row.try_get("dlq_id")?,
+                consumer: row.try_get("consumer")?,
+                event_id: row.try_get("event_id")?,
+                source_id: row.try_get("source_id")?,
+                reason_code: row.try_get("reason_code")?,
+                reason: row.try_get("reason")?,
+                attempts: row.try_get("attempts")?,
+                created_at: row.try_get("created_at")?,
+                replayed_at: row.try_get("replayed_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}

@@ -1,0 +1,541 @@
+//! Sources and their credentials: creating a source with a one-time pairing token, redeeming
+//! the token, recording issued client certificates, revocation, and what the edge checks on
+//! every request.
+
+use domain::{SourceId, TenantId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::{Database, StoreError, TenantTx};
+
+/// How long a pairing token can be redeemed.
+pub const PAIRING_TOKEN_LIFETIME: Duration = Duration::hours(1);
+
+const TOKEN_PREFIX: &str = "tpt1";
+
+/// The kinds of source an agent can read.
+pub const SOURCE_KINDS: [&str; 2] = ["postgres", "simulator"];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    pub source_id: SourceId,
+    pub name: String,
+    pub kind: String,
+    /// pending (never paired), active, disabled or revoked.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A freshly issued pairing token. The text is shown once; only its hash is stored.
+#[derive(Debug, Clone)]
+pub struct IssuedPairingToken {
+    pub token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A pairing token taken apart: which tenant and token row it names, and the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairingTokenRef {
+    pub tenant: TenantId,
+    pub token_id: Uuid,
+    secret_hash: [u8; 32],
+}
+
+impl PairingTokenRef {
+    /// `tpt1.<tenant>.<token id>.<secret>`: the tenant and token id let the edge find the row
+    /// (keys lead with tenant_id); 256 random bits of secret make it unguessable.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.');
+        let (prefix, tenant, token_id, secret) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if prefix != TOKEN_PREFIX || parts.next().is_some() || secret.len() != 64 {
+            return None;
+        }
+        let secret = hex::decode(secret).ok()?;
+        Some(Self {
+            tenant: TenantId::from_uuid(Uuid::try_parse(tenant).ok()?),
+            token_id: Uuid::try_parse(token_id).ok()?,
+            secret_hash: Sha256::digest(&secret).into(),
+        })
+    }
+}
+
+/// Why a pairing token was not accepted. Said as one generic message to the agent; the kind
+/// is for the log and the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PairingRefusal {
+    #[error("unknown pairing token")]
+    Unknown,
+    #[error("pairing token already used")]
+    Used,
+    #[error("pairing token expired")]
+    Expired,
+    #[error("source revoked or disabled")]
+    SourceUnavailable,
+}
+
+/// Creates a source and its first pairing token (audited).
+pub async fn create_source(
+    tx: &mut TenantTx,
+    name: &str,
+    kind: &str,
+) -> Result<(Source, IssuedPairingToken), StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(
+            "a source name has 1 to 200 characters, without control characters".into(),
+        ));
+    }
+    if !SOURCE_KINDS.contains(&kind) {
+        return Err(StoreError::Invalid(format!(
+            "source kind must be one of {}",
+            SOURCE_KINDS.join(", ")
+        )));
+    }
+    let tenant = require_tenant(tx)?;
+    let source_id = SourceId::new_random();
+    let inserted = sqlx::query(
+        "insert into control.sources (tenant_id, source_id, name, kind) values ($1, $2, $3, $4) \
+         on conflict (tenant_id, name) do nothing returning created_at",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source_id.as_uuid())
+    .bind(name)
+    .bind(kind)
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some(row) = inserted else {
+        return Err(StoreError::AlreadyExists("a source with this name"));
+    };
+    audit::append(
+        tx,
+        AuditEntry::new("source.create", source_id.to_string())
+            .details(serde_json::json!({ "name": name, "kind": kind })),
+    )
+    .await?;
+    let token = issue_pairing_token(tx, source_id).await?;
+    Ok((
+        Source {
+            source_id,
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            status: "pending".into(),
+            created_at: row.try_get("created_at")?,
+        },
+        token,
+    ))
+}
+
+/// Issues a new one-time pairing token for a source that is not revoked (audited).
+pub async fn issue_pairing_token(
+    tx: &mut TenantTx,
+    source: SourceId,
+) -> Result<IssuedPairingToken, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let status: Option<String> =
+        sqlx::query_scalar("select status from control.sources where source_id = $1")
+            .bind(source.as_uuid())
+            .fetch_optional(tx.connection())
+            .await?;
+    match status.as_deref() {
+        None => return Err(StoreError::NotFound("source")),
+        Some("revoked") => return Err(StoreError::Forbidden("the source is revoked")),
+        Some(_) => {}
+    }
+    let token_id = Uuid::new_v4();
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random source is available");
+    let expires_at = OffsetDateTime::now_utc() + PAIRING_TOKEN_LIFETIME;
+    sqlx::query(
+        "insert into control.pairing_tokens (tenant_id, token_id, source_id, token_hash, expires_at) \
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(token_id)
+    .bind(source.as_uuid())
+    .bind(Sha256::digest(secret).to_vec())
+    .bind(expires_at)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("source.pairing_token.issue", source.to_string()).details(
+            serde_json::json!({ "token_id": token_id, "expires_at": expires_at.unix_timestamp() }),
+        ),
+    )
+    .await?;
+    Ok(IssuedPairingToken {
+        token: format!(
+            "{TOKEN_PREFIX}.{}.{}.{}",
+            tenant.as_uuid().simple(),
+            token_id.simple(),
+            hex::encode(secret)
+        ),
+        expires_at,
+    })
+}
+
+/// The tenant's sources, newest first.
+pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> {
+    let rows = sqlx::query(
+        "select source_id, name, kind, status, created_at from control.sources \
+         order by tenant_id, created_at desc",
+    )
+    .fetch_all(tx.connection())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Source {
+                source_id: SourceId::from_uuid(row.try_get("source_id")?),
+                name: row.try_get("name")?,
+                kind: row.try_get("kind")?,
+                status: row.try_get("status")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Revokes a source and every certificate issued to it (audited). The edge refuses its
+/// certificates from then on, on new and open connections alike.
+pub async fn revoke_source(
+    tx: &mut TenantTx,
+    source: SourceId,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let reason: String = reason.trim().chars().take(200).collect();
+    let updated = sqlx::query(
+        "update control.sources set status = 'revoked', updated_at = now() where source_id = $1",
+    )
+    .bind(source.as_uuid())
+    .execute(tx.connection())
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound("source"));
+    }
+    let certificates = sqlx::query(
+        "update control.certificates set revoked_at = now(), revocation_reason = $2 \
+         where source_id = $1 and revoked_at is null",
+    )
+    .bind(source.as_uuid())
+    .bind(&reason)
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    audit::append(
+        tx,
+        AuditEntry::new("source.revoke", source.to_string())
+            .details(serde_json::json!({ "reason": reason, "certificates_revoked": certificates })),
+    )
+    .await?;
+    Ok(certificates)
+}
+
+/// Consumes a pairing token (edge, pipeline scope of the token's tenant). Commits with the
+/// certificate it pays for, or not at all.
+pub async fn redeem_pairing_token(
+    tx: &mut TenantTx,
+    token: &PairingTokenRef,
+) -> Result<Result<SourceId, PairingRefusal>, StoreError> {
+    let row = sqlx::query(
+        "select t.source_id, t.token_hash, t.expires_at, t.used_at, s.status \
+         from control.pairing_tokens t \
+         join control.sources s on s.tenant_id = t.tenant_id and s.source_id = t.source_id \
+         join control.dim_tenant d on d.tenant_id = t.tenant_id \
+         where t.tenant_id = $1 and t.token_id = $2 and d.status = 'active' for update of t",
+    )
+    .bind(token.tenant.as_uuid())
+    .bind(token.token_id)
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some(row) = row else {
+        return Ok(Err(PairingRefusal::Unknown));
+    };
+    let stored: Vec<u8> = row.try_get("token_hash")?;
+    if !constant_time_eq(&stored, &token.secret_hash) {
+        return Ok(Err(PairingRefusal::Unknown));
+    }
+    let used_at: Option<OffsetDateTime> = row.try_get("used_at")?;
+    if used_at.is_some() {
+        return Ok(Err(PairingRefusal::Used));
+    }
+    let expires_at: OffsetDateTime = row.try_get("expires_at")?;
+    if expires_at <= OffsetDateTime::now_utc() {
+        return Ok(Err(PairingRefusal::Expired));
+    }
+    let status: String = row.try_get("status")?;
+    if !matches!(status.as_str(), "pending" | "active") {
+        return Ok(Err(PairingRefusal::SourceUnavailable));
+    }
+    sqlx::query(
+        "update control.pairing_tokens set used_at = now() where tenant_id = $1 and token_id = $2",
+    )
+    .bind(token.tenant.as_uuid())
+    .bind(token.token_id)
+    .execute(tx.connection())
+    .await?;
+    Ok(Ok(SourceId::from_uuid(row.try_get("source_id")?)))
+}
+
+/// A client certificate the CA issued.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub source: SourceId,
+    /// Lower-case hex.
+    pub serial: String,
+    pub fingerprint_sha256: [u8; 32],
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+/// Records an issued certificate and marks its source active (audited as `action`, e.g.
+/// `source.pair` or `source.certificate.renew`).
+pub async fn record_certificate(
+    tx: &mut TenantTx,
+    certificate: &IssuedCertificate,
+    action: &'static str,
+) -> Result<(), StoreError> {
+    let tenant = require_tenant(tx)?;
+    sqlx::query(
+        "insert into control.certificates (tenant_id, serial, source_id, fingerprint_sha256, \
+         not_before, not_after) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&certificate.serial)
+    .bind(certificate.source.as_uuid())
+    .bind(certificate.fingerprint_sha256.to_vec())
+    .bind(certificate.not_before)
+    .bind(certificate.not_after)
+    .execute(tx.connection())
+    .await?;
+    sqlx::query(
+        "update control.sources set status = 'active', updated_at = now() \
+         where tenant_id = $1 and source_id = $2 and status = 'pending'",
+    )
+    .bind(tenant.as_uuid())
+    .bind(certificate.source.as_uuid())
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new(action, certificate.source.to_string()).details(serde_json::json!({
+            "serial": certificate.serial,
+            "not_after": certificate.not_after.unix_timestamp(),
+        })),
+    )
+    .await
+}
+
+/// What the edge needs to decide whether a client certificate may still be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceAccess {
+    pub allowed: bool,
+}
+
+/// Whether `serial` of `source` of `tenant` may send: the tenant is active, the source is
+/// active and the certificate is known and not revoked.
+pub async fn source_access(
+    database: &Database,
+    tenant: TenantId,
+    source: SourceId,
+    serial: &str,
+) -> Result<SourceAccess, StoreError> {
+    let allowed: Option<bool> = sqlx::query_scalar(
+        "select d.status = 'active' and s.status = 'active' and c.revoked_at is null \
+         from control.certificates c \
+         join control.sources s on s.tenant_id = c.tenant_id and s.source_id = c.source_id \
+         join control.dim_tenant d on d.tenant_id = c.tenant_id \
+         where c.tenant_id = $1 and c.serial = $2 and c.source_id = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(serial)
+    .bind(source.as_uuid())
+    .fetch_optional(database.service_pool())
+    .await?;
+    Ok(SourceAccess {
+        allowed: allowed.unwrap_or(false),
+    })
+}
+
+/// The internal certificate authority as stored: its certificate and its encrypted key.
+#[derive(Debug, Clone)]
+pub struct StoredCertificateAuthority {
+    pub certificate_pem: String,
+    pub key_ciphertext: Vec<u8>,
+    pub key_nonce: Vec<u8>,
+}
+
+pub async fn load_certificate_authority(
+    database: &Database,
+) -> Result<Option<StoredCertificateAuthority>, StoreError> {
+    let row = sqlx::query(
+        "select certificate_pem, key_ciphertext, key_nonce from control.certificate_authority \
+         where ca_id = 'internal'",
+    )
+    .fetch_optional(database.service_pool())
+    .await?;
+    row.map(|row| {
+        Ok(StoredCertificateAuthority {
+            certificate_pem: row.try_get("certificate_pem")?,
+            key_ciphertext: row.try_get("key_ciphertext")?,
+            key_nonce: row.try_get("key_nonce")?,
+        })
+    })
+    .transpose()
+    .map_err(|error: sqlx::Error| error.into())
+}
+
+/// Stores the CA unless another process stored one first; returns whether this one was kept.
+pub async fn store_certificate_authority(
+    database: &Database,
+    authority: &StoredCertificateAuthority,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "insert into control.certificate_authority (ca_id, certificate_pem, key_ciphertext, \
+         key_nonce) values ('internal', $1, $2, $3) on conflict (ca_id) do nothing",
+    )
+    .bind(&authority.certificate_pem)
+    .bind(&authority.key_ciphertext)
+    .bind(&authority.key_nonce)
+    .execute(database.service_pool())
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// A tenant's encrypted masking secret: (ciphertext, nonce).
+pub async fn tenant_masking_secret(
+    database: &Database,
+    tenant: TenantId,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    Ok(sqlx::query_as(
+        "select masking_key_ciphertext, masking_key_nonce from control.tenant_secrets \
+         where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(database.service_pool())
+    .await?)
+}
+
+/// Stores a tenant's masking secret unless one exists already.
+pub async fn store_tenant_masking_secret(
+    database: &Database,
+    tenant: TenantId,
+    ciphertext: &[u8],
+    nonce: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into control.tenant_secrets (tenant_id, masking_key_ciphertext, masking_key_nonce) \
+         values ($1, $2, $3) on conflict (tenant_id) do nothing",
+    )
+    .bind(tenant.as_uuid())
+    .bind(ciphertext)
+    .bind(nonce)
+    .execute(database.service_pool())
+    .await?;
+    Ok(())
+}
+
+/// One masking rule: a field path and what to do with the values found there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaskingRule {
+    pub field_path: String,
+    pub action: String,
+}
+
+/// A tenant's masking rules as the edge applies them.
+pub async fn masking_rules(
+    database: &Database,
+    tenant: TenantId,
+) -> Result<Vec<MaskingRule>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select field_path, action from control.pii_masking_policy where tenant_id = $1 \
+         order by field_path",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_all(database.service_pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(field_path, action)| MaskingRule { field_path, action })
+        .collect())
+}
+
+/// Adds or changes a masking rule of the transaction's tenant (audited). The caller has
+/// validated the path and action.
+pub async fn set_masking_rule(tx: &mut TenantTx, rule: &MaskingRule) -> Result<(), StoreError> {
+    let tenant = require_tenant(tx)?;
+    sqlx::query(
+        "insert into control.pii_masking_policy (tenant_id, field_path, action) values ($1, $2, $3) \
+         on conflict (tenant_id, field_path) do update set action = excluded.action, updated_at = now()",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&rule.field_path)
+    .bind(&rule.action)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("masking.set", rule.field_path.clone())
+            .details(serde_json::json!({ "action": rule.action })),
+    )
+    .await
+}
+
+/// Removes a masking rule (audited).
+pub async fn remove_masking_rule(tx: &mut TenantTx, field_path: &str) -> Result<(), StoreError> {
+    let removed = sqlx::query("delete from control.pii_masking_policy where field_path = $1")
+        .bind(field_path)
+        .execute(tx.connection())
+        .await?;
+    if removed.rows_affected() == 0 {
+        return Err(StoreError::NotFound("masking rule"));
+    }
+    audit::append(tx, AuditEntry::new("masking.remove", field_path.to_owned())).await
+}
+
+fn require_tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {
+    tx.tenant()
+        .ok_or(StoreError::Forbidden("this needs a tenant scope"))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairing_tokens_parse_only_in_their_exact_shape() {
+        let tenant = Uuid::new_v4();
+        let token_id = Uuid::new_v4();
+        let secret = "ab".repeat(32);
+        let text = format!("tpt1.{}.{}.{secret}", tenant.simple(), token_id.simple());
+        let parsed = PairingTokenRef::parse(&text).unwrap();
+        assert_eq!(parsed.tenant.as_uuid(), &tenant);
+        assert_eq!(parsed.token_id, token_id);
+        for bad in [
+            String::new(),
+            text.replace("tpt1", "tpt2"),
+            format!("{text}.extra"),
+            text[..text.len() - 2].to_owned(),
+            text.replace(&secret, &"zz".repeat(32)),
+        ] {
+            assert!(PairingTokenRef::parse(&bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn constant_time_comparison_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
