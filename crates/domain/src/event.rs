@@ -91,6 +91,23 @@ impl EventId {
         &self.0
     }
 
+    /// The bus message id of this event re-driven by replay request `request`: the same commit
+    /// time prefix (so ordering and partitioning are unchanged), a different rest, stable for
+    /// the request so retrying a replay does not multiply it.
+    pub fn for_replay(&self, request: &Uuid) -> EventId {
+        let digest = Sha256::new()
+            .chain_update(b"tributary-replay-v1")
+            .chain_update(self.0.as_bytes())
+            .chain_update(request.as_bytes())
+            .finalize();
+        let mut bytes = *self.0.as_bytes();
+        bytes[6] = 0x70 | (digest[0] & 0x0F);
+        bytes[7] = digest[1];
+        bytes[8] = 0x80 | (digest[2] & 0x3F);
+        bytes[9..].copy_from_slice(&digest[3..10]);
+        EventId(Uuid::from_bytes(bytes))
+    }
+
     /// The commit time encoded in the id, in milliseconds since the Unix epoch.
     pub fn unix_millis(&self) -> i64 {
         let bytes = self.0.as_bytes();

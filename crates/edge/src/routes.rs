@@ -166,6 +166,7 @@ async fn pair<B: Bus>(
         Ok(source) => source,
         Err(refusal) => {
             tracing::info!(peer = %connection.peer, tenant = %token.tenant, %refusal, "pairing refused");
+            metrics::counter!("tributary_edge_pairings_total", "outcome" => "refused").increment(1);
             return Err(refused());
         }
     };
@@ -185,6 +186,7 @@ async fn pair<B: Bus>(
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     tracing::info!(tenant = %token.tenant, %source, serial = %issued.serial, "source paired");
+    metrics::counter!("tributary_edge_pairings_total", "outcome" => "paired").increment(1);
     Ok(Json(CertificateResponse {
         tenant_id: token.tenant,
         source_id: source,
@@ -260,8 +262,25 @@ async fn ingest<B: Bus>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = authenticated(&state, &connection).await?;
-    check_version(&headers)?;
+    let started = std::time::Instant::now();
+    let result = ingest_batch(&state, &connection, &headers, body).await;
+    metrics::histogram!("tributary_edge_ingest_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        metrics::counter!("tributary_edge_batches_refused_total", "code" => error.code)
+            .increment(1);
+    }
+    result
+}
+
+async fn ingest_batch<B: Bus>(
+    state: &EdgeState<B>,
+    connection: &ConnectionInfo,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let identity = authenticated(state, connection).await?;
+    check_version(headers)?;
     let limits = &state.config.limits;
     let body = read_limited(body, limits.max_body_bytes).await?;
     let encoding = Encoding::from_header(
@@ -325,6 +344,7 @@ async fn ingest<B: Bus>(
                         tenant_id: identity.tenant,
                         source_id: identity.source,
                         event,
+                        replay: None,
                     };
                     let payload = serde_json::to_vec(&envelope).map_err(ApiError::internal)?;
                     pending.push((index, envelope.event.event_id));
@@ -353,6 +373,14 @@ async fn ingest<B: Bus>(
     }
     results.sort_by_key(|result| result.index);
     let response = BatchResponse::from_results(results);
+    for (status, count) in [
+        ("accepted", response.accepted),
+        ("duplicate", response.duplicates),
+        ("rejected", response.rejected),
+    ] {
+        metrics::counter!("tributary_edge_events_total", "status" => status)
+            .increment(u64::from(count));
+    }
     // Nothing taken: say so in the status too, with the per-event reasons in the body.
     let status = if response.accepted == 0 && response.duplicates == 0 {
         StatusCode::UNPROCESSABLE_ENTITY

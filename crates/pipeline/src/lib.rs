@@ -2,3 +2,4 @@
 //! (delivery is at-least-once) and acknowledges a batch only after its effects are durable.
 
 pub mod bronze;
+pub mod replay;

@@ -500,9 +500,14 @@ fn envelopes_carry_the_certificate_identity_and_the_event() {
         tenant_id: tenant,
         source_id: source,
         event: insert_event(source, 4),
+        replay: None,
     };
     let value = serde_json::to_value(&envelope).expect("serializes");
     assert_eq!(value["tenant_id"], json!(tenant.to_string()));
+    assert!(
+        value.get("replay").is_none(),
+        "no replay field on a first delivery"
+    );
     assert_eq!(value["event"]["lsn"], "16/B374D848");
     assert_eq!(
         serde_json::from_value::<Envelope>(value).expect("parses"),

@@ -130,6 +130,11 @@ pub struct Envelope {
     pub tenant_id: TenantId,
     pub source_id: SourceId,
     pub event: ChangeEvent,
+    /// Set when the event is re-driven from bronze by a replay request: consumers apply it like
+    /// any other (idempotently, by event id); the bus carries it under a replay message id so
+    /// its own duplicate window does not swallow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<uuid::Uuid>,
 }
 
 /// The answer to a batch the edge read: one result per event, in the batch's order.

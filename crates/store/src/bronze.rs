@@ -129,3 +129,54 @@ pub async fn tenant_event_ids(
     .fetch_all(database.service_pool())
     .await?)
 }
+
+/// Up to `limit` of a tenant's events with `from <= event_time < to`, in (event time, event
+/// id) order, after `after` (the last one of the previous page) if given.
+pub async fn events_in_range(
+    database: &Database,
+    tenant: TenantId,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    after: Option<(OffsetDateTime, EventId)>,
+    limit: i64,
+) -> Result<Vec<BronzeRow>, StoreError> {
+    use sqlx::Row;
+    let (after_time, after_id) = match after {
+        Some((time, id)) => (Some(time), Some(*id.as_uuid())),
+        None => (None, None),
+    };
+    let rows = sqlx::query(
+        "select event_id, event_time, source_id, op, schema_name, table_name, lsn, seq, xid, \
+                payload::text as payload \
+         from bronze.cdc_events \
+         where tenant_id = $1 and event_time >= $2 and event_time < $3 \
+           and ($4::timestamptz is null or (event_time, event_id) > ($4, $5)) \
+         order by event_time, event_id limit $6",
+    )
+    .bind(tenant.as_uuid())
+    .bind(from)
+    .bind(to)
+    .bind(after_time)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(database.service_pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(BronzeRow {
+                tenant,
+                event_id: EventId::from_uuid(row.try_get("event_id")?),
+                event_time: row.try_get("event_time")?,
+                source: SourceId::from_uuid(row.try_get("source_id")?),
+                op: row.try_get("op")?,
+                schema_name: row.try_get("schema_name")?,
+                table_name: row.try_get("table_name")?,
+                lsn: row.try_get("lsn")?,
+                seq: row.try_get("seq")?,
+                xid: row.try_get("xid")?,
+                payload: row.try_get("payload")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}

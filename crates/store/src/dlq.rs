@@ -20,18 +20,43 @@ pub struct DeadLetter {
     pub reason_code: &'static str,
     /// Human explanation; never a customer value.
     pub reason: String,
-    /// The (masked) event.
+    /// The (masked) event, readable.
     pub event: serde_json::Value,
+    /// The exact bus message, which a replay re-drives.
+    pub message: Vec<u8>,
 }
 
 /// Records a dead letter; a second failure of the same event for the same consumer counts an
-/// attempt instead of adding a row.
+/// attempt instead of adding a row. If PostgreSQL cannot hold the event as jsonb (the reason it
+/// failed may be exactly that), the readable copy says so and the message bytes keep it whole.
 pub async fn record(database: &Database, letter: &DeadLetter) -> Result<(), StoreError> {
+    match insert(database, letter, &letter.event).await {
+        Err(error)
+            if matches!(
+                error.sqlstate().as_deref(),
+                Some("22P05" | "22P02" | "22021")
+            ) =>
+        {
+            let unreadable = serde_json::json!({
+                "unreadable": "the event cannot be stored as jsonb; its bytes are kept for replay"
+            });
+            insert(database, letter, &unreadable).await
+        }
+        other => other,
+    }
+}
+
+async fn insert(
+    database: &Database,
+    letter: &DeadLetter,
+    event: &serde_json::Value,
+) -> Result<(), StoreError> {
     sqlx::query(
         "insert into pipeline.dlq (tenant_id, dlq_id, consumer, event_id, source_id, reason_code, \
-             reason, event) values ($1, $2, $3, $4, $5, $6, $7, $8) \
+             reason, event, message) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          on conflict (tenant_id, consumer, event_id) do update \
-             set attempts = pipeline.dlq.attempts + 1, replayed_at = null",
+             set attempts = pipeline.dlq.attempts + 1, replayed_at = null, \
+                 reason_code = excluded.reason_code, reason = excluded.reason",
     )
     .bind(letter.tenant.as_uuid())
     .bind(Uuid::now_v7())
@@ -40,7 +65,74 @@ pub async fn record(database: &Database, letter: &DeadLetter) -> Result<(), Stor
     .bind(letter.source.as_uuid())
     .bind(letter.reason_code)
     .bind(letter.reason.chars().take(2000).collect::<String>())
-    .bind(&letter.event)
+    .bind(event)
+    .bind(&letter.message)
+    .execute(database.service_pool())
+    .await?;
+    Ok(())
+}
+
+/// A dead letter waiting for replay: which consumer failed it and the bus message.
+#[derive(Debug, Clone)]
+pub struct PendingLetter {
+    pub dlq_id: Uuid,
+    pub consumer: String,
+    pub message: Vec<u8>,
+}
+
+/// Up to `limit` of a tenant's dead letters not yet replayed, oldest first.
+pub async fn pending(
+    database: &Database,
+    tenant: TenantId,
+    limit: i64,
+) -> Result<Vec<PendingLetter>, StoreError> {
+    let rows: Vec<(Uuid, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "select dlq_id, consumer, message from pipeline.dlq \
+         where tenant_id = $1 and replayed_at is null order by created_at, dlq_id limit $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(limit)
+    .fetch_all(database.service_pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(dlq_id, consumer, message)| {
+            message.map(|message| PendingLetter {
+                dlq_id,
+                consumer,
+                message,
+            })
+        })
+        .collect())
+}
+
+/// Marks dead letters as replayed successfully.
+pub async fn mark_replayed(
+    database: &Database,
+    tenant: TenantId,
+    dlq_ids: &[Uuid],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update pipeline.dlq set replayed_at = now() where tenant_id = $1 and dlq_id = any($2)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(dlq_ids)
+    .execute(database.service_pool())
+    .await?;
+    Ok(())
+}
+
+/// Counts another failed attempt of dead letters whose replay failed again.
+pub async fn mark_failed_again(
+    database: &Database,
+    tenant: TenantId,
+    dlq_ids: &[Uuid],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update pipeline.dlq set attempts = attempts + 1 where tenant_id = $1 and dlq_id = any($2)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(dlq_ids)
     .execute(database.service_pool())
     .await?;
     Ok(())

@@ -7,6 +7,7 @@
 //! never adds `where tenant_id = ...` as its only line of defence.
 
 pub mod audit;
+pub mod bench_support;
 pub mod bronze;
 pub mod bus_log;
 pub mod catalog;
@@ -17,6 +18,8 @@ pub mod dlq;
 mod error;
 pub mod maintenance;
 pub mod migrate;
+pub mod replay;
+pub mod retention;
 pub mod sources;
 mod tenant_tx;
 

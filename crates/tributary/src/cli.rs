@@ -128,12 +128,29 @@ pub enum Command {
     /// Sources: agent installations of a tenant, their pairing tokens and certificates.
     #[command(subcommand)]
     Source(SourceCommand),
+    /// Re-drive a tenant's dead letters, or a time range of its bronze events, through the
+    /// pipeline (audited).
+    Replay(ReplayArgs),
+    /// Bronze retention: per-tenant days, and enforcing them now.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// The append-only, hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Database checks.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Benchmarks that print figures against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Ingest throughput and ack latency through edge -> bus -> bronze over mTLS, against a raw
+    /// COPY of the same rows into the same bronze table. Runs a private platform in a temporary
+    /// data directory (or on --database-url) and removes it afterwards.
+    Ingest(crate::bench::IngestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +267,38 @@ pub enum SourceCommand {
         #[arg(long, default_value = "revoked by an operator")]
         reason: String,
     },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["dlq", "from"])))]
+pub struct ReplayArgs {
+    /// Tenant id.
+    #[arg(long)]
+    pub tenant: String,
+    /// Replay the tenant's dead letters, each to the consumer that failed it.
+    #[arg(long)]
+    pub dlq: bool,
+    /// Replay bronze events committed at or after this time (RFC 3339, e.g.
+    /// 2026-11-01T00:00:00Z) through the downstream consumers.
+    #[arg(long, requires = "to", value_name = "TIME")]
+    pub from: Option<String>,
+    /// ... and before this time.
+    #[arg(long, requires = "from", value_name = "TIME")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Set how many days a tenant's bronze events are kept (1 to 3650).
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        days: i32,
+    },
+    /// Delete bronze events past every tenant's retention and drop partitions nobody needs
+    /// (the platform also does this hourly).
+    Run,
 }
 
 #[derive(Debug, Subcommand)]

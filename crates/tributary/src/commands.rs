@@ -9,7 +9,8 @@ use store::{Actor, ConnectionSettings, Database};
 
 use crate::EXIT_CHECK_FAILED;
 use crate::cli::{
-    AuditCommand, Command, DbCommand, MemberCommand, SourceCommand, TenantCommand, UserCommand,
+    AuditCommand, Command, DbCommand, MemberCommand, ReplayArgs, RetentionCommand, SourceCommand,
+    TenantCommand, UserCommand,
 };
 use crate::settings::{DatabaseChoice, Settings};
 
@@ -21,8 +22,13 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
         Command::User(command) => user(command, settings).await,
         Command::Member(command) => member(command, settings).await,
         Command::Source(command) => source(command, settings).await,
+        Command::Replay(args) => replay(args, settings).await,
+        Command::Retention(command) => retention(command, settings).await,
         Command::Audit(command) => audit(command, settings).await,
         Command::Db(command) => db(command, settings).await,
+        Command::Bench(crate::cli::BenchCommand::Ingest(args)) => {
+            crate::bench::ingest(args, settings).await
+        }
     }
 }
 
@@ -411,6 +417,88 @@ async fn source(command: SourceCommand, settings: Settings) -> anyhow::Result<Ex
             })
             .await?;
             println!("revoked source {source} and {certificates} certificate(s)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(args: ReplayArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    use time::format_description::well_known::Rfc3339;
+    let tenant = parse_tenant(&args.tenant)?;
+    let kind = match (&args.from, &args.to) {
+        (Some(from), Some(to)) => store::replay::ReplayKind::Range {
+            from: time::OffsetDateTime::parse(from, &Rfc3339)
+                .context("--from must be an RFC 3339 time such as 2026-11-01T00:00:00Z")?,
+            to: time::OffsetDateTime::parse(to, &Rfc3339)
+                .context("--to must be an RFC 3339 time such as 2026-11-02T00:00:00Z")?,
+        },
+        _ => store::replay::ReplayKind::DeadLetters,
+    };
+    let bus_config: bus::BusConfig = settings
+        .bus
+        .parse()
+        .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
+    let request = with_database(&settings, async |connected| {
+        let mut tx = control_tx(connected, tenant).await?;
+        let request_id = store::replay::request(&mut tx, &kind).await?;
+        tx.commit().await?;
+        println!("replay request {request_id} recorded");
+        let bus = bus::AnyBus::connect(&bus_config, &connected.database).await?;
+        let done =
+            pipeline::replay::run_request(&connected.database, &bus, tenant, request_id).await?;
+        Ok(done)
+    })
+    .await?;
+    let Some(request) = request else {
+        println!("the running platform took the request; follow it in the audit log");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "replay {}: {} event(s) replayed, {} failed{}",
+        request.status,
+        request.events_replayed,
+        request.events_failed,
+        request
+            .detail
+            .as_deref()
+            .map(|detail| format!(" ({detail})"))
+            .unwrap_or_default()
+    );
+    Ok(if request.status == "done" && request.events_failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
+}
+
+async fn retention(command: RetentionCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        RetentionCommand::Set { tenant, days } => {
+            let tenant = parse_tenant(&tenant)?;
+            with_database(&settings, async |connected| {
+                let mut tx = control_tx(connected, tenant).await?;
+                store::retention::set_days(&mut tx, days).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await?;
+            println!("tenant {tenant} keeps bronze events for {days} day(s)");
+        }
+        RetentionCommand::Run => {
+            let report = with_database(&settings, async |connected| {
+                Ok(store::retention::enforce(&connected.database).await?)
+            })
+            .await?;
+            println!(
+                "deleted {} event(s); dropped {} partition(s){}",
+                report.deleted_events,
+                report.dropped_partitions.len(),
+                if report.dropped_partitions.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", report.dropped_partitions.join(", "))
+                }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,8 +1,10 @@
 //! The `tributary` server: command line, configuration and the wiring of its roles. `main`
 //! parses and dispatches; each command is a plain async function.
 
+mod bench;
 mod cli;
 mod commands;
+mod ingestion;
 mod settings;
 mod up;
 

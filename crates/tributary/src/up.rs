@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::commands::Connected;
+use crate::ingestion::{self, Ingestion};
 use crate::settings::Settings;
 
 /// How many days of bronze partitions the scheduler keeps created ahead.
@@ -32,54 +33,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         .bus
         .parse()
         .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
-    let bus = bus::AnyBus::connect(&bus_config, &database)
-        .await
-        .context("connecting to the stream bus")?;
-    let edge_config = edge::EdgeConfig {
-        listen: settings.edge_addr,
-        hostnames: settings.edge_hostnames.clone(),
-        ..edge::EdgeConfig::default()
-    };
-    let edge = edge::Edge::bind(
-        edge_config,
-        database.clone(),
-        bus.clone(),
-        &settings.master_secret()?,
-    )
-    .await
-    .context("starting the edge")?;
-    let edge_addr = edge.local_addr()?;
+    let ingestion = Ingestion::start(&settings, &database, &bus_config, settings.edge_addr).await?;
+    let edge_addr = ingestion.edge_addr;
+    let bus = ingestion.bus.clone();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let stopped = |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
-    let edge_task = tokio::spawn(edge.run(stopped(shutdown_rx.clone())));
-    let bronze = tokio::spawn(pipeline::bronze::run(
+    let replays = tokio::spawn(pipeline::replay::run(
         database.clone(),
         bus.clone(),
-        pipeline::bronze::BronzeConfig::default(),
-        stopped(shutdown_rx.clone()),
+        Duration::from_secs(2),
+        ingestion::stopped(shutdown_rx.clone()),
     ));
     let scheduler = tokio::spawn(scheduler(
         database.clone(),
         bus.clone(),
         shutdown_rx.clone(),
     ));
-    let mut web_shutdown = shutdown_rx.clone();
     let web = tokio::spawn(web::serve(
         listener,
         web::AppState {
             database: database.clone(),
+            metrics: metrics_handle(),
         },
-        async move {
-            let _ = web_shutdown.wait_for(|stop| *stop).await;
-        },
+        ingestion::stopped(shutdown_rx.clone()),
     ));
 
     println!("Tributary is running.");
     println!("  web:      http://{web_addr}/");
-    println!("  health:   http://{web_addr}/healthz");
+    println!("  health:   http://{web_addr}/healthz (metrics: /metrics)");
     println!("  edge:     https://{edge_addr}/ (agents pair and send here)");
     println!("  bus:      {}", describe_bus(&bus_config));
     println!("  database: {}", connected.describe());
@@ -94,20 +75,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         Err(_) => tracing::warn!("web requests still in flight after 30s; closing anyway"),
         _ => {}
     }
-    let _ = edge_task.await;
-    match bronze.await {
-        Ok(Err(error)) => tracing::warn!(%error, "the bronze writer stopped with an error"),
-        Err(error) => tracing::warn!(%error, "the bronze writer panicked"),
-        Ok(Ok(())) => {}
-    }
+    ingestion.stop().await;
+    let _ = replays.await;
     let _ = scheduler.await;
     connected.close().await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Periodic housekeeping, hourly: bronze partitions ahead of time, and the embedded bus's log
-/// trimmed of what every consumer group has acknowledged.
+/// Periodic housekeeping, hourly: bronze partitions ahead of time, bronze retention, and the
+/// embedded bus's log trimmed of what every consumer group has acknowledged.
 async fn scheduler(
     database: store::Database,
     bus: bus::AnyBus,
@@ -121,6 +98,11 @@ async fn scheduler(
                     Ok(days) => tracing::debug!(days, "bronze partitions ensured"),
                     Err(error) => tracing::warn!(%error, "ensuring bronze partitions failed"),
                 }
+                match store::retention::enforce(&database).await {
+                    Ok(report) => tracing::info!(deleted = report.deleted_events,
+                        dropped_partitions = report.dropped_partitions.len(), "bronze retention applied"),
+                    Err(error) => tracing::warn!(%error, "applying bronze retention failed"),
+                }
                 if let bus::AnyBus::Embedded(embedded) = &bus {
                     match embedded.prune(BUS_DUPLICATE_WINDOW).await {
                         Ok(removed) => tracing::debug!(removed, "bus log pruned"),
@@ -129,6 +111,17 @@ async fn scheduler(
                 }
             }
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Installs the process's metrics recorder once; `None` if another recorder is installed.
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "metrics recorder not installed; /metrics is off");
+            None
         }
     }
 }

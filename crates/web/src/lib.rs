@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use store::Database;
 use tokio::net::TcpListener;
@@ -18,12 +19,15 @@ use tokio::net::TcpListener;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub database: Database,
+    /// Renders the process's metrics; `None` serves no `/metrics`.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -55,6 +59,18 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
                 }),
             )
         }
+    }
+}
+
+/// Prometheus text exposition of the process's metrics (no tenant ids among the labels).
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

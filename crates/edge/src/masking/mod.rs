@@ -97,10 +97,13 @@ pub enum FieldPathError {
     TooLong { max: usize },
     #[error("a field path must not contain control characters")]
     ControlCharacter,
+    #[error("`**` stands for any depth above a field; it cannot end a path (`**.email`)")]
+    EndsWithAnyDepth,
 }
 
 /// A path to the values a rule masks: segments separated by `.`, each a key (matched
-/// case-insensitively) or `*` (any key). Keys that themselves contain a `.` cannot be named.
+/// case-insensitively), `*` (any key at that level) or `**` (any depth, zero levels included:
+/// `**.email` is an `email` key anywhere). Keys that themselves contain a `.` cannot be named.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FieldPath {
     text: String,
@@ -110,6 +113,8 @@ pub struct FieldPath {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Segment {
     Any,
+    /// Zero or more levels of any keys.
+    AnyDepth,
     /// Unicode-lowercased.
     Key(String),
 }
@@ -117,7 +122,7 @@ enum Segment {
 impl Segment {
     fn matches(&self, key: &str) -> bool {
         match self {
-            Segment::Any => true,
+            Segment::Any | Segment::AnyDepth => true,
             Segment::Key(lowercase) => {
                 // Lowercasing can change the length, so compare the lowercased text, but skip
                 // the allocation when the key is already lowercase.
@@ -145,9 +150,13 @@ impl FieldPath {
             .map(|segment| match segment {
                 "" => Err(FieldPathError::EmptySegment),
                 "*" => Ok(Segment::Any),
+                "**" => Ok(Segment::AnyDepth),
                 key => Ok(Segment::Key(key.to_lowercase())),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if segments.last() == Some(&Segment::AnyDepth) {
+            return Err(FieldPathError::EndsWithAnyDepth);
+        }
         Ok(Self {
             text: text.to_owned(),
             segments,
@@ -236,10 +245,13 @@ impl MaskingPolicy {
             if *action == MaskAction::Hash {
                 continue;
             }
-            let Some(first) = path.segments.first() else {
-                continue;
+            let first = match path.segments.as_slice() {
+                // `**.id` reaches a top-level `id` too.
+                [Segment::AnyDepth, only] => only,
+                [first, ..] => first,
+                [] => continue,
             };
-            if !path.is_column() && *first == Segment::Any {
+            if !path.is_column() && matches!(first, Segment::Any | Segment::AnyDepth) {
                 continue;
             }
             if let Some(column) = key_columns.iter().find(|column| first.matches(column)) {
@@ -366,6 +378,20 @@ fn mask_object(
     let Some((first, rest)) = segments.split_first() else {
         return Ok(None);
     };
+    if *first == Segment::AnyDepth {
+        // Zero levels here, then one or more levels below every key.
+        let mut masked_under = mask_object(object, rest, action, hasher, depth, embedded)?;
+        let keys: Vec<String> = object.keys().cloned().collect();
+        for key in keys {
+            if let Some(value) = object.get_mut(&key)
+                && mask_value(value, segments, action, hasher, depth + 1, embedded)?
+                && masked_under.is_none()
+            {
+                masked_under = Some(key);
+            }
+        }
+        return Ok(masked_under);
+    }
     let keys: Vec<String> = object
         .keys()
         .filter(|key| first.matches(key))

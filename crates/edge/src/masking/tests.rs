@@ -685,11 +685,42 @@ proptest! {
     #[test]
     fn masking_arbitrary_documents_never_panics(
         document in filler(),
-        rule in "[a-z*]{1,3}(\\.[a-z*]{1,3}){0,3}",
+        // `*` and `**` may stand anywhere but at the end, where `**` is refused.
+        rule in "([a-z*]{1,3}\\.){0,3}[a-z]{1,3}",
         action in prop::sample::select(vec![MaskAction::Hash, MaskAction::Redact, MaskAction::Drop]),
     ) {
         let mut event = event(json!({"id": 1}), json!({"doc": document.clone(), "raw": document.to_string()}), None);
         let rules = MaskingPolicy::new(vec![(path(&format!("doc.{rule}")), action), (path(&format!("raw.{rule}")), action)]);
         prop_assert!(rules.apply(SECRET_A, &mut event).is_ok());
     }
+}
+
+#[test]
+fn any_depth_reaches_a_key_at_every_level_and_cannot_end_a_path() {
+    let policy = MaskingPolicy::new(vec![(
+        FieldPath::parse("**.email").unwrap(),
+        MaskAction::Redact,
+    )]);
+    let mut event = event(
+        json!({ "id": 1 }),
+        json!({
+            "email": "top@pii.example",
+            "profile": { "nested": { "EMAIL": "deep@pii.example" }, "list": [ { "email": "listed@pii.example" } ] },
+            "note": "{\"email\": \"embedded@pii.example\"}"
+        }),
+        None,
+    );
+    policy.apply(&[7u8; 32], &mut event).unwrap();
+    let text = serde_json::to_string(&event).unwrap();
+    assert!(!text.contains("pii.example"), "{text}");
+    assert_eq!(
+        event.after.as_ref().unwrap()["profile"]["nested"]["EMAIL"],
+        REDACTED
+    );
+    assert_eq!(
+        FieldPath::parse("a.**").unwrap_err(),
+        FieldPathError::EndsWithAnyDepth
+    );
+    let drop_id = MaskingPolicy::new(vec![(FieldPath::parse("**.id").unwrap(), MaskAction::Drop)]);
+    assert!(drop_id.validate_drop_against_key_columns(&["id"]).is_err());
 }

@@ -3,5 +3,6 @@
 
 mod client;
 mod ingest;
+mod masking_end_to_end;
 mod pairing;
 mod support;

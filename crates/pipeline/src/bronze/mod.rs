@@ -63,27 +63,48 @@ pub async fn run<B: Bus>(
         if deliveries.is_empty() {
             continue;
         }
+        // The batch stays unacked until it is written: a consumer that cannot write waits and
+        // tries again (its lag shows it) rather than dying or skipping events.
+        let mut backoff = Duration::from_millis(200);
         loop {
             match write(&database, &deliveries).await {
-                Ok(()) => break,
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(%error, "writing bronze failed; retrying the batch");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(_) => break,
+                Err(error) => {
+                    if error.is_retryable() {
+                        tracing::warn!(%error, "writing bronze failed; retrying the batch");
+                    } else {
+                        tracing::error!(error = %error, source = ?std::error::Error::source(&error),
+                            "writing bronze failed for a reason that is not transient; retrying the batch");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                Err(error) => return Err(error.into()),
             }
         }
         consumer.ack(&deliveries).await?;
     }
 }
 
+/// What writing a batch did besides storing: the events sent to the dead-letter queue.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    pub dead_lettered: Vec<domain::EventId>,
+}
+
 /// Writes one batch: all at once, or — when the database refuses the batch for a reason that is
 /// not transient — event by event, sending the ones it refuses to their tenant's DLQ.
-pub async fn write(database: &Database, deliveries: &[Delivery]) -> Result<(), store::StoreError> {
+pub async fn write(
+    database: &Database,
+    deliveries: &[Delivery],
+) -> Result<WriteOutcome, store::StoreError> {
+    let mut outcome = WriteOutcome::default();
     let mut rows = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match decode(delivery) {
-            Ok(row) => rows.push(row),
+            Ok(row) => rows.push((row, delivery)),
             Err(reason) => {
                 // Only a foreign writer on the bus could produce this; keep it, never drop it.
                 tracing::error!(
@@ -91,56 +112,80 @@ pub async fn write(database: &Database, deliveries: &[Delivery]) -> Result<(), s
                     position = delivery.position,
                     "undecodable bus message sent to the dead-letter queue"
                 );
-                let letter = DeadLetter {
-                    tenant: delivery.message.tenant,
-                    consumer: GROUP,
-                    event_id: delivery.message.id,
-                    source: domain::SourceId::from_uuid(uuid::Uuid::nil()),
-                    reason_code: "undecodable_message",
-                    reason,
-                    event: serde_json::Value::String(
-                        String::from_utf8_lossy(&delivery.message.payload).into_owned(),
-                    ),
-                };
-                store::dlq::record(database, &letter).await?;
+                dead_letter(database, delivery, None, "undecodable_message", reason).await?;
+                outcome.dead_lettered.push(delivery.message.id);
             }
         }
     }
-    match store::bronze::insert(database, &rows).await {
-        Ok(_) => Ok(()),
+    let batch: Vec<BronzeRow> = rows.iter().map(|(row, _)| row.clone()).collect();
+    match store::bronze::insert(database, &batch).await {
+        Ok(inserted) => {
+            metrics::counter!("tributary_bronze_events_written_total").increment(inserted);
+            metrics::counter!("tributary_bronze_events_duplicate_total")
+                .increment(batch.len() as u64 - inserted);
+            Ok(outcome)
+        }
         Err(error) if error.is_retryable() => Err(error),
         Err(error) => {
             tracing::warn!(%error, events = rows.len(), "bronze refused a batch; writing its events one by one");
-            for row in &rows {
+            for (row, delivery) in &rows {
                 match store::bronze::insert(database, std::slice::from_ref(row)).await {
                     Ok(_) => {}
                     Err(error) if error.is_retryable() => return Err(error),
                     Err(error) => {
-                        let letter = DeadLetter {
-                            tenant: row.tenant,
-                            consumer: GROUP,
-                            event_id: row.event_id,
-                            source: row.source,
-                            reason_code: "bronze_rejected",
-                            reason: format!(
-                                "the database refused the event ({})",
-                                error.sqlstate().unwrap_or_default()
-                            ),
-                            event: serde_json::from_str(&row.payload)
-                                .unwrap_or(serde_json::Value::Null),
-                        };
-                        store::dlq::record(database, &letter).await?;
+                        let reason = format!(
+                            "the database refused the event (SQLSTATE {})",
+                            error.sqlstate().unwrap_or_default()
+                        );
+                        dead_letter(
+                            database,
+                            delivery,
+                            Some(row.source),
+                            "bronze_rejected",
+                            reason,
+                        )
+                        .await?;
+                        outcome.dead_lettered.push(row.event_id);
                     }
                 }
             }
-            Ok(())
+            Ok(outcome)
         }
     }
+}
+
+async fn dead_letter(
+    database: &Database,
+    delivery: &Delivery,
+    source: Option<domain::SourceId>,
+    reason_code: &'static str,
+    reason: String,
+) -> Result<(), store::StoreError> {
+    let payload = &delivery.message.payload;
+    let letter = DeadLetter {
+        tenant: delivery.message.tenant,
+        consumer: GROUP,
+        event_id: delivery.message.id,
+        source: source.unwrap_or_else(|| domain::SourceId::from_uuid(uuid::Uuid::nil())),
+        reason_code,
+        reason,
+        event: serde_json::from_slice(payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
+        }),
+        message: payload.to_vec(),
+    };
+    store::dlq::record(database, &letter).await?;
+    metrics::counter!("tributary_dlq_events_total", "consumer" => GROUP, "reason" => reason_code)
+        .increment(1);
+    Ok(())
 }
 
 fn decode(delivery: &Delivery) -> Result<BronzeRow, String> {
     let envelope: protocol::Envelope = serde_json::from_slice(&delivery.message.payload)
         .map_err(|error| format!("not an event envelope: {error}"))?;
+    if envelope.tenant_id != delivery.message.tenant {
+        return Err("the envelope names another tenant than the bus message".into());
+    }
     let event = &envelope.event;
     Ok(BronzeRow {
         tenant: envelope.tenant_id,
@@ -159,5 +204,41 @@ fn decode(delivery: &Delivery) -> Result<BronzeRow, String> {
             "before": event.before,
         }))
         .map_err(|error| error.to_string())?,
+    })
+}
+
+/// The envelope of an event read back from bronze: the inverse of what the writer stores.
+pub fn envelope_of(
+    row: &BronzeRow,
+    replay: Option<uuid::Uuid>,
+) -> Result<protocol::Envelope, String> {
+    let payload: serde_json::Value =
+        serde_json::from_str(&row.payload).map_err(|error| error.to_string())?;
+    let object = |field: &str| -> Option<serde_json::Map<String, serde_json::Value>> {
+        payload
+            .get(field)
+            .and_then(|value| value.as_object())
+            .cloned()
+    };
+    Ok(protocol::Envelope {
+        tenant_id: row.tenant,
+        source_id: row.source,
+        event: protocol::ChangeEvent {
+            event_id: row.event_id,
+            op: row
+                .op
+                .parse()
+                .map_err(|_| format!("unknown op {:?}", row.op))?,
+            schema: row.schema_name.clone(),
+            table: row.table_name.clone(),
+            lsn: domain::Lsn(u64::try_from(row.lsn).map_err(|_| "negative LSN".to_owned())?),
+            seq: u32::try_from(row.seq).map_err(|_| "negative sequence".to_owned())?,
+            xid: row.xid.and_then(|xid| u64::try_from(xid).ok()),
+            event_time: row.event_time,
+            key: object("key").unwrap_or_default(),
+            after: object("after"),
+            before: object("before"),
+        },
+        replay,
     })
 }

@@ -54,63 +54,7 @@ pub struct Platform {
 
 impl Platform {
     pub fn start(data_dir: &DataDir) -> Self {
-        let mut child = Command::new(BINARY)
-            .args([
-                "up",
-                "--web-addr",
-                "127.0.0.1:0",
-                "--edge-addr",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(&data_dir.0)
-            .env_remove("TRIBUTARY_DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tributary up");
-        let (lines_tx, lines_rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let (stderr_tx, stderr_rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = stderr_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let web_addr = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(remaining) {
-                Ok(line) => {
-                    if let Some(url) = line.trim().strip_prefix("web:") {
-                        let url = url.trim();
-                        break url
-                            .trim_start_matches("http://")
-                            .trim_end_matches('/')
-                            .to_owned();
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let log: Vec<String> = stderr_rx.try_iter().collect();
-                    panic!(
-                        "tributary up printed no web address within 90s; stderr:\n{}",
-                        log.join("\n")
-                    );
-                }
-            }
-        };
-        Self {
-            child,
-            web_addr,
-            stderr: stderr_rx,
-        }
+        start_platform_with(data_dir, &[]).0
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -192,4 +136,105 @@ pub fn assert_no_server_left(pgdata: &Path) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `tributary up` with `extra` arguments (such as `--bus nats://...`), and the edge URL it
+/// printed (`https://127.0.0.1:PORT/`).
+pub fn start_platform_with(data_dir: &DataDir, extra: &[&str]) -> (Platform, String) {
+    let mut child = Command::new(BINARY)
+        .args([
+            "up",
+            "--web-addr",
+            "127.0.0.1:0",
+            "--edge-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data_dir.0)
+        .args(extra)
+        .env_remove("TRIBUTARY_DATABASE_URL")
+        .env_remove("TRIBUTARY_BUS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tributary up");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let (stderr_tx, stderr_rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = stderr_tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut web_addr, mut edge_url) = (None, None);
+    while web_addr.is_none() || edge_url.is_none() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(remaining) {
+            Ok(line) => {
+                let line = line.trim();
+                if let Some(url) = line.strip_prefix("web:") {
+                    let url = url
+                        .trim()
+                        .trim_start_matches("http://")
+                        .trim_end_matches('/');
+                    web_addr = Some(url.to_owned());
+                } else if let Some(rest) = line.strip_prefix("edge:") {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
+                    edge_url = Some(url.to_owned());
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let log: Vec<String> = stderr_rx.try_iter().collect();
+                panic!(
+                    "tributary up printed no web and edge address within 90s; stderr:\n{}",
+                    log.join("\n")
+                );
+            }
+        }
+    }
+    let platform = Platform {
+        child,
+        web_addr: web_addr.expect("seen"),
+        stderr: stderr_rx,
+    };
+    (platform, edge_url.expect("seen"))
+}
+
+/// The platform database of a managed cluster, as the platform's app and service roles, for
+/// checks from a test: the passwords the cluster generated (`credentials.json`) and the port of
+/// the running server (`postgres/postmaster.pid`).
+pub async fn platform_database(data_dir: &DataDir) -> store::Database {
+    let credentials: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.0.join("credentials.json")).unwrap())
+            .unwrap();
+    let pid_file = std::fs::read_to_string(data_dir.pgdata().join("postmaster.pid")).unwrap();
+    let port: u16 = pid_file
+        .lines()
+        .nth(3)
+        .and_then(|line| line.trim().parse().ok())
+        .expect("postmaster.pid names the port on its fourth line");
+    let url = |role: &str, key: &str| {
+        let password = credentials[key].as_str().expect("a generated password");
+        secrecy::SecretString::from(format!(
+            "postgres://{role}:{password}@127.0.0.1:{port}/tributary"
+        ))
+    };
+    let settings = store::ConnectionSettings::from_url(
+        &url("tributary_admin", "admin_password"),
+        Some(&url(store::APP_ROLE, "app_password")),
+        Some(&url(store::SERVICE_ROLE, "service_password")),
+        &data_dir.0,
+    )
+    .expect("connection settings");
+    store::Database::connect(&settings)
+        .await
+        .expect("connect to the platform database")
 }

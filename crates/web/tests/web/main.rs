@@ -7,13 +7,18 @@ async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Send
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(web::serve(
-        listener,
-        web::AppState { database },
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        metrics::counter!("tributary_edge_events_total", "status" => "accepted").increment(3);
+    });
+    let state = web::AppState {
+        database,
+        metrics: Some(handle),
+    };
+    tokio::spawn(web::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
     (addr, stop_tx)
 }
 
@@ -66,6 +71,30 @@ async fn healthz_reports_the_database_and_every_response_carries_security_header
             .iter()
             .any(|(name, value)| name == "content-security-policy"
                 && value.contains("frame-ancestors 'none'"))
+    );
+
+    let (status, headers, body) = get(&addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(name, value)| name == "content-type" && value.starts_with("text/plain"))
+    );
+    assert!(
+        body.contains("tributary_edge_events_total{status=\"accepted\"} 3"),
+        "{body}"
+    );
+
+    let (status, headers, body) = get(&addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(name, value)| name == "content-type" && value.starts_with("text/plain"))
+    );
+    assert!(
+        body.contains("tributary_edge_events_total{status=\"accepted\"} 3"),
+        "{body}"
     );
 
     // Unknown routes get the headers too.

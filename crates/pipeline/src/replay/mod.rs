@@ -1,0 +1,225 @@
+//! Replay: carrying out the replay requests people record. Dead letters go back to the consumer
+//! that failed them; a bronze time range is re-published to the bus, under replay message ids,
+//! for the downstream consumers (which apply events idempotently by event id).
+
+use std::future::Future;
+use std::time::Duration;
+
+use bus::{Bus, Delivery, Message};
+use domain::TenantId;
+use store::Database;
+use store::replay::ReplayRequest;
+
+use crate::bronze;
+
+/// Events read from bronze or the DLQ per round trip.
+const PAGE: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error("a stored event cannot be read back: {0}")]
+    Corrupt(String),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayOutcome {
+    pub replayed: i64,
+    pub failed: i64,
+}
+
+/// Takes pending requests one at a time until `shutdown`, idling `idle` between polls.
+pub async fn run<B: Bus>(
+    database: Database,
+    bus: B,
+    idle: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        match run_next(&database, &bus).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "taking a replay request failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(idle) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+/// Carries out the oldest pending request, if any; returns it with its final state.
+pub async fn run_next<B: Bus>(
+    database: &Database,
+    bus: &B,
+) -> Result<Option<ReplayRequest>, store::StoreError> {
+    let Some(request) = store::replay::claim_next(database).await? else {
+        return Ok(None);
+    };
+    carry_out(database, bus, request).await.map(Some)
+}
+
+/// Carries out one request, if it is still pending (nobody else took it).
+pub async fn run_request<B: Bus>(
+    database: &Database,
+    bus: &B,
+    tenant: TenantId,
+    request_id: uuid::Uuid,
+) -> Result<Option<ReplayRequest>, store::StoreError> {
+    let Some(request) = store::replay::claim(database, tenant, request_id).await? else {
+        return Ok(None);
+    };
+    carry_out(database, bus, request).await.map(Some)
+}
+
+async fn carry_out<B: Bus>(
+    database: &Database,
+    bus: &B,
+    request: ReplayRequest,
+) -> Result<ReplayRequest, store::StoreError> {
+    tracing::info!(tenant = %request.tenant_id, request = %request.request_id, kind = %request.kind,
+        "replay started");
+    let result = execute(database, bus, &request).await;
+    let (status, outcome, detail) = match result {
+        Ok(outcome) => ("done", outcome, None),
+        Err(error) => {
+            tracing::warn!(request = %request.request_id, %error, "replay failed");
+            ("failed", ReplayOutcome::default(), Some(error.to_string()))
+        }
+    };
+    store::replay::update(
+        database,
+        &request,
+        status,
+        outcome.replayed,
+        outcome.failed,
+        detail.as_deref(),
+    )
+    .await?;
+    tracing::info!(request = %request.request_id, status, replayed = outcome.replayed,
+        failed = outcome.failed, "replay finished");
+    metrics::counter!("tributary_replay_events_total", "outcome" => "replayed")
+        .increment(outcome.replayed.unsigned_abs());
+    metrics::counter!("tributary_replay_events_total", "outcome" => "failed")
+        .increment(outcome.failed.unsigned_abs());
+    let mut request = request;
+    request.status = status.to_owned();
+    request.events_replayed = outcome.replayed;
+    request.events_failed = outcome.failed;
+    request.detail = detail;
+    Ok(request)
+}
+
+pub async fn execute<B: Bus>(
+    database: &Database,
+    bus: &B,
+    request: &ReplayRequest,
+) -> Result<ReplayOutcome, ReplayError> {
+    match (request.kind.as_str(), request.range_from, request.range_to) {
+        ("dlq", _, _) => replay_dead_letters(database, request.tenant_id).await,
+        ("range", Some(from), Some(to)) => {
+            replay_range(
+                database,
+                bus,
+                request.tenant_id,
+                request.request_id,
+                from,
+                to,
+            )
+            .await
+        }
+        _ => Err(ReplayError::Corrupt(format!(
+            "replay request of kind {:?} cannot be carried out here",
+            request.kind
+        ))),
+    }
+}
+
+/// Re-drives the tenant's dead letters through the consumers that failed them. A letter that
+/// fails again stays in the DLQ with one more attempt counted.
+async fn replay_dead_letters(
+    database: &Database,
+    tenant: TenantId,
+) -> Result<ReplayOutcome, ReplayError> {
+    let mut outcome = ReplayOutcome::default();
+    let mut tried = std::collections::HashSet::new();
+    loop {
+        let letters = store::dlq::pending(database, tenant, PAGE).await?;
+        let letters: Vec<_> = letters
+            .into_iter()
+            .filter(|letter| tried.insert(letter.dlq_id))
+            .collect();
+        if letters.is_empty() {
+            return Ok(outcome);
+        }
+        for letter in letters {
+            let replayed = match letter.consumer.as_str() {
+                bronze::GROUP => {
+                    let envelope: protocol::Envelope = serde_json::from_slice(&letter.message)
+                        .map_err(|error| ReplayError::Corrupt(error.to_string()))?;
+                    let delivery = Delivery {
+                        message: Message {
+                            tenant,
+                            id: envelope.event.event_id,
+                            payload: letter.message.clone().into(),
+                        },
+                        partition: 0,
+                        position: 0,
+                    };
+                    bronze::write(database, std::slice::from_ref(&delivery))
+                        .await?
+                        .dead_lettered
+                        .is_empty()
+                }
+                other => {
+                    tracing::warn!(consumer = other, "no replay handler for this consumer");
+                    false
+                }
+            };
+            if replayed {
+                store::dlq::mark_replayed(database, tenant, &[letter.dlq_id]).await?;
+                outcome.replayed += 1;
+            } else {
+                outcome.failed += 1;
+            }
+        }
+    }
+}
+
+/// Re-publishes the tenant's bronze events of `[from, to)`.
+async fn replay_range<B: Bus>(
+    database: &Database,
+    bus: &B,
+    tenant: TenantId,
+    request: uuid::Uuid,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+) -> Result<ReplayOutcome, ReplayError> {
+    let mut outcome = ReplayOutcome::default();
+    let mut after = None;
+    loop {
+        let rows = store::bronze::events_in_range(database, tenant, from, to, after, PAGE).await?;
+        let Some(last) = rows.last() else {
+            return Ok(outcome);
+        };
+        after = Some((last.event_time, last.event_id));
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let envelope = bronze::envelope_of(row, Some(request)).map_err(ReplayError::Corrupt)?;
+            let payload = serde_json::to_vec(&envelope)
+                .map_err(|error| ReplayError::Corrupt(error.to_string()))?;
+            messages.push(Message {
+                tenant,
+                id: row.event_id.for_replay(&request),
+                payload: payload.into(),
+            });
+        }
+        bus.publish(&messages).await?;
+        outcome.replayed += messages.len() as i64;
+    }
+}

@@ -1,0 +1,6 @@
+//! The pipeline's consumers against a real database and the embedded bus.
+
+mod bronze_writer;
+mod replay;
+mod retention;
+mod support;

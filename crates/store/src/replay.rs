@@ -1,0 +1,173 @@
+//! Replay requests: recorded by whoever asks (an intent, audited), carried out by the pipeline.
+
+use domain::TenantId;
+use serde::Serialize;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::{Database, StoreError, TenantTx};
+
+/// What to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayKind {
+    /// The tenant's dead letters, each to the consumer that failed it.
+    DeadLetters,
+    /// The tenant's bronze events committed in `[from, to)`, through the downstream consumers.
+    Range {
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    },
+}
+
+/// A replay request and its progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayRequest {
+    pub request_id: Uuid,
+    pub tenant_id: TenantId,
+    pub kind: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub range_from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub range_to: Option<OffsetDateTime>,
+    /// pending, running, done or failed.
+    pub status: String,
+    pub events_replayed: i64,
+    pub events_failed: i64,
+    pub detail: Option<String>,
+}
+
+/// Records a replay request of the transaction's tenant (audited).
+pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(StoreError::Forbidden("a replay needs a tenant scope"))?;
+    let (kind_name, from, to) = match kind {
+        ReplayKind::DeadLetters => ("dlq", None, None),
+        ReplayKind::Range { from, to } => {
+            if from >= to {
+                return Err(StoreError::Invalid(
+                    "the range must end after it starts".into(),
+                ));
+            }
+            ("range", Some(*from), Some(*to))
+        }
+    };
+    let request_id = Uuid::now_v7();
+    let requested_by = match tx.actor() {
+        crate::Actor::User(user) => Some(*user.as_uuid()),
+        _ => None,
+    };
+    sqlx::query(
+        "insert into pipeline.replay_requests (tenant_id, request_id, kind, requested_by, \
+         range_from, range_to) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(request_id)
+    .bind(kind_name)
+    .bind(requested_by)
+    .bind(from)
+    .bind(to)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("replay.request", request_id.to_string()).details(serde_json::json!({
+            "kind": kind_name,
+            "from": from.map(OffsetDateTime::unix_timestamp),
+            "to": to.map(OffsetDateTime::unix_timestamp),
+        })),
+    )
+    .await?;
+    Ok(request_id)
+}
+
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<ReplayRequest, sqlx::Error> {
+    Ok(ReplayRequest {
+        request_id: row.try_get("request_id")?,
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+        kind: row.try_get("kind")?,
+        range_from: row.try_get("range_from")?,
+        range_to: row.try_get("range_to")?,
+        status: row.try_get("status")?,
+        events_replayed: row.try_get("events_replayed")?,
+        events_failed: row.try_get("events_failed")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+/// Claims the oldest pending request of any tenant (pipeline): it becomes `running`, and no
+/// other worker gets it.
+pub async fn claim_next(database: &Database) -> Result<Option<ReplayRequest>, StoreError> {
+    let row = sqlx::query(
+        "update pipeline.replay_requests set status = 'running', started_at = now() \
+         where (tenant_id, request_id) = ( \
+             select tenant_id, request_id from pipeline.replay_requests \
+             where status = 'pending' and kind in ('dlq', 'range') \
+             order by requested_at limit 1 for update skip locked) \
+         returning request_id, tenant_id, kind, range_from, range_to, status, \
+                   events_replayed, events_failed, detail",
+    )
+    .fetch_optional(database.service_pool())
+    .await?;
+    row.as_ref().map(from_row).transpose().map_err(Into::into)
+}
+
+/// Claims one pending request (pipeline), e.g. the one an operator just recorded and runs now.
+pub async fn claim(
+    database: &Database,
+    tenant: TenantId,
+    request_id: Uuid,
+) -> Result<Option<ReplayRequest>, StoreError> {
+    let row = sqlx::query(
+        "update pipeline.replay_requests set status = 'running', started_at = now() \
+         where tenant_id = $1 and request_id = $2 and status = 'pending' \
+         returning request_id, tenant_id, kind, range_from, range_to, status, \
+                   events_replayed, events_failed, detail",
+    )
+    .bind(tenant.as_uuid())
+    .bind(request_id)
+    .fetch_optional(database.service_pool())
+    .await?;
+    row.as_ref().map(from_row).transpose().map_err(Into::into)
+}
+
+/// Records progress or the end of a request (pipeline).
+pub async fn update(
+    database: &Database,
+    request: &ReplayRequest,
+    status: &str,
+    replayed: i64,
+    failed: i64,
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update pipeline.replay_requests set status = $3, events_replayed = $4, \
+             events_failed = $5, detail = $6, \
+             finished_at = case when $3 in ('done', 'failed') then now() end \
+         where tenant_id = $1 and request_id = $2",
+    )
+    .bind(request.tenant_id.as_uuid())
+    .bind(request.request_id)
+    .bind(status)
+    .bind(replayed)
+    .bind(failed)
+    .bind(detail)
+    .execute(database.service_pool())
+    .await?;
+    Ok(())
+}
+
+/// A request as its tenant sees it.
+pub async fn get(tx: &mut TenantTx, request_id: Uuid) -> Result<ReplayRequest, StoreError> {
+    let row = sqlx::query(
+        "select request_id, tenant_id, kind, range_from, range_to, status, events_replayed, \
+         events_failed, detail from pipeline.replay_requests where request_id = $1",
+    )
+    .bind(request_id)
+    .fetch_optional(tx.connection())
+    .await?
+    .ok_or(StoreError::NotFound("replay request"))?;
+    Ok(from_row(&row)?)
+}

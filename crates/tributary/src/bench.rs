@@ -1,0 +1,864 @@
+//! `tributary bench ingest`: ingest throughput and ack latency through edge -> bus -> bronze
+//! over mutual TLS, against a raw `COPY` of the same rows into the same bronze table, measured in
+//! the same run on the same database. Prints figures; it is not a test. docs/benchmarks.md says
+//! how to run it and what the figures on the development machine were.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use domain::{EventId, Lsn, Plan, SourceId, TenantAttributes, TenantId};
+use edge_client::{ClientOptions, EdgeClient, EncodedBatch, ServerTrust};
+use protocol::{ChangeEvent, EventBatch, EventStatus, Op};
+use serde_json::{Map, Value};
+use store::bronze::BronzeRow;
+use store::{Actor, Database, Scope, TenantTx};
+
+use tokio::task::JoinSet;
+
+use crate::commands::Connected;
+use crate::ingestion::Ingestion;
+use crate::settings::{DatabaseChoice, Settings};
+
+/// How often progress is printed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// How long bronze may take to catch up after the last ack before the run is declared failed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one batch may keep failing with retryable errors before the run is abandoned.
+const BATCH_DEADLINE: Duration = Duration::from_secs(120);
+/// Size of the pieces the COPY baseline streams.
+const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+tributary bench ingest                                  1M events, embedded bus\n  \
+tributary bench ingest --events 200000 --senders 8\n  \
+tributary --bus nats://127.0.0.1:4222 bench ingest      the NATS JetStream bus\n\n\
+Build with --release for meaningful figures. With --database-url the benchmark creates its \
+tenants in that database (they stay in the tenant registry; their bronze rows are removed): use \
+a scratch database.")]
+pub struct IngestArgs {
+    /// Events to send in all, spread evenly over the tenants.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub events: u64,
+
+    /// Tenants, each with one source and one paired client.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub tenants: u32,
+
+    /// Events per batch, i.e. per request (the protocol allows up to 5000).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub batch: u32,
+
+    /// Concurrent senders: requests in flight at once, each on its own kept-alive connection.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub senders: u32,
+
+    /// Approximate size in bytes of each event as bronze stores it (the JSON of its key and
+    /// row); the anchor measurements used about 225.
+    #[arg(long, default_value_t = 250, value_name = "BYTES")]
+    pub payload_bytes: usize,
+
+    /// Compression of the request bodies: identity, gzip or zstd.
+    #[arg(long, default_value = "zstd", value_parser = parse_encoding, value_name = "ENCODING")]
+    pub encoding: protocol::Encoding,
+
+    /// Skip the COPY baseline (and so the ratio).
+    #[arg(long)]
+    pub skip_baseline: bool,
+}
+
+fn parse_encoding(text: &str) -> Result<protocol::Encoding, String> {
+    protocol::Encoding::from_header(Some(text))
+        .map_err(|_| "one of identity, gzip, zstd".to_owned())
+}
+
+pub async fn ingest(args: IngestArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    if args.events == 0 || args.tenants == 0 || args.senders == 0 {
+        bail!("--events, --tenants and --senders must be at least 1");
+    }
+    if args.batch == 0 || args.batch as usize > protocol::Limits::default().max_events {
+        bail!(
+            "--batch must be between 1 and {}",
+            protocol::Limits::default().max_events
+        );
+    }
+    let mut settings = settings;
+    // A private cluster in a fresh temporary directory, unless a database is given; /tmp is
+    // world-traversable, so the server's OS user reaches it when this runs as root.
+    let temporary = match settings.database {
+        DatabaseChoice::Managed => {
+            let dir = std::env::temp_dir()
+                .join(format!("tributary-bench-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            settings.data_dir = dir.clone();
+            Some(dir)
+        }
+        DatabaseChoice::Given { .. } => None,
+    };
+    println!("starting the database ...");
+    let connected = match Connected::open(&settings, true).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            if let Some(dir) = &temporary {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(error);
+        }
+    };
+    println!("  {}", connected.describe());
+    let outcome = tokio::select! {
+        outcome = run(&args, &settings, &connected) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let closed = connected.close().await;
+    if let Some(dir) = &temporary {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    closed?;
+    let report = outcome?;
+    report.print(&args, &settings);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One tenant of the run: its source, the source's pairing token and how many events it sends.
+struct BenchTenant {
+    tenant: TenantId,
+    source: SourceId,
+    token: String,
+    events: u64,
+}
+
+/// What the run measured.
+struct Report {
+    bus: String,
+    baseline: Option<(u64, Duration)>,
+    events: u64,
+    ack_elapsed: Duration,
+    bronze_elapsed: Duration,
+    latencies: Vec<Duration>,
+    retries: u64,
+    duplicates: u64,
+    average_body_bytes: usize,
+    /// Cores used during the COPY, while sending (until the last ack) and while bronze caught up
+    /// afterwards.
+    baseline_cores: Option<Cores>,
+    sending_cores: Cores,
+    draining_cores: Cores,
+}
+
+async fn run(
+    args: &IngestArgs,
+    settings: &Settings,
+    connected: &Connected,
+) -> anyhow::Result<Report> {
+    let database = &connected.database;
+    let bus_config: bus::BusConfig = settings
+        .bus
+        .parse()
+        .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
+    let run_name = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let tenants = create_tenants(database, args, run_name).await?;
+    let tenant_ids: Vec<TenantId> = tenants.iter().map(|tenant| tenant.tenant).collect();
+    // Commit times start now (bronze retention removes old ones), one millisecond apart.
+    let base_millis =
+        i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .context("the clock is out of range")?;
+    ensure_partitions(database, &tenants, base_millis).await?;
+
+    let pgdata = match settings.database {
+        DatabaseChoice::Managed => Some(settings.data_dir.join("postgres")),
+        DatabaseChoice::Given { .. } => None,
+    };
+    let (baseline, baseline_cores) = if args.skip_baseline {
+        (None, None)
+    } else {
+        let (copied, elapsed, cores) =
+            copy_baseline(connected, args, &tenants, base_millis, pgdata.as_deref()).await?;
+        (Some((copied, elapsed)), Some(cores))
+    };
+
+    // The ingestion roles exactly as `up` starts them.
+    let ingestion = Ingestion::start(
+        settings,
+        database,
+        &bus_config,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await?;
+    let edge_url = format!("https://{}/", ingestion.edge_addr);
+    let ca_pem = ingestion.ca_pem.clone();
+
+    println!(
+        "pairing {} clients with the edge at {edge_url} ...",
+        tenants.len()
+    );
+    let options = ClientOptions {
+        max_idle_connections: args.senders as usize,
+        ..ClientOptions::default()
+    };
+    let mut clients = Vec::with_capacity(tenants.len());
+    for tenant in &tenants {
+        let credentials = edge_client::pair(&edge_url, ServerTrust::Ca(&ca_pem), &tenant.token)
+            .await
+            .context("pairing a benchmark client")?;
+        clients.push(EdgeClient::with_options(
+            &edge_url,
+            &credentials,
+            options.clone(),
+        )?);
+    }
+
+    println!(
+        "encoding {} events into batches of {} ...",
+        args.events, args.batch
+    );
+    let jobs = Arc::new(encode_batches(args, &tenants, base_millis)?);
+    let average_body_bytes = jobs
+        .iter()
+        .map(|(_, batch)| batch.body_bytes())
+        .sum::<usize>()
+        / jobs.len().max(1);
+    drop(tenants);
+
+    println!(
+        "sending with {} concurrent senders over {} ({}) ...",
+        args.senders,
+        describe_bus(&bus_config),
+        encoding_name(args.encoding)
+    );
+    let cpu_at_start = CpuSample::take(pgdata.as_deref());
+    let started = Instant::now();
+    let acked = Arc::new(AtomicU64::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let duplicates = Arc::new(AtomicU64::new(0));
+    let next_job = Arc::new(AtomicUsize::new(0));
+    let mut senders = JoinSet::new();
+    for _ in 0..args.senders {
+        senders.spawn(send_jobs(
+            jobs.clone(),
+            clients.clone(),
+            next_job.clone(),
+            acked.clone(),
+            retries.clone(),
+            duplicates.clone(),
+        ));
+    }
+    let mut progress = Progress::new(started);
+    let mut latencies = Vec::with_capacity(jobs.len());
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
+    while !senders.is_empty() {
+        tokio::select! {
+            joined = senders.join_next() => {
+                if let Some(joined) = joined {
+                    latencies.extend(joined.context("a sender panicked")??);
+                }
+            }
+            _ = tick.tick() => {
+                let in_bronze = store::bench_support::bronze_count(database, &tenant_ids).await?;
+                progress.print(acked.load(Ordering::Relaxed), in_bronze);
+            }
+        }
+    }
+    let ack_elapsed = started.elapsed();
+    let cpu_at_last_ack = CpuSample::take(pgdata.as_deref());
+    let sending_cores = cpu_at_last_ack.cores_since(&cpu_at_start);
+    let total = acked.load(Ordering::Relaxed);
+    println!(
+        "  all {total} events acked after {:.1} s; waiting for bronze ...",
+        ack_elapsed.as_secs_f64()
+    );
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let bronze_elapsed = loop {
+        let in_bronze = store::bench_support::bronze_count(database, &tenant_ids).await?;
+        if in_bronze as u64 >= total {
+            break started.elapsed();
+        }
+        if Instant::now() > drain_deadline {
+            bail!(
+                "bronze holds {in_bronze} of {total} events {} s after the last ack",
+                DRAIN_TIMEOUT.as_secs()
+            );
+        }
+        if progress.due() {
+            progress.print(total, in_bronze);
+        }
+        // Polling the count: the bronze writer has no completion signal to wait on.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let draining_cores = CpuSample::take(pgdata.as_deref()).cores_since(&cpu_at_last_ack);
+    // The clients' kept-alive connections close with them, so the edge stops without waiting.
+    drop(clients);
+    ingestion.stop().await;
+    let removed = store::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
+        .await
+        .context("removing the benchmark's bronze rows")?;
+    tracing::debug!(removed, "benchmark rows removed from bronze");
+    Ok(Report {
+        bus: describe_bus(&bus_config),
+        baseline,
+        events: total,
+        ack_elapsed,
+        bronze_elapsed,
+        latencies,
+        retries: retries.load(Ordering::Relaxed),
+        duplicates: duplicates.load(Ordering::Relaxed),
+        average_body_bytes,
+        baseline_cores,
+        sending_cores,
+        draining_cores,
+    })
+}
+
+async fn create_tenants(
+    database: &Database,
+    args: &IngestArgs,
+    run_name: &str,
+) -> anyhow::Result<Vec<BenchTenant>> {
+    let mut tenants = Vec::with_capacity(args.tenants as usize);
+    let per_tenant = args.events / u64::from(args.tenants);
+    let remainder = args.events % u64::from(args.tenants);
+    for index in 0..args.tenants {
+        let attributes = TenantAttributes::parse(
+            &format!("bench {run_name} {index}"),
+            Plan::Team,
+            "energy",
+            "eu",
+        )?;
+        let actor = || Actor::Cli("bench".into());
+        let tenant = store::control::create_tenant(database, actor(), &attributes)
+            .await?
+            .tenant_id;
+        let mut tx = TenantTx::begin(
+            database,
+            Scope::Control {
+                tenant: Some(tenant),
+                actor: actor(),
+            },
+        )
+        .await?;
+        let (source, token) = store::sources::create_source(&mut tx, "bench", "simulator").await?;
+        tx.commit().await?;
+        tenants.push(BenchTenant {
+            tenant,
+            source: source.source_id,
+            token: token.token,
+            events: per_tenant + u64::from(u64::from(index) < remainder),
+        });
+    }
+    Ok(tenants)
+}
+
+/// The daily partitions the run's commit times fall in (the bronze writer creates them too;
+/// the baseline needs them first).
+async fn ensure_partitions(
+    database: &Database,
+    tenants: &[BenchTenant],
+    base_millis: i64,
+) -> anyhow::Result<()> {
+    let most = tenants
+        .iter()
+        .map(|tenant| tenant.events)
+        .max()
+        .unwrap_or(0);
+    let day = |millis: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+            .map(|at| at.date())
+    };
+    let first = day(base_millis)?;
+    let last = day(base_millis + i64::try_from(most)?)?;
+    store::bench_support::ensure_bronze_days(database, [first, last]).await?;
+    Ok(())
+}
+
+/// Event `n` of `source`: an insert of row `n` of public.orders, committed alone at
+/// `base_millis + n`, with a row sized so the stored payload is about `payload_bytes`.
+fn event(source: SourceId, base_millis: i64, n: u64, payload_bytes: usize) -> ChangeEvent {
+    let millis = base_millis + n as i64;
+    let lsn = Lsn(0x1_0000_0000 + n * 64);
+    let mut key = Map::new();
+    key.insert("id".into(), n.into());
+    let mut after = Map::new();
+    after.insert("id".into(), n.into());
+    after.insert(
+        "status".into(),
+        ["new", "paid", "shipped", "void"][(n % 4) as usize].into(),
+    );
+    after.insert("amount_cents".into(), ((n * 7919) % 1_000_000).into());
+    after.insert("currency".into(), "EUR".into());
+    after.insert(
+        "sku".into(),
+        format!("SKU-{:05}", (n * 31) % 100_000).into(),
+    );
+    after.insert("updated_at".into(), "2026-07-24T12:00:00.000000Z".into());
+    // `{"key":{"id":N},"after":{...},"before":null}` without the note, then the note's padding.
+    let unpadded = Value::Object(after.clone()).to_string().len()
+        + Value::Object(key.clone()).to_string().len()
+        + r#"{"key":,"after":,"before":null}"#.len();
+    let padding = payload_bytes.saturating_sub(unpadded + r#","note":"""#.len());
+    after.insert("note".into(), "x".repeat(padding).into());
+    ChangeEvent {
+        event_id: EventId::derive(source, millis, lsn, 0),
+        op: Op::Insert,
+        schema: "public".into(),
+        table: "orders".into(),
+        lsn,
+        seq: 0,
+        xid: Some(1000 + n),
+        event_time: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+            .expect("a current time"),
+        key,
+        after: Some(after),
+        before: None,
+    }
+}
+
+/// The row the bronze writer stores for `event` of `tenant` (as `pipeline::bronze` decodes an
+/// envelope; repeated here because that function is the writer's own).
+fn bronze_row(tenant: TenantId, source: SourceId, event: ChangeEvent) -> BronzeRow {
+    BronzeRow {
+        tenant,
+        event_id: event.event_id,
+        event_time: event.event_time,
+        source,
+        op: event.op.as_str().to_owned(),
+        schema_name: event.schema,
+        table_name: event.table,
+        lsn: event.lsn.0 as i64,
+        seq: event.seq as i32,
+        xid: event.xid.map(|xid| xid as i64),
+        payload: serde_json::json!({
+            "key": event.key,
+            "after": event.after,
+            "before": event.before,
+        })
+        .to_string(),
+    }
+}
+
+/// The baseline: the same rows, made ahead of time, in one `COPY` into the same indexed,
+/// partitioned bronze table; then removed again so the platform starts from the same state.
+async fn copy_baseline(
+    connected: &Connected,
+    args: &IngestArgs,
+    tenants: &[BenchTenant],
+    base_millis: i64,
+    pgdata: Option<&std::path::Path>,
+) -> anyhow::Result<(u64, Duration, Cores)> {
+    println!("baseline: preparing {} rows for COPY ...", args.events);
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+    // Interleaved over tenants, as the platform's batches arrive.
+    let most = tenants
+        .iter()
+        .map(|tenant| tenant.events)
+        .max()
+        .unwrap_or(0);
+    for n in 0..most {
+        for tenant in tenants.iter().filter(|tenant| n < tenant.events) {
+            let event = event(tenant.source, base_millis, n, args.payload_bytes);
+            store::bench_support::copy_text_row(
+                &bronze_row(tenant.tenant, tenant.source, event),
+                &mut chunk,
+            );
+            if chunk.len() >= COPY_CHUNK_BYTES {
+                chunks.push(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(COPY_CHUNK_BYTES + 4096),
+                ));
+            }
+        }
+    }
+    chunks.push(chunk);
+    let bytes: usize = chunks.iter().map(Vec::len).sum();
+    checkpoint(connected).await;
+    println!(
+        "baseline: COPY of {} rows ({} MB of COPY text) into bronze.cdc_events ...",
+        args.events,
+        bytes / 1_000_000
+    );
+    let cpu_at_start = CpuSample::take(pgdata);
+    let started = Instant::now();
+    let copied = store::bench_support::copy_bronze(&connected.database, &chunks)
+        .await
+        .context("the COPY baseline")?;
+    let elapsed = started.elapsed();
+    let cores = CpuSample::take(pgdata).cores_since(&cpu_at_start);
+    println!(
+        "  {copied} rows in {:.1} s: {:.0} rows/s",
+        elapsed.as_secs_f64(),
+        copied as f64 / elapsed.as_secs_f64()
+    );
+    drop(chunks);
+    let tenant_ids: Vec<TenantId> = tenants.iter().map(|tenant| tenant.tenant).collect();
+    println!("baseline: removing its rows and vacuuming bronze ...");
+    store::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
+        .await
+        .context("removing the baseline's rows")?;
+    checkpoint(connected).await;
+    Ok((copied, elapsed, cores))
+}
+
+async fn checkpoint(connected: &Connected) {
+    if let Err(error) = store::bench_support::checkpoint(&connected.connection_settings).await {
+        tracing::warn!(%error, "no checkpoint before a timed phase (needs a superuser login)");
+    }
+}
+
+/// Every batch of every tenant, encoded once, interleaved over tenants: (tenant index, batch).
+fn encode_batches(
+    args: &IngestArgs,
+    tenants: &[BenchTenant],
+    base_millis: i64,
+) -> anyhow::Result<Vec<(usize, EncodedBatch)>> {
+    let batch = u64::from(args.batch);
+    let mut jobs = Vec::new();
+    let most = tenants
+        .iter()
+        .map(|tenant| tenant.events)
+        .max()
+        .unwrap_or(0);
+    for first in (0..most).step_by(batch as usize) {
+        for (index, tenant) in tenants.iter().enumerate() {
+            if first >= tenant.events {
+                continue;
+            }
+            let events = (first..(first + batch).min(tenant.events))
+                .map(|n| event(tenant.source, base_millis, n, args.payload_bytes))
+                .collect();
+            let batch = EventBatch {
+                tenant_id: None,
+                source_id: None,
+                events,
+            };
+            jobs.push((index, EncodedBatch::new(&batch, args.encoding)?));
+        }
+    }
+    Ok(jobs)
+}
+
+/// One sender: takes the next batch, sends it until the edge acks it, records how long the
+/// acked request took; returns those latencies.
+async fn send_jobs(
+    jobs: Arc<Vec<(usize, EncodedBatch)>>,
+    clients: Vec<EdgeClient>,
+    next_job: Arc<AtomicUsize>,
+    acked: Arc<AtomicU64>,
+    retries: Arc<AtomicU64>,
+    duplicates: Arc<AtomicU64>,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    loop {
+        let job = next_job.fetch_add(1, Ordering::Relaxed);
+        let Some((tenant, batch)) = jobs.get(job) else {
+            return Ok(latencies);
+        };
+        let deadline = Instant::now() + BATCH_DEADLINE;
+        let mut backoff = Duration::from_millis(20);
+        let response = loop {
+            let sent = Instant::now();
+            match clients[*tenant].send_encoded(batch).await {
+                Ok(response) => {
+                    latencies.push(sent.elapsed());
+                    break response;
+                }
+                Err(error) if error.is_retryable() && Instant::now() < deadline => {
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%error, "retrying a batch");
+                    tokio::time::sleep(error.retry_after().unwrap_or(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(error) => return Err(error).context("sending a batch"),
+            }
+        };
+        if let Some(rejected) = response
+            .results
+            .iter()
+            .find(|result| result.status == EventStatus::Rejected)
+        {
+            bail!(
+                "the edge rejected a benchmark event: {}",
+                rejected.message.as_deref().unwrap_or("no reason given")
+            );
+        }
+        duplicates.fetch_add(u64::from(response.duplicates), Ordering::Relaxed);
+        acked.fetch_add(
+            u64::from(response.accepted + response.duplicates),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Progress lines: events acked and in bronze, and rates since the previous line.
+struct Progress {
+    started: Instant,
+    last: Instant,
+    last_acked: u64,
+    last_bronze: i64,
+}
+
+impl Progress {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last: started,
+            last_acked: 0,
+            last_bronze: 0,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last.elapsed() >= PROGRESS_EVERY
+    }
+
+    fn print(&mut self, acked: u64, in_bronze: i64) {
+        let interval = self.last.elapsed().as_secs_f64().max(0.001);
+        println!(
+            "  {:>6.1} s  acked {acked:>9} ({:>7.0}/s)  in bronze {in_bronze:>9} ({:>7.0}/s)",
+            self.started.elapsed().as_secs_f64(),
+            (acked - self.last_acked) as f64 / interval,
+            (in_bronze - self.last_bronze) as f64 / interval,
+        );
+        self.last = Instant::now();
+        self.last_acked = acked;
+        self.last_bronze = in_bronze;
+    }
+}
+
+impl Report {
+    fn print(&self, args: &IngestArgs, settings: &Settings) {
+        let rate = |events: u64, elapsed: Duration| events as f64 / elapsed.as_secs_f64();
+        let mut latencies = self.latencies.clone();
+        latencies.sort();
+        let percentile = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+        };
+        let ack_rate = rate(self.events, self.ack_elapsed);
+        let bronze_rate = rate(self.events, self.bronze_elapsed);
+        println!();
+        println!("Tributary ingest benchmark");
+        println!(
+            "  build:          {}",
+            if cfg!(debug_assertions) {
+                "debug (not representative: build with --release)"
+            } else {
+                "release"
+            }
+        );
+        println!("  machine:        {}", machine());
+        println!("  bus:            {}", self.bus);
+        println!(
+            "  database:       {}",
+            match settings.database {
+                DatabaseChoice::Managed => "managed cluster in a temporary directory",
+                DatabaseChoice::Given { .. } => "given by URL",
+            }
+        );
+        println!(
+            "  workload:       {} events, {} tenants, batches of {}, {} senders, ~{}-byte payloads, \
+             {} bodies averaging {} bytes",
+            self.events,
+            args.tenants,
+            args.batch,
+            args.senders,
+            args.payload_bytes,
+            encoding_name(args.encoding),
+            self.average_body_bytes
+        );
+        if let Some((rows, elapsed)) = self.baseline {
+            println!(
+                "  COPY baseline:  {:.0} rows/s ({rows} rows in {:.1} s, one COPY into bronze.cdc_events)",
+                rate(rows, elapsed),
+                elapsed.as_secs_f64()
+            );
+        }
+        println!(
+            "  acked:          {ack_rate:.0} events/s ({:.1} s to the last ack)",
+            self.ack_elapsed.as_secs_f64()
+        );
+        println!(
+            "  into bronze:    {bronze_rate:.0} events/s end to end ({:.1} s until bronze held every event)",
+            self.bronze_elapsed.as_secs_f64()
+        );
+        if let Some((rows, elapsed)) = self.baseline {
+            println!(
+                "  ratio:          {:.2} x the COPY baseline end to end ({:.2} x acked); goal >= 0.5",
+                bronze_rate / rate(rows, elapsed),
+                ack_rate / rate(rows, elapsed)
+            );
+        }
+        println!(
+            "  ack latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms per batch ({} requests)",
+            percentile(0.50),
+            percentile(0.99),
+            percentile(1.0),
+            latencies.len()
+        );
+        println!(
+            "  retries:        {} ({} events answered duplicate)",
+            self.retries, self.duplicates
+        );
+        if let Some(cores) = &self.baseline_cores {
+            println!("  CPU, COPY:      {cores}");
+        }
+        println!("  CPU, sending:   {}", self.sending_cores);
+        println!("  CPU, draining:  {}", self.draining_cores);
+    }
+}
+
+/// Cores busy on average over a phase: this process (client and platform roles together) and
+/// the managed PostgreSQL server (every process of the cluster), when it is managed.
+struct Cores {
+    own: f64,
+    postgres: Option<f64>,
+}
+
+impl std::fmt::Display for Cores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} cores in tributary (clients + edge + bus + bronze writer)",
+            self.own
+        )?;
+        match self.postgres {
+            Some(postgres) => write!(f, ", {postgres:.2} cores in PostgreSQL"),
+            None => write!(f, ", PostgreSQL not measured (not a managed cluster)"),
+        }
+    }
+}
+
+/// CPU seconds used so far by this process and by the managed cluster's server processes
+/// (Linux `/proc`; zero where unreadable).
+struct CpuSample {
+    at: Instant,
+    own: f64,
+    postgres: Option<f64>,
+}
+
+impl CpuSample {
+    fn take(pgdata: Option<&std::path::Path>) -> Self {
+        Self {
+            at: Instant::now(),
+            own: process_cpu_seconds("self", false).unwrap_or(0.0),
+            postgres: pgdata.map(postgres_cpu_seconds),
+        }
+    }
+
+    fn cores_since(&self, start: &CpuSample) -> Cores {
+        let wall = self.at.duration_since(start.at).as_secs_f64().max(0.001);
+        Cores {
+            own: (self.own - start.own) / wall,
+            postgres: self
+                .postgres
+                .zip(start.postgres)
+                .map(|(now, then)| (now - then) / wall),
+        }
+    }
+}
+
+/// User plus system time of a process from `/proc/<pid>/stat`, with that of its reaped
+/// children when asked (the postmaster collects its exited backends' time that way). Linux
+/// reports it in USER_HZ ticks, 100 a second.
+fn process_cpu_seconds(pid: &str, with_children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Fields 14 to 17 of stat(5): utime, stime, cutime, cstime; `fields` starts at field 3.
+    let tick = |field: usize| {
+        fields
+            .get(field - 3)
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let mut ticks = tick(14)? + tick(15)?;
+    if with_children {
+        ticks += tick(16)? + tick(17)?;
+    }
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds of a managed cluster: its postmaster (with the backends it has reaped) and its
+/// live server processes, found by their working directory, which is the data directory.
+fn postgres_cpu_seconds(pgdata: &std::path::Path) -> f64 {
+    let Ok(pgdata) = std::fs::canonicalize(pgdata) else {
+        return 0.0;
+    };
+    let postmaster = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().map(|line| line.trim().to_owned()));
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    processes
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_owned();
+            pid.parse::<u32>().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            (cwd == pgdata).then(|| {
+                let is_postmaster = postmaster.as_deref() == Some(pid.as_str());
+                process_cpu_seconds(&pid, is_postmaster).unwrap_or(0.0)
+            })
+        })
+        .sum()
+}
+
+fn describe_bus(config: &bus::BusConfig) -> String {
+    match &config.backend {
+        bus::Backend::Embedded => format!("embedded ({} partitions)", config.partitions),
+        bus::Backend::Nats(nats) => format!(
+            "NATS JetStream at {} ({} partitions, {} replica(s))",
+            nats.redacted_servers(),
+            config.partitions,
+            nats.replicas
+        ),
+    }
+}
+
+fn encoding_name(encoding: protocol::Encoding) -> &'static str {
+    encoding.header_value().unwrap_or("identity")
+}
+
+/// Cores, and the CPU model where the system says it.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!(
+        "{cores} cores ({model}), {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_valid_and_stored_payloads_have_about_the_asked_size() {
+        let (tenant, source) = (TenantId::new_random(), SourceId::new_random());
+        for payload_bytes in [250, 1000] {
+            let event = event(source, 1_780_000_000_000, 123_456, payload_bytes);
+            assert_eq!(event.event_id, event.expected_event_id(source));
+            let row = bronze_row(tenant, source, event);
+            assert!(
+                row.payload.len().abs_diff(payload_bytes) <= 2,
+                "{} bytes: {}",
+                row.payload.len(),
+                row.payload
+            );
+        }
+    }
+}

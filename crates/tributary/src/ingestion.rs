@@ -1,0 +1,82 @@
+//! The ingestion roles, started the same way by `up` and by `bench ingest`: the stream bus, the
+//! edge, and the bronze writer.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::settings::Settings;
+
+/// Running ingestion roles. [`Ingestion::stop`] stops them in order: the edge (no new batches),
+/// then the bronze writer (its batch in flight is finished or left unacked, never half-applied).
+pub struct Ingestion {
+    pub bus: bus::AnyBus,
+    pub edge_addr: SocketAddr,
+    pub ca_pem: String,
+    shutdown: watch::Sender<bool>,
+    edge: JoinHandle<()>,
+    bronze: JoinHandle<Result<(), pipeline::bronze::BronzeError>>,
+}
+
+/// A future that completes when `receiver` says stop.
+pub async fn stopped(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stop| *stop).await;
+}
+
+impl Ingestion {
+    /// Connects the bus named by `bus_config`, binds the edge on `edge_listen` and starts the
+    /// bronze writer.
+    pub async fn start(
+        settings: &Settings,
+        database: &store::Database,
+        bus_config: &bus::BusConfig,
+        edge_listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let bus = bus::AnyBus::connect(bus_config, database)
+            .await
+            .context("connecting to the stream bus")?;
+        let edge_config = edge::EdgeConfig {
+            listen: edge_listen,
+            hostnames: settings.edge_hostnames.clone(),
+            ..edge::EdgeConfig::default()
+        };
+        let edge = edge::Edge::bind(
+            edge_config,
+            database.clone(),
+            bus.clone(),
+            &settings.master_secret()?,
+        )
+        .await
+        .context("starting the edge")?;
+        let edge_addr = edge.local_addr()?;
+        let ca_pem = edge.ca_certificate_pem().to_owned();
+        let (shutdown, receiver) = watch::channel(false);
+        let edge = tokio::spawn(edge.run(stopped(receiver.clone())));
+        let bronze = tokio::spawn(pipeline::bronze::run(
+            database.clone(),
+            bus.clone(),
+            pipeline::bronze::BronzeConfig::default(),
+            stopped(receiver),
+        ));
+        Ok(Self {
+            bus,
+            edge_addr,
+            ca_pem,
+            shutdown,
+            edge,
+            bronze,
+        })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.edge.await;
+        match self.bronze.await {
+            Ok(Err(error)) => tracing::warn!(%error, "the bronze writer stopped with an error"),
+            Err(error) => tracing::warn!(%error, "the bronze writer panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
