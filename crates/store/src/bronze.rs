@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use domain::{EventId, SourceId, TenantId};
+use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -25,8 +26,17 @@ pub struct BronzeRow {
     pub payload: String,
 }
 
-/// Inserts `rows`, skipping any whose (tenant, event id) is already stored; returns how many
-/// were new. Creates missing daily partitions first. One statement, one transaction.
+/// The columns a bronze `COPY` writes, in the order [`copy_text_row`] writes them.
+pub const COPY_BRONZE: &str = "copy bronze.cdc_events (tenant_id, event_id, event_time, \
+     source_id, op, schema_name, table_name, lsn, seq, xid, payload) from stdin";
+
+/// Stores `rows`, skipping any whose (tenant, event id) is already stored; returns how many were
+/// new. Creates missing daily partitions first.
+///
+/// The common case — nothing in the batch stored yet — goes through one `COPY`, several times
+/// cheaper per row than an `insert .. on conflict`. A batch holding an event bronze already has
+/// (a redelivery after a crash, a replay) makes the `COPY` fail on the primary key; it is then
+/// written again with the insert that skips what exists. Either way one transaction.
 pub async fn insert(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
@@ -37,6 +47,31 @@ pub async fn insert(database: &Database, rows: &[BronzeRow]) -> Result<u64, Stor
             .map(|row| row.event_time.to_offset(time::UtcOffset::UTC).date()),
     )
     .await?;
+    match copy(database, rows).await {
+        Err(error) if error.sqlstate().as_deref() == Some("23505") => {
+            insert_skipping_stored(database, rows).await
+        }
+        other => other,
+    }
+}
+
+async fn copy(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError> {
+    let mut text = Vec::with_capacity(rows.len() * (rows[0].payload.len() + 200));
+    for row in rows {
+        copy_text_row(row, &mut text);
+    }
+    let mut tx = database.service_pool().begin().await?;
+    let mut copy = tx.copy_in_raw(COPY_BRONZE).await?;
+    if let Err(error) = copy.send(text).await {
+        let _ = copy.abort("bronze copy failed").await;
+        return Err(error.into());
+    }
+    let copied = copy.finish().await?;
+    tx.commit().await?;
+    Ok(copied)
+}
+
+async fn insert_skipping_stored(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError> {
     let mut tenants = Vec::with_capacity(rows.len());
     let mut event_ids = Vec::with_capacity(rows.len());
     let mut event_times = Vec::with_capacity(rows.len());
@@ -87,7 +122,7 @@ pub async fn insert(database: &Database, rows: &[BronzeRow]) -> Result<u64, Stor
 }
 
 /// Creates the daily partitions `days` fall in, if missing.
-async fn ensure_days(
+pub(crate) async fn ensure_days(
     database: &Database,
     days: impl Iterator<Item = Date>,
 ) -> Result<(), StoreError> {
@@ -179,4 +214,82 @@ pub async fn events_in_range(
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(StoreError::from)
+}
+
+/// Appends `row` to `out` as one line of `COPY ... FROM STDIN` text format.
+pub fn copy_text_row(row: &BronzeRow, out: &mut Vec<u8>) {
+    let event_time = row
+        .event_time
+        .format(&Rfc3339)
+        .expect("bronze event times are within years 0000-9999");
+    let fields = [
+        row.tenant.to_string(),
+        row.event_id.to_string(),
+        event_time,
+        row.source.to_string(),
+    ];
+    for field in &fields {
+        out.extend_from_slice(field.as_bytes());
+        out.push(b'\t');
+    }
+    for text in [&row.op, &row.schema_name, &row.table_name] {
+        escape_copy_text(text, out);
+        out.push(b'\t');
+    }
+    out.extend_from_slice(row.lsn.to_string().as_bytes());
+    out.push(b'\t');
+    out.extend_from_slice(row.seq.to_string().as_bytes());
+    out.push(b'\t');
+    match row.xid {
+        Some(xid) => out.extend_from_slice(xid.to_string().as_bytes()),
+        None => out.extend_from_slice(b"\\N"),
+    }
+    out.push(b'\t');
+    escape_copy_text(&row.payload, out);
+    out.push(b'\n');
+}
+
+/// COPY text format: backslash, tab, newline and carriage return are escaped.
+fn escape_copy_text(text: &str, out: &mut Vec<u8>) {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            other => out.push(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn copy_lines_escape_what_the_text_format_needs() {
+        let row = BronzeRow {
+            tenant: TenantId::from_uuid(Uuid::nil()),
+            event_id: EventId::from_uuid(Uuid::max()),
+            event_time: OffsetDateTime::from_unix_timestamp(1_780_000_000).unwrap(),
+            source: SourceId::from_uuid(Uuid::nil()),
+            op: "insert".into(),
+            schema_name: "public".into(),
+            table_name: "tab\tle".into(),
+            lsn: 4096,
+            seq: 2,
+            xid: None,
+            payload: "{\"a\":\"x\\\"y\\n\"}".into(),
+        };
+        let mut out = Vec::new();
+        copy_text_row(&row, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "00000000-0000-0000-0000-000000000000\tffffffff-ffff-ffff-ffff-ffffffffffff\t\
+             2026-05-28T20:26:40Z\t00000000-0000-0000-0000-000000000000\tinsert\tpublic\t\
+             tab\\tle\t4096\t2\t\\N\t{\"a\":\"x\\\\\"y\\\\n\"}\n"
+        );
+    }
 }

@@ -461,7 +461,7 @@ async fn copy_baseline(
     for n in 0..most {
         for tenant in tenants.iter().filter(|tenant| n < tenant.events) {
             let event = event(tenant.source, base_millis, n, args.payload_bytes);
-            store::bench_support::copy_text_row(
+            store::bronze::copy_text_row(
                 &bronze_row(tenant.tenant, tenant.source, event),
                 &mut chunk,
             );

@@ -46,45 +46,69 @@ pub async fn run<B: Bus>(
 ) -> Result<(), BronzeError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut consumer = bus.consumer(GROUP, None).await?;
+    // While one batch is written, the next is read: the database and the bus work at once.
+    let mut written: Option<Vec<Delivery>> = None;
     loop {
-        let batch = tokio::select! {
-            batch = consumer.next_batch(config.batch_size, config.wait) => batch,
-            _ = &mut shutdown => return Ok(()),
-        };
-        let deliveries = match batch {
-            Ok(deliveries) => deliveries,
-            Err(error) if error.is_retryable() => {
-                tracing::warn!(%error, "reading the bus failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(error) => return Err(error.into()),
-        };
-        if deliveries.is_empty() {
-            continue;
-        }
-        // The batch stays unacked until it is written: a consumer that cannot write waits and
-        // tries again (its lag shows it) rather than dying or skipping events.
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match write(&database, &deliveries).await {
-                Ok(_) => break,
-                Err(error) => {
-                    if error.is_retryable() {
-                        tracing::warn!(%error, "writing bronze failed; retrying the batch");
-                    } else {
-                        tracing::error!(error = %error, source = ?std::error::Error::source(&error),
-                            "writing bronze failed for a reason that is not transient; retrying the batch");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = &mut shutdown => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+        let next = match written.take() {
+            None => {
+                tokio::select! {
+                    batch = consumer.next_batch(config.batch_size, config.wait) => batch,
+                    _ = &mut shutdown => return Ok(()),
                 }
             }
+            Some(deliveries) => {
+                let (stored, next) = tokio::join!(
+                    write_until_stored(&database, &deliveries, &mut shutdown),
+                    consumer.next_batch(config.batch_size, config.wait),
+                );
+                if !stored {
+                    return Ok(());
+                }
+                consumer.ack(&deliveries).await?;
+                next
+            }
+        };
+        match next {
+            Ok(deliveries) if deliveries.is_empty() => {}
+            Ok(deliveries) => written = Some(deliveries),
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "reading the bus failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+            Err(error) => return Err(error.into()),
         }
-        consumer.ack(&deliveries).await?;
+    }
+}
+
+/// Writes a batch, retrying until it is stored. The batch stays unacked until then: a consumer
+/// that cannot write waits and tries again (its lag shows it) rather than dying or skipping
+/// events. Returns false if `shutdown` came first (the batch is then left for redelivery).
+async fn write_until_stored(
+    database: &Database,
+    deliveries: &[Delivery],
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match write(database, deliveries).await {
+            Ok(_) => return true,
+            Err(error) => {
+                if error.is_retryable() {
+                    tracing::warn!(%error, "writing bronze failed; retrying the batch");
+                } else {
+                    tracing::error!(error = %error, source = ?std::error::Error::source(&error),
+                        "writing bronze failed for a reason that is not transient; retrying the batch");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.as_mut() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
     }
 }
 
