@@ -3,8 +3,9 @@
 -- The exact bus message of a dead letter, so a replay re-drives precisely what failed (the
 -- `event` column keeps a readable copy when PostgreSQL's jsonb can hold it).
 alter table pipeline.dlq add column message bytea;
--- A dead letter that fails again records its latest reason.
-grant update (reason_code, reason) on pipeline.dlq to tributary_service;
+-- The first failure is `created_at`; the latest, and its reason, are kept too.
+alter table pipeline.dlq add column last_failed_at timestamptz not null default now();
+grant update (reason_code, reason, last_failed_at) on pipeline.dlq to tributary_service;
 
 -- Replay requests: of the DLQ, of a time range of bronze, or a rebuild (later work).
 alter table pipeline.replay_requests drop constraint replay_requests_kind_check;

@@ -71,7 +71,10 @@ async fn copy(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError
     Ok(copied)
 }
 
-async fn insert_skipping_stored(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError> {
+async fn insert_skipping_stored(
+    database: &Database,
+    rows: &[BronzeRow],
+) -> Result<u64, StoreError> {
     let mut tenants = Vec::with_capacity(rows.len());
     let mut event_ids = Vec::with_capacity(rows.len());
     let mut event_times = Vec::with_capacity(rows.len());

@@ -56,7 +56,8 @@ async fn insert(
              reason, event, message) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          on conflict (tenant_id, consumer, event_id) do update \
              set attempts = pipeline.dlq.attempts + 1, replayed_at = null, \
-                 reason_code = excluded.reason_code, reason = excluded.reason",
+                 reason_code = excluded.reason_code, reason = excluded.reason, \
+                 last_failed_at = now()",
     )
     .bind(letter.tenant.as_uuid())
     .bind(Uuid::now_v7())
@@ -122,22 +123,6 @@ pub async fn mark_replayed(
     Ok(())
 }
 
-/// Counts another failed attempt of dead letters whose replay failed again.
-pub async fn mark_failed_again(
-    database: &Database,
-    tenant: TenantId,
-    dlq_ids: &[Uuid],
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "update pipeline.dlq set attempts = attempts + 1 where tenant_id = $1 and dlq_id = any($2)",
-    )
-    .bind(tenant.as_uuid())
-    .bind(dlq_ids)
-    .execute(database.service_pool())
-    .await?;
-    Ok(())
-}
-
 /// A dead letter as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetterRecord {
@@ -148,8 +133,12 @@ pub struct DeadLetterRecord {
     pub reason_code: String,
     pub reason: String,
     pub attempts: i32,
+    /// The first failure.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The latest failure.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_failed_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub replayed_at: Option<OffsetDateTime>,
 }
@@ -158,7 +147,8 @@ pub struct DeadLetterRecord {
 pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<DeadLetterRecord>, StoreError> {
     let rows = sqlx::query(
         "select dlq_id, consumer, event_id, source_id, reason_code, reason, attempts, created_at, \
-                replayed_at from pipeline.dlq order by tenant_id, created_at desc limit $1",
+                last_failed_at, replayed_at from pipeline.dlq \
+         order by tenant_id, created_at desc limit $1",
     )
     .bind(limit.clamp(1, 10_000))
     .fetch_all(tx.connection())
@@ -174,6 +164,7 @@ pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<DeadLetterRecord>
                 reason: row.try_get("reason")?,
                 attempts: row.try_get("attempts")?,
                 created_at: row.try_get("created_at")?,
+                last_failed_at: row.try_get("last_failed_at")?,
                 replayed_at: row.try_get("replayed_at")?,
             })
         })

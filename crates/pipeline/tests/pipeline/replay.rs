@@ -70,13 +70,28 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
         ),
         ("done", 0, 3)
     );
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("select attempts from pipeline.dlq where tenant_id = $1")
-            .bind(acme.as_uuid())
-            .fetch_all(&mut admin)
-            .await
-            .unwrap();
-    assert_eq!(attempts, [2, 2, 2]);
+    // An operator of the tenant sees them, with the first and the latest failure.
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: acme,
+            user: UserId::new_random(),
+            role: Role::Operator,
+        },
+    )
+    .await
+    .unwrap();
+    let letters = store::dlq::list(&mut tx, 100).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(letters.len(), 3);
+    for letter in &letters {
+        assert_eq!(
+            (letter.attempts, letter.reason_code.as_str()),
+            (2, "bronze_rejected")
+        );
+        assert!(letter.last_failed_at > letter.created_at, "{letter:?}");
+        assert!(letter.replayed_at.is_none());
+    }
 
     // Fixed: the replay lands each dead letter once; replaying again does nothing.
     sqlx::raw_sql("alter table bronze.cdc_events drop constraint no_quarantine")
