@@ -37,6 +37,9 @@ pub struct EdgeState<B> {
     config: EdgeConfig,
     caches: Arc<tenants::TenantCaches>,
     limiter: DefaultKeyedRateLimiter<domain::TenantId>,
+    /// Batches being read and decoded at once: each can take several times its 8 MiB limit in
+    /// memory, so their number is bounded rather than their size alone.
+    decoding: tokio::sync::Semaphore,
 }
 
 impl<B> std::fmt::Debug for EdgeState<B> {
@@ -55,6 +58,13 @@ pub enum EdgeError {
     Tls(#[from] server::TlsSetupError),
     #[error("cannot listen on {0}")]
     Listen(SocketAddr, #[source] std::io::Error),
+}
+
+/// How many batches the edge decodes at once: twice the cores, at least 2, at most 16.
+fn config_decoders() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |cores| cores.get() * 2)
+        .clamp(2, 16)
 }
 
 /// A bound, ready edge: call [`Edge::run`] to serve.
@@ -112,6 +122,7 @@ impl<B: Bus + 'static> Edge<B> {
                 config,
                 caches,
                 limiter: DefaultKeyedRateLimiter::keyed(quota),
+                decoding: tokio::sync::Semaphore::new(config_decoders()),
             }),
             registry: Arc::new(server::ConnectionRegistry::default()),
         })

@@ -282,6 +282,7 @@ async fn ingest_batch<B: Bus>(
     let identity = authenticated(state, connection).await?;
     check_version(headers)?;
     let limits = &state.config.limits;
+    let _decoding = state.decoding.acquire().await.map_err(ApiError::internal)?;
     let body = read_limited(body, limits.max_body_bytes).await?;
     let encoding = Encoding::from_header(
         headers
