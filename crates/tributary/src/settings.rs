@@ -142,16 +142,35 @@ impl Settings {
         }
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating {}", self.data_dir.display()))?;
+        // Written to a private temporary file and linked into place, so a concurrent start
+        // never reads a half-written secret, and the first of two starts wins.
         let generated = store::random_token(32);
+        let temporary = self
+            .data_dir
+            .join(format!(".secret.key.{}", std::process::id()));
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+            .open(&temporary)
+            .with_context(|| format!("creating {}", temporary.display()))?;
         file.write_all(generated.as_bytes())?;
-        tracing::info!(path = %path.display(), "generated the platform's master secret");
-        Ok(SecretString::from(generated))
+        file.sync_all()?;
+        let linked = std::fs::hard_link(&temporary, &path);
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "generated the platform's master secret");
+                Ok(SecretString::from(generated))
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok(SecretString::from(text.trim().to_owned()))
+            }
+            Err(error) => Err(error).with_context(|| format!("creating {}", path.display())),
+        }
     }
 }
 
@@ -215,6 +234,31 @@ mod tests {
             format!("{error:#}").contains("unknown field `data_dri`"),
             "{error:#}"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_master_secret_is_generated_once_privately_and_then_reused() {
+        use secrecy::ExposeSecret;
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = std::env::temp_dir().join(format!("tributary-secret-{}", store::random_token(6)));
+        let settings = Settings::resolve(&global(None, Some(dir.to_str().unwrap())), None).unwrap();
+        let first = settings.master_secret().unwrap();
+        let second = settings.master_secret().unwrap();
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert_eq!(first.expose_secret().len(), 64);
+        let mode = std::fs::metadata(dir.join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(".secret"))
+            .collect();
+        assert!(leftovers.is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
