@@ -439,23 +439,40 @@ impl Consumer for NatsConsumer {
     }
 
     async fn ack(&mut self, deliveries: &[Delivery]) -> Result<(), BusError> {
-        let pending: Vec<((u32, u64), Acker)> = deliveries
+        let mut pending: Vec<((u32, u64), Acker)> = deliveries
             .iter()
             .filter_map(|delivery| {
                 let key = (delivery.partition, delivery.position);
                 self.ackers.remove(&key).map(|acker| (key, acker))
             })
             .collect();
-        // Double acks: each returns once the server has recorded it, so an acked message is not
-        // delivered again to the next consumer.
-        let mut results = futures_util::stream::iter(pending)
+        pending.sort_by_key(|(key, _)| *key);
+        // Per partition, every ack but the last is sent without waiting, then the last is a
+        // double ack, which returns once the server has recorded it. The server handles a
+        // consumer's acks in the order they arrive on this connection, so when the last is
+        // confirmed the earlier ones are recorded too: one round trip per partition and batch
+        // instead of one per message.
+        let mut confirm: Vec<((u32, u64), Acker)> = Vec::new();
+        let mut first_error = None;
+        let mut failed = Vec::new();
+        let mut messages = pending.into_iter().peekable();
+        while let Some((key, acker)) = messages.next() {
+            let last_of_partition = messages
+                .peek()
+                .is_none_or(|((partition, _), _)| *partition != key.0);
+            if last_of_partition {
+                confirm.push((key, acker));
+            } else if let Err(error) = acker.ack().await {
+                failed.push((key, acker));
+                first_error.get_or_insert(error);
+            }
+        }
+        let mut results = futures_util::stream::iter(confirm)
             .map(|(key, acker)| async move {
                 let result = acker.double_ack_with(AckKind::Ack).await;
                 (key, acker, result)
             })
             .buffer_unordered(ACK_CONCURRENCY);
-        let mut first_error = None;
-        let mut failed = Vec::new();
         while let Some((key, acker, result)) = results.next().await {
             if let Err(error) = result {
                 failed.push((key, acker));
