@@ -40,6 +40,8 @@ pub struct EdgeState<B> {
     /// Batches being read and decoded at once: each can take several times its 8 MiB limit in
     /// memory, so their number is bounded rather than their size alone.
     decoding: tokio::sync::Semaphore,
+    /// Pairing requests handled at once.
+    pairing: tokio::sync::Semaphore,
 }
 
 impl<B> std::fmt::Debug for EdgeState<B> {
@@ -123,6 +125,7 @@ impl<B: Bus + 'static> Edge<B> {
                 caches,
                 limiter: DefaultKeyedRateLimiter::keyed(quota),
                 decoding: tokio::sync::Semaphore::new(config_decoders()),
+                pairing: tokio::sync::Semaphore::new(4),
             }),
             registry: Arc::new(server::ConnectionRegistry::default()),
         })

@@ -22,6 +22,9 @@ use store::{Actor, Scope, TenantTx};
 use crate::EdgeState;
 use crate::identity::{ClientIdentity, ConnectionInfo};
 
+/// How long a request body may take to arrive.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn router<B: Bus + 'static>(state: Arc<EdgeState<B>>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     Router::new()
@@ -132,6 +135,17 @@ async fn pair<B: Bus>(
     body: Bytes,
 ) -> Result<Json<CertificateResponse>, ApiError> {
     check_version(&headers)?;
+    // Pairing needs no certificate, so anyone can call it: a few at a time, so that a flood of
+    // made-up tokens cannot take the database connections ingest needs.
+    let Ok(_pairing) = state.pairing.try_acquire() else {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many pairing requests at once; retry shortly",
+        );
+        error.retry_after = Some(1);
+        return Err(error);
+    };
     let request: PairRequest = serde_json::from_slice(&body).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -282,8 +296,22 @@ async fn ingest_batch<B: Bus>(
     let identity = authenticated(state, connection).await?;
     check_version(headers)?;
     let limits = &state.config.limits;
+    // A slow sender holds only its own connection: the body is read under a deadline, and a
+    // decoding slot is taken only once it is all there.
+    let body =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, read_limited(body, limits.max_body_bytes))
+            .await
+        {
+            Ok(body) => body?,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time",
+                ));
+            }
+        };
     let _decoding = state.decoding.acquire().await.map_err(ApiError::internal)?;
-    let body = read_limited(body, limits.max_body_bytes).await?;
     let encoding = Encoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)

@@ -24,6 +24,10 @@ use tower::ServiceExt;
 use crate::identity::{ClientIdentity, ConnectionInfo};
 use crate::tenants::TenantCaches;
 
+/// How long a client has to send a request's headers, including while a kept-alive connection
+/// sits idle between requests.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -178,7 +182,13 @@ pub async fn serve(
                 request.extensions_mut().insert(info.clone());
                 router.clone().oneshot(request)
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Headers (of the first request and of every next one on a kept-alive connection)
+            // must arrive in time: idle or slow connections do not pile up.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             let connection =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
             let revoked = async {

@@ -543,23 +543,36 @@ fn read_fields(
             "`lsn` must be text like 16/B374D848",
         )
     })?;
+    // Storage keeps these as signed 64- and 32-bit integers: bounded here so that nothing
+    // acknowledged can fail to be stored.
+    if lsn.0 > i64::MAX as u64 {
+        return Err(Rejection::new(
+            ReasonCode::InvalidType,
+            "`lsn` must be below 8000000000000000/0",
+        ));
+    }
     let seq = required(&mut object, "seq")?
         .as_u64()
+        .filter(|seq| *seq <= i32::MAX as u64)
         .and_then(|seq| u32::try_from(seq).ok())
         .ok_or_else(|| {
             Rejection::new(
                 ReasonCode::InvalidType,
-                "`seq` must be an integer from 0 to 4294967295",
+                "`seq` must be an integer from 0 to 2147483647",
             )
         })?;
     let xid = match optional(&mut object, "xid") {
         None => None,
-        Some(xid) => Some(xid.as_u64().ok_or_else(|| {
-            Rejection::new(
-                ReasonCode::InvalidType,
-                "`xid` must be an integer from 0 to 18446744073709551615",
-            )
-        })?),
+        Some(xid) => Some(
+            xid.as_u64()
+                .filter(|xid| *xid <= i64::MAX as u64)
+                .ok_or_else(|| {
+                    Rejection::new(
+                        ReasonCode::InvalidType,
+                        "`xid` must be an integer from 0 to 9223372036854775807",
+                    )
+                })?,
+        ),
     };
     let event_time_text = required_string(&mut object, "event_time")?;
     let event_time = OffsetDateTime::parse(&event_time_text, &Rfc3339).map_err(|_| {
@@ -568,6 +581,20 @@ fn read_fields(
             "`event_time` must be RFC 3339 with an explicit offset, like 2026-01-01T12:00:00.123Z",
         )
     })?;
+    if let Some(window) = limits.event_time_window {
+        let now = OffsetDateTime::now_utc();
+        if event_time < now - window.max_age || event_time > now + window.max_ahead {
+            return Err(Rejection::new(
+                ReasonCode::InvalidTimestamp,
+                format!(
+                    "`event_time` must lie between {} days before and {} day(s) after the \
+                     edge's clock",
+                    window.max_age.whole_days(),
+                    window.max_ahead.whole_days()
+                ),
+            ));
+        }
+    }
 
     let key = optional_object(&mut object, "key")?;
     let after = optional_object(&mut object, "after")?;

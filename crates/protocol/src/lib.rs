@@ -21,7 +21,7 @@ pub use decode::{DecodedBatch, DecodedEvents, decode_batch};
 pub use encode::encode_batch;
 pub use encoding::{Encoding, decompress};
 pub use error::{BatchError, EncodeError, ErrorBody, ErrorDetail};
-pub use limits::Limits;
+pub use limits::{EventTimeWindow, Limits};
 pub use pairing::{CertificateResponse, PairRequest, RenewRequest};
 pub use reason::ReasonCode;
 pub use version::{

@@ -16,6 +16,28 @@ pub struct Limits {
     /// Schema, table and column names, in bytes (PostgreSQL's identifier limit).
     pub max_name_bytes: usize,
     pub max_key_columns: usize,
+    /// How far an event's commit time may lie from the receiver's clock; `None` accepts any
+    /// time. Bounds the daily storage partitions one agent can make the platform create, and
+    /// keeps times within what storage can hold.
+    pub event_time_window: Option<EventTimeWindow>,
+}
+
+/// Commit times accepted: from `max_age` before now to `max_ahead` after now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTimeWindow {
+    pub max_age: time::Duration,
+    pub max_ahead: time::Duration,
+}
+
+impl Default for EventTimeWindow {
+    fn default() -> Self {
+        Self {
+            // A source's log is never kept that long; a snapshot is stamped with its own time.
+            max_age: time::Duration::days(400),
+            // Clocks that run ahead, within reason.
+            max_ahead: time::Duration::days(1),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -28,6 +50,7 @@ impl Default for Limits {
             max_string_bytes: 256 * 1024,
             max_name_bytes: 63,
             max_key_columns: 32,
+            event_time_window: Some(EventTimeWindow::default()),
         }
     }
 }

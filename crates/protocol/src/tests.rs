@@ -69,7 +69,7 @@ fn body_with_raw_middle(source: SourceId, middle: &str) -> Vec<u8> {
 }
 
 fn decode(body: &[u8], tenant: TenantId, source: SourceId) -> Result<DecodedBatch, BatchError> {
-    decode_batch(body, tenant, source, &Limits::default())
+    decode_batch(body, tenant, source, &test_limits())
 }
 
 fn batch_error(body: &[u8]) -> BatchError {
@@ -132,6 +132,15 @@ fn assert_event_rejected(code: ReasonCode, change: impl FnOnce(&mut Value, Sourc
 }
 
 // --- version and encoding headers ---
+
+/// The default limits without the commit-time window, which depends on the clock: the fixed
+/// dates of these tests stay valid whatever day they run. The window has tests of its own.
+fn test_limits() -> Limits {
+    Limits {
+        event_time_window: None,
+        ..Limits::default()
+    }
+}
 
 #[test]
 fn missing_or_v1_protocol_header_is_accepted() {
@@ -347,7 +356,7 @@ fn valid_batch_decodes_in_every_encoding() {
     };
     for encoding in [Encoding::Identity, Encoding::Gzip, Encoding::Zstd] {
         let wire = encode_batch(&batch, encoding).expect("encodes");
-        let json = decompress(&wire, encoding, &Limits::default()).expect("decompresses");
+        let json = decompress(&wire, encoding, &test_limits()).expect("decompresses");
         let decoded = decode(&json, tenant, source).expect("decodes");
         let valid: Vec<ChangeEvent> = decoded.valid().map(|(_, event)| event.clone()).collect();
         assert_eq!(valid, batch.events, "{encoding:?}");
@@ -440,7 +449,7 @@ fn matching_tenant_and_source_claims_are_accepted() {
 #[test]
 fn exactly_max_depth_is_accepted() {
     let (tenant, source) = ids();
-    let limits = Limits::default();
+    let limits = test_limits();
     // Batch object, events array, event object, `after` object: 4 levels, then the rest.
     let mut nested = json!(1);
     for _ in 0..(limits.max_depth - 4) {
@@ -574,7 +583,7 @@ fn zstd_zeros(total: usize, declare_size: bool) -> Vec<u8> {
 
 fn assert_bomb_refused(bomb: &[u8], encoding: Encoding) {
     let started = Instant::now();
-    let error = decompress(bomb, encoding, &Limits::default()).expect_err("a bomb");
+    let error = decompress(bomb, encoding, &test_limits()).expect_err("a bomb");
     assert_eq!(error.code, ReasonCode::DecompressedTooLarge, "{encoding:?}");
     assert_eq!(error.http_status(), 413);
     assert!(
@@ -611,7 +620,7 @@ fn zstd_bombs_are_refused_at_the_limit() {
 fn zstd_frame_asking_for_a_huge_window_is_refused() {
     // Magic, no content size, window descriptor 2^30 bytes, one last raw block of one byte.
     let frame = [0x28, 0xB5, 0x2F, 0xFD, 0x00, 0xA0, 0x09, 0x00, 0x00, b'{'];
-    let error = decompress(&frame, Encoding::Zstd, &Limits::default()).expect_err("1 GiB window");
+    let error = decompress(&frame, Encoding::Zstd, &test_limits()).expect_err("1 GiB window");
     assert_eq!(error.code, ReasonCode::InvalidCompression);
 }
 
@@ -619,7 +628,7 @@ fn zstd_frame_asking_for_a_huge_window_is_refused() {
 fn output_just_under_the_limit_decompresses() {
     let limits = Limits {
         max_decompressed_bytes: 1 << 20,
-        ..Limits::default()
+        ..test_limits()
     };
     let exact = gzip_zeros(1 << 20);
     assert_eq!(
@@ -637,7 +646,7 @@ fn output_just_under_the_limit_decompresses() {
 fn raw_body_over_the_limit_is_refused() {
     let limits = Limits {
         max_body_bytes: 1000,
-        ..Limits::default()
+        ..test_limits()
     };
     for encoding in [Encoding::Identity, Encoding::Gzip, Encoding::Zstd] {
         let error = decompress(&[b' '; 1001], encoding, &limits).expect_err("too large");
@@ -645,7 +654,7 @@ fn raw_body_over_the_limit_is_refused() {
         assert_eq!(error.http_status(), 413);
     }
     assert!(decompress(&[b' '; 1000], Encoding::Identity, &limits).is_ok());
-    let oversized_json = vec![b' '; Limits::default().max_decompressed_bytes + 1];
+    let oversized_json = vec![b' '; test_limits().max_decompressed_bytes + 1];
     assert_eq!(
         batch_error(&oversized_json).code,
         ReasonCode::DecompressedTooLarge
@@ -663,14 +672,14 @@ fn corrupt_or_truncated_compression_is_refused() {
     for encoding in [Encoding::Gzip, Encoding::Zstd] {
         let wire = encode_batch(&batch, encoding).expect("encodes");
         let truncated = &wire[..wire.len() / 2];
-        let error = decompress(truncated, encoding, &Limits::default()).expect_err("truncated");
+        let error = decompress(truncated, encoding, &test_limits()).expect_err("truncated");
         assert_eq!(error.code, ReasonCode::InvalidCompression, "{encoding:?}");
-        let error = decompress(b"{\"events\":[]}", encoding, &Limits::default())
-            .expect_err("not compressed");
+        let error =
+            decompress(b"{\"events\":[]}", encoding, &test_limits()).expect_err("not compressed");
         assert_eq!(error.code, ReasonCode::InvalidCompression, "{encoding:?}");
         let mut trailing = wire.clone();
         trailing.extend_from_slice(b"garbage");
-        let error = decompress(&trailing, encoding, &Limits::default()).expect_err("trailing");
+        let error = decompress(&trailing, encoding, &test_limits()).expect_err("trailing");
         assert_eq!(error.code, ReasonCode::InvalidCompression, "{encoding:?}");
     }
 }
@@ -680,7 +689,7 @@ fn too_many_events_is_refused_and_not_collected() {
     let (tenant, source) = ids();
     let limits = Limits {
         max_events: 3,
-        ..Limits::default()
+        ..test_limits()
     };
     let events: Vec<Value> = (0..4).map(|seq| insert_json(source, seq)).collect();
     let error = decode_batch(&body(&events), tenant, source, &limits).expect_err("four events");
@@ -914,7 +923,7 @@ fn nul_in_a_string_or_key_is_refused() {
 
 #[test]
 fn over_long_strings_are_refused() {
-    let limit = Limits::default().max_string_bytes;
+    let limit = test_limits().max_string_bytes;
     assert_event_rejected(ReasonCode::StringTooLong, |event, _| {
         event["after"]["blob"] = json!("x".repeat(limit + 1));
     });
@@ -967,6 +976,7 @@ fn wrong_types_are_refused() {
         ("seq", json!(-1)),
         ("seq", json!(1.5)),
         ("seq", json!(u64::from(u32::MAX) + 1)),
+        ("seq", json!(i64::from(i32::MAX) + 1)),
         ("seq", json!("1")),
         ("xid", json!(-5)),
         ("xid", json!("7781")),
@@ -1071,6 +1081,55 @@ fn far_past_and_far_future_times_are_accepted_with_a_consistent_id() {
 }
 
 #[test]
+fn commit_times_outside_the_window_are_refused_and_storage_bounds_are_kept() {
+    let (tenant, source) = ids();
+    let now = time::OffsetDateTime::now_utc();
+    let mut events = Vec::new();
+    for (seq, time) in [
+        now - time::Duration::days(399),
+        now + time::Duration::hours(23),
+        now - time::Duration::days(401),
+        now + time::Duration::days(2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut event = insert_json(source, seq as u32);
+        event["event_time"] = json!(
+            time.format(&time::format_description::well_known::Rfc3339)
+                .expect("formats")
+        );
+        rederive(&mut event, source);
+        events.push(event);
+    }
+    let mut out_of_range = insert_json(source, 9);
+    out_of_range["seq"] = json!(i64::from(i32::MAX) + 1);
+    rederive(&mut out_of_range, source);
+    events.push(out_of_range);
+    let mut big_xid = insert_json(source, 10);
+    big_xid["xid"] = json!(u64::MAX);
+    events.push(big_xid);
+    let decoded =
+        decode_batch(&body(&events), tenant, source, &Limits::default()).expect("decodes");
+    let codes: Vec<Option<ReasonCode>> = decoded
+        .events
+        .iter()
+        .map(|event| event.as_ref().err().and_then(|rejection| rejection.code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            None,
+            Some(ReasonCode::InvalidTimestamp),
+            Some(ReasonCode::InvalidTimestamp),
+            Some(ReasonCode::InvalidType),
+            Some(ReasonCode::InvalidType),
+        ]
+    );
+}
+
+#[test]
 fn events_without_a_key_are_refused() {
     for op in ["insert", "update", "delete", "read"] {
         assert_event_rejected(ReasonCode::MissingKey, |event, _| {
@@ -1112,7 +1171,7 @@ fn fields_the_op_does_not_carry_are_refused() {
 
 #[test]
 fn too_many_key_columns_are_refused() {
-    let limit = Limits::default().max_key_columns;
+    let limit = test_limits().max_key_columns;
     assert_event_rejected(ReasonCode::TooManyKeyColumns, |event, _| {
         let key: Map<String, Value> = (0..=limit).map(|i| (format!("k{i}"), json!(i))).collect();
         event["key"] = Value::Object(key);
@@ -1131,7 +1190,7 @@ fn too_many_key_columns_are_refused() {
 
 #[test]
 fn bad_schema_table_and_column_names_are_refused() {
-    let too_long = "t".repeat(Limits::default().max_name_bytes + 1);
+    let too_long = "t".repeat(test_limits().max_name_bytes + 1);
     for (field, name) in [
         ("schema", ""),
         ("table", ""),
@@ -1157,7 +1216,7 @@ fn bad_schema_table_and_column_names_are_refused() {
     let (tenant, source) = ids();
     let mut event = insert_json(source, 0);
     event["table"] = json!("Robert'); DROP TABLE students;--");
-    event["schema"] = json!("s".repeat(Limits::default().max_name_bytes));
+    event["schema"] = json!("s".repeat(test_limits().max_name_bytes));
     assert_eq!(
         decode(&body(&[event]), tenant, source)
             .expect("decodes")
@@ -1263,9 +1322,9 @@ fn change_event(source: SourceId) -> impl Strategy<Value = ChangeEvent> {
         prop::sample::select(Op::ALL.to_vec()),
         "[a-z_][a-z0-9_]{0,20}",
         "[a-zA-Z_][a-zA-Z0-9_ ]{0,40}",
-        any::<u64>(),
-        any::<u32>(),
-        prop::option::of(any::<u64>()),
+        0..=i64::MAX as u64,
+        0..=i32::MAX as u32,
+        prop::option::of(0..=i64::MAX as u64),
         event_time(),
         column_map(1),
         column_map(0),
@@ -1335,8 +1394,8 @@ proptest! {
         encoding in prop::sample::select(vec![Encoding::Identity, Encoding::Gzip, Encoding::Zstd]),
     ) {
         let wire = encode_batch(&batch, encoding).expect("encodes");
-        let json = decompress(&wire, encoding, &Limits::default()).expect("decompresses");
-        let decoded = decode_batch(&json, tenant, source, &Limits::default()).expect("decodes");
+        let json = decompress(&wire, encoding, &test_limits()).expect("decompresses");
+        let decoded = decode_batch(&json, tenant, source, &test_limits()).expect("decodes");
         let settled: Vec<_> = decoded.settled().collect();
         prop_assert!(settled.is_empty(), "{:?}", settled);
         let valid: Vec<ChangeEvent> = decoded.valid().map(|(_, event)| event.clone()).collect();
@@ -1358,23 +1417,23 @@ proptest! {
                 _ => {}
             }
         }
-        let outcome = decode_batch(&bytes, tenant, source, &Limits::default());
+        let outcome = decode_batch(&bytes, tenant, source, &test_limits());
         if let Ok(decoded) = outcome {
             for result in decoded.settled() {
                 prop_assert!(result.code.is_some_and(ReasonCode::is_event_level) || result.status == EventStatus::Duplicate);
             }
         }
         for encoding in [Encoding::Gzip, Encoding::Zstd] {
-            let _ = decompress(&bytes, encoding, &Limits::default());
+            let _ = decompress(&bytes, encoding, &test_limits());
         }
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let (tenant, source) = ids();
-        let _ = decode_batch(&bytes, tenant, source, &Limits::default());
-        let _ = decompress(&bytes, Encoding::Gzip, &Limits::default());
-        let _ = decompress(&bytes, Encoding::Zstd, &Limits::default());
+        let _ = decode_batch(&bytes, tenant, source, &test_limits());
+        let _ = decompress(&bytes, Encoding::Gzip, &test_limits());
+        let _ = decompress(&bytes, Encoding::Zstd, &test_limits());
     }
 }
 

@@ -52,3 +52,29 @@ begin
 end
 $$;
 grant execute on function bronze.drop_partitions_before(date) to tributary_service;
+
+-- A revocation is final: neither a revoked source nor a revoked certificate can be brought back
+-- (an owner could otherwise revive a stolen agent's certificate without any audit entry).
+create function control.refuse_unrevoke() returns trigger
+    language plpgsql
+    set search_path = pg_catalog
+as $$
+begin
+    -- Nested, not joined with `and`: a row of one table has no column of the other.
+    if tg_table_name = 'sources' then
+        if old.status = 'revoked' and new.status <> 'revoked' then
+            raise exception 'a revoked source stays revoked: create a new source'
+                using errcode = 'insufficient_privilege';
+        end if;
+    elsif old.revoked_at is not null
+          and (new.revoked_at is null or new.revoked_at <> old.revoked_at) then
+        raise exception 'a revoked certificate stays revoked'
+            using errcode = 'insufficient_privilege';
+    end if;
+    return new;
+end
+$$;
+create trigger refuse_unrevoke before update on control.sources
+    for each row execute function control.refuse_unrevoke();
+create trigger refuse_unrevoke before update on control.certificates
+    for each row execute function control.refuse_unrevoke();

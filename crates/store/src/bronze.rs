@@ -41,12 +41,17 @@ pub async fn insert(database: &Database, rows: &[BronzeRow]) -> Result<u64, Stor
     if rows.is_empty() {
         return Ok(0);
     }
-    ensure_days(
-        database,
-        rows.iter()
-            .map(|row| row.event_time.to_offset(time::UtcOffset::UTC).date()),
-    )
-    .await?;
+    let mut days = Vec::with_capacity(rows.len());
+    for row in rows {
+        let utc = row
+            .event_time
+            .checked_to_offset(time::UtcOffset::UTC)
+            .ok_or_else(|| {
+                StoreError::Invalid("an event time outside the storable range".into())
+            })?;
+        days.push(utc.date());
+    }
+    ensure_days(database, days.into_iter()).await?;
     match copy(database, rows).await {
         Err(error) if error.sqlstate().as_deref() == Some("23505") => {
             insert_skipping_stored(database, rows).await
@@ -61,6 +66,11 @@ async fn copy(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError
         copy_text_row(row, &mut text);
     }
     let mut tx = database.service_pool().begin().await?;
+    // Acknowledged on the bus only after this commit: it must be durable whatever the server's
+    // default.
+    sqlx::query("set local synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
     let mut copy = tx.copy_in_raw(COPY_BRONZE).await?;
     if let Err(error) = copy.send(text).await {
         let _ = copy.abort("bronze copy failed").await;
@@ -75,6 +85,10 @@ async fn insert_skipping_stored(
     database: &Database,
     rows: &[BronzeRow],
 ) -> Result<u64, StoreError> {
+    let mut tx = database.service_pool().begin().await?;
+    sqlx::query("set local synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
     let mut tenants = Vec::with_capacity(rows.len());
     let mut event_ids = Vec::with_capacity(rows.len());
     let mut event_times = Vec::with_capacity(rows.len());
@@ -119,8 +133,9 @@ async fn insert_skipping_stored(
     .bind(&seqs)
     .bind(&xids)
     .bind(&payloads)
-    .execute(database.service_pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(inserted.rows_affected())
 }
 

@@ -51,6 +51,11 @@ async fn insert(
     letter: &DeadLetter,
     event: &serde_json::Value,
 ) -> Result<(), StoreError> {
+    // The bus message is acknowledged once this commits: durable whatever the server's default.
+    let mut tx = database.service_pool().begin().await?;
+    sqlx::query("set local synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "insert into pipeline.dlq (tenant_id, dlq_id, consumer, event_id, source_id, reason_code, \
              reason, event, message) values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -68,8 +73,9 @@ async fn insert(
     .bind(letter.reason.chars().take(2000).collect::<String>())
     .bind(event)
     .bind(&letter.message)
-    .execute(database.service_pool())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -77,32 +83,40 @@ async fn insert(
 #[derive(Debug, Clone)]
 pub struct PendingLetter {
     pub dlq_id: Uuid,
+    pub created_at: OffsetDateTime,
     pub consumer: String,
-    pub message: Vec<u8>,
+    /// `None` for a letter recorded without its message: it cannot be replayed.
+    pub message: Option<Vec<u8>>,
 }
 
-/// Up to `limit` of a tenant's dead letters not yet replayed, oldest first.
+/// Up to `limit` of a tenant's dead letters not yet replayed, oldest first, after `after` (the
+/// last one of the previous page) if given.
 pub async fn pending(
     database: &Database,
     tenant: TenantId,
+    after: Option<(OffsetDateTime, Uuid)>,
     limit: i64,
 ) -> Result<Vec<PendingLetter>, StoreError> {
-    let rows: Vec<(Uuid, String, Option<Vec<u8>>)> = sqlx::query_as(
-        "select dlq_id, consumer, message from pipeline.dlq \
-         where tenant_id = $1 and replayed_at is null order by created_at, dlq_id limit $2",
+    let (after_time, after_id) = after.unzip();
+    let rows: Vec<(Uuid, OffsetDateTime, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "select dlq_id, created_at, consumer, message from pipeline.dlq \
+         where tenant_id = $1 and replayed_at is null \
+           and ($2::timestamptz is null or (created_at, dlq_id) > ($2, $3)) \
+         order by created_at, dlq_id limit $4",
     )
     .bind(tenant.as_uuid())
+    .bind(after_time)
+    .bind(after_id)
     .bind(limit)
     .fetch_all(database.service_pool())
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(dlq_id, consumer, message)| {
-            message.map(|message| PendingLetter {
-                dlq_id,
-                consumer,
-                message,
-            })
+        .map(|(dlq_id, created_at, consumer, message)| PendingLetter {
+            dlq_id,
+            created_at,
+            consumer,
+            message,
         })
         .collect())
 }

@@ -98,13 +98,16 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<ReplayRequest, sqlx::Error> {
 }
 
 /// Claims the oldest pending request of any tenant (pipeline): it becomes `running`, and no
-/// other worker gets it.
+/// other worker gets it. A request still `running` 15 minutes after it started was abandoned
+/// (its worker was killed) and is taken up again; replays are idempotent.
 pub async fn claim_next(database: &Database) -> Result<Option<ReplayRequest>, StoreError> {
     let row = sqlx::query(
         "update pipeline.replay_requests set status = 'running', started_at = now() \
          where (tenant_id, request_id) = ( \
              select tenant_id, request_id from pipeline.replay_requests \
-             where status = 'pending' and kind in ('dlq', 'range') \
+             where kind in ('dlq', 'range') \
+               and (status = 'pending' \
+                    or (status = 'running' and started_at < now() - interval '15 minutes')) \
              order by requested_at limit 1 for update skip locked) \
          returning request_id, tenant_id, kind, range_from, range_to, status, \
                    events_replayed, events_failed, detail",

@@ -137,11 +137,15 @@ pub async fn issue_pairing_token(
     source: SourceId,
 ) -> Result<IssuedPairingToken, StoreError> {
     let tenant = require_tenant(tx)?;
-    let status: Option<String> =
-        sqlx::query_scalar("select status from control.sources where source_id = $1")
-            .bind(source.as_uuid())
-            .fetch_optional(tx.connection())
-            .await?;
+    // The tenant is named as well as enforced by row-level security: the pipeline's scope
+    // bypasses it.
+    let status: Option<String> = sqlx::query_scalar(
+        "select status from control.sources where tenant_id = $1 and source_id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
     match status.as_deref() {
         None => return Err(StoreError::NotFound("source")),
         Some("revoked") => return Err(StoreError::Forbidden("the source is revoked")),
@@ -182,10 +186,12 @@ pub async fn issue_pairing_token(
 
 /// The tenant's sources, newest first.
 pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> {
+    let tenant = require_tenant(tx)?;
     let rows = sqlx::query(
         "select source_id, name, kind, status, created_at from control.sources \
-         order by tenant_id, created_at desc",
+         where tenant_id = $1 order by tenant_id, created_at desc",
     )
+    .bind(tenant.as_uuid())
     .fetch_all(tx.connection())
     .await?;
     rows.iter()
@@ -209,10 +215,13 @@ pub async fn revoke_source(
     source: SourceId,
     reason: &str,
 ) -> Result<u64, StoreError> {
+    let tenant = require_tenant(tx)?;
     let reason: String = reason.trim().chars().take(200).collect();
     let updated = sqlx::query(
-        "update control.sources set status = 'revoked', updated_at = now() where source_id = $1",
+        "update control.sources set status = 'revoked', updated_at = now() \
+         where tenant_id = $1 and source_id = $2",
     )
+    .bind(tenant.as_uuid())
     .bind(source.as_uuid())
     .execute(tx.connection())
     .await?;
@@ -220,9 +229,10 @@ pub async fn revoke_source(
         return Err(StoreError::NotFound("source"));
     }
     let certificates = sqlx::query(
-        "update control.certificates set revoked_at = now(), revocation_reason = $2 \
-         where source_id = $1 and revoked_at is null",
+        "update control.certificates set revoked_at = now(), revocation_reason = $3 \
+         where tenant_id = $1 and source_id = $2 and revoked_at is null",
     )
+    .bind(tenant.as_uuid())
     .bind(source.as_uuid())
     .bind(&reason)
     .execute(tx.connection())
@@ -489,10 +499,14 @@ pub async fn set_masking_rule(tx: &mut TenantTx, rule: &MaskingRule) -> Result<(
 
 /// Removes a masking rule (audited).
 pub async fn remove_masking_rule(tx: &mut TenantTx, field_path: &str) -> Result<(), StoreError> {
-    let removed = sqlx::query("delete from control.pii_masking_policy where field_path = $1")
-        .bind(field_path)
-        .execute(tx.connection())
-        .await?;
+    let tenant = require_tenant(tx)?;
+    let removed = sqlx::query(
+        "delete from control.pii_masking_policy where tenant_id = $1 and field_path = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(field_path)
+    .execute(tx.connection())
+    .await?;
     if removed.rows_affected() == 0 {
         return Err(StoreError::NotFound("masking rule"));
     }

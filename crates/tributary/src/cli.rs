@@ -87,7 +87,13 @@ pub struct GlobalOptions {
 
     /// The stream bus: `embedded` (in the platform database, nothing else to run) or a NATS
     /// JetStream URL such as nats://127.0.0.1:4222. [default: embedded]
-    #[arg(long, env = "TRIBUTARY_BUS", global = true, value_name = "BUS")]
+    #[arg(
+        long,
+        env = "TRIBUTARY_BUS",
+        global = true,
+        hide_env_values = true,
+        value_name = "BUS"
+    )]
     pub bus: Option<String>,
 
     /// The platform's master secret, which encrypts the CA key and tenant secrets at rest.

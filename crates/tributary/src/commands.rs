@@ -437,7 +437,7 @@ async fn replay(args: ReplayArgs, settings: Settings) -> anyhow::Result<ExitCode
     let bus_config: bus::BusConfig = settings
         .bus
         .parse()
-        .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
+        .context("invalid bus setting (TRIBUTARY_BUS / --bus)")?;
     let request = with_database(&settings, async |connected| {
         let mut tx = control_tx(connected, tenant).await?;
         let request_id = store::replay::request(&mut tx, &kind).await?;

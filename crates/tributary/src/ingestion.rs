@@ -17,7 +17,7 @@ pub struct Ingestion {
     pub ca_pem: String,
     shutdown: watch::Sender<bool>,
     edge: JoinHandle<()>,
-    bronze: JoinHandle<Result<(), pipeline::bronze::BronzeError>>,
+    bronze: JoinHandle<()>,
 }
 
 /// A future that completes when `receiver` says stop.
@@ -54,12 +54,7 @@ impl Ingestion {
         let ca_pem = edge.ca_certificate_pem().to_owned();
         let (shutdown, receiver) = watch::channel(false);
         let edge = tokio::spawn(edge.run(stopped(receiver.clone())));
-        let bronze = tokio::spawn(pipeline::bronze::run(
-            database.clone(),
-            bus.clone(),
-            pipeline::bronze::BronzeConfig::default(),
-            stopped(receiver),
-        ));
+        let bronze = tokio::spawn(supervise_bronze(database.clone(), bus.clone(), receiver));
         Ok(Self {
             bus,
             edge_addr,
@@ -73,10 +68,40 @@ impl Ingestion {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.edge.await;
-        match self.bronze.await {
-            Ok(Err(error)) => tracing::warn!(%error, "the bronze writer stopped with an error"),
-            Err(error) => tracing::warn!(%error, "the bronze writer panicked"),
-            Ok(Ok(())) => {}
+        let _ = self.bronze.await;
+    }
+}
+
+/// Runs the bronze writer until shutdown, starting it again if it ends with an error or a
+/// panic: a writer that stopped while the edge keeps acknowledging would let bronze fall behind
+/// unnoticed. What it had not acknowledged is delivered again to the new one.
+async fn supervise_bronze(
+    database: store::Database,
+    bus: bus::AnyBus,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        let writer = tokio::spawn(pipeline::bronze::run(
+            database.clone(),
+            bus.clone(),
+            pipeline::bronze::BronzeConfig::default(),
+            stopped(shutdown.clone()),
+        ));
+        match writer.await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the bronze writer stopped with an error; restarting it");
+            }
+            Err(error) => {
+                tracing::error!(%error, "the bronze writer panicked; restarting it");
+            }
         }
+        metrics::counter!("tributary_bronze_writer_restarts_total").increment(1);
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
     }
 }

@@ -147,11 +147,11 @@ impl Settings {
         let generated = store::random_token(32);
         let temporary = self
             .data_dir
-            .join(format!(".secret.key.{}", std::process::id()));
+            .join(format!(".secret.key.{}", store::random_token(8)));
+        // create_new: never follows or reuses what someone else put there.
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&temporary)
             .with_context(|| format!("creating {}", temporary.display()))?;

@@ -32,7 +32,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let bus_config: bus::BusConfig = settings
         .bus
         .parse()
-        .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
+        .context("invalid bus setting (TRIBUTARY_BUS / --bus)")?;
     let ingestion = Ingestion::start(&settings, &database, &bus_config, settings.edge_addr).await?;
     let edge_addr = ingestion.edge_addr;
     let bus = ingestion.bus.clone();
@@ -69,14 +69,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
 
     signals.wait().await;
     tracing::info!("shutting down");
+    // The edge first, so no batch is accepted that the rest no longer processes; then the rest.
+    ingestion.stop().await;
     let _ = shutdown_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(30), web).await {
         Ok(Ok(Err(error))) => tracing::warn!(%error, "web server ended with an error"),
         Err(_) => tracing::warn!("web requests still in flight after 30s; closing anyway"),
         _ => {}
     }
-    ingestion.stop().await;
-    let _ = replays.await;
+    // A replay in progress is left to be taken up again (its request is reclaimed later).
+    if tokio::time::timeout(Duration::from_secs(10), replays)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a replay was still running at shutdown; it will be taken up again");
+    }
     let _ = scheduler.await;
     connected.close().await?;
     tracing::info!("stopped");

@@ -258,4 +258,13 @@ async fn revoking_a_source_refuses_its_certificate_on_new_and_open_connections()
         1,
         "nothing after the revocation reached the bus"
     );
+
+    // Revocation is final, even for the tenant's owner at the database.
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    let revived = sqlx::query("update control.sources set status = 'active' where source_id = $1")
+        .bind(agent.source.as_uuid())
+        .execute(tx.connection_for_tests())
+        .await;
+    assert!(revived.is_err(), "a revoked source was brought back");
+    tx.rollback().await.unwrap();
 }

@@ -176,7 +176,14 @@ impl Agent {
 }
 
 pub fn event_for(source: SourceId, n: u32) -> serde_json::Value {
-    let millis = 1_780_000_000_000i64 + i64::from(n);
+    // An hour before the test run started (the same for every call, so event `n` always has the
+    // same id), within the edge's commit-time window whatever day the tests run.
+    static BASE_MILLIS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE_MILLIS.get_or_init(|| {
+        let hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        (hour_ago.unix_timestamp_nanos() / 1_000_000) as i64
+    });
+    let millis = base + i64::from(n);
     let lsn = Lsn(0x1_0000_0000 + u64::from(n) * 64);
     let event_time =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).unwrap();

@@ -211,10 +211,16 @@ fn decode(delivery: &Delivery) -> Result<BronzeRow, String> {
         return Err("the envelope names another tenant than the bus message".into());
     }
     let event = &envelope.event;
+    // PostgreSQL keeps microseconds; truncating here (rather than letting each write path round
+    // or truncate its own way) keeps (tenant, event id, event time) one key whatever the path.
+    let event_time = event
+        .event_time
+        .replace_nanosecond(event.event_time.nanosecond() / 1_000 * 1_000)
+        .map_err(|error| error.to_string())?;
     Ok(BronzeRow {
         tenant: envelope.tenant_id,
         event_id: event.event_id,
-        event_time: event.event_time,
+        event_time,
         source: envelope.source_id,
         op: event.op.as_str().to_owned(),
         schema_name: event.schema.clone(),

@@ -147,26 +147,23 @@ async fn replay_dead_letters(
     tenant: TenantId,
 ) -> Result<ReplayOutcome, ReplayError> {
     let mut outcome = ReplayOutcome::default();
-    let mut tried = std::collections::HashSet::new();
+    let mut after = None;
     loop {
-        let letters = store::dlq::pending(database, tenant, PAGE).await?;
-        let letters: Vec<_> = letters
-            .into_iter()
-            .filter(|letter| tried.insert(letter.dlq_id))
-            .collect();
-        if letters.is_empty() {
+        let letters = store::dlq::pending(database, tenant, after, PAGE).await?;
+        let Some(last) = letters.last() else {
             return Ok(outcome);
-        }
+        };
+        after = Some((last.created_at, last.dlq_id));
         for letter in letters {
-            let replayed = match letter.consumer.as_str() {
-                bronze::GROUP => {
-                    let envelope: protocol::Envelope = serde_json::from_slice(&letter.message)
+            let replayed = match (letter.consumer.as_str(), &letter.message) {
+                (bronze::GROUP, Some(message)) => {
+                    let envelope: protocol::Envelope = serde_json::from_slice(message)
                         .map_err(|error| ReplayError::Corrupt(error.to_string()))?;
                     let delivery = Delivery {
                         message: Message {
                             tenant,
                             id: envelope.event.event_id,
-                            payload: letter.message.clone().into(),
+                            payload: message.clone().into(),
                         },
                         partition: 0,
                         position: 0,
@@ -176,8 +173,8 @@ async fn replay_dead_letters(
                         .dead_lettered
                         .is_empty()
                 }
-                other => {
-                    tracing::warn!(consumer = other, "no replay handler for this consumer");
+                (consumer, _) => {
+                    tracing::warn!(consumer, "no replay handler for this dead letter");
                     false
                 }
             };
