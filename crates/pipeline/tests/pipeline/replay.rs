@@ -250,3 +250,50 @@ async fn a_bronze_range_is_republished_for_downstream_consumers_without_adding_b
         "the bronze writer saw the replays and added nothing"
     );
 }
+
+#[tokio::test]
+async fn a_dlq_replay_goes_past_a_full_page_of_letters_that_fail_again() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+    let acme = tenant(&database, "Acme").await;
+    let source = SourceId::new_random();
+    let mut admin = test_database.admin().await;
+    sqlx::raw_sql(
+        "alter table bronze.cdc_events add constraint no_quarantine \
+         check (table_name <> 'quarantine')",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    // More dead letters than one page (1000), all still failing.
+    for n in 0..1003 {
+        let envelope = envelope(acme, source, n, time::Duration::ZERO, "quarantine");
+        let message = message(&envelope);
+        store::dlq::record(
+            &database,
+            &store::dlq::DeadLetter {
+                tenant: acme,
+                consumer: pipeline::bronze::GROUP,
+                event_id: envelope.event.event_id,
+                source,
+                reason_code: "bronze_rejected",
+                reason: "refused".into(),
+                event: serde_json::to_value(&envelope).unwrap(),
+                message: message.payload.to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let request_id = request(&database, acme, ReplayKind::DeadLetters).await;
+    let outcome = pipeline::replay::run_request(&database, &bus, acme, request_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (outcome.events_replayed, outcome.events_failed),
+        (0, 1003),
+        "every letter was tried once"
+    );
+}
