@@ -37,6 +37,7 @@ pub enum Permission {
     ViewDeadLetters,
     ManageReplays,
     ManageMembers,
+    ManageApiTokens,
     ManageWorkspace,
     ManageRetention,
     ManageMasking,
@@ -65,6 +66,7 @@ const PERMISSION_TABLE: &[(Permission, &[Role])] = &[
     (P::ViewDeadLetters, &[Owner, Admin, Operator]),
     (P::ManageReplays, &[Owner, Admin]),
     (P::ManageMembers, &[Owner, Admin]),
+    (P::ManageApiTokens, &[Owner, Admin]),
     (P::ManageWorkspace, &[Owner, Admin]),
     (P::ManageRetention, &[Owner, Admin]),
     (P::ManageMasking, &[Owner, Admin]),
@@ -112,7 +114,7 @@ impl Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 20] = [
+    pub const ALL: [Permission; 21] = [
         P::ViewDashboards,
         P::ViewWorkspace,
         P::ViewSources,
@@ -121,6 +123,7 @@ impl Permission {
         P::ViewDeadLetters,
         P::ManageReplays,
         P::ManageMembers,
+        P::ManageApiTokens,
         P::ManageWorkspace,
         P::ManageRetention,
         P::ManageMasking,

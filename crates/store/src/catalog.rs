@@ -84,6 +84,13 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         delete: NOBODY,
     },
     read_only("control.tenant_secrets", NOBODY),
+    TableAccess {
+        table: "control.api_tokens",
+        select: &[ManageApiTokens],
+        insert: &[ManageApiTokens],
+        update: &[ManageApiTokens],
+        delete: NOBODY,
+    },
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),

@@ -6,6 +6,7 @@
 //! caller's platform role. Row-level security in the database does the filtering; this crate
 //! never adds `where tenant_id = ...` as its only line of defence.
 
+pub mod api_tokens;
 pub mod audit;
 pub mod bench_support;
 pub mod bronze;

@@ -21,6 +21,8 @@ pub enum Actor {
     System(&'static str),
     /// A paired agent.
     Agent(SourceId),
+    /// A program calling the JSON API with an API token, by token id.
+    ApiToken(uuid::Uuid),
 }
 
 impl Actor {
@@ -30,6 +32,7 @@ impl Actor {
             Actor::Cli(_) => "cli",
             Actor::System(_) => "system",
             Actor::Agent(_) => "agent",
+            Actor::ApiToken(_) => "api_token",
         }
     }
 
@@ -39,6 +42,7 @@ impl Actor {
             Actor::Cli(name) => name.chars().take(200).collect(),
             Actor::System(name) => (*name).to_owned(),
             Actor::Agent(source) => source.to_string(),
+            Actor::ApiToken(token) => token.to_string(),
         }
     }
 
@@ -59,6 +63,12 @@ pub enum Scope {
     Member {
         tenant: TenantId,
         user: UserId,
+        role: Role,
+    },
+    /// A program holding an API token of `tenant`, acting in the token's role.
+    ApiToken {
+        tenant: TenantId,
+        token: uuid::Uuid,
         role: Role,
     },
     /// Internal operations staff. The tenant registry and the global rollups are readable
@@ -84,7 +94,7 @@ pub enum Scope {
 impl Scope {
     fn tenant(&self) -> Option<TenantId> {
         match self {
-            Scope::Member { tenant, .. } => Some(*tenant),
+            Scope::Member { tenant, .. } | Scope::ApiToken { tenant, .. } => Some(*tenant),
             Scope::InternalOps { tenant, .. }
             | Scope::Control { tenant, .. }
             | Scope::Pipeline { tenant, .. } => *tenant,
@@ -94,6 +104,7 @@ impl Scope {
     fn actor(&self) -> Actor {
         match self {
             Scope::Member { user, .. } => Actor::User(*user),
+            Scope::ApiToken { token, .. } => Actor::ApiToken(*token),
             Scope::InternalOps { actor, .. }
             | Scope::Control { actor, .. }
             | Scope::Pipeline { actor, .. } => actor.clone(),
@@ -104,7 +115,7 @@ impl Scope {
     /// of it comes from input.
     fn set_role_statement(&self) -> Result<Option<&'static str>, StoreError> {
         Ok(Some(match self {
-            Scope::Member { role, .. } => match role {
+            Scope::Member { role, .. } | Scope::ApiToken { role, .. } => match role {
                 Role::Owner => "set local role tributary_tenant_owner",
                 Role::Admin => "set local role tributary_tenant_admin",
                 Role::Operator => "set local role tributary_tenant_operator",

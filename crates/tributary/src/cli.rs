@@ -134,6 +134,9 @@ pub enum Command {
     /// Sources: agent installations of a tenant, their pairing tokens and certificates.
     #[command(subcommand)]
     Source(SourceCommand),
+    /// API tokens for the JSON API (/api/v1), bound to a tenant and one tenant role.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Re-drive a tenant's dead letters, or a time range of its bronze events, through the
     /// pipeline (audited).
     Replay(ReplayArgs),
@@ -272,6 +275,32 @@ pub enum SourceCommand {
         /// Why, for the audit log.
         #[arg(long, default_value = "revoked by an operator")]
         reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token and print it (shown once; only its hash is kept).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// What the token is for, e.g. "deploy script".
+        #[arg(long)]
+        name: String,
+        /// owner, admin, operator or viewer: what the token may do.
+        #[arg(long)]
+        role: String,
+        /// Days until it expires (1 to 366).
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// Revoke an API token.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The token id (the second part of the token).
+        #[arg(long)]
+        token: String,
     },
 }
 

@@ -10,7 +10,7 @@ use store::{Actor, ConnectionSettings, Database};
 use crate::EXIT_CHECK_FAILED;
 use crate::cli::{
     AuditCommand, Command, DbCommand, MemberCommand, ReplayArgs, RetentionCommand, SourceCommand,
-    TenantCommand, UserCommand,
+    TenantCommand, TokenCommand, UserCommand,
 };
 use crate::settings::{DatabaseChoice, Settings};
 
@@ -22,6 +22,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
         Command::User(command) => user(command, settings).await,
         Command::Member(command) => member(command, settings).await,
         Command::Source(command) => source(command, settings).await,
+        Command::Token(command) => token(command, settings).await,
         Command::Replay(args) => replay(args, settings).await,
         Command::Retention(command) => retention(command, settings).await,
         Command::Audit(command) => audit(command, settings).await,
@@ -417,6 +418,56 @@ async fn source(command: SourceCommand, settings: Settings) -> anyhow::Result<Ex
             })
             .await?;
             println!("revoked source {source} and {certificates} certificate(s)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(command: TokenCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create {
+            tenant,
+            name,
+            role,
+            days,
+        } => {
+            let tenant = parse_tenant(&tenant)?;
+            let role: Role = role.parse()?;
+            let (token, text) = with_database(&settings, async |connected| {
+                let mut tx = control_tx(connected, tenant).await?;
+                let created =
+                    store::api_tokens::create(&mut tx, &name, role, time::Duration::days(days))
+                        .await?;
+                tx.commit().await?;
+                Ok(created)
+            })
+            .await?;
+            println!(
+                "created API token {} ({}, {}, expires {})",
+                token.token_id,
+                token.name,
+                token.role,
+                token
+                    .expires_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            );
+            println!("the token (shown once):");
+            println!("  {text}");
+        }
+        TokenCommand::Revoke { tenant, token } => {
+            let tenant = parse_tenant(&tenant)?;
+            let token: uuid::Uuid = token
+                .parse()
+                .context("the token id is a UUID (the second part of the token)")?;
+            with_database(&settings, async |connected| {
+                let mut tx = control_tx(connected, tenant).await?;
+                store::api_tokens::revoke(&mut tx, token).await?;
+                tx.commit().await?;
+                Ok(())
+            })
+            .await?;
+            println!("revoked API token {token}");
         }
     }
     Ok(ExitCode::SUCCESS)

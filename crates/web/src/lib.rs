@@ -1,6 +1,8 @@
-//! The platform's HTTP surface. For now: liveness and readiness (`/healthz`). Later issues add
-//! the public site, sign-in, the tenant app and the JSON API here; this is the only crate that
-//! knows HTTP and HTML.
+//! The platform's HTTP surface: health (`/healthz`), metrics (`/metrics`) and the JSON API
+//! (`/api/v1`, see [`api`]). Later work adds the public site, sign-in and the tenant app here;
+//! this is the only crate (besides the edge's own listener) that knows HTTP and HTML.
+
+mod api;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(api::routes())
         .with_state(state)
         .layer(axum::middleware::map_response(security_headers))
 }

@@ -79,6 +79,14 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.api_tokens",
+        insert: "insert into control.api_tokens (tenant_id, token_id, name, role, token_hash, \
+                 expires_at) select t, k, 'script ' || k, 'viewer', sha256(k::text::bytea), \
+                 now() + interval '1 day' from p",
+        update_column: "revoked_at",
+        seed: true,
+    },
+    Exercise {
         table: "control.tenant_secrets",
         insert: "insert into control.tenant_secrets (tenant_id, masking_key_ciphertext, \
                  masking_key_nonce) select t, sha256(k::text::bytea), \

@@ -139,6 +139,15 @@ fn operators_manage_tenants_users_and_members_and_everything_is_audited() {
     );
     assert!(report.contains("2 chain(s) verified, 0 broken"), "{report}");
 
+    let token = tributary(
+        &data_dir,
+        &[
+            "token", "create", "--tenant", &tenant, "--name", "deploy", "--role", "admin",
+        ],
+    );
+    assert!(token.status.success(), "{token:?}");
+    assert!(stdout(&token).contains("tat1."), "{}", stdout(&token));
+
     let lint = tributary(&data_dir, &["db", "lint"]);
     assert!(lint.status.success(), "{}", stdout(&lint));
     assert!(stdout(&lint).contains("0 finding(s)"));

@@ -1,9 +1,12 @@
-//! The HTTP surface against a real database: health, and the headers every response carries.
+//! The HTTP surface against a real database: health, the headers every response carries, and
+//! the JSON API as every role of two tenants.
+
+mod api;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
+pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -23,8 +26,26 @@ async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Send
 }
 
 async fn get(addr: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
+    request(addr, "GET", path, None, "").await
+}
+
+/// One HTTP/1.1 request on its own connection: (status, headers, body).
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let authorization = bearer
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{authorization}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

@@ -1,0 +1,197 @@
+//! API tokens: created by a tenant's owner or admin (or an operator at the CLI), shown once,
+//! stored as a SHA-256 hash, bound to the tenant and one tenant role, expiring, revocable.
+
+use domain::{Role, TenantId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::{Actor, Database, Scope, StoreError, TenantTx};
+
+const PREFIX: &str = "tat1";
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiToken {
+    pub token_id: Uuid,
+    pub name: String,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// What a valid token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub tenant: TenantId,
+    pub token: Uuid,
+    pub role: Role,
+}
+
+/// Creates a token of the transaction's tenant (audited); returns it and its one-time text
+/// `tat1.<tenant>.<token id>.<secret>`.
+pub async fn create(
+    tx: &mut TenantTx,
+    name: &str,
+    role: Role,
+    lifetime: Duration,
+) -> Result<(ApiToken, String), StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(StoreError::Forbidden("an API token needs a tenant scope"))?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(
+            "a token name has 1 to 100 characters, without control characters".into(),
+        ));
+    }
+    if !role.is_tenant_role() {
+        return Err(StoreError::Invalid(
+            "a token's role is owner, admin, operator or viewer".into(),
+        ));
+    }
+    if lifetime <= Duration::ZERO || lifetime > Duration::days(366) {
+        return Err(StoreError::Invalid(
+            "a token lives between one second and 366 days".into(),
+        ));
+    }
+    let token_id = Uuid::new_v4();
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the operating system's random source is available");
+    let expires_at = (OffsetDateTime::now_utc() + lifetime)
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::now_utc() + lifetime);
+    sqlx::query(
+        "insert into control.api_tokens (tenant_id, token_id, name, role, token_hash, expires_at) \
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(token_id)
+    .bind(name)
+    .bind(role.as_str())
+    .bind(Sha256::digest(secret).to_vec())
+    .bind(expires_at)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("api_token.create", token_id.to_string()).details(serde_json::json!({
+            "name": name, "role": role, "expires_at": expires_at.unix_timestamp(),
+        })),
+    )
+    .await?;
+    let text = format!(
+        "{PREFIX}.{}.{}.{}",
+        tenant.as_uuid().simple(),
+        token_id.simple(),
+        hex::encode(secret)
+    );
+    Ok((
+        ApiToken {
+            token_id,
+            name: name.to_owned(),
+            role,
+            expires_at,
+            revoked_at: None,
+        },
+        text,
+    ))
+}
+
+/// Revokes a token of the transaction's tenant (audited).
+pub async fn revoke(tx: &mut TenantTx, token: Uuid) -> Result<(), StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(StoreError::Forbidden("an API token needs a tenant scope"))?;
+    let revoked = sqlx::query(
+        "update control.api_tokens set revoked_at = now() \
+         where tenant_id = $1 and token_id = $2 and revoked_at is null",
+    )
+    .bind(tenant.as_uuid())
+    .bind(token)
+    .execute(tx.connection())
+    .await?;
+    if revoked.rows_affected() == 0 {
+        return Err(StoreError::NotFound("active API token"));
+    }
+    audit::append(tx, AuditEntry::new("api_token.revoke", token.to_string())).await
+}
+
+/// What `text` grants, if it is a valid, unexpired, unrevoked token of an active tenant. Every
+/// refusal looks the same to the caller.
+pub async fn authenticate(
+    database: &Database,
+    text: &str,
+) -> Result<Option<TokenGrant>, StoreError> {
+    let mut parts = text.trim().split('.');
+    let (Some(PREFIX), Some(tenant), Some(token), Some(secret), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Ok(None);
+    };
+    let (Ok(tenant), Ok(token), Ok(secret)) = (
+        Uuid::try_parse(tenant),
+        Uuid::try_parse(token),
+        hex::decode(secret),
+    ) else {
+        return Ok(None);
+    };
+    let tenant = TenantId::from_uuid(tenant);
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(tenant),
+            actor: Actor::ApiToken(token),
+        },
+    )
+    .await?;
+    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+        "select t.token_hash, t.role from control.api_tokens t \
+         join control.dim_tenant d on d.tenant_id = t.tenant_id \
+         where t.tenant_id = $1 and t.token_id = $2 and t.revoked_at is null \
+           and t.expires_at > now() and d.status = 'active'",
+    )
+    .bind(tenant.as_uuid())
+    .bind(token)
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some((hash, role)) = row else {
+        return Ok(None);
+    };
+    let presented = Sha256::digest(&secret);
+    let matches = hash.len() == presented.len()
+        && hash
+            .iter()
+            .zip(presented.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !matches {
+        return Ok(None);
+    }
+    sqlx::query(
+        "update control.api_tokens set last_used_at = now() \
+         where tenant_id = $1 and token_id = $2 \
+           and (last_used_at is null or last_used_at < now() - interval '1 minute')",
+    )
+    .bind(tenant.as_uuid())
+    .bind(token)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await?;
+    let role: Role = role
+        .parse()
+        .map_err(|_| StoreError::Invalid("stored token role".into()))?;
+    Ok(Some(TokenGrant {
+        tenant,
+        token,
+        role,
+    }))
+}
