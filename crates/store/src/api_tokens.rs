@@ -3,12 +3,11 @@
 
 use domain::{Role, TenantId};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Actor, Database, Scope, StoreError, TenantTx};
+use crate::{Actor, Database, Scope, StoreError, TenantTx, secret_token};
 
 const PREFIX: &str = "tat1";
 
@@ -59,9 +58,8 @@ pub async fn create(
             "a token lives between one second and 366 days".into(),
         ));
     }
-    let token_id = Uuid::new_v4();
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).expect("the operating system's random source is available");
+    let issued = secret_token::issue(PREFIX, tenant);
+    let token_id = issued.token_id;
     let expires_at = (OffsetDateTime::now_utc() + lifetime)
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::now_utc() + lifetime);
@@ -73,7 +71,7 @@ pub async fn create(
     .bind(token_id)
     .bind(name)
     .bind(role.as_str())
-    .bind(Sha256::digest(secret).to_vec())
+    .bind(issued.secret_hash.to_vec())
     .bind(expires_at)
     .execute(tx.connection())
     .await?;
@@ -84,12 +82,7 @@ pub async fn create(
         })),
     )
     .await?;
-    let text = format!(
-        "{PREFIX}.{}.{}.{}",
-        tenant.as_uuid().simple(),
-        token_id.simple(),
-        hex::encode(secret)
-    );
+    let text = issued.text;
     Ok((
         ApiToken {
             token_id,
@@ -127,24 +120,10 @@ pub async fn authenticate(
     database: &Database,
     text: &str,
 ) -> Result<Option<TokenGrant>, StoreError> {
-    let mut parts = text.trim().split('.');
-    let (Some(PREFIX), Some(tenant), Some(token), Some(secret), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let Some(parsed) = secret_token::parse(PREFIX, text) else {
         return Ok(None);
     };
-    let (Ok(tenant), Ok(token), Ok(secret)) = (
-        Uuid::try_parse(tenant),
-        Uuid::try_parse(token),
-        hex::decode(secret),
-    ) else {
-        return Ok(None);
-    };
-    let tenant = TenantId::from_uuid(tenant);
+    let (tenant, token) = (parsed.tenant, parsed.token_id);
     let mut tx = TenantTx::begin(
         database,
         Scope::Control {
@@ -166,13 +145,7 @@ pub async fn authenticate(
     let Some((hash, role)) = row else {
         return Ok(None);
     };
-    let presented = Sha256::digest(&secret);
-    let matches = hash.len() == presented.len()
-        && hash
-            .iter()
-            .zip(presented.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let matches = secret_token::same_hash(&hash, &parsed.secret_hash);
     if !matches {
         return Ok(None);
     }

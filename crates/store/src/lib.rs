@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod migrate;
 pub mod replay;
 pub mod retention;
+mod secret_token;
 pub mod sources;
 mod tenant_tx;
 

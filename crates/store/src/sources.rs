@@ -4,13 +4,12 @@
 
 use domain::{SourceId, TenantId};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Database, StoreError, TenantTx};
+use crate::{Database, StoreError, TenantTx, secret_token};
 
 /// How long a pairing token can be redeemed.
 pub const PAIRING_TOKEN_LIFETIME: Duration = Duration::hours(1);
@@ -47,20 +46,13 @@ pub struct PairingTokenRef {
 }
 
 impl PairingTokenRef {
-    /// `tpt1.<tenant>.<token id>.<secret>`: the tenant and token id let the edge find the row
-    /// (keys lead with tenant_id); 256 random bits of secret make it unguessable.
+    /// `tpt1.<tenant>.<token id>.<secret>` (see [`crate::secret_token`]).
     pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.trim().split('.');
-        let (prefix, tenant, token_id, secret) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if prefix != TOKEN_PREFIX || parts.next().is_some() || secret.len() != 64 {
-            return None;
-        }
-        let secret = hex::decode(secret).ok()?;
+        let parsed = secret_token::parse(TOKEN_PREFIX, text)?;
         Some(Self {
-            tenant: TenantId::from_uuid(Uuid::try_parse(tenant).ok()?),
-            token_id: Uuid::try_parse(token_id).ok()?,
-            secret_hash: Sha256::digest(&secret).into(),
+            tenant: parsed.tenant,
+            token_id: parsed.token_id,
+            secret_hash: parsed.secret_hash,
         })
     }
 }
@@ -151,9 +143,8 @@ pub async fn issue_pairing_token(
         Some("revoked") => return Err(StoreError::Forbidden("the source is revoked")),
         Some(_) => {}
     }
-    let token_id = Uuid::new_v4();
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).expect("the operating system's random source is available");
+    let issued = secret_token::issue(TOKEN_PREFIX, tenant);
+    let token_id = issued.token_id;
     let expires_at = OffsetDateTime::now_utc() + PAIRING_TOKEN_LIFETIME;
     sqlx::query(
         "insert into control.pairing_tokens (tenant_id, token_id, source_id, token_hash, expires_at) \
@@ -162,7 +153,7 @@ pub async fn issue_pairing_token(
     .bind(tenant.as_uuid())
     .bind(token_id)
     .bind(source.as_uuid())
-    .bind(Sha256::digest(secret).to_vec())
+    .bind(issued.secret_hash.to_vec())
     .bind(expires_at)
     .execute(tx.connection())
     .await?;
@@ -174,12 +165,7 @@ pub async fn issue_pairing_token(
     )
     .await?;
     Ok(IssuedPairingToken {
-        token: format!(
-            "{TOKEN_PREFIX}.{}.{}.{}",
-            tenant.as_uuid().simple(),
-            token_id.simple(),
-            hex::encode(secret)
-        ),
+        token: issued.text,
         expires_at,
     })
 }
@@ -268,7 +254,7 @@ pub async fn redeem_pairing_token(
         return Ok(Err(PairingRefusal::Unknown));
     };
     let stored: Vec<u8> = row.try_get("token_hash")?;
-    if !constant_time_eq(&stored, &token.secret_hash) {
+    if !secret_token::same_hash(&stored, &token.secret_hash) {
         return Ok(Err(PairingRefusal::Unknown));
     }
     let used_at: Option<OffsetDateTime> = row.try_get("used_at")?;
@@ -516,40 +502,4 @@ pub async fn remove_masking_rule(tx: &mut TenantTx, field_path: &str) -> Result<
 fn require_tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {
     tx.tenant()
         .ok_or(StoreError::Forbidden("this needs a tenant scope"))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairing_tokens_parse_only_in_their_exact_shape() {
-        let tenant = Uuid::new_v4();
-        let token_id = Uuid::new_v4();
-        let secret = "ab".repeat(32);
-        let text = format!("tpt1.{}.{}.{secret}", tenant.simple(), token_id.simple());
-        let parsed = PairingTokenRef::parse(&text).unwrap();
-        assert_eq!(parsed.tenant.as_uuid(), &tenant);
-        assert_eq!(parsed.token_id, token_id);
-        for bad in [
-            String::new(),
-            text.replace("tpt1", "tpt2"),
-            format!("{text}.extra"),
-            text[..text.len() - 2].to_owned(),
-            text.replace(&secret, &"zz".repeat(32)),
-        ] {
-            assert!(PairingTokenRef::parse(&bad).is_none(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn constant_time_comparison_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }
