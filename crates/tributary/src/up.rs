@@ -125,12 +125,68 @@ async fn scheduler(
 /// Installs the process's metrics recorder once; `None` if another recorder is installed.
 fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => Some(handle),
+        Ok(handle) => {
+            register_metrics();
+            Some(handle)
+        }
         Err(error) => {
             tracing::warn!(%error, "metrics recorder not installed; /metrics is off");
             None
         }
     }
+}
+
+/// Describes the platform's counters and shows them at zero from the start, so a scrape sees
+/// every series before the first event rather than an empty page.
+fn register_metrics() {
+    use metrics::{Unit, counter, describe_counter, describe_histogram};
+
+    describe_counter!(
+        "tributary_edge_events_total",
+        "Events answered by the edge, by status"
+    );
+    for status in ["accepted", "duplicate", "rejected"] {
+        counter!("tributary_edge_events_total", "status" => status).increment(0);
+    }
+    describe_counter!(
+        "tributary_edge_batches_refused_total",
+        "Batches refused whole, by reason code"
+    );
+    describe_counter!(
+        "tributary_edge_pairings_total",
+        "Pairing attempts, by outcome"
+    );
+    for outcome in ["paired", "refused"] {
+        counter!("tributary_edge_pairings_total", "outcome" => outcome).increment(0);
+    }
+    describe_histogram!(
+        "tributary_edge_ingest_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an ingest request"
+    );
+    describe_counter!(
+        "tributary_bronze_events_written_total",
+        "Events stored in bronze"
+    );
+    counter!("tributary_bronze_events_written_total").increment(0);
+    describe_counter!(
+        "tributary_bronze_events_duplicate_total",
+        "Events bronze already had (redeliveries, replays)"
+    );
+    counter!("tributary_bronze_events_duplicate_total").increment(0);
+    describe_counter!(
+        "tributary_dlq_events_total",
+        "Events sent to a dead-letter queue"
+    );
+    describe_counter!(
+        "tributary_replay_events_total",
+        "Events replayed, by outcome"
+    );
+    describe_counter!(
+        "tributary_bronze_writer_restarts_total",
+        "Restarts of a failed bronze writer"
+    );
+    counter!("tributary_bronze_writer_restarts_total").increment(0);
 }
 
 fn describe_bus(config: &bus::BusConfig) -> String {

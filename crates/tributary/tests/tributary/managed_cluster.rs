@@ -19,6 +19,12 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
         !server_processes(&data_dir.pgdata()).is_empty(),
         "the managed server runs"
     );
+    let (status, metrics) = platform.get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tributary_edge_events_total{status=\"accepted\"} 0"),
+        "{metrics}"
+    );
     let settings = std::fs::read_to_string(data_dir.pgdata().join("postgresql.conf")).unwrap();
     assert!(settings.contains("wal_level = logical"));
     let credentials = std::fs::read(data_dir.0.join("credentials.json")).unwrap();
