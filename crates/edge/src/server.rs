@@ -28,6 +28,9 @@ use crate::tenants::TenantCaches;
 /// sits idle between requests.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Connections open at once.
+const MAX_CONNECTIONS: usize = 4096;
+
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,7 +144,13 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = JoinSet::new();
+    // Open connections are bounded: past the cap, new ones wait in the listen backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -158,6 +167,7 @@ pub async fn serve(
         let router = router.clone();
         let registry = registry.clone();
         connections.spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
