@@ -43,6 +43,12 @@ enum Command {
         #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
         config: PathBuf,
     },
+    /// Check the configuration and that the edge accepts this agent's certificate; says what to
+    /// fix otherwise.
+    Check {
+        #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
+        config: PathBuf,
+    },
     /// What the agent is doing: pairing, spooled batches, position.
     Status {
         #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
@@ -81,6 +87,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Run { config } => crate::run::run(Config::load(&config)?).await?,
+        Command::Check { config } => {
+            println!("{}", crate::run::check(&Config::load(&config)?).await?)
+        }
         Command::Status { config } => println!("{}", crate::run::status(&Config::load(&config)?)?),
     }
     Ok(ExitCode::SUCCESS)

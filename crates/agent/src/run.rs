@@ -130,8 +130,11 @@ async fn read_source(
     }
 }
 
+/// Renew the client certificate when less than this much of it is left.
+const RENEW_BEFORE: time::Duration = time::Duration::days(2);
+
 async fn send_spool(
-    client: EdgeClient,
+    mut client: EdgeClient,
     state_dir: PathBuf,
     spool: Spool,
     spooled: Arc<Notify>,
@@ -141,6 +144,22 @@ async fn send_spool(
     loop {
         if *stop.borrow() {
             return Ok(());
+        }
+        if client
+            .credentials()
+            .remaining_lifetime(time::OffsetDateTime::now_utc())
+            < RENEW_BEFORE
+        {
+            match client.renew().await {
+                Ok(renewed) => {
+                    renewed.save(&state_dir)?;
+                    client = EdgeClient::new(&client.url().to_string(), &renewed)?;
+                    tracing::info!("client certificate renewed");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "renewing the client certificate failed; will retry")
+                }
+            }
         }
         let Some(path) = spool.files()?.into_iter().next() else {
             tokio::select! {
@@ -198,6 +217,21 @@ async fn send_spool(
             }
         }
     }
+}
+
+/// What `check` verifies: the configuration, the credentials, and that the edge answers to them.
+pub async fn check(config: &Config) -> anyhow::Result<String> {
+    let credentials = Credentials::load(&config.state_dir)
+        .context("no credentials in the state directory: pair first with `tributary-agent pair`")?;
+    let client = EdgeClient::new(&config.edge, &credentials)
+        .with_context(|| format!("the edge URL {:?}", config.edge))?;
+    let whoami = client.whoami().await.context(
+        "the edge did not accept this agent's certificate (revoked, expired, or another platform)",
+    )?;
+    Ok(format!(
+        "ok: the edge at {} knows this agent as source {} of tenant {}",
+        config.edge, whoami.source_id, whoami.tenant_id
+    ))
 }
 
 /// What `status` prints.

@@ -194,6 +194,18 @@ fn a_paired_simulator_streams_into_bronze_and_survives_sigkill() {
     )
     .unwrap();
 
+    let checked = Command::new(AGENT)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).starts_with("ok: the edge"));
+
     let mut agent = start_agent(&config);
     wait_until("bronze holds the simulator's first events", || {
         metric(&web, "tributary_bronze_events_written_total") >= 800.0
