@@ -38,6 +38,19 @@ fn default_devices() -> u32 {
 }
 
 impl Config {
+    /// A simulator agent for `edge`, keeping its state in `state_dir`.
+    pub fn simulator(edge: String, state_dir: PathBuf, events_per_second: u32) -> Self {
+        Self {
+            edge,
+            state_dir,
+            source: SourceConfig {
+                kind: "simulator".into(),
+                events_per_second,
+                devices: default_devices(),
+            },
+        }
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the configuration {}", path.display()))?;

@@ -7,8 +7,10 @@
 //! the edge client only, never on the platform's storage, bus or web code.
 
 mod cli;
-mod config;
+pub mod config;
 mod run;
+
+pub use run::run_until;
 mod simulator;
 mod spool;
 

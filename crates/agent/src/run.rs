@@ -24,6 +24,19 @@ const BATCH_EVENTS: usize = 500;
 const MAX_SPOOLED: usize = 10_000;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    run_until(config, async {
+        if let Err(error) = wait_for_signal().await {
+            tracing::error!(%error, "cannot wait for signals; stopping");
+        }
+    })
+    .await
+}
+
+/// Runs until `shutdown` completes (the platform's demo runs an agent in its own process).
+pub async fn run_until(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let credentials = Credentials::load(&config.state_dir)
         .context("no credentials in the state directory: pair first with `tributary-agent pair`")?;
     let spool = Spool::open(&config.state_dir)?;
@@ -46,7 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_rx,
     ));
     tracing::info!(edge = %config.edge, source = %credentials.source_id, "agent running");
-    wait_for_signal().await?;
+    shutdown.await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     reader.await??;

@@ -168,6 +168,11 @@ pub struct UpArgs {
     /// [default: 127.0.0.1:8080]
     #[arg(long, env = "TRIBUTARY_WEB_ADDR", value_name = "ADDR")]
     pub web_addr: Option<SocketAddr>,
+
+    /// Skip the demo (a tenant with a simulated agent streaming, set up on the first start of
+    /// a managed cluster).
+    #[arg(long, env = "TRIBUTARY_NO_DEMO")]
+    pub no_demo: bool,
 }
 
 #[derive(Debug, Subcommand)]

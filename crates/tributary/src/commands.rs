@@ -16,7 +16,7 @@ use crate::settings::{DatabaseChoice, Settings};
 
 pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Up(_) => crate::up::run(settings).await,
+        Command::Up(args) => crate::up::run(settings, !args.no_demo).await,
         Command::Migrate => migrate(settings).await,
         Command::Tenant(command) => tenant(command, settings).await,
         Command::User(command) => user(command, settings).await,

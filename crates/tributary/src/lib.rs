@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod demo;
 mod ingestion;
 mod settings;
 mod up;

@@ -18,7 +18,7 @@ const BRONZE_DAYS_AHEAD: i32 = 7;
 /// recognised as a duplicate on the bus (bronze recognises it forever).
 const BUS_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     // Installed before anything starts, so a signal during start-up still stops what started.
     let signals = Signals::install()?;
     let connected = Connected::open(&settings, true).await?;
@@ -58,17 +58,53 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         ingestion::stopped(shutdown_rx.clone()),
     ));
 
+    // The demo: only on a managed cluster (a given server is someone's real platform).
+    let edge_url = format!("https://{edge_addr}");
+    let demo = if demo && matches!(settings.database, crate::settings::DatabaseChoice::Managed) {
+        Some(
+            crate::demo::ensure(&settings.data_dir, &database, &edge_url, &ingestion.ca_pem)
+                .await
+                .context("setting up the demo")?,
+        )
+    } else {
+        None
+    };
+    let demo_agent = demo.as_ref().map(|_| {
+        tokio::spawn(agent::run_until(
+            crate::demo::agent_config(&settings.data_dir, &edge_url),
+            ingestion::stopped(shutdown_rx.clone()),
+        ))
+    });
+
     println!("Tributary is running.");
     println!("  web:      http://{web_addr}/");
     println!("  health:   http://{web_addr}/healthz (metrics: /metrics)");
     println!("  edge:     https://{edge_addr}/ (agents pair and send here)");
     println!("  bus:      {}", describe_bus(&bus_config));
     println!("  database: {}", connected.describe());
+    if let Some(demo) = &demo {
+        println!(
+            "  demo:     tenant {} with a simulated agent streaming (source {})",
+            demo.tenant_id, demo.source_id
+        );
+        println!("  login:    API token for http://{web_addr}/api/v1 (admin of the demo tenant):");
+        println!("            {}", demo.api_token);
+        println!(
+            "            e.g. curl -H 'Authorization: Bearer <token>' http://{web_addr}/api/v1/sources"
+        );
+    }
     println!("Stop with Ctrl-C (or SIGTERM).");
     tracing::info!(%web_addr, "platform ready");
 
     signals.wait().await;
     tracing::info!("shutting down");
+    if let Some(agent) = demo_agent {
+        // Stops with the shared signal below; its spool keeps whatever was not acknowledged.
+        let _ = shutdown_tx.send(true);
+        if let Ok(Err(error)) = agent.await {
+            tracing::warn!(%error, "the demo agent stopped with an error");
+        }
+    }
     // The edge first, so no batch is accepted that the rest no longer processes; then the rest.
     ingestion.stop().await;
     let _ = shutdown_tx.send(true);

@@ -19,10 +19,31 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
         !server_processes(&data_dir.pgdata()).is_empty(),
         "the managed server runs"
     );
+    // The demo: its agent streams into bronze through the edge, inside the platform.
+    let demo: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.0.join("demo.json")).unwrap()).unwrap();
+    assert!(demo["api_token"].as_str().unwrap().starts_with("tat1."));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, metrics) = platform.get("/metrics");
+        let written = metrics
+            .lines()
+            .find(|line| line.starts_with("tributary_bronze_events_written_total"))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if written > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo agent's events never reached bronze"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let (status, metrics) = platform.get("/metrics");
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("tributary_edge_events_total{status=\"accepted\"} 0"),
+        metrics.contains("tributary_edge_events_total{status=\"rejected\"} 0"),
         "{metrics}"
     );
     let settings = std::fs::read_to_string(data_dir.pgdata().join("postgresql.conf")).unwrap();
@@ -58,9 +79,16 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     let listed = tributary(&data_dir, &["tenant", "list", "--json"]);
     assert!(listed.status.success(), "{listed:?}");
     let tenants: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = tenants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tenant| tenant["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        tenants[0]["name"], "Acme",
-        "the second start sees the first one's data"
+        names,
+        ["Demo Charging", "Acme"],
+        "the second start sees the first one's data, and the demo tenant is made once"
     );
     assert_no_server_left(&data_dir.pgdata());
 
