@@ -10,6 +10,18 @@ use test_support::TestDatabase;
 
 use crate::support::{envelope, message, start_bronze_writer, tenant, wait_for_bronze};
 
+/// A cause of dead letters that can be fixed: bronze refuses events of the `quarantine` table
+/// until the constraint is dropped.
+async fn quarantine(admin: &mut sqlx::PgConnection) {
+    sqlx::raw_sql(
+        "alter table bronze.cdc_events add constraint no_quarantine \
+         check (table_name <> 'quarantine')",
+    )
+    .execute(admin)
+    .await
+    .unwrap();
+}
+
 async fn request(database: &Database, tenant: TenantId, kind: ReplayKind) -> uuid::Uuid {
     let mut tx = TenantTx::begin(
         database,
@@ -35,10 +47,7 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
     let source = SourceId::new_random();
     // A cause that can be fixed: bronze temporarily refuses events of one table.
     let mut admin = test_database.admin().await;
-    sqlx::raw_sql("alter table bronze.cdc_events add constraint no_quarantine check (table_name <> 'quarantine')")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    quarantine(&mut admin).await;
     let messages: Vec<_> = (0..6)
         .map(|n| {
             envelope(
@@ -259,13 +268,7 @@ async fn a_dlq_replay_goes_past_a_full_page_of_letters_that_fail_again() {
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
     let mut admin = test_database.admin().await;
-    sqlx::raw_sql(
-        "alter table bronze.cdc_events add constraint no_quarantine \
-         check (table_name <> 'quarantine')",
-    )
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    quarantine(&mut admin).await;
     // More dead letters than one page (1000), all still failing.
     for n in 0..1003 {
         let envelope = envelope(acme, source, n, time::Duration::ZERO, "quarantine");
