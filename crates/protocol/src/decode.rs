@@ -15,6 +15,8 @@ use uuid::Uuid;
 use crate::strict_json::{
     StrictContext, StrictValue, Violation, has_out_of_range_integer, nesting_exceeds,
 };
+use std::collections::BTreeMap;
+
 use crate::{BatchError, ChangeEvent, EventResult, Limits, Op, ReasonCode};
 
 const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
@@ -33,6 +35,8 @@ const EVENT_FIELDS: &[&str] = &[
     "key",
     "after",
     "before",
+    "unchanged",
+    "types",
 ];
 
 /// A batch read from the wire: for each event, in the batch's order, either the validated
@@ -623,6 +627,9 @@ fn read_fields(
         }
     }
 
+    let unchanged = read_unchanged(&mut object, op, after.as_ref(), limits)?;
+    let types = read_types(&mut object, limits)?;
+
     Ok(ChangeEvent {
         event_id,
         op,
@@ -635,7 +642,78 @@ fn read_fields(
         key,
         after,
         before,
+        unchanged,
+        types,
     })
+}
+
+/// `unchanged`: names of columns an update did not send, none of them also in `after`.
+fn read_unchanged(
+    object: &mut Map<String, Value>,
+    op: Op,
+    after: Option<&Map<String, Value>>,
+    limits: &Limits,
+) -> Result<Vec<String>, Rejection> {
+    let Some(value) = optional(object, "unchanged") else {
+        return Ok(Vec::new());
+    };
+    if op != Op::Update {
+        return Err(unexpected(op, "unchanged"));
+    }
+    let invalid = || {
+        Rejection::new(
+            ReasonCode::InvalidType,
+            "`unchanged` must be a list of column names that are not in `after`",
+        )
+    };
+    let Value::Array(items) = value else {
+        return Err(invalid());
+    };
+    let mut names = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::String(name) = item else {
+            return Err(invalid());
+        };
+        if !is_valid_name(&name, limits) {
+            return Err(Rejection::new(
+                ReasonCode::InvalidName,
+                format!(
+                    "a column name in `unchanged` must be 1 to {} bytes without control characters",
+                    limits.max_name_bytes
+                ),
+            ));
+        }
+        if after.is_some_and(|after| after.contains_key(&name)) || names.contains(&name) {
+            return Err(invalid());
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// `types`: column name → the source's type name.
+fn read_types(
+    object: &mut Map<String, Value>,
+    limits: &Limits,
+) -> Result<BTreeMap<String, String>, Rejection> {
+    let Some(types) = optional_object(object, "types")? else {
+        return Ok(BTreeMap::new());
+    };
+    types
+        .into_iter()
+        .map(|(column, type_name)| match type_name {
+            Value::String(type_name)
+                if is_valid_name(&column, limits)
+                    && type_name.len() <= 2 * limits.max_name_bytes =>
+            {
+                Ok((column, type_name))
+            }
+            _ => Err(Rejection::new(
+                ReasonCode::InvalidType,
+                "`types` must map column names to type names",
+            )),
+        })
+        .collect()
 }
 
 /// Which of `key`, `after` and `before` each operation carries:

@@ -43,11 +43,13 @@ impl Default for EventTimeWindow {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_body_bytes: 8 * 1024 * 1024,
-            max_decompressed_bytes: 8 * 1024 * 1024,
+            // A row may hold one value of many megabytes (PostgreSQL stores up to 1 GB out of
+            // line); an agent sends such a row alone in its batch.
+            max_body_bytes: 32 * 1024 * 1024,
+            max_decompressed_bytes: 64 * 1024 * 1024,
             max_events: 5000,
             max_depth: 32,
-            max_string_bytes: 256 * 1024,
+            max_string_bytes: 16 * 1024 * 1024,
             max_name_bytes: 63,
             max_key_columns: 32,
             event_time_window: Some(EventTimeWindow::default()),

@@ -43,6 +43,8 @@ fn insert_event(source: SourceId, seq: u32) -> ChangeEvent {
             json!({ "id": seq, "email": "a@example.com", "total": 12.5 }),
         )),
         before: None,
+        unchanged: Vec::new(),
+        types: Default::default(),
     }
 }
 
@@ -1363,6 +1365,8 @@ fn change_event(source: SourceId) -> impl Strategy<Value = ChangeEvent> {
                     key,
                     after,
                     before,
+                    unchanged: Vec::new(),
+                    types: Default::default(),
                 };
                 event.event_id = event.expected_event_id(source);
                 event

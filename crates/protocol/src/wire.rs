@@ -1,5 +1,6 @@
 //! The bodies of `POST /v1/events`: the batch an agent sends and the answer it gets.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -101,6 +102,15 @@ pub struct ChangeEvent {
     /// The row before the change, as much of it as the source logs (update, delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Map<String, Value>>,
+    /// Columns an update left unchanged whose values the source did not send (PostgreSQL does
+    /// not log an unchanged value stored out of line): absent from `after`, and a consumer keeps
+    /// their previous values. Never a null or a placeholder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<String>,
+    /// Each column's type at the source (PostgreSQL's name for it, e.g. `integer`, `jsonb`,
+    /// `timestamp with time zone`), when the source knows it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub types: BTreeMap<String, String>,
 }
 
 impl ChangeEvent {

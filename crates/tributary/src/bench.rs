@@ -414,6 +414,8 @@ fn event(source: SourceId, base_millis: i64, n: u64, payload_bytes: usize) -> Ch
         key,
         after: Some(after),
         before: None,
+        unchanged: Vec::new(),
+        types: Default::default(),
     }
 }
 

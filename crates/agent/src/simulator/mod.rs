@@ -142,6 +142,8 @@ impl Simulator {
             key: object(key),
             after: Some(object(after)),
             before: None,
+            unchanged: Vec::new(),
+            types: Default::default(),
         }
     }
 }

@@ -228,6 +228,8 @@ pub fn batch(source: SourceId, n: u32) -> EventBatch {
                 after: Some(key.clone()),
                 key,
                 before: None,
+                unchanged: Vec::new(),
+                types: Default::default(),
             }
         })
         .collect();

@@ -228,13 +228,25 @@ fn decode(delivery: &Delivery) -> Result<BronzeRow, String> {
         lsn: i64::try_from(event.lsn.0).map_err(|_| "LSN beyond 2^63".to_owned())?,
         seq: i32::try_from(event.seq).map_err(|_| "sequence beyond 2^31".to_owned())?,
         xid: event.xid.and_then(|xid| i64::try_from(xid).ok()),
-        payload: serde_json::to_string(&serde_json::json!({
-            "key": event.key,
-            "after": event.after,
-            "before": event.before,
-        }))
-        .map_err(|error| error.to_string())?,
+        payload: bronze_payload(event)?,
     })
+}
+
+/// What bronze keeps of an event beyond its columns: its row images, and the unchanged columns
+/// and source types when it has them.
+fn bronze_payload(event: &protocol::ChangeEvent) -> Result<String, String> {
+    let mut payload = serde_json::json!({
+        "key": event.key,
+        "after": event.after,
+        "before": event.before,
+    });
+    if !event.unchanged.is_empty() {
+        payload["unchanged"] = serde_json::json!(event.unchanged);
+    }
+    if !event.types.is_empty() {
+        payload["types"] = serde_json::json!(event.types);
+    }
+    serde_json::to_string(&payload).map_err(|error| error.to_string())
 }
 
 /// The envelope of an event read back from bronze: the inverse of what the writer stores.
@@ -268,6 +280,14 @@ pub fn envelope_of(
             key: object("key").unwrap_or_default(),
             after: object("after"),
             before: object("before"),
+            unchanged: payload
+                .get("unchanged")
+                .and_then(|value| serde_json::from_value(value.clone()).ok())
+                .unwrap_or_default(),
+            types: payload
+                .get("types")
+                .and_then(|value| serde_json::from_value(value.clone()).ok())
+                .unwrap_or_default(),
         },
         replay,
     })

@@ -48,6 +48,8 @@ pub fn envelope(
                     .clone(),
             ),
             before: None,
+            unchanged: Vec::new(),
+            types: Default::default(),
         },
         replay: None,
     }

@@ -397,6 +397,8 @@ fn batch(source: SourceId, base_millis: i64, range: std::ops::Range<u32>) -> Eve
                 key,
                 after: Some(after),
                 before: None,
+                unchanged: Vec::new(),
+                types: Default::default(),
             }
         })
         .collect();
