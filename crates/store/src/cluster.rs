@@ -75,6 +75,95 @@ pub enum ClusterError {
     },
 }
 
+/// A throwaway cluster for tests of what runs against a customer's database (the agent's
+/// source): superuser `postgres`, trust authentication on loopback only, and the given
+/// `postgresql.conf` settings (e.g. `wal_level`). Stopped when dropped.
+#[derive(Debug)]
+pub struct ScratchCluster {
+    binaries: PgBinaries,
+    user: ServerUser,
+    root: PathBuf,
+    port: u16,
+}
+
+impl ScratchCluster {
+    /// Creates and starts a cluster under `root` (an empty directory the caller owns).
+    pub fn start(root: &Path, settings: &[(&str, &str)]) -> Result<Self, ClusterError> {
+        let binaries = PgBinaries::locate()?;
+        let user = ServerUser::resolve()?;
+        fs::create_dir_all(root).map_err(io_error(root))?;
+        let root = fs::canonicalize(root).map_err(io_error(root))?;
+        let pgdata = root.join("postgres");
+        user.check_reachable(&pgdata)?;
+        fs::create_dir_all(&pgdata).map_err(io_error(&pgdata))?;
+        fs::set_permissions(&pgdata, fs::Permissions::from_mode(0o700))
+            .map_err(io_error(&pgdata))?;
+        user.give(&pgdata)?;
+        let mut command = user.command(binaries.command("initdb"));
+        command.arg("-D").arg(&pgdata).args([
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+            "--auth=trust",
+        ]);
+        run(command, "initdb", &root.join("postgres.log"))?;
+        let conf = pgdata.join("postgresql.conf");
+        let mut text = format!(
+            "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n",
+            root.join("run").display()
+        );
+        for (name, value) in settings {
+            text.push_str(&format!("{name} = '{value}'\n"));
+        }
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .map_err(io_error(&conf))?;
+        let port = free_loopback_port().map_err(io_error(&root))?;
+        start_server(&binaries, &user, &root, port)?;
+        Ok(Self {
+            binaries,
+            user,
+            root,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DATABASE`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let pgdata = self.root.join("postgres");
+        if running_port(&pgdata).is_none() {
+            return Ok(());
+        }
+        let mut command = self.user.command(self.binaries.command("pg_ctl"));
+        command
+            .arg("stop")
+            .arg("-D")
+            .arg(&pgdata)
+            .args(["-m", "immediate", "-w", "-t", "60"]);
+        run(command, "pg_ctl stop", &self.root.join("postgres.log"))?;
+        Ok(())
+    }
+}
+
+impl Drop for ScratchCluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
     move |source| ClusterError::Io {
         path: path.to_owned(),

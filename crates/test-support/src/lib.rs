@@ -105,11 +105,61 @@ fn start_private_cluster() -> Result<ConnectionSettings, String> {
     let dir = std::env::temp_dir().join(format!("tributary-test-{}", short_id()));
     std::fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
     let cluster = ManagedCluster::start(&dir).map_err(|error| error.to_string())?;
-    spawn_watchdog(&cluster, &dir);
+    spawn_watchdog(&cluster.data_dir().join("postgres"), &dir);
     Ok(cluster.connection_settings().clone())
 }
 
-fn spawn_watchdog(cluster: &ManagedCluster, dir: &std::path::Path) {
+/// A source database for the agent's tests: a cluster of its own (superuser `postgres`, trust
+/// on loopback) with the given settings, stopped and removed when dropped or when the test
+/// process dies.
+#[derive(Debug)]
+pub struct SourceCluster {
+    cluster: store::cluster::ScratchCluster,
+    dir: std::path::PathBuf,
+}
+
+impl SourceCluster {
+    pub fn start(settings: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("tributary-source-{}", short_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = store::cluster::ScratchCluster::start(&dir, settings)
+            .unwrap_or_else(|error| panic!("starting a source cluster: {}", error_chain(&error)));
+        spawn_watchdog(&dir.join("postgres"), &dir);
+        Self { cluster, dir }
+    }
+
+    /// A cluster as the agent wants it: logical decoding on, slots and senders to spare.
+    pub fn logical() -> Self {
+        Self::start(&[
+            ("wal_level", "logical"),
+            ("max_replication_slots", "8"),
+            ("max_wal_senders", "8"),
+        ])
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DATABASE` (the superuser).
+    pub fn url(&self, database: &str) -> String {
+        self.cluster.url(database)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.cluster.port()
+    }
+
+    /// Stops the server at once (like a crash), keeping its files.
+    pub fn stop(&self) {
+        self.cluster.stop().unwrap();
+    }
+}
+
+impl Drop for SourceCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_watchdog(pgdata: &std::path::Path, dir: &std::path::Path) {
     // SIGQUIT is PostgreSQL's immediate shutdown; the cluster is thrown away anyway.
     let script = "while kill -0 \"$WATCHED\" 2>/dev/null; do sleep 0.5; done; \
                   pid=$(head -n 1 \"$PGDATA/postmaster.pid\" 2>/dev/null); \
@@ -120,7 +170,7 @@ fn spawn_watchdog(cluster: &ManagedCluster, dir: &std::path::Path) {
         .arg("-c")
         .arg(script)
         .env("WATCHED", std::process::id().to_string())
-        .env("PGDATA", cluster.data_dir().join("postgres"))
+        .env("PGDATA", pgdata)
         .env("DIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
