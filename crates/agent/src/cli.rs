@@ -43,14 +43,22 @@ enum Command {
         #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
         config: PathBuf,
     },
-    /// Check the configuration and that the edge accepts this agent's certificate; says what to
-    /// fix otherwise.
+    /// Check the configuration, that the edge accepts this agent's certificate, and the
+    /// source's prerequisites (wal_level, REPLICATION, slots, publication, keys); says exactly
+    /// what to fix, and exits 1 when something must be fixed.
     Check {
         #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
         config: PathBuf,
     },
-    /// What the agent is doing: pairing, spooled batches, position.
+    /// What the agent is doing: pairing, spool depth, positions, lag, slot health, last error.
     Status {
+        #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
+        config: PathBuf,
+    },
+    /// After the source invalidated or lost the replication slot: drop the slot and forget the
+    /// source's positions, so the next run takes a new snapshot. Spooled batches are kept and
+    /// still sent. Stop the agent first.
+    Resync {
         #[arg(long, env = "TRIBUTARY_AGENT_CONFIG")]
         config: PathBuf,
     },
@@ -88,7 +96,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => crate::run::run(Config::load(&config)?).await?,
         Command::Check { config } => {
-            println!("{}", crate::run::check(&Config::load(&config)?).await?)
+            let (report, ready) = crate::run::check(&Config::load(&config)?).await;
+            println!("{report}");
+            if !ready {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Resync { config } => {
+            let config = Config::load(&config)?;
+            anyhow::ensure!(
+                config.source.kind == "postgres",
+                "resync applies to a postgres source"
+            );
+            println!(
+                "{}",
+                crate::postgres::resync(&config.postgres()?, &config.state_dir).await?
+            );
         }
         Command::Status { config } => println!("{}", crate::run::status(&Config::load(&config)?)?),
     }

@@ -1,8 +1,10 @@
 //! The agent's configuration file (TOML), with `TRIBUTARY_AGENT_*` environment overrides.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// `agent.toml`; see `agent.example.toml` at the repository's root.
@@ -14,19 +16,71 @@ pub struct Config {
     /// Certificate, key, spool and positions.
     pub state_dir: PathBuf,
     pub source: SourceConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `simulator` (a PostgreSQL source comes with later work).
+    /// `postgres` or `simulator`.
     pub kind: String,
+    /// PostgreSQL: `postgres://user:password@host:port/database?sslmode=...`
+    /// (or `TRIBUTARY_AGENT_SOURCE_URL`, to keep the password out of the file).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: `schema.table` names to capture; empty or absent: all tables.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// PostgreSQL: the replication slot's name.
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// PostgreSQL: the publication's name (created when missing).
+    #[serde(default = "default_slot")]
+    pub publication: String,
+    /// PostgreSQL: seconds between heartbeats and slot health checks.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u64,
     /// Simulator: events per second.
     #[serde(default = "default_rate")]
     pub events_per_second: u32,
     /// Simulator: devices simulated.
     #[serde(default = "default_devices")]
     pub devices: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// The spool's bound: beyond it the source is not read until the edge takes batches.
+    #[serde(default = "default_spool_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_spool_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `127.0.0.1:9187`: serve `/healthz` and `/metrics` there. Loopback addresses only.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+fn default_slot() -> String {
+    "tributary".into()
+}
+
+fn default_heartbeat() -> u64 {
+    10
 }
 
 fn default_rate() -> u32 {
@@ -37,6 +91,10 @@ fn default_devices() -> u32 {
     20
 }
 
+fn default_spool_bytes() -> u64 {
+    1 << 30
+}
+
 impl Config {
     /// A simulator agent for `edge`, keeping its state in `state_dir`.
     pub fn simulator(edge: String, state_dir: PathBuf, events_per_second: u32) -> Self {
@@ -45,9 +103,16 @@ impl Config {
             state_dir,
             source: SourceConfig {
                 kind: "simulator".into(),
+                url: None,
+                tables: Vec::new(),
+                slot: default_slot(),
+                publication: default_slot(),
+                heartbeat_seconds: default_heartbeat(),
                 events_per_second,
                 devices: default_devices(),
             },
+            spool: SpoolConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 
@@ -56,18 +121,74 @@ impl Config {
             .with_context(|| format!("reading the configuration {}", path.display()))?;
         let mut config: Config = toml::from_str(&text)
             .with_context(|| format!("in the configuration {}", path.display()))?;
-        if let Ok(edge) = std::env::var("TRIBUTARY_AGENT_EDGE") {
-            config.edge = edge;
+        config.apply_environment()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_environment(&mut self) -> anyhow::Result<()> {
+        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        if let Some(edge) = variable("TRIBUTARY_AGENT_EDGE") {
+            self.edge = edge;
         }
-        if let Ok(state_dir) = std::env::var("TRIBUTARY_AGENT_STATE_DIR") {
-            config.state_dir = state_dir.into();
+        if let Some(state_dir) = variable("TRIBUTARY_AGENT_STATE_DIR") {
+            self.state_dir = state_dir.into();
         }
-        if config.source.kind != "simulator" {
-            anyhow::bail!(
-                "source kind {:?} is not supported by this agent yet: use \"simulator\"",
-                config.source.kind
+        if let Some(url) = variable("TRIBUTARY_AGENT_SOURCE_URL") {
+            self.source.url = Some(url);
+        }
+        if let Some(bytes) = variable("TRIBUTARY_AGENT_SPOOL_MAX_BYTES") {
+            self.spool.max_bytes = bytes
+                .parse()
+                .context("TRIBUTARY_AGENT_SPOOL_MAX_BYTES must be a number of bytes")?;
+        }
+        if let Some(listen) = variable("TRIBUTARY_AGENT_HEALTH_LISTEN") {
+            self.health.listen =
+                Some(listen.parse().context(
+                    "TRIBUTARY_AGENT_HEALTH_LISTEN must be an address like 127.0.0.1:9187",
+                )?);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        match self.source.kind.as_str() {
+            "simulator" => {}
+            "postgres" => {
+                if self.source.url.is_none() {
+                    bail!(
+                        "a postgres source needs `url` in [source] or TRIBUTARY_AGENT_SOURCE_URL"
+                    );
+                }
+                self.postgres()?.validate()?;
+            }
+            other => bail!("source kind {other:?} is not one of \"postgres\", \"simulator\""),
+        }
+        if let Some(listen) = self.health.listen
+            && !listen.ip().is_loopback()
+        {
+            bail!(
+                "health.listen must be a loopback address: the agent accepts no outside connections"
             );
         }
-        Ok(config)
+        if self.spool.max_bytes < 1 << 20 {
+            bail!("spool.max_bytes must be at least 1 MiB");
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL source's settings.
+    pub fn postgres(&self) -> anyhow::Result<crate::postgres::Settings> {
+        Ok(crate::postgres::Settings {
+            url: self
+                .source
+                .url
+                .clone()
+                .context("a postgres source needs `url`")?,
+            tables: self.source.tables.clone(),
+            slot: self.source.slot.clone(),
+            publication: self.source.publication.clone(),
+            heartbeat: Duration::from_secs(self.source.heartbeat_seconds.max(1)),
+        })
     }
 }

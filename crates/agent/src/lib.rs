@@ -8,11 +8,15 @@
 
 mod cli;
 pub mod config;
+mod health;
+pub mod postgres;
 mod run;
+mod simulator;
+mod sink;
+pub mod spool;
+pub mod status;
 
 pub use run::run_until;
-mod simulator;
-mod spool;
 
 use std::process::ExitCode;
 

@@ -12,16 +12,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::simulator::{Position, Simulator};
-use crate::spool::{Spool, Spooled};
+use crate::sink::BATCH_EVENTS;
+use crate::spool::{Resume, Spool, Spooled};
+use crate::status::StatusCell;
 
 const POSITION_FILE: &str = "simulator-position.json";
-
-/// Changes per spooled batch at most.
-const BATCH_EVENTS: usize = 500;
-
-/// Spooled batches beyond which the reader pauses (the edge is unreachable for a while):
-/// the source is read no further rather than the disk filled.
-const MAX_SPOOLED: usize = 10_000;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     run_until(config, async {
@@ -32,39 +27,84 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs until `shutdown` completes (the platform's demo runs an agent in its own process).
+/// Runs until `shutdown` completes (the platform's demo runs an agent in its own process), or
+/// until the source fails in a way only an operator can fix.
 pub async fn run_until(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let credentials = Credentials::load(&config.state_dir)
         .context("no credentials in the state directory: pair first with `tributary-agent pair`")?;
-    let spool = Spool::open(&config.state_dir)?;
+    let spool = Arc::new(Spool::open(&config.state_dir, config.spool.max_bytes)?);
     let client = EdgeClient::new(&config.edge, &credentials)
         .with_context(|| format!("the edge URL {:?}", config.edge))?;
+    let status = StatusCell::new(&config.source.kind);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (confirm_tx, confirm_rx) = watch::channel(0u64);
     let spooled = Arc::new(Notify::new());
-    let reader = tokio::spawn(read_source(
-        config.clone(),
-        credentials.source_id,
-        spool.clone(),
-        spooled.clone(),
-        stop_rx.clone(),
-    ));
+    let mut reader = match config.source.kind.as_str() {
+        "postgres" => tokio::spawn(crate::postgres::stream::run(
+            config.postgres()?,
+            crate::postgres::Shared {
+                state_dir: config.state_dir.clone(),
+                source: credentials.source_id,
+                spool: spool.clone(),
+                spooled: spooled.clone(),
+                status: status.clone(),
+                confirm: confirm_rx,
+            },
+            stop_rx.clone(),
+        )),
+        _ => tokio::spawn(read_simulator(
+            config.clone(),
+            credentials.source_id,
+            spool.clone(),
+            spooled.clone(),
+            status.clone(),
+            stop_rx.clone(),
+        )),
+    };
     let sender = tokio::spawn(send_spool(
         client,
         config.state_dir.clone(),
-        spool,
+        spool.clone(),
         spooled,
-        stop_rx,
+        status.clone(),
+        confirm_tx,
+        stop_rx.clone(),
     ));
-    tracing::info!(edge = %config.edge, source = %credentials.source_id, "agent running");
-    shutdown.await;
+    let reporter = tokio::spawn(report_status(
+        config.state_dir.clone(),
+        spool,
+        status.clone(),
+        stop_rx.clone(),
+    ));
+    if let Some(listen) = config.health.listen {
+        crate::health::serve(listen, status.clone(), stop_rx.clone()).await?;
+    }
+    tracing::info!(edge = %config.edge, source = %credentials.source_id, kind = %config.source.kind, "agent running");
+    let reader_result = tokio::select! {
+        _ = shutdown => None,
+        result = &mut reader => Some(result),
+    };
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
-    reader.await??;
+    let reader_result = match reader_result {
+        Some(result) => result,
+        None => reader.await,
+    }?;
     sender.await??;
-    Ok(())
+    reporter.await??;
+    if let Err(error) = &reader_result {
+        status.update(|status| {
+            status.state = "failed".into();
+            status.last_error = Some(format!("{error:#}"));
+        });
+    } else {
+        status.update(|status| status.state = "stopped".into());
+    }
+    write_status(&config.state_dir, &status)?;
+    reader_result
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -86,43 +126,45 @@ fn load_position(state_dir: &Path, spool: &Spool) -> anyhow::Result<Position> {
         Err(_) => Position::start(),
     };
     // The spool may hold a batch whose position was not saved yet (a crash in between).
-    if let Some(end) = spool.end_position()? {
-        position.next_lsn = position.next_lsn.max(end);
+    if let Some(newest) = spool.newest()? {
+        position.next_lsn = position.next_lsn.max(newest.end_position);
     }
     Ok(position)
 }
 
 fn save_position(state_dir: &Path, position: Position) -> anyhow::Result<()> {
-    let path = state_dir.join(POSITION_FILE);
-    let temporary: PathBuf = state_dir.join(format!("{POSITION_FILE}.tmp"));
-    std::fs::write(&temporary, serde_json::to_vec(&position)?)?;
-    std::fs::File::open(&temporary)?.sync_all()?;
-    std::fs::rename(&temporary, &path)?;
-    Ok(())
+    crate::spool::write_atomically(
+        &state_dir.join(POSITION_FILE),
+        &serde_json::to_vec(&position)?,
+    )
 }
 
-async fn read_source(
+async fn read_simulator(
     config: Config,
     source: domain::SourceId,
-    spool: Spool,
+    spool: Arc<Spool>,
     spooled: Arc<Notify>,
+    status: StatusCell,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let position = load_position(&config.state_dir, &spool)?;
     let mut simulator = Simulator::new(source, config.source.devices, position);
     let rate = config.source.events_per_second.max(1) as usize;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    status.update(|status| status.state = "streaming".into());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return Ok(()),
         }
-        if spool.files()?.len() >= MAX_SPOOLED {
+        if spool.is_full() {
             tracing::warn!(
                 "the spool is full; the source is not read until the edge takes batches again"
             );
+            status.update(|status| status.backpressure = true);
             continue;
         }
+        status.update(|status| status.backpressure = false);
         let mut remaining = rate;
         while remaining > 0 {
             let count = remaining.min(BATCH_EVENTS);
@@ -131,6 +173,7 @@ async fn read_source(
             let end_position = simulator.position().next_lsn;
             spool.push(&Spooled {
                 end_position,
+                resume: Resume::default(),
                 batch: EventBatch {
                     source_id: None,
                     tenant_id: None,
@@ -138,6 +181,7 @@ async fn read_source(
                 },
             })?;
             save_position(&config.state_dir, simulator.position())?;
+            status.update(|status| status.captured_lsn = Some(domain::Lsn(end_position)));
         }
         spooled.notify_one();
     }
@@ -149,8 +193,10 @@ const RENEW_BEFORE: time::Duration = time::Duration::days(2);
 async fn send_spool(
     mut client: EdgeClient,
     state_dir: PathBuf,
-    spool: Spool,
+    spool: Arc<Spool>,
     spooled: Arc<Notify>,
+    status: StatusCell,
+    confirm: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(250);
@@ -174,7 +220,8 @@ async fn send_spool(
                 }
             }
         }
-        let Some(path) = spool.files()?.into_iter().next() else {
+        let Some(number) = spool.oldest() else {
+            status.update(|status| status.lag_seconds = Some(0.0));
             tokio::select! {
                 _ = spooled.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -182,10 +229,20 @@ async fn send_spool(
             }
             continue;
         };
-        let batch = spool.read(&path)?;
-        match client.send(&batch.batch, Encoding::Zstd).await {
+        let batch = spool.read(number)?;
+        if let Some(first) = batch.batch.events.first() {
+            let waited = time::OffsetDateTime::now_utc() - first.event_time;
+            status.update(|status| status.lag_seconds = Some(waited.as_seconds_f64().max(0.0)));
+        }
+        let outcome = if batch.batch.events.is_empty() {
+            // Only a position: nothing to send.
+            Ok(None)
+        } else {
+            client.send(&batch.batch, Encoding::Zstd).await.map(Some)
+        };
+        match outcome {
             Ok(response) => {
-                if response.rejected > 0 {
+                if let Some(response) = response.filter(|response| response.rejected > 0) {
                     // The edge will never take these as they are; keep them for the operator.
                     let rejected = state_dir.join("rejected.jsonl");
                     let mut lines = String::new();
@@ -206,13 +263,26 @@ async fn send_spool(
                     tracing::warn!(rejected = response.rejected, file = %rejected.display(),
                         "the edge rejected events; their reasons are kept");
                 }
-                spool.remove(&path)?;
+                if batch.resume != Resume::default() {
+                    crate::spool::save_acked(&state_dir, &batch.resume)?;
+                }
+                spool.remove(number)?;
+                if let Some(lsn) = batch.resume.confirm {
+                    confirm.send_if_modified(|confirmed| {
+                        let newer = lsn > *confirmed;
+                        if newer {
+                            *confirmed = lsn;
+                        }
+                        newer
+                    });
+                }
+                if let Some(last) = batch.batch.events.last() {
+                    status.update(|status| {
+                        status.acked_lsn = Some(last.lsn);
+                        status.last_error = None;
+                    });
+                }
                 backoff = Duration::from_millis(250);
-                tracing::debug!(
-                    accepted = response.accepted,
-                    duplicates = response.duplicates,
-                    "batch acknowledged"
-                );
             }
             Err(error) => {
                 let wait = error.retry_after().unwrap_or(backoff);
@@ -222,6 +292,9 @@ async fn send_spool(
                     tracing::error!(%error, retry_in = ?wait,
                         "the edge refused the batch; it stays spooled until the cause is fixed");
                 }
+                status.update(|status| {
+                    status.last_error = Some(format!("sending to the edge: {error}"))
+                });
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
@@ -232,27 +305,96 @@ async fn send_spool(
     }
 }
 
-/// What `check` verifies: the configuration, the credentials, and that the edge answers to them.
-pub async fn check(config: &Config) -> anyhow::Result<String> {
-    let credentials = Credentials::load(&config.state_dir)
-        .context("no credentials in the state directory: pair first with `tributary-agent pair`")?;
-    let client = EdgeClient::new(&config.edge, &credentials)
-        .with_context(|| format!("the edge URL {:?}", config.edge))?;
-    let whoami = client.whoami().await.context(
-        "the edge did not accept this agent's certificate (revoked, expired, or another platform)",
-    )?;
-    Ok(format!(
-        "ok: the edge at {} knows this agent as source {} of tenant {}",
-        config.edge, whoami.source_id, whoami.tenant_id
-    ))
+const STATUS_FILE: &str = "status.json";
+
+fn write_status(state_dir: &Path, status: &StatusCell) -> anyhow::Result<()> {
+    status.update(|status| {
+        status.updated_at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+    });
+    crate::spool::write_atomically(
+        &state_dir.join(STATUS_FILE),
+        &serde_json::to_vec_pretty(&status.get())?,
+    )
 }
 
-/// What `status` prints.
+/// Keeps the status current and on disk every two seconds.
+async fn report_status(
+    state_dir: PathBuf,
+    spool: Arc<Spool>,
+    status: StatusCell,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        status.update(|status| {
+            status.spool_batches = spool.len() as u64;
+            status.spool_bytes = spool.bytes();
+        });
+        if let Err(error) = write_status(&state_dir, &status) {
+            tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
+        }
+    }
+}
+
+/// What `check` verifies: the configuration, the credentials, that the edge answers to them,
+/// and the source's prerequisites. Returns the report and whether everything needed is there.
+pub async fn check(config: &Config) -> (String, bool) {
+    let mut lines = Vec::new();
+    let mut ready = true;
+    match Credentials::load(&config.state_dir) {
+        Err(_) => {
+            ready = false;
+            lines.push("FIX     no credentials in the state directory: pair first with `tributary-agent pair`".to_owned());
+        }
+        Ok(credentials) => match EdgeClient::new(&config.edge, &credentials) {
+            Err(error) => {
+                ready = false;
+                lines.push(format!("FIX     the edge URL {:?}: {error:#}", config.edge));
+            }
+            Ok(client) => match client.whoami().await {
+                Ok(whoami) => lines.push(format!(
+                    "ok      the edge at {} knows this agent as source {} of tenant {}",
+                    config.edge, whoami.source_id, whoami.tenant_id
+                )),
+                Err(error) => {
+                    ready = false;
+                    lines.push(format!(
+                        "FIX     the edge did not accept this agent's certificate (revoked, expired, \
+                         or another platform's): {error}"
+                    ));
+                }
+            },
+        },
+    }
+    if config.source.kind == "postgres" {
+        match config.postgres() {
+            Ok(settings) => {
+                for finding in crate::postgres::check(&settings).await {
+                    ready &= finding.level != crate::postgres::Level::Fix;
+                    lines.push(finding.to_string());
+                }
+            }
+            Err(error) => {
+                ready = false;
+                lines.push(format!("FIX     {error:#}"));
+            }
+        }
+    }
+    (lines.join("\n"), ready)
+}
+
+/// What `status` prints: the pairing, the spool, and the running agent's last status.
 pub fn status(config: &Config) -> anyhow::Result<String> {
     let mut lines = Vec::new();
     match Credentials::load(&config.state_dir) {
         Ok(credentials) => lines.push(format!(
-            "paired:   tenant {}, source {}, certificate valid until {}",
+            "paired:     tenant {}, source {}, certificate valid until {}",
             credentials.tenant_id,
             credentials.source_id,
             credentials
@@ -260,20 +402,60 @@ pub fn status(config: &Config) -> anyhow::Result<String> {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default()
         )),
-        Err(_) => lines.push("paired:   no (run `tributary-agent pair`)".into()),
+        Err(_) => lines.push("paired:     no (run `tributary-agent pair`)".into()),
     }
-    let spool = Spool::open(&config.state_dir)?;
-    let files = spool.files()?;
-    let events: usize = files
-        .iter()
-        .filter_map(|path| spool.read(path).ok())
-        .map(|batch| batch.batch.events.len())
-        .sum();
+    let spool = Spool::open(&config.state_dir, config.spool.max_bytes)?;
     lines.push(format!(
-        "spool:    {} batch(es), {events} event(s) waiting",
-        files.len()
+        "spool:      {} batch(es), {} bytes waiting (bound {} bytes)",
+        spool.len(),
+        spool.bytes(),
+        config.spool.max_bytes
     ));
-    let position = load_position(&config.state_dir, &spool)?;
-    lines.push(format!("position: {}", domain::Lsn(position.next_lsn)));
+    let path = config.state_dir.join(STATUS_FILE);
+    let Ok(bytes) = std::fs::read(&path) else {
+        lines.push("agent:      has not run yet".into());
+        return Ok(lines.join("\n"));
+    };
+    let status: crate::status::AgentStatus =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))?;
+    let lsn = |lsn: Option<domain::Lsn>| lsn.map_or("-".to_owned(), |lsn| lsn.to_string());
+    lines.push(format!(
+        "state:      {} (as of {})",
+        status.state, status.updated_at
+    ));
+    lines.push(format!("captured:   {}", lsn(status.captured_lsn)));
+    lines.push(format!("acked:      {}", lsn(status.acked_lsn)));
+    lines.push(format!("confirmed:  {}", lsn(status.confirmed_lsn)));
+    if let Some(bytes) = status.lag_bytes {
+        lines.push(format!("lag:        {bytes} bytes of WAL"));
+    }
+    if let Some(seconds) = status.lag_seconds {
+        lines.push(format!(
+            "delay:      {seconds:.1} s since the oldest unacknowledged commit"
+        ));
+    }
+    if let Some(rows) = status.snapshot_rows {
+        lines.push(format!("snapshot:   {rows} row(s) read"));
+    }
+    if let Some(slot) = &status.slot {
+        lines.push(format!(
+            "slot:       {} ({}), retaining {} bytes of WAL{}",
+            slot.name,
+            slot.wal_status.as_deref().unwrap_or("unknown"),
+            slot.retained_bytes.unwrap_or_default(),
+            slot.safe_wal_bytes
+                .map(|safe| format!(", {safe} bytes before invalidation"))
+                .unwrap_or_default()
+        ));
+    }
+    if status.backpressure {
+        lines.push("spool full: the source is not being read until the edge takes batches".into());
+    }
+    for warning in &status.warnings {
+        lines.push(format!("warning:    {warning}"));
+    }
+    if let Some(error) = &status.last_error {
+        lines.push(format!("last error: {error}"));
+    }
     Ok(lines.join("\n"))
 }

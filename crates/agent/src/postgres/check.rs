@@ -1,0 +1,325 @@
+//! `tributary-agent check` for a PostgreSQL source: every prerequisite, and for each one that
+//! is missing, exactly what to change.
+
+use sqlx::PgConnection;
+
+use super::catalog::quote_ident;
+use super::{Settings, connect_sql, database_message};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warning,
+    /// Must be fixed before the agent can run.
+    Fix,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = match self.level {
+            Level::Ok => "ok     ",
+            Level::Warning => "warning",
+            Level::Fix => "FIX    ",
+        };
+        write!(formatter, "{label} {}", self.message)
+    }
+}
+
+fn finding(level: Level, message: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        message: message.into(),
+    }
+}
+
+/// Checks the source's settings, the role's privileges, the slot and the tables.
+pub async fn check(settings: &Settings) -> Vec<Finding> {
+    if let Err(error) = settings.validate() {
+        return vec![finding(Level::Fix, format!("{error:#}"))];
+    }
+    let mut connection = match connect_sql(settings).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            let cause = error
+                .chain()
+                .last()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return vec![finding(
+                Level::Fix,
+                format!(
+                    "cannot connect to the source ({cause}): check the URL, the network and pg_hba.conf"
+                ),
+            )];
+        }
+    };
+    match findings(&mut connection, settings).await {
+        Ok(findings) => findings,
+        Err(error) => vec![finding(
+            Level::Fix,
+            format!(
+                "reading the source's catalog failed: {}",
+                database_message(&error)
+            ),
+        )],
+    }
+}
+
+async fn findings(
+    connection: &mut PgConnection,
+    settings: &Settings,
+) -> sqlx::Result<Vec<Finding>> {
+    let mut out = Vec::new();
+    let (role, replication, superuser): (String, bool, bool) = sqlx::query_as(
+        "select current_user::text, rolreplication, rolsuper from pg_roles where rolname = current_user",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    let wal_level: String = sqlx::query_scalar("select current_setting('wal_level')")
+        .fetch_one(&mut *connection)
+        .await?;
+    if wal_level == "logical" {
+        out.push(finding(Level::Ok, "wal_level = logical"));
+    } else {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "wal_level is {wal_level:?}; logical replication needs wal_level = logical: run \
+                 ALTER SYSTEM SET wal_level = logical (as a superuser) and restart PostgreSQL"
+            ),
+        ));
+    }
+    if replication || superuser {
+        out.push(finding(
+            Level::Ok,
+            format!("the role {role:?} may replicate"),
+        ));
+    } else {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "the role {role:?} lacks the REPLICATION attribute: a superuser can grant it with \
+                 ALTER ROLE {} REPLICATION",
+                quote_ident(&role)
+            ),
+        ));
+    }
+    let (max_slots, used_slots, slot_exists, max_senders, senders): (i64, i64, bool, i64, i64) =
+        sqlx::query_as(
+            "select current_setting('max_replication_slots')::int8, \
+                    (select count(*) from pg_replication_slots), \
+                    exists (select 1 from pg_replication_slots where slot_name = $1), \
+                    current_setting('max_wal_senders')::int8, \
+                    (select count(*) from pg_stat_replication)",
+        )
+        .bind(&settings.slot)
+        .fetch_one(&mut *connection)
+        .await?;
+    if slot_exists {
+        let wal_status: Option<String> = sqlx::query_scalar(
+            "select wal_status::text from pg_replication_slots where slot_name = $1",
+        )
+        .bind(&settings.slot)
+        .fetch_one(&mut *connection)
+        .await?;
+        if wal_status.as_deref() == Some("lost") {
+            out.push(finding(
+                Level::Fix,
+                format!(
+                    "the replication slot {:?} was invalidated by the source: run \
+                     `tributary-agent resync` to take a new snapshot",
+                    settings.slot
+                ),
+            ));
+        } else {
+            out.push(finding(
+                Level::Ok,
+                format!("the replication slot {:?} exists", settings.slot),
+            ));
+        }
+    } else if used_slots >= max_slots {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "max_replication_slots = {max_slots} and all are in use: raise \
+                 max_replication_slots (a restart is needed) or drop an unused slot"
+            ),
+        ));
+    } else {
+        out.push(finding(
+            Level::Ok,
+            format!(
+                "a replication slot is free ({used_slots} of {max_slots} in use); the agent creates {:?}",
+                settings.slot
+            ),
+        ));
+    }
+    if senders >= max_senders {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "max_wal_senders = {max_senders} and all are in use: raise max_wal_senders (a \
+                 restart is needed)"
+            ),
+        ));
+    }
+    let keep: String = sqlx::query_scalar("select current_setting('max_slot_wal_keep_size')")
+        .fetch_one(&mut *connection)
+        .await?;
+    if keep == "-1" {
+        out.push(finding(
+            Level::Warning,
+            "max_slot_wal_keep_size is unlimited: while the agent cannot deliver, the slot keeps \
+             WAL until the disk fills; consider a limit (the agent warns before it is reached)",
+        ));
+    }
+    let encoding: String = sqlx::query_scalar("select current_setting('server_encoding')")
+        .fetch_one(&mut *connection)
+        .await?;
+    if encoding != "UTF8" {
+        out.push(finding(
+            Level::Fix,
+            format!("the database's encoding is {encoding}; the agent reads UTF8 databases only"),
+        ));
+    }
+
+    let publication_exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_publication where pubname = $1)")
+            .bind(&settings.publication)
+            .fetch_one(&mut *connection)
+            .await?;
+    let tables: Vec<(String, String)> = if publication_exists {
+        out.push(finding(
+            Level::Ok,
+            format!("the publication {:?} exists", settings.publication),
+        ));
+        super::catalog::publication_tables(connection, &settings.publication).await?
+    } else if settings.tables.is_empty() {
+        if superuser {
+            out.push(finding(
+                Level::Ok,
+                format!(
+                    "the agent creates the publication {:?} for all tables",
+                    settings.publication
+                ),
+            ));
+        } else {
+            out.push(finding(
+                Level::Fix,
+                format!(
+                    "publishing all tables needs a superuser: ask one to run CREATE PUBLICATION {} \
+                     FOR ALL TABLES, or list the tables in the configuration",
+                    quote_ident(&settings.publication)
+                ),
+            ));
+        }
+        sqlx::query_as(
+            "select n.nspname::text, c.relname::text from pg_class c \
+             join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
+               and n.nspname not like 'pg\\_%' order by 1, 2",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+    } else {
+        settings.table_names()
+    };
+    for (schema, table) in &tables {
+        table_findings(
+            connection,
+            schema,
+            table,
+            &role,
+            superuser,
+            publication_exists,
+            &mut out,
+        )
+        .await?;
+    }
+    Ok(out)
+}
+
+async fn table_findings(
+    connection: &mut PgConnection,
+    schema: &str,
+    table: &str,
+    role: &str,
+    superuser: bool,
+    publication_exists: bool,
+    out: &mut Vec<Finding>,
+) -> sqlx::Result<()> {
+    let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
+    let row: Option<(i64, String, String, bool, bool, Vec<String>)> = sqlx::query_as(
+        "select c.oid::int8, pg_get_userbyid(c.relowner)::text, c.relreplident::text, \
+                has_table_privilege(c.oid, 'SELECT'), \
+                exists (select 1 from pg_index i where i.indrelid = c.oid \
+                        and (i.indisprimary or (c.relreplident = 'i' and i.indisreplident))), \
+                coalesce(array(select a.attname::text from pg_attribute a join pg_type t on t.oid = a.atttypid \
+                         where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
+                           and a.attstorage in ('x', 'e') order by a.attnum), '{}') \
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+         where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some((_, owner, identity, readable, has_key, out_of_line)) = row else {
+        out.push(finding(
+            Level::Fix,
+            format!("the table {name} does not exist"),
+        ));
+        return Ok(());
+    };
+    if !readable {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "the role {role:?} cannot read {name} for the initial snapshot: GRANT SELECT ON {name} TO {}",
+                quote_ident(role)
+            ),
+        ));
+    }
+    if !publication_exists && !superuser && owner != role {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "creating the publication needs ownership of {name} (owned by {owner:?}): ask \
+                 its owner or a superuser to create the publication, or to run ALTER TABLE {name} \
+                 OWNER TO {}",
+                quote_ident(role)
+            ),
+        ));
+    }
+    if !has_key && identity != "f" {
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "{name} has no primary key: once published, updates and deletes on it would fail \
+                 on the source; add a primary key or run ALTER TABLE {name} REPLICA IDENTITY FULL"
+            ),
+        ));
+    }
+    if !out_of_line.is_empty() && identity != "f" {
+        out.push(finding(
+            Level::Warning,
+            format!(
+                "{name} has columns that may be stored out of line ({}): an update that leaves \
+                 such a value unchanged does not carry it, and the agent marks it `unchanged` for \
+                 the platform to keep the previous value; for complete row images run ALTER \
+                 TABLE {name} REPLICA IDENTITY FULL",
+                out_of_line.join(", ")
+            ),
+        ));
+    }
+    if readable && (has_key || identity == "f") {
+        out.push(finding(Level::Ok, format!("{name} can be captured")));
+    }
+    Ok(())
+}

@@ -1,0 +1,679 @@
+//! The PostgreSQL source end to end: a real source cluster with `wal_level=logical` started
+//! here, the agent as a process, the real platform's edge, and bronze compared with the source.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use test_support::SourceCluster;
+
+use crate::support::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+async fn connect(url: &str) -> PgConnection {
+    PgConnection::connect(url).await.unwrap()
+}
+
+async fn run(source: &mut PgConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(source)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+}
+
+/// Waits until bronze, applied in log order, equals the source's tables.
+async fn wait_for_bronze(
+    platform: &Platform,
+    source_id: &str,
+    source: &mut PgConnection,
+    tables: &[(&str, &[&str])],
+    agent: &mut Agent,
+) -> Vec<BronzeEvent> {
+    let mut database = platform.database().await;
+    let expected = source_tables(source, tables).await;
+    let deadline = std::time::Instant::now() + 2 * MINUTE;
+    loop {
+        let events = bronze_events(&mut database, source_id).await;
+        let mut folded = fold(&events);
+        folded.retain(|table, _| expected.contains_key(table));
+        for table in expected.keys() {
+            folded.entry(table.clone()).or_default();
+        }
+        if folded == expected {
+            return events;
+        }
+        assert!(agent.is_running(), "the agent stopped:\n{}", agent.log());
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "bronze does not match the source: bronze {:?}, source {:?}\nfirst difference: {}\nagent log:\n{}",
+                summary(&folded),
+                summary(&expected),
+                first_difference(&folded, &expected),
+                agent.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// No change was stored twice under different ids: every (commit LSN, sequence) once.
+fn assert_no_duplicates(events: &[BronzeEvent]) {
+    let mut positions: Vec<(i64, i32)> =
+        events.iter().map(|event| (event.lsn, event.seq)).collect();
+    let total = positions.len();
+    positions.dedup();
+    assert_eq!(positions.len(), total, "a change is in bronze twice");
+}
+
+/// Until the agent created its slot: changes from now on are streamed, not snapshotted.
+async fn wait_for_slot(source: &mut PgConnection) {
+    wait_until("the agent creates its slot", MINUTE, async || {
+        sqlx::query_scalar::<_, bool>(
+            "select exists (select 1 from pg_replication_slots where slot_name = 'tributary')",
+        )
+        .fetch_one(&mut *source)
+        .await
+        .unwrap()
+    })
+    .await;
+}
+
+struct Setup {
+    /// Kept for their lifetimes: the directories and the source server.
+    _scratch: Scratch,
+    _cluster: SourceCluster,
+    platform: Platform,
+    source_id: String,
+    state_dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    url: String,
+}
+
+async fn setup(schema: &str, config_extra: &str) -> (Setup, PgConnection) {
+    let scratch = Scratch::new();
+    let cluster = SourceCluster::logical();
+    let url = cluster.url("postgres");
+    let mut source = connect(&url).await;
+    run(&mut source, schema).await;
+    let platform = Platform::start(&scratch.0.join("platform"));
+    let state_dir = scratch.0.join("agent");
+    let source_id = platform.pair("postgres", &state_dir);
+    let config = postgres_config(&scratch.0, &platform.edge, &state_dir, &url, config_extra);
+    (
+        Setup {
+            _scratch: scratch,
+            _cluster: cluster,
+            platform,
+            source_id,
+            state_dir,
+            config,
+            url,
+        },
+        source,
+    )
+}
+
+const DEVICES: &str = "create table devices (id int primary key, name text not null, active boolean, \
+                       attrs jsonb, weight double precision); \
+                       create table readings (id bigserial primary key, device int, value numeric(12,3), \
+                       note text); \
+                       create table scratchpad (k text primary key, v int); \
+                       insert into devices select i, 'device ' || i, i % 2 = 0, \
+                         jsonb_build_object('rack', i % 7, 'tags', jsonb_build_array('a', i)), i * 1.5 \
+                       from generate_series(1, 1000) i; \
+                       insert into readings (device, value, note) select i % 1000 + 1, i / 7.0, \
+                         case when i % 3 = 0 then null else 'n' || i end from generate_series(1, 3000) i; \
+                       insert into scratchpad select 'k' || i, i from generate_series(1, 50) i;";
+
+const DEVICE_TABLES: &[(&str, &[&str])] = &[
+    ("public.devices", &["id"]),
+    ("public.readings", &["id"]),
+    ("public.scratchpad", &["k"]),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_and_the_stream_reproduce_the_source_exactly() {
+    let (mut setup, mut source) = setup(DEVICES, "").await;
+    let check = agent_command(&["check"], &setup.config);
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{report}");
+    assert!(report.contains("ok      wal_level = logical"), "{report}");
+    assert!(
+        report.contains("\"public\".\"devices\" can be captured"),
+        "{report}"
+    );
+
+    let mut agent = Agent::start(&setup.config);
+    wait_for_slot(&mut source).await;
+    // Changes while the snapshot is read and after: every kind of change.
+    run(
+        &mut source,
+        "insert into devices values (5001, 'late', true, '{\"x\": 1}', 0.25)",
+    )
+    .await;
+    run(
+        &mut source,
+        "update devices set name = name || '!', weight = weight + 1 where id % 10 = 0",
+    )
+    .await;
+    run(
+        &mut source,
+        "delete from devices where id between 900 and 950",
+    )
+    .await;
+    run(
+        &mut source,
+        "update devices set id = id + 10000 where id = 3",
+    )
+    .await;
+    run(&mut source, "insert into readings (device, value, note) select 1, 12345678.125, 'x' from generate_series(1, 500)").await;
+    run(&mut source, "begin; update readings set note = null where id < 100; delete from readings where id > 3200; commit").await;
+    run(&mut source, "truncate scratchpad").await;
+    run(
+        &mut source,
+        "insert into scratchpad values ('after truncate', 1)",
+    )
+    .await;
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        DEVICE_TABLES,
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    let ops: std::collections::BTreeSet<&str> =
+        events.iter().map(|event| event.op.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["delete", "insert", "read", "truncate", "update"]
+            .into_iter()
+            .collect()
+    );
+    let reads = |table: &str| {
+        events
+            .iter()
+            .filter(|event| event.op == "read" && event.table == table)
+            .count()
+    };
+    assert_eq!(
+        reads("public.devices"),
+        1000,
+        "the snapshot read every row once"
+    );
+    assert_eq!(
+        reads("public.readings"),
+        3000,
+        "the snapshot read every row once"
+    );
+    // TRUNCATE is not MVCC-safe: a snapshot reading the table after it committed sees it empty,
+    // and the streamed truncate that follows makes the end state the same either way.
+    assert!(matches!(reads("public.scratchpad"), 0 | 50));
+    // Types travel with the events.
+    let insert = events
+        .iter()
+        .find(|event| event.op == "insert" && event.table == "public.devices")
+        .unwrap();
+    assert_eq!(insert.payload["types"]["attrs"], json!("jsonb"));
+    assert_eq!(insert.payload["after"]["attrs"], json!({"x": 1}));
+
+    // The agent confirmed the acknowledged position to the source.
+    wait_until("the slot's confirmed position advances", MINUTE, async || {
+        let confirmed: Option<i64> = sqlx::query_scalar(
+            "select (confirmed_flush_lsn - '0/0')::int8 from pg_replication_slots where slot_name = 'tributary'",
+        )
+        .fetch_one(&mut source)
+        .await
+        .unwrap();
+        confirmed.unwrap_or(0) >= events.last().unwrap().lsn
+    })
+    .await;
+    agent.stop();
+    let status = agent_command(&["status"], &setup.config);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.contains("slot:       tributary"), "{status}");
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_nine_three_times_in_a_100k_row_stream_loses_and_duplicates_nothing() {
+    let (mut setup, mut source) = setup(
+        "create table ticks (id bigserial primary key, device int not null, value float8, note text)",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    let url = setup.url.clone();
+    let writer = tokio::spawn(async move {
+        let mut writer = connect(&url).await;
+        for batch in 0..1000 {
+            run(
+                &mut writer,
+                &format!(
+                    "insert into ticks (device, value, note) select g % 50, g * 0.5, 'batch {batch}' \
+                     from generate_series(1, 100) g"
+                ),
+            )
+            .await;
+        }
+    });
+    for round in 0..3 {
+        let pause = 700 + (uuid::Uuid::new_v4().as_u128() % 1500) as u64;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        agent.kill();
+        eprintln!("round {round}: killed the agent after {pause} ms");
+        agent = Agent::start(&setup.config);
+    }
+    writer.await.unwrap();
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    // Rows written before the slot existed come from the snapshot, the rest from the stream;
+    // each exactly once.
+    let mut ids: Vec<i64> = events
+        .iter()
+        .filter(|event| matches!(event.op.as_str(), "read" | "insert"))
+        .map(|event| event.payload["key"]["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (1..=100_000).collect::<Vec<i64>>(),
+        "every row once, none twice"
+    );
+    agent.stop();
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_outage_is_held_in_the_spool_and_drained_in_order() {
+    let (mut setup, mut source) = setup(
+        "create table ticks (id bigserial primary key, value int)",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    run(
+        &mut source,
+        "insert into ticks (value) select g from generate_series(1, 100) g",
+    )
+    .await;
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    setup.platform.stop();
+    // 30 s without an edge while the source keeps writing.
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        run(
+            &mut source,
+            "insert into ticks (value) select g from generate_series(1, 200) g",
+        )
+        .await;
+        run(
+            &mut source,
+            "update ticks set value = value + 1 where id % 97 = 0",
+        )
+        .await;
+        written += 200;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = agent_status(&setup.state_dir);
+    assert!(
+        status["spool_batches"].as_u64().unwrap_or(0) > 0,
+        "the spool holds the changes while the edge is down: {status}"
+    );
+    assert!(agent.is_running(), "{}", agent.log());
+    setup.platform.restart();
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    assert!(written > 1000);
+    // Drained in order: everything stored later has a later position than everything before.
+    let mut database = setup.platform.database().await;
+    let rows: Vec<(time::OffsetDateTime, i64, i32)> = sqlx::query_as(
+        "select ingest_time, lsn, seq from bronze.cdc_events where source_id = $1::text::uuid \
+         order by ingest_time, lsn, seq",
+    )
+    .bind(&setup.source_id)
+    .fetch_all(&mut database)
+    .await
+    .unwrap();
+    let mut highest_before: Option<(i64, i32)> = None;
+    let mut group_highest: Option<(i64, i32)> = None;
+    let mut group_time = None;
+    for (ingested, lsn, seq) in rows {
+        if group_time != Some(ingested) {
+            highest_before = highest_before.max(group_highest);
+            group_time = Some(ingested);
+        }
+        if let Some(before) = highest_before {
+            assert!(
+                (lsn, seq) > before,
+                "bronze received {lsn}/{seq} after {before:?}"
+            );
+        }
+        group_highest = group_highest.max(Some((lsn, seq)));
+    }
+    agent.stop();
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_spool_holds_the_source_back_and_drops_nothing() {
+    let (mut setup, mut source) = setup(
+        "create table ticks (id bigserial primary key, padding text)",
+        "[spool]\nmax_bytes = 1048576",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_until("the agent streams", MINUTE, async || {
+        agent_status(&setup.state_dir)["state"] == json!("streaming")
+    })
+    .await;
+    setup.platform.stop();
+    run(
+        &mut source,
+        "insert into ticks (padding) select repeat(md5(g::text), 8) from generate_series(1, 30000) g",
+    )
+    .await;
+    wait_until("backpressure engages", MINUTE, async || {
+        agent_status(&setup.state_dir)["backpressure"] == json!(true)
+    })
+    .await;
+    let status = agent_status(&setup.state_dir);
+    let spooled = status["spool_bytes"].as_u64().unwrap();
+    assert!(
+        spooled <= (1 << 20) + (5 << 20),
+        "the spool stays within its bound and one batch: {status}"
+    );
+    setup.platform.restart();
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    agent.stop();
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schema_changes_a_huge_transaction_and_a_10_mb_value_arrive_intact() {
+    let (mut setup, mut source) = setup(
+        "create table items (id int primary key, a text, b int, big text); \
+         alter table items alter column big set storage external; \
+         insert into items values (1, 'one', 1, 'small')",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    // A 10 MB value, stored out of line, then updates of other columns.
+    run(
+        &mut source,
+        "insert into items select 2, 'two', 2, string_agg(md5(g::text), '') from generate_series(1, 327680) g",
+    )
+    .await;
+    run(&mut source, "update items set b = b + 100 where id = 2").await;
+    run(&mut source, "alter table items add column c int default 7").await;
+    run(
+        &mut source,
+        "insert into items (id, a, b, c) values (3, 'three', 3, 33)",
+    )
+    .await;
+    run(&mut source, "update items set a = 'two again' where id = 2").await;
+    run(&mut source, "alter table items drop column b").await;
+    run(
+        &mut source,
+        "insert into items (id, a, c) values (4, 'four', 44)",
+    )
+    .await;
+    run(&mut source, "alter table items rename column a to label").await;
+    run(&mut source, "update items set c = c + 1 where id = 2").await;
+    run(&mut source, "alter table items alter column c type bigint").await;
+    run(
+        &mut source,
+        "insert into items (id, label, c) values (5, 'five', 5000000000)",
+    )
+    .await;
+    // One transaction of 100,000 rows.
+    run(
+        &mut source,
+        "insert into items (id, label, c) select g, 'bulk', g from generate_series(100, 100099) g",
+    )
+    .await;
+    // Every row once more after the last change of shape, so each has a current image.
+    run(&mut source, "update items set c = c where id < 100").await;
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.items", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    let of = |id: i64| {
+        events
+            .iter()
+            .filter(move |event| event.payload["key"]["id"] == json!(id) && event.op != "read")
+    };
+    // The large value was never sent as null: updates that left it alone name it unchanged.
+    let updates: Vec<&BronzeEvent> = of(2).filter(|event| event.op == "update").collect();
+    assert!(updates.len() >= 3);
+    for update in &updates {
+        assert!(
+            update.payload["after"].get("big").is_none(),
+            "{}",
+            update.payload["after"]
+        );
+        assert_eq!(update.payload["unchanged"], json!(["big"]));
+    }
+    let big = &of(2).find(|event| event.op == "insert").unwrap().payload["after"]["big"];
+    assert_eq!(big.as_str().unwrap().len(), 327_680 * 32);
+    // Added, dropped, renamed and retyped columns are carried as they are at each change.
+    let three = &of(3).next().unwrap().payload;
+    assert_eq!(three["after"]["c"], json!(33));
+    assert_eq!(three["after"]["b"], json!(3));
+    let four = &of(4).next().unwrap().payload;
+    assert!(four["after"].get("b").is_none());
+    assert_eq!(four["after"]["a"], json!("four"));
+    let five = &of(5).next().unwrap().payload;
+    assert_eq!(five["after"]["label"], json!("five"));
+    assert_eq!(five["after"]["c"], json!(5_000_000_000i64));
+    assert_eq!(five["types"]["c"], json!("bigint"));
+    let bulk: Vec<&BronzeEvent> = events
+        .iter()
+        .filter(|event| event.payload["after"]["label"] == json!("bulk"))
+        .collect();
+    assert_eq!(bulk.len(), 100_000);
+    assert!(
+        bulk.iter().all(|event| event.lsn == bulk[0].lsn),
+        "one transaction, one commit LSN"
+    );
+    agent.stop();
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_names_each_missing_prerequisite() {
+    let scratch = Scratch::new();
+    let cluster = SourceCluster::start(&[("wal_level", "replica")]);
+    let mut admin = connect(&cluster.url("postgres")).await;
+    run(
+        &mut admin,
+        "create role reader login; create table t (id int primary key); \
+         create table no_key (v int); grant select on t to reader",
+    )
+    .await;
+    let url = cluster.url("postgres").replace("postgres@", "reader@");
+    let config = postgres_config(
+        &scratch.0,
+        "https://127.0.0.1:1",
+        &scratch.0.join("agent"),
+        &url,
+        "",
+    );
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "tables = [\"public.t\", \"public.no_key\"]\n",
+    )
+    .unwrap();
+    let output = agent_command(&["check"], &config);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!output.status.success(), "{report}");
+    for expected in [
+        "FIX     wal_level is \"replica\"",
+        "ALTER SYSTEM SET wal_level = logical",
+        "FIX     the role \"reader\" lacks the REPLICATION attribute",
+        "ALTER ROLE \"reader\" REPLICATION",
+        "FIX     no credentials in the state directory",
+        "creating the publication needs ownership of \"public\".\"t\"",
+        "\"public\".\"no_key\" has no primary key",
+        "the role \"reader\" cannot read \"public\".\"no_key\"",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_until_resync() {
+    let scratch = Scratch::new();
+    let cluster = SourceCluster::start(&[
+        ("wal_level", "logical"),
+        ("max_replication_slots", "4"),
+        ("max_wal_senders", "4"),
+        ("max_slot_wal_keep_size", "64MB"),
+        ("max_wal_size", "32MB"),
+        ("min_wal_size", "32MB"),
+    ]);
+    let url = cluster.url("postgres");
+    let mut source = connect(&url).await;
+    run(
+        &mut source,
+        "create table ticks (id bigserial primary key, padding text)",
+    )
+    .await;
+    let mut platform = Platform::start(&scratch.0.join("platform"));
+    let state_dir = scratch.0.join("agent");
+    let source_id = platform.pair("postgres", &state_dir);
+    let config = postgres_config(&scratch.0, &platform.edge, &state_dir, &url, "");
+    let mut agent = Agent::start(&config);
+    wait_until("the agent streams", MINUTE, async || {
+        agent_status(&state_dir)["state"] == json!("streaming")
+    })
+    .await;
+    platform.stop();
+    // Changes the edge cannot take stay spooled, so the slot cannot be confirmed past them.
+    run(
+        &mut source,
+        "insert into ticks (padding) select md5(g::text) from generate_series(1, 1000) g",
+    )
+    .await;
+    let retained = |status: &Value| status["slot"]["retained_bytes"].as_i64().unwrap_or(0);
+    let mut samples = Vec::new();
+    // Write WAL in steps (4 MB messages, which the agent reads and skips).
+    for _ in 0..20 {
+        run(
+            &mut source,
+            "select pg_logical_emit_message(false, 'filler', repeat('x', 4000000))",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let status = agent_status(&state_dir);
+        samples.push(retained(&status));
+        if !status["warnings"].as_array().is_none_or(Vec::is_empty) {
+            break;
+        }
+    }
+    let status = agent_status(&state_dir);
+    assert!(
+        samples.windows(2).any(|pair| pair[1] > pair[0]),
+        "retained WAL rises: {samples:?}"
+    );
+    let warning = status["warnings"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(warning.contains("close to invalidation"), "{status}");
+    assert_ne!(
+        status["slot"]["wal_status"],
+        json!("lost"),
+        "warned before the loss: {status}"
+    );
+
+    // Past the limit, the source invalidates the slot; the agent stops and says what to do.
+    for _ in 0..25 {
+        run(
+            &mut source,
+            "select pg_logical_emit_message(false, 'filler', repeat('x', 4000000))",
+        )
+        .await;
+    }
+    run(&mut source, "select pg_switch_wal(); checkpoint").await;
+    wait_until("the agent stops on the lost slot", 2 * MINUTE, async || {
+        !agent.is_running()
+    })
+    .await;
+    let status = agent_status(&state_dir);
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("tributary-agent resync"), "{status}");
+    assert!(agent.log().contains("resync"), "{}", agent.log());
+
+    let resync = agent_command(&["resync"], &config);
+    assert!(
+        resync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resync.stderr)
+    );
+    assert!(String::from_utf8_lossy(&resync.stdout).contains("dropped the slot"));
+    platform.restart();
+    let mut agent = Agent::start(&config);
+    let rows: i64 = sqlx::query_scalar("select count(*) from ticks")
+        .fetch_one(&mut source)
+        .await
+        .unwrap();
+    let mut database = platform.database().await;
+    wait_until("a new snapshot arrives", 2 * MINUTE, async || {
+        let events = bronze_events(&mut database, &source_id).await;
+        let consistent_point = events
+            .iter()
+            .filter(|event| event.op == "read")
+            .map(|event| event.lsn)
+            .max();
+        events
+            .iter()
+            .filter(|event| event.op == "read" && Some(event.lsn) == consistent_point)
+            .count() as i64
+            == rows
+    })
+    .await;
+    agent.stop();
+    platform.stop();
+}
