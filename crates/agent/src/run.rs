@@ -77,6 +77,7 @@ pub async fn run_until(
         config.state_dir.clone(),
         spool,
         status.clone(),
+        EdgeClient::new(&config.edge, &credentials)?,
         stop_rx.clone(),
     ));
     if let Some(listen) = config.health.listen {
@@ -319,25 +320,41 @@ fn write_status(state_dir: &Path, status: &StatusCell) -> anyhow::Result<()> {
     )
 }
 
-/// Keeps the status current and on disk every two seconds.
+/// Keeps the status current and on disk every two seconds, and sends it to the platform every
+/// few seconds (the status heartbeat; a failure there is only logged).
 async fn report_status(
     state_dir: PathBuf,
     spool: Arc<Spool>,
     status: StatusCell,
+    mut client: EdgeClient,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return Ok(()),
         }
+        ticks += 1;
         status.update(|status| {
             status.spool_batches = spool.len() as u64;
             status.spool_bytes = spool.bytes();
         });
         if let Err(error) = write_status(&state_dir, &status) {
             tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
+        }
+        if ticks % 2 == 1 {
+            // The certificate may have been renewed since: use the saved one.
+            if let Ok(credentials) = Credentials::load(&state_dir)
+                && credentials.not_after != client.credentials().not_after
+                && let Ok(renewed) = EdgeClient::new(&client.url().to_string(), &credentials)
+            {
+                client = renewed;
+            }
+            if let Err(error) = client.send_status(&status.get()).await {
+                tracing::debug!(%error, "the status heartbeat did not reach the edge");
+            }
         }
     }
 }

@@ -4,52 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use domain::Lsn;
-use serde::{Deserialize, Serialize};
-
-/// The agent's state as the platform and the operator see it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    pub agent_version: String,
-    pub source_kind: String,
-    /// `starting`, `snapshot`, `streaming`, `stopped`, `failed`.
-    pub state: String,
-    /// The newest change read from the source and spooled.
-    pub captured_lsn: Option<Lsn>,
-    /// The newest change the edge acknowledged.
-    pub acked_lsn: Option<Lsn>,
-    /// The position confirmed to the source (it may recycle WAL before it).
-    pub confirmed_lsn: Option<Lsn>,
-    /// WAL the source has written beyond the confirmed position.
-    pub lag_bytes: Option<u64>,
-    /// How long the oldest change not yet acknowledged has waited since its commit.
-    pub lag_seconds: Option<f64>,
-    pub spool_batches: u64,
-    pub spool_bytes: u64,
-    /// The spool is full and the source is not being read.
-    pub backpressure: bool,
-    pub snapshot_rows: Option<u64>,
-    pub slot: Option<SlotHealth>,
-    pub warnings: Vec<String>,
-    pub last_error: Option<String>,
-    /// RFC 3339.
-    pub updated_at: String,
-}
-
-/// The replication slot as the source reports it (`pg_replication_slots`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SlotHealth {
-    pub name: String,
-    /// `reserved`, `extended`, `unreserved` or `lost`.
-    pub wal_status: Option<String>,
-    /// WAL the slot keeps from being recycled.
-    pub retained_bytes: Option<i64>,
-    /// WAL that can still be written before the slot is in danger of invalidation
-    /// (`None`: no limit, `max_slot_wal_keep_size = -1`).
-    pub safe_wal_bytes: Option<i64>,
-    /// `max_slot_wal_keep_size` in bytes, `None` when unlimited.
-    pub max_keep_bytes: Option<i64>,
-}
+pub use protocol::{AgentStatus, SlotHealth};
 
 /// The shared, current status.
 #[derive(Debug, Clone, Default)]

@@ -216,6 +216,17 @@ impl EdgeClient {
             .map_err(|_| SendError::InvalidResponse("the answer is not a whoami response"))
     }
 
+    /// `POST /v1/status`: the agent's status heartbeat.
+    pub async fn send_status(&self, status: &protocol::AgentStatus) -> Result<(), SendError> {
+        let body = serde_json::to_vec(status).expect("a status serialises");
+        let request = RequestParts::json("/v1/status", body);
+        let response = self.inner.transport.request(&request).await?;
+        if response.status != 204 {
+            return Err(response.status_error());
+        }
+        Ok(())
+    }
+
     /// `POST /v1/renew`: a new key and a new certificate for the same source, over a connection
     /// authenticated with the current certificate. Save the result, then make a new client
     /// with it; this client keeps presenting the old certificate.

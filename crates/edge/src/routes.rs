@@ -32,6 +32,7 @@ pub fn router<B: Bus + 'static>(state: Arc<EdgeState<B>>) -> Router {
         .route("/v1/renew", post(renew::<B>))
         .route("/v1/events", post(ingest::<B>))
         .route("/v1/whoami", get(whoami::<B>))
+        .route("/v1/status", post(agent_status::<B>))
         // Pairing bodies are small; ingest reads its body itself, with the protocol's limit.
         .layer(DefaultBodyLimit::max(body_limit.min(64 * 1024)))
         .with_state(state)
@@ -268,6 +269,72 @@ async fn whoami<B: Bus>(
         "source_id": identity.source,
         "protocol_versions": [protocol::CURRENT_VERSION],
     })))
+}
+
+/// `POST /v1/status`: the agent's status heartbeat, kept per source.
+async fn agent_status<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    check_version(&headers)?;
+    let identity = authenticated(&state, &connection).await?;
+    if body.len() > protocol::MAX_STATUS_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "a status report is at most {} bytes",
+                protocol::MAX_STATUS_BYTES
+            ),
+        ));
+    }
+    let report: protocol::AgentStatus = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the body must be an agent status report",
+        )
+    })?;
+    report
+        .validate()
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", message))?;
+    let lsn = |lsn: Option<domain::Lsn>| lsn.and_then(|lsn| i64::try_from(lsn.0).ok());
+    let count = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let stored = store::sources::AgentReport {
+        agent_version: report.agent_version,
+        source_kind: report.source_kind,
+        state: report.state,
+        captured_lsn: lsn(report.captured_lsn),
+        acked_lsn: lsn(report.acked_lsn),
+        confirmed_lsn: lsn(report.confirmed_lsn),
+        lag_bytes: report.lag_bytes.map(count),
+        lag_seconds: report.lag_seconds,
+        spool_batches: count(report.spool_batches),
+        spool_bytes: count(report.spool_bytes),
+        backpressure: report.backpressure,
+        snapshot_rows: report.snapshot_rows.map(count),
+        slot: report
+            .slot
+            .map(|slot| serde_json::to_value(slot).unwrap_or_default()),
+        warnings: report.warnings,
+        last_error: report.last_error,
+    };
+    let mut tx = TenantTx::begin(
+        &state.database,
+        Scope::Pipeline {
+            tenant: Some(identity.tenant),
+            actor: Actor::Agent(identity.source),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    store::sources::record_agent_status(&mut tx, identity.source, &stored)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn ingest<B: Bus>(

@@ -13,6 +13,7 @@ mod error;
 mod limits;
 mod pairing;
 mod reason;
+mod status;
 mod strict_json;
 mod version;
 mod wire;
@@ -24,6 +25,7 @@ pub use error::{BatchError, EncodeError, ErrorBody, ErrorDetail};
 pub use limits::{EventTimeWindow, Limits};
 pub use pairing::{CertificateResponse, PairRequest, RenewRequest};
 pub use reason::ReasonCode;
+pub use status::{AgentStatus, MAX_STATUS_BYTES, SlotHealth};
 pub use version::{
     CURRENT_VERSION, PROTOCOL_HEADER, SUPPORTED_VERSIONS, check_version, parse_version,
 };

@@ -84,6 +84,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         delete: NOBODY,
     },
     read_only("control.tenant_secrets", NOBODY),
+    read_only("control.source_status", &[ViewSources]),
     TableAccess {
         table: "control.api_tokens",
         select: &[ManageApiTokens],

@@ -28,6 +28,71 @@ pub struct Source {
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// What the source's agent last reported (its status heartbeat), if it ever did.
+    pub agent: Option<serde_json::Value>,
+}
+
+/// An agent's status heartbeat, as stored per source.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentReport {
+    pub agent_version: String,
+    pub source_kind: String,
+    pub state: String,
+    pub captured_lsn: Option<i64>,
+    pub acked_lsn: Option<i64>,
+    pub confirmed_lsn: Option<i64>,
+    pub lag_bytes: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    pub spool_batches: i64,
+    pub spool_bytes: i64,
+    pub backpressure: bool,
+    pub snapshot_rows: Option<i64>,
+    pub slot: Option<serde_json::Value>,
+    pub warnings: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+/// Records `source`'s latest status heartbeat (the edge, as the service role).
+pub async fn record_agent_status(
+    tx: &mut TenantTx,
+    source: SourceId,
+    report: &AgentReport,
+) -> Result<(), StoreError> {
+    let tenant = require_tenant(tx)?;
+    sqlx::query(
+        "insert into control.source_status (tenant_id, source_id, reported_at, agent_version, \
+           source_kind, state, captured_lsn, acked_lsn, confirmed_lsn, lag_bytes, lag_seconds, \
+           spool_batches, spool_bytes, backpressure, snapshot_rows, slot, warnings, last_error) \
+         values ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         on conflict (tenant_id, source_id) do update set reported_at = excluded.reported_at, \
+           agent_version = excluded.agent_version, source_kind = excluded.source_kind, \
+           state = excluded.state, captured_lsn = excluded.captured_lsn, \
+           acked_lsn = excluded.acked_lsn, confirmed_lsn = excluded.confirmed_lsn, \
+           lag_bytes = excluded.lag_bytes, lag_seconds = excluded.lag_seconds, \
+           spool_batches = excluded.spool_batches, spool_bytes = excluded.spool_bytes, \
+           backpressure = excluded.backpressure, snapshot_rows = excluded.snapshot_rows, \
+           slot = excluded.slot, warnings = excluded.warnings, last_error = excluded.last_error",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .bind(&report.agent_version)
+    .bind(&report.source_kind)
+    .bind(&report.state)
+    .bind(report.captured_lsn)
+    .bind(report.acked_lsn)
+    .bind(report.confirmed_lsn)
+    .bind(report.lag_bytes)
+    .bind(report.lag_seconds)
+    .bind(report.spool_batches)
+    .bind(report.spool_bytes)
+    .bind(report.backpressure)
+    .bind(report.snapshot_rows)
+    .bind(&report.slot)
+    .bind(serde_json::json!(report.warnings))
+    .bind(&report.last_error)
+    .execute(tx.connection())
+    .await?;
+    Ok(())
 }
 
 /// A freshly issued pairing token. The text is shown once; only its hash is stored.
@@ -118,6 +183,7 @@ pub async fn create_source(
             kind: kind.to_owned(),
             status: "pending".into(),
             created_at: row.try_get("created_at")?,
+            agent: None,
         },
         token,
     ))
@@ -174,8 +240,11 @@ pub async fn issue_pairing_token(
 pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> {
     let tenant = require_tenant(tx)?;
     let rows = sqlx::query(
-        "select source_id, name, kind, status, created_at from control.sources \
-         where tenant_id = $1 order by tenant_id, created_at desc",
+        "select s.source_id, s.name, s.kind, s.status, s.created_at, \
+                to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+         from control.sources s left join control.source_status a \
+           on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
+         where s.tenant_id = $1 order by s.tenant_id, s.created_at desc",
     )
     .bind(tenant.as_uuid())
     .fetch_all(tx.connection())
@@ -188,6 +257,7 @@ pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> 
                 kind: row.try_get("kind")?,
                 status: row.try_get("status")?,
                 created_at: row.try_get("created_at")?,
+                agent: row.try_get("agent")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

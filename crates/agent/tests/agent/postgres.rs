@@ -230,6 +230,23 @@ async fn the_snapshot_and_the_stream_reproduce_the_source_exactly() {
         confirmed.unwrap_or(0) >= events.last().unwrap().lsn
     })
     .await;
+    // The status heartbeat reached the platform, stored for the source.
+    let mut database = setup.platform.database().await;
+    wait_until("the platform holds the agent's status", MINUTE, async || {
+        let row: Option<(String, Option<i64>, Option<Value>)> = sqlx::query_as(
+            "select state, acked_lsn, slot from control.source_status where source_id = $1::text::uuid",
+        )
+        .bind(&setup.source_id)
+        .fetch_optional(&mut database)
+        .await
+        .unwrap();
+        row.is_some_and(|(state, acked, slot)| {
+            state == "streaming"
+                && acked == Some(events.last().unwrap().lsn)
+                && slot.is_some_and(|slot| slot["name"] == json!("tributary"))
+        })
+    })
+    .await;
     agent.stop();
     let status = agent_command(&["status"], &setup.config);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();

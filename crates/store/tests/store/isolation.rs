@@ -87,6 +87,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.source_status",
+        insert: "insert into control.source_status (tenant_id, source_id, agent_version, \
+                 source_kind, state) select t, s, '0.1.0', 'postgres', 'streaming' from p",
+        update_column: "state",
+        seed: true,
+    },
+    Exercise {
         table: "control.tenant_secrets",
         insert: "insert into control.tenant_secrets (tenant_id, masking_key_ciphertext, \
                  masking_key_nonce) select t, sha256(k::text::bytea), \

@@ -1,0 +1,94 @@
+//! The body of `POST /v1/status`: what an agent reports about itself every few seconds (the
+//! status heartbeat), kept per source for the data-sources page and alerts.
+
+use domain::Lsn;
+use serde::{Deserialize, Serialize};
+
+/// An agent's state as the platform and the operator see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub agent_version: String,
+    pub source_kind: String,
+    /// `starting`, `snapshot`, `streaming`, `stopped`, `failed`.
+    pub state: String,
+    /// The newest change read from the source and spooled.
+    pub captured_lsn: Option<Lsn>,
+    /// The newest change the edge acknowledged.
+    pub acked_lsn: Option<Lsn>,
+    /// The position confirmed to the source (it may recycle WAL before it).
+    pub confirmed_lsn: Option<Lsn>,
+    /// WAL the source has written beyond the confirmed position.
+    pub lag_bytes: Option<u64>,
+    /// How long the oldest change not yet acknowledged has waited since its commit.
+    pub lag_seconds: Option<f64>,
+    pub spool_batches: u64,
+    pub spool_bytes: u64,
+    /// The spool is full and the source is not being read.
+    pub backpressure: bool,
+    pub snapshot_rows: Option<u64>,
+    pub slot: Option<SlotHealth>,
+    pub warnings: Vec<String>,
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// The replication slot as the source reports it (`pg_replication_slots`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlotHealth {
+    pub name: String,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// WAL the slot keeps from being recycled.
+    pub retained_bytes: Option<i64>,
+    /// WAL that can still be written before the slot is in danger of invalidation
+    /// (`None`: no limit).
+    pub safe_wal_bytes: Option<i64>,
+    /// `max_slot_wal_keep_size` in bytes, `None` when unlimited.
+    pub max_keep_bytes: Option<i64>,
+}
+
+/// The largest status body the edge reads.
+pub const MAX_STATUS_BYTES: usize = 64 * 1024;
+
+impl AgentStatus {
+    /// Bounds every text, so that a report is always storable and displayable.
+    pub fn validate(&self) -> Result<(), String> {
+        let short = [
+            ("agent_version", self.agent_version.as_str()),
+            ("source_kind", self.source_kind.as_str()),
+            ("state", self.state.as_str()),
+            ("updated_at", self.updated_at.as_str()),
+        ];
+        for (field, value) in short {
+            if value.len() > 64 || value.chars().any(char::is_control) {
+                return Err(format!(
+                    "`{field}` must be at most 64 bytes without control characters"
+                ));
+            }
+        }
+        if self.warnings.len() > 20 || self.warnings.iter().any(|warning| warning.len() > 2000) {
+            return Err("at most 20 `warnings` of at most 2000 bytes each".into());
+        }
+        if self
+            .last_error
+            .as_ref()
+            .is_some_and(|error| error.len() > 2000)
+        {
+            return Err("`last_error` must be at most 2000 bytes".into());
+        }
+        if self.slot.as_ref().is_some_and(|slot| {
+            slot.name.len() > 63
+                || slot
+                    .wal_status
+                    .as_ref()
+                    .is_some_and(|status| status.len() > 32)
+        }) {
+            return Err("`slot` names a slot of at most 63 bytes".into());
+        }
+        if self.lag_seconds.is_some_and(|seconds| !seconds.is_finite()) {
+            return Err("`lag_seconds` must be a finite number".into());
+        }
+        Ok(())
+    }
+}
