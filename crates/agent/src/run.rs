@@ -286,7 +286,7 @@ async fn send_spool(
                 backoff = Duration::from_millis(250);
             }
             Err(error) => {
-                let wait = error.retry_after().unwrap_or(backoff);
+                let wait = error.retry_after().unwrap_or_else(|| jittered(backoff));
                 if error.is_retryable() {
                     tracing::warn!(%error, retry_in = ?wait, "sending failed; the batch stays spooled");
                 } else {
@@ -304,6 +304,13 @@ async fn send_spool(
             }
         }
     }
+}
+
+/// `base` scaled by a random factor from 0.5 to 1.5, so that agents cut off together (an edge
+/// restart) do not all come back at the same instant.
+pub(crate) fn jittered(base: Duration) -> Duration {
+    let random = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + random)
 }
 
 const STATUS_FILE: &str = "status.json";

@@ -1,5 +1,6 @@
-//! Talking to the edge: connections (TCP, TLS, HTTP/1.1 with keep-alive) with bounded timeouts,
-//! a small pool of idle connections, and the API's calls: pairing, renewal, `whoami`, ingest.
+//! Talking to the edge: connections (TCP, TLS, then HTTP/2 when the edge offers it by ALPN,
+//! HTTP/1.1 with keep-alive otherwise) with bounded timeouts, a small pool of idle connections,
+//! and the API's calls: pairing, renewal, `whoami`, ingest, status.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use domain::{SourceId, TenantId};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, header};
 use hyper_util::rt::TokioIo;
 use protocol::{
@@ -352,7 +352,37 @@ fn credentials_from(
 }
 
 /// The request half of one HTTP/1.1 connection.
-type Sender = SendRequest<Full<Bytes>>;
+/// One connection's request sender, by the HTTP version ALPN chose.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2(sender) => sender.ready().await,
+        }
+    }
+
+    async fn send_request(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(sender) => sender.send_request(request).await,
+            Sender::Http2(sender) => sender.send_request(request).await,
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http2(sender) => sender.is_closed(),
+        }
+    }
+}
 
 /// What a request is made of; rebuilt for each attempt (a request is consumed by sending).
 struct RequestParts {
@@ -493,15 +523,38 @@ impl Transport {
             .peer_certificates()
             .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(SendError::from_connection)?;
-        // Drives the connection; ends when the edge closes it or the last sender is dropped.
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "edge connection ended with an error");
-            }
-        });
+        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        tracing::info!(
+            edge = %self.url.authority(),
+            protocol = if http2 { "HTTP/2" } else { "HTTP/1.1" },
+            "connected to the edge"
+        );
+        // Each connection task ends when the edge closes it or the last sender is dropped.
+        let sender = if http2 {
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .keep_alive_interval(Duration::from_secs(30))
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(SendError::from_connection)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "edge connection ended with an error");
+                }
+            });
+            Sender::Http2(sender)
+        } else {
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(SendError::from_connection)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "edge connection ended with an error");
+                }
+            });
+            Sender::Http1(sender)
+        };
         Ok(Connection { sender, peer_chain })
     }
 

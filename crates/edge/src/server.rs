@@ -59,7 +59,8 @@ pub fn tls_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Agents speak HTTP/2 (one multiplexed connection); HTTP/1.1 stays for simple clients.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -199,6 +200,13 @@ pub async fn serve(
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
+            // An HTTP/2 connection that stops answering pings is closed.
+            builder
+                .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(HEADER_READ_TIMEOUT))
+                .keep_alive_timeout(HEADER_READ_TIMEOUT)
+                .max_concurrent_streams(64);
             let connection =
                 builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
             let revoked = async {

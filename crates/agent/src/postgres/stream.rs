@@ -65,12 +65,13 @@ pub async fn run(
             Ok(()) => return Ok(()),
             Err(failure) if failure.retryable => {
                 let message = format!("{:#}", failure.error);
-                tracing::warn!(error = %message, retry_in = ?backoff, "the source is unavailable; retrying");
+                let wait = crate::run::jittered(backoff);
+                tracing::warn!(error = %message, retry_in = ?wait, "the source is unavailable; retrying");
                 shared
                     .status
                     .update(|status| status.last_error = Some(message));
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -48,6 +48,12 @@ async fn a_paired_simulator_streams_into_bronze_and_survives_sigkill() {
     )
     .await;
     agent.stop();
+    assert!(
+        agent.log().contains("connected to the edge edge=")
+            && agent.log().contains("protocol=\"HTTP/2\""),
+        "the agent speaks HTTP/2 to the edge:\n{}",
+        agent.log()
+    );
 
     let status = agent_command(&["status"], &config);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
