@@ -49,6 +49,9 @@ pub struct SourceConfig {
     /// Simulator: devices simulated.
     #[serde(default = "default_devices")]
     pub devices: u32,
+    /// Simulator: the seed its values follow from.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +113,7 @@ impl Config {
                 heartbeat_seconds: default_heartbeat(),
                 events_per_second,
                 devices: default_devices(),
+                seed: 0,
             },
             spool: SpoolConfig::default(),
             health: HealthConfig::default(),

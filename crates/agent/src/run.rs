@@ -149,7 +149,7 @@ async fn read_simulator(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let position = load_position(&config.state_dir, &spool)?;
-    let mut simulator = Simulator::new(source, config.source.devices, position);
+    let mut simulator = Simulator::new(source, config.source.devices, config.source.seed, position);
     let rate = config.source.events_per_second.max(1) as usize;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     status.update(|status| status.state = "streaming".into());

@@ -1,5 +1,8 @@
-//! The simulator source: a fleet of devices at a few sites producing readings, status changes
-//! and charging sessions, as a change stream. Positions are a synthetic log: every change gets
+//! The simulator source: a fleet of chargers at a few sites producing power readings, status
+//! changes and charging sessions (started, completed, and purged after a while), as a change
+//! stream. Values follow from a seed, so two simulators with the same seed produce the same
+//! fleet and the same readings. Rows carry a few fields no read model maps (nested connector
+//! details, a reading's quality), as real tables do. Positions are a synthetic log: every change gets
 //! the next LSN and a commit time that never goes backwards. The position is saved with every
 //! spooled batch, so no change is generated twice, even across crashes.
 
@@ -35,16 +38,28 @@ impl Position {
 pub struct Simulator {
     source: SourceId,
     devices: u32,
+    seed: u64,
     position: Position,
 }
 
 impl Simulator {
-    pub fn new(source: SourceId, devices: u32, position: Position) -> Self {
+    pub fn new(source: SourceId, devices: u32, seed: u64, position: Position) -> Self {
         Self {
             source,
             devices: devices.max(1),
+            seed,
             position,
         }
+    }
+
+    /// A value from the seed and `n`, spread over 0..modulus (SplitMix64's finaliser).
+    fn draw(&self, n: u64, modulus: u64) -> u64 {
+        let mut x = n
+            .wrapping_add(self.seed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (x ^ (x >> 31)) % modulus.max(1)
     }
 
     pub fn position(&self) -> Position {
@@ -84,9 +99,14 @@ impl Simulator {
                     "device_id": format!("device-{device}"),
                     "site_id": format!("site-{}", (device - 1) % sites + 1),
                     "name": format!("Charger {device}"),
-                    "model": "TX-22",
+                    "model": (["TX-22", "TX-50", "HPC-150"][self.draw(device, 3) as usize]),
                     "status": "available",
                     "firmware": "4.2.1",
+                    "connector": {
+                        "type": (["CCS2", "Type 2", "CHAdeMO"][self.draw(device + 7, 3) as usize]),
+                        "max_kw": ([22, 50, 150][self.draw(device, 3) as usize]),
+                    },
+                    "commissioned": rfc3339(millis - 86_400_000 * (30 + self.draw(device, 700) as i64)),
                 }),
             )
         } else {
@@ -112,8 +132,36 @@ impl Simulator {
                         "device_id": format!("device-{device}"),
                         "status": "active",
                         "started_at": rfc3339(millis),
+                        "payment": { "method": (["card", "app", "rfid"][self.draw(n, 3) as usize]) },
                     }),
                 ),
+                // The session started ten changes ago ends.
+                2 if n > sites + u64::from(self.devices) + 10 => {
+                    let started = n - 11;
+                    let device = started % u64::from(self.devices) + 1;
+                    (
+                        Op::Update,
+                        "sessions",
+                        json!({ "session_id": format!("session-{started}") }),
+                        json!({
+                            "session_id": format!("session-{started}"),
+                            "device_id": format!("device-{device}"),
+                            "status": "completed",
+                            "ended_at": rfc3339(millis),
+                            "energy_kwh": (5 + self.draw(started, 600)) as f64 / 10.0,
+                        }),
+                    )
+                }
+                // Old completed sessions are purged now and then.
+                3 if n % 50 == 3 && n > sites + u64::from(self.devices) + 60 => {
+                    let purged = n - 52;
+                    (
+                        Op::Delete,
+                        "sessions",
+                        json!({ "session_id": format!("session-{purged}") }),
+                        Value::Null,
+                    )
+                }
                 _ => (
                     Op::Insert,
                     "readings",
@@ -121,9 +169,14 @@ impl Simulator {
                     json!({
                         "reading_id": n,
                         "device_id": format!("device-{device}"),
-                        "metric": "power_kw",
-                        "value": ((n * 37) % 220) as f64 / 10.0,
+                        "metric": if n % 10 == 5 { "voltage_v" } else { "power_kw" },
+                        "value": if n % 10 == 5 {
+                            (380 + self.draw(n, 40)) as f64
+                        } else {
+                            self.draw(n, 2200) as f64 / 10.0
+                        },
                         "measured_at": rfc3339(millis),
+                        "quality": if self.draw(n, 50) == 0 { "estimated" } else { "measured" },
                     }),
                 ),
             }
@@ -140,7 +193,7 @@ impl Simulator {
             xid: Some(n),
             event_time,
             key: object(key),
-            after: Some(object(after)),
+            after: (op != Op::Delete).then(|| object(after)),
             before: None,
             unchanged: Vec::new(),
             types: Default::default(),
