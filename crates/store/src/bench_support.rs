@@ -108,3 +108,20 @@ pub async fn checkpoint(settings: &ConnectionSettings) -> Result<(), StoreError>
     connection.close().await?;
     Ok(())
 }
+
+/// Seconds from each of `tenant`'s events' commit at the source to its row in bronze, for
+/// events of `op`.
+pub async fn bronze_commit_latencies(
+    database: &Database,
+    tenant: TenantId,
+    op: &str,
+) -> Result<Vec<f64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select extract(epoch from ingest_time - event_time)::float8 from bronze.cdc_events \
+         where tenant_id = $1 and op = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(op)
+    .fetch_all(database.service_pool())
+    .await?)
+}

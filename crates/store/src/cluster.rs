@@ -220,7 +220,12 @@ impl PgBinaries {
     }
 
     fn command(&self, binary: &str) -> Command {
-        Command::new(self.bin_dir.join(binary))
+        Command::new(self.path(binary))
+    }
+
+    /// Where one of the server's programs is, e.g. `pg_recvlogical`.
+    pub fn path(&self, binary: &str) -> PathBuf {
+        self.bin_dir.join(binary)
     }
 }
 

@@ -826,7 +826,7 @@ fn encoding_name(encoding: protocol::Encoding) -> &'static str {
 }
 
 /// Cores, and the CPU model where the system says it.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -160,6 +160,10 @@ pub enum BenchCommand {
     /// COPY of the same rows into the same bronze table. Runs a private platform in a temporary
     /// data directory (or on --database-url) and removes it afterwards.
     Ingest(crate::bench::IngestArgs),
+    /// The agent's PostgreSQL capture rate against pg_recvlogical on the same source and WAL,
+    /// then commit-to-bronze latency through agent, edge, bus and bronze at a fixed rate. Starts
+    /// a private source cluster and platform in temporary directories and removes them after.
+    Capture(crate::bench_capture::CaptureArgs),
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,9 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
         Command::Bench(crate::cli::BenchCommand::Ingest(args)) => {
             crate::bench::ingest(args, settings).await
         }
+        Command::Bench(crate::cli::BenchCommand::Capture(args)) => {
+            crate::bench_capture::capture(args, settings).await
+        }
     }
 }
 

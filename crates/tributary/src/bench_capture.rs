@@ -1,0 +1,475 @@
+//! `tributary bench capture`: the agent's PostgreSQL capture against `pg_recvlogical` on the
+//! same source and the same WAL, then commit-to-bronze latency through the whole platform at a
+//! fixed rate.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use domain::{Plan, TenantAttributes};
+use sqlx::{Connection, PgConnection};
+use store::{Actor, Scope, TenantTx};
+use tokio::sync::{Notify, watch};
+
+use crate::commands::Connected;
+use crate::ingestion::Ingestion;
+use crate::settings::{DatabaseChoice, Settings};
+
+#[derive(Debug, clap::Args)]
+pub struct CaptureArgs {
+    /// Rows written to the source for the capture comparison.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Rows per source transaction.
+    #[arg(long, default_value_t = 1_000)]
+    pub transaction_rows: u64,
+    /// Rows per second written during the latency run.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// How long the latency run writes.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// A source database to use (needs wal_level=logical and a role that may replicate)
+    /// instead of a private cluster started for the run.
+    #[arg(long, env = "TRIBUTARY_BENCH_SOURCE_URL", hide_env_values = true)]
+    pub source_url: Option<String>,
+    /// Only the capture comparison, not the latency run through the platform.
+    #[arg(long)]
+    pub skip_latency: bool,
+}
+
+pub async fn capture(args: CaptureArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    if args.rows == 0 || args.transaction_rows == 0 || args.rate == 0 {
+        bail!("--rows, --transaction-rows and --rate must be at least 1");
+    }
+    let scratch = std::env::temp_dir().join(format!(
+        "tributary-bench-capture-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&scratch)?;
+    let outcome = run(&args, settings, &scratch).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(args: &CaptureArgs, settings: Settings, scratch: &Path) -> anyhow::Result<()> {
+    let (_cluster, url) = match &args.source_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            println!("starting a source cluster (wal_level=logical) ...");
+            let dir = scratch.join("source");
+            let cluster = tokio::task::spawn_blocking(move || {
+                store::cluster::ScratchCluster::start(
+                    &dir,
+                    &[
+                        ("wal_level", "logical"),
+                        ("max_replication_slots", "8"),
+                        ("max_wal_senders", "8"),
+                        ("max_wal_size", "4GB"),
+                        ("shared_buffers", "256MB"),
+                    ],
+                )
+            })
+            .await??;
+            let url = cluster.url("postgres");
+            (Some(cluster), url)
+        }
+    };
+    let mut source = PgConnection::connect(&url)
+        .await
+        .context("connecting to the source")?;
+    let capture = capture_comparison(args, &url, &mut source, scratch).await?;
+    let latency = if args.skip_latency {
+        None
+    } else {
+        Some(latency_run(args, settings, &url, &mut source, scratch).await?)
+    };
+    println!();
+    println!(
+        "capture: {} rows in transactions of {} on {}",
+        args.rows,
+        args.transaction_rows,
+        crate::bench::machine()
+    );
+    println!(
+        "  pg_recvlogical (pgoutput to /dev/null)   {:>9.0} rows/s  ({:.2} s)",
+        capture.baseline_rate(),
+        capture.baseline.as_secs_f64()
+    );
+    println!(
+        "  tributary-agent (decoded into the spool)  {:>9.0} rows/s  ({:.2} s)",
+        capture.agent_rate(),
+        capture.agent.as_secs_f64()
+    );
+    println!(
+        "  ratio agent / pg_recvlogical              {:>9.2}   (goal >= 0.8)",
+        capture.agent_rate() / capture.baseline_rate()
+    );
+    if let Some(latency) = latency {
+        println!(
+            "latency: commit in the source -> row in bronze, {} rows/s for {} s ({} rows)",
+            args.rate, args.seconds, latency.rows
+        );
+        println!(
+            "  p50 {:.3} s   p99 {:.3} s   max {:.3} s   (goal p99 < 1 s)",
+            latency.p50, latency.p99, latency.max
+        );
+    }
+    Ok(())
+}
+
+struct Capture {
+    rows: u64,
+    baseline: Duration,
+    agent: Duration,
+}
+
+impl Capture {
+    fn baseline_rate(&self) -> f64 {
+        self.rows as f64 / self.baseline.as_secs_f64()
+    }
+
+    fn agent_rate(&self) -> f64 {
+        self.rows as f64 / self.agent.as_secs_f64()
+    }
+}
+
+async fn execute(source: &mut PgConnection, sql: &str) -> anyhow::Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(source)
+        .await
+        .with_context(|| format!("running {sql}"))?;
+    Ok(())
+}
+
+/// The agent's reader alone (source to spool), as `tributary-agent run` runs it.
+struct Reader {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    status: agent::status::StatusCell,
+}
+
+fn start_reader(settings: agent::postgres::Settings, state_dir: &Path) -> anyhow::Result<Reader> {
+    let spool = Arc::new(agent::spool::Spool::open(state_dir, u64::MAX)?);
+    let status = agent::status::StatusCell::new("postgres");
+    let (stop, stop_rx) = watch::channel(false);
+    let (_confirm_tx, confirm) = watch::channel(0);
+    let shared = agent::postgres::Shared {
+        state_dir: state_dir.to_owned(),
+        source: domain::SourceId::new_random(),
+        spool,
+        spooled: Arc::new(Notify::new()),
+        status: status.clone(),
+        confirm,
+    };
+    let task = tokio::spawn(agent::postgres::stream::run(settings, shared, stop_rx));
+    Ok(Reader { stop, task, status })
+}
+
+impl Reader {
+    async fn wait(
+        &self,
+        what: &str,
+        done: impl Fn(&agent::status::AgentStatus) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let status = self.status.get();
+            if done(&status) {
+                return Ok(());
+            }
+            if self.task.is_finished() || status.state == "failed" {
+                bail!("the agent's reader stopped: {:?}", status.last_error);
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting until {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await?
+    }
+}
+
+fn reader_settings(url: &str, slot: &str, table: &str) -> agent::postgres::Settings {
+    agent::postgres::Settings {
+        url: url.to_owned(),
+        tables: vec![table.to_owned()],
+        slot: slot.to_owned(),
+        publication: slot.to_owned(),
+        heartbeat: Duration::from_secs(10),
+    }
+}
+
+async fn capture_comparison(
+    args: &CaptureArgs,
+    url: &str,
+    source: &mut PgConnection,
+    scratch: &Path,
+) -> anyhow::Result<Capture> {
+    execute(
+        source,
+        "drop table if exists bench_capture; \
+         create table bench_capture (id bigserial primary key, device int not null, \
+         value double precision, note text, at timestamptz not null default now())",
+    )
+    .await?;
+    // The agent sets up its publication and slot (an empty snapshot), then pauses.
+    let state_dir = scratch.join("capture-agent");
+    std::fs::create_dir_all(&state_dir)?;
+    let settings = reader_settings(url, "bench_capture", "public.bench_capture");
+    let reader = start_reader(settings.clone(), &state_dir)?;
+    reader
+        .wait("the agent streams", |status| status.state == "streaming")
+        .await?;
+    reader.stop().await?;
+    execute(
+        source,
+        "select pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')",
+    )
+    .await?;
+
+    println!(
+        "writing {} rows to the source in transactions of {} ...",
+        args.rows, args.transaction_rows
+    );
+    let mut written = 0;
+    let mut last_lsn = String::new();
+    while written < args.rows {
+        let rows = args.transaction_rows.min(args.rows - written);
+        last_lsn = sqlx::query_scalar(
+            "with inserted as (insert into bench_capture (device, value, note) \
+               select g % 100, g * 0.25, 'reading ' || g from generate_series(1, $1::int8) g \
+               returning 1) \
+             select pg_current_wal_lsn()::text from (select count(*) from inserted) done",
+        )
+        .bind(rows as i64)
+        .fetch_one(&mut *source)
+        .await?;
+        written += rows;
+    }
+    let end: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+        .fetch_one(&mut *source)
+        .await?;
+    let last_commit: domain::Lsn = last_lsn
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unexpected LSN {last_lsn}"))?;
+
+    println!("pg_recvlogical decoding them to /dev/null ...");
+    let baseline = pg_recvlogical(url, &end).await?;
+    println!("  {:.2} s", baseline.as_secs_f64());
+
+    println!("tributary-agent capturing them into its spool ...");
+    let started = Instant::now();
+    let reader = start_reader(settings, &state_dir)?;
+    reader
+        .wait("the agent captured the last row", |status| {
+            status.captured_lsn.is_some_and(|lsn| lsn >= last_commit)
+        })
+        .await?;
+    let agent = started.elapsed();
+    reader.stop().await?;
+    println!("  {:.2} s", agent.as_secs_f64());
+    execute(
+        source,
+        "select pg_drop_replication_slot('bench_recvlogical'); \
+         select pg_drop_replication_slot('bench_capture'); drop table bench_capture",
+    )
+    .await?;
+    Ok(Capture {
+        rows: args.rows,
+        baseline,
+        agent,
+    })
+}
+
+/// Runs `pg_recvlogical` on the baseline slot until `end`, timing it.
+async fn pg_recvlogical(url: &str, end: &str) -> anyhow::Result<Duration> {
+    let binaries = store::cluster::PgBinaries::locate().context("finding pg_recvlogical")?;
+    let started = Instant::now();
+    let output = tokio::process::Command::new(binaries.path("pg_recvlogical"))
+        .args(["--start", "--slot", "bench_recvlogical", "--dbname"])
+        .arg(url)
+        .args([
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=bench_capture",
+            "--no-loop",
+            "-f",
+            "/dev/null",
+            "--endpos",
+            end,
+        ])
+        .output()
+        .await
+        .context("running pg_recvlogical")?;
+    if !output.status.success() {
+        bail!(
+            "pg_recvlogical failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(started.elapsed())
+}
+
+struct Latency {
+    rows: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+async fn latency_run(
+    args: &CaptureArgs,
+    mut settings: Settings,
+    url: &str,
+    source: &mut PgConnection,
+    scratch: &Path,
+) -> anyhow::Result<Latency> {
+    println!("starting the platform (edge, bus, bronze writer) ...");
+    if matches!(settings.database, DatabaseChoice::Managed) {
+        settings.data_dir = scratch.join("platform");
+        std::fs::create_dir_all(&settings.data_dir)?;
+    }
+    let connected = Connected::open(&settings, true).await?;
+    let outcome = latency_with_platform(args, &settings, &connected, url, source, scratch).await;
+    let closed = connected.close().await;
+    let latency = outcome?;
+    closed?;
+    Ok(latency)
+}
+
+async fn latency_with_platform(
+    args: &CaptureArgs,
+    settings: &Settings,
+    connected: &Connected,
+    url: &str,
+    source: &mut PgConnection,
+    scratch: &Path,
+) -> anyhow::Result<Latency> {
+    let database = &connected.database;
+    let bus_config: bus::BusConfig = settings.bus.parse()?;
+    let ingestion = Ingestion::start(
+        settings,
+        database,
+        &bus_config,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await?;
+    let edge_url = format!("https://{}/", ingestion.edge_addr);
+    let actor = || Actor::Cli("bench".into());
+    let attributes = TenantAttributes::parse("bench latency", Plan::Team, "energy", "eu")?;
+    let tenant = store::control::create_tenant(database, actor(), &attributes)
+        .await?
+        .tenant_id;
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(tenant),
+            actor: actor(),
+        },
+    )
+    .await?;
+    let (_, token) = store::sources::create_source(&mut tx, "bench", "postgres").await?;
+    tx.commit().await?;
+    let state_dir: PathBuf = scratch.join("latency-agent");
+    std::fs::create_dir_all(&state_dir)?;
+    edge_client::pair(
+        &edge_url,
+        edge_client::ServerTrust::Ca(&ingestion.ca_pem),
+        &token.token,
+    )
+    .await?
+    .save(&state_dir)?;
+    execute(
+        source,
+        "drop table if exists bench_latency; \
+         create table bench_latency (id bigserial primary key, device int, value double precision)",
+    )
+    .await?;
+    let mut config = agent::config::Config::simulator(edge_url, state_dir.clone(), 1);
+    config.source.kind = "postgres".into();
+    config.source.url = Some(url.to_owned());
+    config.source.tables = vec!["public.bench_latency".into()];
+    config.source.slot = "bench_latency".into();
+    config.source.publication = "bench_latency".into();
+    let (stop, mut stopped) = watch::channel(false);
+    let agent = tokio::spawn(agent::run_until(config, async move {
+        let _ = stopped.changed().await;
+    }));
+    // Until the agent streams: its status file says so.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = std::fs::read(state_dir.join("status.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<agent::status::AgentStatus>(&bytes).ok());
+        if status.is_some_and(|status| status.state == "streaming") {
+            break;
+        }
+        if Instant::now() > deadline || agent.is_finished() {
+            bail!("the agent did not start streaming");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    println!(
+        "writing {} rows/s for {} s through agent, edge, bus and bronze ...",
+        args.rate, args.seconds
+    );
+    // A transaction every 10 ms.
+    let per_tick = (args.rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let ticks = args.seconds * 100;
+    for _ in 0..ticks {
+        tick.tick().await;
+        sqlx::query(
+            "insert into bench_latency (device, value) select g % 100, g from generate_series(1, $1::int8) g",
+        )
+        .bind(per_tick as i64)
+        .execute(&mut *source)
+        .await?;
+    }
+    let rows = per_tick * ticks;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let in_bronze = store::bench_support::bronze_count(database, &[tenant]).await?;
+        if in_bronze as u64 >= rows {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("bronze holds {in_bronze} of {rows} rows");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(true);
+    agent.await??;
+    ingestion.stop().await;
+    let mut latencies =
+        store::bench_support::bronze_commit_latencies(database, tenant, "insert").await?;
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    execute(
+        source,
+        "select pg_drop_replication_slot('bench_latency'); drop table bench_latency",
+    )
+    .await?;
+    Ok(Latency {
+        rows: latencies.len(),
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+    })
+}
