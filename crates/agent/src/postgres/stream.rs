@@ -289,10 +289,10 @@ async fn session(
     let result = stream
         .follow(&mut client, &mut connection, settings, shared, sink, stop)
         .await;
-    // Whatever ended the session: what was read is spooled, and the last confirmation gets
-    // one status interval to reach the source before the connection closes.
-    let mut never = watch::channel(false).1;
-    sink.flush(&mut never).await?;
+    // Whatever ended the session: what was read is spooled (unless stopping with a full
+    // spool: the source still has it), and the last confirmation gets one status interval to
+    // reach the source before the connection closes.
+    sink.flush(stop).await?;
     tokio::time::sleep(super::STATUS_INTERVAL + Duration::from_millis(200)).await;
     client.stop();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.join()).await;

@@ -134,7 +134,12 @@ const DEVICE_TABLES: &[(&str, &[&str])] = &[
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_snapshot_and_the_stream_reproduce_the_source_exactly() {
-    let (mut setup, mut source) = setup(DEVICES, "").await;
+    let health = free_port();
+    let (mut setup, mut source) = setup(
+        DEVICES,
+        &format!("[health]\nlisten = \"127.0.0.1:{health}\""),
+    )
+    .await;
     let check = agent_command(&["check"], &setup.config);
     let report = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.status.success(), "{report}");
@@ -230,6 +235,21 @@ async fn the_snapshot_and_the_stream_reproduce_the_source_exactly() {
         confirmed.unwrap_or(0) >= events.last().unwrap().lsn
     })
     .await;
+    // The loopback health port serves the status and Prometheus metrics.
+    let metrics = http_get(&format!("127.0.0.1:{health}"), "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("tributary_agent_spool_bytes "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tributary_agent_slot_retained_wal_bytes "),
+        "{metrics}"
+    );
+    let healthz = http_get(&format!("127.0.0.1:{health}"), "/healthz");
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz}");
+    assert!(healthz.contains("\"state\": \"streaming\""), "{healthz}");
+
     // The status heartbeat reached the platform, stored for the source.
     let mut database = setup.platform.database().await;
     wait_until("the platform holds the agent's status", MINUTE, async || {
@@ -251,6 +271,49 @@ async fn the_snapshot_and_the_stream_reproduce_the_source_exactly() {
     let status = agent_command(&["status"], &setup.config);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(status.contains("slot:       tributary"), "{status}");
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_snapshot_continues_after_the_last_spooled_row() {
+    let (mut setup, mut source) = setup(
+        "create table big (id int primary key, label text); \
+         insert into big select g, 'row ' || g from generate_series(1, 120000) g",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_until("the snapshot is under way", MINUTE, async || {
+        agent_status(&setup.state_dir)["snapshot_rows"]
+            .as_u64()
+            .is_some_and(|rows| rows > 0 && rows < 120_000)
+    })
+    .await;
+    agent.kill();
+    run(
+        &mut source,
+        "update big set label = 'changed' where id % 1000 = 0",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.big", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    // Every row read exactly once, across the two runs.
+    let reads = events.iter().filter(|event| event.op == "read").count();
+    assert_eq!(reads, 120_000);
+    assert!(
+        agent.log().contains("continuing the interrupted snapshot"),
+        "{}",
+        agent.log()
+    );
+    agent.stop();
     setup.platform.stop();
 }
 

@@ -208,17 +208,7 @@ impl Platform {
 
     /// A counter or gauge from the platform's `/metrics`.
     pub fn metric(&self, name: &str) -> f64 {
-        let Ok(mut stream) = TcpStream::connect(&self.web) else {
-            return 0.0;
-        };
-        let _ = write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.web
-        );
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response
+        http_get(&self.web, "/metrics")
             .lines()
             .find(|line| line.starts_with(name))
             .and_then(|line| line.rsplit(' ').next())
@@ -247,6 +237,21 @@ impl Drop for Platform {
             let _ = child.wait();
         }
     }
+}
+
+/// A plain HTTP GET; the whole response (status line, headers, body), or "" when nothing
+/// listens.
+pub fn http_get(address: &str, path: &str) -> String {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
 }
 
 pub fn terminate(child: &Child) {
