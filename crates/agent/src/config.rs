@@ -196,3 +196,63 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let path = std::env::temp_dir().join(format!(
+            "tributary-agent-config-{}.toml",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, text).unwrap();
+        let loaded = Config::load(&path);
+        let _ = std::fs::remove_file(&path);
+        loaded
+    }
+
+    const BASE: &str = "edge = \"https://edge:8443\"\nstate_dir = \"/tmp/a\"\n";
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let example = include_str!("../../../agent.example.toml");
+        let config = load(example).unwrap();
+        assert_eq!(config.source.kind, "postgres");
+        assert_eq!(config.source.tables.len(), 4);
+        assert_eq!(config.spool.max_bytes, 1 << 30);
+    }
+
+    #[test]
+    fn the_health_port_listens_on_loopback_only() {
+        let error = load(&format!(
+            "{BASE}[health]\nlisten = \"0.0.0.0:9187\"\n[source]\nkind = \"simulator\"\n"
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains("loopback"), "{error}");
+        assert!(
+            load(&format!(
+                "{BASE}[health]\nlisten = \"127.0.0.1:9187\"\n[source]\nkind = \"simulator\"\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let missing_url = load(&format!("{BASE}[source]\nkind = \"postgres\"\n")).unwrap_err();
+        assert!(format!("{missing_url:#}").contains("TRIBUTARY_AGENT_SOURCE_URL"));
+        let bad_slot = load(&format!(
+            "{BASE}[source]\nkind = \"postgres\"\nurl = \"postgres://h/d\"\nslot = \"My-Slot\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{bad_slot:#}").contains("a-z, 0-9 and _"),
+            "{bad_slot:#}"
+        );
+        let unknown = load(&format!("{BASE}[source]\nkind = \"mysql\"\n")).unwrap_err();
+        assert!(format!("{unknown:#}").contains("\"postgres\", \"simulator\""));
+        let typo = load(&format!("{BASE}[source]\nkind = \"simulator\"\nrate = 5\n")).unwrap_err();
+        assert!(format!("{typo:#}").contains("unknown field"), "{typo:#}");
+    }
+}

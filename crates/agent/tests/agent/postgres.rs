@@ -610,11 +610,12 @@ async fn check_names_each_missing_prerequisite() {
     )
     .await;
     let url = cluster.url("postgres").replace("postgres@", "reader@");
+    // The file names another database; the environment's URL wins (secrets stay out of files).
     let config = postgres_config(
         &scratch.0,
         "https://127.0.0.1:1",
         &scratch.0.join("agent"),
-        &url,
+        "postgres://nobody@127.0.0.1:1/none",
         "",
     );
     std::fs::write(
@@ -622,7 +623,12 @@ async fn check_names_each_missing_prerequisite() {
         std::fs::read_to_string(&config).unwrap() + "tables = [\"public.t\", \"public.no_key\"]\n",
     )
     .unwrap();
-    let output = agent_command(&["check"], &config);
+    let output = std::process::Command::new(AGENT)
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("TRIBUTARY_AGENT_SOURCE_URL", &url)
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(!output.status.success(), "{report}");
     for expected in [
