@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use edge_client::{Credentials, EdgeClient, Encoding};
+use edge_client::{Credentials, EdgeClient, EncodedBatch, Encoding};
 use protocol::EventBatch;
 use tokio::sync::{Notify, watch};
 
@@ -230,16 +230,20 @@ async fn send_spool(
             }
             continue;
         };
-        let batch = spool.read(number)?;
-        if let Some(first) = batch.batch.events.first() {
-            let waited = time::OffsetDateTime::now_utc() - first.event_time;
+        let stored = spool.read(number)?;
+        let header = stored.header;
+        if let Some(first) = header.first_event_time {
+            let waited = time::OffsetDateTime::now_utc() - first;
             status.update(|status| status.lag_seconds = Some(waited.as_seconds_f64().max(0.0)));
         }
-        let outcome = if batch.batch.events.is_empty() {
+        let outcome = if header.events == 0 {
             // Only a position: nothing to send.
             Ok(None)
         } else {
-            client.send(&batch.batch, Encoding::Zstd).await.map(Some)
+            // The body was serialised once when spooled; it is compressed, not parsed again.
+            let encoded = EncodedBatch::from_json(stored.body, header.events, Encoding::Zstd)
+                .context("compressing a spooled batch")?;
+            client.send_encoded(&encoded).await.map(Some)
         };
         match outcome {
             Ok(response) => {
@@ -264,11 +268,11 @@ async fn send_spool(
                     tracing::warn!(rejected = response.rejected, file = %rejected.display(),
                         "the edge rejected events; their reasons are kept");
                 }
-                if batch.resume != Resume::default() {
-                    crate::spool::save_acked(&state_dir, &batch.resume)?;
+                if header.resume != Resume::default() {
+                    crate::spool::save_acked(&state_dir, &header.resume)?;
                 }
                 spool.remove(number)?;
-                if let Some(lsn) = batch.resume.confirm {
+                if let Some(lsn) = header.resume.confirm {
                     confirm.send_if_modified(|confirmed| {
                         let newer = lsn > *confirmed;
                         if newer {
@@ -277,9 +281,9 @@ async fn send_spool(
                         newer
                     });
                 }
-                if let Some(last) = batch.batch.events.last() {
+                if let Some(last) = header.last_lsn {
                     status.update(|status| {
-                        status.acked_lsn = Some(last.lsn);
+                        status.acked_lsn = Some(last);
                         status.last_error = None;
                     });
                 }

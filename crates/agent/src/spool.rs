@@ -2,6 +2,10 @@
 //! after the edge acknowledged it. Files are named by a sequence number, so they are sent in
 //! the order they were read from the source. The spool is bounded in bytes: when it is full
 //! the reader stops reading the source (backpressure) instead of dropping anything.
+//!
+//! A file is one line of JSON (the batch's [`Header`]: where the source stands once it is
+//! acknowledged) and then the batch exactly as the edge takes it, serialised once when it is
+//! spooled: the sender compresses and sends those bytes without parsing them again.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -13,16 +17,36 @@ use anyhow::Context;
 use protocol::EventBatch;
 use serde::{Deserialize, Serialize};
 
-/// One spooled batch, and where the source stands once it is acknowledged.
-#[derive(Debug, Serialize, Deserialize)]
+/// A batch to spool, and where the source stands once it is acknowledged.
+#[derive(Debug)]
 pub struct Spooled {
     /// The simulator's position just after this batch.
-    #[serde(default)]
     pub end_position: u64,
     /// A database source's position once this batch is acknowledged.
-    #[serde(default)]
     pub resume: Resume,
     pub batch: EventBatch,
+}
+
+/// What a spooled file says about its batch, on its first line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Header {
+    #[serde(default)]
+    pub end_position: u64,
+    #[serde(default)]
+    pub resume: Resume,
+    pub events: usize,
+    /// The first event's commit time: how long the batch has waited.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub first_event_time: Option<time::OffsetDateTime>,
+    /// The last event's commit LSN.
+    pub last_lsn: Option<domain::Lsn>,
+}
+
+/// A batch read back from the spool: its header and its body (JSON, uncompressed).
+#[derive(Debug)]
+pub struct Stored {
+    pub header: Header,
+    pub body: Vec<u8>,
 }
 
 /// Where a database source resumes: what it has spooled, and what it may confirm to the
@@ -137,7 +161,16 @@ impl Spool {
 
     /// Writes `spooled` durably (temporary file, sync, rename, sync the directory).
     pub fn push(&self, spooled: &Spooled) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(spooled)?;
+        let header = Header {
+            end_position: spooled.end_position,
+            resume: spooled.resume.clone(),
+            events: spooled.batch.events.len(),
+            first_event_time: spooled.batch.events.first().map(|event| event.event_time),
+            last_lsn: spooled.batch.events.last().map(|event| event.lsn),
+        };
+        let mut bytes = serde_json::to_vec(&header)?;
+        bytes.push(b'\n');
+        serde_json::to_writer(&mut bytes, &spooled.batch)?;
         let number = self.index().next;
         let name = self.path(number);
         let temporary = self.dir.join(format!("{number:020}.tmp"));
@@ -154,10 +187,17 @@ impl Spool {
         Ok(())
     }
 
-    pub fn read(&self, number: u64) -> anyhow::Result<Spooled> {
+    pub fn read(&self, number: u64) -> anyhow::Result<Stored> {
         let path = self.path(number);
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
+        let mut bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let end = bytes
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .with_context(|| format!("{} is corrupt: no header", path.display()))?;
+        let header = serde_json::from_slice(&bytes[..end])
+            .with_context(|| format!("{} is corrupt", path.display()))?;
+        let body = bytes.split_off(end + 1);
+        Ok(Stored { header, body })
     }
 
     pub fn remove(&self, number: u64) -> anyhow::Result<()> {
@@ -170,10 +210,12 @@ impl Spool {
         Ok(())
     }
 
-    /// The newest spooled batch, if any.
-    pub fn newest(&self) -> anyhow::Result<Option<Spooled>> {
+    /// The newest spooled batch's header, if any.
+    pub fn newest(&self) -> anyhow::Result<Option<Header>> {
         let newest = self.index().files.back().map(|(number, _)| *number);
-        newest.map(|number| self.read(number)).transpose()
+        newest
+            .map(|number| self.read(number).map(|stored| stored.header))
+            .transpose()
     }
 
     /// Every spooled batch's number, oldest first.

@@ -94,6 +94,20 @@ impl EncodedBatch {
         })
     }
 
+    /// A batch already serialised as JSON (the body of `POST /v1/events` before compression)
+    /// holding `event_count` events, compressed with `encoding`.
+    pub fn from_json(
+        json: Vec<u8>,
+        event_count: usize,
+        encoding: Encoding,
+    ) -> Result<Self, protocol::EncodeError> {
+        Ok(Self {
+            body: Bytes::from(protocol::compress(json, encoding)?),
+            encoding,
+            event_count,
+        })
+    }
+
     pub fn event_count(&self) -> usize {
         self.event_count
     }

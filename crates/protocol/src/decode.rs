@@ -628,7 +628,7 @@ fn read_fields(
     }
 
     let unchanged = read_unchanged(&mut object, op, after.as_ref(), limits)?;
-    let types = read_types(&mut object, limits)?;
+    let types = std::sync::Arc::new(read_types(&mut object, limits)?);
 
     Ok(ChangeEvent {
         event_id,

@@ -91,7 +91,8 @@ pub fn decompress<'a>(
 }
 
 /// Compresses an encoded body (agent side).
-pub(crate) fn compress(json: Vec<u8>, encoding: Encoding) -> Result<Vec<u8>, EncodeError> {
+/// `json` compressed with `encoding` (`Identity` returns it as is).
+pub fn compress(json: Vec<u8>, encoding: Encoding) -> Result<Vec<u8>, EncodeError> {
     match encoding {
         Encoding::Identity => Ok(json),
         Encoding::Gzip => {

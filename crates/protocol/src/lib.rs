@@ -20,7 +20,7 @@ mod wire;
 
 pub use decode::{DecodedBatch, DecodedEvents, decode_batch};
 pub use encode::encode_batch;
-pub use encoding::{Encoding, decompress};
+pub use encoding::{Encoding, compress, decompress};
 pub use error::{BatchError, EncodeError, ErrorBody, ErrorDetail};
 pub use limits::{EventTimeWindow, Limits};
 pub use pairing::{CertificateResponse, PairRequest, RenewRequest};

@@ -1456,8 +1456,8 @@ fn documented_examples_are_valid() {
     let blocks = doc_json_blocks();
     assert_eq!(
         blocks.len(),
-        6,
-        "batch, response, error, pair, renew, certificate"
+        7,
+        "batch, response, error, status, pair, renew, certificate"
     );
 
     let batch: Value = serde_json::from_str(blocks[0]).expect("batch example is JSON");
@@ -1478,10 +1478,12 @@ fn documented_examples_are_valid() {
         error,
         check_version(Some("2")).expect_err("v2").to_error_body()
     );
-    serde_json::from_str::<PairRequest>(blocks[3]).expect("pair example");
-    serde_json::from_str::<RenewRequest>(blocks[4]).expect("renew example");
+    let status: crate::AgentStatus = serde_json::from_str(blocks[3]).expect("status example");
+    assert_eq!(status.validate(), Ok(()));
+    serde_json::from_str::<PairRequest>(blocks[4]).expect("pair example");
+    serde_json::from_str::<RenewRequest>(blocks[5]).expect("renew example");
     let certificate: CertificateResponse =
-        serde_json::from_str(blocks[5]).expect("certificate example");
+        serde_json::from_str(blocks[6]).expect("certificate example");
     assert_eq!(certificate.tenant_id, tenant);
 }
 

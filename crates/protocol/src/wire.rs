@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use domain::{EventId, Lsn, SourceId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -109,8 +110,31 @@ pub struct ChangeEvent {
     pub unchanged: Vec<String>,
     /// Each column's type at the source (PostgreSQL's name for it, e.g. `integer`, `jsonb`,
     /// `timestamp with time zone`), when the source knows it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub types: BTreeMap<String, String>,
+    /// Shared: every event of a table carries the same map.
+    #[serde(
+        default,
+        skip_serializing_if = "is_empty_map",
+        serialize_with = "serialize_shared",
+        deserialize_with = "deserialize_shared"
+    )]
+    pub types: Arc<BTreeMap<String, String>>,
+}
+
+fn is_empty_map(map: &Arc<BTreeMap<String, String>>) -> bool {
+    map.is_empty()
+}
+
+fn serialize_shared<S: serde::Serializer>(
+    map: &Arc<BTreeMap<String, String>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    map.as_ref().serialize(serializer)
+}
+
+fn deserialize_shared<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Arc<BTreeMap<String, String>>, D::Error> {
+    BTreeMap::deserialize(deserializer).map(Arc::new)
 }
 
 impl ChangeEvent {

@@ -10,6 +10,7 @@
 //! events in position order still ends in the source's state.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use domain::{EventId, Lsn, SourceId};
@@ -82,6 +83,13 @@ pub async fn read(
             continue;
         };
         tracing::info!(schema, table = name, "snapshot of a table");
+        let types: Arc<BTreeMap<String, String>> = Arc::new(
+            table
+                .columns
+                .iter()
+                .map(|column| (column.name.clone(), column.type_name.clone()))
+                .collect(),
+        );
         loop {
             if *stop.borrow() {
                 return Ok(false);
@@ -96,6 +104,7 @@ pub async fn read(
                 }
                 let (event, bytes) = read_event(
                     &table,
+                    &types,
                     row,
                     source,
                     Lsn(state.consistent_point),
@@ -191,6 +200,7 @@ async fn read_chunk(
 
 fn read_event(
     table: &TableShape,
+    types: &Arc<BTreeMap<String, String>>,
     row: Vec<Option<String>>,
     source: SourceId,
     lsn: Lsn,
@@ -218,11 +228,6 @@ fn read_event(
             )
         })
         .collect();
-    let types: BTreeMap<String, String> = table
-        .columns
-        .iter()
-        .map(|column| (column.name.clone(), column.type_name.clone()))
-        .collect();
     let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
     (
         ChangeEvent {
@@ -238,7 +243,7 @@ fn read_event(
             after: Some(after),
             before: None,
             unchanged: Vec::new(),
-            types,
+            types: types.clone(),
         },
         bytes,
     )

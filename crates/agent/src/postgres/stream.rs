@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use domain::{EventId, Lsn, SourceId};
+use futures_util::FutureExt;
 use pgwire_replication::{PgWireError, ReplicationClient, ReplicationEvent};
 use protocol::{ChangeEvent, Op};
 use serde_json::{Map, Value};
@@ -37,6 +38,10 @@ pub struct Shared {
     /// The newest position the edge acknowledged everything up to (from the sender).
     pub confirm: watch::Receiver<u64>,
 }
+
+/// Changes handled in a row before the reader looks at its other duties (confirmations,
+/// flush deadlines, heartbeats, stop).
+const DRAIN: usize = 1024;
 
 /// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
@@ -349,6 +354,8 @@ struct RelationState {
     /// (name, type name, conversion)
     columns: Vec<(String, String, Kind)>,
     key: Vec<usize>,
+    /// Column → type name, shared by every event of the table.
+    types: Arc<BTreeMap<String, String>>,
 }
 
 /// The transaction being read.
@@ -362,7 +369,7 @@ struct Transaction {
 
 struct Stream {
     source: SourceId,
-    relations: HashMap<u32, RelationState>,
+    relations: HashMap<u32, Arc<RelationState>>,
     types: TypeCache,
     transaction: Option<Transaction>,
 }
@@ -384,14 +391,23 @@ impl Stream {
             let deadline = sink.deadline();
             tokio::select! {
                 event = client.recv() => {
-                    match event {
-                        Ok(Some(event)) => self.handle(event, client, connection, shared, sink, stop).await?,
-                        Ok(None) => return Err(Failure::retry(anyhow::anyhow!("the replication stream ended"))),
-                        Err(error) => return Err(if is_transient(&error) {
-                            Failure::retry(anyhow::Error::new(error))
-                        } else {
-                            Failure::fatal(replication_error(error, &settings.slot))
-                        }),
+                    let mut event = event;
+                    // Then what is already buffered, without re-arming every other branch for
+                    // each change.
+                    for _ in 0..DRAIN {
+                        match event {
+                            Ok(Some(event)) => self.handle(event, client, connection, shared, sink, stop).await?,
+                            Ok(None) => return Err(Failure::retry(anyhow::anyhow!("the replication stream ended"))),
+                            Err(error) => return Err(if is_transient(&error) {
+                                Failure::retry(anyhow::Error::new(error))
+                            } else {
+                                Failure::fatal(replication_error(error, &settings.slot))
+                            }),
+                        }
+                        match client.recv().now_or_never() {
+                            Some(next) => event = next,
+                            None => break,
+                        }
                     }
                 }
                 changed = confirm.changed() => {
@@ -531,14 +547,21 @@ impl Stream {
                 if key.is_empty() {
                     key = (0..columns.len()).collect();
                 }
+                let types = Arc::new(
+                    columns
+                        .iter()
+                        .map(|(name, type_name, _)| (name.clone(), type_name.clone()))
+                        .collect(),
+                );
                 self.relations.insert(
                     relation.id,
-                    RelationState {
+                    Arc::new(RelationState {
                         schema: relation.namespace,
                         table: relation.name,
                         columns,
                         key,
-                    },
+                        types,
+                    }),
                 );
             }
             Message::Type {
@@ -549,7 +572,7 @@ impl Stream {
             Message::Origin { .. } => {}
             Message::Insert { relation, new } => {
                 let table = self.relation(relation)?;
-                let (after, unchanged, bytes) = row_image(&table, &new, None);
+                let (after, unchanged, bytes) = row_image(&table, new, None);
                 if !unchanged.is_empty() {
                     return Err(Failure::fatal(anyhow::anyhow!(
                         "an insert into {}.{} marked a value unchanged",
@@ -575,11 +598,10 @@ impl Stream {
                 let table = self.relation(relation)?;
                 let full_old = old.as_ref().filter(|(kind, _)| *kind == OldKind::Full);
                 let (after, unchanged, bytes) =
-                    row_image(&table, &new, full_old.map(|(_, tuple)| tuple));
+                    row_image(&table, new, full_old.map(|(_, tuple)| tuple));
                 let key = key_of(&table, &after);
-                let before = old
-                    .as_ref()
-                    .map(|(_, tuple)| row_image(&table, tuple, None).0);
+                let full = full_old.is_some();
+                let before = old.map(|(_, tuple)| row_image(&table, tuple, None).0);
                 // A changed key: the row under the old key is gone.
                 if let Some(before) = &before {
                     let old_key = key_of(&table, before);
@@ -598,7 +620,7 @@ impl Stream {
                         .await?;
                     }
                 }
-                let before = before.filter(|_| full_old.is_some());
+                let before = before.filter(|_| full);
                 self.emit(
                     &table,
                     Op::Update,
@@ -617,7 +639,7 @@ impl Stream {
                 old: (_, tuple),
             } => {
                 let table = self.relation(relation)?;
-                let (before, _, bytes) = row_image(&table, &tuple, None);
+                let (before, _, bytes) = row_image(&table, tuple, None);
                 let key = key_of(&table, &before);
                 let before: Map<String, Value> = before
                     .into_iter()
@@ -657,7 +679,7 @@ impl Stream {
         Ok(())
     }
 
-    fn relation(&self, id: u32) -> Result<RelationState, Failure> {
+    fn relation(&self, id: u32) -> Result<Arc<RelationState>, Failure> {
         self.relations.get(&id).cloned().ok_or_else(|| {
             Failure::fatal(anyhow::anyhow!(
                 "a change to relation {id} arrived before its description; refusing to guess its columns"
@@ -696,11 +718,7 @@ impl Stream {
         }
         let lsn = Lsn(transaction.lsn);
         let millis = (transaction.time.unix_timestamp_nanos() / 1_000_000) as i64;
-        let types: BTreeMap<String, String> = table
-            .columns
-            .iter()
-            .map(|(name, type_name, _)| (name.clone(), type_name.clone()))
-            .collect();
+        let types = table.types.clone();
         let event = ChangeEvent {
             event_id: EventId::derive(self.source, millis, lsn, seq),
             op,
@@ -814,19 +832,19 @@ fn parse_size(text: &str) -> Option<i64> {
 /// and its approximate size.
 fn row_image(
     table: &RelationState,
-    tuple: &Tuple,
+    tuple: Tuple,
     full_old: Option<&Tuple>,
 ) -> (Map<String, Value>, Vec<String>, usize) {
-    let mut image = Map::with_capacity(tuple.len());
+    let mut image = Map::new();
     let mut unchanged = Vec::new();
     let mut bytes = 200;
-    for (index, datum) in tuple.iter().enumerate() {
+    for (index, datum) in tuple.into_iter().enumerate() {
         let Some((name, _, kind)) = table.columns.get(index) else {
             continue;
         };
         let datum = match (datum, full_old.and_then(|old| old.get(index))) {
             (Datum::Unchanged, Some(old @ (Datum::Text(_) | Datum::Null | Datum::Binary(_)))) => {
-                old
+                old.clone()
             }
             (datum, _) => datum,
         };
@@ -839,11 +857,11 @@ fn row_image(
             }
             Datum::Text(text) => {
                 bytes += text.len();
-                values::to_json(*kind, text.clone())
+                values::to_json(*kind, text)
             }
             Datum::Binary(bytes_value) => {
                 bytes += bytes_value.len() * 2;
-                Value::String(format!("\\x{}", hex_lower(bytes_value)))
+                Value::String(format!("\\x{}", hex_lower(&bytes_value)))
             }
         };
         image.insert(name.clone(), value);
@@ -891,6 +909,7 @@ mod tests {
                 ("n".into(), "integer".into(), Kind::Integer),
             ],
             key: vec![0],
+            types: Arc::default(),
         }
     }
 
@@ -901,7 +920,7 @@ mod tests {
             Datum::Unchanged,
             Datum::Text("2".into()),
         ];
-        let (after, unchanged, _) = row_image(&table(), &new, None);
+        let (after, unchanged, _) = row_image(&table(), new, None);
         assert_eq!(unchanged, vec!["big".to_owned()]);
         assert!(!after.contains_key("big"));
         assert_eq!(after["n"], serde_json::json!(2));
@@ -919,7 +938,7 @@ mod tests {
             Datum::Unchanged,
             Datum::Text("2".into()),
         ];
-        let (after, unchanged, _) = row_image(&table(), &new, Some(&old));
+        let (after, unchanged, _) = row_image(&table(), new, Some(&old));
         assert!(unchanged.is_empty());
         assert_eq!(after["big"], serde_json::json!("large"));
     }
