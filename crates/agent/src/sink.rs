@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protocol::{ChangeEvent, EventBatch};
+use domain::Lsn;
+use protocol::ChangeEvent;
+use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
-use crate::spool::{Resume, Spool, Spooled};
+use crate::spool::{Header, Resume, Spool};
 use crate::status::StatusCell;
 
 /// At most this many changes per batch (the edge takes up to 5,000).
@@ -22,7 +24,11 @@ pub struct Sink {
     spool: Arc<Spool>,
     spooled: Arc<Notify>,
     status: StatusCell,
-    events: Vec<ChangeEvent>,
+    /// The waiting events' JSON objects, separated by commas.
+    buffer: Vec<u8>,
+    events: usize,
+    first_event_time: Option<OffsetDateTime>,
+    last_lsn: Option<Lsn>,
     bytes: usize,
     since: Option<Instant>,
     /// The position as of the changes added so far.
@@ -42,7 +48,10 @@ impl Sink {
             spool,
             spooled,
             status,
-            events: Vec::new(),
+            buffer: Vec::new(),
+            events: 0,
+            first_event_time: None,
+            last_lsn: None,
             bytes: 0,
             since: None,
             spooled_resume: resume.clone(),
@@ -60,7 +69,7 @@ impl Sink {
 
     /// Nothing is waiting in memory.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.events == 0
     }
 
     /// When the oldest waiting change has waited long enough.
@@ -76,14 +85,43 @@ impl Sink {
         bytes: usize,
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        if !self.events.is_empty() && self.bytes + bytes > BATCH_BYTES {
+        let (lsn, seq, event_time) = (event.lsn, event.seq, event.event_time);
+        self.add_with(lsn, seq, event_time, bytes, stop, |buffer| {
+            serde_json::to_writer(buffer, &event)
+        })
+        .await
+    }
+
+    /// Adds a change that `write` serialises (one JSON object, as [`ChangeEvent`] serialises)
+    /// straight into the batch.
+    pub async fn add_with(
+        &mut self,
+        lsn: Lsn,
+        seq: u32,
+        event_time: OffsetDateTime,
+        bytes: usize,
+        stop: &mut watch::Receiver<bool>,
+        write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+    ) -> anyhow::Result<()> {
+        if self.events > 0 && self.bytes + bytes > BATCH_BYTES {
             self.flush(stop).await?;
         }
-        self.resume.last = Some((event.lsn.0, event.seq));
-        self.events.push(event);
+        if self.events > 0 {
+            self.buffer.push(b',');
+        }
+        let start = self.buffer.len();
+        if let Err(error) = write(&mut self.buffer) {
+            self.buffer
+                .truncate(start.saturating_sub(usize::from(self.events > 0)));
+            return Err(error.into());
+        }
+        self.resume.last = Some((lsn.0, seq));
+        self.events += 1;
+        self.first_event_time.get_or_insert(event_time);
+        self.last_lsn = Some(lsn);
         self.bytes += bytes;
         self.since.get_or_insert_with(Instant::now);
-        if self.events.len() >= BATCH_EVENTS || self.bytes >= BATCH_BYTES {
+        if self.events >= BATCH_EVENTS || self.bytes >= BATCH_BYTES {
             self.flush(stop).await?;
         }
         Ok(())
@@ -92,7 +130,7 @@ impl Sink {
     /// Spools what is waiting, first waiting while the spool is full. Returns early, spooling
     /// nothing, when `stop` fires during the wait.
     pub async fn flush(&mut self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        if self.events.is_empty() && self.resume == self.spooled_resume {
+        if self.events == 0 && self.resume == self.spooled_resume {
             return Ok(());
         }
         if self.spool.is_full() {
@@ -112,17 +150,17 @@ impl Sink {
             }
             self.status.update(|status| status.backpressure = false);
         }
-        let spooled = Spooled {
+        let header = Header {
             end_position: 0,
             resume: self.resume.clone(),
-            batch: EventBatch {
-                source_id: None,
-                tenant_id: None,
-                events: std::mem::take(&mut self.events),
-            },
+            events: self.events,
+            first_event_time: self.first_event_time.take(),
+            last_lsn: self.last_lsn.take(),
         };
         // A batch with no changes only carries a position; the sender acknowledges it itself.
-        self.spool.push(&spooled)?;
+        self.spool.push_events(&header, &self.buffer)?;
+        self.buffer.clear();
+        self.events = 0;
         self.spooled_resume = self.resume.clone();
         if let Some((lsn, _)) = self.resume.last {
             self.status

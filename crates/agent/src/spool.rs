@@ -168,9 +168,25 @@ impl Spool {
             first_event_time: spooled.batch.events.first().map(|event| event.event_time),
             last_lsn: spooled.batch.events.last().map(|event| event.lsn),
         };
-        let mut bytes = serde_json::to_vec(&header)?;
+        let mut body = Vec::new();
+        serde_json::to_writer(&mut body, &spooled.batch)?;
+        self.push_body(&header, &body)
+    }
+
+    /// Writes a batch already serialised: `events` is the events' JSON objects separated by
+    /// commas, as many as `header.events` says.
+    pub fn push_events(&self, header: &Header, events: &[u8]) -> anyhow::Result<()> {
+        let mut body = Vec::with_capacity(events.len() + 16);
+        body.extend_from_slice(b"{\"events\":[");
+        body.extend_from_slice(events);
+        body.extend_from_slice(b"]}");
+        self.push_body(header, &body)
+    }
+
+    fn push_body(&self, header: &Header, body: &[u8]) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec(header)?;
         bytes.push(b'\n');
-        serde_json::to_writer(&mut bytes, &spooled.batch)?;
+        bytes.extend_from_slice(body);
         let number = self.index().next;
         let name = self.path(number);
         let temporary = self.dir.join(format!("{number:020}.tmp"));

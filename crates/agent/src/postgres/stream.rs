@@ -572,27 +572,14 @@ impl Stream {
             Message::Origin { .. } => {}
             Message::Insert { relation, new } => {
                 let table = self.relation(relation)?;
-                let (after, unchanged, bytes) = row_image(&table, new, None);
-                if !unchanged.is_empty() {
+                if new.iter().any(|datum| matches!(datum, Datum::Unchanged)) {
                     return Err(Failure::fatal(anyhow::anyhow!(
                         "an insert into {}.{} marked a value unchanged",
                         table.schema,
                         table.table
                     )));
                 }
-                let key = key_of(&table, &after);
-                self.emit(
-                    &table,
-                    Op::Insert,
-                    key,
-                    Some(after),
-                    None,
-                    Vec::new(),
-                    bytes,
-                    sink,
-                    stop,
-                )
-                .await?;
+                self.emit_insert(&table, &new, sink, stop).await?;
             }
             Message::Update { relation, old, new } => {
                 let table = self.relation(relation)?;
@@ -687,6 +674,83 @@ impl Stream {
         })
     }
 
+    /// An insert, the most common change, serialised straight from the decoded row into the
+    /// batch (no intermediate JSON tree).
+    async fn emit_insert(
+        &mut self,
+        table: &RelationState,
+        new: &Tuple,
+        sink: &mut Sink,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
+        let Some((transaction, seq)) = self.next_position(sink)? else {
+            return Ok(());
+        };
+        let lsn = Lsn(transaction.lsn);
+        let millis = (transaction.time.unix_timestamp_nanos() / 1_000_000) as i64;
+        let bytes = 200
+            + new
+                .iter()
+                .zip(&table.columns)
+                .map(|(datum, (name, _, _))| {
+                    name.len()
+                        + 8
+                        + match datum {
+                            Datum::Text(text) => text.len(),
+                            Datum::Binary(bytes) => bytes.len() * 2,
+                            _ => 4,
+                        }
+                })
+                .sum::<usize>();
+        let event = InsertOut {
+            event_id: EventId::derive(self.source, millis, lsn, seq),
+            op: Op::Insert,
+            schema: &table.schema,
+            table: &table.table,
+            lsn,
+            seq,
+            xid: u64::from(transaction.xid),
+            event_time: transaction.time,
+            key: RowOut {
+                table,
+                tuple: new,
+                only: Some(&table.key),
+            },
+            after: RowOut {
+                table,
+                tuple: new,
+                only: None,
+            },
+            types: &table.types,
+        };
+        sink.add_with(lsn, seq, transaction.time, bytes, stop, |buffer| {
+            serde_json::to_writer(buffer, &event)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The current transaction and the next change's sequence in it; `None` when that change
+    /// was spooled before a restart (the source resends from its confirmed position).
+    fn next_position(&mut self, sink: &Sink) -> Result<Option<(Transaction, u32)>, Failure> {
+        let Some(transaction) = self.transaction.as_mut() else {
+            return Err(Failure::fatal(anyhow::anyhow!(
+                "a change arrived outside a transaction"
+            )));
+        };
+        let seq = transaction.seq;
+        transaction.seq += 1;
+        let transaction = *transaction;
+        if sink
+            .resume()
+            .last
+            .is_some_and(|last| (transaction.lsn, seq) <= last)
+        {
+            return Ok(None);
+        }
+        Ok(Some((transaction, seq)))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn emit(
         &mut self,
@@ -700,22 +764,9 @@ impl Stream {
         sink: &mut Sink,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), Failure> {
-        let Some(transaction) = self.transaction.as_mut() else {
-            return Err(Failure::fatal(anyhow::anyhow!(
-                "a change arrived outside a transaction"
-            )));
-        };
-        let seq = transaction.seq;
-        transaction.seq += 1;
-        let transaction = *transaction;
-        // Already spooled before a restart: the source resends from its confirmed position.
-        if sink
-            .resume()
-            .last
-            .is_some_and(|last| (transaction.lsn, seq) <= last)
-        {
+        let Some((transaction, seq)) = self.next_position(sink)? else {
             return Ok(());
-        }
+        };
         let lsn = Lsn(transaction.lsn);
         let millis = (transaction.time.unix_timestamp_nanos() / 1_000_000) as i64;
         let types = table.types.clone();
@@ -797,6 +848,57 @@ impl Stream {
             status.warnings = warnings;
         });
         Ok(())
+    }
+}
+
+/// An insert event, field for field as [`ChangeEvent`] serialises it, borrowing the decoded row.
+#[derive(serde::Serialize)]
+struct InsertOut<'a> {
+    event_id: EventId,
+    op: Op,
+    schema: &'a str,
+    table: &'a str,
+    lsn: Lsn,
+    seq: u32,
+    xid: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    event_time: time::OffsetDateTime,
+    key: RowOut<'a>,
+    after: RowOut<'a>,
+    types: &'a BTreeMap<String, String>,
+}
+
+/// A decoded row as a JSON object (all columns, or only `only`'s, in that order).
+struct RowOut<'a> {
+    table: &'a RelationState,
+    tuple: &'a Tuple,
+    only: Option<&'a [usize]>,
+}
+
+impl serde::Serialize for RowOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeMap};
+        let mut map = serializer.serialize_map(None)?;
+        let mut entry = |index: usize| -> Result<(), S::Error> {
+            let (Some((name, _, kind)), Some(datum)) =
+                (self.table.columns.get(index), self.tuple.get(index))
+            else {
+                return Ok(());
+            };
+            match datum {
+                Datum::Null => map.serialize_entry(name, &()),
+                Datum::Text(text) => map.serialize_entry(name, &values::Typed(*kind, text)),
+                Datum::Binary(bytes) => {
+                    map.serialize_entry(name, &format!("\\x{}", hex_lower(bytes)))
+                }
+                Datum::Unchanged => Err(S::Error::custom("an unchanged value in a full row")),
+            }
+        };
+        match self.only {
+            Some(indices) => indices.iter().try_for_each(|index| entry(*index))?,
+            None => (0..self.tuple.len()).try_for_each(&mut entry)?,
+        }
+        map.end()
     }
 }
 
@@ -911,6 +1013,30 @@ mod tests {
             key: vec![0],
             types: Arc::default(),
         }
+    }
+
+    #[test]
+    fn a_row_serialised_in_place_equals_its_json_image() {
+        let tuple = vec![
+            Datum::Text("7".into()),
+            Datum::Text("a \"quoted\" value".into()),
+            Datum::Null,
+        ];
+        let direct = serde_json::to_value(RowOut {
+            table: &table(),
+            tuple: &tuple,
+            only: None,
+        })
+        .unwrap();
+        let (image, _, _) = row_image(&table(), tuple.clone(), None);
+        assert_eq!(direct, Value::Object(image));
+        let key = serde_json::to_value(RowOut {
+            table: &table(),
+            tuple: &tuple,
+            only: Some(&[0]),
+        })
+        .unwrap();
+        assert_eq!(key, serde_json::json!({"id": 7}));
     }
 
     #[test]

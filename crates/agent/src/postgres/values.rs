@@ -123,16 +123,58 @@ pub fn to_json(kind: Kind, text: String) -> Value {
 /// A numeric becomes a JSON number when a double holds it exactly (it prints back the same),
 /// and stays text otherwise (`NaN`, more digits than a double has), so no digit is ever lost.
 fn numeric(text: String) -> Value {
-    let Ok(float) = text.parse::<f64>() else {
-        return Value::String(text);
-    };
-    let Some(number) = Number::from_f64(float) else {
-        return Value::String(text);
-    };
-    if same_decimal(&text, &float.to_string()) {
-        Value::Number(number)
-    } else {
-        Value::String(text)
+    match exact_double(&text).and_then(Number::from_f64) {
+        Some(number) => Value::Number(number),
+        None => Value::String(text),
+    }
+}
+
+/// The double that prints back as `text`, if there is one.
+fn exact_double(text: &str) -> Option<f64> {
+    let float = text.parse::<f64>().ok().filter(|float| float.is_finite())?;
+    same_decimal(text, &float.to_string()).then_some(float)
+}
+
+/// `text`, printed by a column of `kind`, serialised as [`to_json`] would make it, without
+/// building the value first.
+#[derive(Debug, Clone, Copy)]
+pub struct Typed<'a>(pub Kind, pub &'a str);
+
+impl serde::Serialize for Typed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Typed(kind, text) = *self;
+        match kind {
+            Kind::Bool => match text {
+                "t" | "true" => serializer.serialize_bool(true),
+                "f" | "false" => serializer.serialize_bool(false),
+                _ => serializer.serialize_str(text),
+            },
+            Kind::Integer => match text.parse::<i64>() {
+                Ok(integer) => serializer.serialize_i64(integer),
+                Err(_) => serializer.serialize_str(text),
+            },
+            Kind::Float => match text.parse::<f64>() {
+                Ok(float) if float.is_finite() => serializer.serialize_f64(float),
+                _ => serializer.serialize_str(text),
+            },
+            Kind::Numeric => match exact_double(text) {
+                Some(float) => serializer.serialize_f64(float),
+                None => serializer.serialize_str(text),
+            },
+            Kind::Json => match serde_json::from_str::<&serde_json::value::RawValue>(text) {
+                Ok(raw) => raw.serialize(serializer),
+                Err(_) => serializer.serialize_str(text),
+            },
+            Kind::TimestampTz => match timestamp_tz(text) {
+                Some(rfc3339) => serializer.serialize_str(&rfc3339),
+                None => serializer.serialize_str(text),
+            },
+            Kind::Timestamp => match timestamp(text) {
+                Some(iso) => serializer.serialize_str(&iso),
+                None => serializer.serialize_str(text),
+            },
+            Kind::Text => serializer.serialize_str(text),
+        }
     }
 }
 
@@ -208,6 +250,30 @@ mod tests {
             json!("12345678901234567890.12")
         );
         assert_eq!(to_json(Kind::Numeric, "NaN".into()), json!("NaN"));
+    }
+
+    #[test]
+    fn serialising_in_place_gives_the_same_json() {
+        let cases = [
+            (Kind::Bool, "t"),
+            (Kind::Bool, "false"),
+            (Kind::Integer, "-42"),
+            (Kind::Integer, "x"),
+            (Kind::Float, "1.5"),
+            (Kind::Float, "-Infinity"),
+            (Kind::Numeric, "12.50"),
+            (Kind::Numeric, "12345678901234567890.12"),
+            (Kind::Json, r#"{"a": [1, "x", {"b": null}]}"#),
+            (Kind::Json, "not json"),
+            (Kind::TimestampTz, "2026-11-27 06:00:00.123456+00"),
+            (Kind::Timestamp, "2026-11-27 06:00:00"),
+            (Kind::Text, "quote \" and \\ and\nnewline"),
+        ];
+        for (kind, text) in cases {
+            let direct: Value =
+                serde_json::from_str(&serde_json::to_string(&Typed(kind, text)).unwrap()).unwrap();
+            assert_eq!(direct, to_json(kind, text.to_owned()), "{kind:?} {text}");
+        }
     }
 
     #[test]
