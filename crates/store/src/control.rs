@@ -354,3 +354,27 @@ async fn ensure_another_owner(
         Ok(())
     }
 }
+
+/// The transaction's own tenant, as its members see it.
+pub async fn current_tenant(tx: &mut TenantTx) -> Result<Tenant, StoreError> {
+    let tenant = tx.tenant().ok_or(StoreError::Forbidden(
+        "reading a workspace needs a tenant scope",
+    ))?;
+    let row = sqlx::query(
+        "select tenant_id, name, plan, industry, region, status, created_at \
+         from control.dim_tenant where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?
+    .ok_or(StoreError::NotFound("tenant"))?;
+    Ok(Tenant {
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+        plan: row.try_get("plan")?,
+        industry: row.try_get("industry")?,
+        region: row.try_get("region")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
