@@ -7,7 +7,7 @@ use test_support::TestDatabase;
 
 use crate::{request, serve};
 
-async fn tenant(database: &Database, name: &str) -> TenantId {
+pub async fn tenant(database: &Database, name: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
     store::control::create_tenant(database, Actor::Cli("test".into()), &attributes)
         .await

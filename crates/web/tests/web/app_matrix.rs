@@ -1,0 +1,189 @@
+//! The app's routes × every tenant role × own against other tenant, from one table: the pages
+//! the app declares (`web::APP_PAGES`, which also drives the navigation) and the domain's
+//! permission table. A page a role may not open is a 403 in the design and is not in its
+//! navigation; another tenant's rows never show; another tenant's workspace cannot be chosen.
+
+use domain::{Permission, Role, TenantId};
+use store::{Database, Scope, TenantTx};
+use test_support::TestDatabase;
+
+use crate::auth::{PASSWORD, member, sign_in};
+use crate::browser::Browser;
+use crate::serve;
+use crate::site::{assert_designed_html, assert_security_headers};
+
+async fn named_source(database: &Database, tenant: TenantId, name: &str) {
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Member {
+            tenant,
+            user: domain::UserId::new_random(),
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    store::sources::create_source(&mut tx, name, "simulator")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    named_source(&database, a, "acme-charging-db").await;
+    named_source(&database, b, "globex-secret-db").await;
+
+    // Signed out: every app route sends the browser to sign in, and comes back after.
+    let mut anonymous = Browser::new(&addr);
+    for (path, _, _) in web::APP_PAGES {
+        let page = anonymous.get(path).await;
+        assert_eq!(page.status, 303, "{path}");
+        assert_eq!(
+            page.header("location"),
+            Some(format!("/auth?next={path}").as_str())
+        );
+    }
+
+    let mut failures = Vec::new();
+    for role in Role::TENANT_ROLES {
+        let email = format!("{role}@acme.example.com");
+        member(&database, a, &email, role).await;
+        let mut browser = Browser::new(&addr);
+        assert_eq!(sign_in(&mut browser, &email, PASSWORD).await.status, 303);
+        let overview = browser.get("/app/overview").await;
+        for (path, _, permission) in web::APP_PAGES {
+            let allowed = role.allows(*permission);
+            let page = browser.get(path).await;
+            assert_security_headers(&page, path);
+            assert_designed_html(&page, path);
+            let expected = if allowed { 200 } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} {path}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if !allowed && !page.body.contains("You do not have access to this page") {
+                failures.push(format!("{role} {path}: 403 is not the designed page"));
+            }
+            if page.body.contains("Globex") || page.body.contains("globex-secret-db") {
+                failures.push(format!("{role} {path}: shows tenant B"));
+            }
+            let in_navigation = overview.body.contains(&format!(r#"<a href="{path}""#));
+            if in_navigation != allowed {
+                failures.push(format!("{role} {path}: in navigation = {in_navigation}"));
+            }
+        }
+        let sources = browser.get("/app/data-sources").await;
+        if role.allows(Permission::ViewSources) && !sources.body.contains("acme-charging-db") {
+            failures.push(format!("{role}: own source missing"));
+        }
+        // Another tenant's workspace cannot be chosen; the session stays in its own.
+        let switched = browser
+            .submit(
+                "/app/overview",
+                "/app/workspace",
+                &[("tenant_id", &b.to_string())],
+            )
+            .await;
+        if switched.status != 404 {
+            failures.push(format!(
+                "{role}: switching to tenant B gave {}",
+                switched.status
+            ));
+        }
+        let after = browser.get("/app/overview").await;
+        if !after.body.contains("<h1>Acme</h1>") {
+            failures.push(format!("{role}: left its own workspace"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    let c = crate::api::tenant(&database, "Initech").await;
+    named_source(&database, b, "globex-db").await;
+    member(&database, a, "ada@example.com", Role::Viewer).await;
+    member(&database, b, "ada@example.com", Role::Admin).await;
+
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "ada@example.com", PASSWORD).await;
+    let overview = browser.get("/app/overview").await;
+    // The switcher lists both workspaces, and only those.
+    assert!(
+        overview.body.contains(&format!(
+            r#"<option value="{a}" selected>Acme (viewer)</option>"#
+        )),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview
+            .body
+            .contains(&format!(r#"<option value="{b}" >Globex (admin)</option>"#))
+    );
+    assert!(!overview.body.contains("Initech"));
+    assert_eq!(
+        browser.get("/app/data-sources").await.status,
+        403,
+        "viewer in Acme"
+    );
+
+    let switched = browser
+        .submit(
+            "/app/overview",
+            "/app/workspace",
+            &[("tenant_id", &b.to_string())],
+        )
+        .await;
+    assert_eq!(switched.status, 303);
+    let sources = browser.get("/app/data-sources").await;
+    assert_eq!(sources.status, 200, "admin in Globex");
+    assert!(sources.body.contains("globex-db"));
+    // A workspace the account is not in is refused like one that does not exist.
+    let refused = browser
+        .submit(
+            "/app/overview",
+            "/app/workspace",
+            &[("tenant_id", &c.to_string())],
+        )
+        .await;
+    assert_eq!(refused.status, 404);
+    assert!(
+        browser
+            .get("/app/overview")
+            .await
+            .body
+            .contains("<h1>Globex</h1>")
+    );
+
+    // Removed from Globex while signed in: the next request falls back to Acme, as a viewer.
+    store::control::remove_member(
+        &database,
+        store::Actor::System("test"),
+        b,
+        &domain::Email::parse("ada@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(browser.get("/app/data-sources").await.status, 403);
+    assert!(
+        browser
+            .get("/app/overview")
+            .await
+            .body
+            .contains("<h1>Acme</h1>")
+    );
+}
