@@ -87,7 +87,13 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             "  demo:     tenant {} with a simulated agent streaming (source {})",
             demo.tenant_id, demo.source_id
         );
-        println!("  login:    API token for http://{web_addr}/api/v1 (admin of the demo tenant):");
+        if let Some(login) = &demo.web_login {
+            println!(
+                "  login:    http://{web_addr}/auth as {} with password {} (owner of the demo tenant)",
+                login.email, login.password
+            );
+        }
+        println!("  api:      API token for http://{web_addr}/api/v1 (admin of the demo tenant):");
         println!("            {}", demo.api_token);
         println!(
             "            e.g. curl -H 'Authorization: Bearer <token>' http://{web_addr}/api/v1/sources"
