@@ -40,17 +40,25 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// True when the browser says the request comes from another site.
+/// True when the request comes from another origin, by the browser's own account.
+///
+/// `Sec-Fetch-Site` decides when the browser sends it: only `same-origin` (and `none`, a request
+/// the user typed) pass; `same-site` (another subdomain) and `cross-site` do not. Otherwise
+/// `Origin`, when present, must be this host. Our `Referrer-Policy: no-referrer` makes browsers
+/// send `Origin: null` on same-origin form posts, so `null` passes only next to a same-origin
+/// `Sec-Fetch-Site`.
 fn cross_site(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|site| site.as_bytes() == b"cross-site")
-    {
-        return true;
+    let fetch_site = headers.get("sec-fetch-site").map(|site| site.as_bytes());
+    match fetch_site {
+        None | Some(b"same-origin") | Some(b"none") => {}
+        Some(_) => return true,
     }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return false;
     };
+    if origin == "null" {
+        return fetch_site.is_none();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())

@@ -6,6 +6,7 @@ mod api;
 mod app_matrix;
 mod auth;
 mod browser;
+mod chromium;
 mod site;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
