@@ -432,3 +432,43 @@ pub async fn live_session_count(database: &Database, user: UserId) -> Result<i64
     tx.commit().await?;
     Ok(count)
 }
+
+/// What [`prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub sessions: u64,
+    pub attempt_counters: u64,
+    pub trusted_devices: u64,
+}
+
+/// Deletes what can never matter again: sessions revoked or expired more than a day ago, attempt
+/// counters whose window ended more than a day ago, and expired trusted browsers. Run by the
+/// scheduler, so these tables stay the size of current activity.
+pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
+    let mut tx = control(database, Actor::System("scheduler")).await?;
+    let sessions = sqlx::query(
+        "delete from control.auth_sessions \
+         where coalesce(revoked_at, least(idle_expires_at, absolute_expires_at)) \
+               < now() - interval '1 day'",
+    )
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    let attempt_counters = sqlx::query(
+        "delete from control.auth_throttle where window_started_at < now() - interval '1 day'",
+    )
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    let trusted_devices =
+        sqlx::query("delete from control.trusted_devices where expires_at < now()")
+            .execute(tx.connection())
+            .await?
+            .rows_affected();
+    tx.commit().await?;
+    Ok(PruneReport {
+        sessions,
+        attempt_counters,
+        trusted_devices,
+    })
+}

@@ -152,6 +152,12 @@ async fn scheduler(
                         dropped_partitions = report.dropped_partitions.len(), "bronze retention applied"),
                     Err(error) => tracing::warn!(%error, "applying bronze retention failed"),
                 }
+                match store::accounts::prune(&database).await {
+                    Ok(report) => tracing::debug!(sessions = report.sessions,
+                        attempt_counters = report.attempt_counters,
+                        trusted_devices = report.trusted_devices, "sign-in state pruned"),
+                    Err(error) => tracing::warn!(%error, "pruning sign-in state failed"),
+                }
                 if let bus::AnyBus::Embedded(embedded) = &bus {
                     match embedded.prune(BUS_DUPLICATE_WINDOW).await {
                         Ok(removed) => tracing::debug!(removed, "bus log pruned"),

@@ -109,7 +109,10 @@ fn percent_decode(bytes: &[u8]) -> Option<String> {
 /// The middleware: checks non-safe requests, hands the token to handlers, and gives a browser
 /// without a CSRF cookie one.
 pub async fn guard(mut request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/api/") {
+    // The API authenticates with bearer tokens; static assets change nothing and are cacheable,
+    // so they must not carry a cookie.
+    let path = request.uri().path();
+    if path.starts_with("/api/") || path.starts_with("/assets/") {
         return next.run(request).await;
     }
     let existing = cookies::get(request.headers(), cookies::CSRF);

@@ -355,6 +355,41 @@ async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
     .await
     .unwrap();
     assert_eq!(browser.get("/app/overview").await.status, 303);
+
+    // The scheduler's pruning removes sessions, counters and trusted browsers a day past use,
+    // and nothing current.
+    let mut current = Browser::new(&addr);
+    sign_in(&mut current, "ada@example.com", PASSWORD).await;
+    sqlx::query(
+        "update control.auth_sessions set absolute_expires_at = now() - interval '2 days' \
+         where absolute_expires_at < now()",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("update control.auth_throttle set window_started_at = now() - interval '2 days'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("update control.trusted_devices set expires_at = now() - interval '1 second'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let report = store::accounts::prune(&database).await.unwrap();
+    assert!(
+        report.sessions >= 1 && report.attempt_counters >= 1,
+        "{report:?}"
+    );
+    assert!(report.trusted_devices >= 1, "{report:?}");
+    assert_eq!(
+        current.get("/app/overview").await.status,
+        200,
+        "the live session stays"
+    );
+    assert_eq!(
+        store::accounts::prune(&database).await.unwrap(),
+        Default::default()
+    );
 }
 
 #[tokio::test]

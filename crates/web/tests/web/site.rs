@@ -143,6 +143,10 @@ async fn every_public_page_is_designed_secured_and_sets_only_host_cookies() {
     );
     assert!(css.body.contains(":focus-visible"), "visible focus");
     assert_security_headers(&css, "css");
+    assert!(
+        css.set_cookies().is_empty(),
+        "a cacheable asset sets no cookie"
+    );
     let htmx = browser.get("/assets/htmx-2.0.11.min.js").await;
     assert_eq!(htmx.status, 200);
     assert_eq!(
