@@ -38,9 +38,19 @@ pub struct ChromeUser {
     pub display_name: String,
 }
 
-/// Renders `template` with `status`; a template that fails to render becomes a plain 500.
+/// How long a throttled client should wait, in seconds: one throttling window.
+pub const RETRY_AFTER_SECONDS: &str = "900";
+
+/// Renders `template` with `status`; a template that fails to render becomes a plain 500. A 429
+/// says when to come back (`Retry-After`).
 pub fn render(status: StatusCode, template: &impl Template) -> Response {
     match template.render() {
+        Ok(html) if status == StatusCode::TOO_MANY_REQUESTS => (
+            status,
+            [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
+            Html(html),
+        )
+            .into_response(),
         Ok(html) => (status, Html(html)).into_response(),
         Err(error) => {
             tracing::error!(%error, "page failed to render");

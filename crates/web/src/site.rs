@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
@@ -24,8 +24,7 @@ pub fn routes() -> Router<AppState> {
         .route("/pricing", get(pricing))
         .route("/security", get(security))
         .route("/contact", get(contact_page).post(contact_submit))
-        .route("/docs/prd", get(prd))
-        .route("/docs/architecture", get(architecture))
+        .route("/docs/{slug}", get(document))
 }
 
 #[derive(Template)]
@@ -298,28 +297,83 @@ async fn contact_submit(
     }
 }
 
-/// The repository documents the site renders, compiled into the binary.
-const PRD_MARKDOWN: &str = include_str!("../../../docs/prd.md");
-const ARCHITECTURE_MARKDOWN: &str = include_str!("../../../ARCHITECTURE.md");
+/// The repository documents the site renders, compiled into the binary: the URL slug under
+/// `/docs/`, the file, and its text. The architecture page is `ARCHITECTURE.md`, the product page
+/// `docs/prd.md`; the rest are the documents the architecture links to.
+const DOCUMENTS: &[(&str, &str, &str)] = &[
+    ("prd", "docs/prd.md", include_str!("../../../docs/prd.md")),
+    (
+        "architecture",
+        "ARCHITECTURE.md",
+        include_str!("../../../ARCHITECTURE.md"),
+    ),
+    (
+        "database",
+        "docs/database.md",
+        include_str!("../../../docs/database.md"),
+    ),
+    (
+        "edge",
+        "docs/edge.md",
+        include_str!("../../../docs/edge.md"),
+    ),
+    (
+        "protocol",
+        "docs/protocol.md",
+        include_str!("../../../docs/protocol.md"),
+    ),
+    ("bus", "docs/bus.md", include_str!("../../../docs/bus.md")),
+    ("web", "docs/web.md", include_str!("../../../docs/web.md")),
+    ("api", "docs/api.md", include_str!("../../../docs/api.md")),
+    (
+        "operations",
+        "docs/operations.md",
+        include_str!("../../../docs/operations.md"),
+    ),
+    (
+        "benchmarks",
+        "docs/benchmarks.md",
+        include_str!("../../../docs/benchmarks.md"),
+    ),
+];
+
+/// A document's title: its first `# ` heading.
+fn document_title(markdown: &str) -> &str {
+    markdown
+        .lines()
+        .find_map(|line| line.strip_prefix("# "))
+        .unwrap_or("Document")
+}
+
+#[derive(Debug)]
+struct DocLink {
+    href: String,
+    title: &'static str,
+    current: bool,
+}
 
 #[derive(Template)]
 #[template(path = "site/doc.html")]
 struct DocPage {
     chrome: Chrome,
     title: &'static str,
-    slug: &'static str,
     source: &'static str,
+    documents: Vec<DocLink>,
     html: String,
 }
 
-/// Where a repository-relative link in a rendered document points on the site: the documents the
-/// site renders map to their pages; anything else stays as written.
-fn site_link(target: &str) -> Option<&'static str> {
-    match target.trim_start_matches("../") {
-        "ARCHITECTURE.md" => Some("/docs/architecture"),
-        "docs/prd.md" | "prd.md" => Some("/docs/prd"),
-        _ => None,
-    }
+/// Where a repository-relative link in a rendered document points on the site: a document the
+/// site renders maps to its page (keeping any `#fragment`); anything else stays as written.
+fn site_link(target: &str) -> Option<String> {
+    let (path, fragment) = match target.split_once('#') {
+        Some((path, fragment)) => (path, format!("#{fragment}")),
+        None => (target, String::new()),
+    };
+    let file = path.trim_start_matches("../").trim_start_matches("docs/");
+    DOCUMENTS
+        .iter()
+        .find(|(_, source, _)| source.trim_start_matches("docs/") == file)
+        .map(|(slug, _, _)| format!("/docs/{slug}{fragment}"))
 }
 
 /// Markdown to HTML. Raw HTML in the source is shown as text, never passed through: the
@@ -349,28 +403,25 @@ pub fn markdown_to_html(markdown: &str) -> String {
     html
 }
 
-async fn prd(visitor: Visitor) -> Response {
+async fn document(visitor: Visitor, Path(slug): Path<String>) -> Response {
+    let Some((_, source, markdown)) = DOCUMENTS.iter().find(|(known, _, _)| *known == slug) else {
+        return PageError::NotFound.into_page(&visitor.chrome("docs"));
+    };
     render(
         StatusCode::OK,
         &DocPage {
             chrome: visitor.chrome("docs"),
-            title: "Product requirements",
-            slug: "prd",
-            source: "docs/prd.md",
-            html: markdown_to_html(PRD_MARKDOWN),
-        },
-    )
-}
-
-async fn architecture(visitor: Visitor) -> Response {
-    render(
-        StatusCode::OK,
-        &DocPage {
-            chrome: visitor.chrome("docs"),
-            title: "Architecture",
-            slug: "architecture",
-            source: "ARCHITECTURE.md",
-            html: markdown_to_html(ARCHITECTURE_MARKDOWN),
+            title: document_title(markdown),
+            source,
+            documents: DOCUMENTS
+                .iter()
+                .map(|(other, _, text)| DocLink {
+                    href: format!("/docs/{other}"),
+                    title: document_title(text),
+                    current: *other == slug,
+                })
+                .collect(),
+            html: markdown_to_html(markdown),
         },
     )
 }

@@ -196,3 +196,55 @@ async fn the_sign_in_scope_sees_only_the_signing_in_users_workspaces() {
     assert_eq!(initech_members.len(), 1);
     assert_eq!(initech_members[0].email, "bob@example.com");
 }
+
+/// Book-a-demo requests: the control plane stores them, internal operations reads them, and no
+/// tenant role can read or write them.
+#[tokio::test]
+async fn contact_requests_are_for_internal_operations_only() {
+    use store::{Actor, Scope, TenantTx};
+
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let request = store::contact::ContactRequest {
+        name: "Ada".into(),
+        email: "ada@example.com".into(),
+        company: "Engines".into(),
+        fleet_size: "1-100".into(),
+        message: String::new(),
+    };
+    store::contact::record(&database, &request).await.unwrap();
+    let listed = store::contact::list(&database, Actor::System("test"), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].request, request);
+
+    for role in Role::TENANT_ROLES {
+        for statement in [
+            "select count(*) from control.contact_requests",
+            "insert into control.contact_requests (request_id, name, email, company, fleet_size, \
+             message) values (gen_random_uuid(), 'x', 'x@y.z', 'x', 'x', '')",
+        ] {
+            let mut tx = TenantTx::begin(
+                &database,
+                Scope::Member {
+                    tenant: acme,
+                    user: domain::UserId::new_random(),
+                    role,
+                },
+            )
+            .await
+            .unwrap();
+            let error = sqlx::query(statement)
+                .execute(tx.connection_for_tests())
+                .await
+                .unwrap_err();
+            let code = error
+                .as_database_error()
+                .and_then(|error| error.code())
+                .map(|code| code.into_owned());
+            assert_eq!(code.as_deref(), Some("42501"), "{role}: {statement}");
+        }
+    }
+}

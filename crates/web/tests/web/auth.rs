@@ -579,7 +579,10 @@ async fn throttling_bounds_guesses_but_cannot_lock_the_real_user_out() {
         .await;
         match page.status {
             401 => checked += 1,
-            429 => assert!(page.body.contains("Too many attempts")),
+            429 => {
+                assert!(page.body.contains("Too many attempts"));
+                assert_eq!(page.header("retry-after"), Some("900"));
+            }
             other => panic!("unexpected {other}"),
         }
     }

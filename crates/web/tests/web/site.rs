@@ -213,6 +213,38 @@ async fn documents_render_from_the_repository_markdown() {
         prd.body.contains(r#"href="/docs/architecture""#),
         "links map to site pages"
     );
+
+    // Every document the navigation lists renders, and every link between documents resolves to
+    // a page of the site rather than to a markdown file.
+    let documents: Vec<String> = architecture
+        .body
+        .match_indices(r#"<li><a href="/docs/"#)
+        .map(|(index, _)| {
+            let start = index + r#"<li><a href=""#.len();
+            let end = architecture.body[start..].find('"').unwrap() + start;
+            architecture.body[start..end].to_owned()
+        })
+        .collect();
+    assert!(documents.len() >= 10, "{documents:?}");
+    for path in &documents {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_designed_html(&page, path);
+        assert!(
+            !page.body.contains(".md\""),
+            "{path} links to a markdown file"
+        );
+        for (index, _) in page.body.match_indices(r#"href="/docs/"#) {
+            let start = index + r#"href=""#.len();
+            let end = page.body[start..].find(['"', '#']).unwrap() + start;
+            let target = &page.body[start..end];
+            assert!(
+                documents.iter().any(|known| known == target),
+                "{path} links to {target}"
+            );
+        }
+    }
+    assert_eq!(browser.get("/docs/no-such-document").await.status, 404);
 }
 
 #[tokio::test]
@@ -312,5 +344,6 @@ async fn the_contact_form_is_validated_stored_rate_limited_and_csrf_protected() 
     let limited = browser.submit("/contact", "/contact", &good).await;
     assert_eq!(limited.status, 429);
     assert!(limited.body.contains("Wait 15 minutes"));
+    assert_eq!(limited.header("retry-after"), Some("900"));
     assert_eq!(stored().await.len(), 5);
 }
