@@ -20,6 +20,7 @@ pub mod control;
 pub mod dlq;
 mod error;
 pub mod maintenance;
+pub mod members;
 pub mod migrate;
 pub mod replay;
 pub mod retention;

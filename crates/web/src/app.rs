@@ -4,17 +4,17 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use domain::{Permission, Role, TenantId};
+use domain::{Permission, Role, TenantId, UserId};
 use serde::Deserialize;
 use store::accounts::Membership;
 
 use crate::AppState;
 use crate::auth::session::Member;
-use crate::pages::{Chrome, PageError, render};
+use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
 
 /// The app's pages in navigation order: path, label, and the permission that shows and opens
 /// it. The route × role matrix test walks this same list.
@@ -22,6 +22,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
     ("/app/overview", "Overview", Permission::ViewWorkspace),
     ("/app/data-sources", "Data sources", Permission::ViewSources),
     ("/app/tenants", "Tenants", Permission::ViewWorkspace),
+    ("/app/settings", "Settings", Permission::ManageWorkspace),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -31,6 +32,12 @@ pub fn routes() -> Router<AppState> {
         .route("/app/data-sources", get(data_sources))
         .route("/app/tenants", get(tenants))
         .route("/app/workspace", post(switch_workspace))
+        .route("/app/settings", get(settings))
+        .route(
+            "/app/settings/members/{user}/role",
+            post(change_member_role),
+        )
+        .route("/app/settings/members/{user}/remove", post(remove_member))
 }
 
 #[derive(Debug)]
@@ -206,4 +213,164 @@ async fn switch_workspace(
         Ok(()) => Redirect::to("/app/overview").into_response(),
         Err(error) => PageError::from(error).into_page(&member.visitor.chrome("app")),
     }
+}
+
+#[derive(Debug)]
+struct MemberRow {
+    user_id: UserId,
+    email: String,
+    display_name: String,
+    role: Role,
+    roles: Vec<SelectOption>,
+}
+
+#[derive(Template)]
+#[template(path = "app/settings.html")]
+struct SettingsPage {
+    chrome: Chrome,
+    shell: Shell,
+    tenant: store::control::Tenant,
+    members: Vec<MemberRow>,
+    can_manage: bool,
+    notice: Option<&'static str>,
+    error: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SettingsQuery {
+    done: String,
+    refused: String,
+}
+
+/// What a finished change says, by a fixed code in the redirect (never text from the request).
+fn settings_notice(code: &str) -> Option<&'static str> {
+    match code {
+        "role" => Some("The member's role was changed."),
+        "removed" => Some("The member was removed from the workspace."),
+        _ => None,
+    }
+}
+
+fn settings_error(code: &str) -> Option<&'static str> {
+    match code {
+        "last-owner" => {
+            Some("A workspace must keep at least one owner: make someone else an owner first.")
+        }
+        "owner-only" => Some("Only an owner can make someone an owner or change an owner's role."),
+        _ => None,
+    }
+}
+
+const TENANT_ROLE_NAMES: [&str; 4] = ["owner", "admin", "operator", "viewer"];
+
+/// Workspace and members (owners and admins).
+async fn settings(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<SettingsQuery>,
+) -> Response {
+    let result = async {
+        let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+        let tenant = store::control::current_tenant(&mut tx).await?;
+        let members = store::members::list(&mut tx).await?;
+        tx.commit().await?;
+        Ok(render(
+            StatusCode::OK,
+            &SettingsPage {
+                chrome: member.visitor.chrome("app"),
+                shell: shell(&member, "/app/settings"),
+                tenant,
+                members: members
+                    .into_iter()
+                    .map(|row| MemberRow {
+                        roles: select_options(&TENANT_ROLE_NAMES, row.role.as_str()),
+                        user_id: row.user_id,
+                        email: row.email,
+                        display_name: row.display_name,
+                        role: row.role,
+                    })
+                    .collect(),
+                can_manage: member.role().allows(Permission::ManageMembers),
+                notice: settings_notice(&query.done),
+                error: settings_error(&query.refused),
+            },
+        ))
+    }
+    .await;
+    page_result(&member, result)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RoleForm {
+    role: String,
+}
+
+/// Back to the settings page, saying how the change went.
+fn back_to_settings(outcome: &str) -> Response {
+    Redirect::to(&format!("/app/settings?{outcome}#members-heading")).into_response()
+}
+
+/// A member change: the permission, the owner-only rule, then the store's own rules inside the
+/// member's transaction.
+async fn change_member(
+    state: &AppState,
+    member: &Member,
+    user: &str,
+    new_role: Option<Role>,
+) -> Result<Response, PageError> {
+    let user: UserId = user.parse().map_err(|_| PageError::NotFound)?;
+    let mut tx = member.tx(state, Permission::ManageMembers).await?;
+    let current = match store::members::role_of(&mut tx, user).await {
+        Err(store::StoreError::NotFound(_)) => return Err(PageError::NotFound),
+        other => other?,
+    };
+    let touches_owner = current == Role::Owner || new_role == Some(Role::Owner);
+    if touches_owner && member.role() != Role::Owner {
+        return Ok(back_to_settings("refused=owner-only"));
+    }
+    let outcome = match new_role {
+        Some(role) => store::members::change_role(&mut tx, user, role)
+            .await
+            .map(|_| "done=role"),
+        None => store::members::remove(&mut tx, user)
+            .await
+            .map(|_| "done=removed"),
+    };
+    match outcome {
+        Ok(done) => {
+            tx.commit().await?;
+            tracing::info!(%user, by = %member.session().user.user_id, "member changed");
+            Ok(back_to_settings(done))
+        }
+        Err(store::StoreError::Forbidden(_)) => Ok(back_to_settings("refused=last-owner")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn change_member_role(
+    State(state): State<AppState>,
+    member: Member,
+    Path(user): Path<String>,
+    Form(form): Form<RoleForm>,
+) -> Response {
+    let result = match form.role.parse::<Role>() {
+        Ok(role) if role.is_tenant_role() => {
+            change_member(&state, &member, &user, Some(role)).await
+        }
+        _ => Err(PageError::BadRequest(
+            "Choose owner, admin, operator or viewer.".into(),
+        )),
+    };
+    page_result(&member, result)
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    member: Member,
+    Path(user): Path<String>,
+) -> Response {
+    let result = change_member(&state, &member, &user, None).await;
+    page_result(&member, result)
 }

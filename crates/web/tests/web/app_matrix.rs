@@ -29,6 +29,23 @@ async fn named_source(database: &Database, tenant: TenantId, name: &str) {
     tx.commit().await.unwrap();
 }
 
+/// `user`'s role in `tenant`, read as that tenant's owner.
+async fn role_in(database: &Database, tenant: TenantId, user: domain::UserId) -> Role {
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Member {
+            tenant,
+            user: domain::UserId::new_random(),
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    let role = store::members::role_of(&mut tx, user).await.unwrap();
+    tx.rollback().await.unwrap();
+    role
+}
+
 #[tokio::test]
 async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     let test_database = TestDatabase::new().await;
@@ -84,6 +101,67 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         if role.allows(Permission::ViewSources) && !sources.body.contains("acme-charging-db") {
             failures.push(format!("{role}: own source missing"));
         }
+        // Member actions: allowed by the permission table in the own tenant; another tenant's
+        // member does not exist here.
+        let target = member(
+            &database,
+            a,
+            &format!("target-of-{role}@acme.example.com"),
+            Role::Viewer,
+        )
+        .await;
+        let outsider = member(
+            &database,
+            b,
+            &format!("outsider-{role}@globex.example.com"),
+            Role::Viewer,
+        )
+        .await;
+        let manages = role.allows(Permission::ManageMembers);
+        for (user, expected) in [
+            (target, if manages { 303 } else { 403 }),
+            (outsider, if manages { 404 } else { 403 }),
+        ] {
+            let page = browser
+                .submit(
+                    "/app/overview",
+                    &format!("/app/settings/members/{user}/role"),
+                    &[("role", "operator")],
+                )
+                .await;
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} changing {user}'s role: {} (expected {expected})",
+                    page.status
+                ));
+            }
+        }
+        let target_role = role_in(&database, a, target).await;
+        let expected_role = if manages {
+            Role::Operator
+        } else {
+            Role::Viewer
+        };
+        if target_role != expected_role {
+            failures.push(format!("{role}: target's role is {target_role}"));
+        }
+        if role_in(&database, b, outsider).await != Role::Viewer {
+            failures.push(format!("{role}: changed tenant B's member"));
+        }
+        let removed = browser
+            .submit(
+                "/app/overview",
+                &format!("/app/settings/members/{outsider}/remove"),
+                &[],
+            )
+            .await;
+        if removed.status != if manages { 404 } else { 403 } {
+            failures.push(format!(
+                "{role} removing tenant B's member: {}",
+                removed.status
+            ));
+        }
+
         // Another tenant's workspace cannot be chosen; the session stays in its own.
         let switched = browser
             .submit(
@@ -185,5 +263,173 @@ async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
             .await
             .body
             .contains("<h1>Acme</h1>")
+    );
+}
+
+#[tokio::test]
+async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let owner = member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    let admin = member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    let viewer = member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+
+    let mut as_owner = Browser::new(&addr);
+    sign_in(&mut as_owner, "owner@acme.example.com", PASSWORD).await;
+    let page = as_owner.get("/app/settings").await;
+    assert_eq!(page.status, 200);
+    for email in [
+        "owner@acme.example.com",
+        "admin@acme.example.com",
+        "viewer@acme.example.com",
+    ] {
+        assert!(page.body.contains(email), "{email} listed");
+    }
+
+    // The last owner can be neither demoted nor removed.
+    for (action, fields) in [("role", vec![("role", "admin")]), ("remove", vec![])] {
+        let page = as_owner
+            .submit(
+                "/app/settings",
+                &format!("/app/settings/members/{owner}/{action}"),
+                &fields,
+            )
+            .await;
+        assert_eq!(page.status, 303);
+        assert_eq!(
+            page.header("location"),
+            Some("/app/settings?refused=last-owner#members-heading")
+        );
+        assert_eq!(role_in(&database, a, owner).await, Role::Owner);
+    }
+    let page = as_owner.get("/app/settings?refused=last-owner").await;
+    assert!(
+        page.body
+            .contains("A workspace must keep at least one owner")
+    );
+
+    // An admin manages operators and viewers, but cannot make an owner or touch one.
+    let mut as_admin = Browser::new(&addr);
+    sign_in(&mut as_admin, "admin@acme.example.com", PASSWORD).await;
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/role"),
+            &[("role", "owner")],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?refused=owner-only#members-heading")
+    );
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{owner}/remove"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?refused=owner-only#members-heading")
+    );
+    assert_eq!(role_in(&database, a, viewer).await, Role::Viewer);
+    assert_eq!(role_in(&database, a, owner).await, Role::Owner);
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/role"),
+            &[("role", "operator")],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=role#members-heading")
+    );
+    assert_eq!(role_in(&database, a, viewer).await, Role::Operator);
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/role"),
+            &[("role", "internal_ops")],
+        )
+        .await;
+    assert_eq!(page.status, 400, "only tenant roles");
+
+    // The owner makes the admin an owner; then the first owner may step down.
+    as_owner
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{admin}/role"),
+            &[("role", "owner")],
+        )
+        .await;
+    assert_eq!(role_in(&database, a, admin).await, Role::Owner);
+    let page = as_owner
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{owner}/role"),
+            &[("role", "viewer")],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=role#members-heading")
+    );
+    assert_eq!(role_in(&database, a, owner).await, Role::Viewer);
+    // Now a viewer: the settings are closed to them, in the page and in the navigation.
+    let page = as_owner.get("/app/settings").await;
+    assert_eq!(page.status, 403);
+
+    // Removal by the new owner; the removed member's session no longer reaches the workspace.
+    let mut as_viewer = Browser::new(&addr);
+    sign_in(&mut as_viewer, "viewer@acme.example.com", PASSWORD).await;
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/remove"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=removed#members-heading")
+    );
+    let page = as_viewer.get("/app/overview").await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("You are not a member of any workspace"));
+
+    // Every change is in the workspace's audit chain, with the acting user.
+    let chain = store::audit::verify(&database, Some(a)).await.unwrap();
+    assert!(chain[0].is_intact());
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    let entries = store::audit::list(&mut tx, 100).await.unwrap();
+    let changes: Vec<(&str, String)> = entries
+        .iter()
+        .filter(|entry| entry.actor_type == "user")
+        .map(|entry| (entry.action.as_str(), entry.actor_id.clone()))
+        .collect();
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|(action, _)| *action == "member.change_role")
+            .count(),
+        3,
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("member.remove", admin.to_string())),
+        "{changes:?}"
     );
 }
