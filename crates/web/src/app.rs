@@ -23,6 +23,11 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
     ("/app/data-sources", "Data sources", Permission::ViewSources),
     ("/app/tenants", "Tenants", Permission::ViewWorkspace),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
+    (
+        "/app/settings/api-tokens",
+        "API tokens",
+        Permission::ManageApiTokens,
+    ),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -38,6 +43,14 @@ pub fn routes() -> Router<AppState> {
             post(change_member_role),
         )
         .route("/app/settings/members/{user}/remove", post(remove_member))
+        .route(
+            "/app/settings/api-tokens",
+            get(api_tokens_page).post(create_api_token),
+        )
+        .route(
+            "/app/settings/api-tokens/{token}/revoke",
+            post(revoke_api_token),
+        )
 }
 
 #[derive(Debug)]
@@ -372,5 +385,210 @@ async fn remove_member(
     Path(user): Path<String>,
 ) -> Response {
     let result = change_member(&state, &member, &user, None).await;
+    page_result(&member, result)
+}
+
+#[derive(Debug)]
+struct TokenRow {
+    token_id: uuid::Uuid,
+    name: String,
+    role: Role,
+    expires: String,
+    status: &'static str,
+}
+
+#[derive(Debug)]
+struct CreatedToken {
+    name: String,
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct TokenForm {
+    name: String,
+    role: String,
+    days: String,
+}
+
+impl Default for TokenForm {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            role: "viewer".into(),
+            days: "90".into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "app/api_tokens.html")]
+struct ApiTokensPage {
+    chrome: Chrome,
+    shell: Shell,
+    tokens: Vec<TokenRow>,
+    roles: Vec<SelectOption>,
+    form: TokenForm,
+    created: Option<CreatedToken>,
+    notice: Option<&'static str>,
+    errors: Vec<String>,
+}
+
+/// The roles `creator` may give a token: never more than their own (an admin cannot mint an
+/// owner token).
+fn grantable_roles(creator: Role) -> Vec<&'static str> {
+    Role::TENANT_ROLES
+        .into_iter()
+        .filter(|role| creator == Role::Owner || *role != Role::Owner)
+        .map(Role::as_str)
+        .collect()
+}
+
+async fn render_tokens_page(
+    state: &AppState,
+    member: &Member,
+    status: StatusCode,
+    form: TokenForm,
+    created: Option<CreatedToken>,
+    notice: Option<&'static str>,
+    errors: Vec<String>,
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(state, Permission::ManageApiTokens).await?;
+    let tokens = store::api_tokens::list(&mut tx).await?;
+    tx.commit().await?;
+    let now = time::OffsetDateTime::now_utc();
+    Ok(render(
+        status,
+        &ApiTokensPage {
+            chrome: member.visitor.chrome("app"),
+            shell: shell(member, "/app/settings/api-tokens"),
+            tokens: tokens
+                .into_iter()
+                .map(|token| TokenRow {
+                    status: if token.revoked_at.is_some() {
+                        "revoked"
+                    } else if token.expires_at <= now {
+                        "expired"
+                    } else {
+                        "active"
+                    },
+                    token_id: token.token_id,
+                    name: token.name,
+                    role: token.role,
+                    expires: date(token.expires_at),
+                })
+                .collect(),
+            roles: select_options(&grantable_roles(member.role()), &form.role),
+            form,
+            created,
+            notice,
+            errors,
+        },
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TokensQuery {
+    done: String,
+}
+
+async fn api_tokens_page(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<TokensQuery>,
+) -> Response {
+    let notice = (query.done == "revoked").then_some("The token was revoked; it works no more.");
+    let result = render_tokens_page(
+        &state,
+        &member,
+        StatusCode::OK,
+        TokenForm::default(),
+        None,
+        notice,
+        Vec::new(),
+    )
+    .await;
+    page_result(&member, result)
+}
+
+/// Creates a token and shows its text once, in this response only (which, like every page, is
+/// `Cache-Control: no-store`).
+async fn create_api_token(
+    State(state): State<AppState>,
+    member: Member,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let result = async {
+        member.require(Permission::ManageApiTokens)?;
+        let mut errors = Vec::new();
+        let role = form
+            .role
+            .parse::<Role>()
+            .ok()
+            .filter(|role| grantable_roles(member.role()).contains(&role.as_str()));
+        if role.is_none() {
+            errors.push("Choose a role no higher than your own.".to_owned());
+        }
+        let days = form.days.trim().parse::<i64>().ok().filter(|days| (1..=366).contains(days));
+        if days.is_none() {
+            errors.push("Choose an expiry between 1 and 366 days.".to_owned());
+        }
+        let name = form.name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            errors.push("Name the token (up to 100 characters).".to_owned());
+        }
+        let (Some(role), Some(days), true) = (role, days, errors.is_empty()) else {
+            return render_tokens_page(
+                &state,
+                &member,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                form,
+                None,
+                None,
+                errors,
+            )
+            .await;
+        };
+        let mut tx = member.tx(&state, Permission::ManageApiTokens).await?;
+        let (token, text) =
+            store::api_tokens::create(&mut tx, name, role, time::Duration::days(days)).await?;
+        tx.commit().await?;
+        tracing::info!(token = %token.token_id, by = %member.session().user.user_id, "API token created");
+        render_tokens_page(
+            &state,
+            &member,
+            StatusCode::CREATED,
+            TokenForm::default(),
+            Some(CreatedToken {
+                name: token.name,
+                text,
+            }),
+            None,
+            Vec::new(),
+        )
+        .await
+    }
+    .await;
+    page_result(&member, result)
+}
+
+async fn revoke_api_token(
+    State(state): State<AppState>,
+    member: Member,
+    Path(token): Path<String>,
+) -> Response {
+    let result = async {
+        let token: uuid::Uuid = token.parse().map_err(|_| PageError::NotFound)?;
+        let mut tx = member.tx(&state, Permission::ManageApiTokens).await?;
+        match store::api_tokens::revoke(&mut tx, token).await {
+            Ok(()) => {}
+            Err(store::StoreError::NotFound(_)) => return Err(PageError::NotFound),
+            Err(error) => return Err(error.into()),
+        }
+        tx.commit().await?;
+        Ok(Redirect::to("/app/settings/api-tokens?done=revoked").into_response())
+    }
+    .await;
     page_result(&member, result)
 }

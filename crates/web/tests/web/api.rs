@@ -28,7 +28,7 @@ async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
     .unwrap()
 }
 
-async fn token(database: &Database, tenant: TenantId, role: Role) -> String {
+pub async fn token(database: &Database, tenant: TenantId, role: Role) -> String {
     let mut tx = owner(database, tenant).await;
     let (_, text) = store::api_tokens::create(&mut tx, "test", role, time::Duration::days(1))
         .await

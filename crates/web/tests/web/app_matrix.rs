@@ -433,3 +433,122 @@ async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
         "{changes:?}"
     );
 }
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_capped_at_the_creators_role_and_revocable() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    member(&database, a, "operator@acme.example.com", Role::Operator).await;
+    let mut as_admin = Browser::new(&addr);
+    sign_in(&mut as_admin, "admin@acme.example.com", PASSWORD).await;
+
+    // An admin cannot mint an owner token; the form names what is wrong.
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[("name", "ci"), ("role", "owner"), ("days", "30")],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("Choose a role no higher than your own."));
+    assert!(
+        !page.body.contains(r#"<option value="owner""#),
+        "not offered either"
+    );
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[("name", ""), ("role", "viewer"), ("days", "400")],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("between 1 and 366 days") && page.body.contains("Name the token"));
+
+    // Created: shown once, and it works against the API with its role.
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[
+                ("name", "deploy script"),
+                ("role", "operator"),
+                ("days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 201);
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let start = page.body.find("tat1.").expect("the token is shown");
+    let end = page.body[start..].find('<').unwrap() + start;
+    let token = page.body[start..end].to_owned();
+    let (status, _, _) = crate::request(&addr, "GET", "/api/v1/sources", Some(&token), "").await;
+    assert_eq!(status, 200, "an operator token may list sources");
+    let (status, _, _) = crate::request(
+        &addr,
+        "POST",
+        "/api/v1/sources",
+        Some(&token),
+        r#"{"name":"x","kind":"simulator"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "but not create them");
+    let listing = as_admin.get("/app/settings/api-tokens").await;
+    assert!(listing.body.contains("deploy script"));
+    assert!(!listing.body.contains(&token), "never shown again");
+    assert!(
+        !listing.body.contains(&token[token.len() - 64..]),
+        "not even the secret"
+    );
+
+    // An operator cannot manage tokens at all.
+    let mut as_operator = Browser::new(&addr);
+    sign_in(&mut as_operator, "operator@acme.example.com", PASSWORD).await;
+    let page = as_operator
+        .submit(
+            "/app/overview",
+            "/app/settings/api-tokens",
+            &[("name", "mine"), ("role", "viewer"), ("days", "30")],
+        )
+        .await;
+    assert_eq!(page.status, 403);
+
+    // Revoking: the API refuses the token from then on; another tenant's token is not found.
+    let b_token = crate::api::token(&database, b, Role::Viewer).await;
+    let b_token_id = b_token.split('.').nth(2).unwrap().to_owned();
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            &format!("/app/settings/api-tokens/{b_token_id}/revoke"),
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, 404);
+    let (status, _, _) =
+        crate::request(&addr, "GET", "/api/v1/dead-letters", Some(&b_token), "").await;
+    assert_ne!(status, 401, "tenant B's token still works");
+    let token_id = token.split('.').nth(2).unwrap().to_owned();
+    let token_id = uuid::Uuid::parse_str(&token_id).unwrap();
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            &format!("/app/settings/api-tokens/{token_id}/revoke"),
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, 303);
+    let (status, _, _) = crate::request(&addr, "GET", "/api/v1/sources", Some(&token), "").await;
+    assert_eq!(status, 401);
+    let listing = as_admin.get("/app/settings/api-tokens?done=revoked").await;
+    assert!(listing.body.contains("The token was revoked"));
+    assert!(
+        listing
+            .body
+            .contains(r#"<span class="badge badge-revoked">revoked</span>"#)
+    );
+}
