@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
             post(change_member_role),
         )
         .route("/app/settings/members/{user}/remove", post(remove_member))
+        .route("/app/settings/retention", post(set_retention))
         .route(
             "/app/settings/api-tokens",
             get(api_tokens_page).post(create_api_token),
@@ -245,6 +246,8 @@ struct SettingsPage {
     tenant: store::control::Tenant,
     members: Vec<MemberRow>,
     can_manage: bool,
+    /// Shown (and editable) to roles that manage retention.
+    retention_days: Option<i32>,
     notice: Option<&'static str>,
     error: Option<&'static str>,
 }
@@ -261,6 +264,7 @@ fn settings_notice(code: &str) -> Option<&'static str> {
     match code {
         "role" => Some("The member's role was changed."),
         "removed" => Some("The member was removed from the workspace."),
+        "retention" => Some("Retention saved."),
         _ => None,
     }
 }
@@ -271,6 +275,7 @@ fn settings_error(code: &str) -> Option<&'static str> {
             Some("A workspace must keep at least one owner: make someone else an owner first.")
         }
         "owner-only" => Some("Only an owner can make someone an owner or change an owner's role."),
+        "retention" => Some("Retention is between 1 and 3650 days."),
         _ => None,
     }
 }
@@ -287,6 +292,11 @@ async fn settings(
         let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
         let tenant = store::control::current_tenant(&mut tx).await?;
         let members = store::members::list(&mut tx).await?;
+        let retention_days = if member.role().allows(Permission::ManageRetention) {
+            Some(store::retention::days(&mut tx).await?)
+        } else {
+            None
+        };
         tx.commit().await?;
         Ok(render(
             StatusCode::OK,
@@ -305,6 +315,7 @@ async fn settings(
                     })
                     .collect(),
                 can_manage: member.role().allows(Permission::ManageMembers),
+                retention_days,
                 notice: settings_notice(&query.done),
                 error: settings_error(&query.refused),
             },
@@ -588,6 +599,36 @@ async fn revoke_api_token(
         }
         tx.commit().await?;
         Ok(Redirect::to("/app/settings/api-tokens?done=revoked").into_response())
+    }
+    .await;
+    page_result(&member, result)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RetentionForm {
+    days: String,
+}
+
+async fn set_retention(
+    State(state): State<AppState>,
+    member: Member,
+    Form(form): Form<RetentionForm>,
+) -> Response {
+    let result = async {
+        let mut tx = member.tx(&state, Permission::ManageRetention).await?;
+        let Some(days) = form
+            .days
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|days| (1..=3650).contains(days))
+        else {
+            return Ok(back_to_settings("refused=retention"));
+        };
+        store::retention::set_days(&mut tx, days).await?;
+        tx.commit().await?;
+        Ok(Redirect::to("/app/settings?done=retention#retention-heading").into_response())
     }
     .await;
     page_result(&member, result)

@@ -162,6 +162,25 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             ));
         }
 
+        let retention = browser
+            .submit(
+                "/app/overview",
+                "/app/settings/retention",
+                &[("days", "45")],
+            )
+            .await;
+        let expected = if role.allows(Permission::ManageRetention) {
+            303
+        } else {
+            403
+        };
+        if retention.status != expected {
+            failures.push(format!(
+                "{role} setting retention: {} (expected {expected})",
+                retention.status
+            ));
+        }
+
         // Another tenant's workspace cannot be chosen; the session stays in its own.
         let switched = browser
             .submit(
@@ -287,6 +306,42 @@ async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
     ] {
         assert!(page.body.contains(email), "{email} listed");
     }
+
+    // Retention: saved, audited, bounded.
+    assert!(page.body.contains(r#"id="retention-days""#) && page.body.contains(r#"value="30""#));
+    let saved = as_owner
+        .submit(
+            "/app/settings",
+            "/app/settings/retention",
+            &[("days", "90")],
+        )
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings?done=retention#retention-heading")
+    );
+    let refused = as_owner
+        .submit("/app/settings", "/app/settings/retention", &[("days", "0")])
+        .await;
+    assert_eq!(
+        refused.header("location"),
+        Some("/app/settings?refused=retention#members-heading")
+    );
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(store::retention::days(&mut tx).await.unwrap(), 90);
+    let entries = store::audit::list(&mut tx, 10).await.unwrap();
+    assert_eq!(entries[0].action, "retention.set");
+    assert_eq!(entries[0].actor_id, owner.to_string());
+    tx.rollback().await.unwrap();
 
     // The last owner can be neither demoted nor removed.
     for (action, fields) in [("role", vec![("role", "admin")]), ("remove", vec![])] {
