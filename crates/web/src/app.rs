@@ -28,6 +28,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "API tokens",
         Permission::ManageApiTokens,
     ),
+    ("/app/audit", "Audit log", Permission::ViewAudit),
 ];
 
 pub fn routes() -> Router<AppState> {
@@ -44,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/app/settings/members/{user}/remove", post(remove_member))
         .route("/app/settings/retention", post(set_retention))
+        .route("/app/audit", get(audit_page))
+        .route("/app/audit.csv", get(audit_csv))
         .route(
             "/app/settings/api-tokens",
             get(api_tokens_page).post(create_api_token),
@@ -629,6 +632,213 @@ async fn set_retention(
         store::retention::set_days(&mut tx, days).await?;
         tx.commit().await?;
         Ok(Redirect::to("/app/settings?done=retention#retention-heading").into_response())
+    }
+    .await;
+    page_result(&member, result)
+}
+
+/// Entries per audit page.
+const AUDIT_PAGE_SIZE: i64 = 50;
+/// The most entries one CSV export holds.
+const AUDIT_EXPORT_LIMIT: i64 = 10_000;
+const ACTOR_TYPES: [&str; 6] = ["", "user", "cli", "system", "agent", "api_token"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AuditQuery {
+    action: String,
+    actor: String,
+    before: String,
+}
+
+impl AuditQuery {
+    fn filter(&self) -> store::audit::AuditFilter {
+        let action = self.action.trim();
+        store::audit::AuditFilter {
+            action_prefix: (!action.is_empty()).then(|| action.chars().take(100).collect()),
+            actor_type: ACTOR_TYPES
+                .contains(&self.actor.as_str())
+                .then(|| self.actor.clone())
+                .filter(|actor| !actor.is_empty()),
+            before_seq: self.before.parse().ok(),
+        }
+    }
+
+    /// The query string for these filters (and `before`, if given).
+    fn href(&self, path: &str, before: Option<i64>) -> String {
+        let mut pairs = Vec::new();
+        let filter = self.filter();
+        if let Some(action) = &filter.action_prefix {
+            pairs.push(format!("action={}", query_encode(action)));
+        }
+        if let Some(actor) = &filter.actor_type {
+            pairs.push(format!("actor={actor}"));
+        }
+        if let Some(before) = before {
+            pairs.push(format!("before={before}"));
+        }
+        if pairs.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", pairs.join("&"))
+        }
+    }
+}
+
+fn query_encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+struct AuditRow {
+    seq: i64,
+    when: String,
+    actor: String,
+    action: String,
+    target: String,
+    details: String,
+}
+
+#[derive(Template)]
+#[template(path = "app/audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    shell: Shell,
+    entries: Vec<AuditRow>,
+    chain_intact: bool,
+    chain_entries: u64,
+    chain_problem: String,
+    filter_action: String,
+    actor_options: Vec<SelectOption>,
+    csv_href: String,
+    next_href: Option<String>,
+}
+
+fn timestamp(at: time::OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    at.format(&format).unwrap_or_default()
+}
+
+/// The tenant's audit log, filtered and paged, with the chain verified from this request.
+async fn audit_page(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let result = async {
+        let mut tx = member.tx(&state, Permission::ViewAudit).await?;
+        let filter = query.filter();
+        let records = store::audit::search(&mut tx, &filter, AUDIT_PAGE_SIZE + 1).await?;
+        let chain = store::audit::verify_tenant(&mut tx).await?;
+        tx.commit().await?;
+        let more = records.len() as i64 > AUDIT_PAGE_SIZE;
+        let shown: Vec<_> = records.into_iter().take(AUDIT_PAGE_SIZE as usize).collect();
+        let next_href = more
+            .then(|| {
+                shown
+                    .last()
+                    .map(|last| query.href("/app/audit", Some(last.seq)))
+            })
+            .flatten();
+        Ok(render(
+            StatusCode::OK,
+            &AuditPage {
+                chrome: member.visitor.chrome("app"),
+                shell: shell(&member, "/app/audit"),
+                chain_intact: chain.is_intact(),
+                chain_entries: chain.entries,
+                chain_problem: chain
+                    .first_break
+                    .map(|problem| format!("{problem:?}"))
+                    .unwrap_or_default(),
+                entries: shown
+                    .into_iter()
+                    .map(|record| AuditRow {
+                        seq: record.seq,
+                        when: timestamp(record.occurred_at),
+                        actor: format!("{}:{}", record.actor_type, record.actor_id),
+                        action: record.action,
+                        target: record.target,
+                        details: record.details.to_string(),
+                    })
+                    .collect(),
+                filter_action: filter.action_prefix.clone().unwrap_or_default(),
+                actor_options: select_options(
+                    &ACTOR_TYPES,
+                    filter.actor_type.as_deref().unwrap_or_default(),
+                ),
+                csv_href: query.href("/app/audit.csv", None),
+                next_href,
+            },
+        ))
+    }
+    .await;
+    page_result(&member, result)
+}
+
+/// One CSV field: quoted, quotes doubled, and a leading `=`, `+`, `-`, `@`, tab or carriage
+/// return neutralised with a `'`, so a spreadsheet never runs an entry as a formula.
+fn csv_field(text: &str) -> String {
+    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", guarded.replace('"', "\"\""))
+}
+
+/// The filtered log as CSV, newest first, at most `AUDIT_EXPORT_LIMIT` entries.
+async fn audit_csv(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let result = async {
+        let mut tx = member.tx(&state, Permission::ViewAudit).await?;
+        let records = store::audit::search(&mut tx, &query.filter(), AUDIT_EXPORT_LIMIT).await?;
+        tx.commit().await?;
+        let mut csv = String::from(
+            "seq,occurred_at,actor_type,actor_id,action,target,details,client_addr\r\n",
+        );
+        for record in records {
+            let occurred_at = record
+                .occurred_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            let fields = [
+                record.seq.to_string(),
+                occurred_at,
+                record.actor_type,
+                record.actor_id,
+                record.action,
+                record.target,
+                record.details.to_string(),
+                record.client_addr.unwrap_or_default(),
+            ];
+            let line: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+            csv.push_str(&line.join(","));
+            csv.push_str("\r\n");
+        }
+        tracing::info!(user = %member.session().user.user_id, "audit log exported");
+        Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"audit-log.csv\"",
+                ),
+            ],
+            csv,
+        )
+            .into_response())
     }
     .await;
     page_result(&member, result)

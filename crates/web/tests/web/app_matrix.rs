@@ -607,3 +607,139 @@ async fn api_tokens_are_shown_once_capped_at_the_creators_role_and_revocable() {
             .contains(r#"<span class="badge badge-revoked">revoked</span>"#)
     );
 }
+
+#[tokio::test]
+async fn the_audit_log_filters_pages_exports_and_shows_a_broken_chain() {
+    use sqlx::Connection;
+
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    // Created by an operator whose name looks like a spreadsheet formula.
+    let attributes =
+        domain::TenantAttributes::parse("Acme", domain::Plan::Team, "energy", "eu").unwrap();
+    let a = store::control::create_tenant(
+        &database,
+        store::Actor::Cli("=SUM(1+1)".into()),
+        &attributes,
+    )
+    .await
+    .unwrap()
+    .tenant_id;
+    let owner = member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    for days in 1..=55 {
+        store::retention::set_days(&mut tx, days).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "owner@acme.example.com", PASSWORD).await;
+    let page = browser.get("/app/audit").await;
+    assert_eq!(page.status, 200);
+    // tenant.create, member.add and 55 retention changes.
+    assert!(
+        page.body.contains("Chain verified: all 57 entries"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        page.body.matches("<code>retention.set</code>").count(),
+        50,
+        "a page holds 50"
+    );
+    assert!(
+        page.body.contains(r#"href="/app/audit?before=8""#),
+        "older entries link"
+    );
+    let older = browser.get("/app/audit?before=8").await;
+    assert_eq!(older.body.matches("<tr><td>").count(), 7);
+    assert!(older.body.contains("<code>tenant.create</code>"));
+    assert!(!older.body.contains("Older entries"));
+
+    // Filters narrow, and carry into the export link.
+    let filtered = browser.get("/app/audit?action=member.&actor=system").await;
+    assert_eq!(filtered.body.matches("<tr><td>").count(), 1);
+    assert!(filtered.body.contains("<code>member.add</code>"));
+    assert!(
+        filtered
+            .body
+            .contains(r#"href="/app/audit.csv?action=member.&#38;actor=system""#),
+        "{}",
+        filtered.body
+    );
+    let by_user = browser.get("/app/audit?actor=user").await;
+    assert!(!by_user.body.contains("member.add"));
+    let odd = browser.get("/app/audit?action=%25&actor=nobody").await;
+    assert!(
+        odd.body.contains("No entries match."),
+        "a % is literal, an unknown actor ignored"
+    );
+
+    // CSV: every entry, quoted, formulas neutralised.
+    let csv = browser.get("/app/audit.csv").await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        csv.header("content-disposition"),
+        Some(r#"attachment; filename="audit-log.csv""#)
+    );
+    let lines: Vec<&str> = csv
+        .body
+        .split("\r\n")
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(
+        lines[0],
+        "seq,occurred_at,actor_type,actor_id,action,target,details,client_addr"
+    );
+    assert_eq!(lines.len(), 58);
+    assert!(lines[57].starts_with(r#""1","#), "oldest last");
+    assert!(
+        lines[57].contains(r#""cli","'=SUM(1+1)","tenant.create""#),
+        "{}",
+        lines[57]
+    );
+    assert!(
+        lines[57].contains(r#""{""#),
+        "JSON details with doubled quotes: {}",
+        lines[57]
+    );
+
+    // Viewers and operators have no audit log.
+    member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+    let mut as_viewer = Browser::new(&addr);
+    sign_in(&mut as_viewer, "viewer@acme.example.com", PASSWORD).await;
+    assert_eq!(as_viewer.get("/app/audit").await.status, 403);
+    assert_eq!(as_viewer.get("/app/audit.csv").await.status, 403);
+
+    // An entry edited behind the triggers' back: the page says the chain is broken.
+    let mut admin = test_database.admin().await;
+    let mut tampering = admin.begin().await.unwrap();
+    sqlx::raw_sql("set local session_replication_role = replica")
+        .execute(&mut *tampering)
+        .await
+        .unwrap();
+    sqlx::query("update audit.log set target = 'someone else' where tenant_id = $1 and seq = 3")
+        .bind(a.as_uuid())
+        .execute(&mut *tampering)
+        .await
+        .unwrap();
+    tampering.commit().await.unwrap();
+    let page = browser.get("/app/audit").await;
+    assert!(
+        page.body
+            .contains("Chain verification failed: Hash { seq: 3 }"),
+        "{}",
+        page.body
+    );
+}
