@@ -1,6 +1,6 @@
 -- The web app: which workspace a session looks at, the account list shown while signing in,
--- sign-in and form throttling, browsers trusted after a successful sign-in, and the public
--- site's book-a-demo requests. None of these tables holds tenant data.
+-- sign-in and form throttling, browsers trusted after a successful sign-in, password reset
+-- links, and the public site's book-a-demo requests. None of these tables holds tenant data.
 
 -- The workspace a signed-in session is looking at. The membership is checked again on every
 -- request; this only remembers the choice.
@@ -72,6 +72,21 @@ alter table control.trusted_devices force row level security;
 create policy control_all on control.trusted_devices for all to tributary_control
     using (true) with check (true);
 grant select, insert, delete on control.trusted_devices to tributary_control;
+
+-- One-time password reset links: only the token's hash is kept; single use, short-lived.
+create table control.password_resets (
+    token_hash  bytea primary key check (length(token_hash) = 32),
+    user_id     uuid not null references control.users (user_id) on delete cascade,
+    created_at  timestamptz not null default now(),
+    expires_at  timestamptz not null,
+    used_at     timestamptz
+);
+create index password_resets_user_idx on control.password_resets (user_id);
+alter table control.password_resets enable row level security;
+alter table control.password_resets force row level security;
+create policy control_all on control.password_resets for all to tributary_control
+    using (true) with check (true);
+grant select, insert, update (used_at), delete on control.password_resets to tributary_control;
 
 -- Book-a-demo requests from the public site. Prospects have no tenant yet; internal operations
 -- reads them.

@@ -1,6 +1,6 @@
 //! Accounts as the web app signs people in: sign-up (a workspace and its owner), credentials,
 //! server-side sessions, the workspaces an account belongs to, attempt counters for throttling,
-//! and browsers trusted after a successful sign-in.
+//! browsers trusted after a successful sign-in, and one-time password reset links.
 //!
 //! Secrets (session and device tokens) arrive as the text the browser holds; only their SHA-256
 //! is stored, so a copy of the database signs nobody in.
@@ -433,6 +433,94 @@ pub async fn live_session_count(database: &Database, user: UserId) -> Result<i64
     Ok(count)
 }
 
+/// Records a one-time password reset for `user`, identified by `token` (random text the caller
+/// sends to the account's address), valid for `lifetime`.
+pub async fn issue_password_reset(
+    database: &Database,
+    user: UserId,
+    token: &str,
+    lifetime: Duration,
+) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    sqlx::query(
+        "insert into control.password_resets (token_hash, user_id, expires_at) \
+         values ($1, $2, now() + $3)",
+    )
+    .bind(digest(token))
+    .bind(user.as_uuid())
+    .bind(lifetime)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await
+}
+
+/// The account a password reset `token` is for, if it is unused and unexpired.
+pub async fn password_reset_user(
+    database: &Database,
+    token: &str,
+) -> Result<Option<UserId>, StoreError> {
+    let mut tx = control(database, Actor::System("password-reset")).await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "select r.user_id from control.password_resets r \
+         join control.users u on u.user_id = r.user_id \
+         where r.token_hash = $1 and r.used_at is null and r.expires_at > now() \
+           and u.disabled_at is null",
+    )
+    .bind(digest(token))
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(user.map(UserId::from_uuid))
+}
+
+/// Uses a password reset `token`: sets the account's password hash, spends this and every other
+/// open reset link of the account, and ends all its sessions, in one transaction. `None` (and
+/// nothing changed) when the token is unknown, used or expired.
+pub async fn redeem_password_reset(
+    database: &Database,
+    token: &str,
+    password_hash: &str,
+) -> Result<Option<UserId>, StoreError> {
+    let mut tx = control(database, Actor::System("password-reset")).await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "update control.password_resets set used_at = now() \
+         where token_hash = $1 and used_at is null and expires_at > now() \
+         returning user_id",
+    )
+    .bind(digest(token))
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let updated = sqlx::query(
+        "update control.users set password_hash = $2 where user_id = $1 and disabled_at is null",
+    )
+    .bind(user)
+    .bind(password_hash)
+    .execute(tx.connection())
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "update control.password_resets set used_at = now() \
+         where user_id = $1 and used_at is null",
+    )
+    .bind(user)
+    .execute(tx.connection())
+    .await?;
+    sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where user_id = $1 and revoked_at is null",
+    )
+    .bind(user)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(Some(UserId::from_uuid(user)))
+}
+
 /// What [`prune`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -442,7 +530,8 @@ pub struct PruneReport {
 }
 
 /// Deletes what can never matter again: sessions revoked or expired more than a day ago, attempt
-/// counters whose window ended more than a day ago, and expired trusted browsers. Run by the
+/// counters whose window ended more than a day ago, reset links expired a day ago, and expired
+/// trusted browsers. Run by the
 /// scheduler, so these tables stay the size of current activity.
 pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
     let mut tx = control(database, Actor::System("scheduler")).await?;
@@ -460,6 +549,9 @@ pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
     .execute(tx.connection())
     .await?
     .rows_affected();
+    sqlx::query("delete from control.password_resets where expires_at < now() - interval '1 day'")
+        .execute(tx.connection())
+        .await?;
     let trusted_devices =
         sqlx::query("delete from control.trusted_devices where expires_at < now()")
             .execute(tx.connection())

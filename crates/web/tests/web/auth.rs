@@ -621,3 +621,173 @@ async fn throttling_bounds_guesses_but_cannot_lock_the_real_user_out() {
         429
     );
 }
+
+/// Everything the server logs in this test process, for tests that read what an operator would
+/// (the password reset link, while no mail server is configured).
+fn server_log() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Writer(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Writer(log))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        log
+    })
+}
+
+/// The newest reset link logged for `user`.
+fn logged_reset_link(user: UserId) -> Option<String> {
+    let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
+    log.lines()
+        .filter(|line| line.contains("password reset link") && line.contains(&user.to_string()))
+        .filter_map(|line| {
+            let start = line.find("link=/auth/reset/")? + "link=".len();
+            Some(line[start..start + "/auth/reset/".len() + 64].to_owned())
+        })
+        .next_back()
+}
+
+#[tokio::test]
+async fn a_password_reset_link_works_once_expires_and_ends_every_session() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    let user = member(&database, tenant, "ada@example.com", Role::Owner).await;
+    let mut signed_in = Browser::new(&addr);
+    sign_in(&mut signed_in, "ada@example.com", PASSWORD).await;
+
+    // Known and unknown addresses get the same answer; only the known one gets a link.
+    let mut browser = Browser::new(&addr);
+    let unknown = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "nobody@example.com")],
+        )
+        .await;
+    let known = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ADA@example.com")],
+        )
+        .await;
+    assert_eq!((unknown.status, known.status), (200, 200));
+    assert!(
+        unknown
+            .body
+            .contains("If an account exists for that address")
+    );
+    assert!(known.body.contains("If an account exists for that address"));
+    let link = logged_reset_link(user).expect("the link is in the server log");
+    let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
+    assert!(!log.contains("ada@example.com"), "no address in the log");
+
+    // The link opens the form; a short password is refused without spending the link.
+    let form = browser.get(&link).await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("Choose a new password"));
+    let short = browser.submit(&link, &link, &[("password", "short")]).await;
+    assert_eq!(short.status, 422);
+    let new_password = "a brand new passphrase";
+    let done = browser
+        .submit(&link, &link, &[("password", new_password)])
+        .await;
+    assert_eq!(done.status, 303);
+    assert_eq!(done.header("location"), Some("/auth?reset=1"));
+
+    // Used once: the link is spent, every session ended, only the new password works.
+    assert_eq!(browser.get(&link).await.status, 404);
+    let again = browser
+        .submit(
+            "/auth/reset",
+            &link,
+            &[("password", "yet another passphrase")],
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    assert!(again.body.contains("expired or was already used"));
+    assert_eq!(
+        signed_in.get("/app/overview").await.status,
+        303,
+        "signed out everywhere"
+    );
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", PASSWORD)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", new_password)
+            .await
+            .status,
+        303
+    );
+
+    // A link past its 30 minutes no longer works.
+    browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ada@example.com")],
+        )
+        .await;
+    let second = logged_reset_link(user).unwrap();
+    assert_ne!(second, link);
+    let mut admin = test_database.admin().await;
+    sqlx::query("update control.password_resets set expires_at = now() - interval '1 second'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(browser.get(&second).await.status, 404);
+    let expired = browser
+        .submit(
+            "/auth/reset",
+            &second,
+            &[("password", "yet another passphrase")],
+        )
+        .await;
+    assert_eq!(expired.status, 404);
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", new_password)
+            .await
+            .status,
+        303
+    );
+
+    // Three requests per account per window, whoever asks.
+    let throttled = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ada@example.com")],
+        )
+        .await;
+    assert_eq!(throttled.status, 200, "the third request");
+    let throttled = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ada@example.com")],
+        )
+        .await;
+    assert_eq!(throttled.status, 429);
+}
