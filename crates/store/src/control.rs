@@ -378,3 +378,38 @@ pub async fn current_tenant(tx: &mut TenantTx) -> Result<Tenant, StoreError> {
         created_at: row.try_get("created_at")?,
     })
 }
+
+/// Changes the transaction's own tenant's name, plan, industry and region (audited with the
+/// previous values). Which roles may do so is the database's grants' business.
+pub async fn update_tenant(
+    tx: &mut TenantTx,
+    attributes: &TenantAttributes,
+) -> Result<(), StoreError> {
+    let previous = current_tenant(tx).await?;
+    sqlx::query(
+        "update control.dim_tenant set name = $2, plan = $3, industry = $4, region = $5, \
+             updated_at = now() \
+         where tenant_id = $1",
+    )
+    .bind(previous.tenant_id.as_uuid())
+    .bind(&attributes.name)
+    .bind(attributes.plan.as_str())
+    .bind(&attributes.industry)
+    .bind(&attributes.region)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("tenant.update", previous.tenant_id.to_string()).details(
+            serde_json::json!({
+                "name": attributes.name, "plan": attributes.plan,
+                "industry": attributes.industry, "region": attributes.region,
+                "previous": {
+                    "name": previous.name, "plan": previous.plan,
+                    "industry": previous.industry, "region": previous.region,
+                },
+            }),
+        ),
+    )
+    .await
+}

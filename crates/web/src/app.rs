@@ -45,6 +45,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/app/settings/members/{user}/remove", post(remove_member))
         .route("/app/settings/retention", post(set_retention))
+        .route("/app/settings/workspace", post(update_workspace))
         .route("/app/audit", get(audit_page))
         .route("/app/audit.csv", get(audit_csv))
         .route(
@@ -251,6 +252,9 @@ struct SettingsPage {
     can_manage: bool,
     /// Shown (and editable) to roles that manage retention.
     retention_days: Option<i32>,
+    /// The plan is billing: only roles with `ManageBilling` change it.
+    can_change_plan: bool,
+    plans: Vec<SelectOption>,
     notice: Option<&'static str>,
     error: Option<&'static str>,
 }
@@ -268,6 +272,7 @@ fn settings_notice(code: &str) -> Option<&'static str> {
         "role" => Some("The member's role was changed."),
         "removed" => Some("The member was removed from the workspace."),
         "retention" => Some("Retention saved."),
+        "workspace" => Some("Workspace saved."),
         _ => None,
     }
 }
@@ -279,6 +284,9 @@ fn settings_error(code: &str) -> Option<&'static str> {
         }
         "owner-only" => Some("Only an owner can make someone an owner or change an owner's role."),
         "retention" => Some("Retention is between 1 and 3650 days."),
+        "workspace" => Some(
+            "Give the workspace a name, an industry and a region (without control characters).",
+        ),
         _ => None,
     }
 }
@@ -294,6 +302,7 @@ async fn settings(
     let result = async {
         let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
         let tenant = store::control::current_tenant(&mut tx).await?;
+        let plan = tenant.plan.clone();
         let members = store::members::list(&mut tx).await?;
         let retention_days = if member.role().allows(Permission::ManageRetention) {
             Some(store::retention::days(&mut tx).await?)
@@ -319,6 +328,8 @@ async fn settings(
                     .collect(),
                 can_manage: member.role().allows(Permission::ManageMembers),
                 retention_days,
+                can_change_plan: member.role().allows(Permission::ManageBilling),
+                plans: select_options(&domain::Plan::ALL.map(domain::Plan::as_str), &plan),
                 notice: settings_notice(&query.done),
                 error: settings_error(&query.refused),
             },
@@ -839,6 +850,44 @@ async fn audit_csv(
             csv,
         )
             .into_response())
+    }
+    .await;
+    page_result(&member, result)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WorkspaceForm {
+    name: String,
+    plan: String,
+    industry: String,
+    region: String,
+}
+
+/// Name, industry and region for owners and admins; the plan (billing) for owners only.
+async fn update_workspace(
+    State(state): State<AppState>,
+    member: Member,
+    Form(form): Form<WorkspaceForm>,
+) -> Response {
+    let result = async {
+        let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+        let current = store::control::current_tenant(&mut tx).await?;
+        let plan = if form.plan.is_empty() || form.plan == current.plan {
+            current.plan.parse::<domain::Plan>()
+        } else {
+            member.require(Permission::ManageBilling)?;
+            form.plan.parse()
+        };
+        let attributes = plan.and_then(|plan| {
+            domain::TenantAttributes::parse(&form.name, plan, &form.industry, &form.region)
+        });
+        let Ok(attributes) = attributes else {
+            return Ok(back_to_settings("refused=workspace"));
+        };
+        store::control::update_tenant(&mut tx, &attributes).await?;
+        tx.commit().await?;
+        Ok(Redirect::to("/app/settings?done=workspace#workspace-heading").into_response())
     }
     .await;
     page_result(&member, result)

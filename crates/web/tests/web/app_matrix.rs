@@ -162,6 +162,24 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             ));
         }
 
+        let workspace = browser
+            .submit(
+                "/app/overview",
+                "/app/settings/workspace",
+                &[("name", "Acme"), ("industry", "energy"), ("region", "eu")],
+            )
+            .await;
+        let expected = if role.allows(Permission::ManageWorkspace) {
+            303
+        } else {
+            403
+        };
+        if workspace.status != expected {
+            failures.push(format!(
+                "{role} editing the workspace: {} (expected {expected})",
+                workspace.status
+            ));
+        }
         let retention = browser
             .submit(
                 "/app/overview",
@@ -307,6 +325,40 @@ async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
         assert!(page.body.contains(email), "{email} listed");
     }
 
+    // The workspace: owners and admins rename it; only an owner changes the plan (billing).
+    let saved = as_owner
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[
+                ("name", "Acme Charging"),
+                ("plan", "business"),
+                ("industry", "Energy"),
+                ("region", "eu-north"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings?done=workspace#workspace-heading")
+    );
+    let page = as_owner.get("/app/settings?done=workspace").await;
+    assert!(
+        page.body.contains("Workspace saved.") && page.body.contains(r#"value="Acme Charging""#)
+    );
+    assert!(page.body.contains(r#"<option value="business" selected>"#));
+    let refused = as_owner
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[("name", ""), ("industry", "x"), ("region", "y")],
+        )
+        .await;
+    assert_eq!(
+        refused.header("location"),
+        Some("/app/settings?refused=workspace#members-heading")
+    );
+
     // Retention: saved, audited, bounded.
     assert!(page.body.contains(r#"id="retention-days""#) && page.body.contains(r#"value="30""#));
     let saved = as_owner
@@ -368,6 +420,39 @@ async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
     // An admin manages operators and viewers, but cannot make an owner or touch one.
     let mut as_admin = Browser::new(&addr);
     sign_in(&mut as_admin, "admin@acme.example.com", PASSWORD).await;
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[
+                ("name", "Acme Fleet"),
+                ("plan", "enterprise"),
+                ("industry", "energy"),
+                ("region", "eu"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 403, "the plan is billing");
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[
+                ("name", "Acme Fleet"),
+                ("industry", "energy"),
+                ("region", "eu"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 303);
+    let page = as_admin.get("/app/settings").await;
+    assert!(page.body.contains("Only an owner changes the plan."));
+    assert!(
+        page.body.contains(r#"value="business" readonly"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<h1>Settings</h1>") && page.body.contains("Acme Fleet"));
     let page = as_admin
         .submit(
             "/app/settings",
