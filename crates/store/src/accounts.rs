@@ -521,6 +521,83 @@ pub async fn redeem_password_reset(
     Ok(Some(UserId::from_uuid(user)))
 }
 
+/// A live session as its owner sees it in their session list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Hex of the first 16 bytes of the stored hash: names the session without being able to
+    /// act as it.
+    pub id: String,
+    pub created_at: time::OffsetDateTime,
+    pub last_seen_at: time::OffsetDateTime,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session of the request that asked.
+    pub current: bool,
+}
+
+/// `user`'s live sessions, most recently used first; `current_token` marks the asking one.
+pub async fn list_sessions(
+    database: &Database,
+    user: UserId,
+    current_token: &str,
+) -> Result<Vec<SessionSummary>, StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let rows = sqlx::query(
+        "select encode(substring(session_hash from 1 for 16), 'hex') as id, \
+                session_hash = $2 as current, created_at, last_seen_at, \
+                host(client_addr) as client_addr, user_agent \
+         from control.auth_sessions \
+         where user_id = $1 and revoked_at is null \
+           and idle_expires_at > now() and absolute_expires_at > now() \
+         order by last_seen_at desc",
+    )
+    .bind(user.as_uuid())
+    .bind(digest(current_token))
+    .fetch_all(tx.connection())
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SessionSummary {
+                id: row.try_get("id")?,
+                created_at: row.try_get("created_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+                client_addr: row.try_get("client_addr")?,
+                user_agent: row.try_get("user_agent")?,
+                current: row.try_get("current")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Ends `user`'s session named `id` (from [`list_sessions`]); false if no live session of
+/// theirs has that id.
+pub async fn revoke_session_by_id(
+    database: &Database,
+    user: UserId,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let Ok(prefix) = hex::decode(id) else {
+        return Ok(false);
+    };
+    if prefix.len() != 16 {
+        return Ok(false);
+    }
+    let mut tx = control(database, Actor::User(user)).await?;
+    let revoked = sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where user_id = $1 and substring(session_hash from 1 for 16) = $2 \
+           and revoked_at is null",
+    )
+    .bind(user.as_uuid())
+    .bind(prefix)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(revoked.rows_affected() > 0)
+}
+
 /// What [`prune`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneReport {

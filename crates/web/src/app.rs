@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/app/data-sources", get(data_sources))
         .route("/app/tenants", get(tenants))
         .route("/app/workspace", post(switch_workspace))
+        .route("/app/sessions/{id}/end", post(end_session))
         .route("/app/settings", get(settings))
         .route(
             "/app/settings/members/{user}/role",
@@ -105,6 +106,16 @@ fn page_result(member: &Member, result: Result<Response, PageError>) -> Response
     result.unwrap_or_else(|error| error.into_page(&member.visitor.chrome("app")))
 }
 
+#[derive(Debug)]
+struct SessionRow {
+    id: String,
+    created: String,
+    last_seen: String,
+    client_addr: String,
+    user_agent: String,
+    current: bool,
+}
+
 #[derive(Template)]
 #[template(path = "app/overview.html")]
 struct OverviewPage {
@@ -112,13 +123,29 @@ struct OverviewPage {
     shell: Shell,
     tenant: store::control::Tenant,
     created: String,
+    sessions: Vec<SessionRow>,
+    ended: bool,
 }
 
-async fn overview(State(state): State<AppState>, member: Member) -> Response {
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct OverviewQuery {
+    ended: Option<String>,
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<OverviewQuery>,
+) -> Response {
     let result = async {
         let mut tx = member.tx(&state, Permission::ViewWorkspace).await?;
         let tenant = store::control::current_tenant(&mut tx).await?;
         tx.commit().await?;
+        let session = member.session();
+        let sessions =
+            store::accounts::list_sessions(&state.database, session.user.user_id, &session.token)
+                .await?;
         Ok(render(
             StatusCode::OK,
             &OverviewPage {
@@ -126,11 +153,45 @@ async fn overview(State(state): State<AppState>, member: Member) -> Response {
                 shell: shell(&member, "/app/overview"),
                 created: date(tenant.created_at),
                 tenant,
+                sessions: sessions
+                    .into_iter()
+                    .map(|session| SessionRow {
+                        id: session.id,
+                        created: timestamp(session.created_at),
+                        last_seen: timestamp(session.last_seen_at),
+                        client_addr: session.client_addr.unwrap_or_default(),
+                        user_agent: session
+                            .user_agent
+                            .unwrap_or_default()
+                            .chars()
+                            .take(80)
+                            .collect(),
+                        current: session.current,
+                    })
+                    .collect(),
+                ended: query.ended.is_some(),
             },
         ))
     }
     .await;
     page_result(&member, result)
+}
+
+/// Ends one of the member's own sessions (any workspace's: sessions belong to the account).
+async fn end_session(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+) -> Response {
+    let user = member.session().user.user_id;
+    match store::accounts::revoke_session_by_id(&state.database, user, &id).await {
+        Ok(true) => {
+            tracing::info!(%user, "ended one of the account's sessions");
+            Redirect::to("/app/overview?ended=1#sessions-heading").into_response()
+        }
+        Ok(false) => PageError::NotFound.into_page(&member.visitor.chrome("app")),
+        Err(error) => PageError::from(error).into_page(&member.visitor.chrome("app")),
+    }
 }
 
 #[derive(Debug)]

@@ -791,3 +791,60 @@ async fn a_password_reset_link_works_once_expires_and_ends_every_session() {
         .await;
     assert_eq!(throttled.status, 429);
 }
+
+fn session_end_actions(body: &str) -> Vec<String> {
+    body.match_indices(r#"action="/app/sessions/"#)
+        .map(|(index, _)| {
+            let start = index + r#"action=""#.len();
+            let end = body[start..].find('"').unwrap() + start;
+            body[start..end].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn members_see_their_own_sessions_and_end_one() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "ada@example.com", Role::Viewer).await;
+    let other = crate::api::tenant(&database, "Globex").await;
+    member(&database, other, "bob@example.com", Role::Owner).await;
+
+    let mut phone = Browser::new(&addr);
+    sign_in(&mut phone, "ada@example.com", PASSWORD).await;
+    let mut laptop = Browser::new(&addr);
+    sign_in(&mut laptop, "ada@example.com", PASSWORD).await;
+    let mut bob = Browser::new(&addr);
+    sign_in(&mut bob, "bob@example.com", PASSWORD).await;
+
+    let overview = laptop.get("/app/overview").await;
+    assert_eq!(overview.body.matches("this browser").count(), 1);
+    let ends = session_end_actions(&overview.body);
+    assert_eq!(ends.len(), 1, "the other browser's session, not this one's");
+    let bobs = session_end_actions(&bob.get("/app/overview").await.body);
+    assert!(bobs.is_empty());
+
+    // Another account's session cannot be ended from here, even by its id.
+    let bob_overview = bob.get("/app/overview").await;
+    assert!(bob_overview.body.contains("this browser"));
+    let mut bob_second = Browser::new(&addr);
+    sign_in(&mut bob_second, "bob@example.com", PASSWORD).await;
+    let bob_ends = session_end_actions(&bob_second.get("/app/overview").await.body);
+    assert_eq!(bob_ends.len(), 1);
+    let refused = laptop.submit("/app/overview", &bob_ends[0], &[]).await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(bob.get("/app/overview").await.status, 200);
+
+    let ended = laptop.submit("/app/overview", &ends[0], &[]).await;
+    assert_eq!(ended.status, 303);
+    assert_eq!(
+        phone.get("/app/overview").await.status,
+        303,
+        "the phone is signed out"
+    );
+    let after = laptop.get("/app/overview?ended=1").await;
+    assert!(after.body.contains("The session was ended."));
+    assert!(session_end_actions(&after.body).is_empty());
+}
