@@ -86,7 +86,7 @@ async fn valid_events_are_published_and_bad_ones_refused_with_their_code() {
         (
             "oversized body",
             vec![],
-            Bytes::from(vec![b' '; 9 << 20]),
+            Bytes::from(vec![b' '; protocol::Limits::default().max_body_bytes + 1]),
             413,
             "body_too_large",
         ),
