@@ -1,6 +1,6 @@
 -- The web app: which workspace a session looks at, the account list shown while signing in,
 -- sign-in and form throttling, browsers trusted after a successful sign-in, password reset
--- links, and the public site's book-a-demo requests. None of these tables holds tenant data.
+-- links, invitations (the one tenant table here), and the public site's book-a-demo requests.
 
 -- The workspace a signed-in session is looking at. The membership is checked again on every
 -- request; this only remembers the choice.
@@ -87,6 +87,27 @@ alter table control.password_resets force row level security;
 create policy control_all on control.password_resets for all to tributary_control
     using (true) with check (true);
 grant select, insert, update (used_at), delete on control.password_resets to tributary_control;
+
+-- Invitations to a workspace with a role, for one email address; accepted by signing in (or
+-- creating an account) with that address. Only the link's hash is kept.
+create table control.invitations (
+    tenant_id      uuid not null references control.dim_tenant (tenant_id) on delete cascade,
+    invitation_id  uuid not null,
+    email          text not null check (length(email) between 3 and 320 and email = lower(email)),
+    role           text not null check (role in ('owner', 'admin', 'operator', 'viewer')),
+    token_hash     bytea not null check (length(token_hash) = 32),
+    created_at     timestamptz not null default now(),
+    expires_at     timestamptz not null,
+    accepted_at    timestamptz,
+    revoked_at     timestamptz,
+    primary key (tenant_id, invitation_id)
+);
+select app.enforce_tenant_rls('control.invitations');
+grant select (tenant_id, invitation_id, email, role, created_at, expires_at, accepted_at,
+              revoked_at),
+      insert, update (revoked_at) on control.invitations
+    to tributary_tenant_owner, tributary_tenant_admin;
+grant select, update (accepted_at) on control.invitations to tributary_control;
 
 -- Book-a-demo requests from the public site. Prospects have no tenant yet; internal operations
 -- reads them.

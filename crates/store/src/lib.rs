@@ -19,6 +19,7 @@ pub mod contact;
 pub mod control;
 pub mod dlq;
 mod error;
+pub mod invitations;
 pub mod maintenance;
 pub mod members;
 pub mod migrate;

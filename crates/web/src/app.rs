@@ -47,6 +47,11 @@ pub fn routes() -> Router<AppState> {
         .route("/app/settings/members/{user}/remove", post(remove_member))
         .route("/app/settings/retention", post(set_retention))
         .route("/app/settings/workspace", post(update_workspace))
+        .route("/app/settings/invitations", post(invite))
+        .route(
+            "/app/settings/invitations/{invitation}/revoke",
+            post(withdraw_invitation),
+        )
         .route("/app/audit", get(audit_page))
         .route("/app/audit.csv", get(audit_csv))
         .route(
@@ -315,6 +320,8 @@ struct SettingsPage {
     retention_days: Option<i32>,
     /// The plan is billing: only roles with `ManageBilling` change it.
     can_change_plan: bool,
+    invite_roles: Vec<SelectOption>,
+    invitations: Vec<InvitationRow>,
     plans: Vec<SelectOption>,
     notice: Option<&'static str>,
     error: Option<&'static str>,
@@ -334,6 +341,8 @@ fn settings_notice(code: &str) -> Option<&'static str> {
         "removed" => Some("The member was removed from the workspace."),
         "retention" => Some("Retention saved."),
         "workspace" => Some("Workspace saved."),
+        "invited" => Some("Invitation sent. It works once, within 7 days."),
+        "withdrawn" => Some("The invitation was withdrawn."),
         _ => None,
     }
 }
@@ -365,6 +374,11 @@ async fn settings(
         let tenant = store::control::current_tenant(&mut tx).await?;
         let plan = tenant.plan.clone();
         let members = store::members::list(&mut tx).await?;
+        let invitations = if member.role().allows(Permission::ManageMembers) {
+            store::invitations::list_open(&mut tx).await?
+        } else {
+            Vec::new()
+        };
         let retention_days = if member.role().allows(Permission::ManageRetention) {
             Some(store::retention::days(&mut tx).await?)
         } else {
@@ -390,6 +404,16 @@ async fn settings(
                 can_manage: member.role().allows(Permission::ManageMembers),
                 retention_days,
                 can_change_plan: member.role().allows(Permission::ManageBilling),
+                invite_roles: select_options(&grantable_roles(member.role()), "viewer"),
+                invitations: invitations
+                    .into_iter()
+                    .map(|invitation| InvitationRow {
+                        invitation_id: invitation.invitation_id,
+                        email: invitation.email,
+                        role: invitation.role,
+                        expires: date(invitation.expires_at),
+                    })
+                    .collect(),
                 plans: select_options(&domain::Plan::ALL.map(domain::Plan::as_str), &plan),
                 notice: settings_notice(&query.done),
                 error: settings_error(&query.refused),
@@ -949,6 +973,76 @@ async fn update_workspace(
         store::control::update_tenant(&mut tx, &attributes).await?;
         tx.commit().await?;
         Ok(Redirect::to("/app/settings?done=workspace#workspace-heading").into_response())
+    }
+    .await;
+    page_result(&member, result)
+}
+
+#[derive(Debug)]
+struct InvitationRow {
+    invitation_id: uuid::Uuid,
+    email: String,
+    role: Role,
+    expires: String,
+}
+
+/// How long an invitation link works.
+const INVITATION_LIFETIME: time::Duration = time::Duration::days(7);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InviteForm {
+    email: String,
+    role: String,
+}
+
+/// Invites an address with a role no higher than the inviter's. With no mail server configured
+/// yet, the link goes to the server log (by invitation id, never the address).
+async fn invite(
+    State(state): State<AppState>,
+    member: Member,
+    Form(form): Form<InviteForm>,
+) -> Response {
+    let result = async {
+        let mut tx = member.tx(&state, Permission::ManageMembers).await?;
+        let email = domain::Email::parse(&form.email).ok();
+        let role = form
+            .role
+            .parse::<Role>()
+            .ok()
+            .filter(|role| grantable_roles(member.role()).contains(&role.as_str()));
+        let (Some(email), Some(role)) = (email, role) else {
+            return Ok(back_to_settings("refused=invitation"));
+        };
+        let (invitation, token) =
+            store::invitations::create(&mut tx, &email, role, INVITATION_LIFETIME).await?;
+        tx.commit().await?;
+        tracing::info!(
+            %invitation,
+            link = %format!("/auth/invitation/{token}"),
+            "invitation link (no mail server configured; deliver it by hand)"
+        );
+        Ok(Redirect::to("/app/settings?done=invited#members-heading").into_response())
+    }
+    .await;
+    page_result(&member, result)
+}
+
+async fn withdraw_invitation(
+    State(state): State<AppState>,
+    member: Member,
+    Path(invitation): Path<String>,
+) -> Response {
+    let result = async {
+        let invitation: uuid::Uuid = invitation.parse().map_err(|_| PageError::NotFound)?;
+        let mut tx = member.tx(&state, Permission::ManageMembers).await?;
+        match store::invitations::revoke(&mut tx, invitation).await {
+            Ok(()) => {}
+            Err(store::StoreError::NotFound(_)) => return Err(PageError::NotFound),
+            Err(error) => return Err(error.into()),
+        }
+        tx.commit().await?;
+        Ok(back_to_settings("done=withdrawn"))
     }
     .await;
     page_result(&member, result)

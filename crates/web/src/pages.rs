@@ -175,12 +175,14 @@ pub fn encode_next(next: &str) -> String {
     encoded
 }
 
-/// Where to go after signing in: `next` if it is a path under `/app`, else `/app`. Anything
+/// Where to go after signing in: `next` if it is a path under `/app` (or an invitation link),
+/// else `/app`. Anything
 /// else (another host, `//evil`, a backslash) would make the sign-in page an open redirect.
 pub fn safe_next(next: &str) -> &str {
-    let acceptable = (next == "/app" || next.starts_with("/app/"))
-        && next
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/-_.~?=&%".contains(&b));
+    let acceptable =
+        (next == "/app" || next.starts_with("/app/") || next.starts_with("/auth/invitation/"))
+            && next
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-_.~?=&%".contains(&b));
     if acceptable { next } else { "/app" }
 }

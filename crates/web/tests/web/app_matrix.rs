@@ -180,6 +180,23 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 workspace.status
             ));
         }
+        let invited = browser
+            .submit(
+                "/app/overview",
+                "/app/settings/invitations",
+                &[
+                    ("email", &format!("invitee-of-{role}@example.com")),
+                    ("role", "viewer"),
+                ],
+            )
+            .await;
+        let expected = if manages { 303 } else { 403 };
+        if invited.status != expected {
+            failures.push(format!(
+                "{role} inviting: {} (expected {expected})",
+                invited.status
+            ));
+        }
         let retention = browser
             .submit(
                 "/app/overview",
@@ -827,4 +844,175 @@ async fn the_audit_log_filters_pages_exports_and_shows_a_broken_chain() {
         "{}",
         page.body
     );
+}
+
+fn invitation_ids(body: &str) -> Vec<String> {
+    body.match_indices(r#"action="/app/settings/invitations/"#)
+        .map(|(index, _)| {
+            let start = index + r#"action="/app/settings/invitations/"#.len();
+            let end = body[start..].find('/').unwrap() + start;
+            body[start..end].to_owned()
+        })
+        .collect()
+}
+
+/// Invites `email` as `role` through the settings page; returns the logged link.
+async fn invite(browser: &mut Browser, email: &str, role: &str) -> String {
+    let page = browser
+        .submit(
+            "/app/settings",
+            "/app/settings/invitations",
+            &[("email", email), ("role", role)],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=invited#members-heading")
+    );
+    let settings = browser.get("/app/settings").await;
+    assert!(
+        settings.body.contains(&format!("{email} as {role}")),
+        "listed as open"
+    );
+    let id = invitation_ids(&settings.body).into_iter().next().unwrap();
+    crate::auth::logged_link("invitation link", &id, "/auth/invitation/").expect("link logged")
+}
+
+#[tokio::test]
+async fn invitations_bring_new_and_existing_accounts_in_once() {
+    crate::auth::server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    member(&database, b, "bob@example.com", Role::Owner).await;
+    let mut owner = Browser::new(&addr);
+    sign_in(&mut owner, "owner@acme.example.com", PASSWORD).await;
+
+    // A new person: the link offers an account, which joins with the invited role.
+    let link = invite(&mut owner, "grace@example.com", "admin").await;
+    let mut grace = Browser::new(&addr);
+    let page = grace.get(&link).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Join Acme") && page.body.contains("<strong>admin</strong>"));
+    assert!(page.body.contains("Create account and join"));
+    let joined = grace
+        .submit(
+            &link,
+            &link,
+            &[("display_name", "Grace"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(joined.status, 303, "{}", joined.body);
+    let overview = grace.get("/app/overview").await;
+    assert!(
+        overview.body.contains("<h1>Acme</h1>")
+            && overview.body.contains("grace@example.com · admin")
+    );
+    // Once only.
+    let again = Browser::new(&addr).get(&link).await;
+    assert_eq!(again.status, 404);
+    assert!(
+        again
+            .body
+            .contains("expired, was already used, or was withdrawn")
+    );
+
+    // An admin cannot invite an owner.
+    let mut admin = Browser::new(&addr);
+    sign_in(&mut admin, "admin@acme.example.com", PASSWORD).await;
+    let refused = admin
+        .submit(
+            "/app/settings",
+            "/app/settings/invitations",
+            &[("email", "x@example.com"), ("role", "owner")],
+        )
+        .await;
+    assert_eq!(
+        refused.header("location"),
+        Some("/app/settings?refused=invitation#members-heading")
+    );
+
+    // An existing account signs in from the link and comes back to accept.
+    let link = invite(&mut admin, "bob@example.com", "viewer").await;
+    let mut bob = Browser::new(&addr);
+    let page = bob.get(&link).await;
+    assert!(page.body.contains("Sign in to accept"));
+    let signed_in = bob
+        .submit(
+            &format!("/auth?next={link}"),
+            "/auth/sign-in",
+            &[
+                ("email", "bob@example.com"),
+                ("password", PASSWORD),
+                ("next", &link),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.header("location"), Some(link.as_str()));
+    // Someone else signed in cannot use it.
+    let mut grace_tries = grace.clone();
+    let page = grace_tries.get(&link).await;
+    assert!(page.body.contains("signed in with another address"));
+    let stolen = grace_tries.submit(&link, &link, &[]).await;
+    assert_eq!(stolen.status, 404);
+    let page = bob.get(&link).await;
+    assert!(page.body.contains("Join the workspace"));
+    let accepted = bob.submit(&link, &link, &[]).await;
+    assert_eq!(accepted.header("location"), Some("/app"));
+    let overview = bob.get("/app/overview").await;
+    assert!(
+        overview.body.contains("<h1>Acme</h1>"),
+        "switched to the new workspace"
+    );
+    assert!(
+        overview.body.contains("Globex (owner)"),
+        "and keeps the old one"
+    );
+    assert_eq!(
+        role_in(
+            &database,
+            a,
+            store::accounts::credentials(
+                &database,
+                &domain::Email::parse("bob@example.com").unwrap()
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id
+        )
+        .await,
+        Role::Viewer
+    );
+
+    // A withdrawn invitation no longer works.
+    let link = invite(&mut owner, "carol@example.com", "operator").await;
+    let settings = owner.get("/app/settings").await;
+    let id = invitation_ids(&settings.body).into_iter().next().unwrap();
+    let withdrawn = owner
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/invitations/{id}/revoke"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        withdrawn.header("location"),
+        Some("/app/settings?done=withdrawn#members-heading")
+    );
+    assert_eq!(Browser::new(&addr).get(&link).await.status, 404);
+    assert!(invitation_ids(&owner.get("/app/settings").await.body).is_empty());
+
+    // A forged link: another tenant's id in it finds nothing.
+    let forged = link.replacen(
+        &a.as_uuid().simple().to_string(),
+        &b.as_uuid().simple().to_string(),
+        1,
+    );
+    assert_ne!(forged, link);
+    assert_eq!(Browser::new(&addr).get(&forged).await.status, 404);
 }

@@ -624,7 +624,7 @@ async fn throttling_bounds_guesses_but_cannot_lock_the_real_user_out() {
 
 /// Everything the server logs in this test process, for tests that read what an operator would
 /// (the password reset link, while no mail server is configured).
-fn server_log() -> &'static std::sync::Mutex<Vec<u8>> {
+pub fn server_log() -> &'static std::sync::Mutex<Vec<u8>> {
     use std::sync::{Mutex, OnceLock};
 
     static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
@@ -648,6 +648,21 @@ fn server_log() -> &'static std::sync::Mutex<Vec<u8>> {
         tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
         log
     })
+}
+
+/// The newest link logged on a line containing `marker` and `id`.
+pub fn logged_link(marker: &str, id: &str, path: &str) -> Option<String> {
+    let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
+    log.lines()
+        .filter(|line| line.contains(marker) && line.contains(id))
+        .filter_map(|line| {
+            let start = line.find(&format!("link={path}"))? + "link=".len();
+            let end = line[start..]
+                .find(char::is_whitespace)
+                .map_or(line.len(), |end| start + end);
+            Some(line[start..end].to_owned())
+        })
+        .next_back()
 }
 
 /// The newest reset link logged for `user`.
