@@ -168,3 +168,30 @@ pub async fn authenticate(
         role,
     }))
 }
+
+/// The transaction's tenant's tokens, newest first (never their secrets or hashes).
+pub async fn list(tx: &mut TenantTx) -> Result<Vec<ApiToken>, StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(StoreError::Forbidden("an API token needs a tenant scope"))?;
+    let rows: Vec<(Uuid, String, String, OffsetDateTime, Option<OffsetDateTime>)> = sqlx::query_as(
+        "select token_id, name, role, expires_at, revoked_at from control.api_tokens \
+             where tenant_id = $1 order by tenant_id, created_at desc, token_id",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_all(tx.connection())
+    .await?;
+    rows.into_iter()
+        .map(|(token_id, name, role, expires_at, revoked_at)| {
+            Ok(ApiToken {
+                token_id,
+                name,
+                role: role
+                    .parse()
+                    .map_err(|_| StoreError::Invalid("stored token role".into()))?,
+                expires_at,
+                revoked_at,
+            })
+        })
+        .collect()
+}

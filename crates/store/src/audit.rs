@@ -114,6 +114,60 @@ pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<AuditRecord>, Sto
         .map_err(StoreError::from)
 }
 
+/// Which entries [`search`] returns; every field narrows, `None` does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Actions starting with this text, e.g. `member.`.
+    pub action_prefix: Option<String>,
+    /// `user`, `cli`, `system`, `agent` or `api_token`.
+    pub actor_type: Option<String>,
+    /// Only entries before this sequence number (the next page, newest first).
+    pub before_seq: Option<i64>,
+}
+
+/// The transaction's tenant's entries matching `filter`, newest first, at most `limit`.
+pub async fn search(
+    tx: &mut TenantTx,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let tenant = tx.tenant().ok_or(StoreError::Forbidden(
+        "reading an audit log needs a tenant scope",
+    ))?;
+    let rows = sqlx::query(
+        "select seq, occurred_at, actor_type, actor_id, action, target, details, \
+                client_addr::text as client_addr \
+         from audit.log \
+         where tenant_id = $1 \
+           and ($2::text is null or starts_with(action, $2)) \
+           and ($3::text is null or actor_type = $3) \
+           and ($4::bigint is null or seq < $4) \
+         order by tenant_id, seq desc limit $5",
+    )
+    .bind(tenant.as_uuid())
+    .bind(filter.action_prefix.as_deref())
+    .bind(filter.actor_type.as_deref())
+    .bind(filter.before_seq)
+    .bind(limit.clamp(1, 10_000))
+    .fetch_all(tx.connection())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AuditRecord {
+                seq: row.try_get("seq")?,
+                occurred_at: row.try_get("occurred_at")?,
+                actor_type: row.try_get("actor_type")?,
+                actor_id: row.try_get("actor_id")?,
+                action: row.try_get("action")?,
+                target: row.try_get("target")?,
+                details: row.try_get("details")?,
+                client_addr: row.try_get("client_addr")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 /// The first broken link found in a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -162,13 +216,26 @@ pub async fn verify(
         }
     };
     let mut reports = Vec::with_capacity(tenants.len());
+    let mut connection = pool.acquire().await?;
     for tenant in tenants {
-        reports.push(verify_one(pool, TenantId::from_uuid(tenant)).await?);
+        reports.push(verify_one(&mut connection, TenantId::from_uuid(tenant)).await?);
     }
     Ok(reports)
 }
 
-async fn verify_one(pool: &sqlx::PgPool, tenant: TenantId) -> Result<ChainReport, StoreError> {
+/// Verifies the chain of the transaction's tenant from inside the request path: the same checks
+/// as [`verify`], reading only what the transaction's role may read (the audit log's readers).
+pub async fn verify_tenant(tx: &mut TenantTx) -> Result<ChainReport, StoreError> {
+    let tenant = tx.tenant().ok_or(StoreError::Forbidden(
+        "verifying a chain needs a tenant scope",
+    ))?;
+    verify_one(tx.connection(), tenant).await
+}
+
+async fn verify_one(
+    connection: &mut sqlx::PgConnection,
+    tenant: TenantId,
+) -> Result<ChainReport, StoreError> {
     use futures_util::TryStreamExt;
 
     let mut rows = sqlx::query(
@@ -177,7 +244,7 @@ async fn verify_one(pool: &sqlx::PgPool, tenant: TenantId) -> Result<ChainReport
          from audit.log where tenant_id = $1 order by seq",
     )
     .bind(tenant.as_uuid())
-    .fetch(pool);
+    .fetch(&mut *connection);
 
     let mut entries = 0u64;
     let mut last_seq = 0i64;
@@ -229,7 +296,7 @@ async fn verify_one(pool: &sqlx::PgPool, tenant: TenantId) -> Result<ChainReport
         let head: Option<(i64, Vec<u8>)> =
             sqlx::query_as("select seq, hash from audit.chain_head where tenant_id = $1")
                 .bind(tenant.as_uuid())
-                .fetch_optional(pool)
+                .fetch_optional(&mut *connection)
                 .await?;
         let (recorded_seq, recorded_hash) = head.unwrap_or((0, vec![0u8; 32]));
         if recorded_seq != last_seq || recorded_hash != last_hash {

@@ -92,6 +92,13 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: &[ManageApiTokens],
         delete: NOBODY,
     },
+    TableAccess {
+        table: "control.invitations",
+        select: &[ManageMembers],
+        insert: &[ManageMembers],
+        update: &[ManageMembers],
+        delete: NOBODY,
+    },
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),

@@ -354,3 +354,62 @@ async fn ensure_another_owner(
         Ok(())
     }
 }
+
+/// The transaction's own tenant, as its members see it.
+pub async fn current_tenant(tx: &mut TenantTx) -> Result<Tenant, StoreError> {
+    let tenant = tx.tenant().ok_or(StoreError::Forbidden(
+        "reading a workspace needs a tenant scope",
+    ))?;
+    let row = sqlx::query(
+        "select tenant_id, name, plan, industry, region, status, created_at \
+         from control.dim_tenant where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?
+    .ok_or(StoreError::NotFound("tenant"))?;
+    Ok(Tenant {
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+        plan: row.try_get("plan")?,
+        industry: row.try_get("industry")?,
+        region: row.try_get("region")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Changes the transaction's own tenant's name, plan, industry and region (audited with the
+/// previous values). Which roles may do so is the database's grants' business.
+pub async fn update_tenant(
+    tx: &mut TenantTx,
+    attributes: &TenantAttributes,
+) -> Result<(), StoreError> {
+    let previous = current_tenant(tx).await?;
+    sqlx::query(
+        "update control.dim_tenant set name = $2, plan = $3, industry = $4, region = $5, \
+             updated_at = now() \
+         where tenant_id = $1",
+    )
+    .bind(previous.tenant_id.as_uuid())
+    .bind(&attributes.name)
+    .bind(attributes.plan.as_str())
+    .bind(&attributes.industry)
+    .bind(&attributes.region)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("tenant.update", previous.tenant_id.to_string()).details(
+            serde_json::json!({
+                "name": attributes.name, "plan": attributes.plan,
+                "industry": attributes.industry, "region": attributes.region,
+                "previous": {
+                    "name": previous.name, "plan": previous.plan,
+                    "industry": previous.industry, "region": previous.region,
+                },
+            }),
+        ),
+    )
+    .await
+}

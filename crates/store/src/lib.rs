@@ -6,6 +6,7 @@
 //! caller's platform role. Row-level security in the database does the filtering; this crate
 //! never adds `where tenant_id = ...` as its only line of defence.
 
+pub mod accounts;
 pub mod api_tokens;
 pub mod audit;
 pub mod bench_support;
@@ -14,10 +15,13 @@ pub mod bus_log;
 pub mod catalog;
 pub mod cluster;
 mod connect;
+pub mod contact;
 pub mod control;
 pub mod dlq;
 mod error;
+pub mod invitations;
 pub mod maintenance;
+pub mod members;
 pub mod migrate;
 pub mod replay;
 pub mod retention;

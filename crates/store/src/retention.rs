@@ -51,6 +51,20 @@ pub async fn set_days(tx: &mut TenantTx, days: i32) -> Result<(), StoreError> {
     .await
 }
 
+/// The transaction's tenant's bronze retention, in days.
+pub async fn days(tx: &mut TenantTx) -> Result<i32, StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(StoreError::Forbidden("retention needs a tenant scope"))?;
+    sqlx::query_scalar(
+        "select bronze_retention_days from control.tenant_settings where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?
+    .ok_or(StoreError::NotFound("tenant"))
+}
+
 /// Deletes every tenant's bronze events older than its retention, then drops the daily
 /// partitions older than the longest retention of any tenant. Runs as the pipeline.
 pub async fn enforce(database: &Database) -> Result<RetentionReport, StoreError> {

@@ -154,8 +154,14 @@ impl TenantTx {
             sqlx::query(set_role).execute(&mut *transaction).await?;
         }
         let tenant = scope.tenant();
+        // A tenantless control scope acting as a user may read that user's memberships across
+        // tenants (signing in lists their workspaces; migration 0012's policies).
         let user = match &scope {
             Scope::Member { user, .. } => Some(*user),
+            Scope::Control {
+                tenant: None,
+                actor: Actor::User(user),
+            } => Some(*user),
             _ => None,
         };
         sqlx::query(

@@ -1,17 +1,20 @@
 //! The demo `tributary up` sets up on a managed cluster: a tenant with a simulator source whose
-//! agent runs inside the platform's process, and an API token to look at it with. Created on
-//! the first start and kept in `<data-dir>/demo.json` (mode 0600); `--no-demo` skips it all.
+//! agent runs inside the platform's process, an owner account to sign in to the web app with,
+//! and an API token. Created on the first start and kept in `<data-dir>/demo.json` (mode 0600);
+//! `--no-demo` skips it all.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
-use domain::{Plan, Role, TenantAttributes};
+use domain::{Email, Plan, Role, TenantAttributes};
 use serde::{Deserialize, Serialize};
 use store::{Actor, Database, Scope, TenantTx};
 
 const DEMO_FILE: &str = "demo.json";
+/// The demo owner's email (a reserved domain: no mail is ever sent there).
+const DEMO_EMAIL: &str = "owner@demo.example.com";
 
 /// What the demo prints at every start.
 #[derive(Debug, Serialize, Deserialize)]
@@ -20,6 +23,17 @@ pub struct Demo {
     pub source_id: domain::SourceId,
     /// An admin API token of the demo tenant, for `/api/v1`.
     pub api_token: String,
+    /// The demo tenant owner's sign-in for the web app. Absent in demos made before sign-in
+    /// existed; the next start adds it.
+    #[serde(default)]
+    pub web_login: Option<WebLogin>,
+}
+
+/// An email and password to sign in with at `/auth`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WebLogin {
+    pub email: String,
+    pub password: String,
 }
 
 /// Loads the demo, or creates it: tenant, source, pairing of the in-process agent (whose
@@ -32,12 +46,17 @@ pub async fn ensure(
 ) -> anyhow::Result<Demo> {
     let path = data_dir.join(DEMO_FILE);
     if let Ok(bytes) = std::fs::read(&path) {
-        return serde_json::from_slice(&bytes).with_context(|| {
+        let mut demo: Demo = serde_json::from_slice(&bytes).with_context(|| {
             format!(
                 "{} is corrupt; remove it to set the demo up again",
                 path.display()
             )
-        });
+        })?;
+        if demo.web_login.is_none() {
+            demo.web_login = Some(web_login(database, demo.tenant_id).await?);
+            write_private(&path, &demo, false)?;
+        }
+        return Ok(demo);
     }
     let actor = Actor::System("demo");
     let attributes = TenantAttributes::parse("Demo Charging", Plan::Team, "energy", "eu-west")?;
@@ -68,16 +87,49 @@ pub async fn ensure(
         tenant_id: tenant.tenant_id,
         source_id: source.source_id,
         api_token,
+        web_login: Some(web_login(database, tenant.tenant_id).await?),
     };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(&demo)?)?;
+    write_private(&path, &demo, true)?;
     tracing::info!(tenant = %demo.tenant_id, "demo tenant and simulator source created");
     Ok(demo)
+}
+
+fn write_private(path: &Path, demo: &Demo, create_new: bool) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(create_new)
+        .truncate(!create_new)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(&serde_json::to_vec_pretty(demo)?)?;
+    Ok(())
+}
+
+/// The demo tenant's owner account with a fresh random password (the account is made if
+/// missing, and made owner of the demo tenant).
+async fn web_login(database: &Database, tenant: domain::TenantId) -> anyhow::Result<WebLogin> {
+    let email = Email::parse(DEMO_EMAIL)?;
+    let actor = Actor::System("demo");
+    let user = match store::accounts::credentials(database, &email).await? {
+        Some(existing) => existing.user_id,
+        None => {
+            store::control::create_user(database, actor.clone(), &email, "Demo Owner")
+                .await?
+                .user_id
+        }
+    };
+    let password = store::random_token(12);
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || web::auth::password::hash(&password)).await?
+    };
+    store::accounts::set_password_hash(database, user, &hash).await?;
+    store::control::set_member(database, actor, tenant, &email, Role::Owner).await?;
+    Ok(WebLogin {
+        email: DEMO_EMAIL.to_owned(),
+        password,
+    })
 }
 
 /// The demo agent's configuration: the simulator, sending to this platform's edge.

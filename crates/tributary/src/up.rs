@@ -87,7 +87,13 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             "  demo:     tenant {} with a simulated agent streaming (source {})",
             demo.tenant_id, demo.source_id
         );
-        println!("  login:    API token for http://{web_addr}/api/v1 (admin of the demo tenant):");
+        if let Some(login) = &demo.web_login {
+            println!(
+                "  login:    http://{web_addr}/auth as {} with password {} (owner of the demo tenant)",
+                login.email, login.password
+            );
+        }
+        println!("  api:      API token for http://{web_addr}/api/v1 (admin of the demo tenant):");
         println!("            {}", demo.api_token);
         println!(
             "            e.g. curl -H 'Authorization: Bearer <token>' http://{web_addr}/api/v1/sources"
@@ -145,6 +151,12 @@ async fn scheduler(
                     Ok(report) => tracing::info!(deleted = report.deleted_events,
                         dropped_partitions = report.dropped_partitions.len(), "bronze retention applied"),
                     Err(error) => tracing::warn!(%error, "applying bronze retention failed"),
+                }
+                match store::accounts::prune(&database).await {
+                    Ok(report) => tracing::debug!(sessions = report.sessions,
+                        attempt_counters = report.attempt_counters,
+                        trusted_devices = report.trusted_devices, "sign-in state pruned"),
+                    Err(error) => tracing::warn!(%error, "pruning sign-in state failed"),
                 }
                 if let bus::AnyBus::Embedded(embedded) = &bus {
                     match embedded.prune(BUS_DUPLICATE_WINDOW).await {

@@ -1,8 +1,20 @@
-//! The platform's HTTP surface: health (`/healthz`), metrics (`/metrics`) and the JSON API
-//! (`/api/v1`, see [`api`]). Later work adds the public site, sign-in and the tenant app here;
-//! this is the only crate (besides the edge's own listener) that knows HTTP and HTML.
+//! The platform's HTTP surface: the public site ([`site`]), sign-in ([`auth`]), the signed-in
+//! app ([`app`]), the JSON API (`/api/v1`, see [`api`]), health (`/healthz`) and metrics
+//! (`/metrics`); the only crate (besides the edge's own listener) that knows HTTP and HTML.
+//!
+//! Every response carries the security headers ([`security_headers`]); every state-changing
+//! request of the HTML app passes the anti-forgery guard ([`csrf`]).
 
 mod api;
+mod app;
+mod assets;
+pub mod auth;
+mod cookies;
+mod csrf;
+mod pages;
+mod site;
+
+pub use app::PAGES as APP_PAGES;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +43,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(api::routes())
+        .merge(site::routes())
+        .merge(auth::routes())
+        .merge(app::routes())
+        .merge(assets::routes())
+        .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(csrf::guard))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -77,7 +95,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Headers every response carries, whatever route produced it.
+/// The content security policy of every response: scripts and styles only from this origin
+/// (no inline script, no `eval`), no plugins, no framing, forms only to this origin.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// Headers every response carries, whatever route produced it (ASVS 3.4.x).
 async fn security_headers(response: Response) -> impl IntoResponse {
     let mut response = response;
     let headers = response.headers_mut();
@@ -85,15 +109,41 @@ async fn security_headers(response: Response) -> impl IntoResponse {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
         ),
-        (header::CACHE_CONTROL, "no-store"),
+        (
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            header::HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=(), payment=()",
+        ),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    // Pages and API answers are never cached; the static assets say otherwise themselves.
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     response
+}
+
+/// Unknown paths: a JSON error under `/api/`, the 404 page elsewhere.
+async fn not_found(uri: axum::http::Uri, visitor: auth::session::Visitor) -> Response {
+    if uri.path().starts_with("/api/") {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": { "code": "not_found", "message": "no such endpoint", "details": {} }
+            })),
+        )
+            .into_response();
+    }
+    pages::PageError::NotFound.into_page(&visitor.chrome(""))
 }
 
 /// Serves the application on `listener` until `shutdown` completes, then finishes the requests

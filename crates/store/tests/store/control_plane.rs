@@ -118,3 +118,133 @@ async fn unknown_tenant_and_user_are_reported_as_such() {
         Err(store::StoreError::NotFound("user"))
     ));
 }
+
+/// Signing in lists an account's workspaces across tenants (migration 0012): the control role,
+/// outside any tenant and acting as that user, sees that user's memberships and those tenants,
+/// and nothing of anyone else; inside a tenant, a member list never reveals other workspaces.
+#[tokio::test]
+async fn the_sign_in_scope_sees_only_the_signing_in_users_workspaces() {
+    use store::{Actor, Scope, TenantTx};
+
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let globex = tenant(&database, "Globex").await;
+    let initech = tenant(&database, "Initech").await;
+    let ada = Email::parse("ada@example.com").unwrap();
+    let bob = Email::parse("bob@example.com").unwrap();
+    let ada_id = control::create_user(&database, cli(), &ada, "Ada")
+        .await
+        .unwrap()
+        .user_id;
+    control::create_user(&database, cli(), &bob, "Bob")
+        .await
+        .unwrap();
+    control::set_member(&database, cli(), acme, &ada, Role::Owner)
+        .await
+        .unwrap();
+    control::set_member(&database, cli(), globex, &ada, Role::Viewer)
+        .await
+        .unwrap();
+    control::set_member(&database, cli(), initech, &bob, Role::Owner)
+        .await
+        .unwrap();
+
+    let workspaces = store::accounts::memberships(&database, ada_id)
+        .await
+        .unwrap();
+    let listed: Vec<(&str, Role)> = workspaces
+        .iter()
+        .map(|workspace| (workspace.name.as_str(), workspace.role))
+        .collect();
+    assert_eq!(listed, [("Acme", Role::Owner), ("Globex", Role::Viewer)]);
+
+    // The same role without a user, or with a user but inside a tenant, widens nothing.
+    for scope in [
+        Scope::Control {
+            tenant: None,
+            actor: Actor::System("test"),
+        },
+        Scope::Control {
+            tenant: Some(initech),
+            actor: Actor::User(ada_id),
+        },
+    ] {
+        let inside = matches!(
+            scope,
+            Scope::Control {
+                tenant: Some(_),
+                ..
+            }
+        );
+        let mut tx = TenantTx::begin(&database, scope).await.unwrap();
+        let (members, tenants): (i64, i64) = sqlx::query_as(
+            "select (select count(*) from control.members), \
+                    (select count(*) from control.dim_tenant)",
+        )
+        .fetch_one(tx.connection_for_tests())
+        .await
+        .unwrap();
+        // Inside Initech: Initech's own row and Bob's membership only.
+        let expected = if inside { (1, 1) } else { (0, 0) };
+        assert_eq!((members, tenants), expected);
+        tx.rollback().await.unwrap();
+    }
+    let initech_members = control::list_members(&database, Actor::User(ada_id), initech)
+        .await
+        .unwrap();
+    assert_eq!(initech_members.len(), 1);
+    assert_eq!(initech_members[0].email, "bob@example.com");
+}
+
+/// Book-a-demo requests: the control plane stores them, internal operations reads them, and no
+/// tenant role can read or write them.
+#[tokio::test]
+async fn contact_requests_are_for_internal_operations_only() {
+    use store::{Actor, Scope, TenantTx};
+
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let request = store::contact::ContactRequest {
+        name: "Ada".into(),
+        email: "ada@example.com".into(),
+        company: "Engines".into(),
+        fleet_size: "1-100".into(),
+        message: String::new(),
+    };
+    store::contact::record(&database, &request).await.unwrap();
+    let listed = store::contact::list(&database, Actor::System("test"), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].request, request);
+
+    for role in Role::TENANT_ROLES {
+        for statement in [
+            "select count(*) from control.contact_requests",
+            "insert into control.contact_requests (request_id, name, email, company, fleet_size, \
+             message) values (gen_random_uuid(), 'x', 'x@y.z', 'x', 'x', '')",
+        ] {
+            let mut tx = TenantTx::begin(
+                &database,
+                Scope::Member {
+                    tenant: acme,
+                    user: domain::UserId::new_random(),
+                    role,
+                },
+            )
+            .await
+            .unwrap();
+            let error = sqlx::query(statement)
+                .execute(tx.connection_for_tests())
+                .await
+                .unwrap_err();
+            let code = error
+                .as_database_error()
+                .and_then(|error| error.code())
+                .map(|code| code.into_owned());
+            assert_eq!(code.as_deref(), Some("42501"), "{role}: {statement}");
+        }
+    }
+}

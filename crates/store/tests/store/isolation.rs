@@ -94,6 +94,14 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.invitations",
+        insert: "insert into control.invitations (tenant_id, invitation_id, email, role, \
+                 token_hash, expires_at) select t, k, 'x' || k || '@example.com', 'viewer', \
+                 sha256(k::text::bytea), now() + interval '1 day' from p",
+        update_column: "revoked_at",
+        seed: true,
+    },
+    Exercise {
         table: "control.tenant_secrets",
         insert: "insert into control.tenant_secrets (tenant_id, masking_key_ciphertext, \
                  masking_key_nonce) select t, sha256(k::text::bytea), \

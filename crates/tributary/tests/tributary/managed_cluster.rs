@@ -23,6 +23,12 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     let demo: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.0.join("demo.json")).unwrap()).unwrap();
     assert!(demo["api_token"].as_str().unwrap().starts_with("tat1."));
+    // The web app is served, with a login for the demo's owner.
+    assert_eq!(demo["web_login"]["email"], "owner@demo.example.com");
+    assert_eq!(demo["web_login"]["password"].as_str().unwrap().len(), 24);
+    let (status, home) = platform.get("/");
+    assert_eq!(status, 200);
+    assert!(home.contains("Tributary"), "{home}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (_, metrics) = platform.get("/metrics");

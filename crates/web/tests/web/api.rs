@@ -7,7 +7,7 @@ use test_support::TestDatabase;
 
 use crate::{request, serve};
 
-async fn tenant(database: &Database, name: &str) -> TenantId {
+pub async fn tenant(database: &Database, name: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
     store::control::create_tenant(database, Actor::Cli("test".into()), &attributes)
         .await
@@ -28,7 +28,7 @@ async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
     .unwrap()
 }
 
-async fn token(database: &Database, tenant: TenantId, role: Role) -> String {
+pub async fn token(database: &Database, tenant: TenantId, role: Role) -> String {
     let mut tx = owner(database, tenant).await;
     let (_, text) = store::api_tokens::create(&mut tx, "test", role, time::Duration::days(1))
         .await

@@ -1,7 +1,13 @@
-//! The HTTP surface against a real database: health, the headers every response carries, and
-//! the JSON API as every role of two tenants.
+//! The HTTP surface against a real database: health, the headers every response carries, the
+//! public site, sign-up and sign-in, the app's route × role × tenant matrix, and the JSON API as
+//! every role of two tenants.
 
 mod api;
+mod app_matrix;
+mod auth;
+mod browser;
+mod chromium;
+mod site;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,0 +1,643 @@
+//! Accounts as the web app signs people in: sign-up (a workspace and its owner), credentials,
+//! server-side sessions, the workspaces an account belongs to, attempt counters for throttling,
+//! browsers trusted after a successful sign-in, and one-time password reset links.
+//!
+//! Secrets (session and device tokens) arrive as the text the browser holds; only their SHA-256
+//! is stored, so a copy of the database signs nobody in.
+
+use std::net::IpAddr;
+
+use domain::{Email, Role, TenantAttributes, TenantId, UserId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use time::Duration;
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry};
+use crate::{Actor, Database, Scope, StoreError, TenantTx};
+
+fn digest(text: &str) -> Vec<u8> {
+    Sha256::digest(text.as_bytes()).to_vec()
+}
+
+async fn control(database: &Database, actor: Actor) -> Result<TenantTx, StoreError> {
+    TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: None,
+            actor,
+        },
+    )
+    .await
+}
+
+/// What sign-up records: the person and the workspace they create.
+#[derive(Debug, Clone)]
+pub struct NewAccount<'a> {
+    pub email: &'a Email,
+    pub display_name: &'a str,
+    /// A PHC string; hashing is the caller's (the web crate's) business.
+    pub password_hash: &'a str,
+    pub workspace: &'a TenantAttributes,
+    pub client_addr: Option<IpAddr>,
+}
+
+/// Creates the account, its workspace (a tenant with default settings) and the owner membership
+/// in one transaction, audited in the new workspace's chain. `AlreadyExists` when the email has
+/// an account.
+pub async fn sign_up(
+    database: &Database,
+    account: &NewAccount<'_>,
+) -> Result<(UserId, TenantId), StoreError> {
+    let display_name = account.display_name.trim();
+    if display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(
+            "name must be at most 200 characters, without control characters".into(),
+        ));
+    }
+    let user = UserId::new_random();
+    let tenant = TenantId::new_random();
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(tenant),
+            actor: Actor::User(user),
+        },
+    )
+    .await?;
+    let inserted = sqlx::query(
+        "insert into control.users (user_id, email, display_name, password_hash) \
+         values ($1, $2, $3, $4) on conflict (email) do nothing",
+    )
+    .bind(user.as_uuid())
+    .bind(account.email.as_str())
+    .bind(display_name)
+    .bind(account.password_hash)
+    .execute(tx.connection())
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::AlreadyExists("an account with this email"));
+    }
+    let workspace = account.workspace;
+    sqlx::query(
+        "insert into control.dim_tenant (tenant_id, name, plan, industry, region) \
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&workspace.name)
+    .bind(workspace.plan.as_str())
+    .bind(&workspace.industry)
+    .bind(&workspace.region)
+    .execute(tx.connection())
+    .await?;
+    sqlx::query("insert into control.tenant_settings (tenant_id) values ($1)")
+        .bind(tenant.as_uuid())
+        .execute(tx.connection())
+        .await?;
+    sqlx::query("insert into control.members (tenant_id, user_id, role) values ($1, $2, 'owner')")
+        .bind(tenant.as_uuid())
+        .bind(user.as_uuid())
+        .execute(tx.connection())
+        .await?;
+    audit::append(
+        &mut tx,
+        AuditEntry::new("tenant.create", tenant.to_string())
+            .details(serde_json::json!({
+                "name": workspace.name,
+                "plan": workspace.plan,
+                "industry": workspace.industry,
+                "region": workspace.region,
+                "via": "sign_up",
+            }))
+            .client_addr(account.client_addr),
+    )
+    .await?;
+    audit::append(
+        &mut tx,
+        AuditEntry::new("member.add", user.to_string())
+            .details(serde_json::json!({ "role": Role::Owner, "via": "sign_up" }))
+            .client_addr(account.client_addr),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((user, tenant))
+}
+
+/// What signing in checks a password against.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: UserId,
+    /// `None` for accounts that have never set a password (for example, made by the CLI).
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+}
+
+pub async fn credentials(
+    database: &Database,
+    email: &Email,
+) -> Result<Option<Credentials>, StoreError> {
+    let mut tx = control(database, Actor::System("sign-in")).await?;
+    let row = sqlx::query(
+        "select user_id, password_hash, disabled_at is not null as disabled \
+         from control.users where email = $1",
+    )
+    .bind(email.as_str())
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    row.map(|row| {
+        Ok(Credentials {
+            user_id: UserId::from_uuid(row.try_get("user_id")?),
+            password_hash: row.try_get("password_hash")?,
+            disabled: row.try_get("disabled")?,
+        })
+    })
+    .transpose()
+    .map_err(|error: sqlx::Error| error.into())
+}
+
+/// Replaces an account's password hash (a rehash with current parameters, or a new password).
+pub async fn set_password_hash(
+    database: &Database,
+    user: UserId,
+    password_hash: &str,
+) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let updated = sqlx::query("update control.users set password_hash = $2 where user_id = $1")
+        .bind(user.as_uuid())
+        .bind(password_hash)
+        .execute(tx.connection())
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    tx.commit().await
+}
+
+/// How long a session lives: since its last use, and at most since it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLifetime {
+    pub idle: Duration,
+    pub absolute: Duration,
+}
+
+/// Records a new session for `user`, identified by `token` (the cookie's random text).
+pub async fn create_session(
+    database: &Database,
+    user: UserId,
+    token: &str,
+    lifetime: SessionLifetime,
+    active_tenant: Option<TenantId>,
+    client_addr: Option<IpAddr>,
+    user_agent: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let user_agent = user_agent.map(|agent| agent.chars().take(500).collect::<String>());
+    sqlx::query(
+        "insert into control.auth_sessions (session_hash, user_id, idle_expires_at, \
+             absolute_expires_at, active_tenant_id, client_addr, user_agent) \
+         values ($1, $2, now() + $3, now() + $4, $5, $6::inet, $7)",
+    )
+    .bind(digest(token))
+    .bind(user.as_uuid())
+    .bind(lifetime.idle)
+    .bind(lifetime.absolute)
+    .bind(active_tenant.map(|tenant| *tenant.as_uuid()))
+    .bind(client_addr.map(|addr| addr.to_string()))
+    .bind(user_agent)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await
+}
+
+/// The signed-in account behind a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub user_id: UserId,
+    pub email: String,
+    pub display_name: String,
+    pub active_tenant: Option<TenantId>,
+}
+
+/// The account of the session `token` names, if the session is neither revoked nor past either
+/// timeout and the account is not disabled. Using a session extends its idle timeout, never past
+/// the absolute one.
+pub async fn find_session(
+    database: &Database,
+    token: &str,
+    idle: Duration,
+) -> Result<Option<SessionUser>, StoreError> {
+    let mut tx = control(database, Actor::System("session")).await?;
+    let row = sqlx::query(
+        "with touched as ( \
+             update control.auth_sessions \
+             set last_seen_at = now(), idle_expires_at = least(now() + $2, absolute_expires_at) \
+             where session_hash = $1 and revoked_at is null \
+               and idle_expires_at > now() and absolute_expires_at > now() \
+             returning user_id, active_tenant_id) \
+         select u.user_id, u.email, u.display_name, t.active_tenant_id \
+         from touched t join control.users u on u.user_id = t.user_id \
+         where u.disabled_at is null",
+    )
+    .bind(digest(token))
+    .bind(idle)
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    row.map(|row| {
+        let active: Option<Uuid> = row.try_get("active_tenant_id")?;
+        Ok(SessionUser {
+            user_id: UserId::from_uuid(row.try_get("user_id")?),
+            email: row.try_get("email")?,
+            display_name: row.try_get("display_name")?,
+            active_tenant: active.map(TenantId::from_uuid),
+        })
+    })
+    .transpose()
+    .map_err(|error: sqlx::Error| error.into())
+}
+
+/// Ends the session `token` names. Ending one that is already over is not an error.
+pub async fn revoke_session(database: &Database, token: &str) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::System("sign-out")).await?;
+    sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where session_hash = $1 and revoked_at is null",
+    )
+    .bind(digest(token))
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await
+}
+
+/// Ends every session of `user`; returns how many were live.
+pub async fn revoke_all_sessions(database: &Database, user: UserId) -> Result<u64, StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let revoked = sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where user_id = $1 and revoked_at is null",
+    )
+    .bind(user.as_uuid())
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(revoked.rows_affected())
+}
+
+/// Remembers which workspace the session looks at.
+pub async fn set_active_tenant(
+    database: &Database,
+    token: &str,
+    tenant: TenantId,
+) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::System("session")).await?;
+    sqlx::query(
+        "update control.auth_sessions set active_tenant_id = $2 \
+         where session_hash = $1 and revoked_at is null",
+    )
+    .bind(digest(token))
+    .bind(tenant.as_uuid())
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await
+}
+
+/// One workspace an account belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub plan: String,
+    pub role: Role,
+}
+
+/// The active workspaces `user` is a member of, by name. Runs as the control role acting for
+/// that user, which the database lets see that user's memberships and nothing else.
+pub async fn memberships(database: &Database, user: UserId) -> Result<Vec<Membership>, StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let rows = sqlx::query(
+        "select m.tenant_id, d.name, d.plan, m.role \
+         from control.members m join control.dim_tenant d on d.tenant_id = m.tenant_id \
+         where m.user_id = $1 and d.status = 'active' \
+         order by d.name, m.tenant_id",
+    )
+    .bind(user.as_uuid())
+    .fetch_all(tx.connection())
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok(Membership {
+                tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+                name: row.try_get("name")?,
+                plan: row.try_get("plan")?,
+                role: role
+                    .parse()
+                    .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))?,
+            })
+        })
+        .collect()
+}
+
+/// Counts one attempt in `bucket` (any text naming what is limited, such as an account or a
+/// client address; only its hash is kept) and returns the attempts so far in the current fixed
+/// window of `window`, this one included.
+pub async fn count_attempt(
+    database: &Database,
+    bucket: &str,
+    window: Duration,
+) -> Result<i32, StoreError> {
+    let mut tx = control(database, Actor::System("throttle")).await?;
+    let attempts: i32 = sqlx::query_scalar(
+        "insert into control.auth_throttle as t (bucket_hash, window_started_at, attempts) \
+         values ($1, now(), 1) \
+         on conflict (bucket_hash) do update set \
+             attempts = case when t.window_started_at <= now() - $2 then 1 \
+                             else t.attempts + 1 end, \
+             window_started_at = case when t.window_started_at <= now() - $2 then now() \
+                                      else t.window_started_at end \
+         returning attempts",
+    )
+    .bind(digest(bucket))
+    .bind(window)
+    .fetch_one(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(attempts)
+}
+
+/// Forgets the attempts counted in `bucket` (after a successful sign-in).
+pub async fn clear_attempts(database: &Database, bucket: &str) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::System("throttle")).await?;
+    sqlx::query("delete from control.auth_throttle where bucket_hash = $1")
+        .bind(digest(bucket))
+        .execute(tx.connection())
+        .await?;
+    tx.commit().await
+}
+
+/// Trusts the browser holding `device_token` for `user` until `lifetime` has passed.
+pub async fn trust_device(
+    database: &Database,
+    user: UserId,
+    device_token: &str,
+    lifetime: Duration,
+) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    sqlx::query(
+        "insert into control.trusted_devices (device_hash, user_id, expires_at) \
+         values ($1, $2, now() + $3) on conflict (device_hash) do nothing",
+    )
+    .bind(digest(device_token))
+    .bind(user.as_uuid())
+    .bind(lifetime)
+    .execute(tx.connection())
+    .await?;
+    sqlx::query("delete from control.trusted_devices where user_id = $1 and expires_at <= now()")
+        .bind(user.as_uuid())
+        .execute(tx.connection())
+        .await?;
+    tx.commit().await
+}
+
+/// The account the browser holding `device_token` is trusted for, if any and unexpired.
+pub async fn trusted_device_user(
+    database: &Database,
+    device_token: &str,
+) -> Result<Option<UserId>, StoreError> {
+    let mut tx = control(database, Actor::System("sign-in")).await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "select user_id from control.trusted_devices \
+         where device_hash = $1 and expires_at > now()",
+    )
+    .bind(digest(device_token))
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(user.map(UserId::from_uuid))
+}
+
+/// How many of `user`'s sessions are live (not revoked, within both timeouts).
+pub async fn live_session_count(database: &Database, user: UserId) -> Result<i64, StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let count: i64 = sqlx::query_scalar(
+        "select count(*) from control.auth_sessions where user_id = $1 and revoked_at is null \
+           and idle_expires_at > now() and absolute_expires_at > now()",
+    )
+    .bind(user.as_uuid())
+    .fetch_one(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// Records a one-time password reset for `user`, identified by `token` (random text the caller
+/// sends to the account's address), valid for `lifetime`.
+pub async fn issue_password_reset(
+    database: &Database,
+    user: UserId,
+    token: &str,
+    lifetime: Duration,
+) -> Result<(), StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    sqlx::query(
+        "insert into control.password_resets (token_hash, user_id, expires_at) \
+         values ($1, $2, now() + $3)",
+    )
+    .bind(digest(token))
+    .bind(user.as_uuid())
+    .bind(lifetime)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await
+}
+
+/// The account a password reset `token` is for, if it is unused and unexpired.
+pub async fn password_reset_user(
+    database: &Database,
+    token: &str,
+) -> Result<Option<UserId>, StoreError> {
+    let mut tx = control(database, Actor::System("password-reset")).await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "select r.user_id from control.password_resets r \
+         join control.users u on u.user_id = r.user_id \
+         where r.token_hash = $1 and r.used_at is null and r.expires_at > now() \
+           and u.disabled_at is null",
+    )
+    .bind(digest(token))
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(user.map(UserId::from_uuid))
+}
+
+/// Uses a password reset `token`: sets the account's password hash, spends this and every other
+/// open reset link of the account, and ends all its sessions, in one transaction. `None` (and
+/// nothing changed) when the token is unknown, used or expired.
+pub async fn redeem_password_reset(
+    database: &Database,
+    token: &str,
+    password_hash: &str,
+) -> Result<Option<UserId>, StoreError> {
+    let mut tx = control(database, Actor::System("password-reset")).await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "update control.password_resets set used_at = now() \
+         where token_hash = $1 and used_at is null and expires_at > now() \
+         returning user_id",
+    )
+    .bind(digest(token))
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let updated = sqlx::query(
+        "update control.users set password_hash = $2 where user_id = $1 and disabled_at is null",
+    )
+    .bind(user)
+    .bind(password_hash)
+    .execute(tx.connection())
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "update control.password_resets set used_at = now() \
+         where user_id = $1 and used_at is null",
+    )
+    .bind(user)
+    .execute(tx.connection())
+    .await?;
+    sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where user_id = $1 and revoked_at is null",
+    )
+    .bind(user)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(Some(UserId::from_uuid(user)))
+}
+
+/// A live session as its owner sees it in their session list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Hex of the first 16 bytes of the stored hash: names the session without being able to
+    /// act as it.
+    pub id: String,
+    pub created_at: time::OffsetDateTime,
+    pub last_seen_at: time::OffsetDateTime,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+    /// The session of the request that asked.
+    pub current: bool,
+}
+
+/// `user`'s live sessions, most recently used first; `current_token` marks the asking one.
+pub async fn list_sessions(
+    database: &Database,
+    user: UserId,
+    current_token: &str,
+) -> Result<Vec<SessionSummary>, StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let rows = sqlx::query(
+        "select encode(substring(session_hash from 1 for 16), 'hex') as id, \
+                session_hash = $2 as current, created_at, last_seen_at, \
+                host(client_addr) as client_addr, user_agent \
+         from control.auth_sessions \
+         where user_id = $1 and revoked_at is null \
+           and idle_expires_at > now() and absolute_expires_at > now() \
+         order by last_seen_at desc",
+    )
+    .bind(user.as_uuid())
+    .bind(digest(current_token))
+    .fetch_all(tx.connection())
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SessionSummary {
+                id: row.try_get("id")?,
+                created_at: row.try_get("created_at")?,
+                last_seen_at: row.try_get("last_seen_at")?,
+                client_addr: row.try_get("client_addr")?,
+                user_agent: row.try_get("user_agent")?,
+                current: row.try_get("current")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
+/// Ends `user`'s session named `id` (from [`list_sessions`]); false if no live session of
+/// theirs has that id.
+pub async fn revoke_session_by_id(
+    database: &Database,
+    user: UserId,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let Ok(prefix) = hex::decode(id) else {
+        return Ok(false);
+    };
+    if prefix.len() != 16 {
+        return Ok(false);
+    }
+    let mut tx = control(database, Actor::User(user)).await?;
+    let revoked = sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where user_id = $1 and substring(session_hash from 1 for 16) = $2 \
+           and revoked_at is null",
+    )
+    .bind(user.as_uuid())
+    .bind(prefix)
+    .execute(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(revoked.rows_affected() > 0)
+}
+
+/// What [`prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub sessions: u64,
+    pub attempt_counters: u64,
+    pub trusted_devices: u64,
+}
+
+/// Deletes what can never matter again: sessions revoked or expired more than a day ago, attempt
+/// counters whose window ended more than a day ago, reset links expired a day ago, and expired
+/// trusted browsers. Run by the
+/// scheduler, so these tables stay the size of current activity.
+pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
+    let mut tx = control(database, Actor::System("scheduler")).await?;
+    let sessions = sqlx::query(
+        "delete from control.auth_sessions \
+         where coalesce(revoked_at, least(idle_expires_at, absolute_expires_at)) \
+               < now() - interval '1 day'",
+    )
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    let attempt_counters = sqlx::query(
+        "delete from control.auth_throttle where window_started_at < now() - interval '1 day'",
+    )
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    sqlx::query("delete from control.password_resets where expires_at < now() - interval '1 day'")
+        .execute(tx.connection())
+        .await?;
+    let trusted_devices =
+        sqlx::query("delete from control.trusted_devices where expires_at < now()")
+            .execute(tx.connection())
+            .await?
+            .rows_affected();
+    tx.commit().await?;
+    Ok(PruneReport {
+        sessions,
+        attempt_counters,
+        trusted_devices,
+    })
+}

@@ -1,0 +1,35 @@
+//! Static assets compiled into the binary: the one stylesheet and htmx, vendored from the npm
+//! registry at the version pinned in `assets/package-lock.json` (`scripts/vendor-web-assets`).
+//! Nothing is loaded from another host.
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::AppState;
+
+pub const CSS: &str = include_str!("../assets/tributary.css");
+pub const HTMX: &str = include_str!("../assets/vendor/htmx-2.0.11.min.js");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/assets/tributary.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/assets/htmx-2.0.11.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", HTMX) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+}

@@ -1,0 +1,1018 @@
+//! The app's routes × every tenant role × own against other tenant, from one table: the pages
+//! the app declares (`web::APP_PAGES`, which also drives the navigation) and the domain's
+//! permission table. A page a role may not open is a 403 in the design and is not in its
+//! navigation; another tenant's rows never show; another tenant's workspace cannot be chosen.
+
+use domain::{Permission, Role, TenantId};
+use store::{Database, Scope, TenantTx};
+use test_support::TestDatabase;
+
+use crate::auth::{PASSWORD, member, sign_in};
+use crate::browser::Browser;
+use crate::serve;
+use crate::site::{assert_designed_html, assert_security_headers};
+
+async fn named_source(database: &Database, tenant: TenantId, name: &str) {
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Member {
+            tenant,
+            user: domain::UserId::new_random(),
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    store::sources::create_source(&mut tx, name, "simulator")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// `user`'s role in `tenant`, read as that tenant's owner.
+async fn role_in(database: &Database, tenant: TenantId, user: domain::UserId) -> Role {
+    let mut tx = TenantTx::begin(
+        database,
+        Scope::Member {
+            tenant,
+            user: domain::UserId::new_random(),
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    let role = store::members::role_of(&mut tx, user).await.unwrap();
+    tx.rollback().await.unwrap();
+    role
+}
+
+#[tokio::test]
+async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    named_source(&database, a, "acme-charging-db").await;
+    named_source(&database, b, "globex-secret-db").await;
+
+    // Signed out: every app route sends the browser to sign in, and comes back after.
+    let mut anonymous = Browser::new(&addr);
+    for (path, _, _) in web::APP_PAGES {
+        let page = anonymous.get(path).await;
+        assert_eq!(page.status, 303, "{path}");
+        assert_eq!(
+            page.header("location"),
+            Some(format!("/auth?next={path}").as_str())
+        );
+    }
+
+    let mut failures = Vec::new();
+    for role in Role::TENANT_ROLES {
+        let email = format!("{role}@acme.example.com");
+        member(&database, a, &email, role).await;
+        let mut browser = Browser::new(&addr);
+        assert_eq!(sign_in(&mut browser, &email, PASSWORD).await.status, 303);
+        let overview = browser.get("/app/overview").await;
+        for (path, _, permission) in web::APP_PAGES {
+            let allowed = role.allows(*permission);
+            let page = browser.get(path).await;
+            assert_security_headers(&page, path);
+            assert_designed_html(&page, path);
+            let expected = if allowed { 200 } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} {path}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if !allowed && !page.body.contains("You do not have access to this page") {
+                failures.push(format!("{role} {path}: 403 is not the designed page"));
+            }
+            if page.body.contains("Globex") || page.body.contains("globex-secret-db") {
+                failures.push(format!("{role} {path}: shows tenant B"));
+            }
+            let in_navigation = overview.body.contains(&format!(r#"<a href="{path}""#));
+            if in_navigation != allowed {
+                failures.push(format!("{role} {path}: in navigation = {in_navigation}"));
+            }
+        }
+        let sources = browser.get("/app/data-sources").await;
+        if role.allows(Permission::ViewSources) && !sources.body.contains("acme-charging-db") {
+            failures.push(format!("{role}: own source missing"));
+        }
+        // Member actions: allowed by the permission table in the own tenant; another tenant's
+        // member does not exist here.
+        let target = member(
+            &database,
+            a,
+            &format!("target-of-{role}@acme.example.com"),
+            Role::Viewer,
+        )
+        .await;
+        let outsider = member(
+            &database,
+            b,
+            &format!("outsider-{role}@globex.example.com"),
+            Role::Viewer,
+        )
+        .await;
+        let manages = role.allows(Permission::ManageMembers);
+        for (user, expected) in [
+            (target, if manages { 303 } else { 403 }),
+            (outsider, if manages { 404 } else { 403 }),
+        ] {
+            let page = browser
+                .submit(
+                    "/app/overview",
+                    &format!("/app/settings/members/{user}/role"),
+                    &[("role", "operator")],
+                )
+                .await;
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} changing {user}'s role: {} (expected {expected})",
+                    page.status
+                ));
+            }
+        }
+        let target_role = role_in(&database, a, target).await;
+        let expected_role = if manages {
+            Role::Operator
+        } else {
+            Role::Viewer
+        };
+        if target_role != expected_role {
+            failures.push(format!("{role}: target's role is {target_role}"));
+        }
+        if role_in(&database, b, outsider).await != Role::Viewer {
+            failures.push(format!("{role}: changed tenant B's member"));
+        }
+        let removed = browser
+            .submit(
+                "/app/overview",
+                &format!("/app/settings/members/{outsider}/remove"),
+                &[],
+            )
+            .await;
+        if removed.status != if manages { 404 } else { 403 } {
+            failures.push(format!(
+                "{role} removing tenant B's member: {}",
+                removed.status
+            ));
+        }
+
+        let workspace = browser
+            .submit(
+                "/app/overview",
+                "/app/settings/workspace",
+                &[("name", "Acme"), ("industry", "energy"), ("region", "eu")],
+            )
+            .await;
+        let expected = if role.allows(Permission::ManageWorkspace) {
+            303
+        } else {
+            403
+        };
+        if workspace.status != expected {
+            failures.push(format!(
+                "{role} editing the workspace: {} (expected {expected})",
+                workspace.status
+            ));
+        }
+        let invited = browser
+            .submit(
+                "/app/overview",
+                "/app/settings/invitations",
+                &[
+                    ("email", &format!("invitee-of-{role}@example.com")),
+                    ("role", "viewer"),
+                ],
+            )
+            .await;
+        let expected = if manages { 303 } else { 403 };
+        if invited.status != expected {
+            failures.push(format!(
+                "{role} inviting: {} (expected {expected})",
+                invited.status
+            ));
+        }
+        let retention = browser
+            .submit(
+                "/app/overview",
+                "/app/settings/retention",
+                &[("days", "45")],
+            )
+            .await;
+        let expected = if role.allows(Permission::ManageRetention) {
+            303
+        } else {
+            403
+        };
+        if retention.status != expected {
+            failures.push(format!(
+                "{role} setting retention: {} (expected {expected})",
+                retention.status
+            ));
+        }
+
+        // Another tenant's workspace cannot be chosen; the session stays in its own.
+        let switched = browser
+            .submit(
+                "/app/overview",
+                "/app/workspace",
+                &[("tenant_id", &b.to_string())],
+            )
+            .await;
+        if switched.status != 404 {
+            failures.push(format!(
+                "{role}: switching to tenant B gave {}",
+                switched.status
+            ));
+        }
+        let after = browser.get("/app/overview").await;
+        if !after.body.contains("<h1>Acme</h1>") {
+            failures.push(format!("{role}: left its own workspace"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    let c = crate::api::tenant(&database, "Initech").await;
+    named_source(&database, b, "globex-db").await;
+    member(&database, a, "ada@example.com", Role::Viewer).await;
+    member(&database, b, "ada@example.com", Role::Admin).await;
+
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "ada@example.com", PASSWORD).await;
+    let overview = browser.get("/app/overview").await;
+    // The switcher lists both workspaces, and only those.
+    assert!(
+        overview.body.contains(&format!(
+            r#"<option value="{a}" selected>Acme (viewer)</option>"#
+        )),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview
+            .body
+            .contains(&format!(r#"<option value="{b}" >Globex (admin)</option>"#))
+    );
+    assert!(!overview.body.contains("Initech"));
+    assert_eq!(
+        browser.get("/app/data-sources").await.status,
+        403,
+        "viewer in Acme"
+    );
+
+    let switched = browser
+        .submit(
+            "/app/overview",
+            "/app/workspace",
+            &[("tenant_id", &b.to_string())],
+        )
+        .await;
+    assert_eq!(switched.status, 303);
+    let sources = browser.get("/app/data-sources").await;
+    assert_eq!(sources.status, 200, "admin in Globex");
+    assert!(sources.body.contains("globex-db"));
+    // A workspace the account is not in is refused like one that does not exist.
+    let refused = browser
+        .submit(
+            "/app/overview",
+            "/app/workspace",
+            &[("tenant_id", &c.to_string())],
+        )
+        .await;
+    assert_eq!(refused.status, 404);
+    assert!(
+        browser
+            .get("/app/overview")
+            .await
+            .body
+            .contains("<h1>Globex</h1>")
+    );
+
+    // Removed from Globex while signed in: the next request falls back to Acme, as a viewer.
+    store::control::remove_member(
+        &database,
+        store::Actor::System("test"),
+        b,
+        &domain::Email::parse("ada@example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(browser.get("/app/data-sources").await.status, 403);
+    assert!(
+        browser
+            .get("/app/overview")
+            .await
+            .body
+            .contains("<h1>Acme</h1>")
+    );
+}
+
+#[tokio::test]
+async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let owner = member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    let admin = member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    let viewer = member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+
+    let mut as_owner = Browser::new(&addr);
+    sign_in(&mut as_owner, "owner@acme.example.com", PASSWORD).await;
+    let page = as_owner.get("/app/settings").await;
+    assert_eq!(page.status, 200);
+    for email in [
+        "owner@acme.example.com",
+        "admin@acme.example.com",
+        "viewer@acme.example.com",
+    ] {
+        assert!(page.body.contains(email), "{email} listed");
+    }
+
+    // The workspace: owners and admins rename it; only an owner changes the plan (billing).
+    let saved = as_owner
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[
+                ("name", "Acme Charging"),
+                ("plan", "business"),
+                ("industry", "Energy"),
+                ("region", "eu-north"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings?done=workspace#workspace-heading")
+    );
+    let page = as_owner.get("/app/settings?done=workspace").await;
+    assert!(
+        page.body.contains("Workspace saved.") && page.body.contains(r#"value="Acme Charging""#)
+    );
+    assert!(page.body.contains(r#"<option value="business" selected>"#));
+    let refused = as_owner
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[("name", ""), ("industry", "x"), ("region", "y")],
+        )
+        .await;
+    assert_eq!(
+        refused.header("location"),
+        Some("/app/settings?refused=workspace#members-heading")
+    );
+
+    // Retention: saved, audited, bounded.
+    assert!(page.body.contains(r#"id="retention-days""#) && page.body.contains(r#"value="30""#));
+    let saved = as_owner
+        .submit(
+            "/app/settings",
+            "/app/settings/retention",
+            &[("days", "90")],
+        )
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings?done=retention#retention-heading")
+    );
+    let refused = as_owner
+        .submit("/app/settings", "/app/settings/retention", &[("days", "0")])
+        .await;
+    assert_eq!(
+        refused.header("location"),
+        Some("/app/settings?refused=retention#members-heading")
+    );
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(store::retention::days(&mut tx).await.unwrap(), 90);
+    let entries = store::audit::list(&mut tx, 10).await.unwrap();
+    assert_eq!(entries[0].action, "retention.set");
+    assert_eq!(entries[0].actor_id, owner.to_string());
+    tx.rollback().await.unwrap();
+
+    // The last owner can be neither demoted nor removed.
+    for (action, fields) in [("role", vec![("role", "admin")]), ("remove", vec![])] {
+        let page = as_owner
+            .submit(
+                "/app/settings",
+                &format!("/app/settings/members/{owner}/{action}"),
+                &fields,
+            )
+            .await;
+        assert_eq!(page.status, 303);
+        assert_eq!(
+            page.header("location"),
+            Some("/app/settings?refused=last-owner#members-heading")
+        );
+        assert_eq!(role_in(&database, a, owner).await, Role::Owner);
+    }
+    let page = as_owner.get("/app/settings?refused=last-owner").await;
+    assert!(
+        page.body
+            .contains("A workspace must keep at least one owner")
+    );
+
+    // An admin manages operators and viewers, but cannot make an owner or touch one.
+    let mut as_admin = Browser::new(&addr);
+    sign_in(&mut as_admin, "admin@acme.example.com", PASSWORD).await;
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[
+                ("name", "Acme Fleet"),
+                ("plan", "enterprise"),
+                ("industry", "energy"),
+                ("region", "eu"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 403, "the plan is billing");
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            "/app/settings/workspace",
+            &[
+                ("name", "Acme Fleet"),
+                ("industry", "energy"),
+                ("region", "eu"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 303);
+    let page = as_admin.get("/app/settings").await;
+    assert!(page.body.contains("Only an owner changes the plan."));
+    assert!(
+        page.body.contains(r#"value="business" readonly"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("<h1>Settings</h1>") && page.body.contains("Acme Fleet"));
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/role"),
+            &[("role", "owner")],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?refused=owner-only#members-heading")
+    );
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{owner}/remove"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?refused=owner-only#members-heading")
+    );
+    assert_eq!(role_in(&database, a, viewer).await, Role::Viewer);
+    assert_eq!(role_in(&database, a, owner).await, Role::Owner);
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/role"),
+            &[("role", "operator")],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=role#members-heading")
+    );
+    assert_eq!(role_in(&database, a, viewer).await, Role::Operator);
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/role"),
+            &[("role", "internal_ops")],
+        )
+        .await;
+    assert_eq!(page.status, 400, "only tenant roles");
+
+    // The owner makes the admin an owner; then the first owner may step down.
+    as_owner
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{admin}/role"),
+            &[("role", "owner")],
+        )
+        .await;
+    assert_eq!(role_in(&database, a, admin).await, Role::Owner);
+    let page = as_owner
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{owner}/role"),
+            &[("role", "viewer")],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=role#members-heading")
+    );
+    assert_eq!(role_in(&database, a, owner).await, Role::Viewer);
+    // Now a viewer: the settings are closed to them, in the page and in the navigation.
+    let page = as_owner.get("/app/settings").await;
+    assert_eq!(page.status, 403);
+
+    // Removal by the new owner; the removed member's session no longer reaches the workspace.
+    let mut as_viewer = Browser::new(&addr);
+    sign_in(&mut as_viewer, "viewer@acme.example.com", PASSWORD).await;
+    let page = as_admin
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/members/{viewer}/remove"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=removed#members-heading")
+    );
+    let page = as_viewer.get("/app/overview").await;
+    assert_eq!(page.status, 403);
+    assert!(page.body.contains("You are not a member of any workspace"));
+
+    // Every change is in the workspace's audit chain, with the acting user.
+    let chain = store::audit::verify(&database, Some(a)).await.unwrap();
+    assert!(chain[0].is_intact());
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    let entries = store::audit::list(&mut tx, 100).await.unwrap();
+    let changes: Vec<(&str, String)> = entries
+        .iter()
+        .filter(|entry| entry.actor_type == "user")
+        .map(|entry| (entry.action.as_str(), entry.actor_id.clone()))
+        .collect();
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|(action, _)| *action == "member.change_role")
+            .count(),
+        3,
+        "{changes:?}"
+    );
+    assert!(
+        changes.contains(&("member.remove", admin.to_string())),
+        "{changes:?}"
+    );
+}
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_capped_at_the_creators_role_and_revocable() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    member(&database, a, "operator@acme.example.com", Role::Operator).await;
+    let mut as_admin = Browser::new(&addr);
+    sign_in(&mut as_admin, "admin@acme.example.com", PASSWORD).await;
+
+    // An admin cannot mint an owner token; the form names what is wrong.
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[("name", "ci"), ("role", "owner"), ("days", "30")],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("Choose a role no higher than your own."));
+    assert!(
+        !page.body.contains(r#"<option value="owner""#),
+        "not offered either"
+    );
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[("name", ""), ("role", "viewer"), ("days", "400")],
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    assert!(page.body.contains("between 1 and 366 days") && page.body.contains("Name the token"));
+
+    // Created: shown once, and it works against the API with its role.
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[
+                ("name", "deploy script"),
+                ("role", "operator"),
+                ("days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 201);
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let start = page.body.find("tat1.").expect("the token is shown");
+    let end = page.body[start..].find('<').unwrap() + start;
+    let token = page.body[start..end].to_owned();
+    let (status, _, _) = crate::request(&addr, "GET", "/api/v1/sources", Some(&token), "").await;
+    assert_eq!(status, 200, "an operator token may list sources");
+    let (status, _, _) = crate::request(
+        &addr,
+        "POST",
+        "/api/v1/sources",
+        Some(&token),
+        r#"{"name":"x","kind":"simulator"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "but not create them");
+    let listing = as_admin.get("/app/settings/api-tokens").await;
+    assert!(listing.body.contains("deploy script"));
+    assert!(!listing.body.contains(&token), "never shown again");
+    assert!(
+        !listing.body.contains(&token[token.len() - 64..]),
+        "not even the secret"
+    );
+
+    // An operator cannot manage tokens at all.
+    let mut as_operator = Browser::new(&addr);
+    sign_in(&mut as_operator, "operator@acme.example.com", PASSWORD).await;
+    let page = as_operator
+        .submit(
+            "/app/overview",
+            "/app/settings/api-tokens",
+            &[("name", "mine"), ("role", "viewer"), ("days", "30")],
+        )
+        .await;
+    assert_eq!(page.status, 403);
+
+    // Revoking: the API refuses the token from then on; another tenant's token is not found.
+    let b_token = crate::api::token(&database, b, Role::Viewer).await;
+    let b_token_id = b_token.split('.').nth(2).unwrap().to_owned();
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            &format!("/app/settings/api-tokens/{b_token_id}/revoke"),
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, 404);
+    let (status, _, _) =
+        crate::request(&addr, "GET", "/api/v1/dead-letters", Some(&b_token), "").await;
+    assert_ne!(status, 401, "tenant B's token still works");
+    let token_id = token.split('.').nth(2).unwrap().to_owned();
+    let token_id = uuid::Uuid::parse_str(&token_id).unwrap();
+    let page = as_admin
+        .submit(
+            "/app/settings/api-tokens",
+            &format!("/app/settings/api-tokens/{token_id}/revoke"),
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, 303);
+    let (status, _, _) = crate::request(&addr, "GET", "/api/v1/sources", Some(&token), "").await;
+    assert_eq!(status, 401);
+    let listing = as_admin.get("/app/settings/api-tokens?done=revoked").await;
+    assert!(listing.body.contains("The token was revoked"));
+    assert!(
+        listing
+            .body
+            .contains(r#"<span class="badge badge-revoked">revoked</span>"#)
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_filters_pages_exports_and_shows_a_broken_chain() {
+    use sqlx::Connection;
+
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    // Created by an operator whose name looks like a spreadsheet formula.
+    let attributes =
+        domain::TenantAttributes::parse("Acme", domain::Plan::Team, "energy", "eu").unwrap();
+    let a = store::control::create_tenant(
+        &database,
+        store::Actor::Cli("=SUM(1+1)".into()),
+        &attributes,
+    )
+    .await
+    .unwrap()
+    .tenant_id;
+    let owner = member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    let mut tx = TenantTx::begin(
+        &database,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    for days in 1..=55 {
+        store::retention::set_days(&mut tx, days).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "owner@acme.example.com", PASSWORD).await;
+    let page = browser.get("/app/audit").await;
+    assert_eq!(page.status, 200);
+    // tenant.create, member.add and 55 retention changes.
+    assert!(
+        page.body.contains("Chain verified: all 57 entries"),
+        "{}",
+        page.body
+    );
+    assert_eq!(
+        page.body.matches("<code>retention.set</code>").count(),
+        50,
+        "a page holds 50"
+    );
+    assert!(
+        page.body.contains(r#"href="/app/audit?before=8""#),
+        "older entries link"
+    );
+    let older = browser.get("/app/audit?before=8").await;
+    assert_eq!(older.body.matches("<tr><td>").count(), 7);
+    assert!(older.body.contains("<code>tenant.create</code>"));
+    assert!(!older.body.contains("Older entries"));
+
+    // Filters narrow, and carry into the export link.
+    let filtered = browser.get("/app/audit?action=member.&actor=system").await;
+    assert_eq!(filtered.body.matches("<tr><td>").count(), 1);
+    assert!(filtered.body.contains("<code>member.add</code>"));
+    assert!(
+        filtered
+            .body
+            .contains(r#"href="/app/audit.csv?action=member.&#38;actor=system""#),
+        "{}",
+        filtered.body
+    );
+    let by_user = browser.get("/app/audit?actor=user").await;
+    assert!(!by_user.body.contains("member.add"));
+    let odd = browser.get("/app/audit?action=%25&actor=nobody").await;
+    assert!(
+        odd.body.contains("No entries match."),
+        "a % is literal, an unknown actor ignored"
+    );
+
+    // CSV: every entry, quoted, formulas neutralised.
+    let csv = browser.get("/app/audit.csv").await;
+    assert_eq!(csv.status, 200);
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+    assert_eq!(
+        csv.header("content-disposition"),
+        Some(r#"attachment; filename="audit-log.csv""#)
+    );
+    let lines: Vec<&str> = csv
+        .body
+        .split("\r\n")
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(
+        lines[0],
+        "seq,occurred_at,actor_type,actor_id,action,target,details,client_addr"
+    );
+    assert_eq!(lines.len(), 58);
+    assert!(lines[57].starts_with(r#""1","#), "oldest last");
+    assert!(
+        lines[57].contains(r#""cli","'=SUM(1+1)","tenant.create""#),
+        "{}",
+        lines[57]
+    );
+    assert!(
+        lines[57].contains(r#""{""#),
+        "JSON details with doubled quotes: {}",
+        lines[57]
+    );
+
+    // Viewers and operators have no audit log.
+    member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+    let mut as_viewer = Browser::new(&addr);
+    sign_in(&mut as_viewer, "viewer@acme.example.com", PASSWORD).await;
+    assert_eq!(as_viewer.get("/app/audit").await.status, 403);
+    assert_eq!(as_viewer.get("/app/audit.csv").await.status, 403);
+
+    // An entry edited behind the triggers' back: the page says the chain is broken.
+    let mut admin = test_database.admin().await;
+    let mut tampering = admin.begin().await.unwrap();
+    sqlx::raw_sql("set local session_replication_role = replica")
+        .execute(&mut *tampering)
+        .await
+        .unwrap();
+    sqlx::query("update audit.log set target = 'someone else' where tenant_id = $1 and seq = 3")
+        .bind(a.as_uuid())
+        .execute(&mut *tampering)
+        .await
+        .unwrap();
+    tampering.commit().await.unwrap();
+    let page = browser.get("/app/audit").await;
+    assert!(
+        page.body
+            .contains("Chain verification failed: Hash { seq: 3 }"),
+        "{}",
+        page.body
+    );
+}
+
+fn invitation_ids(body: &str) -> Vec<String> {
+    body.match_indices(r#"action="/app/settings/invitations/"#)
+        .map(|(index, _)| {
+            let start = index + r#"action="/app/settings/invitations/"#.len();
+            let end = body[start..].find('/').unwrap() + start;
+            body[start..end].to_owned()
+        })
+        .collect()
+}
+
+/// Invites `email` as `role` through the settings page; returns the logged link.
+async fn invite(browser: &mut Browser, email: &str, role: &str) -> String {
+    let page = browser
+        .submit(
+            "/app/settings",
+            "/app/settings/invitations",
+            &[("email", email), ("role", role)],
+        )
+        .await;
+    assert_eq!(
+        page.header("location"),
+        Some("/app/settings?done=invited#members-heading")
+    );
+    let settings = browser.get("/app/settings").await;
+    assert!(
+        settings.body.contains(&format!("{email} as {role}")),
+        "listed as open"
+    );
+    let id = invitation_ids(&settings.body).into_iter().next().unwrap();
+    crate::auth::logged_link("invitation link", &id, "/auth/invitation/").expect("link logged")
+}
+
+#[tokio::test]
+async fn invitations_bring_new_and_existing_accounts_in_once() {
+    crate::auth::server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    member(&database, b, "bob@example.com", Role::Owner).await;
+    let mut owner = Browser::new(&addr);
+    sign_in(&mut owner, "owner@acme.example.com", PASSWORD).await;
+
+    // A new person: the link offers an account, which joins with the invited role.
+    let link = invite(&mut owner, "grace@example.com", "admin").await;
+    let mut grace = Browser::new(&addr);
+    let page = grace.get(&link).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Join Acme") && page.body.contains("<strong>admin</strong>"));
+    assert!(page.body.contains("Create account and join"));
+    let joined = grace
+        .submit(
+            &link,
+            &link,
+            &[("display_name", "Grace"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(joined.status, 303, "{}", joined.body);
+    let overview = grace.get("/app/overview").await;
+    assert!(
+        overview.body.contains("<h1>Acme</h1>")
+            && overview.body.contains("grace@example.com · admin")
+    );
+    // Once only.
+    let again = Browser::new(&addr).get(&link).await;
+    assert_eq!(again.status, 404);
+    assert!(
+        again
+            .body
+            .contains("expired, was already used, or was withdrawn")
+    );
+
+    // An admin cannot invite an owner.
+    let mut admin = Browser::new(&addr);
+    sign_in(&mut admin, "admin@acme.example.com", PASSWORD).await;
+    let refused = admin
+        .submit(
+            "/app/settings",
+            "/app/settings/invitations",
+            &[("email", "x@example.com"), ("role", "owner")],
+        )
+        .await;
+    assert_eq!(
+        refused.header("location"),
+        Some("/app/settings?refused=invitation#members-heading")
+    );
+
+    // An existing account signs in from the link and comes back to accept.
+    let link = invite(&mut admin, "bob@example.com", "viewer").await;
+    let mut bob = Browser::new(&addr);
+    let page = bob.get(&link).await;
+    assert!(page.body.contains("Sign in to accept"));
+    let signed_in = bob
+        .submit(
+            &format!("/auth?next={link}"),
+            "/auth/sign-in",
+            &[
+                ("email", "bob@example.com"),
+                ("password", PASSWORD),
+                ("next", &link),
+            ],
+        )
+        .await;
+    assert_eq!(signed_in.header("location"), Some(link.as_str()));
+    // Someone else signed in cannot use it.
+    let mut grace_tries = grace.clone();
+    let page = grace_tries.get(&link).await;
+    assert!(page.body.contains("signed in with another address"));
+    let stolen = grace_tries.submit(&link, &link, &[]).await;
+    assert_eq!(stolen.status, 404);
+    let page = bob.get(&link).await;
+    assert!(page.body.contains("Join the workspace"));
+    let accepted = bob.submit(&link, &link, &[]).await;
+    assert_eq!(accepted.header("location"), Some("/app"));
+    let overview = bob.get("/app/overview").await;
+    assert!(
+        overview.body.contains("<h1>Acme</h1>"),
+        "switched to the new workspace"
+    );
+    assert!(
+        overview.body.contains("Globex (owner)"),
+        "and keeps the old one"
+    );
+    assert_eq!(
+        role_in(
+            &database,
+            a,
+            store::accounts::credentials(
+                &database,
+                &domain::Email::parse("bob@example.com").unwrap()
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .user_id
+        )
+        .await,
+        Role::Viewer
+    );
+
+    // A withdrawn invitation no longer works.
+    let link = invite(&mut owner, "carol@example.com", "operator").await;
+    let settings = owner.get("/app/settings").await;
+    let id = invitation_ids(&settings.body).into_iter().next().unwrap();
+    let withdrawn = owner
+        .submit(
+            "/app/settings",
+            &format!("/app/settings/invitations/{id}/revoke"),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        withdrawn.header("location"),
+        Some("/app/settings?done=withdrawn#members-heading")
+    );
+    assert_eq!(Browser::new(&addr).get(&link).await.status, 404);
+    assert!(invitation_ids(&owner.get("/app/settings").await.body).is_empty());
+
+    // A forged link: another tenant's id in it finds nothing.
+    let forged = link.replacen(
+        &a.as_uuid().simple().to_string(),
+        &b.as_uuid().simple().to_string(),
+        1,
+    );
+    assert_ne!(forged, link);
+    assert_eq!(Browser::new(&addr).get(&forged).await.status, 404);
+}

@@ -1,0 +1,865 @@
+//! Sign-up, sign-in and sessions through HTTP: cookie attributes, session rotation, server-side
+//! sign-out, timeouts, rehash on sign-in, anti-forgery, throttling without lock-out, and generic
+//! failures.
+
+use domain::{Email, Role, TenantId, UserId};
+use store::{Actor, Database};
+use test_support::TestDatabase;
+
+use crate::browser::Browser;
+use crate::serve;
+use crate::site::{assert_cookie_attributes, assert_security_headers};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+fn sign_up_fields<'a>(email: &'a str, workspace: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("display_name", "Ada Lovelace"),
+        ("email", email),
+        ("password", PASSWORD),
+        ("workspace", workspace),
+        ("plan", "business"),
+        ("industry", "Energy"),
+        ("region", "EU-West"),
+    ]
+}
+
+/// An account with `PASSWORD`, member of `tenant` with `role`.
+pub async fn member(database: &Database, tenant: TenantId, email: &str, role: Role) -> UserId {
+    let email = Email::parse(email).unwrap();
+    let user = match store::accounts::credentials(database, &email)
+        .await
+        .unwrap()
+    {
+        Some(existing) => existing.user_id,
+        None => {
+            store::control::create_user(database, Actor::System("test"), &email, "Test")
+                .await
+                .unwrap()
+                .user_id
+        }
+    };
+    let hash = web::auth::password::hash(PASSWORD);
+    store::accounts::set_password_hash(database, user, &hash)
+        .await
+        .unwrap();
+    store::control::set_member(database, Actor::System("test"), tenant, &email, role)
+        .await
+        .unwrap();
+    user
+}
+
+pub async fn sign_in(browser: &mut Browser, email: &str, password: &str) -> crate::browser::Page {
+    browser
+        .submit(
+            "/auth",
+            "/auth/sign-in",
+            &[("email", email), ("password", password)],
+        )
+        .await
+}
+
+async fn stored_hash(database: &Database, email: &str) -> String {
+    store::accounts::credentials(database, &Email::parse(email).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let mut browser = Browser::new(&addr);
+
+    let page = browser
+        .submit(
+            "/auth?mode=sign-up",
+            "/auth/sign-up",
+            &sign_up_fields("ada@example.com", "Analytical Engines"),
+        )
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(page.header("location"), Some("/app"));
+    assert_security_headers(&page, "sign-up redirect");
+    assert_cookie_attributes(&page, "sign-up");
+    assert!(page.set_cookie("__Host-tributary-session").is_some());
+    assert!(
+        page.set_cookie("__Host-tributary-csrf").is_some(),
+        "rotated"
+    );
+
+    let overview = browser.get("/app/overview").await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("Analytical Engines"));
+    assert!(overview.body.contains("business"));
+    assert!(overview.body.contains("eu-west"));
+    assert!(overview.body.contains("ada@example.com · owner"));
+    assert_security_headers(&overview, "app page");
+
+    // The database agrees: one account, owner of one new workspace, the sign-up audited there.
+    let credentials =
+        store::accounts::credentials(&database, &Email::parse("ada@example.com").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    let workspaces = store::accounts::memberships(&database, credentials.user_id)
+        .await
+        .unwrap();
+    assert_eq!(workspaces.len(), 1);
+    assert_eq!(workspaces[0].role, Role::Owner);
+    assert_eq!(workspaces[0].plan, "business");
+    // Argon2id at m=19456 KiB, t=2, p=1 at least (OWASP), read from the stored PHC string.
+    let hash = credentials.password_hash.unwrap();
+    let params: Vec<u32> = hash
+        .split('$')
+        .nth(3)
+        .unwrap()
+        .split(',')
+        .map(|pair| pair.split_once('=').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert!(
+        params[0] >= 19_456 && params[1] >= 2 && params[2] >= 1,
+        "{hash}"
+    );
+    let chain = store::audit::verify(&database, Some(workspaces[0].tenant_id))
+        .await
+        .unwrap();
+    assert!(chain[0].is_intact());
+    assert_eq!(chain[0].entries, 2, "tenant.create and member.add");
+
+    // The same email again: refused without saying more than that.
+    let mut other = Browser::new(&addr);
+    let again = other
+        .submit(
+            "/auth?mode=sign-up",
+            "/auth/sign-up",
+            &sign_up_fields("ADA@example.com", "Another"),
+        )
+        .await;
+    assert_eq!(again.status, 409);
+    assert!(again.body.contains("cannot be created"));
+    assert!(again.set_cookie("__Host-tributary-session").is_none());
+    assert!(
+        !again.body.contains(PASSWORD),
+        "a password is never sent back"
+    );
+
+    // Short passwords and missing workspaces are named.
+    let mut fields = sign_up_fields("grace@example.com", "Navy");
+    fields[2] = ("password", "short");
+    let short = other
+        .submit("/auth?mode=sign-up", "/auth/sign-up", &fields)
+        .await;
+    assert_eq!(short.status, 422);
+    assert!(short.body.contains("at least 12 characters"));
+    let mut fields = sign_up_fields("grace@example.com", "");
+    fields[6] = ("region", "eu");
+    let unnamed = other
+        .submit("/auth?mode=sign-up", "/auth/sign-up", &fields)
+        .await;
+    assert_eq!(unnamed.status, 422);
+    assert!(
+        unnamed.body.contains("Workspace name: must not be empty"),
+        "{}",
+        unnamed.body
+    );
+}
+
+#[tokio::test]
+async fn sign_in_fails_generically_rotates_sessions_and_sign_out_ends_them_on_the_server() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    let user = member(&database, tenant, "ada@example.com", Role::Admin).await;
+
+    // Wrong password and unknown account look the same.
+    let mut browser = Browser::new(&addr);
+    let wrong = sign_in(&mut browser, "ada@example.com", "not the password").await;
+    let unknown = sign_in(&mut browser, "nobody@example.com", PASSWORD).await;
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    let message = "That email and password do not match an account.";
+    assert!(wrong.body.contains(message) && unknown.body.contains(message));
+    assert!(wrong.set_cookie("__Host-tributary-session").is_none());
+    assert!(!wrong.body.contains("not the password"));
+
+    // Signing in: a session, a new anti-forgery cookie, a trusted-device cookie.
+    let first = sign_in(&mut browser, "ADA@example.com", PASSWORD).await;
+    assert_eq!(first.status, 303);
+    assert_eq!(first.header("location"), Some("/app"));
+    assert_cookie_attributes(&first, "sign-in");
+    let first_session = browser.cookies["__Host-tributary-session"].clone();
+    assert_eq!(first_session.len(), 64, "256 random bits, hex");
+    assert!(
+        first
+            .set_cookie("__Host-tributary-device")
+            .unwrap()
+            .contains("Max-Age=7776000")
+    );
+    assert_eq!(browser.get("/app/overview").await.status, 200);
+
+    // Signing in again from the same browser rotates the session; the old one is dead.
+    let second = sign_in(&mut browser, "ada@example.com", PASSWORD).await;
+    assert_eq!(second.status, 303);
+    let second_session = browser.cookies["__Host-tributary-session"].clone();
+    assert_ne!(first_session, second_session);
+    let mut stale = browser.clone();
+    stale
+        .cookies
+        .insert("__Host-tributary-session".into(), first_session);
+    let refused = stale.get("/app/overview").await;
+    assert_eq!(refused.status, 303);
+    assert_eq!(refused.header("location"), Some("/auth?next=/app/overview"));
+
+    // `next` is followed only inside the app.
+    let mut elsewhere = Browser::new(&addr);
+    let page = elsewhere
+        .submit(
+            "/auth?next=/app/tenants",
+            "/auth/sign-in",
+            &[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("next", "https://evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(page.header("location"), Some("/app"));
+    let page = elsewhere
+        .submit(
+            "/auth",
+            "/auth/sign-in",
+            &[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("next", "/app/tenants"),
+            ],
+        )
+        .await;
+    assert_eq!(page.header("location"), Some("/app/tenants"));
+
+    // Signing out ends the session on the server: replaying its cookie gets nowhere.
+    let kept = browser.cookies["__Host-tributary-session"].clone();
+    let out = browser.submit("/app/overview", "/auth/sign-out", &[]).await;
+    assert_eq!(out.status, 303);
+    assert!(
+        out.set_cookie("__Host-tributary-session")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let mut replay = Browser::new(&addr);
+    replay
+        .cookies
+        .insert("__Host-tributary-session".into(), kept);
+    assert_eq!(replay.get("/app/overview").await.status, 303);
+
+    // Sign out everywhere ends every session of the account, in every browser.
+    let mut phone = Browser::new(&addr);
+    assert_eq!(
+        sign_in(&mut phone, "ada@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let mut laptop = Browser::new(&addr);
+    assert_eq!(
+        sign_in(&mut laptop, "ada@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    assert!(
+        store::accounts::live_session_count(&database, user)
+            .await
+            .unwrap()
+            >= 2
+    );
+    let everywhere = laptop
+        .submit("/app/overview", "/auth/sign-out-everywhere", &[])
+        .await;
+    assert_eq!(everywhere.status, 303);
+    assert_eq!(
+        store::accounts::live_session_count(&database, user)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(phone.get("/app/overview").await.status, 303);
+    assert_eq!(elsewhere.get("/app/overview").await.status, 303);
+}
+
+#[tokio::test]
+async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "ada@example.com", Role::Viewer).await;
+    let mut admin = test_database.admin().await;
+
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "ada@example.com", PASSWORD).await;
+    assert_eq!(browser.get("/app/overview").await.status, 200);
+    // Use extends the idle deadline, never past the absolute one (30 minutes, 12 hours).
+    let (idle, absolute): (f64, f64) = sqlx::query_as(
+        "select extract(epoch from idle_expires_at - now())::float8, \
+                extract(epoch from absolute_expires_at - created_at)::float8 \
+         from control.auth_sessions where revoked_at is null",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!((1700.0..=1800.0).contains(&idle), "{idle}");
+    assert!((absolute - 43_200.0).abs() < 1.0, "{absolute}");
+    sqlx::query(
+        "update control.auth_sessions set absolute_expires_at = now() + interval '1 minute'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(browser.get("/app/overview").await.status, 200);
+    let idle: f64 = sqlx::query_scalar(
+        "select extract(epoch from idle_expires_at - now())::float8 from control.auth_sessions",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        idle <= 60.0,
+        "idle extension capped by the absolute timeout: {idle}"
+    );
+
+    // Idle past its deadline: signed out.
+    sqlx::query(
+        "update control.auth_sessions set idle_expires_at = now() - interval '1 second', \
+                 absolute_expires_at = now() + interval '1 hour'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(browser.get("/app/overview").await.status, 303);
+
+    // Absolute deadline passed while still in use: signed out.
+    sign_in(&mut browser, "ada@example.com", PASSWORD).await;
+    assert_eq!(browser.get("/app/overview").await.status, 200);
+    sqlx::query(
+        "update control.auth_sessions set absolute_expires_at = now() - interval '1 second' \
+                 where revoked_at is null",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(browser.get("/app/overview").await.status, 303);
+
+    // The scheduler's pruning removes sessions, counters and trusted browsers a day past use,
+    // and nothing current.
+    let mut current = Browser::new(&addr);
+    sign_in(&mut current, "ada@example.com", PASSWORD).await;
+    sqlx::query(
+        "update control.auth_sessions set absolute_expires_at = now() - interval '2 days' \
+         where absolute_expires_at < now()",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("update control.auth_throttle set window_started_at = now() - interval '2 days'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("update control.trusted_devices set expires_at = now() - interval '1 second'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let report = store::accounts::prune(&database).await.unwrap();
+    assert!(
+        report.sessions >= 1 && report.attempt_counters >= 1,
+        "{report:?}"
+    );
+    assert!(report.trusted_devices >= 1, "{report:?}");
+    assert_eq!(
+        current.get("/app/overview").await.status,
+        200,
+        "the live session stays"
+    );
+    assert_eq!(
+        store::accounts::prune(&database).await.unwrap(),
+        Default::default()
+    );
+}
+
+#[tokio::test]
+async fn signing_in_rehashes_a_password_stored_with_older_parameters() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    let user = member(&database, tenant, "ada@example.com", Role::Owner).await;
+    let legacy = web::auth::password::hash_with_legacy_parameters(PASSWORD);
+    store::accounts::set_password_hash(&database, user, &legacy)
+        .await
+        .unwrap();
+    assert!(legacy.contains("m=8192,t=1,p=1"));
+
+    let mut browser = Browser::new(&addr);
+    assert_eq!(
+        sign_in(&mut browser, "ada@example.com", "wrong password!")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        stored_hash(&database, "ada@example.com").await,
+        legacy,
+        "no rehash on failure"
+    );
+    assert_eq!(
+        sign_in(&mut browser, "ada@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let rehashed = stored_hash(&database, "ada@example.com").await;
+    assert!(
+        rehashed.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{rehashed}"
+    );
+    // And the new hash works.
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        stored_hash(&database, "ada@example.com").await,
+        rehashed,
+        "rehashed once"
+    );
+}
+
+#[tokio::test]
+async fn every_state_change_without_a_valid_token_is_refused() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "ada@example.com", Role::Owner).await;
+    let mut browser = Browser::new(&addr);
+    assert_eq!(
+        sign_in(&mut browser, "ada@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let token = browser.get("/app/overview").await.csrf();
+
+    let posts: [(&str, Vec<(&str, &str)>); 6] = [
+        (
+            "/auth/sign-in",
+            vec![("email", "ada@example.com"), ("password", PASSWORD)],
+        ),
+        ("/auth/sign-up", sign_up_fields("new@example.com", "New")),
+        ("/auth/sign-out", vec![]),
+        ("/auth/sign-out-everywhere", vec![]),
+        (
+            "/app/workspace",
+            vec![("tenant_id", "00000000-0000-0000-0000-000000000000")],
+        ),
+        ("/contact", vec![("name", "x")]),
+    ];
+    for (path, fields) in &posts {
+        // No token.
+        let page = browser.post(path, fields).await;
+        assert_eq!(page.status, 403, "{path} without a token");
+        assert!(page.body.contains("This form has expired"), "{path}");
+        // A wrong token.
+        let mut wrong = fields.clone();
+        wrong.push((
+            "csrf",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ));
+        assert_eq!(
+            browser.post(path, &wrong).await.status,
+            403,
+            "{path} with a wrong token"
+        );
+        // The right token in the header works as well as the field (for htmx); refused when the
+        // request comes from another site.
+        let mut cross = browser.clone();
+        cross.extra_headers = vec![
+            ("X-CSRF-Token".into(), token.clone()),
+            ("Origin".into(), "https://evil.example".into()),
+        ];
+        assert_eq!(
+            cross.post(path, fields).await.status,
+            403,
+            "{path} cross-origin"
+        );
+    }
+    // `Origin: null` (what browsers send under `Referrer-Policy: no-referrer`) passes only with
+    // a same-origin `Sec-Fetch-Site`; another subdomain (`same-site`) does not.
+    let fields = [("csrf", token.as_str())];
+    for (headers, expected) in [
+        (vec![("Origin", "null")], 403),
+        (
+            vec![("Origin", "null"), ("Sec-Fetch-Site", "same-site")],
+            403,
+        ),
+        (vec![("Sec-Fetch-Site", "same-site")], 403),
+        (
+            vec![("Origin", "null"), ("Sec-Fetch-Site", "same-origin")],
+            404,
+        ),
+    ] {
+        let mut client = browser.clone();
+        client.extra_headers = headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let page = client
+            .post(
+                "/app/workspace",
+                &[
+                    fields[0],
+                    ("tenant_id", "00000000-0000-0000-0000-000000000000"),
+                ],
+            )
+            .await;
+        // 404: past the guard, refused by the switch itself (no such workspace).
+        assert_eq!(page.status, expected, "{headers:?}");
+    }
+
+    // Nothing happened: still signed in, still one account.
+    assert_eq!(browser.get("/app/overview").await.status, 200);
+    assert!(
+        store::accounts::credentials(&database, &Email::parse("new@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // GET never changes state: sign-out is POST only.
+    assert_eq!(browser.get("/auth/sign-out").await.status, 405);
+    assert_eq!(browser.get("/app/overview").await.status, 200);
+}
+
+#[tokio::test]
+async fn throttling_bounds_guesses_but_cannot_lock_the_real_user_out() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "ada@example.com", Role::Owner).await;
+
+    // The real user signed in once from her laptop, which is now trusted.
+    let mut laptop = Browser::new(&addr);
+    assert_eq!(
+        sign_in(&mut laptop, "ada@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    laptop.submit("/app/overview", "/auth/sign-out", &[]).await;
+    assert!(laptop.cookies.contains_key("__Host-tributary-device"));
+
+    // An attacker guesses: ten guesses are checked, then every attempt is refused unchecked,
+    // even with the right password.
+    let mut attacker = Browser::new(&addr);
+    let mut checked = 0;
+    for guess in 0..15 {
+        let page = sign_in(
+            &mut attacker,
+            "ada@example.com",
+            &format!("guess number {guess}"),
+        )
+        .await;
+        match page.status {
+            401 => checked += 1,
+            429 => {
+                assert!(page.body.contains("Too many attempts"));
+                assert_eq!(page.header("retry-after"), Some("900"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // Ten attempts per account per 15 minutes from untrusted browsers; the real user's own first
+    // sign-in above was one of them.
+    assert_eq!(checked, 9, "at most ten attempts per account per window");
+    let page = sign_in(&mut attacker, "ada@example.com", PASSWORD).await;
+    assert_eq!(page.status, 429, "the right password is not even checked");
+    // Other browsers without the device cookie are held back as well.
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", PASSWORD)
+            .await
+            .status,
+        429
+    );
+
+    // The real user, on her trusted laptop, still gets in during the attack.
+    let page = sign_in(&mut laptop, "ada@example.com", PASSWORD).await;
+    assert_eq!(page.status, 303, "no lock-out: {}", page.body);
+    assert_eq!(laptop.get("/app/overview").await.status, 200);
+
+    // A device cookie trusted for another account gives no way around the account's limit.
+    let other_tenant = crate::api::tenant(&database, "Globex").await;
+    member(&database, other_tenant, "mallory@example.com", Role::Owner).await;
+    let mut mallory = Browser::new(&addr);
+    assert_eq!(
+        sign_in(&mut mallory, "mallory@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        sign_in(&mut mallory, "ada@example.com", "another guess")
+            .await
+            .status,
+        429
+    );
+}
+
+/// Everything the server logs in this test process, for tests that read what an operator would
+/// (the password reset link, while no mail server is configured).
+pub fn server_log() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+
+    static LOG: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Writer(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Writer(log))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        log
+    })
+}
+
+/// The newest link logged on a line containing `marker` and `id`.
+pub fn logged_link(marker: &str, id: &str, path: &str) -> Option<String> {
+    let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
+    log.lines()
+        .filter(|line| line.contains(marker) && line.contains(id))
+        .filter_map(|line| {
+            let start = line.find(&format!("link={path}"))? + "link=".len();
+            let end = line[start..]
+                .find(char::is_whitespace)
+                .map_or(line.len(), |end| start + end);
+            Some(line[start..end].to_owned())
+        })
+        .next_back()
+}
+
+/// The newest reset link logged for `user`.
+fn logged_reset_link(user: UserId) -> Option<String> {
+    let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
+    log.lines()
+        .filter(|line| line.contains("password reset link") && line.contains(&user.to_string()))
+        .filter_map(|line| {
+            let start = line.find("link=/auth/reset/")? + "link=".len();
+            Some(line[start..start + "/auth/reset/".len() + 64].to_owned())
+        })
+        .next_back()
+}
+
+#[tokio::test]
+async fn a_password_reset_link_works_once_expires_and_ends_every_session() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    let user = member(&database, tenant, "ada@example.com", Role::Owner).await;
+    let mut signed_in = Browser::new(&addr);
+    sign_in(&mut signed_in, "ada@example.com", PASSWORD).await;
+
+    // Known and unknown addresses get the same answer; only the known one gets a link.
+    let mut browser = Browser::new(&addr);
+    let unknown = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "nobody@example.com")],
+        )
+        .await;
+    let known = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ADA@example.com")],
+        )
+        .await;
+    assert_eq!((unknown.status, known.status), (200, 200));
+    assert!(
+        unknown
+            .body
+            .contains("If an account exists for that address")
+    );
+    assert!(known.body.contains("If an account exists for that address"));
+    let link = logged_reset_link(user).expect("the link is in the server log");
+    let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
+    assert!(!log.contains("ada@example.com"), "no address in the log");
+
+    // The link opens the form; a short password is refused without spending the link.
+    let form = browser.get(&link).await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("Choose a new password"));
+    let short = browser.submit(&link, &link, &[("password", "short")]).await;
+    assert_eq!(short.status, 422);
+    let new_password = "a brand new passphrase";
+    let done = browser
+        .submit(&link, &link, &[("password", new_password)])
+        .await;
+    assert_eq!(done.status, 303);
+    assert_eq!(done.header("location"), Some("/auth?reset=1"));
+
+    // Used once: the link is spent, every session ended, only the new password works.
+    assert_eq!(browser.get(&link).await.status, 404);
+    let again = browser
+        .submit(
+            "/auth/reset",
+            &link,
+            &[("password", "yet another passphrase")],
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    assert!(again.body.contains("expired or was already used"));
+    assert_eq!(
+        signed_in.get("/app/overview").await.status,
+        303,
+        "signed out everywhere"
+    );
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", PASSWORD)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", new_password)
+            .await
+            .status,
+        303
+    );
+
+    // A link past its 30 minutes no longer works.
+    browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ada@example.com")],
+        )
+        .await;
+    let second = logged_reset_link(user).unwrap();
+    assert_ne!(second, link);
+    let mut admin = test_database.admin().await;
+    sqlx::query("update control.password_resets set expires_at = now() - interval '1 second'")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(browser.get(&second).await.status, 404);
+    let expired = browser
+        .submit(
+            "/auth/reset",
+            &second,
+            &[("password", "yet another passphrase")],
+        )
+        .await;
+    assert_eq!(expired.status, 404);
+    assert_eq!(
+        sign_in(&mut Browser::new(&addr), "ada@example.com", new_password)
+            .await
+            .status,
+        303
+    );
+
+    // Three requests per account per window, whoever asks.
+    let throttled = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ada@example.com")],
+        )
+        .await;
+    assert_eq!(throttled.status, 200, "the third request");
+    let throttled = browser
+        .submit(
+            "/auth/reset",
+            "/auth/reset",
+            &[("email", "ada@example.com")],
+        )
+        .await;
+    assert_eq!(throttled.status, 429);
+}
+
+fn session_end_actions(body: &str) -> Vec<String> {
+    body.match_indices(r#"action="/app/sessions/"#)
+        .map(|(index, _)| {
+            let start = index + r#"action=""#.len();
+            let end = body[start..].find('"').unwrap() + start;
+            body[start..end].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn members_see_their_own_sessions_and_end_one() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "ada@example.com", Role::Viewer).await;
+    let other = crate::api::tenant(&database, "Globex").await;
+    member(&database, other, "bob@example.com", Role::Owner).await;
+
+    let mut phone = Browser::new(&addr);
+    sign_in(&mut phone, "ada@example.com", PASSWORD).await;
+    let mut laptop = Browser::new(&addr);
+    sign_in(&mut laptop, "ada@example.com", PASSWORD).await;
+    let mut bob = Browser::new(&addr);
+    sign_in(&mut bob, "bob@example.com", PASSWORD).await;
+
+    let overview = laptop.get("/app/overview").await;
+    assert_eq!(overview.body.matches("this browser").count(), 1);
+    let ends = session_end_actions(&overview.body);
+    assert_eq!(ends.len(), 1, "the other browser's session, not this one's");
+    let bobs = session_end_actions(&bob.get("/app/overview").await.body);
+    assert!(bobs.is_empty());
+
+    // Another account's session cannot be ended from here, even by its id.
+    let bob_overview = bob.get("/app/overview").await;
+    assert!(bob_overview.body.contains("this browser"));
+    let mut bob_second = Browser::new(&addr);
+    sign_in(&mut bob_second, "bob@example.com", PASSWORD).await;
+    let bob_ends = session_end_actions(&bob_second.get("/app/overview").await.body);
+    assert_eq!(bob_ends.len(), 1);
+    let refused = laptop.submit("/app/overview", &bob_ends[0], &[]).await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(bob.get("/app/overview").await.status, 200);
+
+    let ended = laptop.submit("/app/overview", &ends[0], &[]).await;
+    assert_eq!(ended.status, 303);
+    assert_eq!(
+        phone.get("/app/overview").await.status,
+        303,
+        "the phone is signed out"
+    );
+    let after = laptop.get("/app/overview?ended=1").await;
+    assert!(after.body.contains("The session was ended."));
+    assert!(session_end_actions(&after.body).is_empty());
+}

@@ -1,0 +1,267 @@
+//! The web app in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
+//! over WebDriver): the stylesheet and htmx load under the CSP, the `__Host-` cookies work on the
+//! local address, the contact form swaps in place with htmx, sign-up lands in the app, the first
+//! Tab reaches the skip link, pages fit a phone's width, and sign-out signs out. Screenshots go to
+//! `$TRIBUTARY_SCREENSHOT_DIR` (default: `screenshots/` in Cargo's test temporary directory) for
+//! CI to keep as artifacts.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use test_support::TestDatabase;
+
+use crate::serve;
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_chromium() -> (Driver, Client) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect(
+            "chromedriver is installed (scripts/install-prerequisites installs chromium-driver)",
+        );
+    let profile = tempfile::tempdir().unwrap();
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _profile: profile,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--window-size=1280,900",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ],
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+    (driver, client)
+}
+
+fn screenshot_dir() -> PathBuf {
+    let dir = std::env::var_os("TRIBUTARY_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn script(client: &Client, source: &str) -> Value {
+    client.execute(source, Vec::new()).await.unwrap()
+}
+
+async fn fill(client: &Client, css: &str, text: &str) {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Waits until the page's body contains `text`.
+async fn wait_for_text(client: &Client, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = client.source().await.unwrap();
+        if body.contains(text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} never appeared:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_site_and_sign_up_work_in_a_real_browser() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+
+    // Home: styled by the one stylesheet, htmx loaded, nothing injected inline, under the CSP.
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(
+        script(
+            &client,
+            "return getComputedStyle(document.querySelector('.button-primary')).backgroundColor"
+        )
+        .await,
+        json!("rgb(11, 94, 126)"),
+        "the stylesheet applies"
+    );
+    assert_eq!(
+        script(&client, "return window.htmx && htmx.version").await,
+        json!("2.0.11")
+    );
+    assert_eq!(
+        script(&client, "return document.querySelectorAll('style').length").await,
+        json!(0)
+    );
+    screenshot(&client, "home").await;
+
+    // The first Tab reaches the skip link.
+    let tab = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down {
+            value: Key::Tab.into(),
+        })
+        .then(KeyAction::Up {
+            value: Key::Tab.into(),
+        });
+    client.perform_actions(tab).await.unwrap();
+    assert_eq!(
+        script(&client, "return document.activeElement.className").await,
+        json!("skip-link")
+    );
+
+    // Every public page fits a phone's width without sideways scrolling.
+    client.set_window_size(390, 844).await.unwrap();
+    for path in [
+        "/",
+        "/platform",
+        "/solutions",
+        "/pricing",
+        "/security",
+        "/contact",
+        "/docs/architecture",
+        "/auth",
+    ] {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        let overflow = script(
+            &client,
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )
+        .await;
+        // The architecture page's diagram scrolls inside its own box, not the page.
+        assert_eq!(overflow, json!(0), "{path} overflows a 390 px screen");
+    }
+    client.goto(&format!("{base}/pricing")).await.unwrap();
+    screenshot(&client, "pricing-phone").await;
+    client.set_window_size(1280, 900).await.unwrap();
+
+    // The contact form: htmx posts it (with its anti-forgery token) and swaps the answer in place.
+    client.goto(&format!("{base}/contact")).await.unwrap();
+    fill(&client, "#contact-name", "Ada Lovelace").await;
+    fill(&client, "#contact-email", "ada@example.com").await;
+    fill(&client, "#contact-company", "Analytical Engines").await;
+    script(&client, "window.__notReloaded = true; return null").await;
+    client
+        .find(Locator::Css("form.form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&client, "Thank you, we have your request.").await;
+    assert_eq!(
+        script(&client, "return window.__notReloaded === true").await,
+        json!(true),
+        "swapped in place by htmx, not a full page load"
+    );
+    screenshot(&client, "contact-sent").await;
+    let stored = store::contact::list(&database, store::Actor::System("test"), 10)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+
+    // Sign-up lands in the app: the __Host- cookies work on the local address.
+    client
+        .goto(&format!("{base}/auth?mode=sign-up"))
+        .await
+        .unwrap();
+    fill(&client, "#signup-name", "Ada Lovelace").await;
+    fill(&client, "#signup-email", "ada@example.com").await;
+    fill(&client, "#signup-password", crate::auth::PASSWORD).await;
+    fill(&client, "#signup-workspace", "Analytical Engines").await;
+    fill(&client, "#signup-industry", "energy").await;
+    fill(&client, "#signup-region", "eu-west").await;
+    screenshot(&client, "sign-up").await;
+    client
+        .find(Locator::Css("form.form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&client, "<h1>Analytical Engines</h1>").await;
+    assert_eq!(client.current_url().await.unwrap().path(), "/app/overview");
+    assert_eq!(
+        script(&client, "return document.cookie").await,
+        json!(""),
+        "every cookie is HttpOnly"
+    );
+    screenshot(&client, "app-overview").await;
+    client.set_window_size(390, 844).await.unwrap();
+    screenshot(&client, "app-overview-phone").await;
+    client.set_window_size(1280, 900).await.unwrap();
+
+    // Signing out from the top bar ends the session.
+    client
+        .find(Locator::Css(".topbar-actions button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&client, "You are signed out.").await;
+    client.goto(&format!("{base}/app/overview")).await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), "/auth");
+
+    // A page that does not exist, in the design.
+    client.goto(&format!("{base}/no-such-page")).await.unwrap();
+    wait_for_text(&client, "Page not found").await;
+    screenshot(&client, "not-found").await;
+    client.close().await.unwrap();
+}
