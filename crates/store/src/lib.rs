@@ -19,6 +19,7 @@ pub mod dlq;
 mod error;
 pub mod maintenance;
 pub mod migrate;
+pub mod read_models;
 pub mod replay;
 pub mod retention;
 mod secret_token;

@@ -176,10 +176,20 @@ mod tests {
         assert_eq!(quote_identifier("a\"b; drop"), "\"a\"\"b; drop\"");
     }
 
+    /// Numbers handed out to migrations being written on parallel branches. A gap is allowed
+    /// only here, and only until the reserved migration lands (then remove it from this list).
+    const RESERVED_VERSIONS: &[i64] = &[10, 12];
+
     #[test]
     fn migrations_are_numbered_without_gaps() {
         let versions: Vec<i64> = embedded_migrations().map(|(version, _)| version).collect();
-        let expected: Vec<i64> = (1..=versions.len() as i64).collect();
-        assert_eq!(versions, expected);
+        let last = versions.last().copied().unwrap_or(0);
+        let expected: Vec<i64> = (1..=last)
+            .filter(|version| versions.contains(version) || !RESERVED_VERSIONS.contains(version))
+            .collect();
+        assert_eq!(
+            versions, expected,
+            "a gap not reserved for a parallel branch"
+        );
     }
 }
