@@ -11,7 +11,7 @@ pub mod config;
 mod run;
 
 pub use run::run_until;
-mod simulator;
+pub mod simulator;
 mod spool;
 
 use std::process::ExitCode;

@@ -2,4 +2,5 @@
 //! (delivery is at-least-once) and acknowledges a batch only after its effects are durable.
 
 pub mod bronze;
+pub mod materializer;
 pub mod replay;
