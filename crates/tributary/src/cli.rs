@@ -310,7 +310,7 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["dlq", "from"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["dlq", "from", "rebuild"])))]
 pub struct ReplayArgs {
     /// Tenant id.
     #[arg(long)]
@@ -318,6 +318,10 @@ pub struct ReplayArgs {
     /// Replay the tenant's dead letters, each to the consumer that failed it.
     #[arg(long)]
     pub dlq: bool,
+    /// Re-materialize the tenant's read models from bronze (the same content, checksummed;
+    /// other tenants are not disturbed).
+    #[arg(long)]
+    pub rebuild: bool,
     /// Replay bronze events committed at or after this time (RFC 3339, e.g.
     /// 2026-11-01T00:00:00Z) through the downstream consumers.
     #[arg(long, requires = "to", value_name = "TIME")]

@@ -483,6 +483,7 @@ async fn replay(args: ReplayArgs, settings: Settings) -> anyhow::Result<ExitCode
             to: time::OffsetDateTime::parse(to, &Rfc3339)
                 .context("--to must be an RFC 3339 time such as 2026-11-02T00:00:00Z")?,
         },
+        _ if args.rebuild => store::replay::ReplayKind::Rebuild,
         _ => store::replay::ReplayKind::DeadLetters,
     };
     let bus_config: bus::BusConfig = settings
