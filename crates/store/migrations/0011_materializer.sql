@@ -65,7 +65,7 @@ alter table pipeline.rollup_dirty enable row level security;
 alter table pipeline.rollup_dirty force row level security;
 create policy service_all on pipeline.rollup_dirty for all to tributary_service
     using (true) with check (true);
-grant select, insert, delete on pipeline.rollup_dirty to tributary_service;
+grant select, insert, update, delete on pipeline.rollup_dirty to tributary_service;
 
 -- Allowlist: a removed key is retired (its aggregation stops; its history stays readable) or
 -- purged (the aggregator deletes its history). The row stays so the history keeps its reference.
@@ -76,7 +76,8 @@ alter table control.global_rollup_key_allowlist
     add column backfilled_at timestamptz;
 grant update (added_by, added_at, retired_at, retired_by, purge_requested, backfilled_at)
     on control.global_rollup_key_allowlist to tributary_internal_ops;
-grant update (backfilled_at) on control.global_rollup_key_allowlist to tributary_service;
+grant update (backfilled_at, purge_requested) on control.global_rollup_key_allowlist
+    to tributary_service;
 
 -- The allowlist invariant, held by the database for every writer (the owner included): a rollup
 -- row may only be written for a key that is allowlisted and not retired. The foreign key from

@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod read_models;
 pub mod replay;
 pub mod retention;
+pub mod rollups;
 mod secret_token;
 pub mod sources;
 mod tenant_tx;

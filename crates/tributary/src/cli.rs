@@ -140,6 +140,9 @@ pub enum Command {
     /// Re-drive a tenant's dead letters, or a time range of its bronze events, through the
     /// pipeline (audited).
     Replay(ReplayArgs),
+    /// Global rollups (internal operations): the metric-key allowlist and the console.
+    #[command(subcommand)]
+    Rollups(RollupsCommand),
     /// Bronze retention: per-tenant days, and enforcing them now.
     #[command(subcommand)]
     Retention(RetentionCommand),
@@ -329,6 +332,44 @@ pub struct ReplayArgs {
     /// ... and before this time.
     #[arg(long, requires = "from", value_name = "TIME")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollupsCommand {
+    /// Allow a metric key into the global rollups (its history is aggregated too); audited.
+    Allow { key: String },
+    /// Remove a metric key: its aggregation stops at once; audited.
+    Remove {
+        key: String,
+        /// Also delete its rollup history.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// The allowlist, removed keys included.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The internal console: a key's rollup cells, never a cell of fewer than k tenants.
+    Show {
+        key: String,
+        /// Hourly buckets instead of minutes.
+        #[arg(long)]
+        hourly: bool,
+        /// From this time (RFC 3339) [default: one day ago].
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Before this time (RFC 3339) [default: now].
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Minimum distinct tenants per cell (at least 2).
+        #[arg(long, env = "TRIBUTARY_ROLLUP_MIN_COHORT", default_value_t = 5)]
+        min_cohort: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run aggregation rounds now until the queue is empty (the platform does it every second).
+    Aggregate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! The ingestion roles, started the same way by `up` and by `bench ingest`: the stream bus, the
-//! edge, and the pipeline's consumers (the bronze writer and the tenant materializer).
+//! edge, and the pipeline's consumers (the bronze writer and the tenant materializer) and the
+//! global aggregator's schedule.
 
 use std::net::SocketAddr;
 
@@ -19,6 +20,7 @@ pub struct Ingestion {
     edge: JoinHandle<()>,
     bronze: JoinHandle<()>,
     materializer: Option<JoinHandle<()>>,
+    aggregator: Option<JoinHandle<()>>,
 }
 
 /// A future that completes when `receiver` says stop.
@@ -74,6 +76,13 @@ impl Ingestion {
                 receiver.clone(),
             ))
         });
+        let aggregator = materialize.then(|| {
+            tokio::spawn(pipeline::aggregator::run(
+                database.clone(),
+                pipeline::aggregator::AggregatorConfig::default(),
+                stopped(receiver.clone()),
+            ))
+        });
         let bronze = tokio::spawn(supervise_bronze(database.clone(), bus.clone(), receiver));
         Ok(Self {
             bus,
@@ -83,6 +92,7 @@ impl Ingestion {
             edge,
             bronze,
             materializer,
+            aggregator,
         })
     }
 
@@ -92,6 +102,9 @@ impl Ingestion {
         let _ = self.bronze.await;
         if let Some(materializer) = self.materializer {
             let _ = materializer.await;
+        }
+        if let Some(aggregator) = self.aggregator {
+            let _ = aggregator.await;
         }
     }
 }

@@ -235,6 +235,11 @@ fn register_metrics() {
         "Restarts of a failed materializer"
     );
     counter!("tributary_materializer_restarts_total").increment(0);
+    describe_counter!(
+        "tributary_aggregator_minutes_total",
+        "Key-minutes the global aggregator recomputed"
+    );
+    counter!("tributary_aggregator_minutes_total").increment(0);
 }
 
 fn describe_bus(config: &bus::BusConfig) -> String {

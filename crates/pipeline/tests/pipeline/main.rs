@@ -1,5 +1,6 @@
 //! The pipeline's consumers against a real database and the embedded bus.
 
+mod aggregator;
 mod bronze_writer;
 mod convergence;
 mod materializer;
