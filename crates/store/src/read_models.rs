@@ -32,6 +32,113 @@ pub struct MappingRow {
     pub reading_entity_kind: Option<String>,
 }
 
+/// The typed columns of each entity kind, with their types (`text`, `number`, `time`): what a
+/// mapping may name. The materializer's `EntityKind::typed_columns` is the same table with
+/// types it converts to (a pipeline test checks they agree).
+pub const TYPED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
+    (
+        "site",
+        &[
+            ("name", "text"),
+            ("region", "text"),
+            ("timezone", "text"),
+            ("latitude", "number"),
+            ("longitude", "number"),
+        ],
+    ),
+    (
+        "device",
+        &[
+            ("site_id", "text"),
+            ("name", "text"),
+            ("kind", "text"),
+            ("model", "text"),
+            ("status", "text"),
+            ("firmware", "text"),
+            ("last_seen_at", "time"),
+        ],
+    ),
+    (
+        "session",
+        &[
+            ("device_id", "text"),
+            ("site_id", "text"),
+            ("status", "text"),
+            ("started_at", "time"),
+            ("ended_at", "time"),
+        ],
+    ),
+    (
+        "reading",
+        &[
+            ("entity_id", "text"),
+            ("metric_key", "text"),
+            ("value", "number"),
+            ("measured_at", "time"),
+        ],
+    ),
+];
+
+/// Checks a mapping before it is stored: a known kind, typed columns the kind has, no typed
+/// column fed by two source columns, no id column that also feeds a typed column. The message
+/// names columns, never values.
+pub fn validate_mapping(row: &MappingRow) -> Result<(), String> {
+    let name_ok = |name: &str| !name.is_empty() && name.chars().count() <= 200;
+    if !name_ok(&row.source_table) {
+        return Err("source_table must be 1 to 200 characters".into());
+    }
+    if row.entity_kind == "ignore" {
+        if !row.columns.is_empty() || row.id_column.is_some() || row.reading_entity_kind.is_some() {
+            return Err("an ignored table maps no columns".into());
+        }
+        return Ok(());
+    }
+    let Some((_, typed_columns)) = TYPED_COLUMNS
+        .iter()
+        .find(|(kind, _)| *kind == row.entity_kind)
+    else {
+        return Err("entity_kind must be one of site, device, session, reading, ignore".into());
+    };
+    if let Some(id_column) = &row.id_column {
+        if !name_ok(id_column) {
+            return Err("id_column must be 1 to 200 characters".into());
+        }
+        if row.columns.contains_key(id_column) {
+            return Err(format!(
+                "the id column {id_column:?} cannot also feed a typed column"
+            ));
+        }
+    }
+    match (row.reading_entity_kind.as_deref(), row.entity_kind.as_str()) {
+        (None, _) => {}
+        (Some("site" | "device" | "session"), "reading") => {}
+        (Some(_), "reading") => {
+            return Err("reading_entity_kind must be site, device or session".into());
+        }
+        (Some(_), _) => return Err("reading_entity_kind applies to readings only".into()),
+    }
+    let mut fed = BTreeMap::new();
+    for (source_column, typed_column) in &row.columns {
+        if !name_ok(source_column) {
+            return Err("source column names must be 1 to 200 characters".into());
+        }
+        if !typed_columns.iter().any(|(name, _)| name == typed_column) {
+            let known: Vec<&str> = typed_columns.iter().map(|(name, _)| *name).collect();
+            return Err(format!(
+                "{typed_column:?} is not a typed column of a {}: one of {}",
+                row.entity_kind,
+                known.join(", ")
+            ));
+        }
+        if let Some(other) = fed.insert(typed_column.as_str(), source_column.as_str()) {
+            return Err(format!(
+                "mapping conflict: {typed_column:?} is fed by both {other:?} and {source_column:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every mapping of the given tenants, for the materializer (service role).
 pub async fn mappings_of(
     database: &Database,
@@ -80,11 +187,13 @@ pub async fn list_mappings(tx: &mut TenantTx) -> Result<Vec<MappingRow>, StoreEr
     rows.iter().map(mapping_from_row).collect()
 }
 
-/// Creates or replaces the mapping of one source table (validated by the caller); audited.
+/// Creates or replaces the mapping of one source table, once [`validate_mapping`] accepts it;
+/// audited.
 pub async fn put_mapping(tx: &mut TenantTx, mapping: &MappingRow) -> Result<(), StoreError> {
     let tenant = tx
         .tenant()
         .ok_or(StoreError::Forbidden("a mapping needs a tenant scope"))?;
+    validate_mapping(mapping).map_err(StoreError::Invalid)?;
     let columns = serde_json::to_value(&mapping.columns)
         .map_err(|_| StoreError::Invalid("columns".into()))?;
     sqlx::query(

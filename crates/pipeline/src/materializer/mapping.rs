@@ -310,59 +310,7 @@ pub fn from_row(row: &MappingRow) -> Result<TableMapping, String> {
     }))
 }
 
-/// Checks a mapping before it is stored: a known kind, typed columns the kind has, no typed
-/// column fed by two source columns, no id column also mapped to a typed column.
+/// Checks a mapping before it is stored (the store's rule, which the JSON API applies too).
 pub fn validate(row: &MappingRow) -> Result<(), String> {
-    let name_ok = |name: &str| !name.is_empty() && name.chars().count() <= 200;
-    if !name_ok(&row.source_table) {
-        return Err("source_table must be 1 to 200 characters".into());
-    }
-    if row.entity_kind == "ignore" {
-        if !row.columns.is_empty() || row.id_column.is_some() {
-            return Err("an ignored table maps no columns".into());
-        }
-        return Ok(());
-    }
-    let kind = EntityKind::parse(&row.entity_kind).ok_or_else(|| {
-        "entity_kind must be one of site, device, session, reading, ignore".to_owned()
-    })?;
-    if let Some(id_column) = &row.id_column {
-        if !name_ok(id_column) {
-            return Err("id_column must be 1 to 200 characters".into());
-        }
-        if row.columns.contains_key(id_column) {
-            return Err(format!(
-                "the id column {id_column:?} cannot also feed a typed column"
-            ));
-        }
-    }
-    match (&row.reading_entity_kind, kind) {
-        (None, _) => {}
-        (Some(entity), EntityKind::Reading)
-            if matches!(entity.as_str(), "site" | "device" | "session") => {}
-        (Some(_), EntityKind::Reading) => {
-            return Err("reading_entity_kind must be site, device or session".into());
-        }
-        (Some(_), _) => return Err("reading_entity_kind applies to readings only".into()),
-    }
-    let mut fed = BTreeMap::new();
-    for (source_column, typed_column) in &row.columns {
-        if !name_ok(source_column) {
-            return Err("source column names must be 1 to 200 characters".into());
-        }
-        if kind.column_type(typed_column).is_none() {
-            let known: Vec<&str> = kind.typed_columns().iter().map(|(n, _)| *n).collect();
-            return Err(format!(
-                "{typed_column:?} is not a typed column of a {}: one of {}",
-                kind.as_str(),
-                known.join(", ")
-            ));
-        }
-        if let Some(other) = fed.insert(typed_column.as_str(), source_column.as_str()) {
-            return Err(format!(
-                "mapping conflict: {typed_column:?} is fed by both {other:?} and {source_column:?}"
-            ));
-        }
-    }
-    Ok(())
+    store::read_models::validate_mapping(row)
 }

@@ -723,3 +723,24 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
         globex_before
     );
 }
+
+#[test]
+fn the_materializer_and_the_store_agree_on_the_typed_columns() {
+    use pipeline::materializer::mapping::{ColumnType, EntityKind};
+    for (kind, columns) in store::read_models::TYPED_COLUMNS {
+        let kind = EntityKind::parse(kind).unwrap();
+        let materializer: Vec<(&str, &str)> = kind
+            .typed_columns()
+            .iter()
+            .map(|(name, column_type)| {
+                let column_type = match column_type {
+                    ColumnType::Text => "text",
+                    ColumnType::Num => "number",
+                    ColumnType::Time => "time",
+                };
+                (*name, column_type)
+            })
+            .collect();
+        assert_eq!(materializer, columns.to_vec(), "{kind:?}");
+    }
+}

@@ -2,6 +2,7 @@
 //! the JSON API as every role of two tenants.
 
 mod api;
+mod mappings;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
