@@ -108,3 +108,36 @@ pub async fn checkpoint(settings: &ConnectionSettings) -> Result<(), StoreError>
     connection.close().await?;
     Ok(())
 }
+
+/// Which of `device_ids` of `tenant` are visible in `analytics.devices` (the materializer
+/// benchmark's probes).
+pub async fn visible_devices(
+    database: &Database,
+    tenant: TenantId,
+    device_ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select device_id from analytics.devices where tenant_id = $1 and device_id = any($2)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(device_ids)
+    .fetch_all(database.service_pool())
+    .await?)
+}
+
+/// Which of `minutes` have a `global_analytics.rollup_min` row of `key` (the aggregator's
+/// probes).
+pub async fn visible_rollup_minutes(
+    database: &Database,
+    key: &str,
+    minutes: &[time::OffsetDateTime],
+) -> Result<Vec<time::OffsetDateTime>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select distinct bucket from global_analytics.rollup_min \
+         where key = $1 and bucket = any($2)",
+    )
+    .bind(key)
+    .bind(minutes)
+    .fetch_all(database.service_pool())
+    .await?)
+}

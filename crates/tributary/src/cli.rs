@@ -163,6 +163,11 @@ pub enum BenchCommand {
     /// COPY of the same rows into the same bronze table. Runs a private platform in a temporary
     /// data directory (or on --database-url) and removes it afterwards.
     Ingest(crate::bench::IngestArgs),
+    /// Tenant materializer throughput against the bronze writer alone on the same events (a
+    /// ratio), and the time from an event's ack to its visibility in analytics.* and in the
+    /// global rollups at a steady offered rate. Runs a private platform in a temporary
+    /// directory unless a database is given.
+    Materialize(crate::bench_materialize::MaterializeArgs),
 }
 
 #[derive(Debug, Args)]

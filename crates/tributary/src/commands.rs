@@ -31,6 +31,9 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
         Command::Bench(crate::cli::BenchCommand::Ingest(args)) => {
             crate::bench::ingest(args, settings).await
         }
+        Command::Bench(crate::cli::BenchCommand::Materialize(args)) => {
+            crate::bench_materialize::materialize(args, settings).await
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! parses and dispatches; each command is a plain async function.
 
 mod bench;
+mod bench_materialize;
 mod cli;
 mod commands;
 mod demo;
