@@ -479,7 +479,7 @@ impl MaterializeTx {
         sqlx::query(
             "insert into pipeline.rollup_dirty (metric_key, minute) \
              select distinct metric_key, minute from analytics.metrics_min where tenant_id = $1 \
-             on conflict do nothing",
+             order by metric_key, minute on conflict do nothing",
         )
         .bind(tenant.as_uuid())
         .execute(&mut *connection)
@@ -513,7 +513,8 @@ const CLEAR_TENANT: [&str; 10] = [
 ];
 
 /// Recomputes `buckets` of `metrics_min` from the stored readings (a bucket left without
-/// readings disappears), and marks their (key, minute) for the aggregator. Sums are taken in a
+/// readings disappears), and marks their (key, minute) for the aggregator (in one order, so two
+/// transactions marking the same minutes wait for each other instead of deadlocking). Sums are taken in a
 /// fixed order, so the same readings give the same bits whatever order they arrived in.
 async fn recompute_buckets(
     connection: &mut sqlx::PgConnection,
@@ -561,6 +562,7 @@ async fn recompute_buckets(
         "insert into pipeline.rollup_dirty (metric_key, minute) \
          select distinct metric_key, minute from jsonb_to_recordset($1) \
              as b(metric_key text, minute timestamptz) \
+         order by metric_key, minute \
          on conflict do nothing",
     )
     .bind(&buckets)
