@@ -744,3 +744,54 @@ fn the_materializer_and_the_store_agree_on_the_typed_columns() {
         assert_eq!(materializer, columns.to_vec(), "{kind:?}");
     }
 }
+
+#[tokio::test]
+async fn replaying_one_tenants_dead_letters_never_writes_another_tenants_rows() {
+    use protocol::Op::*;
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let bus = bus::EmbeddedBus::open(database.clone(), 2).await.unwrap();
+    let acme = tenant(&database, "Acme").await;
+    let globex = tenant(&database, "Globex").await;
+    let source = SourceId::new_random();
+    // A dead letter of Acme whose message claims to be Globex's event (as only a forged row
+    // could): the replay runs in Acme's context and refuses it.
+    let forged = event(
+        globex,
+        source,
+        Insert,
+        "devices",
+        10,
+        json!({ "device_id": "intruder" }),
+        Some(json!({ "device_id": "intruder" })),
+        &[],
+    );
+    let mut admin = test_database.admin().await;
+    sqlx::query(
+        "insert into pipeline.dlq (tenant_id, dlq_id, consumer, event_id, source_id, reason_code, \
+             reason, event, message) \
+         values ($1, gen_random_uuid(), 'materializer', $2, $3, 'no_mapping', 'forged', '{}', $4)",
+    )
+    .bind(acme.as_uuid())
+    .bind(forged.event.event_id.as_uuid())
+    .bind(source.as_uuid())
+    .bind(serde_json::to_vec(&forged).unwrap())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let request = request_dlq_replay(&database, acme).await;
+    let done = pipeline::replay::run_request(&database, &bus, acme, request)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((done.events_replayed, done.events_failed), (0, 1));
+    for tenant in [acme, globex] {
+        let checksums = store::read_models::checksums(&database, tenant)
+            .await
+            .unwrap();
+        assert!(
+            checksums.values().all(|(rows, _)| *rows == 0),
+            "{checksums:?}"
+        );
+    }
+}
