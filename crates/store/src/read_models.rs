@@ -303,6 +303,16 @@ impl MaterializeTx {
         sqlx::query("set local synchronous_commit = on")
             .execute(&mut *transaction)
             .await?;
+        // Every statement of a batch touches a few rows by key out of tables that grow large. The
+        // planner cannot estimate the batch's JSON row sets and may hash-join them against a
+        // sequential scan of the whole table, a cost that grows with the tenant's history;
+        // nested loops over the primary keys keep it proportional to the batch.
+        sqlx::query("set local enable_hashjoin = off")
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query("set local enable_mergejoin = off")
+            .execute(&mut *transaction)
+            .await?;
         let mut tenants: Vec<Uuid> = tenants.iter().map(|tenant| *tenant.as_uuid()).collect();
         tenants.sort_unstable();
         tenants.dedup();
