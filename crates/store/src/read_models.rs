@@ -277,13 +277,13 @@ pub struct EntityWrites {
     /// Typed rows as JSON objects with the table's column names, per table
     /// (`sites`, `devices`, `sessions`).
     pub typed: BTreeMap<&'static str, Vec<serde_json::Value>>,
-    /// Entities whose extras are replaced: `{tenant_id, entity_kind, entity_id}` objects.
-    pub extras_replaced: Vec<serde_json::Value>,
+    /// Entities whose extras are replaced: (tenant, entity kind, entity id).
+    pub extras_replaced: Vec<(TenantId, &'static str, String)>,
     /// New extras per table (`text`, `num`, `bool`, `time`):
     /// `{tenant_id, entity_kind, entity_id, key, value}` objects.
     pub extras: BTreeMap<&'static str, Vec<serde_json::Value>>,
-    /// Readings whose stored row is replaced: `{tenant_id, reading_id}` objects.
-    pub readings_replaced: Vec<serde_json::Value>,
+    /// Readings whose stored row is replaced: (tenant, reading id).
+    pub readings_replaced: Vec<(TenantId, String)>,
     /// New reading rows (`pipeline.metric_readings` columns).
     pub readings: Vec<serde_json::Value>,
 }
@@ -303,16 +303,6 @@ impl MaterializeTx {
         sqlx::query("set local synchronous_commit = on")
             .execute(&mut *transaction)
             .await?;
-        // Every statement of a batch touches a few rows by key out of tables that grow large. The
-        // planner cannot estimate the batch's JSON row sets and may hash-join them against a
-        // sequential scan of the whole table, a cost that grows with the tenant's history;
-        // nested loops over the primary keys keep it proportional to the batch.
-        sqlx::query("set local enable_hashjoin = off")
-            .execute(&mut *transaction)
-            .await?;
-        sqlx::query("set local enable_mergejoin = off")
-            .execute(&mut *transaction)
-            .await?;
         let mut tenants: Vec<Uuid> = tenants.iter().map(|tenant| *tenant.as_uuid()).collect();
         tenants.sort_unstable();
         tenants.dedup();
@@ -325,42 +315,36 @@ impl MaterializeTx {
         Ok(Self { transaction })
     }
 
-    /// The stored states of `keys` (missing ones are absent).
+    /// The stored states of `keys` (missing ones are absent). Looked up per (tenant, kind) with
+    /// `= any(ids)`, which PostgreSQL always answers from the primary key, whatever it knows of
+    /// the table's size (a join with the batch might scan the whole table).
     pub async fn load_states(
         &mut self,
         keys: &[EntityKey],
     ) -> Result<HashMap<EntityKey, serde_json::Value>, StoreError> {
-        if keys.is_empty() {
-            return Ok(HashMap::new());
+        let mut groups: BTreeMap<(Uuid, &str), Vec<&str>> = BTreeMap::new();
+        for (tenant, kind, id) in keys {
+            groups
+                .entry((*tenant.as_uuid(), kind.as_str()))
+                .or_default()
+                .push(id.as_str());
         }
-        let tenants: Vec<Uuid> = keys.iter().map(|key| *key.0.as_uuid()).collect();
-        let kinds: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
-        let ids: Vec<&str> = keys.iter().map(|key| key.2.as_str()).collect();
-        let rows = sqlx::query(
-            "select s.tenant_id, s.entity_kind, s.entity_id, s.state \
-             from pipeline.entity_state s \
-             join unnest($1::uuid[], $2::text[], $3::text[]) as k(tenant_id, entity_kind, entity_id) \
-               on s.tenant_id = k.tenant_id and s.entity_kind = k.entity_kind \
-              and s.entity_id = k.entity_id",
-        )
-        .bind(&tenants)
-        .bind(&kinds)
-        .bind(&ids)
-        .fetch_all(&mut *self.transaction)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    (
-                        TenantId::from_uuid(row.try_get("tenant_id")?),
-                        row.try_get("entity_kind")?,
-                        row.try_get("entity_id")?,
-                    ),
-                    row.try_get("state")?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        let mut states = HashMap::with_capacity(keys.len());
+        for ((tenant, kind), ids) in groups {
+            let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
+                "select entity_id, state from pipeline.entity_state \
+                 where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(&ids)
+            .fetch_all(&mut *self.transaction)
+            .await?;
+            for (id, state) in rows {
+                states.insert((TenantId::from_uuid(tenant), kind.to_owned(), id), state);
+            }
+        }
+        Ok(states)
     }
 
     /// Writes everything the materializer derived, recomputes the touched minutes of
@@ -400,11 +384,19 @@ impl MaterializeTx {
                 .execute(&mut *connection)
                 .await?;
         }
-        if !writes.extras_replaced.is_empty() {
-            let entities = serde_json::Value::Array(writes.extras_replaced.clone());
+        let mut replaced: BTreeMap<(Uuid, &str), Vec<&str>> = BTreeMap::new();
+        for (tenant, kind, id) in &writes.extras_replaced {
+            replaced
+                .entry((*tenant.as_uuid(), *kind))
+                .or_default()
+                .push(id.as_str());
+        }
+        for ((tenant, kind), ids) in &replaced {
             for statement in DELETE_EXTRAS {
                 sqlx::query(statement)
-                    .bind(&entities)
+                    .bind(tenant)
+                    .bind(kind)
+                    .bind(ids)
                     .execute(&mut *connection)
                     .await?;
             }
@@ -429,14 +421,21 @@ impl MaterializeTx {
             return Ok(());
         }
         let mut buckets: Vec<Bucket> = Vec::new();
-        if !writes.readings_replaced.is_empty() {
+        let mut replaced: BTreeMap<Uuid, Vec<&str>> = BTreeMap::new();
+        for (tenant, reading) in &writes.readings_replaced {
+            replaced
+                .entry(*tenant.as_uuid())
+                .or_default()
+                .push(reading.as_str());
+        }
+        for (tenant, readings) in &replaced {
             let old: Vec<(Uuid, String, String, String, time::OffsetDateTime)> = sqlx::query_as(
-                "delete from pipeline.metric_readings m \
-                 using jsonb_to_recordset($1) as r(tenant_id uuid, reading_id text) \
-                 where m.tenant_id = r.tenant_id and m.reading_id = r.reading_id \
-                 returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.minute",
+                "delete from pipeline.metric_readings \
+                 where tenant_id = $1 and reading_id = any($2) \
+                 returning tenant_id, entity_kind, entity_id, metric_key, minute",
             )
-            .bind(serde_json::Value::Array(writes.readings_replaced.clone()))
+            .bind(tenant)
+            .bind(readings)
             .fetch_all(&mut *connection)
             .await?;
             for (tenant_id, entity_kind, entity_id, metric_key, minute) in old {
@@ -524,8 +523,13 @@ const CLEAR_TENANT: [&str; 10] = [
 
 /// Recomputes `buckets` of `metrics_min` from the stored readings (a bucket left without
 /// readings disappears), and marks their (key, minute) for the aggregator (in one order, so two
-/// transactions marking the same minutes wait for each other instead of deadlocking). Sums are taken in a
-/// fixed order, so the same readings give the same bits whatever order they arrived in.
+/// transactions marking the same minutes wait for each other instead of deadlocking).
+///
+/// Per tenant, the statements select by `= any` on each key column (entity kinds, ids, metric
+/// keys, minutes), which PostgreSQL answers from the index whatever it knows of the table's size.
+/// That covers every touched bucket and possibly some untouched ones of the same entities and
+/// minutes: recomputing those gives the same rows again, so the result is exact either way. Sums
+/// are taken in a fixed order, so the same readings give the same bits.
 async fn recompute_buckets(
     connection: &mut sqlx::PgConnection,
     buckets: &[Bucket],
@@ -533,41 +537,70 @@ async fn recompute_buckets(
     if buckets.is_empty() {
         return Ok(());
     }
+    type Columns<'a> = (
+        std::collections::BTreeSet<&'a str>,
+        std::collections::BTreeSet<&'a str>,
+        std::collections::BTreeSet<&'a str>,
+        std::collections::BTreeSet<&'a str>,
+    );
+    let mut per_tenant: BTreeMap<Uuid, Columns<'_>> = BTreeMap::new();
+    for bucket in buckets {
+        let columns = per_tenant.entry(bucket.tenant_id).or_default();
+        columns.0.insert(&bucket.entity_kind);
+        columns.1.insert(&bucket.entity_id);
+        columns.2.insert(&bucket.metric_key);
+        columns.3.insert(&bucket.minute);
+    }
+    for (tenant, (kinds, ids, keys, minutes)) in &per_tenant {
+        let kinds: Vec<&str> = kinds.iter().copied().collect();
+        let ids: Vec<&str> = ids.iter().copied().collect();
+        let keys: Vec<&str> = keys.iter().copied().collect();
+        let minutes = minutes
+            .iter()
+            .map(|minute| {
+                time::OffsetDateTime::parse(minute, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| StoreError::Invalid("a bucket minute".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(
+            "delete from analytics.metrics_min \
+             where tenant_id = $1 and entity_kind = any($2) and entity_id = any($3) \
+               and metric_key = any($4) and minute = any($5)",
+        )
+        .bind(tenant)
+        .bind(&kinds)
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&minutes)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+                 minute, value_sum, value_count, value_min, value_max, last_value, last_pos_lsn, \
+                 last_pos_seq) \
+             select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, \
+                    sum(r.value order by r.reading_id), count(*), min(r.value), max(r.value), \
+                    (array_agg(r.value order by r.measured_at desc, r.pos_lsn desc, \
+                               r.pos_seq desc, r.reading_id desc))[1], \
+                    (array_agg(r.pos_lsn order by r.measured_at desc, r.pos_lsn desc, \
+                               r.pos_seq desc, r.reading_id desc))[1], \
+                    (array_agg(r.pos_seq order by r.measured_at desc, r.pos_lsn desc, \
+                               r.pos_seq desc, r.reading_id desc))[1] \
+             from pipeline.metric_readings r \
+             where r.tenant_id = $1 and r.entity_kind = any($2) and r.entity_id = any($3) \
+               and r.metric_key = any($4) and r.minute = any($5) \
+             group by r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute",
+        )
+        .bind(tenant)
+        .bind(&kinds)
+        .bind(&ids)
+        .bind(&keys)
+        .bind(&minutes)
+        .execute(&mut *connection)
+        .await?;
+    }
     let buckets =
         serde_json::to_value(buckets).map_err(|_| StoreError::Invalid("bucket".into()))?;
-    sqlx::query(
-        "delete from analytics.metrics_min m \
-         using jsonb_to_recordset($1) as b(tenant_id uuid, entity_kind text, entity_id text, \
-             metric_key text, minute timestamptz) \
-         where m.tenant_id = b.tenant_id and m.entity_kind = b.entity_kind \
-           and m.entity_id = b.entity_id and m.metric_key = b.metric_key \
-           and m.minute = b.minute",
-    )
-    .bind(&buckets)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(
-        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
-             minute, value_sum, value_count, value_min, value_max, last_value, last_pos_lsn, \
-             last_pos_seq) \
-         select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, \
-                sum(r.value order by r.reading_id), count(*), min(r.value), max(r.value), \
-                (array_agg(r.value order by r.measured_at desc, r.pos_lsn desc, r.pos_seq desc, \
-                           r.reading_id desc))[1], \
-                (array_agg(r.pos_lsn order by r.measured_at desc, r.pos_lsn desc, \
-                           r.pos_seq desc, r.reading_id desc))[1], \
-                (array_agg(r.pos_seq order by r.measured_at desc, r.pos_lsn desc, \
-                           r.pos_seq desc, r.reading_id desc))[1] \
-         from (select distinct * from jsonb_to_recordset($1) as b(tenant_id uuid, \
-                   entity_kind text, entity_id text, metric_key text, minute timestamptz)) b \
-         join pipeline.metric_readings r \
-           on r.tenant_id = b.tenant_id and r.entity_kind = b.entity_kind \
-          and r.entity_id = b.entity_id and r.metric_key = b.metric_key and r.minute = b.minute \
-         group by r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute",
-    )
-    .bind(&buckets)
-    .execute(&mut *connection)
-    .await?;
     sqlx::query(
         "insert into pipeline.rollup_dirty (metric_key, minute) \
          select distinct metric_key, minute from jsonb_to_recordset($1) \
@@ -616,22 +649,14 @@ const UPSERT_SESSIONS: &str = "insert into analytics.sessions (tenant_id, sessio
          deleted_at = excluded.deleted_at, updated_at = now()";
 
 const DELETE_EXTRAS: [&str; 4] = [
-    "delete from analytics.extras_text x using jsonb_to_recordset($1) \
-         as e(tenant_id uuid, entity_kind text, entity_id text) \
-     where x.tenant_id = e.tenant_id and x.entity_kind = e.entity_kind \
-       and x.entity_id = e.entity_id",
-    "delete from analytics.extras_num x using jsonb_to_recordset($1) \
-         as e(tenant_id uuid, entity_kind text, entity_id text) \
-     where x.tenant_id = e.tenant_id and x.entity_kind = e.entity_kind \
-       and x.entity_id = e.entity_id",
-    "delete from analytics.extras_bool x using jsonb_to_recordset($1) \
-         as e(tenant_id uuid, entity_kind text, entity_id text) \
-     where x.tenant_id = e.tenant_id and x.entity_kind = e.entity_kind \
-       and x.entity_id = e.entity_id",
-    "delete from analytics.extras_time x using jsonb_to_recordset($1) \
-         as e(tenant_id uuid, entity_kind text, entity_id text) \
-     where x.tenant_id = e.tenant_id and x.entity_kind = e.entity_kind \
-       and x.entity_id = e.entity_id",
+    "delete from analytics.extras_text \
+     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
+    "delete from analytics.extras_num \
+     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
+    "delete from analytics.extras_bool \
+     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
+    "delete from analytics.extras_time \
+     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
 ];
 
 const INSERT_EXTRAS_TEXT: &str = "insert into analytics.extras_text \

@@ -576,11 +576,9 @@ async fn apply_in(tx: &mut MaterializeTx, events: &[Prepared]) -> Result<(), sto
                     &event.mapping,
                 );
                 writes.typed.entry(table).or_default().push(derived.row);
-                writes.extras_replaced.push(json!({
-                    "tenant_id": tenant,
-                    "entity_kind": event.kind.as_str(),
-                    "entity_id": key.2,
-                }));
+                writes
+                    .extras_replaced
+                    .push((key.0, event.kind.as_str(), key.2.clone()));
                 for (extras_table, extra_key, value) in derived.extras {
                     writes.extras.entry(extras_table).or_default().push(json!({
                         "tenant_id": tenant,
@@ -592,9 +590,7 @@ async fn apply_in(tx: &mut MaterializeTx, events: &[Prepared]) -> Result<(), sto
                 }
             }
             None => {
-                writes
-                    .readings_replaced
-                    .push(json!({ "tenant_id": tenant, "reading_id": key.2 }));
+                writes.readings_replaced.push((key.0, key.2.clone()));
                 if let Some(row) = state::derive_reading(tenant, &key.2, state, &event.mapping) {
                     writes.readings.push(row);
                 }
