@@ -11,7 +11,7 @@ pub mod config;
 mod health;
 pub mod postgres;
 mod run;
-mod simulator;
+pub mod simulator;
 mod sink;
 pub mod spool;
 pub mod status;

@@ -1,6 +1,7 @@
 //! What `tributary bench ingest` and the fault tests need from the database beyond the
 //! platform's own queries: the raw `COPY` baseline into bronze, counting and fingerprinting what
-//! bronze holds, and emptying bronze of a benchmark's tenants afterwards. Never used by the
+//! bronze holds, emptying bronze of a benchmark's tenants afterwards, and what the materializer
+//! benchmark and the end-to-end test compare read models with. Never used by the
 //! running platform.
 
 use domain::{EventId, TenantId};
@@ -123,5 +124,78 @@ pub async fn bronze_commit_latencies(
     .bind(tenant.as_uuid())
     .bind(op)
     .fetch_all(database.service_pool())
+    .await?)
+}
+
+/// Which of `device_ids` of `tenant` are visible in `analytics.devices` (the materializer
+/// benchmark's probes).
+pub async fn visible_devices(
+    database: &Database,
+    tenant: TenantId,
+    device_ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select device_id from analytics.devices where tenant_id = $1 and device_id = any($2)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(device_ids)
+    .fetch_all(database.service_pool())
+    .await?)
+}
+
+/// Which of `minutes` have a `global_analytics.rollup_min` row of `key` (the aggregator's
+/// probes).
+pub async fn visible_rollup_minutes(
+    database: &Database,
+    key: &str,
+    minutes: &[time::OffsetDateTime],
+) -> Result<Vec<time::OffsetDateTime>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select distinct bucket from global_analytics.rollup_min \
+         where key = $1 and bucket = any($2)",
+    )
+    .bind(key)
+    .bind(minutes)
+    .fetch_all(database.service_pool())
+    .await?)
+}
+
+/// How many distinct values of key column `key_column` the events of `table` have in a tenant's
+/// bronze: what the read models must hold one row (or reading) for.
+pub async fn bronze_distinct_keys(
+    database: &Database,
+    tenant: TenantId,
+    table: &str,
+    key_column: &str,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "select count(distinct payload->'key'->>$3) from bronze.cdc_events \
+         where tenant_id = $1 and table_name = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(table)
+    .bind(key_column)
+    .fetch_one(database.service_pool())
+    .await?)
+}
+
+/// The readings a tenant's `metrics_min` counts for `metric_key`, and those the global
+/// `rollup_min` and `rollup_hr` count for it (all tenants).
+pub async fn metric_counts(
+    database: &Database,
+    tenant: TenantId,
+    metric_key: &str,
+) -> Result<(i64, i64, i64), StoreError> {
+    Ok(sqlx::query_as(
+        "select (select coalesce(sum(value_count), 0)::bigint from analytics.metrics_min \
+                 where tenant_id = $1 and metric_key = $2), \
+                (select coalesce(sum(value_count), 0)::bigint from global_analytics.rollup_min \
+                 where key = $2), \
+                (select coalesce(sum(value_count), 0)::bigint from global_analytics.rollup_hr \
+                 where key = $2)",
+    )
+    .bind(tenant.as_uuid())
+    .bind(metric_key)
+    .fetch_one(database.service_pool())
     .await?)
 }

@@ -99,9 +99,18 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: &[ManageMembers],
         delete: NOBODY,
     },
+    TableAccess {
+        table: "control.read_model_mappings",
+        select: &[ViewSources],
+        insert: &[ManageSources],
+        update: &[ManageSources],
+        delete: &[ManageSources],
+    },
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),
+    read_only("pipeline.entity_state", NOBODY),
+    read_only("pipeline.metric_readings", NOBODY),
     TableAccess {
         table: "pipeline.replay_requests",
         select: &[ManageReplays],

@@ -19,6 +19,8 @@ pub enum ReplayKind {
         from: OffsetDateTime,
         to: OffsetDateTime,
     },
+    /// Re-materialize the tenant's read models from bronze.
+    Rebuild,
 }
 
 /// A replay request and its progress.
@@ -45,6 +47,7 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Store
         .ok_or(StoreError::Forbidden("a replay needs a tenant scope"))?;
     let (kind_name, from, to) = match kind {
         ReplayKind::DeadLetters => ("dlq", None, None),
+        ReplayKind::Rebuild => ("rebuild", None, None),
         ReplayKind::Range { from, to } => {
             if from >= to {
                 return Err(StoreError::Invalid(
@@ -105,7 +108,7 @@ pub async fn claim_next(database: &Database) -> Result<Option<ReplayRequest>, St
         "update pipeline.replay_requests set status = 'running', started_at = now() \
          where (tenant_id, request_id) = ( \
              select tenant_id, request_id from pipeline.replay_requests \
-             where kind in ('dlq', 'range') \
+             where kind in ('dlq', 'range', 'rebuild') \
                and (status = 'pending' \
                     or (status = 'running' and started_at < now() - interval '15 minutes')) \
              order by requested_at limit 1 for update skip locked) \

@@ -180,12 +180,13 @@ async fn run(
         (Some((copied, elapsed)), Some(cores))
     };
 
-    // The ingestion roles exactly as `up` starts them.
-    let ingestion = Ingestion::start(
+    // The ingestion roles as `up` starts them, without the materializer: this measures bronze.
+    let ingestion = Ingestion::start_with(
         settings,
         database,
         &bus_config,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        false,
     )
     .await?;
     let edge_url = format!("https://{}/", ingestion.edge_addr);

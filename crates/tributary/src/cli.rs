@@ -140,6 +140,9 @@ pub enum Command {
     /// Re-drive a tenant's dead letters, or a time range of its bronze events, through the
     /// pipeline (audited).
     Replay(ReplayArgs),
+    /// Global rollups (internal operations): the metric-key allowlist and the console.
+    #[command(subcommand)]
+    Rollups(RollupsCommand),
     /// Bronze retention: per-tenant days, and enforcing them now.
     #[command(subcommand)]
     Retention(RetentionCommand),
@@ -164,6 +167,11 @@ pub enum BenchCommand {
     /// then commit-to-bronze latency through agent, edge, bus and bronze at a fixed rate. Starts
     /// a private source cluster and platform in temporary directories and removes them after.
     Capture(crate::bench_capture::CaptureArgs),
+    /// Tenant materializer throughput against the bronze writer alone on the same events (a
+    /// ratio), and the time from an event's ack to its visibility in analytics.* and in the
+    /// global rollups at a steady offered rate. Runs a private platform in a temporary
+    /// directory unless a database is given.
+    Materialize(crate::bench_materialize::MaterializeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -314,7 +322,7 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["dlq", "from"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["dlq", "from", "rebuild"])))]
 pub struct ReplayArgs {
     /// Tenant id.
     #[arg(long)]
@@ -322,6 +330,10 @@ pub struct ReplayArgs {
     /// Replay the tenant's dead letters, each to the consumer that failed it.
     #[arg(long)]
     pub dlq: bool,
+    /// Re-materialize the tenant's read models from bronze (the same content, checksummed;
+    /// other tenants are not disturbed).
+    #[arg(long)]
+    pub rebuild: bool,
     /// Replay bronze events committed at or after this time (RFC 3339, e.g.
     /// 2026-11-01T00:00:00Z) through the downstream consumers.
     #[arg(long, requires = "to", value_name = "TIME")]
@@ -329,6 +341,44 @@ pub struct ReplayArgs {
     /// ... and before this time.
     #[arg(long, requires = "from", value_name = "TIME")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollupsCommand {
+    /// Allow a metric key into the global rollups (its history is aggregated too); audited.
+    Allow { key: String },
+    /// Remove a metric key: its aggregation stops at once; audited.
+    Remove {
+        key: String,
+        /// Also delete its rollup history.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// The allowlist, removed keys included.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The internal console: a key's rollup cells, never a cell of fewer than k tenants.
+    Show {
+        key: String,
+        /// Hourly buckets instead of minutes.
+        #[arg(long)]
+        hourly: bool,
+        /// From this time (RFC 3339) [default: one day ago].
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Before this time (RFC 3339) [default: now].
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Minimum distinct tenants per cell (at least 2).
+        #[arg(long, env = "TRIBUTARY_ROLLUP_MIN_COHORT", default_value_t = 5)]
+        min_cohort: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run aggregation rounds now until the queue is empty (the platform does it every second).
+    Aggregate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! The ingestion roles, started the same way by `up` and by `bench ingest`: the stream bus, the
-//! edge, and the bronze writer.
+//! edge, and the pipeline's consumers (the bronze writer and the tenant materializer) and the
+//! global aggregator's schedule.
 
 use std::net::SocketAddr;
 
@@ -18,6 +19,8 @@ pub struct Ingestion {
     shutdown: watch::Sender<bool>,
     edge: JoinHandle<()>,
     bronze: JoinHandle<()>,
+    materializer: Option<JoinHandle<()>>,
+    aggregator: Option<JoinHandle<()>>,
 }
 
 /// A future that completes when `receiver` says stop.
@@ -27,12 +30,24 @@ pub async fn stopped(mut receiver: watch::Receiver<bool>) {
 
 impl Ingestion {
     /// Connects the bus named by `bus_config`, binds the edge on `edge_listen` and starts the
-    /// bronze writer.
+    /// bronze writer and the tenant materializer.
     pub async fn start(
         settings: &Settings,
         database: &store::Database,
         bus_config: &bus::BusConfig,
         edge_listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(settings, database, bus_config, edge_listen, true).await
+    }
+
+    /// As [`Ingestion::start`]; without the materializer when `materialize` is false (the
+    /// ingest benchmark measures the bronze writer alone).
+    pub async fn start_with(
+        settings: &Settings,
+        database: &store::Database,
+        bus_config: &bus::BusConfig,
+        edge_listen: SocketAddr,
+        materialize: bool,
     ) -> anyhow::Result<Self> {
         let bus = bus::AnyBus::connect(bus_config, database)
             .await
@@ -54,6 +69,20 @@ impl Ingestion {
         let ca_pem = edge.ca_certificate_pem().to_owned();
         let (shutdown, receiver) = watch::channel(false);
         let edge = tokio::spawn(edge.run(stopped(receiver.clone())));
+        let materializer = materialize.then(|| {
+            tokio::spawn(supervise_materializer(
+                database.clone(),
+                bus.clone(),
+                receiver.clone(),
+            ))
+        });
+        let aggregator = materialize.then(|| {
+            tokio::spawn(pipeline::aggregator::run(
+                database.clone(),
+                pipeline::aggregator::AggregatorConfig::default(),
+                stopped(receiver.clone()),
+            ))
+        });
         let bronze = tokio::spawn(supervise_bronze(database.clone(), bus.clone(), receiver));
         Ok(Self {
             bus,
@@ -62,6 +91,8 @@ impl Ingestion {
             shutdown,
             edge,
             bronze,
+            materializer,
+            aggregator,
         })
     }
 
@@ -69,6 +100,12 @@ impl Ingestion {
         let _ = self.shutdown.send(true);
         let _ = self.edge.await;
         let _ = self.bronze.await;
+        if let Some(materializer) = self.materializer {
+            let _ = materializer.await;
+        }
+        if let Some(aggregator) = self.aggregator {
+            let _ = aggregator.await;
+        }
     }
 }
 
@@ -98,6 +135,39 @@ async fn supervise_bronze(
             }
         }
         metrics::counter!("tributary_bronze_writer_restarts_total").increment(1);
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
+/// Runs the tenant materializer until shutdown, starting it again if it ends with an error or a
+/// panic, like the bronze writer.
+async fn supervise_materializer(
+    database: store::Database,
+    bus: bus::AnyBus,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        let materializer = tokio::spawn(pipeline::materializer::run(
+            database.clone(),
+            bus.clone(),
+            pipeline::materializer::MaterializerConfig::default(),
+            stopped(shutdown.clone()),
+        ));
+        match materializer.await {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the materializer stopped with an error; restarting it");
+            }
+            Err(error) => {
+                tracing::error!(%error, "the materializer panicked; restarting it");
+            }
+        }
+        metrics::counter!("tributary_materializer_restarts_total").increment(1);
         if *shutdown.borrow() {
             return;
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_capture;
+mod bench_materialize;
 mod cli;
 mod commands;
 mod demo;

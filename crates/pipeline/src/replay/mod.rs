@@ -133,6 +133,15 @@ pub async fn execute<B: Bus>(
             )
             .await
         }
+        ("rebuild", _, _) => {
+            let outcome = crate::materializer::rebuild(database, request.tenant_id)
+                .await
+                .map_err(|error| ReplayError::Corrupt(error.to_string()))?;
+            Ok(ReplayOutcome {
+                replayed: outcome.events - outcome.dead_lettered,
+                failed: outcome.dead_lettered,
+            })
+        }
         _ => Err(ReplayError::Corrupt(format!(
             "replay request of kind {:?} cannot be carried out here",
             request.kind
@@ -173,6 +182,21 @@ async fn replay_dead_letters(
                         .dead_lettered
                         .is_empty()
                 }
+                (crate::materializer::GROUP, Some(message)) => {
+                    let delivery = Delivery {
+                        message: Message {
+                            tenant,
+                            id: letter_event_id(message)?,
+                            payload: message.clone().into(),
+                        },
+                        partition: 0,
+                        position: 0,
+                    };
+                    crate::materializer::apply(database, std::slice::from_ref(&delivery))
+                        .await?
+                        .dead_lettered
+                        .is_empty()
+                }
                 (consumer, _) => {
                     tracing::warn!(consumer, "no replay handler for this dead letter");
                     false
@@ -186,6 +210,13 @@ async fn replay_dead_letters(
             }
         }
     }
+}
+
+/// The event id of a dead letter's message.
+fn letter_event_id(message: &[u8]) -> Result<domain::EventId, ReplayError> {
+    let envelope: protocol::Envelope =
+        serde_json::from_slice(message).map_err(|error| ReplayError::Corrupt(error.to_string()))?;
+    Ok(envelope.event.event_id)
 }
 
 /// Re-publishes the tenant's bronze events of `[from, to)`.

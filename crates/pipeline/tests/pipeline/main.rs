@@ -1,6 +1,9 @@
 //! The pipeline's consumers against a real database and the embedded bus.
 
+mod aggregator;
 mod bronze_writer;
+mod convergence;
+mod materializer;
 mod replay;
 mod retention;
 mod support;

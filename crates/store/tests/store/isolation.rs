@@ -110,6 +110,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.read_model_mappings",
+        insert: "insert into control.read_model_mappings (tenant_id, source_id, source_table, \
+                 entity_kind) select t, s, 'table_' || k, 'device' from p",
+        update_column: "entity_kind",
+        seed: true,
+    },
+    Exercise {
         table: "bronze.cdc_events",
         insert: "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
                  schema_name, table_name, lsn, seq, payload) select t, k, now(), s, 'insert', \
@@ -129,6 +136,22 @@ const EXERCISES: &[Exercise] = &[
                  reason_code, reason, event) select t, k, 'materializer', k, s, 'type_mismatch', \
                  'power is not a number', '{}' from p",
         update_column: "attempts",
+        seed: true,
+    },
+    Exercise {
+        table: "pipeline.entity_state",
+        insert: "insert into pipeline.entity_state (tenant_id, entity_kind, entity_id, state) \
+                 select t, 'device', k::text, jsonb_build_object('of', t) from p",
+        update_column: "state",
+        seed: true,
+    },
+    Exercise {
+        table: "pipeline.metric_readings",
+        insert: "insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, \
+                 entity_id, metric_key, minute, measured_at, value, pos_lsn, pos_seq) \
+                 select t, k::text, 'device', 'd', 'power_kw', date_trunc('minute', now()), \
+                 now(), 1, 1, 0 from p",
+        update_column: "value",
         seed: true,
     },
     Exercise {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `tributary` binary: the managed cluster's whole life, and the CLI.
 
 mod cli;
+mod end_to_end;
 mod faults;
 mod managed_cluster;
 mod support;

@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 
+mod mappings;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sources", get(list_sources).post(create_source))
@@ -30,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/replays", post(request_replay))
         .route("/api/v1/replays/{request}", get(replay_status))
         .route("/api/v1/dead-letters", get(dead_letters))
+        .merge(mappings::routes())
 }
 
 /// An error as `{"error": {"code", "message"}}`; never SQL, internals or customer values.
@@ -246,6 +249,7 @@ async fn revoke_source(
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum NewReplay {
     Dlq,
+    Rebuild,
     Range {
         #[serde(with = "time::serde::rfc3339")]
         from: time::OffsetDateTime,
@@ -261,10 +265,11 @@ async fn request_replay(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let request: NewReplay = parse_body(
         &body,
-        r#"{"kind": "dlq"} or {"kind": "range", "from": RFC 3339, "to": RFC 3339}"#,
+        r#"{"kind": "dlq"}, {"kind": "rebuild"} or {"kind": "range", "from": RFC 3339, "to": RFC 3339}"#,
     )?;
     let kind = match request {
         NewReplay::Dlq => store::replay::ReplayKind::DeadLetters,
+        NewReplay::Rebuild => store::replay::ReplayKind::Rebuild,
         NewReplay::Range { from, to } => store::replay::ReplayKind::Range { from, to },
     };
     let mut tx = caller.tx(&state, Permission::ManageReplays).await?;

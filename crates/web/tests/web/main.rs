@@ -7,6 +7,7 @@ mod app_matrix;
 mod auth;
 mod browser;
 mod chromium;
+mod mappings;
 mod site;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

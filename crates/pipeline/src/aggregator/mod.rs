@@ -1,0 +1,60 @@
+//! The global aggregator: a scheduled job over `analytics.metrics_min`, not a bus consumer. The
+//! materializer queues every (metric key, minute) whose `metrics_min` changed; each round takes
+//! queued pairs and recomputes their minute and hour rollups from `metrics_min` across tenants,
+//! for allowlisted keys only, broken down by plan, industry and region. Recomputing (rather than
+//! adding deltas) makes late readings, duplicates, rebuilds and allowlist changes all correct
+//! the affected buckets. docs/materializer.md.
+
+use std::future::Future;
+use std::time::Duration;
+
+use store::Database;
+use store::rollups::RoundOutcome;
+
+/// How the aggregator is scheduled.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Pause between rounds when the queue is empty.
+    pub interval: Duration,
+    /// (key, minute) pairs per round.
+    pub batch: i64,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            batch: 5000,
+        }
+    }
+}
+
+/// Rounds until the queue is empty; returns their sum.
+pub async fn run_once(database: &Database, batch: i64) -> Result<RoundOutcome, store::StoreError> {
+    let mut total = RoundOutcome::default();
+    loop {
+        let round = store::rollups::aggregate_round(database, batch).await?;
+        total.minutes += round.minutes;
+        total.purged += round.purged;
+        total.backfilled += round.backfilled;
+        metrics::counter!("tributary_aggregator_minutes_total").increment(round.minutes);
+        if round.minutes < batch.unsigned_abs() && round.backfilled == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs rounds every `interval` until `shutdown`. A failed round is retried at the next tick:
+/// the queue keeps what it did not commit.
+pub async fn run(database: Database, config: AggregatorConfig, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        if let Err(error) = run_once(&database, config.batch).await {
+            tracing::warn!(%error, "an aggregation round failed; retrying at the next tick");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}

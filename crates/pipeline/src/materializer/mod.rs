@@ -1,0 +1,687 @@
+//! The tenant materializer: every event from the bus into the tenant read models
+//! (`analytics.sites/devices/sessions`, typed extras, `metrics_min`), by the tenant's mapping,
+//! as the service role. Applying is idempotent and order-independent (see [`state`]), so
+//! redelivery, duplicates and replays converge; events it cannot apply go to the tenant's DLQ
+//! with a reason code. [`rebuild`] re-materializes a tenant from bronze. docs/materializer.md.
+
+pub mod mapping;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use bus::{Bus, Consumer, Delivery};
+use domain::TenantId;
+use serde_json::{Map, Value, json};
+use store::Database;
+use store::dlq::DeadLetter;
+use store::read_models::{EntityKey, EntityWrites, MaterializeTx};
+use time::format_description::well_known::Rfc3339;
+
+use mapping::{EntityKind, EntityMapping, Mappings, TableMapping};
+use state::{Change, EntityState};
+
+/// The materializer's consumer group.
+pub const GROUP: &str = "materializer";
+
+/// Reason codes of the materializer's dead letters.
+pub mod reason {
+    /// The bus message is not an event envelope.
+    pub const UNDECODABLE: &str = "undecodable_message";
+    /// No mapping, stored or by convention, says what the event's table is.
+    pub const NO_MAPPING: &str = "no_mapping";
+    /// The stored mapping is invalid, or two of the event's columns feed one typed column.
+    pub const MAPPING_CONFLICT: &str = "mapping_conflict";
+    /// The event lacks the entity id (or it is not a string or integer of 1 to 500 characters).
+    pub const MISSING_KEY: &str = "missing_key";
+    /// A value cannot be converted to the type of the typed column it feeds.
+    pub const UNCOERCIBLE_TYPE: &str = "uncoercible_type";
+    /// A reading lacks its entity, metric key, value or time.
+    pub const INVALID_READING: &str = "invalid_reading";
+    /// A field name is empty or longer than 500 characters, or a value holds a NUL character
+    /// (PostgreSQL text cannot).
+    pub const UNSTORABLE_FIELD: &str = "unstorable_field";
+    /// The database refused the event alone.
+    pub const REJECTED: &str = "materializer_rejected";
+}
+
+/// How the materializer batches.
+#[derive(Debug, Clone)]
+pub struct MaterializerConfig {
+    pub batch_size: usize,
+    pub wait: Duration,
+}
+
+impl Default for MaterializerConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            wait: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializerError {
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("a stored event cannot be read back: {0}")]
+    Corrupt(String),
+}
+
+/// Consumes until `shutdown`; a batch in flight when it fires is finished and acked, or left
+/// unacked to be redelivered, never half-applied.
+pub async fn run<B: Bus>(
+    database: Database,
+    bus: B,
+    config: MaterializerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), MaterializerError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut consumer = bus.consumer(GROUP, None).await?;
+    loop {
+        let next = tokio::select! {
+            batch = consumer.next_batch(config.batch_size, config.wait) => batch,
+            _ = &mut shutdown => return Ok(()),
+        };
+        match next {
+            Ok(deliveries) if deliveries.is_empty() => {}
+            Ok(deliveries) => {
+                if !apply_until_done(&database, &deliveries, &mut shutdown).await {
+                    return Ok(());
+                }
+                consumer.ack(&deliveries).await?;
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "reading the bus failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Applies a batch, retrying transient failures until it is done; false if `shutdown` came
+/// first (the batch is then left unacked for redelivery).
+async fn apply_until_done(
+    database: &Database,
+    deliveries: &[Delivery],
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match apply(database, deliveries).await {
+            Ok(_) => return true,
+            Err(error) => {
+                tracing::warn!(%error, source = ?std::error::Error::source(&error),
+                    "materializing a batch failed; retrying it");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.as_mut() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOutcome {
+    pub applied: u64,
+    pub skipped: u64,
+    pub dead_lettered: Vec<domain::EventId>,
+}
+
+/// An event ready to apply.
+#[derive(Debug, Clone)]
+struct Prepared {
+    tenant: TenantId,
+    kind: EntityKind,
+    entity_id: String,
+    id_column: String,
+    mapping: EntityMapping,
+    change: Change,
+    pos: state::Pos,
+    event_time: String,
+    source: uuid::Uuid,
+}
+
+impl Prepared {
+    fn key(&self) -> EntityKey {
+        (
+            self.tenant,
+            self.kind.as_str().to_owned(),
+            self.entity_id.clone(),
+        )
+    }
+}
+
+/// A dead letter to record once the batch's writes are committed.
+struct Refused {
+    envelope: Option<protocol::Envelope>,
+    delivery_tenant: TenantId,
+    event_id: domain::EventId,
+    message: Vec<u8>,
+    reason_code: &'static str,
+    reason: String,
+}
+
+/// Applies one batch in one transaction; events it cannot apply go to their tenant's DLQ
+/// (after the transaction commits), the batch's other events are applied.
+pub async fn apply(
+    database: &Database,
+    deliveries: &[Delivery],
+) -> Result<ApplyOutcome, store::StoreError> {
+    let mut refused = Vec::new();
+    let mut envelopes = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match decode(delivery) {
+            Ok(envelope) => envelopes.push((envelope, delivery.message.payload.to_vec())),
+            Err(reason) => refused.push(Refused {
+                envelope: None,
+                delivery_tenant: delivery.message.tenant,
+                event_id: delivery.message.id,
+                message: delivery.message.payload.to_vec(),
+                reason_code: reason::UNDECODABLE,
+                reason,
+            }),
+        }
+    }
+    let mut outcome = apply_envelopes(database, envelopes, &mut refused).await?;
+    for letter in refused {
+        outcome.dead_lettered.push(letter.event_id);
+        dead_letter(database, letter).await?;
+    }
+    Ok(outcome)
+}
+
+async fn apply_envelopes(
+    database: &Database,
+    envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
+    refused: &mut Vec<Refused>,
+) -> Result<ApplyOutcome, store::StoreError> {
+    let mut outcome = ApplyOutcome::default();
+    if envelopes.is_empty() {
+        return Ok(outcome);
+    }
+    let (prepared, skipped) = prepare_all(database, envelopes, refused).await?;
+    outcome.skipped = skipped;
+    let tenants: Vec<TenantId> = prepared.iter().map(|(p, _)| p.tenant).collect();
+    let events: Vec<Prepared> = prepared.iter().map(|(p, _)| p.clone()).collect();
+    let result = async {
+        let mut tx = MaterializeTx::begin(database, &tenants).await?;
+        apply_in(&mut tx, &events).await?;
+        tx.commit().await
+    }
+    .await;
+    match result {
+        Ok(()) => outcome.applied = events.len() as u64,
+        Err(error) if error.is_retryable() => return Err(error),
+        Err(error) => {
+            tracing::warn!(%error, events = events.len(),
+                "the database refused a materializer batch; applying its events one by one");
+            for (event, (envelope, message)) in prepared {
+                let single = async {
+                    let mut tx = MaterializeTx::begin(database, &[event.tenant]).await?;
+                    apply_in(&mut tx, std::slice::from_ref(&event)).await?;
+                    tx.commit().await
+                }
+                .await;
+                match single {
+                    Ok(()) => outcome.applied += 1,
+                    Err(error) if error.is_retryable() => return Err(error),
+                    Err(error) => refused.push(Refused {
+                        delivery_tenant: envelope.tenant_id,
+                        event_id: envelope.event.event_id,
+                        envelope: Some(envelope),
+                        message,
+                        reason_code: reason::REJECTED,
+                        reason: format!(
+                            "the database refused the event (SQLSTATE {})",
+                            error.sqlstate().unwrap_or_default()
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+    metrics::counter!("tributary_materializer_events_total", "outcome" => "applied")
+        .increment(outcome.applied);
+    metrics::counter!("tributary_materializer_events_total", "outcome" => "skipped")
+        .increment(outcome.skipped);
+    Ok(outcome)
+}
+
+/// Resolves each event's mapping and checks it; returns the events to apply (with their
+/// envelope and message) and how many were skipped (ignored tables, truncates).
+async fn prepare_all(
+    database: &Database,
+    envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
+    refused: &mut Vec<Refused>,
+) -> Result<(Vec<(Prepared, (protocol::Envelope, Vec<u8>))>, u64), store::StoreError> {
+    let mut tenants: Vec<TenantId> = envelopes.iter().map(|(e, _)| e.tenant_id).collect();
+    tenants.sort_unstable_by_key(|tenant| *tenant.as_uuid());
+    tenants.dedup();
+    let mut mappings: HashMap<TenantId, Vec<store::read_models::MappingRow>> = HashMap::new();
+    for (tenant, row) in store::read_models::mappings_of(database, &tenants).await? {
+        mappings.entry(tenant).or_default().push(row);
+    }
+    let mappings: HashMap<TenantId, Mappings> = tenants
+        .iter()
+        .map(|tenant| {
+            (
+                *tenant,
+                Mappings::new(mappings.remove(tenant).unwrap_or_default()),
+            )
+        })
+        .collect();
+    let mut prepared = Vec::with_capacity(envelopes.len());
+    let mut skipped = 0;
+    for (envelope, message) in envelopes {
+        let tenant_mappings = mappings
+            .get(&envelope.tenant_id)
+            .cloned()
+            .unwrap_or_default();
+        match prepare(&tenant_mappings, &envelope) {
+            Ok(Some(event)) => prepared.push((event, (envelope, message))),
+            Ok(None) => skipped += 1,
+            Err((reason_code, reason)) => refused.push(Refused {
+                delivery_tenant: envelope.tenant_id,
+                event_id: envelope.event.event_id,
+                envelope: Some(envelope),
+                message,
+                reason_code,
+                reason,
+            }),
+        }
+    }
+    Ok((prepared, skipped))
+}
+
+/// Checks one event against its mapping. `Ok(None)`: nothing to apply (an ignored table, a
+/// truncate); `Err`: the reason code and explanation of its dead letter. Reasons name columns
+/// and types, never a customer's value.
+fn prepare(
+    mappings: &Mappings,
+    envelope: &protocol::Envelope,
+) -> Result<Option<Prepared>, (&'static str, String)> {
+    let event = &envelope.event;
+    if event.op == protocol::Op::Truncate {
+        return Ok(None);
+    }
+    let resolved = mappings
+        .resolve(*envelope.source_id.as_uuid(), &event.schema, &event.table)
+        .map_err(|reason| (reason::MAPPING_CONFLICT, reason))?;
+    let mapping = match resolved {
+        None => {
+            return Err((
+                reason::NO_MAPPING,
+                format!(
+                    "no mapping for table {}.{} (map it, or mark it ignored)",
+                    event.schema, event.table
+                ),
+            ));
+        }
+        Some(TableMapping::Ignore) => return Ok(None),
+        Some(TableMapping::Entity(mapping)) => mapping,
+    };
+    let empty = Map::new();
+    let after = event.after.as_ref().unwrap_or(&empty);
+    let mapping = mapping.settled_for(event.key.keys().chain(after.keys()).map(String::as_str));
+    let id_column = mapping
+        .id_column_for(&event.key)
+        .unwrap_or_else(|| mapping.kind.id_column().to_owned());
+    let id_value = event
+        .key
+        .get(&id_column)
+        .or_else(|| after.get(&id_column))
+        .or_else(|| {
+            event
+                .before
+                .as_ref()
+                .and_then(|before| before.get(&id_column))
+        });
+    let entity_id = match id_value {
+        Some(Value::String(text)) if !text.is_empty() && text.chars().count() <= 500 => {
+            text.clone()
+        }
+        Some(Value::Number(number)) => number.to_string(),
+        _ => {
+            return Err((
+                reason::MISSING_KEY,
+                format!(
+                    "the event has no usable id in column {id_column:?} (a string of 1 to 500 \
+                     characters or a number)"
+                ),
+            ));
+        }
+    };
+    if entity_id.contains('\0') {
+        return Err((
+            reason::MISSING_KEY,
+            "the entity id holds a NUL character".into(),
+        ));
+    }
+    let change = match event.op {
+        protocol::Op::Insert | protocol::Op::Read => {
+            let mut image = event.key.clone();
+            image.extend(after.iter().map(|(k, v)| (k.clone(), v.clone())));
+            check_fields(&mapping, &image, &[])?;
+            if mapping.kind == EntityKind::Reading {
+                check_reading(&mapping, &image)?;
+            }
+            Change::Image(image)
+        }
+        protocol::Op::Update => {
+            let mut changed = event.key.clone();
+            changed.extend(after.iter().map(|(k, v)| (k.clone(), v.clone())));
+            check_fields(&mapping, &changed, &event.unchanged)?;
+            Change::Update {
+                after: changed,
+                unchanged: event.unchanged.clone(),
+            }
+        }
+        protocol::Op::Delete => Change::Delete,
+        protocol::Op::Truncate => return Ok(None),
+    };
+    let lsn = i64::try_from(event.lsn.0)
+        .map_err(|_| (reason::MISSING_KEY, "LSN beyond 2^63".to_owned()))?;
+    let seq = i32::try_from(event.seq)
+        .map_err(|_| (reason::MISSING_KEY, "sequence beyond 2^31".to_owned()))?;
+    let entity_id = if mapping.kind == EntityKind::Reading {
+        // Reading ids are only unique within their source.
+        format!("{}:{entity_id}", envelope.source_id)
+    } else {
+        entity_id
+    };
+    Ok(Some(Prepared {
+        tenant: envelope.tenant_id,
+        kind: mapping.kind,
+        entity_id,
+        id_column,
+        change,
+        pos: (lsn, seq),
+        event_time: event
+            .event_time
+            .checked_to_offset(time::UtcOffset::UTC)
+            .and_then(|at| at.format(&Rfc3339).ok())
+            .unwrap_or_default(),
+        source: *envelope.source_id.as_uuid(),
+        mapping,
+    }))
+}
+
+/// Checks the fields an event sets: storable names and values, values its typed columns can
+/// take, and no typed column fed twice.
+fn check_fields(
+    mapping: &EntityMapping,
+    fields: &Map<String, Value>,
+    unchanged: &[String],
+) -> Result<(), (&'static str, String)> {
+    let mut fed: BTreeMap<&str, &str> = BTreeMap::new();
+    for (column, value) in fields {
+        if unchanged.contains(column) {
+            continue;
+        }
+        if column.is_empty() || column.chars().count() > 500 || column.contains('\0') {
+            return Err((
+                reason::UNSTORABLE_FIELD,
+                "a field name is empty, longer than 500 characters or holds a NUL".into(),
+            ));
+        }
+        if holds_nul(value) {
+            return Err((
+                reason::UNSTORABLE_FIELD,
+                format!("the value of {column:?} holds a NUL character"),
+            ));
+        }
+        let Some(typed) = mapping.claim(column) else {
+            continue;
+        };
+        let Some(column_type) = mapping.kind.column_type(typed) else {
+            return Err((
+                reason::MAPPING_CONFLICT,
+                format!(
+                    "{column:?} maps to {typed:?}, which a {} does not have",
+                    mapping.kind.as_str()
+                ),
+            ));
+        };
+        if let Some(other) = fed.insert(typed, column) {
+            return Err((
+                reason::MAPPING_CONFLICT,
+                format!("{typed:?} is fed by both {other:?} and {column:?}"),
+            ));
+        }
+        if state::coerce(value, column_type).is_none() {
+            return Err((
+                reason::UNCOERCIBLE_TYPE,
+                format!(
+                    "the value of {column:?} cannot be converted to {} for {typed:?}",
+                    column_type.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_reading(
+    mapping: &EntityMapping,
+    image: &Map<String, Value>,
+) -> Result<(), (&'static str, String)> {
+    let mut present = Vec::new();
+    for (column, value) in image {
+        if let Some(typed) = mapping.claim(column)
+            && !value.is_null()
+        {
+            present.push(typed);
+        }
+    }
+    let missing: Vec<&str> = ["entity_id", "metric_key", "value", "measured_at"]
+        .into_iter()
+        .filter(|typed| !present.contains(typed))
+        .collect();
+    if !missing.is_empty() {
+        return Err((
+            reason::INVALID_READING,
+            format!("the reading has no {}", missing.join(", ")),
+        ));
+    }
+    let metric_ok = image.iter().any(|(column, value)| {
+        mapping.claim(column) == Some("metric_key")
+            && state::coerce(value, mapping::ColumnType::Text)
+                .and_then(|value| {
+                    value
+                        .as_str()
+                        .map(|key| (1..=200).contains(&key.chars().count()))
+                })
+                .unwrap_or(false)
+    });
+    if !metric_ok {
+        return Err((
+            reason::INVALID_READING,
+            "the metric key must be 1 to 200 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
+}
+
+/// Applies prepared events inside `tx`: loads the touched states, applies every event, and
+/// writes the states and everything derived from them.
+async fn apply_in(tx: &mut MaterializeTx, events: &[Prepared]) -> Result<(), store::StoreError> {
+    let mut keys: Vec<EntityKey> = events.iter().map(Prepared::key).collect();
+    keys.sort_unstable_by(|a, b| (a.0.as_uuid(), &a.1, &a.2).cmp(&(b.0.as_uuid(), &b.1, &b.2)));
+    keys.dedup();
+    let stored = tx.load_states(&keys).await?;
+    let mut states: HashMap<EntityKey, EntityState> = HashMap::new();
+    for key in &keys {
+        let state = match stored.get(key) {
+            Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
+                store::StoreError::Invalid("a stored entity state cannot be read".into())
+            })?,
+            None => EntityState::default(),
+        };
+        states.insert(key.clone(), state);
+    }
+    // The last event of each entity decides the mapping its rows are derived with.
+    let mut last: HashMap<EntityKey, &Prepared> = HashMap::new();
+    let mut changed: Vec<EntityKey> = Vec::new();
+    for event in events {
+        let key = event.key();
+        let state = states.entry(key.clone()).or_default();
+        if state.apply(&event.change, event.pos, &event.event_time, event.source)
+            && !changed.contains(&key)
+        {
+            changed.push(key.clone());
+        }
+        last.insert(key, event);
+    }
+    let mut writes = EntityWrites::default();
+    for key in &changed {
+        let (state, event) = (&states[key], last[key]);
+        let tenant = *key.0.as_uuid();
+        writes.states.push((
+            key.clone(),
+            serde_json::to_value(state).map_err(|_| {
+                store::StoreError::Invalid("an entity state cannot be written".into())
+            })?,
+        ));
+        match event.kind.table() {
+            Some(table) => {
+                let derived = state::derive_entity(
+                    tenant,
+                    event.kind,
+                    &key.2,
+                    &event.id_column,
+                    state,
+                    &event.mapping,
+                );
+                writes.typed.entry(table).or_default().push(derived.row);
+                writes
+                    .extras_replaced
+                    .push((key.0, event.kind.as_str(), key.2.clone()));
+                for (extras_table, extra_key, value) in derived.extras {
+                    writes.extras.entry(extras_table).or_default().push(json!({
+                        "tenant_id": tenant,
+                        "entity_kind": event.kind.as_str(),
+                        "entity_id": key.2,
+                        "key": extra_key,
+                        "value": value,
+                    }));
+                }
+            }
+            None => {
+                writes.readings_replaced.push((key.0, key.2.clone()));
+                if let Some(row) = state::derive_reading(tenant, &key.2, state, &event.mapping) {
+                    writes.readings.push(row);
+                }
+            }
+        }
+    }
+    tx.write(&writes).await
+}
+
+async fn dead_letter(database: &Database, letter: Refused) -> Result<(), store::StoreError> {
+    let source = letter
+        .envelope
+        .as_ref()
+        .map(|envelope| envelope.source_id)
+        .unwrap_or_else(|| domain::SourceId::from_uuid(uuid::Uuid::nil()));
+    let event = serde_json::from_slice(&letter.message)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&letter.message).into_owned()));
+    let record = DeadLetter {
+        tenant: letter.delivery_tenant,
+        consumer: GROUP,
+        event_id: letter.event_id,
+        source,
+        reason_code: letter.reason_code,
+        reason: letter.reason,
+        event,
+        message: letter.message,
+    };
+    store::dlq::record(database, &record).await?;
+    metrics::counter!("tributary_dlq_events_total", "consumer" => GROUP,
+        "reason" => letter.reason_code)
+    .increment(1);
+    Ok(())
+}
+
+fn decode(delivery: &Delivery) -> Result<protocol::Envelope, String> {
+    let envelope: protocol::Envelope = serde_json::from_slice(&delivery.message.payload)
+        .map_err(|error| format!("not an event envelope: {error}"))?;
+    if envelope.tenant_id != delivery.message.tenant {
+        return Err("the envelope names another tenant than the bus message".into());
+    }
+    Ok(envelope)
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildOutcome {
+    pub events: i64,
+    pub dead_lettered: i64,
+}
+
+/// Re-materializes `tenant` from bronze in one transaction: its read models are deleted and
+/// every bronze event applied again, so readers see the old models until the new ones are
+/// complete. Other tenants' rows are not touched; their consumers only wait for this tenant's
+/// lock if they have events of it.
+pub async fn rebuild(
+    database: &Database,
+    tenant: TenantId,
+) -> Result<RebuildOutcome, MaterializerError> {
+    const PAGE: i64 = 2000;
+    let from = time::OffsetDateTime::UNIX_EPOCH;
+    let to = time::OffsetDateTime::now_utc() + time::Duration::days(36_500);
+    let mut outcome = RebuildOutcome::default();
+    let mut refused = Vec::new();
+    let mut tx = MaterializeTx::begin(database, &[tenant]).await?;
+    tx.clear_tenant(tenant).await?;
+    let mut after = None;
+    loop {
+        let rows = store::bronze::events_in_range(database, tenant, from, to, after, PAGE).await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = Some((last.event_time, last.event_id));
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let envelope =
+                crate::bronze::envelope_of(row, None).map_err(MaterializerError::Corrupt)?;
+            let message = serde_json::to_vec(&envelope)
+                .map_err(|error| MaterializerError::Corrupt(error.to_string()))?;
+            envelopes.push((envelope, message));
+        }
+        outcome.events += envelopes.len() as i64;
+        let (prepared, _) = prepare_all(database, envelopes, &mut refused).await?;
+        let events: Vec<Prepared> = prepared.into_iter().map(|(event, _)| event).collect();
+        apply_in(&mut tx, &events).await?;
+    }
+    tx.commit().await?;
+    outcome.dead_lettered = refused.len() as i64;
+    for letter in refused {
+        dead_letter(database, letter).await?;
+    }
+    tracing::info!(tenant = %tenant, events = outcome.events,
+        dead_lettered = outcome.dead_lettered, "rebuild finished");
+    Ok(outcome)
+}

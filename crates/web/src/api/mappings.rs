@@ -1,0 +1,100 @@
+//! `/api/v1/sources/{source}/mappings`: which of a source's tables feeds which read model, and
+//! which column which typed column (docs/materializer.md). Read with `view_sources`, changed with
+//! `manage_sources`; every change is audited by the store in the same transaction.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use domain::{Permission, SourceId};
+use serde::Deserialize;
+use serde_json::json;
+use store::read_models::MappingRow;
+
+use super::{ApiError, Caller, parse_body, parse_id};
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sources/{source}/mappings", get(list_mappings))
+        .route(
+            "/api/v1/sources/{source}/mappings/{table}",
+            put(put_mapping).delete(delete_mapping),
+        )
+}
+
+async fn list_mappings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let mut tx = caller.tx(&state, Permission::ViewSources).await?;
+    let mappings: Vec<MappingRow> = store::read_models::list_mappings(&mut tx)
+        .await?
+        .into_iter()
+        .filter(|mapping| mapping.source_id == *source.as_uuid())
+        .collect();
+    tx.commit().await?;
+    Ok(Json(json!({
+        "mappings": mappings,
+        "typed_columns": store::read_models::TYPED_COLUMNS
+            .iter()
+            .map(|(kind, columns)| (*kind, columns.iter().copied().collect::<BTreeMap<_, _>>()))
+            .collect::<BTreeMap<_, _>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMapping {
+    entity_kind: String,
+    #[serde(default)]
+    id_column: Option<String>,
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
+    #[serde(default)]
+    reading_entity_kind: Option<String>,
+}
+
+async fn put_mapping(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((source, table)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<MappingRow>, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let request: NewMapping = parse_body(
+        &body,
+        r#"{"entity_kind": "site"|"device"|"session"|"reading"|"ignore", "id_column": ..., "columns": {"source column": "typed column"}, "reading_entity_kind": ...}"#,
+    )?;
+    let mapping = MappingRow {
+        source_id: *source.as_uuid(),
+        source_table: table,
+        entity_kind: request.entity_kind,
+        id_column: request.id_column,
+        columns: request.columns,
+        reading_entity_kind: request.reading_entity_kind,
+    };
+    store::read_models::validate_mapping(&mapping)
+        .map_err(|why| ApiError::new(StatusCode::BAD_REQUEST, "invalid_mapping", why))?;
+    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
+    store::read_models::put_mapping(&mut tx, &mapping).await?;
+    tx.commit().await?;
+    Ok(Json(mapping))
+}
+
+async fn delete_mapping(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((source, table)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
+    store::read_models::delete_mapping(&mut tx, source, &table).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
