@@ -322,7 +322,17 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
         "docs/protocol.md",
         include_str!("../../../docs/protocol.md"),
     ),
+    (
+        "agent",
+        "docs/agent.md",
+        include_str!("../../../docs/agent.md"),
+    ),
     ("bus", "docs/bus.md", include_str!("../../../docs/bus.md")),
+    (
+        "materializer",
+        "docs/materializer.md",
+        include_str!("../../../docs/materializer.md"),
+    ),
     ("web", "docs/web.md", include_str!("../../../docs/web.md")),
     ("api", "docs/api.md", include_str!("../../../docs/api.md")),
     (

@@ -62,6 +62,7 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
             store::bench_support::bronze_distinct_keys(&database, tenant, "devices", "device_id")
                 .await
                 .unwrap();
+        // Purged sessions stay as tombstones (deleted_at set), one row per key either way.
         let sessions =
             store::bench_support::bronze_distinct_keys(&database, tenant, "sessions", "session_id")
                 .await
@@ -76,10 +77,18 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
             let checksums = store::read_models::checksums(&database, tenant)
                 .await
                 .unwrap();
-            let counts = store::bench_support::metric_counts(&database, tenant, "power_kw")
+            // The simulator reads power and voltage.
+            let power = store::bench_support::metric_counts(&database, tenant, "power_kw")
                 .await
                 .unwrap();
-            let caught_up = counts == (readings, readings, readings)
+            let voltage = store::bench_support::metric_counts(&database, tenant, "voltage_v")
+                .await
+                .unwrap();
+            // Every reading counted once per minute, and only the allowlisted key rolled up.
+            let counts = (power, voltage);
+            let caught_up = power.0 + voltage.0 == readings
+                && (power.1, power.2) == (power.0, power.0)
+                && (voltage.1, voltage.2) == (0, 0)
                 && checksums["analytics.devices"].0 == devices
                 && checksums["analytics.sessions"].0 == sessions
                 && checksums["analytics.sites"].0 == sites;
@@ -90,7 +99,7 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
                 Instant::now() < deadline,
                 "read models disagree with bronze ({readings} readings, {devices} devices, \
                  {sessions} sessions, {sites} sites): metrics_min/rollup_min/rollup_hr count \
-                 {counts:?}, tables {checksums:?}"
+                 (power, voltage) {counts:?}, tables {checksums:?}"
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
