@@ -95,7 +95,7 @@ async fn run(args: &CaptureArgs, settings: Settings, scratch: &Path) -> anyhow::
         crate::bench::machine()
     );
     println!(
-        "  pg_recvlogical (pgoutput to /dev/null)   {:>9.0} rows/s  ({:.2} s)",
+        "  pg_recvlogical (pgoutput to /dev/null)   {:>9.0} rows/s  ({:.2} s, mean of a run before and after the agent)",
         capture.baseline_rate(),
         capture.baseline.as_secs_f64()
     );
@@ -229,9 +229,11 @@ async fn capture_comparison(
         .wait("the agent streams", |status| status.state == "streaming")
         .await?;
     reader.stop().await?;
+    // pg_recvlogical runs before and after the agent (cache effects then favour neither).
     execute(
         source,
-        "select pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')",
+        "select pg_create_logical_replication_slot('bench_recvlogical_a', 'pgoutput'); \
+         select pg_create_logical_replication_slot('bench_recvlogical_b', 'pgoutput')",
     )
     .await?;
 
@@ -262,8 +264,8 @@ async fn capture_comparison(
         .map_err(|_| anyhow::anyhow!("unexpected LSN {last_lsn}"))?;
 
     println!("pg_recvlogical decoding them to /dev/null ...");
-    let baseline = pg_recvlogical(url, &end).await?;
-    println!("  {:.2} s", baseline.as_secs_f64());
+    let before = pg_recvlogical(url, "bench_recvlogical_a", &end).await?;
+    println!("  {:.2} s", before.as_secs_f64());
 
     println!("tributary-agent capturing them into its spool ...");
     let started = Instant::now();
@@ -275,26 +277,39 @@ async fn capture_comparison(
         .await?;
     let agent = started.elapsed();
     reader.stop().await?;
-    println!("  {:.2} s", agent.as_secs_f64());
+    // Every row is in the spool, once.
+    let spool = agent::spool::Spool::open(&state_dir, u64::MAX)?;
+    let mut spooled = 0;
+    for number in spool.numbers() {
+        spooled += spool.read(number)?.header.events as u64;
+    }
+    if spooled != args.rows {
+        bail!("the agent spooled {spooled} events for {} rows", args.rows);
+    }
+    println!("  {:.2} s ({spooled} events spooled)", agent.as_secs_f64());
+    println!("pg_recvlogical again, on its second slot ...");
+    let after = pg_recvlogical(url, "bench_recvlogical_b", &end).await?;
+    println!("  {:.2} s", after.as_secs_f64());
     execute(
         source,
-        "select pg_drop_replication_slot('bench_recvlogical'); \
+        "select pg_drop_replication_slot('bench_recvlogical_a'); \
+         select pg_drop_replication_slot('bench_recvlogical_b'); \
          select pg_drop_replication_slot('bench_capture'); drop table bench_capture",
     )
     .await?;
     Ok(Capture {
         rows: args.rows,
-        baseline,
+        baseline: (before + after) / 2,
         agent,
     })
 }
 
-/// Runs `pg_recvlogical` on the baseline slot until `end`, timing it.
-async fn pg_recvlogical(url: &str, end: &str) -> anyhow::Result<Duration> {
+/// Runs `pg_recvlogical` on `slot` until `end`, timing it.
+async fn pg_recvlogical(url: &str, slot: &str, end: &str) -> anyhow::Result<Duration> {
     let binaries = store::cluster::PgBinaries::locate().context("finding pg_recvlogical")?;
     let started = Instant::now();
     let output = tokio::process::Command::new(binaries.path("pg_recvlogical"))
-        .args(["--start", "--slot", "bench_recvlogical", "--dbname"])
+        .args(["--start", "--slot", slot, "--dbname"])
         .arg(url)
         .args([
             "-o",
