@@ -142,19 +142,9 @@ impl ScratchCluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Immediate shutdown (like a crash): the cluster is thrown away anyway.
     pub fn stop(&self) -> Result<(), ClusterError> {
-        let pgdata = self.root.join("postgres");
-        if running_port(&pgdata).is_none() {
-            return Ok(());
-        }
-        let mut command = self.user.command(self.binaries.command("pg_ctl"));
-        command
-            .arg("stop")
-            .arg("-D")
-            .arg(&pgdata)
-            .args(["-m", "immediate", "-w", "-t", "60"]);
-        run(command, "pg_ctl stop", &self.root.join("postgres.log"))?;
-        Ok(())
+        stop_server(&self.binaries, &self.user, &self.root, "immediate")
     }
 }
 
@@ -162,6 +152,27 @@ impl Drop for ScratchCluster {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// `pg_ctl stop -m MODE` on the cluster under `root`, unless no server runs there.
+fn stop_server(
+    binaries: &PgBinaries,
+    user: &ServerUser,
+    root: &Path,
+    mode: &str,
+) -> Result<(), ClusterError> {
+    let pgdata = root.join("postgres");
+    if running_port(&pgdata).is_none() {
+        return Ok(());
+    }
+    let mut command = user.command(binaries.command("pg_ctl"));
+    command
+        .arg("stop")
+        .arg("-D")
+        .arg(&pgdata)
+        .args(["-m", mode, "-w", "-t", "60"]);
+    run(command, "pg_ctl stop", &root.join("postgres.log"))?;
+    Ok(())
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
@@ -386,18 +397,7 @@ impl ManagedCluster {
 
     /// Fast shutdown: open sessions are ended, the server exits and nothing is left running.
     pub fn stop(&self) -> Result<(), ClusterError> {
-        let pgdata = self.root.join("postgres");
-        if running_port(&pgdata).is_none() {
-            return Ok(());
-        }
-        let mut command = self.user.command(self.binaries.command("pg_ctl"));
-        command
-            .arg("stop")
-            .arg("-D")
-            .arg(&pgdata)
-            .args(["-m", "fast", "-w", "-t", "60"]);
-        run(command, "pg_ctl stop", &self.root.join("postgres.log"))?;
-        Ok(())
+        stop_server(&self.binaries, &self.user, &self.root, "fast")
     }
 
     fn wait_until_ready(&self, budget: Duration) -> Result<(), ClusterError> {

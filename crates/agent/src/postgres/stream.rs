@@ -200,24 +200,11 @@ async fn session(
                 "replication slot created; reading the snapshot");
             // The snapshot is read on a second connection while this one holds it.
             let mut reader = connect_sql(settings).await?;
-            let done = super::snapshot::read(
-                &mut reader,
-                Some(&snapshot_name),
-                &state,
-                shared.source,
-                sink,
-                &shared.status,
-                stop,
-            )
-            .await?;
-            if !done {
+            let Some(state) =
+                take_snapshot(&mut reader, Some(&snapshot_name), state, shared, sink, stop).await?
+            else {
                 return Ok(());
-            }
-            let state = SlotState {
-                snapshot_done: true,
-                ..state
             };
-            save_state(&shared.state_dir, &state)?;
             client.start().await.context("starting replication")?;
             (client, state)
         }
@@ -246,24 +233,11 @@ async fn session(
                 state
             } else {
                 tracing::info!("continuing the interrupted snapshot");
-                let done = super::snapshot::read(
-                    &mut connection,
-                    None,
-                    &state,
-                    shared.source,
-                    sink,
-                    &shared.status,
-                    stop,
-                )
-                .await?;
-                if !done {
+                let Some(state) =
+                    take_snapshot(&mut connection, None, state, shared, sink, stop).await?
+                else {
                     return Ok(());
-                }
-                let state = SlotState {
-                    snapshot_done: true,
-                    ..state
                 };
-                save_state(&shared.state_dir, &state)?;
                 state
             };
             let client = ReplicationClient::connect(config)
@@ -302,6 +276,37 @@ async fn session(
     client.stop();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.join()).await;
     result
+}
+
+/// Reads the snapshot (in the slot's exported snapshot when there is one) and records that it
+/// is done; `None` when a stop interrupted it.
+async fn take_snapshot(
+    connection: &mut PgConnection,
+    exported: Option<&str>,
+    state: SlotState,
+    shared: &Shared,
+    sink: &mut Sink,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<SlotState>, Failure> {
+    let done = super::snapshot::read(
+        connection,
+        exported,
+        &state,
+        shared.source,
+        sink,
+        &shared.status,
+        stop,
+    )
+    .await?;
+    if !done {
+        return Ok(None);
+    }
+    let state = SlotState {
+        snapshot_done: true,
+        ..state
+    };
+    save_state(&shared.state_dir, &state)?;
+    Ok(Some(state))
 }
 
 /// Errors a reconnection may cure: the network, and the server ending or refusing sessions

@@ -152,34 +152,18 @@ async fn the_snapshot_and_the_stream_reproduce_the_source_exactly() {
     let mut agent = Agent::start(&setup.config);
     wait_for_slot(&mut source).await;
     // Changes while the snapshot is read and after: every kind of change.
-    run(
-        &mut source,
+    for statement in [
         "insert into devices values (5001, 'late', true, '{\"x\": 1}', 0.25)",
-    )
-    .await;
-    run(
-        &mut source,
         "update devices set name = name || '!', weight = weight + 1 where id % 10 = 0",
-    )
-    .await;
-    run(
-        &mut source,
         "delete from devices where id between 900 and 950",
-    )
-    .await;
-    run(
-        &mut source,
         "update devices set id = id + 10000 where id = 3",
-    )
-    .await;
-    run(&mut source, "insert into readings (device, value, note) select 1, 12345678.125, 'x' from generate_series(1, 500)").await;
-    run(&mut source, "begin; update readings set note = null where id < 100; delete from readings where id > 3200; commit").await;
-    run(&mut source, "truncate scratchpad").await;
-    run(
-        &mut source,
+        "insert into readings (device, value, note) select 1, 12345678.125, 'x' from generate_series(1, 500)",
+        "begin; update readings set note = null where id < 100; delete from readings where id > 3200; commit",
+        "truncate scratchpad",
         "insert into scratchpad values ('after truncate', 1)",
-    )
-    .await;
+    ] {
+        run(&mut source, statement).await;
+    }
     let events = wait_for_bronze(
         &setup.platform,
         &setup.source_id,
@@ -522,40 +506,25 @@ async fn schema_changes_a_huge_transaction_and_a_10_mb_value_arrive_intact() {
     )
     .await;
     let mut agent = Agent::start(&setup.config);
-    // A 10 MB value, stored out of line, then updates of other columns.
-    run(
-        &mut source,
+    for statement in [
+        // A 10 MB value, stored out of line, then updates of other columns.
         "insert into items select 2, 'two', 2, string_agg(md5(g::text), '') from generate_series(1, 327680) g",
-    )
-    .await;
-    run(&mut source, "update items set b = b + 100 where id = 2").await;
-    run(&mut source, "alter table items add column c int default 7").await;
-    run(
-        &mut source,
+        "update items set b = b + 100 where id = 2",
+        // Columns added, dropped, renamed and retyped between changes.
+        "alter table items add column c int default 7",
         "insert into items (id, a, b, c) values (3, 'three', 3, 33)",
-    )
-    .await;
-    run(&mut source, "update items set a = 'two again' where id = 2").await;
-    run(&mut source, "alter table items drop column b").await;
-    run(
-        &mut source,
+        "update items set a = 'two again' where id = 2",
+        "alter table items drop column b",
         "insert into items (id, a, c) values (4, 'four', 44)",
-    )
-    .await;
-    run(&mut source, "alter table items rename column a to label").await;
-    run(&mut source, "update items set c = c + 1 where id = 2").await;
-    run(&mut source, "alter table items alter column c type bigint").await;
-    run(
-        &mut source,
+        "alter table items rename column a to label",
+        "update items set c = c + 1 where id = 2",
+        "alter table items alter column c type bigint",
         "insert into items (id, label, c) values (5, 'five', 5000000000)",
-    )
-    .await;
-    // One transaction of 100,000 rows.
-    run(
-        &mut source,
+        // One transaction of 100,000 rows.
         "insert into items (id, label, c) select g, 'bulk', g from generate_series(100, 100099) g",
-    )
-    .await;
+    ] {
+        run(&mut source, statement).await;
+    }
     // Every row once more after the last change of shape, so each has a current image.
     run(&mut source, "update items set c = c where id < 100").await;
     let events = wait_for_bronze(
