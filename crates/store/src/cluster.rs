@@ -89,6 +89,16 @@ pub struct ScratchCluster {
 impl ScratchCluster {
     /// Creates and starts a cluster under `root` (an empty directory the caller owns).
     pub fn start(root: &Path, settings: &[(&str, &str)]) -> Result<Self, ClusterError> {
+        Self::start_with_files(root, settings, &[])
+    }
+
+    /// [`ScratchCluster::start`], with `files` (name, content) placed in the data directory
+    /// first, readable by the server only (e.g. a TLS certificate and key for `ssl = on`).
+    pub fn start_with_files(
+        root: &Path,
+        settings: &[(&str, &str)],
+        files: &[(&str, &[u8])],
+    ) -> Result<Self, ClusterError> {
         let binaries = PgBinaries::locate()?;
         let user = ServerUser::resolve()?;
         fs::create_dir_all(root).map_err(io_error(root))?;
@@ -110,6 +120,11 @@ impl ScratchCluster {
             "--auth=trust",
         ]);
         run(command, "initdb", &root.join("postgres.log"))?;
+        for (name, content) in files {
+            let path = pgdata.join(name);
+            write_private(&path, content)?;
+            user.give(&path)?;
+        }
         let conf = pgdata.join("postgresql.conf");
         let mut text = format!(
             "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n",

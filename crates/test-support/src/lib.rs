@@ -120,9 +120,15 @@ pub struct SourceCluster {
 
 impl SourceCluster {
     pub fn start(settings: &[(&str, &str)]) -> Self {
+        Self::start_with_files(settings, &[])
+    }
+
+    /// [`SourceCluster::start`] with files (e.g. a TLS certificate and key) in its data
+    /// directory.
+    pub fn start_with_files(settings: &[(&str, &str)], files: &[(&str, &[u8])]) -> Self {
         let dir = std::env::temp_dir().join(format!("tributary-source-{}", short_id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cluster = store::cluster::ScratchCluster::start(&dir, settings)
+        let cluster = store::cluster::ScratchCluster::start_with_files(&dir, settings, files)
             .unwrap_or_else(|error| panic!("starting a source cluster: {}", error_chain(&error)));
         spawn_watchdog(&dir.join("postgres"), &dir);
         Self { cluster, dir }

@@ -50,6 +50,7 @@ impl Settings {
                 bail!("the {what} name {name:?} must be 1 to 63 characters of a-z, 0-9 and _");
             }
         }
+        replication_config(self)?;
         Ok(())
     }
 
@@ -111,7 +112,16 @@ fn replication_config(settings: &Settings) -> anyhow::Result<ReplicationConfig> 
         "disable" | "allow" | "prefer" => TlsConfig::disabled(),
         "require" => TlsConfig::require(),
         "verify-ca" => TlsConfig::verify_ca(root),
-        "verify-full" => TlsConfig::verify_full(root),
+        "verify-full" => {
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                bail!(
+                    "sslmode=verify-full needs the server's name in the source URL, not an IP \
+                     address (the replication connection verifies names only): use the name on \
+                     the server's certificate, or sslmode=verify-ca"
+                );
+            }
+            TlsConfig::verify_full(root)
+        }
         other => bail!("sslmode={other} is not one of disable, require, verify-ca, verify-full"),
     };
     let options = values::SESSION_SETTINGS

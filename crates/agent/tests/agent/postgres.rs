@@ -743,3 +743,122 @@ async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_unt
     agent.stop();
     platform.stop();
 }
+
+/// A CA and a server certificate for 127.0.0.1 it issued: (CA PEM, certificate PEM, key PEM).
+fn server_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_certificate = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_certificate.pem(), server.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_source_is_reached_over_verified_tls() {
+    let scratch = Scratch::new();
+    let (ca, certificate, key) = server_certificate();
+    let cluster = SourceCluster::start_with_files(
+        &[
+            ("wal_level", "logical"),
+            ("max_replication_slots", "4"),
+            ("max_wal_senders", "4"),
+            ("ssl", "on"),
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+        ],
+        &[
+            ("server.crt", certificate.as_bytes()),
+            ("server.key", key.as_bytes()),
+        ],
+    );
+    let ca_file = scratch.0.join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    // By name: the replication connection verifies names, not IP addresses.
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        cluster.url("postgres").replace("127.0.0.1", "localhost"),
+        ca_file.display()
+    );
+    let by_address = postgres_config(
+        &scratch.0,
+        "https://127.0.0.1:1",
+        &scratch.0.join("nobody"),
+        &url.replace("localhost", "127.0.0.1"),
+        "",
+    );
+    // Refused when the configuration is read, by every command.
+    let refused = agent_command(&["check"], &by_address);
+    let error = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success());
+    assert!(error.contains("needs the server's name"), "{error}");
+    let mut source = connect(&url).await;
+    run(&mut source, "create table t (id int primary key, v text)").await;
+
+    // A CA that did not issue the server's certificate is refused.
+    let (other_ca, _, _) = server_certificate();
+    let other_file = scratch.0.join("other-ca.pem");
+    std::fs::write(&other_file, &other_ca).unwrap();
+    let wrong = postgres_config(
+        &scratch.0,
+        "https://127.0.0.1:1",
+        &scratch.0.join("nobody"),
+        &url.replace(
+            &ca_file.display().to_string(),
+            &other_file.display().to_string(),
+        ),
+        "",
+    );
+    let refused = agent_command(&["check"], &wrong);
+    let report = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(!refused.status.success());
+    assert!(
+        report.contains("FIX     cannot connect to the source"),
+        "{report}"
+    );
+
+    let platform = Platform::start(&scratch.0.join("platform"));
+    let state_dir = scratch.0.join("agent");
+    let source_id = platform.pair("postgres", &state_dir);
+    let config = postgres_config(&scratch.0, &platform.edge, &state_dir, &url, "");
+    let mut agent = Agent::start(&config);
+    wait_for_slot(&mut source).await;
+    run(
+        &mut source,
+        "insert into t select g, 'v' || g from generate_series(1, 500) g",
+    )
+    .await;
+    wait_for_bronze(
+        &platform,
+        &source_id,
+        &mut source,
+        &[("public.t", &["id"])],
+        &mut agent,
+    )
+    .await;
+    // Both of the agent's connections, the replication stream and the SQL session, use TLS.
+    let encrypted: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity a join pg_stat_ssl s using (pid) \
+         where a.application_name = 'tributary-agent' and s.ssl",
+    )
+    .fetch_one(&mut source)
+    .await
+    .unwrap();
+    let total: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where application_name = 'tributary-agent'",
+    )
+    .fetch_one(&mut source)
+    .await
+    .unwrap();
+    assert!(
+        encrypted >= 2 && encrypted == total,
+        "{encrypted} of {total} connections use TLS"
+    );
+    agent.stop();
+}
