@@ -445,10 +445,7 @@ async fn change_member(
 ) -> Result<Response, PageError> {
     let user: UserId = user.parse().map_err(|_| PageError::NotFound)?;
     let mut tx = member.tx(state, Permission::ManageMembers).await?;
-    let current = match store::members::role_of(&mut tx, user).await {
-        Err(store::StoreError::NotFound(_)) => return Err(PageError::NotFound),
-        other => other?,
-    };
+    let current = store::members::role_of(&mut tx, user).await?;
     let touches_owner = current == Role::Owner || new_role == Some(Role::Owner);
     if touches_owner && member.role() != Role::Owner {
         return Ok(back_to_settings("refused=owner-only"));
@@ -691,11 +688,7 @@ async fn revoke_api_token(
     let result = async {
         let token: uuid::Uuid = token.parse().map_err(|_| PageError::NotFound)?;
         let mut tx = member.tx(&state, Permission::ManageApiTokens).await?;
-        match store::api_tokens::revoke(&mut tx, token).await {
-            Ok(()) => {}
-            Err(store::StoreError::NotFound(_)) => return Err(PageError::NotFound),
-            Err(error) => return Err(error.into()),
-        }
+        store::api_tokens::revoke(&mut tx, token).await?;
         tx.commit().await?;
         Ok(Redirect::to("/app/settings/api-tokens?done=revoked").into_response())
     }
@@ -1036,11 +1029,7 @@ async fn withdraw_invitation(
     let result = async {
         let invitation: uuid::Uuid = invitation.parse().map_err(|_| PageError::NotFound)?;
         let mut tx = member.tx(&state, Permission::ManageMembers).await?;
-        match store::invitations::revoke(&mut tx, invitation).await {
-            Ok(()) => {}
-            Err(store::StoreError::NotFound(_)) => return Err(PageError::NotFound),
-            Err(error) => return Err(error.into()),
-        }
+        store::invitations::revoke(&mut tx, invitation).await?;
         tx.commit().await?;
         Ok(back_to_settings("done=withdrawn"))
     }

@@ -151,6 +151,9 @@ impl PageError {
 
 impl From<store::StoreError> for PageError {
     fn from(error: store::StoreError) -> Self {
+        if let store::StoreError::NotFound(_) = error {
+            return PageError::NotFound;
+        }
         if error.is_access_denied() {
             // The database refused what the permission check let through: fail closed.
             tracing::warn!(%error, "database refused a page's query");
