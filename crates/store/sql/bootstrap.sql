@@ -38,7 +38,17 @@ begin
         create role tributary_service login;
     end if;
     alter role tributary_service
-        login inherit nosuperuser nocreatedb nocreaterole noreplication bypassrls;
+        login noinherit nosuperuser nocreatedb nocreaterole noreplication bypassrls;
+
+    -- The global aggregator: the only writer of the cross-tenant rollups, and the one reader of
+    -- every tenant's per-minute metrics besides the service login. Nobody logs in as it; the
+    -- service login switches to it (`set local role`) for an aggregation round and, not
+    -- inheriting it, holds none of its privileges otherwise.
+    if not exists (select 1 from pg_catalog.pg_roles where rolname = 'tributary_aggregator') then
+        create role tributary_aggregator nologin;
+    end if;
+    alter role tributary_aggregator
+        nologin nosuperuser nocreatedb nocreaterole noreplication bypassrls;
 
     execute format('grant connect, temporary on database %I to tributary_app, tributary_service',
         current_database());
@@ -50,6 +60,8 @@ grant tributary_control, tributary_internal_ops,
       tributary_tenant_owner, tributary_tenant_admin,
       tributary_tenant_operator, tributary_tenant_viewer
    to tributary_app;
+
+grant tributary_aggregator to tributary_service;
 
 -- The administrative connection runs migrations as the owner role.
 grant tributary_owner to current_user;

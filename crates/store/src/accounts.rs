@@ -218,6 +218,8 @@ pub struct SessionUser {
     pub email: String,
     pub display_name: String,
     pub active_tenant: Option<TenantId>,
+    /// The account is internal operations staff (`control.platform_staff`).
+    pub internal_ops: bool,
 }
 
 /// The account of the session `token` names, if the session is neither revoked nor past either
@@ -236,7 +238,9 @@ pub async fn find_session(
              where session_hash = $1 and revoked_at is null \
                and idle_expires_at > now() and absolute_expires_at > now() \
              returning user_id, active_tenant_id) \
-         select u.user_id, u.email, u.display_name, t.active_tenant_id \
+         select u.user_id, u.email, u.display_name, t.active_tenant_id, \
+                exists (select 1 from control.platform_staff s \
+                        where s.user_id = u.user_id) as internal_ops \
          from touched t join control.users u on u.user_id = t.user_id \
          where u.disabled_at is null",
     )
@@ -252,6 +256,7 @@ pub async fn find_session(
             email: row.try_get("email")?,
             display_name: row.try_get("display_name")?,
             active_tenant: active.map(TenantId::from_uuid),
+            internal_ops: row.try_get("internal_ops")?,
         })
     })
     .transpose()
@@ -640,4 +645,116 @@ pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
         attempt_counters,
         trusted_devices,
     })
+}
+
+/// A control transaction in the platform's own scope, whose audit entries land in the
+/// platform chain (staff changes).
+async fn platform_control(database: &Database, actor: Actor) -> Result<TenantTx, StoreError> {
+    TenantTx::begin(
+        database,
+        Scope::Control {
+            tenant: Some(TenantId::PLATFORM),
+            actor,
+        },
+    )
+    .await
+}
+
+/// A member of internal operations staff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaffMember {
+    pub user_id: UserId,
+    pub email: String,
+    pub granted_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub granted_at: time::OffsetDateTime,
+}
+
+/// Makes the account of `email` internal operations staff (the operator CLI's `staff grant`).
+/// Audited in the platform chain. `NotFound` when no account has that email.
+pub async fn grant_staff(
+    database: &Database,
+    actor: Actor,
+    email: &Email,
+) -> Result<UserId, StoreError> {
+    let granted_by = actor.id();
+    let mut tx = platform_control(database, actor).await?;
+    let user: Option<Uuid> =
+        sqlx::query_scalar("select user_id from control.users where email = $1")
+            .bind(email.as_str())
+            .fetch_optional(tx.connection())
+            .await?;
+    let user = user.ok_or(StoreError::NotFound("an account with this email"))?;
+    let granted = sqlx::query(
+        "insert into control.platform_staff (user_id, granted_by) values ($1, $2) \
+         on conflict (user_id) do nothing",
+    )
+    .bind(user)
+    .bind(&granted_by)
+    .execute(tx.connection())
+    .await?;
+    if granted.rows_affected() == 0 {
+        // Already staff: nothing changed, nothing to audit.
+        return Ok(UserId::from_uuid(user));
+    }
+    audit::append(
+        &mut tx,
+        AuditEntry::new("staff.grant", user.to_string())
+            .details(serde_json::json!({ "role": "internal_ops" })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(UserId::from_uuid(user))
+}
+
+/// Ends `email`'s staff role and every session of the account, so the change holds at once.
+/// Audited in the platform chain. `NotFound` when the account is not staff.
+pub async fn revoke_staff(
+    database: &Database,
+    actor: Actor,
+    email: &Email,
+) -> Result<(), StoreError> {
+    let mut tx = platform_control(database, actor).await?;
+    let user: Option<Uuid> = sqlx::query_scalar(
+        "delete from control.platform_staff s using control.users u \
+         where s.user_id = u.user_id and u.email = $1 returning s.user_id",
+    )
+    .bind(email.as_str())
+    .fetch_optional(tx.connection())
+    .await?;
+    let user = user.ok_or(StoreError::NotFound("a staff account with this email"))?;
+    sqlx::query(
+        "update control.auth_sessions set revoked_at = now() \
+         where user_id = $1 and revoked_at is null",
+    )
+    .bind(user)
+    .execute(tx.connection())
+    .await?;
+    audit::append(&mut tx, AuditEntry::new("staff.revoke", user.to_string())).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Internal operations staff, oldest first.
+pub async fn list_staff(database: &Database) -> Result<Vec<StaffMember>, StoreError> {
+    let mut tx = control(database, Actor::System("staff")).await?;
+    let rows = sqlx::query(
+        "select s.user_id, u.email, s.granted_by, s.granted_at \
+         from control.platform_staff s join control.users u on u.user_id = s.user_id \
+         order by s.granted_at, u.email",
+    )
+    .fetch_all(tx.connection())
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StaffMember {
+                user_id: UserId::from_uuid(row.try_get("user_id")?),
+                email: row.try_get("email")?,
+                granted_by: row.try_get("granted_by")?,
+                granted_at: row.try_get("granted_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
 }

@@ -150,14 +150,29 @@ pub async fn visible_rollup_minutes(
     key: &str,
     minutes: &[time::OffsetDateTime],
 ) -> Result<Vec<time::OffsetDateTime>, StoreError> {
-    Ok(sqlx::query_scalar(
+    let mut tx = as_aggregator(database).await?;
+    let minutes = sqlx::query_scalar(
         "select distinct bucket from global_analytics.rollup_min \
          where key = $1 and bucket = any($2)",
     )
     .bind(key)
     .bind(minutes)
-    .fetch_all(database.service_pool())
-    .await?)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    Ok(minutes)
+}
+
+/// A read-only look at the rollups, as the one role that may read them besides internal
+/// operations (the service login itself holds no privilege on them).
+async fn as_aggregator(
+    database: &Database,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    let mut tx = database.service_pool().begin().await?;
+    sqlx::query("set local role tributary_aggregator")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// How many distinct values of key column `key_column` the events of `table` have in a tenant's
@@ -186,7 +201,8 @@ pub async fn metric_counts(
     tenant: TenantId,
     metric_key: &str,
 ) -> Result<(i64, i64, i64), StoreError> {
-    Ok(sqlx::query_as(
+    let mut tx = as_aggregator(database).await?;
+    let counts = sqlx::query_as(
         "select (select coalesce(sum(value_count), 0)::bigint from analytics.metrics_min \
                  where tenant_id = $1 and metric_key = $2), \
                 (select coalesce(sum(value_count), 0)::bigint from global_analytics.rollup_min \
@@ -196,6 +212,8 @@ pub async fn metric_counts(
     )
     .bind(tenant.as_uuid())
     .bind(metric_key)
-    .fetch_one(database.service_pool())
-    .await?)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.rollback().await?;
+    Ok(counts)
 }

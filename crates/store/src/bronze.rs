@@ -77,8 +77,45 @@ async fn copy(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError
         return Err(error.into());
     }
     let copied = copy.finish().await?;
+    count_usage(
+        &mut tx,
+        rows.iter()
+            .map(|row| (*row.tenant.as_uuid(), *row.source.as_uuid())),
+    )
+    .await?;
     tx.commit().await?;
     Ok(copied)
+}
+
+/// Adds the events a batch stored to each source's usage of the day (`control.tenant_usage`),
+/// in the batch's own transaction, so a redelivered batch is not counted twice.
+async fn count_usage(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    stored: impl Iterator<Item = (Uuid, Uuid)>,
+) -> Result<(), StoreError> {
+    let mut counts = std::collections::BTreeMap::<(Uuid, Uuid), i64>::new();
+    for key in stored {
+        *counts.entry(key).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let (keys, events): (Vec<_>, Vec<i64>) = counts.into_iter().unzip();
+    let (tenants, sources): (Vec<Uuid>, Vec<Uuid>) = keys.into_iter().unzip();
+    sqlx::query(
+        "insert into control.tenant_usage (tenant_id, source_id, day, events, last_ingested_at) \
+         select t, s, (now() at time zone 'utc')::date, n, now() \
+         from unnest($1::uuid[], $2::uuid[], $3::bigint[]) as u(t, s, n) \
+         on conflict (tenant_id, day, source_id) do update \
+         set events = control.tenant_usage.events + excluded.events, \
+             last_ingested_at = excluded.last_ingested_at",
+    )
+    .bind(&tenants)
+    .bind(&sources)
+    .bind(&events)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_skipping_stored(
@@ -113,14 +150,15 @@ async fn insert_skipping_stored(
         xids.push(row.xid);
         payloads.push(row.payload.as_str());
     }
-    let inserted = sqlx::query(
+    let inserted: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
              schema_name, table_name, lsn, seq, xid, payload) \
          select t, e, et, s, o, sn, tn, l, q, x, p::jsonb \
          from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], \
                      $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[], $11::text[]) \
               as batch(t, e, et, s, o, sn, tn, l, q, x, p) \
-         on conflict (tenant_id, event_id, event_time) do nothing",
+         on conflict (tenant_id, event_id, event_time) do nothing \
+         returning tenant_id, source_id",
     )
     .bind(&tenants)
     .bind(&event_ids)
@@ -133,10 +171,11 @@ async fn insert_skipping_stored(
     .bind(&seqs)
     .bind(&xids)
     .bind(&payloads)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    count_usage(&mut tx, inserted.iter().copied()).await?;
     tx.commit().await?;
-    Ok(inserted.rows_affected())
+    Ok(inserted.len() as u64)
 }
 
 /// Creates the daily partitions `days` fall in, if missing.
@@ -236,8 +275,14 @@ pub async fn events_in_range(
 
 /// Appends `row` to `out` as one line of `COPY ... FROM STDIN` text format.
 pub fn copy_text_row(row: &BronzeRow, out: &mut Vec<u8>) {
+    // PostgreSQL keeps microseconds and would round the text's nanoseconds, while a bound
+    // parameter (the insert that skips stored events) is truncated: truncate here too, or a
+    // redelivered event could miss the one stored and be kept twice.
+    let micros = row.event_time.nanosecond() / 1_000 * 1_000;
     let event_time = row
         .event_time
+        .replace_nanosecond(micros)
+        .expect("a truncated nanosecond is in range")
         .format(&Rfc3339)
         .expect("bronze event times are within years 0000-9999");
     let fields = [
@@ -309,5 +354,27 @@ mod tests {
              2026-05-28T20:26:40Z\t00000000-0000-0000-0000-000000000000\tinsert\tpublic\t\
              tab\\tle\t4096\t2\t\\N\t{\"a\":\"x\\\\\"y\\\\n\"}\n"
         );
+    }
+
+    #[test]
+    fn copy_lines_truncate_times_to_microseconds_like_a_bound_parameter() {
+        let row = BronzeRow {
+            tenant: TenantId::from_uuid(Uuid::nil()),
+            event_id: EventId::from_uuid(Uuid::nil()),
+            event_time: OffsetDateTime::from_unix_timestamp_nanos(1_780_000_000_123_456_789)
+                .unwrap(),
+            source: SourceId::from_uuid(Uuid::nil()),
+            op: "insert".into(),
+            schema_name: "public".into(),
+            table_name: "t".into(),
+            lsn: 1,
+            seq: 0,
+            xid: None,
+            payload: "{}".into(),
+        };
+        let mut out = Vec::new();
+        copy_text_row(&row, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains("\t2026-05-28T20:26:40.123456Z\t"), "{line}");
     }
 }

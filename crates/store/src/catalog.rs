@@ -41,6 +41,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: &[ManageWorkspace],
         delete: NOBODY,
     },
+    read_only("control.tenant_usage", &[ViewWorkspace, ViewTenantRegistry]),
     TableAccess {
         table: "control.members",
         select: &[ViewWorkspace],
@@ -311,6 +312,17 @@ const CHECKS: &[(&str, &str)] = &[
                              'tributary_tenant_admin', 'tributary_tenant_operator',
                              'tributary_tenant_viewer')
            and has_table_privilege(r.oid, c.oid, 'SELECT')",
+    ),
+    (
+        "role other than the aggregator can write cross-tenant rollups",
+        "select r.rolname || ' on ' || c.oid::regclass::text from pg_class c
+         join pg_namespace n on n.oid = c.relnamespace cross join pg_roles r
+         where n.nspname = 'global_analytics' and c.relkind in ('r', 'p')
+           and r.rolname like 'tributary\\_%' and not r.rolsuper and r.rolname <> $3
+           and r.rolname not in ('tributary_aggregator', 'tributary_owner')
+           and (has_table_privilege(r.oid, c.oid, 'INSERT')
+                or has_table_privilege(r.oid, c.oid, 'UPDATE')
+                or has_table_privilege(r.oid, c.oid, 'DELETE'))",
     ),
     (
         "tenant table missing from the store's TENANT_TABLES",

@@ -75,6 +75,98 @@ pub async fn create_tenant(
     })
 }
 
+/// A `dim_tenant` row (tenant_id, name, plan, industry, region, status, created_at).
+fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+        plan: row.try_get("plan")?,
+        industry: row.try_get("industry")?,
+        region: row.try_get("region")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// What the tenant registry can be narrowed to; empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryFilter {
+    /// A part of the tenant's name, any case.
+    pub search: String,
+    pub plan: String,
+    pub industry: String,
+    pub region: String,
+}
+
+/// A registry row: the tenant and its volume from `control.tenant_usage` (whole UTC days).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegistryEntry {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Sources that delivered events in the last 7 days.
+    pub active_sources: i64,
+    pub events_today: i64,
+    pub events_7d: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+}
+
+/// The tenant registry as the transaction's role sees it: every tenant for internal
+/// operations, the member's own workspace for everyone else (row-level security decides, not
+/// this query). At most 500 rows, newest tenants first.
+pub async fn registry(
+    tx: &mut TenantTx,
+    filter: &RegistryFilter,
+) -> Result<Vec<RegistryEntry>, StoreError> {
+    let pattern = format!(
+        "%{}%",
+        filter
+            .search
+            .trim()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows = sqlx::query(
+        "select t.tenant_id, t.name, t.plan, t.industry, t.region, t.status, t.created_at, \
+                coalesce(u.active_sources, 0) as active_sources, \
+                coalesce(u.events_today, 0) as events_today, \
+                coalesce(u.events_7d, 0) as events_7d, u.last_event_at \
+         from control.dim_tenant t \
+         left join ( \
+             select tenant_id, count(distinct source_id) as active_sources, \
+                    sum(events) filter (where day = (now() at time zone 'utc')::date)::bigint \
+                        as events_today, \
+                    sum(events)::bigint as events_7d, max(last_ingested_at) as last_event_at \
+             from control.tenant_usage \
+             where day > (now() at time zone 'utc')::date - 7 \
+             group by tenant_id) u on u.tenant_id = t.tenant_id \
+         where t.tenant_id <> $5 and t.name ilike $1 \
+           and ($2 = '' or t.plan = $2) and ($3 = '' or t.industry = $3) \
+           and ($4 = '' or t.region = $4) \
+         order by t.created_at desc, t.tenant_id limit 500",
+    )
+    .bind(&pattern)
+    .bind(filter.plan.trim())
+    .bind(filter.industry.trim())
+    .bind(filter.region.trim())
+    .bind(TenantId::PLATFORM.as_uuid())
+    .fetch_all(tx.connection())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(RegistryEntry {
+                tenant: tenant_from_row(row)?,
+                active_sources: row.try_get("active_sources")?,
+                events_today: row.try_get("events_today")?,
+                events_7d: row.try_get("events_7d")?,
+                last_event_at: row.try_get("last_event_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 /// Every tenant, as internal operations sees the registry.
 pub async fn list_tenants(database: &Database, actor: Actor) -> Result<Vec<Tenant>, StoreError> {
     let mut tx = TenantTx::begin(
@@ -93,17 +185,7 @@ pub async fn list_tenants(database: &Database, actor: Actor) -> Result<Vec<Tenan
     .await?;
     tx.commit().await?;
     rows.iter()
-        .map(|row| {
-            Ok(Tenant {
-                tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
-                name: row.try_get("name")?,
-                plan: row.try_get("plan")?,
-                industry: row.try_get("industry")?,
-                region: row.try_get("region")?,
-                status: row.try_get("status")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
+        .map(tenant_from_row)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(StoreError::from)
 }
@@ -368,15 +450,7 @@ pub async fn current_tenant(tx: &mut TenantTx) -> Result<Tenant, StoreError> {
     .fetch_optional(tx.connection())
     .await?
     .ok_or(StoreError::NotFound("tenant"))?;
-    Ok(Tenant {
-        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
-        name: row.try_get("name")?,
-        plan: row.try_get("plan")?,
-        industry: row.try_get("industry")?,
-        region: row.try_get("region")?,
-        status: row.try_get("status")?,
-        created_at: row.try_get("created_at")?,
-    })
+    Ok(tenant_from_row(&row)?)
 }
 
 /// Changes the transaction's own tenant's name, plan, industry and region (audited with the

@@ -33,6 +33,11 @@ pub struct RoundOutcome {
 pub async fn aggregate_round(database: &Database, limit: i64) -> Result<RoundOutcome, StoreError> {
     let mut outcome = RoundOutcome::default();
     let mut tx = database.service_pool().begin().await?;
+    // The rollups' only writer is the aggregator role; the service login holds none of its
+    // privileges until it switches (migration 0013).
+    sqlx::query("set local role tributary_aggregator")
+        .execute(&mut *tx)
+        .await?;
     // One aggregator at a time; a second one waits rather than recomputing the same buckets.
     sqlx::query("select pg_advisory_xact_lock(hashtext('aggregator'))")
         .execute(&mut *tx)

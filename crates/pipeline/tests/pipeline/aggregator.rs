@@ -93,7 +93,18 @@ type MinuteRow = (
 
 type Cells = BTreeMap<(OffsetDateTime, String, String, String, String), (f64, i64, i32)>;
 
-/// The rollups as stored, read as the service role.
+/// A connection as the aggregator, the rollups' one writer: the service login switched to
+/// `tributary_aggregator` (it holds none of that role's privileges without switching).
+async fn aggregator(test_database: &TestDatabase) -> PgConnection {
+    let mut connection = test_database.service().await;
+    sqlx::query("set role tributary_aggregator")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection
+}
+
+/// The rollups as stored, read as the aggregator.
 async fn stored(service: &mut PgConnection, table: &str) -> Cells {
     let statement = match table {
         "rollup_min" => {
@@ -207,7 +218,7 @@ async fn only_allowlisted_keys_reach_the_rollups_and_buckets_match_a_brute_force
     pipeline::aggregator::run_once(&database, 100)
         .await
         .unwrap();
-    let mut service = test_database.service().await;
+    let mut service = aggregator(&test_database).await;
     let minutes = stored(&mut service, "rollup_min").await;
     assert!(!minutes.is_empty());
     assert!(
@@ -223,25 +234,49 @@ async fn only_allowlisted_keys_reach_the_rollups_and_buckets_match_a_brute_force
         &brute_force(&mut service, &["power_kw"], true).await,
     );
 
-    // A direct write of a key that is not allowlisted fails, as the service role and as owner.
+    // A direct write of a key that is not allowlisted fails, as the aggregator itself (the
+    // allowlist trigger and foreign key) and as the service login.
+    let mut service_login = test_database.service().await;
+    for connection in [&mut service, &mut service_login] {
+        for statement in [
+            "insert into global_analytics.rollup_min (bucket, key, plan, industry, region, \
+             value_sum, value_count, tenant_count) \
+             values (date_trunc('minute', now()), 'secret_metric', 'team', 'energy', 'eu', 1, 1, 9)",
+            "update global_analytics.rollup_hr set key = 'secret_metric'",
+        ] {
+            let error = sqlx::query(statement)
+                .execute(&mut *connection)
+                .await
+                .unwrap_err();
+            let code = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .unwrap()
+                .into_owned();
+            assert!(
+                ["23503", "42501"].contains(&code.as_str()),
+                "{statement}: {code}"
+            );
+        }
+    }
+    // Only the aggregator writes: the service login cannot write (or read) the rollups even
+    // for an allowlisted key.
     for statement in [
         "insert into global_analytics.rollup_min (bucket, key, plan, industry, region, \
          value_sum, value_count, tenant_count) \
-         values (date_trunc('minute', now()), 'secret_metric', 'team', 'energy', 'eu', 1, 1, 9)",
-        "update global_analytics.rollup_hr set key = 'secret_metric'",
+         values (date_trunc('minute', now()), 'power_kw', 'team', 'energy', 'eu', 1, 1, 9)",
+        "update global_analytics.rollup_min set value_count = value_count",
+        "delete from global_analytics.rollup_hr",
+        "select count(*) from global_analytics.rollup_min",
     ] {
         let error = sqlx::query(statement)
-            .execute(&mut service)
+            .execute(&mut service_login)
             .await
             .unwrap_err();
-        let code = error
-            .as_database_error()
-            .and_then(|e| e.code())
-            .unwrap()
-            .into_owned();
-        assert!(
-            ["23503", "42501"].contains(&code.as_str()),
-            "{statement}: {code}"
+        assert_eq!(
+            error.as_database_error().and_then(|e| e.code()).as_deref(),
+            Some("42501"),
+            "service login: {statement}"
         );
     }
     let count: i64 = sqlx::query_scalar(
@@ -381,7 +416,7 @@ async fn the_console_suppresses_cells_below_k_and_late_readings_fix_old_buckets(
         (hour[0].value_sum, hour[0].value_count, hour[0].tenant_count),
         (17.0, 7, 5)
     );
-    let mut service = test_database.service().await;
+    let mut service = aggregator(&test_database).await;
     assert_close(
         &stored(&mut service, "rollup_min").await,
         &brute_force(&mut service, &["power_kw"], false).await,
@@ -407,7 +442,7 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
     pipeline::aggregator::run_once(&database, 100)
         .await
         .unwrap();
-    let mut service = test_database.service().await;
+    let mut service = aggregator(&test_database).await;
     assert_eq!(stored(&mut service, "rollup_min").await.len(), 1);
 
     let mut tx = ops_tx(&database).await;
@@ -459,7 +494,7 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
          order by seq",
     )
     .bind(TenantId::PLATFORM.as_uuid())
-    .fetch_all(&mut service)
+    .fetch_all(&mut test_database.service().await)
     .await
     .unwrap();
     assert_eq!(

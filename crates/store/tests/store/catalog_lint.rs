@@ -29,6 +29,7 @@ async fn lint_reports_what_it_is_meant_to_catch() {
              as 'select 1';
          grant truncate on analytics.devices to tributary_tenant_admin;
          grant select on global_analytics.rollup_min to tributary_tenant_viewer;
+         grant insert on global_analytics.rollup_hr to tributary_service;
          create view analytics.careless_view as select * from analytics.devices;
          alter role tributary_control bypassrls;",
     )
@@ -51,6 +52,10 @@ async fn lint_reports_what_it_is_meant_to_catch() {
             .any(|finding| finding.check == check && finding.object.contains(object))
     };
     for (check, object) in [
+        (
+            "role other than the aggregator can write cross-tenant rollups",
+            "tributary_service on global_analytics.rollup_hr",
+        ),
         (
             "tenant table without RLS enabled and forced",
             "analytics.careless",

@@ -248,3 +248,191 @@ async fn contact_requests_are_for_internal_operations_only() {
         }
     }
 }
+
+fn bronze_row(
+    tenant: domain::TenantId,
+    source: domain::SourceId,
+    n: i64,
+) -> store::bronze::BronzeRow {
+    store::bronze::BronzeRow {
+        tenant,
+        event_id: domain::EventId::from_uuid(uuid::Uuid::new_v4()),
+        event_time: time::OffsetDateTime::now_utc(),
+        source,
+        op: "insert".into(),
+        schema_name: "public".into(),
+        table_name: "devices".into(),
+        lsn: n,
+        seq: 0,
+        xid: None,
+        payload: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_them() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let email = Email::parse("ops@example.com").unwrap();
+    assert!(matches!(
+        store::accounts::grant_staff(&database, cli(), &email).await,
+        Err(store::StoreError::NotFound(_))
+    ));
+    let user = control::create_user(&database, cli(), &email, "Ops")
+        .await
+        .unwrap()
+        .user_id;
+    let lifetime = store::accounts::SessionLifetime {
+        idle: time::Duration::minutes(30),
+        absolute: time::Duration::hours(12),
+    };
+    store::accounts::create_session(&database, user, "before", lifetime, None, None, None)
+        .await
+        .unwrap();
+    let session = store::accounts::find_session(&database, "before", lifetime.idle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!session.internal_ops);
+
+    assert_eq!(
+        store::accounts::grant_staff(&database, cli(), &email)
+            .await
+            .unwrap(),
+        user
+    );
+    // Granting twice is harmless.
+    store::accounts::grant_staff(&database, cli(), &email)
+        .await
+        .unwrap();
+    let session = store::accounts::find_session(&database, "before", lifetime.idle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(session.internal_ops, "the session sees the grant at once");
+    let staff = store::accounts::list_staff(&database).await.unwrap();
+    assert_eq!(staff.len(), 1);
+    assert_eq!(
+        (staff[0].email.as_str(), staff[0].granted_by.as_str()),
+        ("ops@example.com", "test")
+    );
+
+    store::accounts::revoke_staff(&database, cli(), &email)
+        .await
+        .unwrap();
+    assert!(
+        store::accounts::find_session(&database, "before", lifetime.idle)
+            .await
+            .unwrap()
+            .is_none(),
+        "revoking staff ends the account's sessions"
+    );
+    assert!(
+        store::accounts::list_staff(&database)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store::accounts::revoke_staff(&database, cli(), &email).await,
+        Err(store::StoreError::NotFound(_))
+    ));
+    // Both changes are in the platform's audit chain.
+    let mut service = test_database.service().await;
+    let actions: Vec<String> = sqlx::query_scalar(
+        "select action from audit.log where tenant_id = $1 and action like 'staff.%' order by seq",
+    )
+    .bind(domain::TenantId::PLATFORM.as_uuid())
+    .fetch_all(&mut service)
+    .await
+    .unwrap();
+    assert_eq!(actions, ["staff.grant", "staff.revoke"]);
+}
+
+#[tokio::test]
+async fn the_registry_counts_what_bronze_stored_once_and_shows_members_only_their_own() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme Charging").await;
+    let globex = tenant(&database, "Globex").await;
+    let (one, two) = (
+        domain::SourceId::new_random(),
+        domain::SourceId::new_random(),
+    );
+    let rows: Vec<_> = (0..5)
+        .map(|n| bronze_row(acme, one, n))
+        .chain((5..8).map(|n| bronze_row(acme, two, n)))
+        .chain((8..10).map(|n| bronze_row(globex, one, n)))
+        .collect();
+    assert_eq!(store::bronze::insert(&database, &rows).await.unwrap(), 10);
+    // A redelivered batch (with one new event) counts only the new one.
+    let mut again = rows[..3].to_vec();
+    again.push(bronze_row(acme, one, 10));
+    assert_eq!(store::bronze::insert(&database, &again).await.unwrap(), 1);
+
+    let mut ops = store::TenantTx::begin(
+        &database,
+        store::Scope::InternalOps {
+            tenant: None,
+            actor: cli(),
+        },
+    )
+    .await
+    .unwrap();
+    let all = control::registry(&mut ops, &control::RegistryFilter::default())
+        .await
+        .unwrap();
+    let volume: Vec<(String, i64, i64, i64)> = all
+        .iter()
+        .map(|entry| {
+            (
+                entry.tenant.name.clone(),
+                entry.active_sources,
+                entry.events_today,
+                entry.events_7d,
+            )
+        })
+        .collect();
+    assert_eq!(
+        volume,
+        [
+            ("Globex".to_owned(), 1, 2, 2),
+            ("Acme Charging".to_owned(), 2, 9, 9)
+        ]
+    );
+    assert!(all.iter().all(|entry| entry.last_event_at.is_some()));
+    // Search is by a part of the name, any case; wildcards in the search are literal.
+    for (search, expected) in [("acme", 1), ("GLOB", 1), ("%", 0), ("_", 0), ("", 2)] {
+        let filter = control::RegistryFilter {
+            search: search.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            control::registry(&mut ops, &filter).await.unwrap().len(),
+            expected,
+            "search {search:?}"
+        );
+    }
+    let filter = control::RegistryFilter {
+        plan: "enterprise".into(),
+        ..Default::default()
+    };
+    assert!(
+        control::registry(&mut ops, &filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    ops.rollback().await.unwrap();
+
+    // A member's registry is their own workspace, whatever they search for.
+    let mut member = crate::support::member_tx(&database, globex, Role::Viewer).await;
+    let own = control::registry(&mut member, &control::RegistryFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(own.len(), 1);
+    assert_eq!(
+        (own[0].tenant.name.as_str(), own[0].events_today),
+        ("Globex", 2)
+    );
+}

@@ -29,6 +29,9 @@ struct Exercise {
 const PARAMS: &str =
     "with p as (select $1::uuid as t, $2::uuid as k, $3::uuid as s, $4::uuid as u) ";
 
+/// The tenant registry and each tenant's volume: what internal operations reads across tenants.
+const REGISTRY_TABLES: [&str; 2] = ["control.dim_tenant", "control.tenant_usage"];
+
 const EXERCISES: &[Exercise] = &[
     Exercise {
         table: "control.dim_tenant",
@@ -84,6 +87,13 @@ const EXERCISES: &[Exercise] = &[
                  expires_at) select t, k, 'script ' || k, 'viewer', sha256(k::text::bytea), \
                  now() + interval '1 day' from p",
         update_column: "revoked_at",
+        seed: true,
+    },
+    Exercise {
+        table: "control.tenant_usage",
+        insert: "insert into control.tenant_usage (tenant_id, source_id, day, events, \
+                 last_ingested_at) select t, k, current_date, 1, now() from p",
+        update_column: "events",
         seed: true,
     },
     Exercise {
@@ -365,7 +375,7 @@ async fn role_and_isolation_matrix() {
         let access = access_of(exercise.table);
         let table = exercise.table;
         for role in MATRIX_ROLES {
-            let registry_reader = role == Role::InternalOps && table == "control.dim_tenant";
+            let registry_reader = role == Role::InternalOps && REGISTRY_TABLES.contains(&table);
 
             // SELECT: what is visible is A's and nothing else.
             let select =
@@ -506,7 +516,7 @@ async fn no_tenant_or_an_empty_tenant_means_zero_rows() {
         for setting in [None, Some("")] {
             for exercise in EXERCISES {
                 let table = exercise.table;
-                if database_role == "tributary_internal_ops" && table == "control.dim_tenant" {
+                if database_role == "tributary_internal_ops" && REGISTRY_TABLES.contains(&table) {
                     continue; // the registry is what internal operations reads across tenants
                 }
                 let mut tx = app.begin().await.unwrap();
