@@ -107,6 +107,16 @@ pub struct GlobalOptions {
     )]
     pub secret_key: Option<String>,
 
+    /// The global console's minimum cohort: no rollup cell of fewer distinct tenants is ever
+    /// shown, on the web, in the API or by `rollups show` (at least 2). [default: 5]
+    #[arg(
+        long,
+        env = "TRIBUTARY_ROLLUP_MIN_COHORT",
+        global = true,
+        value_name = "K"
+    )]
+    pub rollup_min_cohort: Option<i64>,
+
     /// Log format on standard error. Verbosity: TRIBUTARY_LOG (e.g. `info`, `debug`,
     /// `store=debug`). [default: text]
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", global = true, value_enum)]
@@ -128,6 +138,10 @@ pub enum Command {
     /// User accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Internal operations staff: accounts that see the tenant registry, every tenant's audit
+    /// log, contact requests and the global analytics console, never a tenant's data.
+    #[command(subcommand)]
+    Staff(StaffCommand),
     /// Memberships of users in tenants, with their roles.
     #[command(subcommand)]
     Member(MemberCommand),
@@ -221,6 +235,25 @@ pub enum UserCommand {
         /// Display name.
         #[arg(long, default_value = "")]
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Make an existing account internal operations staff (audited in the platform chain).
+    Grant {
+        #[arg(long)]
+        email: String,
+    },
+    /// End an account's staff role and every session it has (audited).
+    Revoke {
+        #[arg(long)]
+        email: String,
+    },
+    /// List internal operations staff.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -371,9 +404,7 @@ pub enum RollupsCommand {
         /// Before this time (RFC 3339) [default: now].
         #[arg(long, value_name = "TIME")]
         to: Option<String>,
-        /// Minimum distinct tenants per cell (at least 2).
-        #[arg(long, env = "TRIBUTARY_ROLLUP_MIN_COHORT", default_value_t = 5)]
-        min_cohort: i64,
+
         #[arg(long)]
         json: bool,
     },

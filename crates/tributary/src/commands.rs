@@ -10,7 +10,7 @@ use store::{Actor, ConnectionSettings, Database};
 use crate::EXIT_CHECK_FAILED;
 use crate::cli::{
     AuditCommand, Command, DbCommand, MemberCommand, ReplayArgs, RetentionCommand, RollupsCommand,
-    SourceCommand, TenantCommand, TokenCommand, UserCommand,
+    SourceCommand, StaffCommand, TenantCommand, TokenCommand, UserCommand,
 };
 use crate::settings::{DatabaseChoice, Settings};
 
@@ -20,6 +20,7 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
         Command::Migrate => migrate(settings).await,
         Command::Tenant(command) => tenant(command, settings).await,
         Command::User(command) => user(command, settings).await,
+        Command::Staff(command) => staff(command, settings).await,
         Command::Member(command) => member(command, settings).await,
         Command::Source(command) => source(command, settings).await,
         Command::Token(command) => token(command, settings).await,
@@ -275,6 +276,54 @@ async fn user(command: UserCommand, settings: Settings) -> anyhow::Result<ExitCo
             })
             .await?;
             println!("created user {} ({})", user.user_id, user.email);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn staff(command: StaffCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        StaffCommand::Grant { email } => {
+            let email = Email::parse(&email)?;
+            let user = with_database(&settings, async |connected| {
+                Ok(store::accounts::grant_staff(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    &email,
+                )
+                .await?)
+            })
+            .await?;
+            println!("{email} ({user}) is internal operations staff");
+        }
+        StaffCommand::Revoke { email } => {
+            let email = Email::parse(&email)?;
+            with_database(&settings, async |connected| {
+                Ok(store::accounts::revoke_staff(
+                    &connected.database,
+                    Actor::current_cli_user(),
+                    &email,
+                )
+                .await?)
+            })
+            .await?;
+            println!("{email} is no longer staff; its sessions have ended");
+        }
+        StaffCommand::List { json } => {
+            let staff = with_database(&settings, async |connected| {
+                Ok(store::accounts::list_staff(&connected.database).await?)
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&staff)?);
+            } else {
+                for member in staff {
+                    println!(
+                        "{}\t{}\tgranted by {}",
+                        member.email, member.user_id, member.granted_by
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -717,9 +766,9 @@ async fn rollups(command: RollupsCommand, settings: Settings) -> anyhow::Result<
             hourly,
             from,
             to,
-            min_cohort,
             json,
         } => {
+            let min_cohort = settings.rollup_min_cohort;
             let now = time::OffsetDateTime::now_utc();
             let from = match from {
                 Some(from) => time::OffsetDateTime::parse(&from, &Rfc3339)

@@ -15,6 +15,8 @@ use store::{Actor, Database, Scope, TenantTx};
 const DEMO_FILE: &str = "demo.json";
 /// The demo owner's email (a reserved domain: no mail is ever sent there).
 const DEMO_EMAIL: &str = "owner@demo.example.com";
+/// The demo's internal operations account (staff, in no workspace).
+const DEMO_OPS_EMAIL: &str = "ops@demo.example.com";
 
 /// What the demo prints at every start.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +29,10 @@ pub struct Demo {
     /// existed; the next start adds it.
     #[serde(default)]
     pub web_login: Option<WebLogin>,
+    /// An internal operations account's sign-in (tenant registry, global analytics console).
+    /// Absent in demos made before it existed; the next start adds it.
+    #[serde(default)]
+    pub ops_login: Option<WebLogin>,
 }
 
 /// An email and password to sign in with at `/auth`.
@@ -52,8 +58,13 @@ pub async fn ensure(
                 path.display()
             )
         })?;
-        if demo.web_login.is_none() {
-            demo.web_login = Some(web_login(database, demo.tenant_id).await?);
+        if demo.web_login.is_none() || demo.ops_login.is_none() {
+            if demo.web_login.is_none() {
+                demo.web_login = Some(web_login(database, demo.tenant_id).await?);
+            }
+            if demo.ops_login.is_none() {
+                demo.ops_login = Some(ops_login(database).await?);
+            }
             write_private(&path, &demo, false)?;
         }
         return Ok(demo);
@@ -88,6 +99,7 @@ pub async fn ensure(
         source_id: source.source_id,
         api_token,
         web_login: Some(web_login(database, tenant.tenant_id).await?),
+        ops_login: Some(ops_login(database).await?),
     };
     write_private(&path, &demo, true)?;
     tracing::info!(tenant = %demo.tenant_id, "demo tenant and simulator source created");
@@ -109,12 +121,30 @@ fn write_private(path: &Path, demo: &Demo, create_new: bool) -> anyhow::Result<(
 /// The demo tenant's owner account with a fresh random password (the account is made if
 /// missing, and made owner of the demo tenant).
 async fn web_login(database: &Database, tenant: domain::TenantId) -> anyhow::Result<WebLogin> {
-    let email = Email::parse(DEMO_EMAIL)?;
-    let actor = Actor::System("demo");
+    let (email, login) = account_with_password(database, DEMO_EMAIL, "Demo Owner").await?;
+    store::control::set_member(database, Actor::System("demo"), tenant, &email, Role::Owner)
+        .await?;
+    Ok(login)
+}
+
+/// The demo's internal operations account, with a fresh random password.
+async fn ops_login(database: &Database) -> anyhow::Result<WebLogin> {
+    let (email, login) = account_with_password(database, DEMO_OPS_EMAIL, "Demo Operations").await?;
+    store::accounts::grant_staff(database, Actor::System("demo"), &email).await?;
+    Ok(login)
+}
+
+/// The account of `address` (made if missing) with a fresh random password.
+async fn account_with_password(
+    database: &Database,
+    address: &str,
+    display_name: &str,
+) -> anyhow::Result<(Email, WebLogin)> {
+    let email = Email::parse(address)?;
     let user = match store::accounts::credentials(database, &email).await? {
         Some(existing) => existing.user_id,
         None => {
-            store::control::create_user(database, actor.clone(), &email, "Demo Owner")
+            store::control::create_user(database, Actor::System("demo"), &email, display_name)
                 .await?
                 .user_id
         }
@@ -125,11 +155,13 @@ async fn web_login(database: &Database, tenant: domain::TenantId) -> anyhow::Res
         tokio::task::spawn_blocking(move || web::auth::password::hash(&password)).await?
     };
     store::accounts::set_password_hash(database, user, &hash).await?;
-    store::control::set_member(database, actor, tenant, &email, Role::Owner).await?;
-    Ok(WebLogin {
-        email: DEMO_EMAIL.to_owned(),
-        password,
-    })
+    Ok((
+        email,
+        WebLogin {
+            email: address.to_owned(),
+            password,
+        },
+    ))
 }
 
 /// The demo agent's configuration: the simulator, sending to this platform's edge.

@@ -38,6 +38,7 @@ struct FileSettings {
     edge_hostnames: Option<Vec<String>>,
     bus: Option<String>,
     secret_key: Option<String>,
+    rollup_min_cohort: Option<i64>,
 }
 
 /// Where the database is.
@@ -68,6 +69,8 @@ pub struct Settings {
     pub bus: String,
     /// The master secret, when configured; otherwise kept in the data directory.
     pub secret_key: Option<SecretString>,
+    /// The global console's minimum cohort (k), at least 2.
+    pub rollup_min_cohort: i64,
 }
 
 impl Settings {
@@ -118,6 +121,11 @@ impl Settings {
                 .or(file.bus)
                 .unwrap_or_else(|| "embedded".into()),
             secret_key: secret(global.secret_key.clone().or(file.secret_key)),
+            rollup_min_cohort: global
+                .rollup_min_cohort
+                .or(file.rollup_min_cohort)
+                .unwrap_or(store::rollups::DEFAULT_MIN_COHORT)
+                .max(2),
         })
     }
 
@@ -195,6 +203,7 @@ mod tests {
             bus: None,
             secret_key: None,
             log_format: None,
+            rollup_min_cohort: None,
         }
     }
 
@@ -206,7 +215,7 @@ mod tests {
         std::fs::write(
             &path,
             "data_dir = \"/srv/tributary\"\nlog_format = \"json\"\nweb_addr = \"127.0.0.1:9000\"\n\
-             database_url = \"postgres://admin@db/tributary\"\n",
+             database_url = \"postgres://admin@db/tributary\"\nrollup_min_cohort = 1\n",
         )
         .unwrap();
 
@@ -215,6 +224,7 @@ mod tests {
         assert_eq!(from_file.log_format, LogFormat::Json);
         assert_eq!(from_file.web_addr.port(), 9000);
         assert!(matches!(from_file.database, DatabaseChoice::Given { .. }));
+        assert_eq!(from_file.rollup_min_cohort, 2, "k is never below 2");
 
         let flagged = Settings::resolve(
             &global(Some(path.clone()), Some("/tmp/elsewhere")),
@@ -227,6 +237,10 @@ mod tests {
         let defaults = Settings::resolve(&global(None, None), None).unwrap();
         assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(matches!(defaults.database, DatabaseChoice::Managed));
+        assert_eq!(
+            defaults.rollup_min_cohort,
+            store::rollups::DEFAULT_MIN_COHORT
+        );
 
         std::fs::write(&path, "data_dri = \"/typo\"\n").unwrap();
         let error = Settings::resolve(&global(Some(path), None), None).unwrap_err();

@@ -54,6 +54,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         web::AppState {
             database: database.clone(),
             metrics: metrics_handle(),
+            min_cohort: settings.rollup_min_cohort,
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));
@@ -90,6 +91,12 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         if let Some(login) = &demo.web_login {
             println!(
                 "  login:    http://{web_addr}/auth as {} with password {} (owner of the demo tenant)",
+                login.email, login.password
+            );
+        }
+        if let Some(login) = &demo.ops_login {
+            println!(
+                "  ops:      http://{web_addr}/auth as {} with password {} (internal operations)",
                 login.email, login.password
             );
         }

@@ -11,9 +11,10 @@ use axum::routing::{get, post};
 use domain::{Permission, Role, TenantId, UserId};
 use serde::Deserialize;
 use store::accounts::Membership;
+use store::{Scope, TenantTx};
 
 use crate::AppState;
-use crate::auth::session::Member;
+use crate::auth::session::{AppUser, Member};
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
 
 /// The app's pages in navigation order: path, label, and the permission that shows and opens
@@ -65,40 +66,89 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug)]
-struct NavItem {
-    href: &'static str,
-    label: &'static str,
-    current: bool,
+pub(crate) struct NavItem {
+    pub(crate) href: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) current: bool,
 }
 
 /// What the shell shows around every app page.
 #[derive(Debug)]
-struct Shell {
-    tenant_id: TenantId,
-    tenant_name: String,
-    email: String,
-    role: Role,
-    workspaces: Vec<Membership>,
-    nav: Vec<NavItem>,
+pub(crate) struct Shell {
+    pub(crate) tenant_id: TenantId,
+    pub(crate) tenant_name: String,
+    pub(crate) email: String,
+    pub(crate) role: String,
+    pub(crate) workspaces: Vec<Membership>,
+    pub(crate) nav: Vec<NavItem>,
 }
 
+/// Internal operations' pages, shown in the navigation of staff accounts after their
+/// workspace's pages (if they have a workspace at all).
+pub const OPS_PAGES: &[(&str, &str)] = &[
+    ("/app/tenants", "Tenants"),
+    ("/app/global", "Global analytics"),
+    ("/app/contact-requests", "Contact requests"),
+];
+
 fn shell(member: &Member, current: &str) -> Shell {
-    let role = member.role();
+    shell_for(
+        &member.visitor,
+        Some(&member.workspace),
+        &member.workspaces,
+        current,
+    )
+}
+
+/// The shell for any signed-in account: the workspace's pages its role allows, then the
+/// operations pages for staff.
+pub(crate) fn shell_for(
+    visitor: &crate::auth::session::Visitor,
+    workspace: Option<&Membership>,
+    workspaces: &[Membership],
+    current: &str,
+) -> Shell {
+    let user = &visitor
+        .session
+        .as_ref()
+        .expect("the shell is only drawn for a signed-in account")
+        .user;
+    let mut nav: Vec<NavItem> = workspace
+        .map(|workspace| {
+            PAGES
+                .iter()
+                .filter(|(_, _, permission)| workspace.role.allows(*permission))
+                .map(|(href, label, _)| NavItem {
+                    href,
+                    label,
+                    current: *href == current,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if user.internal_ops {
+        for (href, label) in OPS_PAGES {
+            if !nav.iter().any(|item| item.href == *href) {
+                nav.push(NavItem {
+                    href,
+                    label,
+                    current: *href == current,
+                });
+            }
+        }
+    }
+    let role = match (workspace, user.internal_ops) {
+        (Some(workspace), true) => format!("{} · internal_ops", workspace.role),
+        (Some(workspace), false) => workspace.role.to_string(),
+        (None, _) => Role::InternalOps.to_string(),
+    };
     Shell {
-        tenant_id: member.tenant(),
-        tenant_name: member.workspace.name.clone(),
-        email: member.session().user.email.clone(),
+        tenant_id: workspace.map_or(TenantId::PLATFORM, |w| w.tenant_id),
+        tenant_name: workspace.map_or_else(|| "Internal operations".to_owned(), |w| w.name.clone()),
+        email: user.email.clone(),
         role,
-        workspaces: member.workspaces.clone(),
-        nav: PAGES
-            .iter()
-            .filter(|(_, _, permission)| role.allows(*permission))
-            .map(|(href, label, _)| NavItem {
-                href,
-                label,
-                current: *href == current,
-            })
-            .collect(),
+        workspaces: workspaces.to_vec(),
+        nav,
     }
 }
 
@@ -243,32 +293,138 @@ async fn data_sources(State(state): State<AppState>, member: Member) -> Response
     page_result(&member, result)
 }
 
+#[derive(Debug)]
+struct TenantRow {
+    tenant_id: TenantId,
+    name: String,
+    plan: String,
+    industry: String,
+    region: String,
+    status: String,
+    created: String,
+    active_sources: i64,
+    events_today: i64,
+    events_7d: i64,
+    last_event: String,
+}
+
 #[derive(Template)]
 #[template(path = "app/tenants.html")]
 struct TenantsPage {
     chrome: Chrome,
     shell: Shell,
-    tenants: Vec<store::control::Tenant>,
+    tenants: Vec<TenantRow>,
+    /// Staff see every tenant, a search form and each tenant's audit log.
+    staff: bool,
+    search: String,
+    plan_options: Vec<SelectOption>,
+    region: String,
+    industry: String,
 }
 
-/// Members see their own workspace here; the cross-tenant registry is internal operations'
-/// (`Permission::ViewTenantRegistry`), whose accounts arrive with the internal console.
-async fn tenants(State(state): State<AppState>, member: Member) -> Response {
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RegistryQuery {
+    pub q: String,
+    pub plan: String,
+    pub industry: String,
+    pub region: String,
+}
+
+impl RegistryQuery {
+    pub(crate) fn filter(&self) -> store::control::RegistryFilter {
+        let clip = |text: &str| text.trim().chars().take(100).collect::<String>();
+        store::control::RegistryFilter {
+            search: clip(&self.q),
+            plan: clip(&self.plan),
+            industry: clip(&self.industry),
+            region: clip(&self.region),
+        }
+    }
+}
+
+const PLAN_FILTER: [&str; 5] = ["", "free", "team", "business", "enterprise"];
+
+/// The tenant registry. Internal operations staff see every tenant with its volume, searchable
+/// (`Scope::InternalOps`); a member sees only their own workspace, because row-level security
+/// shows a member transaction nothing else.
+async fn tenants(
+    State(state): State<AppState>,
+    user: AppUser,
+    Query(query): Query<RegistryQuery>,
+) -> Response {
+    let staff = user.is_staff();
+    let chrome = user.visitor.chrome("app");
     let result = async {
-        let mut tx = member.tx(&state, Permission::ViewWorkspace).await?;
-        let tenant = store::control::current_tenant(&mut tx).await?;
+        let mut tx = if staff {
+            TenantTx::begin(
+                &state.database,
+                Scope::InternalOps {
+                    tenant: None,
+                    actor: store::Actor::User(user.session().user.user_id),
+                },
+            )
+            .await?
+        } else {
+            let Some(workspace) = &user.workspace else {
+                return Err(PageError::Forbidden);
+            };
+            if !workspace.role.allows(Permission::ViewWorkspace) {
+                return Err(PageError::Forbidden);
+            }
+            TenantTx::begin(
+                &state.database,
+                Scope::Member {
+                    tenant: workspace.tenant_id,
+                    user: user.session().user.user_id,
+                    role: workspace.role,
+                },
+            )
+            .await?
+        };
+        let filter = if staff {
+            query.filter()
+        } else {
+            store::control::RegistryFilter::default()
+        };
+        let entries = store::control::registry(&mut tx, &filter).await?;
         tx.commit().await?;
         Ok(render(
             StatusCode::OK,
             &TenantsPage {
-                chrome: member.visitor.chrome("app"),
-                shell: shell(&member, "/app/tenants"),
-                tenants: vec![tenant],
+                chrome: chrome.clone(),
+                shell: shell_for(
+                    &user.visitor,
+                    user.workspace.as_ref(),
+                    &user.workspaces,
+                    "/app/tenants",
+                ),
+                tenants: entries
+                    .into_iter()
+                    .map(|entry| TenantRow {
+                        tenant_id: entry.tenant.tenant_id,
+                        name: entry.tenant.name,
+                        plan: entry.tenant.plan,
+                        industry: entry.tenant.industry,
+                        region: entry.tenant.region,
+                        status: entry.tenant.status,
+                        created: date(entry.tenant.created_at),
+                        active_sources: entry.active_sources,
+                        events_today: entry.events_today,
+                        events_7d: entry.events_7d,
+                        last_event: entry.last_event_at.map(timestamp).unwrap_or_default(),
+                    })
+                    .collect(),
+                staff,
+                search: filter.search.clone(),
+                plan_options: select_options(&PLAN_FILTER, &filter.plan),
+                region: filter.region.clone(),
+                industry: filter.industry.clone(),
             },
         ))
     }
     .await;
-    page_result(&member, result)
+    result.unwrap_or_else(|error| error.into_page(&chrome))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -734,7 +890,7 @@ const ACTOR_TYPES: [&str; 6] = ["", "user", "cli", "system", "agent", "api_token
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct AuditQuery {
+pub(crate) struct AuditQuery {
     action: String,
     actor: String,
     before: String,
@@ -801,6 +957,9 @@ struct AuditRow {
 struct AuditPage {
     chrome: Chrome,
     shell: Shell,
+    heading: String,
+    /// The page's own path, which the filter form and the links keep.
+    base: String,
     entries: Vec<AuditRow>,
     chain_intact: bool,
     chain_entries: u64,
@@ -823,54 +982,73 @@ async fn audit_page(
     Query(query): Query<AuditQuery>,
 ) -> Response {
     let result = async {
-        let mut tx = member.tx(&state, Permission::ViewAudit).await?;
-        let filter = query.filter();
-        let records = store::audit::search(&mut tx, &filter, AUDIT_PAGE_SIZE + 1).await?;
-        let chain = store::audit::verify_tenant(&mut tx).await?;
-        tx.commit().await?;
-        let more = records.len() as i64 > AUDIT_PAGE_SIZE;
-        let shown: Vec<_> = records.into_iter().take(AUDIT_PAGE_SIZE as usize).collect();
-        let next_href = more
-            .then(|| {
-                shown
-                    .last()
-                    .map(|last| query.href("/app/audit", Some(last.seq)))
-            })
-            .flatten();
-        Ok(render(
-            StatusCode::OK,
-            &AuditPage {
-                chrome: member.visitor.chrome("app"),
-                shell: shell(&member, "/app/audit"),
-                chain_intact: chain.is_intact(),
-                chain_entries: chain.entries,
-                chain_problem: chain
-                    .first_break
-                    .map(|problem| format!("{problem:?}"))
-                    .unwrap_or_default(),
-                entries: shown
-                    .into_iter()
-                    .map(|record| AuditRow {
-                        seq: record.seq,
-                        when: timestamp(record.occurred_at),
-                        actor: format!("{}:{}", record.actor_type, record.actor_id),
-                        action: record.action,
-                        target: record.target,
-                        details: record.details.to_string(),
-                    })
-                    .collect(),
-                filter_action: filter.action_prefix.clone().unwrap_or_default(),
-                actor_options: select_options(
-                    &ACTOR_TYPES,
-                    filter.actor_type.as_deref().unwrap_or_default(),
-                ),
-                csv_href: query.href("/app/audit.csv", None),
-                next_href,
-            },
-        ))
+        let tx = member.tx(&state, Permission::ViewAudit).await?;
+        render_audit(
+            tx,
+            member.visitor.chrome("app"),
+            shell(&member, "/app/audit"),
+            &query,
+            "/app/audit",
+            "Audit log".into(),
+        )
+        .await
     }
     .await;
     page_result(&member, result)
+}
+
+/// The audit page of the transaction's tenant at `base` (the member's own log, or a tenant's
+/// log as internal operations opens it).
+pub(crate) async fn render_audit(
+    mut tx: TenantTx,
+    chrome: Chrome,
+    shell: Shell,
+    query: &AuditQuery,
+    base: &str,
+    heading: String,
+) -> Result<Response, PageError> {
+    let filter = query.filter();
+    let records = store::audit::search(&mut tx, &filter, AUDIT_PAGE_SIZE + 1).await?;
+    let chain = store::audit::verify_tenant(&mut tx).await?;
+    tx.commit().await?;
+    let more = records.len() as i64 > AUDIT_PAGE_SIZE;
+    let shown: Vec<_> = records.into_iter().take(AUDIT_PAGE_SIZE as usize).collect();
+    let next_href = more
+        .then(|| shown.last().map(|last| query.href(base, Some(last.seq))))
+        .flatten();
+    Ok(render(
+        StatusCode::OK,
+        &AuditPage {
+            chrome,
+            shell,
+            heading,
+            base: base.to_owned(),
+            chain_intact: chain.is_intact(),
+            chain_entries: chain.entries,
+            chain_problem: chain
+                .first_break
+                .map(|problem| format!("{problem:?}"))
+                .unwrap_or_default(),
+            entries: shown
+                .into_iter()
+                .map(|record| AuditRow {
+                    seq: record.seq,
+                    when: timestamp(record.occurred_at),
+                    actor: format!("{}:{}", record.actor_type, record.actor_id),
+                    action: record.action,
+                    target: record.target,
+                    details: record.details.to_string(),
+                })
+                .collect(),
+            filter_action: filter.action_prefix.clone().unwrap_or_default(),
+            actor_options: select_options(
+                &ACTOR_TYPES,
+                filter.actor_type.as_deref().unwrap_or_default(),
+            ),
+            csv_href: query.href(&format!("{base}.csv"), None),
+            next_href,
+        },
+    ))
 }
 
 /// One CSV field: quoted, quotes doubled, and a leading `=`, `+`, `-`, `@`, tab or carriage
@@ -891,46 +1069,54 @@ async fn audit_csv(
     Query(query): Query<AuditQuery>,
 ) -> Response {
     let result = async {
-        let mut tx = member.tx(&state, Permission::ViewAudit).await?;
-        let records = store::audit::search(&mut tx, &query.filter(), AUDIT_EXPORT_LIMIT).await?;
-        tx.commit().await?;
-        let mut csv = String::from(
-            "seq,occurred_at,actor_type,actor_id,action,target,details,client_addr\r\n",
-        );
-        for record in records {
-            let occurred_at = record
-                .occurred_at
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default();
-            let fields = [
-                record.seq.to_string(),
-                occurred_at,
-                record.actor_type,
-                record.actor_id,
-                record.action,
-                record.target,
-                record.details.to_string(),
-                record.client_addr.unwrap_or_default(),
-            ];
-            let line: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
-            csv.push_str(&line.join(","));
-            csv.push_str("\r\n");
-        }
+        let tx = member.tx(&state, Permission::ViewAudit).await?;
+        let response = audit_csv_response(tx, &query).await;
         tracing::info!(user = %member.session().user.user_id, "audit log exported");
-        Ok((
-            [
-                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    axum::http::header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"audit-log.csv\"",
-                ),
-            ],
-            csv,
-        )
-            .into_response())
+        response
     }
     .await;
     page_result(&member, result)
+}
+
+/// The transaction tenant's filtered audit log as a CSV download.
+pub(crate) async fn audit_csv_response(
+    mut tx: TenantTx,
+    query: &AuditQuery,
+) -> Result<Response, PageError> {
+    let records = store::audit::search(&mut tx, &query.filter(), AUDIT_EXPORT_LIMIT).await?;
+    tx.commit().await?;
+    let mut csv =
+        String::from("seq,occurred_at,actor_type,actor_id,action,target,details,client_addr\r\n");
+    for record in records {
+        let occurred_at = record
+            .occurred_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let fields = [
+            record.seq.to_string(),
+            occurred_at,
+            record.actor_type,
+            record.actor_id,
+            record.action,
+            record.target,
+            record.details.to_string(),
+            record.client_addr.unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+        csv.push_str(&line.join(","));
+        csv.push_str("\r\n");
+    }
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"audit-log.csv\"",
+            ),
+        ],
+        csv,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,10 +11,11 @@ mod assets;
 pub mod auth;
 mod cookies;
 mod csrf;
+mod ops;
 mod pages;
 mod site;
 
-pub use app::PAGES as APP_PAGES;
+pub use app::{OPS_PAGES, PAGES as APP_PAGES};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ pub struct AppState {
     pub database: Database,
     /// Renders the process's metrics; `None` serves no `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// The global console's minimum cohort: no rollup cell of fewer distinct tenants is shown
+    /// (at least 2 whatever is configured).
+    pub min_cohort: i64,
 }
 
 /// The whole HTTP application.
@@ -46,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(site::routes())
         .merge(auth::routes())
         .merge(app::routes())
+        .merge(ops::routes())
         .merge(assets::routes())
         .fallback(not_found)
         .with_state(state)

@@ -26,6 +26,9 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     // The web app is served, with a login for the demo's owner.
     assert_eq!(demo["web_login"]["email"], "owner@demo.example.com");
     assert_eq!(demo["web_login"]["password"].as_str().unwrap().len(), 24);
+    // And one for internal operations, listed by the staff command.
+    assert_eq!(demo["ops_login"]["email"], "ops@demo.example.com");
+    assert_eq!(demo["ops_login"]["password"].as_str().unwrap().len(), 24);
     let (status, home) = platform.get("/");
     assert_eq!(status, 200);
     assert!(home.contains("Tributary"), "{home}");
@@ -72,6 +75,10 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     );
     assert!(created.status.success(), "{created:?}");
     assert!(!server_processes(&data_dir.pgdata()).is_empty());
+    let staff = tributary(&data_dir, &["staff", "list", "--json"]);
+    assert!(staff.status.success(), "{staff:?}");
+    let staff: serde_json::Value = serde_json::from_slice(&staff.stdout).unwrap();
+    assert_eq!(staff[0]["email"], "ops@demo.example.com", "{staff}");
 
     let (status, _) = platform.stop_with(Signal::SIGTERM);
     assert!(

@@ -4,25 +4,34 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode};
 use domain::{Permission, SourceId};
 use serde::Deserialize;
 use serde_json::json;
 use store::read_models::MappingRow;
 
-use super::{ApiError, Caller, parse_body, parse_id};
+use super::{ApiError, Caller, Routes, parse_body, parse_id};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sources/{source}/mappings", get(list_mappings))
-        .route(
+pub(super) fn register(routes: Routes) -> Routes {
+    routes
+        .at(
+            Method::GET,
+            "/api/v1/sources/{source}/mappings",
+            list_mappings,
+        )
+        .at(
+            Method::PUT,
             "/api/v1/sources/{source}/mappings/{table}",
-            put(put_mapping).delete(delete_mapping),
+            put_mapping,
+        )
+        .at(
+            Method::DELETE,
+            "/api/v1/sources/{source}/mappings/{table}",
+            delete_mapping,
         )
 }
 

@@ -6,11 +6,11 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, on};
 use axum::{Json, Router};
-use domain::{Permission, SourceId};
+use domain::{Permission, Role, SourceId, TenantId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 use store::api_tokens::TokenGrant;
@@ -20,27 +20,77 @@ use uuid::Uuid;
 use crate::AppState;
 
 mod mappings;
+mod openapi;
+mod ops;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sources", get(list_sources).post(create_source))
-        .route(
-            "/api/v1/sources/{source}/pairing-tokens",
-            post(pairing_token),
-        )
-        .route("/api/v1/sources/{source}/revoke", post(revoke_source))
-        .route("/api/v1/replays", post(request_replay))
-        .route("/api/v1/replays/{request}", get(replay_status))
-        .route("/api/v1/dead-letters", get(dead_letters))
-        .merge(mappings::routes())
+/// The API's routes, each registered with its method, so that the OpenAPI document
+/// ([`openapi::OPERATIONS`]) can be checked against exactly what is served.
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    served: Vec<(Method, &'static str)>,
 }
 
-/// An error as `{"error": {"code", "message"}}`; never SQL, internals or customer values.
+impl Routes {
+    fn at<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("the API uses plain methods");
+        self.router = self.router.route(path, on(filter, handler));
+        self.served.push((method, path));
+        self
+    }
+}
+
+fn register() -> Routes {
+    let routes = Routes {
+        router: Router::new(),
+        served: Vec::new(),
+    }
+    .at(Method::GET, "/api/v1/openapi.json", openapi_document)
+    .at(Method::GET, "/api/v1/sources", list_sources)
+    .at(Method::POST, "/api/v1/sources", create_source)
+    .at(
+        Method::POST,
+        "/api/v1/sources/{source}/pairing-tokens",
+        pairing_token,
+    )
+    .at(
+        Method::POST,
+        "/api/v1/sources/{source}/revoke",
+        revoke_source,
+    )
+    .at(Method::POST, "/api/v1/replays", request_replay)
+    .at(Method::GET, "/api/v1/replays/{request}", replay_status)
+    .at(Method::GET, "/api/v1/dead-letters", dead_letters);
+    ops::register(mappings::register(routes))
+}
+
+pub fn routes() -> Router<AppState> {
+    register().router
+}
+
+/// What [`routes`] serves, as (method, path).
+#[cfg(test)]
+pub(crate) fn routes_served() -> Vec<(Method, &'static str)> {
+    register().served
+}
+
+/// `/api/v1/openapi.json`: public, like any API's description.
+async fn openapi_document() -> Json<serde_json::Value> {
+    Json(openapi::document())
+}
+
+/// An error as `{"error": {"code", "message", "details"}}`; never SQL, internals or customer
+/// values. `details` is an object, empty unless there is something specific to add (which field
+/// was wrong).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    details: serde_json::Value,
 }
 
 impl ApiError {
@@ -49,7 +99,17 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: json!({}),
         }
+    }
+
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 }
 
@@ -66,13 +126,9 @@ impl From<StoreError> for ApiError {
                 "already_exists",
                 format!("{what} already exists"),
             ),
-            StoreError::Forbidden(why) => Self::new(StatusCode::FORBIDDEN, "forbidden", why),
+            StoreError::Forbidden(why) => Self::forbidden(why),
             StoreError::Invalid(why) => Self::new(StatusCode::BAD_REQUEST, "invalid", why),
-            error if error.is_access_denied() => Self::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "your role does not allow this",
-            ),
+            error if error.is_access_denied() => Self::forbidden("your role does not allow this"),
             error => {
                 tracing::error!(%error, "API request failed");
                 Self::new(
@@ -88,7 +144,9 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let unauthenticated = self.status == StatusCode::UNAUTHORIZED;
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = json!({
+            "error": { "code": self.code, "message": self.message, "details": self.details }
+        });
         let mut response = (self.status, Json(body)).into_response();
         if unauthenticated {
             response
@@ -99,50 +157,152 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The authenticated caller: a valid API token's tenant and role.
+fn unauthenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        "send a valid API token as `Authorization: Bearer <token>`, or sign in",
+    )
+}
+
+/// The signed-in account of the request's session cookie, for API calls a browser makes. A
+/// state-changing call must also be the app's own (same origin, `X-CSRF-Token` header).
+async fn session_user(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<store::accounts::SessionUser>, ApiError> {
+    let Some(token) = crate::cookies::get(&parts.headers, crate::cookies::SESSION) else {
+        return Ok(None);
+    };
+    let Some(user) =
+        store::accounts::find_session(&state.database, &token, crate::auth::session::LIFETIME.idle)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe && !crate::csrf::api_request_is_genuine(&parts.headers) {
+        tracing::info!(path = %parts.uri.path(), "refused a session API call without its anti-forgery header");
+        return Err(ApiError::forbidden(
+            "a call with the session cookie must come from the app and send its X-CSRF-Token header",
+        )
+        .with_details(json!({ "header": "X-CSRF-Token" })));
+    }
+    Ok(Some(user))
+}
+
+/// The authenticated caller: a valid API token's tenant and role, or a signed-in member acting
+/// in the session's current workspace with their role there. A request carrying an
+/// `Authorization` header is judged by it alone.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller(TokenGrant);
+pub enum Caller {
+    Token(TokenGrant),
+    Member {
+        tenant: TenantId,
+        user: UserId,
+        role: Role,
+    },
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthenticated = || {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "send a valid API token as `Authorization: Bearer <token>`",
-            )
-        };
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(unauthenticated)?;
-        match store::api_tokens::authenticate(&state.database, token).await? {
-            Some(grant) => Ok(Self(grant)),
-            None => Err(unauthenticated()),
+        if let Some(authorization) = parts.headers.get(header::AUTHORIZATION) {
+            let token = authorization
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .ok_or_else(unauthenticated)?;
+            return match store::api_tokens::authenticate(&state.database, token).await? {
+                Some(grant) => Ok(Self::Token(grant)),
+                None => Err(unauthenticated()),
+            };
         }
+        let user = session_user(parts, state)
+            .await?
+            .ok_or_else(unauthenticated)?;
+        let workspaces = store::accounts::memberships(&state.database, user.user_id).await?;
+        let workspace = user
+            .active_tenant
+            .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active))
+            .or(workspaces.first())
+            .ok_or_else(|| ApiError::forbidden("this account belongs to no workspace"))?;
+        Ok(Self::Member {
+            tenant: workspace.tenant_id,
+            user: user.user_id,
+            role: workspace.role,
+        })
     }
 }
 
 impl Caller {
+    fn role(&self) -> Role {
+        match self {
+            Caller::Token(grant) => grant.role,
+            Caller::Member { role, .. } => *role,
+        }
+    }
+
     /// Opens the caller's tenant transaction if its role has `permission`.
     async fn tx(&self, state: &AppState, permission: Permission) -> Result<TenantTx, ApiError> {
-        if !self.0.role.allows(permission) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("the {} role does not allow this", self.0.role),
+        let role = self.role();
+        if !role.allows(permission) {
+            return Err(ApiError::forbidden(format!(
+                "the {role} role does not allow this"
+            )));
+        }
+        let scope = match *self {
+            Caller::Token(grant) => Scope::ApiToken {
+                tenant: grant.tenant,
+                token: grant.token,
+                role: grant.role,
+            },
+            Caller::Member { tenant, user, role } => Scope::Member { tenant, user, role },
+        };
+        Ok(TenantTx::begin(&state.database, scope).await?)
+    }
+}
+
+/// Internal operations staff calling the operations API (`/api/v1/ops/...`) from a signed-in
+/// session; API tokens belong to a tenant and never reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct StaffCaller {
+    user: UserId,
+}
+
+impl FromRequestParts<AppState> for StaffCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::forbidden(
+                "the operations API takes a staff session, not an API token",
             ));
         }
+        let user = session_user(parts, state)
+            .await?
+            .ok_or_else(unauthenticated)?;
+        if !user.internal_ops {
+            return Err(ApiError::forbidden(
+                "only internal operations staff may call this",
+            ));
+        }
+        Ok(Self { user: user.user_id })
+    }
+}
+
+impl StaffCaller {
+    /// An internal operations transaction (bound to `tenant` when one is named).
+    async fn tx(&self, state: &AppState, tenant: Option<TenantId>) -> Result<TenantTx, ApiError> {
         Ok(TenantTx::begin(
             &state.database,
-            Scope::ApiToken {
-                tenant: self.0.tenant,
-                token: self.0.token,
-                role: self.0.role,
+            Scope::InternalOps {
+                tenant,
+                actor: store::Actor::User(self.user),
             },
         )
         .await?)
@@ -151,12 +311,13 @@ impl Caller {
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes, shape: &str) -> Result<T, ApiError> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
-    serde_json::from_slice(body).map_err(|_| {
+    serde_json::from_slice(body).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             format!("the body must be {shape}"),
         )
+        .with_details(json!({ "line": error.line(), "column": error.column() }))
     })
 }
 
@@ -167,6 +328,7 @@ fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError>
             "invalid",
             format!("{what} must be a UUID"),
         )
+        .with_details(json!({ "parameter": what }))
     })
 }
 

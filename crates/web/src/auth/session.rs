@@ -94,6 +94,59 @@ impl FromRequestParts<AppState> for Visitor {
     }
 }
 
+/// A signed-in account in the app, with the workspaces it belongs to (maybe none) and whether it
+/// is internal operations staff. [`Member`] and [`Staff`] narrow it.
+#[derive(Debug, Clone)]
+pub struct AppUser {
+    pub visitor: Visitor,
+    /// The session's workspace, or the first; `None` for an account in no workspace.
+    pub workspace: Option<Membership>,
+    pub workspaces: Vec<Membership>,
+}
+
+impl AppUser {
+    pub fn session(&self) -> &SignedIn {
+        self.visitor
+            .session
+            .as_ref()
+            .expect("an app user is always signed in")
+    }
+
+    pub fn is_staff(&self) -> bool {
+        self.session().user.internal_ops
+    }
+}
+
+impl FromRequestParts<AppState> for AppUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let visitor = Visitor::from_request_parts(parts, state).await?;
+        let Some(session) = &visitor.session else {
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|path| path.as_str().to_owned())
+                .unwrap_or_default();
+            return Err(PageError::SignIn { next }.into_page(&visitor.chrome("")));
+        };
+        let workspaces = store::accounts::memberships(&state.database, session.user.user_id)
+            .await
+            .map_err(|error| PageError::from(error).into_page(&visitor.chrome("app")))?;
+        let workspace = session
+            .user
+            .active_tenant
+            .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active))
+            .or(workspaces.first())
+            .cloned();
+        Ok(AppUser {
+            visitor,
+            workspace,
+            workspaces,
+        })
+    }
+}
+
 /// A signed-in member acting in one of their workspaces. Extracting it signs the visitor in
 /// (redirect) when needed, and picks the session's workspace, or their first.
 #[derive(Debug, Clone)]
@@ -114,38 +167,70 @@ impl FromRequestParts<AppState> for Member {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let visitor = Visitor::from_request_parts(parts, state).await?;
-        let Some(session) = &visitor.session else {
-            let next = parts
-                .uri
-                .path_and_query()
-                .map(|path| path.as_str().to_owned())
-                .unwrap_or_default();
-            return Err(PageError::SignIn { next }.into_page(&visitor.chrome("")));
-        };
-        let workspaces = store::accounts::memberships(&state.database, session.user.user_id)
-            .await
-            .map_err(|error| PageError::from(error).into_page(&visitor.chrome("app")))?;
-        let chosen = session
-            .user
-            .active_tenant
-            .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active))
-            .or(workspaces.first())
-            .cloned();
-        let Some(workspace) = chosen else {
+        let user = AppUser::from_request_parts(parts, state).await?;
+        let Some(workspace) = user.workspace else {
+            // Staff without a workspace of their own start at the tenant registry.
+            if user
+                .visitor
+                .session
+                .as_ref()
+                .is_some_and(|s| s.user.internal_ops)
+            {
+                return Err(axum::response::Redirect::to("/app/tenants").into_response());
+            }
             return Err(crate::pages::render(
                 axum::http::StatusCode::FORBIDDEN,
                 &NoWorkspacePage {
-                    chrome: visitor.chrome("app"),
+                    chrome: user.visitor.chrome("app"),
                 },
-            )
-            .into_response());
+            ));
         };
         Ok(Member {
-            visitor,
+            visitor: user.visitor,
             workspace,
-            workspaces,
+            workspaces: user.workspaces,
         })
+    }
+}
+
+/// Internal operations staff. Anyone else signed in gets the 403 page; the database refuses
+/// them too, since staff work opens `Scope::InternalOps` transactions.
+#[derive(Debug, Clone)]
+pub struct Staff(pub AppUser);
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let user = AppUser::from_request_parts(parts, state).await?;
+        if !user.is_staff() {
+            tracing::info!(
+                user = %user.session().user.user_id,
+                path = %user.visitor.path,
+                "refused an operations page to an account that is not staff"
+            );
+            return Err(PageError::Forbidden.into_page(&user.visitor.chrome("app")));
+        }
+        Ok(Staff(user))
+    }
+}
+
+impl Staff {
+    /// An internal operations transaction, bound to `tenant` when one is named (a tenant's
+    /// audit log), acting as the staff member.
+    pub async fn tx(
+        &self,
+        state: &AppState,
+        tenant: Option<TenantId>,
+    ) -> Result<TenantTx, PageError> {
+        Ok(TenantTx::begin(
+            &state.database,
+            Scope::InternalOps {
+                tenant,
+                actor: store::Actor::User(self.0.session().user.user_id),
+            },
+        )
+        .await?)
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod chromium;
 mod mappings;
+mod ops;
 mod site;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::
     let state = web::AppState {
         database,
         metrics: Some(handle),
+        min_cohort: 3,
     };
     tokio::spawn(web::serve(listener, state, async move {
         let _ = stop_rx.await;

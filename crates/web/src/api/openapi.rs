@@ -1,0 +1,548 @@
+//! The OpenAPI 3.1 document of `/api/v1`, served at `/api/v1/openapi.json`.
+//!
+//! Written here as a table rather than derived from the handlers: the handlers answer with JSON
+//! built from the store's types, and deriving schemas would mean annotating every one of them
+//! in two crates for little gain. What keeps the table true is [`super::Routes`]: every route
+//! is registered through it with its method, and a test requires the registered and the
+//! documented operations to be the same set.
+
+use serde_json::{Map, Value, json};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    /// Anyone; no credentials.
+    Public,
+    /// A tenant's API token or a member's session, whose role must hold the permission.
+    Tenant(domain::Permission),
+    /// Internal operations staff, by session only.
+    Staff,
+}
+
+/// One documented operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    /// Query parameters: (name, description).
+    pub query: &'static [(&'static str, &'static str)],
+    /// The request body's schema (a component name), if it takes one.
+    pub request: Option<&'static str>,
+    /// The success status and its schema (a component name; `None` for an empty body).
+    pub response: (u16, Option<&'static str>),
+}
+
+use domain::Permission as P;
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    access: Access,
+    response: (u16, Option<&'static str>),
+) -> Operation {
+    Operation {
+        method,
+        path,
+        summary,
+        access,
+        query: &[],
+        request: None,
+        response,
+    }
+}
+
+const AUDIT_QUERY: &[(&str, &str)] = &[
+    ("action", "only actions starting with this text"),
+    (
+        "actor",
+        "only this actor type: user, cli, system, agent or api_token",
+    ),
+    (
+        "before",
+        "only entries older than this sequence number (paging)",
+    ),
+    (
+        "limit",
+        "at most this many entries (1 to 1000, default 100)",
+    ),
+];
+
+const REGISTRY_QUERY: &[(&str, &str)] = &[
+    ("q", "a part of the tenant's name, any case"),
+    ("plan", "free, team, business or enterprise"),
+    ("industry", "exact industry"),
+    ("region", "exact region"),
+];
+
+/// Every operation of `/api/v1`.
+pub const OPERATIONS: &[Operation] = &[
+    op(
+        "get",
+        "/api/v1/openapi.json",
+        "This document",
+        Access::Public,
+        (200, None),
+    ),
+    op(
+        "get",
+        "/api/v1/sources",
+        "List the workspace's sources, with each agent's last reported status",
+        Access::Tenant(P::ViewSources),
+        (200, Some("SourceList")),
+    ),
+    Operation {
+        request: Some("NewSource"),
+        ..op(
+            "post",
+            "/api/v1/sources",
+            "Create a source and its first one-time pairing token",
+            Access::Tenant(P::ManageSources),
+            (201, Some("CreatedSource")),
+        )
+    },
+    op(
+        "post",
+        "/api/v1/sources/{source}/pairing-tokens",
+        "Issue a new one-time pairing token for a source",
+        Access::Tenant(P::ManageSources),
+        (201, Some("PairingToken")),
+    ),
+    Operation {
+        request: Some("Revocation"),
+        ..op(
+            "post",
+            "/api/v1/sources/{source}/revoke",
+            "Revoke a source and every certificate of its agent",
+            Access::Tenant(P::ManageSources),
+            (200, Some("Revoked")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/sources/{source}/mappings",
+        "A source's table-to-read-model mappings and the typed columns they may target",
+        Access::Tenant(P::ViewSources),
+        (200, Some("Mappings")),
+    ),
+    Operation {
+        request: Some("Mapping"),
+        ..op(
+            "put",
+            "/api/v1/sources/{source}/mappings/{table}",
+            "Set how one source table maps to a read model (audited)",
+            Access::Tenant(P::ManageSources),
+            (200, Some("Mapping")),
+        )
+    },
+    op(
+        "delete",
+        "/api/v1/sources/{source}/mappings/{table}",
+        "Remove a table's mapping; the default mapping applies again (audited)",
+        Access::Tenant(P::ManageSources),
+        (204, None),
+    ),
+    Operation {
+        request: Some("NewReplay"),
+        ..op(
+            "post",
+            "/api/v1/replays",
+            "Ask the pipeline to replay the dead-letter queue, a time range, or rebuild",
+            Access::Tenant(P::ManageReplays),
+            (202, Some("ReplayAccepted")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/replays/{request}",
+        "A replay request's progress",
+        Access::Tenant(P::ManageReplays),
+        (200, Some("Replay")),
+    ),
+    op(
+        "get",
+        "/api/v1/dead-letters",
+        "Events that could not be applied, with reason codes (newest 1000)",
+        Access::Tenant(P::ViewDeadLetters),
+        (200, Some("DeadLetters")),
+    ),
+    Operation {
+        query: REGISTRY_QUERY,
+        ..op(
+            "get",
+            "/api/v1/ops/tenants",
+            "The tenant registry with each tenant's volume",
+            Access::Staff,
+            (200, Some("Registry")),
+        )
+    },
+    Operation {
+        query: AUDIT_QUERY,
+        ..op(
+            "get",
+            "/api/v1/ops/tenants/{tenant}/audit",
+            "A tenant's audit log, newest first, and whether its chain verifies",
+            Access::Staff,
+            (200, Some("AuditLog")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/ops/contact-requests",
+        "Book-a-demo requests from the public site (newest 500)",
+        Access::Staff,
+        (200, Some("ContactRequests")),
+    ),
+    op(
+        "get",
+        "/api/v1/ops/rollups/allowlist",
+        "The metric keys allowed into the global rollups, retired ones included",
+        Access::Staff,
+        (200, Some("Allowlist")),
+    ),
+    Operation {
+        request: Some("AllowlistKey"),
+        ..op(
+            "post",
+            "/api/v1/ops/rollups/allowlist",
+            "Allowlist a metric key; its whole history is aggregated (audited)",
+            Access::Staff,
+            (201, Some("AllowlistChange")),
+        )
+    },
+    Operation {
+        query: &[("purge", "true to delete the key's rollup history too")],
+        ..op(
+            "delete",
+            "/api/v1/ops/rollups/allowlist/{key}",
+            "Remove a key: its aggregation stops at once (audited)",
+            Access::Staff,
+            (200, Some("AllowlistChange")),
+        )
+    },
+    Operation {
+        query: &[
+            ("granularity", "minute (default) or hour"),
+            ("from", "RFC 3339 start (default: a day before `to`)"),
+            (
+                "to",
+                "RFC 3339 end, exclusive (default: now); at most 93 days after `from`",
+            ),
+        ],
+        ..op(
+            "get",
+            "/api/v1/ops/rollups/{key}",
+            "A key's rollup cells; cells of fewer than k distinct tenants are never returned",
+            Access::Staff,
+            (200, Some("RollupCells")),
+        )
+    },
+];
+
+/// Loosely typed objects (the answers are built from the store's types, documented in
+/// docs/api.md); the shapes callers rely on are named.
+fn schemas() -> Value {
+    let object = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required });
+    let list = |name: &str, item: Value| {
+        object(json!({ name: { "type": "array", "items": item } }), &[name])
+    };
+    let time = json!({ "type": "string", "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let source = object(
+        json!({
+            "source_id": uuid, "name": { "type": "string" },
+            "kind": { "enum": ["postgres", "simulator"] },
+            "status": { "enum": ["pending", "active", "disabled", "revoked"] },
+            "created_at": time, "agent": { "type": ["object", "null"] },
+        }),
+        &["source_id", "name", "kind", "status", "created_at"],
+    );
+    let pairing = object(
+        json!({ "token": { "type": "string" }, "expires_at": time }),
+        &["token", "expires_at"],
+    );
+    let cell = object(
+        json!({
+            "bucket": time, "key": { "type": "string" }, "plan": { "type": "string" },
+            "industry": { "type": "string" }, "region": { "type": "string" },
+            "value_sum": { "type": "number" }, "value_count": { "type": "integer" },
+            "tenant_count": { "type": "integer" },
+        }),
+        &[
+            "bucket",
+            "key",
+            "plan",
+            "industry",
+            "region",
+            "value_sum",
+            "value_count",
+            "tenant_count",
+        ],
+    );
+    json!({
+        "Error": object(json!({
+            "error": object(json!({
+                "code": { "type": "string", "description": "stable snake_case code" },
+                "message": { "type": "string", "description": "what went wrong, for people" },
+                "details": { "type": "object", "description": "specifics, e.g. which field or header" },
+            }), &["code", "message", "details"]),
+        }), &["error"]),
+        "Source": source,
+        "SourceList": list("sources", json!({ "$ref": "#/components/schemas/Source" })),
+        "NewSource": object(json!({
+            "name": { "type": "string", "maxLength": 200 },
+            "kind": { "enum": ["postgres", "simulator"] },
+        }), &["name", "kind"]),
+        "PairingToken": pairing,
+        "CreatedSource": object(json!({
+            "source": { "$ref": "#/components/schemas/Source" },
+            "pairing_token": { "$ref": "#/components/schemas/PairingToken" },
+        }), &["source", "pairing_token"]),
+        "Revocation": object(json!({ "reason": { "type": "string" } }), &[]),
+        "Revoked": object(json!({ "source_id": uuid, "certificates_revoked": { "type": "integer" } }), &["source_id", "certificates_revoked"]),
+        "Mapping": object(json!({
+            "entity_kind": { "enum": ["site", "device", "session", "reading", "ignore"] },
+            "id_column": { "type": ["string", "null"] },
+            "columns": { "type": "object", "additionalProperties": { "type": "string" } },
+            "reading_entity_kind": { "type": ["string", "null"] },
+        }), &["entity_kind"]),
+        "Mappings": object(json!({
+            "mappings": { "type": "array", "items": { "$ref": "#/components/schemas/Mapping" } },
+            "typed_columns": { "type": "object" },
+        }), &["mappings", "typed_columns"]),
+        "NewReplay": {
+            "oneOf": [
+                object(json!({ "kind": { "const": "dlq" } }), &["kind"]),
+                object(json!({ "kind": { "const": "rebuild" } }), &["kind"]),
+                object(json!({ "kind": { "const": "range" }, "from": time, "to": time }), &["kind", "from", "to"]),
+            ]
+        },
+        "ReplayAccepted": object(json!({ "request_id": uuid, "status": { "const": "pending" } }), &["request_id", "status"]),
+        "Replay": object(json!({
+            "request_id": uuid, "kind": { "type": "string" },
+            "status": { "enum": ["pending", "running", "done", "failed"] },
+            "events_replayed": { "type": "integer" }, "events_failed": { "type": "integer" },
+        }), &["request_id", "kind", "status"]),
+        "DeadLetters": list("dead_letters", object(json!({
+            "dlq_id": uuid, "consumer": { "type": "string" }, "event_id": uuid,
+            "reason_code": { "type": "string" }, "reason": { "type": "string" },
+        }), &["dlq_id", "reason_code", "reason"])),
+        "Registry": list("tenants", object(json!({
+            "tenant_id": uuid, "name": { "type": "string" }, "plan": { "type": "string" },
+            "industry": { "type": "string" }, "region": { "type": "string" },
+            "status": { "type": "string" }, "created_at": time,
+            "active_sources": { "type": "integer" }, "events_today": { "type": "integer" },
+            "events_7d": { "type": "integer" }, "last_event_at": { "type": ["string", "null"], "format": "date-time" },
+        }), &["tenant_id", "name", "events_7d"])),
+        "AuditLog": object(json!({
+            "tenant_id": uuid,
+            "chain": object(json!({ "intact": { "type": "boolean" }, "entries": { "type": "integer" } }), &["intact", "entries"]),
+            "entries": { "type": "array", "items": { "type": "object" } },
+        }), &["tenant_id", "chain", "entries"]),
+        "ContactRequests": list("contact_requests", json!({ "type": "object" })),
+        "AllowlistKey": object(json!({ "key": { "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" } }), &["key"]),
+        "Allowlist": list("keys", object(json!({
+            "key": { "type": "string" }, "added_by": { "type": "string" }, "added_at": time,
+            "retired_at": { "type": ["string", "null"], "format": "date-time" },
+        }), &["key", "added_at"])),
+        "AllowlistChange": object(json!({
+            "key": { "type": "string" }, "status": { "enum": ["allowlisted", "retired", "purging"] },
+        }), &["key", "status"]),
+        "RollupCells": object(json!({
+            "key": { "type": "string" }, "min_cohort": { "type": "integer", "minimum": 2 },
+            "from": time, "to": time,
+            "cells": { "type": "array", "items": cell },
+        }), &["key", "min_cohort", "cells"]),
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+    })
+}
+
+fn operation(operation: &Operation) -> Value {
+    let mut parameters: Vec<Value> = operation
+        .path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            let schema = match name {
+                "source" | "request" | "tenant" => json!({ "type": "string", "format": "uuid" }),
+                _ => json!({ "type": "string" }),
+            };
+            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+        })
+        .collect();
+    parameters.extend(operation.query.iter().map(|(name, description)| {
+        json!({ "name": name, "in": "query", "required": false,
+                "description": description, "schema": { "type": "string" } })
+    }));
+    let (status, schema) = operation.response;
+    let success = match schema {
+        Some(schema) => json!({
+            "description": "success",
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } },
+        }),
+        None => json!({ "description": "success" }),
+    };
+    let mut responses = Map::new();
+    responses.insert(status.to_string(), success);
+    let (security, description) = match operation.access {
+        Access::Public => (json!([]), "No credentials needed.".to_owned()),
+        Access::Tenant(permission) => {
+            let roles: Vec<&str> = domain::Role::TENANT_ROLES
+                .into_iter()
+                .filter(|role| role.allows(permission))
+                .map(|role| role.as_str())
+                .collect();
+            (
+                json!([{ "bearerToken": [] }, { "session": [] }]),
+                format!(
+                    "Acts in the caller's workspace. Roles allowed: {}. With a session cookie, \
+                     a state-changing call also sends the page's `X-CSRF-Token` header.",
+                    roles.join(", ")
+                ),
+            )
+        }
+        Access::Staff => (
+            json!([{ "session": [] }]),
+            "Internal operations staff only, by session (API tokens belong to a tenant and are \
+             refused). State-changing calls also send the page's `X-CSRF-Token` header."
+                .to_owned(),
+        ),
+    };
+    if !matches!(operation.access, Access::Public) {
+        responses.insert("401".into(), error_response("no valid credentials"));
+        responses.insert("403".into(), error_response("the caller may not do this"));
+    }
+    if operation.request.is_some() || !parameters.is_empty() {
+        responses.insert(
+            "400".into(),
+            error_response("the request is not valid; details say where"),
+        );
+    }
+    if operation.path.contains('{') {
+        responses.insert(
+            "404".into(),
+            error_response("no such object in the caller's reach"),
+        );
+    }
+    responses.insert(
+        "503".into(),
+        error_response("temporarily unavailable; retry later"),
+    );
+    let mut value = json!({
+        "operationId": format!("{}_{}", operation.method, operation.path.trim_start_matches("/api/v1/")
+            .replace(['/', '-', '.'], "_").replace(['{', '}'], "")),
+        "summary": operation.summary,
+        "description": description,
+        "parameters": parameters,
+        "responses": responses,
+        "security": security,
+    });
+    if let Some(request) = operation.request {
+        value["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{request}") } } },
+        });
+    }
+    value
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for entry in OPERATIONS {
+        let item = paths
+            .entry(entry.path.to_owned())
+            .or_insert_with(|| json!({}));
+        item[entry.method] = operation(entry);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tributary API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The JSON API behind the web app: everything its pages do. Errors are \
+                `{\"error\": {\"code\", \"message\", \"details\"}}`; no answer ever carries SQL, \
+                internals or another tenant's data. See docs/api.md.",
+        },
+        "servers": [{ "url": "/" }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "bearerToken": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "An API token (`tat1.…`) of one workspace and one role, made in Settings → API tokens.",
+                },
+                "session": {
+                    "type": "apiKey", "in": "cookie", "name": crate::cookies::SESSION,
+                    "description": "A signed-in browser session; acts in the session's current workspace.",
+                },
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_served_route_is_documented_and_every_documented_one_served() {
+        let served: BTreeSet<(String, String)> = super::super::routes_served()
+            .into_iter()
+            .map(|(method, path)| (method.as_str().to_ascii_lowercase(), path.to_owned()))
+            .collect();
+        let documented: BTreeSet<(String, String)> = OPERATIONS
+            .iter()
+            .map(|entry| (entry.method.to_owned(), entry.path.to_owned()))
+            .collect();
+        assert_eq!(
+            served.difference(&documented).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "served but not documented"
+        );
+        assert_eq!(
+            documented.difference(&served).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "documented but not served"
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let document = document();
+        let text = document.to_string();
+        let schemas = document["components"]["schemas"].as_object().unwrap();
+        for reference in text.split("\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "dangling reference {name}");
+        }
+        for entry in OPERATIONS {
+            let path = &document["paths"][entry.path][entry.method];
+            assert!(
+                path["summary"].is_string(),
+                "{} {}",
+                entry.method,
+                entry.path
+            );
+            let declared: Vec<&str> = path["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(declared.len(), entry.path.matches('{').count());
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The operations API, `/api/v1/ops`: what the internal console's pages do, for staff sessions
+//! only ([`StaffCaller`]). Every call runs in a `Scope::InternalOps` transaction, so the
+//! database holds the same line: the tenant registry and the rollups, never a tenant's data.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode};
+use domain::TenantId;
+use serde::Deserialize;
+use serde_json::json;
+use store::rollups::Granularity;
+use time::OffsetDateTime;
+
+use super::{ApiError, Routes, StaffCaller, parse_body, parse_id};
+use crate::AppState;
+
+pub(super) fn register(routes: Routes) -> Routes {
+    routes
+        .at(Method::GET, "/api/v1/ops/tenants", tenants)
+        .at(
+            Method::GET,
+            "/api/v1/ops/tenants/{tenant}/audit",
+            tenant_audit,
+        )
+        .at(
+            Method::GET,
+            "/api/v1/ops/contact-requests",
+            contact_requests,
+        )
+        .at(Method::GET, "/api/v1/ops/rollups/allowlist", list_allowlist)
+        .at(Method::POST, "/api/v1/ops/rollups/allowlist", add_key)
+        .at(
+            Method::DELETE,
+            "/api/v1/ops/rollups/allowlist/{key}",
+            remove_key,
+        )
+        .at(Method::GET, "/api/v1/ops/rollups/{key}", rollup_cells)
+}
+
+/// The tenant registry, filtered like `/app/tenants`.
+async fn tenants(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+    Query(query): Query<crate::app::RegistryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = caller.tx(&state, None).await?;
+    let tenants = store::control::registry(&mut tx, &query.filter()).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "tenants": tenants })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AuditParams {
+    action: String,
+    actor: String,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// A tenant's audit log, newest first, and whether its chain verifies.
+async fn tenant_audit(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+    Path(tenant): Path<String>,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tenant = TenantId::from_uuid(parse_id(&tenant, "the tenant id")?);
+    let mut tx = caller.tx(&state, Some(tenant)).await?;
+    // A tenant that does not exist is a 404, not an empty log.
+    store::control::current_tenant(&mut tx).await?;
+    let action = params.action.trim();
+    let filter = store::audit::AuditFilter {
+        action_prefix: (!action.is_empty()).then(|| action.chars().take(100).collect()),
+        actor_type: (!params.actor.is_empty()).then(|| params.actor.chars().take(20).collect()),
+        before_seq: params.before,
+    };
+    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = store::audit::search(&mut tx, &filter, limit).await?;
+    let chain = store::audit::verify_tenant(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "tenant_id": tenant,
+        "chain": { "intact": chain.is_intact(), "entries": chain.entries },
+        "entries": entries,
+    })))
+}
+
+async fn contact_requests(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let requests =
+        store::contact::list(&state.database, store::Actor::User(caller.user), 500).await?;
+    Ok(Json(json!({ "contact_requests": requests })))
+}
+
+async fn list_allowlist(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = caller.tx(&state, Some(TenantId::PLATFORM)).await?;
+    let keys = store::rollups::list_keys(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    key: String,
+}
+
+/// Allowlists a key (or brings a retired one back); audited in the platform chain.
+async fn add_key(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let request: NewKey = parse_body(&body, r#"{"key": "power_kw"}"#)?;
+    let key = request.key.trim();
+    store::rollups::parse_key(key)
+        .map_err(|error| ApiError::from(error).with_details(json!({ "field": "key" })))?;
+    let mut tx = caller.tx(&state, Some(TenantId::PLATFORM)).await?;
+    store::rollups::allow_key(&mut tx, key).await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "key": key, "status": "allowlisted" })),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RemoveParams {
+    purge: bool,
+}
+
+/// Removes a key: its aggregation stops; `?purge=true` deletes its history too.
+async fn remove_key(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+    Path(key): Path<String>,
+    Query(params): Query<RemoveParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    store::rollups::parse_key(&key)
+        .map_err(|error| ApiError::from(error).with_details(json!({ "parameter": "key" })))?;
+    let mut tx = caller.tx(&state, Some(TenantId::PLATFORM)).await?;
+    store::rollups::remove_key(&mut tx, &key, params.purge).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "key": key,
+        "status": if params.purge { "purging" } else { "retired" },
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CellParams {
+    granularity: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    to: Option<OffsetDateTime>,
+}
+
+/// The console's cells of a key: every (bucket, plan, industry, region) with at least k
+/// distinct tenants (k from the platform's configuration, never below 2); the rest are left
+/// out, indistinguishable from cells without data.
+async fn rollup_cells(
+    State(state): State<AppState>,
+    caller: StaffCaller,
+    Path(key): Path<String>,
+    params: Result<Query<CellParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(params) = params.map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "from and to must be RFC 3339 times; granularity minute or hour",
+        )
+        .with_details(json!({ "parameters": ["granularity", "from", "to"] }))
+    })?;
+    store::rollups::parse_key(&key)
+        .map_err(|error| ApiError::from(error).with_details(json!({ "parameter": "key" })))?;
+    let granularity = match params.granularity.as_deref() {
+        None | Some("minute") => Granularity::Minute,
+        Some("hour") => Granularity::Hour,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "granularity must be minute or hour",
+            )
+            .with_details(json!({ "parameter": "granularity" })));
+        }
+    };
+    let to = params.to.unwrap_or_else(OffsetDateTime::now_utc);
+    let from = params.from.unwrap_or(to - time::Duration::days(1));
+    if from >= to || to - from > time::Duration::days(93) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "from must be before to, at most 93 days apart",
+        )
+        .with_details(json!({ "parameters": ["from", "to"] })));
+    }
+    let min_cohort = state.min_cohort.max(2);
+    let mut tx = caller.tx(&state, Some(TenantId::PLATFORM)).await?;
+    let cells = store::rollups::cells(&mut tx, granularity, &key, from, to, min_cohort).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "key": key,
+        "min_cohort": min_cohort,
+        "from": super::rfc3339(from),
+        "to": super::rfc3339(to),
+        "cells": cells,
+    })))
+}
