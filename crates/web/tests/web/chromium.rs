@@ -1,7 +1,8 @@
 //! The web app in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
 //! over WebDriver): the stylesheet and htmx load under the CSP, the `__Host-` cookies work on the
 //! local address, the contact form swaps in place with htmx, sign-up lands in the app, the first
-//! Tab reaches the skip link, pages fit a phone's width, and sign-out signs out. Screenshots go to
+//! Tab reaches the skip link, pages fit a phone's width, sign-out signs out, and an owner invites a
+//! viewer who joins through the link and is refused settings. Screenshots go to
 //! `$TRIBUTARY_SCREENSHOT_DIR` (default: `screenshots/` in Cargo's test temporary directory) for
 //! CI to keep as artifacts.
 
@@ -264,4 +265,107 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
     wait_for_text(&client, "Page not found").await;
     screenshot(&client, "not-found").await;
     client.close().await.unwrap();
+}
+
+/// Signs up in the browser with a new workspace and waits for the app.
+async fn sign_up(client: &Client, base: &str, email: &str, workspace: &str) {
+    client
+        .goto(&format!("{base}/auth?mode=sign-up"))
+        .await
+        .unwrap();
+    fill(client, "#signup-name", "Charles Babbage").await;
+    fill(client, "#signup-email", email).await;
+    fill(client, "#signup-password", crate::auth::PASSWORD).await;
+    fill(client, "#signup-workspace", workspace).await;
+    fill(client, "#signup-industry", "energy").await;
+    fill(client, "#signup-region", "eu-west").await;
+    client
+        .find(Locator::Css("form.form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(client, &format!("<h1>{workspace}</h1>")).await;
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("{css}: {error}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
+    crate::auth::server_log(); // the invitation link goes to the log (no mail server here)
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+
+    // The owner signs up, opens settings and invites a viewer.
+    sign_up(
+        &client,
+        &base,
+        "owner@babbage.example.com",
+        "Difference Engines",
+    )
+    .await;
+    client.goto(&format!("{base}/app/settings")).await.unwrap();
+    fill(&client, "#invite-email", "viewer@babbage.example.com").await;
+    script(
+        &client,
+        "document.querySelector('#invite-role').value = 'viewer'; return null",
+    )
+    .await;
+    click(&client, "form.invite-form button[type=submit]").await;
+    wait_for_text(&client, "Invitation sent.").await;
+    screenshot(&client, "settings-invitation-sent").await;
+    let link = crate::auth::logged_link("invitation link", "", "/auth/invitation/")
+        .expect("the invitation link is in the server log");
+
+    // Signed out, the invitee opens the link, creates an account and joins as a viewer.
+    click(&client, ".topbar-actions button[type=submit]").await;
+    wait_for_text(&client, "You are signed out.").await;
+    client.goto(&format!("{base}{link}")).await.unwrap();
+    wait_for_text(&client, "Join Difference Engines").await;
+    fill(&client, "#invite-name", "Ada Viewer").await;
+    fill(&client, "#invite-password", crate::auth::PASSWORD).await;
+    screenshot(&client, "invitation-accept").await;
+    click(&client, "form.form button[type=submit]").await;
+    wait_for_text(&client, "<h1>Difference Engines</h1>").await;
+    let navigation = script(
+        &client,
+        "return [...document.querySelectorAll('.sidenav a')].map(a => a.getAttribute('href'))",
+    )
+    .await;
+    assert!(
+        !navigation.to_string().contains("/app/settings"),
+        "a viewer's navigation offers settings: {navigation}"
+    );
+    screenshot(&client, "viewer-overview").await;
+
+    // The viewer sees the app, but settings are the designed 403 page.
+    client.goto(&format!("{base}/app/settings")).await.unwrap();
+    wait_for_text(&client, "You do not have access to this page").await;
+    screenshot(&client, "viewer-settings-403").await;
+    let roles: Vec<(String, String)> = sqlx::query_as(
+        "select u.email, m.role from control.members m join control.users u using (user_id) \
+         order by u.email",
+    )
+    .fetch_all(&mut test_database.admin().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        roles,
+        [
+            ("owner@babbage.example.com".to_owned(), "owner".to_owned()),
+            ("viewer@babbage.example.com".to_owned(), "viewer".to_owned()),
+        ]
+    );
 }
