@@ -54,6 +54,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         web::AppState {
             database: database.clone(),
             metrics: metrics_handle(),
+            sso: web::sso::Sso::new(&settings.master_secret()?),
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));

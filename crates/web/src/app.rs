@@ -28,6 +28,11 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "API tokens",
         Permission::ManageApiTokens,
     ),
+    (
+        crate::sso::settings::PATH,
+        "Single sign-on",
+        Permission::ManageWorkspace,
+    ),
     ("/app/audit", "Audit log", Permission::ViewAudit),
 ];
 
@@ -65,24 +70,24 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug)]
-struct NavItem {
-    href: &'static str,
-    label: &'static str,
-    current: bool,
+pub(crate) struct NavItem {
+    pub(crate) href: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) current: bool,
 }
 
 /// What the shell shows around every app page.
 #[derive(Debug)]
-struct Shell {
-    tenant_id: TenantId,
-    tenant_name: String,
-    email: String,
-    role: Role,
-    workspaces: Vec<Membership>,
-    nav: Vec<NavItem>,
+pub(crate) struct Shell {
+    pub(crate) tenant_id: TenantId,
+    pub(crate) tenant_name: String,
+    pub(crate) email: String,
+    pub(crate) role: Role,
+    pub(crate) workspaces: Vec<Membership>,
+    pub(crate) nav: Vec<NavItem>,
 }
 
-fn shell(member: &Member, current: &str) -> Shell {
+pub(crate) fn shell(member: &Member, current: &str) -> Shell {
     let role = member.role();
     Shell {
         tenant_id: member.tenant(),

@@ -13,6 +13,7 @@ mod cookies;
 mod csrf;
 mod pages;
 mod site;
+pub mod sso;
 
 pub use app::PAGES as APP_PAGES;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub database: Database,
     /// Renders the process's metrics; `None` serves no `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Single sign-on's sealing keys and IdP client.
+    pub sso: sso::Sso,
 }
 
 /// The whole HTTP application.
@@ -45,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(site::routes())
         .merge(auth::routes())
+        .merge(sso::routes())
         .merge(app::routes())
         .merge(assets::routes())
         .fallback(not_found)

@@ -40,7 +40,7 @@ pub fn routes() -> Router<AppState> {
 
 const SIGN_IN_FAILED: &str =
     "That email and password do not match an account. Check both and try again.";
-const THROTTLED: &str =
+pub(crate) const THROTTLED: &str =
     "Too many attempts from here. Wait 15 minutes, or sign in from a browser you have used before.";
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +102,24 @@ struct AuthQuery {
     next: String,
     signed_out: Option<String>,
     reset: Option<String>,
+}
+
+/// The sign-in page again, with `email` filled in and `message` as its error (for the SSO
+/// form, which lives in `crate::sso`).
+pub(crate) fn sign_in_page(
+    visitor: &Visitor,
+    status: StatusCode,
+    email: &str,
+    message: &str,
+) -> Response {
+    let form = AuthForm {
+        email: email.chars().take(320).collect(),
+        ..AuthForm::default()
+    };
+    render(
+        status,
+        &AuthPage::new(visitor, false, form).with_error(message),
+    )
 }
 
 async fn auth_page(visitor: Visitor, Query(query): Query<AuthQuery>) -> Response {
