@@ -42,6 +42,8 @@ server.listen(0, '127.0.0.1', () => {
       token_endpoint_auth_method: 'client_secret_basic',
     }],
     pkce: { required: () => true },
+    // Put the email claims in the ID token (as the common IdPs do), not only in userinfo.
+    conformIdTokenClaims: false,
     claims: { openid: ['sub'], email: ['email', 'email_verified'] },
     features: { devInteractions: { enabled: true } },
     cookies: { keys: ['tributary test provider cookie key'] },

@@ -85,6 +85,8 @@ impl Provider {
         })
         .await
         .expect("the OpenID provider listens within 30 s");
+        // Keep reading: a closed pipe would make the provider's next write kill it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
             issuer,
             _process: process,
@@ -169,6 +171,15 @@ fn refusals(reason: &str, tenant: TenantId) -> usize {
                 && line.contains(&tenant.to_string())
         })
         .count()
+}
+
+/// The server's SSO log lines, for a failing assertion's message.
+fn sso_log() -> String {
+    whole_log()
+        .lines()
+        .filter(|line| line.contains("sso"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn whole_log() -> String {
@@ -345,7 +356,11 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     let verified = admin.get(&callback).await;
     assert_eq!(
         verified.header("location"),
-        Some("/app/settings/sso?done=verified")
+        Some("/app/settings/sso?done=verified"),
+        "{} {}\n{}",
+        verified.status,
+        verified.body,
+        sso_log()
     );
     let page = admin.get("/app/settings/sso?done=verified").await;
     assert!(page.body.contains("the domain is verified"));
