@@ -291,18 +291,24 @@ async fn start_session(
         visitor.user_agent.as_deref(),
     )
     .await?;
+    Ok(signed_in(&token))
+}
+
+/// The answer to any successful sign-in (password, invitation or SSO): to `/app`, with the new
+/// session's cookie and a new anti-forgery cookie.
+pub(crate) fn signed_in(session_token: &str) -> Response {
     let mut response = Redirect::to("/app").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        cookies::set(cookies::SESSION, &token, None),
+        cookies::set(cookies::SESSION, session_token, None),
     );
     headers.append(
         header::SET_COOKIE,
         cookies::set(cookies::CSRF, &cookies::random_value(), None),
     );
-    Ok(response)
+    response
 }
 
 fn set_location(response: &mut Response, location: &str) {

@@ -520,18 +520,7 @@ async fn sign_in(
     )
     .await?;
     tracing::info!(user = %member.user, %tenant, joined = member.joined, role = %member.role, "signed in through sso");
-    let mut response = Redirect::to("/app").into_response();
-    *response.status_mut() = StatusCode::SEE_OTHER;
-    let headers = response.headers_mut();
-    headers.append(
-        header::SET_COOKIE,
-        cookies::set(cookies::SESSION, &token, None),
-    );
-    headers.append(
-        header::SET_COOKIE,
-        cookies::set(cookies::CSRF, &cookies::random_value(), None),
-    );
-    Ok(response)
+    Ok(crate::auth::signed_in(&token))
 }
 
 /// Completes an admin's test sign-in: the same admin, still allowed to manage the workspace,

@@ -35,7 +35,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A configuration as submitted, by the page or the API, before validation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct SsoInput {
     pub issuer: String,
@@ -50,7 +50,7 @@ pub struct SsoInput {
 }
 
 /// Domains as a list (JSON) or as text (a form field).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(untagged)]
 pub enum DomainList {
     List(Vec<String>),
@@ -61,7 +61,7 @@ pub enum DomainList {
 }
 
 /// A checkbox (`on`, or absent) or a JSON boolean.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(untagged)]
 pub enum Toggle {
     Bool(bool),
@@ -342,53 +342,39 @@ async fn save(
 ) -> Response {
     let result = async {
         member.require(Permission::ManageWorkspace)?;
+        // The form comes back as submitted after a refusal, except the secret.
         let shown = SsoInput {
-            issuer: input.issuer.clone(),
-            client_id: input.client_id.clone(),
             client_secret: String::new(),
-            domains: match &input.domains {
-                DomainList::Text(text) => DomainList::Text(text.clone()),
-                DomainList::List(list) => DomainList::List(list.clone()),
-                DomainList::Empty => DomainList::Empty,
-            },
-            default_role: input.default_role.clone(),
-            enabled: Toggle::Bool(input.enabled.is_on()),
+            ..input.clone()
         };
-        let valid = match input.validate() {
-            Ok(valid) => valid,
-            Err(errors) => {
-                return render_page(
-                    &state,
-                    &member,
-                    &headers,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some(shown),
-                    None,
-                    errors,
-                )
-                .await;
+        let errors = match input.validate() {
+            Err(errors) => errors,
+            Ok(valid) => {
+                let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+                match store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await
+                {
+                    Ok(()) => {
+                        tx.commit().await?;
+                        tracing::info!(tenant = %member.tenant(), by = %member.session().user.user_id, "sso configuration saved");
+                        return Ok(back("done=saved"));
+                    }
+                    Err(store::StoreError::Invalid(_)) => {
+                        refusal("secret-required").into_iter().collect()
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
         };
-        let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
-        match store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await {
-            Ok(()) => {}
-            Err(store::StoreError::Invalid(_)) => {
-                return render_page(
-                    &state,
-                    &member,
-                    &headers,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Some(shown),
-                    None,
-                    refusal("secret-required").into_iter().collect(),
-                )
-                .await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-        tx.commit().await?;
-        tracing::info!(tenant = %member.tenant(), by = %member.session().user.user_id, "sso configuration saved");
-        Ok(back("done=saved"))
+        render_page(
+            &state,
+            &member,
+            &headers,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(shown),
+            None,
+            errors,
+        )
+        .await
     }
     .await;
     result.unwrap_or_else(|error| error.into_page(&member.visitor.chrome("app")))

@@ -98,6 +98,23 @@ impl Provider {
     }
 }
 
+/// The settings form for `provider`'s one client, enabled.
+fn idp_fields<'a>(
+    provider: &'a Provider,
+    client_secret: &'a str,
+    domains: &'a str,
+    default_role: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("issuer", &provider.issuer),
+        ("client_id", "tributary-acme"),
+        ("client_secret", client_secret),
+        ("domains", domains),
+        ("default_role", default_role),
+        ("enabled", "on"),
+    ]
+}
+
 /// `http://host:port/path?query` as (`host:port`, `/path?query`).
 fn split_url(url: &str) -> (String, String) {
     let rest = url.strip_prefix("http://").expect("a loopback http URL");
@@ -288,14 +305,12 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         .submit(
             "/app/settings/sso",
             "/app/settings/sso",
-            &[
-                ("issuer", &provider.issuer),
-                ("client_id", "tributary-acme"),
-                ("client_secret", &client_secret),
-                ("domains", "acme.test, other.test"),
-                ("default_role", "operator"),
-                ("enabled", "on"),
-            ],
+            &idp_fields(
+                &provider,
+                &client_secret,
+                "acme.test, other.test",
+                "operator",
+            ),
         )
         .await;
     assert_eq!(
@@ -593,14 +608,7 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         .submit(
             "/app/settings/sso",
             "/app/settings/sso",
-            &[
-                ("issuer", &provider.issuer),
-                ("client_id", "tributary-acme"),
-                ("client_secret", &client_secret),
-                ("domains", "acme.test"),
-                ("default_role", "admin"),
-                ("enabled", "on"),
-            ],
+            &idp_fields(&provider, &client_secret, "acme.test", "admin"),
         )
         .await;
     assert_eq!(saved.status, 303);
