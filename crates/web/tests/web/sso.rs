@@ -224,12 +224,9 @@ async fn sso_sign_in(addr: &str, idp_addr: &str, email: &str, login: &str) -> (B
 }
 
 async fn role_in(database: &Database, tenant: TenantId, email: &str) -> Option<Role> {
-    let Some(credentials) = store::accounts::credentials(database, &Email::parse(email).unwrap())
+    let credentials = store::accounts::credentials(database, &Email::parse(email).unwrap())
         .await
-        .unwrap()
-    else {
-        return None;
-    };
+        .unwrap()?;
     store::accounts::memberships(database, credentials.user_id)
         .await
         .unwrap()
