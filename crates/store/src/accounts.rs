@@ -220,6 +220,8 @@ pub struct SessionUser {
     pub active_tenant: Option<TenantId>,
     /// The account is internal operations staff (`control.platform_staff`).
     pub internal_ops: bool,
+    /// Set for a session started through a workspace's IdP: it acts in that workspace only.
+    pub sso_tenant: Option<TenantId>,
 }
 
 /// The account of the session `token` names, if the session is neither revoked nor past either
@@ -237,9 +239,9 @@ pub async fn find_session(
              set last_seen_at = now(), idle_expires_at = least(now() + $2, absolute_expires_at) \
              where session_hash = $1 and revoked_at is null \
                and idle_expires_at > now() and absolute_expires_at > now() \
-             returning user_id, active_tenant_id) \
-         select u.user_id, u.email, u.display_name, t.active_tenant_id, \
-                exists (select 1 from control.platform_staff s \
+             returning user_id, active_tenant_id, sso_tenant_id) \
+         select u.user_id, u.email, u.display_name, t.active_tenant_id, t.sso_tenant_id, \
+                t.sso_tenant_id is null and exists (select 1 from control.platform_staff s \
                         where s.user_id = u.user_id) as internal_ops \
          from touched t join control.users u on u.user_id = t.user_id \
          where u.disabled_at is null",
@@ -251,12 +253,14 @@ pub async fn find_session(
     tx.commit().await?;
     row.map(|row| {
         let active: Option<Uuid> = row.try_get("active_tenant_id")?;
+        let sso: Option<Uuid> = row.try_get("sso_tenant_id")?;
         Ok(SessionUser {
             user_id: UserId::from_uuid(row.try_get("user_id")?),
             email: row.try_get("email")?,
             display_name: row.try_get("display_name")?,
             active_tenant: active.map(TenantId::from_uuid),
             internal_ops: row.try_get("internal_ops")?,
+            sso_tenant: sso.map(TenantId::from_uuid),
         })
     })
     .transpose()

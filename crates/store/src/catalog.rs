@@ -135,7 +135,29 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         delete: NOBODY,
     },
     read_only("audit.chain_head", &[ViewAudit]),
+    TableAccess {
+        table: "control.sso_configs",
+        select: &[ManageWorkspace],
+        insert: &[ManageWorkspace],
+        update: &[ManageWorkspace],
+        delete: &[ManageWorkspace],
+    },
+    // Verification is set by the control role completing an admin's test sign-in, never by a
+    // tenant role (migration 0014).
+    TableAccess {
+        table: "control.sso_domains",
+        select: &[ManageWorkspace],
+        insert: &[ManageWorkspace],
+        update: NOBODY,
+        delete: &[ManageWorkspace],
+    },
+    read_only("control.sso_flows", NOBODY),
 ];
+
+/// Indexes on tenant tables that deliberately do not start with `tenant_id`, each with its
+/// reason. A verified email domain routes SSO sign-in to exactly one workspace, so "verified at
+/// most once" is a global fact the database must enforce across tenants (migration 0014).
+pub const GLOBAL_INDEXES: &[&str] = &["control.sso_domains_verified_once"];
 
 /// The schemas the platform owns.
 pub const PLATFORM_SCHEMAS: &[&str] = &[
@@ -168,7 +190,8 @@ pub struct Finding {
 
 /// The catalog checks, each a query returning the offending objects. `$1` is the platform
 /// schemas, `$2` the request roles, `$3` the administrative role migrations run as, `$4` the
-/// tables in [`TENANT_TABLES`], `$5` further documented break-glass logins.
+/// tables in [`TENANT_TABLES`], `$5` further documented break-glass logins, `$6` the
+/// [`GLOBAL_INDEXES`].
 const CHECKS: &[(&str, &str)] = &[
     (
         "tenant table without RLS enabled and forced",
@@ -236,14 +259,16 @@ const CHECKS: &[(&str, &str)] = &[
         "select i.indexrelid::regclass::text from pg_index i
          join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace
          join pg_attribute t on t.attrelid = c.oid and t.attname = 'tenant_id'
-         where i.indisunique and n.nspname = any($1) and not t.attnum = any(i.indkey)",
+         where i.indisunique and n.nspname = any($1) and not t.attnum = any(i.indkey)
+           and not (i.indexrelid::regclass::text = any($6))",
     ),
     (
         "index on a tenant table not led by tenant_id",
         "select i.indexrelid::regclass::text from pg_index i
          join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace
          join pg_attribute t on t.attrelid = c.oid and t.attname = 'tenant_id'
-         where n.nspname = any($1) and i.indkey[0] <> t.attnum",
+         where n.nspname = any($1) and i.indkey[0] <> t.attnum
+           and not (i.indexrelid::regclass::text = any($6))",
     ),
     (
         "foreign key between tenant tables without tenant_id",
@@ -353,6 +378,7 @@ pub async fn lint(
             .bind(settings.admin_role())
             .bind(&tenant_tables)
             .bind(break_glass)
+            .bind(GLOBAL_INDEXES)
             .fetch_all(&mut connection)
             .await?;
         findings.extend(objects.into_iter().map(|object| Finding { check, object }));

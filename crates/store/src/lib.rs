@@ -27,8 +27,10 @@ pub mod read_models;
 pub mod replay;
 pub mod retention;
 pub mod rollups;
+pub mod secret_box;
 mod secret_token;
 pub mod sources;
+pub mod sso;
 mod tenant_tx;
 
 pub use connect::{APP_ROLE, ConnectionSettings, Database, RoleCredentials, SERVICE_ROLE};

@@ -55,6 +55,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             database: database.clone(),
             metrics: metrics_handle(),
             min_cohort: settings.rollup_min_cohort,
+            sso: web::sso::Sso::new(&settings.master_secret()?),
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));

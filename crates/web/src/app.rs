@@ -29,6 +29,11 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "API tokens",
         Permission::ManageApiTokens,
     ),
+    (
+        crate::sso::settings::PATH,
+        "Single sign-on",
+        Permission::ManageWorkspace,
+    ),
     ("/app/audit", "Audit log", Permission::ViewAudit),
 ];
 
@@ -91,7 +96,7 @@ pub const OPS_PAGES: &[(&str, &str)] = &[
     ("/app/contact-requests", "Contact requests"),
 ];
 
-fn shell(member: &Member, current: &str) -> Shell {
+pub(crate) fn shell(member: &Member, current: &str) -> Shell {
     shell_for(
         &member.visitor,
         Some(&member.workspace),

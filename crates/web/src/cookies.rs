@@ -10,6 +10,8 @@ pub const SESSION: &str = "__Host-tributary-session";
 pub const CSRF: &str = "__Host-tributary-csrf";
 /// Marks a browser that signed in successfully (see `auth::throttle`).
 pub const DEVICE: &str = "__Host-tributary-device";
+/// Binds a single sign-on flow to the browser that started it (see `sso`).
+pub const SSO_FLOW: &str = "__Host-tributary-sso";
 
 /// The value of cookie `name`, if the request carries it once with a well-formed value (64
 /// lower-case hex digits: every cookie value this app sets has that shape).

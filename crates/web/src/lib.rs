@@ -14,6 +14,7 @@ mod csrf;
 mod ops;
 mod pages;
 mod site;
+pub mod sso;
 
 pub use app::{OPS_PAGES, PAGES as APP_PAGES};
 
@@ -39,6 +40,8 @@ pub struct AppState {
     /// The global console's minimum cohort: no rollup cell of fewer distinct tenants is shown
     /// (at least 2 whatever is configured).
     pub min_cohort: i64,
+    /// Single sign-on's sealing keys and IdP client.
+    pub sso: sso::Sso,
 }
 
 /// The whole HTTP application.
@@ -49,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(site::routes())
         .merge(auth::routes())
+        .merge(sso::routes())
         .merge(app::routes())
         .merge(ops::routes())
         .merge(assets::routes())

@@ -335,6 +335,7 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
     ),
     ("web", "docs/web.md", include_str!("../../../docs/web.md")),
     ("api", "docs/api.md", include_str!("../../../docs/api.md")),
+    ("sso", "docs/sso.md", include_str!("../../../docs/sso.md")),
     (
         "operations",
         "docs/operations.md",

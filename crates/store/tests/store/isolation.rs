@@ -237,6 +237,35 @@ const EXERCISES: &[Exercise] = &[
         seed: false,
     },
     Exercise {
+        table: "control.sso_configs",
+        // One configuration per workspace: the seeded row is replaced in place.
+        insert: "insert into control.sso_configs (tenant_id, issuer, client_id, \
+                 client_secret_ciphertext, client_secret_nonce, default_role) \
+                 select t, 'https://idp.example.com', 'client ' || k, sha256(k::text::bytea), \
+                 substring(sha256(k::text::bytea) from 1 for 12), 'viewer' from p \
+                 on conflict (tenant_id) do update set client_id = excluded.client_id",
+        update_column: "enabled",
+        seed: true,
+    },
+    Exercise {
+        table: "control.sso_domains",
+        insert: "insert into control.sso_domains (tenant_id, domain) \
+                 select t, 'd' || replace(k::text, '-', '') || '.example.com' from p",
+        update_column: "verified_at",
+        seed: true,
+    },
+    Exercise {
+        table: "control.sso_flows",
+        insert: "insert into control.sso_flows (tenant_id, state_hash, binding_hash, purpose, \
+                 nonce, verifier_ciphertext, verifier_nonce, redirect_uri, expires_at) \
+                 select t, sha256(k::text::bytea), sha256(t::text::bytea), 'sign_in', k::text, \
+                 sha256(k::text::bytea), substring(sha256(k::text::bytea) from 1 for 12), \
+                 'https://tributary.example.com/auth/sso/callback', now() + interval '10 minutes' \
+                 from p",
+        update_column: "used_at",
+        seed: true,
+    },
+    Exercise {
         table: "audit.chain_head",
         insert: "insert into audit.chain_head (tenant_id, seq, hash) \
                  select t, 0, sha256(k::text::bytea) from p",

@@ -22,6 +22,7 @@ use crate::AppState;
 mod mappings;
 mod openapi;
 mod ops;
+mod sso;
 
 /// The API's routes, each registered with its method, so that the OpenAPI document
 /// ([`openapi::OPERATIONS`]) can be checked against exactly what is served.
@@ -64,7 +65,7 @@ fn register() -> Routes {
     .at(Method::POST, "/api/v1/replays", request_replay)
     .at(Method::GET, "/api/v1/replays/{request}", replay_status)
     .at(Method::GET, "/api/v1/dead-letters", dead_letters);
-    ops::register(mappings::register(routes))
+    sso::register(ops::register(mappings::register(routes)))
 }
 
 pub fn routes() -> Router<AppState> {
@@ -225,7 +226,11 @@ impl FromRequestParts<AppState> for Caller {
         let user = session_user(parts, state)
             .await?
             .ok_or_else(unauthenticated)?;
-        let workspaces = store::accounts::memberships(&state.database, user.user_id).await?;
+        let mut workspaces = store::accounts::memberships(&state.database, user.user_id).await?;
+        // A session from a workspace's IdP acts in that workspace only (crate::sso).
+        if let Some(only) = user.sso_tenant {
+            workspaces.retain(|workspace| workspace.tenant_id == only);
+        }
         let workspace = user
             .active_tenant
             .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active))

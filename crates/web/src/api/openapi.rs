@@ -168,6 +168,30 @@ pub const OPERATIONS: &[Operation] = &[
         Access::Tenant(P::ViewDeadLetters),
         (200, Some("DeadLetters")),
     ),
+    op(
+        "get",
+        "/api/v1/sso",
+        "The workspace's single sign-on configuration (never the client secret)",
+        Access::Tenant(P::ManageWorkspace),
+        (200, Some("Sso")),
+    ),
+    Operation {
+        request: Some("SsoInput"),
+        ..op(
+            "put",
+            "/api/v1/sso",
+            "Set the workspace's OpenID Connect provider, email domains and default role (audited)",
+            Access::Tenant(P::ManageWorkspace),
+            (200, Some("Sso")),
+        )
+    },
+    op(
+        "delete",
+        "/api/v1/sso",
+        "Remove single sign-on (audited)",
+        Access::Tenant(P::ManageWorkspace),
+        (204, None),
+    ),
     Operation {
         query: REGISTRY_QUERY,
         ..op(
@@ -350,6 +374,17 @@ fn schemas() -> Value {
         "AllowlistChange": object(json!({
             "key": { "type": "string" }, "status": { "enum": ["allowlisted", "retired", "purging"] },
         }), &["key", "status"]),
+        "Sso": object(json!({
+            "sso": { "type": "object", "description": "issuer, client id, domains (each with whether it is verified), default role, enabled; never the secret" },
+        }), &["sso"]),
+        "SsoInput": object(json!({
+            "issuer": { "type": "string", "format": "uri", "description": "https, or http on a loopback address" },
+            "client_id": { "type": "string" },
+            "client_secret": { "type": "string", "description": "write-only; omit or leave empty to keep the stored one" },
+            "domains": { "type": "array", "items": { "type": "string" } },
+            "default_role": { "enum": ["admin", "operator", "viewer"] },
+            "enabled": { "type": "boolean" },
+        }), &["issuer", "client_id", "domains", "default_role"]),
         "RollupCells": object(json!({
             "key": { "type": "string" }, "min_cohort": { "type": "integer", "minimum": 2 },
             "from": time, "to": time,

@@ -40,7 +40,7 @@ pub fn routes() -> Router<AppState> {
 
 const SIGN_IN_FAILED: &str =
     "That email and password do not match an account. Check both and try again.";
-const THROTTLED: &str =
+pub(crate) const THROTTLED: &str =
     "Too many attempts from here. Wait 15 minutes, or sign in from a browser you have used before.";
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +102,24 @@ struct AuthQuery {
     next: String,
     signed_out: Option<String>,
     reset: Option<String>,
+}
+
+/// The sign-in page again, with `email` filled in and `message` as its error (for the SSO
+/// form, which lives in `crate::sso`).
+pub(crate) fn sign_in_page(
+    visitor: &Visitor,
+    status: StatusCode,
+    email: &str,
+    message: &str,
+) -> Response {
+    let form = AuthForm {
+        email: email.chars().take(320).collect(),
+        ..AuthForm::default()
+    };
+    render(
+        status,
+        &AuthPage::new(visitor, false, form).with_error(message),
+    )
 }
 
 async fn auth_page(visitor: Visitor, Query(query): Query<AuthQuery>) -> Response {
@@ -273,18 +291,24 @@ async fn start_session(
         visitor.user_agent.as_deref(),
     )
     .await?;
+    Ok(signed_in(&token))
+}
+
+/// The answer to any successful sign-in (password, invitation or SSO): to `/app`, with the new
+/// session's cookie and a new anti-forgery cookie.
+pub(crate) fn signed_in(session_token: &str) -> Response {
     let mut response = Redirect::to("/app").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        cookies::set(cookies::SESSION, &token, None),
+        cookies::set(cookies::SESSION, session_token, None),
     );
     headers.append(
         header::SET_COOKIE,
         cookies::set(cookies::CSRF, &cookies::random_value(), None),
     );
-    Ok(response)
+    response
 }
 
 fn set_location(response: &mut Response, location: &str) {

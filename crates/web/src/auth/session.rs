@@ -130,9 +130,13 @@ impl FromRequestParts<AppState> for AppUser {
                 .unwrap_or_default();
             return Err(PageError::SignIn { next }.into_page(&visitor.chrome("")));
         };
-        let workspaces = store::accounts::memberships(&state.database, session.user.user_id)
+        let mut workspaces = store::accounts::memberships(&state.database, session.user.user_id)
             .await
             .map_err(|error| PageError::from(error).into_page(&visitor.chrome("app")))?;
+        // A session from a workspace's IdP acts in that workspace only (crate::sso).
+        if let Some(only) = session.user.sso_tenant {
+            workspaces.retain(|workspace| workspace.tenant_id == only);
+        }
         let workspace = session
             .user
             .active_tenant

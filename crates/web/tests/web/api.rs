@@ -59,6 +59,10 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     let a = tenant(&database, "Acme").await;
     let b = tenant(&database, "Globex").await;
     let b_source = source(&database, b).await;
+    let b_admin = token(&database, b, Role::Admin).await;
+    let b_sso = r#"{"issuer": "https://login.globex.example", "client_id": "globex", "client_secret": "globex secret", "domains": ["globex.example"], "default_role": "operator", "enabled": false}"#;
+    let (status, _, _) = request(&addr, "PUT", "/api/v1/sso", Some(&b_admin), b_sso).await;
+    assert_eq!(status, 200);
     let mut tx = owner(&database, a).await;
     let replay = store::replay::request(&mut tx, &store::replay::ReplayKind::DeadLetters)
         .await
@@ -119,6 +123,29 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 Permission::ViewDeadLetters,
                 200,
             ),
+            (
+                "PUT",
+                "/api/v1/sso".into(),
+                format!(
+                    r#"{{"issuer": "https://idp.example.com", "client_id": "set by {role}", "client_secret": "s", "domains": ["acme.example"], "default_role": "viewer", "enabled": true}}"#
+                ),
+                Permission::ManageWorkspace,
+                200,
+            ),
+            (
+                "GET",
+                "/api/v1/sso".into(),
+                String::new(),
+                Permission::ManageWorkspace,
+                200,
+            ),
+            (
+                "DELETE",
+                "/api/v1/sso".into(),
+                String::new(),
+                Permission::ManageWorkspace,
+                204,
+            ),
         ];
         for (method, path, body, permission, success) in routes {
             let (status, _, response) = request(&addr, method, &path, Some(&bearer), &body).await;
@@ -170,6 +197,14 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // B's SSO configuration was untouched by all of that, and its secret is never answered.
+    let (status, _, response) = request(&addr, "GET", "/api/v1/sso", Some(&b_admin), "").await;
+    assert_eq!(status, 200);
+    let b_config = json(&response);
+    assert_eq!(b_config["sso"]["client_id"], "globex");
+    assert_eq!(b_config["sso"]["issuer"], "https://login.globex.example");
+    assert!(!response.contains("globex secret") && !response.contains("client_secret"));
 
     // B's sources were untouched by all of that.
     let mut tx = owner(&database, b).await;

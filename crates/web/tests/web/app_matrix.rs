@@ -216,6 +216,38 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             ));
         }
 
+        // Single sign-on: saved, tested and removed by who manages the workspace. The issuer is
+        // a closed loopback port, so the allowed test sign-in fails at discovery (400).
+        let manages_workspace = role.allows(Permission::ManageWorkspace);
+        for (action, fields, allowed_status) in [
+            (
+                "/app/settings/sso",
+                vec![
+                    ("issuer", "http://127.0.0.1:9"),
+                    ("client_id", "acme"),
+                    ("client_secret", "acme secret"),
+                    ("domains", "acme.example"),
+                    ("default_role", "viewer"),
+                ],
+                303,
+            ),
+            ("/app/settings/sso/test", vec![], 400),
+            ("/app/settings/sso/delete", vec![], 303),
+        ] {
+            let page = browser.submit("/app/overview", action, &fields).await;
+            let expected = if manages_workspace {
+                allowed_status
+            } else {
+                403
+            };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+        }
+
         // Another tenant's workspace cannot be chosen; the session stays in its own.
         let switched = browser
             .submit(

@@ -10,9 +10,13 @@ mod chromium;
 mod mappings;
 mod ops;
 mod site;
+mod sso;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The platform master secret of the test servers (SSO client secrets are sealed under it).
+pub const TEST_MASTER_SECRET: &str = "web tests master secret";
 
 pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -27,6 +31,7 @@ pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::
         database,
         metrics: Some(handle),
         min_cohort: 3,
+        sso: web::sso::Sso::new(&secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned())),
     };
     tokio::spawn(web::serve(listener, state, async move {
         let _ = stop_rx.await;

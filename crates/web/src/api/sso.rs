@@ -1,0 +1,67 @@
+//! `/api/v1/sso`: the workspace's single sign-on configuration, as on `/app/settings/sso`
+//! (`manage_workspace`). The client secret is write-only: a PUT may set it, no answer contains
+//! it. Every change is audited by the store in the same transaction.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use axum::http::{Method, StatusCode};
+use domain::Permission;
+use serde_json::json;
+
+use super::{ApiError, Caller, Routes, parse_body};
+use crate::AppState;
+use crate::sso::settings::SsoInput;
+
+pub(super) fn register(routes: Routes) -> Routes {
+    routes
+        .at(Method::GET, "/api/v1/sso", read)
+        .at(Method::PUT, "/api/v1/sso", replace)
+        .at(Method::DELETE, "/api/v1/sso", remove)
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
+    let settings = store::sso::settings(&mut tx).await?;
+    tx.commit().await?;
+    match settings {
+        Some(settings) => Ok(Json(json!({ "sso": settings }))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "single sign-on is not configured",
+        )),
+    }
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let input: SsoInput = parse_body(
+        &body,
+        r#"{"issuer": "https://...", "client_id": "...", "client_secret": "... (omit to keep)", "domains": ["example.com"], "default_role": "admin"|"operator"|"viewer", "enabled": true|false}"#,
+    )?;
+    let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
+    let valid = input
+        .validate()
+        .map_err(|errors| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
+                .with_details(json!({ "problems": errors }))
+        })?;
+    store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await?;
+    let settings = store::sso::settings(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "sso": settings })))
+}
+
+async fn remove(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
+    store::sso::delete(&mut tx).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
