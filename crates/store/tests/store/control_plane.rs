@@ -310,6 +310,28 @@ async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_th
         .unwrap()
         .unwrap();
     assert!(session.internal_ops, "the session sees the grant at once");
+    // A session a workspace's IdP started is never staff, whoever the account is: an IdP
+    // speaks for its workspace only.
+    let workspace = tenant(&database, "Acme").await;
+    store::sso::create_session(
+        &database,
+        user,
+        "through-sso",
+        lifetime,
+        workspace,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let through_sso = store::accounts::find_session(&database, "through-sso", lifetime.idle)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (through_sso.internal_ops, through_sso.sso_tenant),
+        (false, Some(workspace))
+    );
     let staff = store::accounts::list_staff(&database).await.unwrap();
     assert_eq!(staff.len(), 1);
     assert_eq!(

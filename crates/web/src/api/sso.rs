@@ -2,9 +2,9 @@
 //! (`manage_workspace`). The client secret is write-only: a PUT may set it, no answer contains
 //! it. Every change is audited by the store in the same transaction.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::Json;
 use axum::http::{Method, StatusCode};
 use domain::Permission;
 use serde_json::json;
@@ -47,12 +47,10 @@ async fn replace(
         r#"{"issuer": "https://...", "client_id": "...", "client_secret": "... (omit to keep)", "domains": ["example.com"], "default_role": "admin"|"operator"|"viewer", "enabled": true|false}"#,
     )?;
     let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
-    let valid = input
-        .validate()
-        .map_err(|errors| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
-                .with_details(json!({ "problems": errors }))
-        })?;
+    let valid = input.validate().map_err(|errors| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
+            .with_details(json!({ "problems": errors }))
+    })?;
     store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await?;
     let settings = store::sso::settings(&mut tx).await?;
     tx.commit().await?;
