@@ -49,11 +49,14 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         bus.clone(),
         shutdown_rx.clone(),
     ));
+    let mail = mailer(&settings, web_addr)?;
     let web = tokio::spawn(web::serve(
         listener,
         web::AppState {
             database: database.clone(),
             metrics: metrics_handle(),
+            mail,
+            live: web::LiveStreams::default(),
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));
@@ -82,6 +85,15 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     println!("  edge:     https://{edge_addr}/ (agents pair and send here)");
     println!("  bus:      {}", describe_bus(&bus_config));
     println!("  database: {}", connected.describe());
+    match &settings.smtp {
+        Some(smtp) => println!(
+            "  mail:     reset and invitation links by SMTP via {} as {}",
+            smtp.host, smtp.from
+        ),
+        None => println!(
+            "  mail:     no SMTP server configured: reset and invitation links go to the log"
+        ),
+    }
     if let Some(demo) = &demo {
         println!(
             "  demo:     tenant {} with a simulated agent streaming (source {})",
@@ -289,4 +301,28 @@ impl Signals {
             _ = self.terminate.recv() => {}
         }
     }
+}
+
+/// The web app's mailer, when a mail server is configured: checked now, so a bad setting stops
+/// the start instead of the first reset.
+fn mailer(
+    settings: &Settings,
+    web_addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<std::sync::Arc<web::mail::Mailer>>> {
+    let Some(smtp) = &settings.smtp else {
+        return Ok(None);
+    };
+    let mail = web::mail::MailSettings {
+        host: smtp.host.clone(),
+        port: smtp.port,
+        tls: smtp.tls,
+        credentials: smtp.credentials.clone(),
+        from: smtp.from.clone(),
+        public_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{web_addr}")),
+    };
+    let mailer = web::mail::Mailer::new(mail).context("invalid mail settings (smtp_*)")?;
+    Ok(Some(std::sync::Arc::new(mailer)))
 }

@@ -28,6 +28,11 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "API tokens",
         Permission::ManageApiTokens,
     ),
+    (
+        "/app/settings/masking",
+        "Masking",
+        Permission::ManageMasking,
+    ),
     ("/app/audit", "Audit log", Permission::ViewAudit),
 ];
 
@@ -65,24 +70,24 @@ pub fn routes() -> Router<AppState> {
 }
 
 #[derive(Debug)]
-struct NavItem {
-    href: &'static str,
-    label: &'static str,
-    current: bool,
+pub(crate) struct NavItem {
+    pub(crate) href: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) current: bool,
 }
 
-/// What the shell shows around every app page.
+/// What the shell shows around every app page (pages in other modules fill it too).
 #[derive(Debug)]
-struct Shell {
-    tenant_id: TenantId,
-    tenant_name: String,
-    email: String,
-    role: Role,
-    workspaces: Vec<Membership>,
-    nav: Vec<NavItem>,
+pub(crate) struct Shell {
+    pub(crate) tenant_id: TenantId,
+    pub(crate) tenant_name: String,
+    pub(crate) email: String,
+    pub(crate) role: Role,
+    pub(crate) workspaces: Vec<Membership>,
+    pub(crate) nav: Vec<NavItem>,
 }
 
-fn shell(member: &Member, current: &str) -> Shell {
+pub(crate) fn shell(member: &Member, current: &str) -> Shell {
     let role = member.role();
     Shell {
         tenant_id: member.tenant(),
@@ -107,7 +112,7 @@ fn date(at: time::OffsetDateTime) -> String {
     at.format(&format).unwrap_or_default()
 }
 
-fn page_result(member: &Member, result: Result<Response, PageError>) -> Response {
+pub(crate) fn page_result(member: &Member, result: Result<Response, PageError>) -> Response {
     result.unwrap_or_else(|error| error.into_page(&member.visitor.chrome("app")))
 }
 
@@ -130,6 +135,8 @@ struct OverviewPage {
     created: String,
     sessions: Vec<SessionRow>,
     ended: bool,
+    /// The live event activity, for roles that read bronze.
+    activity_html: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +153,11 @@ async fn overview(
     let result = async {
         let mut tx = member.tx(&state, Permission::ViewWorkspace).await?;
         let tenant = store::control::current_tenant(&mut tx).await?;
+        let activity_html = if member.role().allows(Permission::ViewBronze) {
+            Some(crate::live::activity_fragment(&mut tx).await?)
+        } else {
+            None
+        };
         tx.commit().await?;
         let session = member.session();
         let sessions =
@@ -175,6 +187,7 @@ async fn overview(
                     })
                     .collect(),
                 ended: query.ended.is_some(),
+                activity_html,
             },
         ))
     }
@@ -199,20 +212,14 @@ async fn end_session(
     }
 }
 
-#[derive(Debug)]
-struct SourceRow {
-    name: String,
-    kind: String,
-    status: String,
-    created: String,
-}
-
 #[derive(Template)]
 #[template(path = "app/sources.html")]
 struct SourcesPage {
     chrome: Chrome,
     shell: Shell,
-    sources: Vec<SourceRow>,
+    has_sources: bool,
+    /// The sources table, as its live stream also sends it.
+    sources_html: String,
     can_manage: bool,
 }
 
@@ -226,15 +233,8 @@ async fn data_sources(State(state): State<AppState>, member: Member) -> Response
             &SourcesPage {
                 chrome: member.visitor.chrome("app"),
                 shell: shell(&member, "/app/data-sources"),
-                sources: sources
-                    .into_iter()
-                    .map(|source| SourceRow {
-                        name: source.name,
-                        kind: source.kind,
-                        status: source.status,
-                        created: date(source.created_at),
-                    })
-                    .collect(),
+                has_sources: !sources.is_empty(),
+                sources_html: crate::live::sources_fragment(sources),
                 can_manage: member.role().allows(Permission::ManageSources),
             },
         ))
@@ -774,7 +774,7 @@ impl AuditQuery {
     }
 }
 
-fn query_encode(text: &str) -> String {
+pub(crate) fn query_encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
@@ -811,7 +811,7 @@ struct AuditPage {
     next_href: Option<String>,
 }
 
-fn timestamp(at: time::OffsetDateTime) -> String {
+pub(crate) fn timestamp(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     at.format(&format).unwrap_or_default()
 }
@@ -989,8 +989,8 @@ struct InviteForm {
     role: String,
 }
 
-/// Invites an address with a role no higher than the inviter's. With no mail server configured
-/// yet, the link goes to the server log (by invitation id, never the address).
+/// Invites an address with a role no higher than the inviter's; the link goes by mail, or to
+/// the server log when no mail server is configured (by invitation id, never the address).
 async fn invite(
     State(state): State<AppState>,
     member: Member,
@@ -1010,10 +1010,14 @@ async fn invite(
         let (invitation, token) =
             store::invitations::create(&mut tx, &email, role, INVITATION_LIFETIME).await?;
         tx.commit().await?;
-        tracing::info!(
-            %invitation,
-            link = %format!("/auth/invitation/{token}"),
-            "invitation link (no mail server configured; deliver it by hand)"
+        crate::mail::deliver_invitation(
+            &state,
+            invitation,
+            &email,
+            &member.workspace.name,
+            role,
+            &token,
+            INVITATION_LIFETIME.whole_days(),
         );
         Ok(Redirect::to("/app/settings?done=invited#members-heading").into_response())
     }

@@ -11,13 +11,18 @@ mod assets;
 pub mod auth;
 mod cookies;
 mod csrf;
+mod live;
+pub mod mail;
+mod masking;
 mod pages;
 mod site;
 
 pub use app::PAGES as APP_PAGES;
+pub use live::LiveStreams;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -35,6 +40,10 @@ pub struct AppState {
     pub database: Database,
     /// Renders the process's metrics; `None` serves no `/metrics`.
     pub metrics: Option<PrometheusHandle>,
+    /// Sends reset and invitation links; `None` writes them to the log instead.
+    pub mail: Option<Arc<mail::Mailer>>,
+    /// The live-update streams open per session (bounded).
+    pub live: live::LiveStreams,
 }
 
 /// The whole HTTP application.
@@ -46,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .merge(site::routes())
         .merge(auth::routes())
         .merge(app::routes())
+        .merge(masking::routes())
+        .merge(live::routes())
         .merge(assets::routes())
         .fallback(not_found)
         .with_state(state)
@@ -153,6 +164,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Live streams never end by themselves: end them when shutting down, so the server can
+    // finish the connections it waits for.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close_all();
+    };
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::AppState;
 
 mod mappings;
+mod masking;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/replays/{request}", get(replay_status))
         .route("/api/v1/dead-letters", get(dead_letters))
         .merge(mappings::routes())
+        .merge(masking::routes())
 }
 
 /// An error as `{"error": {"code", "message"}}`; never SQL, internals or customer values.
