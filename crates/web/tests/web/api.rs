@@ -15,7 +15,8 @@ pub async fn tenant(database: &Database, name: &str) -> TenantId {
         .tenant_id
 }
 
-async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
+/// A transaction as an owner of `tenant` (a user who need not exist).
+pub async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
     TenantTx::begin(
         database,
         Scope::Member {

@@ -309,7 +309,7 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    let mut tx = crate::masking::owner_tx(&database, b).await;
+    let mut tx = crate::api::owner(&database, b).await;
     let b_rules = store::masking::list(&mut tx).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(

@@ -379,7 +379,7 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
         .await
         .unwrap();
     wait_for_text(&client, "Rule added.").await;
-    let mut tx = crate::masking::owner_tx(&database, tenant).await;
+    let mut tx = crate::api::owner(&database, tenant).await;
     let rules = store::masking::list(&mut tx).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(

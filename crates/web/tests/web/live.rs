@@ -13,8 +13,7 @@ use test_support::TestDatabase;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::auth::{PASSWORD, member, sign_in};
-use crate::browser::Browser;
+use crate::auth::{member, signed_in};
 use crate::masking::bronze_event;
 use crate::serve;
 
@@ -161,12 +160,6 @@ impl EventStream {
     }
 }
 
-async fn signed_in(addr: &str, email: &str) -> Browser {
-    let mut browser = Browser::new(addr);
-    assert_eq!(sign_in(&mut browser, email, PASSWORD).await.status, 303);
-    browser
-}
-
 fn event(table: &str) -> serde_json::Value {
     json!({"key": {"id": 1}, "after": {"id": 1, "table": table}})
 }
@@ -262,7 +255,7 @@ async fn report(
 }
 
 async fn source(database: &store::Database, tenant: TenantId, name: &str) -> domain::SourceId {
-    let mut tx = crate::masking::owner_tx(database, tenant).await;
+    let mut tx = crate::api::owner(database, tenant).await;
     let (source, _) = store::sources::create_source(&mut tx, name, "simulator")
         .await
         .unwrap();

@@ -2,14 +2,14 @@
 //! refusals, every change audited, and the preview, which must show what the edge's engine does
 //! (with the published preview key) to a sample taken from bronze or typed by the admin.
 
-use domain::{EventId, Lsn, Role, SourceId, TenantId, UserId};
+use domain::{EventId, Lsn, Role, SourceId, TenantId};
 use protocol::masking::{MaskRule, MaskingPolicy, RowImages};
 use serde_json::{Value, json};
-use store::{Database, Scope, TenantTx};
+use store::Database;
 use test_support::TestDatabase;
 
-use crate::auth::{PASSWORD, member, sign_in};
-use crate::browser::{Browser, Page};
+use crate::auth::{member, signed_in};
+use crate::browser::Page;
 use crate::{request, serve};
 
 const PAGE: &str = "/app/settings/masking";
@@ -17,21 +17,8 @@ const PAGE: &str = "/app/settings/masking";
 /// The key the preview hashes with, as the page documents it.
 const PREVIEW_KEY: &[u8] = b"tributary masking preview key v1";
 
-pub async fn owner_tx(database: &Database, tenant: TenantId) -> TenantTx {
-    TenantTx::begin(
-        database,
-        Scope::Member {
-            tenant,
-            user: UserId::new_random(),
-            role: Role::Owner,
-        },
-    )
-    .await
-    .unwrap()
-}
-
 pub async fn rule(database: &Database, tenant: TenantId, table: &str, path: &str, action: &str) {
-    let mut tx = owner_tx(database, tenant).await;
+    let mut tx = crate::api::owner(database, tenant).await;
     let rule = store::masking::MaskingRule {
         source_table: table.into(),
         field_path: path.into(),
@@ -42,7 +29,7 @@ pub async fn rule(database: &Database, tenant: TenantId, table: &str, path: &str
 }
 
 async fn rules_of(database: &Database, tenant: TenantId) -> Vec<(String, String, String)> {
-    let mut tx = owner_tx(database, tenant).await;
+    let mut tx = crate::api::owner(database, tenant).await;
     let rules = store::masking::list(&mut tx).await.unwrap();
     tx.rollback().await.unwrap();
     rules
@@ -116,12 +103,6 @@ fn code_block(page: &Page, id: &str) -> String {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
-}
-
-async fn signed_in(addr: &str, email: &str) -> Browser {
-    let mut browser = Browser::new(addr);
-    assert_eq!(sign_in(&mut browser, email, PASSWORD).await.status, 303);
-    browser
 }
 
 #[tokio::test]
@@ -291,7 +272,7 @@ async fn admins_add_edit_and_remove_rules_with_specific_refusals_and_every_chang
     assert_eq!(again.status, 404);
 
     // Every change is in the audit log, by the admin, with what changed.
-    let mut tx = owner_tx(&database, a).await;
+    let mut tx = crate::api::owner(&database, a).await;
     let entries = store::audit::list(&mut tx, 10).await.unwrap();
     tx.rollback().await.unwrap();
     let masking: Vec<_> = entries
