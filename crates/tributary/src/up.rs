@@ -21,13 +21,15 @@ const BUS_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     // Installed before anything starts, so a signal during start-up still stops what started.
     let signals = Signals::install()?;
-    let connected = Connected::open(&settings, true).await?;
-    let database = connected.database.clone();
-
+    // The web address and the mail settings first: a mistake in either stops the start before
+    // the database is.
     let listener = TcpListener::bind(settings.web_addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.web_addr))?;
     let web_addr = listener.local_addr()?;
+    let mail = mailer(&settings, web_addr)?;
+    let connected = Connected::open(&settings, true).await?;
+    let database = connected.database.clone();
 
     let bus_config: bus::BusConfig = settings
         .bus
@@ -49,7 +51,6 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         bus.clone(),
         shutdown_rx.clone(),
     ));
-    let mail = mailer(&settings, web_addr)?;
     let web = tokio::spawn(web::serve(
         listener,
         web::AppState {
@@ -303,8 +304,8 @@ impl Signals {
     }
 }
 
-/// The web app's mailer, when a mail server is configured: checked now, so a bad setting stops
-/// the start instead of the first reset.
+/// The web app's mailer, when a mail server is configured: checked at start, so a bad setting
+/// stops the start instead of the first reset.
 fn mailer(
     settings: &Settings,
     web_addr: std::net::SocketAddr,
