@@ -70,14 +70,6 @@ impl LiveStreams {
         self.closing.send_replace(true);
     }
 
-    /// How many streams are open now, across sessions.
-    pub fn open_count(&self) -> usize {
-        self.open
-            .lock()
-            .map(|open| open.values().sum())
-            .unwrap_or_default()
-    }
-
     /// A place for one more stream of the session `token`, unless it holds the most already.
     fn acquire(&self, token: &str) -> Option<StreamSlot> {
         let key = Sha256::digest(token.as_bytes()).to_vec();
