@@ -8,7 +8,6 @@
 pub mod ca;
 pub mod config;
 mod identity;
-pub mod masking;
 mod routes;
 pub mod secret_box;
 mod server;

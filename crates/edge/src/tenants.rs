@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use domain::TenantId;
+use protocol::masking::{MaskRule, MaskingPolicy};
 use store::Database;
 use tokio::sync::RwLock;
 
 use crate::identity::ClientIdentity;
-use crate::masking::{MaskAction, MaskingPolicy};
 use crate::secret_box::SecretBox;
 
 /// A tenant's masking policy and HMAC secret.
@@ -81,15 +81,20 @@ impl TenantCaches {
         {
             return Ok(masking.clone());
         }
-        let rules = store::sources::masking_rules(&self.database, tenant).await?;
+        let rules = store::masking::rules_for_edge(&self.database, tenant).await?;
         let mut parsed = Vec::with_capacity(rules.len());
         for rule in rules {
-            let path = rule
-                .field_path
-                .parse()
-                .map_err(|_| CacheError::InvalidRule)?;
-            let action: MaskAction = rule.action.parse().map_err(|_| CacheError::InvalidRule)?;
-            parsed.push((path, action));
+            parsed.push(MaskRule {
+                table: rule
+                    .source_table
+                    .parse()
+                    .map_err(|_| CacheError::InvalidRule)?,
+                path: rule
+                    .field_path
+                    .parse()
+                    .map_err(|_| CacheError::InvalidRule)?,
+                action: rule.action.parse().map_err(|_| CacheError::InvalidRule)?,
+            });
         }
         let masking = Arc::new(TenantMasking {
             policy: MaskingPolicy::new(parsed),

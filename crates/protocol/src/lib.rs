@@ -1,6 +1,8 @@
 //! The versioned agent <-> edge wire contract: the bodies of `POST /v1/events` and of pairing,
 //! the limits the edge holds them to, and the decoding of untrusted bytes into validated
-//! events. The contract is written down in `docs/protocol.md`.
+//! events. The contract is written down in `docs/protocol.md`. It also holds the PII masking
+//! engine ([`masking`]), which rewrites those events: the edge applies it, the web app previews
+//! it, and both must run the same code.
 //!
 //! Architecture invariant: this is the only crate that defines bytes on the wire. It does no
 //! I/O and knows no HTTP framework: the edge passes it header values and body bytes, and maps
@@ -11,6 +13,7 @@ mod encode;
 mod encoding;
 mod error;
 mod limits;
+pub mod masking;
 mod pairing;
 mod reason;
 mod status;

@@ -507,68 +507,6 @@ pub async fn store_tenant_masking_secret(
     Ok(())
 }
 
-/// One masking rule: a field path and what to do with the values found there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MaskingRule {
-    pub field_path: String,
-    pub action: String,
-}
-
-/// A tenant's masking rules as the edge applies them.
-pub async fn masking_rules(
-    database: &Database,
-    tenant: TenantId,
-) -> Result<Vec<MaskingRule>, StoreError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "select field_path, action from control.pii_masking_policy where tenant_id = $1 \
-         order by field_path",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_all(database.service_pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(field_path, action)| MaskingRule { field_path, action })
-        .collect())
-}
-
-/// Adds or changes a masking rule of the transaction's tenant (audited). The caller has
-/// validated the path and action.
-pub async fn set_masking_rule(tx: &mut TenantTx, rule: &MaskingRule) -> Result<(), StoreError> {
-    let tenant = require_tenant(tx)?;
-    sqlx::query(
-        "insert into control.pii_masking_policy (tenant_id, field_path, action) values ($1, $2, $3) \
-         on conflict (tenant_id, field_path) do update set action = excluded.action, updated_at = now()",
-    )
-    .bind(tenant.as_uuid())
-    .bind(&rule.field_path)
-    .bind(&rule.action)
-    .execute(tx.connection())
-    .await?;
-    audit::append(
-        tx,
-        AuditEntry::new("masking.set", rule.field_path.clone())
-            .details(serde_json::json!({ "action": rule.action })),
-    )
-    .await
-}
-
-/// Removes a masking rule (audited).
-pub async fn remove_masking_rule(tx: &mut TenantTx, field_path: &str) -> Result<(), StoreError> {
-    let tenant = require_tenant(tx)?;
-    let removed = sqlx::query(
-        "delete from control.pii_masking_policy where tenant_id = $1 and field_path = $2",
-    )
-    .bind(tenant.as_uuid())
-    .bind(field_path)
-    .execute(tx.connection())
-    .await?;
-    if removed.rows_affected() == 0 {
-        return Err(StoreError::NotFound("masking rule"));
-    }
-    audit::append(tx, AuditEntry::new("masking.remove", field_path.to_owned())).await
-}
-
 fn require_tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {
     tx.tenant()
         .ok_or(StoreError::Forbidden("this needs a tenant scope"))

@@ -199,6 +199,49 @@ pub struct UpArgs {
     /// a managed cluster).
     #[arg(long, env = "TRIBUTARY_NO_DEMO")]
     pub no_demo: bool,
+
+    #[command(flatten)]
+    pub mail: MailArgs,
+}
+
+/// Where password-reset and invitation links are mailed. Without a host they are written to
+/// the log instead. Prefer the environment or the file for the password: a flag shows in `ps`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MailArgs {
+    /// SMTP server for the mail the web app sends (password resets, invitations).
+    #[arg(long, env = "TRIBUTARY_SMTP_HOST", value_name = "HOST")]
+    pub smtp_host: Option<String>,
+
+    /// SMTP port. [default: 587 for starttls, 465 for tls, 25 for none]
+    #[arg(long, env = "TRIBUTARY_SMTP_PORT", value_name = "PORT")]
+    pub smtp_port: Option<u16>,
+
+    /// How the SMTP connection is protected: `starttls`, `tls`, or `none` (only to a loopback
+    /// host, e.g. a local relay). [default: starttls]
+    #[arg(long, env = "TRIBUTARY_SMTP_TLS", value_name = "MODE")]
+    pub smtp_tls: Option<String>,
+
+    /// SMTP user name, when the server wants one (with --smtp-password).
+    #[arg(long, env = "TRIBUTARY_SMTP_USERNAME", value_name = "USER")]
+    pub smtp_username: Option<String>,
+
+    /// SMTP password (never logged).
+    #[arg(
+        long,
+        env = "TRIBUTARY_SMTP_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub smtp_password: Option<String>,
+
+    /// Sender of the mail, e.g. "Tributary <no-reply@example.com>" (required with a host).
+    #[arg(long, env = "TRIBUTARY_SMTP_FROM", value_name = "MAILBOX")]
+    pub smtp_from: Option<String>,
+
+    /// The web app's address as people reach it, for links in mail, e.g.
+    /// https://tributary.example.com. [default: http://<web address>]
+    #[arg(long, env = "TRIBUTARY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,11 +24,11 @@ const EXIT_CHECK_FAILED: u8 = 3;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let web_addr = match &cli.command {
-        cli::Command::Up(args) => args.web_addr,
+    let up = match &cli.command {
+        cli::Command::Up(args) => Some(args),
         _ => None,
     };
-    let settings = match Settings::resolve(&cli.global, web_addr) {
+    let settings = match Settings::resolve(&cli.global, up) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::cli::GlobalOptions;
+use crate::cli::{GlobalOptions, UpArgs};
 
 pub const DEFAULT_DATA_DIR: &str = ".tributary";
 pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
@@ -39,6 +39,13 @@ struct FileSettings {
     bus: Option<String>,
     secret_key: Option<String>,
     rollup_min_cohort: Option<i64>,
+    smtp_host: Option<String>,
+    smtp_port: Option<u16>,
+    smtp_tls: Option<String>,
+    smtp_username: Option<String>,
+    smtp_password: Option<String>,
+    smtp_from: Option<String>,
+    public_url: Option<String>,
 }
 
 /// Where the database is.
@@ -71,14 +78,73 @@ pub struct Settings {
     pub secret_key: Option<SecretString>,
     /// The global console's minimum cohort (k), at least 2.
     pub rollup_min_cohort: i64,
+    /// The mail server for reset and invitation links; `None` logs the links instead.
+    pub smtp: Option<SmtpSettings>,
+    /// The web app's address as people reach it; by default `http://<web address>`.
+    pub public_url: Option<String>,
+}
+
+/// The SMTP server the web app sends mail through.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: web::mail::SmtpTls,
+    pub credentials: Option<(String, SecretString)>,
+    pub from: String,
+}
+
+impl SmtpSettings {
+    /// Flags (and their environment variables) over the file; no host, no mail.
+    fn resolve(
+        args: &crate::cli::MailArgs,
+        file: &mut FileSettings,
+    ) -> anyhow::Result<Option<Self>> {
+        let text = |flag: &Option<String>, file: Option<String>| {
+            flag.clone()
+                .or(file)
+                .filter(|value| !value.trim().is_empty())
+        };
+        let Some(host) = text(&args.smtp_host, file.smtp_host.take()) else {
+            return Ok(None);
+        };
+        let tls = text(&args.smtp_tls, file.smtp_tls.take())
+            .as_deref()
+            .unwrap_or("starttls")
+            .parse()
+            .context("invalid smtp_tls (TRIBUTARY_SMTP_TLS / --smtp-tls)")?;
+        let from = text(&args.smtp_from, file.smtp_from.take())
+            .context("smtp_from (TRIBUTARY_SMTP_FROM / --smtp-from) is required with smtp_host")?;
+        let username = text(&args.smtp_username, file.smtp_username.take());
+        let password = text(&args.smtp_password, file.smtp_password.take());
+        let credentials = match (username, password) {
+            (Some(username), Some(password)) => Some((username, SecretString::from(password))),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "smtp_username and smtp_password (TRIBUTARY_SMTP_USERNAME, TRIBUTARY_SMTP_PASSWORD) go together"
+            ),
+        };
+        Ok(Some(Self {
+            host,
+            port: args.smtp_port.or(file.smtp_port),
+            tls,
+            credentials,
+            from,
+        }))
+    }
 }
 
 impl Settings {
-    pub fn resolve(global: &GlobalOptions, web_addr: Option<SocketAddr>) -> anyhow::Result<Self> {
-        let file = match &global.config {
+    /// The settings of every command; `up` is the `up` command's own options, if it runs.
+    pub fn resolve(global: &GlobalOptions, up: Option<&UpArgs>) -> anyhow::Result<Self> {
+        let mut file = match &global.config {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        let web_addr = up.and_then(|up| up.web_addr);
+        let mail = up.map(|up| up.mail.clone()).unwrap_or_default();
+        let smtp = SmtpSettings::resolve(&mail, &mut file)?;
+        let public_url = mail.public_url.clone().or(file.public_url.take());
         let secret =
             |value: Option<String>| value.filter(|url| !url.is_empty()).map(SecretString::from);
         let database = match secret(global.database_url.clone().or(file.database_url)) {
@@ -95,6 +161,8 @@ impl Settings {
             None => DatabaseChoice::Managed,
         };
         Ok(Self {
+            smtp,
+            public_url,
             data_dir: global
                 .data_dir
                 .clone()
@@ -226,9 +294,14 @@ mod tests {
         assert!(matches!(from_file.database, DatabaseChoice::Given { .. }));
         assert_eq!(from_file.rollup_min_cohort, 2, "k is never below 2");
 
+        let up = UpArgs {
+            web_addr: Some("127.0.0.1:0".parse().unwrap()),
+            no_demo: false,
+            mail: crate::cli::MailArgs::default(),
+        };
         let flagged = Settings::resolve(
             &global(Some(path.clone()), Some("/tmp/elsewhere")),
-            Some("127.0.0.1:0".parse().unwrap()),
+            Some(&up),
         )
         .unwrap();
         assert_eq!(flagged.data_dir, PathBuf::from("/tmp/elsewhere"));
@@ -247,6 +320,88 @@ mod tests {
         assert!(
             format!("{error:#}").contains("unknown field `data_dri`"),
             "{error:#}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn mail_comes_from_flags_over_the_file_and_is_checked() {
+        use secrecy::ExposeSecret;
+
+        let dir = std::env::temp_dir().join(format!("tributary-mail-{}", store::random_token(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tributary.toml");
+        std::fs::write(
+            &path,
+            "smtp_host = \"mail.example.com\"\nsmtp_username = \"relay\"\n\
+             smtp_password = \"from-the-file\"\nsmtp_from = \"Tributary <no-reply@example.com>\"\n\
+             public_url = \"https://tributary.example.com\"\n",
+        )
+        .unwrap();
+        let from_file = Settings::resolve(&global(Some(path.clone()), None), None).unwrap();
+        let smtp = from_file.smtp.expect("mail configured by the file");
+        assert_eq!(smtp.host, "mail.example.com");
+        assert_eq!(smtp.tls, web::mail::SmtpTls::StartTls, "the default");
+        let (user, password) = smtp.credentials.unwrap();
+        assert_eq!(
+            (user.as_str(), password.expose_secret()),
+            ("relay", "from-the-file")
+        );
+        assert_eq!(
+            from_file.public_url.as_deref(),
+            Some("https://tributary.example.com")
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                Settings::resolve(&global(Some(path.clone()), None), None).unwrap()
+            )
+            .contains("from-the-file"),
+            "the password is never printed"
+        );
+
+        let mut up = UpArgs {
+            web_addr: None,
+            no_demo: true,
+            mail: crate::cli::MailArgs {
+                smtp_host: Some("127.0.0.1".into()),
+                smtp_port: Some(2525),
+                smtp_tls: Some("none".into()),
+                ..Default::default()
+            },
+        };
+        let flagged = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
+        let smtp = flagged.smtp.unwrap();
+        assert_eq!(
+            (smtp.host.as_str(), smtp.port, smtp.tls),
+            ("127.0.0.1", Some(2525), web::mail::SmtpTls::None)
+        );
+
+        up.mail.smtp_tls = Some("ssl".into());
+        let error = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("none, starttls, tls"),
+            "{error:#}"
+        );
+        std::fs::write(
+            &path,
+            "smtp_host = \"mail.example.com\"\nsmtp_username = \"relay\"\n",
+        )
+        .unwrap();
+        let error = Settings::resolve(&global(Some(path.clone()), None), None).unwrap_err();
+        assert!(format!("{error:#}").contains("smtp_from"), "{error:#}");
+        std::fs::write(
+            &path,
+            "smtp_host = \"mail.example.com\"\nsmtp_username = \"relay\"\nsmtp_from = \"a@example.com\"\n",
+        )
+        .unwrap();
+        let error = Settings::resolve(&global(Some(path), None), None).unwrap_err();
+        assert!(format!("{error:#}").contains("go together"), "{error:#}");
+        assert!(
+            Settings::resolve(&global(None, None), None)
+                .unwrap()
+                .smtp
+                .is_none()
         );
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -21,13 +21,15 @@ const BUS_DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     // Installed before anything starts, so a signal during start-up still stops what started.
     let signals = Signals::install()?;
-    let connected = Connected::open(&settings, true).await?;
-    let database = connected.database.clone();
-
+    // The web address and the mail settings first: a mistake in either stops the start before
+    // the database is.
     let listener = TcpListener::bind(settings.web_addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.web_addr))?;
     let web_addr = listener.local_addr()?;
+    let mail = mailer(&settings, web_addr)?;
+    let connected = Connected::open(&settings, true).await?;
+    let database = connected.database.clone();
 
     let bus_config: bus::BusConfig = settings
         .bus
@@ -56,6 +58,8 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             metrics: metrics_handle(),
             min_cohort: settings.rollup_min_cohort,
             sso: web::sso::Sso::new(&settings.master_secret()?),
+            mail,
+            live: web::LiveStreams::default(),
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));
@@ -84,6 +88,15 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     println!("  edge:     https://{edge_addr}/ (agents pair and send here)");
     println!("  bus:      {}", describe_bus(&bus_config));
     println!("  database: {}", connected.describe());
+    match &settings.smtp {
+        Some(smtp) => println!(
+            "  mail:     reset and invitation links by SMTP via {} as {}",
+            smtp.host, smtp.from
+        ),
+        None => println!(
+            "  mail:     no SMTP server configured: reset and invitation links go to the log"
+        ),
+    }
     if let Some(demo) = &demo {
         println!(
             "  demo:     tenant {} with a simulated agent streaming (source {})",
@@ -297,4 +310,28 @@ impl Signals {
             _ = self.terminate.recv() => {}
         }
     }
+}
+
+/// The web app's mailer, when a mail server is configured: checked at start, so a bad setting
+/// stops the start instead of the first reset.
+fn mailer(
+    settings: &Settings,
+    web_addr: std::net::SocketAddr,
+) -> anyhow::Result<Option<std::sync::Arc<web::mail::Mailer>>> {
+    let Some(smtp) = &settings.smtp else {
+        return Ok(None);
+    };
+    let mail = web::mail::MailSettings {
+        host: smtp.host.clone(),
+        port: smtp.port,
+        tls: smtp.tls,
+        credentials: smtp.credentials.clone(),
+        from: smtp.from.clone(),
+        public_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{web_addr}")),
+    };
+    let mailer = web::mail::Mailer::new(mail).context("invalid mail settings (smtp_*)")?;
+    Ok(Some(std::sync::Arc::new(mailer)))
 }

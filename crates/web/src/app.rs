@@ -34,6 +34,11 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "Single sign-on",
         Permission::ManageWorkspace,
     ),
+    (
+        "/app/settings/masking",
+        "Masking",
+        Permission::ManageMasking,
+    ),
     ("/app/audit", "Audit log", Permission::ViewAudit),
 ];
 
@@ -77,7 +82,7 @@ pub(crate) struct NavItem {
     pub(crate) current: bool,
 }
 
-/// What the shell shows around every app page.
+/// What the shell shows around every app page (pages in other modules fill it too).
 #[derive(Debug)]
 pub(crate) struct Shell {
     pub(crate) tenant_id: TenantId,
@@ -162,7 +167,7 @@ fn date(at: time::OffsetDateTime) -> String {
     at.format(&format).unwrap_or_default()
 }
 
-fn page_result(member: &Member, result: Result<Response, PageError>) -> Response {
+pub(crate) fn page_result(member: &Member, result: Result<Response, PageError>) -> Response {
     result.unwrap_or_else(|error| error.into_page(&member.visitor.chrome("app")))
 }
 
@@ -185,6 +190,8 @@ struct OverviewPage {
     created: String,
     sessions: Vec<SessionRow>,
     ended: bool,
+    /// The live event activity, for roles that read bronze.
+    activity_html: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +208,11 @@ async fn overview(
     let result = async {
         let mut tx = member.tx(&state, Permission::ViewWorkspace).await?;
         let tenant = store::control::current_tenant(&mut tx).await?;
+        let activity_html = if member.role().allows(Permission::ViewBronze) {
+            Some(crate::live::activity_fragment(&mut tx).await?)
+        } else {
+            None
+        };
         tx.commit().await?;
         let session = member.session();
         let sessions =
@@ -230,6 +242,7 @@ async fn overview(
                     })
                     .collect(),
                 ended: query.ended.is_some(),
+                activity_html,
             },
         ))
     }
@@ -254,20 +267,14 @@ async fn end_session(
     }
 }
 
-#[derive(Debug)]
-struct SourceRow {
-    name: String,
-    kind: String,
-    status: String,
-    created: String,
-}
-
 #[derive(Template)]
 #[template(path = "app/sources.html")]
 struct SourcesPage {
     chrome: Chrome,
     shell: Shell,
-    sources: Vec<SourceRow>,
+    has_sources: bool,
+    /// The sources table, as its live stream also sends it.
+    sources_html: String,
     can_manage: bool,
 }
 
@@ -281,15 +288,8 @@ async fn data_sources(State(state): State<AppState>, member: Member) -> Response
             &SourcesPage {
                 chrome: member.visitor.chrome("app"),
                 shell: shell(&member, "/app/data-sources"),
-                sources: sources
-                    .into_iter()
-                    .map(|source| SourceRow {
-                        name: source.name,
-                        kind: source.kind,
-                        status: source.status,
-                        created: date(source.created_at),
-                    })
-                    .collect(),
+                has_sources: !sources.is_empty(),
+                sources_html: crate::live::sources_fragment(sources),
                 can_manage: member.role().allows(Permission::ManageSources),
             },
         ))
@@ -935,7 +935,7 @@ impl AuditQuery {
     }
 }
 
-fn query_encode(text: &str) -> String {
+pub(crate) fn query_encode(text: &str) -> String {
     let mut out = String::new();
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
@@ -975,7 +975,7 @@ struct AuditPage {
     next_href: Option<String>,
 }
 
-fn timestamp(at: time::OffsetDateTime) -> String {
+pub(crate) fn timestamp(at: time::OffsetDateTime) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     at.format(&format).unwrap_or_default()
 }
@@ -1180,8 +1180,8 @@ struct InviteForm {
     role: String,
 }
 
-/// Invites an address with a role no higher than the inviter's. With no mail server configured
-/// yet, the link goes to the server log (by invitation id, never the address).
+/// Invites an address with a role no higher than the inviter's; the link goes by mail, or to
+/// the server log when no mail server is configured (by invitation id, never the address).
 async fn invite(
     State(state): State<AppState>,
     member: Member,
@@ -1201,10 +1201,14 @@ async fn invite(
         let (invitation, token) =
             store::invitations::create(&mut tx, &email, role, INVITATION_LIFETIME).await?;
         tx.commit().await?;
-        tracing::info!(
-            %invitation,
-            link = %format!("/auth/invitation/{token}"),
-            "invitation link (no mail server configured; deliver it by hand)"
+        crate::mail::deliver_invitation(
+            &state,
+            invitation,
+            &email,
+            &member.workspace.name,
+            role,
+            &token,
+            INVITATION_LIFETIME.whole_days(),
         );
         Ok(Redirect::to("/app/settings?done=invited#members-heading").into_response())
     }

@@ -1,5 +1,6 @@
-//! Static assets compiled into the binary: the one stylesheet and htmx, vendored from the npm
-//! registry at the version pinned in `assets/package-lock.json` (`scripts/vendor-web-assets`).
+//! Static assets compiled into the binary: the one stylesheet, htmx and its server-sent events
+//! extension, vendored from the npm registry at the versions pinned in
+//! `assets/package-lock.json` (`scripts/vendor-web-assets`).
 //! Nothing is loaded from another host.
 
 use axum::Router;
@@ -11,6 +12,7 @@ use crate::AppState;
 
 pub const CSS: &str = include_str!("../assets/tributary.css");
 pub const HTMX: &str = include_str!("../assets/vendor/htmx-2.0.11.min.js");
+pub const HTMX_SSE: &str = include_str!("../assets/vendor/htmx-ext-sse-2.2.4.min.js");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -21,6 +23,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/assets/htmx-2.0.11.min.js",
             get(|| async { asset("text/javascript; charset=utf-8", HTMX) }),
+        )
+        .route(
+            "/assets/htmx-ext-sse-2.2.4.min.js",
+            get(|| async { asset("text/javascript; charset=utf-8", HTMX_SSE) }),
         )
 }
 

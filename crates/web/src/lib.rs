@@ -11,15 +11,20 @@ mod assets;
 pub mod auth;
 mod cookies;
 mod csrf;
+mod live;
+pub mod mail;
+mod masking;
 mod ops;
 mod pages;
 mod site;
 pub mod sso;
 
 pub use app::{OPS_PAGES, PAGES as APP_PAGES};
+pub use live::LiveStreams;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -42,6 +47,10 @@ pub struct AppState {
     pub min_cohort: i64,
     /// Single sign-on's sealing keys and IdP client.
     pub sso: sso::Sso,
+    /// Sends reset and invitation links; `None` writes them to the log instead.
+    pub mail: Option<Arc<mail::Mailer>>,
+    /// The live-update streams open per session (bounded).
+    pub live: live::LiveStreams,
 }
 
 /// The whole HTTP application.
@@ -55,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sso::routes())
         .merge(app::routes())
         .merge(ops::routes())
+        .merge(masking::routes())
+        .merge(live::routes())
         .merge(assets::routes())
         .fallback(not_found)
         .with_state(state)
@@ -162,6 +173,13 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Live streams never end by themselves: end them when shutting down, so the server can
+    // finish the connections it waits for.
+    let live = state.live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        live.close_all();
+    };
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

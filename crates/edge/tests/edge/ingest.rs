@@ -343,21 +343,15 @@ async fn pii_is_masked_before_it_reaches_the_bus_and_policy_changes_apply_within
     let edge = TestEdge::start().await;
     let agent = edge.agent("Acme").await;
     let mut tx = edge.owner_tx(agent.tenant).await;
-    store::sources::set_masking_rule(
+    store::masking::create(
         &mut tx,
-        &store::sources::MaskingRule {
-            field_path: "email".into(),
-            action: "hash".into(),
-        },
+        &store::masking::MaskingRule::every_table("email", "hash"),
     )
     .await
     .unwrap();
-    store::sources::set_masking_rule(
+    store::masking::create(
         &mut tx,
-        &store::sources::MaskingRule {
-            field_path: "name".into(),
-            action: "redact".into(),
-        },
+        &store::masking::MaskingRule::every_table("name", "redact"),
     )
     .await
     .unwrap();
@@ -388,12 +382,9 @@ async fn pii_is_masked_before_it_reaches_the_bus_and_policy_changes_apply_within
 
     // Dropping a key column is refused per event, and the edge picks the change up by itself.
     let mut tx = edge.owner_tx(agent.tenant).await;
-    store::sources::set_masking_rule(
+    store::masking::create(
         &mut tx,
-        &store::sources::MaskingRule {
-            field_path: "id".into(),
-            action: "drop".into(),
-        },
+        &store::masking::MaskingRule::every_table("id", "drop"),
     )
     .await
     .unwrap();
@@ -412,6 +403,89 @@ async fn pii_is_masked_before_it_reaches_the_bus_and_policy_changes_apply_within
             "the policy change did not take effect within 5 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The published event with the given id, as the bus holds it.
+async fn published_event(edge: &TestEdge, event: &serde_json::Value) -> serde_json::Value {
+    let id = event["event_id"].as_str().unwrap().to_owned();
+    edge.published()
+        .await
+        .into_iter()
+        .find(|(_, published, _)| published.to_string() == id)
+        .map(|(_, _, payload)| payload["event"].clone())
+        .unwrap_or_else(|| panic!("event {id} was not published"))
+}
+
+#[tokio::test]
+async fn table_scoped_rules_mask_only_their_table_and_an_edit_applies_within_the_cache_ttl() {
+    use store::masking::MaskingRule;
+
+    let edge = TestEdge::start().await;
+    let agent = edge.agent("Acme").await;
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    for (table, path, action) in [
+        ("public.devices", "email", "hash"),
+        ("orders", "name", "redact"),
+    ] {
+        let rule = MaskingRule {
+            source_table: table.into(),
+            field_path: path.into(),
+            action: action.into(),
+        };
+        store::masking::create(&mut tx, &rule).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut client = edge.client(Some(&agent.identity)).await.unwrap();
+    let first = agent.event(1);
+    let response = client
+        .post_json("/v1/events", &json!({ "events": [first.clone()] }))
+        .await;
+    assert_eq!(response.status, 200);
+    let published = published_event(&edge, &first).await;
+    assert!(
+        published["after"]["email"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:"),
+        "the rule for public.devices applies: {published}"
+    );
+    assert_eq!(
+        published["after"]["name"], "device 1",
+        "the rule for another table does not"
+    );
+
+    // An admin moves the `orders` rule to `devices` (any schema) and makes it a drop: the edge
+    // picks the edit up by itself within its cache lifetime (200 ms here, 1 s by default).
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    let moved = MaskingRule {
+        source_table: "devices".into(),
+        field_path: "name".into(),
+        action: "drop".into(),
+    };
+    store::masking::update(&mut tx, "orders", "name", &moved)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let edited_at = Instant::now();
+    let mut n = 2;
+    loop {
+        let event = agent.event(n);
+        let response = client
+            .post_json("/v1/events", &json!({ "events": [event.clone()] }))
+            .await;
+        assert_eq!(response.status, 200);
+        let published = published_event(&edge, &event).await;
+        if published["after"].get("name").is_none() {
+            break;
+        }
+        assert_eq!(published["after"]["name"], format!("device {n}"));
+        assert!(
+            edited_at.elapsed() < Duration::from_secs(3),
+            "the edit did not take effect within 3 s (cache lifetime 200 ms)"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -61,12 +61,9 @@ async fn planted_pii_never_reaches_bronze_the_dlq_or_the_logs() {
     let agent = edge.agent("Acme").await;
     let mut tx = edge.owner_tx(agent.tenant).await;
     for (path, action) in [("**.email", "hash"), ("profile.nested.email", "redact")] {
-        store::sources::set_masking_rule(
+        store::masking::create(
             &mut tx,
-            &store::sources::MaskingRule {
-                field_path: path.into(),
-                action: action.into(),
-            },
+            &store::masking::MaskingRule::every_table(path, action),
         )
         .await
         .unwrap();

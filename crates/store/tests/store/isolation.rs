@@ -56,7 +56,8 @@ const EXERCISES: &[Exercise] = &[
         table: "control.pii_masking_policy",
         insert: "insert into control.pii_masking_policy (tenant_id, field_path, action) \
                  select t, 'email_' || k, 'redact' from p",
-        update_column: "action",
+        // A key column (migration 0015 lets the managing roles move a rule in place).
+        update_column: "field_path",
         seed: true,
     },
     Exercise {

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::AppState;
 
 mod mappings;
+mod masking;
 mod openapi;
 mod ops;
 mod sso;
@@ -65,7 +66,8 @@ fn register() -> Routes {
     .at(Method::POST, "/api/v1/replays", request_replay)
     .at(Method::GET, "/api/v1/replays/{request}", replay_status)
     .at(Method::GET, "/api/v1/dead-letters", dead_letters);
-    sso::register(ops::register(mappings::register(routes)))
+    let routes = masking::register(mappings::register(routes));
+    sso::register(ops::register(routes))
 }
 
 pub fn routes() -> Router<AppState> {

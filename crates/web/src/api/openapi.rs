@@ -170,6 +170,66 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/masking-policies",
+        "The workspace's masking rules (applied at the edge, before the bus and bronze)",
+        Access::Tenant(P::ManageMasking),
+        (200, Some("MaskingRules")),
+    ),
+    Operation {
+        request: Some("MaskingRule"),
+        ..op(
+            "post",
+            "/api/v1/masking-policies",
+            "Add a rule: a table's field path is hashed, redacted or dropped (audited)",
+            Access::Tenant(P::ManageMasking),
+            (201, Some("MaskingRule")),
+        )
+    },
+    Operation {
+        request: Some("MaskingRule"),
+        query: &[
+            (
+                "source_table",
+                "the rule's table: `*`, `schema.table` or `table` (default `*`)",
+            ),
+            ("field_path", "the rule's field path"),
+        ],
+        ..op(
+            "put",
+            "/api/v1/masking-policies",
+            "Change the rule named by the query to the body (audited)",
+            Access::Tenant(P::ManageMasking),
+            (200, Some("MaskingRule")),
+        )
+    },
+    Operation {
+        query: &[
+            (
+                "source_table",
+                "the rule's table: `*`, `schema.table` or `table` (default `*`)",
+            ),
+            ("field_path", "the rule's field path"),
+        ],
+        ..op(
+            "delete",
+            "/api/v1/masking-policies",
+            "Remove the rule named by the query (audited)",
+            Access::Tenant(P::ManageMasking),
+            (204, None),
+        )
+    },
+    Operation {
+        request: Some("MaskingPreviewRequest"),
+        ..op(
+            "post",
+            "/api/v1/masking-policies/preview",
+            "Mask a sample event with the edge's own engine, under the saved or the given rules",
+            Access::Tenant(P::ManageMasking),
+            (200, Some("MaskingPreview")),
+        )
+    },
+    op(
+        "get",
         "/api/v1/sso",
         "The workspace's single sign-on configuration (never the client secret)",
         Access::Tenant(P::ManageWorkspace),
@@ -374,6 +434,18 @@ fn schemas() -> Value {
         "AllowlistChange": object(json!({
             "key": { "type": "string" }, "status": { "enum": ["allowlisted", "retired", "purging"] },
         }), &["key", "status"]),
+        "MaskingRule": object(json!({
+            "source_table": { "type": "string", "description": "`*`, `schema.table` or `table`" },
+            "field_path": { "type": "string" },
+            "action": { "enum": ["hash", "redact", "drop"] },
+        }), &["field_path", "action"]),
+        "MaskingRules": { "type": "object" },
+        "MaskingPreviewRequest": object(json!({
+            "table": { "type": "string", "description": "`schema.table` of the sample" },
+            "sample": { "type": "object", "description": "`{\"key\": .., \"after\": .., \"before\": ..}`" },
+            "rules": { "type": "array", "items": { "$ref": "#/components/schemas/MaskingRule" } },
+        }), &["table", "sample"]),
+        "MaskingPreview": { "type": "object", "description": "the masked sample, the rules that applied, or why the edge would refuse it" },
         "Sso": object(json!({
             "sso": { "type": "object", "description": "issuer, client id, domains (each with whether it is verified), default role, enabled; never the secret" },
         }), &["sso"]),

@@ -503,8 +503,8 @@ async fn reset_request_page(visitor: Visitor) -> Response {
     render(StatusCode::OK, &page)
 }
 
-/// Sends a reset link if the account exists, and answers the same either way. With no mail
-/// server configured (today), "sending" writes the link to the server log, for local use.
+/// Sends a reset link if the account exists, and answers the same either way: by mail in the
+/// background when a mail server is configured, else to the server log, for local use.
 async fn request_reset(
     State(state): State<AppState>,
     visitor: Visitor,
@@ -546,13 +546,15 @@ async fn request_reset(
                 RESET_LIFETIME,
             )
             .await?;
-            // No mail server is configured yet: the link goes to the server log (never the
-            // address itself, which is personal data).
-            tracing::info!(
-                user = %credentials.user_id,
-                link = %format!("/auth/reset/{token}"),
-                "password reset link (no mail server configured; deliver it by hand)"
-            );
+            if let Some(email) = &email {
+                crate::mail::deliver_password_reset(
+                    &state,
+                    credentials.user_id,
+                    email,
+                    &token,
+                    RESET_LIFETIME.whole_minutes(),
+                );
+            }
         }
         let page = ResetPage {
             notice: Some(RESET_SENT),

@@ -15,7 +15,8 @@ pub async fn tenant(database: &Database, name: &str) -> TenantId {
         .tenant_id
 }
 
-async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
+/// A transaction as an owner of `tenant` (a user who need not exist).
+pub async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
     TenantTx::begin(
         database,
         Scope::Member {
@@ -63,6 +64,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     let b_sso = r#"{"issuer": "https://login.globex.example", "client_id": "globex", "client_secret": "globex secret", "domains": ["globex.example"], "default_role": "operator", "enabled": false}"#;
     let (status, _, _) = request(&addr, "PUT", "/api/v1/sso", Some(&b_admin), b_sso).await;
     assert_eq!(status, 200);
+    crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
     let mut tx = owner(&database, a).await;
     let replay = store::replay::request(&mut tx, &store::replay::ReplayKind::DeadLetters)
         .await
@@ -73,6 +75,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     for role in Role::TENANT_ROLES {
         let bearer = token(&database, a, role).await;
         let a_source = source(&database, a).await;
+        crate::masking::rule(&database, a, "*", &format!("seed_{role}"), "hash").await;
         let routes: Vec<(&str, String, String, Permission, u16)> = vec![
             (
                 "GET",
@@ -140,10 +143,45 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 200,
             ),
             (
+                "GET",
+                "/api/v1/masking-policies".into(),
+                String::new(),
+                Permission::ManageMasking,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/masking-policies".into(),
+                format!(r#"{{"field_path": "made_by_{role}", "action": "hash"}}"#),
+                Permission::ManageMasking,
+                201,
+            ),
+            (
+                "PUT",
+                format!("/api/v1/masking-policies?field_path=seed_{role}"),
+                format!(r#"{{"field_path": "seed_{role}", "action": "redact"}}"#),
+                Permission::ManageMasking,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/masking-policies/preview".into(),
+                r#"{"table": "public.customers", "sample": {"key": {"id": 1}, "after": {"id": 1, "email": "a@example.com"}}}"#.into(),
+                Permission::ManageMasking,
+                200,
+            ),
+            (
                 "DELETE",
                 "/api/v1/sso".into(),
                 String::new(),
                 Permission::ManageWorkspace,
+                204,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/masking-policies?field_path=seed_{role}"),
+                String::new(),
+                Permission::ManageMasking,
                 204,
             ),
         ];
@@ -183,6 +221,27 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 }
             }
         }
+        // Tenant B's masking rule neither shows nor can be changed.
+        if role.allows(Permission::ManageMasking) {
+            let (_, _, listed) =
+                request(&addr, "GET", "/api/v1/masking-policies", Some(&bearer), "").await;
+            assert!(!listed.contains("globex_secret_field"), "{listed}");
+            for (method, body) in [
+                ("DELETE", ""),
+                (
+                    "PUT",
+                    r#"{"field_path": "globex_secret_field", "action": "hash"}"#,
+                ),
+            ] {
+                let path = "/api/v1/masking-policies?field_path=globex_secret_field";
+                let (status, _, response) = request(&addr, method, path, Some(&bearer), body).await;
+                if status != 404 {
+                    failures.push(format!(
+                        "{role} {method} tenant B's masking rule: expected 404, got {status} {response}"
+                    ));
+                }
+            }
+        }
         if role.allows(Permission::ViewSources) {
             let (_, _, response) =
                 request(&addr, "GET", "/api/v1/sources", Some(&bearer), "").await;
@@ -206,10 +265,18 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     assert_eq!(b_config["sso"]["issuer"], "https://login.globex.example");
     assert!(!response.contains("globex secret") && !response.contains("client_secret"));
 
-    // B's sources were untouched by all of that.
+    // B's sources and masking rules were untouched by all of that.
     let mut tx = owner(&database, b).await;
     let sources = store::sources::list_sources(&mut tx).await.unwrap();
     assert_eq!((sources.len(), sources[0].status.as_str()), (1, "pending"));
+    let rules = store::masking::list(&mut tx).await.unwrap();
+    assert_eq!(
+        rules,
+        [store::masking::MaskingRule::every_table(
+            "globex_secret_field",
+            "drop"
+        )]
+    );
 }
 
 #[tokio::test]

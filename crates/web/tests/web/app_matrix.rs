@@ -55,6 +55,7 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     let b = crate::api::tenant(&database, "Globex").await;
     named_source(&database, a, "acme-charging-db").await;
     named_source(&database, b, "globex-secret-db").await;
+    crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
 
     // Signed out: every app route sends the browser to sign in, and comes back after.
     let mut anonymous = Browser::new(&addr);
@@ -248,6 +249,78 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             }
         }
 
+        // Masking: owners and admins add, preview and remove rules; tenant B's rule does not
+        // exist here, to change or to see.
+        let masks = role.allows(Permission::ManageMasking);
+        let masking_actions = [
+            (
+                "/app/settings/masking",
+                vec![
+                    ("source_table", "*".to_owned()),
+                    ("field_path", format!("made_by_{role}")),
+                    ("action", "hash".to_owned()),
+                ],
+                303,
+            ),
+            (
+                "/app/settings/masking/preview",
+                vec![
+                    ("field_path", "email".to_owned()),
+                    ("action", "hash".to_owned()),
+                    ("sample_table", "public.customers".to_owned()),
+                    (
+                        "sample",
+                        r#"{"after": {"email": "a@example.com"}}"#.to_owned(),
+                    ),
+                ],
+                200,
+            ),
+            (
+                "/app/settings/masking/remove",
+                vec![
+                    ("source_table", "*".to_owned()),
+                    ("field_path", "globex_secret_field".to_owned()),
+                ],
+                404,
+            ),
+            (
+                "/app/settings/masking/update",
+                vec![
+                    ("original_table", "*".to_owned()),
+                    ("original_path", "globex_secret_field".to_owned()),
+                    ("field_path", "globex_secret_field".to_owned()),
+                    ("action", "hash".to_owned()),
+                ],
+                404,
+            ),
+        ];
+        for (action, fields, allowed) in masking_actions {
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            let page = browser.submit("/app/overview", action, &fields).await;
+            let expected = if masks { allowed } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if page.body.contains("globex_secret_field") && page.status != 422 {
+                failures.push(format!("{role} POST {action}: shows tenant B's rule"));
+            }
+        }
+        if masks
+            && browser
+                .get("/app/settings/masking")
+                .await
+                .body
+                .contains("globex_secret_field")
+        {
+            failures.push(format!("{role}: the masking page lists tenant B's rule"));
+        }
+
         // Another tenant's workspace cannot be chosen; the session stays in its own.
         let switched = browser
             .submit(
@@ -268,6 +341,18 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let mut tx = crate::api::owner(&database, b).await;
+    let b_rules = store::masking::list(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        b_rules,
+        [store::masking::MaskingRule {
+            source_table: "*".into(),
+            field_path: "globex_secret_field".into(),
+            action: "drop".into(),
+        }],
+        "tenant B's rules untouched"
+    );
 }
 
 #[tokio::test]

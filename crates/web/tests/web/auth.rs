@@ -59,6 +59,13 @@ pub async fn sign_in(browser: &mut Browser, email: &str, password: &str) -> crat
         .await
 }
 
+/// A browser signed in as `email` (with `PASSWORD`).
+pub async fn signed_in(addr: &str, email: &str) -> Browser {
+    let mut browser = Browser::new(addr);
+    assert_eq!(sign_in(&mut browser, email, PASSWORD).await.status, 303);
+    browser
+}
+
 async fn stored_hash(database: &Database, email: &str) -> String {
     store::accounts::credentials(database, &Email::parse(email).unwrap())
         .await

@@ -369,3 +369,161 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
         ]
     );
 }
+
+/// The text of the element `css`, or `None` when there is none.
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    let value = client
+        .execute(
+            "const element = document.querySelector(arguments[0]); \
+             return element ? element.textContent : null;",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    value.as_str().map(str::to_owned)
+}
+
+/// Waits until the text of `css` satisfies `check`, without reloading the page.
+async fn wait_for_element(client: &Client, css: &str, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = text_of(client, css).await;
+        if text.as_deref().is_some_and(&check) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {what}; it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_update_live() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    crate::auth::member(
+        &database,
+        tenant,
+        "admin@acme.example.com",
+        domain::Role::Admin,
+    )
+    .await;
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+
+    client.goto(&format!("{base}/auth")).await.unwrap();
+    fill(&client, "#signin-email", "admin@acme.example.com").await;
+    fill(&client, "#signin-password", crate::auth::PASSWORD).await;
+    client
+        .find(Locator::Css("form.form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&client, "<h1>Acme</h1>").await;
+
+    // The masking page: no rules, the example sample shown as is.
+    client
+        .goto(&format!("{base}/app/settings/masking"))
+        .await
+        .unwrap();
+    wait_for_text(&client, "Masking policies").await;
+    assert_eq!(
+        script(&client, "return !!(window.htmx && htmx.version)").await,
+        json!(true)
+    );
+    wait_for_element(&client, "#preview-after", "the unmasked example", |text| {
+        text.contains("ada@example.com")
+    })
+    .await;
+    script(&client, "window.__notReloaded = true; return null").await;
+
+    // Typing a rule updates the preview in place: a hash, then a redaction.
+    fill(&client, "#rule-path", "email").await;
+    wait_for_element(&client, "#preview-after", "a hashed email", |text| {
+        text.contains("hmac-sha256:") && !text.contains("ada@example.com")
+    })
+    .await;
+    let rules = text_of(&client, "#preview-rules").await.unwrap();
+    assert!(rules.contains("hash email (every table)"), "{rules}");
+    client
+        .find(Locator::Css("#rule-action"))
+        .await
+        .unwrap()
+        .select_by_value("redact")
+        .await
+        .unwrap();
+    wait_for_element(&client, "#preview-after", "a redacted email", |text| {
+        text.contains("\"email\": \"[redacted]\"")
+    })
+    .await;
+    assert_eq!(
+        script(&client, "return window.__notReloaded === true").await,
+        json!(true),
+        "the preview was swapped in by htmx, not a page load"
+    );
+    script(
+        &client,
+        "document.querySelector('#masking-preview').scrollIntoView(); return null",
+    )
+    .await;
+    screenshot(&client, "masking-preview").await;
+
+    // Saving adds the rule; the edge's policy now holds it.
+    client
+        .find(Locator::Css("#rule-form button.button-primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&client, "Rule added.").await;
+    let mut tx = crate::api::owner(&database, tenant).await;
+    let rules = store::masking::list(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        rules,
+        [store::masking::MaskingRule::every_table("email", "redact")]
+    );
+    screenshot(&client, "masking-saved").await;
+
+    // The overview's event counts follow new events without a reload (htmx SSE extension).
+    crate::masking::bronze_event(
+        &database,
+        tenant,
+        ("public", "chargers"),
+        3,
+        json!({"key": {"id": 1}, "after": {"id": 1}}),
+    )
+    .await;
+    client.goto(&format!("{base}/app/overview")).await.unwrap();
+    wait_for_element(&client, "#events-last-hour", "1", |text| text == "1").await;
+    script(&client, "window.__notReloaded = true; return null").await;
+    for _ in 0..2 {
+        crate::masking::bronze_event(
+            &database,
+            tenant,
+            ("public", "sessions"),
+            0,
+            json!({"key": {"id": 2}, "after": {"id": 2}}),
+        )
+        .await;
+    }
+    wait_for_element(&client, "#events-last-hour", "3", |text| text == "3").await;
+    assert_eq!(
+        text_of(&client, "#last-event-table").await.as_deref(),
+        Some("public.sessions")
+    );
+    assert_eq!(
+        script(&client, "return window.__notReloaded === true").await,
+        json!(true),
+        "updated live, not by a page load"
+    );
+    screenshot(&client, "overview-live").await;
+    client.close().await.unwrap();
+}

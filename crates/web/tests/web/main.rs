@@ -7,7 +7,10 @@ mod app_matrix;
 mod auth;
 mod browser;
 mod chromium;
+mod live;
+mod mail;
 mod mappings;
+mod masking;
 mod ops;
 mod site;
 mod sso;
@@ -19,6 +22,14 @@ use tokio::net::{TcpListener, TcpStream};
 pub const TEST_MASTER_SECRET: &str = "web tests master secret";
 
 pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
+    serve_with_mail(database, None).await
+}
+
+/// The app with `mail` as its mailer (`None`: links go to the log).
+pub async fn serve_with_mail(
+    database: store::Database,
+    mail: Option<std::sync::Arc<web::mail::Mailer>>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -32,6 +43,8 @@ pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::
         metrics: Some(handle),
         min_cohort: 3,
         sso: web::sso::Sso::new(&secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned())),
+        mail,
+        live: web::LiveStreams::default(),
     };
     tokio::spawn(web::serve(listener, state, async move {
         let _ = stop_rx.await;

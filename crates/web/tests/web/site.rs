@@ -158,29 +158,41 @@ async fn every_public_page_is_designed_secured_and_sets_only_host_cookies() {
         Some("text/javascript; charset=utf-8")
     );
     assert!(htmx.body.contains(r#"version:"2.0.11""#));
+    let sse = browser.get("/assets/htmx-ext-sse-2.2.4.min.js").await;
+    assert_eq!(sse.status, 200);
+    assert!(sse.body.contains(r#"htmx.defineExtension("sse""#));
 }
 
 #[test]
-fn vendored_htmx_is_the_version_the_lockfile_pins() {
+fn vendored_assets_are_the_versions_the_lockfile_pins() {
     let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
     let lock: serde_json::Value =
         serde_json::from_slice(&std::fs::read(assets.join("package-lock.json")).unwrap()).unwrap();
-    let version = lock["packages"]["node_modules/htmx.org"]["version"]
-        .as_str()
-        .unwrap();
     let package: serde_json::Value =
         serde_json::from_slice(&std::fs::read(assets.join("package.json")).unwrap()).unwrap();
-    assert_eq!(
-        package["dependencies"]["htmx.org"], version,
-        "pinned exactly"
-    );
-    let file = assets.join(format!("vendor/htmx-{version}.min.js"));
-    let text = std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("{file:?} missing"));
-    assert!(text.contains(&format!(r#"version:"{version}""#)));
-    // When `npm ci` has run, the vendored copy is byte for byte the registry's.
-    let installed = assets.join("node_modules/htmx.org/dist/htmx.min.js");
-    if let Ok(installed) = std::fs::read_to_string(installed) {
-        assert_eq!(installed, text, "re-run scripts/vendor-web-assets");
+    // (npm package, vendored file name, file in the package, text that names the version)
+    let vendored = [
+        ("htmx.org", "htmx", "dist/htmx.min.js", true),
+        ("htmx-ext-sse", "htmx-ext-sse", "dist/sse.min.js", false),
+    ];
+    for (name, file_name, dist, names_version) in vendored {
+        let version = lock["packages"][format!("node_modules/{name}")]["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} is not in the lockfile"));
+        assert_eq!(
+            package["dependencies"][name], version,
+            "{name} pinned exactly"
+        );
+        let file = assets.join(format!("vendor/{file_name}-{version}.min.js"));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("{file:?} missing"));
+        if names_version {
+            assert!(text.contains(&format!(r#"version:"{version}""#)));
+        }
+        // When `npm ci` has run, the vendored copy is byte for byte the registry's.
+        let installed = assets.join(format!("node_modules/{name}/{dist}"));
+        if let Ok(installed) = std::fs::read_to_string(installed) {
+            assert_eq!(installed, text, "re-run scripts/vendor-web-assets");
+        }
     }
 }
 

@@ -16,12 +16,7 @@ fn path(text: &str) -> FieldPath {
 }
 
 fn policy(rules: &[(&str, MaskAction)]) -> MaskingPolicy {
-    MaskingPolicy::new(
-        rules
-            .iter()
-            .map(|(text, action)| (path(text), *action))
-            .collect(),
-    )
+    MaskingPolicy::new(rules.iter().map(|(text, action)| (path(text), *action)))
 }
 
 fn columns(value: Value) -> Map<String, Value> {
@@ -399,7 +394,7 @@ fn dropping_inside_a_json_key_column_is_refused() {
             column: "ref".to_owned()
         }
         .event_reason(),
-        Some(protocol::ReasonCode::PolicyDropsKey)
+        Some(crate::ReasonCode::PolicyDropsKey)
     );
 }
 
@@ -494,7 +489,7 @@ fn values_too_deep_to_mask_are_refused_not_left_unmasked() {
     assert_eq!(error, MaskError::TooDeep);
     assert_eq!(
         error.event_reason(),
-        Some(protocol::ReasonCode::NestingTooDeep)
+        Some(crate::ReasonCode::NestingTooDeep)
     );
 
     let mut embedded = json!({"email": "a@example.com"});
@@ -723,4 +718,113 @@ fn any_depth_reaches_a_key_at_every_level_and_cannot_end_a_path() {
     );
     let drop_id = MaskingPolicy::new(vec![(FieldPath::parse("**.id").unwrap(), MaskAction::Drop)]);
     assert!(drop_id.validate_drop_against_key_columns(&["id"]).is_err());
+}
+
+// --- table scopes and order ---
+
+#[test]
+fn table_scopes_parse_and_match_by_schema_and_table() {
+    assert_eq!(TableScope::parse("*"), Ok(TableScope::Every));
+    let qualified = TableScope::parse("public.customers").unwrap();
+    assert!(qualified.matches("public", "customers"));
+    assert!(!qualified.matches("billing", "customers"));
+    assert!(
+        !qualified.matches("public", "Customers"),
+        "names match exactly"
+    );
+    let bare = TableScope::parse("customers").unwrap();
+    assert!(bare.matches("public", "customers") && bare.matches("billing", "customers"));
+    assert!(!bare.matches("public", "orders"));
+    assert!(TableScope::Every.matches("any", "thing"));
+    assert_eq!(qualified.to_string(), "public.customers");
+    for (text, expected) in [
+        ("", TableScopeError::Empty),
+        ("a.b.c", TableScopeError::BadShape),
+        (".customers", TableScopeError::BadShape),
+        ("public.", TableScopeError::BadShape),
+        ("public.*", TableScopeError::BadShape),
+        (" customers", TableScopeError::BadCharacter),
+        ("cust\nomers", TableScopeError::BadCharacter),
+    ] {
+        assert_eq!(TableScope::parse(text), Err(expected), "{text:?}");
+    }
+    assert_eq!(
+        TableScope::parse(&"t".repeat(MAX_TABLE_BYTES + 1)),
+        Err(TableScopeError::TooLong {
+            max: MAX_TABLE_BYTES
+        })
+    );
+}
+
+fn scoped(table: &str, text: &str, action: MaskAction) -> MaskRule {
+    MaskRule {
+        table: TableScope::parse(table).unwrap(),
+        path: path(text),
+        action,
+    }
+}
+
+#[test]
+fn a_scoped_rule_masks_only_its_tables_events() {
+    let policy = MaskingPolicy::new([
+        scoped("public.customers", "email", MaskAction::Redact),
+        scoped("orders", "email", MaskAction::Drop),
+        scoped("*", "phone", MaskAction::Redact),
+    ]);
+    let row = json!({"id": 1, "email": "a@example.com", "phone": "555"});
+    let mut customers = event(json!({"id": 1}), row.clone(), None);
+    policy.apply(SECRET_A, &mut customers).unwrap();
+    assert_eq!(
+        customers.after.unwrap(),
+        columns(json!({"id": 1, "email": REDACTED, "phone": REDACTED}))
+    );
+    let mut images = (columns(json!({"id": 1})), columns(row.clone()));
+    let rows = RowImages {
+        key: &mut images.0,
+        after: Some(&mut images.1),
+        before: None,
+    };
+    policy
+        .apply_to_rows(SECRET_A, "shop", "orders", rows)
+        .unwrap();
+    assert_eq!(images.1, columns(json!({"id": 1, "phone": REDACTED})));
+    let mut images = (columns(json!({"id": 1})), columns(row));
+    let rows = RowImages {
+        key: &mut images.0,
+        after: Some(&mut images.1),
+        before: None,
+    };
+    policy
+        .apply_to_rows(SECRET_A, "public", "devices", rows)
+        .unwrap();
+    assert_eq!(images.1["email"], "a@example.com", "no rule for this table");
+    // A rule scoped to another table is not even checked against this table's key.
+    let drop_other_key = MaskingPolicy::new([scoped("orders", "id", MaskAction::Drop)]);
+    let mut event = event(json!({"id": 1}), json!({"id": 1}), None);
+    assert_eq!(drop_other_key.apply(SECRET_A, &mut event), Ok(()));
+}
+
+#[test]
+fn rules_apply_in_one_order_whatever_order_they_come_in() {
+    let rules = [
+        scoped("*", "customer.email", MaskAction::Drop),
+        scoped("*", "customer", MaskAction::Hash),
+        scoped("customers", "customer", MaskAction::Redact),
+    ];
+    let forward = MaskingPolicy::new(rules.clone());
+    let backward = MaskingPolicy::new(rules.iter().rev().cloned());
+    assert_eq!(forward, backward);
+    let order: Vec<(&str, &str)> = forward
+        .rules()
+        .iter()
+        .map(|rule| (rule.path.as_str(), rule.table.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("customer", "*"),
+            ("customer", "customers"),
+            ("customer.email", "*")
+        ]
+    );
 }

@@ -1,11 +1,16 @@
-//! PII masking at the edge: a tenant's rules (a field path and an action) applied to every
-//! event's `key`, `after` and `before` before anything is published, stored or logged.
+//! PII masking: a tenant's rules (a source table, a field path and an action) applied to every
+//! event's `key`, `after` and `before`. The edge runs it before anything is published, stored or
+//! logged; the web app's policy preview runs the very same code on a sample event, which is why
+//! it lives in the wire-contract crate both of them share (it does no I/O).
 //!
-//! A path is anchored at the row: `email` is the column `email`, `customer.email` the key
-//! `email` inside the column `customer`, `*.email` the key `email` inside any column. Keys match
+//! A rule applies to every table (`*`) or to one: `schema.table`, or `table` in any schema. A
+//! path is anchored at the row: `email` is the column `email`, `customer.email` the key `email`
+//! inside the column `customer`, `*.email` the key `email` inside any column. Keys match
 //! case-insensitively (Unicode lowercase); arrays are traversed transparently at any depth, so
 //! `contacts.email` reaches every element of `contacts`; a string that holds a JSON object or
-//! array (or a JSON-encoded string) is parsed, masked inside and written back.
+//! array (or a JSON-encoded string) is parsed, masked inside and written back. Rules apply in one
+//! canonical order (by path, then table, byte-wise), whatever order they were stored or typed
+//! in, so the edge and the preview agree.
 //!
 //! Masking fails closed: a value nested deeper than the traversal bound is an error, not a value
 //! left unmasked, and a rule that would drop or redact a primary-key column is refused (a key
@@ -14,8 +19,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::{ChangeEvent, ReasonCode};
 use hmac::{Hmac, KeyInit, Mac};
-use protocol::{ChangeEvent, ReasonCode};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
@@ -221,14 +226,142 @@ impl MaskError {
     }
 }
 
-/// A tenant's masking rules, applied in order.
+/// The longest table name a rule can be scoped to, in bytes: a PostgreSQL schema and table
+/// name (63 bytes each) and the dot between them.
+pub const MAX_TABLE_BYTES: usize = 127;
+
+/// Why a table scope cannot be used. The messages do not repeat the name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableScopeError {
+    #[error("a table must be `*` (every table), `schema.table` or `table`")]
+    Empty,
+    #[error("a table name must be at most {max} bytes")]
+    TooLong { max: usize },
+    #[error("a table name must not contain control characters or spaces at either end")]
+    BadCharacter,
+    #[error(
+        "a table must be `*`, `schema.table` or `table`: one dot at most, with a name on each side"
+    )]
+    BadShape,
+}
+
+/// Which tables a rule applies to: every table, or one table named `schema.table` (that schema
+/// only) or `table` (that table in any schema). Names match exactly, as PostgreSQL stores them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TableScope {
+    Every,
+    Named(String),
+}
+
+impl TableScope {
+    /// What every-table rules are written as.
+    pub const EVERY: &'static str = "*";
+
+    pub fn parse(text: &str) -> Result<Self, TableScopeError> {
+        if text == Self::EVERY {
+            return Ok(TableScope::Every);
+        }
+        if text.is_empty() {
+            return Err(TableScopeError::Empty);
+        }
+        if text.len() > MAX_TABLE_BYTES {
+            return Err(TableScopeError::TooLong {
+                max: MAX_TABLE_BYTES,
+            });
+        }
+        if text.chars().any(char::is_control) || text.trim() != text {
+            return Err(TableScopeError::BadCharacter);
+        }
+        let parts: Vec<&str> = text.split('.').collect();
+        if parts.len() > 2
+            || parts
+                .iter()
+                .any(|part| part.is_empty() || part.contains('*'))
+        {
+            return Err(TableScopeError::BadShape);
+        }
+        Ok(TableScope::Named(text.to_owned()))
+    }
+
+    /// The scope as it is written and stored: `*` or the name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TableScope::Every => Self::EVERY,
+            TableScope::Named(name) => name,
+        }
+    }
+
+    /// Whether the scope covers `schema.table`.
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        match self {
+            TableScope::Every => true,
+            TableScope::Named(name) => match name.split_once('.') {
+                Some((named_schema, named_table)) => named_schema == schema && named_table == table,
+                None => name == table,
+            },
+        }
+    }
+}
+
+impl FromStr for TableScope {
+    type Err = TableScopeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        TableScope::parse(text)
+    }
+}
+
+impl fmt::Display for TableScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One rule: on the tables of `table`, do `action` to what `path` reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MaskRule {
+    pub table: TableScope,
+    pub path: FieldPath,
+    pub action: MaskAction,
+}
+
+impl MaskRule {
+    /// The order rules apply in: by path, then by table, byte-wise (never a database collation).
+    fn order_key(&self) -> (&str, &str) {
+        (self.path.as_str(), self.table.as_str())
+    }
+}
+
+/// A rule for every table.
+impl From<(FieldPath, MaskAction)> for MaskRule {
+    fn from((path, action): (FieldPath, MaskAction)) -> Self {
+        MaskRule {
+            table: TableScope::Every,
+            path,
+            action,
+        }
+    }
+}
+
+/// The row images of one change, as masking sees them.
+#[derive(Debug)]
+pub struct RowImages<'a> {
+    pub key: &'a mut Map<String, Value>,
+    pub after: Option<&'a mut Map<String, Value>>,
+    pub before: Option<&'a mut Map<String, Value>>,
+}
+
+/// A tenant's masking rules, kept in their canonical order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaskingPolicy {
-    pub rules: Vec<(FieldPath, MaskAction)>,
+    rules: Vec<MaskRule>,
 }
 
 impl MaskingPolicy {
-    pub fn new(rules: Vec<(FieldPath, MaskAction)>) -> Self {
+    /// The policy of `rules`, sorted into the order they apply in.
+    pub fn new<R: Into<MaskRule>>(rules: impl IntoIterator<Item = R>) -> Self {
+        let mut rules: Vec<MaskRule> = rules.into_iter().map(Into::into).collect();
+        rules.sort_by(|left, right| left.order_key().cmp(&right.order_key()));
         Self { rules }
     }
 
@@ -236,12 +369,17 @@ impl MaskingPolicy {
         self.rules.is_empty()
     }
 
+    /// The rules, in the order they apply.
+    pub fn rules(&self) -> &[MaskRule] {
+        &self.rules
+    }
+
     /// Checks, when a rule is saved, that no `drop` or `redact` names one of a table's key
     /// columns: a path of one segment that matches a key column (including `*`), or a longer
     /// path whose first segment names one. A longer path starting with `*` cannot be judged
     /// without data; [`MaskingPolicy::apply`] refuses the events it would break.
     pub fn validate_drop_against_key_columns(&self, key_columns: &[&str]) -> Result<(), MaskError> {
-        for (path, action) in &self.rules {
+        for MaskRule { path, action, .. } in &self.rules {
             if *action == MaskAction::Hash {
                 continue;
             }
@@ -261,35 +399,62 @@ impl MaskingPolicy {
         Ok(())
     }
 
-    /// Masks `event` in place: every rule, in order, on `key`, `after` and `before`. `secret`
-    /// is the tenant's HMAC key. On error the event is unchanged if the error is about a key
-    /// column, and must be rejected (never stored) in any case.
+    /// Masks `event` in place with the rules for its table; see [`MaskingPolicy::apply_to_rows`].
     pub fn apply(&self, secret: &[u8], event: &mut ChangeEvent) -> Result<(), MaskError> {
-        if self.rules.is_empty() {
-            return Ok(());
-        }
-        let hashing = self
+        let rows = RowImages {
+            key: &mut event.key,
+            after: event.after.as_mut(),
+            before: event.before.as_mut(),
+        };
+        self.apply_to_rows(secret, &event.schema, &event.table, rows)
+    }
+
+    /// Masks the row images of a change to `schema.table` in place: every rule whose table
+    /// scope covers it, in order, on `key`, `after` and `before`. `secret` is the tenant's HMAC
+    /// key. On error the rows are unchanged if the error is about a key column, and must be
+    /// rejected (never stored) in any case.
+    pub fn apply_to_rows(
+        &self,
+        secret: &[u8],
+        schema: &str,
+        table: &str,
+        rows: RowImages<'_>,
+    ) -> Result<(), MaskError> {
+        let rules: Vec<&MaskRule> = self
             .rules
             .iter()
-            .any(|(_, action)| *action == MaskAction::Hash);
+            .filter(|rule| rule.table.matches(schema, table))
+            .collect();
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let hashing = rules.iter().any(|rule| rule.action == MaskAction::Hash);
         let hasher = Hasher::new(secret, hashing)?;
+        let RowImages {
+            key,
+            mut after,
+            mut before,
+        } = rows;
         // Refuse before changing anything: a drop or redact that would reach into the key.
-        for (path, action) in &self.rules {
-            if *action == MaskAction::Hash || event.key.is_empty() {
+        for rule in &rules {
+            if rule.action == MaskAction::Hash || key.is_empty() {
                 continue;
             }
-            let mut probe = event.key.clone();
-            if let Some(column) = mask_object(&mut probe, &path.segments, *action, &hasher, 0, 0)? {
-                return Err(key_error(*action, &column));
+            let mut probe = key.clone();
+            if let Some(column) =
+                mask_object(&mut probe, &rule.path.segments, rule.action, &hasher, 0, 0)?
+            {
+                return Err(key_error(rule.action, &column));
             }
         }
-        for (path, action) in &self.rules {
-            mask_object(&mut event.key, &path.segments, *action, &hasher, 0, 0)?;
-            if let Some(after) = event.after.as_mut() {
-                mask_object(after, &path.segments, *action, &hasher, 0, 0)?;
+        for rule in &rules {
+            let segments = &rule.path.segments;
+            mask_object(key, segments, rule.action, &hasher, 0, 0)?;
+            if let Some(after) = after.as_deref_mut() {
+                mask_object(after, segments, rule.action, &hasher, 0, 0)?;
             }
-            if let Some(before) = event.before.as_mut() {
-                mask_object(before, &path.segments, *action, &hasher, 0, 0)?;
+            if let Some(before) = before.as_deref_mut() {
+                mask_object(before, segments, rule.action, &hasher, 0, 0)?;
             }
         }
         Ok(())

@@ -1,0 +1,293 @@
+//! Outgoing mail: the password-reset and invitation links. With a mail server configured
+//! ([`MailSettings`], from the platform's `smtp_*` settings) they are sent by SMTP as plain text,
+//! in the background so that the answer to a reset request takes as long whether or not the
+//! account exists; the link is a secret and never logged then. Without one, the link is written
+//! to the server log for local use, as before.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{Email, Role, UserId};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox, Message};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::AppState;
+
+/// How long one SMTP exchange may take before it is given up.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How the connection to the mail server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text: only to a server on this machine (loopback), e.g. a local relay.
+    None,
+    /// Plain text upgraded with STARTTLS, which the server must offer (port 587 by default).
+    StartTls,
+    /// TLS from the first byte (port 465 by default).
+    Tls,
+}
+
+impl SmtpTls {
+    pub const NAMES: [&'static str; 3] = ["none", "starttls", "tls"];
+
+    fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::None => 25,
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+        }
+    }
+}
+
+impl FromStr for SmtpTls {
+    type Err = MailError;
+
+    fn from_str(text: &str) -> Result<Self, MailError> {
+        match text {
+            "none" => Ok(SmtpTls::None),
+            "starttls" => Ok(SmtpTls::StartTls),
+            "tls" => Ok(SmtpTls::Tls),
+            _ => Err(MailError::UnknownTlsMode),
+        }
+    }
+}
+
+/// Where and how to send mail.
+#[derive(Clone)]
+pub struct MailSettings {
+    pub host: String,
+    /// By default the TLS mode's usual port.
+    pub port: Option<u16>,
+    pub tls: SmtpTls,
+    /// User name and password, when the server wants them.
+    pub credentials: Option<(String, SecretString)>,
+    /// The sender, e.g. `Tributary <no-reply@example.com>`.
+    pub from: String,
+    /// The web app's address as people reach it (`https://tributary.example.com`): links in mail
+    /// are built from it, never from a request's `Host` header, which a requester controls.
+    pub public_url: String,
+}
+
+impl fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("from", &self.from)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why mail could not be set up or sent. Never carries a password or a link.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("the SMTP TLS mode must be one of none, starttls, tls")]
+    UnknownTlsMode,
+    #[error("the SMTP host must not be empty")]
+    NoHost,
+    #[error("SMTP without TLS is only allowed to a loopback host (127.0.0.1, ::1, localhost)")]
+    PlainTextToRemoteHost,
+    #[error("the SMTP sender address is not a valid mailbox")]
+    BadSender,
+    #[error("the public URL must start with http:// or https:// and hold no spaces")]
+    BadPublicUrl,
+    #[error("the recipient address is not a valid mailbox")]
+    BadRecipient,
+    #[error("the message could not be built")]
+    Message(#[source] lettre::error::Error),
+    #[error("the message body could not be encoded")]
+    Body,
+    #[error("the mail server refused or could not be reached")]
+    Smtp(#[source] lettre::transport::smtp::Error),
+}
+
+/// An SMTP connection pool and what every message shares.
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    public_url: String,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+impl Mailer {
+    /// Checks the settings and sets up the connection pool. Call it within the Tokio runtime:
+    /// the pool runs a task there (connections are made when the first mail goes out).
+    pub fn new(settings: MailSettings) -> Result<Self, MailError> {
+        let host = settings.host.trim();
+        if host.is_empty() {
+            return Err(MailError::NoHost);
+        }
+        if settings.tls == SmtpTls::None && !is_loopback(host) {
+            return Err(MailError::PlainTextToRemoteHost);
+        }
+        let public_url = settings.public_url.trim_end_matches('/').to_owned();
+        if !(public_url.starts_with("https://") || public_url.starts_with("http://"))
+            || public_url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(MailError::BadPublicUrl);
+        }
+        let from: Mailbox = settings.from.parse().map_err(|_| MailError::BadSender)?;
+        let tls = match settings.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::StartTls => {
+                Tls::Required(TlsParameters::new(host.to_owned()).map_err(MailError::Smtp)?)
+            }
+            SmtpTls::Tls => {
+                Tls::Wrapper(TlsParameters::new(host.to_owned()).map_err(MailError::Smtp)?)
+            }
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(settings.port.unwrap_or(settings.tls.default_port()))
+            .tls(tls)
+            .timeout(Some(SMTP_TIMEOUT));
+        if let Some((user, password)) = settings.credentials {
+            builder =
+                builder.credentials(Credentials::new(user, password.expose_secret().to_owned()));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+            public_url,
+        })
+    }
+
+    /// The absolute address of `path` in the web app.
+    pub fn link(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
+    }
+
+    /// Sends one plain-text message to `to`. The body is quoted-printable whatever it holds, so
+    /// a long link survives every relay intact (after decoding).
+    pub async fn send(&self, to: &Email, subject: &str, body: String) -> Result<(), MailError> {
+        let to: Mailbox = to.as_str().parse().map_err(|_| MailError::BadRecipient)?;
+        let body = Body::new_with_encoding(body, ContentTransferEncoding::QuotedPrintable)
+            .map_err(|_| MailError::Body)?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(MailError::Message)?;
+        self.transport
+            .send(message)
+            .await
+            .map_err(MailError::Smtp)?;
+        Ok(())
+    }
+}
+
+/// Sends `body` in the background; `what` and `id` name it in the log, whatever happens.
+fn send_in_background(
+    mailer: Arc<Mailer>,
+    to: Email,
+    subject: &'static str,
+    body: String,
+    what: &'static str,
+    id: String,
+) {
+    tokio::spawn(async move {
+        match mailer.send(&to, subject, body).await {
+            Ok(()) => tracing::info!(%id, "{what} mail sent"),
+            Err(error) => tracing::warn!(%id, %error, "{what} mail could not be sent"),
+        }
+    });
+}
+
+/// Delivers a password-reset link for `user` at `to`: by mail, or to the log.
+pub fn deliver_password_reset(
+    state: &AppState,
+    user: UserId,
+    to: &Email,
+    token: &str,
+    valid_minutes: i64,
+) {
+    let path = format!("/auth/reset/{token}");
+    let Some(mailer) = &state.mail else {
+        // The address itself is personal data: the log names the account by id.
+        tracing::info!(
+            %user,
+            link = %path,
+            "password reset link (no mail server configured; deliver it by hand)"
+        );
+        return;
+    };
+    let body = format!(
+        "Someone asked to reset the password of your Tributary account.\n\n\
+         Open this link within {valid_minutes} minutes to choose a new password. It works once, \
+         and signs you out everywhere:\n\n{}\n\n\
+         If you did not ask for this, ignore this message: your password stays as it is.\n",
+        mailer.link(&path)
+    );
+    send_in_background(
+        mailer.clone(),
+        to.clone(),
+        "Reset your Tributary password",
+        body,
+        "password reset",
+        user.to_string(),
+    );
+}
+
+/// Delivers an invitation to `workspace` as `role` at `to`: by mail, or to the log.
+pub fn deliver_invitation(
+    state: &AppState,
+    invitation: uuid::Uuid,
+    to: &Email,
+    workspace: &str,
+    role: Role,
+    token: &str,
+    valid_days: i64,
+) {
+    let path = format!("/auth/invitation/{token}");
+    let Some(mailer) = &state.mail else {
+        tracing::info!(
+            %invitation,
+            link = %path,
+            "invitation link (no mail server configured; deliver it by hand)"
+        );
+        return;
+    };
+    let body = format!(
+        "You are invited to join the workspace \"{workspace}\" on Tributary, as {role}.\n\n\
+         Open this link within {valid_days} days to accept. It works once:\n\n{}\n\n\
+         If you did not expect this invitation, ignore this message.\n",
+        mailer.link(&path)
+    );
+    send_in_background(
+        mailer.clone(),
+        to.clone(),
+        "Your invitation to a Tributary workspace",
+        body,
+        "invitation",
+        invitation.to_string(),
+    );
+}
