@@ -79,7 +79,7 @@ pub async fn materialize(
 }
 
 /// A connection as a tenant member (RLS applies), for reading read models as a tenant does.
-async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnection {
+pub async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnection {
     let mut connection = PgConnection::connect_with(&test_database.settings().app_options())
         .await
         .unwrap();
@@ -95,7 +95,10 @@ async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnecti
     connection
 }
 
-async fn extras(connection: &mut PgConnection, entity: &str) -> BTreeMap<String, (String, String)> {
+pub async fn extras(
+    connection: &mut PgConnection,
+    entity: &str,
+) -> BTreeMap<String, (String, String)> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "select key, 'text', value from analytics.extras_text where entity_id = $1 \
          union all select key, 'num', value::text from analytics.extras_num where entity_id = $1 \
@@ -444,7 +447,7 @@ async fn metrics_min_is_exact_under_duplicates_and_late_readings() {
     );
 }
 
-async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
+pub async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
     let mut tx = TenantTx::begin(
         database,
         Scope::Member {
