@@ -186,7 +186,11 @@ pub(super) async fn apply_in(
         );
         let text = serde_json::to_string(state)
             .map_err(|_| store::StoreError::Invalid("an entity state cannot be written".into()))?;
-        writes.states.push((key, text));
+        if was_stored {
+            writes.states.push((key, text));
+        } else {
+            writes.new_states.push((key, text));
+        }
     }
     writes.truncates = newest
         .into_iter()

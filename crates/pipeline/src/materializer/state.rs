@@ -37,10 +37,10 @@ pub struct EntityState {
     /// The last full image (insert, read or delete).
     #[serde(default)]
     pub base: Option<Pos>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub base_is_delete: bool,
     /// Commit time of the delete that is the base, if it is one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
     /// The newest event applied, and its source.
     #[serde(default)]
@@ -53,6 +53,10 @@ pub struct EntityState {
     /// a truncate of the table at a newer position deletes the entity at that position.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub feeds: BTreeMap<String, Feed>,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
 }
 
 /// A source table that fed an entity.
