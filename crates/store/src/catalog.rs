@@ -112,6 +112,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("pipeline.dlq", &[ViewDeadLetters]),
     read_only("pipeline.entity_state", NOBODY),
     read_only("pipeline.metric_readings", NOBODY),
+    read_only("pipeline.source_truncates", NOBODY),
     TableAccess {
         table: "pipeline.replay_requests",
         select: &[ManageReplays],

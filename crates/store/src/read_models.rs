@@ -3,14 +3,16 @@
 //! `analytics.metrics_min`), the source-to-read-model mappings people edit (audited), and the
 //! checksums a rebuild is compared by.
 //!
-//! The materializer decides what to write (crate `pipeline`); this module only stores it. Rows
-//! travel as JSON arrays expanded by `jsonb_to_recordset`, every value bound, none spliced.
+//! The materializer decides what to write (crate `pipeline`); this module only stores it, a
+//! whole batch per statement: rows travel as arrays expanded by `unnest` (typed rows as JSON
+//! arrays expanded by `jsonb_to_recordset`), every value bound, none spliced.
 
 use std::collections::{BTreeMap, HashMap};
 
 use domain::{SourceId, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Row, Transaction};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
@@ -258,37 +260,88 @@ pub async fn delete_mapping(
 /// An entity state's key: (tenant, kind, id).
 pub type EntityKey = (TenantId, String, String);
 
-/// One bucket of `analytics.metrics_min`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Bucket {
+/// One bucket of `analytics.metrics_min`: (tenant, entity kind, entity id, metric key, minute).
+type BucketKey = (Uuid, String, String, String, OffsetDateTime);
+
+/// A metric reading's row in `pipeline.metric_readings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingRow {
     pub tenant_id: Uuid,
-    pub entity_kind: String,
+    /// `<source>:<id>`: reading ids are only unique within their source.
+    pub reading_id: String,
+    pub entity_kind: &'static str,
     pub entity_id: String,
     pub metric_key: String,
-    /// RFC 3339, whole minute.
-    pub minute: String,
+    pub measured_at: OffsetDateTime,
+    pub value: f64,
+    pub pos_lsn: i64,
+    pub pos_seq: i32,
 }
 
-/// What the materializer writes for a set of entities, all in one transaction.
+/// A typed extra's value; its variant is the extras table it lands in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtraValue {
+    Text(String),
+    Num(f64),
+    Bool(bool),
+    Time(OffsetDateTime),
+}
+
+/// One row of the typed extras.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtraRow {
+    pub tenant_id: Uuid,
+    pub entity_kind: &'static str,
+    pub entity_id: String,
+    pub key: String,
+    pub value: ExtraValue,
+}
+
+/// The newest truncate of a source table the materializer applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTruncate {
+    pub tenant_id: TenantId,
+    pub source_id: Uuid,
+    /// `schema.table`, as the source named it.
+    pub source_table: String,
+    pub pos_lsn: i64,
+    pub pos_seq: i32,
+    pub truncated_at: OffsetDateTime,
+}
+
+/// What the materializer writes for a set of entities, all in one transaction. Each entity,
+/// reading and truncate appears at most once.
 #[derive(Debug, Default)]
 pub struct EntityWrites {
-    /// New states, by key.
-    pub states: Vec<(EntityKey, serde_json::Value)>,
+    /// New states (JSON text) of entities that had a stored state, by key.
+    pub states: Vec<(EntityKey, String)>,
+    /// States (JSON text) of entities that had none: inserted without looking for a conflict
+    /// (the transaction holds the tenants' locks, so none can appear meanwhile).
+    pub new_states: Vec<(EntityKey, String)>,
     /// Typed rows as JSON objects with the table's column names, per table
     /// (`sites`, `devices`, `sessions`).
     pub typed: BTreeMap<&'static str, Vec<serde_json::Value>>,
     /// Entities whose extras are replaced: (tenant, entity kind, entity id).
     pub extras_replaced: Vec<(TenantId, &'static str, String)>,
-    /// New extras per table (`text`, `num`, `bool`, `time`):
-    /// `{tenant_id, entity_kind, entity_id, key, value}` objects.
-    pub extras: BTreeMap<&'static str, Vec<serde_json::Value>>,
-    /// Readings whose stored row is replaced: (tenant, reading id).
+    /// Their new extras.
+    pub extras: Vec<ExtraRow>,
+    /// Readings whose stored row, if any, is replaced or removed: (tenant, reading id). A
+    /// reading has a stored row only if it had a stored state, so new readings need not be
+    /// listed.
     pub readings_replaced: Vec<(TenantId, String)>,
-    /// New reading rows (`pipeline.metric_readings` columns).
-    pub readings: Vec<serde_json::Value>,
+    /// New reading rows.
+    pub readings: Vec<ReadingRow>,
+    /// Truncates newer than the stored one of their table.
+    pub truncates: Vec<SourceTruncate>,
 }
 
 /// A transaction of the materializer (service role), holding its tenants' materializer locks.
+///
+/// Every statement covers the whole batch, whatever its tenants, joining the batch's keys
+/// (`unnest` of arrays) with the tables. The transaction turns hash and merge joins off, so each
+/// key is looked up through the table's index whatever the planner knows (or guesses, in a
+/// cached plan) of the table's and the batch's sizes: a join that read the whole table would
+/// cost as much as the table is large, every batch.
 #[derive(Debug)]
 pub struct MaterializeTx {
     transaction: Transaction<'static, Postgres>,
@@ -300,75 +353,118 @@ impl MaterializeTx {
     /// time, whichever consumer, replay or rebuild it belongs to.
     pub async fn begin(database: &Database, tenants: &[TenantId]) -> Result<Self, StoreError> {
         let mut transaction = database.service_pool().begin().await?;
-        sqlx::query("set local synchronous_commit = on")
-            .execute(&mut *transaction)
-            .await?;
         let mut tenants: Vec<Uuid> = tenants.iter().map(|tenant| *tenant.as_uuid()).collect();
         tenants.sort_unstable();
         tenants.dedup();
-        for tenant in tenants {
-            sqlx::query("select pg_advisory_xact_lock(hashtext('materializer'), hashtext($1))")
-                .bind(tenant.to_string())
-                .execute(&mut *transaction)
-                .await?;
-        }
+        let tenants: Vec<String> = tenants.iter().map(Uuid::to_string).collect();
+        // extra_float_digits > 0 makes `value::text` the shortest decimal that reads back as
+        // the same double: the exact sums of metrics_min add those decimals.
+        sqlx::query(
+            "select set_config('synchronous_commit', 'on', true), \
+                    set_config('enable_hashjoin', 'off', true), \
+                    set_config('enable_mergejoin', 'off', true), \
+                    set_config('extra_float_digits', '1', true), \
+                    (select count(pg_advisory_xact_lock(hashtext('materializer'), hashtext(t))) \
+                     from unnest($1::text[]) as locks(t))",
+        )
+        .bind(&tenants)
+        .execute(&mut *transaction)
+        .await?;
         Ok(Self { transaction })
     }
 
-    /// The stored states of `keys` (missing ones are absent). Looked up per (tenant, kind) with
-    /// `= any(ids)`, which PostgreSQL always answers from the primary key, whatever it knows of
-    /// the table's size (a join with the batch might scan the whole table).
+    /// The stored states (JSON text) of `keys`; missing ones are absent.
     pub async fn load_states(
         &mut self,
         keys: &[EntityKey],
-    ) -> Result<HashMap<EntityKey, serde_json::Value>, StoreError> {
-        let mut groups: BTreeMap<(Uuid, &str), Vec<&str>> = BTreeMap::new();
-        for (tenant, kind, id) in keys {
-            groups
-                .entry((*tenant.as_uuid(), kind.as_str()))
-                .or_default()
-                .push(id.as_str());
+    ) -> Result<HashMap<EntityKey, String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
         }
-        let mut states = HashMap::with_capacity(keys.len());
-        for ((tenant, kind), ids) in groups {
-            let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
-                "select entity_id, state from pipeline.entity_state \
-                 where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
-            )
-            .bind(tenant)
-            .bind(kind)
-            .bind(&ids)
-            .fetch_all(&mut *self.transaction)
-            .await?;
-            for (id, state) in rows {
-                states.insert((TenantId::from_uuid(tenant), kind.to_owned(), id), state);
-            }
+        let tenants: Vec<Uuid> = keys.iter().map(|key| *key.0.as_uuid()).collect();
+        let kinds: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
+        let ids: Vec<&str> = keys.iter().map(|key| key.2.as_str()).collect();
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "select k.n, e.state::text \
+             from unnest($1::uuid[], $2::text[], $3::text[]) with ordinality \
+                 as k(tenant_id, entity_kind, entity_id, n) \
+             join pipeline.entity_state e on e.tenant_id = k.tenant_id \
+                 and e.entity_kind = k.entity_kind and e.entity_id = k.entity_id",
+        )
+        .bind(&tenants)
+        .bind(&kinds)
+        .bind(&ids)
+        .fetch_all(&mut *self.transaction)
+        .await?;
+        let mut states = HashMap::with_capacity(rows.len());
+        for (ordinal, state) in rows {
+            let key = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|index| keys.get(index))
+                .ok_or_else(|| StoreError::Invalid("a state of a key not asked for".into()))?;
+            states.insert(key.clone(), state);
         }
         Ok(states)
     }
 
-    /// Writes everything the materializer derived, recomputes the touched minutes of
-    /// `metrics_min` from the readings, and marks them for the aggregator.
+    /// The stored states (JSON text) of `tenant`'s entities of `kind` that the source table
+    /// `feed` fed (its name in the states' `feeds`): what a truncate of that table touches.
+    pub async fn states_fed_by(
+        &mut self,
+        tenant: TenantId,
+        kind: &str,
+        feed: &str,
+    ) -> Result<Vec<(EntityKey, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select entity_id, state::text from pipeline.entity_state \
+             where tenant_id = $1 and entity_kind = $2 and state -> 'feeds' ? $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(kind)
+        .bind(feed)
+        .fetch_all(&mut *self.transaction)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, state)| ((tenant, kind.to_owned(), id), state))
+            .collect())
+    }
+
+    /// The newest truncate of each source table of `tenants` applied so far.
+    pub async fn truncates(
+        &mut self,
+        tenants: &[TenantId],
+    ) -> Result<Vec<SourceTruncate>, StoreError> {
+        let tenants: Vec<Uuid> = tenants.iter().map(|tenant| *tenant.as_uuid()).collect();
+        let rows: Vec<(Uuid, Uuid, String, i64, i32, OffsetDateTime)> = sqlx::query_as(
+            "select tenant_id, source_id, source_table, pos_lsn, pos_seq, truncated_at \
+             from pipeline.source_truncates where tenant_id = any($1)",
+        )
+        .bind(&tenants)
+        .fetch_all(&mut *self.transaction)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(tenant_id, source_id, source_table, pos_lsn, pos_seq, truncated_at)| {
+                    SourceTruncate {
+                        tenant_id: TenantId::from_uuid(tenant_id),
+                        source_id,
+                        source_table,
+                        pos_lsn,
+                        pos_seq,
+                        truncated_at,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Writes everything the materializer derived, brings the touched minutes of
+    /// `metrics_min` up to date, and marks them for the aggregator.
     pub async fn write(&mut self, writes: &EntityWrites) -> Result<(), StoreError> {
         let connection = &mut *self.transaction;
-        if !writes.states.is_empty() {
-            let tenants: Vec<Uuid> = writes.states.iter().map(|(k, _)| *k.0.as_uuid()).collect();
-            let kinds: Vec<&str> = writes.states.iter().map(|(k, _)| k.1.as_str()).collect();
-            let ids: Vec<&str> = writes.states.iter().map(|(k, _)| k.2.as_str()).collect();
-            let states: Vec<&serde_json::Value> = writes.states.iter().map(|(_, s)| s).collect();
-            sqlx::query(
-                "insert into pipeline.entity_state (tenant_id, entity_kind, entity_id, state) \
-                 select * from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) \
-                 on conflict (tenant_id, entity_kind, entity_id) \
-                 do update set state = excluded.state",
-            )
-            .bind(&tenants)
-            .bind(&kinds)
-            .bind(&ids)
-            .bind(&states)
-            .execute(&mut *connection)
-            .await?;
-        }
+        write_states(connection, &writes.states, &writes.new_states).await?;
         for (table, rows) in &writes.typed {
             if rows.is_empty() {
                 continue;
@@ -384,101 +480,9 @@ impl MaterializeTx {
                 .execute(&mut *connection)
                 .await?;
         }
-        let mut replaced: BTreeMap<(Uuid, &str), Vec<&str>> = BTreeMap::new();
-        for (tenant, kind, id) in &writes.extras_replaced {
-            replaced
-                .entry((*tenant.as_uuid(), *kind))
-                .or_default()
-                .push(id.as_str());
-        }
-        for ((tenant, kind), ids) in &replaced {
-            for statement in DELETE_EXTRAS {
-                sqlx::query(statement)
-                    .bind(tenant)
-                    .bind(kind)
-                    .bind(ids)
-                    .execute(&mut *connection)
-                    .await?;
-            }
-        }
-        for (table, rows) in &writes.extras {
-            if rows.is_empty() {
-                continue;
-            }
-            let statement = match *table {
-                "text" => INSERT_EXTRAS_TEXT,
-                "num" => INSERT_EXTRAS_NUM,
-                "bool" => INSERT_EXTRAS_BOOL,
-                "time" => INSERT_EXTRAS_TIME,
-                _ => return Err(StoreError::Invalid(format!("no extras table {table}"))),
-            };
-            sqlx::query(statement)
-                .bind(serde_json::Value::Array(rows.clone()))
-                .execute(&mut *connection)
-                .await?;
-        }
-        if writes.readings_replaced.is_empty() && writes.readings.is_empty() {
-            return Ok(());
-        }
-        let mut buckets: Vec<Bucket> = Vec::new();
-        let mut replaced: BTreeMap<Uuid, Vec<&str>> = BTreeMap::new();
-        for (tenant, reading) in &writes.readings_replaced {
-            replaced
-                .entry(*tenant.as_uuid())
-                .or_default()
-                .push(reading.as_str());
-        }
-        for (tenant, readings) in &replaced {
-            let old: Vec<(Uuid, String, String, String, time::OffsetDateTime)> = sqlx::query_as(
-                "delete from pipeline.metric_readings \
-                 where tenant_id = $1 and reading_id = any($2) \
-                 returning tenant_id, entity_kind, entity_id, metric_key, minute",
-            )
-            .bind(tenant)
-            .bind(readings)
-            .fetch_all(&mut *connection)
-            .await?;
-            for (tenant_id, entity_kind, entity_id, metric_key, minute) in old {
-                buckets.push(Bucket {
-                    tenant_id,
-                    entity_kind,
-                    entity_id,
-                    metric_key,
-                    minute: minute
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .map_err(|_| StoreError::Invalid("a stored minute".into()))?,
-                });
-            }
-        }
-        if !writes.readings.is_empty() {
-            let new: Vec<(Uuid, String, String, String, time::OffsetDateTime)> = sqlx::query_as(
-                "insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, \
-                     entity_id, metric_key, minute, measured_at, value, pos_lsn, pos_seq) \
-                 select tenant_id, reading_id, entity_kind, entity_id, metric_key, \
-                        date_trunc('minute', measured_at), measured_at, value, pos_lsn, pos_seq \
-                 from jsonb_to_recordset($1) as r(tenant_id uuid, reading_id text, \
-                     entity_kind text, entity_id text, metric_key text, measured_at timestamptz, \
-                     value double precision, pos_lsn bigint, pos_seq integer) \
-                 returning tenant_id, entity_kind, entity_id, metric_key, minute",
-            )
-            .bind(serde_json::Value::Array(writes.readings.clone()))
-            .fetch_all(&mut *connection)
-            .await?;
-            for (tenant_id, entity_kind, entity_id, metric_key, minute) in new {
-                buckets.push(Bucket {
-                    tenant_id,
-                    entity_kind,
-                    entity_id,
-                    metric_key,
-                    minute: minute
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .map_err(|_| StoreError::Invalid("a stored minute".into()))?,
-                });
-            }
-        }
-        buckets.sort();
-        buckets.dedup();
-        recompute_buckets(connection, &buckets).await
+        replace_extras(connection, &writes.extras_replaced, &writes.extras).await?;
+        write_readings(connection, &writes.readings_replaced, &writes.readings).await?;
+        write_truncates(connection, &writes.truncates).await
     }
 
     /// Deletes every read model of `tenant` (before a rebuild), marking its minutes for the
@@ -508,9 +512,10 @@ impl MaterializeTx {
     }
 }
 
-const CLEAR_TENANT: [&str; 10] = [
+const CLEAR_TENANT: [&str; 11] = [
     "delete from pipeline.entity_state where tenant_id = $1",
     "delete from pipeline.metric_readings where tenant_id = $1",
+    "delete from pipeline.source_truncates where tenant_id = $1",
     "delete from analytics.metrics_min where tenant_id = $1",
     "delete from analytics.sites where tenant_id = $1",
     "delete from analytics.devices where tenant_id = $1",
@@ -521,98 +526,421 @@ const CLEAR_TENANT: [&str; 10] = [
     "delete from analytics.extras_time where tenant_id = $1",
 ];
 
-/// Recomputes `buckets` of `metrics_min` from the stored readings (a bucket left without
-/// readings disappears), and marks their (key, minute) for the aggregator (in one order, so two
-/// transactions marking the same minutes wait for each other instead of deadlocking).
-///
-/// Per tenant, the statements select by `= any` on each key column (entity kinds, ids, metric
-/// keys, minutes), which PostgreSQL answers from the index whatever it knows of the table's size.
-/// That covers every touched bucket and possibly some untouched ones of the same entities and
-/// minutes: recomputing those gives the same rows again, so the result is exact either way. Sums
-/// are taken in a fixed order, so the same readings give the same bits.
-async fn recompute_buckets(
+/// Updates the `stored` states and inserts the `new` ones: an insert that need not check for a
+/// conflict first costs about half an upsert.
+async fn write_states(
     connection: &mut sqlx::PgConnection,
-    buckets: &[Bucket],
+    stored: &[(EntityKey, String)],
+    new: &[(EntityKey, String)],
 ) -> Result<(), StoreError> {
-    if buckets.is_empty() {
+    for (states, statement) in [
+        (
+            stored,
+            "update pipeline.entity_state e set state = s.state::jsonb \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+                 as s(tenant_id, entity_kind, entity_id, state) \
+             where e.tenant_id = s.tenant_id and e.entity_kind = s.entity_kind \
+                 and e.entity_id = s.entity_id",
+        ),
+        (
+            new,
+            "insert into pipeline.entity_state (tenant_id, entity_kind, entity_id, state) \
+             select tenant_id, entity_kind, entity_id, state::jsonb \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+                 as s(tenant_id, entity_kind, entity_id, state)",
+        ),
+    ] {
+        if states.is_empty() {
+            continue;
+        }
+        let tenants: Vec<Uuid> = states.iter().map(|(key, _)| *key.0.as_uuid()).collect();
+        let kinds: Vec<&str> = states.iter().map(|(key, _)| key.1.as_str()).collect();
+        let ids: Vec<&str> = states.iter().map(|(key, _)| key.2.as_str()).collect();
+        let texts: Vec<&str> = states.iter().map(|(_, state)| state.as_str()).collect();
+        sqlx::query(statement)
+            .bind(&tenants)
+            .bind(&kinds)
+            .bind(&ids)
+            .bind(&texts)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Replaces the extras of `replaced` entities with `extras`: one statement deletes from the
+/// four tables, one inserts into them.
+async fn replace_extras(
+    connection: &mut sqlx::PgConnection,
+    replaced: &[(TenantId, &'static str, String)],
+    extras: &[ExtraRow],
+) -> Result<(), StoreError> {
+    if !replaced.is_empty() {
+        let tenants: Vec<Uuid> = replaced.iter().map(|(t, _, _)| *t.as_uuid()).collect();
+        let kinds: Vec<&str> = replaced.iter().map(|(_, kind, _)| *kind).collect();
+        let ids: Vec<&str> = replaced.iter().map(|(_, _, id)| id.as_str()).collect();
+        sqlx::query(DELETE_EXTRAS)
+            .bind(&tenants)
+            .bind(&kinds)
+            .bind(&ids)
+            .execute(&mut *connection)
+            .await?;
+    }
+    if extras.is_empty() {
         return Ok(());
     }
-    type Columns<'a> = (
-        std::collections::BTreeSet<&'a str>,
-        std::collections::BTreeSet<&'a str>,
-        std::collections::BTreeSet<&'a str>,
-        std::collections::BTreeSet<&'a str>,
-    );
-    let mut per_tenant: BTreeMap<Uuid, Columns<'_>> = BTreeMap::new();
-    for bucket in buckets {
-        let columns = per_tenant.entry(bucket.tenant_id).or_default();
-        columns.0.insert(&bucket.entity_kind);
-        columns.1.insert(&bucket.entity_id);
-        columns.2.insert(&bucket.metric_key);
-        columns.3.insert(&bucket.minute);
+    /// One extras table's columns.
+    struct Columns<'a, T> {
+        tenants: Vec<Uuid>,
+        kinds: Vec<&'a str>,
+        ids: Vec<&'a str>,
+        keys: Vec<&'a str>,
+        values: Vec<T>,
     }
-    for (tenant, (kinds, ids, keys, minutes)) in &per_tenant {
-        let kinds: Vec<&str> = kinds.iter().copied().collect();
-        let ids: Vec<&str> = ids.iter().copied().collect();
-        let keys: Vec<&str> = keys.iter().copied().collect();
-        let minutes = minutes
+    impl<'a, T> Columns<'a, T> {
+        fn new() -> Self {
+            Self {
+                tenants: Vec::new(),
+                kinds: Vec::new(),
+                ids: Vec::new(),
+                keys: Vec::new(),
+                values: Vec::new(),
+            }
+        }
+
+        fn push(&mut self, row: &'a ExtraRow, value: T) {
+            self.tenants.push(row.tenant_id);
+            self.kinds.push(row.entity_kind);
+            self.ids.push(&row.entity_id);
+            self.keys.push(&row.key);
+            self.values.push(value);
+        }
+    }
+    let mut text: Columns<&str> = Columns::new();
+    let mut num: Columns<f64> = Columns::new();
+    let mut boolean: Columns<bool> = Columns::new();
+    let mut time: Columns<OffsetDateTime> = Columns::new();
+    for row in extras {
+        match &row.value {
+            ExtraValue::Text(value) => text.push(row, value.as_str()),
+            ExtraValue::Num(value) => num.push(row, *value),
+            ExtraValue::Bool(value) => boolean.push(row, *value),
+            ExtraValue::Time(value) => time.push(row, *value),
+        }
+    }
+    sqlx::query(INSERT_EXTRAS)
+        .bind(&text.tenants)
+        .bind(&text.kinds)
+        .bind(&text.ids)
+        .bind(&text.keys)
+        .bind(&text.values)
+        .bind(&num.tenants)
+        .bind(&num.kinds)
+        .bind(&num.ids)
+        .bind(&num.keys)
+        .bind(&num.values)
+        .bind(&boolean.tenants)
+        .bind(&boolean.kinds)
+        .bind(&boolean.ids)
+        .bind(&boolean.keys)
+        .bind(&boolean.values)
+        .bind(&time.tenants)
+        .bind(&time.kinds)
+        .bind(&time.ids)
+        .bind(&time.keys)
+        .bind(&time.values)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The columns of a list of buckets, to bind as arrays.
+struct BucketColumns<'a> {
+    tenants: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    minutes: Vec<OffsetDateTime>,
+}
+
+impl<'a> BucketColumns<'a> {
+    fn of(buckets: impl IntoIterator<Item = &'a BucketKey>) -> Self {
+        let mut columns = BucketColumns {
+            tenants: Vec::new(),
+            kinds: Vec::new(),
+            ids: Vec::new(),
+            keys: Vec::new(),
+            minutes: Vec::new(),
+        };
+        for (tenant, kind, id, key, minute) in buckets {
+            columns.tenants.push(*tenant);
+            columns.kinds.push(kind);
+            columns.ids.push(id);
+            columns.keys.push(key);
+            columns.minutes.push(*minute);
+        }
+        columns
+    }
+}
+
+/// Replaces and adds reading rows and brings their buckets of `metrics_min` up to date.
+///
+/// A bucket is a function of the readings it holds: count, exact sum, min, max, last. A bucket
+/// that only gains new readings is updated by adding them (each reading counts once: a reading
+/// without a stored row was never counted); a bucket that loses a reading (replaced or
+/// deleted), or a row written before the exact sum was kept, is recomputed from its readings.
+/// Either way the result depends only on the readings, not on the order they came in. Every
+/// touched (key, minute) is marked for the aggregator in one statement, in one order, so two
+/// transactions marking the same minutes wait for each other instead of deadlocking.
+async fn write_readings(
+    connection: &mut sqlx::PgConnection,
+    replaced: &[(TenantId, String)],
+    readings: &[ReadingRow],
+) -> Result<(), StoreError> {
+    let mut recompute: Vec<BucketKey> = Vec::new();
+    if !replaced.is_empty() {
+        let tenants: Vec<Uuid> = replaced
             .iter()
-            .map(|minute| {
-                time::OffsetDateTime::parse(minute, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| StoreError::Invalid("a bucket minute".into()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        sqlx::query(
-            "delete from analytics.metrics_min \
-             where tenant_id = $1 and entity_kind = any($2) and entity_id = any($3) \
-               and metric_key = any($4) and minute = any($5)",
+            .map(|(tenant, _)| *tenant.as_uuid())
+            .collect();
+        let ids: Vec<&str> = replaced.iter().map(|(_, id)| id.as_str()).collect();
+        recompute = sqlx::query_as(
+            "delete from pipeline.metric_readings r \
+             using unnest($1::uuid[], $2::text[]) as d(tenant_id, reading_id) \
+             where r.tenant_id = d.tenant_id and r.reading_id = d.reading_id \
+             returning r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute",
         )
-        .bind(tenant)
-        .bind(&kinds)
+        .bind(&tenants)
         .bind(&ids)
-        .bind(&keys)
-        .bind(&minutes)
-        .execute(&mut *connection)
+        .fetch_all(&mut *connection)
         .await?;
-        sqlx::query(
-            "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
-                 minute, value_sum, value_count, value_min, value_max, last_value, last_pos_lsn, \
-                 last_pos_seq) \
-             select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, \
-                    sum(r.value order by r.reading_id), count(*), min(r.value), max(r.value), \
-                    (array_agg(r.value order by r.measured_at desc, r.pos_lsn desc, \
-                               r.pos_seq desc, r.reading_id desc))[1], \
-                    (array_agg(r.pos_lsn order by r.measured_at desc, r.pos_lsn desc, \
-                               r.pos_seq desc, r.reading_id desc))[1], \
-                    (array_agg(r.pos_seq order by r.measured_at desc, r.pos_lsn desc, \
-                               r.pos_seq desc, r.reading_id desc))[1] \
-             from pipeline.metric_readings r \
-             where r.tenant_id = $1 and r.entity_kind = any($2) and r.entity_id = any($3) \
-               and r.metric_key = any($4) and r.minute = any($5) \
-             group by r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute",
-        )
-        .bind(tenant)
-        .bind(&kinds)
-        .bind(&ids)
-        .bind(&keys)
-        .bind(&minutes)
-        .execute(&mut *connection)
-        .await?;
+        recompute.sort_unstable();
+        recompute.dedup();
     }
-    let buckets =
-        serde_json::to_value(buckets).map_err(|_| StoreError::Invalid("bucket".into()))?;
+    if readings.is_empty() && recompute.is_empty() {
+        return Ok(());
+    }
+    let lost = BucketColumns::of(&recompute);
+    let legacy: Vec<BucketKey> = sqlx::query_as(ADD_READINGS)
+        .bind(readings.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
+        .bind(
+            readings
+                .iter()
+                .map(|r| r.reading_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(readings.iter().map(|r| r.entity_kind).collect::<Vec<_>>())
+        .bind(
+            readings
+                .iter()
+                .map(|r| r.entity_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            readings
+                .iter()
+                .map(|r| r.metric_key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(readings.iter().map(|r| r.measured_at).collect::<Vec<_>>())
+        .bind(readings.iter().map(|r| r.value).collect::<Vec<_>>())
+        .bind(readings.iter().map(|r| r.pos_lsn).collect::<Vec<_>>())
+        .bind(readings.iter().map(|r| r.pos_seq).collect::<Vec<_>>())
+        .bind(&lost.tenants)
+        .bind(&lost.kinds)
+        .bind(&lost.ids)
+        .bind(&lost.keys)
+        .bind(&lost.minutes)
+        .fetch_all(&mut *connection)
+        .await?;
+    recompute.extend(legacy);
+    recompute.sort_unstable();
+    recompute.dedup();
+    if recompute.is_empty() {
+        return Ok(());
+    }
+    let buckets = BucketColumns::of(&recompute);
+    sqlx::query(RECOMPUTE_BUCKETS)
+        .bind(&buckets.tenants)
+        .bind(&buckets.kinds)
+        .bind(&buckets.ids)
+        .bind(&buckets.keys)
+        .bind(&buckets.minutes)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+async fn write_truncates(
+    connection: &mut sqlx::PgConnection,
+    truncates: &[SourceTruncate],
+) -> Result<(), StoreError> {
+    if truncates.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "insert into pipeline.rollup_dirty (metric_key, minute) \
-         select distinct metric_key, minute from jsonb_to_recordset($1) \
-             as b(metric_key text, minute timestamptz) \
-         order by metric_key, minute \
-         on conflict do nothing",
+        "insert into pipeline.source_truncates as t (tenant_id, source_id, source_table, \
+             pos_lsn, pos_seq, truncated_at) \
+         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::int4[], \
+             $6::timestamptz[]) \
+         on conflict (tenant_id, source_id, source_table) do update \
+             set pos_lsn = excluded.pos_lsn, pos_seq = excluded.pos_seq, \
+                 truncated_at = excluded.truncated_at \
+             where (excluded.pos_lsn, excluded.pos_seq) > (t.pos_lsn, t.pos_seq)",
     )
-    .bind(&buckets)
-    .execute(&mut *connection)
+    .bind(
+        truncates
+            .iter()
+            .map(|t| *t.tenant_id.as_uuid())
+            .collect::<Vec<_>>(),
+    )
+    .bind(truncates.iter().map(|t| t.source_id).collect::<Vec<_>>())
+    .bind(
+        truncates
+            .iter()
+            .map(|t| t.source_table.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(truncates.iter().map(|t| t.pos_lsn).collect::<Vec<_>>())
+    .bind(truncates.iter().map(|t| t.pos_seq).collect::<Vec<_>>())
+    .bind(truncates.iter().map(|t| t.truncated_at).collect::<Vec<_>>())
+    .execute(connection)
     .await?;
     Ok(())
 }
+
+/// The aggregates of a bucket over readings `r`, in the column order of `metrics_min_columns!`
+/// after the key. The last value is the reading measured last, then at the newest position,
+/// then of the greatest id (in byte order, whatever the database's collation).
+macro_rules! bucket_aggregates {
+    () => {
+        "sum(r.value::text::numeric)::float8, sum(r.value::text::numeric), count(*), \
+         min(r.value), max(r.value), \
+         (array_agg(r.value order by r.measured_at desc, r.pos_lsn desc, r.pos_seq desc, \
+             r.reading_id collate \"C\" desc))[1], \
+         (array_agg(r.pos_lsn order by r.measured_at desc, r.pos_lsn desc, r.pos_seq desc, \
+             r.reading_id collate \"C\" desc))[1], \
+         (array_agg(r.pos_seq order by r.measured_at desc, r.pos_lsn desc, r.pos_seq desc, \
+             r.reading_id collate \"C\" desc))[1], \
+         (array_agg(r.measured_at order by r.measured_at desc, r.pos_lsn desc, \
+             r.pos_seq desc, r.reading_id collate \"C\" desc))[1], \
+         (array_agg(r.reading_id order by r.measured_at desc, r.pos_lsn desc, \
+             r.pos_seq desc, r.reading_id collate \"C\" desc))[1]"
+    };
+}
+
+macro_rules! metrics_min_columns {
+    () => {
+        "tenant_id, entity_kind, entity_id, metric_key, minute, value_sum, value_sum_exact, \
+         value_count, value_min, value_max, last_value, last_pos_lsn, last_pos_seq, \
+         last_measured_at, last_reading_id"
+    };
+}
+
+/// Inserts the new readings ($1-$9), adds them to the buckets that lose no reading (the lost
+/// ones, $10-$14, are recomputed afterwards), marks every touched (key, minute) for the
+/// aggregator, and returns the buckets it could not add to (rows without an exact sum).
+const ADD_READINGS: &str = concat!(
+    "with new as ( \
+         insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, entity_id, \
+             metric_key, minute, measured_at, value, pos_lsn, pos_seq) \
+         select tenant_id, reading_id, entity_kind, entity_id, metric_key, \
+                date_trunc('minute', measured_at), measured_at, value, pos_lsn, pos_seq \
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+             $6::timestamptz[], $7::float8[], $8::int8[], $9::int4[]) \
+             as r(tenant_id, reading_id, entity_kind, entity_id, metric_key, measured_at, value, \
+                  pos_lsn, pos_seq) \
+         returning * \
+     ), \
+     lost as ( \
+         select * from unnest($10::uuid[], $11::text[], $12::text[], $13::text[], \
+             $14::timestamptz[]) as l(tenant_id, entity_kind, entity_id, metric_key, minute) \
+     ), \
+     gained as ( \
+         select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, ",
+    bucket_aggregates!(),
+    " \
+         from new r \
+         where not exists (select 1 from lost l where l.tenant_id = r.tenant_id \
+             and l.entity_kind = r.entity_kind and l.entity_id = r.entity_id \
+             and l.metric_key = r.metric_key and l.minute = r.minute) \
+         group by r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute \
+     ), \
+     added as ( \
+         insert into analytics.metrics_min as m (",
+    metrics_min_columns!(),
+    ") \
+         select * from gained \
+         on conflict (tenant_id, entity_kind, entity_id, metric_key, minute) do update set \
+             value_sum = (m.value_sum_exact + excluded.value_sum_exact)::float8, \
+             value_sum_exact = m.value_sum_exact + excluded.value_sum_exact, \
+             value_count = m.value_count + excluded.value_count, \
+             value_min = least(m.value_min, excluded.value_min), \
+             value_max = greatest(m.value_max, excluded.value_max), \
+             (last_value, last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) = \
+                 (select * from (values \
+                     (m.last_value, m.last_pos_lsn, m.last_pos_seq, m.last_measured_at, \
+                      m.last_reading_id), \
+                     (excluded.last_value, excluded.last_pos_lsn, excluded.last_pos_seq, \
+                      excluded.last_measured_at, excluded.last_reading_id)) \
+                     as candidate(value, pos_lsn, pos_seq, measured_at, reading_id) \
+                  order by measured_at desc, pos_lsn desc, pos_seq desc, \
+                      reading_id collate \"C\" desc \
+                  limit 1) \
+         where m.value_sum_exact is not null and m.last_measured_at is not null \
+             and m.last_reading_id is not null \
+         returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.minute \
+     ), \
+     marked as ( \
+         insert into pipeline.rollup_dirty (metric_key, minute) \
+         select distinct metric_key, minute from ( \
+             select metric_key, minute from new union all select metric_key, minute from lost \
+         ) touched \
+         order by metric_key, minute \
+         on conflict do nothing \
+     ) \
+     select g.tenant_id, g.entity_kind, g.entity_id, g.metric_key, g.minute from gained g \
+     where not exists (select 1 from added a where a.tenant_id = g.tenant_id \
+         and a.entity_kind = g.entity_kind and a.entity_id = g.entity_id \
+         and a.metric_key = g.metric_key and a.minute = g.minute)"
+);
+
+/// Recomputes the buckets $1-$5 (distinct) from their readings; a bucket left without
+/// readings disappears.
+const RECOMPUTE_BUCKETS: &str = concat!(
+    "with buckets as ( \
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+             $5::timestamptz[]) as b(tenant_id, entity_kind, entity_id, metric_key, minute) \
+     ), \
+     counted as ( \
+         select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, ",
+    bucket_aggregates!(),
+    " \
+         from buckets b join pipeline.metric_readings r on r.tenant_id = b.tenant_id \
+             and r.entity_kind = b.entity_kind and r.entity_id = b.entity_id \
+             and r.metric_key = b.metric_key and r.minute = b.minute \
+         group by r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute \
+     ), \
+     written as ( \
+         insert into analytics.metrics_min (",
+    metrics_min_columns!(),
+    ") \
+         select * from counted \
+         on conflict (tenant_id, entity_kind, entity_id, metric_key, minute) do update set \
+             value_sum = excluded.value_sum, value_sum_exact = excluded.value_sum_exact, \
+             value_count = excluded.value_count, value_min = excluded.value_min, \
+             value_max = excluded.value_max, last_value = excluded.last_value, \
+             last_pos_lsn = excluded.last_pos_lsn, last_pos_seq = excluded.last_pos_seq, \
+             last_measured_at = excluded.last_measured_at, \
+             last_reading_id = excluded.last_reading_id \
+     ) \
+     delete from analytics.metrics_min m using buckets b \
+     where m.tenant_id = b.tenant_id and m.entity_kind = b.entity_kind \
+         and m.entity_id = b.entity_id and m.metric_key = b.metric_key and m.minute = b.minute \
+         and not exists (select 1 from counted c where c.tenant_id = m.tenant_id \
+             and c.entity_kind = m.entity_kind and c.entity_id = m.entity_id \
+             and c.metric_key = m.metric_key and c.minute = m.minute)"
+);
 
 const UPSERT_SITES: &str = "insert into analytics.sites (tenant_id, site_id, source_id, name, \
          region, timezone, latitude, longitude, pos_lsn, pos_seq, deleted_at) \
@@ -648,34 +976,42 @@ const UPSERT_SESSIONS: &str = "insert into analytics.sessions (tenant_id, sessio
          pos_lsn = excluded.pos_lsn, pos_seq = excluded.pos_seq, \
          deleted_at = excluded.deleted_at, updated_at = now()";
 
-const DELETE_EXTRAS: [&str; 4] = [
-    "delete from analytics.extras_text \
-     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
-    "delete from analytics.extras_num \
-     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
-    "delete from analytics.extras_bool \
-     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
-    "delete from analytics.extras_time \
-     where tenant_id = $1 and entity_kind = $2 and entity_id = any($3)",
-];
+/// Deletes the extras of the entities $1-$3 from the four tables.
+const DELETE_EXTRAS: &str = "with replaced as ( \
+         select * from unnest($1::uuid[], $2::text[], $3::text[]) \
+             as r(tenant_id, entity_kind, entity_id) \
+     ), \
+     text_rows as ( \
+         delete from analytics.extras_text x using replaced r where x.tenant_id = r.tenant_id \
+             and x.entity_kind = r.entity_kind and x.entity_id = r.entity_id \
+     ), \
+     num_rows as ( \
+         delete from analytics.extras_num x using replaced r where x.tenant_id = r.tenant_id \
+             and x.entity_kind = r.entity_kind and x.entity_id = r.entity_id \
+     ), \
+     bool_rows as ( \
+         delete from analytics.extras_bool x using replaced r where x.tenant_id = r.tenant_id \
+             and x.entity_kind = r.entity_kind and x.entity_id = r.entity_id \
+     ) \
+     delete from analytics.extras_time x using replaced r where x.tenant_id = r.tenant_id \
+         and x.entity_kind = r.entity_kind and x.entity_id = r.entity_id";
 
-const INSERT_EXTRAS_TEXT: &str = "insert into analytics.extras_text \
-     (tenant_id, entity_kind, entity_id, key, value) \
-     select * from jsonb_to_recordset($1) \
-         as r(tenant_id uuid, entity_kind text, entity_id text, key text, value text)";
-const INSERT_EXTRAS_NUM: &str = "insert into analytics.extras_num \
-     (tenant_id, entity_kind, entity_id, key, value) \
-     select * from jsonb_to_recordset($1) \
-         as r(tenant_id uuid, entity_kind text, entity_id text, key text, \
-              value double precision)";
-const INSERT_EXTRAS_BOOL: &str = "insert into analytics.extras_bool \
-     (tenant_id, entity_kind, entity_id, key, value) \
-     select * from jsonb_to_recordset($1) \
-         as r(tenant_id uuid, entity_kind text, entity_id text, key text, value boolean)";
-const INSERT_EXTRAS_TIME: &str = "insert into analytics.extras_time \
-     (tenant_id, entity_kind, entity_id, key, value) \
-     select * from jsonb_to_recordset($1) \
-         as r(tenant_id uuid, entity_kind text, entity_id text, key text, value timestamptz)";
+/// Inserts extras into the four tables: text $1-$5, num $6-$10, bool $11-$15, time $16-$20.
+const INSERT_EXTRAS: &str = "with text_rows as ( \
+         insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+     ), \
+     num_rows as ( \
+         insert into analytics.extras_num (tenant_id, entity_kind, entity_id, key, value) \
+         select * from unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::float8[]) \
+     ), \
+     bool_rows as ( \
+         insert into analytics.extras_bool (tenant_id, entity_kind, entity_id, key, value) \
+         select * from unnest($11::uuid[], $12::text[], $13::text[], $14::text[], $15::bool[]) \
+     ) \
+     insert into analytics.extras_time (tenant_id, entity_kind, entity_id, key, value) \
+     select * from unnest($16::uuid[], $17::text[], $18::text[], $19::text[], \
+         $20::timestamptz[])";
 
 /// A content checksum of each of a tenant's read models (everything but the write time and the
 /// tenant id), by table: what a rebuild must reproduce exactly.

@@ -4,6 +4,7 @@
 //! redelivery, duplicates and replays converge; events it cannot apply go to the tenant's DLQ
 //! with a reason code. [`rebuild`] re-materializes a tenant from bronze. docs/materializer.md.
 
+mod batch;
 pub mod mapping;
 pub mod state;
 
@@ -13,14 +14,15 @@ use std::time::Duration;
 
 use bus::{Bus, Consumer, Delivery};
 use domain::TenantId;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use store::Database;
 use store::dlq::DeadLetter;
-use store::read_models::{EntityKey, EntityWrites, MaterializeTx};
+use store::read_models::MaterializeTx;
 use time::format_description::well_known::Rfc3339;
 
+use batch::{Prepared, Truncate, Work, apply_in};
 use mapping::{EntityKind, EntityMapping, Mappings, TableMapping};
-use state::{Change, EntityState};
+use state::Change;
 
 /// The materializer's consumer group.
 pub const GROUP: &str = "materializer";
@@ -139,30 +141,6 @@ pub struct ApplyOutcome {
     pub dead_lettered: Vec<domain::EventId>,
 }
 
-/// An event ready to apply.
-#[derive(Debug, Clone)]
-struct Prepared {
-    tenant: TenantId,
-    kind: EntityKind,
-    entity_id: String,
-    id_column: String,
-    mapping: EntityMapping,
-    change: Change,
-    pos: state::Pos,
-    event_time: String,
-    source: uuid::Uuid,
-}
-
-impl Prepared {
-    fn key(&self) -> EntityKey {
-        (
-            self.tenant,
-            self.kind.as_str().to_owned(),
-            self.entity_id.clone(),
-        )
-    }
-}
-
 /// A dead letter to record once the batch's writes are committed.
 struct Refused {
     envelope: Option<protocol::Envelope>,
@@ -211,26 +189,26 @@ async fn apply_envelopes(
     if envelopes.is_empty() {
         return Ok(outcome);
     }
-    let (prepared, skipped) = prepare_all(database, envelopes, refused).await?;
-    outcome.skipped = skipped;
-    let tenants: Vec<TenantId> = prepared.iter().map(|(p, _)| p.tenant).collect();
-    let events: Vec<Prepared> = prepared.iter().map(|(p, _)| p.clone()).collect();
+    let prepared = prepare_all(database, envelopes, refused).await?;
+    outcome.skipped = prepared.skipped;
+    let works = prepared.works;
+    let tenants: Vec<TenantId> = works.iter().map(Work::tenant).collect();
     let result = async {
         let mut tx = MaterializeTx::begin(database, &tenants).await?;
-        apply_in(&mut tx, &events).await?;
+        apply_in(&mut tx, &works).await?;
         tx.commit().await
     }
     .await;
     match result {
-        Ok(()) => outcome.applied = events.len() as u64,
+        Ok(()) => outcome.applied = works.len() as u64,
         Err(error) if error.is_retryable() => return Err(error),
         Err(error) => {
-            tracing::warn!(%error, events = events.len(),
+            tracing::warn!(%error, events = works.len(),
                 "the database refused a materializer batch; applying its events one by one");
-            for (event, (envelope, message)) in prepared {
+            for (work, (envelope, message)) in works.into_iter().zip(prepared.envelopes) {
                 let single = async {
-                    let mut tx = MaterializeTx::begin(database, &[event.tenant]).await?;
-                    apply_in(&mut tx, std::slice::from_ref(&event)).await?;
+                    let mut tx = MaterializeTx::begin(database, &[work.tenant()]).await?;
+                    apply_in(&mut tx, std::slice::from_ref(&work)).await?;
                     tx.commit().await
                 }
                 .await;
@@ -259,13 +237,24 @@ async fn apply_envelopes(
     Ok(outcome)
 }
 
-/// Resolves each event's mapping and checks it; returns the events to apply (with their
-/// envelope and message) and how many were skipped (ignored tables, truncates).
+/// A batch's events checked against their mappings.
+struct PreparedBatch {
+    /// What to apply, ...
+    works: Vec<Work>,
+    /// ... with the envelope and message of each (for its dead letter, should the database
+    /// refuse it).
+    envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
+    /// Events with nothing to apply (ignored tables, truncates of readings).
+    skipped: u64,
+}
+
+/// Resolves each event's mapping and checks it; returns the events to apply and how many were
+/// skipped.
 async fn prepare_all(
     database: &Database,
     envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
     refused: &mut Vec<Refused>,
-) -> Result<(Vec<(Prepared, (protocol::Envelope, Vec<u8>))>, u64), store::StoreError> {
+) -> Result<PreparedBatch, store::StoreError> {
     let mut tenants: Vec<TenantId> = envelopes.iter().map(|(e, _)| e.tenant_id).collect();
     tenants.sort_unstable_by_key(|tenant| *tenant.as_uuid());
     tenants.dedup();
@@ -282,16 +271,20 @@ async fn prepare_all(
             )
         })
         .collect();
-    let mut prepared = Vec::with_capacity(envelopes.len());
-    let mut skipped = 0;
+    let mut prepared = PreparedBatch {
+        works: Vec::with_capacity(envelopes.len()),
+        envelopes: Vec::with_capacity(envelopes.len()),
+        skipped: 0,
+    };
+    let no_mappings = Mappings::default();
     for (envelope, message) in envelopes {
-        let tenant_mappings = mappings
-            .get(&envelope.tenant_id)
-            .cloned()
-            .unwrap_or_default();
-        match prepare(&tenant_mappings, &envelope) {
-            Ok(Some(event)) => prepared.push((event, (envelope, message))),
-            Ok(None) => skipped += 1,
+        let tenant_mappings = mappings.get(&envelope.tenant_id).unwrap_or(&no_mappings);
+        match prepare(tenant_mappings, &envelope) {
+            Ok(Some(work)) => {
+                prepared.works.push(work);
+                prepared.envelopes.push((envelope, message));
+            }
+            Ok(None) => prepared.skipped += 1,
             Err((reason_code, reason)) => refused.push(Refused {
                 delivery_tenant: envelope.tenant_id,
                 event_id: envelope.event.event_id,
@@ -302,20 +295,17 @@ async fn prepare_all(
             }),
         }
     }
-    Ok((prepared, skipped))
+    Ok(prepared)
 }
 
 /// Checks one event against its mapping. `Ok(None)`: nothing to apply (an ignored table, a
-/// truncate); `Err`: the reason code and explanation of its dead letter. Reasons name columns
-/// and types, never a customer's value.
+/// truncate of readings); `Err`: the reason code and explanation of its dead letter. Reasons
+/// name columns and types, never a customer's value.
 fn prepare(
     mappings: &Mappings,
     envelope: &protocol::Envelope,
-) -> Result<Option<Prepared>, (&'static str, String)> {
+) -> Result<Option<Work>, (&'static str, String)> {
     let event = &envelope.event;
-    if event.op == protocol::Op::Truncate {
-        return Ok(None);
-    }
     let resolved = mappings
         .resolve(*envelope.source_id.as_uuid(), &event.schema, &event.table)
         .map_err(|reason| (reason::MAPPING_CONFLICT, reason))?;
@@ -332,6 +322,32 @@ fn prepare(
         Some(TableMapping::Ignore) => return Ok(None),
         Some(TableMapping::Entity(mapping)) => mapping,
     };
+    let lsn = i64::try_from(event.lsn.0)
+        .map_err(|_| (reason::MISSING_KEY, "LSN beyond 2^63".to_owned()))?;
+    let seq = i32::try_from(event.seq)
+        .map_err(|_| (reason::MISSING_KEY, "sequence beyond 2^31".to_owned()))?;
+    let source = *envelope.source_id.as_uuid();
+    let table = format!("{}.{}", event.schema, event.table);
+    if event.op == protocol::Op::Truncate {
+        // Readings happened: a truncate of their table leaves them counted.
+        if mapping.kind == EntityKind::Reading {
+            return Ok(None);
+        }
+        let truncated_at = event.event_time.to_offset(time::UtcOffset::UTC);
+        let truncated_at = truncated_at
+            .replace_nanosecond(truncated_at.nanosecond() / 1000 * 1000)
+            .unwrap_or(truncated_at);
+        return Ok(Some(Work::Truncate(Truncate {
+            tenant: envelope.tenant_id,
+            source,
+            feed: state::feed_name(source, &table),
+            table,
+            kind: mapping.kind,
+            mapping,
+            pos: (lsn, seq),
+            truncated_at,
+        })));
+    }
     let empty = Map::new();
     let after = event.after.as_ref().unwrap_or(&empty);
     let mapping = mapping.settled_for(event.key.keys().chain(after.keys()).map(String::as_str));
@@ -391,17 +407,13 @@ fn prepare(
         protocol::Op::Delete => Change::Delete,
         protocol::Op::Truncate => return Ok(None),
     };
-    let lsn = i64::try_from(event.lsn.0)
-        .map_err(|_| (reason::MISSING_KEY, "LSN beyond 2^63".to_owned()))?;
-    let seq = i32::try_from(event.seq)
-        .map_err(|_| (reason::MISSING_KEY, "sequence beyond 2^31".to_owned()))?;
     let entity_id = if mapping.kind == EntityKind::Reading {
         // Reading ids are only unique within their source.
         format!("{}:{entity_id}", envelope.source_id)
     } else {
         entity_id
     };
-    Ok(Some(Prepared {
+    Ok(Some(Work::Event(Prepared {
         tenant: envelope.tenant_id,
         kind: mapping.kind,
         entity_id,
@@ -413,9 +425,10 @@ fn prepare(
             .checked_to_offset(time::UtcOffset::UTC)
             .and_then(|at| at.format(&Rfc3339).ok())
             .unwrap_or_default(),
-        source: *envelope.source_id.as_uuid(),
+        source,
+        feed: state::feed_name(source, &table),
         mapping,
-    }))
+    })))
 }
 
 /// Checks the fields an event sets: storable names and values, values its typed columns can
@@ -525,81 +538,6 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
-/// Applies prepared events inside `tx`: loads the touched states, applies every event, and
-/// writes the states and everything derived from them.
-async fn apply_in(tx: &mut MaterializeTx, events: &[Prepared]) -> Result<(), store::StoreError> {
-    let mut keys: Vec<EntityKey> = events.iter().map(Prepared::key).collect();
-    keys.sort_unstable_by(|a, b| (a.0.as_uuid(), &a.1, &a.2).cmp(&(b.0.as_uuid(), &b.1, &b.2)));
-    keys.dedup();
-    let stored = tx.load_states(&keys).await?;
-    let mut states: HashMap<EntityKey, EntityState> = HashMap::new();
-    for key in &keys {
-        let state = match stored.get(key) {
-            Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
-                store::StoreError::Invalid("a stored entity state cannot be read".into())
-            })?,
-            None => EntityState::default(),
-        };
-        states.insert(key.clone(), state);
-    }
-    // The last event of each entity decides the mapping its rows are derived with.
-    let mut last: HashMap<EntityKey, &Prepared> = HashMap::new();
-    let mut changed: Vec<EntityKey> = Vec::new();
-    for event in events {
-        let key = event.key();
-        let state = states.entry(key.clone()).or_default();
-        if state.apply(&event.change, event.pos, &event.event_time, event.source)
-            && !changed.contains(&key)
-        {
-            changed.push(key.clone());
-        }
-        last.insert(key, event);
-    }
-    let mut writes = EntityWrites::default();
-    for key in &changed {
-        let (state, event) = (&states[key], last[key]);
-        let tenant = *key.0.as_uuid();
-        writes.states.push((
-            key.clone(),
-            serde_json::to_value(state).map_err(|_| {
-                store::StoreError::Invalid("an entity state cannot be written".into())
-            })?,
-        ));
-        match event.kind.table() {
-            Some(table) => {
-                let derived = state::derive_entity(
-                    tenant,
-                    event.kind,
-                    &key.2,
-                    &event.id_column,
-                    state,
-                    &event.mapping,
-                );
-                writes.typed.entry(table).or_default().push(derived.row);
-                writes
-                    .extras_replaced
-                    .push((key.0, event.kind.as_str(), key.2.clone()));
-                for (extras_table, extra_key, value) in derived.extras {
-                    writes.extras.entry(extras_table).or_default().push(json!({
-                        "tenant_id": tenant,
-                        "entity_kind": event.kind.as_str(),
-                        "entity_id": key.2,
-                        "key": extra_key,
-                        "value": value,
-                    }));
-                }
-            }
-            None => {
-                writes.readings_replaced.push((key.0, key.2.clone()));
-                if let Some(row) = state::derive_reading(tenant, &key.2, state, &event.mapping) {
-                    writes.readings.push(row);
-                }
-            }
-        }
-    }
-    tx.write(&writes).await
-}
-
 async fn dead_letter(database: &Database, letter: Refused) -> Result<(), store::StoreError> {
     let source = letter
         .envelope
@@ -672,9 +610,8 @@ pub async fn rebuild(
             envelopes.push((envelope, message));
         }
         outcome.events += envelopes.len() as i64;
-        let (prepared, _) = prepare_all(database, envelopes, &mut refused).await?;
-        let events: Vec<Prepared> = prepared.into_iter().map(|(event, _)| event).collect();
-        apply_in(&mut tx, &events).await?;
+        let prepared = prepare_all(database, envelopes, &mut refused).await?;
+        apply_in(&mut tx, &prepared.works).await?;
     }
     tx.commit().await?;
     outcome.dead_lettered = refused.len() as i64;

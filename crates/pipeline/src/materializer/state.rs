@@ -7,11 +7,16 @@
 //! than itself and keeps the rest (the unchanged, TOASTed columns among them). Applying is
 //! therefore idempotent and commutative: any order and any duplication of the same events gives
 //! the state of applying them once in order.
+//!
+//! An entity also remembers which source tables fed it ([`EntityState::feeds`]), so a truncate
+//! of one of them can be applied to it as a delete at the truncate's position, whether its
+//! events arrive before or after the truncate.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use store::read_models::{ExtraValue, ReadingRow};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -32,10 +37,10 @@ pub struct EntityState {
     /// The last full image (insert, read or delete).
     #[serde(default)]
     pub base: Option<Pos>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub base_is_delete: bool,
     /// Commit time of the delete that is the base, if it is one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
     /// The newest event applied, and its source.
     #[serde(default)]
@@ -44,6 +49,29 @@ pub struct EntityState {
     pub source: Option<Uuid>,
     #[serde(default)]
     pub fields: BTreeMap<String, Field>,
+    /// The source tables that fed the entity (see [`feed_name`]), each with its oldest event:
+    /// a truncate of the table at a newer position deletes the entity at that position.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub feeds: BTreeMap<String, Feed>,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !flag
+}
+
+/// A source table that fed an entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feed {
+    /// The position of the table's oldest event of the entity.
+    pub first: Pos,
+    /// The column that held the entity's id in that event: what a row derived after a truncate
+    /// of the table, without an event of its own, leaves out of the extras.
+    pub id: String,
+}
+
+/// How an entity state names a source table (`schema.table`) of a source.
+pub fn feed_name(source: Uuid, table: &str) -> String {
+    format!("{source}:{table}")
 }
 
 /// What an event does to an entity.
@@ -103,6 +131,30 @@ impl EntityState {
         *self != before
     }
 
+    /// Records that `feed` fed this entity with an event at `pos` whose id column was
+    /// `id_column`; returns whether the state changed. The oldest event is kept, so the record
+    /// does not depend on the order events arrive in.
+    pub fn record_feed(&mut self, feed: &str, pos: Pos, id_column: &str) -> bool {
+        match self.feeds.get_mut(feed) {
+            Some(known) if known.first <= pos => false,
+            Some(known) => {
+                known.first = pos;
+                id_column.clone_into(&mut known.id);
+                true
+            }
+            None => {
+                self.feeds.insert(
+                    feed.to_owned(),
+                    Feed {
+                        first: pos,
+                        id: id_column.to_owned(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
     fn replace_older_than(&mut self, pos: Pos, image: Option<&Map<String, Value>>) {
         self.fields.retain(|_, field| field.p > pos);
         if let Some(image) = image {
@@ -147,6 +199,11 @@ pub fn coerce(value: &Value, column_type: ColumnType) -> Option<Value> {
 /// An ISO-8601 time (RFC 3339, or a bare date as its UTC midnight) as normalised RFC 3339 in
 /// UTC; `None` if the text is not one, or outside years 1 to 9999.
 pub fn parse_time(text: &str) -> Option<String> {
+    time_of(text)?.format(&Rfc3339).ok()
+}
+
+/// An ISO-8601 time (as [`parse_time`] takes it) in UTC.
+pub fn time_of(text: &str) -> Option<OffsetDateTime> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339).ok().or_else(|| {
         let format = time::macros::format_description!("[year]-[month]-[day]");
         time::Date::parse(text, &format)
@@ -154,26 +211,24 @@ pub fn parse_time(text: &str) -> Option<String> {
             .map(|date| date.midnight().assume_utc())
     })?;
     let utc = parsed.checked_to_offset(time::UtcOffset::UTC)?;
-    if !(1..=9999).contains(&utc.year()) {
-        return None;
-    }
-    utc.format(&Rfc3339).ok()
+    (1..=9999).contains(&utc.year()).then_some(utc)
 }
 
-/// Which extras table a value lands in, and the value stored; `None` for JSON null (no value).
-pub fn extra_of(value: &Value) -> Option<(&'static str, Value)> {
+/// The extras table a value lands in (the variant), with the value stored; `None` for JSON
+/// null (no value).
+pub fn extra_of(value: &Value) -> Option<ExtraValue> {
     match value {
         Value::Null => None,
-        Value::Bool(flag) => Some(("bool", Value::Bool(*flag))),
+        Value::Bool(flag) => Some(ExtraValue::Bool(*flag)),
         Value::Number(number) => Some(match number.as_f64().filter(|n| n.is_finite()) {
-            Some(number) => ("num", json!(number)),
-            None => ("text", Value::String(number.to_string())),
+            Some(number) => ExtraValue::Num(number),
+            None => ExtraValue::Text(number.to_string()),
         }),
-        Value::String(text) => Some(match parse_time(text) {
-            Some(time) => ("time", Value::String(time)),
-            None => ("text", Value::String(text.clone())),
+        Value::String(text) => Some(match time_of(text) {
+            Some(time) => ExtraValue::Time(time),
+            None => ExtraValue::Text(text.clone()),
         }),
-        Value::Array(_) | Value::Object(_) => Some(("text", Value::String(value.to_string()))),
+        Value::Array(_) | Value::Object(_) => Some(ExtraValue::Text(value.to_string())),
     }
 }
 
@@ -181,8 +236,8 @@ pub fn extra_of(value: &Value) -> Option<(&'static str, Value)> {
 #[derive(Debug)]
 pub struct DerivedEntity {
     pub row: Value,
-    /// (extras table, key, value)
-    pub extras: Vec<(&'static str, String, Value)>,
+    /// (key, value)
+    pub extras: Vec<(String, ExtraValue)>,
 }
 
 pub fn derive_entity(
@@ -237,8 +292,8 @@ pub fn derive_entity(
                 }
                 // Unclaimed, or no longer coercible under a changed mapping: kept as an extra.
                 _ => {
-                    if let Some((table, value)) = extra_of(&field.v) {
-                        extras.push((table, column.clone(), value));
+                    if let Some(value) = extra_of(&field.v) {
+                        extras.push((column.clone(), value));
                     }
                 }
             }
@@ -259,7 +314,7 @@ pub fn derive_reading(
     reading_id: &str,
     state: &EntityState,
     mapping: &EntityMapping,
-) -> Option<Value> {
+) -> Option<ReadingRow> {
     if state.is_deleted() {
         return None;
     }
@@ -280,15 +335,15 @@ pub fn derive_reading(
         return None;
     }
     let (pos_lsn, pos_seq) = state.pos?;
-    Some(json!({
-        "tenant_id": tenant,
-        "reading_id": reading_id,
-        "entity_kind": entity.as_str(),
-        "entity_id": typed.get("entity_id")?,
-        "metric_key": metric_key,
-        "measured_at": typed.get("measured_at")?,
-        "value": typed.get("value")?,
-        "pos_lsn": pos_lsn,
-        "pos_seq": pos_seq,
-    }))
+    Some(ReadingRow {
+        tenant_id: tenant,
+        reading_id: reading_id.to_owned(),
+        entity_kind: entity.as_str(),
+        entity_id: typed.get("entity_id")?.as_str()?.to_owned(),
+        metric_key: metric_key.to_owned(),
+        measured_at: time_of(typed.get("measured_at")?.as_str()?)?,
+        value: typed.get("value")?.as_f64()?,
+        pos_lsn,
+        pos_seq,
+    })
 }

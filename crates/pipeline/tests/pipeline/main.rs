@@ -7,3 +7,4 @@ mod materializer;
 mod replay;
 mod retention;
 mod support;
+mod truncate;

@@ -79,7 +79,7 @@ pub async fn materialize(
 }
 
 /// A connection as a tenant member (RLS applies), for reading read models as a tenant does.
-async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnection {
+pub async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnection {
     let mut connection = PgConnection::connect_with(&test_database.settings().app_options())
         .await
         .unwrap();
@@ -95,7 +95,10 @@ async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnecti
     connection
 }
 
-async fn extras(connection: &mut PgConnection, entity: &str) -> BTreeMap<String, (String, String)> {
+pub async fn extras(
+    connection: &mut PgConnection,
+    entity: &str,
+) -> BTreeMap<String, (String, String)> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "select key, 'text', value from analytics.extras_text where entity_id = $1 \
          union all select key, 'num', value::text from analytics.extras_num where entity_id = $1 \
@@ -444,7 +447,74 @@ async fn metrics_min_is_exact_under_duplicates_and_late_readings() {
     );
 }
 
-async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
+#[tokio::test]
+async fn sums_are_exact_and_the_same_in_any_order() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let source = SourceId::new_random();
+    let values = [0.1, 0.2, 0.3, 1e16, -1e16];
+    let mut sums = Vec::new();
+    for order in [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [3, 0, 4, 2, 1]] {
+        let tenant = tenant(&database, "Sums").await;
+        // One reading per batch, so each is added to the bucket on its own.
+        for index in order {
+            materialize(
+                &database,
+                &[reading(
+                    tenant,
+                    source,
+                    index as u64,
+                    "d1",
+                    values[index],
+                    10,
+                )],
+            )
+            .await;
+        }
+        let mut viewer = as_viewer(&test_database, tenant).await;
+        let (sum, count): (f64, i64) =
+            sqlx::query_as("select value_sum, value_count from analytics.metrics_min")
+                .fetch_one(&mut viewer)
+                .await
+                .unwrap();
+        assert_eq!(count, 5);
+        sums.push(sum.to_bits());
+    }
+    // The decimal sum rounded once: 0.6, where adding the doubles gives 0.6000000000000001,
+    // or 0, or 2, depending on the order.
+    assert_eq!(sums, [0.6f64.to_bits(); 3]);
+}
+
+#[tokio::test]
+async fn a_bucket_without_an_exact_sum_is_recounted_when_it_gains_a_reading() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let source = SourceId::new_random();
+    materialize(&database, &[reading(acme, source, 1, "d1", 2.0, 5)]).await;
+    // As a row written before exact sums were kept, with figures a recount will correct.
+    let mut admin = test_database.admin().await;
+    sqlx::query(
+        "update analytics.metrics_min set value_sum_exact = null, last_measured_at = null, \
+             last_reading_id = null, value_count = 99, value_sum = 99 where tenant_id = $1",
+    )
+    .bind(acme.as_uuid())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    materialize(&database, &[reading(acme, source, 2, "d1", 3.0, 20)]).await;
+    let mut viewer = as_viewer(&test_database, acme).await;
+    let row: (f64, i64, f64, f64, f64, bool) = sqlx::query_as(
+        "select value_sum, value_count, value_min, value_max, last_value, \
+                value_sum_exact is not null from analytics.metrics_min",
+    )
+    .fetch_one(&mut viewer)
+    .await
+    .unwrap();
+    assert_eq!(row, (5.0, 2, 2.0, 3.0, 3.0, true));
+}
+
+pub async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
     let mut tx = TenantTx::begin(
         database,
         Scope::Member {

@@ -166,6 +166,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "pipeline.source_truncates",
+        insert: "insert into pipeline.source_truncates (tenant_id, source_id, source_table, \
+                 pos_lsn, pos_seq, truncated_at) select t, s, 'public.t_' || k, 1, 0, now() from p",
+        update_column: "pos_lsn",
+        seed: true,
+    },
+    Exercise {
         table: "pipeline.replay_requests",
         insert: "insert into pipeline.replay_requests (tenant_id, request_id, kind) \
                  select t, k, 'dlq' from p",
