@@ -142,6 +142,7 @@ async fn run(
         "publishing {} simulator events of {} tenants ...",
         args.events, args.tenants
     );
+    let load_before = load_average();
     let mut messages = Vec::with_capacity(args.events as usize);
     let per_tenant = args.events / u64::from(args.tenants);
     for index in 0..args.tenants {
@@ -192,6 +193,7 @@ async fn run(
         "  materializer:   {total} events in {:.2} s",
         materializer.as_secs_f64()
     );
+    let load_after_throughput = load_average();
     let aggregation = Instant::now();
     let rounds = pipeline::aggregator::run_once(database, 5000).await?;
     println!(
@@ -390,6 +392,7 @@ async fn run(
         );
     }
 
+    let load_after_latency = load_average();
     let rate = |elapsed: Duration| total as f64 / elapsed.as_secs_f64();
     println!();
     println!("throughput ({total} events, batches of {}):", args.batch);
@@ -402,6 +405,7 @@ async fn run(
         "  ratio materializer / bronze writer: {:.2}",
         rate(materializer) / rate(bronze)
     );
+    println!("  load average (1, 5, 15 min) before: {load_before}; after: {load_after_throughput}");
     println!("latency from ack to visibility at {offered:.0} events/s offered:");
     for (what, latencies) in [
         ("analytics.devices", &device_latencies),
@@ -428,7 +432,22 @@ async fn run(
             .interval
             .as_millis()
     );
+    println!("  load average (1, 5, 15 min) after: {load_after_latency}");
     Ok(())
+}
+
+/// The machine's load average, to print beside the figures: on a shared machine they mean
+/// little without it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Consumes `total` deliveries of `group` in batches, applying and acking each; returns the

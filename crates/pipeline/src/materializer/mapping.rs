@@ -177,22 +177,24 @@ impl EntityMapping {
         match &self.columns {
             Some(columns) => columns.get(source_column).map(String::as_str),
             None => {
+                // Compared without building a lowercase copy: this runs for every column of
+                // every event, several times.
                 let kind = self.kind;
-                let lower = source_column.to_ascii_lowercase();
+                let named = |name: &str| source_column.eq_ignore_ascii_case(name);
                 if kind == EntityKind::Reading
-                    && lower
-                        == self
-                            .reading_entity
+                    && named(
+                        self.reading_entity
                             .unwrap_or(EntityKind::Device)
-                            .id_column()
+                            .id_column(),
+                    )
                 {
                     return Some("entity_id");
                 }
                 kind.typed_columns()
                     .iter()
                     .find(|(typed, _)| {
-                        *typed == lower && !(kind == EntityKind::Reading && *typed == "entity_id")
-                            || kind.synonyms(typed).contains(&lower.as_str())
+                        named(typed) && !(kind == EntityKind::Reading && *typed == "entity_id")
+                            || kind.synonyms(typed).iter().any(|synonym| named(synonym))
                     })
                     .map(|(typed, _)| *typed)
             }

@@ -8,7 +8,7 @@ mod batch;
 pub mod mapping;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -191,7 +191,31 @@ async fn apply_envelopes(
     }
     let prepared = prepare_all(database, envelopes, refused).await?;
     outcome.skipped = prepared.skipped;
-    let works = prepared.works;
+    let [first, second] = prepared.split_by_tenant();
+    let (first, second) = tokio::join!(apply_group(database, first), apply_group(database, second));
+    for group in [first, second] {
+        let (applied, group_refused) = group?;
+        outcome.applied += applied;
+        refused.extend(group_refused);
+    }
+    metrics::counter!("tributary_materializer_events_total", "outcome" => "applied")
+        .increment(outcome.applied);
+    metrics::counter!("tributary_materializer_events_total", "outcome" => "skipped")
+        .increment(outcome.skipped);
+    Ok(outcome)
+}
+
+/// Applies a group of a batch's events in one transaction; if the database refuses it, one by
+/// one, and those refused alone become dead letters. Returns how many were applied and the dead
+/// letters.
+async fn apply_group(
+    database: &Database,
+    group: Group,
+) -> Result<(u64, Vec<Refused>), store::StoreError> {
+    let Group { works, envelopes } = group;
+    if works.is_empty() {
+        return Ok((0, Vec::new()));
+    }
     let tenants: Vec<TenantId> = works.iter().map(Work::tenant).collect();
     let result = async {
         let mut tx = MaterializeTx::begin(database, &tenants).await?;
@@ -199,42 +223,45 @@ async fn apply_envelopes(
         tx.commit().await
     }
     .await;
-    match result {
-        Ok(()) => outcome.applied = works.len() as u64,
+    let error = match result {
+        Ok(()) => return Ok((works.len() as u64, Vec::new())),
         Err(error) if error.is_retryable() => return Err(error),
-        Err(error) => {
-            tracing::warn!(%error, events = works.len(),
-                "the database refused a materializer batch; applying its events one by one");
-            for (work, (envelope, message)) in works.into_iter().zip(prepared.envelopes) {
-                let single = async {
-                    let mut tx = MaterializeTx::begin(database, &[work.tenant()]).await?;
-                    apply_in(&mut tx, std::slice::from_ref(&work)).await?;
-                    tx.commit().await
-                }
-                .await;
-                match single {
-                    Ok(()) => outcome.applied += 1,
-                    Err(error) if error.is_retryable() => return Err(error),
-                    Err(error) => refused.push(Refused {
-                        delivery_tenant: envelope.tenant_id,
-                        event_id: envelope.event.event_id,
-                        envelope: Some(envelope),
-                        message,
-                        reason_code: reason::REJECTED,
-                        reason: format!(
-                            "the database refused the event (SQLSTATE {})",
-                            error.sqlstate().unwrap_or_default()
-                        ),
-                    }),
-                }
-            }
+        Err(error) => error,
+    };
+    tracing::warn!(%error, events = works.len(),
+        "the database refused a materializer batch; applying its events one by one");
+    let (mut applied, mut refused) = (0, Vec::new());
+    for (work, (envelope, message)) in works.into_iter().zip(envelopes) {
+        let single = async {
+            let mut tx = MaterializeTx::begin(database, &[work.tenant()]).await?;
+            apply_in(&mut tx, std::slice::from_ref(&work)).await?;
+            tx.commit().await
+        }
+        .await;
+        match single {
+            Ok(()) => applied += 1,
+            Err(error) if error.is_retryable() => return Err(error),
+            Err(error) => refused.push(Refused {
+                delivery_tenant: envelope.tenant_id,
+                event_id: envelope.event.event_id,
+                envelope: Some(envelope),
+                message,
+                reason_code: reason::REJECTED,
+                reason: format!(
+                    "the database refused the event (SQLSTATE {})",
+                    error.sqlstate().unwrap_or_default()
+                ),
+            }),
         }
     }
-    metrics::counter!("tributary_materializer_events_total", "outcome" => "applied")
-        .increment(outcome.applied);
-    metrics::counter!("tributary_materializer_events_total", "outcome" => "skipped")
-        .increment(outcome.skipped);
-    Ok(outcome)
+    Ok((applied, refused))
+}
+
+/// Events of a batch applied in one transaction, with their envelopes and messages.
+#[derive(Default)]
+struct Group {
+    works: Vec<Work>,
+    envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
 }
 
 /// A batch's events checked against their mappings.
@@ -246,6 +273,41 @@ struct PreparedBatch {
     envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
     /// Events with nothing to apply (ignored tables, truncates of readings).
     skipped: u64,
+}
+
+impl PreparedBatch {
+    /// Splits the batch into two groups of whole tenants, of about the same number of events,
+    /// each event keeping its place in its group.
+    ///
+    /// Each group is applied in a transaction of its own, both at once: a batch's time is
+    /// almost all spent in the database, statement after statement, and tenants are
+    /// independent (a transaction holds its tenants' locks, and the rows two groups share —
+    /// the aggregator's queue — are written in one order), so a second transaction puts a
+    /// second database core to work. The batch is acknowledged once both committed.
+    fn split_by_tenant(self) -> [Group; 2] {
+        let mut counts: HashMap<TenantId, usize> = HashMap::new();
+        for work in &self.works {
+            *counts.entry(work.tenant()).or_default() += 1;
+        }
+        let mut tenants: Vec<(TenantId, usize)> = counts.into_iter().collect();
+        tenants.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.as_uuid().cmp(b.0.as_uuid())));
+        let mut sizes = [0usize; 2];
+        let mut second: HashSet<TenantId> = HashSet::new();
+        for (tenant, count) in tenants {
+            let smaller = usize::from(sizes[1] < sizes[0]);
+            sizes[smaller] += count;
+            if smaller == 1 {
+                second.insert(tenant);
+            }
+        }
+        let mut groups = [Group::default(), Group::default()];
+        for (work, envelope) in self.works.into_iter().zip(self.envelopes) {
+            let group = &mut groups[usize::from(second.contains(&work.tenant()))];
+            group.works.push(work);
+            group.envelopes.push(envelope);
+        }
+        groups
+    }
 }
 
 /// Resolves each event's mapping and checks it; returns the events to apply and how many were

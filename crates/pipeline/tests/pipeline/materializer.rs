@@ -796,6 +796,72 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     );
 }
 
+#[tokio::test]
+async fn what_the_database_refuses_is_dead_lettered_alone_and_other_tenants_apply() {
+    use protocol::Op::Insert;
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let tenants = [
+        tenant(&database, "Acme").await,
+        tenant(&database, "Globex").await,
+        tenant(&database, "Initech").await,
+    ];
+    let source = SourceId::new_random();
+    // A rule the materializer does not know, so only the database can refuse the event.
+    let mut admin = test_database.admin().await;
+    sqlx::raw_sql(
+        "alter table analytics.devices add constraint no_poison check (name <> 'poison')",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let device = |tenant: TenantId, lsn: u64, name: &str| {
+        event(
+            tenant,
+            source,
+            Insert,
+            "devices",
+            lsn,
+            json!({ "device_id": format!("d{lsn}") }),
+            Some(json!({ "device_id": format!("d{lsn}"), "name": name })),
+            &[],
+        )
+    };
+    // One batch of three tenants (so of two transactions), Acme's second event poisoned.
+    let mut batch = Vec::new();
+    for lsn in 1..=6 {
+        for tenant in tenants {
+            let name = if tenant == tenants[0] && lsn == 2 {
+                "poison"
+            } else {
+                "fine"
+            };
+            batch.push(device(tenant, lsn, name));
+        }
+    }
+    let outcome = materialize(&database, &batch).await;
+    assert_eq!(outcome.applied, 17);
+    assert_eq!(outcome.dead_lettered, [batch[3].event.event_id]);
+    for tenant in tenants {
+        let expected = if tenant == tenants[0] { 5 } else { 6 };
+        let devices: i64 = sqlx::query_scalar(
+            "select count(*) from analytics.devices where tenant_id = $1 and name = 'fine'",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(devices, expected);
+    }
+    let (reason, letters): (String, i64) = sqlx::query_as(
+        "select min(reason_code), count(*) from pipeline.dlq where consumer = 'materializer'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!((reason.as_str(), letters), ("materializer_rejected", 1));
+}
+
 #[test]
 fn the_materializer_and_the_store_agree_on_the_typed_columns() {
     use pipeline::materializer::mapping::{ColumnType, EntityKind};
