@@ -742,11 +742,30 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
     let mut published = Vec::new();
+    let mut truncate_lsn = 0;
     for tenant in [acme, globex] {
         let source = SourceId::new_random();
         let mut simulator =
             agent::simulator::Simulator::new(source, 12, 0, agent::simulator::Position::start());
-        for event in simulator.next_changes(300) {
+        let mut events = simulator.next_changes(300);
+        if tenant == acme {
+            // The sessions table truncated halfway: the rebuild must reproduce that too.
+            truncate_lsn = events[150].lsn.0 + 1;
+            let mut truncate = event(
+                acme,
+                source,
+                protocol::Op::Truncate,
+                "sessions",
+                truncate_lsn,
+                json!({}),
+                None,
+                &[],
+            )
+            .event;
+            truncate.event_time = events[150].event_time;
+            events.insert(151, truncate);
+        }
+        for event in events {
             published.push(crate::support::message(&protocol::Envelope {
                 tenant_id: tenant,
                 source_id: source,
@@ -757,7 +776,7 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     }
     bus::Bus::publish(&bus, &published).await.unwrap();
     let writer = crate::support::start_bronze_writer(&database, bus.clone());
-    crate::support::wait_for_bronze(&database, acme, 300).await;
+    crate::support::wait_for_bronze(&database, acme, 301).await;
     crate::support::wait_for_bronze(&database, globex, 300).await;
     drop(writer);
     let deliveries: Vec<Delivery> = published
@@ -778,6 +797,16 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
         .await
         .unwrap();
     assert!(acme_before["analytics.devices"].0 == 12 && acme_before["analytics.metrics_min"].0 > 0);
+    let truncated: i64 = sqlx::query_scalar(
+        "select count(*) from analytics.sessions \
+         where tenant_id = $1 and pos_lsn = $2 and deleted_at is not null",
+    )
+    .bind(acme.as_uuid())
+    .bind(truncate_lsn as i64)
+    .fetch_one(&mut test_database.service().await)
+    .await
+    .unwrap();
+    assert!(truncated > 0, "the truncate tombstoned no session");
 
     // Damage Acme's read models the way a bug would, then rebuild.
     let mut admin = test_database.admin().await;
@@ -801,7 +830,7 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     let outcome = pipeline::materializer::rebuild(&database, acme)
         .await
         .unwrap();
-    assert_eq!(outcome.events, 300);
+    assert_eq!(outcome.events, 301);
     assert_eq!(
         store::read_models::checksums(&database, acme)
             .await
