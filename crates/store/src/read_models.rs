@@ -381,9 +381,9 @@ impl MaterializeTx {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let tenants: Vec<Uuid> = keys.iter().map(|key| *key.0.as_uuid()).collect();
-        let kinds: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
-        let ids: Vec<&str> = keys.iter().map(|key| key.2.as_str()).collect();
+        let tenants = column(keys, |key| *key.0.as_uuid());
+        let kinds = column(keys, |key| key.1.as_str());
+        let ids = column(keys, |key| key.2.as_str());
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "select k.n, e.state::text \
              from unnest($1::uuid[], $2::text[], $3::text[]) with ordinality \
@@ -553,10 +553,10 @@ async fn write_states(
         if states.is_empty() {
             continue;
         }
-        let tenants: Vec<Uuid> = states.iter().map(|(key, _)| *key.0.as_uuid()).collect();
-        let kinds: Vec<&str> = states.iter().map(|(key, _)| key.1.as_str()).collect();
-        let ids: Vec<&str> = states.iter().map(|(key, _)| key.2.as_str()).collect();
-        let texts: Vec<&str> = states.iter().map(|(_, state)| state.as_str()).collect();
+        let tenants = column(states, |(key, _)| *key.0.as_uuid());
+        let kinds = column(states, |(key, _)| key.1.as_str());
+        let ids = column(states, |(key, _)| key.2.as_str());
+        let texts = column(states, |(_, state)| state.as_str());
         sqlx::query(statement)
             .bind(&tenants)
             .bind(&kinds)
@@ -576,9 +576,9 @@ async fn replace_extras(
     extras: &[ExtraRow],
 ) -> Result<(), StoreError> {
     if !replaced.is_empty() {
-        let tenants: Vec<Uuid> = replaced.iter().map(|(t, _, _)| *t.as_uuid()).collect();
-        let kinds: Vec<&str> = replaced.iter().map(|(_, kind, _)| *kind).collect();
-        let ids: Vec<&str> = replaced.iter().map(|(_, _, id)| id.as_str()).collect();
+        let tenants = column(replaced, |(tenant, _, _)| *tenant.as_uuid());
+        let kinds = column(replaced, |(_, kind, _)| *kind);
+        let ids = column(replaced, |(_, _, id)| id.as_str());
         sqlx::query(DELETE_EXTRAS)
             .bind(&tenants)
             .bind(&kinds)
@@ -654,6 +654,11 @@ async fn replace_extras(
     Ok(())
 }
 
+/// One column of `rows`, to bind as an array.
+fn column<'a, T, U>(rows: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(value).collect()
+}
+
 /// The columns of a list of buckets, to bind as arrays.
 struct BucketColumns<'a> {
     tenants: Vec<Uuid>,
@@ -664,22 +669,14 @@ struct BucketColumns<'a> {
 }
 
 impl<'a> BucketColumns<'a> {
-    fn of(buckets: impl IntoIterator<Item = &'a BucketKey>) -> Self {
-        let mut columns = BucketColumns {
-            tenants: Vec::new(),
-            kinds: Vec::new(),
-            ids: Vec::new(),
-            keys: Vec::new(),
-            minutes: Vec::new(),
-        };
-        for (tenant, kind, id, key, minute) in buckets {
-            columns.tenants.push(*tenant);
-            columns.kinds.push(kind);
-            columns.ids.push(id);
-            columns.keys.push(key);
-            columns.minutes.push(*minute);
+    fn of(buckets: &'a [BucketKey]) -> Self {
+        BucketColumns {
+            tenants: column(buckets, |bucket| bucket.0),
+            kinds: column(buckets, |bucket| bucket.1.as_str()),
+            ids: column(buckets, |bucket| bucket.2.as_str()),
+            keys: column(buckets, |bucket| bucket.3.as_str()),
+            minutes: column(buckets, |bucket| bucket.4),
         }
-        columns
     }
 }
 
@@ -699,11 +696,8 @@ async fn write_readings(
 ) -> Result<(), StoreError> {
     let mut recompute: Vec<BucketKey> = Vec::new();
     if !replaced.is_empty() {
-        let tenants: Vec<Uuid> = replaced
-            .iter()
-            .map(|(tenant, _)| *tenant.as_uuid())
-            .collect();
-        let ids: Vec<&str> = replaced.iter().map(|(_, id)| id.as_str()).collect();
+        let tenants = column(replaced, |(tenant, _)| *tenant.as_uuid());
+        let ids = column(replaced, |(_, id)| id.as_str());
         recompute = sqlx::query_as(
             "delete from pipeline.metric_readings r \
              using unnest($1::uuid[], $2::text[]) as d(tenant_id, reading_id) \
@@ -722,30 +716,15 @@ async fn write_readings(
     }
     let lost = BucketColumns::of(&recompute);
     let legacy: Vec<BucketKey> = sqlx::query_as(ADD_READINGS)
-        .bind(readings.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
-        .bind(
-            readings
-                .iter()
-                .map(|r| r.reading_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(readings.iter().map(|r| r.entity_kind).collect::<Vec<_>>())
-        .bind(
-            readings
-                .iter()
-                .map(|r| r.entity_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            readings
-                .iter()
-                .map(|r| r.metric_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(readings.iter().map(|r| r.measured_at).collect::<Vec<_>>())
-        .bind(readings.iter().map(|r| r.value).collect::<Vec<_>>())
-        .bind(readings.iter().map(|r| r.pos_lsn).collect::<Vec<_>>())
-        .bind(readings.iter().map(|r| r.pos_seq).collect::<Vec<_>>())
+        .bind(column(readings, |r| r.tenant_id))
+        .bind(column(readings, |r| r.reading_id.as_str()))
+        .bind(column(readings, |r| r.entity_kind))
+        .bind(column(readings, |r| r.entity_id.as_str()))
+        .bind(column(readings, |r| r.metric_key.as_str()))
+        .bind(column(readings, |r| r.measured_at))
+        .bind(column(readings, |r| r.value))
+        .bind(column(readings, |r| r.pos_lsn))
+        .bind(column(readings, |r| r.pos_seq))
         .bind(&lost.tenants)
         .bind(&lost.kinds)
         .bind(&lost.ids)
@@ -788,22 +767,12 @@ async fn write_truncates(
                  truncated_at = excluded.truncated_at \
              where (excluded.pos_lsn, excluded.pos_seq) > (t.pos_lsn, t.pos_seq)",
     )
-    .bind(
-        truncates
-            .iter()
-            .map(|t| *t.tenant_id.as_uuid())
-            .collect::<Vec<_>>(),
-    )
-    .bind(truncates.iter().map(|t| t.source_id).collect::<Vec<_>>())
-    .bind(
-        truncates
-            .iter()
-            .map(|t| t.source_table.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(truncates.iter().map(|t| t.pos_lsn).collect::<Vec<_>>())
-    .bind(truncates.iter().map(|t| t.pos_seq).collect::<Vec<_>>())
-    .bind(truncates.iter().map(|t| t.truncated_at).collect::<Vec<_>>())
+    .bind(column(truncates, |t| *t.tenant_id.as_uuid()))
+    .bind(column(truncates, |t| t.source_id))
+    .bind(column(truncates, |t| t.source_table.as_str()))
+    .bind(column(truncates, |t| t.pos_lsn))
+    .bind(column(truncates, |t| t.pos_seq))
+    .bind(column(truncates, |t| t.truncated_at))
     .execute(connection)
     .await?;
     Ok(())

@@ -78,6 +78,16 @@ pub async fn materialize(
         .unwrap()
 }
 
+/// The content checksums of a tenant's read models.
+pub async fn checksums(
+    database: &Database,
+    tenant: TenantId,
+) -> BTreeMap<&'static str, (i64, String)> {
+    store::read_models::checksums(database, tenant)
+        .await
+        .unwrap()
+}
+
 /// A connection as a tenant member (RLS applies), for reading read models as a tenant does.
 pub async fn as_viewer(test_database: &TestDatabase, tenant: TenantId) -> PgConnection {
     let mut connection = PgConnection::connect_with(&test_database.settings().app_options())
@@ -514,7 +524,20 @@ async fn a_bucket_without_an_exact_sum_is_recounted_when_it_gains_a_reading() {
     assert_eq!(row, (5.0, 2, 2.0, 3.0, 3.0, true));
 }
 
-pub async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
+/// Requests a replay of the tenant's dead letters, as an admin would, and carries it out.
+pub async fn replay_dead_letters(
+    database: &Database,
+    bus: &bus::EmbeddedBus,
+    tenant: TenantId,
+) -> store::replay::ReplayRequest {
+    let request = request_dlq_replay(database, tenant).await;
+    pipeline::replay::run_request(database, bus, tenant, request)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
     let mut tx = TenantTx::begin(
         database,
         Scope::Member {
@@ -530,6 +553,23 @@ pub async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::
         .unwrap();
     tx.commit().await.unwrap();
     id
+}
+
+/// Maps the table `gadgets` of `source`: devices, id in `gid`, `label` feeding the name.
+pub async fn map_gadgets_as_devices(database: &Database, tenant: TenantId, source: SourceId) {
+    put_mapping(
+        database,
+        tenant,
+        &store::read_models::MappingRow {
+            source_id: *source.as_uuid(),
+            source_table: "gadgets".into(),
+            entity_kind: "device".into(),
+            id_column: Some("gid".into()),
+            columns: BTreeMap::from([("label".into(), "name".into())]),
+            reading_entity_kind: None,
+        },
+    )
+    .await;
 }
 
 pub async fn put_mapping(
@@ -641,19 +681,7 @@ async fn dead_letters_apply_exactly_once_after_the_mapping_is_fixed() {
     );
 
     // Fix two causes: map the gadgets table, and stop mapping latitude (it becomes an extra).
-    put_mapping(
-        &database,
-        acme,
-        &store::read_models::MappingRow {
-            source_id: *source.as_uuid(),
-            source_table: "gadgets".into(),
-            entity_kind: "device".into(),
-            id_column: Some("gid".into()),
-            columns: BTreeMap::from([("label".into(), "name".into())]),
-            reading_entity_kind: None,
-        },
-    )
-    .await;
+    map_gadgets_as_devices(&database, acme, source).await;
     put_mapping(
         &database,
         acme,
@@ -667,11 +695,7 @@ async fn dead_letters_apply_exactly_once_after_the_mapping_is_fixed() {
         },
     )
     .await;
-    let request = request_dlq_replay(&database, acme).await;
-    let done = pipeline::replay::run_request(&database, &bus, acme, request)
-        .await
-        .unwrap()
-        .unwrap();
+    let done = replay_dead_letters(&database, &bus, acme).await;
     assert_eq!(
         (
             done.status.as_str(),
@@ -685,11 +709,7 @@ async fn dead_letters_apply_exactly_once_after_the_mapping_is_fixed() {
     let before = store::read_models::checksums(&database, acme)
         .await
         .unwrap();
-    let again = request_dlq_replay(&database, acme).await;
-    let done = pipeline::replay::run_request(&database, &bus, acme, again)
-        .await
-        .unwrap()
-        .unwrap();
+    let done = replay_dead_letters(&database, &bus, acme).await;
     assert_eq!((done.events_replayed, done.events_failed), (0, 2));
     assert_eq!(
         store::read_models::checksums(&database, acme)
@@ -722,11 +742,30 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
     let mut published = Vec::new();
+    let mut truncate_lsn = 0;
     for tenant in [acme, globex] {
         let source = SourceId::new_random();
         let mut simulator =
             agent::simulator::Simulator::new(source, 12, 0, agent::simulator::Position::start());
-        for event in simulator.next_changes(300) {
+        let mut events = simulator.next_changes(300);
+        if tenant == acme {
+            // The sessions table truncated halfway: the rebuild must reproduce that too.
+            truncate_lsn = events[150].lsn.0 + 1;
+            let mut truncate = event(
+                acme,
+                source,
+                protocol::Op::Truncate,
+                "sessions",
+                truncate_lsn,
+                json!({}),
+                None,
+                &[],
+            )
+            .event;
+            truncate.event_time = events[150].event_time;
+            events.insert(151, truncate);
+        }
+        for event in events {
             published.push(crate::support::message(&protocol::Envelope {
                 tenant_id: tenant,
                 source_id: source,
@@ -737,7 +776,7 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     }
     bus::Bus::publish(&bus, &published).await.unwrap();
     let writer = crate::support::start_bronze_writer(&database, bus.clone());
-    crate::support::wait_for_bronze(&database, acme, 300).await;
+    crate::support::wait_for_bronze(&database, acme, 301).await;
     crate::support::wait_for_bronze(&database, globex, 300).await;
     drop(writer);
     let deliveries: Vec<Delivery> = published
@@ -758,6 +797,16 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
         .await
         .unwrap();
     assert!(acme_before["analytics.devices"].0 == 12 && acme_before["analytics.metrics_min"].0 > 0);
+    let truncated: i64 = sqlx::query_scalar(
+        "select count(*) from analytics.sessions \
+         where tenant_id = $1 and pos_lsn = $2 and deleted_at is not null",
+    )
+    .bind(acme.as_uuid())
+    .bind(truncate_lsn as i64)
+    .fetch_one(&mut test_database.service().await)
+    .await
+    .unwrap();
+    assert!(truncated > 0, "the truncate tombstoned no session");
 
     // Damage Acme's read models the way a bug would, then rebuild.
     let mut admin = test_database.admin().await;
@@ -781,7 +830,7 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     let outcome = pipeline::materializer::rebuild(&database, acme)
         .await
         .unwrap();
-    assert_eq!(outcome.events, 300);
+    assert_eq!(outcome.events, 301);
     assert_eq!(
         store::read_models::checksums(&database, acme)
             .await
@@ -917,11 +966,7 @@ async fn replaying_one_tenants_dead_letters_never_writes_another_tenants_rows() 
     .execute(&mut admin)
     .await
     .unwrap();
-    let request = request_dlq_replay(&database, acme).await;
-    let done = pipeline::replay::run_request(&database, &bus, acme, request)
-        .await
-        .unwrap()
-        .unwrap();
+    let done = replay_dead_letters(&database, &bus, acme).await;
     assert_eq!((done.events_replayed, done.events_failed), (0, 1));
     for tenant in [acme, globex] {
         let checksums = store::read_models::checksums(&database, tenant)

@@ -1,4 +1,5 @@
-//! Fixtures: tenants, envelopes as the edge publishes them, a running bronze writer.
+//! Fixtures: tenants, envelopes as the edge publishes them, a running bronze writer or
+//! materializer.
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,17 @@ pub fn message(envelope: &protocol::Envelope) -> Message {
     }
 }
 
+/// A consumer's shutdown: it runs until the returned sender is dropped.
+fn until_dropped() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl std::future::Future<Output = ()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    (stop, async move {
+        let _ = stopped.await;
+    })
+}
+
 /// Runs the bronze writer until the returned sender is dropped.
 pub fn start_bronze_writer<B: Bus + 'static>(
     database: &Database,
@@ -72,7 +84,7 @@ pub fn start_bronze_writer<B: Bus + 'static>(
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = until_dropped();
     let config = pipeline::bronze::BronzeConfig {
         batch_size: 100,
         wait: Duration::from_millis(50),
@@ -81,9 +93,26 @@ pub fn start_bronze_writer<B: Bus + 'static>(
         database.clone(),
         bus,
         config,
-        async move {
-            let _ = stopped.await;
-        },
+        stopped,
+    ));
+    stop
+}
+
+/// Runs the materializer as `tributary up` does until the returned sender is dropped.
+pub fn start_materializer<B: Bus + 'static>(
+    database: &Database,
+    bus: B,
+) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = until_dropped();
+    let config = pipeline::materializer::MaterializerConfig {
+        batch_size: 100,
+        wait: Duration::from_millis(50),
+    };
+    tokio::spawn(pipeline::materializer::run(
+        database.clone(),
+        bus,
+        config,
+        stopped,
     ));
     stop
 }

@@ -9,14 +9,14 @@ use bus::Bus;
 use domain::{SourceId, TenantId};
 use protocol::Op::{Delete, Insert, Truncate, Update};
 use serde_json::json;
-use store::Database;
 use test_support::TestDatabase;
 use time::OffsetDateTime;
 
 use crate::materializer::{
-    as_viewer, base_time, event, extras, materialize, put_mapping, request_dlq_replay,
+    as_viewer, base_time, checksums, event, extras, map_gadgets_as_devices, materialize,
+    replay_dead_letters,
 };
-use crate::support::{message, tenant};
+use crate::support::{message, start_materializer, tenant};
 
 fn device(
     tenant: TenantId,
@@ -86,27 +86,6 @@ async fn readings_counted(test_database: &TestDatabase, tenant: TenantId) -> Opt
         .fetch_one(&mut viewer)
         .await
         .unwrap()
-}
-
-/// Runs the materializer as `tributary up` does until the returned sender is dropped.
-fn start_materializer(
-    database: &Database,
-    bus: bus::EmbeddedBus,
-) -> tokio::sync::oneshot::Sender<()> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = pipeline::materializer::MaterializerConfig {
-        batch_size: 100,
-        wait: Duration::from_millis(50),
-    };
-    tokio::spawn(pipeline::materializer::run(
-        database.clone(),
-        bus,
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    stop
 }
 
 /// Waits until the device `id` is materialized at position `lsn`.
@@ -289,16 +268,9 @@ async fn a_truncate_wins_over_older_events_that_arrive_after_it() {
     .await
     .unwrap();
     assert_eq!(status.as_deref(), Some("back"));
-    let checksums = store::read_models::checksums(&database, in_order)
-        .await
-        .unwrap();
+    let expected = checksums(&database, in_order).await;
     for other in [reversed, one_batch] {
-        assert_eq!(
-            store::read_models::checksums(&database, other)
-                .await
-                .unwrap(),
-            checksums
-        );
+        assert_eq!(checksums(&database, other).await, expected);
     }
 }
 
@@ -341,24 +313,8 @@ async fn a_truncate_of_an_unmapped_table_waits_in_the_dlq_for_its_mapping() {
     .unwrap();
     assert_eq!(reasons, ["no_mapping", "no_mapping", "no_mapping"]);
 
-    put_mapping(
-        &database,
-        acme,
-        &store::read_models::MappingRow {
-            source_id: *source.as_uuid(),
-            source_table: "gadgets".into(),
-            entity_kind: "device".into(),
-            id_column: Some("gid".into()),
-            columns: BTreeMap::from([("label".into(), "name".into())]),
-            reading_entity_kind: None,
-        },
-    )
-    .await;
-    let request = request_dlq_replay(&database, acme).await;
-    let done = pipeline::replay::run_request(&database, &bus, acme, request)
-        .await
-        .unwrap()
-        .unwrap();
+    map_gadgets_as_devices(&database, acme, source).await;
+    let done = replay_dead_letters(&database, &bus, acme).await;
     assert_eq!((done.events_replayed, done.events_failed), (3, 0));
     let seen = devices(&test_database, acme).await;
     let truncated_at = base_time() + time::Duration::milliseconds(20);
