@@ -108,20 +108,29 @@ async fn fill(client: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
-/// Waits until the page's body contains `text`.
-async fn wait_for_text(client: &Client, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Polls `probe` every 50 ms until it succeeds; after `limit`, fails with its last complaint.
+async fn poll(limit: Duration, mut probe: impl AsyncFnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + limit;
     loop {
-        let body = client.source().await.unwrap();
-        if body.contains(text) {
-            return;
+        match probe().await {
+            Ok(()) => return,
+            Err(complaint) => assert!(Instant::now() < deadline, "{complaint}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{text:?} never appeared:\n{body}"
-        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the page's body contains `text`.
+async fn wait_for_text(client: &Client, text: &str) {
+    poll(Duration::from_secs(10), async || {
+        let body = client.source().await.unwrap();
+        if body.contains(text) {
+            Ok(())
+        } else {
+            Err(format!("{text:?} never appeared:\n{body}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -385,18 +394,15 @@ async fn text_of(client: &Client, css: &str) -> Option<String> {
 
 /// Waits until the text of `css` satisfies `check`, without reloading the page.
 async fn wait_for_element(client: &Client, css: &str, what: &str, check: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    poll(Duration::from_secs(15), async || {
         let text = text_of(client, css).await;
         if text.as_deref().is_some_and(&check) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{css} never showed {what}; it shows {text:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{css} never showed {what}; it shows {text:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
