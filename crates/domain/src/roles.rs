@@ -101,6 +101,24 @@ impl Role {
         Self::TENANT_ROLES.contains(&self)
     }
 
+    /// Whether this role may give `role` to someone (an invitation, a role change, an API
+    /// token): only tenant roles, none above its own (owner, then admin, operator, viewer), so
+    /// nobody hands out more than they hold. Whether the role may manage members or tokens at
+    /// all is the permission table's say.
+    pub fn may_grant(self, role: Role) -> bool {
+        self.is_tenant_role() && role.is_tenant_role() && role >= self
+    }
+
+    /// Whether this role may change a member who holds `current` to `new` (`None`: remove
+    /// them). An owner's membership is changed only by an owner; the store separately keeps at
+    /// least one owner.
+    pub fn may_change_member(self, current: Role, new: Option<Role>) -> bool {
+        let touches_owner = current == Owner || new == Some(Owner);
+        self.allows(P::ManageMembers)
+            && new.is_none_or(|role| self.may_grant(role))
+            && (!touches_owner || self == Owner)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Owner => "owner",
@@ -217,6 +235,33 @@ mod tests {
         for role in Role::TENANT_ROLES {
             assert!(!role.allows(P::WritePipelineData));
             assert!(!role.allows(P::ViewGlobalRollups));
+        }
+    }
+
+    #[test]
+    fn nobody_grants_more_than_they_hold() {
+        for granter in Role::ALL {
+            for role in Role::ALL {
+                let rank = |role: Role| Role::TENANT_ROLES.iter().position(|r| *r == role);
+                let expected = match (rank(granter), rank(role)) {
+                    (Some(granter), Some(role)) => role >= granter,
+                    _ => false,
+                };
+                assert_eq!(granter.may_grant(role), expected, "{granter} grants {role}");
+            }
+        }
+        // Only an owner touches an owner's membership, in either direction.
+        assert!(Owner.may_change_member(Owner, Some(Admin)));
+        assert!(Owner.may_change_member(Admin, Some(Owner)));
+        assert!(Owner.may_change_member(Owner, None));
+        assert!(!Admin.may_change_member(Owner, Some(Viewer)));
+        assert!(!Admin.may_change_member(Owner, None));
+        assert!(!Admin.may_change_member(Viewer, Some(Owner)));
+        assert!(Admin.may_change_member(Viewer, Some(Operator)));
+        assert!(Admin.may_change_member(Admin, None));
+        assert!(!Admin.may_change_member(Viewer, Some(InternalOps)));
+        for role in [Operator, Viewer, InternalOps, ServiceRole] {
+            assert!(!role.may_change_member(Viewer, None), "{role}");
         }
     }
 

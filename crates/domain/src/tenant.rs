@@ -13,6 +13,13 @@ pub struct InvalidTenantAttribute {
     reason: &'static str,
 }
 
+impl InvalidTenantAttribute {
+    /// Which attribute was wrong: `name`, `industry`, `region` or `email`.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {

@@ -515,6 +515,9 @@ fn settings_error(code: &str) -> Option<&'static str> {
         }
         "owner-only" => Some("Only an owner can make someone an owner or change an owner's role."),
         "retention" => Some("Retention is between 1 and 3650 days."),
+        "invitation" => Some(
+            "Enter the address to invite, like name@example.com, and a role no higher than yours.",
+        ),
         "workspace" => Some(
             "Give the workspace a name, an industry and a region (without control characters).",
         ),
@@ -607,8 +610,7 @@ async fn change_member(
     let user: UserId = user.parse().map_err(|_| PageError::NotFound)?;
     let mut tx = member.tx(state, Permission::ManageMembers).await?;
     let current = store::members::role_of(&mut tx, user).await?;
-    let touches_owner = current == Role::Owner || new_role == Some(Role::Owner);
-    if touches_owner && member.role() != Role::Owner {
+    if !member.role().may_change_member(current, new_role) {
         return Ok(back_to_settings("refused=owner-only"));
     }
     let outcome = match new_role {
@@ -702,12 +704,23 @@ struct ApiTokensPage {
     errors: Vec<String>,
 }
 
-/// The roles `creator` may give a token: never more than their own (an admin cannot mint an
-/// owner token).
+/// Bronze retention a workspace may choose, in days.
+pub(crate) const RETENTION_DAYS: std::ops::RangeInclusive<i32> = 1..=3650;
+/// How long an API token may live, in days.
+pub(crate) const TOKEN_DAYS: std::ops::RangeInclusive<i64> = 1..=366;
+
+/// A token's name: 1 to 100 characters (trimmed), none of them control characters.
+pub(crate) fn token_name_is_valid(name: &str) -> bool {
+    let name = name.trim();
+    !name.is_empty() && name.chars().count() <= 100 && !name.chars().any(char::is_control)
+}
+
+/// The roles `creator` may give a token or an invitation: never more than their own (an admin
+/// cannot mint an owner token).
 fn grantable_roles(creator: Role) -> Vec<&'static str> {
     Role::TENANT_ROLES
         .into_iter()
-        .filter(|role| creator == Role::Owner || *role != Role::Owner)
+        .filter(|role| creator.may_grant(*role))
         .map(Role::as_str)
         .collect()
 }
@@ -798,12 +811,12 @@ async fn create_api_token(
         if role.is_none() {
             errors.push("Choose a role no higher than your own.".to_owned());
         }
-        let days = form.days.trim().parse::<i64>().ok().filter(|days| (1..=366).contains(days));
+        let days = form.days.trim().parse::<i64>().ok().filter(|days| TOKEN_DAYS.contains(days));
         if days.is_none() {
             errors.push("Choose an expiry between 1 and 366 days.".to_owned());
         }
         let name = form.name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        if !token_name_is_valid(name) {
             errors.push("Name the token (up to 100 characters).".to_owned());
         }
         let (Some(role), Some(days), true) = (role, days, errors.is_empty()) else {
@@ -875,7 +888,7 @@ async fn set_retention(
             .trim()
             .parse::<i32>()
             .ok()
-            .filter(|days| (1..=3650).contains(days))
+            .filter(|days| RETENTION_DAYS.contains(days))
         else {
             return Ok(back_to_settings("refused=retention"));
         };
@@ -891,7 +904,7 @@ async fn set_retention(
 const AUDIT_PAGE_SIZE: i64 = 50;
 /// The most entries one CSV export holds.
 const AUDIT_EXPORT_LIMIT: i64 = 10_000;
-const ACTOR_TYPES: [&str; 6] = ["", "user", "cli", "system", "agent", "api_token"];
+pub(crate) const ACTOR_TYPES: [&str; 6] = ["", "user", "cli", "system", "agent", "api_token"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -1171,7 +1184,7 @@ struct InvitationRow {
 }
 
 /// How long an invitation link works.
-const INVITATION_LIFETIME: time::Duration = time::Duration::days(7);
+pub(crate) const INVITATION_LIFETIME: time::Duration = time::Duration::days(7);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -1180,15 +1193,39 @@ struct InviteForm {
     role: String,
 }
 
-/// Invites an address with a role no higher than the inviter's; the link goes by mail, or to
-/// the server log when no mail server is configured (by invitation id, never the address).
+/// Invites `email` to the transaction's workspace (named `workspace`) with `role`, commits, and
+/// sends the link: by mail, or to the server log when no mail server is configured (by
+/// invitation id, never the address). Returns the invitation's id.
+pub(crate) async fn send_invitation(
+    state: &AppState,
+    mut tx: TenantTx,
+    email: &domain::Email,
+    role: Role,
+    workspace: &str,
+) -> Result<uuid::Uuid, store::StoreError> {
+    let (invitation, token) =
+        store::invitations::create(&mut tx, email, role, INVITATION_LIFETIME).await?;
+    tx.commit().await?;
+    crate::mail::deliver_invitation(
+        state,
+        invitation,
+        email,
+        workspace,
+        role,
+        &token,
+        INVITATION_LIFETIME.whole_days(),
+    );
+    Ok(invitation)
+}
+
+/// Invites an address with a role no higher than the inviter's.
 async fn invite(
     State(state): State<AppState>,
     member: Member,
     Form(form): Form<InviteForm>,
 ) -> Response {
     let result = async {
-        let mut tx = member.tx(&state, Permission::ManageMembers).await?;
+        let tx = member.tx(&state, Permission::ManageMembers).await?;
         let email = domain::Email::parse(&form.email).ok();
         let role = form
             .role
@@ -1198,18 +1235,7 @@ async fn invite(
         let (Some(email), Some(role)) = (email, role) else {
             return Ok(back_to_settings("refused=invitation"));
         };
-        let (invitation, token) =
-            store::invitations::create(&mut tx, &email, role, INVITATION_LIFETIME).await?;
-        tx.commit().await?;
-        crate::mail::deliver_invitation(
-            &state,
-            invitation,
-            &email,
-            &member.workspace.name,
-            role,
-            &token,
-            INVITATION_LIFETIME.whole_days(),
-        );
+        send_invitation(&state, tx, &email, role, &member.workspace.name).await?;
         Ok(Redirect::to("/app/settings?done=invited#members-heading").into_response())
     }
     .await;

@@ -19,11 +19,14 @@ use uuid::Uuid;
 
 use crate::AppState;
 
+mod account;
 mod mappings;
 mod masking;
+mod members;
 mod openapi;
 mod ops;
 mod sso;
+mod workspace;
 
 /// The API's routes, each registered with its method, so that the OpenAPI document
 /// ([`openapi::OPERATIONS`]) can be checked against exactly what is served.
@@ -67,6 +70,7 @@ fn register() -> Routes {
     .at(Method::GET, "/api/v1/replays/{request}", replay_status)
     .at(Method::GET, "/api/v1/dead-letters", dead_letters);
     let routes = masking::register(mappings::register(routes));
+    let routes = workspace::register(members::register(account::register(routes)));
     sso::register(ops::register(routes))
 }
 
@@ -254,14 +258,21 @@ impl Caller {
         }
     }
 
+    /// Refuses a caller whose role lacks `permission`.
+    fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        let role = self.role();
+        if role.allows(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {role} role does not allow this"
+            )))
+        }
+    }
+
     /// Opens the caller's tenant transaction if its role has `permission`.
     async fn tx(&self, state: &AppState, permission: Permission) -> Result<TenantTx, ApiError> {
-        let role = self.role();
-        if !role.allows(permission) {
-            return Err(ApiError::forbidden(format!(
-                "the {role} role does not allow this"
-            )));
-        }
+        self.require(permission)?;
         let scope = match *self {
             Caller::Token(grant) => Scope::ApiToken {
                 tenant: grant.tenant,

@@ -13,8 +13,12 @@ use serde_json::{Map, Value, json};
 pub enum Access {
     /// Anyone; no credentials.
     Public,
+    /// Any valid API token or signed-in session, whatever its role.
+    Authenticated,
     /// A tenant's API token or a member's session, whose role must hold the permission.
     Tenant(domain::Permission),
+    /// A signed-in member's session only: what belongs to the person, not the workspace.
+    Session,
     /// Internal operations staff, by session only.
     Staff,
 }
@@ -32,6 +36,8 @@ pub struct Operation {
     pub request: Option<&'static str>,
     /// The success status and its schema (a component name; `None` for an empty body).
     pub response: (u16, Option<&'static str>),
+    /// Failures particular to this operation: (status, when).
+    pub failures: &'static [(u16, &'static str)],
 }
 
 use domain::Permission as P;
@@ -51,6 +57,7 @@ const fn op(
         query: &[],
         request: None,
         response,
+        failures: &[],
     }
 }
 
@@ -69,6 +76,11 @@ const AUDIT_QUERY: &[(&str, &str)] = &[
         "at most this many entries (1 to 1000, default 100)",
     ),
 ];
+
+const LAST_OWNER: &[(u16, &str)] = &[(
+    409,
+    "the change would leave the workspace without an owner (`last_owner`)",
+)];
 
 const REGISTRY_QUERY: &[(&str, &str)] = &[
     ("q", "a part of the tenant's name, any case"),
@@ -230,6 +242,154 @@ pub const OPERATIONS: &[Operation] = &[
     },
     op(
         "get",
+        "/api/v1/me",
+        "Who is calling: a token's workspace and role, or a member's account and workspaces",
+        Access::Authenticated,
+        (200, Some("Me")),
+    ),
+    op(
+        "get",
+        "/api/v1/activity",
+        "The overview's counts: the workspace's events of the last hour and day, and the newest one's table",
+        Access::Tenant(P::ViewBronze),
+        (200, Some("Activity")),
+    ),
+    op(
+        "get",
+        "/api/v1/sessions",
+        "The signed-in account's live sessions, most recently used first",
+        Access::Session,
+        (200, Some("Sessions")),
+    ),
+    op(
+        "delete",
+        "/api/v1/sessions/{session}",
+        "End one of the account's own sessions; that browser is signed out at once",
+        Access::Session,
+        (204, None),
+    ),
+    op(
+        "get",
+        "/api/v1/workspace",
+        "The caller's workspace: name, plan, industry, region, status",
+        Access::Tenant(P::ViewWorkspace),
+        (200, Some("Workspace")),
+    ),
+    Operation {
+        request: Some("WorkspaceChange"),
+        ..op(
+            "patch",
+            "/api/v1/workspace",
+            "Change the workspace's name, industry or region; the plan needs the owner (audited)",
+            Access::Tenant(P::ManageWorkspace),
+            (200, Some("Workspace")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/members",
+        "The workspace's members and their roles",
+        Access::Tenant(P::ManageMembers),
+        (200, Some("Members")),
+    ),
+    Operation {
+        request: Some("RoleChange"),
+        failures: LAST_OWNER,
+        ..op(
+            "patch",
+            "/api/v1/members/{user}",
+            "Change a member's role: none above the caller's own, and only an owner touches an owner (audited)",
+            Access::Tenant(P::ManageMembers),
+            (200, Some("RoleChanged")),
+        )
+    },
+    Operation {
+        failures: LAST_OWNER,
+        ..op(
+            "delete",
+            "/api/v1/members/{user}",
+            "Remove a member from the workspace; only an owner removes an owner (audited)",
+            Access::Tenant(P::ManageMembers),
+            (204, None),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/invitations",
+        "The workspace's open invitations, newest first",
+        Access::Tenant(P::ManageMembers),
+        (200, Some("Invitations")),
+    ),
+    Operation {
+        request: Some("NewInvitation"),
+        ..op(
+            "post",
+            "/api/v1/invitations",
+            "Invite an address with a role no higher than the caller's; the one-time link goes to the address by mail, valid 7 days (audited)",
+            Access::Tenant(P::ManageMembers),
+            (201, Some("Invitation")),
+        )
+    },
+    op(
+        "delete",
+        "/api/v1/invitations/{invitation}",
+        "Withdraw an open invitation; its link stops working (audited)",
+        Access::Tenant(P::ManageMembers),
+        (204, None),
+    ),
+    op(
+        "get",
+        "/api/v1/api-tokens",
+        "The workspace's API tokens, newest first (never their secrets)",
+        Access::Tenant(P::ManageApiTokens),
+        (200, Some("ApiTokens")),
+    ),
+    Operation {
+        request: Some("NewApiToken"),
+        ..op(
+            "post",
+            "/api/v1/api-tokens",
+            "Create a token with a role no higher than the caller's; its text is in this answer only (audited)",
+            Access::Tenant(P::ManageApiTokens),
+            (201, Some("CreatedApiToken")),
+        )
+    },
+    op(
+        "post",
+        "/api/v1/api-tokens/{token}/revoke",
+        "Revoke a token; it works no more (audited)",
+        Access::Tenant(P::ManageApiTokens),
+        (204, None),
+    ),
+    op(
+        "get",
+        "/api/v1/retention",
+        "How many days bronze keeps the workspace's raw events",
+        Access::Tenant(P::ManageRetention),
+        (200, Some("Retention")),
+    ),
+    Operation {
+        request: Some("Retention"),
+        ..op(
+            "put",
+            "/api/v1/retention",
+            "Set how many days bronze keeps raw events, 1 to 3650 (audited)",
+            Access::Tenant(P::ManageRetention),
+            (200, Some("Retention")),
+        )
+    },
+    Operation {
+        query: AUDIT_QUERY,
+        ..op(
+            "get",
+            "/api/v1/audit",
+            "The workspace's audit log, newest first, filtered and paged, and whether its chain verifies",
+            Access::Tenant(P::ViewAudit),
+            (200, Some("AuditLog")),
+        )
+    },
+    op(
+        "get",
         "/api/v1/sso",
         "The workspace's single sign-on configuration (never the client secret)",
         Access::Tenant(P::ManageWorkspace),
@@ -365,7 +525,7 @@ fn schemas() -> Value {
             "tenant_count",
         ],
     );
-    json!({
+    let mut schemas = json!({
         "Error": object(json!({
             "error": object(json!({
                 "code": { "type": "string", "description": "stable snake_case code" },
@@ -423,8 +583,15 @@ fn schemas() -> Value {
         "AuditLog": object(json!({
             "tenant_id": uuid,
             "chain": object(json!({ "intact": { "type": "boolean" }, "entries": { "type": "integer" } }), &["intact", "entries"]),
-            "entries": { "type": "array", "items": { "type": "object" } },
-        }), &["tenant_id", "chain", "entries"]),
+            "entries": { "type": "array", "items": object(json!({
+                "seq": { "type": "integer" }, "occurred_at": time,
+                "actor_type": { "enum": ["user", "cli", "system", "agent", "api_token"] },
+                "actor_id": { "type": "string" }, "action": { "type": "string" },
+                "target": { "type": "string" }, "details": { "type": "object" },
+                "client_addr": { "type": ["string", "null"] },
+            }), &["seq", "occurred_at", "actor_type", "actor_id", "action", "target", "details"]) },
+            "next_before": { "type": ["integer", "null"], "description": "pass as `before` for the next page; null on the last" },
+        }), &["tenant_id", "chain", "entries", "next_before"]),
         "ContactRequests": list("contact_requests", json!({ "type": "object" })),
         "AllowlistKey": object(json!({ "key": { "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" } }), &["key"]),
         "Allowlist": list("keys", object(json!({
@@ -462,6 +629,97 @@ fn schemas() -> Value {
             "from": time, "to": time,
             "cells": { "type": "array", "items": cell },
         }), &["key", "min_cohort", "cells"]),
+    });
+    let more = account_schemas();
+    for (name, schema) in more.as_object().expect("an object") {
+        schemas[name] = schema.clone();
+    }
+    schemas
+}
+
+/// The schemas of the workspace, members, tokens, retention and account operations (apart from
+/// [`schemas`] only to keep each `json!` within the macro's recursion limit).
+fn account_schemas() -> Value {
+    let object = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required });
+    let list = |name: &str, item: Value| {
+        object(json!({ name: { "type": "array", "items": item } }), &[name])
+    };
+    let time = json!({ "type": "string", "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let role = json!({ "enum": ["owner", "admin", "operator", "viewer"] });
+    let workspace = object(
+        json!({
+            "tenant_id": uuid, "name": { "type": "string", "maxLength": 200 },
+            "plan": { "enum": ["free", "team", "business", "enterprise"] },
+            "industry": { "type": "string", "maxLength": 100 },
+            "region": { "type": "string", "maxLength": 100 },
+            "status": { "type": "string" }, "created_at": time,
+        }),
+        &[
+            "tenant_id",
+            "name",
+            "plan",
+            "industry",
+            "region",
+            "status",
+            "created_at",
+        ],
+    );
+    let invitation = object(
+        json!({ "invitation_id": uuid, "email": { "type": "string", "format": "email" }, "role": role, "expires_at": time }),
+        &["invitation_id", "email", "role", "expires_at"],
+    );
+    let api_token = object(
+        json!({
+            "token_id": uuid, "name": { "type": "string" }, "role": role, "expires_at": time,
+            "revoked_at": { "type": ["string", "null"], "format": "date-time" },
+            "status": { "enum": ["active", "expired", "revoked"] },
+        }),
+        &["token_id", "name", "role", "expires_at", "status"],
+    );
+    json!({
+        "Me": object(json!({
+            "kind": { "enum": ["api_token", "member"] },
+            "token_id": uuid, "user_id": uuid,
+            "workspace": object(json!({ "tenant_id": uuid, "role": role }), &["tenant_id", "role"]),
+            "workspaces": { "type": "array", "items": object(json!({ "tenant_id": uuid, "name": { "type": "string" }, "role": role }), &["tenant_id", "name", "role"]) },
+        }), &["kind", "workspace"]),
+        "Activity": object(json!({
+            "last_hour": { "type": "integer" }, "last_day": { "type": "integer" },
+            "latest": { "type": ["object", "null"], "properties": { "committed_at": time, "table": { "type": "string" } } },
+        }), &["last_hour", "last_day", "latest"]),
+        "Sessions": list("sessions", object(json!({
+            "session_id": { "type": "string", "description": "names the session; cannot act as it" },
+            "created_at": time, "last_seen_at": time,
+            "client_addr": { "type": ["string", "null"] }, "user_agent": { "type": ["string", "null"] },
+            "current": { "type": "boolean", "description": "the session making this call" },
+        }), &["session_id", "created_at", "last_seen_at", "current"])),
+        "Workspace": object(json!({ "workspace": workspace }), &["workspace"]),
+        "WorkspaceChange": object(json!({
+            "name": { "type": "string", "maxLength": 200 },
+            "plan": { "enum": ["free", "team", "business", "enterprise"], "description": "owners only" },
+            "industry": { "type": "string", "maxLength": 100 },
+            "region": { "type": "string", "maxLength": 100 },
+        }), &[]),
+        "Members": list("members", object(json!({
+            "user_id": uuid, "email": { "type": "string" }, "display_name": { "type": "string" }, "role": role,
+        }), &["user_id", "email", "display_name", "role"])),
+        "RoleChange": object(json!({ "role": role }), &["role"]),
+        "RoleChanged": object(json!({ "user_id": uuid, "role": role, "previous_role": role }), &["user_id", "role", "previous_role"]),
+        "Invitation": invitation,
+        "Invitations": list("invitations", json!({ "$ref": "#/components/schemas/Invitation" })),
+        "NewInvitation": object(json!({ "email": { "type": "string", "format": "email" }, "role": role }), &["email", "role"]),
+        "ApiToken": api_token,
+        "ApiTokens": list("api_tokens", json!({ "$ref": "#/components/schemas/ApiToken" })),
+        "NewApiToken": object(json!({
+            "name": { "type": "string", "minLength": 1, "maxLength": 100 }, "role": role,
+            "days": { "type": "integer", "minimum": 1, "maximum": 366, "default": 90 },
+        }), &["name", "role"]),
+        "CreatedApiToken": object(json!({
+            "api_token": { "$ref": "#/components/schemas/ApiToken" },
+            "token": { "type": "string", "description": "`tat1.…`: shown in this answer only; send as `Authorization: Bearer <token>`" },
+        }), &["api_token", "token"]),
+        "Retention": object(json!({ "bronze_days": { "type": "integer", "minimum": 1, "maximum": 3650 } }), &["bronze_days"]),
     })
 }
 
@@ -479,7 +737,9 @@ fn operation(operation: &Operation) -> Value {
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
             let schema = match name {
-                "source" | "request" | "tenant" => json!({ "type": "string", "format": "uuid" }),
+                "source" | "request" | "tenant" | "user" | "invitation" | "token" => {
+                    json!({ "type": "string", "format": "uuid" })
+                }
                 _ => json!({ "type": "string" }),
             };
             json!({ "name": name, "in": "path", "required": true, "schema": schema })
@@ -501,6 +761,17 @@ fn operation(operation: &Operation) -> Value {
     responses.insert(status.to_string(), success);
     let (security, description) = match operation.access {
         Access::Public => (json!([]), "No credentials needed.".to_owned()),
+        Access::Authenticated => (
+            json!([{ "bearerToken": [] }, { "session": [] }]),
+            "Any valid API token or session, whatever its role.".to_owned(),
+        ),
+        Access::Session => (
+            json!([{ "session": [] }]),
+            "A signed-in member's session only (an API token belongs to a workspace, not to a \
+             person, and gets 403). State-changing calls also send the page's `X-CSRF-Token` \
+             header."
+                .to_owned(),
+        ),
         Access::Tenant(permission) => {
             let roles: Vec<&str> = domain::Role::TENANT_ROLES
                 .into_iter()
@@ -532,6 +803,15 @@ fn operation(operation: &Operation) -> Value {
             "400".into(),
             error_response("the request is not valid; details say where"),
         );
+    }
+    if operation.request.is_some() {
+        responses.insert(
+            "422".into(),
+            error_response("a field's value is not allowed; details name the field"),
+        );
+    }
+    for (status, when) in operation.failures {
+        responses.insert(status.to_string(), error_response(when));
     }
     if operation.path.contains('{') {
         responses.insert(

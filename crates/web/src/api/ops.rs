@@ -50,41 +50,16 @@ async fn tenants(
     Ok(Json(json!({ "tenants": tenants })))
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct AuditParams {
-    action: String,
-    actor: String,
-    before: Option<i64>,
-    limit: Option<i64>,
-}
-
 /// A tenant's audit log, newest first, and whether its chain verifies.
 async fn tenant_audit(
     State(state): State<AppState>,
     caller: StaffCaller,
     Path(tenant): Path<String>,
-    Query(params): Query<AuditParams>,
+    Query(params): Query<super::workspace::AuditParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = TenantId::from_uuid(parse_id(&tenant, "the tenant id")?);
-    let mut tx = caller.tx(&state, Some(tenant)).await?;
-    // A tenant that does not exist is a 404, not an empty log.
-    store::control::current_tenant(&mut tx).await?;
-    let action = params.action.trim();
-    let filter = store::audit::AuditFilter {
-        action_prefix: (!action.is_empty()).then(|| action.chars().take(100).collect()),
-        actor_type: (!params.actor.is_empty()).then(|| params.actor.chars().take(20).collect()),
-        before_seq: params.before,
-    };
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let entries = store::audit::search(&mut tx, &filter, limit).await?;
-    let chain = store::audit::verify_tenant(&mut tx).await?;
-    tx.commit().await?;
-    Ok(Json(json!({
-        "tenant_id": tenant,
-        "chain": { "intact": chain.is_intact(), "entries": chain.entries },
-        "entries": entries,
-    })))
+    let tx = caller.tx(&state, Some(tenant)).await?;
+    super::workspace::audit_log(tx, &params).await
 }
 
 async fn contact_requests(

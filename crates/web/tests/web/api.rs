@@ -48,6 +48,23 @@ async fn source(database: &Database, tenant: TenantId) -> SourceId {
     source.source_id
 }
 
+/// An open invitation of `tenant` to `email` as a viewer: its id.
+async fn invitation(database: &Database, tenant: TenantId, email: &str) -> uuid::Uuid {
+    let mut tx = owner(database, tenant).await;
+    let email = domain::Email::parse(email).unwrap();
+    let (invitation, _) =
+        store::invitations::create(&mut tx, &email, Role::Viewer, time::Duration::days(7))
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    invitation
+}
+
+/// The id inside an API token's text (`tat1.<tenant>.<id>.<secret>`).
+fn token_id(text: &str) -> uuid::Uuid {
+    text.split('.').nth(2).unwrap().parse().unwrap()
+}
+
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
 }
@@ -61,6 +78,9 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     let b = tenant(&database, "Globex").await;
     let b_source = source(&database, b).await;
     let b_admin = token(&database, b, Role::Admin).await;
+    let b_member = crate::auth::member(&database, b, "viewer@globex.example", Role::Viewer).await;
+    let b_invitation = invitation(&database, b, "invited@globex.example").await;
+    let b_viewer_token = token(&database, b, Role::Viewer).await;
     let b_sso = r#"{"issuer": "https://login.globex.example", "client_id": "globex", "client_secret": "globex secret", "domains": ["globex.example"], "default_role": "operator", "enabled": false}"#;
     let (status, _, _) = request(&addr, "PUT", "/api/v1/sso", Some(&b_admin), b_sso).await;
     assert_eq!(status, 200);
@@ -76,6 +96,15 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         let bearer = token(&database, a, role).await;
         let a_source = source(&database, a).await;
         crate::masking::rule(&database, a, "*", &format!("seed_{role}"), "hash").await;
+        let member = crate::auth::member(
+            &database,
+            a,
+            &format!("member-{role}@acme.example"),
+            Role::Viewer,
+        )
+        .await;
+        let a_invitation = invitation(&database, a, &format!("invited-{role}@acme.example")).await;
+        let a_token = token_id(&token(&database, a, Role::Viewer).await);
         let routes: Vec<(&str, String, String, Permission, u16)> = vec![
             (
                 "GET",
@@ -178,6 +207,119 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 204,
             ),
             (
+                "GET",
+                "/api/v1/workspace".into(),
+                String::new(),
+                Permission::ViewWorkspace,
+                200,
+            ),
+            // Every role may ask who it is.
+            (
+                "GET",
+                "/api/v1/me".into(),
+                String::new(),
+                Permission::ViewWorkspace,
+                200,
+            ),
+            (
+                "GET",
+                "/api/v1/activity".into(),
+                String::new(),
+                Permission::ViewBronze,
+                200,
+            ),
+            (
+                "PATCH",
+                "/api/v1/workspace".into(),
+                format!(r#"{{"region": "set by {role}"}}"#),
+                Permission::ManageWorkspace,
+                200,
+            ),
+            (
+                "GET",
+                "/api/v1/members".into(),
+                String::new(),
+                Permission::ManageMembers,
+                200,
+            ),
+            (
+                "PATCH",
+                format!("/api/v1/members/{member}"),
+                r#"{"role": "operator"}"#.into(),
+                Permission::ManageMembers,
+                200,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/members/{member}"),
+                String::new(),
+                Permission::ManageMembers,
+                204,
+            ),
+            (
+                "GET",
+                "/api/v1/invitations".into(),
+                String::new(),
+                Permission::ManageMembers,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/invitations".into(),
+                format!(r#"{{"email": "new-{role}@acme.example", "role": "viewer"}}"#),
+                Permission::ManageMembers,
+                201,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/invitations/{a_invitation}"),
+                String::new(),
+                Permission::ManageMembers,
+                204,
+            ),
+            (
+                "GET",
+                "/api/v1/api-tokens".into(),
+                String::new(),
+                Permission::ManageApiTokens,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/api-tokens".into(),
+                format!(r#"{{"name": "made by {role}", "role": "viewer", "days": 7}}"#),
+                Permission::ManageApiTokens,
+                201,
+            ),
+            (
+                "POST",
+                format!("/api/v1/api-tokens/{a_token}/revoke"),
+                String::new(),
+                Permission::ManageApiTokens,
+                204,
+            ),
+            (
+                "GET",
+                "/api/v1/retention".into(),
+                String::new(),
+                Permission::ManageRetention,
+                200,
+            ),
+            (
+                "PUT",
+                "/api/v1/retention".into(),
+                r#"{"bronze_days": 45}"#.into(),
+                Permission::ManageRetention,
+                200,
+            ),
+            (
+                "GET",
+                "/api/v1/audit".into(),
+                String::new(),
+                Permission::ViewAudit,
+                200,
+            ),
+            (
                 "DELETE",
                 format!("/api/v1/masking-policies?field_path=seed_{role}"),
                 String::new(),
@@ -221,6 +363,100 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 }
             }
         }
+        // Sessions belong to a person: no token of any role lists or ends them.
+        for (method, path) in [
+            ("GET", "/api/v1/sessions"),
+            ("DELETE", "/api/v1/sessions/00"),
+        ] {
+            let (status, _, response) = request(&addr, method, path, Some(&bearer), "").await;
+            if status != 403 {
+                failures.push(format!(
+                    "{role} token {method} {path}: expected 403, got {status} {response}"
+                ));
+            }
+        }
+        let (_, _, response) = request(&addr, "GET", "/api/v1/me", Some(&bearer), "").await;
+        let me = json(&response);
+        assert_eq!(
+            (
+                me["kind"].as_str(),
+                me["workspace"]["tenant_id"].as_str(),
+                me["workspace"]["role"].as_str()
+            ),
+            (
+                Some("api_token"),
+                Some(a.to_string().as_str()),
+                Some(role.as_str())
+            ),
+            "{response}"
+        );
+
+        // Tenant B's member, invitation and token do not exist for tenant A's tokens.
+        let b_objects = [
+            (
+                "PATCH",
+                format!("/api/v1/members/{b_member}"),
+                r#"{"role": "operator"}"#,
+                Permission::ManageMembers,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/members/{b_member}"),
+                "",
+                Permission::ManageMembers,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/invitations/{b_invitation}"),
+                "",
+                Permission::ManageMembers,
+            ),
+            (
+                "POST",
+                format!("/api/v1/api-tokens/{}/revoke", token_id(&b_viewer_token)),
+                "",
+                Permission::ManageApiTokens,
+            ),
+        ];
+        for (method, path, body, permission) in b_objects {
+            if !role.allows(permission) {
+                continue;
+            }
+            let (status, _, response) = request(&addr, method, &path, Some(&bearer), body).await;
+            if status != 404 {
+                failures.push(format!(
+                    "{role} {method} {path} of tenant B: expected 404, got {status} {response}"
+                ));
+            }
+        }
+        // What tenant A reads is tenant A's only.
+        let (_, _, response) = request(&addr, "GET", "/api/v1/workspace", Some(&bearer), "").await;
+        assert_eq!(json(&response)["workspace"]["name"], "Acme", "{response}");
+        for (path, permission) in [
+            ("/api/v1/members", Permission::ManageMembers),
+            ("/api/v1/invitations", Permission::ManageMembers),
+            ("/api/v1/api-tokens", Permission::ManageApiTokens),
+            ("/api/v1/audit?limit=1000", Permission::ViewAudit),
+        ] {
+            if !role.allows(permission) {
+                continue;
+            }
+            let (status, _, response) = request(&addr, "GET", path, Some(&bearer), "").await;
+            assert_eq!(status, 200, "{path}: {response}");
+            for foreign in [
+                "globex".to_owned(),
+                b.to_string(),
+                b_member.to_string(),
+                b_invitation.to_string(),
+                token_id(&b_viewer_token).to_string(),
+            ] {
+                assert!(
+                    !response.to_lowercase().contains(&foreign),
+                    "{role} {path} shows tenant B's {foreign}: {response}"
+                );
+            }
+        }
+
         // Tenant B's masking rule neither shows nor can be changed.
         if role.allows(Permission::ManageMasking) {
             let (_, _, listed) =
@@ -265,6 +501,31 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     assert_eq!(b_config["sso"]["issuer"], "https://login.globex.example");
     assert!(!response.contains("globex secret") && !response.contains("client_secret"));
 
+    // B's workspace, member, invitation and token were untouched by all of that.
+    let (_, _, response) = request(&addr, "GET", "/api/v1/workspace", Some(&b_admin), "").await;
+    assert_eq!(
+        (
+            json(&response)["workspace"]["name"].as_str(),
+            json(&response)["workspace"]["region"].as_str()
+        ),
+        (Some("Globex"), Some("eu"))
+    );
+    let (_, _, response) = request(&addr, "GET", "/api/v1/members", Some(&b_admin), "").await;
+    let b_members = json(&response)["members"].clone();
+    assert!(
+        b_members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|member| member["user_id"] == b_member.to_string() && member["role"] == "viewer"),
+        "{response}"
+    );
+    let (_, _, response) = request(&addr, "GET", "/api/v1/invitations", Some(&b_admin), "").await;
+    assert!(response.contains(&b_invitation.to_string()), "{response}");
+    let (status, _, _) =
+        request(&addr, "GET", "/api/v1/workspace", Some(&b_viewer_token), "").await;
+    assert_eq!(status, 200, "tenant B's token still works");
+
     // B's sources and masking rules were untouched by all of that.
     let mut tx = owner(&database, b).await;
     let sources = store::sources::list_sources(&mut tx).await.unwrap();
@@ -302,8 +563,11 @@ async fn missing_malformed_revoked_and_expired_tokens_are_refused_alike() {
         .execute(&mut admin)
         .await
         .unwrap();
+    // The secret with its last character changed (to another one, whatever it was).
     let mut forged = valid.clone();
-    forged.replace_range(forged.len() - 2.., "00");
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_ne!(forged, valid);
 
     for (name, bearer) in [
         ("none", None),
@@ -365,4 +629,448 @@ async fn missing_malformed_revoked_and_expired_tokens_are_refused_alike() {
         actors.iter().any(|actor| actor == "api_token"),
         "{actors:?}"
     );
+}
+
+/// The settings pages' rules, through the API: nobody grants more than they hold, only an owner
+/// touches an owner, the last owner stays, each refusal names its field, a new token is shown
+/// once and works, a revoked one does not, the plan is the owner's, the audit log pages and
+/// records every change under the caller, and a browser session needs its anti-forgery header.
+#[tokio::test]
+async fn members_tokens_and_the_workspace_follow_the_settings_rules_through_the_api() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    let owner_user = crate::auth::member(&database, a, "owner@acme.example", Role::Owner).await;
+    let viewer = crate::auth::member(&database, a, "viewer@acme.example", Role::Viewer).await;
+    let owner_token = token(&database, a, Role::Owner).await;
+    let admin_token = token(&database, a, Role::Admin).await;
+    let call = |bearer: &str, method: &'static str, path: String, body: &'static str| {
+        let (addr, bearer) = (addr.clone(), bearer.to_owned());
+        async move {
+            let (status, _, response) = request(&addr, method, &path, Some(&bearer), body).await;
+            let error = if status >= 400 {
+                json(&response)["error"].clone()
+            } else {
+                Value::Null
+            };
+            (status, response, error)
+        }
+    };
+
+    // An admin cannot grant the owner role, in any of the three ways, nor touch an owner.
+    for (method, path, body) in [
+        (
+            "POST",
+            "/api/v1/invitations".to_owned(),
+            r#"{"email": "boss@acme.example", "role": "owner"}"#,
+        ),
+        (
+            "POST",
+            "/api/v1/api-tokens".to_owned(),
+            r#"{"name": "root", "role": "owner"}"#,
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/members/{viewer}"),
+            r#"{"role": "owner"}"#,
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/members/{owner_user}"),
+            r#"{"role": "viewer"}"#,
+        ),
+        ("DELETE", format!("/api/v1/members/{owner_user}"), ""),
+    ] {
+        let (status, response, error) = call(&admin_token, method, path.clone(), body).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {path}: {response}"
+        );
+    }
+    // Each bad field is named.
+    for (method, path, body, field) in [
+        (
+            "POST",
+            "/api/v1/invitations",
+            r#"{"email": "not an address", "role": "viewer"}"#,
+            "email",
+        ),
+        (
+            "POST",
+            "/api/v1/invitations",
+            r#"{"email": "a@acme.example", "role": "superuser"}"#,
+            "role",
+        ),
+        (
+            "POST",
+            "/api/v1/api-tokens",
+            r#"{"name": "", "role": "viewer"}"#,
+            "name",
+        ),
+        (
+            "POST",
+            "/api/v1/api-tokens",
+            r#"{"name": "x", "role": "viewer", "days": 367}"#,
+            "days",
+        ),
+        (
+            "PUT",
+            "/api/v1/retention",
+            r#"{"bronze_days": 0}"#,
+            "bronze_days",
+        ),
+        (
+            "PATCH",
+            "/api/v1/workspace",
+            r#"{"region": "  "}"#,
+            "region",
+        ),
+        (
+            "PATCH",
+            "/api/v1/workspace",
+            r#"{"plan": "platinum"}"#,
+            "plan",
+        ),
+    ] {
+        let (status, response, error) = call(&owner_token, method, path.to_owned(), body).await;
+        assert_eq!(status, 422, "{method} {path} {body}: {response}");
+        assert_eq!(error["details"]["field"], field, "{response}");
+    }
+    let (status, _, error) = call(
+        &owner_token,
+        "PATCH",
+        "/api/v1/workspace".into(),
+        r#"{"colour": "red"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+
+    // The plan is billing: the owner's, not an admin's.
+    let (status, _, error) = call(
+        &admin_token,
+        "PATCH",
+        "/api/v1/workspace".into(),
+        r#"{"plan": "enterprise"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, error["details"]["field"].as_str()),
+        (403, Some("plan"))
+    );
+    let (status, response, _) = call(
+        &admin_token,
+        "PATCH",
+        "/api/v1/workspace".into(),
+        r#"{"name": "Acme Energy", "plan": "team"}"#,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "an unchanged plan is no billing change: {response}"
+    );
+    let (status, response, _) = call(
+        &owner_token,
+        "PATCH",
+        "/api/v1/workspace".into(),
+        r#"{"plan": "enterprise"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let workspace = json(&response)["workspace"].clone();
+    assert_eq!(
+        (
+            workspace["name"].as_str(),
+            workspace["plan"].as_str(),
+            workspace["industry"].as_str()
+        ),
+        (Some("Acme Energy"), Some("enterprise"), Some("energy"))
+    );
+
+    // The last owner stays; once there is another, the first can step down.
+    let (status, _, error) = call(
+        &owner_token,
+        "PATCH",
+        format!("/api/v1/members/{owner_user}"),
+        r#"{"role": "admin"}"#,
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("last_owner")));
+    let (status, _, error) = call(
+        &owner_token,
+        "DELETE",
+        format!("/api/v1/members/{owner_user}"),
+        "",
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (409, Some("last_owner")));
+    let (status, response, _) = call(
+        &owner_token,
+        "PATCH",
+        format!("/api/v1/members/{viewer}"),
+        r#"{"role": "owner"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(
+        (
+            json(&response)["role"].as_str(),
+            json(&response)["previous_role"].as_str()
+        ),
+        (Some("owner"), Some("viewer"))
+    );
+    let (status, response, _) = call(
+        &owner_token,
+        "DELETE",
+        format!("/api/v1/members/{owner_user}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204, "{response}");
+    let (_, response, _) = call(&owner_token, "GET", "/api/v1/members".into(), "").await;
+    let members = json(&response)["members"].clone();
+    assert_eq!(members.as_array().unwrap().len(), 1, "{response}");
+    assert_eq!(
+        (members[0]["email"].as_str(), members[0]["role"].as_str()),
+        (Some("viewer@acme.example"), Some("owner"))
+    );
+    let (status, _, _) = call(
+        &owner_token,
+        "DELETE",
+        format!("/api/v1/members/{owner_user}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404, "a removed member is not a member");
+
+    // An invitation is listed, its link never answered, and it can be withdrawn.
+    let (status, response, _) = call(
+        &admin_token,
+        "POST",
+        "/api/v1/invitations".into(),
+        r#"{"email": "New.Hire@Acme.example", "role": "operator"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{response}");
+    assert!(
+        !response.contains("tin1."),
+        "the invitation link is for the invitee only: {response}"
+    );
+    let invitation = json(&response)["invitation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, response, _) = call(&admin_token, "GET", "/api/v1/invitations".into(), "").await;
+    assert!(
+        response.contains(&invitation) && response.contains("\"role\":\"operator\""),
+        "{response}"
+    );
+    let (status, _, _) = call(
+        &admin_token,
+        "DELETE",
+        format!("/api/v1/invitations/{invitation}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, response, _) = call(&admin_token, "GET", "/api/v1/invitations".into(), "").await;
+    assert!(!response.contains(&invitation), "{response}");
+
+    // A token's text is answered once; it works with its role, and not after its revocation.
+    let (status, response, _) = call(
+        &admin_token,
+        "POST",
+        "/api/v1/api-tokens".into(),
+        r#"{"name": "dashboards", "role": "operator", "days": 30}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{response}");
+    let created = json(&response);
+    let text = created["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            created["api_token"]["role"].as_str(),
+            created["api_token"]["status"].as_str()
+        ),
+        (Some("operator"), Some("active"))
+    );
+    let (_, listed, _) = call(&admin_token, "GET", "/api/v1/api-tokens".into(), "").await;
+    assert!(
+        !listed.contains(&text) && listed.contains("dashboards"),
+        "{listed}"
+    );
+    assert_eq!(
+        call(&text, "GET", "/api/v1/sources".into(), "").await.0,
+        200
+    );
+    assert_eq!(
+        call(&text, "GET", "/api/v1/members".into(), "").await.0,
+        403
+    );
+    let revoke = format!("/api/v1/api-tokens/{}/revoke", token_id(&text));
+    assert_eq!(call(&admin_token, "POST", revoke, "").await.0, 204);
+    assert_eq!(
+        call(&text, "GET", "/api/v1/sources".into(), "").await.0,
+        401
+    );
+    let (_, listed, _) = call(&admin_token, "GET", "/api/v1/api-tokens".into(), "").await;
+    let revoked = json(&listed)["api_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|token| token["name"] == "dashboards")
+        .unwrap()
+        .clone();
+    assert_eq!(revoked["status"], "revoked");
+
+    let (status, response, _) = call(
+        &admin_token,
+        "PUT",
+        "/api/v1/retention".into(),
+        r#"{"bronze_days": 14}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, json(&response)["bronze_days"].as_i64()),
+        (200, Some(14)),
+        "{response}"
+    );
+    assert_eq!(
+        json(
+            &call(&admin_token, "GET", "/api/v1/retention".into(), "")
+                .await
+                .1
+        )["bronze_days"],
+        14
+    );
+
+    // Every change above is in the log, under the token that made it, and the chain verifies;
+    // pages follow `next_before` with no entry twice.
+    let (status, response, _) = call(
+        &owner_token,
+        "GET",
+        "/api/v1/audit?actor=api_token&limit=1000".into(),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let log = json(&response);
+    assert_eq!(log["chain"]["intact"], true);
+    assert_eq!(log["tenant_id"], a.to_string());
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "member.change_role",
+        "member.remove",
+        "member.invite",
+        "member.invite_revoke",
+        "api_token.create",
+        "api_token.revoke",
+        "tenant.update",
+        "retention.set",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/audit?limit=3".to_owned();
+    loop {
+        let (status, response, _) = call(&owner_token, "GET", path.clone(), "").await;
+        assert_eq!(status, 200, "{response}");
+        let page = json(&response);
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 3);
+        seen.extend(entries.iter().map(|entry| entry["seq"].as_i64().unwrap()));
+        match page["next_before"].as_i64() {
+            Some(before) => path = format!("/api/v1/audit?limit=3&before={before}"),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable_by(|x, y| y.cmp(x));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "newest first, none twice");
+    assert_eq!(seen.len() as u64, log["chain"]["entries"].as_u64().unwrap());
+    let (status, _, error) = call(&owner_token, "GET", "/api/v1/audit?actor=root".into(), "").await;
+    assert_eq!(
+        (status, error["details"]["parameter"].as_str()),
+        (400, Some("actor"))
+    );
+
+    // A browser session acts through the API only with the page's anti-forgery header.
+    let mut browser = crate::auth::signed_in(&addr, "viewer@acme.example").await;
+    let csrf = browser.get("/app/settings").await.csrf();
+    let page = crate::ops::api(
+        &mut browser,
+        "PUT",
+        "/api/v1/retention",
+        r#"{"bronze_days": 21}"#,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    let page = crate::ops::api(
+        &mut browser,
+        "PUT",
+        "/api/v1/retention",
+        r#"{"bronze_days": 21}"#,
+        Some(&csrf),
+    )
+    .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = crate::ops::api(&mut browser, "GET", "/api/v1/members", "", None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+
+    // The account's own sessions: listed with the current one marked, and another ended.
+    let other = crate::auth::signed_in(&addr, "viewer@acme.example").await;
+    let page = crate::ops::api(&mut browser, "GET", "/api/v1/me", "", None).await;
+    let me = json(&page.body);
+    assert_eq!(
+        (me["kind"].as_str(), me["user_id"].as_str()),
+        (Some("member"), Some(viewer.to_string().as_str()))
+    );
+    assert_eq!(me["workspaces"][0]["name"], "Acme Energy");
+    let page = crate::ops::api(&mut browser, "GET", "/api/v1/sessions", "", None).await;
+    let sessions = json(&page.body)["sessions"].as_array().unwrap().clone();
+    assert_eq!(sessions.len(), 2, "{}", page.body);
+    let current: Vec<bool> = sessions
+        .iter()
+        .map(|session| session["current"].as_bool().unwrap())
+        .collect();
+    assert_eq!(current.iter().filter(|current| **current).count(), 1);
+    let other_id = sessions
+        .iter()
+        .find(|session| session["current"] == false)
+        .unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/sessions/{other_id}");
+    let page = crate::ops::api(&mut browser, "DELETE", &path, "", None).await;
+    assert_eq!(
+        page.status, 403,
+        "ending a session needs the anti-forgery header"
+    );
+    let page = crate::ops::api(&mut browser, "DELETE", &path, "", Some(&csrf)).await;
+    assert_eq!(page.status, 204, "{}", page.body);
+    let mut other = other;
+    assert_eq!(
+        crate::ops::api(&mut other, "GET", "/api/v1/me", "", None)
+            .await
+            .status,
+        401,
+        "the ended session is signed out"
+    );
+    let page = crate::ops::api(&mut browser, "DELETE", &path, "", Some(&csrf)).await;
+    assert_eq!(page.status, 404);
 }

@@ -71,7 +71,7 @@ async fn staff(database: &Database, addr: &str) -> Browser {
 }
 
 /// Sends a JSON API call as the browser, with its anti-forgery header when `csrf` is given.
-async fn api(
+pub async fn api(
     browser: &mut Browser,
     method: &str,
     path: &str,
