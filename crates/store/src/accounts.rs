@@ -1,13 +1,14 @@
-//! Accounts as the web app signs people in: sign-up (a workspace and its owner), credentials,
-//! server-side sessions, the workspaces an account belongs to, attempt counters for throttling,
-//! browsers trusted after a successful sign-in, and one-time password reset links.
+//! Accounts as the web app signs people in: sign-up (a workspace and its owner, created when the
+//! address is confirmed), credentials, server-side sessions, the workspaces an account belongs
+//! to, attempt counters for throttling, browsers trusted after a successful sign-in, and one-time
+//! password reset links.
 //!
-//! Secrets (session and device tokens) arrive as the text the browser holds; only their SHA-256
-//! is stored, so a copy of the database signs nobody in.
+//! Secrets (session and device tokens, reset and sign-up links) arrive as the text the browser
+//! holds; only their SHA-256 is stored, so a copy of the database signs nobody in.
 
 use std::net::IpAddr;
 
-use domain::{Email, Role, TenantAttributes, TenantId, UserId};
+use domain::{Email, Plan, Role, TenantAttributes, TenantId, UserId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -43,6 +44,18 @@ pub struct NewAccount<'a> {
     pub client_addr: Option<IpAddr>,
 }
 
+/// `given` trimmed, if it can be an account's display name: at most 200 characters, without
+/// control characters. (Whether it may be empty is the caller's business.)
+pub fn display_name(given: &str) -> Result<&str, StoreError> {
+    let trimmed = given.trim();
+    if trimmed.chars().count() > 200 || trimmed.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(
+            "name must be at most 200 characters, without control characters".into(),
+        ));
+    }
+    Ok(trimmed)
+}
+
 /// Creates the account, its workspace (a tenant with default settings) and the owner membership
 /// in one transaction, audited in the new workspace's chain. `AlreadyExists` when the email has
 /// an account.
@@ -50,22 +63,38 @@ pub async fn sign_up(
     database: &Database,
     account: &NewAccount<'_>,
 ) -> Result<(UserId, TenantId), StoreError> {
-    let display_name = account.display_name.trim();
-    if display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(
-            "name must be at most 200 characters, without control characters".into(),
-        ));
-    }
     let user = UserId::new_random();
     let tenant = TenantId::new_random();
-    let mut tx = TenantTx::begin(
+    let mut tx = sign_up_transaction(database, user, tenant).await?;
+    create_owner_account(&mut tx, user, tenant, account).await?;
+    tx.commit().await?;
+    Ok((user, tenant))
+}
+
+/// A control transaction creating `tenant`, acting as its first owner `user`.
+async fn sign_up_transaction(
+    database: &Database,
+    user: UserId,
+    tenant: TenantId,
+) -> Result<TenantTx, StoreError> {
+    TenantTx::begin(
         database,
         Scope::Control {
             tenant: Some(tenant),
             actor: Actor::User(user),
         },
     )
-    .await?;
+    .await
+}
+
+/// The body of [`sign_up`], in the caller's transaction (begun by [`sign_up_transaction`]).
+async fn create_owner_account(
+    tx: &mut TenantTx,
+    user: UserId,
+    tenant: TenantId,
+    account: &NewAccount<'_>,
+) -> Result<(), StoreError> {
+    let display_name = display_name(account.display_name)?;
     let inserted = sqlx::query(
         "insert into control.users (user_id, email, display_name, password_hash) \
          values ($1, $2, $3, $4) on conflict (email) do nothing",
@@ -101,7 +130,7 @@ pub async fn sign_up(
         .execute(tx.connection())
         .await?;
     audit::append(
-        &mut tx,
+        tx,
         AuditEntry::new("tenant.create", tenant.to_string())
             .details(serde_json::json!({
                 "name": workspace.name,
@@ -114,14 +143,144 @@ pub async fn sign_up(
     )
     .await?;
     audit::append(
-        &mut tx,
+        tx,
         AuditEntry::new("member.add", user.to_string())
             .details(serde_json::json!({ "role": Role::Owner, "via": "sign_up" }))
             .client_addr(account.client_addr),
     )
     .await?;
+    Ok(())
+}
+
+/// Records a sign-up waiting for its address to be confirmed: everything [`sign_up`] needs (the
+/// password already hashed), behind a one-time `token` (random text the caller mails to the
+/// address) valid for `lifetime`. Nothing is checked against existing accounts here, so that
+/// the caller can decide what a requester may learn. Returns the pending sign-up's id, which
+/// names it in logs instead of the address.
+pub async fn record_pending_sign_up(
+    database: &Database,
+    account: &NewAccount<'_>,
+    token: &str,
+    lifetime: Duration,
+) -> Result<Uuid, StoreError> {
+    let display_name = display_name(account.display_name)?;
+    let signup = Uuid::new_v4();
+    let workspace = account.workspace;
+    let mut tx = control(database, Actor::System("sign-up")).await?;
+    sqlx::query(
+        "insert into control.pending_signups (signup_id, token_hash, email, display_name, \
+             password_hash, workspace, plan, industry, region, client_addr, expires_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, now() + $11)",
+    )
+    .bind(signup)
+    .bind(digest(token))
+    .bind(account.email.as_str())
+    .bind(display_name)
+    .bind(account.password_hash)
+    .bind(&workspace.name)
+    .bind(workspace.plan.as_str())
+    .bind(&workspace.industry)
+    .bind(&workspace.region)
+    .bind(account.client_addr.map(|addr| addr.to_string()))
+    .bind(lifetime)
+    .execute(tx.connection())
+    .await?;
     tx.commit().await?;
-    Ok((user, tenant))
+    Ok(signup)
+}
+
+/// What the confirmation page of a pending sign-up shows (to whoever holds its link, which went
+/// to the address itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSignUp {
+    pub signup_id: Uuid,
+    pub email: String,
+    pub workspace: String,
+}
+
+/// The pending sign-up a `token` is for, if it is unused and unexpired. Reading it spends
+/// nothing.
+pub async fn pending_sign_up(
+    database: &Database,
+    token: &str,
+) -> Result<Option<PendingSignUp>, StoreError> {
+    let mut tx = control(database, Actor::System("sign-up")).await?;
+    let row = sqlx::query(
+        "select signup_id, email, workspace from control.pending_signups \
+         where token_hash = $1 and used_at is null and expires_at > now()",
+    )
+    .bind(digest(token))
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    row.map(|row| {
+        Ok(PendingSignUp {
+            signup_id: row.try_get("signup_id")?,
+            email: row.try_get("email")?,
+            workspace: row.try_get("workspace")?,
+        })
+    })
+    .transpose()
+    .map_err(|error: sqlx::Error| error.into())
+}
+
+/// Uses a sign-up `token`: spends it and creates the account, its workspace and the owner
+/// membership as [`sign_up`] does, in one transaction. `None`, and nothing changed, when the
+/// token is unknown, used or expired, or the address has had an account made meanwhile. Of two
+/// concurrent uses, one creates and the other gets `None`: the token is spent by an update that
+/// waits for the other's row lock and then sees it used.
+pub async fn complete_sign_up(
+    database: &Database,
+    token: &str,
+) -> Result<Option<(UserId, TenantId)>, StoreError> {
+    let user = UserId::new_random();
+    let tenant = TenantId::new_random();
+    let mut tx = sign_up_transaction(database, user, tenant).await?;
+    let row = sqlx::query(
+        "update control.pending_signups set used_at = now() \
+         where token_hash = $1 and used_at is null and expires_at > now() \
+         returning email, display_name, password_hash, workspace, plan, industry, region, \
+                   host(client_addr) as client_addr",
+    )
+    .bind(digest(token))
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored = |column: &'static str| -> Result<String, StoreError> {
+        row.try_get(column).map_err(StoreError::from)
+    };
+    let email = Email::parse(&stored("email")?)
+        .map_err(|error| StoreError::Invalid(format!("stored sign-up email: {error}")))?;
+    let plan: Plan = stored("plan")?
+        .parse()
+        .map_err(|_| StoreError::Invalid("stored sign-up plan".into()))?;
+    let workspace = TenantAttributes::parse(
+        &stored("workspace")?,
+        plan,
+        &stored("industry")?,
+        &stored("region")?,
+    )
+    .map_err(|error| StoreError::Invalid(format!("stored sign-up workspace: {error}")))?;
+    let client_addr: Option<String> = row.try_get("client_addr")?;
+    let display_name = stored("display_name")?;
+    let password_hash = stored("password_hash")?;
+    let account = NewAccount {
+        email: &email,
+        display_name: &display_name,
+        password_hash: &password_hash,
+        workspace: &workspace,
+        client_addr: client_addr.and_then(|addr| addr.parse().ok()),
+    };
+    match create_owner_account(&mut tx, user, tenant, &account).await {
+        Ok(()) => {}
+        // Rolled back when `tx` drops: the link stays unused, and keeps failing the same way.
+        Err(StoreError::AlreadyExists(_)) => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    tx.commit().await?;
+    Ok(Some((user, tenant)))
 }
 
 /// What signing in checks a password against.
@@ -613,12 +772,13 @@ pub struct PruneReport {
     pub sessions: u64,
     pub attempt_counters: u64,
     pub trusted_devices: u64,
+    pub pending_sign_ups: u64,
 }
 
 /// Deletes what can never matter again: sessions revoked or expired more than a day ago, attempt
-/// counters whose window ended more than a day ago, reset links expired a day ago, and expired
-/// trusted browsers. Run by the
-/// scheduler, so these tables stay the size of current activity.
+/// counters whose window ended more than a day ago, reset links and pending sign-ups (with the
+/// address, name and password hash they hold) expired a day ago, and expired trusted browsers.
+/// Run by the scheduler, so these tables stay the size of current activity.
 pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
     let mut tx = control(database, Actor::System("scheduler")).await?;
     let sessions = sqlx::query(
@@ -643,11 +803,18 @@ pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
             .execute(tx.connection())
             .await?
             .rows_affected();
+    let pending_sign_ups = sqlx::query(
+        "delete from control.pending_signups where expires_at < now() - interval '1 day'",
+    )
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
     tx.commit().await?;
     Ok(PruneReport {
         sessions,
         attempt_counters,
         trusted_devices,
+        pending_sign_ups,
     })
 }
 

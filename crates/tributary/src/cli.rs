@@ -204,7 +204,7 @@ pub struct UpArgs {
     pub mail: MailArgs,
 }
 
-/// Where password-reset and invitation links are mailed. Without a host they are written to
+/// Where password-reset, sign-up and invitation links are mailed. Without a host they are written to
 /// the log instead. Prefer the environment or the file for the password: a flag shows in `ps`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct MailArgs {

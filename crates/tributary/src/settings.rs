@@ -78,7 +78,7 @@ pub struct Settings {
     pub secret_key: Option<SecretString>,
     /// The global console's minimum cohort (k), at least 2.
     pub rollup_min_cohort: i64,
-    /// The mail server for reset and invitation links; `None` logs the links instead.
+    /// The mail server for reset, sign-up and invitation links; `None` logs the links instead.
     pub smtp: Option<SmtpSettings>,
     /// The web app's address as people reach it; by default `http://<web address>`.
     pub public_url: Option<String>,

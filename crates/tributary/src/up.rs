@@ -90,11 +90,11 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     println!("  database: {}", connected.describe());
     match &settings.smtp {
         Some(smtp) => println!(
-            "  mail:     reset and invitation links by SMTP via {} as {}",
+            "  mail:     reset, sign-up and invitation links by SMTP via {} as {}",
             smtp.host, smtp.from
         ),
         None => println!(
-            "  mail:     no SMTP server configured: reset and invitation links go to the log"
+            "  mail:     no SMTP server configured: reset, sign-up and invitation links go to the log"
         ),
     }
     if let Some(demo) = &demo {
@@ -176,7 +176,8 @@ async fn scheduler(
                 match store::accounts::prune(&database).await {
                     Ok(report) => tracing::debug!(sessions = report.sessions,
                         attempt_counters = report.attempt_counters,
-                        trusted_devices = report.trusted_devices, "sign-in state pruned"),
+                        trusted_devices = report.trusted_devices,
+                        pending_sign_ups = report.pending_sign_ups, "sign-in state pruned"),
                     Err(error) => tracing::warn!(%error, "pruning sign-in state failed"),
                 }
                 if let bus::AnyBus::Embedded(embedded) = &bus {

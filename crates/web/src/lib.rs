@@ -47,7 +47,7 @@ pub struct AppState {
     pub min_cohort: i64,
     /// Single sign-on's sealing keys and IdP client.
     pub sso: sso::Sso,
-    /// Sends reset and invitation links; `None` writes them to the log instead.
+    /// Sends reset, sign-up and invitation links (and sign-up notices); `None` writes them to the log instead.
     pub mail: Option<Arc<mail::Mailer>>,
     /// The live-update streams open per session (bounded).
     pub live: live::LiveStreams,

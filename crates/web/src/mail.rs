@@ -1,8 +1,9 @@
-//! Outgoing mail: the password-reset and invitation links. With a mail server configured
-//! ([`MailSettings`], from the platform's `smtp_*` settings) they are sent by SMTP as plain text,
-//! in the background so that the answer to a reset request takes as long whether or not the
-//! account exists; the link is a secret and never logged then. Without one, the link is written
-//! to the server log for local use, as before.
+//! Outgoing mail: the password-reset, sign-up and invitation links, and the notice to an account
+//! whose address someone tried to sign up with. With a mail server configured ([`MailSettings`],
+//! from the platform's `smtp_*` settings) they are sent by SMTP as plain text, in the background
+//! so that the answer to a reset or sign-up request takes as long whether or not the account
+//! exists; the link is a secret and never logged then. Without one, the link is written to the
+//! server log for local use, named by an id, never by the address.
 
 use std::fmt;
 use std::str::FromStr;
@@ -253,6 +254,73 @@ pub fn deliver_password_reset(
         "Reset your Tributary password",
         body,
         "password reset",
+        user.to_string(),
+    );
+}
+
+/// Delivers the link that finishes the pending sign-up `signup` (creating `workspace`) to the
+/// address it was made with, `to`: by mail, or to the log.
+pub fn deliver_sign_up(
+    state: &AppState,
+    signup: uuid::Uuid,
+    to: &Email,
+    workspace: &str,
+    token: &str,
+    valid_hours: i64,
+) {
+    let path = format!("/auth/sign-up/{token}");
+    let Some(mailer) = &state.mail else {
+        tracing::info!(
+            %signup,
+            link = %path,
+            "sign-up link (no mail server configured; deliver it by hand)"
+        );
+        return;
+    };
+    let body = format!(
+        "Someone, probably you, asked to create the Tributary workspace \"{workspace}\" with this \
+         address.\n\n\
+         Open this link within {valid_hours} hours to finish creating it. It works once:\n\n{}\n\n\
+         If you did not ask for this, ignore this message: no account is created.\n",
+        mailer.link(&path)
+    );
+    send_in_background(
+        mailer.clone(),
+        to.clone(),
+        "Finish creating your Tributary workspace",
+        body,
+        "sign-up",
+        signup.to_string(),
+    );
+}
+
+/// Tells the account `user` at `to` that someone tried to sign up with its address: by mail, or,
+/// without a mail server, a line in the log naming the account by id (there is no link to hand
+/// over).
+pub fn deliver_sign_up_notice(state: &AppState, user: UserId, to: &Email) {
+    let Some(mailer) = &state.mail else {
+        tracing::info!(
+            %user,
+            "sign-up attempted with an existing account's address (no mail server configured; \
+             notice not sent)"
+        );
+        return;
+    };
+    let body = format!(
+        "Someone tried to create a Tributary workspace with this address, which already has an \
+         account. No new account was created.\n\n\
+         If it was you, sign in instead:\n\n{}\n\n\
+         If you forgot your password, choose a new one here:\n\n{}\n\n\
+         If it was not you, ignore this message: nothing changed.\n",
+        mailer.link("/auth"),
+        mailer.link("/auth/reset"),
+    );
+    send_in_background(
+        mailer.clone(),
+        to.clone(),
+        "Someone tried to sign up with your address",
+        body,
+        "sign-up notice",
         user.to_string(),
     );
 }

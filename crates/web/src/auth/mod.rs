@@ -1,8 +1,10 @@
-//! `/auth`: sign up (a workspace and its owner), sign in, sign out, sign out everywhere.
+//! `/auth`: sign up (a workspace and its owner, once the address is confirmed by a mailed link),
+//! sign in, sign out, sign out everywhere, password reset, invitations.
 //!
 //! Failures say as little as possible: a wrong email and a wrong password get the same message
-//! after the same amount of hashing work. A successful sign-in always starts a new session (the
-//! old one, if any, is revoked) and a new anti-forgery cookie.
+//! after the same amount of hashing work, and the sign-up form answers the same whether or not
+//! the address has an account. A successful sign-in always starts a new session (the old one, if
+//! any, is revoked) and a new anti-forgery cookie.
 
 pub mod password;
 pub mod session;
@@ -28,6 +30,10 @@ pub fn routes() -> Router<AppState> {
         .route("/auth", get(auth_page))
         .route("/auth/sign-in", post(sign_in))
         .route("/auth/sign-up", post(sign_up))
+        .route(
+            "/auth/sign-up/{token}",
+            get(sign_up_confirmation_page).post(confirm_sign_up),
+        )
         .route("/auth/sign-out", post(sign_out))
         .route("/auth/sign-out-everywhere", post(sign_out_everywhere))
         .route("/auth/reset", get(reset_request_page).post(request_reset))
@@ -329,6 +335,55 @@ async fn sign_up(
     }
 }
 
+/// How long a sign-up link works.
+const SIGN_UP_LIFETIME: time::Duration = time::Duration::hours(24);
+const SIGN_UP_INVALID: &str = "This link has expired or was already used. Sign up again.";
+
+/// Where the sign-up message went, and the workspace it is about.
+struct SignUpSent {
+    email: String,
+    workspace: String,
+}
+
+#[derive(Template)]
+#[template(path = "auth/sign_up.html")]
+struct SignUpPage {
+    chrome: Chrome,
+    error: Option<&'static str>,
+    /// After the form: where the message went and the workspace it is about. The same whether or
+    /// not the address has an account.
+    sent: Option<SignUpSent>,
+    /// A valid link: what confirming it creates.
+    pending: Option<store::accounts::PendingSignUp>,
+    token: String,
+    valid_hours: i64,
+}
+
+impl SignUpPage {
+    fn new(visitor: &Visitor) -> Self {
+        Self {
+            chrome: visitor.chrome("auth"),
+            error: None,
+            sent: None,
+            pending: None,
+            token: String::new(),
+            valid_hours: SIGN_UP_LIFETIME.whole_hours(),
+        }
+    }
+
+    fn invalid(visitor: &Visitor) -> Response {
+        let page = SignUpPage {
+            error: Some(SIGN_UP_INVALID),
+            ..SignUpPage::new(visitor)
+        };
+        render(StatusCode::NOT_FOUND, &page)
+    }
+}
+
+/// Checks the form and answers "check your email" whenever it is valid, after hashing the
+/// password. Only then, in the background, does it look at whether the address has an account
+/// ([`record_sign_up`]). The answer is the same page after the same work either way, so it tells
+/// nobody whether the account exists.
 async fn try_sign_up(
     state: &AppState,
     visitor: &Visitor,
@@ -394,34 +449,138 @@ async fn try_sign_up(
                 ));
             }
         };
+    if let Err(StoreError::Invalid(message)) = store::accounts::display_name(&form.display_name) {
+        return Ok(refuse(form, StatusCode::UNPROCESSABLE_ENTITY, message));
+    }
+    // Counted only for valid forms, whether or not the address has an account: every one of
+    // them mails the address.
+    if over_limit(
+        state,
+        &throttle::sign_up_account_bucket(email.as_str()),
+        throttle::SIGN_UP_ACCOUNT_LIMIT,
+    )
+    .await?
+    {
+        return Ok(refuse(
+            form,
+            StatusCode::TOO_MANY_REQUESTS,
+            THROTTLED.into(),
+        ));
+    }
     let given = form.password.clone();
     let password_hash = tokio::task::spawn_blocking(move || password::hash(&given))
         .await
         .map_err(|_| StoreError::Config("password hashing task failed"))?;
-    let account = store::accounts::NewAccount {
-        email: &email,
-        display_name: &form.display_name,
-        password_hash: &password_hash,
-        workspace: &workspace,
+    // What happens next depends on whether the address has an account, so it happens after the
+    // answer, which therefore takes as long either way.
+    let sent = SignUpSent {
+        email: email.as_str().to_owned(),
+        workspace: workspace.name.clone(),
+    };
+    let pending = PendingForm {
+        email,
+        display_name: form.display_name,
+        password_hash,
+        workspace,
         client_addr: visitor.client_addr,
     };
-    let (user, tenant) = match store::accounts::sign_up(&state.database, &account).await {
-        Ok(created) => created,
-        Err(StoreError::AlreadyExists(_)) => {
-            return Ok(refuse(
-                form,
-                StatusCode::CONFLICT,
-                "An account with this email cannot be created. If it is yours, sign in instead."
-                    .into(),
-            ));
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(error) = record_sign_up(&state, pending).await {
+            tracing::warn!(%error, "recording a sign-up failed");
         }
-        Err(StoreError::Invalid(message)) => {
-            return Ok(refuse(form, StatusCode::UNPROCESSABLE_ENTITY, message));
-        }
-        Err(error) => return Err(error),
+    });
+    let page = SignUpPage {
+        sent: Some(sent),
+        ..SignUpPage::new(visitor)
     };
-    tracing::info!(%user, %tenant, "signed up with a new workspace");
-    start_session(state, visitor, user).await
+    Ok(render(StatusCode::OK, &page))
+}
+
+/// A valid sign-up form, its password hashed.
+struct PendingForm {
+    email: Email,
+    display_name: String,
+    password_hash: String,
+    workspace: TenantAttributes,
+    client_addr: Option<std::net::IpAddr>,
+}
+
+/// For an address without an account: records the pending sign-up and sends its link. For one
+/// with an account: records nothing and tells the account that someone tried.
+async fn record_sign_up(state: &AppState, form: PendingForm) -> Result<(), StoreError> {
+    if let Some(existing) = store::accounts::credentials(&state.database, &form.email).await? {
+        // A disabled account is not told: signing in or resetting would not help it.
+        if !existing.disabled {
+            crate::mail::deliver_sign_up_notice(state, existing.user_id, &form.email);
+        }
+        return Ok(());
+    }
+    let token = cookies::random_value();
+    let account = store::accounts::NewAccount {
+        email: &form.email,
+        display_name: &form.display_name,
+        password_hash: &form.password_hash,
+        workspace: &form.workspace,
+        client_addr: form.client_addr,
+    };
+    let signup = store::accounts::record_pending_sign_up(
+        &state.database,
+        &account,
+        &token,
+        SIGN_UP_LIFETIME,
+    )
+    .await?;
+    crate::mail::deliver_sign_up(
+        state,
+        signup,
+        &form.email,
+        &form.workspace.name,
+        &token,
+        SIGN_UP_LIFETIME.whole_hours(),
+    );
+    tracing::info!(%signup, "sign-up waiting for its address to be confirmed");
+    Ok(())
+}
+
+/// A sign-up link: shows what confirming creates and a button that does it. Showing spends
+/// nothing, so a mail scanner that fetches the link leaves it working.
+async fn sign_up_confirmation_page(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(token): Path<String>,
+) -> Response {
+    match store::accounts::pending_sign_up(&state.database, &token).await {
+        Ok(Some(pending)) => {
+            let page = SignUpPage {
+                pending: Some(pending),
+                token,
+                ..SignUpPage::new(&visitor)
+            };
+            render(StatusCode::OK, &page)
+        }
+        Ok(None) => SignUpPage::invalid(&visitor),
+        Err(error) => PageError::from(error).into_page(&visitor.chrome("auth")),
+    }
+}
+
+/// Spends a sign-up link and creates the account and workspace it holds, then signs in.
+async fn confirm_sign_up(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    Path(token): Path<String>,
+) -> Response {
+    let result: Result<Response, StoreError> = async {
+        match store::accounts::complete_sign_up(&state.database, &token).await? {
+            Some((user, tenant)) => {
+                tracing::info!(%user, %tenant, "signed up with a new workspace");
+                start_session(&state, &visitor, user).await
+            }
+            None => Ok(SignUpPage::invalid(&visitor)),
+        }
+    }
+    .await;
+    result.unwrap_or_else(|error| PageError::from(error).into_page(&visitor.chrome("auth")))
 }
 
 async fn sign_out(State(state): State<AppState>, visitor: Visitor) -> Response {

@@ -25,11 +25,18 @@ pub const DEVICE_LIFETIME: Duration = Duration::days(90);
 
 /// Sign-ups per client address per window.
 pub const SIGN_UP_LIMIT: i32 = 10;
+/// Sign-ups per email address per window, from anywhere: each one mails the address, so this
+/// bounds how much mail anyone can make a stranger receive.
+pub const SIGN_UP_ACCOUNT_LIMIT: i32 = 3;
 /// Book-a-demo requests per client address per window.
 pub const CONTACT_LIMIT: i32 = 5;
 
 pub fn account_bucket(email: &str) -> String {
     format!("sign-in account {email}")
+}
+
+pub fn sign_up_account_bucket(email: &str) -> String {
+    format!("sign-up account {email}")
 }
 
 pub fn address_bucket(kind: &str, address: &str) -> String {

@@ -1,4 +1,5 @@
-//! Sign-up, sign-in and sessions through HTTP: cookie attributes, session rotation, server-side
+//! Sign-up, sign-in and sessions through HTTP: sign-up by a mailed link that answers the same
+//! whether or not the address has an account, cookie attributes, session rotation, server-side
 //! sign-out, timeouts, rehash on sign-in, anti-forgery, throttling without lock-out, and generic
 //! failures.
 
@@ -75,20 +76,158 @@ async fn stored_hash(database: &Database, email: &str) -> String {
         .unwrap()
 }
 
+/// What the server logs beside a sign-up link when no mail server is configured.
+pub const SIGN_UP_LINK: &str = "sign-up link (no mail server configured; deliver it by hand)";
+/// What it logs when an existing account's address was used to sign up, without mail.
+const SIGN_UP_NOTICE: &str = "sign-up attempted with an existing account's address";
+
+/// Submits the sign-up form for `email` and `workspace` from the sign-up page.
+pub async fn submit_sign_up(
+    browser: &mut Browser,
+    email: &str,
+    workspace: &str,
+) -> crate::browser::Page {
+    browser
+        .submit(
+            "/auth?mode=sign-up",
+            "/auth/sign-up",
+            &sign_up_fields(email, workspace),
+        )
+        .await
+}
+
+/// The newest sign-up link in the server log whose pending sign-up, in `database`, is for
+/// `email` and still usable. (The log is shared by every test of the process; each test has its
+/// own database, so a link from another test never resolves here.)
+async fn sign_up_link_now(database: &Database, email: &str) -> Option<String> {
+    let log = log_text();
+    let links: Vec<String> = log
+        .lines()
+        .filter(|line| line.contains(SIGN_UP_LINK))
+        .filter_map(|line| {
+            let start = line.find("link=/auth/sign-up/")? + "link=".len();
+            Some(line[start..start + "/auth/sign-up/".len() + 64].to_owned())
+        })
+        .collect();
+    for link in links.iter().rev() {
+        let token = link.trim_start_matches("/auth/sign-up/");
+        let pending = store::accounts::pending_sign_up(database, token)
+            .await
+            .unwrap();
+        if let Some(pending) = pending.filter(|pending| pending.email == email) {
+            // The line names the pending sign-up by its id, never by the address.
+            assert_eq!(
+                logged_link(
+                    SIGN_UP_LINK,
+                    &pending.signup_id.to_string(),
+                    "/auth/sign-up/"
+                )
+                .as_deref(),
+                Some(link.as_str())
+            );
+            return Some(link.clone());
+        }
+    }
+    None
+}
+
+/// [`sign_up_link_now`], waiting up to ten seconds for it: the sign-up is recorded and its link
+/// sent after the answer.
+pub async fn logged_sign_up_link(database: &Database, email: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(link) = sign_up_link_now(database, email).await {
+            return Some(link);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for the line saying that someone tried to sign up with `user`'s address, and returns it.
+async fn logged_sign_up_notice(user: UserId) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = log_text()
+            .lines()
+            .find(|line| line.contains(SIGN_UP_NOTICE) && line.contains(&user.to_string()))
+            .map(str::to_owned);
+        if let Some(line) = found {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sign-up notice logged for {user}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn pending_sign_up_count(test_database: &TestDatabase, email: &str) -> i64 {
+    let mut admin = test_database.admin().await;
+    sqlx::query_scalar("select count(*) from control.pending_signups where email = $1")
+        .bind(email)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+async fn workspace_count(test_database: &TestDatabase, name: &str) -> i64 {
+    let mut admin = test_database.admin().await;
+    sqlx::query_scalar("select count(*) from control.dim_tenant where name = $1")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+fn log_text() -> String {
+    String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned()
+}
+
 #[tokio::test]
 async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
+    server_log();
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
     let mut browser = Browser::new(&addr);
 
-    let page = browser
-        .submit(
-            "/auth?mode=sign-up",
-            "/auth/sign-up",
-            &sign_up_fields("ada@example.com", "Analytical Engines"),
-        )
-        .await;
+    // The form creates nothing yet: it answers "check your email" and logs a link (no mail
+    // server here).
+    let sent = submit_sign_up(&mut browser, "ada@example.com", "Analytical Engines").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(sent.body.contains("Check your email"), "{}", sent.body);
+    assert!(sent.body.contains("ada@example.com") && sent.body.contains("Analytical Engines"));
+    assert!(sent.set_cookie("__Host-tributary-session").is_none());
+    assert!(
+        !sent.body.contains(PASSWORD),
+        "a password is never sent back"
+    );
+    assert_security_headers(&sent, "sign-up sent");
+    let email = Email::parse("ada@example.com").unwrap();
+    assert!(
+        store::accounts::credentials(&database, &email)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let link = logged_sign_up_link(&database, "ada@example.com")
+        .await
+        .expect("the sign-up link is in the server log");
+
+    // The link shows what it creates, and a button that does it.
+    let confirm = browser.get(&link).await;
+    assert_eq!(confirm.status, 200);
+    assert!(
+        confirm.body.contains("Create Analytical Engines"),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains(&format!(r#"action="{link}""#)));
+    let page = browser.submit(&link, &link, &[]).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert_eq!(page.header("location"), Some("/app"));
     assert_security_headers(&page, "sign-up redirect");
@@ -108,11 +247,10 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
     assert_security_headers(&overview, "app page");
 
     // The database agrees: one account, owner of one new workspace, the sign-up audited there.
-    let credentials =
-        store::accounts::credentials(&database, &Email::parse("ada@example.com").unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+    let credentials = store::accounts::credentials(&database, &email)
+        .await
+        .unwrap()
+        .unwrap();
     let workspaces = store::accounts::memberships(&database, credentials.user_id)
         .await
         .unwrap();
@@ -138,22 +276,28 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
         .unwrap();
     assert!(chain[0].is_intact());
     assert_eq!(chain[0].entries, 2, "tenant.create and member.add");
+    let mut admin = test_database.admin().await;
+    let vias: Vec<String> = sqlx::query_scalar(
+        "select action || ' ' || (details ->> 'via') from audit.log \
+         where tenant_id = $1 order by action",
+    )
+    .bind(workspaces[0].tenant_id.as_uuid())
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(vias, ["member.add sign_up", "tenant.create sign_up"]);
 
-    // The same email again: refused without saying more than that.
+    // The same email again: the same answer, and nothing more is created.
     let mut other = Browser::new(&addr);
-    let again = other
-        .submit(
-            "/auth?mode=sign-up",
-            "/auth/sign-up",
-            &sign_up_fields("ADA@example.com", "Another"),
-        )
-        .await;
-    assert_eq!(again.status, 409);
-    assert!(again.body.contains("cannot be created"));
+    let again = submit_sign_up(&mut other, "ADA@example.com", "Another").await;
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains("Check your email"));
     assert!(again.set_cookie("__Host-tributary-session").is_none());
-    assert!(
-        !again.body.contains(PASSWORD),
-        "a password is never sent back"
+    logged_sign_up_notice(credentials.user_id).await;
+    assert_eq!(workspace_count(&test_database, "Another").await, 0);
+    assert_eq!(
+        pending_sign_up_count(&test_database, "ada@example.com").await,
+        1
     );
 
     // Short passwords and missing workspaces are named.
@@ -174,6 +318,294 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
         unnamed.body.contains("Workspace name: must not be empty"),
         "{}",
         unnamed.body
+    );
+    assert_eq!(
+        pending_sign_up_count(&test_database, "grace@example.com").await,
+        0
+    );
+}
+
+/// A response with the given texts replaced by placeholders, the headers that differ by nature
+/// (date, length) left out, and cookies named without their random values.
+fn normalised(page: &crate::browser::Page, texts: &[(&str, &str)]) -> (u16, Vec<String>, String) {
+    let mut body = page.body.clone();
+    for (text, placeholder) in texts {
+        body = body.replace(text, placeholder);
+    }
+    let headers = page
+        .headers
+        .iter()
+        .filter(|(name, _)| name != "date" && name != "content-length")
+        .map(|(name, value)| match name.as_str() {
+            "set-cookie" => format!("{name}: {}", value.split('=').next().unwrap_or_default()),
+            _ => format!("{name}: {value}"),
+        })
+        .collect();
+    (page.status, headers, body)
+}
+
+#[tokio::test]
+async fn sign_up_answers_the_same_whether_or_not_the_address_has_an_account() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    let existing = member(&database, tenant, "existing@example.com", Role::Owner).await;
+
+    let taken = submit_sign_up(
+        &mut Browser::new(&addr),
+        "existing@example.com",
+        "First Works",
+    )
+    .await;
+    let free = submit_sign_up(
+        &mut Browser::new(&addr),
+        "newcomer@example.com",
+        "Second Works",
+    )
+    .await;
+    assert_eq!((taken.status, free.status), (200, 200));
+    assert_eq!(
+        normalised(
+            &taken,
+            &[
+                ("existing@example.com", "ADDRESS"),
+                ("First Works", "WORKSPACE")
+            ]
+        ),
+        normalised(
+            &free,
+            &[
+                ("newcomer@example.com", "ADDRESS"),
+                ("Second Works", "WORKSPACE")
+            ]
+        ),
+        "the same status, headers and page but for the address and workspace typed in"
+    );
+
+    // The existing account is told (here, with no mail server, a line naming it by id), with no
+    // link; nothing is recorded or created.
+    let notice = logged_sign_up_notice(existing).await;
+    assert!(!notice.contains("link="), "{notice}");
+    assert_eq!(
+        pending_sign_up_count(&test_database, "existing@example.com").await,
+        0
+    );
+    assert_eq!(workspace_count(&test_database, "First Works").await, 0);
+    assert_eq!(
+        store::accounts::memberships(&database, existing)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        sign_up_link_now(&database, "existing@example.com")
+            .await
+            .is_none()
+    );
+
+    // The new address: a pending sign-up and its link; no account until the link is used.
+    assert!(
+        logged_sign_up_link(&database, "newcomer@example.com")
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        pending_sign_up_count(&test_database, "newcomer@example.com").await,
+        1
+    );
+    assert!(
+        store::accounts::credentials(&database, &Email::parse("newcomer@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Neither address nor the password is ever logged.
+    let log = log_text();
+    for secret in ["existing@example.com", "newcomer@example.com", PASSWORD] {
+        assert!(!log.contains(secret), "{secret} was logged");
+    }
+}
+
+#[tokio::test]
+async fn a_sign_up_link_works_once_expires_and_is_not_spent_by_looking() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+
+    // Looking at the link (as a mail scanner does) spends nothing; confirming does, once.
+    let mut browser = Browser::new(&addr);
+    submit_sign_up(&mut browser, "grace@example.com", "Navy Computing").await;
+    let link = logged_sign_up_link(&database, "grace@example.com")
+        .await
+        .unwrap();
+    assert_eq!(Browser::new(&addr).get(&link).await.status, 200);
+    assert_eq!(Browser::new(&addr).get(&link).await.status, 200);
+    let done = browser.submit(&link, &link, &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let mut again = Browser::new(&addr);
+    let spent = again.submit("/auth?mode=sign-up", &link, &[]).await;
+    assert_eq!(spent.status, 404);
+    assert!(
+        spent
+            .body
+            .contains("This link has expired or was already used. Sign up again.")
+    );
+    assert!(spent.set_cookie("__Host-tributary-session").is_none());
+    let shown = again.get(&link).await;
+    assert_eq!(shown.status, 404);
+    assert!(shown.body.contains("expired or was already used"));
+    assert_eq!(workspace_count(&test_database, "Navy Computing").await, 1);
+
+    // Two confirmations at once: one workspace, one signed-in browser.
+    submit_sign_up(
+        &mut Browser::new(&addr),
+        "hopper@example.com",
+        "Cobol Works",
+    )
+    .await;
+    let link = logged_sign_up_link(&database, "hopper@example.com")
+        .await
+        .unwrap();
+    let mut first = Browser::new(&addr);
+    let mut second = Browser::new(&addr);
+    let first_csrf = first.get(&link).await.csrf();
+    let second_csrf = second.get(&link).await.csrf();
+    let first_fields = [("csrf", first_csrf.as_str())];
+    let second_fields = [("csrf", second_csrf.as_str())];
+    let (one, two) = tokio::join!(
+        first.post(&link, &first_fields),
+        second.post(&link, &second_fields),
+    );
+    let mut statuses = [one.status, two.status];
+    statuses.sort();
+    assert_eq!(statuses, [303, 404]);
+    assert_eq!(workspace_count(&test_database, "Cobol Works").await, 1);
+
+    // Past its 24 hours the link no longer works, and creates nothing.
+    submit_sign_up(&mut Browser::new(&addr), "lin@example.com", "Late Works").await;
+    let link = logged_sign_up_link(&database, "lin@example.com")
+        .await
+        .unwrap();
+    let mut admin = test_database.admin().await;
+    let hours: f64 = sqlx::query_scalar(
+        "select extract(epoch from expires_at - created_at)::float8 / 3600 \
+         from control.pending_signups where email = 'lin@example.com'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!((hours - 24.0).abs() < 0.01, "{hours}");
+    sqlx::query(
+        "update control.pending_signups set expires_at = now() - interval '1 second' \
+         where email = 'lin@example.com'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut late = Browser::new(&addr);
+    assert_eq!(late.get(&link).await.status, 404);
+    assert_eq!(
+        late.submit("/auth?mode=sign-up", &link, &[]).await.status,
+        404
+    );
+    assert_eq!(workspace_count(&test_database, "Late Works").await, 0);
+
+    // An address that got an account after signing up: the link is refused, nothing created.
+    submit_sign_up(&mut Browser::new(&addr), "race@example.com", "Race Works").await;
+    let link = logged_sign_up_link(&database, "race@example.com")
+        .await
+        .unwrap();
+    let racer = Email::parse("race@example.com").unwrap();
+    store::control::create_user(&database, Actor::System("test"), &racer, "Racer")
+        .await
+        .unwrap();
+    let mut raced = Browser::new(&addr);
+    let refused = raced.submit(&link, &link, &[]).await;
+    assert_eq!(refused.status, 404);
+    assert!(refused.body.contains("expired or was already used"));
+    assert!(refused.set_cookie("__Host-tributary-session").is_none());
+    assert_eq!(workspace_count(&test_database, "Race Works").await, 0);
+
+    // The scheduler's pruning removes pending sign-ups a day past their expiry.
+    sqlx::query(
+        "update control.pending_signups set expires_at = now() - interval '2 days' \
+         where email = 'lin@example.com'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let report = store::accounts::prune(&database).await.unwrap();
+    assert_eq!(report.pending_sign_ups, 1, "{report:?}");
+    assert_eq!(
+        pending_sign_up_count(&test_database, "lin@example.com").await,
+        0
+    );
+    assert_eq!(
+        pending_sign_up_count(&test_database, "race@example.com").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn sign_up_is_throttled_per_client_and_per_address() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "existing@example.com", Role::Owner).await;
+    let mut browser = Browser::new(&addr);
+
+    // Three sign-ups per address per window, whether or not it has an account: each one mails
+    // the address, so nobody can bury a stranger in mail.
+    for email in ["existing@example.com", "victim@example.com"] {
+        for _ in 0..3 {
+            assert_eq!(
+                submit_sign_up(&mut browser, email, "Spam").await.status,
+                200
+            );
+        }
+        let refused = submit_sign_up(&mut browser, email, "Spam").await;
+        assert_eq!(refused.status, 429, "{email}");
+        assert!(refused.body.contains("Too many attempts"));
+        assert_eq!(refused.header("retry-after"), Some("900"));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pending_sign_up_count(&test_database, "victim@example.com").await < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three sign-ups recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pending_sign_up_count(&test_database, "victim@example.com").await,
+        3
+    );
+
+    // Ten sign-up attempts per client address per window, valid or not; the eleventh is
+    // refused before the form is even read. (Eight so far.)
+    let mut fields = sign_up_fields("someone@example.com", "Else");
+    fields[2] = ("password", "short");
+    for _ in 0..2 {
+        assert_eq!(
+            browser
+                .submit("/auth?mode=sign-up", "/auth/sign-up", &fields)
+                .await
+                .status,
+            422
+        );
+    }
+    let refused = submit_sign_up(&mut browser, "someone@example.com", "Else").await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(
+        pending_sign_up_count(&test_database, "someone@example.com").await,
+        0
     );
 }
 
@@ -465,12 +897,16 @@ async fn every_state_change_without_a_valid_token_is_refused() {
     );
     let token = browser.get("/app/overview").await.csrf();
 
-    let posts: [(&str, Vec<(&str, &str)>); 6] = [
+    let posts: [(&str, Vec<(&str, &str)>); 7] = [
         (
             "/auth/sign-in",
             vec![("email", "ada@example.com"), ("password", PASSWORD)],
         ),
         ("/auth/sign-up", sign_up_fields("new@example.com", "New")),
+        (
+            "/auth/sign-up/0000000000000000000000000000000000000000000000000000000000000000",
+            vec![],
+        ),
         ("/auth/sign-out", vec![]),
         ("/auth/sign-out-everywhere", vec![]),
         (

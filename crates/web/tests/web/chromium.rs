@@ -135,6 +135,7 @@ async fn wait_for_text(client: &Client, text: &str) {
 
 #[tokio::test]
 async fn the_site_and_sign_up_work_in_a_real_browser() {
+    crate::auth::server_log(); // the sign-up link goes to the log (no mail server here)
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
@@ -226,7 +227,8 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
         .unwrap();
     assert_eq!(stored.len(), 1);
 
-    // Sign-up lands in the app: the __Host- cookies work on the local address.
+    // Sign-up, confirmed by its link, lands in the app: the __Host- cookies work on the local
+    // address.
     client
         .goto(&format!("{base}/auth?mode=sign-up"))
         .await
@@ -245,7 +247,15 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    wait_for_text(&client, "<h1>Analytical Engines</h1>").await;
+    confirm_sign_up(
+        &client,
+        &base,
+        &database,
+        "ada@example.com",
+        "Analytical Engines",
+        true,
+    )
+    .await;
     assert_eq!(client.current_url().await.unwrap().path(), "/app/overview");
     assert_eq!(
         script(&client, "return document.cookie").await,
@@ -276,8 +286,46 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
     client.close().await.unwrap();
 }
 
-/// Signs up in the browser with a new workspace and waits for the app.
-async fn sign_up(client: &Client, base: &str, email: &str, workspace: &str) {
+/// After the sign-up form: sees the check-your-email page, opens the link from the server log,
+/// confirms, and waits for the app. `screenshots` keeps the two new pages.
+async fn confirm_sign_up(
+    client: &Client,
+    base: &str,
+    database: &store::Database,
+    email: &str,
+    workspace: &str,
+    screenshots: bool,
+) {
+    wait_for_text(client, "Check your email").await;
+    if screenshots {
+        screenshot(client, "sign-up-check-email").await;
+    }
+    let link = crate::auth::logged_sign_up_link(database, email)
+        .await
+        .expect("the sign-up link is in the server log");
+    client.goto(&format!("{base}{link}")).await.unwrap();
+    wait_for_text(client, &format!("Create {workspace}")).await;
+    if screenshots {
+        screenshot(client, "sign-up-confirm").await;
+    }
+    client
+        .find(Locator::Css("form.form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(client, &format!("<h1>{workspace}</h1>")).await;
+}
+
+/// Signs up in the browser with a new workspace, confirms through the link and waits for the app.
+async fn sign_up(
+    client: &Client,
+    base: &str,
+    database: &store::Database,
+    email: &str,
+    workspace: &str,
+) {
     client
         .goto(&format!("{base}/auth?mode=sign-up"))
         .await
@@ -295,7 +343,7 @@ async fn sign_up(client: &Client, base: &str, email: &str, workspace: &str) {
         .click()
         .await
         .unwrap();
-    wait_for_text(client, &format!("<h1>{workspace}</h1>")).await;
+    confirm_sign_up(client, base, database, email, workspace, false).await;
 }
 
 async fn click(client: &Client, css: &str) {
@@ -321,6 +369,7 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
     sign_up(
         &client,
         &base,
+        &database,
         "owner@babbage.example.com",
         "Difference Engines",
     )

@@ -1,5 +1,5 @@
-//! Mail by SMTP: a small SMTP server started by the test receives the password-reset and
-//! invitation mails; the test follows their links. With mail configured the links never reach
+//! Mail by SMTP: a small SMTP server started by the test receives the password-reset, sign-up
+//! and invitation mails and the notice to an existing account; the test follows their links. With mail configured the links never reach
 //! the log; the settings refuse plain text beyond loopback and never print the password.
 
 use std::net::SocketAddr;
@@ -280,6 +280,89 @@ async fn a_reset_link_arrives_by_smtp_works_and_is_never_logged() {
     // Nobody else got mail.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.received.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_sign_up_link_arrives_by_smtp_works_and_is_never_logged() {
+    server_log();
+    let sink = SmtpSink::start().await;
+    let public_url = "https://tributary.example.test";
+    let mailer = Mailer::new(settings(&sink, public_url)).unwrap();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve_with_mail(database.clone(), Some(Arc::new(mailer))).await;
+
+    let mut browser = Browser::new(&addr);
+    let sent =
+        crate::auth::submit_sign_up(&mut browser, "grace@example.com", "Navy Computing").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    assert!(sent.body.contains("Check your email"));
+
+    let mail = sink.message(1).await;
+    assert_eq!(mail.to, ["<grace@example.com>"]);
+    assert!(
+        mail.data
+            .contains("Subject: Finish creating your Tributary workspace")
+    );
+    let text = body_text(&mail);
+    assert!(
+        text.contains("\"Navy Computing\"") && text.contains("within 24 hours"),
+        "{text}"
+    );
+    let path = link_path(&text, public_url, "/auth/sign-up/");
+    let token = path.trim_start_matches("/auth/sign-up/");
+    assert_eq!(token.len(), 64);
+    assert!(!log_text().contains(token), "the sign-up link was logged");
+    // The sending is logged, by the pending sign-up's id.
+    let pending = store::accounts::pending_sign_up(&database, token)
+        .await
+        .unwrap()
+        .expect("the link names a pending sign-up");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_text().contains(&format!("id={}", pending.signup_id)) {
+        assert!(Instant::now() < deadline, "the sent mail was not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Following it creates the account and workspace and signs in, once.
+    let mut follower = Browser::new(&addr);
+    let confirm = follower.get(&path).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("Create Navy Computing"));
+    let done = follower.submit(&path, &path, &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.header("location"), Some("/app"));
+    let overview = follower.get("/app/overview").await;
+    assert!(overview.body.contains("grace@example.com · owner"));
+    assert_eq!(Browser::new(&addr).get(&path).await.status, 404, "used up");
+
+    // Signing up again with the address now taken: the same answer; the account is told, with
+    // links to sign in and to reset its password, and gets no sign-up link.
+    let again = crate::auth::submit_sign_up(
+        &mut Browser::new(&addr),
+        "grace@example.com",
+        "Navy Computing",
+    )
+    .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, sent.body, "the same answer");
+    let notice = sink.message(2).await;
+    assert_eq!(notice.to, ["<grace@example.com>"]);
+    assert!(
+        notice
+            .data
+            .contains("Subject: Someone tried to sign up with your address")
+    );
+    let text = body_text(&notice);
+    for path in ["/auth", "/auth/reset"] {
+        assert!(text.contains(&format!("{public_url}{path}\n")), "{text}");
+    }
+    assert!(!text.contains("/auth/sign-up/"), "{text}");
+    // Nobody else got mail; neither the address nor the password was logged.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.received.lock().unwrap().len(), 2);
+    let log = log_text();
+    assert!(!log.contains("grace@example.com") && !log.contains(PASSWORD));
 }
 
 #[tokio::test]
