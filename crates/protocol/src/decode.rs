@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use crate::strict_json::{
-    StrictContext, StrictValue, Violation, has_out_of_range_integer, nesting_exceeds,
+    StrictContext, Violation, has_out_of_range_integer, nesting_exceeds, read_value,
 };
 use std::collections::BTreeMap;
 
@@ -455,14 +455,7 @@ fn decode_event(text: &str, source: SourceId, limits: &Limits) -> Result<ChangeE
 /// Parses one event's text strictly: repeated keys, U+0000 and over-long strings refuse it.
 fn parse_event_value(text: &str, limits: &Limits) -> Result<Value, Rejection> {
     let context = StrictContext::new(limits.max_string_bytes, EVENT_FIELDS);
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parsed = StrictValue {
-        context: &context,
-        depth: 0,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|value| deserializer.end().map(|()| value));
-    match parsed {
+    match read_value(text, &context) {
         Ok(value) => Ok(value),
         Err(error) => Err(match context.violation() {
             Some((violation, field)) => violation_rejection(violation, field, limits),

@@ -29,6 +29,7 @@ pub use limits::{EventTimeWindow, Limits};
 pub use pairing::{CertificateResponse, PairRequest, RenewRequest};
 pub use reason::ReasonCode;
 pub use status::{AgentStatus, MAX_STATUS_BYTES, SlotHealth};
+pub use strict_json::{JsonPath, PathStep, StrictJsonError, read_event_json};
 pub use version::{
     CURRENT_VERSION, PROTOCOL_HEADER, SUPPORTED_VERSIONS, check_version, parse_version,
 };

@@ -1,8 +1,10 @@
 //! Strict JSON reading for untrusted bodies: a nesting check that never recurses, an integer
 //! range check, and a value reader that refuses what serde_json would silently accept
-//! (repeated keys) or PostgreSQL `jsonb` would refuse (U+0000).
+//! (repeated keys) or PostgreSQL `jsonb` would refuse (U+0000). The edge reads every event with
+//! it; [`read_event_json`] offers the same reading to others (the web app's masking preview),
+//! naming where the rule was broken.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -96,13 +98,19 @@ pub(crate) enum Violation {
 }
 
 /// Where the first violation happened: the violation and, when it was inside one of the
-/// event's known fields, that field's name (never a key taken from the payload).
+/// event's known fields, that field's name (never a key taken from the payload). Only a
+/// [`StrictContext::locating`] context also keeps the full path, keys included: the edge's
+/// never does, so no payload key reaches its answers or its log.
 #[derive(Debug, Default)]
 pub(crate) struct StrictContext {
     max_string_bytes: usize,
     violation: Cell<Option<(Violation, Option<&'static str>)>>,
     field: Cell<Option<&'static str>>,
     known_fields: &'static [&'static str],
+    locate: bool,
+    /// The steps to the violation, innermost first: filled in as the error unwinds, so a
+    /// value that breaks no rule costs nothing.
+    unwound: RefCell<Vec<PathStep>>,
 }
 
 impl StrictContext {
@@ -114,8 +122,29 @@ impl StrictContext {
         }
     }
 
+    /// A context that also records where the violation is ([`StrictContext::path`]).
+    fn locating(max_string_bytes: usize) -> Self {
+        Self {
+            max_string_bytes,
+            locate: true,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn violation(&self) -> Option<(Violation, Option<&'static str>)> {
         self.violation.get()
+    }
+
+    /// The path from the top to the violation (for a repeated key, to that key), when locating.
+    fn path(&self) -> JsonPath {
+        JsonPath(self.unwound.borrow().iter().rev().cloned().collect())
+    }
+
+    /// Records one more step outwards as a violation's error passes through a value.
+    fn unwinding(&self, step: PathStep) {
+        if self.locate && self.violation.get().is_some() {
+            self.unwound.borrow_mut().push(step);
+        }
     }
 
     fn fail<E: de::Error>(&self, violation: Violation) -> E {
@@ -134,6 +163,124 @@ impl StrictContext {
         }
         Ok(())
     }
+}
+
+/// Reads `text` as one JSON value under `context`'s rules. When a rule is broken, the error is
+/// a generic one and the context says which rule.
+pub(crate) fn read_value(text: &str, context: &StrictContext) -> Result<Value, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    StrictValue { context, depth: 0 }
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+}
+
+/// One step into a JSON value: an object's key or an array's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+/// Where in a JSON value something is, written `after.address.city` or
+/// `after.contacts[0].email`; a key that is not a plain name (empty, or holding a `.`, a bracket,
+/// a quote, a space or a control character) is written as a JSON string in brackets:
+/// `after["a.b"]`. The top level itself is written `(top level)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonPath(Vec<PathStep>);
+
+impl JsonPath {
+    pub fn steps(&self) -> &[PathStep] {
+        &self.0
+    }
+}
+
+impl fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("(top level)");
+        }
+        for (index, step) in self.0.iter().enumerate() {
+            match step {
+                PathStep::Index(position) => write!(f, "[{position}]")?,
+                PathStep::Key(key)
+                    if !key.is_empty()
+                        && !key.chars().any(|c| {
+                            matches!(c, '.' | '[' | ']' | '"' | '\\')
+                                || c.is_whitespace()
+                                || c.is_control()
+                        }) =>
+                {
+                    if index > 0 {
+                        f.write_str(".")?;
+                    }
+                    f.write_str(key)?;
+                }
+                PathStep::Key(key) => {
+                    let quoted = serde_json::to_string(key).map_err(|_| fmt::Error)?;
+                    write!(f, "[{quoted}]")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why [`read_event_json`] refused a text: the rule broken and, for a rule about one key or
+/// string, where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StrictJsonError {
+    #[error("not valid JSON (line {line}, column {column})")]
+    Syntax { line: usize, column: usize },
+    #[error("objects and arrays nest deeper than {max} levels")]
+    TooDeep { max: usize },
+    /// `path` ends with the repeated key.
+    #[error("the key `{path}` is repeated")]
+    DuplicateKey { path: JsonPath },
+    /// `path` leads to the string, or to the object whose key it is.
+    #[error("a string or key at `{path}` holds U+0000, which PostgreSQL cannot store")]
+    NulInString { path: JsonPath },
+    #[error("a string or key at `{path}` is longer than {max} bytes")]
+    StringTooLong { path: JsonPath, max: usize },
+    #[error("a number is an integer outside the 64-bit range; such values must be strings")]
+    IntegerOutOfRange,
+}
+
+/// How deep an event's own object sits in a batch (the batch's object, then its `events`
+/// array), which [`Limits::max_depth`](crate::Limits) counts from.
+const EVENT_DEPTH_IN_BATCH: usize = 2;
+
+/// Reads JSON text standing for one event of a batch (or its row images: `{"key": ..,
+/// "after": .., "before": ..}`) under the rules the edge holds every event to, with the same
+/// reader: no repeated key at any depth, no U+0000, no string or key over
+/// `limits.max_string_bytes`, no integer beyond 64 bits, no deeper nesting than the event could
+/// have inside a batch. Unlike the edge, it says where a key or string broke a rule: for
+/// someone checking their own sample, not for answers to an agent.
+pub fn read_event_json(text: &str, limits: &crate::Limits) -> Result<Value, StrictJsonError> {
+    let max_depth = limits.max_depth.saturating_sub(EVENT_DEPTH_IN_BATCH);
+    if nesting_exceeds(text.as_bytes(), max_depth) {
+        return Err(StrictJsonError::TooDeep { max: max_depth });
+    }
+    let context = StrictContext::locating(limits.max_string_bytes);
+    let value = read_value(text, &context).map_err(|error| match context.violation() {
+        Some((Violation::DuplicateKey, _)) => StrictJsonError::DuplicateKey {
+            path: context.path(),
+        },
+        Some((Violation::NulInString, _)) => StrictJsonError::NulInString {
+            path: context.path(),
+        },
+        Some((Violation::StringTooLong, _)) => StrictJsonError::StringTooLong {
+            path: context.path(),
+            max: limits.max_string_bytes,
+        },
+        None => StrictJsonError::Syntax {
+            line: error.line(),
+            column: error.column(),
+        },
+    })?;
+    if has_out_of_range_integer(text) {
+        return Err(StrictJsonError::IntegerOutOfRange);
+    }
+    Ok(value)
 }
 
 /// Reads any JSON value into a [`Value`] under the rules of a [`StrictContext`]. Recursion is
@@ -202,10 +349,16 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
             depth: self.depth + 1,
         };
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(inner)? {
-            items.push(item);
+        loop {
+            match seq.next_element_seed(inner) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => return Ok(Value::Array(items)),
+                Err(error) => {
+                    self.context.unwinding(PathStep::Index(items.len()));
+                    return Err(error);
+                }
+            }
         }
-        Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
@@ -221,14 +374,23 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
                 self.context.field.set(None);
             }
             if object.contains_key(&key) {
-                return Err(self.context.fail(Violation::DuplicateKey));
+                let error = self.context.fail(Violation::DuplicateKey);
+                self.context.unwinding(PathStep::Key(key));
+                return Err(error);
             }
             if self.depth == 0 {
                 let known = self.context.known_fields.iter().find(|name| **name == key);
                 self.context.field.set(known.copied());
             }
-            let value = map.next_value_seed(inner)?;
-            object.insert(key, value);
+            match map.next_value_seed(inner) {
+                Ok(value) => {
+                    object.insert(key, value);
+                }
+                Err(error) => {
+                    self.context.unwinding(PathStep::Key(key));
+                    return Err(error);
+                }
+            }
         }
         if self.depth == 0 {
             self.context.field.set(None);

@@ -908,6 +908,83 @@ fn repeated_keys_in_an_event_are_refused() {
     let in_key = event.replacen("\"key\":{\"id\":1}", "\"key\":{\"id\":1,\"id\":1}", 1);
     assert_ne!(in_key, event);
     assert_middle_rejected(source, tenant, &in_key, ReasonCode::DuplicateKey);
+    // The edge names the event's field, never a key from the payload.
+    assert!(!message.contains("deep"), "{message}");
+
+    // Reading on its own (as the masking preview does), the same events are refused for the
+    // same reason, and the answer says where.
+    let located = |text: &str| match read_event_json(text, &Limits::default()) {
+        Err(StrictJsonError::DuplicateKey { path }) => path.to_string(),
+        other => panic!("expected a repeated key, got {other:?}"),
+    };
+    assert_eq!(located(&nested), "after.deep[0].x");
+    assert_eq!(located(&top), "op");
+    assert_eq!(located(&in_key), "key.id");
+    assert!(read_event_json(&event, &Limits::default()).is_ok());
+}
+
+#[test]
+fn reading_event_json_on_its_own_names_where_a_rule_is_broken() {
+    let limits = Limits::default();
+    let read = |text: &str| read_event_json(text, &limits);
+    let repeated = |text: &str| match read(text) {
+        Err(StrictJsonError::DuplicateKey { path }) => path,
+        other => panic!("expected a repeated key in {text}, got {other:?}"),
+    };
+    assert_eq!(
+        repeated(r#"{"after": {"id": 1}, "after": {"id": 2}}"#).steps(),
+        [PathStep::Key("after".to_owned())]
+    );
+    assert_eq!(
+        repeated(r#"{"after": {"address": {"city": "a", "zip": 1, "city": "b"}}}"#).to_string(),
+        "after.address.city"
+    );
+    assert_eq!(
+        repeated(r#"{"before": {"tags": [1, {"k": [{"a.b": 1, "a.b": 2}]}]}}"#).to_string(),
+        r#"before.tags[1].k[0]["a.b"]"#
+    );
+    assert_eq!(
+        repeated(r#"{"": {"": 1, "": 2}}"#).to_string(),
+        r#"[""][""]"#
+    );
+    // The same key in different objects is no repetition.
+    assert!(read(r#"{"key": {"id": 1}, "after": {"id": 1, "nested": {"id": 1}}}"#).is_ok());
+
+    // The other rules of the edge, located where they are about one string or key.
+    match read(r#"{"after": {"note": ["ok", "a\u0000b"]}}"#) {
+        Err(StrictJsonError::NulInString { path }) => {
+            assert_eq!(path.to_string(), "after.note[1]");
+        }
+        other => panic!("expected U+0000, got {other:?}"),
+    }
+    // Keys count too: `after` just fits.
+    let small = Limits {
+        max_string_bytes: 5,
+        ..Limits::default()
+    };
+    match read_event_json(r#"{"after": {"name": "longer"}}"#, &small) {
+        Err(StrictJsonError::StringTooLong { path, max: 5 }) => {
+            assert_eq!(path.to_string(), "after.name");
+        }
+        other => panic!("expected an over-long string, got {other:?}"),
+    }
+    assert_eq!(
+        read(r#"{"after": {"big": 123456789012345678901234567890}}"#),
+        Err(StrictJsonError::IntegerOutOfRange)
+    );
+    // An event sits two levels down in a batch (its object in the `events` array), so its own
+    // text may nest two levels less than the batch: `after`'s values here reach 30 and 31.
+    let nested = |levels: usize| {
+        let deep = format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        format!(r#"{{"after": {{"deep": {deep}}}}}"#)
+    };
+    assert!(read(&nested(28)).is_ok());
+    assert_eq!(read(&nested(29)), Err(StrictJsonError::TooDeep { max: 30 }));
+    assert_eq!(
+        read("{\"after\": {\n  \"id\": 1,\n}}"),
+        Err(StrictJsonError::Syntax { line: 3, column: 1 })
+    );
+    assert!(matches!(read("{} {}"), Err(StrictJsonError::Syntax { .. })));
 }
 
 #[test]

@@ -221,6 +221,11 @@ pub struct MailArgs {
     #[arg(long, env = "TRIBUTARY_SMTP_TLS", value_name = "MODE")]
     pub smtp_tls: Option<String>,
 
+    /// PEM file of certificate authorities to trust for the SMTP server's certificate, besides
+    /// the public roots (for a relay with a company's own CA).
+    #[arg(long, env = "TRIBUTARY_SMTP_CA_FILE", value_name = "PATH")]
+    pub smtp_ca_file: Option<PathBuf>,
+
     /// SMTP user name, when the server wants one (with --smtp-password).
     #[arg(long, env = "TRIBUTARY_SMTP_USERNAME", value_name = "USER")]
     pub smtp_username: Option<String>,

@@ -42,6 +42,7 @@ struct FileSettings {
     smtp_host: Option<String>,
     smtp_port: Option<u16>,
     smtp_tls: Option<String>,
+    smtp_ca_file: Option<PathBuf>,
     smtp_username: Option<String>,
     smtp_password: Option<String>,
     smtp_from: Option<String>,
@@ -90,6 +91,8 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: Option<u16>,
     pub tls: web::mail::SmtpTls,
+    /// Authorities to trust for the server's certificate, besides the public roots.
+    pub ca_file: Option<PathBuf>,
     pub credentials: Option<(String, SecretString)>,
     pub from: String,
 }
@@ -128,6 +131,11 @@ impl SmtpSettings {
             host,
             port: args.smtp_port.or(file.smtp_port),
             tls,
+            ca_file: args
+                .smtp_ca_file
+                .clone()
+                .or(file.smtp_ca_file.take())
+                .filter(|path| !path.as_os_str().is_empty()),
             credentials,
             from,
         }))
@@ -335,13 +343,17 @@ mod tests {
             &path,
             "smtp_host = \"mail.example.com\"\nsmtp_username = \"relay\"\n\
              smtp_password = \"from-the-file\"\nsmtp_from = \"Tributary <no-reply@example.com>\"\n\
-             public_url = \"https://tributary.example.com\"\n",
+             public_url = \"https://tributary.example.com\"\nsmtp_ca_file = \"/etc/tributary/smtp-ca.pem\"\n",
         )
         .unwrap();
         let from_file = Settings::resolve(&global(Some(path.clone()), None), None).unwrap();
         let smtp = from_file.smtp.expect("mail configured by the file");
         assert_eq!(smtp.host, "mail.example.com");
         assert_eq!(smtp.tls, web::mail::SmtpTls::StartTls, "the default");
+        assert_eq!(
+            smtp.ca_file,
+            Some(PathBuf::from("/etc/tributary/smtp-ca.pem"))
+        );
         let (user, password) = smtp.credentials.unwrap();
         assert_eq!(
             (user.as_str(), password.expose_secret()),
@@ -367,6 +379,7 @@ mod tests {
                 smtp_host: Some("127.0.0.1".into()),
                 smtp_port: Some(2525),
                 smtp_tls: Some("none".into()),
+                smtp_ca_file: Some(PathBuf::from("/run/secrets/relay-ca.pem")),
                 ..Default::default()
             },
         };
@@ -375,6 +388,11 @@ mod tests {
         assert_eq!(
             (smtp.host.as_str(), smtp.port, smtp.tls),
             ("127.0.0.1", Some(2525), web::mail::SmtpTls::None)
+        );
+        assert_eq!(
+            smtp.ca_file,
+            Some(PathBuf::from("/run/secrets/relay-ca.pem")),
+            "the flag over the file"
         );
 
         up.mail.smtp_tls = Some("ssl".into());

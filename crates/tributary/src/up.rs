@@ -326,6 +326,7 @@ fn mailer(
         host: smtp.host.clone(),
         port: smtp.port,
         tls: smtp.tls,
+        ca_file: smtp.ca_file.clone(),
         credentials: smtp.credentials.clone(),
         from: smtp.from.clone(),
         public_url: settings

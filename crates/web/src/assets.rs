@@ -1,5 +1,6 @@
-//! Static assets compiled into the binary: the one stylesheet, htmx and its server-sent events
-//! extension, vendored from the npm registry at the versions pinned in
+//! Static assets compiled into the binary: the one stylesheet, the icon (without one, every
+//! browser asks for `/favicon.ico` and logs the 404 in its console), htmx and its server-sent
+//! events extension, vendored from the npm registry at the versions pinned in
 //! `assets/package-lock.json` (`scripts/vendor-web-assets`).
 //! Nothing is loaded from another host.
 
@@ -11,6 +12,7 @@ use axum::routing::get;
 use crate::AppState;
 
 pub const CSS: &str = include_str!("../assets/tributary.css");
+pub const ICON: &str = include_str!("../assets/favicon.svg");
 pub const HTMX: &str = include_str!("../assets/vendor/htmx-2.0.11.min.js");
 pub const HTMX_SSE: &str = include_str!("../assets/vendor/htmx-ext-sse-2.2.4.min.js");
 
@@ -19,6 +21,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/assets/tributary.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/assets/favicon.svg",
+            get(|| async { asset("image/svg+xml", ICON) }),
         )
         .route(
             "/assets/htmx-2.0.11.min.js",

@@ -36,6 +36,18 @@ use serde::Serialize;
 use store::Database;
 use tokio::net::TcpListener;
 
+/// Every page a signed-out visitor can open: the site's pages, each document it renders, and
+/// the sign-in pages. The browser tests visit each, so a new page is covered when it is listed
+/// where it is served.
+pub fn public_pages() -> Vec<String> {
+    site::PAGES
+        .into_iter()
+        .map(str::to_owned)
+        .chain(site::document_paths())
+        .chain(auth::PAGES.into_iter().map(str::to_owned))
+        .collect()
+}
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -4,8 +4,15 @@
 //! so that the answer to a reset or sign-up request takes as long whether or not the account
 //! exists; the link is a secret and never logged then. Without one, the link is written to the
 //! server log for local use, named by an id, never by the address.
+//!
+//! With TLS (STARTTLS or from the first byte) the server's certificate is checked against the
+//! public roots (webpki-roots) and any authorities of [`MailSettings::ca_file`], for a relay with
+//! a company's own certificate; a server that cannot show a trusted certificate for the host, or
+//! that does not offer STARTTLS when that is the mode, gets nothing: there is no fallback to
+//! plain text.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +21,10 @@ use domain::{Email, Role, UserId};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::AppState;
@@ -66,6 +75,9 @@ pub struct MailSettings {
     /// By default the TLS mode's usual port.
     pub port: Option<u16>,
     pub tls: SmtpTls,
+    /// A PEM file of certificate authorities to trust for the server's certificate, besides the
+    /// public roots: for a relay whose certificate a company's own CA issued.
+    pub ca_file: Option<PathBuf>,
     /// User name and password, when the server wants them.
     pub credentials: Option<(String, SecretString)>,
     /// The sender, e.g. `Tributary <no-reply@example.com>`.
@@ -81,6 +93,7 @@ impl fmt::Debug for MailSettings {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
             .field("username", &self.credentials.as_ref().map(|(user, _)| user))
             .field("from", &self.from)
             .field("public_url", &self.public_url)
@@ -97,6 +110,10 @@ pub enum MailError {
     NoHost,
     #[error("SMTP without TLS is only allowed to a loopback host (127.0.0.1, ::1, localhost)")]
     PlainTextToRemoteHost,
+    #[error("the SMTP CA file could not be read")]
+    CaFile(#[source] std::io::Error),
+    #[error("the SMTP CA file holds no PEM certificate, or one that cannot be read")]
+    CaFileContent,
     #[error("the SMTP sender address is not a valid mailbox")]
     BadSender,
     #[error("the public URL must start with http:// or https:// and hold no spaces")]
@@ -158,12 +175,10 @@ impl Mailer {
         let from: Mailbox = settings.from.parse().map_err(|_| MailError::BadSender)?;
         let tls = match settings.tls {
             SmtpTls::None => Tls::None,
-            SmtpTls::StartTls => {
-                Tls::Required(TlsParameters::new(host.to_owned()).map_err(MailError::Smtp)?)
-            }
-            SmtpTls::Tls => {
-                Tls::Wrapper(TlsParameters::new(host.to_owned()).map_err(MailError::Smtp)?)
-            }
+            // `Required`, never `Opportunistic`: a server (or someone in between) that does not
+            // offer STARTTLS must not get the link in plain text.
+            SmtpTls::StartTls => Tls::Required(tls_parameters(host, settings.ca_file.as_ref())?),
+            SmtpTls::Tls => Tls::Wrapper(tls_parameters(host, settings.ca_file.as_ref())?),
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(settings.port.unwrap_or(settings.tls.default_port()))
@@ -204,6 +219,31 @@ impl Mailer {
             .map_err(MailError::Smtp)?;
         Ok(())
     }
+}
+
+/// TLS to `host` (the name its certificate must hold), trusting the public roots and the
+/// authorities in `ca_file`.
+fn tls_parameters(host: &str, ca_file: Option<&PathBuf>) -> Result<TlsParameters, MailError> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(MailError::CaFile)?;
+        let authorities = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| MailError::CaFileContent)?;
+        if authorities.is_empty() {
+            return Err(MailError::CaFileContent);
+        }
+        for authority in authorities {
+            // lettre would only find a bad one when building, as if the server had failed.
+            rustls::RootCertStore::empty()
+                .add(authority.clone())
+                .map_err(|_| MailError::CaFileContent)?;
+            let certificate =
+                Certificate::from_der(authority.to_vec()).map_err(|_| MailError::CaFileContent)?;
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build_rustls().map_err(MailError::Smtp)
 }
 
 /// Sends `body` in the background; `what` and `id` name it in the log, whatever happens.

@@ -16,15 +16,39 @@ use crate::auth::session::Visitor;
 use crate::auth::throttle;
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
 
+/// The site's own pages, in the order of its navigation; [`routes`] serves each. With the
+/// documents and the sign-in pages they make up [`crate::public_pages`].
+pub const PAGES: [&str; 6] = [
+    "/",
+    "/platform",
+    "/solutions",
+    "/pricing",
+    "/security",
+    "/contact",
+];
+
 pub fn routes() -> Router<AppState> {
+    let [
+        home_path,
+        platform_path,
+        solutions_path,
+        pricing_path,
+        security_path,
+        contact_path,
+    ] = PAGES;
     Router::new()
-        .route("/", get(home))
-        .route("/platform", get(platform))
-        .route("/solutions", get(solutions))
-        .route("/pricing", get(pricing))
-        .route("/security", get(security))
-        .route("/contact", get(contact_page).post(contact_submit))
+        .route(home_path, get(home))
+        .route(platform_path, get(platform))
+        .route(solutions_path, get(solutions))
+        .route(pricing_path, get(pricing))
+        .route(security_path, get(security))
+        .route(contact_path, get(contact_page).post(contact_submit))
         .route("/docs/{slug}", get(document))
+}
+
+/// The address of every document the site renders.
+pub fn document_paths() -> impl Iterator<Item = String> {
+    DOCUMENTS.iter().map(|(slug, _, _)| format!("/docs/{slug}"))
 }
 
 #[derive(Template)]

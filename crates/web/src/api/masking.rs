@@ -10,14 +10,15 @@ use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
 use domain::Permission;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use store::masking::MaskingRule;
 
 use super::{ApiError, Caller, Routes, parse_body};
 use crate::AppState;
 use crate::masking::{
-    CheckedRule, PREVIEW_HASH_NOTE, RuleFields, RuleProblem, Sample, engine_rules, policy_with,
-    preview,
+    CheckedRule, PREVIEW_HASH_NOTE, RuleFields, RuleProblem, Sample, SampleError, engine_rules,
+    policy_with, preview,
 };
 
 pub(super) fn register(routes: Routes) -> Routes {
@@ -124,11 +125,26 @@ async fn delete_rule(
 struct PreviewRequest {
     /// `schema.table` of the sample.
     table: String,
-    /// `{"key": .., "after": .., "before": ..}`.
-    sample: Value,
+    /// `{"key": .., "after": .., "before": ..}`, as sent: parsing it into a `Value` here would
+    /// keep the last of repeated keys, which the edge refuses and so must the preview.
+    sample: Box<RawValue>,
     /// The policy to preview; the saved rules when left out.
     #[serde(default)]
     rules: Option<Vec<RuleFields>>,
+}
+
+/// 400 `invalid_sample`, with where the sample went wrong when that is known.
+fn invalid_sample(error: SampleError) -> ApiError {
+    let details = match &error {
+        SampleError::DuplicateKey { path } => Some(json!({ "repeated_key": path })),
+        SampleError::Json { line, column } => Some(json!({ "line": line, "column": column })),
+        _ => None,
+    };
+    let refused = ApiError::new(StatusCode::BAD_REQUEST, "invalid_sample", error.to_string());
+    match details {
+        Some(details) => refused.with_details(details),
+        None => refused,
+    }
 }
 
 async fn preview_sample(
@@ -140,11 +156,7 @@ async fn preview_sample(
         &body,
         r#"{"table": "schema.table", "sample": {"key": {..}, "after": {..}, "before": {..}}, "rules": [rule, ...] (optional)}"#,
     )?;
-    let invalid_sample = |error: crate::masking::SampleError| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_sample", error.to_string())
-    };
-    let sample_text = request.sample.to_string();
-    let sample = Sample::parse(&request.table, &sample_text).map_err(invalid_sample)?;
+    let sample = Sample::parse(&request.table, request.sample.get()).map_err(invalid_sample)?;
     let mut tx = caller.tx(&state, Permission::ManageMasking).await?;
     let policy = match request.rules {
         Some(rules) => {

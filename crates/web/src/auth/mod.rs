@@ -25,6 +25,10 @@ use crate::cookies;
 use crate::pages::{Chrome, PageError, SelectOption, render, safe_next, select_options};
 use session::{LIFETIME, Visitor};
 
+/// The sign-in pages anyone can open (the reset and invitation pages need a token): sign in,
+/// sign up, and asking for a reset link. Part of [`crate::public_pages`].
+pub const PAGES: [&str; 3] = ["/auth", "/auth?mode=sign-up", "/auth/reset"];
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth", get(auth_page))

@@ -10,6 +10,7 @@
 mod page;
 
 use protocol::masking::{MaskAction, MaskError, MaskRule, MaskingPolicy, RowImages, TableScope};
+use protocol::{Limits, StrictJsonError};
 use serde_json::{Map, Value};
 use store::masking::MaskingRule;
 
@@ -166,6 +167,15 @@ pub enum SampleError {
     TooLarge,
     #[error("The sample event is not valid JSON (line {line}, column {column}).")]
     Json { line: usize, column: usize },
+    /// serde_json would keep the last of the repeated values; the edge refuses the event.
+    #[error(
+        "The sample event repeats the key `{path}`. The edge refuses an event with a repeated key, so it would refuse this one."
+    )]
+    DuplicateKey { path: String },
+    /// Any other rule the edge holds an event's JSON to (U+0000, a number beyond 64 bits, too
+    /// deep), in the protocol's words.
+    #[error("The edge would refuse this sample event: {0}.")]
+    Refused(String),
     #[error(
         "The sample event must be a JSON object with `key`, `after` and `before` objects (each may be left out)."
     )]
@@ -189,15 +199,20 @@ impl Sample {
         if json.len() > MAX_SAMPLE_BYTES {
             return Err(SampleError::TooLarge);
         }
-        let value: Value = serde_json::from_str(json).map_err(|error| SampleError::Json {
-            line: error.line(),
-            column: error.column(),
-        })?;
+        // The edge's own reader, not plain serde_json: a preview must refuse what the edge
+        // refuses, repeated keys first of all.
+        let value =
+            protocol::read_event_json(json, &Limits::default()).map_err(|error| match error {
+                StrictJsonError::Syntax { line, column } => SampleError::Json { line, column },
+                StrictJsonError::DuplicateKey { path } => SampleError::DuplicateKey {
+                    path: path.to_string(),
+                },
+                other => SampleError::Refused(other.to_string()),
+            })?;
         Self::from_value(schema, name, value)
     }
 
-    /// A sample from a parsed value (as the API receives it).
-    pub fn from_value(schema: &str, table: &str, value: Value) -> Result<Self, SampleError> {
+    fn from_value(schema: &str, table: &str, value: Value) -> Result<Self, SampleError> {
         let Value::Object(mut object) = value else {
             return Err(SampleError::Shape);
         };

@@ -1,8 +1,9 @@
 //! The web app in a real headless Chromium (Debian's `chromium` and `chromium-driver`, driven
 //! over WebDriver): the stylesheet and htmx load under the CSP, the `__Host-` cookies work on the
 //! local address, the contact form swaps in place with htmx, sign-up lands in the app, the first
-//! Tab reaches the skip link, pages fit a phone's width, sign-out signs out, and an owner invites a
-//! viewer who joins through the link and is refused settings. Screenshots go to
+//! Tab reaches the skip link, every public page loads with nothing in the browser's console (read
+//! back from chromedriver's log) and fits a phone's width, sign-out signs out, and an owner
+//! invites a viewer who joins through the link and is refused settings. Screenshots go to
 //! `$TRIBUTARY_SCREENSHOT_DIR` (default: `screenshots/` in Cargo's test temporary directory) for
 //! CI to keep as artifacts.
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use test_support::TestDatabase;
@@ -76,6 +78,8 @@ async fn start_chromium() -> (Driver, Client) {
             ],
         }),
     );
+    // Everything the console shows, read back with `browser_log`.
+    capabilities.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(capabilities)
         .connect(&driver.url)
@@ -96,6 +100,44 @@ async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// chromedriver's log endpoint (from Selenium's protocol; W3C WebDriver has none): what the
+/// page's console has shown since the last read, as `{level, message, source}` entries. CSP
+/// violations, assets that failed to load and uncaught exceptions all land there as `SEVERE`.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.expect("a session")
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (
+            axum::http::Method::POST,
+            Some(json!({ "type": "browser" }).to_string()),
+        )
+    }
+}
+
+/// The `SEVERE` console entries since the last call (reading empties the browser's log).
+async fn console_errors(client: &Client) -> Vec<String> {
+    let entries = client.issue_cmd(BrowserLog).await.unwrap();
+    entries
+        .as_array()
+        .expect("the browser log is a list")
+        .iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .map(|entry| format!("{}: {}", entry["source"], entry["message"]))
+        .collect()
 }
 
 async fn script(client: &Client, source: &str) -> Value {
@@ -177,27 +219,8 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
         json!("skip-link")
     );
 
-    // Every public page fits a phone's width without sideways scrolling.
+    // The pricing cards stack on a phone (every page's width: see the next test).
     client.set_window_size(390, 844).await.unwrap();
-    for path in [
-        "/",
-        "/platform",
-        "/solutions",
-        "/pricing",
-        "/security",
-        "/contact",
-        "/docs/architecture",
-        "/auth",
-    ] {
-        client.goto(&format!("{base}{path}")).await.unwrap();
-        let overflow = script(
-            &client,
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
-        )
-        .await;
-        // The architecture page's diagram scrolls inside its own box, not the page.
-        assert_eq!(overflow, json!(0), "{path} overflows a 390 px screen");
-    }
     client.goto(&format!("{base}/pricing")).await.unwrap();
     screenshot(&client, "pricing-phone").await;
     client.set_window_size(1280, 900).await.unwrap();
@@ -580,5 +603,119 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
         "updated live, not by a page load"
     );
     screenshot(&client, "overview-live").await;
+    client.close().await.unwrap();
+}
+
+/// The screenshot's name for a public page: `page-home`, `page-docs-prd`, `page-auth-mode-sign-up`.
+fn page_name(path: &str) -> String {
+    let words: Vec<&str> = path
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .collect();
+    match words.as_slice() {
+        [] => "page-home".to_owned(),
+        words => format!("page-{}", words.join("-")),
+    }
+}
+
+/// Waits until the console has reported at least one entry containing each of `wanted`, and
+/// returns everything it reported meanwhile.
+async fn wait_for_console_errors(client: &Client, wanted: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    poll(Duration::from_secs(10), async || {
+        seen.extend(console_errors(client).await);
+        match wanted
+            .iter()
+            .find(|text| !seen.iter().any(|error| error.contains(**text)))
+        {
+            None => Ok(()),
+            Some(missing) => Err(format!(
+                "the console never reported {missing:?}; it reported {seen:#?}"
+            )),
+        }
+    })
+    .await;
+    seen
+}
+
+#[tokio::test]
+async fn every_public_page_loads_without_console_errors_in_a_real_browser() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database).await;
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+
+    // The check catches what it is for: on a real page under the real CSP, an asset that is not
+    // there, an inline script the CSP refuses, an uncaught exception and a console.error.
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(console_errors(&client).await, Vec::<String>::new());
+    script(
+        &client,
+        "const image = document.createElement('img'); \
+         image.src = '/assets/does-not-exist.png'; \
+         document.body.append(image); \
+         const inline = document.createElement('script'); \
+         inline.textContent = 'window.__inlineRan = true'; \
+         document.body.append(inline); \
+         setTimeout(() => { throw new Error('thrown by the page'); }, 0); \
+         console.error('logged by the page'); \
+         return null",
+    )
+    .await;
+    let reported = wait_for_console_errors(
+        &client,
+        &[
+            "/assets/does-not-exist.png - Failed to load resource: the server responded with a status of 404",
+            "Content Security Policy",
+            "thrown by the page",
+            "logged by the page",
+        ],
+    )
+    .await;
+    assert_eq!(reported.len(), 4, "{reported:#?}");
+    assert_eq!(
+        script(&client, "return window.__inlineRan === true").await,
+        json!(false),
+        "the CSP kept the inline script from running"
+    );
+
+    // Every public page (the app's own list of them), on a desktop and on a phone: nothing in
+    // the console, and no sideways scrolling on a 390 px screen.
+    let pages = web::public_pages();
+    assert!(pages.len() > 10 && pages.contains(&"/docs/prd".to_owned()));
+    for path in &pages {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        screenshot(&client, &page_name(path)).await;
+        let errors = console_errors(&client).await;
+        assert!(errors.is_empty(), "{path} has console errors: {errors:#?}");
+    }
+    client.set_window_size(390, 844).await.unwrap();
+    for path in &pages {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        // Wide diagrams and tables scroll inside their own box, not the page. On failure, the
+        // innermost elements that stick out say what to fix.
+        let overflow = script(
+            &client,
+            "const width = document.documentElement.clientWidth; \
+             const wide = [...document.body.querySelectorAll('*')] \
+                 .filter(e => e.getBoundingClientRect().right > width + 1) \
+                 .filter(e => !(e.parentElement.getBoundingClientRect().right > width + 1)) \
+                 .slice(0, 5) \
+                 .map(e => e.tagName + '.' + e.className + ': ' + e.textContent.slice(0, 80)); \
+             return [document.documentElement.scrollWidth - width, wide]",
+        )
+        .await;
+        assert_eq!(
+            overflow[0],
+            json!(0),
+            "{path} overflows a 390 px screen: {overflow}"
+        );
+        let errors = console_errors(&client).await;
+        assert!(
+            errors.is_empty(),
+            "{path} on a phone has console errors: {errors:#?}"
+        );
+    }
     client.close().await.unwrap();
 }

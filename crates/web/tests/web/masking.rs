@@ -96,13 +96,114 @@ fn code_block(page: &Page, id: &str) -> String {
         .unwrap_or_else(|| panic!("no #{id} in:\n{}", page.body))
         + marker.len();
     let end = page.body[start..].find("</code>").unwrap() + start;
-    page.body[start..end]
-        .replace("&#34;", "\"")
+    unescape(&page.body[start..end])
+}
+
+fn unescape(html: &str) -> String {
+    html.replace("&#34;", "\"")
         .replace("&quot;", "\"")
         .replace("&#39;", "'")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
+}
+
+/// The sample event in the page's form, as the textarea holds it.
+fn sample_field(page: &Page) -> String {
+    let start = page
+        .body
+        .find(r#"<textarea id="sample-event""#)
+        .unwrap_or_else(|| panic!("no sample field in:\n{}", page.body));
+    let start = page.body[start..].find('>').unwrap() + start + 1;
+    let end = page.body[start..].find("</textarea>").unwrap() + start;
+    unescape(&page.body[start..end])
+}
+
+/// Samples that repeat a key (at the top, in `key`, deep in `after`, in an array in `before`),
+/// each with the path the refusal names, and the same sample without the repetition.
+const REPEATED_KEYS: [(&str, &str, &str); 4] = [
+    (
+        r#"{"key": {"id": 7}, "after": {"id": 7, "email": "a@example.com"}, "after": {"id": 7, "email": "b@example.com"}}"#,
+        "after",
+        r#"{"key": {"id": 7}, "after": {"id": 7, "email": "b@example.com"}}"#,
+    ),
+    (
+        r#"{"key": {"id": 7, "id": 8}, "after": {"id": 7, "email": "a@example.com"}}"#,
+        "key.id",
+        r#"{"key": {"id": 7}, "after": {"id": 7, "email": "a@example.com"}}"#,
+    ),
+    (
+        r#"{"key": {"id": 7}, "after": {"id": 7, "address": {"city": "London", "zip": "W1", "city": "Paris"}}}"#,
+        "after.address.city",
+        r#"{"key": {"id": 7}, "after": {"id": 7, "address": {"city": "Paris", "zip": "W1"}}}"#,
+    ),
+    (
+        r#"{"key": {"id": 7}, "before": {"id": 7, "contacts": [{"email": "a@example.com", "email": "b@example.com"}]}}"#,
+        "before.contacts[0].email",
+        r#"{"key": {"id": 7}, "before": {"id": 7, "contacts": [{"email": "b@example.com"}]}}"#,
+    ),
+];
+
+#[tokio::test]
+async fn the_preview_page_refuses_a_sample_with_a_repeated_key_and_names_it() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    rule(&database, a, "*", "phone", "redact").await;
+    let mut browser = signed_in(&addr, "owner@acme.example.com").await;
+
+    for htmx in [false, true] {
+        if htmx {
+            browser
+                .extra_headers
+                .push(("HX-Request".into(), "true".into()));
+        }
+        for (sample, path, without) in REPEATED_KEYS {
+            let form = |sample| {
+                [
+                    ("field_path", "email"),
+                    ("action", "hash"),
+                    ("sample_table", "public.customers"),
+                    ("sample", sample),
+                ]
+            };
+            let refused = browser
+                .submit(PAGE, "/app/settings/masking/preview", &form(sample))
+                .await;
+            assert_eq!(refused.status, 200, "{}", refused.body);
+            let message = format!(
+                "The sample event repeats the key `{path}`. The edge refuses an event with a \
+                 repeated key, so it would refuse this one."
+            );
+            assert!(
+                unescape(&refused.body).contains(&message),
+                "{message}\n{}",
+                refused.body
+            );
+            // No masked result (serde_json alone would have shown the last value masked), and
+            // the sample stays in the form as typed, to be corrected.
+            assert!(!refused.body.contains(r#"id="preview-after""#), "{sample}");
+            assert!(!refused.body.contains("hmac-sha256:"), "{sample}");
+            if !htmx {
+                assert_eq!(sample_field(&refused), sample);
+            }
+
+            // Without the repetition the same form previews as usual.
+            let shown = browser
+                .submit(PAGE, "/app/settings/masking/preview", &form(without))
+                .await;
+            assert!(!shown.body.contains("repeats the key"), "{}", shown.body);
+            let masked: Value = serde_json::from_str(&code_block(&shown, "preview-after")).unwrap();
+            assert_eq!(masked["key"], json!({"id": 7}), "{without}");
+        }
+    }
+    // Previewing saves nothing.
+    assert_eq!(
+        rules_of(&database, a).await,
+        [("*".to_owned(), "phone".to_owned(), "redact".to_owned())]
+    );
 }
 
 #[tokio::test]
@@ -609,6 +710,48 @@ async fn the_api_lists_creates_updates_deletes_and_previews_with_specific_errors
         (status, error["error"]["code"].as_str()),
         (400, Some("invalid_sample"))
     );
+
+    // A repeated key, at any depth, is refused as the edge refuses it, and named; the same
+    // sample without the repetition is previewed. The sample is read as sent, not after a
+    // first parse has kept the last of the repeated values.
+    for (repeated, path, without) in REPEATED_KEYS {
+        let body = format!(r#"{{"table": "shop.customers", "sample": {repeated}}}"#);
+        let (status, error) = call("POST", "/api/v1/masking-policies/preview", body).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (400, Some("invalid_sample")),
+            "{error}"
+        );
+        assert_eq!(
+            error["error"]["message"],
+            format!(
+                "The sample event repeats the key `{path}`. The edge refuses an event with a \
+                 repeated key, so it would refuse this one."
+            )
+        );
+        assert_eq!(error["error"]["details"], json!({ "repeated_key": path }));
+        let body = format!(r#"{{"table": "shop.customers", "sample": {without}}}"#);
+        let (status, shown) = call("POST", "/api/v1/masking-policies/preview", body).await;
+        assert_eq!(status, 200, "{shown}");
+        assert_eq!(
+            shown["before"],
+            serde_json::from_str::<Value>(without).unwrap()
+        );
+    }
+    // A repeated field of the request itself, or of a rule in it, is refused too.
+    for body in [
+        r#"{"table": "shop.customers", "sample": {"key": {"id": 7}}, "table": "shop.orders"}"#,
+        r#"{"table": "shop.customers", "sample": {"key": {"id": 7}}, "sample": {"key": {"id": 8}}}"#,
+        r#"{"table": "shop.customers", "sample": {"key": {"id": 7}},
+            "rules": [{"field_path": "email", "action": "hash", "action": "drop"}]}"#,
+    ] {
+        let (status, error) = call("POST", "/api/v1/masking-policies/preview", body.into()).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (400, Some("invalid_json")),
+            "{body}: {error}"
+        );
+    }
 
     let (status, _) = call(
         "DELETE",

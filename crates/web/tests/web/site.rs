@@ -54,6 +54,11 @@ pub fn assert_designed_html(page: &Page, what: &str) {
     );
     assert!(
         page.body
+            .contains(r#"<link rel="icon" href="/assets/favicon.svg" type="image/svg+xml">"#),
+        "{what} lacks the icon"
+    );
+    assert!(
+        page.body
             .contains(r##"<a class="skip-link" href="#main">"##),
         "{what}"
     );
@@ -151,6 +156,10 @@ async fn every_public_page_is_designed_secured_and_sets_only_host_cookies() {
         css.set_cookies().is_empty(),
         "a cacheable asset sets no cookie"
     );
+    let icon = browser.get("/assets/favicon.svg").await;
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    assert!(icon.body.starts_with("<svg "));
     let htmx = browser.get("/assets/htmx-2.0.11.min.js").await;
     assert_eq!(htmx.status, 200);
     assert_eq!(
