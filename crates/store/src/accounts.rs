@@ -279,6 +279,11 @@ pub async fn complete_sign_up(
         Err(StoreError::AlreadyExists(_)) => return Ok(None),
         Err(error) => return Err(error),
     }
+    // Spent: the row, with its copy of the password hash, goes with the account's creation.
+    sqlx::query("delete from control.pending_signups where token_hash = $1")
+        .bind(digest(token))
+        .execute(tx.connection())
+        .await?;
     tx.commit().await?;
     Ok(Some((user, tenant)))
 }
