@@ -231,13 +231,7 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
     fill(&client, "#contact-email", "ada@example.com").await;
     fill(&client, "#contact-company", "Analytical Engines").await;
     script(&client, "window.__notReloaded = true; return null").await;
-    client
-        .find(Locator::Css("form.form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "form.form button[type=submit]").await;
     wait_for_text(&client, "Thank you, we have your request.").await;
     assert_eq!(
         script(&client, "return window.__notReloaded === true").await,
@@ -263,13 +257,7 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
     fill(&client, "#signup-industry", "energy").await;
     fill(&client, "#signup-region", "eu-west").await;
     screenshot(&client, "sign-up").await;
-    client
-        .find(Locator::Css("form.form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "form.form button[type=submit]").await;
     confirm_sign_up(
         &client,
         &base,
@@ -291,13 +279,7 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
     client.set_window_size(1280, 900).await.unwrap();
 
     // Signing out from the top bar ends the session.
-    client
-        .find(Locator::Css(".topbar-actions button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, ".topbar-actions button[type=submit]").await;
     wait_for_text(&client, "You are signed out.").await;
     client.goto(&format!("{base}/app/overview")).await.unwrap();
     assert_eq!(client.current_url().await.unwrap().path(), "/auth");
@@ -331,13 +313,7 @@ async fn confirm_sign_up(
     if screenshots {
         screenshot(client, "sign-up-confirm").await;
     }
-    client
-        .find(Locator::Css("form.form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "form.form button[type=submit]").await;
     wait_for_text(client, &format!("<h1>{workspace}</h1>")).await;
 }
 
@@ -359,13 +335,7 @@ async fn sign_up(
     fill(client, "#signup-workspace", workspace).await;
     fill(client, "#signup-industry", "energy").await;
     fill(client, "#signup-region", "eu-west").await;
-    client
-        .find(Locator::Css("form.form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "form.form button[type=submit]").await;
     confirm_sign_up(client, base, database, email, workspace, false).await;
 }
 
@@ -496,13 +466,7 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
     client.goto(&format!("{base}/auth")).await.unwrap();
     fill(&client, "#signin-email", "admin@acme.example.com").await;
     fill(&client, "#signin-password", crate::auth::PASSWORD).await;
-    client
-        .find(Locator::Css("form.form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "form.form button[type=submit]").await;
     wait_for_text(&client, "<h1>Acme</h1>").await;
 
     // The masking page: no rules, the example sample shown as is.
@@ -553,13 +517,7 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
     screenshot(&client, "masking-preview").await;
 
     // Saving adds the rule; the edge's policy now holds it.
-    client
-        .find(Locator::Css("#rule-form button.button-primary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, "#rule-form button.button-primary").await;
     wait_for_text(&client, "Rule added.").await;
     let mut tx = crate::api::owner(&database, tenant).await;
     let rules = store::masking::list(&mut tx).await.unwrap();
