@@ -228,7 +228,8 @@ pub async fn pending_sign_up(
 /// membership as [`sign_up`] does, in one transaction. `None`, and nothing changed, when the
 /// token is unknown, used or expired, or the address has had an account made meanwhile. Of two
 /// concurrent uses, one creates and the other gets `None`: the token is spent by an update that
-/// waits for the other's row lock and then sees it used.
+/// waits for the other's row lock and then finds the row used or, once the account exists,
+/// deleted with its copy of the password hash.
 pub async fn complete_sign_up(
     database: &Database,
     token: &str,
