@@ -18,7 +18,7 @@ use store::{Actor, Database, Scope, TenantTx};
 
 use tokio::task::JoinSet;
 
-use crate::commands::Connected;
+use crate::connection::Connected;
 use crate::ingestion::Ingestion;
 use crate::settings::{DatabaseChoice, Settings};
 

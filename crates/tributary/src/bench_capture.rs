@@ -13,7 +13,7 @@ use sqlx::{Connection, PgConnection};
 use store::{Actor, Scope, TenantTx};
 use tokio::sync::{Notify, watch};
 
-use crate::commands::Connected;
+use crate::connection::Connected;
 use crate::ingestion::Ingestion;
 use crate::settings::{DatabaseChoice, Settings};
 

@@ -14,7 +14,7 @@ use bus::{Bus, Consumer, Delivery, Message};
 use domain::{Plan, SourceId, TenantAttributes, TenantId};
 use store::{Actor, Database, Scope, TenantTx};
 
-use crate::commands::Connected;
+use crate::connection::Connected;
 use crate::settings::{DatabaseChoice, Settings};
 
 /// The allowlisted key of the latency probes' readings.

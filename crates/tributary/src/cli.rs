@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::settings::LogFormat;
+use crate::logging::LogFormat;
 
 /// Tributary: change-data-capture analytics for fleets of devices, isolated per tenant by the
 /// database itself.

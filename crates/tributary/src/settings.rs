@@ -5,24 +5,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::ValueEnum;
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::cli::{GlobalOptions, UpArgs};
+use crate::logging::LogFormat;
 
 pub const DEFAULT_DATA_DIR: &str = ".tributary";
 pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_EDGE_ADDR: &str = "127.0.0.1:8443";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
 
 /// The keys a configuration file may set; every one is optional.
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::commands::Connected;
+use crate::connection::Connected;
 use crate::ingestion::{self, Ingestion};
 use crate::settings::Settings;
 
