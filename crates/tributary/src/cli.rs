@@ -166,26 +166,6 @@ pub enum Command {
     /// Database checks.
     #[command(subcommand)]
     Db(DbCommand),
-    /// Benchmarks that print figures against a baseline measured in the same run.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Ingest throughput and ack latency through edge -> bus -> bronze over mTLS, against a raw
-    /// COPY of the same rows into the same bronze table. Runs a private platform in a temporary
-    /// data directory (or on --database-url) and removes it afterwards.
-    Ingest(crate::bench::IngestArgs),
-    /// The agent's PostgreSQL capture rate against pg_recvlogical on the same source and WAL,
-    /// then commit-to-bronze latency through agent, edge, bus and bronze at a fixed rate. Starts
-    /// a private source cluster and platform in temporary directories and removes them after.
-    Capture(crate::bench_capture::CaptureArgs),
-    /// Tenant materializer throughput against the bronze writer alone on the same events (a
-    /// ratio), and the time from an event's ack to its visibility in analytics.* and in the
-    /// global rollups at a steady offered rate. Runs a private platform in a temporary
-    /// directory unless a database is given.
-    Materialize(crate::bench_materialize::MaterializeArgs),
 }
 
 #[derive(Debug, Args)]

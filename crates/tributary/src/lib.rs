@@ -1,14 +1,15 @@
 //! The `tributary` server: command line, configuration and the wiring of its roles. `main`
-//! parses and calls [`run`]; each command is a plain async function.
+//! parses and calls [`run`]; each command is a plain async function. The benchmarks
+//! (`tributary-bench`) start their commands the same way ([`launch`]) and reuse the settings,
+//! the database connection and the ingestion roles.
 
-mod bench;
-mod bench_capture;
-mod bench_materialize;
 mod cli;
 mod commands;
 mod connection;
 mod demo;
-mod ingestion;
+// The running roles hold tasks and channels, nothing worth printing.
+#[allow(missing_debug_implementations)]
+pub mod ingestion;
 mod launch;
 mod logging;
 mod settings;
@@ -17,6 +18,7 @@ mod up;
 use std::process::ExitCode;
 
 pub use cli::{Cli, GlobalOptions};
+pub use connection::Connected;
 pub use launch::launch;
 pub use logging::LogFormat;
 pub use settings::{DatabaseChoice, Settings};

@@ -34,14 +34,5 @@ pub async fn run(command: Command, settings: Settings) -> anyhow::Result<ExitCod
         Command::Rollups(command) => rollups::run(command, settings).await,
         Command::Audit(command) => audit::run(command, settings).await,
         Command::Db(command) => db::run(command, settings).await,
-        Command::Bench(crate::cli::BenchCommand::Ingest(args)) => {
-            crate::bench::ingest(args, settings).await
-        }
-        Command::Bench(crate::cli::BenchCommand::Capture(args)) => {
-            crate::bench_capture::capture(args, settings).await
-        }
-        Command::Bench(crate::cli::BenchCommand::Materialize(args)) => {
-            crate::bench_materialize::materialize(args, settings).await
-        }
     }
 }

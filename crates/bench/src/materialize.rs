@@ -1,4 +1,4 @@
-//! `tributary bench materialize`: the tenant materializer's throughput against the bronze
+//! `tributary-bench materialize`: the tenant materializer's throughput against the bronze
 //! writer alone on the same events in the same run (a ratio), then the time from an event's
 //! acknowledgement (durable on the bus, what the edge's 200 means) to its visibility in
 //! `analytics.*` and in `global_analytics.rollup_min`, at a steady offered rate. Prints figures;
@@ -13,17 +13,15 @@ use anyhow::{Context, bail};
 use bus::{Bus, Consumer, Delivery, Message};
 use domain::{Plan, SourceId, TenantAttributes, TenantId};
 use store::{Actor, Database, Scope, TenantTx};
-
-use crate::connection::Connected;
-use crate::settings::{DatabaseChoice, Settings};
+use tributary::{Connected, DatabaseChoice, Settings};
 
 /// The allowlisted key of the latency probes' readings.
 const PROBE_KEY: &str = "bench_probe";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-tributary bench materialize                       200k events, then 20 s at 5,000 events/s\n  \
-tributary bench materialize --events 50000 --rate 2000 --seconds 10\n\n\
+tributary-bench materialize                       200k events, then 20 s at 5,000 events/s\n  \
+tributary-bench materialize --events 50000 --rate 2000 --seconds 10\n\n\
 Build with --release for meaningful figures.")]
 pub struct MaterializeArgs {
     /// Simulator events for the throughput comparison, spread over the tenants.
@@ -206,7 +204,8 @@ async fn run(
     //    rate, with one probe per tick (a new device, and a reading of the probe key in a minute
     //    of its own), polled for visibility.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |receiver: tokio::sync::watch::Receiver<bool>| crate::ingestion::stopped(receiver);
+    let until =
+        |receiver: tokio::sync::watch::Receiver<bool>| tributary::ingestion::stopped(receiver);
     let mut roles = tokio::task::JoinSet::new();
     {
         let (database, bus) = (database.clone(), bus.clone());

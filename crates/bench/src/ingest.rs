@@ -1,4 +1,4 @@
-//! `tributary bench ingest`: ingest throughput and ack latency through edge -> bus -> bronze
+//! `tributary-bench ingest`: ingest throughput and ack latency through edge -> bus -> bronze
 //! over mutual TLS, against a raw `COPY` of the same rows into the same bronze table, measured in
 //! the same run on the same database. Prints figures; it is not a test. docs/benchmarks.md says
 //! how to run it and what the figures on the development machine were.
@@ -15,12 +15,11 @@ use protocol::{ChangeEvent, EventBatch, EventStatus, Op};
 use serde_json::{Map, Value};
 use store::bronze::BronzeRow;
 use store::{Actor, Database, Scope, TenantTx};
-
 use tokio::task::JoinSet;
+use tributary::ingestion::Ingestion;
+use tributary::{Connected, DatabaseChoice, Settings};
 
-use crate::connection::Connected;
-use crate::ingestion::Ingestion;
-use crate::settings::{DatabaseChoice, Settings};
+use crate::machine;
 
 /// How often progress is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
@@ -33,9 +32,9 @@ const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-tributary bench ingest                                  1M events, embedded bus\n  \
-tributary bench ingest --events 200000 --senders 8\n  \
-tributary --bus nats://127.0.0.1:4222 bench ingest      the NATS JetStream bus\n\n\
+tributary-bench ingest                                  1M events, embedded bus\n  \
+tributary-bench ingest --events 200000 --senders 8\n  \
+tributary-bench --bus nats://127.0.0.1:4222 ingest      the NATS JetStream bus\n\n\
 Build with --release for meaningful figures. With --database-url the benchmark creates its \
 tenants in that database (they stay in the tenant registry; their bronze rows are removed): use \
 a scratch database.")]
@@ -654,7 +653,7 @@ impl Report {
                 "release"
             }
         );
-        println!("  machine:        {}", machine());
+        println!("  machine:        {}", machine::describe());
         println!("  bus:            {}", self.bus);
         println!(
             "  database:       {}",
@@ -824,25 +823,6 @@ fn describe_bus(config: &bus::BusConfig) -> String {
 
 fn encoding_name(encoding: protocol::Encoding) -> &'static str {
     encoding.header_value().unwrap_or("identity")
-}
-
-/// Cores, and the CPU model where the system says it.
-pub(crate) fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, model)| model.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!(
-        "{cores} cores ({model}), {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `tributary bench capture`: the agent's PostgreSQL capture against `pg_recvlogical` on the
+//! `tributary-bench capture`: the agent's PostgreSQL capture against `pg_recvlogical` on the
 //! same source and the same WAL, then commit-to-bronze latency through the whole platform at a
 //! fixed rate.
 
@@ -12,10 +12,10 @@ use domain::{Plan, TenantAttributes};
 use sqlx::{Connection, PgConnection};
 use store::{Actor, Scope, TenantTx};
 use tokio::sync::{Notify, watch};
+use tributary::ingestion::Ingestion;
+use tributary::{Connected, DatabaseChoice, Settings};
 
-use crate::connection::Connected;
-use crate::ingestion::Ingestion;
-use crate::settings::{DatabaseChoice, Settings};
+use crate::machine;
 
 #[derive(Debug, clap::Args)]
 pub struct CaptureArgs {
@@ -92,7 +92,7 @@ async fn run(args: &CaptureArgs, settings: Settings, scratch: &Path) -> anyhow::
         "capture: {} rows in transactions of {} on {}",
         args.rows,
         args.transaction_rows,
-        crate::bench::machine()
+        machine::describe()
     );
     println!(
         "  pg_recvlogical (pgoutput to /dev/null)   {:>9.0} rows/s  ({:.2} s, mean of a run before and after the agent)",

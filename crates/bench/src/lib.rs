@@ -1,0 +1,77 @@
+//! `tributary-bench`: benchmarks of the platform that print figures against a baseline measured
+//! in the same run (docs/benchmarks.md). They start the server's own roles through the
+//! `tributary` library; `main` parses and calls [`run`].
+
+mod capture;
+mod ingest;
+mod machine;
+mod materialize;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tributary::{GlobalOptions, Settings};
+
+/// Benchmarks that print figures against a baseline measured in the same run.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tributary-bench",
+    version,
+    about,
+    long_about = "Benchmarks of Tributary that print figures against a baseline measured in the \
+same run: ingest against a raw COPY, the agent's capture against pg_recvlogical, the materializer \
+against the bronze writer. They print figures; they are not tests.\n\n\
+Each starts a private platform (and what else it measures) in temporary directories and removes \
+them afterwards, unless a database is given. The options of the platform are those of \
+`tributary`, with the same TRIBUTARY_* environment variables and --config file.",
+    after_help = "Examples:\n  \
+tributary-bench ingest                          1M events through edge, bus and bronze\n  \
+tributary-bench capture --rows 200000 --skip-latency\n  \
+tributary-bench materialize --events 50000 --rate 2000 --seconds 10\n\n\
+Build with --release for meaningful figures."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Ingest throughput and ack latency through edge -> bus -> bronze over mTLS, against a raw
+    /// COPY of the same rows into the same bronze table. Runs a private platform in a temporary
+    /// data directory (or on --database-url) and removes it afterwards.
+    Ingest(ingest::IngestArgs),
+    /// The agent's PostgreSQL capture rate against pg_recvlogical on the same source and WAL,
+    /// then commit-to-bronze latency through agent, edge, bus and bronze at a fixed rate. Starts
+    /// a private source cluster and platform in temporary directories and removes them after.
+    Capture(capture::CaptureArgs),
+    /// Tenant materializer throughput against the bronze writer alone on the same events (a
+    /// ratio), and the time from an event's ack to its visibility in analytics.* and in the
+    /// global rollups at a steady offered rate. Runs a private platform in a temporary
+    /// directory unless a database is given.
+    Materialize(materialize::MaterializeArgs),
+}
+
+/// Runs a parsed command line to its exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let settings = Settings::resolve(&cli.global, None);
+    tributary::launch(settings, async |settings| match cli.command {
+        Command::Ingest(args) => ingest::ingest(args, settings).await,
+        Command::Capture(args) => capture::capture(args, settings).await,
+        Command::Materialize(args) => materialize::materialize(args, settings).await,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
