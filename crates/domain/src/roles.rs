@@ -90,6 +90,10 @@ impl Role {
     /// The roles a member of a tenant can hold.
     pub const TENANT_ROLES: [Role; 4] = [Owner, Admin, Operator, Viewer];
 
+    /// The roles a workspace's single sign-on may give the members it creates just in time:
+    /// never owner (an IdP account must not take over the workspace).
+    pub const SSO_DEFAULT_ROLES: [Role; 3] = [Admin, Operator, Viewer];
+
     pub fn allows(self, permission: Permission) -> bool {
         PERMISSION_TABLE
             .iter()

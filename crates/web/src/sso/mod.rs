@@ -1,7 +1,7 @@
 //! Single sign-on with OpenID Connect, per workspace (docs/sso.md): "Sign in with SSO" on
 //! `/auth`, the IdP's redirect back to `/auth/sso/callback`, and the admin's test sign-in that
-//! verifies the workspace's email domains. The settings page is [`settings`]; the JSON API is
-//! `api::sso`.
+//! verifies the workspace's email domains. The settings as submitted and their validation are
+//! [`settings`]; the settings page is `app::sso`, the JSON API `api::sso`.
 //!
 //! A flow is the authorization code flow with PKCE (S256), a nonce and a state. State, nonce
 //! and the PKCE verifier stay on the server (`store::sso`), for ten minutes and one use, bound
@@ -80,12 +80,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/sso", post(start_sign_in))
         .route("/auth/sso/callback", get(callback))
-        .merge(settings::routes())
 }
 
 /// A failed step of a flow: a fixed code for the log. The browser only sees [`SSO_FAILED`].
 #[derive(Debug)]
-struct Refused {
+pub(crate) struct Refused {
     code: &'static str,
     tenant: Option<TenantId>,
 }
@@ -103,7 +102,7 @@ impl From<StoreError> for Refused {
     }
 }
 
-fn refused_page(visitor: &Visitor, refused: &Refused) -> Response {
+pub(crate) fn refused_page(visitor: &Visitor, refused: &Refused) -> Response {
     match refused.tenant {
         Some(tenant) => tracing::warn!(reason = refused.code, %tenant, "sso sign-in refused"),
         None => tracing::warn!(reason = refused.code, "sso sign-in refused"),
@@ -193,7 +192,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Starts a flow for `provider`: stores it, and answers with the redirect to the IdP carrying
 /// the browser-binding cookie.
-async fn begin_flow(
+pub(crate) async fn begin_flow(
     state: &AppState,
     headers: &HeaderMap,
     provider: &IdentityProvider,
