@@ -283,7 +283,7 @@ async fn start_sign_in(
                 &visitor,
                 StatusCode::TOO_MANY_REQUESTS,
                 &form.email,
-                crate::auth::THROTTLED,
+                throttle::THROTTLED,
             );
         }
         Ok(_) => {}

@@ -118,7 +118,7 @@ pub fn valid_issuer(issuer: &str) -> bool {
     };
     let scheme_ok = match url.scheme() {
         "https" => true,
-        "http" => super::is_loopback_host(host),
+        "http" => super::http::is_loopback_host(host),
         _ => false,
     };
     scheme_ok
