@@ -190,6 +190,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn single_sign_on_creates_no_owner_and_only_tenant_roles() {
+        for role in Role::SSO_DEFAULT_ROLES {
+            assert!(role.is_tenant_role(), "{role}");
+            assert_ne!(role, Owner);
+        }
+        assert_eq!(
+            Role::SSO_DEFAULT_ROLES.len(),
+            Role::TENANT_ROLES.len() - 1,
+            "every tenant role but owner"
+        );
+    }
+
+    #[test]
     fn every_permission_has_exactly_one_row() {
         for permission in Permission::ALL {
             let rows = PERMISSION_TABLE
