@@ -32,6 +32,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "API tokens",
         Permission::ManageApiTokens,
     ),
+    // `sso::settings::PATH`, written out: the shell names its pages by path only.
     (
         "/app/settings/sso",
         "Single sign-on",
@@ -71,6 +72,7 @@ pub const OPS_PAGES: &[(&str, &str)] = &[
     ("/app/contact-requests", "Contact requests"),
 ];
 
+/// The shell of a member's page at `current`.
 pub(crate) fn shell(member: &Member, current: &str) -> Shell {
     shell_for(
         &member.visitor,
