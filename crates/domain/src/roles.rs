@@ -90,6 +90,10 @@ impl Role {
     /// The roles a member of a tenant can hold.
     pub const TENANT_ROLES: [Role; 4] = [Owner, Admin, Operator, Viewer];
 
+    /// The roles a workspace's single sign-on may give the members it creates just in time:
+    /// never owner (an IdP account must not take over the workspace).
+    pub const SSO_DEFAULT_ROLES: [Role; 3] = [Admin, Operator, Viewer];
+
     pub fn allows(self, permission: Permission) -> bool {
         PERMISSION_TABLE
             .iter()
@@ -184,6 +188,19 @@ impl FromStr for Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_sign_on_creates_no_owner_and_only_tenant_roles() {
+        for role in Role::SSO_DEFAULT_ROLES {
+            assert!(role.is_tenant_role(), "{role}");
+            assert_ne!(role, Owner);
+        }
+        assert_eq!(
+            Role::SSO_DEFAULT_ROLES.len(),
+            Role::TENANT_ROLES.len() - 1,
+            "every tenant role but owner"
+        );
+    }
 
     #[test]
     fn every_permission_has_exactly_one_row() {

@@ -14,13 +14,14 @@ mod csrf;
 mod live;
 pub mod mail;
 mod masking;
-mod ops;
 mod pages;
+mod rules;
+mod shell;
 mod site;
 pub mod sso;
 
-pub use app::{OPS_PAGES, PAGES as APP_PAGES};
 pub use live::LiveStreams;
+pub use shell::{OPS_PAGES, PAGES as APP_PAGES};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,8 +76,6 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(sso::routes())
         .merge(app::routes())
-        .merge(ops::routes())
-        .merge(masking::routes())
         .merge(live::routes())
         .merge(assets::routes())
         .fallback(not_found)

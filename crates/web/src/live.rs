@@ -28,8 +28,9 @@ use store::{Scope, StoreError, TenantTx};
 use tokio::sync::watch;
 
 use crate::AppState;
-use crate::app::{page_result, timestamp};
 use crate::auth::session::Member;
+use crate::pages::{PageError, render_failures};
+use crate::shell::timestamp;
 
 /// How often a stream looks for changes.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -46,6 +47,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/app/overview/stream", get(overview_stream))
         .route("/app/data-sources/stream", get(sources_stream))
+        .route_layer(axum::middleware::from_fn_with_state("app", render_failures))
 }
 
 /// The streams open per session, and the signal that ends them all when the server stops.
@@ -242,26 +244,30 @@ fn render_fragment(template: &impl Template) -> String {
     })
 }
 
-async fn overview_stream(State(state): State<AppState>, member: Member) -> Response {
+async fn overview_stream(
+    State(state): State<AppState>,
+    member: Member,
+) -> Result<Response, PageError> {
     open_stream(state, member, Feed::Activity)
 }
 
-async fn sources_stream(State(state): State<AppState>, member: Member) -> Response {
+async fn sources_stream(
+    State(state): State<AppState>,
+    member: Member,
+) -> Result<Response, PageError> {
     open_stream(state, member, Feed::Sources)
 }
 
-fn open_stream(state: AppState, member: Member, feed: Feed) -> Response {
-    if let Err(error) = member.require(feed.permission()) {
-        return page_result(&member, Err(error));
-    }
+fn open_stream(state: AppState, member: Member, feed: Feed) -> Result<Response, PageError> {
+    member.require(feed.permission())?;
     let session = member.session();
     let Some(slot) = state.live.acquire(&session.token) else {
         tracing::info!(user = %session.user.user_id, "refused a live stream over the session's limit");
-        return (
+        return Ok((
             StatusCode::TOO_MANY_REQUESTS,
             "Too many live views are open in this session. Close one and reload.",
         )
-            .into_response();
+            .into_response());
     };
     let ticker = Ticker {
         closing: state.live.closing.subscribe(),
@@ -277,9 +283,9 @@ fn open_stream(state: AppState, member: Member, feed: Feed) -> Response {
         _slot: slot,
     };
     let stream = futures_util::stream::unfold(ticker, Ticker::next_event);
-    Sse::new(stream)
+    Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response()
+        .into_response())
 }
 
 /// One stream's state between ticks.

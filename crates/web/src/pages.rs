@@ -1,8 +1,13 @@
 //! What every HTML page shares: the chrome (anti-forgery token, signed-in user, current section),
-//! rendering, and the error pages (400, 403, 404, 429, 500, 503) in the same design.
+//! rendering, and the error pages (400, 403, 404, 429, 500, 503) in the same design, drawn for
+//! a handler that returns a [`PageError`] by the [`render_failures`] layer.
+
+use std::sync::{Arc, OnceLock};
 
 use askama::Template;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 /// The parts of the layout every page fills.
@@ -77,7 +82,11 @@ struct ErrorPage<'a> {
 
 /// An HTML route's failure: a status and a safe message in the site's design. Never SQL,
 /// internals or another tenant's existence.
-#[derive(Debug)]
+///
+/// A handler returns it (`Result<Response, PageError>`), and the [`render_failures`] layer of
+/// its router draws the page with the visitor's chrome; [`PageError::into_page`] draws it
+/// directly where the chrome is at hand.
+#[derive(Debug, Clone)]
 pub enum PageError {
     BadRequest(String),
     /// Not signed in: go to the sign-in page and come back to `next`.
@@ -146,6 +155,54 @@ impl PageError {
                 action_label: label,
             },
         )
+    }
+}
+
+/// The chrome of a request's visitor, kept for [`render_failures`]: the layer puts an empty slot
+/// in the request, and the visitor's extractor (`auth::session::Visitor`) fills it.
+#[derive(Debug, Clone, Default)]
+pub struct ChromeSlot(Arc<OnceLock<Chrome>>);
+
+impl ChromeSlot {
+    /// Keeps `chrome` (the first one given: a request has one visitor).
+    pub fn fill(&self, chrome: Chrome) {
+        // A second extraction of the same visitor gives the same chrome.
+        let _ = self.0.set(chrome);
+    }
+}
+
+/// A handler's failure inside its response, waiting for [`render_failures`] to draw it.
+#[derive(Debug, Clone)]
+struct Unrendered(PageError);
+
+impl IntoResponse for PageError {
+    /// The failure page with an anonymous chrome, carrying the failure itself so that the
+    /// router's [`render_failures`] layer draws it again with the visitor's chrome.
+    fn into_response(self) -> Response {
+        let mut response = self.clone().into_page(&Chrome::default());
+        response.extensions_mut().insert(Unrendered(self));
+        response
+    }
+}
+
+/// The layer of a router whose handlers return [`PageError`]s: draws a failure with the chrome
+/// of the request's visitor in `section`, as the handler would have drawn it with
+/// `visitor.chrome(section)`. Used as
+/// `route_layer(axum::middleware::from_fn_with_state("app", render_failures))`.
+pub async fn render_failures(
+    State(section): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let slot = ChromeSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    match response.extensions_mut().remove::<Unrendered>() {
+        Some(Unrendered(error)) => {
+            let chrome = slot.0.get().cloned().unwrap_or_default();
+            error.into_page(&Chrome { section, ..chrome })
+        }
+        None => response,
     }
 }
 

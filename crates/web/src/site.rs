@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use domain::Email;
 use pulldown_cmark::{Event, Options, Parser, Tag};
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::auth::session::Visitor;
 use crate::auth::throttle;
-use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
+use crate::pages::{Chrome, PageError, SelectOption, render, render_failures, select_options};
 
 /// The site's own pages, in the order of its navigation; [`routes`] serves each. With the
 /// documents and the sign-in pages they make up [`crate::public_pages`].
@@ -42,7 +42,12 @@ pub fn routes() -> Router<AppState> {
         .route(solutions_path, get(solutions))
         .route(pricing_path, get(pricing))
         .route(security_path, get(security))
-        .route(contact_path, get(contact_page).post(contact_submit))
+        .route(
+            contact_path,
+            get(contact_page).merge(post(contact_submit).route_layer(
+                axum::middleware::from_fn_with_state("contact", render_failures),
+            )),
+        )
         .route("/docs/{slug}", get(document))
 }
 
@@ -280,7 +285,7 @@ async fn contact_submit(
     State(state): State<AppState>,
     visitor: Visitor,
     Form(form): Form<ContactForm>,
-) -> Response {
+) -> Result<Response, PageError> {
     let chrome = visitor.chrome("contact");
     let page = |form: ContactForm, errors: Vec<String>, sent: bool| ContactPage {
         chrome: chrome.clone(),
@@ -291,7 +296,12 @@ async fn contact_submit(
     };
     let request = match validate(&form) {
         Ok(request) => request,
-        Err(errors) => return render(StatusCode::UNPROCESSABLE_ENTITY, &page(form, errors, false)),
+        Err(errors) => {
+            return Ok(render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &page(form, errors, false),
+            ));
+        }
     };
     let bucket = throttle::address_bucket(
         "contact",
@@ -299,26 +309,23 @@ async fn contact_submit(
             .client_addr
             .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string()),
     );
-    match store::accounts::count_attempt(&state.database, &bucket, throttle::WINDOW).await {
-        Ok(attempts) if attempts > throttle::CONTACT_LIMIT => {
-            let errors = vec![
-                "We have received several requests from your network just now. Wait 15 minutes and try again.".to_owned(),
-            ];
-            return render(StatusCode::TOO_MANY_REQUESTS, &page(form, errors, false));
-        }
-        Ok(_) => {}
-        Err(error) => return PageError::from(error).into_page(&chrome),
+    let attempts =
+        store::accounts::count_attempt(&state.database, &bucket, throttle::WINDOW).await?;
+    if attempts > throttle::CONTACT_LIMIT {
+        let errors = vec![
+            "We have received several requests from your network just now. Wait 15 minutes and try again.".to_owned(),
+        ];
+        return Ok(render(
+            StatusCode::TOO_MANY_REQUESTS,
+            &page(form, errors, false),
+        ));
     }
-    match store::contact::record(&state.database, &request).await {
-        Ok(request_id) => {
-            tracing::info!(%request_id, "book-a-demo request stored");
-            render(
-                StatusCode::OK,
-                &page(ContactForm::default(), Vec::new(), true),
-            )
-        }
-        Err(error) => PageError::from(error).into_page(&chrome),
-    }
+    let request_id = store::contact::record(&state.database, &request).await?;
+    tracing::info!(%request_id, "book-a-demo request stored");
+    Ok(render(
+        StatusCode::OK,
+        &page(ContactForm::default(), Vec::new(), true),
+    ))
 }
 
 /// The repository documents the site renders, compiled into the binary: the URL slug under

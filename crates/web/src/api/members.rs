@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{ApiError, Caller, Routes, parse_body, parse_id, rfc3339};
 use crate::AppState;
-use crate::app::{INVITATION_LIFETIME, TOKEN_DAYS, send_invitation, token_name_is_valid};
+use crate::rules::{INVITATION_LIFETIME, TOKEN_DAYS, send_invitation, token_name_is_valid};
 
 pub(super) fn register(routes: Routes) -> Routes {
     routes

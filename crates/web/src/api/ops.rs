@@ -42,7 +42,7 @@ pub(super) fn register(routes: Routes) -> Routes {
 async fn tenants(
     State(state): State<AppState>,
     caller: StaffCaller,
-    Query(query): Query<crate::app::RegistryQuery>,
+    Query(query): Query<crate::rules::RegistryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut tx = caller.tx(&state, None).await?;
     let tenants = store::control::registry(&mut tx, &query.filter()).await?;

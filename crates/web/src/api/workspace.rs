@@ -13,7 +13,7 @@ use store::TenantTx;
 
 use super::{ApiError, Caller, Routes, parse_body};
 use crate::AppState;
-use crate::app::{ACTOR_TYPES, RETENTION_DAYS};
+use crate::rules::{ACTOR_TYPES, RETENTION_DAYS};
 
 pub(super) fn register(routes: Routes) -> Routes {
     routes

@@ -14,7 +14,7 @@ use store::{Scope, TenantTx};
 use crate::AppState;
 use crate::cookies;
 use crate::csrf::CsrfToken;
-use crate::pages::{Chrome, ChromeUser, PageError};
+use crate::pages::{Chrome, ChromeSlot, ChromeUser, PageError};
 
 /// Sessions end after 30 minutes without a request, and 12 hours after sign-in whatever happens
 /// (ASVS 7.3.1, 7.3.2).
@@ -89,6 +89,9 @@ impl FromRequestParts<AppState> for Visitor {
                     return Err(PageError::from(error).into_page(&visitor.chrome("")));
                 }
             }
+        }
+        if let Some(slot) = parts.extensions.get::<ChromeSlot>() {
+            slot.fill(visitor.chrome(""));
         }
         Ok(visitor)
     }

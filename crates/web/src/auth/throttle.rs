@@ -1,4 +1,5 @@
-//! Sign-in throttling that cannot be turned into a lock-out.
+//! Sign-in throttling that cannot be turned into a lock-out, and counting the attempts of
+//! sign-up and password reset.
 //!
 //! Attempts are counted in fixed 15-minute windows, before the password is checked, in buckets:
 //!
@@ -14,7 +15,11 @@
 //! clears that browser's count; the account's count only runs out with its window, so the real
 //! user signing in never hands an attacker a fresh set of guesses.
 
+use store::StoreError;
 use time::Duration;
+
+use super::session::Visitor;
+use crate::AppState;
 
 pub const WINDOW: Duration = Duration::minutes(15);
 pub const ACCOUNT_LIMIT: i32 = 10;
@@ -45,4 +50,25 @@ pub fn address_bucket(kind: &str, address: &str) -> String {
 
 pub fn device_bucket(device_token: &str) -> String {
     format!("sign-in device {device_token}")
+}
+
+/// What a throttled sign-in, sign-up or reset request is told.
+pub(crate) const THROTTLED: &str =
+    "Too many attempts from here. Wait 15 minutes, or sign in from a browser you have used before.";
+
+/// Counts an attempt in `bucket`; true when past `limit`.
+pub(super) async fn over_limit(
+    state: &AppState,
+    bucket: &str,
+    limit: i32,
+) -> Result<bool, StoreError> {
+    let attempts = store::accounts::count_attempt(&state.database, bucket, WINDOW).await?;
+    Ok(attempts > limit)
+}
+
+/// The client's address as its throttling bucket names it.
+pub(super) fn address(visitor: &Visitor) -> String {
+    visitor
+        .client_addr
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string())
 }

@@ -1,20 +1,16 @@
-//! Masking policies in the web app: the settings page (`/app/settings/masking`, in [`page`]) and
-//! what it shares with the JSON API (`/api/v1/masking-policies`): reading a rule from a request
-//! with specific messages, and the live preview, which runs the edge's own masking engine
-//! (`protocol::masking`) on a sample event.
+//! Masking policies in the web app: what the settings page (`/app/settings/masking`, in
+//! `app::masking`) shares with the JSON API (`/api/v1/masking-policies`): reading a rule from a
+//! request with specific messages, and the live preview, which runs the edge's own masking
+//! engine (`protocol::masking`) on a sample event.
 //!
 //! The preview hashes with a fixed, published key ([`PREVIEW_KEY`]), not the workspace's secret:
 //! the web app never holds tenant secrets, and a preview that answered with real hashes would
 //! let anyone who may edit rules test guesses against stored hashes.
 
-mod page;
-
 use protocol::masking::{MaskAction, MaskError, MaskRule, MaskingPolicy, RowImages, TableScope};
 use protocol::{Limits, StrictJsonError};
 use serde_json::{Map, Value};
 use store::masking::MaskingRule;
-
-pub use page::routes;
 
 /// The HMAC key of every preview: public on purpose (see the module's documentation).
 pub const PREVIEW_KEY: &[u8; 32] = b"tributary masking preview key v1";

@@ -1,7 +1,7 @@
 //! Single sign-on with OpenID Connect, per workspace (docs/sso.md): "Sign in with SSO" on
 //! `/auth`, the IdP's redirect back to `/auth/sso/callback`, and the admin's test sign-in that
-//! verifies the workspace's email domains. The settings page is [`settings`]; the JSON API is
-//! `api::sso`.
+//! verifies the workspace's email domains. The settings as submitted and their validation are
+//! [`settings`]; the settings page is `app::sso`, the JSON API `api::sso`.
 //!
 //! A flow is the authorization code flow with PKCE (S256), a nonce and a state. State, nonce
 //! and the PKCE verifier stay on the server (`store::sso`), for ten minutes and one use, bound
@@ -38,7 +38,7 @@ use crate::AppState;
 use crate::auth::session::{LIFETIME, Visitor};
 use crate::auth::throttle;
 use crate::cookies;
-use crate::pages::PageError;
+use crate::pages::{PageError, render_failures};
 
 /// How long a sign-in flow may take, from the redirect to the IdP to its callback.
 const FLOW_LIFETIME: time::Duration = time::Duration::minutes(10);
@@ -80,12 +80,15 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/sso", post(start_sign_in))
         .route("/auth/sso/callback", get(callback))
-        .merge(settings::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            "auth",
+            render_failures,
+        ))
 }
 
 /// A failed step of a flow: a fixed code for the log. The browser only sees [`SSO_FAILED`].
 #[derive(Debug)]
-struct Refused {
+pub(crate) struct Refused {
     code: &'static str,
     tenant: Option<TenantId>,
 }
@@ -103,7 +106,7 @@ impl From<StoreError> for Refused {
     }
 }
 
-fn refused_page(visitor: &Visitor, refused: &Refused) -> Response {
+pub(crate) fn refused_page(visitor: &Visitor, refused: &Refused) -> Response {
     match refused.tenant {
         Some(tenant) => tracing::warn!(reason = refused.code, %tenant, "sso sign-in refused"),
         None => tracing::warn!(reason = refused.code, "sso sign-in refused"),
@@ -193,7 +196,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// Starts a flow for `provider`: stores it, and answers with the redirect to the IdP carrying
 /// the browser-binding cookie.
-async fn begin_flow(
+pub(crate) async fn begin_flow(
     state: &AppState,
     headers: &HeaderMap,
     provider: &IdentityProvider,
@@ -268,32 +271,28 @@ async fn start_sign_in(
     visitor: Visitor,
     headers: HeaderMap,
     Form(form): Form<StartForm>,
-) -> Response {
+) -> Result<Response, PageError> {
     let address = visitor
         .client_addr
         .map_or_else(|| "unknown".to_owned(), |addr| addr.to_string());
-    match store::accounts::count_attempt(
+    let attempts = store::accounts::count_attempt(
         &state.database,
         &throttle::address_bucket("sso", &address),
         throttle::WINDOW,
     )
-    .await
-    {
-        Ok(attempts) if attempts > throttle::ADDRESS_LIMIT => {
-            return crate::auth::sign_in_page(
-                &visitor,
-                StatusCode::TOO_MANY_REQUESTS,
-                &form.email,
-                crate::auth::THROTTLED,
-            );
-        }
-        Ok(_) => {}
-        Err(error) => return PageError::from(error).into_page(&visitor.chrome("auth")),
+    .await?;
+    if attempts > throttle::ADDRESS_LIMIT {
+        return Ok(crate::auth::sign_in_page(
+            &visitor,
+            StatusCode::TOO_MANY_REQUESTS,
+            &form.email,
+            throttle::THROTTLED,
+        ));
     }
     let unavailable =
         || crate::auth::sign_in_page(&visitor, StatusCode::OK, &form.email, SSO_UNAVAILABLE);
     let Ok(email) = Email::parse(&form.email) else {
-        return unavailable();
+        return Ok(unavailable());
     };
     let domain = email_domain(&email);
     let provider = async {
@@ -302,24 +301,25 @@ async fn start_sign_in(
         };
         store::sso::identity_provider(&state.database, tenant, state.sso.client_secrets()).await
     }
-    .await;
+    .await?;
     let provider = match provider {
-        Ok(Some(provider)) if provider.enabled => provider,
-        Ok(_) => return unavailable(),
-        Err(error) => return PageError::from(error).into_page(&visitor.chrome("auth")),
+        Some(provider) if provider.enabled => provider,
+        _ => return Ok(unavailable()),
     };
-    match begin_flow(
-        &state,
-        &headers,
-        &provider,
-        FlowPurpose::SignIn,
-        Some(email.as_str()),
+    Ok(
+        match begin_flow(
+            &state,
+            &headers,
+            &provider,
+            FlowPurpose::SignIn,
+            Some(email.as_str()),
+        )
+        .await
+        {
+            Ok(response) => response,
+            Err(refused) => refused_page(&visitor, &refused),
+        },
     )
-    .await
-    {
-        Ok(response) => response,
-        Err(refused) => refused_page(&visitor, &refused),
-    }
 }
 
 fn email_domain(email: &Email) -> &str {

@@ -355,6 +355,45 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     );
 }
 
+/// A page its handler refuses is drawn in the visitor's chrome, as the pages they may open:
+/// their name, and the sign-out form with their anti-forgery token.
+#[tokio::test]
+async fn a_refused_page_keeps_the_visitors_chrome() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "viewer@acme.example.com", PASSWORD).await;
+    let overview = browser.get("/app/overview").await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains(">Test</a>"), "the viewer's name");
+    for path in ["/app/settings", "/app/settings/api-tokens", "/app/audit"] {
+        let refused = browser.get(path).await;
+        assert_eq!(refused.status, 403, "{path}");
+        assert!(
+            refused.body.contains("You do not have access to this page"),
+            "{path}"
+        );
+        assert!(
+            refused.body.contains(">Test</a>"),
+            "{path}: the viewer's name"
+        );
+        assert_eq!(
+            refused.csrf(),
+            overview.csrf(),
+            "{path}: the sign-out form's token"
+        );
+    }
+    let unknown = browser
+        .submit("/app/overview", "/app/sessions/no-such-session/end", &[])
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains(">Test</a>"), "the viewer's name");
+    assert_eq!(unknown.csrf(), overview.csrf(), "the sign-out form's token");
+}
+
 #[tokio::test]
 async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
     let test_database = TestDatabase::new().await;

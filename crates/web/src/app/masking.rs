@@ -18,14 +18,15 @@ use serde::Deserialize;
 use store::StoreError;
 use store::masking::MaskingRule;
 
-use super::{
+use crate::AppState;
+use crate::auth::session::Member;
+use crate::masking::{
     CheckedRule, PREVIEW_HASH_NOTE, RuleFields, RuleProblem, Sample, bronze_sample, example_sample,
     policy_with, preview,
 };
-use crate::AppState;
-use crate::app::{Shell, page_result, query_encode, shell};
-use crate::auth::session::Member;
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
+use crate::rules::query_encode;
+use crate::shell::{Shell, shell};
 
 const PATH: &str = "/app/settings/masking";
 
@@ -150,53 +151,49 @@ async fn masking_page(
     State(state): State<AppState>,
     member: Member,
     Query(query): Query<MaskingQuery>,
-) -> Response {
-    let result = async {
-        let mut tx = member.tx(&state, Permission::ManageMasking).await?;
-        let saved = store::masking::list(&mut tx).await?;
-        let mut form = MaskingForm {
-            source_table: "*".into(),
-            action: "hash".into(),
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(&state, Permission::ManageMasking).await?;
+    let saved = store::masking::list(&mut tx).await?;
+    let mut form = MaskingForm {
+        source_table: "*".into(),
+        action: "hash".into(),
+        ..MaskingForm::default()
+    };
+    if !query.edit_path.is_empty() {
+        let editing = saved
+            .iter()
+            .find(|rule| {
+                rule.source_table == query.edit_table && rule.field_path == query.edit_path
+            })
+            .ok_or(PageError::NotFound)?;
+        form = MaskingForm {
+            source_table: editing.source_table.clone(),
+            field_path: editing.field_path.clone(),
+            action: editing.action.clone(),
+            original_table: editing.source_table.clone(),
+            original_path: editing.field_path.clone(),
             ..MaskingForm::default()
         };
-        if !query.edit_path.is_empty() {
-            let editing = saved
-                .iter()
-                .find(|rule| {
-                    rule.source_table == query.edit_table && rule.field_path == query.edit_path
-                })
-                .ok_or(PageError::NotFound)?;
-            form = MaskingForm {
-                source_table: editing.source_table.clone(),
-                field_path: editing.field_path.clone(),
-                action: editing.action.clone(),
-                original_table: editing.source_table.clone(),
-                original_path: editing.field_path.clone(),
-                ..MaskingForm::default()
-            };
-        }
-        // The sample: the newest event of the asked table, else of the rule's table, else the
-        // newest of all; the built-in example when bronze has none.
-        let wanted = [query.sample_table.trim(), form.source_table.as_str()]
-            .into_iter()
-            .find(|table| !table.is_empty() && *table != "*");
-        let mut recent = store::masking::latest_bronze_sample(&mut tx, wanted).await?;
-        if recent.is_none() && wanted.is_some() {
-            recent = store::masking::latest_bronze_sample(&mut tx, None).await?;
-        }
-        tx.commit().await?;
-        (form.sample_table, form.sample) = recent.map_or_else(example_sample, bronze_sample);
-        Ok(render_page(
-            &member,
-            StatusCode::OK,
-            &saved,
-            form,
-            Vec::new(),
-            notice(&query.done),
-        ))
     }
-    .await;
-    page_result(&member, result)
+    // The sample: the newest event of the asked table, else of the rule's table, else the
+    // newest of all; the built-in example when bronze has none.
+    let wanted = [query.sample_table.trim(), form.source_table.as_str()]
+        .into_iter()
+        .find(|table| !table.is_empty() && *table != "*");
+    let mut recent = store::masking::latest_bronze_sample(&mut tx, wanted).await?;
+    if recent.is_none() && wanted.is_some() {
+        recent = store::masking::latest_bronze_sample(&mut tx, None).await?;
+    }
+    tx.commit().await?;
+    (form.sample_table, form.sample) = recent.map_or_else(example_sample, bronze_sample);
+    Ok(render_page(
+        &member,
+        StatusCode::OK,
+        &saved,
+        form,
+        Vec::new(),
+        notice(&query.done),
+    ))
 }
 
 /// The preview of the form's policy on the form's sample.
@@ -317,23 +314,19 @@ async fn preview_form(
     member: Member,
     headers: HeaderMap,
     Form(form): Form<MaskingForm>,
-) -> Response {
-    let result = async {
-        let saved = saved_rules(&state, &member).await?;
-        if wants_fragment(&headers) {
-            return Ok(render(StatusCode::OK, &preview_fragment(&saved, &form)));
-        }
-        Ok(render_page(
-            &member,
-            StatusCode::OK,
-            &saved,
-            form,
-            Vec::new(),
-            None,
-        ))
+) -> Result<Response, PageError> {
+    let saved = saved_rules(&state, &member).await?;
+    if wants_fragment(&headers) {
+        return Ok(render(StatusCode::OK, &preview_fragment(&saved, &form)));
     }
-    .await;
-    page_result(&member, result)
+    Ok(render_page(
+        &member,
+        StatusCode::OK,
+        &saved,
+        form,
+        Vec::new(),
+        None,
+    ))
 }
 
 /// The page again with the form as sent and what is wrong with it.
@@ -397,25 +390,22 @@ async fn create_rule(
     State(state): State<AppState>,
     member: Member,
     Form(mut form): Form<MaskingForm>,
-) -> Response {
+) -> Result<Response, PageError> {
     // A new rule replaces nothing, whatever the form says.
     form.original_table.clear();
     form.original_path.clear();
-    let result = save(&state, &member, form).await;
-    page_result(&member, result)
+    save(&state, &member, form).await
 }
 
 async fn update_rule(
     State(state): State<AppState>,
     member: Member,
     Form(form): Form<MaskingForm>,
-) -> Response {
-    let result = if form.original_path.is_empty() {
-        Err(PageError::NotFound)
-    } else {
-        save(&state, &member, form).await
-    };
-    page_result(&member, result)
+) -> Result<Response, PageError> {
+    if form.original_path.is_empty() {
+        return Err(PageError::NotFound);
+    }
+    save(&state, &member, form).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -429,14 +419,10 @@ async fn remove_rule(
     State(state): State<AppState>,
     member: Member,
     Form(form): Form<RemoveForm>,
-) -> Response {
-    let result = async {
-        let mut tx = member.tx(&state, Permission::ManageMasking).await?;
-        store::masking::remove(&mut tx, &form.source_table, &form.field_path).await?;
-        tx.commit().await?;
-        tracing::info!(by = %member.session().user.user_id, "masking rule removed");
-        Ok(Redirect::to(&format!("{PATH}?done=removed#rules-heading")).into_response())
-    }
-    .await;
-    page_result(&member, result)
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(&state, Permission::ManageMasking).await?;
+    store::masking::remove(&mut tx, &form.source_table, &form.field_path).await?;
+    tx.commit().await?;
+    tracing::info!(by = %member.session().user.user_id, "masking rule removed");
+    Ok(Redirect::to(&format!("{PATH}?done=removed#rules-heading")).into_response())
 }

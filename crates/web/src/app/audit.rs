@@ -1,0 +1,193 @@
+//! `/app/audit`: the workspace's audit log, filtered and paged, with its hash chain verified on
+//! every view, and its CSV export; internal operations open any tenant's log with the same
+//! page ([`render_audit`], [`audit_csv_response`]).
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use domain::Permission;
+use store::TenantTx;
+
+use crate::AppState;
+use crate::auth::session::Member;
+use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
+use crate::rules::{ACTOR_TYPES, AuditQuery};
+use crate::shell::{Shell, shell, timestamp};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/app/audit", get(audit_page))
+        .route("/app/audit.csv", get(audit_csv))
+}
+
+/// Entries per audit page.
+const AUDIT_PAGE_SIZE: i64 = 50;
+/// The most entries one CSV export holds.
+const AUDIT_EXPORT_LIMIT: i64 = 10_000;
+
+#[derive(Debug)]
+struct AuditRow {
+    seq: i64,
+    when: String,
+    actor: String,
+    action: String,
+    target: String,
+    details: String,
+}
+
+#[derive(Template)]
+#[template(path = "app/audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    shell: Shell,
+    heading: String,
+    /// The page's own path, which the filter form and the links keep.
+    base: String,
+    entries: Vec<AuditRow>,
+    chain_intact: bool,
+    chain_entries: u64,
+    chain_problem: String,
+    filter_action: String,
+    actor_options: Vec<SelectOption>,
+    csv_href: String,
+    next_href: Option<String>,
+}
+
+/// The tenant's audit log, filtered and paged, with the chain verified from this request.
+async fn audit_page(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, PageError> {
+    let tx = member.tx(&state, Permission::ViewAudit).await?;
+    render_audit(
+        tx,
+        member.visitor.chrome("app"),
+        shell(&member, "/app/audit"),
+        &query,
+        "/app/audit",
+        "Audit log".into(),
+    )
+    .await
+}
+
+/// The audit page of the transaction's tenant at `base` (the member's own log, or a tenant's
+/// log as internal operations opens it).
+pub(crate) async fn render_audit(
+    mut tx: TenantTx,
+    chrome: Chrome,
+    shell: Shell,
+    query: &AuditQuery,
+    base: &str,
+    heading: String,
+) -> Result<Response, PageError> {
+    let filter = query.filter();
+    let records = store::audit::search(&mut tx, &filter, AUDIT_PAGE_SIZE + 1).await?;
+    let chain = store::audit::verify_tenant(&mut tx).await?;
+    tx.commit().await?;
+    let more = records.len() as i64 > AUDIT_PAGE_SIZE;
+    let shown: Vec<_> = records.into_iter().take(AUDIT_PAGE_SIZE as usize).collect();
+    let next_href = more
+        .then(|| shown.last().map(|last| query.href(base, Some(last.seq))))
+        .flatten();
+    Ok(render(
+        StatusCode::OK,
+        &AuditPage {
+            chrome,
+            shell,
+            heading,
+            base: base.to_owned(),
+            chain_intact: chain.is_intact(),
+            chain_entries: chain.entries,
+            chain_problem: chain
+                .first_break
+                .map(|problem| format!("{problem:?}"))
+                .unwrap_or_default(),
+            entries: shown
+                .into_iter()
+                .map(|record| AuditRow {
+                    seq: record.seq,
+                    when: timestamp(record.occurred_at),
+                    actor: format!("{}:{}", record.actor_type, record.actor_id),
+                    action: record.action,
+                    target: record.target,
+                    details: record.details.to_string(),
+                })
+                .collect(),
+            filter_action: filter.action_prefix.clone().unwrap_or_default(),
+            actor_options: select_options(
+                &ACTOR_TYPES,
+                filter.actor_type.as_deref().unwrap_or_default(),
+            ),
+            csv_href: query.href(&format!("{base}.csv"), None),
+            next_href,
+        },
+    ))
+}
+
+/// One CSV field: quoted, quotes doubled, and a leading `=`, `+`, `-`, `@`, tab or carriage
+/// return neutralised with a `'`, so a spreadsheet never runs an entry as a formula.
+fn csv_field(text: &str) -> String {
+    let guarded = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", guarded.replace('"', "\"\""))
+}
+
+/// The filtered log as CSV, newest first, at most `AUDIT_EXPORT_LIMIT` entries.
+async fn audit_csv(
+    State(state): State<AppState>,
+    member: Member,
+    Query(query): Query<AuditQuery>,
+) -> Result<Response, PageError> {
+    let tx = member.tx(&state, Permission::ViewAudit).await?;
+    let response = audit_csv_response(tx, &query).await;
+    tracing::info!(user = %member.session().user.user_id, "audit log exported");
+    response
+}
+
+/// The transaction tenant's filtered audit log as a CSV download.
+pub(crate) async fn audit_csv_response(
+    mut tx: TenantTx,
+    query: &AuditQuery,
+) -> Result<Response, PageError> {
+    let records = store::audit::search(&mut tx, &query.filter(), AUDIT_EXPORT_LIMIT).await?;
+    tx.commit().await?;
+    let mut csv =
+        String::from("seq,occurred_at,actor_type,actor_id,action,target,details,client_addr\r\n");
+    for record in records {
+        let occurred_at = record
+            .occurred_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let fields = [
+            record.seq.to_string(),
+            occurred_at,
+            record.actor_type,
+            record.actor_id,
+            record.action,
+            record.target,
+            record.details.to_string(),
+            record.client_addr.unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|field| csv_field(field)).collect();
+        csv.push_str(&line.join(","));
+        csv.push_str("\r\n");
+    }
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"audit-log.csv\"",
+            ),
+        ],
+        csv,
+    )
+        .into_response())
+}

@@ -1,0 +1,32 @@
+//! The signed-in app under `/app`, one module per page family. Every route takes a `Member`
+//! (or `Staff`, or an `AppUser` where both are served), checks the domain's permission table,
+//! and reads through a `TenantTx`; a handler's `PageError` is drawn with the visitor's chrome by
+//! the routes' [`render_failures`] layer. The chrome around the pages is [`crate::shell`].
+
+mod audit;
+mod masking;
+mod ops;
+mod overview;
+mod settings;
+mod sources;
+mod sso;
+mod tokens;
+
+use axum::Router;
+
+use crate::AppState;
+use crate::pages::render_failures;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .merge(crate::shell::routes())
+        .merge(overview::routes())
+        .merge(sources::routes())
+        .merge(settings::routes())
+        .merge(tokens::routes())
+        .merge(sso::routes())
+        .merge(masking::routes())
+        .merge(audit::routes())
+        .merge(ops::routes())
+        .route_layer(axum::middleware::from_fn_with_state("app", render_failures))
+}

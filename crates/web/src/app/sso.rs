@@ -1,0 +1,227 @@
+//! `/app/settings/sso`: a workspace's IdP for owners and admins (`ManageWorkspace`) — issuer,
+//! client id, the write-only client secret, email domains, the default role of just-in-time
+//! members, on or off — and the test sign-in that verifies the domains. The JSON API
+//! (`api::sso`) validates with the same [`SsoInput::validate`].
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use domain::{Permission, Role};
+use serde::Deserialize;
+use store::sso::{FlowPurpose, SsoSettings};
+
+use crate::AppState;
+use crate::auth::session::Member;
+use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
+use crate::shell::{Shell, shell};
+use crate::sso::settings::{DomainList, PATH, SsoInput, back};
+use crate::sso::{begin_flow, redirect_uri, refused_page};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(PATH, get(page).post(save))
+        .route("/app/settings/sso/delete", post(remove))
+        .route("/app/settings/sso/test", post(test_sign_in))
+}
+
+#[derive(Template)]
+#[template(path = "app/sso.html")]
+struct SsoPage {
+    chrome: Chrome,
+    shell: Shell,
+    settings: Option<SsoSettings>,
+    /// What the form shows (what was submitted, after a refusal).
+    issuer: String,
+    client_id: String,
+    domains: String,
+    enabled: bool,
+    roles: Vec<SelectOption>,
+    redirect_uri: String,
+    notice: Option<&'static str>,
+    errors: Vec<&'static str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PageQuery {
+    done: String,
+    refused: String,
+}
+
+fn notice(code: &str) -> Option<&'static str> {
+    match code {
+        "saved" => Some("Single sign-on saved."),
+        "deleted" => Some("Single sign-on was removed; its domains no longer route sign-in here."),
+        "verified" => Some("The test sign-in worked: the domain is verified."),
+        _ => None,
+    }
+}
+
+fn refusal(code: &str) -> Option<&'static str> {
+    match code {
+        "domain-not-listed" => Some(
+            "The test sign-in worked, but the address is not on one of the listed domains: \
+             nothing was verified.",
+        ),
+        "domain-taken" => Some("That domain cannot be verified for this workspace."),
+        "not-configured" => Some("Save the configuration before the test sign-in."),
+        "secret-required" => Some("Enter the client secret the first time."),
+        _ => None,
+    }
+}
+
+async fn render_page(
+    state: &AppState,
+    member: &Member,
+    headers: &HeaderMap,
+    status: StatusCode,
+    submitted: Option<SsoInput>,
+    notice: Option<&'static str>,
+    errors: Vec<&'static str>,
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(state, Permission::ManageWorkspace).await?;
+    let settings = store::sso::settings(&mut tx).await?;
+    tx.commit().await?;
+    let (issuer, client_id, domains, role, enabled) = match (&submitted, &settings) {
+        (Some(input), _) => (
+            input.issuer.clone(),
+            input.client_id.clone(),
+            match &input.domains {
+                DomainList::Text(text) => text.clone(),
+                DomainList::List(list) => list.join(", "),
+                DomainList::Empty => String::new(),
+            },
+            input.default_role.clone(),
+            input.enabled.is_on(),
+        ),
+        (None, Some(settings)) => (
+            settings.issuer.clone(),
+            settings.client_id.clone(),
+            settings
+                .domains
+                .iter()
+                .map(|domain| domain.domain.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.default_role.as_str().to_owned(),
+            settings.enabled,
+        ),
+        (None, None) => Default::default(),
+    };
+    let role = if role.is_empty() {
+        "viewer".into()
+    } else {
+        role
+    };
+    Ok(render(
+        status,
+        &SsoPage {
+            chrome: member.visitor.chrome("app"),
+            shell: shell(member, PATH),
+            settings,
+            issuer,
+            client_id,
+            domains,
+            enabled,
+            roles: select_options(&Role::SSO_DEFAULT_ROLES.map(Role::as_str), &role),
+            redirect_uri: redirect_uri(headers).unwrap_or_default(),
+            notice,
+            errors,
+        },
+    ))
+}
+
+async fn page(
+    State(state): State<AppState>,
+    member: Member,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, PageError> {
+    let errors = refusal(&query.refused).into_iter().collect();
+    render_page(
+        &state,
+        &member,
+        &headers,
+        StatusCode::OK,
+        None,
+        notice(&query.done),
+        errors,
+    )
+    .await
+}
+
+async fn save(
+    State(state): State<AppState>,
+    member: Member,
+    headers: HeaderMap,
+    Form(input): Form<SsoInput>,
+) -> Result<Response, PageError> {
+    member.require(Permission::ManageWorkspace)?;
+    // The form comes back as submitted after a refusal, except the secret.
+    let shown = SsoInput {
+        client_secret: String::new(),
+        ..input.clone()
+    };
+    let errors = match input.validate() {
+        Err(errors) => errors,
+        Ok(valid) => {
+            let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+            match store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await {
+                Ok(()) => {
+                    tx.commit().await?;
+                    tracing::info!(tenant = %member.tenant(), by = %member.session().user.user_id, "sso configuration saved");
+                    return Ok(back("done=saved"));
+                }
+                Err(store::StoreError::Invalid(_)) => {
+                    refusal("secret-required").into_iter().collect()
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    render_page(
+        &state,
+        &member,
+        &headers,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some(shown),
+        None,
+        errors,
+    )
+    .await
+}
+
+async fn remove(State(state): State<AppState>, member: Member) -> Result<Response, PageError> {
+    let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+    store::sso::delete(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(tenant = %member.tenant(), by = %member.session().user.user_id, "sso configuration removed");
+    Ok(back("done=deleted"))
+}
+
+/// Starts the admin's test sign-in through the workspace's IdP (enabled or not yet).
+async fn test_sign_in(
+    State(state): State<AppState>,
+    member: Member,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    member.require(Permission::ManageWorkspace)?;
+    let provider =
+        store::sso::identity_provider(&state.database, member.tenant(), state.sso.client_secrets())
+            .await?;
+    let Some(provider) = provider else {
+        return Ok(back("refused=not-configured"));
+    };
+    let purpose = FlowPurpose::Test {
+        admin: member.session().user.user_id,
+    };
+    Ok(
+        match begin_flow(&state, &headers, &provider, purpose, None).await {
+            Ok(response) => response,
+            Err(refused) => refused_page(&member.visitor, &refused),
+        },
+    )
+}
