@@ -381,11 +381,11 @@ async fn latency_with_platform(
     let edge_url = format!("https://{}/", ingestion.edge_addr);
     let actor = || Actor::Cli("bench".into());
     let attributes = TenantAttributes::parse("bench latency", Plan::Team, "energy", "eu")?;
-    let tenant = store::control::create_tenant(database, actor(), &attributes)
+    let tenant = store::control::create_tenant(&database.app, actor(), &attributes)
         .await?
         .tenant_id;
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Control {
             tenant: Some(tenant),
             actor: actor(),
@@ -455,7 +455,8 @@ async fn latency_with_platform(
     let rows = per_tick * ticks;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let in_bronze = store::bench_support::bronze_count(database, &[tenant]).await?;
+        let in_bronze =
+            store::service::bench_support::bronze_count(&database.service, &[tenant]).await?;
         if in_bronze as u64 >= rows {
             break;
         }
@@ -468,7 +469,8 @@ async fn latency_with_platform(
     agent.await??;
     ingestion.stop().await;
     let mut latencies =
-        store::bench_support::bronze_commit_latencies(database, tenant, "insert").await?;
+        store::service::bench_support::bronze_commit_latencies(&database.service, tenant, "insert")
+            .await?;
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| {
         latencies

@@ -13,7 +13,7 @@ use domain::{EventId, Lsn, Plan, SourceId, TenantAttributes, TenantId};
 use edge_client::{ClientOptions, EdgeClient, EncodedBatch, ServerTrust};
 use protocol::{ChangeEvent, EventBatch, EventStatus, Op};
 use serde_json::{Map, Value};
-use store::bronze::BronzeRow;
+use store::service::bronze::BronzeRow;
 use store::{Actor, Database, Scope, TenantTx};
 use tokio::task::JoinSet;
 use tributary::ingestion::Ingestion;
@@ -258,7 +258,7 @@ async fn run(
                 }
             }
             _ = tick.tick() => {
-                let in_bronze = store::bench_support::bronze_count(database, &tenant_ids).await?;
+                let in_bronze = store::service::bench_support::bronze_count(&database.service, &tenant_ids).await?;
                 progress.print(acked.load(Ordering::Relaxed), in_bronze);
             }
         }
@@ -273,7 +273,8 @@ async fn run(
     );
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
     let bronze_elapsed = loop {
-        let in_bronze = store::bench_support::bronze_count(database, &tenant_ids).await?;
+        let in_bronze =
+            store::service::bench_support::bronze_count(&database.service, &tenant_ids).await?;
         if in_bronze as u64 >= total {
             break started.elapsed();
         }
@@ -294,9 +295,10 @@ async fn run(
     // The clients' kept-alive connections close with them, so the edge stops without waiting.
     drop(clients);
     ingestion.stop().await;
-    let removed = store::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
-        .await
-        .context("removing the benchmark's bronze rows")?;
+    let removed =
+        store::service::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
+            .await
+            .context("removing the benchmark's bronze rows")?;
     tracing::debug!(removed, "benchmark rows removed from bronze");
     Ok(Report {
         bus: describe_bus(&bus_config),
@@ -330,11 +332,11 @@ async fn create_tenants(
             "eu",
         )?;
         let actor = || Actor::Cli("bench".into());
-        let tenant = store::control::create_tenant(database, actor(), &attributes)
+        let tenant = store::control::create_tenant(&database.app, actor(), &attributes)
             .await?
             .tenant_id;
         let mut tx = TenantTx::begin(
-            database,
+            &database.app,
             Scope::Control {
                 tenant: Some(tenant),
                 actor: actor(),
@@ -371,7 +373,7 @@ async fn ensure_partitions(
     };
     let first = day(base_millis)?;
     let last = day(base_millis + i64::try_from(most)?)?;
-    store::bench_support::ensure_bronze_days(database, [first, last]).await?;
+    store::service::bench_support::ensure_bronze_days(&database.service, [first, last]).await?;
     Ok(())
 }
 
@@ -463,7 +465,7 @@ async fn copy_baseline(
     for n in 0..most {
         for tenant in tenants.iter().filter(|tenant| n < tenant.events) {
             let event = event(tenant.source, base_millis, n, args.payload_bytes);
-            store::bronze::copy_text_row(
+            store::service::bronze::copy_text_row(
                 &bronze_row(tenant.tenant, tenant.source, event),
                 &mut chunk,
             );
@@ -485,7 +487,7 @@ async fn copy_baseline(
     );
     let cpu_at_start = CpuSample::take(pgdata);
     let started = Instant::now();
-    let copied = store::bench_support::copy_bronze(&connected.database, &chunks)
+    let copied = store::service::bench_support::copy_bronze(&connected.database.service, &chunks)
         .await
         .context("the COPY baseline")?;
     let elapsed = started.elapsed();
@@ -498,7 +500,7 @@ async fn copy_baseline(
     drop(chunks);
     let tenant_ids: Vec<TenantId> = tenants.iter().map(|tenant| tenant.tenant).collect();
     println!("baseline: removing its rows and vacuuming bronze ...");
-    store::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
+    store::service::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
         .await
         .context("removing the baseline's rows")?;
     checkpoint(connected).await;
@@ -506,7 +508,9 @@ async fn copy_baseline(
 }
 
 async fn checkpoint(connected: &Connected) {
-    if let Err(error) = store::bench_support::checkpoint(&connected.connection_settings).await {
+    if let Err(error) =
+        store::service::bench_support::checkpoint(&connected.connection_settings).await
+    {
         tracing::warn!(%error, "no checkpoint before a timed phase (needs a superuser login)");
     }
 }

@@ -85,7 +85,7 @@ pub async fn materialize(args: MaterializeArgs, settings: Settings) -> anyhow::R
 async fn create_tenant(database: &Database, name: &str) -> anyhow::Result<TenantId> {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu")?;
     Ok(
-        store::control::create_tenant(database, Actor::Cli("bench".into()), &attributes)
+        store::control::create_tenant(&database.app, Actor::Cli("bench".into()), &attributes)
             .await?
             .tenant_id,
     )
@@ -118,11 +118,11 @@ async fn run(
         .bus
         .parse()
         .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
-    let bus = bus::AnyBus::connect(&bus_config, database).await?;
+    let bus = bus::AnyBus::connect(&bus_config, &database.service).await?;
     let run_name = &uuid::Uuid::new_v4().simple().to_string()[..8];
     {
         let mut tx = TenantTx::begin(
-            database,
+            &database.app,
             Scope::InternalOps {
                 tenant: Some(TenantId::PLATFORM),
                 actor: Actor::Cli("bench".into()),
@@ -165,7 +165,7 @@ async fn run(
         args.batch,
         total,
         async |deliveries| {
-            pipeline::bronze::write(database, deliveries)
+            pipeline::bronze::write(&database.service, deliveries)
                 .await
                 .map(|_| ())
         },
@@ -181,7 +181,7 @@ async fn run(
         args.batch,
         total,
         async |deliveries| {
-            pipeline::materializer::apply(database, deliveries)
+            pipeline::materializer::apply(&database.service, deliveries)
                 .await
                 .map(|_| ())
         },
@@ -193,7 +193,7 @@ async fn run(
     );
     let load_after_throughput = load_average();
     let aggregation = Instant::now();
-    let rounds = pipeline::aggregator::run_once(database, 5000).await?;
+    let rounds = pipeline::aggregator::run_once(&database.service, 5000).await?;
     println!(
         "  aggregator:     {} key-minutes in {:.2} s",
         rounds.minutes,
@@ -211,21 +211,22 @@ async fn run(
         let (database, bus) = (database.clone(), bus.clone());
         let stopped = until(stopped.clone());
         roles.spawn(async move {
-            let _ = pipeline::bronze::run(database, bus, Default::default(), stopped).await;
+            let _ = pipeline::bronze::run(database.service, bus, Default::default(), stopped).await;
         });
     }
     {
         let (database, bus) = (database.clone(), bus.clone());
         let stopped = until(stopped.clone());
         roles.spawn(async move {
-            let _ = pipeline::materializer::run(database, bus, Default::default(), stopped).await;
+            let _ = pipeline::materializer::run(database.service, bus, Default::default(), stopped)
+                .await;
         });
     }
     {
         let database = database.clone();
         let stopped = until(stopped.clone());
         roles.spawn(pipeline::aggregator::run(
-            database,
+            database.service,
             Default::default(),
             stopped,
         ));
@@ -261,7 +262,7 @@ async fn run(
                     pending_devices.lock().unwrap().keys().cloned().collect();
                 if !devices.is_empty() {
                     let seen =
-                        store::bench_support::visible_devices(&database, probe_tenant, &devices)
+                        store::service::bench_support::visible_devices(&database.service, probe_tenant, &devices)
                             .await
                             .unwrap_or_else(|error| {
                                 tracing::warn!(%error, source = ?std::error::Error::source(&error), "polling the probes failed");
@@ -278,8 +279,10 @@ async fn run(
                 let minutes: Vec<time::OffsetDateTime> =
                     pending_minutes.lock().unwrap().keys().copied().collect();
                 if !minutes.is_empty() {
-                    let seen = store::bench_support::visible_rollup_minutes(
-                        &database, PROBE_KEY, &minutes,
+                    let seen = store::service::bench_support::visible_rollup_minutes(
+                        &database.service,
+                        PROBE_KEY,
+                        &minutes,
                     )
                     .await
                     .unwrap_or_default();

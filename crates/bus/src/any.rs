@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use store::Database;
+use store::ServiceDb;
 
 use crate::{
     Backend, Bus, BusConfig, BusError, Consumer, Delivery, EmbeddedBus, EmbeddedConsumer, Message,
@@ -19,7 +19,7 @@ pub enum AnyBus {
 
 impl AnyBus {
     /// Opens the bus `config` names; the embedded bus lives in `database`.
-    pub async fn connect(config: &BusConfig, database: &Database) -> Result<Self, BusError> {
+    pub async fn connect(config: &BusConfig, database: &ServiceDb) -> Result<Self, BusError> {
         match &config.backend {
             Backend::Embedded => Ok(AnyBus::Embedded(
                 EmbeddedBus::open(database.clone(), config.partitions).await?,

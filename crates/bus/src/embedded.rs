@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use domain::{EventId, TenantId};
-use store::Database;
-use store::bus_log::{self, AppendTx, BusListener, LogRow};
+use store::ServiceDb;
+use store::service::bus_log::{self, AppendTx, BusListener, LogRow};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ pub type AppendHook = std::sync::Arc<
 /// The bus on the platform database. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedBus {
-    database: Database,
+    database: ServiceDb,
     partitions: u32,
     #[cfg(feature = "testing")]
     append_hook: Option<AppendHook>,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for EmbeddedBus {
 impl EmbeddedBus {
     /// Opens the log in `database` (creating its partitions on first use). Refuses a partition
     /// count different from the one the log was created with.
-    pub async fn open(database: Database, partitions: u32) -> Result<Self, BusError> {
+    pub async fn open(database: ServiceDb, partitions: u32) -> Result<Self, BusError> {
         if partitions == 0 {
             return Err(BusError::Config("a bus has at least one partition".into()));
         }
@@ -166,7 +166,7 @@ impl crate::Bus for EmbeddedBus {
 
 /// A consumer of the embedded bus. Progress is saved on ack; dropping it loses nothing.
 pub struct EmbeddedConsumer {
-    database: Database,
+    database: ServiceDb,
     group: String,
     states: BTreeMap<u32, PartitionState>,
     /// Created at the first wait, then kept.

@@ -14,7 +14,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
-use store::Database;
+use store::ServiceDb;
 use store::sources::{IssuedCertificate, StoredCertificateAuthority};
 use time::{Duration, OffsetDateTime};
 
@@ -62,16 +62,19 @@ impl std::fmt::Debug for CertificateAuthority {
 impl CertificateAuthority {
     /// Loads the stored CA, or creates and stores one on first start. Two processes starting at
     /// once agree on one CA: the second to store it loads the first's.
-    pub async fn load_or_create(database: &Database, secrets: &SecretBox) -> Result<Self, CaError> {
-        if let Some(stored) = store::sources::load_certificate_authority(database).await? {
+    pub async fn load_or_create(
+        database: &ServiceDb,
+        secrets: &SecretBox,
+    ) -> Result<Self, CaError> {
+        if let Some(stored) = store::service::sources::load_certificate_authority(database).await? {
             return Self::from_stored(&stored, secrets);
         }
         let (authority, stored) = Self::generate(secrets)?;
-        if store::sources::store_certificate_authority(database, &stored).await? {
+        if store::service::sources::store_certificate_authority(database, &stored).await? {
             tracing::info!("internal certificate authority created");
             return Ok(authority);
         }
-        let stored = store::sources::load_certificate_authority(database)
+        let stored = store::service::sources::load_certificate_authority(database)
             .await?
             .ok_or(CaError::Corrupt)?;
         Self::from_stored(&stored, secrets)

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bus::Bus;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use secrecy::SecretString;
-use store::Database;
+use store::ServiceDb;
 use tokio::net::TcpListener;
 
 pub use ca::CertificateAuthority;
@@ -30,7 +30,7 @@ pub use secret_box::SecretBox;
 
 /// What the edge's handlers share.
 pub struct EdgeState<B> {
-    database: Database,
+    database: ServiceDb,
     bus: B,
     ca: Arc<CertificateAuthority>,
     config: EdgeConfig,
@@ -88,7 +88,7 @@ impl<B: Bus + 'static> Edge<B> {
     /// Loads (or on first start creates) the CA, issues the server certificate and binds.
     pub async fn bind(
         config: EdgeConfig,
-        database: Database,
+        database: ServiceDb,
         bus: B,
         master_secret: &SecretString,
     ) -> Result<Self, EdgeError> {

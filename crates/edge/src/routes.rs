@@ -17,7 +17,7 @@ use protocol::{
 };
 use serde_json::json;
 use store::sources::PairingTokenRef;
-use store::{Actor, Scope, TenantTx};
+use store::{Actor, TenantTx};
 
 use crate::EdgeState;
 use crate::identity::{ClientIdentity, ConnectionInfo};
@@ -165,15 +165,10 @@ async fn pair<B: Bus>(
         tracing::info!(peer = %connection.peer, "pairing refused: malformed token");
         return Err(refused());
     };
-    let mut tx = TenantTx::begin(
-        &state.database,
-        Scope::Pipeline {
-            tenant: Some(token.tenant),
-            actor: Actor::System("edge"),
-        },
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let mut tx =
+        TenantTx::begin_service(&state.database, Some(token.tenant), Actor::System("edge"))
+            .await
+            .map_err(ApiError::internal)?;
     let source = match store::sources::redeem_pairing_token(&mut tx, &token)
         .await
         .map_err(ApiError::internal)?
@@ -237,12 +232,10 @@ async fn renew<B: Bus>(
         .map_err(|refusal| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_csr", refusal.to_string())
         })?;
-    let mut tx = TenantTx::begin(
+    let mut tx = TenantTx::begin_service(
         &state.database,
-        Scope::Pipeline {
-            tenant: Some(identity.tenant),
-            actor: Actor::Agent(identity.source),
-        },
+        Some(identity.tenant),
+        Actor::Agent(identity.source),
     )
     .await
     .map_err(ApiError::internal)?;
@@ -321,12 +314,10 @@ async fn agent_status<B: Bus>(
         warnings: report.warnings,
         last_error: report.last_error,
     };
-    let mut tx = TenantTx::begin(
+    let mut tx = TenantTx::begin_service(
         &state.database,
-        Scope::Pipeline {
-            tenant: Some(identity.tenant),
-            actor: Actor::Agent(identity.source),
-        },
+        Some(identity.tenant),
+        Actor::Agent(identity.source),
     )
     .await
     .map_err(ApiError::internal)?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use domain::TenantId;
 use protocol::masking::{MaskRule, MaskingPolicy};
-use store::Database;
+use store::ServiceDb;
 use tokio::sync::RwLock;
 
 use crate::identity::ClientIdentity;
@@ -23,7 +23,7 @@ pub struct TenantMasking {
 
 #[derive(Debug)]
 pub struct TenantCaches {
-    database: Database,
+    database: ServiceDb,
     secrets: SecretBox,
     ttl: Duration,
     access: RwLock<HashMap<ClientIdentity, (Instant, bool)>>,
@@ -41,7 +41,7 @@ pub enum CacheError {
 }
 
 impl TenantCaches {
-    pub fn new(database: Database, secrets: SecretBox, ttl: Duration) -> Self {
+    pub fn new(database: ServiceDb, secrets: SecretBox, ttl: Duration) -> Self {
         Self {
             database,
             secrets,
@@ -59,7 +59,7 @@ impl TenantCaches {
         {
             return Ok(*allowed);
         }
-        let allowed = store::sources::source_access(
+        let allowed = store::service::sources::source_access(
             &self.database,
             identity.tenant,
             identity.source,
@@ -81,7 +81,7 @@ impl TenantCaches {
         {
             return Ok(masking.clone());
         }
-        let rules = store::masking::rules_for_edge(&self.database, tenant).await?;
+        let rules = store::service::masking::rules_for_edge(&self.database, tenant).await?;
         let mut parsed = Vec::with_capacity(rules.len());
         for rule in rules {
             parsed.push(MaskRule {
@@ -111,21 +111,27 @@ impl TenantCaches {
     /// The tenant's HMAC secret, created on first use.
     async fn tenant_secret(&self, tenant: TenantId) -> Result<Vec<u8>, CacheError> {
         if let Some((ciphertext, nonce)) =
-            store::sources::tenant_masking_secret(&self.database, tenant).await?
+            store::service::sources::tenant_masking_secret(&self.database, tenant).await?
         {
             return Ok(self.secrets.open(&ciphertext, &nonce)?);
         }
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the operating system's random source is available");
         let (ciphertext, nonce) = self.secrets.seal(&secret);
-        store::sources::store_tenant_masking_secret(&self.database, tenant, &ciphertext, &nonce)
-            .await?;
+        store::service::sources::store_tenant_masking_secret(
+            &self.database,
+            tenant,
+            &ciphertext,
+            &nonce,
+        )
+        .await?;
         // Another edge may have stored its own first: read back whichever won.
-        let (ciphertext, nonce) = store::sources::tenant_masking_secret(&self.database, tenant)
-            .await?
-            .ok_or(CacheError::Store(store::StoreError::NotFound(
-                "tenant secret",
-            )))?;
+        let (ciphertext, nonce) =
+            store::service::sources::tenant_masking_secret(&self.database, tenant)
+                .await?
+                .ok_or(CacheError::Store(store::StoreError::NotFound(
+                    "tenant secret",
+                )))?;
         Ok(self.secrets.open(&ciphertext, &nonce)?)
     }
 }

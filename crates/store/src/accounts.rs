@@ -16,13 +16,13 @@ use time::Duration;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Actor, Database, Scope, StoreError, TenantTx};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 fn digest(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
-async fn control(database: &Database, actor: Actor) -> Result<TenantTx, StoreError> {
+async fn control(database: &AppDb, actor: Actor) -> Result<TenantTx, StoreError> {
     TenantTx::begin(
         database,
         Scope::Control {
@@ -60,7 +60,7 @@ pub fn display_name(given: &str) -> Result<&str, StoreError> {
 /// in one transaction, audited in the new workspace's chain. `AlreadyExists` when the email has
 /// an account.
 pub async fn sign_up(
-    database: &Database,
+    database: &AppDb,
     account: &NewAccount<'_>,
 ) -> Result<(UserId, TenantId), StoreError> {
     let user = UserId::new_random();
@@ -73,7 +73,7 @@ pub async fn sign_up(
 
 /// A control transaction creating `tenant`, acting as its first owner `user`.
 async fn sign_up_transaction(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     tenant: TenantId,
 ) -> Result<TenantTx, StoreError> {
@@ -158,7 +158,7 @@ async fn create_owner_account(
 /// the caller can decide what a requester may learn. Returns the pending sign-up's id, which
 /// names it in logs instead of the address.
 pub async fn record_pending_sign_up(
-    database: &Database,
+    database: &AppDb,
     account: &NewAccount<'_>,
     token: &str,
     lifetime: Duration,
@@ -201,7 +201,7 @@ pub struct PendingSignUp {
 /// The pending sign-up a `token` is for, if it is unused and unexpired. Reading it spends
 /// nothing.
 pub async fn pending_sign_up(
-    database: &Database,
+    database: &AppDb,
     token: &str,
 ) -> Result<Option<PendingSignUp>, StoreError> {
     let mut tx = control(database, Actor::System("sign-up")).await?;
@@ -231,7 +231,7 @@ pub async fn pending_sign_up(
 /// waits for the other's row lock and then finds the row used or, once the account exists,
 /// deleted with its copy of the password hash.
 pub async fn complete_sign_up(
-    database: &Database,
+    database: &AppDb,
     token: &str,
 ) -> Result<Option<(UserId, TenantId)>, StoreError> {
     let user = UserId::new_random();
@@ -299,7 +299,7 @@ pub struct Credentials {
 }
 
 pub async fn credentials(
-    database: &Database,
+    database: &AppDb,
     email: &Email,
 ) -> Result<Option<Credentials>, StoreError> {
     let mut tx = control(database, Actor::System("sign-in")).await?;
@@ -324,7 +324,7 @@ pub async fn credentials(
 
 /// Replaces an account's password hash (a rehash with current parameters, or a new password).
 pub async fn set_password_hash(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     password_hash: &str,
 ) -> Result<(), StoreError> {
@@ -349,7 +349,7 @@ pub struct SessionLifetime {
 
 /// Records a new session for `user`, identified by `token` (the cookie's random text).
 pub async fn create_session(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     token: &str,
     lifetime: SessionLifetime,
@@ -393,7 +393,7 @@ pub struct SessionUser {
 /// timeout and the account is not disabled. Using a session extends its idle timeout, never past
 /// the absolute one.
 pub async fn find_session(
-    database: &Database,
+    database: &AppDb,
     token: &str,
     idle: Duration,
 ) -> Result<Option<SessionUser>, StoreError> {
@@ -433,7 +433,7 @@ pub async fn find_session(
 }
 
 /// Ends the session `token` names. Ending one that is already over is not an error.
-pub async fn revoke_session(database: &Database, token: &str) -> Result<(), StoreError> {
+pub async fn revoke_session(database: &AppDb, token: &str) -> Result<(), StoreError> {
     let mut tx = control(database, Actor::System("sign-out")).await?;
     sqlx::query(
         "update control.auth_sessions set revoked_at = now() \
@@ -446,7 +446,7 @@ pub async fn revoke_session(database: &Database, token: &str) -> Result<(), Stor
 }
 
 /// Ends every session of `user`; returns how many were live.
-pub async fn revoke_all_sessions(database: &Database, user: UserId) -> Result<u64, StoreError> {
+pub async fn revoke_all_sessions(database: &AppDb, user: UserId) -> Result<u64, StoreError> {
     let mut tx = control(database, Actor::User(user)).await?;
     let revoked = sqlx::query(
         "update control.auth_sessions set revoked_at = now() \
@@ -461,7 +461,7 @@ pub async fn revoke_all_sessions(database: &Database, user: UserId) -> Result<u6
 
 /// Remembers which workspace the session looks at.
 pub async fn set_active_tenant(
-    database: &Database,
+    database: &AppDb,
     token: &str,
     tenant: TenantId,
 ) -> Result<(), StoreError> {
@@ -488,7 +488,7 @@ pub struct Membership {
 
 /// The active workspaces `user` is a member of, by name. Runs as the control role acting for
 /// that user, which the database lets see that user's memberships and nothing else.
-pub async fn memberships(database: &Database, user: UserId) -> Result<Vec<Membership>, StoreError> {
+pub async fn memberships(database: &AppDb, user: UserId) -> Result<Vec<Membership>, StoreError> {
     let mut tx = control(database, Actor::User(user)).await?;
     let rows = sqlx::query(
         "select m.tenant_id, d.name, d.plan, m.role \
@@ -519,7 +519,7 @@ pub async fn memberships(database: &Database, user: UserId) -> Result<Vec<Member
 /// client address; only its hash is kept) and returns the attempts so far in the current fixed
 /// window of `window`, this one included.
 pub async fn count_attempt(
-    database: &Database,
+    database: &AppDb,
     bucket: &str,
     window: Duration,
 ) -> Result<i32, StoreError> {
@@ -543,7 +543,7 @@ pub async fn count_attempt(
 }
 
 /// Forgets the attempts counted in `bucket` (after a successful sign-in).
-pub async fn clear_attempts(database: &Database, bucket: &str) -> Result<(), StoreError> {
+pub async fn clear_attempts(database: &AppDb, bucket: &str) -> Result<(), StoreError> {
     let mut tx = control(database, Actor::System("throttle")).await?;
     sqlx::query("delete from control.auth_throttle where bucket_hash = $1")
         .bind(digest(bucket))
@@ -554,7 +554,7 @@ pub async fn clear_attempts(database: &Database, bucket: &str) -> Result<(), Sto
 
 /// Trusts the browser holding `device_token` for `user` until `lifetime` has passed.
 pub async fn trust_device(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     device_token: &str,
     lifetime: Duration,
@@ -578,7 +578,7 @@ pub async fn trust_device(
 
 /// The account the browser holding `device_token` is trusted for, if any and unexpired.
 pub async fn trusted_device_user(
-    database: &Database,
+    database: &AppDb,
     device_token: &str,
 ) -> Result<Option<UserId>, StoreError> {
     let mut tx = control(database, Actor::System("sign-in")).await?;
@@ -594,7 +594,7 @@ pub async fn trusted_device_user(
 }
 
 /// How many of `user`'s sessions are live (not revoked, within both timeouts).
-pub async fn live_session_count(database: &Database, user: UserId) -> Result<i64, StoreError> {
+pub async fn live_session_count(database: &AppDb, user: UserId) -> Result<i64, StoreError> {
     let mut tx = control(database, Actor::User(user)).await?;
     let count: i64 = sqlx::query_scalar(
         "select count(*) from control.auth_sessions where user_id = $1 and revoked_at is null \
@@ -610,7 +610,7 @@ pub async fn live_session_count(database: &Database, user: UserId) -> Result<i64
 /// Records a one-time password reset for `user`, identified by `token` (random text the caller
 /// sends to the account's address), valid for `lifetime`.
 pub async fn issue_password_reset(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     token: &str,
     lifetime: Duration,
@@ -630,7 +630,7 @@ pub async fn issue_password_reset(
 
 /// The account a password reset `token` is for, if it is unused and unexpired.
 pub async fn password_reset_user(
-    database: &Database,
+    database: &AppDb,
     token: &str,
 ) -> Result<Option<UserId>, StoreError> {
     let mut tx = control(database, Actor::System("password-reset")).await?;
@@ -651,7 +651,7 @@ pub async fn password_reset_user(
 /// open reset link of the account, and ends all its sessions, in one transaction. `None` (and
 /// nothing changed) when the token is unknown, used or expired.
 pub async fn redeem_password_reset(
-    database: &Database,
+    database: &AppDb,
     token: &str,
     password_hash: &str,
 ) -> Result<Option<UserId>, StoreError> {
@@ -711,7 +711,7 @@ pub struct SessionSummary {
 
 /// `user`'s live sessions, most recently used first; `current_token` marks the asking one.
 pub async fn list_sessions(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     current_token: &str,
 ) -> Result<Vec<SessionSummary>, StoreError> {
@@ -748,7 +748,7 @@ pub async fn list_sessions(
 /// Ends `user`'s session named `id` (from [`list_sessions`]); false if no live session of
 /// theirs has that id.
 pub async fn revoke_session_by_id(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     id: &str,
 ) -> Result<bool, StoreError> {
@@ -785,7 +785,7 @@ pub struct PruneReport {
 /// counters whose window ended more than a day ago, reset links and pending sign-ups (with the
 /// address, name and password hash they hold) expired a day ago, and expired trusted browsers.
 /// Run by the scheduler, so these tables stay the size of current activity.
-pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
+pub async fn prune(database: &AppDb) -> Result<PruneReport, StoreError> {
     let mut tx = control(database, Actor::System("scheduler")).await?;
     let sessions = sqlx::query(
         "delete from control.auth_sessions \
@@ -826,7 +826,7 @@ pub async fn prune(database: &Database) -> Result<PruneReport, StoreError> {
 
 /// A control transaction in the platform's own scope, whose audit entries land in the
 /// platform chain (staff changes).
-async fn platform_control(database: &Database, actor: Actor) -> Result<TenantTx, StoreError> {
+async fn platform_control(database: &AppDb, actor: Actor) -> Result<TenantTx, StoreError> {
     TenantTx::begin(
         database,
         Scope::Control {
@@ -850,7 +850,7 @@ pub struct StaffMember {
 /// Makes the account of `email` internal operations staff (the operator CLI's `staff grant`).
 /// Audited in the platform chain. `NotFound` when no account has that email.
 pub async fn grant_staff(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     email: &Email,
 ) -> Result<UserId, StoreError> {
@@ -886,11 +886,7 @@ pub async fn grant_staff(
 
 /// Ends `email`'s staff role and every session of the account, so the change holds at once.
 /// Audited in the platform chain. `NotFound` when the account is not staff.
-pub async fn revoke_staff(
-    database: &Database,
-    actor: Actor,
-    email: &Email,
-) -> Result<(), StoreError> {
+pub async fn revoke_staff(database: &AppDb, actor: Actor, email: &Email) -> Result<(), StoreError> {
     let mut tx = platform_control(database, actor).await?;
     let user: Option<Uuid> = sqlx::query_scalar(
         "delete from control.platform_staff s using control.users u \
@@ -913,7 +909,7 @@ pub async fn revoke_staff(
 }
 
 /// Internal operations staff, oldest first.
-pub async fn list_staff(database: &Database) -> Result<Vec<StaffMember>, StoreError> {
+pub async fn list_staff(database: &AppDb) -> Result<Vec<StaffMember>, StoreError> {
     let mut tx = control(database, Actor::System("staff")).await?;
     let rows = sqlx::query(
         "select s.user_id, u.email, s.granted_by, s.granted_at \

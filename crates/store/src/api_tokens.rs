@@ -7,7 +7,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Actor, Database, Scope, StoreError, TenantTx, secret_token};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx, secret_token};
 
 const PREFIX: &str = "tat1";
 
@@ -116,10 +116,7 @@ pub async fn revoke(tx: &mut TenantTx, token: Uuid) -> Result<(), StoreError> {
 
 /// What `text` grants, if it is a valid, unexpired, unrevoked token of an active tenant. Every
 /// refusal looks the same to the caller.
-pub async fn authenticate(
-    database: &Database,
-    text: &str,
-) -> Result<Option<TokenGrant>, StoreError> {
+pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGrant>, StoreError> {
     let Some(parsed) = secret_token::parse(PREFIX, text) else {
         return Ok(None);
     };

@@ -12,9 +12,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use crate::{Database, StoreError, TenantTx};
+use crate::{StoreError, TenantTx};
 
 /// One audited action.
 #[derive(Debug, Clone)]
@@ -197,32 +196,6 @@ impl ChainReport {
     }
 }
 
-/// Verifies the chain of one tenant, or of every tenant that has one. Runs as the pipeline's
-/// service role, which reads every tenant's log; an operator tool, never a request path.
-pub async fn verify(
-    database: &Database,
-    tenant: Option<TenantId>,
-) -> Result<Vec<ChainReport>, StoreError> {
-    let pool = database.service_pool();
-    let tenants: Vec<Uuid> = match tenant {
-        Some(tenant) => vec![*tenant.as_uuid()],
-        None => {
-            sqlx::query_scalar(
-                "select tenant_id from audit.chain_head \
-                 union select distinct tenant_id from audit.log order by 1",
-            )
-            .fetch_all(pool)
-            .await?
-        }
-    };
-    let mut reports = Vec::with_capacity(tenants.len());
-    let mut connection = pool.acquire().await?;
-    for tenant in tenants {
-        reports.push(verify_one(&mut connection, TenantId::from_uuid(tenant)).await?);
-    }
-    Ok(reports)
-}
-
 /// Verifies the chain of the transaction's tenant from inside the request path: the same checks
 /// as [`verify`], reading only what the transaction's role may read (the audit log's readers).
 pub async fn verify_tenant(tx: &mut TenantTx) -> Result<ChainReport, StoreError> {
@@ -232,7 +205,7 @@ pub async fn verify_tenant(tx: &mut TenantTx) -> Result<ChainReport, StoreError>
     verify_one(tx.connection(), tenant).await
 }
 
-async fn verify_one(
+pub(crate) async fn verify_one(
     connection: &mut sqlx::PgConnection,
     tenant: TenantId,
 ) -> Result<ChainReport, StoreError> {

@@ -174,11 +174,29 @@ fn generated_role_passwords(data_dir: &Path) -> Result<GeneratedRolePasswords, S
     Ok(generated)
 }
 
-/// Connection pools of the platform's two login roles.
+/// The request path's handle: a pool of the login `tributary_app`, which owns nothing, inherits
+/// nothing and cannot bypass row-level security. It is the only handle [`crate::TenantTx`]
+/// accepts for member, API-token, internal-operations and control scopes, and the only one the
+/// web app is given, so a page that writes bronze or reads across tenants does not compile.
+#[derive(Debug, Clone)]
+pub struct AppDb {
+    pool: PgPool,
+}
+
+/// The pipeline's handle: a pool of the login `tributary_service` (BYPASSRLS). For the edge, the
+/// bus, the pipeline's consumers, the scheduler's jobs and operator tools; never the request
+/// path. The functions that need it live under [`crate::service`].
+#[derive(Debug, Clone)]
+pub struct ServiceDb {
+    pool: PgPool,
+}
+
+/// Both handles, for the binary that wires the roles together. It hands each role only the
+/// handle that role needs.
 #[derive(Debug, Clone)]
 pub struct Database {
-    app: PgPool,
-    service: PgPool,
+    pub app: AppDb,
+    pub service: ServiceDb,
 }
 
 impl Database {
@@ -198,38 +216,64 @@ impl Database {
                 .connect_with(options)
         };
         Ok(Self {
-            app: pool(settings.app_options()).await?,
-            service: pool(settings.service_options()).await?,
+            app: AppDb {
+                pool: pool(settings.app_options()).await?,
+            },
+            service: ServiceDb {
+                pool: pool(settings.service_options()).await?,
+            },
         })
-    }
-
-    /// The request path's pool. Crate-private: outside this crate tenant data is reachable only
-    /// through [`crate::TenantTx`].
-    pub(crate) fn app_pool(&self) -> &PgPool {
-        &self.app
-    }
-
-    /// The pipeline's pool (BYPASSRLS). Only pipeline consumers and operator tools use it.
-    pub(crate) fn service_pool(&self) -> &PgPool {
-        &self.service
-    }
-
-    /// The request path's raw pool, for the store's own tests of pooled-connection hygiene.
-    #[cfg(feature = "testing")]
-    #[doc(hidden)]
-    pub fn app_pool_for_tests(&self) -> &PgPool {
-        &self.app
     }
 
     /// Whether both pools can run a query.
     pub async fn check_health(&self) -> Result<(), StoreError> {
-        sqlx::query("select 1").execute(&self.app).await?;
-        sqlx::query("select 1").execute(&self.service).await?;
-        Ok(())
+        self.app.check_health().await?;
+        self.service.check_health().await
     }
 
     pub async fn close(&self) {
         self.app.close().await;
         self.service.close().await;
+    }
+}
+
+impl AppDb {
+    /// Crate-private: outside this crate tenant data is reachable only through
+    /// [`crate::TenantTx`].
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The raw pool, for the store's own tests of pooled-connection hygiene.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub fn pool_for_tests(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether the pool can run a query.
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl ServiceDb {
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether the pool can run a query.
+    pub async fn check_health(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 }

@@ -6,7 +6,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Actor, Database, Scope, StoreError, TenantTx};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 /// A request as the form submitted it, already validated by the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,7 +28,7 @@ pub struct StoredContactRequest {
     pub created_at: OffsetDateTime,
 }
 
-pub async fn record(database: &Database, request: &ContactRequest) -> Result<Uuid, StoreError> {
+pub async fn record(database: &AppDb, request: &ContactRequest) -> Result<Uuid, StoreError> {
     let request_id = Uuid::now_v7();
     let mut tx = TenantTx::begin(
         database,
@@ -57,7 +57,7 @@ pub async fn record(database: &Database, request: &ContactRequest) -> Result<Uui
 
 /// The newest `limit` requests, as internal operations sees them.
 pub async fn list(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     limit: i64,
 ) -> Result<Vec<StoredContactRequest>, StoreError> {

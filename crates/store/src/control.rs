@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Actor, Database, Scope, StoreError, TenantTx};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 /// A tenant as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,7 +25,7 @@ pub struct Tenant {
 
 /// Creates a tenant with its default settings; audited in the new tenant's own chain.
 pub async fn create_tenant(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     attributes: &TenantAttributes,
 ) -> Result<Tenant, StoreError> {
@@ -168,7 +168,7 @@ pub async fn registry(
 }
 
 /// Every tenant, as internal operations sees the registry.
-pub async fn list_tenants(database: &Database, actor: Actor) -> Result<Vec<Tenant>, StoreError> {
+pub async fn list_tenants(database: &AppDb, actor: Actor) -> Result<Vec<Tenant>, StoreError> {
     let mut tx = TenantTx::begin(
         database,
         Scope::InternalOps {
@@ -200,7 +200,7 @@ pub struct User {
 
 /// Creates an account; audited in the platform chain.
 pub async fn create_user(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     email: &Email,
     display_name: &str,
@@ -264,7 +264,7 @@ pub struct Member {
 /// Adds `email` to `tenant` with `role`, or changes the role of an existing member. Refuses to
 /// demote the last owner.
 pub async fn set_member(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     tenant: TenantId,
     email: &Email,
@@ -313,7 +313,7 @@ pub async fn set_member(
 
 /// Removes `email` from `tenant`. Refuses to remove the last owner.
 pub async fn remove_member(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     tenant: TenantId,
     email: &Email,
@@ -343,7 +343,7 @@ pub async fn remove_member(
 
 /// Members of `tenant`, by email.
 pub async fn list_members(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     tenant: TenantId,
 ) -> Result<Vec<Member>, StoreError> {
@@ -388,7 +388,7 @@ async fn membership_role(
 }
 
 async fn control_tx(
-    database: &Database,
+    database: &AppDb,
     actor: Actor,
     tenant: TenantId,
 ) -> Result<TenantTx, StoreError> {

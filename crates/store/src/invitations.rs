@@ -9,7 +9,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Actor, Database, Scope, StoreError, TenantTx, secret_token};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx, secret_token};
 
 const PREFIX: &str = "tin1";
 
@@ -158,7 +158,7 @@ async fn open_invitation(
 }
 
 async fn control_tx(
-    database: &Database,
+    database: &AppDb,
     tenant: TenantId,
     actor: Actor,
 ) -> Result<TenantTx, StoreError> {
@@ -173,7 +173,7 @@ async fn control_tx(
 }
 
 /// What the link `text` invites to, if it is an open invitation.
-pub async fn find(database: &Database, text: &str) -> Result<Option<InvitationView>, StoreError> {
+pub async fn find(database: &AppDb, text: &str) -> Result<Option<InvitationView>, StoreError> {
     let Some(parsed) = secret_token::parse(PREFIX, text) else {
         return Ok(None);
     };
@@ -187,7 +187,7 @@ pub async fn find(database: &Database, text: &str) -> Result<Option<InvitationVi
 /// spends the invitation; someone already a member keeps their role. Audited in the workspace.
 /// `None` when the link is not an open invitation for `email`.
 pub async fn accept(
-    database: &Database,
+    database: &AppDb,
     text: &str,
     user: UserId,
     email: &Email,
@@ -211,7 +211,7 @@ pub async fn accept(
 /// invitation with it, in one transaction. `AlreadyExists` when the address has an account
 /// (sign in instead); `None` when the link is not an open invitation.
 pub async fn accept_with_new_account(
-    database: &Database,
+    database: &AppDb,
     text: &str,
     display_name: &str,
     password_hash: &str,

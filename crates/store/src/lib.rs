@@ -1,6 +1,12 @@
 //! The only crate that speaks SQL: the managed cluster, bootstrap and migrations, the
 //! tenant-scoped transaction every request-path query runs in, repositories and the audit log.
 //!
+//! Two handles reach the database, and the type says which a caller holds: [`AppDb`] (login
+//! `tributary_app`, never bypasses row-level security; the request path) and [`ServiceDb`]
+//! (login `tributary_service`, BYPASSRLS; the edge, the bus, the pipeline, the scheduler and
+//! operator tools). The top-level modules work through [`TenantTx`] or an [`AppDb`]; [`service`]
+//! holds every function that needs a [`ServiceDb`].
+//!
 //! Architecture invariant: outside this crate, tenant data is reachable only through
 //! [`TenantTx`], which sets the transaction-local tenant and switches to the database role of the
 //! caller's platform role. Row-level security in the database does the filtering; this crate
@@ -9,9 +15,6 @@
 pub mod accounts;
 pub mod api_tokens;
 pub mod audit;
-pub mod bench_support;
-pub mod bronze;
-pub mod bus_log;
 pub mod catalog;
 pub mod cluster;
 mod connect;
@@ -21,7 +24,6 @@ pub mod dlq;
 mod error;
 pub mod invitations;
 pub mod live;
-pub mod maintenance;
 pub mod masking;
 pub mod members;
 pub mod migrate;
@@ -31,11 +33,14 @@ pub mod retention;
 pub mod rollups;
 pub mod secret_box;
 mod secret_token;
+pub mod service;
 pub mod sources;
 pub mod sso;
 mod tenant_tx;
 
-pub use connect::{APP_ROLE, ConnectionSettings, Database, RoleCredentials, SERVICE_ROLE};
+pub use connect::{
+    APP_ROLE, AppDb, ConnectionSettings, Database, RoleCredentials, SERVICE_ROLE, ServiceDb,
+};
 pub use error::StoreError;
 pub use tenant_tx::{Actor, Scope, TenantTx};
 

@@ -8,12 +8,12 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Actor, Database, Scope, StoreError, TenantTx};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 /// The account of session `token` if the session is live (not ended, within its idle and
 /// absolute lifetimes, account not disabled). Unlike `accounts::find_session`, this does not
 /// count as activity: the idle timeout still ends a session whose page streams updates.
-pub async fn session_user(database: &Database, token: &str) -> Result<Option<UserId>, StoreError> {
+pub async fn session_user(database: &AppDb, token: &str) -> Result<Option<UserId>, StoreError> {
     let mut tx = TenantTx::begin(
         database,
         Scope::Control {

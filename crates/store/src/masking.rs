@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Database, StoreError, TenantTx};
+use crate::{StoreError, TenantTx};
 use domain::TenantId;
 
 /// One masking rule: on `source_table` (`*` for every table), do `action` to what `field_path`
@@ -47,22 +47,7 @@ impl MaskingRule {
 
 const DUPLICATE: &str = "a masking rule for this table and path";
 
-/// A tenant's masking rules as the edge applies them (the service role, outside any request).
-pub async fn rules_for_edge(
-    database: &Database,
-    tenant: TenantId,
-) -> Result<Vec<MaskingRule>, StoreError> {
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "select source_table, field_path, action from control.pii_masking_policy \
-         where tenant_id = $1",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_all(database.service_pool())
-    .await?;
-    Ok(rows.into_iter().map(rule_of).collect())
-}
-
-fn rule_of((source_table, field_path, action): (String, String, String)) -> MaskingRule {
+pub(crate) fn rule_of((source_table, field_path, action): (String, String, String)) -> MaskingRule {
     MaskingRule {
         source_table,
         field_path,

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Database, StoreError, TenantTx};
+use crate::{StoreError, TenantTx};
 
 /// What to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Store
     Ok(request_id)
 }
 
-fn from_row(row: &sqlx::postgres::PgRow) -> Result<ReplayRequest, sqlx::Error> {
+pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<ReplayRequest, sqlx::Error> {
     Ok(ReplayRequest {
         request_id: row.try_get("request_id")?,
         tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
@@ -98,71 +98,6 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<ReplayRequest, sqlx::Error> {
         events_failed: row.try_get("events_failed")?,
         detail: row.try_get("detail")?,
     })
-}
-
-/// Claims the oldest pending request of any tenant (pipeline): it becomes `running`, and no
-/// other worker gets it. A request still `running` 15 minutes after it started was abandoned
-/// (its worker was killed) and is taken up again; replays are idempotent.
-pub async fn claim_next(database: &Database) -> Result<Option<ReplayRequest>, StoreError> {
-    let row = sqlx::query(
-        "update pipeline.replay_requests set status = 'running', started_at = now() \
-         where (tenant_id, request_id) = ( \
-             select tenant_id, request_id from pipeline.replay_requests \
-             where kind in ('dlq', 'range', 'rebuild') \
-               and (status = 'pending' \
-                    or (status = 'running' and started_at < now() - interval '15 minutes')) \
-             order by requested_at limit 1 for update skip locked) \
-         returning request_id, tenant_id, kind, range_from, range_to, status, \
-                   events_replayed, events_failed, detail",
-    )
-    .fetch_optional(database.service_pool())
-    .await?;
-    row.as_ref().map(from_row).transpose().map_err(Into::into)
-}
-
-/// Claims one pending request (pipeline), e.g. the one an operator just recorded and runs now.
-pub async fn claim(
-    database: &Database,
-    tenant: TenantId,
-    request_id: Uuid,
-) -> Result<Option<ReplayRequest>, StoreError> {
-    let row = sqlx::query(
-        "update pipeline.replay_requests set status = 'running', started_at = now() \
-         where tenant_id = $1 and request_id = $2 and status = 'pending' \
-         returning request_id, tenant_id, kind, range_from, range_to, status, \
-                   events_replayed, events_failed, detail",
-    )
-    .bind(tenant.as_uuid())
-    .bind(request_id)
-    .fetch_optional(database.service_pool())
-    .await?;
-    row.as_ref().map(from_row).transpose().map_err(Into::into)
-}
-
-/// Records progress or the end of a request (pipeline).
-pub async fn update(
-    database: &Database,
-    request: &ReplayRequest,
-    status: &str,
-    replayed: i64,
-    failed: i64,
-    detail: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "update pipeline.replay_requests set status = $3, events_replayed = $4, \
-             events_failed = $5, detail = $6, \
-             finished_at = case when $3 in ('done', 'failed') then now() end \
-         where tenant_id = $1 and request_id = $2",
-    )
-    .bind(request.tenant_id.as_uuid())
-    .bind(request.request_id)
-    .bind(status)
-    .bind(replayed)
-    .bind(failed)
-    .bind(detail)
-    .execute(database.service_pool())
-    .await?;
-    Ok(())
 }
 
 /// A request as its tenant sees it.

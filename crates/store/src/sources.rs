@@ -9,7 +9,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Database, StoreError, TenantTx, secret_token};
+use crate::{StoreError, TenantTx, secret_token};
 
 /// How long a pairing token can be redeemed.
 pub const PAIRING_TOKEN_LIFETIME: Duration = Duration::hours(1);
@@ -404,107 +404,12 @@ pub struct SourceAccess {
     pub allowed: bool,
 }
 
-/// Whether `serial` of `source` of `tenant` may send: the tenant is active, the source is
-/// active and the certificate is known and not revoked.
-pub async fn source_access(
-    database: &Database,
-    tenant: TenantId,
-    source: SourceId,
-    serial: &str,
-) -> Result<SourceAccess, StoreError> {
-    let allowed: Option<bool> = sqlx::query_scalar(
-        "select d.status = 'active' and s.status = 'active' and c.revoked_at is null \
-         from control.certificates c \
-         join control.sources s on s.tenant_id = c.tenant_id and s.source_id = c.source_id \
-         join control.dim_tenant d on d.tenant_id = c.tenant_id \
-         where c.tenant_id = $1 and c.serial = $2 and c.source_id = $3",
-    )
-    .bind(tenant.as_uuid())
-    .bind(serial)
-    .bind(source.as_uuid())
-    .fetch_optional(database.service_pool())
-    .await?;
-    Ok(SourceAccess {
-        allowed: allowed.unwrap_or(false),
-    })
-}
-
 /// The internal certificate authority as stored: its certificate and its encrypted key.
 #[derive(Debug, Clone)]
 pub struct StoredCertificateAuthority {
     pub certificate_pem: String,
     pub key_ciphertext: Vec<u8>,
     pub key_nonce: Vec<u8>,
-}
-
-pub async fn load_certificate_authority(
-    database: &Database,
-) -> Result<Option<StoredCertificateAuthority>, StoreError> {
-    let row = sqlx::query(
-        "select certificate_pem, key_ciphertext, key_nonce from control.certificate_authority \
-         where ca_id = 'internal'",
-    )
-    .fetch_optional(database.service_pool())
-    .await?;
-    row.map(|row| {
-        Ok(StoredCertificateAuthority {
-            certificate_pem: row.try_get("certificate_pem")?,
-            key_ciphertext: row.try_get("key_ciphertext")?,
-            key_nonce: row.try_get("key_nonce")?,
-        })
-    })
-    .transpose()
-    .map_err(|error: sqlx::Error| error.into())
-}
-
-/// Stores the CA unless another process stored one first; returns whether this one was kept.
-pub async fn store_certificate_authority(
-    database: &Database,
-    authority: &StoredCertificateAuthority,
-) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "insert into control.certificate_authority (ca_id, certificate_pem, key_ciphertext, \
-         key_nonce) values ('internal', $1, $2, $3) on conflict (ca_id) do nothing",
-    )
-    .bind(&authority.certificate_pem)
-    .bind(&authority.key_ciphertext)
-    .bind(&authority.key_nonce)
-    .execute(database.service_pool())
-    .await?;
-    Ok(inserted.rows_affected() == 1)
-}
-
-/// A tenant's encrypted masking secret: (ciphertext, nonce).
-pub async fn tenant_masking_secret(
-    database: &Database,
-    tenant: TenantId,
-) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
-    Ok(sqlx::query_as(
-        "select masking_key_ciphertext, masking_key_nonce from control.tenant_secrets \
-         where tenant_id = $1",
-    )
-    .bind(tenant.as_uuid())
-    .fetch_optional(database.service_pool())
-    .await?)
-}
-
-/// Stores a tenant's masking secret unless one exists already.
-pub async fn store_tenant_masking_secret(
-    database: &Database,
-    tenant: TenantId,
-    ciphertext: &[u8],
-    nonce: &[u8],
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "insert into control.tenant_secrets (tenant_id, masking_key_ciphertext, masking_key_nonce) \
-         values ($1, $2, $3) on conflict (tenant_id) do nothing",
-    )
-    .bind(tenant.as_uuid())
-    .bind(ciphertext)
-    .bind(nonce)
-    .execute(database.service_pool())
-    .await?;
-    Ok(())
 }
 
 fn require_tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {

@@ -18,7 +18,7 @@ use time::{Duration, OffsetDateTime};
 use crate::accounts::SessionLifetime;
 use crate::audit::{self, AuditEntry};
 use crate::secret_box::SecretBox;
-use crate::{Actor, Database, Scope, StoreError, TenantTx};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 /// The purpose the client secret is sealed under (see [`SecretBox::new`]).
 pub const CLIENT_SECRET_PURPOSE: &str = "sso-client-secret";
@@ -243,7 +243,7 @@ pub async fn delete(tx: &mut TenantTx) -> Result<(), StoreError> {
 }
 
 async fn control(
-    database: &Database,
+    database: &AppDb,
     tenant: Option<TenantId>,
     actor: Actor,
 ) -> Result<TenantTx, StoreError> {
@@ -253,7 +253,7 @@ async fn control(
 /// The workspace holding `domain` verified, if any: the one place a tenant is found from
 /// outside it (the control role without a tenant sees verified domains only, migration 0014).
 pub async fn workspace_for_domain(
-    database: &Database,
+    database: &AppDb,
     domain: &str,
 ) -> Result<Option<TenantId>, StoreError> {
     let mut tx = control(database, None, Actor::System("sso")).await?;
@@ -282,7 +282,7 @@ pub struct IdentityProvider {
 
 /// The IdP of `tenant` with its secret opened, if configured (whether enabled or not).
 pub async fn identity_provider(
-    database: &Database,
+    database: &AppDb,
     tenant: TenantId,
     secrets: &SecretBox,
 ) -> Result<Option<IdentityProvider>, StoreError> {
@@ -346,7 +346,7 @@ pub struct NewFlow<'a> {
 
 /// Records a flow of `tenant` (and forgets that workspace's flows over a day old).
 pub async fn start_flow(
-    database: &Database,
+    database: &AppDb,
     tenant: TenantId,
     flow: &NewFlow<'_>,
     secrets: &SecretBox,
@@ -415,7 +415,7 @@ impl FlowRefusal {
 /// Takes the flow of `tenant` whose state is `state`, spending it whatever happens next (a
 /// state works once), and checks it belongs to the browser holding `binding` and is unexpired.
 pub async fn take_flow(
-    database: &Database,
+    database: &AppDb,
     tenant: TenantId,
     state: &str,
     binding: &str,
@@ -477,7 +477,7 @@ pub async fn take_flow(
 /// admin). `AlreadyExists` when another workspace holds it verified; `NotFound` when it is not
 /// one of the workspace's domains.
 pub async fn verify_domain(
-    database: &Database,
+    database: &AppDb,
     tenant: TenantId,
     admin: UserId,
     domain: &str,
@@ -526,7 +526,7 @@ pub struct SsoMember {
 /// membership). Audited in the workspace: `member.add` when they joined, `sso.sign_in` always.
 /// `Forbidden` for a disabled account.
 pub async fn sign_in_member(
-    database: &Database,
+    database: &AppDb,
     tenant: TenantId,
     email: &Email,
     default_role: Role,
@@ -601,7 +601,7 @@ pub async fn sign_in_member(
 /// Records a session started through `tenant`'s IdP: it looks at that workspace and acts in it
 /// only (`sso_tenant_id`).
 pub async fn create_session(
-    database: &Database,
+    database: &AppDb,
     user: UserId,
     token: &str,
     lifetime: SessionLifetime,

@@ -8,7 +8,7 @@
 use domain::{Role, SourceId, TenantId, UserId};
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use crate::{Database, StoreError};
+use crate::{AppDb, ServiceDb, StoreError};
 
 /// Who is acting; recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,21 +83,13 @@ pub enum Scope {
         tenant: Option<TenantId>,
         actor: Actor,
     },
-    /// The edge and the pipeline, as `tributary_service` (BYPASSRLS). Never for the request
-    /// path. The tenant is still set so audited work lands in the right chain.
-    Pipeline {
-        tenant: Option<TenantId>,
-        actor: Actor,
-    },
 }
 
 impl Scope {
     fn tenant(&self) -> Option<TenantId> {
         match self {
             Scope::Member { tenant, .. } | Scope::ApiToken { tenant, .. } => Some(*tenant),
-            Scope::InternalOps { tenant, .. }
-            | Scope::Control { tenant, .. }
-            | Scope::Pipeline { tenant, .. } => *tenant,
+            Scope::InternalOps { tenant, .. } | Scope::Control { tenant, .. } => *tenant,
         }
     }
 
@@ -105,16 +97,14 @@ impl Scope {
         match self {
             Scope::Member { user, .. } => Actor::User(*user),
             Scope::ApiToken { token, .. } => Actor::ApiToken(*token),
-            Scope::InternalOps { actor, .. }
-            | Scope::Control { actor, .. }
-            | Scope::Pipeline { actor, .. } => actor.clone(),
+            Scope::InternalOps { actor, .. } | Scope::Control { actor, .. } => actor.clone(),
         }
     }
 
     /// The statement that switches to this scope's database role. Static text per role: no part
     /// of it comes from input.
-    fn set_role_statement(&self) -> Result<Option<&'static str>, StoreError> {
-        Ok(Some(match self {
+    fn set_role_statement(&self) -> Result<&'static str, StoreError> {
+        Ok(match self {
             Scope::Member { role, .. } | Scope::ApiToken { role, .. } => match role {
                 Role::Owner => "set local role tributary_tenant_owner",
                 Role::Admin => "set local role tributary_tenant_admin",
@@ -128,8 +118,7 @@ impl Scope {
             },
             Scope::InternalOps { .. } => "set local role tributary_internal_ops",
             Scope::Control { .. } => "set local role tributary_control",
-            Scope::Pipeline { .. } => return Ok(None),
-        }))
+        })
     }
 }
 
@@ -143,17 +132,11 @@ pub struct TenantTx {
 }
 
 impl TenantTx {
-    pub async fn begin(database: &Database, scope: Scope) -> Result<Self, StoreError> {
+    /// A request-path transaction: on the app handle, switched to the scope's tenant role.
+    pub async fn begin(database: &AppDb, scope: Scope) -> Result<Self, StoreError> {
         let set_role = scope.set_role_statement()?;
-        let pool = match scope {
-            Scope::Pipeline { .. } => database.service_pool(),
-            _ => database.app_pool(),
-        };
-        let mut transaction = pool.begin().await?;
-        if let Some(set_role) = set_role {
-            sqlx::query(set_role).execute(&mut *transaction).await?;
-        }
-        let tenant = scope.tenant();
+        let mut transaction = database.pool().begin().await?;
+        sqlx::query(set_role).execute(&mut *transaction).await?;
         // A tenantless control scope acting as a user may read that user's memberships across
         // tenants (signing in lists their workspaces; migration 0012's policies).
         let user = match &scope {
@@ -164,6 +147,27 @@ impl TenantTx {
             } => Some(*user),
             _ => None,
         };
+        Self::bind(transaction, scope.tenant(), user, scope.actor()).await
+    }
+
+    /// A transaction of the edge or the pipeline, as `tributary_service` (BYPASSRLS): the service
+    /// handle is the proof that the caller is not on the request path. The tenant is still set so
+    /// that audited work lands in the right chain.
+    pub async fn begin_service(
+        database: &ServiceDb,
+        tenant: Option<TenantId>,
+        actor: Actor,
+    ) -> Result<Self, StoreError> {
+        let transaction = database.pool().begin().await?;
+        Self::bind(transaction, tenant, None, actor).await
+    }
+
+    async fn bind(
+        mut transaction: Transaction<'static, Postgres>,
+        tenant: Option<TenantId>,
+        user: Option<UserId>,
+        actor: Actor,
+    ) -> Result<Self, StoreError> {
         sqlx::query(
             "select set_config('tributary.tenant_id', $1, true), \
                     set_config('tributary.user_id', $2, true)",
@@ -175,7 +179,7 @@ impl TenantTx {
         Ok(Self {
             transaction,
             tenant,
-            actor: scope.actor(),
+            actor,
         })
     }
 

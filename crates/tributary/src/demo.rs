@@ -71,9 +71,9 @@ pub async fn ensure(
     }
     let actor = Actor::System("demo");
     let attributes = TenantAttributes::parse("Demo Charging", Plan::Team, "energy", "eu-west")?;
-    let tenant = store::control::create_tenant(database, actor.clone(), &attributes).await?;
+    let tenant = store::control::create_tenant(&database.app, actor.clone(), &attributes).await?;
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Control {
             tenant: Some(tenant.tenant_id),
             actor,
@@ -122,15 +122,21 @@ fn write_private(path: &Path, demo: &Demo, create_new: bool) -> anyhow::Result<(
 /// missing, and made owner of the demo tenant).
 async fn web_login(database: &Database, tenant: domain::TenantId) -> anyhow::Result<WebLogin> {
     let (email, login) = account_with_password(database, DEMO_EMAIL, "Demo Owner").await?;
-    store::control::set_member(database, Actor::System("demo"), tenant, &email, Role::Owner)
-        .await?;
+    store::control::set_member(
+        &database.app,
+        Actor::System("demo"),
+        tenant,
+        &email,
+        Role::Owner,
+    )
+    .await?;
     Ok(login)
 }
 
 /// The demo's internal operations account, with a fresh random password.
 async fn ops_login(database: &Database) -> anyhow::Result<WebLogin> {
     let (email, login) = account_with_password(database, DEMO_OPS_EMAIL, "Demo Operations").await?;
-    store::accounts::grant_staff(database, Actor::System("demo"), &email).await?;
+    store::accounts::grant_staff(&database.app, Actor::System("demo"), &email).await?;
     Ok(login)
 }
 
@@ -141,10 +147,10 @@ async fn account_with_password(
     display_name: &str,
 ) -> anyhow::Result<(Email, WebLogin)> {
     let email = Email::parse(address)?;
-    let user = match store::accounts::credentials(database, &email).await? {
+    let user = match store::accounts::credentials(&database.app, &email).await? {
         Some(existing) => existing.user_id,
         None => {
-            store::control::create_user(database, Actor::System("demo"), &email, display_name)
+            store::control::create_user(&database.app, Actor::System("demo"), &email, display_name)
                 .await?
                 .user_id
         }
@@ -154,7 +160,7 @@ async fn account_with_password(
         let password = password.clone();
         tokio::task::spawn_blocking(move || web::auth::password::hash(&password)).await?
     };
-    store::accounts::set_password_hash(database, user, &hash).await?;
+    store::accounts::set_password_hash(&database.app, user, &hash).await?;
     Ok((
         email,
         WebLogin {

@@ -49,7 +49,7 @@ impl Ingestion {
         edge_listen: SocketAddr,
         materialize: bool,
     ) -> anyhow::Result<Self> {
-        let bus = bus::AnyBus::connect(bus_config, database)
+        let bus = bus::AnyBus::connect(bus_config, &database.service)
             .await
             .context("connecting to the stream bus")?;
         let edge_config = edge::EdgeConfig {
@@ -59,7 +59,7 @@ impl Ingestion {
         };
         let edge = edge::Edge::bind(
             edge_config,
-            database.clone(),
+            database.service.clone(),
             bus.clone(),
             &settings.master_secret()?,
         )
@@ -78,7 +78,7 @@ impl Ingestion {
         });
         let aggregator = materialize.then(|| {
             tokio::spawn(pipeline::aggregator::run(
-                database.clone(),
+                database.service.clone(),
                 pipeline::aggregator::AggregatorConfig::default(),
                 stopped(receiver.clone()),
             ))
@@ -120,7 +120,7 @@ async fn supervise_bronze(
     let mut backoff = std::time::Duration::from_millis(500);
     loop {
         let writer = tokio::spawn(pipeline::bronze::run(
-            database.clone(),
+            database.service.clone(),
             bus.clone(),
             pipeline::bronze::BronzeConfig::default(),
             stopped(shutdown.clone()),
@@ -153,7 +153,7 @@ async fn supervise_materializer(
     let mut backoff = std::time::Duration::from_millis(500);
     loop {
         let materializer = tokio::spawn(pipeline::materializer::run(
-            database.clone(),
+            database.service.clone(),
             bus.clone(),
             pipeline::materializer::MaterializerConfig::default(),
             stopped(shutdown.clone()),

@@ -41,7 +41,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let replays = tokio::spawn(pipeline::replay::run(
-        database.clone(),
+        database.service.clone(),
         bus.clone(),
         Duration::from_secs(2),
         ingestion::stopped(shutdown_rx.clone()),
@@ -54,7 +54,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     let web = tokio::spawn(web::serve(
         listener,
         web::AppState {
-            database: database.clone(),
+            database: database.app.clone(),
             metrics: metrics_handle(),
             min_cohort: settings.rollup_min_cohort,
             sso: web::sso::Sso::new(&settings.master_secret()?),
@@ -164,16 +164,16 @@ async fn scheduler(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                match store::maintenance::ensure_bronze_partitions(&database, BRONZE_DAYS_AHEAD).await {
+                match store::service::maintenance::ensure_bronze_partitions(&database.service, BRONZE_DAYS_AHEAD).await {
                     Ok(days) => tracing::debug!(days, "bronze partitions ensured"),
                     Err(error) => tracing::warn!(%error, "ensuring bronze partitions failed"),
                 }
-                match store::retention::enforce(&database).await {
+                match store::service::retention::enforce(&database.service).await {
                     Ok(report) => tracing::info!(deleted = report.deleted_events,
                         dropped_partitions = report.dropped_partitions.len(), "bronze retention applied"),
                     Err(error) => tracing::warn!(%error, "applying bronze retention failed"),
                 }
-                match store::accounts::prune(&database).await {
+                match store::accounts::prune(&database.app).await {
                     Ok(report) => tracing::debug!(sessions = report.sessions,
                         attempt_counters = report.attempt_counters,
                         trusted_devices = report.trusted_devices,

@@ -34,7 +34,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use store::Database;
+use store::AppDb;
 use tokio::net::TcpListener;
 
 /// Every page a signed-out visitor can open: the site's pages, each document it renders, and
@@ -52,7 +52,7 @@ pub fn public_pages() -> Vec<String> {
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub database: Database,
+    pub database: AppDb,
     /// Renders the process's metrics; `None` serves no `/metrics`.
     pub metrics: Option<PrometheusHandle>,
     /// The global console's minimum cohort: no rollup cell of fewer distinct tenants is shown

@@ -70,7 +70,7 @@ async fn a_different_partition_count_is_refused() {
     let mut harness = EmbeddedHarness::new().await;
     let _bus = harness.bus().await;
     let database = harness.database().connect().await;
-    let error = EmbeddedBus::open(database.clone(), PARTITIONS * 2)
+    let error = EmbeddedBus::open(database.service.clone(), PARTITIONS * 2)
         .await
         .expect_err("a second partition count");
     assert!(
@@ -84,7 +84,7 @@ async fn a_different_partition_count_is_refused() {
         "{error:?}"
     );
     assert!(!error.is_retryable());
-    EmbeddedBus::open(database, PARTITIONS)
+    EmbeddedBus::open(database.service.clone(), PARTITIONS)
         .await
         .expect("the same count again");
 }
@@ -94,7 +94,9 @@ async fn the_default_setting_opens_the_embedded_bus() {
     let harness = EmbeddedHarness::new().await;
     let database = harness.database().connect().await;
     let config: BusConfig = "embedded".parse().expect("setting");
-    let bus = AnyBus::connect(&config, &database).await.expect("connect");
+    let bus = AnyBus::connect(&config, &database.service)
+        .await
+        .expect("connect");
     assert!(matches!(bus, AnyBus::Embedded(_)));
     assert_eq!(bus.partitions(), 16);
     let published = vec![message(domain::TenantId::new_random(), 1)];

@@ -66,7 +66,7 @@ impl Harness for EmbeddedHarness {
     const ACKS_SURVIVE_A_STORAGE_CRASH: bool = true;
 
     async fn bus(&mut self) -> EmbeddedBus {
-        EmbeddedBus::open(self.database.connect().await, PARTITIONS)
+        EmbeddedBus::open(self.database.connect().await.service, PARTITIONS)
             .await
             .expect("open the embedded bus")
     }

@@ -108,7 +108,9 @@ async fn a_setting_string_opens_the_nats_bus() {
         nats.servers, nats.stream, nats.subject_prefix
     );
     let config: BusConfig = setting.parse().expect("setting");
-    let bus = AnyBus::connect(&config, &database).await.expect("connect");
+    let bus = AnyBus::connect(&config, &database.service)
+        .await
+        .expect("connect");
     assert!(matches!(bus, AnyBus::Nats(_)));
     assert_eq!(bus.partitions(), 8);
     let published = vec![message(domain::TenantId::new_random(), 1)];

@@ -71,7 +71,7 @@ async fn planted_pii_never_reaches_bronze_the_dlq_or_the_logs() {
     tx.commit().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(pipeline::bronze::run(
-        edge.database.clone(),
+        edge.database.service.clone(),
         edge.bus.clone(),
         pipeline::bronze::BronzeConfig::default(),
         async move {

@@ -177,7 +177,7 @@ async fn certificates_not_issued_by_the_platform_or_expired_fail_the_handshake()
 
     // Our own CA, but expired.
     let secrets = edge::SecretBox::new(&master_secret(), "ca-key");
-    let ca = edge::CertificateAuthority::load_or_create(&edge.database, &secrets)
+    let ca = edge::CertificateAuthority::load_or_create(&edge.database.service, &secrets)
         .await
         .unwrap();
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

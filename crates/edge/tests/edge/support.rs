@@ -34,12 +34,19 @@ impl TestEdge {
     pub async fn start_with(mut config: EdgeConfig) -> Self {
         let test_database = TestDatabase::new().await;
         let database = test_database.connect().await;
-        let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+        let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
+            .await
+            .unwrap();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.cache_ttl = Duration::from_millis(200);
-        let edge = Edge::bind(config, database.clone(), bus.clone(), &master_secret())
-            .await
-            .expect("bind the edge");
+        let edge = Edge::bind(
+            config,
+            database.service.clone(),
+            bus.clone(),
+            &master_secret(),
+        )
+        .await
+        .expect("bind the edge");
         let addr = edge.local_addr().unwrap();
         let ca_pem = edge.ca_certificate_pem().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -58,7 +65,7 @@ impl TestEdge {
 
     pub async fn tenant(&self, name: &str) -> TenantId {
         let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
-        store::control::create_tenant(&self.database, Actor::Cli("test".into()), &attributes)
+        store::control::create_tenant(&self.database.app, Actor::Cli("test".into()), &attributes)
             .await
             .unwrap()
             .tenant_id
@@ -66,7 +73,7 @@ impl TestEdge {
 
     pub async fn owner_tx(&self, tenant: TenantId) -> TenantTx {
         TenantTx::begin(
-            &self.database,
+            &self.database.app,
             Scope::Member {
                 tenant,
                 user: UserId::new_random(),

@@ -8,8 +8,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use store::Database;
-use store::rollups::RoundOutcome;
+use store::ServiceDb;
+use store::service::rollups::RoundOutcome;
 
 /// How the aggregator is scheduled.
 #[derive(Debug, Clone)]
@@ -30,10 +30,10 @@ impl Default for AggregatorConfig {
 }
 
 /// Rounds until the queue is empty; returns their sum.
-pub async fn run_once(database: &Database, batch: i64) -> Result<RoundOutcome, store::StoreError> {
+pub async fn run_once(database: &ServiceDb, batch: i64) -> Result<RoundOutcome, store::StoreError> {
     let mut total = RoundOutcome::default();
     loop {
-        let round = store::rollups::aggregate_round(database, batch).await?;
+        let round = store::service::rollups::aggregate_round(database, batch).await?;
         total.minutes += round.minutes;
         total.purged += round.purged;
         total.backfilled += round.backfilled;
@@ -46,7 +46,11 @@ pub async fn run_once(database: &Database, batch: i64) -> Result<RoundOutcome, s
 
 /// Runs rounds every `interval` until `shutdown`. A failed round is retried at the next tick:
 /// the queue keeps what it did not commit.
-pub async fn run(database: Database, config: AggregatorConfig, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    database: ServiceDb,
+    config: AggregatorConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         if let Err(error) = run_once(&database, config.batch).await {

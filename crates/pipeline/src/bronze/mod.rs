@@ -5,9 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bus::{Bus, Consumer, Delivery};
-use store::Database;
-use store::bronze::BronzeRow;
+use store::ServiceDb;
 use store::dlq::DeadLetter;
+use store::service::bronze::BronzeRow;
 
 /// The bronze writer's consumer group.
 pub const GROUP: &str = "bronze";
@@ -39,7 +39,7 @@ pub enum BronzeError {
 /// Consumes until `shutdown`; a batch in flight when it fires is finished and acked, or left
 /// unacked to be redelivered, never half-applied.
 pub async fn run<B: Bus>(
-    database: Database,
+    database: ServiceDb,
     bus: B,
     config: BronzeConfig,
     shutdown: impl Future<Output = ()>,
@@ -87,7 +87,7 @@ pub async fn run<B: Bus>(
 /// that cannot write waits and tries again (its lag shows it) rather than dying or skipping
 /// events. Returns false if `shutdown` came first (the batch is then left for redelivery).
 async fn write_until_stored(
-    database: &Database,
+    database: &ServiceDb,
     deliveries: &[Delivery],
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> bool {
@@ -121,7 +121,7 @@ pub struct WriteOutcome {
 /// Writes one batch: all at once, or — when the database refuses the batch for a reason that is
 /// not transient — event by event, sending the ones it refuses to their tenant's DLQ.
 pub async fn write(
-    database: &Database,
+    database: &ServiceDb,
     deliveries: &[Delivery],
 ) -> Result<WriteOutcome, store::StoreError> {
     let mut outcome = WriteOutcome::default();
@@ -142,7 +142,7 @@ pub async fn write(
         }
     }
     let batch: Vec<BronzeRow> = rows.iter().map(|(row, _)| row.clone()).collect();
-    match store::bronze::insert(database, &batch).await {
+    match store::service::bronze::insert(database, &batch).await {
         Ok(inserted) => {
             metrics::counter!("tributary_bronze_events_written_total").increment(inserted);
             metrics::counter!("tributary_bronze_events_duplicate_total")
@@ -153,7 +153,7 @@ pub async fn write(
         Err(error) => {
             tracing::warn!(%error, events = rows.len(), "bronze refused a batch; writing its events one by one");
             for (row, delivery) in &rows {
-                match store::bronze::insert(database, std::slice::from_ref(row)).await {
+                match store::service::bronze::insert(database, std::slice::from_ref(row)).await {
                     Ok(_) => {}
                     Err(error) if error.is_retryable() => return Err(error),
                     Err(error) => {
@@ -179,7 +179,7 @@ pub async fn write(
 }
 
 async fn dead_letter(
-    database: &Database,
+    database: &ServiceDb,
     delivery: &Delivery,
     source: Option<domain::SourceId>,
     reason_code: &'static str,
@@ -198,7 +198,7 @@ async fn dead_letter(
         }),
         message: payload.to_vec(),
     };
-    store::dlq::record(database, &letter).await?;
+    store::service::dlq::record(database, &letter).await?;
     metrics::counter!("tributary_dlq_events_total", "consumer" => GROUP, "reason" => reason_code)
         .increment(1);
     Ok(())

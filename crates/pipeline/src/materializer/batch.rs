@@ -6,7 +6,9 @@
 use std::collections::{HashMap, HashSet};
 
 use domain::TenantId;
-use store::read_models::{EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate};
+use store::service::read_models::{
+    EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate,
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;

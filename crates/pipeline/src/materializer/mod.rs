@@ -15,9 +15,9 @@ use std::time::Duration;
 use bus::{Bus, Consumer, Delivery};
 use domain::TenantId;
 use serde_json::{Map, Value};
-use store::Database;
+use store::ServiceDb;
 use store::dlq::DeadLetter;
-use store::read_models::MaterializeTx;
+use store::service::read_models::MaterializeTx;
 use time::format_description::well_known::Rfc3339;
 
 use batch::{Prepared, Truncate, Work, apply_in};
@@ -77,7 +77,7 @@ pub enum MaterializerError {
 /// Consumes until `shutdown`; a batch in flight when it fires is finished and acked, or left
 /// unacked to be redelivered, never half-applied.
 pub async fn run<B: Bus>(
-    database: Database,
+    database: ServiceDb,
     bus: B,
     config: MaterializerConfig,
     shutdown: impl Future<Output = ()>,
@@ -112,7 +112,7 @@ pub async fn run<B: Bus>(
 /// Applies a batch, retrying transient failures until it is done; false if `shutdown` came
 /// first (the batch is then left unacked for redelivery).
 async fn apply_until_done(
-    database: &Database,
+    database: &ServiceDb,
     deliveries: &[Delivery],
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> bool {
@@ -154,7 +154,7 @@ struct Refused {
 /// Applies one batch in one transaction; events it cannot apply go to their tenant's DLQ
 /// (after the transaction commits), the batch's other events are applied.
 pub async fn apply(
-    database: &Database,
+    database: &ServiceDb,
     deliveries: &[Delivery],
 ) -> Result<ApplyOutcome, store::StoreError> {
     let mut refused = Vec::new();
@@ -181,7 +181,7 @@ pub async fn apply(
 }
 
 async fn apply_envelopes(
-    database: &Database,
+    database: &ServiceDb,
     envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
     refused: &mut Vec<Refused>,
 ) -> Result<ApplyOutcome, store::StoreError> {
@@ -209,7 +209,7 @@ async fn apply_envelopes(
 /// one, and those refused alone become dead letters. Returns how many were applied and the dead
 /// letters.
 async fn apply_group(
-    database: &Database,
+    database: &ServiceDb,
     group: Group,
 ) -> Result<(u64, Vec<Refused>), store::StoreError> {
     let Group { works, envelopes } = group;
@@ -313,7 +313,7 @@ impl PreparedBatch {
 /// Resolves each event's mapping and checks it; returns the events to apply and how many were
 /// skipped.
 async fn prepare_all(
-    database: &Database,
+    database: &ServiceDb,
     envelopes: Vec<(protocol::Envelope, Vec<u8>)>,
     refused: &mut Vec<Refused>,
 ) -> Result<PreparedBatch, store::StoreError> {
@@ -321,7 +321,7 @@ async fn prepare_all(
     tenants.sort_unstable_by_key(|tenant| *tenant.as_uuid());
     tenants.dedup();
     let mut mappings: HashMap<TenantId, Vec<store::read_models::MappingRow>> = HashMap::new();
-    for (tenant, row) in store::read_models::mappings_of(database, &tenants).await? {
+    for (tenant, row) in store::service::read_models::mappings_of(database, &tenants).await? {
         mappings.entry(tenant).or_default().push(row);
     }
     let mappings: HashMap<TenantId, Mappings> = tenants
@@ -600,7 +600,7 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
-async fn dead_letter(database: &Database, letter: Refused) -> Result<(), store::StoreError> {
+async fn dead_letter(database: &ServiceDb, letter: Refused) -> Result<(), store::StoreError> {
     let source = letter
         .envelope
         .as_ref()
@@ -618,7 +618,7 @@ async fn dead_letter(database: &Database, letter: Refused) -> Result<(), store::
         event,
         message: letter.message,
     };
-    store::dlq::record(database, &record).await?;
+    store::service::dlq::record(database, &record).await?;
     metrics::counter!("tributary_dlq_events_total", "consumer" => GROUP,
         "reason" => letter.reason_code)
     .increment(1);
@@ -646,7 +646,7 @@ pub struct RebuildOutcome {
 /// complete. Other tenants' rows are not touched; their consumers only wait for this tenant's
 /// lock if they have events of it.
 pub async fn rebuild(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
 ) -> Result<RebuildOutcome, MaterializerError> {
     const PAGE: i64 = 2000;
@@ -658,7 +658,8 @@ pub async fn rebuild(
     tx.clear_tenant(tenant).await?;
     let mut after = None;
     loop {
-        let rows = store::bronze::events_in_range(database, tenant, from, to, after, PAGE).await?;
+        let rows = store::service::bronze::events_in_range(database, tenant, from, to, after, PAGE)
+            .await?;
         let Some(last) = rows.last() else {
             break;
         };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bus::{Bus, Delivery, Message};
 use domain::TenantId;
-use store::Database;
+use store::ServiceDb;
 use store::replay::ReplayRequest;
 
 use crate::bronze;
@@ -34,7 +34,7 @@ pub struct ReplayOutcome {
 
 /// Takes pending requests one at a time until `shutdown`, idling `idle` between polls.
 pub async fn run<B: Bus>(
-    database: Database,
+    database: ServiceDb,
     bus: B,
     idle: Duration,
     shutdown: impl Future<Output = ()>,
@@ -55,10 +55,10 @@ pub async fn run<B: Bus>(
 
 /// Carries out the oldest pending request, if any; returns it with its final state.
 pub async fn run_next<B: Bus>(
-    database: &Database,
+    database: &ServiceDb,
     bus: &B,
 ) -> Result<Option<ReplayRequest>, store::StoreError> {
-    let Some(request) = store::replay::claim_next(database).await? else {
+    let Some(request) = store::service::replay::claim_next(database).await? else {
         return Ok(None);
     };
     carry_out(database, bus, request).await.map(Some)
@@ -66,19 +66,19 @@ pub async fn run_next<B: Bus>(
 
 /// Carries out one request, if it is still pending (nobody else took it).
 pub async fn run_request<B: Bus>(
-    database: &Database,
+    database: &ServiceDb,
     bus: &B,
     tenant: TenantId,
     request_id: uuid::Uuid,
 ) -> Result<Option<ReplayRequest>, store::StoreError> {
-    let Some(request) = store::replay::claim(database, tenant, request_id).await? else {
+    let Some(request) = store::service::replay::claim(database, tenant, request_id).await? else {
         return Ok(None);
     };
     carry_out(database, bus, request).await.map(Some)
 }
 
 async fn carry_out<B: Bus>(
-    database: &Database,
+    database: &ServiceDb,
     bus: &B,
     request: ReplayRequest,
 ) -> Result<ReplayRequest, store::StoreError> {
@@ -92,7 +92,7 @@ async fn carry_out<B: Bus>(
             ("failed", ReplayOutcome::default(), Some(error.to_string()))
         }
     };
-    store::replay::update(
+    store::service::replay::update(
         database,
         &request,
         status,
@@ -116,7 +116,7 @@ async fn carry_out<B: Bus>(
 }
 
 pub async fn execute<B: Bus>(
-    database: &Database,
+    database: &ServiceDb,
     bus: &B,
     request: &ReplayRequest,
 ) -> Result<ReplayOutcome, ReplayError> {
@@ -152,13 +152,13 @@ pub async fn execute<B: Bus>(
 /// Re-drives the tenant's dead letters through the consumers that failed them. A letter that
 /// fails again stays in the DLQ with one more attempt counted.
 async fn replay_dead_letters(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
 ) -> Result<ReplayOutcome, ReplayError> {
     let mut outcome = ReplayOutcome::default();
     let mut after = None;
     loop {
-        let letters = store::dlq::pending(database, tenant, after, PAGE).await?;
+        let letters = store::service::dlq::pending(database, tenant, after, PAGE).await?;
         let Some(last) = letters.last() else {
             return Ok(outcome);
         };
@@ -203,7 +203,7 @@ async fn replay_dead_letters(
                 }
             };
             if replayed {
-                store::dlq::mark_replayed(database, tenant, &[letter.dlq_id]).await?;
+                store::service::dlq::mark_replayed(database, tenant, &[letter.dlq_id]).await?;
                 outcome.replayed += 1;
             } else {
                 outcome.failed += 1;
@@ -221,7 +221,7 @@ fn letter_event_id(message: &[u8]) -> Result<domain::EventId, ReplayError> {
 
 /// Re-publishes the tenant's bronze events of `[from, to)`.
 async fn replay_range<B: Bus>(
-    database: &Database,
+    database: &ServiceDb,
     bus: &B,
     tenant: TenantId,
     request: uuid::Uuid,
@@ -231,7 +231,8 @@ async fn replay_range<B: Bus>(
     let mut outcome = ReplayOutcome::default();
     let mut after = None;
     loop {
-        let rows = store::bronze::events_in_range(database, tenant, from, to, after, PAGE).await?;
+        let rows = store::service::bronze::events_in_range(database, tenant, from, to, after, PAGE)
+            .await?;
         let Some(last) = rows.last() else {
             return Ok(outcome);
         };

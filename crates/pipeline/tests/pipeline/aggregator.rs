@@ -17,7 +17,7 @@ use crate::materializer::{base_time, materialize};
 
 async fn tenant_with(database: &Database, name: &str, plan: Plan, region: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, plan, "energy", region).unwrap();
-    store::control::create_tenant(database, Actor::Cli("test".into()), &attributes)
+    store::control::create_tenant(&database.app, Actor::Cli("test".into()), &attributes)
         .await
         .unwrap()
         .tenant_id
@@ -25,7 +25,7 @@ async fn tenant_with(database: &Database, name: &str, plan: Plan, region: &str) 
 
 async fn ops_tx(database: &Database) -> TenantTx {
     TenantTx::begin(
-        database,
+        &database.app,
         Scope::InternalOps {
             tenant: Some(TenantId::PLATFORM),
             actor: Actor::Cli("ops".into()),
@@ -215,7 +215,7 @@ async fn only_allowlisted_keys_reach_the_rollups_and_buckets_match_a_brute_force
         }
         materialize(&database, &events).await;
     }
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     let mut service = aggregator(&test_database).await;
@@ -377,7 +377,7 @@ async fn the_console_suppresses_cells_below_k_and_late_readings_fix_old_buckets(
         .await;
         sources.push((tenant, source));
     }
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     let cells = console(&database, Granularity::Minute, 5).await;
@@ -405,7 +405,7 @@ async fn the_console_suppresses_cells_below_k_and_late_readings_fix_old_buckets(
         ],
     )
     .await;
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     let minute = console(&database, Granularity::Minute, 5).await;
@@ -439,7 +439,7 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
         &[reading(tenant, source, 10, "power_kw", 2.0, 5)],
     )
     .await;
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     let mut service = aggregator(&test_database).await;
@@ -456,7 +456,7 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
         &[reading(tenant, source, 20, "power_kw", 5.0, 6)],
     )
     .await;
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     let history = stored(&mut service, "rollup_min").await;
@@ -475,7 +475,7 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     assert!(stored(&mut service, "rollup_min").await.is_empty());
@@ -483,7 +483,7 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
 
     // Allowlisted again, its whole history is aggregated from metrics_min.
     allow(&database, "power_kw").await;
-    pipeline::aggregator::run_once(&database, 100)
+    pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
     let back = stored(&mut service, "rollup_min").await;

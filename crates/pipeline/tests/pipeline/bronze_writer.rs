@@ -12,7 +12,9 @@ use crate::support::{envelope, message, start_bronze_writer, tenant, wait_for_br
 async fn every_event_lands_once_even_when_published_again_long_after() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
+        .await
+        .unwrap();
     let _writer = start_bronze_writer(&database, bus.clone());
     let (acme, globex) = (
         tenant(&database, "Acme").await,
@@ -51,11 +53,11 @@ async fn every_event_lands_once_even_when_published_again_long_after() {
     bus.publish(&[message(&marker)]).await.unwrap();
     wait_for_bronze(&database, acme, 201).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (count, _) = store::bronze::tenant_fingerprint(&database, acme)
+    let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, acme)
         .await
         .unwrap();
     assert_eq!(count, 201, "re-delivered events added rows");
-    let ids = store::bronze::tenant_event_ids(&database, acme)
+    let ids = store::service::bronze::tenant_event_ids(&database.service, acme)
         .await
         .unwrap();
     let mut distinct = ids.clone();
@@ -67,7 +69,9 @@ async fn every_event_lands_once_even_when_published_again_long_after() {
 async fn what_bronze_refuses_goes_to_the_tenants_dlq_and_the_rest_of_the_batch_lands() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
     let good: Vec<_> = (0..5)

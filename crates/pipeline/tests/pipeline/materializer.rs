@@ -73,7 +73,7 @@ pub async fn materialize(
     envelopes: &[protocol::Envelope],
 ) -> pipeline::materializer::ApplyOutcome {
     let deliveries: Vec<Delivery> = envelopes.iter().map(delivery).collect();
-    pipeline::materializer::apply(database, &deliveries)
+    pipeline::materializer::apply(&database.service, &deliveries)
         .await
         .unwrap()
 }
@@ -83,7 +83,7 @@ pub async fn checksums(
     database: &Database,
     tenant: TenantId,
 ) -> BTreeMap<&'static str, (i64, String)> {
-    store::read_models::checksums(database, tenant)
+    store::service::read_models::checksums(&database.service, tenant)
         .await
         .unwrap()
 }
@@ -531,7 +531,7 @@ pub async fn replay_dead_letters(
     tenant: TenantId,
 ) -> store::replay::ReplayRequest {
     let request = request_dlq_replay(database, tenant).await;
-    pipeline::replay::run_request(database, bus, tenant, request)
+    pipeline::replay::run_request(&database.service, bus, tenant, request)
         .await
         .unwrap()
         .unwrap()
@@ -539,7 +539,7 @@ pub async fn replay_dead_letters(
 
 async fn request_dlq_replay(database: &Database, tenant: TenantId) -> uuid::Uuid {
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: UserId::new_random(),
@@ -578,7 +578,7 @@ pub async fn put_mapping(
     row: &store::read_models::MappingRow,
 ) {
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: UserId::new_random(),
@@ -596,7 +596,9 @@ async fn dead_letters_apply_exactly_once_after_the_mapping_is_fixed() {
     use protocol::Op::*;
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 2).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
     let events = vec![
@@ -706,13 +708,13 @@ async fn dead_letters_apply_exactly_once_after_the_mapping_is_fixed() {
     );
     // A second replay finds nothing new to apply and changes nothing.
     let mut viewer = as_viewer(&test_database, acme).await;
-    let before = store::read_models::checksums(&database, acme)
+    let before = store::service::read_models::checksums(&database.service, acme)
         .await
         .unwrap();
     let done = replay_dead_letters(&database, &bus, acme).await;
     assert_eq!((done.events_replayed, done.events_failed), (0, 2));
     assert_eq!(
-        store::read_models::checksums(&database, acme)
+        store::service::read_models::checksums(&database.service, acme)
             .await
             .unwrap(),
         before
@@ -738,7 +740,9 @@ async fn dead_letters_apply_exactly_once_after_the_mapping_is_fixed() {
 async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 2).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
     let mut published = Vec::new();
@@ -787,13 +791,13 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
             position: 0,
         })
         .collect();
-    pipeline::materializer::apply(&database, &deliveries)
+    pipeline::materializer::apply(&database.service, &deliveries)
         .await
         .unwrap();
-    let acme_before = store::read_models::checksums(&database, acme)
+    let acme_before = store::service::read_models::checksums(&database.service, acme)
         .await
         .unwrap();
-    let globex_before = store::read_models::checksums(&database, globex)
+    let globex_before = store::service::read_models::checksums(&database.service, globex)
         .await
         .unwrap();
     assert!(acme_before["analytics.devices"].0 == 12 && acme_before["analytics.metrics_min"].0 > 0);
@@ -822,23 +826,23 @@ async fn a_rebuild_reproduces_the_read_models_and_leaves_other_tenants_alone() {
         .unwrap();
     admin.close().await.unwrap();
     assert_ne!(
-        store::read_models::checksums(&database, acme)
+        store::service::read_models::checksums(&database.service, acme)
             .await
             .unwrap(),
         acme_before
     );
-    let outcome = pipeline::materializer::rebuild(&database, acme)
+    let outcome = pipeline::materializer::rebuild(&database.service, acme)
         .await
         .unwrap();
     assert_eq!(outcome.events, 301);
     assert_eq!(
-        store::read_models::checksums(&database, acme)
+        store::service::read_models::checksums(&database.service, acme)
             .await
             .unwrap(),
         acme_before
     );
     assert_eq!(
-        store::read_models::checksums(&database, globex)
+        store::service::read_models::checksums(&database.service, globex)
             .await
             .unwrap(),
         globex_before
@@ -937,7 +941,9 @@ async fn replaying_one_tenants_dead_letters_never_writes_another_tenants_rows() 
     use protocol::Op::*;
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 2).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
     let source = SourceId::new_random();
@@ -969,7 +975,7 @@ async fn replaying_one_tenants_dead_letters_never_writes_another_tenants_rows() 
     let done = replay_dead_letters(&database, &bus, acme).await;
     assert_eq!((done.events_replayed, done.events_failed), (0, 1));
     for tenant in [acme, globex] {
-        let checksums = store::read_models::checksums(&database, tenant)
+        let checksums = store::service::read_models::checksums(&database.service, tenant)
             .await
             .unwrap();
         assert!(

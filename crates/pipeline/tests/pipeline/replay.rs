@@ -24,7 +24,7 @@ async fn quarantine(admin: &mut sqlx::PgConnection) {
 
 async fn request(database: &Database, tenant: TenantId, kind: ReplayKind) -> uuid::Uuid {
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: UserId::new_random(),
@@ -42,7 +42,9 @@ async fn request(database: &Database, tenant: TenantId, kind: ReplayKind) -> uui
 async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
     // A cause that can be fixed: bronze temporarily refuses events of one table.
@@ -67,7 +69,7 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
 
     // Still broken: the replay fails and counts another attempt.
     let first = request(&database, acme, ReplayKind::DeadLetters).await;
-    let outcome = pipeline::replay::run_request(&database, &bus, acme, first)
+    let outcome = pipeline::replay::run_request(&database.service, &bus, acme, first)
         .await
         .unwrap()
         .unwrap();
@@ -81,7 +83,7 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
     );
     // An operator of the tenant sees them, with the first and the latest failure.
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: acme,
             user: UserId::new_random(),
@@ -108,22 +110,22 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
         .await
         .unwrap();
     let second = request(&database, acme, ReplayKind::DeadLetters).await;
-    let outcome = pipeline::replay::run_request(&database, &bus, acme, second)
+    let outcome = pipeline::replay::run_request(&database.service, &bus, acme, second)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((outcome.events_replayed, outcome.events_failed), (3, 0));
     let third = request(&database, acme, ReplayKind::DeadLetters).await;
-    let outcome = pipeline::replay::run_request(&database, &bus, acme, third)
+    let outcome = pipeline::replay::run_request(&database.service, &bus, acme, third)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((outcome.events_replayed, outcome.events_failed), (0, 0));
-    let (count, _) = store::bronze::tenant_fingerprint(&database, acme)
+    let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, acme)
         .await
         .unwrap();
     assert_eq!(count, 6);
-    let ids = store::bronze::tenant_event_ids(&database, acme)
+    let ids = store::service::bronze::tenant_event_ids(&database.service, acme)
         .await
         .unwrap();
     let expected: std::collections::BTreeSet<_> = messages
@@ -137,12 +139,14 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
 
     // Requests are audited, and a request is carried out once.
     assert!(
-        pipeline::replay::run_request(&database, &bus, acme, first)
+        pipeline::replay::run_request(&database.service, &bus, acme, first)
             .await
             .unwrap()
             .is_none()
     );
-    let reports = store::audit::verify(&database, Some(acme)).await.unwrap();
+    let reports = store::service::audit::verify(&database.service, Some(acme))
+        .await
+        .unwrap();
     assert!(reports[0].is_intact());
     assert!(
         reports[0].entries >= 4,
@@ -154,7 +158,9 @@ async fn dead_letters_replay_exactly_once_after_the_cause_is_fixed() {
 async fn a_bronze_range_is_republished_for_downstream_consumers_without_adding_bronze_rows() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
     let source = SourceId::new_random();
@@ -209,7 +215,7 @@ async fn a_bronze_range_is_republished_for_downstream_consumers_without_adding_b
         },
     )
     .await;
-    let outcome = pipeline::replay::run_request(&database, &bus, acme, request_id)
+    let outcome = pipeline::replay::run_request(&database.service, &bus, acme, request_id)
         .await
         .unwrap()
         .unwrap();
@@ -251,7 +257,7 @@ async fn a_bronze_range_is_republished_for_downstream_consumers_without_adding_b
     replayed.dedup();
     assert_eq!(replayed.len(), 10);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (count, _) = store::bronze::tenant_fingerprint(&database, acme)
+    let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, acme)
         .await
         .unwrap();
     assert_eq!(
@@ -264,7 +270,9 @@ async fn a_bronze_range_is_republished_for_downstream_consumers_without_adding_b
 async fn a_dlq_replay_goes_past_a_full_page_of_letters_that_fail_again() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 4).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
     let mut admin = test_database.admin().await;
@@ -273,8 +281,8 @@ async fn a_dlq_replay_goes_past_a_full_page_of_letters_that_fail_again() {
     for n in 0..1003 {
         let envelope = envelope(acme, source, n, time::Duration::ZERO, "quarantine");
         let message = message(&envelope);
-        store::dlq::record(
-            &database,
+        store::service::dlq::record(
+            &database.service,
             &store::dlq::DeadLetter {
                 tenant: acme,
                 consumer: pipeline::bronze::GROUP,
@@ -290,7 +298,7 @@ async fn a_dlq_replay_goes_past_a_full_page_of_letters_that_fail_again() {
         .unwrap();
     }
     let request_id = request(&database, acme, ReplayKind::DeadLetters).await;
-    let outcome = pipeline::replay::run_request(&database, &bus, acme, request_id)
+    let outcome = pipeline::replay::run_request(&database.service, &bus, acme, request_id)
         .await
         .unwrap()
         .unwrap();

@@ -14,7 +14,7 @@ async fn each_tenant_keeps_its_own_days_and_old_partitions_go() {
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: acme,
             user: UserId::new_random(),
@@ -26,7 +26,7 @@ async fn each_tenant_keeps_its_own_days_and_old_partitions_go() {
     store::retention::set_days(&mut tx, 2).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: acme,
             user: UserId::new_random(),
@@ -45,7 +45,7 @@ async fn each_tenant_keeps_its_own_days_and_old_partitions_go() {
     let mut rows = Vec::new();
     for (tenant, n, days) in [(acme, 1, 0), (acme, 2, 3), (globex, 3, 3), (globex, 4, 40)] {
         let envelope = envelope(tenant, source, n, time::Duration::days(days), "devices");
-        rows.push(store::bronze::BronzeRow {
+        rows.push(store::service::bronze::BronzeRow {
             tenant,
             event_id: envelope.event.event_id,
             event_time: envelope.event.event_time,
@@ -59,7 +59,9 @@ async fn each_tenant_keeps_its_own_days_and_old_partitions_go() {
             payload: "{}".into(),
         });
     }
-    store::bronze::insert(&database, &rows).await.unwrap();
+    store::service::bronze::insert(&database.service, &rows)
+        .await
+        .unwrap();
     let forty_days_ago = (time::OffsetDateTime::now_utc() - time::Duration::days(40)).date();
     let old_partition = format!(
         "cdc_events_p{}",
@@ -68,13 +70,15 @@ async fn each_tenant_keeps_its_own_days_and_old_partitions_go() {
             .unwrap()
     );
     assert!(
-        store::maintenance::bronze_partitions(&database)
+        store::service::maintenance::bronze_partitions(&database.service)
             .await
             .unwrap()
             .contains(&old_partition)
     );
 
-    let report = store::retention::enforce(&database).await.unwrap();
+    let report = store::service::retention::enforce(&database.service)
+        .await
+        .unwrap();
     assert_eq!(
         report.deleted_events, 2,
         "Acme's 3-day-old event (2 days kept) and Globex's 40-day-old one (30 kept)"
@@ -85,19 +89,21 @@ async fn each_tenant_keeps_its_own_days_and_old_partitions_go() {
         report.dropped_partitions
     );
     assert_eq!(
-        store::bronze::tenant_fingerprint(&database, acme)
+        store::service::bronze::tenant_fingerprint(&database.service, acme)
             .await
             .unwrap()
             .0,
         1
     );
     assert_eq!(
-        store::bronze::tenant_fingerprint(&database, globex)
+        store::service::bronze::tenant_fingerprint(&database.service, globex)
             .await
             .unwrap()
             .0,
         1
     );
-    let again = store::retention::enforce(&database).await.unwrap();
-    assert_eq!(again, store::retention::RetentionReport::default());
+    let again = store::service::retention::enforce(&database.service)
+        .await
+        .unwrap();
+    assert_eq!(again, store::service::retention::RetentionReport::default());
 }

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 pub async fn tenant(database: &Database, name: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
-    store::control::create_tenant(database, Actor::Cli("test".into()), &attributes)
+    store::control::create_tenant(&database.app, Actor::Cli("test".into()), &attributes)
         .await
         .unwrap()
         .tenant_id
@@ -90,7 +90,7 @@ pub fn start_bronze_writer<B: Bus + 'static>(
         wait: Duration::from_millis(50),
     };
     tokio::spawn(pipeline::bronze::run(
-        database.clone(),
+        database.service.clone(),
         bus,
         config,
         stopped,
@@ -109,7 +109,7 @@ pub fn start_materializer<B: Bus + 'static>(
         wait: Duration::from_millis(50),
     };
     tokio::spawn(pipeline::materializer::run(
-        database.clone(),
+        database.service.clone(),
         bus,
         config,
         stopped,
@@ -121,7 +121,7 @@ pub fn start_materializer<B: Bus + 'static>(
 pub async fn wait_for_bronze(database: &Database, tenant: TenantId, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (count, _) = store::bronze::tenant_fingerprint(database, tenant)
+        let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, tenant)
             .await
             .unwrap();
         if count == expected {

@@ -108,7 +108,9 @@ async fn wait_for_device(test_database: &TestDatabase, tenant: TenantId, id: &st
 async fn a_truncate_tombstones_what_its_table_fed_and_keeps_the_readings() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 2).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
+        .await
+        .unwrap();
     let _materializer = start_materializer(&database, bus.clone());
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
@@ -278,7 +280,9 @@ async fn a_truncate_wins_over_older_events_that_arrive_after_it() {
 async fn a_truncate_of_an_unmapped_table_waits_in_the_dlq_for_its_mapping() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.clone(), 2).await.unwrap();
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
+        .await
+        .unwrap();
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
     let gadget = |lsn: u64| {

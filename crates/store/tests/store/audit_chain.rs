@@ -97,7 +97,7 @@ async fn update_delete_and_truncate_are_refused_for_every_role() {
         tx.rollback().await.unwrap();
     }
     let mut control = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Control {
             tenant: Some(acme),
             actor: cli(),
@@ -142,7 +142,9 @@ async fn update_delete_and_truncate_are_refused_for_every_role() {
         );
     }
 
-    let reports = audit::verify(&database, Some(acme)).await.unwrap();
+    let reports = store::service::audit::verify(&database.service, Some(acme))
+        .await
+        .unwrap();
     assert_eq!(reports[0].entries, 2);
     assert!(reports[0].is_intact(), "{reports:?}");
 }
@@ -162,7 +164,9 @@ async fn concurrent_appends_form_one_unbroken_chain() {
     for task in tasks {
         task.await.unwrap();
     }
-    let report = &audit::verify(&database, Some(acme)).await.unwrap()[0];
+    let report = &store::service::audit::verify(&database.service, Some(acme))
+        .await
+        .unwrap()[0];
     assert_eq!(report.entries, 41);
     assert!(report.is_intact(), "{report:?}");
 }
@@ -177,12 +181,14 @@ async fn an_audited_action_and_its_entry_roll_back_together() {
         .await
         .unwrap();
     tx.rollback().await.unwrap();
-    let report = &audit::verify(&database, Some(acme)).await.unwrap()[0];
+    let report = &store::service::audit::verify(&database.service, Some(acme))
+        .await
+        .unwrap()[0];
     assert_eq!(report.entries, 1, "only tenant.create remains");
     assert!(report.is_intact());
     // An audited change without a tenant is refused rather than written to no chain.
     let mut no_tenant = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Control {
             tenant: None,
             actor: cli(),
@@ -368,7 +374,9 @@ fn verify_finds_every_single_mutation() {
                     )
                     .await;
                 }
-                let clean = &audit::verify(&database, Some(victim)).await.unwrap()[0];
+                let clean = &store::service::audit::verify(&database.service, Some(victim))
+                    .await
+                    .unwrap()[0];
                 prop_assert!(
                     clean.is_intact(),
                     "untouched chain reported broken: {clean:?}"
@@ -378,7 +386,9 @@ fn verify_finds_every_single_mutation() {
                 let mut admin = test_database.admin().await;
                 if tamper(&mut admin, victim, appended + 1, &mutation).await {
                     tampered.set(tampered.get() + 1);
-                    let report = &audit::verify(&database, Some(victim)).await.unwrap()[0];
+                    let report = &store::service::audit::verify(&database.service, Some(victim))
+                        .await
+                        .unwrap()[0];
                     prop_assert!(
                         !report.is_intact(),
                         "{mutation:?} on a chain of {} went unnoticed",

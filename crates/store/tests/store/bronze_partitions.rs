@@ -2,7 +2,7 @@
 //! on its own (a partition is a table that can be queried directly).
 
 use domain::Role;
-use store::maintenance;
+use store::service::maintenance;
 use test_support::TestDatabase;
 use uuid::Uuid;
 
@@ -14,13 +14,17 @@ async fn partitions_are_created_ahead_and_isolated_one_by_one() {
     let database = test_database.connect().await;
 
     // The template was migrated moments ago: yesterday up to a week ahead exist already.
-    let initial = maintenance::bronze_partitions(&database).await.unwrap();
+    let initial = maintenance::bronze_partitions(&database.service)
+        .await
+        .unwrap();
     assert!(initial.len() >= 9, "{initial:?}");
-    let covered = maintenance::ensure_bronze_partitions(&database, 30)
+    let covered = maintenance::ensure_bronze_partitions(&database.service, 30)
         .await
         .unwrap();
     assert_eq!(covered, 32, "yesterday, today and 30 days ahead");
-    let partitions = maintenance::bronze_partitions(&database).await.unwrap();
+    let partitions = maintenance::bronze_partitions(&database.service)
+        .await
+        .unwrap();
     assert!(partitions.len() >= 32);
     let today: String = {
         let mut service = test_database.service().await;

@@ -13,7 +13,7 @@ async fn tenants_users_and_members_round_trip_with_audit() {
     let acme = tenant(&database, "Acme").await;
     let globex = tenant(&database, "Globex").await;
 
-    let names: Vec<String> = control::list_tenants(&database, cli())
+    let names: Vec<String> = control::list_tenants(&database.app, cli())
         .await
         .unwrap()
         .into_iter()
@@ -23,29 +23,31 @@ async fn tenants_users_and_members_round_trip_with_audit() {
 
     let ada = Email::parse("ada@example.com").unwrap();
     let bob = Email::parse("bob@example.com").unwrap();
-    control::create_user(&database, cli(), &ada, "Ada")
+    control::create_user(&database.app, cli(), &ada, "Ada")
         .await
         .unwrap();
-    control::create_user(&database, cli(), &bob, "Bob")
+    control::create_user(&database.app, cli(), &bob, "Bob")
         .await
         .unwrap();
-    let duplicate = control::create_user(&database, cli(), &ada, "Ada again").await;
+    let duplicate = control::create_user(&database.app, cli(), &ada, "Ada again").await;
     assert!(matches!(
         duplicate,
         Err(store::StoreError::AlreadyExists(_))
     ));
 
-    control::set_member(&database, cli(), acme, &ada, Role::Owner)
+    control::set_member(&database.app, cli(), acme, &ada, Role::Owner)
         .await
         .unwrap();
-    control::set_member(&database, cli(), acme, &bob, Role::Viewer)
+    control::set_member(&database.app, cli(), acme, &bob, Role::Viewer)
         .await
         .unwrap();
-    control::set_member(&database, cli(), globex, &bob, Role::Admin)
+    control::set_member(&database.app, cli(), globex, &bob, Role::Admin)
         .await
         .unwrap();
 
-    let acme_members = control::list_members(&database, cli(), acme).await.unwrap();
+    let acme_members = control::list_members(&database.app, cli(), acme)
+        .await
+        .unwrap();
     let listed: Vec<(&str, Role)> = acme_members
         .iter()
         .map(|member| (member.email.as_str(), member.role))
@@ -57,27 +59,27 @@ async fn tenants_users_and_members_round_trip_with_audit() {
             ("bob@example.com", Role::Viewer)
         ]
     );
-    let globex_members = control::list_members(&database, cli(), globex)
+    let globex_members = control::list_members(&database.app, cli(), globex)
         .await
         .unwrap();
     assert_eq!(globex_members.len(), 1, "Globex sees only its own members");
 
     // The last owner can be neither demoted nor removed.
-    let demote = control::set_member(&database, cli(), acme, &ada, Role::Admin).await;
+    let demote = control::set_member(&database.app, cli(), acme, &ada, Role::Admin).await;
     assert!(
         matches!(demote, Err(store::StoreError::Forbidden(_))),
         "{demote:?}"
     );
-    let remove = control::remove_member(&database, cli(), acme, &ada).await;
+    let remove = control::remove_member(&database.app, cli(), acme, &ada).await;
     assert!(
         matches!(remove, Err(store::StoreError::Forbidden(_))),
         "{remove:?}"
     );
-    control::remove_member(&database, cli(), acme, &bob)
+    control::remove_member(&database.app, cli(), acme, &bob)
         .await
         .unwrap();
     assert_eq!(
-        control::list_members(&database, cli(), acme)
+        control::list_members(&database.app, cli(), acme)
             .await
             .unwrap()
             .len(),
@@ -85,7 +87,9 @@ async fn tenants_users_and_members_round_trip_with_audit() {
     );
 
     // Every change above is in the right chain, and every chain verifies.
-    let reports = store::audit::verify(&database, None).await.unwrap();
+    let reports = store::service::audit::verify(&database.service, None)
+        .await
+        .unwrap();
     assert!(
         reports.iter().all(|report| report.is_intact()),
         "{reports:#?}"
@@ -106,13 +110,13 @@ async fn unknown_tenant_and_user_are_reported_as_such() {
     let database = test_database.connect().await;
     let ada = Email::parse("ada@example.com").unwrap();
     let missing_tenant =
-        control::list_members(&database, cli(), domain::TenantId::new_random()).await;
+        control::list_members(&database.app, cli(), domain::TenantId::new_random()).await;
     assert!(matches!(
         missing_tenant,
         Err(store::StoreError::NotFound("tenant"))
     ));
     let acme = tenant(&database, "Acme").await;
-    let missing_user = control::set_member(&database, cli(), acme, &ada, Role::Viewer).await;
+    let missing_user = control::set_member(&database.app, cli(), acme, &ada, Role::Viewer).await;
     assert!(matches!(
         missing_user,
         Err(store::StoreError::NotFound("user"))
@@ -133,24 +137,24 @@ async fn the_sign_in_scope_sees_only_the_signing_in_users_workspaces() {
     let initech = tenant(&database, "Initech").await;
     let ada = Email::parse("ada@example.com").unwrap();
     let bob = Email::parse("bob@example.com").unwrap();
-    let ada_id = control::create_user(&database, cli(), &ada, "Ada")
+    let ada_id = control::create_user(&database.app, cli(), &ada, "Ada")
         .await
         .unwrap()
         .user_id;
-    control::create_user(&database, cli(), &bob, "Bob")
+    control::create_user(&database.app, cli(), &bob, "Bob")
         .await
         .unwrap();
-    control::set_member(&database, cli(), acme, &ada, Role::Owner)
+    control::set_member(&database.app, cli(), acme, &ada, Role::Owner)
         .await
         .unwrap();
-    control::set_member(&database, cli(), globex, &ada, Role::Viewer)
+    control::set_member(&database.app, cli(), globex, &ada, Role::Viewer)
         .await
         .unwrap();
-    control::set_member(&database, cli(), initech, &bob, Role::Owner)
+    control::set_member(&database.app, cli(), initech, &bob, Role::Owner)
         .await
         .unwrap();
 
-    let workspaces = store::accounts::memberships(&database, ada_id)
+    let workspaces = store::accounts::memberships(&database.app, ada_id)
         .await
         .unwrap();
     let listed: Vec<(&str, Role)> = workspaces
@@ -177,7 +181,7 @@ async fn the_sign_in_scope_sees_only_the_signing_in_users_workspaces() {
                 ..
             }
         );
-        let mut tx = TenantTx::begin(&database, scope).await.unwrap();
+        let mut tx = TenantTx::begin(&database.app, scope).await.unwrap();
         let (members, tenants): (i64, i64) = sqlx::query_as(
             "select (select count(*) from control.members), \
                     (select count(*) from control.dim_tenant)",
@@ -190,7 +194,7 @@ async fn the_sign_in_scope_sees_only_the_signing_in_users_workspaces() {
         assert_eq!((members, tenants), expected);
         tx.rollback().await.unwrap();
     }
-    let initech_members = control::list_members(&database, Actor::User(ada_id), initech)
+    let initech_members = control::list_members(&database.app, Actor::User(ada_id), initech)
         .await
         .unwrap();
     assert_eq!(initech_members.len(), 1);
@@ -213,8 +217,10 @@ async fn contact_requests_are_for_internal_operations_only() {
         fleet_size: "1-100".into(),
         message: String::new(),
     };
-    store::contact::record(&database, &request).await.unwrap();
-    let listed = store::contact::list(&database, Actor::System("test"), 10)
+    store::contact::record(&database.app, &request)
+        .await
+        .unwrap();
+    let listed = store::contact::list(&database.app, Actor::System("test"), 10)
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
@@ -227,7 +233,7 @@ async fn contact_requests_are_for_internal_operations_only() {
              message) values (gen_random_uuid(), 'x', 'x@y.z', 'x', 'x', '')",
         ] {
             let mut tx = TenantTx::begin(
-                &database,
+                &database.app,
                 Scope::Member {
                     tenant: acme,
                     user: domain::UserId::new_random(),
@@ -253,8 +259,8 @@ fn bronze_row(
     tenant: domain::TenantId,
     source: domain::SourceId,
     n: i64,
-) -> store::bronze::BronzeRow {
-    store::bronze::BronzeRow {
+) -> store::service::bronze::BronzeRow {
+    store::service::bronze::BronzeRow {
         tenant,
         event_id: domain::EventId::from_uuid(uuid::Uuid::new_v4()),
         event_time: time::OffsetDateTime::now_utc(),
@@ -275,10 +281,10 @@ async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_th
     let database = test_database.connect().await;
     let email = Email::parse("ops@example.com").unwrap();
     assert!(matches!(
-        store::accounts::grant_staff(&database, cli(), &email).await,
+        store::accounts::grant_staff(&database.app, cli(), &email).await,
         Err(store::StoreError::NotFound(_))
     ));
-    let user = control::create_user(&database, cli(), &email, "Ops")
+    let user = control::create_user(&database.app, cli(), &email, "Ops")
         .await
         .unwrap()
         .user_id;
@@ -286,26 +292,26 @@ async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_th
         idle: time::Duration::minutes(30),
         absolute: time::Duration::hours(12),
     };
-    store::accounts::create_session(&database, user, "before", lifetime, None, None, None)
+    store::accounts::create_session(&database.app, user, "before", lifetime, None, None, None)
         .await
         .unwrap();
-    let session = store::accounts::find_session(&database, "before", lifetime.idle)
+    let session = store::accounts::find_session(&database.app, "before", lifetime.idle)
         .await
         .unwrap()
         .unwrap();
     assert!(!session.internal_ops);
 
     assert_eq!(
-        store::accounts::grant_staff(&database, cli(), &email)
+        store::accounts::grant_staff(&database.app, cli(), &email)
             .await
             .unwrap(),
         user
     );
     // Granting twice is harmless.
-    store::accounts::grant_staff(&database, cli(), &email)
+    store::accounts::grant_staff(&database.app, cli(), &email)
         .await
         .unwrap();
-    let session = store::accounts::find_session(&database, "before", lifetime.idle)
+    let session = store::accounts::find_session(&database.app, "before", lifetime.idle)
         .await
         .unwrap()
         .unwrap();
@@ -314,7 +320,7 @@ async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_th
     // speaks for its workspace only.
     let workspace = tenant(&database, "Acme").await;
     store::sso::create_session(
-        &database,
+        &database.app,
         user,
         "through-sso",
         lifetime,
@@ -324,7 +330,7 @@ async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_th
     )
     .await
     .unwrap();
-    let through_sso = store::accounts::find_session(&database, "through-sso", lifetime.idle)
+    let through_sso = store::accounts::find_session(&database.app, "through-sso", lifetime.idle)
         .await
         .unwrap()
         .unwrap();
@@ -332,31 +338,31 @@ async fn staff_are_granted_by_the_cli_seen_by_their_sessions_and_revoked_with_th
         (through_sso.internal_ops, through_sso.sso_tenant),
         (false, Some(workspace))
     );
-    let staff = store::accounts::list_staff(&database).await.unwrap();
+    let staff = store::accounts::list_staff(&database.app).await.unwrap();
     assert_eq!(staff.len(), 1);
     assert_eq!(
         (staff[0].email.as_str(), staff[0].granted_by.as_str()),
         ("ops@example.com", "test")
     );
 
-    store::accounts::revoke_staff(&database, cli(), &email)
+    store::accounts::revoke_staff(&database.app, cli(), &email)
         .await
         .unwrap();
     assert!(
-        store::accounts::find_session(&database, "before", lifetime.idle)
+        store::accounts::find_session(&database.app, "before", lifetime.idle)
             .await
             .unwrap()
             .is_none(),
         "revoking staff ends the account's sessions"
     );
     assert!(
-        store::accounts::list_staff(&database)
+        store::accounts::list_staff(&database.app)
             .await
             .unwrap()
             .is_empty()
     );
     assert!(matches!(
-        store::accounts::revoke_staff(&database, cli(), &email).await,
+        store::accounts::revoke_staff(&database.app, cli(), &email).await,
         Err(store::StoreError::NotFound(_))
     ));
     // Both changes are in the platform's audit chain.
@@ -386,14 +392,24 @@ async fn the_registry_counts_what_bronze_stored_once_and_shows_members_only_thei
         .chain((5..8).map(|n| bronze_row(acme, two, n)))
         .chain((8..10).map(|n| bronze_row(globex, one, n)))
         .collect();
-    assert_eq!(store::bronze::insert(&database, &rows).await.unwrap(), 10);
+    assert_eq!(
+        store::service::bronze::insert(&database.service, &rows)
+            .await
+            .unwrap(),
+        10
+    );
     // A redelivered batch (with one new event) counts only the new one.
     let mut again = rows[..3].to_vec();
     again.push(bronze_row(acme, one, 10));
-    assert_eq!(store::bronze::insert(&database, &again).await.unwrap(), 1);
+    assert_eq!(
+        store::service::bronze::insert(&database.service, &again)
+            .await
+            .unwrap(),
+        1
+    );
 
     let mut ops = store::TenantTx::begin(
-        &database,
+        &database.app,
         store::Scope::InternalOps {
             tenant: None,
             actor: cli(),

@@ -599,7 +599,7 @@ async fn a_pooled_connection_forgets_its_tenant() {
         .unwrap();
 
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: a.tenant,
             user: domain::UserId::new_random(),
@@ -615,7 +615,7 @@ async fn a_pooled_connection_forgets_its_tenant() {
     assert_eq!(seen, 1);
     tx.commit().await.unwrap();
 
-    let mut reused = database.app_pool_for_tests().begin().await.unwrap();
+    let mut reused = database.app.pool_for_tests().begin().await.unwrap();
     let (user, tenant_setting): (String, Option<String>) =
         sqlx::query_as("select current_user::text, current_setting('tributary.tenant_id', true)")
             .fetch_one(&mut *reused)
@@ -638,7 +638,7 @@ async fn a_pooled_connection_forgets_its_tenant() {
     );
     reused.rollback().await.unwrap();
 
-    let mut reused = database.app_pool_for_tests().begin().await.unwrap();
+    let mut reused = database.app.pool_for_tests().begin().await.unwrap();
     sqlx::query("set local role tributary_tenant_viewer")
         .execute(&mut *reused)
         .await

@@ -9,7 +9,7 @@ pub fn cli() -> Actor {
 
 pub async fn tenant(database: &Database, name: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
-    store::control::create_tenant(database, cli(), &attributes)
+    store::control::create_tenant(&database.app, cli(), &attributes)
         .await
         .unwrap()
         .tenant_id
@@ -27,7 +27,7 @@ pub async fn member_tx(database: &Database, tenant: TenantId, role: Role) -> Ten
             role,
         },
     };
-    TenantTx::begin(database, scope).await.unwrap()
+    TenantTx::begin(&database.app, scope).await.unwrap()
 }
 
 /// The SQLSTATE of a database error, or the error's text for anything else.

@@ -10,7 +10,7 @@ pub async fn run(command: AuditCommand, settings: Settings) -> anyhow::Result<Ex
     let AuditCommand::Verify { tenant, json } = command;
     let tenant = tenant.as_deref().map(parse_tenant).transpose()?;
     let reports = with_database(&settings, async |connected| {
-        Ok(store::audit::verify(&connected.database, tenant).await?)
+        Ok(store::service::audit::verify(&connected.database.service, tenant).await?)
     })
     .await?;
     let broken = reports.iter().filter(|report| !report.is_intact()).count();

@@ -25,7 +25,7 @@ pub async fn run(command: MemberCommand, settings: Settings) -> anyhow::Result<E
             }
             let member = with_database(&settings, async |connected| {
                 Ok(store::control::set_member(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     tenant,
                     &email,
@@ -41,7 +41,7 @@ pub async fn run(command: MemberCommand, settings: Settings) -> anyhow::Result<E
             let email = Email::parse(&email)?;
             with_database(&settings, async |connected| {
                 Ok(store::control::remove_member(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     tenant,
                     &email,
@@ -55,7 +55,7 @@ pub async fn run(command: MemberCommand, settings: Settings) -> anyhow::Result<E
             let tenant = parse_tenant(&tenant)?;
             let members = with_database(&settings, async |connected| {
                 Ok(store::control::list_members(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     tenant,
                 )

@@ -31,9 +31,10 @@ pub async fn run(args: ReplayArgs, settings: Settings) -> anyhow::Result<ExitCod
         let request_id = store::replay::request(&mut tx, &kind).await?;
         tx.commit().await?;
         println!("replay request {request_id} recorded");
-        let bus = bus::AnyBus::connect(&bus_config, &connected.database).await?;
+        let bus = bus::AnyBus::connect(&bus_config, &connected.database.service).await?;
         let done =
-            pipeline::replay::run_request(&connected.database, &bus, tenant, request_id).await?;
+            pipeline::replay::run_request(&connected.database.service, &bus, tenant, request_id)
+                .await?;
         Ok(done)
     })
     .await?;

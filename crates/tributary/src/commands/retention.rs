@@ -21,7 +21,7 @@ pub async fn run(command: RetentionCommand, settings: Settings) -> anyhow::Resul
         }
         RetentionCommand::Run => {
             let report = with_database(&settings, async |connected| {
-                Ok(store::retention::enforce(&connected.database).await?)
+                Ok(store::service::retention::enforce(&connected.database.service).await?)
             })
             .await?;
             println!(

@@ -27,7 +27,7 @@ pub async fn run(command: RollupsCommand, settings: Settings) -> anyhow::Result<
                 store::rollups::remove_key(&mut tx, &key, purge).await?;
                 tx.commit().await?;
                 if purge {
-                    pipeline::aggregator::run_once(&connected.database, 5000).await?;
+                    pipeline::aggregator::run_once(&connected.database.service, 5000).await?;
                 }
                 Ok(())
             })
@@ -109,7 +109,7 @@ pub async fn run(command: RollupsCommand, settings: Settings) -> anyhow::Result<
         }
         RollupsCommand::Aggregate => {
             let outcome = with_database(&settings, async |connected| {
-                Ok(pipeline::aggregator::run_once(&connected.database, 5000).await?)
+                Ok(pipeline::aggregator::run_once(&connected.database.service, 5000).await?)
             })
             .await?;
             println!(

@@ -32,7 +32,7 @@ pub async fn control_tx(
     tenant: TenantId,
 ) -> anyhow::Result<store::TenantTx> {
     Ok(store::TenantTx::begin(
-        &connected.database,
+        &connected.database.app,
         store::Scope::Control {
             tenant: Some(tenant),
             actor: Actor::current_cli_user(),
@@ -43,7 +43,7 @@ pub async fn control_tx(
 
 pub async fn ops_tx(connected: &Connected) -> anyhow::Result<store::TenantTx> {
     Ok(store::TenantTx::begin(
-        &connected.database,
+        &connected.database.app,
         store::Scope::InternalOps {
             tenant: Some(TenantId::PLATFORM),
             actor: Actor::current_cli_user(),

@@ -15,7 +15,7 @@ pub async fn run(command: StaffCommand, settings: Settings) -> anyhow::Result<Ex
             let email = Email::parse(&email)?;
             let user = with_database(&settings, async |connected| {
                 Ok(store::accounts::grant_staff(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     &email,
                 )
@@ -28,7 +28,7 @@ pub async fn run(command: StaffCommand, settings: Settings) -> anyhow::Result<Ex
             let email = Email::parse(&email)?;
             with_database(&settings, async |connected| {
                 Ok(store::accounts::revoke_staff(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     &email,
                 )
@@ -39,7 +39,7 @@ pub async fn run(command: StaffCommand, settings: Settings) -> anyhow::Result<Ex
         }
         StaffCommand::List { json } => {
             let staff = with_database(&settings, async |connected| {
-                Ok(store::accounts::list_staff(&connected.database).await?)
+                Ok(store::accounts::list_staff(&connected.database.app).await?)
             })
             .await?;
             if json {

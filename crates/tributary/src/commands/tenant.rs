@@ -21,7 +21,7 @@ pub async fn run(command: TenantCommand, settings: Settings) -> anyhow::Result<E
             let attributes = TenantAttributes::parse(&name, plan, &industry, &region)?;
             let tenant = with_database(&settings, async |connected| {
                 Ok(store::control::create_tenant(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     &attributes,
                 )
@@ -31,13 +31,15 @@ pub async fn run(command: TenantCommand, settings: Settings) -> anyhow::Result<E
             println!("created tenant {} ({})", tenant.tenant_id, tenant.name);
         }
         TenantCommand::List { json } => {
-            let tenants = with_database(&settings, async |connected| {
-                Ok(
-                    store::control::list_tenants(&connected.database, Actor::current_cli_user())
-                        .await?,
-                )
-            })
-            .await?;
+            let tenants =
+                with_database(&settings, async |connected| {
+                    Ok(store::control::list_tenants(
+                        &connected.database.app,
+                        Actor::current_cli_user(),
+                    )
+                    .await?)
+                })
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tenants)?);
             } else if tenants.is_empty() {

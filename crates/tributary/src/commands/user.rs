@@ -15,7 +15,7 @@ pub async fn run(command: UserCommand, settings: Settings) -> anyhow::Result<Exi
             let email = Email::parse(&email)?;
             let user = with_database(&settings, async |connected| {
                 Ok(store::control::create_user(
-                    &connected.database,
+                    &connected.database.app,
                     Actor::current_cli_user(),
                     &email,
                     &name,

@@ -29,7 +29,7 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
     runtime.block_on(async {
         let database = platform_database(&data_dir).await;
         loop {
-            let (events, _) = store::bronze::tenant_fingerprint(&database, tenant)
+            let (events, _) = store::service::bronze::tenant_fingerprint(&database.service, tenant)
                 .await
                 .unwrap();
             if events >= 300 {
@@ -51,39 +51,61 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
     let (platform, _) = start_platform_with(&data_dir, &["--no-demo"]);
     runtime.block_on(async {
         let database = platform_database(&data_dir).await;
-        let (bronze_events, _) = store::bronze::tenant_fingerprint(&database, tenant)
-            .await
-            .unwrap();
-        let readings =
-            store::bench_support::bronze_distinct_keys(&database, tenant, "readings", "reading_id")
+        let (bronze_events, _) =
+            store::service::bronze::tenant_fingerprint(&database.service, tenant)
                 .await
                 .unwrap();
-        let devices =
-            store::bench_support::bronze_distinct_keys(&database, tenant, "devices", "device_id")
-                .await
-                .unwrap();
+        let readings = store::service::bench_support::bronze_distinct_keys(
+            &database.service,
+            tenant,
+            "readings",
+            "reading_id",
+        )
+        .await
+        .unwrap();
+        let devices = store::service::bench_support::bronze_distinct_keys(
+            &database.service,
+            tenant,
+            "devices",
+            "device_id",
+        )
+        .await
+        .unwrap();
         // Purged sessions stay as tombstones (deleted_at set), one row per key either way.
-        let sessions =
-            store::bench_support::bronze_distinct_keys(&database, tenant, "sessions", "session_id")
-                .await
-                .unwrap();
-        let sites =
-            store::bench_support::bronze_distinct_keys(&database, tenant, "sites", "site_id")
-                .await
-                .unwrap();
+        let sessions = store::service::bench_support::bronze_distinct_keys(
+            &database.service,
+            tenant,
+            "sessions",
+            "session_id",
+        )
+        .await
+        .unwrap();
+        let sites = store::service::bench_support::bronze_distinct_keys(
+            &database.service,
+            tenant,
+            "sites",
+            "site_id",
+        )
+        .await
+        .unwrap();
         assert!(bronze_events >= 300 && readings > 0 && devices == 20 && sessions > 0);
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let checksums = store::read_models::checksums(&database, tenant)
+            let checksums = store::service::read_models::checksums(&database.service, tenant)
                 .await
                 .unwrap();
             // The simulator reads power and voltage.
-            let power = store::bench_support::metric_counts(&database, tenant, "power_kw")
-                .await
-                .unwrap();
-            let voltage = store::bench_support::metric_counts(&database, tenant, "voltage_v")
-                .await
-                .unwrap();
+            let power =
+                store::service::bench_support::metric_counts(&database.service, tenant, "power_kw")
+                    .await
+                    .unwrap();
+            let voltage = store::service::bench_support::metric_counts(
+                &database.service,
+                tenant,
+                "voltage_v",
+            )
+            .await
+            .unwrap();
             // Every reading counted once per minute, and only the allowlisted key rolled up.
             let counts = (power, voltage);
             let caught_up = power.0 + voltage.0 == readings
@@ -105,7 +127,7 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
         }
         // Bronze is consistent with the read models down to the content: a rebuild from bronze
         // gives the same checksums.
-        let before = store::read_models::checksums(&database, tenant)
+        let before = store::service::read_models::checksums(&database.service, tenant)
             .await
             .unwrap();
         let rebuilt = tributary(
@@ -115,7 +137,7 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
         assert!(rebuilt.status.success(), "{rebuilt:?}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let after = store::read_models::checksums(&database, tenant)
+            let after = store::service::read_models::checksums(&database.service, tenant)
                 .await
                 .unwrap();
             if after == before {

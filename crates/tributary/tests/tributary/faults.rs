@@ -105,7 +105,7 @@ async fn kill_the_platform_mid_stream(nats_url: Option<String>) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let drain_started = Instant::now();
     loop {
-        let (count, _) = store::bronze::tenant_fingerprint(&database, tenant)
+        let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, tenant)
             .await
             .unwrap();
         if count >= expected {
@@ -138,7 +138,7 @@ async fn kill_the_platform_mid_stream(nats_url: Option<String>) {
         report.acked.len(),
         "the client acked no id twice"
     );
-    let stored: Vec<EventId> = store::bronze::tenant_event_ids(&database, tenant)
+    let stored: Vec<EventId> = store::service::bronze::tenant_event_ids(&database.service, tenant)
         .await
         .unwrap()
         .into_iter()
@@ -148,19 +148,20 @@ async fn kill_the_platform_mid_stream(nats_url: Option<String>) {
         .iter()
         .filter(|id| stored.binary_search(id).is_err())
         .count();
-    let duplicated = store::bench_support::bronze_duplicates(&database, tenant)
+    let duplicated = store::service::bench_support::bronze_duplicates(&database.service, tenant)
         .await
         .unwrap();
     let unexpected = stored
         .iter()
         .filter(|id| acked.binary_search(id).is_err())
         .count();
-    let bronze_fingerprint = store::bronze::tenant_fingerprint(&database, tenant)
+    let bronze_fingerprint = store::service::bronze::tenant_fingerprint(&database.service, tenant)
         .await
         .unwrap();
-    let acked_fingerprint = store::bench_support::fingerprint_of(&database, &acked)
-        .await
-        .unwrap();
+    let acked_fingerprint =
+        store::service::bench_support::fingerprint_of(&database.service, &acked)
+            .await
+            .unwrap();
 
     let seconds = report.elapsed.as_secs_f64();
     eprintln!(

@@ -9,7 +9,7 @@ use crate::{request, serve};
 
 pub async fn tenant(database: &Database, name: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
-    store::control::create_tenant(database, Actor::Cli("test".into()), &attributes)
+    store::control::create_tenant(&database.app, Actor::Cli("test".into()), &attributes)
         .await
         .unwrap()
         .tenant_id
@@ -18,7 +18,7 @@ pub async fn tenant(database: &Database, name: &str) -> TenantId {
 /// A transaction as an owner of `tenant` (a user who need not exist).
 pub async fn owner(database: &Database, tenant: TenantId) -> TenantTx {
     TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: UserId::new_random(),
@@ -616,7 +616,9 @@ async fn missing_malformed_revoked_and_expired_tokens_are_refused_alike() {
     )
     .await;
     assert_eq!(status, 201);
-    let reports = store::audit::verify(&database, Some(a)).await.unwrap();
+    let reports = store::service::audit::verify(&database.service, Some(a))
+        .await
+        .unwrap();
     assert!(reports[0].is_intact());
     let mut tx = owner(&database, a).await;
     let actors: Vec<String> = store::audit::list(&mut tx, 100)

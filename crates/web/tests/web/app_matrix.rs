@@ -14,7 +14,7 @@ use crate::site::{assert_designed_html, assert_security_headers};
 
 async fn named_source(database: &Database, tenant: TenantId, name: &str) {
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: domain::UserId::new_random(),
@@ -32,7 +32,7 @@ async fn named_source(database: &Database, tenant: TenantId, name: &str) {
 /// `user`'s role in `tenant`, read as that tenant's owner.
 async fn role_in(database: &Database, tenant: TenantId, user: domain::UserId) -> Role {
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: domain::UserId::new_random(),
@@ -459,7 +459,7 @@ async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
 
     // Removed from Globex while signed in: the next request falls back to Acme, as a viewer.
     store::control::remove_member(
-        &database,
+        &database.app,
         store::Actor::System("test"),
         b,
         &domain::Email::parse("ada@example.com").unwrap(),
@@ -553,7 +553,7 @@ async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
         Some("/app/settings?refused=retention#members-heading")
     );
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: a,
             user: owner,
@@ -715,10 +715,12 @@ async fn members_settings_keep_an_owner_and_only_owners_touch_owners() {
     assert!(page.body.contains("You are not a member of any workspace"));
 
     // Every change is in the workspace's audit chain, with the acting user.
-    let chain = store::audit::verify(&database, Some(a)).await.unwrap();
+    let chain = store::service::audit::verify(&database.service, Some(a))
+        .await
+        .unwrap();
     assert!(chain[0].is_intact());
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: a,
             user: owner,
@@ -877,7 +879,7 @@ async fn the_audit_log_filters_pages_exports_and_shows_a_broken_chain() {
     let attributes =
         domain::TenantAttributes::parse("Acme", domain::Plan::Team, "energy", "eu").unwrap();
     let a = store::control::create_tenant(
-        &database,
+        &database.app,
         store::Actor::Cli("=SUM(1+1)".into()),
         &attributes,
     )
@@ -886,7 +888,7 @@ async fn the_audit_log_filters_pages_exports_and_shows_a_broken_chain() {
     .tenant_id;
     let owner = member(&database, a, "owner@acme.example.com", Role::Owner).await;
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: a,
             user: owner,
@@ -1133,7 +1135,7 @@ async fn invitations_bring_new_and_existing_accounts_in_once() {
             &database,
             a,
             store::accounts::credentials(
-                &database,
+                &database.app,
                 &domain::Email::parse("bob@example.com").unwrap()
             )
             .await

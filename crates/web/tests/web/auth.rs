@@ -28,23 +28,23 @@ fn sign_up_fields<'a>(email: &'a str, workspace: &'a str) -> Vec<(&'a str, &'a s
 /// An account with `PASSWORD`, member of `tenant` with `role`.
 pub async fn member(database: &Database, tenant: TenantId, email: &str, role: Role) -> UserId {
     let email = Email::parse(email).unwrap();
-    let user = match store::accounts::credentials(database, &email)
+    let user = match store::accounts::credentials(&database.app, &email)
         .await
         .unwrap()
     {
         Some(existing) => existing.user_id,
         None => {
-            store::control::create_user(database, Actor::System("test"), &email, "Test")
+            store::control::create_user(&database.app, Actor::System("test"), &email, "Test")
                 .await
                 .unwrap()
                 .user_id
         }
     };
     let hash = web::auth::password::hash(PASSWORD);
-    store::accounts::set_password_hash(database, user, &hash)
+    store::accounts::set_password_hash(&database.app, user, &hash)
         .await
         .unwrap();
-    store::control::set_member(database, Actor::System("test"), tenant, &email, role)
+    store::control::set_member(&database.app, Actor::System("test"), tenant, &email, role)
         .await
         .unwrap();
     user
@@ -68,7 +68,7 @@ pub async fn signed_in(addr: &str, email: &str) -> Browser {
 }
 
 async fn stored_hash(database: &Database, email: &str) -> String {
-    store::accounts::credentials(database, &Email::parse(email).unwrap())
+    store::accounts::credentials(&database.app, &Email::parse(email).unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -111,7 +111,7 @@ async fn sign_up_link_now(database: &Database, email: &str) -> Option<String> {
         .collect();
     for link in links.iter().rev() {
         let token = link.trim_start_matches("/auth/sign-up/");
-        let pending = store::accounts::pending_sign_up(database, token)
+        let pending = store::accounts::pending_sign_up(&database.app, token)
             .await
             .unwrap();
         if let Some(pending) = pending.filter(|pending| pending.email == email) {
@@ -209,7 +209,7 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
     assert_security_headers(&sent, "sign-up sent");
     let email = Email::parse("ada@example.com").unwrap();
     assert!(
-        store::accounts::credentials(&database, &email)
+        store::accounts::credentials(&database.app, &email)
             .await
             .unwrap()
             .is_none()
@@ -247,11 +247,11 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
     assert_security_headers(&overview, "app page");
 
     // The database agrees: one account, owner of one new workspace, the sign-up audited there.
-    let credentials = store::accounts::credentials(&database, &email)
+    let credentials = store::accounts::credentials(&database.app, &email)
         .await
         .unwrap()
         .unwrap();
-    let workspaces = store::accounts::memberships(&database, credentials.user_id)
+    let workspaces = store::accounts::memberships(&database.app, credentials.user_id)
         .await
         .unwrap();
     assert_eq!(workspaces.len(), 1);
@@ -271,7 +271,7 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
         params[0] >= 19_456 && params[1] >= 2 && params[2] >= 1,
         "{hash}"
     );
-    let chain = store::audit::verify(&database, Some(workspaces[0].tenant_id))
+    let chain = store::service::audit::verify(&database.service, Some(workspaces[0].tenant_id))
         .await
         .unwrap();
     assert!(chain[0].is_intact());
@@ -395,7 +395,7 @@ async fn sign_up_answers_the_same_whether_or_not_the_address_has_an_account() {
     );
     assert_eq!(workspace_count(&test_database, "First Works").await, 0);
     assert_eq!(
-        store::accounts::memberships(&database, existing)
+        store::accounts::memberships(&database.app, existing)
             .await
             .unwrap()
             .len(),
@@ -418,10 +418,13 @@ async fn sign_up_answers_the_same_whether_or_not_the_address_has_an_account() {
         1
     );
     assert!(
-        store::accounts::credentials(&database, &Email::parse("newcomer@example.com").unwrap())
-            .await
-            .unwrap()
-            .is_none()
+        store::accounts::credentials(
+            &database.app,
+            &Email::parse("newcomer@example.com").unwrap()
+        )
+        .await
+        .unwrap()
+        .is_none()
     );
 
     // Neither address nor the password is ever logged.
@@ -522,7 +525,7 @@ async fn a_sign_up_link_works_once_expires_and_is_not_spent_by_looking() {
         .await
         .unwrap();
     let racer = Email::parse("race@example.com").unwrap();
-    store::control::create_user(&database, Actor::System("test"), &racer, "Racer")
+    store::control::create_user(&database.app, Actor::System("test"), &racer, "Racer")
         .await
         .unwrap();
     let mut raced = Browser::new(&addr);
@@ -540,7 +543,7 @@ async fn a_sign_up_link_works_once_expires_and_is_not_spent_by_looking() {
     .execute(&mut admin)
     .await
     .unwrap();
-    let report = store::accounts::prune(&database).await.unwrap();
+    let report = store::accounts::prune(&database.app).await.unwrap();
     assert_eq!(report.pending_sign_ups, 1, "{report:?}");
     assert_eq!(
         pending_sign_up_count(&test_database, "lin@example.com").await,
@@ -714,7 +717,7 @@ async fn sign_in_fails_generically_rotates_sessions_and_sign_out_ends_them_on_th
         303
     );
     assert!(
-        store::accounts::live_session_count(&database, user)
+        store::accounts::live_session_count(&database.app, user)
             .await
             .unwrap()
             >= 2
@@ -724,7 +727,7 @@ async fn sign_in_fails_generically_rotates_sessions_and_sign_out_ends_them_on_th
         .await;
     assert_eq!(everywhere.status, 303);
     assert_eq!(
-        store::accounts::live_session_count(&database, user)
+        store::accounts::live_session_count(&database.app, user)
             .await
             .unwrap(),
         0
@@ -815,7 +818,7 @@ async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let report = store::accounts::prune(&database).await.unwrap();
+    let report = store::accounts::prune(&database.app).await.unwrap();
     assert!(
         report.sessions >= 1 && report.attempt_counters >= 1,
         "{report:?}"
@@ -827,7 +830,7 @@ async fn sessions_end_after_the_idle_and_the_absolute_timeout() {
         "the live session stays"
     );
     assert_eq!(
-        store::accounts::prune(&database).await.unwrap(),
+        store::accounts::prune(&database.app).await.unwrap(),
         Default::default()
     );
 }
@@ -840,7 +843,7 @@ async fn signing_in_rehashes_a_password_stored_with_older_parameters() {
     let tenant = crate::api::tenant(&database, "Acme").await;
     let user = member(&database, tenant, "ada@example.com", Role::Owner).await;
     let legacy = web::auth::password::hash_with_legacy_parameters(PASSWORD);
-    store::accounts::set_password_hash(&database, user, &legacy)
+    store::accounts::set_password_hash(&database.app, user, &legacy)
         .await
         .unwrap();
     assert!(legacy.contains("m=8192,t=1,p=1"));
@@ -981,7 +984,7 @@ async fn every_state_change_without_a_valid_token_is_refused() {
     // Nothing happened: still signed in, still one account.
     assert_eq!(browser.get("/app/overview").await.status, 200);
     assert!(
-        store::accounts::credentials(&database, &Email::parse("new@example.com").unwrap())
+        store::accounts::credentials(&database.app, &Email::parse("new@example.com").unwrap())
             .await
             .unwrap()
             .is_none()

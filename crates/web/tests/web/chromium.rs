@@ -239,7 +239,7 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
         "swapped in place by htmx, not a full page load"
     );
     screenshot(&client, "contact-sent").await;
-    let stored = store::contact::list(&database, store::Actor::System("test"), 10)
+    let stored = store::contact::list(&database.app, store::Actor::System("test"), 10)
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use domain::{Role, TenantId};
 use serde_json::json;
-use store::{Actor, Scope, TenantTx};
+use store::{Actor, TenantTx};
 use test_support::TestDatabase;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -231,15 +231,9 @@ async fn report(
     source: domain::SourceId,
     state: &str,
 ) {
-    let mut tx = TenantTx::begin(
-        database,
-        Scope::Pipeline {
-            tenant: Some(tenant),
-            actor: Actor::System("test"),
-        },
-    )
-    .await
-    .unwrap();
+    let mut tx = TenantTx::begin_service(&database.service, Some(tenant), Actor::System("test"))
+        .await
+        .unwrap();
     let report = store::sources::AgentReport {
         agent_version: "test".into(),
         source_kind: "simulator".into(),
@@ -339,7 +333,7 @@ async fn agent_status_streams_live_and_a_stream_ends_with_its_session_or_permiss
     // Demoted to viewer: the open stream ends.
     let operator_email = domain::Email::parse("operator@acme.example.com").unwrap();
     store::control::set_member(
-        &database,
+        &database.app,
         Actor::System("test"),
         a,
         &operator_email,
@@ -362,7 +356,7 @@ async fn agent_status_streams_live_and_a_stream_ends_with_its_session_or_permiss
 
     // Signing out ends the session's streams.
     store::control::set_member(
-        &database,
+        &database.app,
         Actor::System("test"),
         a,
         &operator_email,

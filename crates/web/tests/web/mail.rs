@@ -482,7 +482,7 @@ async fn a_sign_up_link_arrives_by_smtp_works_and_is_never_logged() {
     assert_eq!(token.len(), 64);
     assert!(!log_text().contains(token), "the sign-up link was logged");
     // The sending is logged, by the pending sign-up's id.
-    let pending = store::accounts::pending_sign_up(&database, token)
+    let pending = store::accounts::pending_sign_up(&database.app, token)
         .await
         .unwrap()
         .expect("the link names a pending sign-up");

@@ -40,7 +40,7 @@ pub async fn serve_with_mail(
         metrics::counter!("tributary_edge_events_total", "status" => "accepted").increment(3);
     });
     let state = web::AppState {
-        database,
+        database: database.app.clone(),
         metrics: Some(handle),
         min_cohort: 3,
         sso: web::sso::Sso::new(&secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned())),

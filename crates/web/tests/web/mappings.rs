@@ -10,7 +10,7 @@ use crate::{request, serve};
 
 async fn tenant(database: &Database, name: &str) -> TenantId {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu").unwrap();
-    store::control::create_tenant(database, Actor::Cli("test".into()), &attributes)
+    store::control::create_tenant(&database.app, Actor::Cli("test".into()), &attributes)
         .await
         .unwrap()
         .tenant_id
@@ -18,7 +18,7 @@ async fn tenant(database: &Database, name: &str) -> TenantId {
 
 async fn token(database: &Database, tenant: TenantId, role: Role) -> String {
     let mut tx = TenantTx::begin(
-        database,
+        &database.app,
         Scope::Member {
             tenant,
             user: UserId::new_random(),
@@ -99,7 +99,7 @@ async fn mappings_are_edited_by_admins_validated_audited_and_tenant_scoped() {
     assert_eq!(status, 404);
 
     let mut tx = TenantTx::begin(
-        &database,
+        &database.app,
         Scope::Member {
             tenant: acme,
             user: UserId::new_random(),

@@ -49,7 +49,7 @@ pub async fn bronze_event(
     let source = SourceId::new_random();
     let event_time = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
     let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
-    let row = store::bronze::BronzeRow {
+    let row = store::service::bronze::BronzeRow {
         tenant,
         event_id: EventId::derive(source, millis, Lsn(16), 0),
         event_time,
@@ -62,7 +62,9 @@ pub async fn bronze_event(
         xid: None,
         payload: payload.to_string(),
     };
-    store::bronze::insert(database, &[row]).await.unwrap();
+    store::service::bronze::insert(&database.service, &[row])
+        .await
+        .unwrap();
 }
 
 /// What the edge's engine makes of `after` (key `{"id": 7}`) under `rules`, with the preview

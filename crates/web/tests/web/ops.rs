@@ -52,14 +52,14 @@ fn json(page: &Page) -> Value {
 /// A signed-in staff account with no workspace of its own.
 async fn staff(database: &Database, addr: &str) -> Browser {
     let email = Email::parse("ops@tributary.example.com").unwrap();
-    let user = store::control::create_user(database, Actor::System("test"), &email, "Ops")
+    let user = store::control::create_user(&database.app, Actor::System("test"), &email, "Ops")
         .await
         .unwrap()
         .user_id;
-    store::accounts::set_password_hash(database, user, &web::auth::password::hash(PASSWORD))
+    store::accounts::set_password_hash(&database.app, user, &web::auth::password::hash(PASSWORD))
         .await
         .unwrap();
-    store::accounts::grant_staff(database, Actor::Cli("test".into()), &email)
+    store::accounts::grant_staff(&database.app, Actor::Cli("test".into()), &email)
         .await
         .unwrap();
     let mut browser = Browser::new(addr);
@@ -119,7 +119,7 @@ async fn operations_are_for_staff_only_and_tenants_stay_in_their_lane() {
     let a = tenant(&database, "Acme").await;
     let b = tenant(&database, "Globex").await;
     store::contact::record(
-        &database,
+        &database.app,
         &store::contact::ContactRequest {
             name: "Grace Prospect".into(),
             email: "grace@prospect.example.com".into(),
@@ -425,7 +425,7 @@ async fn operations_are_for_staff_only_and_tenants_stay_in_their_lane() {
 
     // A revoked staff member's session ends at once.
     store::accounts::revoke_staff(
-        &database,
+        &database.app,
         Actor::Cli("test".into()),
         &Email::parse("ops@tributary.example.com").unwrap(),
     )

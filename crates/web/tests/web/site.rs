@@ -278,7 +278,7 @@ async fn the_contact_form_is_validated_stored_rate_limited_and_csrf_protected() 
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
     let stored = || async {
-        store::contact::list(&database, Actor::System("test"), 100)
+        store::contact::list(&database.app, Actor::System("test"), 100)
             .await
             .unwrap()
     };

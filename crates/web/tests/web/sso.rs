@@ -224,10 +224,10 @@ async fn sso_sign_in(addr: &str, idp_addr: &str, email: &str, login: &str) -> (B
 }
 
 async fn role_in(database: &Database, tenant: TenantId, email: &str) -> Option<Role> {
-    let credentials = store::accounts::credentials(database, &Email::parse(email).unwrap())
+    let credentials = store::accounts::credentials(&database.app, &Email::parse(email).unwrap())
         .await
         .unwrap()?;
-    store::accounts::memberships(database, credentials.user_id)
+    store::accounts::memberships(&database.app, credentials.user_id)
         .await
         .unwrap()
         .into_iter()
@@ -238,7 +238,7 @@ async fn role_in(database: &Database, tenant: TenantId, email: &str) -> Option<R
 /// The workspace's audit log as (action, target), newest first.
 async fn audit_entries(database: &Database, tenant: TenantId) -> Vec<(String, String)> {
     let mut tx = store::TenantTx::begin(
-        database,
+        &database.app,
         store::Scope::Member {
             tenant,
             user: domain::UserId::new_random(),
@@ -429,11 +429,13 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         role_in(&database, acme, "new.person@acme.test").await,
         Some(Role::Operator)
     );
-    let credentials =
-        store::accounts::credentials(&database, &Email::parse("new.person@acme.test").unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+    let credentials = store::accounts::credentials(
+        &database.app,
+        &Email::parse("new.person@acme.test").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert!(
         credentials.password_hash.is_none(),
         "an account without a password"
@@ -460,7 +462,7 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         role_in(&database, acme, "new.person@acme.test").await,
         Some(Role::Operator)
     );
-    let memberships = store::accounts::memberships(&database, credentials.user_id)
+    let memberships = store::accounts::memberships(&database.app, credentials.user_id)
         .await
         .unwrap();
     assert_eq!(memberships.len(), 1);

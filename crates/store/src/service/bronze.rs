@@ -7,7 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::{Database, StoreError};
+use crate::{ServiceDb, StoreError};
 
 /// One event as bronze stores it.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub const COPY_BRONZE: &str = "copy bronze.cdc_events (tenant_id, event_id, even
 /// cheaper per row than an `insert .. on conflict`. A batch holding an event bronze already has
 /// (a redelivery after a crash, a replay) makes the `COPY` fail on the primary key; it is then
 /// written again with the insert that skips what exists. Either way one transaction.
-pub async fn insert(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError> {
+pub async fn insert(database: &ServiceDb, rows: &[BronzeRow]) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -60,12 +60,12 @@ pub async fn insert(database: &Database, rows: &[BronzeRow]) -> Result<u64, Stor
     }
 }
 
-async fn copy(database: &Database, rows: &[BronzeRow]) -> Result<u64, StoreError> {
+async fn copy(database: &ServiceDb, rows: &[BronzeRow]) -> Result<u64, StoreError> {
     let mut text = Vec::with_capacity(rows.len() * (rows[0].payload.len() + 200));
     for row in rows {
         copy_text_row(row, &mut text);
     }
-    let mut tx = database.service_pool().begin().await?;
+    let mut tx = database.pool().begin().await?;
     // Acknowledged on the bus only after this commit: it must be durable whatever the server's
     // default.
     sqlx::query("set local synchronous_commit = on")
@@ -119,10 +119,10 @@ async fn count_usage(
 }
 
 async fn insert_skipping_stored(
-    database: &Database,
+    database: &ServiceDb,
     rows: &[BronzeRow],
 ) -> Result<u64, StoreError> {
-    let mut tx = database.service_pool().begin().await?;
+    let mut tx = database.pool().begin().await?;
     sqlx::query("set local synchronous_commit = on")
         .execute(&mut *tx)
         .await?;
@@ -180,14 +180,14 @@ async fn insert_skipping_stored(
 
 /// Creates the daily partitions `days` fall in, if missing.
 pub(crate) async fn ensure_days(
-    database: &Database,
+    database: &ServiceDb,
     days: impl Iterator<Item = Date>,
 ) -> Result<(), StoreError> {
     let days: BTreeSet<Date> = days.collect();
     for day in days {
         sqlx::query("select bronze.ensure_partition($1)")
             .bind(day)
-            .execute(database.service_pool())
+            .execute(database.pool())
             .await?;
     }
     Ok(())
@@ -196,7 +196,7 @@ pub(crate) async fn ensure_days(
 /// How many bronze rows a tenant has, and an order-independent checksum of their event ids —
 /// what fault tests compare against what a client had acknowledged.
 pub async fn tenant_fingerprint(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
 ) -> Result<(i64, String), StoreError> {
     let (count, checksum): (i64, Option<String>) = sqlx::query_as(
@@ -204,28 +204,28 @@ pub async fn tenant_fingerprint(
          from bronze.cdc_events where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
-    .fetch_one(database.service_pool())
+    .fetch_one(database.pool())
     .await?;
     Ok((count, checksum.unwrap_or_default()))
 }
 
 /// The event ids bronze holds for a tenant, sorted.
 pub async fn tenant_event_ids(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
 ) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar(
         "select event_id from bronze.cdc_events where tenant_id = $1 order by event_id",
     )
     .bind(tenant.as_uuid())
-    .fetch_all(database.service_pool())
+    .fetch_all(database.pool())
     .await?)
 }
 
 /// Up to `limit` of a tenant's events with `from <= event_time < to`, in (event time, event
 /// id) order, after `after` (the last one of the previous page) if given.
 pub async fn events_in_range(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
     from: OffsetDateTime,
     to: OffsetDateTime,
@@ -251,7 +251,7 @@ pub async fn events_in_range(
     .bind(after_time)
     .bind(after_id)
     .bind(limit)
-    .fetch_all(database.service_pool())
+    .fetch_all(database.pool())
     .await?;
     rows.iter()
         .map(|row| {

@@ -17,7 +17,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::{Database, StoreError};
+use crate::{ServiceDb, StoreError};
 
 /// The `LISTEN`/`NOTIFY` channel an append notifies when it commits.
 pub const NOTIFY_CHANNEL: &str = "tributary_bus";
@@ -35,8 +35,8 @@ pub struct LogRow {
 /// the log had before (0 for a new log). The partition count of a log is fixed for its life:
 /// a tenant's partition is its id's hash modulo the count, so changing the count would move
 /// tenants to partitions whose order their earlier events do not share.
-pub async fn ensure_partitions(database: &Database, partitions: u32) -> Result<u32, StoreError> {
-    let pool = database.service_pool();
+pub async fn ensure_partitions(database: &ServiceDb, partitions: u32) -> Result<u32, StoreError> {
+    let pool = database.pool();
     let existing: i64 = sqlx::query_scalar("select count(*) from pipeline.bus_partition_head")
         .fetch_one(pool)
         .await?;
@@ -62,8 +62,8 @@ pub struct AppendTx {
 }
 
 impl AppendTx {
-    pub async fn begin(database: &Database) -> Result<Self, StoreError> {
-        let mut tx = database.service_pool().begin().await?;
+    pub async fn begin(database: &ServiceDb) -> Result<Self, StoreError> {
+        let mut tx = database.pool().begin().await?;
         // The caller's publish returns Ok only when the rows are durable, whatever the server's
         // default: wait for the commit record to be flushed (and replicated, if so configured).
         sqlx::query("set local synchronous_commit = on")
@@ -154,7 +154,7 @@ impl AppendTx {
 }
 
 /// Appends `rows` in a transaction of their own; see [`AppendTx::append`].
-pub async fn append(database: &Database, rows: &[(u32, Uuid, &[u8])]) -> Result<u64, StoreError> {
+pub async fn append(database: &ServiceDb, rows: &[(u32, Uuid, &[u8])]) -> Result<u64, StoreError> {
     let mut tx = AppendTx::begin(database).await?;
     let inserted = tx.append(rows).await?;
     tx.commit().await?;
@@ -164,7 +164,7 @@ pub async fn append(database: &Database, rows: &[(u32, Uuid, &[u8])]) -> Result<
 /// For each `(partition, after)`, the rows with `position > after` in position order, at most
 /// `limit_per_partition` of each partition. Sorted by partition, then position.
 pub async fn read(
-    database: &Database,
+    database: &ServiceDb,
     after: &[(u32, u64)],
     limit_per_partition: u32,
 ) -> Result<Vec<LogRow>, StoreError> {
@@ -189,7 +189,7 @@ pub async fn read(
     .bind(&partitions)
     .bind(&positions)
     .bind(i64::from(limit_per_partition.max(1)))
-    .fetch_all(database.service_pool())
+    .fetch_all(database.pool())
     .await?;
     rows.iter()
         .map(|row| {
@@ -209,7 +209,7 @@ pub async fn read(
 /// Registers `group` on `partitions` (a checkpoint at 0 where it has none, so pruning keeps
 /// what the group has not consumed) and returns its checkpoint on each, in the given order.
 pub async fn register_group(
-    database: &Database,
+    database: &ServiceDb,
     group: &str,
     partitions: &[u32],
 ) -> Result<Vec<(u32, u64)>, StoreError> {
@@ -217,7 +217,7 @@ pub async fn register_group(
         .iter()
         .map(|partition| to_i32(*partition))
         .collect::<Result<_, _>>()?;
-    let pool = database.service_pool();
+    let pool = database.pool();
     sqlx::query(
         "insert into pipeline.checkpoints (consumer_group, partition, position) \
          select $1, p, 0 from unnest($2::int[]) as p \
@@ -250,7 +250,7 @@ pub async fn register_group(
 
 /// Moves `group`'s checkpoints forward to the given positions (never backward).
 pub async fn save_checkpoints(
-    database: &Database,
+    database: &ServiceDb,
     group: &str,
     positions: &[(u32, u64)],
 ) -> Result<(), StoreError> {
@@ -272,7 +272,7 @@ pub async fn save_checkpoints(
     .bind(group)
     .bind(&partitions)
     .bind(&values)
-    .execute(database.service_pool())
+    .execute(database.pool())
     .await?;
     Ok(())
 }
@@ -280,7 +280,7 @@ pub async fn save_checkpoints(
 /// Deletes the rows every registered group has consumed on their partition and that were
 /// appended more than `keep` ago. A partition no group has registered on keeps everything.
 /// Returns how many rows were deleted.
-pub async fn prune(database: &Database, keep: Duration) -> Result<u64, StoreError> {
+pub async fn prune(database: &ServiceDb, keep: Duration) -> Result<u64, StoreError> {
     let deleted = sqlx::query(
         "delete from pipeline.bus_log l \
          using (select partition, min(position) as consumed from pipeline.checkpoints \
@@ -289,7 +289,7 @@ pub async fn prune(database: &Database, keep: Duration) -> Result<u64, StoreErro
            and l.appended_at < now() - make_interval(secs => $1)",
     )
     .bind(keep.as_secs_f64())
-    .execute(database.service_pool())
+    .execute(database.pool())
     .await?
     .rows_affected();
     Ok(deleted)
@@ -305,8 +305,8 @@ pub struct BusListener {
 
 /// Starts listening for appends. Listen before reading, so that no append committed after the
 /// read goes unnoticed.
-pub async fn listen(database: &Database) -> Result<BusListener, StoreError> {
-    let options = database.service_pool().connect_options();
+pub async fn listen(database: &ServiceDb) -> Result<BusListener, StoreError> {
+    let options = database.pool().connect_options();
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .max_lifetime(None)

@@ -10,14 +10,16 @@ use sqlx::postgres::PgConnection;
 use time::Date;
 use uuid::Uuid;
 
-use crate::{ConnectionSettings, Database, StoreError};
+use crate::{ConnectionSettings, ServiceDb, StoreError};
 
-/// Streams `chunks` (lines made by [`crate::bronze::copy_text_row`]) into `bronze.cdc_events`
+/// Streams `chunks` (lines made by [`crate::service::bronze::copy_text_row`]) into `bronze.cdc_events`
 /// with one `COPY`, one transaction, as the pipeline's role; returns the rows copied. The
 /// partitions must exist ([`ensure_bronze_days`]).
-pub async fn copy_bronze(database: &Database, chunks: &[Vec<u8>]) -> Result<u64, StoreError> {
-    let mut connection = database.service_pool().acquire().await?;
-    let mut copy = connection.copy_in_raw(crate::bronze::COPY_BRONZE).await?;
+pub async fn copy_bronze(database: &ServiceDb, chunks: &[Vec<u8>]) -> Result<u64, StoreError> {
+    let mut connection = database.pool().acquire().await?;
+    let mut copy = connection
+        .copy_in_raw(crate::service::bronze::COPY_BRONZE)
+        .await?;
     for chunk in chunks {
         if let Err(error) = copy.send(chunk.as_slice()).await {
             let _ = copy.abort("the benchmark's copy failed").await;
@@ -30,38 +32,38 @@ pub async fn copy_bronze(database: &Database, chunks: &[Vec<u8>]) -> Result<u64,
 /// Creates the daily bronze partitions `days` fall in, as the bronze writer does before it
 /// inserts.
 pub async fn ensure_bronze_days(
-    database: &Database,
+    database: &ServiceDb,
     days: impl IntoIterator<Item = Date>,
 ) -> Result<(), StoreError> {
-    crate::bronze::ensure_days(database, days.into_iter()).await
+    crate::service::bronze::ensure_days(database, days.into_iter()).await
 }
 
 /// How many bronze rows the given tenants have together.
-pub async fn bronze_count(database: &Database, tenants: &[TenantId]) -> Result<i64, StoreError> {
+pub async fn bronze_count(database: &ServiceDb, tenants: &[TenantId]) -> Result<i64, StoreError> {
     let tenants: Vec<Uuid> = tenants.iter().map(|tenant| *tenant.as_uuid()).collect();
     Ok(
         sqlx::query_scalar("select count(*) from bronze.cdc_events where tenant_id = any($1)")
             .bind(&tenants)
-            .fetch_one(database.service_pool())
+            .fetch_one(database.pool())
             .await?,
     )
 }
 
 /// Rows of `tenant` beyond the first with the same event id: `count(*) - count(distinct
 /// event_id)`, zero when bronze holds every event once.
-pub async fn bronze_duplicates(database: &Database, tenant: TenantId) -> Result<i64, StoreError> {
+pub async fn bronze_duplicates(database: &ServiceDb, tenant: TenantId) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "select count(*) - count(distinct event_id) from bronze.cdc_events where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
-    .fetch_one(database.service_pool())
+    .fetch_one(database.pool())
     .await?)
 }
 
-/// The count and checksum [`crate::bronze::tenant_fingerprint`] computes, over a list of ids
+/// The count and checksum [`crate::service::bronze::tenant_fingerprint`] computes, over a list of ids
 /// (what a client acknowledged), computed the same way by the same server.
 pub async fn fingerprint_of(
-    database: &Database,
+    database: &ServiceDb,
     event_ids: &[EventId],
 ) -> Result<(i64, String), StoreError> {
     let ids: Vec<Uuid> = event_ids.iter().map(|id| *id.as_uuid()).collect();
@@ -70,7 +72,7 @@ pub async fn fingerprint_of(
          from unnest($1::uuid[]) as acked(event_id)",
     )
     .bind(&ids)
-    .fetch_one(database.service_pool())
+    .fetch_one(database.pool())
     .await?;
     Ok((count, checksum.unwrap_or_default()))
 }
@@ -113,7 +115,7 @@ pub async fn checkpoint(settings: &ConnectionSettings) -> Result<(), StoreError>
 /// Seconds from each of `tenant`'s events' commit at the source to its row in bronze, for
 /// events of `op`.
 pub async fn bronze_commit_latencies(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
     op: &str,
 ) -> Result<Vec<f64>, StoreError> {
@@ -123,14 +125,14 @@ pub async fn bronze_commit_latencies(
     )
     .bind(tenant.as_uuid())
     .bind(op)
-    .fetch_all(database.service_pool())
+    .fetch_all(database.pool())
     .await?)
 }
 
 /// Which of `device_ids` of `tenant` are visible in `analytics.devices` (the materializer
 /// benchmark's probes).
 pub async fn visible_devices(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
     device_ids: &[String],
 ) -> Result<Vec<String>, StoreError> {
@@ -139,14 +141,14 @@ pub async fn visible_devices(
     )
     .bind(tenant.as_uuid())
     .bind(device_ids)
-    .fetch_all(database.service_pool())
+    .fetch_all(database.pool())
     .await?)
 }
 
 /// Which of `minutes` have a `global_analytics.rollup_min` row of `key` (the aggregator's
 /// probes).
 pub async fn visible_rollup_minutes(
-    database: &Database,
+    database: &ServiceDb,
     key: &str,
     minutes: &[time::OffsetDateTime],
 ) -> Result<Vec<time::OffsetDateTime>, StoreError> {
@@ -166,9 +168,9 @@ pub async fn visible_rollup_minutes(
 /// A read-only look at the rollups, as the one role that may read them besides internal
 /// operations (the service login itself holds no privilege on them).
 async fn as_aggregator(
-    database: &Database,
+    database: &ServiceDb,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-    let mut tx = database.service_pool().begin().await?;
+    let mut tx = database.pool().begin().await?;
     sqlx::query("set local role tributary_aggregator")
         .execute(&mut *tx)
         .await?;
@@ -178,7 +180,7 @@ async fn as_aggregator(
 /// How many distinct values of key column `key_column` the events of `table` have in a tenant's
 /// bronze: what the read models must hold one row (or reading) for.
 pub async fn bronze_distinct_keys(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
     table: &str,
     key_column: &str,
@@ -190,14 +192,14 @@ pub async fn bronze_distinct_keys(
     .bind(tenant.as_uuid())
     .bind(table)
     .bind(key_column)
-    .fetch_one(database.service_pool())
+    .fetch_one(database.pool())
     .await?)
 }
 
 /// The readings a tenant's `metrics_min` counts for `metric_key`, and those the global
 /// `rollup_min` and `rollup_hr` count for it (all tenants).
 pub async fn metric_counts(
-    database: &Database,
+    database: &ServiceDb,
     tenant: TenantId,
     metric_key: &str,
 ) -> Result<(i64, i64, i64), StoreError> {
