@@ -6,6 +6,7 @@
 
 mod event;
 mod ids;
+pub mod read_model;
 mod roles;
 mod tenant;
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use domain::SourceId;
+use domain::read_model::EntityKind;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use uuid::Uuid;
@@ -28,53 +29,6 @@ pub struct MappingRow {
     pub reading_entity_kind: Option<String>,
 }
 
-/// The typed columns of each entity kind, with their types (`text`, `number`, `time`): what a
-/// mapping may name. The materializer's `EntityKind::typed_columns` is the same table with
-/// types it converts to (a pipeline test checks they agree).
-pub const TYPED_COLUMNS: &[(&str, &[(&str, &str)])] = &[
-    (
-        "site",
-        &[
-            ("name", "text"),
-            ("region", "text"),
-            ("timezone", "text"),
-            ("latitude", "number"),
-            ("longitude", "number"),
-        ],
-    ),
-    (
-        "device",
-        &[
-            ("site_id", "text"),
-            ("name", "text"),
-            ("kind", "text"),
-            ("model", "text"),
-            ("status", "text"),
-            ("firmware", "text"),
-            ("last_seen_at", "time"),
-        ],
-    ),
-    (
-        "session",
-        &[
-            ("device_id", "text"),
-            ("site_id", "text"),
-            ("status", "text"),
-            ("started_at", "time"),
-            ("ended_at", "time"),
-        ],
-    ),
-    (
-        "reading",
-        &[
-            ("entity_id", "text"),
-            ("metric_key", "text"),
-            ("value", "number"),
-            ("measured_at", "time"),
-        ],
-    ),
-];
-
 /// Checks a mapping before it is stored: a known kind, typed columns the kind has, no typed
 /// column fed by two source columns, no id column that also feeds a typed column. The message
 /// names columns, never values.
@@ -89,10 +43,7 @@ pub fn validate_mapping(row: &MappingRow) -> Result<(), String> {
         }
         return Ok(());
     }
-    let Some((_, typed_columns)) = TYPED_COLUMNS
-        .iter()
-        .find(|(kind, _)| *kind == row.entity_kind)
-    else {
+    let Some(kind) = EntityKind::parse(&row.entity_kind) else {
         return Err("entity_kind must be one of site, device, session, reading, ignore".into());
     };
     if let Some(id_column) = &row.id_column {
@@ -118,8 +69,8 @@ pub fn validate_mapping(row: &MappingRow) -> Result<(), String> {
         if !name_ok(source_column) {
             return Err("source column names must be 1 to 200 characters".into());
         }
-        if !typed_columns.iter().any(|(name, _)| name == typed_column) {
-            let known: Vec<&str> = typed_columns.iter().map(|(name, _)| *name).collect();
+        if kind.column_type(typed_column).is_none() {
+            let known: Vec<&str> = kind.typed_columns().iter().map(|(name, _)| *name).collect();
             return Err(format!(
                 "{typed_column:?} is not a typed column of a {}: one of {}",
                 row.entity_kind,

@@ -7,149 +7,37 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use store::read_models::MappingRow;
 
-/// What a source table's rows are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EntityKind {
-    Site,
-    Device,
-    Session,
-    /// A metric reading of a site, device or session: feeds `metrics_min`.
-    Reading,
-}
+pub use domain::read_model::{ColumnType, EntityKind};
 
-impl EntityKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntityKind::Site => "site",
-            EntityKind::Device => "device",
-            EntityKind::Session => "session",
-            EntityKind::Reading => "reading",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "site" => EntityKind::Site,
-            "device" => EntityKind::Device,
-            "session" => EntityKind::Session,
-            "reading" => EntityKind::Reading,
-            _ => return None,
-        })
-    }
-
-    /// The typed table of an entity kind (readings have none of their own).
-    pub fn table(self) -> Option<&'static str> {
-        match self {
-            EntityKind::Site => Some("sites"),
-            EntityKind::Device => Some("devices"),
-            EntityKind::Session => Some("sessions"),
-            EntityKind::Reading => None,
-        }
-    }
-
-    /// The id column of the typed table, and the conventional source id column.
-    pub fn id_column(self) -> &'static str {
-        match self {
-            EntityKind::Site => "site_id",
-            EntityKind::Device => "device_id",
-            EntityKind::Session => "session_id",
-            EntityKind::Reading => "reading_id",
-        }
-    }
-
-    /// The typed columns a source column may feed, with their types.
-    pub fn typed_columns(self) -> &'static [(&'static str, ColumnType)] {
-        use ColumnType::{Num, Text, Time};
-        match self {
-            EntityKind::Site => &[
-                ("name", Text),
-                ("region", Text),
-                ("timezone", Text),
-                ("latitude", Num),
-                ("longitude", Num),
-            ],
-            EntityKind::Device => &[
-                ("site_id", Text),
-                ("name", Text),
-                ("kind", Text),
-                ("model", Text),
-                ("status", Text),
-                ("firmware", Text),
-                ("last_seen_at", Time),
-            ],
-            EntityKind::Session => &[
-                ("device_id", Text),
-                ("site_id", Text),
-                ("status", Text),
-                ("started_at", Time),
-                ("ended_at", Time),
-            ],
-            EntityKind::Reading => &[
-                ("entity_id", Text),
-                ("metric_key", Text),
-                ("value", Num),
-                ("measured_at", Time),
-            ],
-        }
-    }
-
-    pub fn column_type(self, typed_column: &str) -> Option<ColumnType> {
-        self.typed_columns()
-            .iter()
-            .find(|(name, _)| *name == typed_column)
-            .map(|(_, column_type)| *column_type)
-    }
-
-    /// Conventional source names of a typed column, besides its own name.
-    fn synonyms(self, typed_column: &str) -> &'static [&'static str] {
-        match (self, typed_column) {
-            (EntityKind::Site, "latitude") => &["lat"],
-            (EntityKind::Site, "longitude") => &["lon", "lng"],
-            (EntityKind::Device, "kind") => &["type", "device_type"],
-            (EntityKind::Device, "firmware") => &["firmware_version"],
-            (EntityKind::Device, "last_seen_at") => &["last_seen"],
-            (EntityKind::Session, "started_at") => &["start_time"],
-            (EntityKind::Session, "ended_at") => &["end_time"],
-            (EntityKind::Reading, "metric_key") => &["metric", "metric_name"],
-            (EntityKind::Reading, "value") => &["reading", "metric_value"],
-            (EntityKind::Reading, "measured_at") => &["ts", "timestamp", "recorded_at", "time"],
-            _ => &[],
-        }
-    }
-
-    /// The kind a table of this conventional name holds, if any.
-    fn of_table(table: &str) -> Option<Self> {
-        let table = table.to_ascii_lowercase();
-        Some(match table.as_str() {
-            "sites" | "site" | "locations" | "location" => EntityKind::Site,
-            "devices" | "device" | "chargers" | "charger" | "machines" | "kiosks" | "assets" => {
-                EntityKind::Device
-            }
-            "sessions" | "session" | "charging_sessions" => EntityKind::Session,
-            "readings" | "reading" | "metrics" | "measurements" | "telemetry" => {
-                EntityKind::Reading
-            }
-            _ => return None,
-        })
+/// Conventional source names of a typed column, besides its own name.
+fn synonyms(kind: EntityKind, typed_column: &str) -> &'static [&'static str] {
+    match (kind, typed_column) {
+        (EntityKind::Site, "latitude") => &["lat"],
+        (EntityKind::Site, "longitude") => &["lon", "lng"],
+        (EntityKind::Device, "kind") => &["type", "device_type"],
+        (EntityKind::Device, "firmware") => &["firmware_version"],
+        (EntityKind::Device, "last_seen_at") => &["last_seen"],
+        (EntityKind::Session, "started_at") => &["start_time"],
+        (EntityKind::Session, "ended_at") => &["end_time"],
+        (EntityKind::Reading, "metric_key") => &["metric", "metric_name"],
+        (EntityKind::Reading, "value") => &["reading", "metric_value"],
+        (EntityKind::Reading, "measured_at") => &["ts", "timestamp", "recorded_at", "time"],
+        _ => &[],
     }
 }
 
-/// A typed column's type, and the extras table a value of a JSON type lands in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColumnType {
-    Text,
-    Num,
-    Time,
-}
-
-impl ColumnType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ColumnType::Text => "text",
-            ColumnType::Num => "number",
-            ColumnType::Time => "ISO-8601 time",
+/// The kind a table of this conventional name holds, if any.
+fn kind_of_table(table: &str) -> Option<EntityKind> {
+    let table = table.to_ascii_lowercase();
+    Some(match table.as_str() {
+        "sites" | "site" | "locations" | "location" => EntityKind::Site,
+        "devices" | "device" | "chargers" | "charger" | "machines" | "kiosks" | "assets" => {
+            EntityKind::Device
         }
-    }
+        "sessions" | "session" | "charging_sessions" => EntityKind::Session,
+        "readings" | "reading" | "metrics" | "measurements" | "telemetry" => EntityKind::Reading,
+        _ => return None,
+    })
 }
 
 /// How one source table maps, resolved for one event.
@@ -194,7 +82,7 @@ impl EntityMapping {
                     .iter()
                     .find(|(typed, _)| {
                         named(typed) && !(kind == EntityKind::Reading && *typed == "entity_id")
-                            || kind.synonyms(typed).iter().any(|synonym| named(synonym))
+                            || synonyms(kind, typed).iter().any(|synonym| named(synonym))
                     })
                     .map(|(typed, _)| *typed)
             }
@@ -281,7 +169,7 @@ impl Mappings {
             .or_else(|| self.by_table.get(&(source, table.to_owned())));
         match stored {
             Some(row) => from_row(row).map(Some),
-            None => Ok(EntityKind::of_table(table).map(|kind| {
+            None => Ok(kind_of_table(table).map(|kind| {
                 TableMapping::Entity(EntityMapping {
                     kind,
                     id_column: None,

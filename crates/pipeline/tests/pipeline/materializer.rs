@@ -915,27 +915,6 @@ async fn what_the_database_refuses_is_dead_lettered_alone_and_other_tenants_appl
     assert_eq!((reason.as_str(), letters), ("materializer_rejected", 1));
 }
 
-#[test]
-fn the_materializer_and_the_store_agree_on_the_typed_columns() {
-    use pipeline::materializer::mapping::{ColumnType, EntityKind};
-    for (kind, columns) in store::read_models::TYPED_COLUMNS {
-        let kind = EntityKind::parse(kind).unwrap();
-        let materializer: Vec<(&str, &str)> = kind
-            .typed_columns()
-            .iter()
-            .map(|(name, column_type)| {
-                let column_type = match column_type {
-                    ColumnType::Text => "text",
-                    ColumnType::Num => "number",
-                    ColumnType::Time => "time",
-                };
-                (*name, column_type)
-            })
-            .collect();
-        assert_eq!(materializer, columns.to_vec(), "{kind:?}");
-    }
-}
-
 #[tokio::test]
 async fn replaying_one_tenants_dead_letters_never_writes_another_tenants_rows() {
     use protocol::Op::*;

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
+use domain::read_model::EntityKind;
 use domain::{Permission, SourceId};
 use serde::Deserialize;
 use serde_json::json;
@@ -50,9 +51,13 @@ async fn list_mappings(
     tx.commit().await?;
     Ok(Json(json!({
         "mappings": mappings,
-        "typed_columns": store::read_models::TYPED_COLUMNS
+        "typed_columns": EntityKind::ALL
             .iter()
-            .map(|(kind, columns)| (*kind, columns.iter().copied().collect::<BTreeMap<_, _>>()))
+            .map(|kind| {
+                let columns = kind.typed_columns().iter();
+                let columns = columns.map(|(name, column_type)| (*name, column_type.name()));
+                (kind.as_str(), columns.collect::<BTreeMap<_, _>>())
+            })
             .collect::<BTreeMap<_, _>>(),
     })))
 }
