@@ -114,3 +114,32 @@ fn modules_import_each_other_in_one_direction_only() {
         }
     }
 }
+
+/// The web app holds the app handle only (`store::AppDb`). The compiler already refuses a
+/// handler that passes it where the service handle is wanted; this keeps the crate from ever
+/// naming the service handle, the service module or the pair of handles, so the RLS boundary
+/// cannot be crossed by acquiring one some other way.
+#[test]
+fn the_web_app_never_names_the_service_handle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 20, "the web crate's sources are where this test looks");
+    let forbidden = ["ServiceDb", "store::service", "begin_service", "store::Database"];
+    let mut found = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for name in forbidden {
+                if code.contains(name) {
+                    found.push(format!("{}:{}: {name}", path.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "the web app names the service handle: {found:#?}");
+    // And the check itself can see a use: the state's field is the app handle.
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    assert!(lib.contains("pub database: AppDb"), "AppState holds the app handle");
+}
