@@ -699,6 +699,9 @@ pub const OPERATIONS: &[Operation] = &[
 /// Text as the handlers take it: no control character anywhere, no white space at either end,
 /// at least one character (they trim, then count).
 const TRIMMED: &str = r"^[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$";
+/// [`TRIMMED`] without U+0130, the one character whose lower case is two characters: text the
+/// handler lowers (industry, region) then keeps within the same length.
+const TRIMMED_LOWERED: &str = r"^[^\u0000-\u0020\u007f-\u00a0\u0130\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000-\u001f\u007f-\u009f\u0130]*[^\u0000-\u0020\u007f-\u00a0\u0130\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$";
 /// No U+0000, which PostgreSQL can neither store nor compare.
 const NO_NUL: &str = r"^[^\u0000]*$";
 /// One character of a table name or field path, in ASCII so that the byte limits of the edge
@@ -847,8 +850,8 @@ fn request_schemas() -> Value {
         "WorkspaceChange": closed(json!({
             "name": trimmed(200),
             "plan": { "enum": ["free", "team", "business", "enterprise"], "description": "owners only" },
-            "industry": trimmed(100),
-            "region": trimmed(100),
+            "industry": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": TRIMMED_LOWERED },
+            "region": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": TRIMMED_LOWERED },
         }), &[]),
         "RoleChange": closed(json!({ "role": role }), &["role"]),
         "NewInvitation": closed(json!({
