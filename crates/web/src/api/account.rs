@@ -4,11 +4,12 @@
 //! can list or end: a token belongs to a workspace, not to a person).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use domain::Permission;
 use serde_json::{Value, json};
 
+use super::extract::Path;
 use super::{ApiError, Caller, Routes, rfc3339};
 use crate::AppState;
 

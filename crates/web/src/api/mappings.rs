@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use domain::read_model::EntityKind;
 use domain::{Permission, SourceId};
@@ -14,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 use store::read_models::MappingRow;
 
-use super::{ApiError, Caller, Routes, parse_body, parse_id};
+use super::extract::{Body, Path, RequestBody};
+use super::{ApiError, Caller, Routes, parse_id};
 use crate::AppState;
 
 pub(super) fn register(routes: Routes) -> Routes {
@@ -74,17 +74,33 @@ struct NewMapping {
     reading_entity_kind: Option<String>,
 }
 
+impl RequestBody for NewMapping {
+    const SCHEMA: &'static str = "NewMapping";
+    const SHAPE: &'static str = r#"{"entity_kind": "site"|"device"|"session"|"reading"|"ignore", "id_column": ..., "columns": {"source column": "typed column"}, "reading_entity_kind": ...}"#;
+
+    /// 400 `invalid_mapping`, as the mapping's own checks answer.
+    fn refusal(violation: super::conformance::Violation) -> ApiError {
+        let violation = match violation.field() {
+            "columns" => super::conformance::Violation {
+                problem: format!(
+                    "is not a typed column of this entity kind: {}",
+                    violation.problem
+                ),
+                ..violation
+            },
+            _ => violation,
+        };
+        super::extract::refused(StatusCode::BAD_REQUEST, "invalid_mapping", &violation)
+    }
+}
+
 async fn put_mapping(
     State(state): State<AppState>,
     caller: Caller,
     Path((source, table)): Path<(String, String)>,
-    body: Bytes,
+    Body(request): Body<NewMapping>,
 ) -> Result<Json<MappingRow>, ApiError> {
     let source: SourceId = parse_id(&source, "the source id")?;
-    let request: NewMapping = parse_body(
-        &body,
-        r#"{"entity_kind": "site"|"device"|"session"|"reading"|"ignore", "id_column": ..., "columns": {"source column": "typed column"}, "reading_entity_kind": ...}"#,
-    )?;
     let mapping = MappingRow {
         source_id: *source.as_uuid(),
         source_table: table,

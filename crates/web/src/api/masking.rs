@@ -5,8 +5,7 @@
 //! (`?source_table=*&field_path=email`), since a path may hold any character.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use domain::Permission;
 use serde::Deserialize;
@@ -14,7 +13,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use store::masking::MaskingRule;
 
-use super::{ApiError, Caller, Routes, parse_body};
+use super::conformance::Violation;
+use super::extract::{Body, Query, RequestBody};
+use super::{ApiError, Caller, Routes};
 use crate::AppState;
 use crate::masking::{
     CheckedRule, PREVIEW_HASH_NOTE, RuleFields, RuleProblem, Sample, SampleError, engine_rules,
@@ -34,7 +35,24 @@ pub(super) fn register(routes: Routes) -> Routes {
         )
 }
 
-const RULE_SHAPE: &str = r#"{"source_table": "*" | "schema.table" | "table", "field_path": "...", "action": "hash" | "redact" | "drop"}"#;
+impl RequestBody for RuleFields {
+    const SCHEMA: &'static str = "MaskingRule";
+    const SHAPE: &'static str = r#"{"source_table": "*" | "schema.table" | "table", "field_path": "...", "action": "hash" | "redact" | "drop"}"#;
+
+    /// The same codes as the rule's own checks: `invalid_table`, `invalid_action` or
+    /// `invalid_path`, with the problem by field.
+    fn refusal(violation: Violation) -> ApiError {
+        let field = match violation.field() {
+            "source_table" => "source_table",
+            "action" => "action",
+            _ => "field_path",
+        };
+        invalid_rule(vec![RuleProblem {
+            field,
+            message: format!("{} {}.", violation.pointer, violation.problem),
+        }])
+    }
+}
 
 /// The rule a request names, by table and path.
 #[derive(Debug, Deserialize)]
@@ -69,8 +87,7 @@ fn invalid_rule(problems: Vec<RuleProblem>) -> ApiError {
         .with_details(json!({ "problems": details }))
 }
 
-fn checked(body: &Bytes) -> Result<CheckedRule, ApiError> {
-    let fields: RuleFields = parse_body(body, RULE_SHAPE)?;
+fn checked(fields: RuleFields) -> Result<CheckedRule, ApiError> {
     fields.check().map_err(invalid_rule)
 }
 
@@ -87,9 +104,9 @@ async fn list_rules(
 async fn create_rule(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(fields): Body<RuleFields>,
 ) -> Result<(StatusCode, Json<MaskingRule>), ApiError> {
-    let rule = checked(&body)?;
+    let rule = checked(fields)?;
     let mut tx = caller.tx(&state, Permission::ManageMasking).await?;
     store::masking::create(&mut tx, &rule.stored).await?;
     tx.commit().await?;
@@ -100,9 +117,9 @@ async fn update_rule(
     State(state): State<AppState>,
     caller: Caller,
     Query(name): Query<RuleName>,
-    body: Bytes,
+    Body(fields): Body<RuleFields>,
 ) -> Result<Json<MaskingRule>, ApiError> {
-    let rule = checked(&body)?;
+    let rule = checked(fields)?;
     let mut tx = caller.tx(&state, Permission::ManageMasking).await?;
     store::masking::update(&mut tx, name.table(), &name.field_path, &rule.stored).await?;
     tx.commit().await?;
@@ -133,6 +150,29 @@ struct PreviewRequest {
     rules: Option<Vec<RuleFields>>,
 }
 
+impl RequestBody for PreviewRequest {
+    const SCHEMA: &'static str = "MaskingPreviewRequest";
+    const SHAPE: &'static str = r#"{"table": "schema.table", "sample": {"key": {..}, "after": {..}, "before": {..}}, "rules": [rule, ...] (optional)}"#;
+
+    /// A rule's field answers as the rule's own checks do; the sample as `invalid_sample`.
+    fn refusal(violation: Violation) -> ApiError {
+        match violation.field() {
+            "rules" => {
+                let rule_field = violation.pointer.split('/').nth(3).unwrap_or_default();
+                let nested = Violation {
+                    pointer: format!("/{rule_field}"),
+                    problem: format!("(in {}) {}", violation.pointer, violation.problem),
+                };
+                RuleFields::refusal(nested)
+            }
+            "sample" => {
+                super::extract::refused(StatusCode::BAD_REQUEST, "invalid_sample", &violation)
+            }
+            _ => super::extract::refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid", &violation),
+        }
+    }
+}
+
 /// 400 `invalid_sample`, with where the sample went wrong when that is known.
 fn invalid_sample(error: SampleError) -> ApiError {
     let details = match &error {
@@ -150,12 +190,8 @@ fn invalid_sample(error: SampleError) -> ApiError {
 async fn preview_sample(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(request): Body<PreviewRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: PreviewRequest = parse_body(
-        &body,
-        r#"{"table": "schema.table", "sample": {"key": {..}, "after": {..}, "before": {..}}, "rules": [rule, ...] (optional)}"#,
-    )?;
     let sample = Sample::parse(&request.table, request.sample.get()).map_err(invalid_sample)?;
     let mut tx = caller.tx(&state, Permission::ManageMasking).await?;
     let policy = match request.rules {

@@ -5,15 +5,15 @@
 //! owner. Every change is audited by the store in the caller's transaction.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use domain::{Email, Permission, Role, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{ApiError, Caller, Routes, parse_body, parse_id, rfc3339};
+use super::extract::{Body, Path, RequestBody};
+use super::{ApiError, Caller, Routes, parse_id, rfc3339};
 use crate::AppState;
 use crate::rules::{INVITATION_LIFETIME, TOKEN_DAYS, send_invitation, token_name_is_valid};
 
@@ -80,6 +80,11 @@ struct RoleChange {
     role: String,
 }
 
+impl RequestBody for RoleChange {
+    const SCHEMA: &'static str = "RoleChange";
+    const SHAPE: &'static str = r#"{"role": "owner"|"admin"|"operator"|"viewer"}"#;
+}
+
 /// A member change under the domain's rules, then the store's (the last owner stays).
 async fn change_member(
     state: &AppState,
@@ -117,10 +122,8 @@ async fn change_role(
     State(state): State<AppState>,
     caller: Caller,
     Path(user): Path<String>,
-    body: Bytes,
+    Body(request): Body<RoleChange>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: RoleChange =
-        parse_body(&body, r#"{"role": "owner"|"admin"|"operator"|"viewer"}"#)?;
     let role = grantable(&caller, Permission::ManageMembers, &request.role)?;
     let previous = change_member(&state, &caller, &user, Some(role)).await?;
     Ok(Json(
@@ -164,17 +167,19 @@ struct NewInvitation {
     role: String,
 }
 
+impl RequestBody for NewInvitation {
+    const SCHEMA: &'static str = "NewInvitation";
+    const SHAPE: &'static str =
+        r#"{"email": "name@example.com", "role": "admin"|"operator"|"viewer"|"owner"}"#;
+}
+
 /// Invites an address; the one-time link goes to that address by mail (or to the server log
 /// without a mail server), never into the answer.
 async fn invite(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(request): Body<NewInvitation>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: NewInvitation = parse_body(
-        &body,
-        r#"{"email": "name@example.com", "role": "admin"|"operator"|"viewer"|"owner"}"#,
-    )?;
     caller.require(Permission::ManageMembers)?;
     let email = Email::parse(&request.email).map_err(|_| {
         ApiError::new(
@@ -250,16 +255,17 @@ fn default_token_days() -> i64 {
     90
 }
 
+impl RequestBody for NewToken {
+    const SCHEMA: &'static str = "NewApiToken";
+    const SHAPE: &'static str = r#"{"name": "...", "role": "admin"|"operator"|"viewer"|"owner", "days": 1..366 (default 90)}"#;
+}
+
 /// Creates a token; its text is in this answer only (like every API answer, `no-store`).
 async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(request): Body<NewToken>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let request: NewToken = parse_body(
-        &body,
-        r#"{"name": "...", "role": "admin"|"operator"|"viewer"|"owner", "days": 1..366 (default 90)}"#,
-    )?;
     caller.require(Permission::ManageApiTokens)?;
     if !token_name_is_valid(&request.name) {
         return Err(ApiError::new(

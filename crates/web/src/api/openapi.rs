@@ -1,10 +1,14 @@
-//! The OpenAPI 3.1 document of `/api/v1`, served at `/api/v1/openapi.json`.
+//! The OpenAPI 3.1 document of `/api/v1`, served at `/api/v1/openapi.json`: the contract.
 //!
 //! Written here as a table rather than derived from the handlers: the handlers answer with JSON
 //! built from the store's types, and deriving schemas would mean annotating every one of them
-//! in two crates for little gain. What keeps the table true is [`super::Routes`]: every route
-//! is registered through it with its method, and a test requires the registered and the
-//! documented operations to be the same set.
+//! in two crates for little gain. What keeps the table true: every route is registered through
+//! [`super::Routes`] with its method, and a test requires the registered and the documented
+//! operations to be the same set; every request body is held to its schema here before a
+//! handler sees it ([`super::conformance`]), so a body the document refuses is refused; and
+//! `scripts/fuzz-api` fuzzes the served document against the running server (schemathesis),
+//! which finds any schema-valid request a handler still refuses and any answer, status or
+//! header the document does not describe.
 
 use serde_json::{Map, Value, json};
 
@@ -23,6 +27,37 @@ pub enum Access {
     Staff,
 }
 
+/// One query parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryParam {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The value's JSON Schema, as JSON text.
+    pub schema: &'static str,
+    pub required: bool,
+}
+
+const fn param(name: &'static str, description: &'static str, schema: &'static str) -> QueryParam {
+    QueryParam {
+        name,
+        description,
+        schema,
+        required: false,
+    }
+}
+
+/// An OpenAPI link: where what an operation answers can be used next (the fuzzer's stateful
+/// phase follows them, as a generated client can).
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub name: &'static str,
+    /// The operation linked to, by method and path.
+    pub method: &'static str,
+    pub path: &'static str,
+    /// (parameter of the linked operation, runtime expression giving its value).
+    pub parameters: &'static [(&'static str, &'static str)],
+}
+
 /// One documented operation.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
@@ -30,14 +65,17 @@ pub struct Operation {
     pub path: &'static str,
     pub summary: &'static str,
     pub access: Access,
-    /// Query parameters: (name, description).
-    pub query: &'static [(&'static str, &'static str)],
+    pub query: &'static [QueryParam],
     /// The request body's schema (a component name), if it takes one.
     pub request: Option<&'static str>,
+    /// Whether the body may be left out (read as `{}`).
+    pub body_optional: bool,
     /// The success status and its schema (a component name; `None` for an empty body).
     pub response: (u16, Option<&'static str>),
     /// Failures particular to this operation: (status, when).
     pub failures: &'static [(u16, &'static str)],
+    /// Links from the success answer to the operations that use what it returns.
+    pub links: &'static [Link],
 }
 
 use domain::Permission as P;
@@ -56,25 +94,46 @@ const fn op(
         access,
         query: &[],
         request: None,
+        body_optional: false,
         response,
         failures: &[],
+        links: &[],
     }
 }
 
-const AUDIT_QUERY: &[(&str, &str)] = &[
-    ("action", "only actions starting with this text"),
-    (
+/// A string without U+0000, which PostgreSQL cannot store or compare.
+const TEXT: &str = r#"{ "type": "string", "pattern": "^[^\\u0000]*$" }"#;
+
+const AUDIT_QUERY: &[QueryParam] = &[
+    param("action", "only actions starting with this text", TEXT),
+    param(
         "actor",
-        "only this actor type: user, cli, system, agent or api_token",
+        "only this actor type (empty: any)",
+        r#"{ "enum": ["", "user", "cli", "system", "agent", "api_token"] }"#,
     ),
-    (
+    param(
         "before",
         "only entries older than this sequence number (paging)",
+        r#"{ "type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807 }"#,
     ),
-    (
+    param(
         "limit",
-        "at most this many entries (1 to 1000, default 100)",
+        "at most this many entries: 100 by default; below 1 counts as 1, above 1000 as 1000",
+        r#"{ "type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807 }"#,
     ),
+];
+
+/// Names a masking rule, as PUT and DELETE take it.
+const RULE_QUERY: &[QueryParam] = &[
+    param(
+        "source_table",
+        "the rule's table: `*`, `schema.table` or `table` (default `*`)",
+        TEXT,
+    ),
+    QueryParam {
+        required: true,
+        ..param("field_path", "the rule's field path", TEXT)
+    },
 ];
 
 const LAST_OWNER: &[(u16, &str)] = &[(
@@ -82,11 +141,22 @@ const LAST_OWNER: &[(u16, &str)] = &[(
     "the change would leave the workspace without an owner (`last_owner`)",
 )];
 
-const REGISTRY_QUERY: &[(&str, &str)] = &[
-    ("q", "a part of the tenant's name, any case"),
-    ("plan", "free, team, business or enterprise"),
-    ("industry", "exact industry"),
-    ("region", "exact region"),
+const NO_RULE: &[(u16, &str)] = &[(
+    404,
+    "the workspace has no rule of that table and path (`not_found`)",
+)];
+
+const NO_SSO: &[(u16, &str)] = &[(404, "single sign-on is not configured (`not_found`)")];
+
+const REGISTRY_QUERY: &[QueryParam] = &[
+    param("q", "a part of the tenant's name, any case", TEXT),
+    param(
+        "plan",
+        "free, team, business or enterprise (empty: any)",
+        TEXT,
+    ),
+    param("industry", "exact industry", TEXT),
+    param("region", "exact region", TEXT),
 ];
 
 /// Every operation of `/api/v1`.
@@ -107,6 +177,36 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewSource"),
+        failures: &[(
+            409,
+            "the workspace has a source of that name already (`already_exists`)",
+        )],
+        links: &[
+            Link {
+                name: "IssuePairingToken",
+                method: "post",
+                path: "/api/v1/sources/{source}/pairing-tokens",
+                parameters: &[("source", "$response.body#/source/source_id")],
+            },
+            Link {
+                name: "RevokeSource",
+                method: "post",
+                path: "/api/v1/sources/{source}/revoke",
+                parameters: &[("source", "$response.body#/source/source_id")],
+            },
+            Link {
+                name: "ListMappings",
+                method: "get",
+                path: "/api/v1/sources/{source}/mappings",
+                parameters: &[("source", "$response.body#/source/source_id")],
+            },
+            Link {
+                name: "SetMapping",
+                method: "put",
+                path: "/api/v1/sources/{source}/mappings/{table}",
+                parameters: &[("source", "$response.body#/source/source_id")],
+            },
+        ],
         ..op(
             "post",
             "/api/v1/sources",
@@ -124,6 +224,7 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("Revocation"),
+        body_optional: true,
         ..op(
             "post",
             "/api/v1/sources/{source}/revoke",
@@ -140,7 +241,24 @@ pub const OPERATIONS: &[Operation] = &[
         (200, Some("Mappings")),
     ),
     Operation {
-        request: Some("Mapping"),
+        request: Some("NewMapping"),
+        links: &[
+            Link {
+                name: "ListMappings",
+                method: "get",
+                path: "/api/v1/sources/{source}/mappings",
+                parameters: &[("source", "$request.path.source")],
+            },
+            Link {
+                name: "DeleteMapping",
+                method: "delete",
+                path: "/api/v1/sources/{source}/mappings/{table}",
+                parameters: &[
+                    ("source", "$request.path.source"),
+                    ("table", "$request.path.table"),
+                ],
+            },
+        ],
         ..op(
             "put",
             "/api/v1/sources/{source}/mappings/{table}",
@@ -158,6 +276,12 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewReplay"),
+        links: &[Link {
+            name: "ReplayStatus",
+            method: "get",
+            path: "/api/v1/replays/{request}",
+            parameters: &[("request", "$response.body#/request_id")],
+        }],
         ..op(
             "post",
             "/api/v1/replays",
@@ -189,6 +313,30 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("MaskingRule"),
+        failures: &[(
+            409,
+            "the workspace has a rule of that table and path already (`already_exists`)",
+        )],
+        links: &[
+            Link {
+                name: "ChangeRule",
+                method: "put",
+                path: "/api/v1/masking-policies",
+                parameters: &[
+                    ("source_table", "$response.body#/source_table"),
+                    ("field_path", "$response.body#/field_path"),
+                ],
+            },
+            Link {
+                name: "RemoveRule",
+                method: "delete",
+                path: "/api/v1/masking-policies",
+                parameters: &[
+                    ("source_table", "$response.body#/source_table"),
+                    ("field_path", "$response.body#/field_path"),
+                ],
+            },
+        ],
         ..op(
             "post",
             "/api/v1/masking-policies",
@@ -199,12 +347,16 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         request: Some("MaskingRule"),
-        query: &[
+        query: RULE_QUERY,
+        failures: &[
             (
-                "source_table",
-                "the rule's table: `*`, `schema.table` or `table` (default `*`)",
+                404,
+                "the workspace has no rule of that table and path (`not_found`)",
             ),
-            ("field_path", "the rule's field path"),
+            (
+                409,
+                "the workspace has a rule of the body's table and path already (`already_exists`)",
+            ),
         ],
         ..op(
             "put",
@@ -215,13 +367,8 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
-        query: &[
-            (
-                "source_table",
-                "the rule's table: `*`, `schema.table` or `table` (default `*`)",
-            ),
-            ("field_path", "the rule's field path"),
-        ],
+        query: RULE_QUERY,
+        failures: NO_RULE,
         ..op(
             "delete",
             "/api/v1/masking-policies",
@@ -322,6 +469,12 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewInvitation"),
+        links: &[Link {
+            name: "WithdrawInvitation",
+            method: "delete",
+            path: "/api/v1/invitations/{invitation}",
+            parameters: &[("invitation", "$response.body#/invitation_id")],
+        }],
         ..op(
             "post",
             "/api/v1/invitations",
@@ -346,6 +499,12 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewApiToken"),
+        links: &[Link {
+            name: "RevokeToken",
+            method: "post",
+            path: "/api/v1/api-tokens/{token}/revoke",
+            parameters: &[("token", "$response.body#/api_token/token_id")],
+        }],
         ..op(
             "post",
             "/api/v1/api-tokens",
@@ -388,15 +547,37 @@ pub const OPERATIONS: &[Operation] = &[
             (200, Some("AuditLog")),
         )
     },
-    op(
-        "get",
-        "/api/v1/sso",
-        "The workspace's single sign-on configuration (never the client secret)",
-        Access::Tenant(P::ManageWorkspace),
-        (200, Some("Sso")),
-    ),
+    Operation {
+        failures: NO_SSO,
+        ..op(
+            "get",
+            "/api/v1/sso",
+            "The workspace's single sign-on configuration (never the client secret)",
+            Access::Tenant(P::ManageWorkspace),
+            (200, Some("Sso")),
+        )
+    },
     Operation {
         request: Some("SsoInput"),
+        failures: &[(
+            409,
+            "no configuration is stored yet and the body has no `client_secret` \
+             (`secret_required`), or a domain is another workspace's (`already_exists`)",
+        )],
+        links: &[
+            Link {
+                name: "ReadSso",
+                method: "get",
+                path: "/api/v1/sso",
+                parameters: &[],
+            },
+            Link {
+                name: "RemoveSso",
+                method: "delete",
+                path: "/api/v1/sso",
+                parameters: &[],
+            },
+        ],
         ..op(
             "put",
             "/api/v1/sso",
@@ -405,13 +586,16 @@ pub const OPERATIONS: &[Operation] = &[
             (200, Some("Sso")),
         )
     },
-    op(
-        "delete",
-        "/api/v1/sso",
-        "Remove single sign-on (audited)",
-        Access::Tenant(P::ManageWorkspace),
-        (204, None),
-    ),
+    Operation {
+        failures: NO_SSO,
+        ..op(
+            "delete",
+            "/api/v1/sso",
+            "Remove single sign-on (audited)",
+            Access::Tenant(P::ManageWorkspace),
+            (204, None),
+        )
+    },
     Operation {
         query: REGISTRY_QUERY,
         ..op(
@@ -448,6 +632,20 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("AllowlistKey"),
+        links: &[
+            Link {
+                name: "RemoveKey",
+                method: "delete",
+                path: "/api/v1/ops/rollups/allowlist/{key}",
+                parameters: &[("key", "$response.body#/key")],
+            },
+            Link {
+                name: "KeyCells",
+                method: "get",
+                path: "/api/v1/ops/rollups/{key}",
+                parameters: &[("key", "$response.body#/key")],
+            },
+        ],
         ..op(
             "post",
             "/api/v1/ops/rollups/allowlist",
@@ -457,7 +655,11 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
-        query: &[("purge", "true to delete the key's rollup history too")],
+        query: &[param(
+            "purge",
+            "true to delete the key's rollup history too",
+            r#"{ "type": "boolean" }"#,
+        )],
         ..op(
             "delete",
             "/api/v1/ops/rollups/allowlist/{key}",
@@ -468,11 +670,20 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         query: &[
-            ("granularity", "minute (default) or hour"),
-            ("from", "RFC 3339 start (default: a day before `to`)"),
-            (
+            param(
+                "granularity",
+                "minute (default) or hour",
+                r#"{ "enum": ["minute", "hour"] }"#,
+            ),
+            param(
+                "from",
+                "RFC 3339 start (default: a day before `to`)",
+                r#"{ "type": "string", "format": "date-time" }"#,
+            ),
+            param(
                 "to",
-                "RFC 3339 end, exclusive (default: now); at most 93 days after `from`",
+                "RFC 3339 end, exclusive (default: now); after `from`, at most 93 days after it",
+                r#"{ "type": "string", "format": "date-time" }"#,
             ),
         ],
         ..op(
@@ -484,6 +695,176 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
 ];
+
+/// Text as the handlers take it: no control character anywhere, no white space at either end,
+/// at least one character (they trim, then count).
+const TRIMMED: &str = r"^[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$";
+/// [`TRIMMED`] without U+0130, the one character whose lower case is two characters: text the
+/// handler lowers (industry, region) then keeps within the same length.
+const TRIMMED_LOWERED: &str = r"^[^\u0000-\u0020\u007f-\u00a0\u0130\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\u0000-\u001f\u007f-\u009f\u0130]*[^\u0000-\u0020\u007f-\u00a0\u0130\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$";
+/// No U+0000, which PostgreSQL can neither store nor compare.
+const NO_NUL: &str = r"^[^\u0000]*$";
+/// One character of a table name or field path, in ASCII so that the byte limits of the edge
+/// (127 bytes a table, 500 a path) are character limits here.
+const NAME_CHAR: &str = "[A-Za-z0-9_$-]";
+/// A host name: labels of letters, digits and inner hyphens, the last starting with a letter
+/// (a numeric last label would make it an IPv4 address).
+const HOST: &str = r"(?:[a-z0-9]+(?:-[a-z0-9]+)*\.)*[a-z][a-z0-9]*(?:-[a-z0-9]+)*";
+/// An IPv4 address's octet.
+const OCTET: &str = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+/// A TCP port, 1 to 65535.
+const PORT: &str =
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+
+/// The longest field path the API takes: the audit log names a rule as `table/path` in at most
+/// 500 characters, and a table takes up to 127 of them.
+const MAX_RULE_PATH: usize = 500 - protocol::masking::MAX_TABLE_BYTES - 1;
+
+fn trimmed(max_length: usize) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": max_length, "pattern": TRIMMED })
+}
+
+/// What an OpenID Connect issuer may be: `https` to a host name or an IPv4 address, or `http`
+/// to a loopback address; a port and a path of plain segments; no credentials, query or
+/// fragment.
+fn issuer_pattern() -> String {
+    format!(
+        r"^(?:https://(?:{HOST}|{OCTET}(?:\.{OCTET}){{3}})|http://(?:localhost|127(?:\.{OCTET}){{3}}|\[::1\]))(?::{PORT})?(?:/[A-Za-z0-9._~-]+)*/?$"
+    )
+}
+
+/// The request bodies' schemas, each as strict as the handler's own checks: a body that fits
+/// is one the handler takes (apart from relations between fields a schema cannot say, which
+/// the descriptions give), and one that does not is refused before the handler.
+fn request_schemas() -> Value {
+    let object = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required });
+    let closed = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let role = json!({ "enum": ["owner", "admin", "operator", "viewer"] });
+    let no_nul = json!({ "type": "string", "pattern": NO_NUL });
+    let name =
+        json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" });
+    let table_scope = format!(r"^(?:|\*|{NAME_CHAR}{{1,63}}(?:\.{NAME_CHAR}{{1,63}})?)$");
+    let field_path = format!(r"^(?:(?:{NAME_CHAR}+|\*\*?)\.)*(?:{NAME_CHAR}+|\*)$");
+    let sample_table = format!(r"^{NAME_CHAR}{{1,63}}(?:\.{NAME_CHAR}{{1,63}})?$");
+    let image = json!({
+        "type": ["object", "null"],
+        "propertyNames": no_nul,
+        "additionalProperties": { "$ref": "#/components/schemas/SampleValue" },
+    });
+    let mut mapping_kinds: Vec<Value> = store::read_models::TYPED_COLUMNS
+        .iter()
+        .map(|(kind, columns)| {
+            let typed: Vec<&str> = columns.iter().map(|(column, _)| *column).collect();
+            let reading = if *kind == "reading" {
+                json!({ "enum": ["site", "device", "session", null] })
+            } else {
+                json!({ "type": "null" })
+            };
+            closed(
+                json!({
+                    "entity_kind": { "const": kind },
+                    "id_column": { "type": ["string", "null"], "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" },
+                    "columns": {
+                        "type": "object",
+                        "description": "source column → typed column; each typed column fed by one source column, never by the id column",
+                        "propertyNames": name,
+                        "additionalProperties": { "enum": typed },
+                    },
+                    "reading_entity_kind": reading,
+                }),
+                &["entity_kind"],
+            )
+        })
+        .collect();
+    mapping_kinds.push(closed(
+        json!({
+            "entity_kind": { "const": "ignore" },
+            "id_column": { "type": "null" },
+            "columns": { "type": "object", "maxProperties": 0 },
+            "reading_entity_kind": { "type": "null" },
+        }),
+        &["entity_kind"],
+    ));
+    let sso = object(
+        json!({
+            "issuer": { "type": "string", "maxLength": 500, "pattern": issuer_pattern(), "description": "https, or http on a loopback address" },
+            "client_id": trimmed(500),
+            "client_secret": { "type": "string", "maxLength": 1000, "pattern": "^(?:[!-~](?:[ -~]*[!-~])?)?$", "description": "write-only; omit or leave empty to keep the stored one (the first configuration needs it)" },
+            "domains": { "type": "array", "minItems": 1, "maxItems": 20, "items": {
+                "type": "string", "maxLength": 253,
+                "pattern": r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$",
+            } },
+            "default_role": { "enum": ["admin", "operator", "viewer"] },
+            "enabled": { "type": "boolean" },
+        }),
+        &["issuer", "client_id", "domains", "default_role"],
+    );
+    let preview = closed(
+        json!({
+            "table": { "type": "string", "pattern": sample_table, "description": "`schema.table` (or `table`, in `public`) of the sample" },
+            "sample": {
+                "type": "object",
+                "description": "`{\"key\": .., \"after\": .., \"before\": ..}`: row images, at most 16 KiB, nesting at most 30 deep",
+                "properties": { "key": image, "after": image, "before": image },
+                "propertyNames": no_nul,
+                "additionalProperties": { "$ref": "#/components/schemas/SampleValue" },
+            },
+            "rules": { "type": "array", "items": { "$ref": "#/components/schemas/MaskingRule" } },
+        }),
+        &["table", "sample"],
+    );
+    json!({
+        "NewSource": object(json!({
+            "name": trimmed(200),
+            "kind": { "enum": ["postgres", "simulator"] },
+        }), &["name", "kind"]),
+        "Revocation": object(json!({ "reason": no_nul }), &[]),
+        "NewMapping": { "oneOf": mapping_kinds },
+        "NewReplay": {
+            "description": "a range's `from` is before its `to`",
+            "oneOf": [
+                object(json!({ "kind": { "const": "dlq" } }), &["kind"]),
+                object(json!({ "kind": { "const": "rebuild" } }), &["kind"]),
+                object(json!({ "kind": { "const": "range" }, "from": time, "to": time }), &["kind", "from", "to"]),
+            ]
+        },
+        "MaskingRule": object(json!({
+            "source_table": { "type": "string", "pattern": table_scope, "description": "`*` (or empty: every table), `schema.table` or `table`" },
+            "field_path": { "type": "string", "maxLength": MAX_RULE_PATH, "pattern": field_path, "description": "dot-separated keys; `*` any one key, `**` any depth (not last)" },
+            "action": { "enum": ["hash", "redact", "drop"] },
+        }), &["field_path", "action"]),
+        "SampleValue": {
+            "description": "any JSON value without U+0000, its integers within 64 bits",
+            "anyOf": [
+                { "type": ["boolean", "null"] },
+                { "type": "number", "minimum": i64::MIN, "maximum": u64::MAX },
+                no_nul,
+                { "type": "array", "items": { "$ref": "#/components/schemas/SampleValue" } },
+                { "type": "object", "propertyNames": no_nul, "additionalProperties": { "$ref": "#/components/schemas/SampleValue" } },
+            ],
+        },
+        "MaskingPreviewRequest": preview,
+        "SsoInput": sso,
+        "AllowlistKey": object(json!({ "key": { "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" } }), &["key"]),
+        "WorkspaceChange": closed(json!({
+            "name": trimmed(200),
+            "plan": { "enum": ["free", "team", "business", "enterprise"], "description": "owners only" },
+            "industry": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": TRIMMED_LOWERED },
+            "region": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": TRIMMED_LOWERED },
+        }), &[]),
+        "RoleChange": closed(json!({ "role": role }), &["role"]),
+        "NewInvitation": closed(json!({
+            "email": { "type": "string", "maxLength": 254, "pattern": r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}$" },
+            "role": role,
+        }), &["email", "role"]),
+        "NewApiToken": closed(json!({
+            "name": trimmed(100), "role": role,
+            "days": { "type": "integer", "minimum": 1, "maximum": 366, "default": 90 },
+        }), &["name", "role"]),
+        "Retention": closed(json!({ "bronze_days": { "type": "integer", "minimum": 1, "maximum": 3650 } }), &["bronze_days"]),
+    })
+}
 
 /// Loosely typed objects (the answers are built from the store's types, documented in
 /// docs/api.md); the shapes callers rely on are named.
@@ -535,16 +916,11 @@ fn schemas() -> Value {
         }), &["error"]),
         "Source": source,
         "SourceList": list("sources", json!({ "$ref": "#/components/schemas/Source" })),
-        "NewSource": object(json!({
-            "name": { "type": "string", "maxLength": 200 },
-            "kind": { "enum": ["postgres", "simulator"] },
-        }), &["name", "kind"]),
         "PairingToken": pairing,
         "CreatedSource": object(json!({
             "source": { "$ref": "#/components/schemas/Source" },
             "pairing_token": { "$ref": "#/components/schemas/PairingToken" },
         }), &["source", "pairing_token"]),
-        "Revocation": object(json!({ "reason": { "type": "string" } }), &[]),
         "Revoked": object(json!({ "source_id": uuid, "certificates_revoked": { "type": "integer" } }), &["source_id", "certificates_revoked"]),
         "Mapping": object(json!({
             "entity_kind": { "enum": ["site", "device", "session", "reading", "ignore"] },
@@ -556,13 +932,6 @@ fn schemas() -> Value {
             "mappings": { "type": "array", "items": { "$ref": "#/components/schemas/Mapping" } },
             "typed_columns": { "type": "object" },
         }), &["mappings", "typed_columns"]),
-        "NewReplay": {
-            "oneOf": [
-                object(json!({ "kind": { "const": "dlq" } }), &["kind"]),
-                object(json!({ "kind": { "const": "rebuild" } }), &["kind"]),
-                object(json!({ "kind": { "const": "range" }, "from": time, "to": time }), &["kind", "from", "to"]),
-            ]
-        },
         "ReplayAccepted": object(json!({ "request_id": uuid, "status": { "const": "pending" } }), &["request_id", "status"]),
         "Replay": object(json!({
             "request_id": uuid, "kind": { "type": "string" },
@@ -593,7 +962,6 @@ fn schemas() -> Value {
             "next_before": { "type": ["integer", "null"], "description": "pass as `before` for the next page; null on the last" },
         }), &["tenant_id", "chain", "entries", "next_before"]),
         "ContactRequests": list("contact_requests", json!({ "type": "object" })),
-        "AllowlistKey": object(json!({ "key": { "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" } }), &["key"]),
         "Allowlist": list("keys", object(json!({
             "key": { "type": "string" }, "added_by": { "type": "string" }, "added_at": time,
             "retired_at": { "type": ["string", "null"], "format": "date-time" },
@@ -601,38 +969,21 @@ fn schemas() -> Value {
         "AllowlistChange": object(json!({
             "key": { "type": "string" }, "status": { "enum": ["allowlisted", "retired", "purging"] },
         }), &["key", "status"]),
-        "MaskingRule": object(json!({
-            "source_table": { "type": "string", "description": "`*`, `schema.table` or `table`" },
-            "field_path": { "type": "string" },
-            "action": { "enum": ["hash", "redact", "drop"] },
-        }), &["field_path", "action"]),
         "MaskingRules": { "type": "object" },
-        "MaskingPreviewRequest": object(json!({
-            "table": { "type": "string", "description": "`schema.table` of the sample" },
-            "sample": { "type": "object", "description": "`{\"key\": .., \"after\": .., \"before\": ..}`" },
-            "rules": { "type": "array", "items": { "$ref": "#/components/schemas/MaskingRule" } },
-        }), &["table", "sample"]),
         "MaskingPreview": { "type": "object", "description": "the masked sample, the rules that applied, or why the edge would refuse it" },
         "Sso": object(json!({
             "sso": { "type": "object", "description": "issuer, client id, domains (each with whether it is verified), default role, enabled; never the secret" },
         }), &["sso"]),
-        "SsoInput": object(json!({
-            "issuer": { "type": "string", "format": "uri", "description": "https, or http on a loopback address" },
-            "client_id": { "type": "string" },
-            "client_secret": { "type": "string", "description": "write-only; omit or leave empty to keep the stored one" },
-            "domains": { "type": "array", "items": { "type": "string" } },
-            "default_role": { "enum": ["admin", "operator", "viewer"] },
-            "enabled": { "type": "boolean" },
-        }), &["issuer", "client_id", "domains", "default_role"]),
         "RollupCells": object(json!({
             "key": { "type": "string" }, "min_cohort": { "type": "integer", "minimum": 2 },
             "from": time, "to": time,
             "cells": { "type": "array", "items": cell },
         }), &["key", "min_cohort", "cells"]),
     });
-    let more = account_schemas();
-    for (name, schema) in more.as_object().expect("an object") {
-        schemas[name] = schema.clone();
+    for more in [account_schemas(), request_schemas()] {
+        for (name, schema) in more.as_object().expect("an object") {
+            schemas[name] = schema.clone();
+        }
     }
     schemas
 }
@@ -666,7 +1017,7 @@ fn account_schemas() -> Value {
         ],
     );
     let invitation = object(
-        json!({ "invitation_id": uuid, "email": { "type": "string", "format": "email" }, "role": role, "expires_at": time }),
+        json!({ "invitation_id": uuid, "email": { "type": "string", "description": "as given, in lower case" }, "role": role, "expires_at": time }),
         &["invitation_id", "email", "role", "expires_at"],
     );
     let api_token = object(
@@ -695,31 +1046,18 @@ fn account_schemas() -> Value {
             "current": { "type": "boolean", "description": "the session making this call" },
         }), &["session_id", "created_at", "last_seen_at", "current"])),
         "Workspace": object(json!({ "workspace": workspace }), &["workspace"]),
-        "WorkspaceChange": object(json!({
-            "name": { "type": "string", "maxLength": 200 },
-            "plan": { "enum": ["free", "team", "business", "enterprise"], "description": "owners only" },
-            "industry": { "type": "string", "maxLength": 100 },
-            "region": { "type": "string", "maxLength": 100 },
-        }), &[]),
         "Members": list("members", object(json!({
             "user_id": uuid, "email": { "type": "string" }, "display_name": { "type": "string" }, "role": role,
         }), &["user_id", "email", "display_name", "role"])),
-        "RoleChange": object(json!({ "role": role }), &["role"]),
         "RoleChanged": object(json!({ "user_id": uuid, "role": role, "previous_role": role }), &["user_id", "role", "previous_role"]),
         "Invitation": invitation,
         "Invitations": list("invitations", json!({ "$ref": "#/components/schemas/Invitation" })),
-        "NewInvitation": object(json!({ "email": { "type": "string", "format": "email" }, "role": role }), &["email", "role"]),
         "ApiToken": api_token,
         "ApiTokens": list("api_tokens", json!({ "$ref": "#/components/schemas/ApiToken" })),
-        "NewApiToken": object(json!({
-            "name": { "type": "string", "minLength": 1, "maxLength": 100 }, "role": role,
-            "days": { "type": "integer", "minimum": 1, "maximum": 366, "default": 90 },
-        }), &["name", "role"]),
         "CreatedApiToken": object(json!({
             "api_token": { "$ref": "#/components/schemas/ApiToken" },
             "token": { "type": "string", "description": "`tat1.…`: shown in this answer only; send as `Authorization: Bearer <token>`" },
         }), &["api_token", "token"]),
-        "Retention": object(json!({ "bronze_days": { "type": "integer", "minimum": 1, "maximum": 3650 } }), &["bronze_days"]),
     })
 }
 
@@ -730,24 +1068,44 @@ fn error_response(description: &str) -> Value {
     })
 }
 
+/// The operation's id: its method and path, e.g. `post_sources_source_revoke`.
+fn operation_id(method: &str, path: &str) -> String {
+    format!(
+        "{method}_{}",
+        path.trim_start_matches("/api/v1/")
+            .replace(['/', '-', '.'], "_")
+            .replace(['{', '}'], "")
+    )
+}
+
+/// A path parameter's schema, by its name.
+fn path_schema(name: &str) -> Value {
+    match name {
+        "source" | "request" | "tenant" | "user" | "invitation" | "token" => {
+            json!({ "type": "string", "format": "uuid" })
+        }
+        "table" => {
+            json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" })
+        }
+        "key" => json!({ "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" }),
+        _ => json!({ "type": "string", "pattern": NO_NUL }),
+    }
+}
+
 fn operation(operation: &Operation) -> Value {
     let mut parameters: Vec<Value> = operation
         .path
         .split('/')
         .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
-            let schema = match name {
-                "source" | "request" | "tenant" | "user" | "invitation" | "token" => {
-                    json!({ "type": "string", "format": "uuid" })
-                }
-                _ => json!({ "type": "string" }),
-            };
-            json!({ "name": name, "in": "path", "required": true, "schema": schema })
+            json!({ "name": name, "in": "path", "required": true, "schema": path_schema(name) })
         })
         .collect();
-    parameters.extend(operation.query.iter().map(|(name, description)| {
-        json!({ "name": name, "in": "query", "required": false,
-                "description": description, "schema": { "type": "string" } })
+    parameters.extend(operation.query.iter().map(|query| {
+        let schema: Value =
+            serde_json::from_str(query.schema).expect("a query parameter's schema is JSON");
+        json!({ "name": query.name, "in": "query", "required": query.required,
+                "description": query.description, "schema": schema })
     }));
     let (status, schema) = operation.response;
     let success = match schema {
@@ -757,16 +1115,45 @@ fn operation(operation: &Operation) -> Value {
         }),
         None => json!({ "description": "success" }),
     };
+    let mut success = success;
+    if !operation.links.is_empty() {
+        let links: Map<String, Value> = operation
+            .links
+            .iter()
+            .map(|link| {
+                let parameters: Map<String, Value> = link
+                    .parameters
+                    .iter()
+                    .map(|(name, expression)| ((*name).to_owned(), json!(expression)))
+                    .collect();
+                let target = json!({
+                    "operationId": operation_id(link.method, link.path),
+                    "parameters": parameters,
+                });
+                (link.name.to_owned(), target)
+            })
+            .collect();
+        success["links"] = Value::Object(links);
+    }
     let mut responses = Map::new();
     responses.insert(status.to_string(), success);
+    // A state-changing call with the session cookie also needs the anti-forgery pair: the
+    // `__Host-` CSRF cookie and the page's token derived from it.
+    let safe = operation.method == "get";
+    let session = if safe {
+        json!({ "session": [] })
+    } else {
+        json!({ "session": [], "csrfCookie": [], "csrfToken": [] })
+    };
+    let token_or_session = json!([{ "bearerToken": [] }, session]);
     let (security, description) = match operation.access {
         Access::Public => (json!([]), "No credentials needed.".to_owned()),
         Access::Authenticated => (
-            json!([{ "bearerToken": [] }, { "session": [] }]),
+            token_or_session.clone(),
             "Any valid API token or session, whatever its role.".to_owned(),
         ),
         Access::Session => (
-            json!([{ "session": [] }]),
+            json!([session]),
             "A signed-in member's session only (an API token belongs to a workspace, not to a \
              person, and gets 403). State-changing calls also send the page's `X-CSRF-Token` \
              header."
@@ -779,7 +1166,7 @@ fn operation(operation: &Operation) -> Value {
                 .map(|role| role.as_str())
                 .collect();
             (
-                json!([{ "bearerToken": [] }, { "session": [] }]),
+                token_or_session,
                 format!(
                     "Acts in the caller's workspace. Roles allowed: {}. With a session cookie, \
                      a state-changing call also sends the page's `X-CSRF-Token` header.",
@@ -788,7 +1175,7 @@ fn operation(operation: &Operation) -> Value {
             )
         }
         Access::Staff => (
-            json!([{ "session": [] }]),
+            json!([session]),
             "Internal operations staff only, by session (API tokens belong to a tenant and are \
              refused). State-changing calls also send the page's `X-CSRF-Token` header."
                 .to_owned(),
@@ -809,6 +1196,14 @@ fn operation(operation: &Operation) -> Value {
             "422".into(),
             error_response("a field's value is not allowed; details name the field"),
         );
+        responses.insert(
+            "413".into(),
+            error_response("the body is larger than the API takes"),
+        );
+        responses.insert(
+            "415".into(),
+            error_response("the body is not sent as `application/json`"),
+        );
     }
     for (status, when) in operation.failures {
         responses.insert(status.to_string(), error_response(when));
@@ -824,8 +1219,7 @@ fn operation(operation: &Operation) -> Value {
         error_response("temporarily unavailable; retry later"),
     );
     let mut value = json!({
-        "operationId": format!("{}_{}", operation.method, operation.path.trim_start_matches("/api/v1/")
-            .replace(['/', '-', '.'], "_").replace(['{', '}'], "")),
+        "operationId": operation_id(operation.method, operation.path),
         "summary": operation.summary,
         "description": description,
         "parameters": parameters,
@@ -834,7 +1228,7 @@ fn operation(operation: &Operation) -> Value {
     });
     if let Some(request) = operation.request {
         value["requestBody"] = json!({
-            "required": true,
+            "required": !operation.body_optional,
             "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{request}") } } },
         });
     }
@@ -872,6 +1266,14 @@ pub fn document() -> Value {
                     "type": "apiKey", "in": "cookie", "name": crate::cookies::SESSION,
                     "description": "A signed-in browser session; acts in the session's current workspace.",
                 },
+                "csrfCookie": {
+                    "type": "apiKey", "in": "cookie", "name": crate::cookies::CSRF,
+                    "description": "The browser's anti-forgery cookie, which a session's state-changing calls send with the token derived from it.",
+                },
+                "csrfToken": {
+                    "type": "apiKey", "in": "header", "name": "X-CSRF-Token",
+                    "description": "The anti-forgery token the app's pages embed (derived from the CSRF cookie); a session's state-changing calls send it.",
+                },
             },
         },
     })
@@ -902,6 +1304,86 @@ mod tests {
             documented.difference(&served).collect::<Vec<_>>(),
             Vec::<&(String, String)>::new(),
             "documented but not served"
+        );
+    }
+
+    /// Every keyword of every request schema is one the server holds bodies to, and every
+    /// pattern compiles: a schema the server only half checked would promise what it does not
+    /// enforce.
+    #[test]
+    fn request_schemas_use_only_what_the_server_checks() {
+        fn walk(schema: &Value, at: &str) {
+            match schema {
+                Value::Object(members) => {
+                    for (keyword, value) in members {
+                        assert!(
+                            crate::api::conformance::KEYWORDS.contains(&keyword.as_str()),
+                            "{at}: the server does not check `{keyword}`"
+                        );
+                        match keyword.as_str() {
+                            "properties" => {
+                                for (name, property) in value.as_object().unwrap() {
+                                    walk(property, &format!("{at}/{name}"));
+                                }
+                            }
+                            "pattern" => {
+                                regex::Regex::new(value.as_str().unwrap())
+                                    .unwrap_or_else(|error| panic!("{at}: {error}"));
+                            }
+                            "format" => assert_eq!(value, "date-time", "{at}"),
+                            "items" | "additionalProperties" | "propertyNames" => {
+                                walk(value, &format!("{at}/{keyword}"));
+                            }
+                            "oneOf" | "anyOf" => {
+                                for branch in value.as_array().unwrap() {
+                                    walk(branch, &format!("{at}/{keyword}"));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Value::Bool(_) => {}
+                other => panic!("{at}: not a schema: {other}"),
+            }
+        }
+        let schemas = schemas();
+        for entry in OPERATIONS {
+            if let Some(request) = entry.request {
+                walk(&schemas[request], request);
+            }
+        }
+    }
+
+    #[test]
+    fn every_link_names_a_documented_operation_and_its_parameters() {
+        let document = document();
+        for entry in OPERATIONS {
+            for link in entry.links {
+                let target = &document["paths"][link.path][link.method];
+                assert!(
+                    target.is_object(),
+                    "{}: no {} {}",
+                    link.name,
+                    link.method,
+                    link.path
+                );
+                let names: Vec<&str> = target["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|parameter| parameter["name"].as_str().unwrap())
+                    .collect();
+                for (parameter, expression) in link.parameters {
+                    assert!(names.contains(parameter), "{}: {parameter}", link.name);
+                    assert!(expression.starts_with('$'), "{}: {expression}", link.name);
+                }
+            }
+        }
+        let created = &document["paths"]["/api/v1/sources"]["post"]["responses"]["201"]["links"];
+        assert_eq!(
+            created["IssuePairingToken"]["operationId"],
+            "post_sources_source_pairing_tokens"
         );
     }
 

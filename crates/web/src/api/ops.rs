@@ -3,8 +3,7 @@
 //! database holds the same line: the tenant registry and the rollups, never a tenant's data.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use domain::TenantId;
 use serde::Deserialize;
@@ -12,7 +11,8 @@ use serde_json::json;
 use store::rollups::Granularity;
 use time::OffsetDateTime;
 
-use super::{ApiError, Routes, StaffCaller, parse_body, parse_id};
+use super::extract::{Body, Path, Query, RequestBody};
+use super::{ApiError, Routes, StaffCaller, parse_id};
 use crate::AppState;
 
 pub(super) fn register(routes: Routes) -> Routes {
@@ -86,13 +86,22 @@ struct NewKey {
     key: String,
 }
 
+impl RequestBody for NewKey {
+    const SCHEMA: &'static str = "AllowlistKey";
+    const SHAPE: &'static str = r#"{"key": "power_kw"}"#;
+
+    /// 400 naming the field, as the key's own check answers.
+    fn refusal(violation: super::conformance::Violation) -> ApiError {
+        super::extract::refused(StatusCode::BAD_REQUEST, "invalid", &violation)
+    }
+}
+
 /// Allowlists a key (or brings a retired one back); audited in the platform chain.
 async fn add_key(
     State(state): State<AppState>,
     caller: StaffCaller,
-    body: Bytes,
+    Body(request): Body<NewKey>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let request: NewKey = parse_body(&body, r#"{"key": "power_kw"}"#)?;
     let key = request.key.trim();
     store::rollups::parse_key(key)
         .map_err(|error| ApiError::from(error).with_details(json!({ "field": "key" })))?;
@@ -146,7 +155,7 @@ async fn rollup_cells(
     State(state): State<AppState>,
     caller: StaffCaller,
     Path(key): Path<String>,
-    params: Result<Query<CellParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<CellParams>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(params) = params.map_err(|_| {
         ApiError::new(

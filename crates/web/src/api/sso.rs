@@ -3,13 +3,13 @@
 //! it. Every change is audited by the store in the same transaction.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use domain::Permission;
 use serde_json::json;
 
-use super::{ApiError, Caller, Routes, parse_body};
+use super::extract::{Body, RequestBody};
+use super::{ApiError, Caller, Routes};
 use crate::AppState;
 use crate::sso::settings::SsoInput;
 
@@ -37,20 +37,36 @@ async fn read(
     }
 }
 
+impl RequestBody for SsoInput {
+    const SCHEMA: &'static str = "SsoInput";
+    const SHAPE: &'static str = r#"{"issuer": "https://...", "client_id": "...", "client_secret": "... (omit to keep)", "domains": ["example.com"], "default_role": "admin"|"operator"|"viewer", "enabled": true|false}"#;
+
+    /// 400, as the configuration's own checks answer.
+    fn refusal(violation: super::conformance::Violation) -> ApiError {
+        super::extract::refused(StatusCode::BAD_REQUEST, "invalid", &violation)
+    }
+}
+
 async fn replace(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(input): Body<SsoInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let input: SsoInput = parse_body(
-        &body,
-        r#"{"issuer": "https://...", "client_id": "...", "client_secret": "... (omit to keep)", "domains": ["example.com"], "default_role": "admin"|"operator"|"viewer", "enabled": true|false}"#,
-    )?;
     let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
     let valid = input.validate().map_err(|errors| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
             .with_details(json!({ "problems": errors }))
     })?;
+    // The first configuration needs the secret; later ones may leave it out to keep it. That
+    // depends on what is stored, not on the body's shape: a conflict with the current state.
+    if valid.client_secret.is_none() && store::sso::settings(&mut tx).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "secret_required",
+            "single sign-on is not configured yet: the first configuration needs client_secret",
+        )
+        .with_details(json!({ "field": "client_secret" })));
+    }
     store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await?;
     let settings = store::sso::settings(&mut tx).await?;
     tx.commit().await?;

@@ -3,15 +3,15 @@
 //! status). Every change is audited by the store in the caller's transaction.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use domain::{Permission, Plan, TenantAttributes};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::TenantTx;
 
-use super::{ApiError, Caller, Routes, parse_body};
+use super::extract::{Body, Query, RequestBody};
+use super::{ApiError, Caller, Routes};
 use crate::AppState;
 use crate::rules::{ACTOR_TYPES, RETENTION_DAYS};
 
@@ -44,17 +44,18 @@ struct WorkspaceChange {
     region: Option<String>,
 }
 
+impl RequestBody for WorkspaceChange {
+    const SCHEMA: &'static str = "WorkspaceChange";
+    const SHAPE: &'static str = r#"{"name": "...", "plan": "free"|"team"|"business"|"enterprise", "industry": "...", "region": "..."} (each optional)"#;
+}
+
 /// Name, industry and region for owners and admins; the plan (billing) for owners only, as on
 /// the settings page.
 async fn update_workspace(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(change): Body<WorkspaceChange>,
 ) -> Result<Json<Value>, ApiError> {
-    let change: WorkspaceChange = parse_body(
-        &body,
-        r#"{"name": "...", "plan": "free"|"team"|"business"|"enterprise", "industry": "...", "region": "..."} (each optional)"#,
-    )?;
     let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
     let current = store::control::current_tenant(&mut tx).await?;
     let plan = match change.plan.as_deref() {
@@ -115,12 +116,16 @@ struct Retention {
     bronze_days: i64,
 }
 
+impl RequestBody for Retention {
+    const SCHEMA: &'static str = "Retention";
+    const SHAPE: &'static str = r#"{"bronze_days": 1..3650}"#;
+}
+
 async fn set_retention(
     State(state): State<AppState>,
     caller: Caller,
-    body: Bytes,
+    Body(request): Body<Retention>,
 ) -> Result<Json<Value>, ApiError> {
-    let request: Retention = parse_body(&body, r#"{"bronze_days": 1..3650}"#)?;
     caller.require(Permission::ManageRetention)?;
     let days = i32::try_from(request.bronze_days)
         .ok()
@@ -194,16 +199,8 @@ pub(super) async fn audit_log(
 async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<AuditParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params.map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "before and limit must be whole numbers",
-        )
-        .with_details(json!({ "parameters": ["before", "limit"] }))
-    })?;
     let tx = caller.tx(&state, Permission::ViewAudit).await?;
     audit_log(tx, &params).await
 }

@@ -1076,3 +1076,237 @@ async fn members_tokens_and_the_workspace_follow_the_settings_rules_through_the_
     let page = crate::ops::api(&mut browser, "DELETE", &path, "", Some(&csrf)).await;
     assert_eq!(page.status, 404);
 }
+
+/// One request with exactly the given header lines: (status, headers, body).
+async fn raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, Vec<(String, String)>, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers.iter().map(|line| format!("{line}\r\n")).collect();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .collect();
+    let body = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
+    (status.parse().unwrap(), headers, body)
+}
+
+/// A request and how it is refused: method, path, header lines, body; status, error code and
+/// details.
+type Refusal<'a> = (&'a str, String, Vec<&'a str>, &'a str, u16, &'a str, Value);
+
+/// Every way a request can fail to be read answers the API's JSON error, `details` naming
+/// what was wrong: no body, another content type, a body its schema refuses, a query or path
+/// that does not decode, a method the path does not serve.
+#[tokio::test]
+async fn every_rejection_is_the_json_error_naming_what_was_wrong() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = tenant(&database, "Acme").await;
+    let owner_token = token(&database, acme, Role::Owner).await;
+    let bearer = format!("Authorization: Bearer {owner_token}");
+    let json_body = "Content-Type: application/json";
+    let (_, _, document) = raw(&addr, "GET", "/api/v1/openapi.json", &[], "").await;
+    let name_pattern =
+        document["components"]["schemas"]["NewApiToken"]["properties"]["name"]["pattern"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let cases: Vec<Refusal> = vec![
+        (
+            "PATCH",
+            "/api/v1/workspace".into(),
+            vec![&bearer],
+            "",
+            400,
+            "missing_body",
+            serde_json::json!({ "body": "required" }),
+        ),
+        (
+            "POST",
+            "/api/v1/sources".into(),
+            vec![&bearer, "Content-Type: text/plain"],
+            r#"{"name": "db", "kind": "postgres"}"#,
+            415,
+            "unsupported_media_type",
+            serde_json::json!({ "header": "Content-Type", "expected": "application/json" }),
+        ),
+        (
+            "POST",
+            "/api/v1/sources".into(),
+            vec![&bearer],
+            r#"{"name": "db", "kind": "postgres"}"#,
+            415,
+            "unsupported_media_type",
+            serde_json::json!({ "header": "Content-Type", "expected": "application/json" }),
+        ),
+        (
+            "DELETE",
+            "/api/v1/masking-policies?source_table=*".into(),
+            vec![&bearer],
+            "",
+            400,
+            "invalid_query",
+            serde_json::json!({ "query": "missing field `field_path`" }),
+        ),
+        (
+            "GET",
+            "/api/v1/audit?limit=many".into(),
+            vec![&bearer],
+            "",
+            400,
+            "invalid_query",
+            serde_json::json!({ "query": "limit: invalid digit found in string" }),
+        ),
+        (
+            "GET",
+            "/api/v1/audit?action=%00".into(),
+            vec![&bearer],
+            "",
+            400,
+            "invalid_query",
+            serde_json::json!({ "query": "U+0000" }),
+        ),
+        (
+            "GET",
+            "/api/v1/replays/%FF".into(),
+            vec![&bearer],
+            "",
+            400,
+            "invalid_path_parameter",
+            serde_json::json!({ "path": "Invalid UTF-8 in `request`" }),
+        ),
+        (
+            "POST",
+            "/api/v1/api-tokens".into(),
+            vec![&bearer, json_body],
+            r#"{"name": "deploy\u0007", "role": "viewer"}"#,
+            422,
+            "invalid",
+            serde_json::json!({
+                "field": "name",
+                "pointer": "/name",
+                "problem": format!("must match {name_pattern}"),
+            }),
+        ),
+        (
+            "PUT",
+            "/api/v1/retention".into(),
+            vec![&bearer, json_body],
+            r#"{"bronze_days": 30, "keep": "forever"}"#,
+            400,
+            "invalid_json",
+            serde_json::json!({ "line": 1, "column": 26 }),
+        ),
+    ];
+    for (method, path, headers, body, status, code, details) in cases {
+        let (given, _, answer) = raw(&addr, method, &path, &headers, body).await;
+        assert_eq!(
+            (given, &answer["error"]["code"], &answer["error"]["details"]),
+            (status, &Value::from(code), &details),
+            "{method} {path} {body}"
+        );
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+
+    // A method the path does not serve: 405, the methods it does in `Allow`, the JSON error.
+    let (status, headers, answer) = raw(&addr, "PUT", "/api/v1/sources", &[&bearer], "").await;
+    assert_eq!(status, 405);
+    assert_eq!(answer["error"]["code"], "method_not_allowed");
+    assert_eq!(
+        answer["error"]["details"],
+        serde_json::json!({ "method": "PUT" })
+    );
+    let allow = headers
+        .iter()
+        .find(|(name, _)| name == "allow")
+        .map(|(_, value)| value.as_str());
+    assert_eq!(allow, Some("GET,HEAD,POST"));
+
+    // The first SSO configuration needs its secret: a conflict with what is stored.
+    let (status, _, answer) = raw(
+        &addr,
+        "PUT",
+        "/api/v1/sso",
+        &[&bearer, json_body],
+        r#"{"issuer": "https://idp.example.com", "client_id": "c", "domains": ["acme.test"], "default_role": "viewer"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (409, &Value::from("secret_required"))
+    );
+    let (status, _, answer) = raw(&addr, "DELETE", "/api/v1/sso", &[&bearer], "").await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &Value::from("not_found"))
+    );
+}
+
+/// What the document says each operation may answer is what it answers: the statuses of
+/// failures particular to an operation are documented, and creating operations link to
+/// what uses what they return.
+#[tokio::test]
+async fn the_document_lists_every_status_and_links_created_objects_onward() {
+    let test_database = TestDatabase::new().await;
+    let (addr, _stop) = serve(test_database.connect().await).await;
+    let (status, _, document) = raw(&addr, "GET", "/api/v1/openapi.json", &[], "").await;
+    assert_eq!(status, 200);
+    let responses = |method: &str, path: &str| -> Vec<String> {
+        document["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    for (method, path, status) in [
+        ("delete", "/api/v1/sso", "404"),
+        ("get", "/api/v1/sso", "404"),
+        ("put", "/api/v1/sso", "409"),
+        ("post", "/api/v1/masking-policies", "409"),
+        ("post", "/api/v1/sources", "415"),
+        ("patch", "/api/v1/members/{user}", "409"),
+        ("get", "/api/v1/audit", "400"),
+    ] {
+        assert!(
+            responses(method, path).contains(&status.to_owned()),
+            "{method} {path}: {status}"
+        );
+    }
+    assert_eq!(
+        document["paths"]["/api/v1/workspace"]["patch"]["requestBody"]["required"],
+        true
+    );
+    assert_eq!(
+        document["paths"]["/api/v1/sources/{source}/revoke"]["post"]["requestBody"]["required"],
+        false
+    );
+    let links = &document["paths"]["/api/v1/api-tokens"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        links["RevokeToken"]["parameters"]["token"],
+        "$response.body#/api_token/token_id"
+    );
+    let links = &document["paths"]["/api/v1/sources"]["post"]["responses"]["201"]["links"];
+    assert_eq!(
+        links["IssuePairingToken"]["parameters"]["source"],
+        "$response.body#/source/source_id"
+    );
+}

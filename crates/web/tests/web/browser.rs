@@ -121,9 +121,19 @@ impl Browser {
             .map(|(name, value)| format!("{name}: {value}\r\n"))
             .collect();
         let body = body.unwrap_or_default();
+        // A form, unless the caller says otherwise (the JSON API's calls).
+        let content_type = if self
+            .extra_headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
+            ""
+        } else {
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+        };
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n{cookie}{extra}\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+             {content_type}Content-Length: {}\r\n\r\n{body}",
             self.addr,
             body.len()
         );

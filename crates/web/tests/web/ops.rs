@@ -85,6 +85,11 @@ pub async fn api(
             .push(("X-CSRF-Token".into(), csrf.to_owned()));
     }
     let body = (!body.is_empty()).then(|| body.to_owned());
+    if body.is_some() {
+        browser
+            .extra_headers
+            .push(("Content-Type".into(), "application/json".into()));
+    }
     let page = browser.send(method, path, body).await;
     browser.extra_headers = saved;
     page
