@@ -10,6 +10,7 @@
 //! which finds any schema-valid request a handler still refuses and any answer, status or
 //! header the document does not describe.
 
+use domain::read_model::EntityKind;
 use serde_json::{Map, Value, json};
 
 /// Who may call an operation.
@@ -752,18 +753,18 @@ fn request_schemas() -> Value {
         "propertyNames": no_nul,
         "additionalProperties": { "$ref": "#/components/schemas/SampleValue" },
     });
-    let mut mapping_kinds: Vec<Value> = store::read_models::TYPED_COLUMNS
+    let mut mapping_kinds: Vec<Value> = EntityKind::ALL
         .iter()
-        .map(|(kind, columns)| {
-            let typed: Vec<&str> = columns.iter().map(|(column, _)| *column).collect();
-            let reading = if *kind == "reading" {
+        .map(|kind| {
+            let typed: Vec<&str> = kind.typed_columns().iter().map(|(column, _)| *column).collect();
+            let reading = if *kind == EntityKind::Reading {
                 json!({ "enum": ["site", "device", "session", null] })
             } else {
                 json!({ "type": "null" })
             };
             closed(
                 json!({
-                    "entity_kind": { "const": kind },
+                    "entity_kind": { "const": kind.as_str() },
                     "id_column": { "type": ["string", "null"], "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" },
                     "columns": {
                         "type": "object",

@@ -124,8 +124,16 @@ fn the_web_app_never_names_the_service_handle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    assert!(files.len() > 20, "the web crate's sources are where this test looks");
-    let forbidden = ["ServiceDb", "store::service", "begin_service", "store::Database"];
+    assert!(
+        files.len() > 20,
+        "the web crate's sources are where this test looks"
+    );
+    let forbidden = [
+        "ServiceDb",
+        "store::service",
+        "begin_service",
+        "store::Database",
+    ];
     let mut found = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();
@@ -138,8 +146,14 @@ fn the_web_app_never_names_the_service_handle() {
             }
         }
     }
-    assert!(found.is_empty(), "the web app names the service handle: {found:#?}");
+    assert!(
+        found.is_empty(),
+        "the web app names the service handle: {found:#?}"
+    );
     // And the check itself can see a use: the state's field is the app handle.
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
-    assert!(lib.contains("pub database: AppDb"), "AppState holds the app handle");
+    assert!(
+        lib.contains("pub database: AppDb"),
+        "AppState holds the app handle"
+    );
 }
