@@ -1,0 +1,143 @@
+//! The bronze writer: every event from the bus into `bronze.cdc_events`, as is (already masked
+//! at the edge), idempotent by event id, so a redelivered or re-sent event never adds a row.
+//! It decodes and inserts; the consumer runner ([`crate::runner`]) does the rest.
+
+mod decode;
+
+use std::future::Future;
+use std::time::Duration;
+
+use bus::{Bus, Delivery};
+use store::Database;
+use store::bronze::BronzeRow;
+
+use crate::runner::{self, Applier, Origin, Prepared, Refusal};
+
+pub use decode::envelope_of;
+
+/// The bronze writer's consumer group.
+pub const GROUP: &str = "bronze";
+
+/// How the writer batches.
+#[derive(Debug, Clone)]
+pub struct BronzeConfig {
+    pub batch_size: usize,
+    pub wait: Duration,
+}
+
+impl Default for BronzeConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 2000,
+            wait: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BronzeError {
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// Consumes until `shutdown`; a batch in flight when it fires is finished and acked, or left
+/// unacked to be redelivered, never half-applied.
+pub async fn run<B: Bus>(
+    database: Database,
+    bus: B,
+    config: BronzeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BronzeError> {
+    let batching = runner::Batching {
+        batch_size: config.batch_size,
+        wait: config.wait,
+    };
+    runner::run(&bus, &BronzeWriter::new(&database), batching, shutdown).await?;
+    Ok(())
+}
+
+/// What writing a batch did besides storing: the events sent to the dead-letter queue.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    pub dead_lettered: Vec<domain::EventId>,
+}
+
+/// Writes one batch: all at once, or — when the database refuses the batch for a reason that is
+/// not transient — event by event, sending the ones it refuses to their tenant's DLQ.
+pub async fn write(
+    database: &Database,
+    deliveries: &[Delivery],
+) -> Result<WriteOutcome, store::StoreError> {
+    let outcome = runner::apply_batch(&BronzeWriter::new(database), deliveries).await?;
+    Ok(WriteOutcome {
+        dead_lettered: outcome.dead_lettered,
+    })
+}
+
+/// The bronze writer as the runner drives it: a batch's events are decoded into rows and
+/// inserted with one statement.
+pub(crate) struct BronzeWriter<'a> {
+    database: &'a Database,
+}
+
+impl<'a> BronzeWriter<'a> {
+    pub(crate) fn new(database: &'a Database) -> Self {
+        Self { database }
+    }
+}
+
+impl Applier for BronzeWriter<'_> {
+    type Work = BronzeRow;
+
+    const GROUP: &'static str = GROUP;
+    const REJECTED: &'static str = "bronze_rejected";
+    // While one batch is written, the next is read: the database and the bus work at once.
+    const READ_AHEAD: bool = true;
+    const TRANSACTIONS: usize = 1;
+
+    fn database(&self) -> &Database {
+        self.database
+    }
+
+    async fn prepare(
+        &self,
+        deliveries: &[Delivery],
+    ) -> Result<Prepared<BronzeRow>, store::StoreError> {
+        let mut prepared = Prepared::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match decode::decode(delivery) {
+                Ok(row) => {
+                    let origin = Origin {
+                        tenant: row.tenant,
+                        source: row.source,
+                        event_id: row.event_id,
+                        message: delivery.message.payload.clone(),
+                    };
+                    prepared.push(row, origin);
+                }
+                Err(reason) => {
+                    // Only a foreign writer on the bus could produce this; keep it, never drop it.
+                    tracing::error!(
+                        partition = delivery.partition,
+                        position = delivery.position,
+                        "undecodable bus message sent to the dead-letter queue"
+                    );
+                    prepared
+                        .refused
+                        .push(Refusal::undecodable(delivery, reason));
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    async fn apply(&self, rows: &[BronzeRow]) -> Result<(), store::StoreError> {
+        let inserted = store::bronze::insert(self.database, rows).await?;
+        metrics::counter!("tributary_bronze_events_written_total").increment(inserted);
+        metrics::counter!("tributary_bronze_events_duplicate_total")
+            .increment(rows.len() as u64 - inserted);
+        Ok(())
+    }
+}
