@@ -200,7 +200,7 @@ async fn send_spool(
     confirm: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = domain::Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -287,10 +287,11 @@ async fn send_spool(
                         status.last_error = None;
                     });
                 }
-                backoff = Duration::from_millis(250);
+                backoff.reset();
             }
             Err(error) => {
-                let wait = error.retry_after().unwrap_or_else(|| jittered(backoff));
+                let delay = backoff.next();
+                let wait = error.retry_after().unwrap_or_else(|| jittered(delay));
                 if error.is_retryable() {
                     tracing::warn!(%error, retry_in = ?wait, "sending failed; the batch stays spooled");
                 } else {
@@ -304,7 +305,6 @@ async fn send_spool(
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -314,7 +314,7 @@ async fn send_spool(
 /// restart) do not all come back at the same instant.
 pub(crate) fn jittered(base: Duration) -> Duration {
     let random = (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + random)
+    domain::backoff::jittered(base, random)
 }
 
 const STATUS_FILE: &str = "status.json";

@@ -100,6 +100,34 @@ impl crate::Bus for EmbeddedBus {
     }
 
     async fn publish(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
+        crate::traced_publish("embedded", messages, self.append(messages)).await
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        partitions: Option<Vec<u32>>,
+    ) -> Result<EmbeddedConsumer, BusError> {
+        check_group(group)?;
+        let partitions = select_partitions(partitions, self.partitions)?;
+        let checkpoints = bus_log::register_group(&self.database, group, &partitions).await?;
+        let states = checkpoints
+            .into_iter()
+            .map(|(partition, checkpoint)| (partition, PartitionState::new(checkpoint)))
+            .collect();
+        Ok(EmbeddedConsumer {
+            database: self.database.clone(),
+            group: group.to_owned(),
+            states,
+            listener: None,
+            next_partition: 0,
+        })
+    }
+}
+
+impl EmbeddedBus {
+    /// Appends `messages` in one transaction: [`crate::Bus::publish`] without its span.
+    async fn append(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
         let mut seen = HashSet::with_capacity(messages.len());
         let mut frames = Vec::with_capacity(messages.len());
         for message in messages {
@@ -140,27 +168,6 @@ impl crate::Bus for EmbeddedBus {
                 .map(|message| !appended.remove(message.id.as_uuid()))
                 .collect(),
         ))
-    }
-
-    async fn consumer(
-        &self,
-        group: &str,
-        partitions: Option<Vec<u32>>,
-    ) -> Result<EmbeddedConsumer, BusError> {
-        check_group(group)?;
-        let partitions = select_partitions(partitions, self.partitions)?;
-        let checkpoints = bus_log::register_group(&self.database, group, &partitions).await?;
-        let states = checkpoints
-            .into_iter()
-            .map(|(partition, checkpoint)| (partition, PartitionState::new(checkpoint)))
-            .collect();
-        Ok(EmbeddedConsumer {
-            database: self.database.clone(),
-            group: group.to_owned(),
-            states,
-            listener: None,
-            next_partition: 0,
-        })
     }
 }
 
@@ -289,6 +296,7 @@ impl Consumer for EmbeddedConsumer {
             self.fill_buffers(max).await?;
             let batch = take_round_robin(&mut self.states, &mut self.next_partition, max);
             if !batch.is_empty() {
+                crate::log_delivered(&self.group, &batch);
                 return Ok(batch);
             }
             let now = Instant::now();

@@ -171,6 +171,71 @@ pub trait Consumer: Send {
     -> impl Future<Output = Result<(), BusError>> + Send;
 }
 
+/// Runs a publish inside the span that names its batch (see [`batch_fields`]) and logs what
+/// it appended, so an ingest batch can be followed from the edge onto the bus.
+pub(crate) async fn traced_publish(
+    backend: &'static str,
+    messages: &[Message],
+    publish: impl Future<Output = Result<PublishReceipt, BusError>>,
+) -> Result<PublishReceipt, BusError> {
+    use tracing::Instrument;
+    let (batch, tenant, tenants) = batch_fields(messages.iter());
+    let span = tracing::debug_span!(
+        "bus_publish",
+        backend,
+        batch = batch.map(tracing::field::display),
+        tenant = tenant.map(tracing::field::display),
+        tenants,
+        messages = messages.len()
+    );
+    async move {
+        let receipt = publish.await?;
+        tracing::debug!(appended = receipt.appended(), "batch published");
+        Ok(receipt)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Logs a batch a consumer of `group` is handed, in a span that names it like a published one.
+pub(crate) fn log_delivered(group: &str, deliveries: &[Delivery]) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let (batch, tenant, tenants) =
+        batch_fields(deliveries.iter().map(|delivery| &delivery.message));
+    tracing::debug_span!(
+        "bus_deliver",
+        group,
+        batch = batch.map(tracing::field::display),
+        tenant = tenant.map(tracing::field::display),
+        tenants,
+        deliveries = deliveries.len()
+    )
+    .in_scope(|| tracing::debug!("batch delivered"));
+}
+
+/// How the logs name a batch of messages: by its first message's id (`batch`, the id the edge
+/// gives the ingest batch it published), its tenant when it has only one, and how many tenants
+/// it has. Ids and counts only: a payload is never logged.
+fn batch_fields<'a>(
+    messages: impl Iterator<Item = &'a Message>,
+) -> (Option<EventId>, Option<TenantId>, usize) {
+    let mut batch = None;
+    let mut tenants: Vec<TenantId> = Vec::new();
+    for message in messages {
+        batch.get_or_insert(message.id);
+        if !tenants.contains(&message.tenant) {
+            tenants.push(message.tenant);
+        }
+    }
+    let tenant = match tenants.as_slice() {
+        [only] => Some(*only),
+        _ => None,
+    };
+    (batch, tenant, tenants.len())
+}
+
 /// Checks a consumer-group name: 1 to 64 of `A-Z a-z 0-9 _ -` (a NATS durable-name token and a
 /// `pipeline.checkpoints` key alike).
 pub(crate) fn check_group(group: &str) -> Result<(), BusError> {

@@ -172,36 +172,8 @@ impl crate::Bus for NatsBus {
     }
 
     async fn publish(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
-        let mut duplicates = vec![false; messages.len()];
-        let mut acks = FuturesUnordered::new();
-        for (index, message) in messages.iter().enumerate() {
-            while acks.len() >= PUBLISH_WINDOW {
-                await_ack(acks.next().await, &mut duplicates)?;
-            }
-            let mut headers = HeaderMap::new();
-            headers.insert(TENANT_HEADER, message.tenant.to_string().as_str());
-            let publish = PublishMessage::build()
-                .payload(message.payload.clone())
-                .headers(headers)
-                .message_id(message.id.to_string());
-            let subject = self
-                .shared
-                .config
-                .subject(partition_of(message.tenant, self.shared.partitions));
-            let ack = self
-                .shared
-                .jetstream
-                .send_publish(subject, publish)
-                .await
-                .map_err(publish_error)?;
-            acks.push(async move { (index, ack.into_future().await) });
-        }
-        while !acks.is_empty() {
-            await_ack(acks.next().await, &mut duplicates)?;
-        }
-        Ok(PublishReceipt::new(duplicates))
+        crate::traced_publish("nats", messages, self.publish_all(messages)).await
     }
-
     async fn consumer(
         &self,
         group: &str,
@@ -234,11 +206,47 @@ impl crate::Bus for NatsBus {
             readers.spawn(read_partition(partition, messages, sender.clone()));
         }
         Ok(NatsConsumer {
+            group: group.to_owned(),
             receiver,
             _readers: readers,
             ackers: HashMap::new(),
             pending_error: None,
         })
+    }
+}
+
+impl NatsBus {
+    /// Publishes `messages` and waits for every acknowledgement: [`crate::Bus::publish`]
+    /// without its span.
+    async fn publish_all(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
+        let mut duplicates = vec![false; messages.len()];
+        let mut acks = FuturesUnordered::new();
+        for (index, message) in messages.iter().enumerate() {
+            while acks.len() >= PUBLISH_WINDOW {
+                await_ack(acks.next().await, &mut duplicates)?;
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(TENANT_HEADER, message.tenant.to_string().as_str());
+            let publish = PublishMessage::build()
+                .payload(message.payload.clone())
+                .headers(headers)
+                .message_id(message.id.to_string());
+            let subject = self
+                .shared
+                .config
+                .subject(partition_of(message.tenant, self.shared.partitions));
+            let ack = self
+                .shared
+                .jetstream
+                .send_publish(subject, publish)
+                .await
+                .map_err(publish_error)?;
+            acks.push(async move { (index, ack.into_future().await) });
+        }
+        while !acks.is_empty() {
+            await_ack(acks.next().await, &mut duplicates)?;
+        }
+        Ok(PublishReceipt::new(duplicates))
     }
 }
 
@@ -294,6 +302,7 @@ type Received = Result<(Delivery, Acker), BusError>;
 
 /// A consumer of the NATS bus: one reader task per partition feeding one channel.
 pub struct NatsConsumer {
+    group: String,
     receiver: mpsc::Receiver<Received>,
     /// Aborted when the consumer is dropped.
     _readers: JoinSet<()>,
@@ -305,6 +314,7 @@ pub struct NatsConsumer {
 impl std::fmt::Debug for NatsConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsConsumer")
+            .field("group", &self.group)
             .field("unacked", &self.ackers.len())
             .finish_non_exhaustive()
     }
@@ -435,6 +445,7 @@ impl Consumer for NatsConsumer {
                 Err(_) => break,
             }
         }
+        crate::log_delivered(&self.group, &batch);
         Ok(batch)
     }
 

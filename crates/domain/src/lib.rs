@@ -4,12 +4,14 @@
 //! Every layer above (store, edge, pipeline, web) consults [`Role::allows`] instead of keeping a
 //! list of its own, so the role model lives in exactly one place.
 
+pub mod backoff;
 mod event;
 mod ids;
 pub mod read_model;
 mod roles;
 mod tenant;
 
+pub use backoff::Backoff;
 pub use event::{EventId, Lsn, ParseLsnError};
 pub use ids::{ParseIdError, SourceId, TenantId, UserId};
 pub use roles::{Permission, Role, UnknownRole};

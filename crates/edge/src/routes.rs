@@ -18,6 +18,7 @@ use protocol::{
 use serde_json::json;
 use store::sources::PairingTokenRef;
 use store::{Actor, TenantTx};
+use tracing::Instrument;
 
 use crate::EdgeState;
 use crate::identity::{ClientIdentity, ConnectionInfo};
@@ -335,7 +336,18 @@ async fn ingest<B: Bus>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
-    let result = ingest_batch(&state, &connection, &headers, body).await;
+    // Ids and counts only, filled in as they become known: the batch can be followed onto the
+    // bus and into the consumers (docs/bus.md), and no customer value is ever a field.
+    let span = tracing::info_span!(
+        "edge_ingest",
+        tenant = tracing::field::Empty,
+        source = tracing::field::Empty,
+        batch = tracing::field::Empty,
+        events = tracing::field::Empty,
+    );
+    let result = ingest_batch(&state, &connection, &headers, body)
+        .instrument(span)
+        .await;
     metrics::histogram!("tributary_edge_ingest_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     if let Err(error) = &result {
@@ -352,6 +364,9 @@ async fn ingest_batch<B: Bus>(
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = authenticated(state, connection).await?;
+    let span = tracing::Span::current();
+    span.record("tenant", tracing::field::display(identity.tenant));
+    span.record("source", tracing::field::display(identity.source));
     check_version(headers)?;
     let limits = &state.config.limits;
     // A slow sender holds only its own connection: the body is read under a deadline, and a
@@ -382,6 +397,7 @@ async fn ingest_batch<B: Bus>(
         .map_err(|error| ApiError::from_reason(error.code, error.message))?;
 
     let events = decoded.len() as u32;
+    span.record("events", events);
     if let Some(events) = NonZeroU32::new(events) {
         match state.limiter.check_key_n(&identity.tenant, events) {
             Ok(Ok(())) => {}
@@ -444,7 +460,9 @@ async fn ingest_batch<B: Bus>(
             },
         }
     }
-    if !messages.is_empty() {
+    if let Some(first) = messages.first() {
+        // The batch is named by its first published event, as the bus names what it publishes.
+        span.record("batch", tracing::field::display(first.id));
         let receipt = state
             .bus
             .publish(&messages)
@@ -468,6 +486,12 @@ async fn ingest_batch<B: Bus>(
         metrics::counter!("tributary_edge_events_total", "status" => status)
             .increment(u64::from(count));
     }
+    tracing::debug!(
+        accepted = response.accepted,
+        duplicates = response.duplicates,
+        rejected = response.rejected,
+        "ingest batch answered"
+    );
     // Nothing taken: say so in the status too, with the per-event reasons in the body.
     let status = if response.accepted == 0 && response.duplicates == 0 {
         StatusCode::UNPROCESSABLE_ENTITY

@@ -2,7 +2,9 @@
 //! edge, and the pipeline's consumers (the bronze writer and the tenant materializer) and the
 //! global aggregator's schedule.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -69,11 +71,27 @@ impl Ingestion {
         let ca_pem = edge.ca_certificate_pem().to_owned();
         let (shutdown, receiver) = watch::channel(false);
         let edge = tokio::spawn(edge.run(stopped(receiver.clone())));
+        metrics::describe_counter!(
+            "tributary_consumer_restarts_total",
+            "Restarts of a failed pipeline consumer, by consumer"
+        );
+        for consumer in SUPERVISED {
+            metrics::counter!("tributary_consumer_restarts_total", "consumer" => consumer)
+                .increment(0);
+        }
         let materializer = materialize.then(|| {
-            tokio::spawn(supervise_materializer(
-                database.clone(),
-                bus.clone(),
+            let (database, bus) = (database.clone(), bus.clone());
+            tokio::spawn(supervise(
+                pipeline::materializer::GROUP,
                 receiver.clone(),
+                move |shutdown| {
+                    pipeline::materializer::run(
+                        database.service.clone(),
+                        bus.clone(),
+                        pipeline::materializer::MaterializerConfig::default(),
+                        stopped(shutdown),
+                    )
+                },
             ))
         });
         let aggregator = materialize.then(|| {
@@ -83,7 +101,21 @@ impl Ingestion {
                 stopped(receiver.clone()),
             ))
         });
-        let bronze = tokio::spawn(supervise_bronze(database.clone(), bus.clone(), receiver));
+        let bronze = {
+            let (database, bus) = (database.clone(), bus.clone());
+            tokio::spawn(supervise(
+                pipeline::bronze::GROUP,
+                receiver,
+                move |shutdown| {
+                    pipeline::bronze::run(
+                        database.service.clone(),
+                        bus.clone(),
+                        pipeline::bronze::BronzeConfig::default(),
+                        stopped(shutdown),
+                    )
+                },
+            ))
+        };
         Ok(Self {
             bus,
             edge_addr,
@@ -109,69 +141,36 @@ impl Ingestion {
     }
 }
 
-/// Runs the bronze writer until shutdown, starting it again if it ends with an error or a
-/// panic: a writer that stopped while the edge keeps acknowledging would let bronze fall behind
-/// unnoticed. What it had not acknowledged is delivered again to the new one.
-async fn supervise_bronze(
-    database: store::Database,
-    bus: bus::AnyBus,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = std::time::Duration::from_millis(500);
-    loop {
-        let writer = tokio::spawn(pipeline::bronze::run(
-            database.service.clone(),
-            bus.clone(),
-            pipeline::bronze::BronzeConfig::default(),
-            stopped(shutdown.clone()),
-        ));
-        match writer.await {
-            Ok(Ok(())) => return,
-            Ok(Err(error)) => {
-                tracing::error!(%error, "the bronze writer stopped with an error; restarting it");
-            }
-            Err(error) => {
-                tracing::error!(%error, "the bronze writer panicked; restarting it");
-            }
-        }
-        metrics::counter!("tributary_bronze_writer_restarts_total").increment(1);
-        if *shutdown.borrow() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
-    }
-}
+/// The consumers [`supervise`] restarts, as the restart counter's `consumer` label names them.
+const SUPERVISED: [&str; 2] = [pipeline::bronze::GROUP, pipeline::materializer::GROUP];
 
-/// Runs the tenant materializer until shutdown, starting it again if it ends with an error or a
-/// panic, like the bronze writer.
-async fn supervise_materializer(
-    database: store::Database,
-    bus: bus::AnyBus,
+/// Runs a consumer until shutdown, starting it again if it ends with an error or a panic: a
+/// consumer that stopped while the edge keeps acknowledging would let bronze or the read models
+/// fall behind unnoticed. What it had not acknowledged is delivered again to the new one. Each
+/// restart counts in `tributary_consumer_restarts_total{consumer}`.
+async fn supervise<F, E>(
+    consumer: &'static str,
     shutdown: watch::Receiver<bool>,
-) {
-    let mut backoff = std::time::Duration::from_millis(500);
+    start: impl Fn(watch::Receiver<bool>) -> F,
+) where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let mut backoff = domain::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        let materializer = tokio::spawn(pipeline::materializer::run(
-            database.service.clone(),
-            bus.clone(),
-            pipeline::materializer::MaterializerConfig::default(),
-            stopped(shutdown.clone()),
-        ));
-        match materializer.await {
+        match tokio::spawn(start(shutdown.clone())).await {
             Ok(Ok(())) => return,
             Ok(Err(error)) => {
-                tracing::error!(%error, "the materializer stopped with an error; restarting it");
+                tracing::error!(consumer, %error, "a consumer stopped with an error; restarting it");
             }
             Err(error) => {
-                tracing::error!(%error, "the materializer panicked; restarting it");
+                tracing::error!(consumer, %error, "a consumer panicked; restarting it");
             }
         }
-        metrics::counter!("tributary_materializer_restarts_total").increment(1);
+        metrics::counter!("tributary_consumer_restarts_total", "consumer" => consumer).increment(1);
         if *shutdown.borrow() {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+        tokio::time::sleep(backoff.next()).await;
     }
 }

@@ -253,22 +253,12 @@ fn register_metrics() {
         "Events replayed, by outcome"
     );
     describe_counter!(
-        "tributary_bronze_writer_restarts_total",
-        "Restarts of a failed bronze writer"
-    );
-    counter!("tributary_bronze_writer_restarts_total").increment(0);
-    describe_counter!(
         "tributary_materializer_events_total",
         "Events the materializer applied or skipped (ignored tables, truncates)"
     );
     for outcome in ["applied", "skipped"] {
         counter!("tributary_materializer_events_total", "outcome" => outcome).increment(0);
     }
-    describe_counter!(
-        "tributary_materializer_restarts_total",
-        "Restarts of a failed materializer"
-    );
-    counter!("tributary_materializer_restarts_total").increment(0);
     describe_counter!(
         "tributary_aggregator_minutes_total",
         "Key-minutes the global aggregator recomputed"

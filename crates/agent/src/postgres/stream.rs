@@ -64,13 +64,13 @@ pub async fn run(
         shared.status.clone(),
         resume,
     );
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = domain::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match session(&settings, &shared, &mut sink, &mut stop).await {
             Ok(()) => return Ok(()),
             Err(failure) if failure.retryable => {
                 let message = format!("{:#}", failure.error);
-                let wait = crate::run::jittered(backoff);
+                let wait = crate::run::jittered(backoff.next());
                 tracing::warn!(error = %message, retry_in = ?wait, "the source is unavailable; retrying");
                 shared
                     .status
@@ -79,7 +79,6 @@ pub async fn run(
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(failure) => {
                 let message = format!("{:#}", failure.error);

@@ -18,7 +18,7 @@ use super::state::{self, Change, EntityState, Pos};
 
 /// An event ready to apply.
 #[derive(Debug, Clone)]
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     pub tenant: TenantId,
     pub kind: EntityKind,
     pub entity_id: String,
@@ -44,7 +44,7 @@ impl Prepared {
 
 /// A truncate of a source table that feeds sites, devices or sessions, ready to apply.
 #[derive(Debug, Clone)]
-pub(super) struct Truncate {
+pub(crate) struct Truncate {
     pub tenant: TenantId,
     pub source: Uuid,
     /// `schema.table`.
@@ -60,7 +60,7 @@ pub(super) struct Truncate {
 
 /// What a batch applies.
 #[derive(Debug, Clone)]
-pub(super) enum Work {
+pub(crate) enum Work {
     Event(Prepared),
     Truncate(Truncate),
 }
