@@ -9,8 +9,11 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use domain::Permission;
 use serde_json::{Value, json};
 
+use super::caller::Caller;
+use super::error::ApiError;
 use super::extract::Path;
-use super::{ApiError, Caller, Routes, rfc3339};
+use super::format::rfc3339;
+use super::registry::Routes;
 use crate::AppState;
 
 pub(super) fn register(routes: Routes) -> Routes {

@@ -13,8 +13,8 @@ use axum::http::{Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::ApiError;
 use super::conformance::{self, Violation};
+use super::error::ApiError;
 
 /// A request body type: its schema's name in the OpenAPI document, which the body is held to.
 pub(super) trait RequestBody: DeserializeOwned {

@@ -13,8 +13,11 @@ use serde::Deserialize;
 use serde_json::json;
 use store::read_models::MappingRow;
 
+use super::caller::Caller;
+use super::error::ApiError;
 use super::extract::{Body, Path, RequestBody};
-use super::{ApiError, Caller, Routes, parse_id};
+use super::format::parse_id;
+use super::registry::Routes;
 use crate::AppState;
 
 pub(super) fn register(routes: Routes) -> Routes {

@@ -13,9 +13,11 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use store::masking::MaskingRule;
 
+use super::caller::Caller;
 use super::conformance::Violation;
+use super::error::ApiError;
 use super::extract::{Body, Query, RequestBody};
-use super::{ApiError, Caller, Routes};
+use super::registry::Routes;
 use crate::AppState;
 use crate::masking::{
     CheckedRule, PREVIEW_HASH_NOTE, RuleFields, RuleProblem, Sample, SampleError, engine_rules,

@@ -12,8 +12,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::caller::Caller;
+use super::error::ApiError;
 use super::extract::{Body, Path, RequestBody};
-use super::{ApiError, Caller, Routes, parse_id, rfc3339};
+use super::format::{parse_id, rfc3339};
+use super::registry::Routes;
 use crate::AppState;
 use crate::rules::{INVITATION_LIFETIME, TOKEN_DAYS, send_invitation, token_name_is_valid};
 

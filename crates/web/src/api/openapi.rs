@@ -3,12 +3,12 @@
 //! Written here as a table rather than derived from the handlers: the handlers answer with JSON
 //! built from the store's types, and deriving schemas would mean annotating every one of them
 //! in two crates for little gain. What keeps the table true: every route is registered through
-//! [`super::Routes`] with its method, and a test requires the registered and the documented
-//! operations to be the same set; every request body is held to its schema here before a
-//! handler sees it ([`super::conformance`]), so a body the document refuses is refused; and
-//! `scripts/fuzz-api` fuzzes the served document against the running server (schemathesis),
-//! which finds any schema-valid request a handler still refuses and any answer, status or
-//! header the document does not describe.
+//! [`super::registry::Routes`] with its method, and a test (in `api/mod.rs`, which assembles
+//! them) requires the registered and the documented operations to be the same set; every request
+//! body is held to its schema here before a handler sees it ([`super::conformance`]), so a body
+//! the document refuses is refused; and `scripts/fuzz-api` fuzzes the served document against
+//! the running server (schemathesis), which finds any schema-valid request a handler still
+//! refuses and any answer, status or header the document does not describe.
 
 use domain::read_model::EntityKind;
 use serde_json::{Map, Value, json};
@@ -1282,31 +1282,7 @@ pub fn document() -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
-
-    #[test]
-    fn every_served_route_is_documented_and_every_documented_one_served() {
-        let served: BTreeSet<(String, String)> = super::super::routes_served()
-            .into_iter()
-            .map(|(method, path)| (method.as_str().to_ascii_lowercase(), path.to_owned()))
-            .collect();
-        let documented: BTreeSet<(String, String)> = OPERATIONS
-            .iter()
-            .map(|entry| (entry.method.to_owned(), entry.path.to_owned()))
-            .collect();
-        assert_eq!(
-            served.difference(&documented).collect::<Vec<_>>(),
-            Vec::<&(String, String)>::new(),
-            "served but not documented"
-        );
-        assert_eq!(
-            documented.difference(&served).collect::<Vec<_>>(),
-            Vec::<&(String, String)>::new(),
-            "documented but not served"
-        );
-    }
 
     /// Every keyword of every request schema is one the server holds bodies to, and every
     /// pattern compiles: a schema the server only half checked would promise what it does not

@@ -11,8 +11,11 @@ use serde_json::json;
 use store::rollups::Granularity;
 use time::OffsetDateTime;
 
+use super::caller::StaffCaller;
+use super::error::ApiError;
 use super::extract::{Body, Path, Query, RequestBody};
-use super::{ApiError, Routes, StaffCaller, parse_id};
+use super::format::{parse_id, rfc3339};
+use super::registry::Routes;
 use crate::AppState;
 
 pub(super) fn register(routes: Routes) -> Routes {
@@ -196,8 +199,8 @@ async fn rollup_cells(
     Ok(Json(json!({
         "key": key,
         "min_cohort": min_cohort,
-        "from": super::rfc3339(from),
-        "to": super::rfc3339(to),
+        "from": rfc3339(from),
+        "to": rfc3339(to),
         "cells": cells,
     })))
 }

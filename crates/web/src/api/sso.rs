@@ -8,8 +8,10 @@ use axum::http::{Method, StatusCode};
 use domain::Permission;
 use serde_json::json;
 
+use super::caller::Caller;
+use super::error::ApiError;
 use super::extract::{Body, RequestBody};
-use super::{ApiError, Caller, Routes};
+use super::registry::Routes;
 use crate::AppState;
 use crate::sso::settings::SsoInput;
 

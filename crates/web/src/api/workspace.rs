@@ -10,8 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use store::TenantTx;
 
+use super::caller::Caller;
+use super::error::ApiError;
 use super::extract::{Body, Query, RequestBody};
-use super::{ApiError, Caller, Routes};
+use super::registry::Routes;
 use crate::AppState;
 use crate::rules::{ACTOR_TYPES, RETENTION_DAYS};
 
