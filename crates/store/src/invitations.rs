@@ -9,6 +9,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
+use crate::members::parse_role;
 use crate::{Actor, AppDb, Scope, StoreError, TenantTx, secret_token};
 
 const PREFIX: &str = "tin1";
@@ -34,11 +35,6 @@ pub struct InvitationView {
 fn tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {
     tx.tenant()
         .ok_or(StoreError::Forbidden("an invitation needs a tenant scope"))
-}
-
-fn parse_role(role: &str) -> Result<Role, StoreError> {
-    role.parse()
-        .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))
 }
 
 /// Invites `email` to the transaction's tenant with `role` (audited); returns the invitation's

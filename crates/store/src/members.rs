@@ -29,7 +29,7 @@ impl TryFrom<MemberRow> for Member {
             user_id: row.user_id,
             email: row.email,
             display_name: row.display_name,
-            role: parse_role(row.role)?,
+            role: parse_role(&row.role)?,
         })
     }
 }
@@ -124,7 +124,7 @@ async fn membership(tx: &mut TenantTx, user: UserId) -> Result<Option<Role>, Sto
     .bind(user.as_uuid())
     .fetch_optional(tx.connection())
     .await?;
-    role.map(parse_role).transpose()
+    role.as_deref().map(parse_role).transpose()
 }
 
 /// Stores `role` for `user`, whose role was `previous` (`None`: not a member yet), and audits it.
@@ -188,7 +188,8 @@ fn tenant(tx: &TenantTx) -> Result<domain::TenantId, StoreError> {
     ))
 }
 
-fn parse_role(role: String) -> Result<Role, StoreError> {
+/// A role as `control` tables store it; `Invalid` for text that names no role.
+pub(crate) fn parse_role(role: &str) -> Result<Role, StoreError> {
     role.parse()
         .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))
 }
