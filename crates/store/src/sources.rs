@@ -399,7 +399,7 @@ pub struct SourceAccess {
 }
 
 /// The internal certificate authority as stored: its certificate and its encrypted key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredCertificateAuthority {
     pub certificate_pem: String,
     pub key_ciphertext: Vec<u8>,
