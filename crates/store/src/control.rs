@@ -1,4 +1,5 @@
-//! Control-plane repositories: tenants, user accounts and memberships. Every change is audited
+//! Control-plane repositories: tenants, user accounts and memberships as the operator manages
+//! them by email (the rules for changing a membership are `members`'). Every change is audited
 //! in the transaction that makes it.
 
 use domain::{Email, Role, TenantAttributes, TenantId, UserId};
