@@ -11,11 +11,11 @@ use std::net::IpAddr;
 use domain::{Email, Plan, Role, TenantAttributes, TenantId, UserId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use time::Duration;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
+use crate::members::parse_role;
 use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 fn digest(text: &str) -> Vec<u8> {
@@ -191,7 +191,7 @@ pub async fn record_pending_sign_up(
 
 /// What the confirmation page of a pending sign-up shows (to whoever holds its link, which went
 /// to the address itself).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingSignUp {
     pub signup_id: Uuid,
     pub email: String,
@@ -205,7 +205,7 @@ pub async fn pending_sign_up(
     token: &str,
 ) -> Result<Option<PendingSignUp>, StoreError> {
     let mut tx = control(database, Actor::System("sign-up")).await?;
-    let row = sqlx::query(
+    let pending = sqlx::query_as(
         "select signup_id, email, workspace from control.pending_signups \
          where token_hash = $1 and used_at is null and expires_at > now()",
     )
@@ -213,15 +213,20 @@ pub async fn pending_sign_up(
     .fetch_optional(tx.connection())
     .await?;
     tx.commit().await?;
-    row.map(|row| {
-        Ok(PendingSignUp {
-            signup_id: row.try_get("signup_id")?,
-            email: row.try_get("email")?,
-            workspace: row.try_get("workspace")?,
-        })
-    })
-    .transpose()
-    .map_err(|error: sqlx::Error| error.into())
+    Ok(pending)
+}
+
+/// A spent `pending_signups` row: what creating the account needs.
+#[derive(sqlx::FromRow)]
+struct SpentSignUp {
+    email: String,
+    display_name: String,
+    password_hash: String,
+    workspace: String,
+    plan: String,
+    industry: String,
+    region: String,
+    client_addr: Option<String>,
 }
 
 /// Uses a sign-up `token`: spends it and creates the account, its workspace and the owner
@@ -237,7 +242,7 @@ pub async fn complete_sign_up(
     let user = UserId::new_random();
     let tenant = TenantId::new_random();
     let mut tx = sign_up_transaction(database, user, tenant).await?;
-    let row = sqlx::query(
+    let row: Option<SpentSignUp> = sqlx::query_as(
         "update control.pending_signups set used_at = now() \
          where token_hash = $1 and used_at is null and expires_at > now() \
          returning email, display_name, password_hash, workspace, plan, industry, region, \
@@ -249,30 +254,20 @@ pub async fn complete_sign_up(
     let Some(row) = row else {
         return Ok(None);
     };
-    let stored = |column: &'static str| -> Result<String, StoreError> {
-        row.try_get(column).map_err(StoreError::from)
-    };
-    let email = Email::parse(&stored("email")?)
+    let email = Email::parse(&row.email)
         .map_err(|error| StoreError::Invalid(format!("stored sign-up email: {error}")))?;
-    let plan: Plan = stored("plan")?
+    let plan: Plan = row
+        .plan
         .parse()
         .map_err(|_| StoreError::Invalid("stored sign-up plan".into()))?;
-    let workspace = TenantAttributes::parse(
-        &stored("workspace")?,
-        plan,
-        &stored("industry")?,
-        &stored("region")?,
-    )
-    .map_err(|error| StoreError::Invalid(format!("stored sign-up workspace: {error}")))?;
-    let client_addr: Option<String> = row.try_get("client_addr")?;
-    let display_name = stored("display_name")?;
-    let password_hash = stored("password_hash")?;
+    let workspace = TenantAttributes::parse(&row.workspace, plan, &row.industry, &row.region)
+        .map_err(|error| StoreError::Invalid(format!("stored sign-up workspace: {error}")))?;
     let account = NewAccount {
         email: &email,
-        display_name: &display_name,
-        password_hash: &password_hash,
+        display_name: &row.display_name,
+        password_hash: &row.password_hash,
         workspace: &workspace,
-        client_addr: client_addr.and_then(|addr| addr.parse().ok()),
+        client_addr: row.client_addr.and_then(|addr| addr.parse().ok()),
     };
     match create_owner_account(&mut tx, user, tenant, &account).await {
         Ok(()) => {}
@@ -290,8 +285,9 @@ pub async fn complete_sign_up(
 }
 
 /// What signing in checks a password against.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {
+    #[sqlx(try_from = "Uuid")]
     pub user_id: UserId,
     /// `None` for accounts that have never set a password (for example, made by the CLI).
     pub password_hash: Option<String>,
@@ -303,7 +299,7 @@ pub async fn credentials(
     email: &Email,
 ) -> Result<Option<Credentials>, StoreError> {
     let mut tx = control(database, Actor::System("sign-in")).await?;
-    let row = sqlx::query(
+    let credentials = sqlx::query_as(
         "select user_id, password_hash, disabled_at is not null as disabled \
          from control.users where email = $1",
     )
@@ -311,15 +307,7 @@ pub async fn credentials(
     .fetch_optional(tx.connection())
     .await?;
     tx.commit().await?;
-    row.map(|row| {
-        Ok(Credentials {
-            user_id: UserId::from_uuid(row.try_get("user_id")?),
-            password_hash: row.try_get("password_hash")?,
-            disabled: row.try_get("disabled")?,
-        })
-    })
-    .transpose()
-    .map_err(|error: sqlx::Error| error.into())
+    Ok(credentials)
 }
 
 /// Replaces an account's password hash (a rehash with current parameters, or a new password).
@@ -389,6 +377,31 @@ pub struct SessionUser {
     pub sso_tenant: Option<TenantId>,
 }
 
+/// A live session's row, before its optional tenant ids are typed.
+#[derive(sqlx::FromRow)]
+struct SessionUserRow {
+    #[sqlx(try_from = "Uuid")]
+    user_id: UserId,
+    email: String,
+    display_name: String,
+    active_tenant_id: Option<Uuid>,
+    internal_ops: bool,
+    sso_tenant_id: Option<Uuid>,
+}
+
+impl From<SessionUserRow> for SessionUser {
+    fn from(row: SessionUserRow) -> Self {
+        SessionUser {
+            user_id: row.user_id,
+            email: row.email,
+            display_name: row.display_name,
+            active_tenant: row.active_tenant_id.map(TenantId::from_uuid),
+            internal_ops: row.internal_ops,
+            sso_tenant: row.sso_tenant_id.map(TenantId::from_uuid),
+        }
+    }
+}
+
 /// The account of the session `token` names, if the session is neither revoked nor past either
 /// timeout and the account is not disabled. Using a session extends its idle timeout, never past
 /// the absolute one.
@@ -398,7 +411,7 @@ pub async fn find_session(
     idle: Duration,
 ) -> Result<Option<SessionUser>, StoreError> {
     let mut tx = control(database, Actor::System("session")).await?;
-    let row = sqlx::query(
+    let row: Option<SessionUserRow> = sqlx::query_as(
         "with touched as ( \
              update control.auth_sessions \
              set last_seen_at = now(), idle_expires_at = least(now() + $2, absolute_expires_at) \
@@ -416,20 +429,7 @@ pub async fn find_session(
     .fetch_optional(tx.connection())
     .await?;
     tx.commit().await?;
-    row.map(|row| {
-        let active: Option<Uuid> = row.try_get("active_tenant_id")?;
-        let sso: Option<Uuid> = row.try_get("sso_tenant_id")?;
-        Ok(SessionUser {
-            user_id: UserId::from_uuid(row.try_get("user_id")?),
-            email: row.try_get("email")?,
-            display_name: row.try_get("display_name")?,
-            active_tenant: active.map(TenantId::from_uuid),
-            internal_ops: row.try_get("internal_ops")?,
-            sso_tenant: sso.map(TenantId::from_uuid),
-        })
-    })
-    .transpose()
-    .map_err(|error: sqlx::Error| error.into())
+    Ok(row.map(SessionUser::from))
 }
 
 /// Ends the session `token` names. Ending one that is already over is not an error.
@@ -486,11 +486,34 @@ pub struct Membership {
     pub role: Role,
 }
 
+/// A membership row, before its stored role is parsed.
+#[derive(sqlx::FromRow)]
+struct MembershipRow {
+    #[sqlx(try_from = "Uuid")]
+    tenant_id: TenantId,
+    name: String,
+    plan: String,
+    role: String,
+}
+
+impl TryFrom<MembershipRow> for Membership {
+    type Error = StoreError;
+
+    fn try_from(row: MembershipRow) -> Result<Self, Self::Error> {
+        Ok(Membership {
+            tenant_id: row.tenant_id,
+            name: row.name,
+            plan: row.plan,
+            role: parse_role(&row.role)?,
+        })
+    }
+}
+
 /// The active workspaces `user` is a member of, by name. Runs as the control role acting for
 /// that user, which the database lets see that user's memberships and nothing else.
 pub async fn memberships(database: &AppDb, user: UserId) -> Result<Vec<Membership>, StoreError> {
     let mut tx = control(database, Actor::User(user)).await?;
-    let rows = sqlx::query(
+    let rows: Vec<MembershipRow> = sqlx::query_as(
         "select m.tenant_id, d.name, d.plan, m.role \
          from control.members m join control.dim_tenant d on d.tenant_id = m.tenant_id \
          where m.user_id = $1 and d.status = 'active' \
@@ -500,19 +523,7 @@ pub async fn memberships(database: &AppDb, user: UserId) -> Result<Vec<Membershi
     .fetch_all(tx.connection())
     .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|row| {
-            let role: String = row.try_get("role")?;
-            Ok(Membership {
-                tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
-                name: row.try_get("name")?,
-                plan: row.try_get("plan")?,
-                role: role
-                    .parse()
-                    .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(Membership::try_from).collect()
 }
 
 /// Counts one attempt in `bucket` (any text naming what is limited, such as an account or a
@@ -696,7 +707,7 @@ pub async fn redeem_password_reset(
 }
 
 /// A live session as its owner sees it in their session list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionSummary {
     /// Hex of the first 16 bytes of the stored hash: names the session without being able to
     /// act as it.
@@ -716,7 +727,7 @@ pub async fn list_sessions(
     current_token: &str,
 ) -> Result<Vec<SessionSummary>, StoreError> {
     let mut tx = control(database, Actor::User(user)).await?;
-    let rows = sqlx::query(
+    let sessions = sqlx::query_as(
         "select encode(substring(session_hash from 1 for 16), 'hex') as id, \
                 session_hash = $2 as current, created_at, last_seen_at, \
                 host(client_addr) as client_addr, user_agent \
@@ -730,19 +741,7 @@ pub async fn list_sessions(
     .fetch_all(tx.connection())
     .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|row| {
-            Ok(SessionSummary {
-                id: row.try_get("id")?,
-                created_at: row.try_get("created_at")?,
-                last_seen_at: row.try_get("last_seen_at")?,
-                client_addr: row.try_get("client_addr")?,
-                user_agent: row.try_get("user_agent")?,
-                current: row.try_get("current")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(sessions)
 }
 
 /// Ends `user`'s session named `id` (from [`list_sessions`]); false if no live session of
@@ -838,8 +837,9 @@ async fn platform_control(database: &AppDb, actor: Actor) -> Result<TenantTx, St
 }
 
 /// A member of internal operations staff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct StaffMember {
+    #[sqlx(try_from = "Uuid")]
     pub user_id: UserId,
     pub email: String,
     pub granted_by: String,
@@ -911,7 +911,7 @@ pub async fn revoke_staff(database: &AppDb, actor: Actor, email: &Email) -> Resu
 /// Internal operations staff, oldest first.
 pub async fn list_staff(database: &AppDb) -> Result<Vec<StaffMember>, StoreError> {
     let mut tx = control(database, Actor::System("staff")).await?;
-    let rows = sqlx::query(
+    let staff = sqlx::query_as(
         "select s.user_id, u.email, s.granted_by, s.granted_at \
          from control.platform_staff s join control.users u on u.user_id = s.user_id \
          order by s.granted_at, u.email",
@@ -919,15 +919,5 @@ pub async fn list_staff(database: &AppDb) -> Result<Vec<StaffMember>, StoreError
     .fetch_all(tx.connection())
     .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StaffMember {
-                user_id: UserId::from_uuid(row.try_get("user_id")?),
-                email: row.try_get("email")?,
-                granted_by: row.try_get("granted_by")?,
-                granted_at: row.try_get("granted_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(staff)
 }

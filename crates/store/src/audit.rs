@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use domain::TenantId;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::{StoreError, TenantTx};
@@ -73,7 +72,7 @@ pub async fn append(tx: &mut TenantTx, entry: AuditEntry) -> Result<(), StoreErr
 }
 
 /// An entry as listed to people.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditRecord {
     pub seq: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -88,29 +87,14 @@ pub struct AuditRecord {
 
 /// The transaction's tenant's entries, newest first, at most `limit`.
 pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select seq, occurred_at, actor_type, actor_id, action, target, details, \
                 client_addr::text as client_addr \
          from audit.log order by tenant_id, seq desc limit $1",
     )
     .bind(limit.clamp(1, 10_000))
     .fetch_all(tx.connection())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AuditRecord {
-                seq: row.try_get("seq")?,
-                occurred_at: row.try_get("occurred_at")?,
-                actor_type: row.try_get("actor_type")?,
-                actor_id: row.try_get("actor_id")?,
-                action: row.try_get("action")?,
-                target: row.try_get("target")?,
-                details: row.try_get("details")?,
-                client_addr: row.try_get("client_addr")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    .await?)
 }
 
 /// Which entries [`search`] returns; every field narrows, `None` does not.
@@ -133,7 +117,7 @@ pub async fn search(
     let tenant = tx.tenant().ok_or(StoreError::Forbidden(
         "reading an audit log needs a tenant scope",
     ))?;
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select seq, occurred_at, actor_type, actor_id, action, target, details, \
                 client_addr::text as client_addr \
          from audit.log \
@@ -149,22 +133,7 @@ pub async fn search(
     .bind(filter.before_seq)
     .bind(limit.clamp(1, 10_000))
     .fetch_all(tx.connection())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AuditRecord {
-                seq: row.try_get("seq")?,
-                occurred_at: row.try_get("occurred_at")?,
-                actor_type: row.try_get("actor_type")?,
-                actor_id: row.try_get("actor_id")?,
-                action: row.try_get("action")?,
-                target: row.try_get("target")?,
-                details: row.try_get("details")?,
-                client_addr: row.try_get("client_addr")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    .await?)
 }
 
 /// The first broken link found in a chain.
@@ -205,13 +174,28 @@ pub async fn verify_tenant(tx: &mut TenantTx) -> Result<ChainReport, StoreError>
     verify_one(tx.connection(), tenant).await
 }
 
+/// An entry as the chain hashes it: every field as text, the address `''` when there is none.
+#[derive(sqlx::FromRow)]
+struct ChainLink {
+    seq: i64,
+    occurred_at: OffsetDateTime,
+    actor_type: String,
+    actor_id: String,
+    action: String,
+    target: String,
+    details: String,
+    client_addr: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
 pub(crate) async fn verify_one(
     connection: &mut sqlx::PgConnection,
     tenant: TenantId,
 ) -> Result<ChainReport, StoreError> {
     use futures_util::TryStreamExt;
 
-    let mut rows = sqlx::query(
+    let mut rows = sqlx::query_as::<_, ChainLink>(
         "select seq, occurred_at, actor_type, actor_id, action, target, details::text as details, \
                 coalesce(client_addr::text, '') as client_addr, prev_hash, hash \
          from audit.log where tenant_id = $1 order by seq",
@@ -223,15 +207,23 @@ pub(crate) async fn verify_one(
     let mut last_seq = 0i64;
     let mut last_hash = vec![0u8; 32];
     let mut first_break = None;
-    while let Some(row) = rows.try_next().await? {
+    while let Some(link) = rows.try_next().await? {
         entries += 1;
         if first_break.is_some() {
             continue;
         }
-        let seq: i64 = row.try_get("seq")?;
-        let occurred_at: OffsetDateTime = row.try_get("occurred_at")?;
-        let prev_hash: Vec<u8> = row.try_get("prev_hash")?;
-        let hash: Vec<u8> = row.try_get("hash")?;
+        let ChainLink {
+            seq,
+            occurred_at,
+            actor_type,
+            actor_id,
+            action,
+            target,
+            details,
+            client_addr,
+            prev_hash,
+            hash,
+        } = link;
         if seq != last_seq + 1 {
             first_break = Some(ChainBreak::Sequence {
                 expected: last_seq + 1,
@@ -249,12 +241,12 @@ pub(crate) async fn verify_one(
             tenant.to_string(),
             seq.to_string(),
             micros.to_string(),
-            row.try_get("actor_type")?,
-            row.try_get("actor_id")?,
-            row.try_get("action")?,
-            row.try_get("target")?,
-            row.try_get("details")?,
-            row.try_get("client_addr")?,
+            actor_type,
+            actor_id,
+            action,
+            target,
+            details,
+            client_addr,
         ];
         if link_hash(&last_hash, &fields) != hash {
             first_break = Some(ChainBreak::Hash { seq });

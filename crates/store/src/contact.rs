@@ -2,14 +2,13 @@
 //! operations. Prospects have no tenant yet, so these rows belong to no tenant.
 
 use serde::Serialize;
-use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
 /// A request as the form submitted it, already validated by the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ContactRequest {
     pub name: String,
     pub email: String,
@@ -19,10 +18,11 @@ pub struct ContactRequest {
 }
 
 /// A stored request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct StoredContactRequest {
     pub request_id: Uuid,
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub request: ContactRequest,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -69,7 +69,7 @@ pub async fn list(
         },
     )
     .await?;
-    let rows = sqlx::query(
+    let requests = sqlx::query_as(
         "select request_id, name, email, company, fleet_size, message, created_at \
          from control.contact_requests order by created_at desc, request_id desc limit $1",
     )
@@ -77,20 +77,5 @@ pub async fn list(
     .fetch_all(tx.connection())
     .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredContactRequest {
-                request_id: row.try_get("request_id")?,
-                request: ContactRequest {
-                    name: row.try_get("name")?,
-                    email: row.try_get("email")?,
-                    company: row.try_get("company")?,
-                    fleet_size: row.try_get("fleet_size")?,
-                    message: row.try_get("message")?,
-                },
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(requests)
 }

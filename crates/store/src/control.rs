@@ -1,18 +1,20 @@
-//! Control-plane repositories: tenants, user accounts and memberships. Every change is audited
+//! Control-plane repositories: tenants, user accounts and memberships as the operator manages
+//! them by email (the rules for changing a membership are `members`'). Every change is audited
 //! in the transaction that makes it.
 
 use domain::{Email, Role, TenantAttributes, TenantId, UserId};
 use serde::Serialize;
-use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
-use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
+use crate::{Actor, AppDb, Scope, StoreError, TenantTx, members};
 
-/// A tenant as the registry lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A tenant as the registry lists it; read from a `dim_tenant` row (tenant_id, name, plan,
+/// industry, region, status, created_at).
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Tenant {
+    #[sqlx(try_from = "Uuid")]
     pub tenant_id: TenantId,
     pub name: String,
     pub plan: String,
@@ -75,19 +77,6 @@ pub async fn create_tenant(
     })
 }
 
-/// A `dim_tenant` row (tenant_id, name, plan, industry, region, status, created_at).
-fn tenant_from_row(row: &sqlx::postgres::PgRow) -> Result<Tenant, sqlx::Error> {
-    Ok(Tenant {
-        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
-        name: row.try_get("name")?,
-        plan: row.try_get("plan")?,
-        industry: row.try_get("industry")?,
-        region: row.try_get("region")?,
-        status: row.try_get("status")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
 /// What the tenant registry can be narrowed to; empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryFilter {
@@ -99,9 +88,10 @@ pub struct RegistryFilter {
 }
 
 /// A registry row: the tenant and its volume from `control.tenant_usage` (whole UTC days).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct RegistryEntry {
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub tenant: Tenant,
     /// Sources that delivered events in the last 7 days.
     pub active_sources: i64,
@@ -127,7 +117,7 @@ pub async fn registry(
             .replace('%', "\\%")
             .replace('_', "\\_")
     );
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select t.tenant_id, t.name, t.plan, t.industry, t.region, t.status, t.created_at, \
                 coalesce(u.active_sources, 0) as active_sources, \
                 coalesce(u.events_today, 0) as events_today, \
@@ -152,19 +142,7 @@ pub async fn registry(
     .bind(filter.region.trim())
     .bind(TenantId::PLATFORM.as_uuid())
     .fetch_all(tx.connection())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(RegistryEntry {
-                tenant: tenant_from_row(row)?,
-                active_sources: row.try_get("active_sources")?,
-                events_today: row.try_get("events_today")?,
-                events_7d: row.try_get("events_7d")?,
-                last_event_at: row.try_get("last_event_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    .await?)
 }
 
 /// Every tenant, as internal operations sees the registry.
@@ -177,17 +155,14 @@ pub async fn list_tenants(database: &AppDb, actor: Actor) -> Result<Vec<Tenant>,
         },
     )
     .await?;
-    let rows = sqlx::query(
+    let tenants = sqlx::query_as(
         "select tenant_id, name, plan, industry, region, status, created_at \
          from control.dim_tenant order by created_at, tenant_id",
     )
     .fetch_all(tx.connection())
     .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(tenant_from_row)
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(tenants)
 }
 
 /// A user account.
@@ -262,7 +237,7 @@ pub struct Member {
 }
 
 /// Adds `email` to `tenant` with `role`, or changes the role of an existing member. Refuses to
-/// demote the last owner.
+/// demote the last owner (the rule is `members`').
 pub async fn set_member(
     database: &AppDb,
     actor: Actor,
@@ -270,38 +245,11 @@ pub async fn set_member(
     email: &Email,
     role: Role,
 ) -> Result<Member, StoreError> {
-    if !role.is_tenant_role() {
-        return Err(StoreError::Forbidden(
-            "members can be owner, admin, operator or viewer",
-        ));
-    }
+    members::ensure_tenant_role(role)?;
     let mut tx = control_tx(database, actor, tenant).await?;
     ensure_tenant_exists(&mut tx).await?;
     let (user_id, display_name) = user_by_email(&mut tx, email).await?;
-    let previous = membership_role(&mut tx, tenant, user_id).await?;
-    if previous.as_deref() == Some("owner") && role != Role::Owner {
-        ensure_another_owner(&mut tx, tenant, user_id).await?;
-    }
-    sqlx::query(
-        "insert into control.members (tenant_id, user_id, role) values ($1, $2, $3) \
-         on conflict (tenant_id, user_id) do update set role = excluded.role",
-    )
-    .bind(tenant.as_uuid())
-    .bind(user_id.as_uuid())
-    .bind(role.as_str())
-    .execute(tx.connection())
-    .await?;
-    let action = if previous.is_some() {
-        "member.change_role"
-    } else {
-        "member.add"
-    };
-    audit::append(
-        &mut tx,
-        AuditEntry::new(action, user_id.to_string())
-            .details(serde_json::json!({ "role": role, "previous_role": previous })),
-    )
-    .await?;
+    members::add_or_change_role(&mut tx, user_id, role).await?;
     tx.commit().await?;
     Ok(Member {
         user_id,
@@ -311,7 +259,7 @@ pub async fn set_member(
     })
 }
 
-/// Removes `email` from `tenant`. Refuses to remove the last owner.
+/// Removes `email` from `tenant`. Refuses to remove the last owner (the rule is `members`').
 pub async fn remove_member(
     database: &AppDb,
     actor: Actor,
@@ -320,24 +268,9 @@ pub async fn remove_member(
 ) -> Result<(), StoreError> {
     let mut tx = control_tx(database, actor, tenant).await?;
     let (user_id, _) = user_by_email(&mut tx, email).await?;
-    let role = membership_role(&mut tx, tenant, user_id).await?;
-    let Some(role) = role else {
+    if members::remove_if_member(&mut tx, user_id).await?.is_none() {
         return Err(StoreError::NotFound("membership"));
-    };
-    if role == "owner" {
-        ensure_another_owner(&mut tx, tenant, user_id).await?;
     }
-    sqlx::query("delete from control.members where tenant_id = $1 and user_id = $2")
-        .bind(tenant.as_uuid())
-        .bind(user_id.as_uuid())
-        .execute(tx.connection())
-        .await?;
-    audit::append(
-        &mut tx,
-        AuditEntry::new("member.remove", user_id.to_string())
-            .details(serde_json::json!({ "role": role })),
-    )
-    .await?;
     tx.commit().await
 }
 
@@ -349,42 +282,9 @@ pub async fn list_members(
 ) -> Result<Vec<Member>, StoreError> {
     let mut tx = control_tx(database, actor, tenant).await?;
     ensure_tenant_exists(&mut tx).await?;
-    let rows = sqlx::query(
-        "select m.user_id, u.email, u.display_name, m.role \
-         from control.members m join control.users u on u.user_id = m.user_id \
-         order by u.email",
-    )
-    .fetch_all(tx.connection())
-    .await?;
+    let members = members::list(&mut tx).await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|row| {
-            let role: String = row.try_get("role")?;
-            Ok(Member {
-                user_id: UserId::from_uuid(row.try_get("user_id")?),
-                email: row.try_get("email")?,
-                display_name: row.try_get("display_name")?,
-                role: role
-                    .parse()
-                    .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))?,
-            })
-        })
-        .collect()
-}
-
-/// The member's current role, locked until the transaction ends.
-async fn membership_role(
-    tx: &mut TenantTx,
-    tenant: TenantId,
-    user_id: UserId,
-) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "select role from control.members where tenant_id = $1 and user_id = $2 for update",
-    )
-    .bind(tenant.as_uuid())
-    .bind(user_id.as_uuid())
-    .fetch_optional(tx.connection())
-    .await?)
+    Ok(members)
 }
 
 async fn control_tx(
@@ -413,44 +313,19 @@ async fn ensure_tenant_exists(tx: &mut TenantTx) -> Result<(), StoreError> {
     }
 }
 
-/// A tenant must keep at least one owner.
-async fn ensure_another_owner(
-    tx: &mut TenantTx,
-    tenant: TenantId,
-    leaving: UserId,
-) -> Result<(), StoreError> {
-    // Lock the owners so two concurrent removals cannot both see the other as remaining.
-    let others: Vec<Uuid> = sqlx::query_scalar(
-        "select user_id from control.members \
-         where tenant_id = $1 and role = 'owner' and user_id <> $2 for update",
-    )
-    .bind(tenant.as_uuid())
-    .bind(leaving.as_uuid())
-    .fetch_all(tx.connection())
-    .await?;
-    if others.is_empty() {
-        Err(StoreError::Forbidden(
-            "a workspace must keep at least one owner",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
 /// The transaction's own tenant, as its members see it.
 pub async fn current_tenant(tx: &mut TenantTx) -> Result<Tenant, StoreError> {
     let tenant = tx.tenant().ok_or(StoreError::Forbidden(
         "reading a workspace needs a tenant scope",
     ))?;
-    let row = sqlx::query(
+    sqlx::query_as(
         "select tenant_id, name, plan, industry, region, status, created_at \
          from control.dim_tenant where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
     .fetch_optional(tx.connection())
     .await?
-    .ok_or(StoreError::NotFound("tenant"))?;
-    Ok(tenant_from_row(&row)?)
+    .ok_or(StoreError::NotFound("tenant"))
 }
 
 /// Changes the transaction's own tenant's name, plan, industry and region (audited with the

@@ -3,7 +3,6 @@
 
 use domain::{EventId, SourceId, TenantId};
 use serde::Serialize;
-use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -27,7 +26,7 @@ pub struct DeadLetter {
 }
 
 /// A dead letter as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DeadLetterRecord {
     pub dlq_id: Uuid,
     pub consumer: String,
@@ -48,29 +47,12 @@ pub struct DeadLetterRecord {
 
 /// The transaction's tenant's dead letters, newest first.
 pub async fn list(tx: &mut TenantTx, limit: i64) -> Result<Vec<DeadLetterRecord>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select dlq_id, consumer, event_id, source_id, reason_code, reason, attempts, created_at, \
                 last_failed_at, replayed_at from pipeline.dlq \
          order by tenant_id, created_at desc limit $1",
     )
     .bind(limit.clamp(1, 10_000))
     .fetch_all(tx.connection())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DeadLetterRecord {
-                dlq_id: row.try_get("dlq_id")?,
-                consumer: row.try_get("consumer")?,
-                event_id: row.try_get("event_id")?,
-                source_id: row.try_get("source_id")?,
-                reason_code: row.try_get("reason_code")?,
-                reason: row.try_get("reason")?,
-                attempts: row.try_get("attempts")?,
-                created_at: row.try_get("created_at")?,
-                last_failed_at: row.try_get("last_failed_at")?,
-                replayed_at: row.try_get("replayed_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    .await?)
 }

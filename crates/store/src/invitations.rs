@@ -4,11 +4,11 @@
 //! secret's hash is stored. Invitations expire, can be withdrawn, and work once.
 
 use domain::{Email, Role, TenantId, UserId};
-use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
+use crate::members::parse_role;
 use crate::{Actor, AppDb, Scope, StoreError, TenantTx, secret_token};
 
 const PREFIX: &str = "tin1";
@@ -34,11 +34,6 @@ pub struct InvitationView {
 fn tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {
     tx.tenant()
         .ok_or(StoreError::Forbidden("an invitation needs a tenant scope"))
-}
-
-fn parse_role(role: &str) -> Result<Role, StoreError> {
-    role.parse()
-        .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))
 }
 
 /// Invites `email` to the transaction's tenant with `role` (audited); returns the invitation's
@@ -78,10 +73,32 @@ pub async fn create(
     Ok((issued.token_id, issued.text))
 }
 
+/// An invitation row, before its stored role is parsed.
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    invitation_id: Uuid,
+    email: String,
+    role: String,
+    expires_at: OffsetDateTime,
+}
+
+impl TryFrom<InvitationRow> for Invitation {
+    type Error = StoreError;
+
+    fn try_from(row: InvitationRow) -> Result<Self, Self::Error> {
+        Ok(Invitation {
+            role: parse_role(&row.role)?,
+            invitation_id: row.invitation_id,
+            email: row.email,
+            expires_at: row.expires_at,
+        })
+    }
+}
+
 /// The transaction's tenant's open invitations, newest first.
 pub async fn list_open(tx: &mut TenantTx) -> Result<Vec<Invitation>, StoreError> {
     let tenant = tenant(tx)?;
-    let rows = sqlx::query(
+    let rows: Vec<InvitationRow> = sqlx::query_as(
         "select invitation_id, email, role, expires_at from control.invitations \
          where tenant_id = $1 and accepted_at is null and revoked_at is null \
            and expires_at > now() \
@@ -90,17 +107,16 @@ pub async fn list_open(tx: &mut TenantTx) -> Result<Vec<Invitation>, StoreError>
     .bind(tenant.as_uuid())
     .fetch_all(tx.connection())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let role: String = row.try_get("role")?;
-            Ok(Invitation {
-                invitation_id: row.try_get("invitation_id")?,
-                email: row.try_get("email")?,
-                role: parse_role(&role)?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(Invitation::try_from).collect()
+}
+
+/// An open invitation's row with its workspace's name.
+#[derive(sqlx::FromRow)]
+struct OpenInvitationRow {
+    email: String,
+    role: String,
+    token_hash: Vec<u8>,
+    name: String,
 }
 
 /// Withdraws an open invitation of the transaction's tenant (audited).
@@ -130,7 +146,7 @@ async fn open_invitation(
     tx: &mut TenantTx,
     parsed: &secret_token::ParsedToken,
 ) -> Result<Option<InvitationView>, StoreError> {
-    let row = sqlx::query(
+    let row: Option<OpenInvitationRow> = sqlx::query_as(
         "select i.email, i.role, i.token_hash, d.name from control.invitations i \
          join control.dim_tenant d on d.tenant_id = i.tenant_id \
          where i.tenant_id = $1 and i.invitation_id = $2 and i.accepted_at is null \
@@ -144,16 +160,14 @@ async fn open_invitation(
     let Some(row) = row else {
         return Ok(None);
     };
-    let hash: Vec<u8> = row.try_get("token_hash")?;
-    if !secret_token::same_hash(&hash, &parsed.secret_hash) {
+    if !secret_token::same_hash(&row.token_hash, &parsed.secret_hash) {
         return Ok(None);
     }
-    let role: String = row.try_get("role")?;
     Ok(Some(InvitationView {
         tenant: parsed.tenant,
-        workspace: row.try_get("name")?,
-        email: row.try_get("email")?,
-        role: parse_role(&role)?,
+        role: parse_role(&row.role)?,
+        workspace: row.name,
+        email: row.email,
     }))
 }
 

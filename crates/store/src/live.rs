@@ -4,7 +4,6 @@
 
 use domain::UserId;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -51,7 +50,7 @@ pub async fn event_activity(tx: &mut TenantTx) -> Result<EventActivity, StoreErr
     let tenant = tx
         .tenant()
         .ok_or(StoreError::Forbidden("this needs a tenant scope"))?;
-    let counts = sqlx::query(
+    let (last_hour, last_day): (i64, i64) = sqlx::query_as(
         "select count(*) filter (where event_time > now() - interval '1 hour') as last_hour, \
                 count(*) as last_day \
          from bronze.cdc_events \
@@ -60,7 +59,7 @@ pub async fn event_activity(tx: &mut TenantTx) -> Result<EventActivity, StoreErr
     .bind(tenant.as_uuid())
     .fetch_one(tx.connection())
     .await?;
-    let latest = sqlx::query(
+    let latest: Option<(OffsetDateTime, String)> = sqlx::query_as(
         "select event_time, schema_name || '.' || table_name as source_table \
          from bronze.cdc_events \
          where tenant_id = $1 and event_time > now() - interval '1 day' \
@@ -70,12 +69,8 @@ pub async fn event_activity(tx: &mut TenantTx) -> Result<EventActivity, StoreErr
     .fetch_optional(tx.connection())
     .await?;
     Ok(EventActivity {
-        last_hour: counts.try_get("last_hour")?,
-        last_day: counts.try_get("last_day")?,
-        latest: latest
-            .map(|row| {
-                Ok::<_, sqlx::Error>((row.try_get("event_time")?, row.try_get("source_table")?))
-            })
-            .transpose()?,
+        last_hour,
+        last_day,
+        latest,
     })
 }

@@ -6,7 +6,6 @@
 //! engine's (`protocol::masking`), which the callers run before saving.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::audit::{self, AuditEntry};
 use crate::{StoreError, TenantTx};
@@ -188,7 +187,7 @@ pub async fn remove(
 
 /// A recent event from bronze: its table and its stored row images (already masked by the
 /// rules in force when it arrived).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct BronzeSample {
     pub schema_name: String,
     pub table_name: String,
@@ -209,7 +208,7 @@ pub async fn latest_bronze_sample(
 ) -> Result<Option<BronzeSample>, StoreError> {
     let tenant = require_tenant(tx)?;
     for window in SAMPLE_WINDOWS {
-        let row = sqlx::query(
+        let sample = sqlx::query_as(
             "select schema_name, table_name, payload from bronze.cdc_events \
              where tenant_id = $1 and event_time > now() - $2::interval \
                and ($3::text is null or table_name = $3 or schema_name || '.' || table_name = $3) \
@@ -220,12 +219,8 @@ pub async fn latest_bronze_sample(
         .bind(table)
         .fetch_optional(tx.connection())
         .await?;
-        if let Some(row) = row {
-            return Ok(Some(BronzeSample {
-                schema_name: row.try_get("schema_name")?,
-                table_name: row.try_get("table_name")?,
-                payload: row.try_get("payload")?,
-            }));
+        if sample.is_some() {
+            return Ok(sample);
         }
     }
     Ok(None)

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use domain::SourceId;
 use domain::read_model::EntityKind;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use uuid::Uuid;
 
 use crate::audit::{self, AuditEntry};
@@ -86,28 +85,43 @@ pub fn validate_mapping(row: &MappingRow) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn mapping_from_row(row: &sqlx::postgres::PgRow) -> Result<MappingRow, StoreError> {
-    let columns: serde_json::Value = row.try_get("columns")?;
-    Ok(MappingRow {
-        source_id: row.try_get("source_id")?,
-        source_table: row.try_get("source_table")?,
-        entity_kind: row.try_get("entity_kind")?,
-        id_column: row.try_get("id_column")?,
-        columns: serde_json::from_value(columns)
-            .map_err(|_| StoreError::Invalid("a stored mapping's columns are not a map".into()))?,
-        reading_entity_kind: row.try_get("reading_entity_kind")?,
-    })
+/// A `control.read_model_mappings` row, before its columns are read as a map.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StoredMapping {
+    source_id: Uuid,
+    source_table: String,
+    entity_kind: String,
+    id_column: Option<String>,
+    columns: serde_json::Value,
+    reading_entity_kind: Option<String>,
+}
+
+impl TryFrom<StoredMapping> for MappingRow {
+    type Error = StoreError;
+
+    fn try_from(row: StoredMapping) -> Result<Self, Self::Error> {
+        Ok(MappingRow {
+            source_id: row.source_id,
+            source_table: row.source_table,
+            entity_kind: row.entity_kind,
+            id_column: row.id_column,
+            columns: serde_json::from_value(row.columns).map_err(|_| {
+                StoreError::Invalid("a stored mapping's columns are not a map".into())
+            })?,
+            reading_entity_kind: row.reading_entity_kind,
+        })
+    }
 }
 
 /// The transaction's tenant's mappings, by source and table.
 pub async fn list_mappings(tx: &mut TenantTx) -> Result<Vec<MappingRow>, StoreError> {
-    let rows = sqlx::query(
+    let rows: Vec<StoredMapping> = sqlx::query_as(
         "select source_id, source_table, entity_kind, id_column, columns, reading_entity_kind \
          from control.read_model_mappings order by tenant_id, source_id, source_table",
     )
     .fetch_all(tx.connection())
     .await?;
-    rows.iter().map(mapping_from_row).collect()
+    rows.into_iter().map(MappingRow::try_from).collect()
 }
 
 /// Creates or replaces the mapping of one source table, once [`validate_mapping`] accepts it;

@@ -2,7 +2,6 @@
 
 use domain::TenantId;
 use serde::Serialize;
-use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -24,9 +23,10 @@ pub enum ReplayKind {
 }
 
 /// A replay request and its progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ReplayRequest {
     pub request_id: Uuid,
+    #[sqlx(try_from = "Uuid")]
     pub tenant_id: TenantId,
     pub kind: String,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -86,29 +86,14 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Store
     Ok(request_id)
 }
 
-pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<ReplayRequest, sqlx::Error> {
-    Ok(ReplayRequest {
-        request_id: row.try_get("request_id")?,
-        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
-        kind: row.try_get("kind")?,
-        range_from: row.try_get("range_from")?,
-        range_to: row.try_get("range_to")?,
-        status: row.try_get("status")?,
-        events_replayed: row.try_get("events_replayed")?,
-        events_failed: row.try_get("events_failed")?,
-        detail: row.try_get("detail")?,
-    })
-}
-
 /// A request as its tenant sees it.
 pub async fn get(tx: &mut TenantTx, request_id: Uuid) -> Result<ReplayRequest, StoreError> {
-    let row = sqlx::query(
+    sqlx::query_as(
         "select request_id, tenant_id, kind, range_from, range_to, status, events_replayed, \
          events_failed, detail from pipeline.replay_requests where request_id = $1",
     )
     .bind(request_id)
     .fetch_optional(tx.connection())
     .await?
-    .ok_or(StoreError::NotFound("replay request"))?;
-    Ok(from_row(&row)?)
+    .ok_or(StoreError::NotFound("replay request"))
 }

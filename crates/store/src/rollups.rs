@@ -6,7 +6,6 @@
 
 use domain::TenantId;
 use serde::Serialize;
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::audit::{self, AuditEntry};
@@ -16,7 +15,7 @@ use crate::{StoreError, TenantTx};
 pub const DEFAULT_MIN_COHORT: i64 = 5;
 
 /// An allowlisted (or retired) key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AllowlistEntry {
     pub key: String,
     pub added_by: String,
@@ -102,23 +101,12 @@ pub async fn remove_key(tx: &mut TenantTx, key: &str, purge: bool) -> Result<(),
 
 /// The allowlist, retired keys included.
 pub async fn list_keys(tx: &mut TenantTx) -> Result<Vec<AllowlistEntry>, StoreError> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select key, added_by, added_at, retired_at from control.global_rollup_key_allowlist \
          order by key",
     )
     .fetch_all(tx.connection())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AllowlistEntry {
-                key: row.try_get("key")?,
-                added_by: row.try_get("added_by")?,
-                added_at: row.try_get("added_at")?,
-                retired_at: row.try_get("retired_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    .await?)
 }
 
 /// Minute or hour buckets.
@@ -129,7 +117,7 @@ pub enum Granularity {
 }
 
 /// One cell of the console: a bucket of a key for one (plan, industry, region).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct RollupCell {
     #[serde(with = "time::serde::rfc3339")]
     pub bucket: OffsetDateTime,
@@ -167,26 +155,11 @@ pub async fn cells(
              order by bucket, plan, industry, region limit 10000"
         }
     };
-    let rows = sqlx::query(statement)
+    Ok(sqlx::query_as(statement)
         .bind(key)
         .bind(from)
         .bind(to)
         .bind(min_cohort.max(2))
         .fetch_all(tx.connection())
-        .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(RollupCell {
-                bucket: row.try_get("bucket")?,
-                key: row.try_get("key")?,
-                plan: row.try_get("plan")?,
-                industry: row.try_get("industry")?,
-                region: row.try_get("region")?,
-                value_sum: row.try_get("value_sum")?,
-                value_count: row.try_get("value_count")?,
-                tenant_count: row.try_get("tenant_count")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+        .await?)
 }

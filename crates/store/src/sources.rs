@@ -4,7 +4,6 @@
 
 use domain::{SourceId, TenantId};
 use serde::Serialize;
-use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -19,8 +18,9 @@ const TOKEN_PREFIX: &str = "tpt1";
 /// The kinds of source an agent can read.
 pub const SOURCE_KINDS: [&str; 2] = ["postgres", "simulator"];
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Source {
+    #[sqlx(try_from = "Uuid")]
     pub source_id: SourceId,
     pub name: String,
     pub kind: String,
@@ -156,7 +156,7 @@ pub async fn create_source(
     }
     let tenant = require_tenant(tx)?;
     let source_id = SourceId::new_random();
-    let inserted = sqlx::query(
+    let created_at: Option<OffsetDateTime> = sqlx::query_scalar(
         "insert into control.sources (tenant_id, source_id, name, kind) values ($1, $2, $3, $4) \
          on conflict (tenant_id, name) do nothing returning created_at",
     )
@@ -166,7 +166,7 @@ pub async fn create_source(
     .bind(kind)
     .fetch_optional(tx.connection())
     .await?;
-    let Some(row) = inserted else {
+    let Some(created_at) = created_at else {
         return Err(StoreError::AlreadyExists("a source with this name"));
     };
     audit::append(
@@ -182,7 +182,7 @@ pub async fn create_source(
             name: name.to_owned(),
             kind: kind.to_owned(),
             status: "pending".into(),
-            created_at: row.try_get("created_at")?,
+            created_at,
             agent: None,
         },
         token,
@@ -239,7 +239,7 @@ pub async fn issue_pairing_token(
 /// The tenant's sources, newest first.
 pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> {
     let tenant = require_tenant(tx)?;
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "select s.source_id, s.name, s.kind, s.status, s.created_at, \
                 to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
@@ -248,20 +248,7 @@ pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> 
     )
     .bind(tenant.as_uuid())
     .fetch_all(tx.connection())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Source {
-                source_id: SourceId::from_uuid(row.try_get("source_id")?),
-                name: row.try_get("name")?,
-                kind: row.try_get("kind")?,
-                status: row.try_get("status")?,
-                created_at: row.try_get("created_at")?,
-                agent: row.try_get("agent")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    .await?)
 }
 
 /// Revokes a source and every certificate issued to it (audited). The edge refuses its
@@ -303,13 +290,24 @@ pub async fn revoke_source(
     Ok(certificates)
 }
 
+/// A pairing token's row with its source's status.
+#[derive(sqlx::FromRow)]
+struct PairingTokenRow {
+    #[sqlx(try_from = "Uuid")]
+    source_id: SourceId,
+    token_hash: Vec<u8>,
+    expires_at: OffsetDateTime,
+    used_at: Option<OffsetDateTime>,
+    status: String,
+}
+
 /// Consumes a pairing token (edge, pipeline scope of the token's tenant). Commits with the
 /// certificate it pays for, or not at all.
 pub async fn redeem_pairing_token(
     tx: &mut TenantTx,
     token: &PairingTokenRef,
 ) -> Result<Result<SourceId, PairingRefusal>, StoreError> {
-    let row = sqlx::query(
+    let row: Option<PairingTokenRow> = sqlx::query_as(
         "select t.source_id, t.token_hash, t.expires_at, t.used_at, s.status \
          from control.pairing_tokens t \
          join control.sources s on s.tenant_id = t.tenant_id and s.source_id = t.source_id \
@@ -323,20 +321,16 @@ pub async fn redeem_pairing_token(
     let Some(row) = row else {
         return Ok(Err(PairingRefusal::Unknown));
     };
-    let stored: Vec<u8> = row.try_get("token_hash")?;
-    if !secret_token::same_hash(&stored, &token.secret_hash) {
+    if !secret_token::same_hash(&row.token_hash, &token.secret_hash) {
         return Ok(Err(PairingRefusal::Unknown));
     }
-    let used_at: Option<OffsetDateTime> = row.try_get("used_at")?;
-    if used_at.is_some() {
+    if row.used_at.is_some() {
         return Ok(Err(PairingRefusal::Used));
     }
-    let expires_at: OffsetDateTime = row.try_get("expires_at")?;
-    if expires_at <= OffsetDateTime::now_utc() {
+    if row.expires_at <= OffsetDateTime::now_utc() {
         return Ok(Err(PairingRefusal::Expired));
     }
-    let status: String = row.try_get("status")?;
-    if !matches!(status.as_str(), "pending" | "active") {
+    if !matches!(row.status.as_str(), "pending" | "active") {
         return Ok(Err(PairingRefusal::SourceUnavailable));
     }
     sqlx::query(
@@ -346,7 +340,7 @@ pub async fn redeem_pairing_token(
     .bind(token.token_id)
     .execute(tx.connection())
     .await?;
-    Ok(Ok(SourceId::from_uuid(row.try_get("source_id")?)))
+    Ok(Ok(row.source_id))
 }
 
 /// A client certificate the CA issued.
@@ -405,7 +399,7 @@ pub struct SourceAccess {
 }
 
 /// The internal certificate authority as stored: its certificate and its encrypted key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredCertificateAuthority {
     pub certificate_pem: String,
     pub key_ciphertext: Vec<u8>,

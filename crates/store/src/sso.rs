@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use domain::{Email, Role, TenantId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 
 use crate::accounts::SessionLifetime;
 use crate::audit::{self, AuditEntry};
+use crate::members::parse_role;
 use crate::secret_box::SecretBox;
 use crate::{Actor, AppDb, Scope, StoreError, TenantTx};
 
@@ -27,11 +27,6 @@ pub const VERIFIER_PURPOSE: &str = "sso-pkce-verifier";
 
 fn digest(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
-}
-
-fn parse_role(role: &str) -> Result<Role, StoreError> {
-    role.parse()
-        .map_err(|_| StoreError::Invalid(format!("stored role {role:?}")))
 }
 
 fn tenant_of(tx: &TenantTx) -> Result<TenantId, StoreError> {
@@ -73,31 +68,48 @@ pub struct SsoChange<'a> {
     pub enabled: bool,
 }
 
+/// A `control.sso_domains` row.
+#[derive(sqlx::FromRow)]
+struct DomainRow {
+    domain: String,
+    verified_at: Option<OffsetDateTime>,
+}
+
+impl From<DomainRow> for SsoDomain {
+    fn from(row: DomainRow) -> Self {
+        SsoDomain {
+            domain: row.domain,
+            verified: row.verified_at.is_some(),
+            verified_at: row.verified_at,
+        }
+    }
+}
+
 async fn domains_of(tx: &mut TenantTx, tenant: TenantId) -> Result<Vec<SsoDomain>, StoreError> {
-    let rows = sqlx::query(
+    let rows: Vec<DomainRow> = sqlx::query_as(
         "select domain, verified_at from control.sso_domains where tenant_id = $1 \
          order by tenant_id, domain",
     )
     .bind(tenant.as_uuid())
     .fetch_all(tx.connection())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let verified_at: Option<OffsetDateTime> = row.try_get("verified_at")?;
-            Ok(SsoDomain {
-                domain: row.try_get("domain")?,
-                verified: verified_at.is_some(),
-                verified_at,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+    Ok(rows.into_iter().map(SsoDomain::from).collect())
+}
+
+/// The columns of a `control.sso_configs` row its managers see.
+#[derive(sqlx::FromRow)]
+struct SettingsRow {
+    issuer: String,
+    client_id: String,
+    default_role: String,
+    enabled: bool,
+    updated_at: OffsetDateTime,
 }
 
 /// The transaction's tenant's SSO configuration, if it has one.
 pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreError> {
     let tenant = tenant_of(tx)?;
-    let row = sqlx::query(
+    let row: Option<SettingsRow> = sqlx::query_as(
         "select issuer, client_id, default_role, enabled, updated_at \
          from control.sso_configs where tenant_id = $1",
     )
@@ -107,13 +119,12 @@ pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreErr
     let Some(row) = row else {
         return Ok(None);
     };
-    let role: String = row.try_get("default_role")?;
     Ok(Some(SsoSettings {
-        issuer: row.try_get("issuer")?,
-        client_id: row.try_get("client_id")?,
-        default_role: parse_role(&role)?,
-        enabled: row.try_get("enabled")?,
-        updated_at: row.try_get("updated_at")?,
+        default_role: parse_role(&row.default_role)?,
+        issuer: row.issuer,
+        client_id: row.client_id,
+        enabled: row.enabled,
+        updated_at: row.updated_at,
         domains: domains_of(tx, tenant).await?,
     }))
 }
@@ -133,7 +144,7 @@ pub async fn put(
             "the default role is admin, operator or viewer".into(),
         ));
     }
-    let previous = sqlx::query(
+    let previous: Option<(String, String)> = sqlx::query_as(
         "select issuer, client_id from control.sso_configs where tenant_id = $1 for update",
     )
     .bind(tenant.as_uuid())
@@ -165,9 +176,7 @@ pub async fn put(
             .await?;
             false
         }
-        (Some(row), sealed) => {
-            let issuer: String = row.try_get("issuer")?;
-            let client_id: String = row.try_get("client_id")?;
+        (Some((issuer, client_id)), sealed) => {
             sqlx::query(
                 "update control.sso_configs set issuer = $2, client_id = $3, \
                      client_secret_ciphertext = coalesce($4, client_secret_ciphertext), \
@@ -184,7 +193,7 @@ pub async fn put(
             .bind(change.enabled)
             .execute(tx.connection())
             .await?;
-            issuer != change.issuer || client_id != change.client_id
+            *issuer != change.issuer || *client_id != change.client_id
         }
     };
     if idp_changed {
@@ -280,6 +289,17 @@ pub struct IdentityProvider {
     pub domains: Vec<SsoDomain>,
 }
 
+/// A `control.sso_configs` row with its sealed secret.
+#[derive(sqlx::FromRow)]
+struct IdentityProviderRow {
+    issuer: String,
+    client_id: String,
+    client_secret_ciphertext: Vec<u8>,
+    client_secret_nonce: Vec<u8>,
+    default_role: String,
+    enabled: bool,
+}
+
 /// The IdP of `tenant` with its secret opened, if configured (whether enabled or not).
 pub async fn identity_provider(
     database: &AppDb,
@@ -287,7 +307,7 @@ pub async fn identity_provider(
     secrets: &SecretBox,
 ) -> Result<Option<IdentityProvider>, StoreError> {
     let mut tx = control(database, Some(tenant), Actor::System("sso")).await?;
-    let row = sqlx::query(
+    let row: Option<IdentityProviderRow> = sqlx::query_as(
         "select issuer, client_id, client_secret_ciphertext, client_secret_nonce, default_role, \
                 enabled \
          from control.sso_configs where tenant_id = $1",
@@ -301,23 +321,22 @@ pub async fn identity_provider(
     };
     let domains = domains_of(&mut tx, tenant).await?;
     tx.commit().await?;
-    let ciphertext: Vec<u8> = row.try_get("client_secret_ciphertext")?;
-    let nonce: Vec<u8> = row.try_get("client_secret_nonce")?;
-    let secret = secrets.open(&ciphertext, &nonce).map_err(|_| {
-        StoreError::Config(
-            "the stored SSO client secret does not open under the platform's secret key",
-        )
-    })?;
+    let secret = secrets
+        .open(&row.client_secret_ciphertext, &row.client_secret_nonce)
+        .map_err(|_| {
+            StoreError::Config(
+                "the stored SSO client secret does not open under the platform's secret key",
+            )
+        })?;
     let secret = String::from_utf8(secret)
         .map_err(|_| StoreError::Config("the stored SSO client secret is not text"))?;
-    let role: String = row.try_get("default_role")?;
     Ok(Some(IdentityProvider {
         tenant,
-        issuer: row.try_get("issuer")?,
-        client_id: row.try_get("client_id")?,
+        default_role: parse_role(&row.default_role)?,
+        issuer: row.issuer,
+        client_id: row.client_id,
         client_secret: SecretString::from(secret),
-        default_role: parse_role(&role)?,
-        enabled: row.try_get("enabled")?,
+        enabled: row.enabled,
         domains,
     }))
 }
@@ -412,6 +431,19 @@ impl FlowRefusal {
     }
 }
 
+/// A `control.sso_flows` row as its callback spends it.
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    binding_hash: Vec<u8>,
+    live: bool,
+    purpose: String,
+    user_id: Option<uuid::Uuid>,
+    nonce: String,
+    verifier_ciphertext: Vec<u8>,
+    verifier_nonce: Vec<u8>,
+    redirect_uri: String,
+}
+
 /// Takes the flow of `tenant` whose state is `state`, spending it whatever happens next (a
 /// state works once), and checks it belongs to the browser holding `binding` and is unexpired.
 pub async fn take_flow(
@@ -422,7 +454,7 @@ pub async fn take_flow(
     secrets: &SecretBox,
 ) -> Result<Result<PendingFlow, FlowRefusal>, StoreError> {
     let mut tx = control(database, Some(tenant), Actor::System("sso")).await?;
-    let row = sqlx::query(
+    let row: Option<FlowRow> = sqlx::query_as(
         "update control.sso_flows set used_at = now() \
          where tenant_id = $1 and state_hash = $2 and used_at is null \
          returning binding_hash, expires_at > now() as live, purpose, user_id, nonce, \
@@ -436,17 +468,15 @@ pub async fn take_flow(
     let Some(row) = row else {
         return Ok(Err(FlowRefusal::UnknownOrUsed));
     };
-    let binding_hash: Vec<u8> = row.try_get("binding_hash")?;
     let presented: [u8; 32] = Sha256::digest(binding.as_bytes()).into();
-    if !crate::secret_token::same_hash(&binding_hash, &presented) {
+    if !crate::secret_token::same_hash(&row.binding_hash, &presented) {
         return Ok(Err(FlowRefusal::OtherBrowser));
     }
-    if !row.try_get::<bool, _>("live")? {
+    if !row.live {
         return Ok(Err(FlowRefusal::Expired));
     }
-    let purpose: String = row.try_get("purpose")?;
-    let user: Option<uuid::Uuid> = row.try_get("user_id")?;
-    let purpose = match (purpose.as_str(), user) {
+    let purpose = row.purpose;
+    let purpose = match (purpose.as_str(), row.user_id) {
         ("test", Some(admin)) => FlowPurpose::Test {
             admin: UserId::from_uuid(admin),
         },
@@ -457,19 +487,17 @@ pub async fn take_flow(
             )));
         }
     };
-    let ciphertext: Vec<u8> = row.try_get("verifier_ciphertext")?;
-    let nonce: Vec<u8> = row.try_get("verifier_nonce")?;
     let verifier = secrets
-        .open(&ciphertext, &nonce)
+        .open(&row.verifier_ciphertext, &row.verifier_nonce)
         .map_err(|_| StoreError::Config("a stored PKCE verifier does not open"))?;
     Ok(Ok(PendingFlow {
         purpose,
-        nonce: row.try_get("nonce")?,
+        nonce: row.nonce,
         pkce_verifier: SecretString::from(
             String::from_utf8(verifier)
                 .map_err(|_| StoreError::Config("a stored PKCE verifier is not text"))?,
         ),
-        redirect_uri: row.try_get("redirect_uri")?,
+        redirect_uri: row.redirect_uri,
     }))
 }
 
@@ -546,17 +574,17 @@ pub async fn sign_in_member(
     .bind(email.as_str())
     .execute(tx.connection())
     .await?;
-    let row = sqlx::query(
+    let (user, disabled): (uuid::Uuid, bool) = sqlx::query_as(
         "select user_id, disabled_at is not null as disabled from control.users where email = $1",
     )
     .bind(email.as_str())
     .fetch_one(tx.connection())
     .await?;
     tx.commit().await?;
-    if row.try_get::<bool, _>("disabled")? {
+    if disabled {
         return Err(StoreError::Forbidden("the account is disabled"));
     }
-    let user = UserId::from_uuid(row.try_get("user_id")?);
+    let user = UserId::from_uuid(user);
     let mut tx = control(database, Some(tenant), Actor::User(user)).await?;
     let existing: Option<String> = sqlx::query_scalar(
         "select role from control.members where tenant_id = $1 and user_id = $2",

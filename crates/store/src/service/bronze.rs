@@ -222,6 +222,22 @@ pub async fn tenant_event_ids(
     .await?)
 }
 
+/// A stored event's columns as [`events_in_range`] reads them (its tenant is the one asked for).
+#[derive(sqlx::FromRow)]
+struct StoredEvent {
+    event_id: Uuid,
+    event_time: OffsetDateTime,
+    #[sqlx(try_from = "Uuid")]
+    source_id: SourceId,
+    op: String,
+    schema_name: String,
+    table_name: String,
+    lsn: i64,
+    seq: i32,
+    xid: Option<i64>,
+    payload: String,
+}
+
 /// Up to `limit` of a tenant's events with `from <= event_time < to`, in (event time, event
 /// id) order, after `after` (the last one of the previous page) if given.
 pub async fn events_in_range(
@@ -232,12 +248,11 @@ pub async fn events_in_range(
     after: Option<(OffsetDateTime, EventId)>,
     limit: i64,
 ) -> Result<Vec<BronzeRow>, StoreError> {
-    use sqlx::Row;
     let (after_time, after_id) = match after {
         Some((time, id)) => (Some(time), Some(*id.as_uuid())),
         None => (None, None),
     };
-    let rows = sqlx::query(
+    let rows: Vec<StoredEvent> = sqlx::query_as(
         "select event_id, event_time, source_id, op, schema_name, table_name, lsn, seq, xid, \
                 payload::text as payload \
          from bronze.cdc_events \
@@ -253,24 +268,22 @@ pub async fn events_in_range(
     .bind(limit)
     .fetch_all(database.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(BronzeRow {
-                tenant,
-                event_id: EventId::from_uuid(row.try_get("event_id")?),
-                event_time: row.try_get("event_time")?,
-                source: SourceId::from_uuid(row.try_get("source_id")?),
-                op: row.try_get("op")?,
-                schema_name: row.try_get("schema_name")?,
-                table_name: row.try_get("table_name")?,
-                lsn: row.try_get("lsn")?,
-                seq: row.try_get("seq")?,
-                xid: row.try_get("xid")?,
-                payload: row.try_get("payload")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|row| BronzeRow {
+            tenant,
+            event_id: EventId::from_uuid(row.event_id),
+            event_time: row.event_time,
+            source: row.source_id,
+            op: row.op,
+            schema_name: row.schema_name,
+            table_name: row.table_name,
+            lsn: row.lsn,
+            seq: row.seq,
+            xid: row.xid,
+            payload: row.payload,
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+        .collect())
 }
 
 /// Appends `row` to `out` as one line of `COPY ... FROM STDIN` text format.

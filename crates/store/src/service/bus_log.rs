@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{ServiceDb, StoreError};
@@ -177,7 +177,7 @@ pub async fn read(
         partitions.push(to_i32(*partition)?);
         positions.push(to_i64(*position)?);
     }
-    let rows = sqlx::query(
+    let rows: Vec<(i32, i64, Uuid, Vec<u8>)> = sqlx::query_as(
         "select l.partition, l.position, l.event_id, l.message \
          from unnest($1::int[], $2::bigint[]) as c(p, after) \
          cross join lateral ( \
@@ -191,19 +191,15 @@ pub async fn read(
     .bind(i64::from(limit_per_partition.max(1)))
     .fetch_all(database.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            let partition: i32 = row.try_get("partition")?;
-            let position: i64 = row.try_get("position")?;
-            Ok(LogRow {
-                partition: partition as u32,
-                position: position as u64,
-                event_id: row.try_get("event_id")?,
-                message: row.try_get("message")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|(partition, position, event_id, message)| LogRow {
+            partition: partition as u32,
+            position: position as u64,
+            event_id,
+            message,
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+        .collect())
 }
 
 /// Registers `group` on `partitions` (a checkpoint at 0 where it has none, so pruning keeps

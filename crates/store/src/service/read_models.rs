@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use domain::TenantId;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::read_models::{MappingRow, mapping_from_row};
+use crate::read_models::{MappingRow, StoredMapping};
 use crate::{ServiceDb, StoreError};
 
 /// Every mapping of the given tenants, for the materializer (service role).
@@ -22,7 +22,7 @@ pub async fn mappings_of(
     tenants: &[TenantId],
 ) -> Result<Vec<(TenantId, MappingRow)>, StoreError> {
     let tenant_ids: Vec<Uuid> = tenants.iter().map(|tenant| *tenant.as_uuid()).collect();
-    let rows = sqlx::query(
+    let rows: Vec<TenantMapping> = sqlx::query_as(
         "select tenant_id, source_id, source_table, entity_kind, id_column, columns, \
                 reading_entity_kind \
          from control.read_model_mappings where tenant_id = any($1)",
@@ -30,14 +30,18 @@ pub async fn mappings_of(
     .bind(&tenant_ids)
     .fetch_all(database.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                TenantId::from_uuid(row.try_get("tenant_id")?),
-                mapping_from_row(row)?,
-            ))
-        })
+    rows.into_iter()
+        .map(|row| Ok((row.tenant_id, MappingRow::try_from(row.mapping)?)))
         .collect()
+}
+
+/// A stored mapping with its tenant.
+#[derive(sqlx::FromRow)]
+struct TenantMapping {
+    #[sqlx(try_from = "Uuid")]
+    tenant_id: TenantId,
+    #[sqlx(flatten)]
+    mapping: StoredMapping,
 }
 
 /// An entity state's key: (tenant, kind, id).

@@ -3,14 +3,14 @@
 use domain::TenantId;
 use uuid::Uuid;
 
-use crate::replay::{ReplayRequest, from_row};
+use crate::replay::ReplayRequest;
 use crate::{ServiceDb, StoreError};
 
 /// Claims the oldest pending request of any tenant (pipeline): it becomes `running`, and no
 /// other worker gets it. A request still `running` 15 minutes after it started was abandoned
 /// (its worker was killed) and is taken up again; replays are idempotent.
 pub async fn claim_next(database: &ServiceDb) -> Result<Option<ReplayRequest>, StoreError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "update pipeline.replay_requests set status = 'running', started_at = now() \
          where (tenant_id, request_id) = ( \
              select tenant_id, request_id from pipeline.replay_requests \
@@ -22,8 +22,7 @@ pub async fn claim_next(database: &ServiceDb) -> Result<Option<ReplayRequest>, S
                    events_replayed, events_failed, detail",
     )
     .fetch_optional(database.pool())
-    .await?;
-    row.as_ref().map(from_row).transpose().map_err(Into::into)
+    .await?)
 }
 
 /// Claims one pending request (pipeline), e.g. the one an operator just recorded and runs now.
@@ -32,7 +31,7 @@ pub async fn claim(
     tenant: TenantId,
     request_id: Uuid,
 ) -> Result<Option<ReplayRequest>, StoreError> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "update pipeline.replay_requests set status = 'running', started_at = now() \
          where tenant_id = $1 and request_id = $2 and status = 'pending' \
          returning request_id, tenant_id, kind, range_from, range_to, status, \
@@ -41,8 +40,7 @@ pub async fn claim(
     .bind(tenant.as_uuid())
     .bind(request_id)
     .fetch_optional(database.pool())
-    .await?;
-    row.as_ref().map(from_row).transpose().map_err(Into::into)
+    .await?)
 }
 
 /// Records progress or the end of a request (pipeline).

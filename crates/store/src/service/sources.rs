@@ -1,7 +1,6 @@
 //! What the edge reads and keeps about sources outside any request: a certificate's access, the stored CA, tenants' masking secrets (service handle).
 
 use domain::{SourceId, TenantId};
-use sqlx::Row;
 
 use crate::sources::{SourceAccess, StoredCertificateAuthority};
 use crate::{ServiceDb, StoreError};
@@ -34,21 +33,13 @@ pub async fn source_access(
 pub async fn load_certificate_authority(
     database: &ServiceDb,
 ) -> Result<Option<StoredCertificateAuthority>, StoreError> {
-    let row = sqlx::query(
+    let authority: Option<StoredCertificateAuthority> = sqlx::query_as(
         "select certificate_pem, key_ciphertext, key_nonce from control.certificate_authority \
          where ca_id = 'internal'",
     )
     .fetch_optional(database.pool())
     .await?;
-    row.map(|row| {
-        Ok(StoredCertificateAuthority {
-            certificate_pem: row.try_get("certificate_pem")?,
-            key_ciphertext: row.try_get("key_ciphertext")?,
-            key_nonce: row.try_get("key_nonce")?,
-        })
-    })
-    .transpose()
-    .map_err(|error: sqlx::Error| error.into())
+    Ok(authority)
 }
 
 /// Stores the CA unless another process stored one first; returns whether this one was kept.

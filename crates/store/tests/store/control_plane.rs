@@ -1,10 +1,10 @@
 //! Tenants, users and memberships through the control-plane repositories.
 
 use domain::{Email, Role};
-use store::control;
+use store::{audit, control, members};
 use test_support::TestDatabase;
 
-use crate::support::{cli, tenant};
+use crate::support::{cli, member_tx, tenant};
 
 #[tokio::test]
 async fn tenants_users_and_members_round_trip_with_audit() {
@@ -472,5 +472,111 @@ async fn the_registry_counts_what_bronze_stored_once_and_shows_members_only_thei
     assert_eq!(
         (own[0].tenant.name.as_str(), own[0].events_today),
         ("Globex", 2)
+    );
+}
+
+#[tokio::test]
+async fn the_operator_and_a_workspaces_owners_keep_one_last_owner_rule() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let ada = Email::parse("ada@example.com").unwrap();
+    let bob = Email::parse("bob@example.com").unwrap();
+    let ada_id = control::create_user(&database.app, cli(), &ada, "Ada")
+        .await
+        .unwrap()
+        .user_id;
+    let bob_id = control::create_user(&database.app, cli(), &bob, "Bob")
+        .await
+        .unwrap()
+        .user_id;
+    control::set_member(&database.app, cli(), acme, &ada, Role::Owner)
+        .await
+        .unwrap();
+    control::set_member(&database.app, cli(), acme, &bob, Role::Admin)
+        .await
+        .unwrap();
+
+    // The workspace's own owner cannot demote the last owner either.
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let demote = members::change_role(&mut tx, ada_id, Role::Viewer).await;
+    assert!(
+        matches!(demote, Err(store::StoreError::Forbidden(_))),
+        "{demote:?}"
+    );
+    drop(tx);
+
+    // Once Bob is an owner too, the operator may demote Ada, and Bob is then the last owner
+    // for both paths.
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let previous = members::change_role(&mut tx, bob_id, Role::Owner)
+        .await
+        .unwrap();
+    assert_eq!(previous, Role::Admin);
+    tx.commit().await.unwrap();
+    control::set_member(&database.app, cli(), acme, &ada, Role::Admin)
+        .await
+        .unwrap();
+    let remove = control::remove_member(&database.app, cli(), acme, &bob).await;
+    assert!(
+        matches!(remove, Err(store::StoreError::Forbidden(_))),
+        "{remove:?}"
+    );
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let remove = members::remove(&mut tx, bob_id).await;
+    assert!(
+        matches!(remove, Err(store::StoreError::Forbidden(_))),
+        "{remove:?}"
+    );
+    drop(tx);
+
+    // Not a member: each path reports it in its own words.
+    let carol = Email::parse("carol@example.com").unwrap();
+    let carol_id = control::create_user(&database.app, cli(), &carol, "Carol")
+        .await
+        .unwrap()
+        .user_id;
+    let remove = control::remove_member(&database.app, cli(), acme, &carol).await;
+    assert!(
+        matches!(remove, Err(store::StoreError::NotFound("membership"))),
+        "{remove:?}"
+    );
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let remove = members::remove(&mut tx, carol_id).await;
+    assert!(
+        matches!(remove, Err(store::StoreError::NotFound("member"))),
+        "{remove:?}"
+    );
+    drop(tx);
+
+    // Both paths wrote the same audit entries.
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let entries: Vec<(String, serde_json::Value)> = audit::list(&mut tx, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.action.starts_with("member."))
+        .map(|entry| (entry.action, entry.details))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (
+                "member.change_role".to_owned(),
+                serde_json::json!({ "role": "admin", "previous_role": "owner" })
+            ),
+            (
+                "member.change_role".to_owned(),
+                serde_json::json!({ "role": "owner", "previous_role": "admin" })
+            ),
+            (
+                "member.add".to_owned(),
+                serde_json::json!({ "role": "admin", "previous_role": null })
+            ),
+            (
+                "member.add".to_owned(),
+                serde_json::json!({ "role": "owner", "previous_role": null })
+            ),
+        ]
     );
 }
