@@ -26,11 +26,19 @@ pub struct AuditEntry {
     pub client_addr: Option<IpAddr>,
 }
 
+/// The longest target the log keeps (its column's check); a longer one, such as a masking rule's
+/// table and field path, is cut to this many characters, and the whole name stays in `details`.
+pub const TARGET_MAX_CHARS: usize = 500;
+
 impl AuditEntry {
     pub fn new(action: &'static str, target: impl Into<String>) -> Self {
+        let mut target = target.into();
+        if let Some((cut, _)) = target.char_indices().nth(TARGET_MAX_CHARS) {
+            target.truncate(cut);
+        }
         Self {
             action,
-            target: target.into(),
+            target,
             details: serde_json::json!({}),
             client_addr: None,
         }
@@ -305,5 +313,14 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn a_long_target_is_cut_to_what_the_log_keeps_on_a_character_boundary() {
+        let entry = AuditEntry::new("masking.rule.add", format!("*/{}", "é".repeat(600)));
+        assert_eq!(entry.target.chars().count(), TARGET_MAX_CHARS);
+        assert!(entry.target.starts_with("*/é"));
+        let short = AuditEntry::new("member.add", "a");
+        assert_eq!(short.target, "a");
     }
 }
