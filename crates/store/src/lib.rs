@@ -17,6 +17,7 @@ pub mod api_tokens;
 pub mod audit;
 pub mod catalog;
 pub mod cluster;
+pub mod cohort;
 mod connect;
 pub mod contact;
 pub mod control;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::audit::{self, AuditEntry};
+use crate::cohort;
 use crate::{StoreError, TenantTx};
 
 /// The default minimum cohort: the console shows no cell of fewer distinct tenants.
@@ -130,9 +131,13 @@ pub struct RollupCell {
     pub tenant_count: i32,
 }
 
-/// The console's query (internal operations): the cells of `key` in `[from, to)` with at least
-/// `min_cohort` distinct tenants (never fewer than 2, whatever is asked). Cells below are left
-/// out, so no tenant can be singled out.
+/// The most cells one console query returns (the earliest).
+const CELL_LIMIT: i64 = 10_000;
+
+/// The console's query (internal operations): the cells of `key` in `[from, to)` that the
+/// disclosure rule publishes ([`crate::cohort`]): none of fewer than `min_cohort` distinct
+/// tenants (never fewer than 2, whatever is asked), and none from which such a cell could be
+/// recovered by subtracting other published cells. At most 10,000 cells, the earliest.
 pub async fn cells(
     tx: &mut TenantTx,
     granularity: Granularity,
@@ -141,25 +146,78 @@ pub async fn cells(
     to: OffsetDateTime,
     min_cohort: i64,
 ) -> Result<Vec<RollupCell>, StoreError> {
+    let min_cohort = min_cohort.max(cohort::COHORT_FLOOR);
     let statement = match granularity {
-        Granularity::Minute => {
-            "select bucket, key, plan, industry, region, value_sum, value_count, tenant_count \
-             from global_analytics.rollup_min \
-             where key = $1 and bucket >= $2 and bucket < $3 and tenant_count >= $4 \
-             order by bucket, plan, industry, region limit 10000"
-        }
+        // The rule never withholds an hour, so hours need no minutes.
         Granularity::Hour => {
-            "select bucket, key, plan, industry, region, value_sum, value_count, tenant_count \
+            "select true as hourly, bucket, key, plan, industry, region, value_sum, value_count, \
+                 tenant_count \
              from global_analytics.rollup_hr \
              where key = $1 and bucket >= $2 and bucket < $3 and tenant_count >= $4 \
-             order by bucket, plan, industry, region limit 10000"
+             order by bucket, plan, industry, region limit $5"
+        }
+        // Minutes are decided with every minute of their hour and the hour itself, read in one
+        // statement (one snapshot): the window's first `$5` candidates, extended by an hour
+        // each way so that every hour touching them is whole, whatever the hours' alignment.
+        Granularity::Minute => {
+            "with window_end as ( \
+                 select coalesce(( \
+                     select bucket + interval '1 minute' from global_analytics.rollup_min \
+                     where key = $1 and bucket >= $2 and bucket < $3 and tenant_count >= $4 \
+                     order by bucket, plan, industry, region offset $5 - 1 limit 1), $3) \
+                     as bucket) \
+             select false as hourly, bucket, key, plan, industry, region, value_sum, \
+                 value_count, tenant_count \
+             from global_analytics.rollup_min \
+             where key = $1 and tenant_count >= $4 and bucket > $2 - interval '1 hour' \
+               and bucket < (select bucket from window_end) + interval '1 hour' \
+             union all \
+             select true, bucket, key, plan, industry, region, value_sum, value_count, \
+                 tenant_count \
+             from global_analytics.rollup_hr \
+             where key = $1 and tenant_count >= $4 and bucket > $2 - interval '1 hour' \
+               and bucket < (select bucket from window_end) + interval '1 hour'"
         }
     };
-    Ok(sqlx::query_as(statement)
+    let rows: Vec<ConsoleRow> = sqlx::query_as(statement)
         .bind(key)
         .bind(from)
         .bind(to)
-        .bind(min_cohort.max(2))
+        .bind(min_cohort)
+        .bind(CELL_LIMIT)
         .fetch_all(tx.connection())
-        .await?)
+        .await?;
+    let mut hours = Vec::new();
+    let mut minutes = Vec::new();
+    for row in rows {
+        if row.hourly {
+            hours.push(row.cell);
+        } else {
+            minutes.push(row.cell);
+        }
+    }
+    let published = cohort::publishable(hours, minutes, min_cohort);
+    let mut shown = match granularity {
+        Granularity::Hour => published.hours,
+        Granularity::Minute => published.minutes,
+    };
+    shown.retain(|cell| cell.bucket >= from && cell.bucket < to);
+    shown.sort_by(|a, b| {
+        (a.bucket, &a.plan, &a.industry, &a.region).cmp(&(
+            b.bucket,
+            &b.plan,
+            &b.industry,
+            &b.region,
+        ))
+    });
+    shown.truncate(CELL_LIMIT as usize);
+    Ok(shown)
+}
+
+/// A console candidate: a minute or an hour cell.
+#[derive(sqlx::FromRow)]
+struct ConsoleRow {
+    hourly: bool,
+    #[sqlx(flatten)]
+    cell: RollupCell,
 }

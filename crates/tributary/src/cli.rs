@@ -420,7 +420,8 @@ pub enum RollupsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The internal console: a key's rollup cells, never a cell of fewer than k tenants.
+    /// The internal console: a key's rollup cells, never a cell of fewer than k tenants nor one
+    /// that would reveal such a cell by subtraction.
     Show {
         key: String,
         /// Hourly buckets instead of minutes.

@@ -1,8 +1,9 @@
 //! The global aggregator and the allowlist invariants, held by the database: only allowlisted
 //! keys reach `global_analytics.*` (also against a direct insert as the service role), tenant
 //! roles cannot read it, buckets equal a brute-force recomputation from `metrics_min`, the
-//! console suppresses cells below k tenants, late readings correct old buckets, and removing a
-//! key stops its aggregation and can purge its history.
+//! console suppresses cells below k tenants and every cell from which one could be recovered by
+//! subtraction (the hour minus its minutes, a breakdown minus the others), late readings correct
+//! old buckets, and removing a key stops its aggregation and can purge its history.
 
 use std::collections::BTreeMap;
 
@@ -408,15 +409,32 @@ async fn the_console_suppresses_cells_below_k_and_late_readings_fix_old_buckets(
     pipeline::aggregator::run_once(&database.service, 100)
         .await
         .unwrap();
-    let minute = console(&database, Granularity::Minute, 5).await;
-    assert_eq!((minute[0].value_sum, minute[0].value_count), (13.0, 6));
     let hour = console(&database, Granularity::Hour, 5).await;
     assert_eq!(hour.len(), 1);
     assert_eq!(
         (hour[0].value_sum, hour[0].value_count, hour[0].tenant_count),
         (17.0, 7, 5)
     );
+    // Minute 0 is corrected in the rollups, but the console withholds it now: minute 30 holds
+    // one tenant, and the hour minus minute 0 would be that tenant's reading.
     let mut service = aggregator(&test_database).await;
+    let team_eu = |bucket| {
+        (
+            bucket,
+            "power_kw".to_owned(),
+            "team".to_owned(),
+            "energy".to_owned(),
+            "eu".to_owned(),
+        )
+    };
+    assert_eq!(
+        stored(&mut service, "rollup_min").await[&team_eu(base_time())],
+        (13.0, 6, 5)
+    );
+    assert_eq!(
+        console(&database, Granularity::Minute, 5).await,
+        Vec::<RollupCell>::new()
+    );
     assert_close(
         &stored(&mut service, "rollup_min").await,
         &brute_force(&mut service, &["power_kw"], false).await,
@@ -506,4 +524,220 @@ async fn removing_a_key_stops_its_aggregation_and_a_purge_deletes_its_history() 
             "rollup_allowlist.add"
         ]
     );
+}
+
+/// The cells of one breakdown, by bucket: (value sum, readings).
+fn of_breakdown(cells: &[RollupCell], plan: &str, region: &str) -> Vec<(OffsetDateTime, f64, i64)> {
+    cells
+        .iter()
+        .filter(|cell| cell.plan == plan && cell.region == region)
+        .map(|cell| (cell.bucket, cell.value_sum, cell.value_count))
+        .collect()
+}
+
+/// The hour-minus-minutes attack: a small cohort (2 tenants, k = 5) active in one minute of an
+/// hour whose other minutes hold six tenants each. The hour is published (8 tenants), so
+/// subtracting its published minutes would give the small cohort's sum and count; the console
+/// withholds another minute with it, so what the subtraction gives is an aggregate of at least
+/// k tenants — whichever windows the minutes are asked in.
+#[tokio::test]
+async fn the_hour_minus_its_published_minutes_reveals_nothing_about_a_small_cohort() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    allow(&database, "power_kw").await;
+    for n in 0..6u64 {
+        let tenant = tenant_with(&database, &format!("Big{n}"), Plan::Team, "eu").await;
+        let source = SourceId::new_random();
+        let events: Vec<_> = (0..3u64)
+            .map(|minute| {
+                let value = (n + 1) as f64 * (minute + 1) as f64;
+                reading(
+                    tenant,
+                    source,
+                    10 + minute,
+                    "power_kw",
+                    value,
+                    minute as i64 * 60 + 5,
+                )
+            })
+            .collect();
+        materialize(&database, &events).await;
+    }
+    let small_cohort = [(1000.0, 1), (2000.0, 1)];
+    for (n, (value, _)) in small_cohort.iter().enumerate() {
+        let tenant = tenant_with(&database, &format!("Small{n}"), Plan::Team, "eu").await;
+        let source = SourceId::new_random();
+        materialize(
+            &database,
+            &[reading(tenant, source, 10, "power_kw", *value, 10 * 60 + 5)],
+        )
+        .await;
+    }
+    pipeline::aggregator::run_once(&database.service, 100)
+        .await
+        .unwrap();
+    let secret: (f64, i64) = (
+        small_cohort.iter().map(|(value, _)| value).sum(),
+        small_cohort.iter().map(|(_, count)| count).sum(),
+    );
+
+    // The attack is real: against the cells of at least k tenants alone, the hour minus its
+    // minutes is exactly the small cohort.
+    let mut service = aggregator(&test_database).await;
+    let stored_minutes = stored(&mut service, "rollup_min").await;
+    let stored_hour = stored(&mut service, "rollup_hr").await;
+    assert_eq!(stored_hour.len(), 1);
+    let (hour_sum, hour_count, hour_tenants) = *stored_hour.values().next().unwrap();
+    assert_eq!(hour_tenants, 8);
+    let large: Vec<_> = stored_minutes
+        .values()
+        .filter(|(_, _, tenants)| *tenants >= 5)
+        .collect();
+    assert_eq!(large.len(), 3);
+    assert_eq!(
+        (
+            hour_sum - large.iter().map(|cell| cell.0).sum::<f64>(),
+            hour_count - large.iter().map(|cell| cell.1).sum::<i64>()
+        ),
+        secret
+    );
+
+    // The console publishes the hour, and withholds the smallest sibling with the small minute.
+    let hours = console(&database, Granularity::Hour, 5).await;
+    assert_eq!(
+        of_breakdown(&hours, "team", "eu"),
+        [(base_time(), hour_sum, hour_count)]
+    );
+    let minutes = console(&database, Granularity::Minute, 5).await;
+    assert_eq!(minutes.len(), 2, "{minutes:?}");
+    let remainder = (
+        hour_sum - minutes.iter().map(|cell| cell.value_sum).sum::<f64>(),
+        hour_count - minutes.iter().map(|cell| cell.value_count).sum::<i64>(),
+    );
+    assert_ne!(remainder, secret);
+    assert!(remainder.1 > secret.1, "{remainder:?}");
+    // What the subtraction gives holds at least k tenants' readings.
+    let withheld: Vec<OffsetDateTime> = stored_minutes
+        .keys()
+        .map(|cell| cell.0)
+        .filter(|bucket| !minutes.iter().any(|cell| cell.bucket == *bucket))
+        .collect();
+    let withheld_tenants: i64 = sqlx::query_scalar(
+        "select count(distinct tenant_id) from analytics.metrics_min \
+         where metric_key = 'power_kw' and minute = any($1)",
+    )
+    .bind(&withheld)
+    .fetch_one(&mut service)
+    .await
+    .unwrap();
+    assert!(
+        withheld_tenants >= 5,
+        "{withheld_tenants} tenants in {withheld:?}"
+    );
+
+    // Windows that cut the hour decide as the whole hour does: together they show no more.
+    let mut tx = ops_tx(&database).await;
+    let mut pieces = Vec::new();
+    for (from, to) in [(0, 1), (1, 2), (2, 11), (11, 60)] {
+        pieces.extend(
+            store::rollups::cells(
+                &mut tx,
+                Granularity::Minute,
+                "power_kw",
+                base_time() + time::Duration::minutes(from),
+                base_time() + time::Duration::minutes(to),
+                5,
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    assert_eq!(pieces, minutes);
+}
+
+/// The console of one scenario: three breakdowns in minutes 0 and 1, Team/eu and Team/us of
+/// five tenants each and Business/eu of two (the small cohort, whose readings are
+/// `small_values`).
+async fn breakdown_scenario(small_values: [f64; 2]) -> (Vec<RollupCell>, Vec<RollupCell>) {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    allow(&database, "power_kw").await;
+    let mut cohorts: Vec<(Plan, &str, f64)> = Vec::new();
+    for n in 0..5 {
+        cohorts.push((Plan::Team, "eu", 1.0 + n as f64));
+        cohorts.push((Plan::Team, "us", 10.0 + n as f64));
+    }
+    for value in small_values {
+        cohorts.push((Plan::Business, "eu", value));
+    }
+    for (n, (plan, region, value)) in cohorts.into_iter().enumerate() {
+        let tenant = tenant_with(&database, &format!("T{n}"), plan, region).await;
+        let source = SourceId::new_random();
+        materialize(
+            &database,
+            &[
+                reading(tenant, source, 10, "power_kw", value, 5),
+                reading(tenant, source, 11, "power_kw", value * 2.0, 65),
+            ],
+        )
+        .await;
+    }
+    pipeline::aggregator::run_once(&database.service, 100)
+        .await
+        .unwrap();
+    let mut service = aggregator(&test_database).await;
+    let business: Vec<_> = stored(&mut service, "rollup_min")
+        .await
+        .into_keys()
+        .filter(|cell| cell.2 == "business")
+        .collect();
+    assert_eq!(business.len(), 2, "the small cohort is in the rollups");
+    (
+        console(&database, Granularity::Minute, 5).await,
+        console(&database, Granularity::Hour, 5).await,
+    )
+}
+
+/// The breakdown-minus-breakdown attack: a small cohort (2 tenants, k = 5) alone in one
+/// breakdown value. The console publishes no total over breakdowns (nor over anything else a
+/// breakdown could be subtracted from), and the small breakdown is withheld in minutes and
+/// hours alike, so what it shows is the same whatever the small cohort's values are.
+#[tokio::test]
+async fn a_breakdown_minus_the_other_breakdowns_reveals_nothing_about_a_small_cohort() {
+    let (minutes, hours) = breakdown_scenario([100.0, 200.0]).await;
+    for (cells, buckets) in [(&minutes, 2), (&hours, 1)] {
+        // Only the two large breakdowns, one cell each per bucket: no cell covers another.
+        let breakdowns: BTreeMap<(OffsetDateTime, &str, &str, &str), i32> = cells
+            .iter()
+            .map(|cell| {
+                let breakdown = (
+                    cell.bucket,
+                    cell.plan.as_str(),
+                    cell.industry.as_str(),
+                    cell.region.as_str(),
+                );
+                (breakdown, cell.tenant_count)
+            })
+            .collect();
+        assert_eq!(breakdowns.len(), cells.len(), "a cell twice: {cells:?}");
+        assert_eq!(cells.len(), 2 * buckets, "{cells:?}");
+        assert!(
+            breakdowns
+                .iter()
+                .all(|((_, plan, industry, region), tenants)| *plan == "team"
+                    && *industry == "energy"
+                    && ["eu", "us"].contains(region)
+                    && *tenants == 5),
+            "{cells:?}"
+        );
+    }
+    // Everything published adds up to the large cohorts alone (minutes 0 and 1: values and
+    // twice them), so no combination of published cells holds the small cohort's readings.
+    let large: f64 = (0..5).map(|n| 3.0 * (11.0 + 2.0 * n as f64)).sum();
+    for cells in [&minutes, &hours] {
+        assert_eq!(cells.iter().map(|cell| cell.value_sum).sum::<f64>(), large);
+        assert_eq!(cells.iter().map(|cell| cell.value_count).sum::<i64>(), 20);
+    }
+    // And the console is the same when the small cohort's readings are different.
+    assert_eq!(breakdown_scenario([7.0, 90_000.0]).await, (minutes, hours));
 }

@@ -690,7 +690,7 @@ pub const OPERATIONS: &[Operation] = &[
         ..op(
             "get",
             "/api/v1/ops/rollups/{key}",
-            "A key's rollup cells; cells of fewer than k distinct tenants are never returned",
+            "A key's rollup cells, one per bucket and (plan, industry, region), never a total; cells of fewer than k distinct tenants are never returned, nor a minute whose hour minus the returned minutes would reveal fewer than k tenants' readings (complementary suppression)",
             Access::Staff,
             (200, Some("RollupCells")),
         )

@@ -151,9 +151,10 @@ struct CellParams {
     to: Option<OffsetDateTime>,
 }
 
-/// The console's cells of a key: every (bucket, plan, industry, region) with at least k
-/// distinct tenants (k from the platform's configuration, never below 2); the rest are left
-/// out, indistinguishable from cells without data.
+/// The console's cells of a key: the (bucket, plan, industry, region) cells the disclosure rule
+/// publishes (`store::cohort`: at least k distinct tenants, k from the platform's configuration
+/// and never below 2, and none that would reveal a smaller cohort by subtraction); the rest are
+/// left out, indistinguishable from cells without data.
 async fn rollup_cells(
     State(state): State<AppState>,
     caller: StaffCaller,

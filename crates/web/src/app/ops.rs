@@ -297,7 +297,8 @@ fn console_error(code: &str) -> Option<&'static str> {
 }
 
 /// The global analytics console: the allowlist, and one key's rollups over a window with every
-/// cell of fewer than k distinct tenants left out (`store::rollups::cells`).
+/// cell of fewer than k distinct tenants left out, and every cell that would reveal one by
+/// subtraction (`store::rollups::cells`).
 async fn global(
     State(state): State<AppState>,
     staff: Staff,

@@ -1,7 +1,8 @@
 //! Internal operations: staff accounts (granted by the operator CLI) reach the tenant registry,
 //! any tenant's audit log, contact requests and the global analytics console, in the app and
 //! through `/api/v1/ops`; every tenant role gets 403 there and sees only its own workspace in
-//! the registry; the console never shows a cell of fewer than k tenants. Also the JSON API
+//! the registry; the console never shows a cell of fewer than k tenants, nor a minute whose
+//! hour minus the shown minutes would reveal one. Also the JSON API
 //! authenticated by a browser session, with its anti-forgery header.
 
 use domain::{Email, Role, TenantId};
@@ -541,4 +542,93 @@ async fn the_json_api_takes_a_browser_session_with_its_anti_forgery_header() {
     let after = api(&mut owner, "GET", "/api/v1/sources", "", None).await;
     assert_eq!(after.status, 401);
     assert_eq!(json(&after)["error"]["details"], serde_json::json!({}));
+}
+
+/// The hour-minus-minutes attack through the console and the API (k = 3 here): an hour of 8
+/// tenants whose minutes hold 6, 6 and 2 tenants. Subtracting the two large minutes from the
+/// hour would give the 2-tenant minute, so both callers withhold one large minute with it.
+#[tokio::test]
+async fn the_console_and_the_api_withhold_a_minute_that_would_reveal_a_cohort_by_subtraction() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let mut ops = staff(&database, &addr).await;
+    let added = ops
+        .submit(
+            "/app/global",
+            "/app/global/allowlist",
+            &[("key", "power_kw")],
+        )
+        .await;
+    assert_eq!(added.status, 303);
+    let mut aggregator = test_database.service().await;
+    sqlx::query("set role tributary_aggregator")
+        .execute(&mut aggregator)
+        .await
+        .unwrap();
+    // (minutes after the hour, or none for the hour cell; readings, tenants)
+    for (minute, readings, tenants) in [
+        (None, 14, 8),
+        (Some(0), 6, 6),
+        (Some(1), 6, 6),
+        (Some(10), 2, 2),
+    ] {
+        let table = if minute.is_some() {
+            "rollup_min"
+        } else {
+            "rollup_hr"
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into global_analytics.{table} (bucket, key, plan, industry, region, \
+             value_sum, value_count, tenant_count) \
+             values (date_trunc('hour', now()) - interval '2 hours' \
+                         + make_interval(mins => $1::int), \
+                     'power_kw', 'team', 'energy', 'apac', $2, $2, $3)"
+        )))
+        .bind(minute.unwrap_or(0))
+        .bind(readings)
+        .bind(tenants)
+        .execute(&mut aggregator)
+        .await
+        .unwrap();
+    }
+    let cells = |body: &Value| -> Vec<(i64, i64)> {
+        body["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cell| {
+                (
+                    cell["value_count"].as_i64().unwrap(),
+                    cell["tenant_count"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let hours = json(
+        &api(
+            &mut ops,
+            "GET",
+            "/api/v1/ops/rollups/power_kw?granularity=hour",
+            "",
+            None,
+        )
+        .await,
+    );
+    assert_eq!(cells(&hours), [(14, 8)]);
+    let minutes = json(&api(&mut ops, "GET", "/api/v1/ops/rollups/power_kw", "", None).await);
+    // Minute 0 is withheld with minute 10: the hour minus minute 1 holds 8 readings.
+    assert_eq!(cells(&minutes), [(6, 6)]);
+    assert!(
+        minutes["cells"][0]["bucket"]
+            .as_str()
+            .unwrap()
+            .contains(":01:00")
+    );
+    let console = ops
+        .get("/app/global?key=power_kw&hours=24&grain=minute")
+        .await;
+    assert_eq!(console.status, 200);
+    assert_eq!(console.body.matches("<td>apac</td>").count(), 1);
+    assert!(console.body.contains("recovered by subtraction"));
 }
