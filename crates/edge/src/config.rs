@@ -22,6 +22,46 @@ pub struct EdgeConfig {
     /// How long a decision about a certificate (revoked or not) or a tenant's masking policy
     /// may be reused: revocations and policy changes take effect within this.
     pub cache_ttl: std::time::Duration,
+    /// How many connections, of whom, and for how long the edge holds open.
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on open connections, so that neither idle sockets nor clients without a certificate
+/// can keep an agent out (docs/edge.md, "Connections and memory").
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+    /// From accept to the headers of the first request.
+    pub first_request_timeout: std::time::Duration,
+    /// A connection (HTTP/1 or HTTP/2) with no request in flight for this long is closed;
+    /// also how long HTTP/1 request headers may take to arrive.
+    pub idle_timeout: std::time::Duration,
+    /// Connections without a verified client certificate: handshaking, waiting for their first
+    /// request, or pairing. When full, the oldest one with no request in flight is closed to
+    /// make room.
+    pub max_anonymous_connections: usize,
+    /// Connections with a verified client certificate; past it, new ones are closed after the
+    /// handshake.
+    pub max_certified_connections: usize,
+    /// Connections open at once from one IPv4 address or IPv6 /64, of either kind.
+    pub max_connections_per_address: usize,
+    /// Connections open at once with one client certificate identity (one source).
+    pub max_connections_per_source: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: std::time::Duration::from_secs(10),
+            first_request_timeout: std::time::Duration::from_secs(15),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_anonymous_connections: 1024,
+            max_certified_connections: 4096,
+            max_connections_per_address: 256,
+            max_connections_per_source: 64,
+        }
+    }
 }
 
 impl Default for EdgeConfig {
@@ -35,6 +75,7 @@ impl Default for EdgeConfig {
             tenant_burst_events: (limits.max_events as u32).saturating_mul(4),
             limits,
             cache_ttl: std::time::Duration::from_secs(1),
+            connections: ConnectionLimits::default(),
         }
     }
 }

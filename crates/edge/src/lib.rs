@@ -5,6 +5,7 @@
 //! Architecture invariant: tenant and source come from the client certificate, never from the
 //! payload; nothing is stored before masking.
 
+mod admission;
 pub mod ca;
 pub mod config;
 mod identity;
@@ -74,6 +75,7 @@ pub struct Edge<B> {
     tls: Arc<rustls::ServerConfig>,
     state: Arc<EdgeState<B>>,
     registry: Arc<server::ConnectionRegistry>,
+    admission: Arc<admission::Admission>,
 }
 
 impl<B> std::fmt::Debug for Edge<B> {
@@ -113,8 +115,10 @@ impl<B: Bus + 'static> Edge<B> {
         .allow_burst(
             std::num::NonZeroU32::new(config.tenant_burst_events.max(1)).expect("nonzero"),
         );
+        let admission = admission::Admission::new(config.connections.clone());
         Ok(Self {
             listener,
+            admission,
             tls,
             state: Arc::new(EdgeState {
                 database,
@@ -152,11 +156,18 @@ impl<B: Bus + 'static> Edge<B> {
             },
         ));
         let router = routes::router(self.state.clone());
-        server::serve(self.listener, self.tls, router, self.registry, async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+        let serving = server::serve(
+            self.listener,
+            self.tls,
+            router,
+            self.registry,
+            self.admission,
+            async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            },
+        );
+        serving.await;
         let _ = watcher.await;
         drop(stop_rx);
     }
