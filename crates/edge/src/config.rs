@@ -24,6 +24,8 @@ pub struct EdgeConfig {
     pub cache_ttl: std::time::Duration,
     /// How many connections, of whom, and for how long the edge holds open.
     pub connections: ConnectionLimits,
+    /// Request bodies held in memory at once, across all connections.
+    pub body_budget: BodyBudget,
 }
 
 /// Bounds on open connections, so that neither idle sockets nor clients without a certificate
@@ -64,6 +66,31 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// The global byte budget request bodies are read under: a request reserves its
+/// `Content-Length` (or its route's body limit when it has none) before a byte of its body is
+/// read, and gives it back when answered.
+#[derive(Debug, Clone)]
+pub struct BodyBudget {
+    /// Bytes of request bodies held at once, across all connections and tenants.
+    pub total_bytes: usize,
+    /// Bytes one tenant may hold at once (clients without a certificate count as one tenant),
+    /// so that one tenant cannot take the whole budget.
+    pub tenant_bytes: usize,
+    /// How long a request waits for its reservation before it is refused with
+    /// `503 temporarily_unavailable` and `Retry-After`.
+    pub wait: std::time::Duration,
+}
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        Self {
+            total_bytes: 256 * 1024 * 1024,
+            tenant_bytes: 128 * 1024 * 1024,
+            wait: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
 impl Default for EdgeConfig {
     fn default() -> Self {
         let limits = protocol::Limits::default();
@@ -76,6 +103,7 @@ impl Default for EdgeConfig {
             limits,
             cache_ttl: std::time::Duration::from_secs(1),
             connections: ConnectionLimits::default(),
+            body_budget: BodyBudget::default(),
         }
     }
 }

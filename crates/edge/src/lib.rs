@@ -6,6 +6,7 @@
 //! payload; nothing is stored before masking.
 
 mod admission;
+mod body_budget;
 pub mod ca;
 pub mod config;
 mod identity;
@@ -42,6 +43,8 @@ pub struct EdgeState<B> {
     decoding: tokio::sync::Semaphore,
     /// Pairing requests handled at once.
     pairing: tokio::sync::Semaphore,
+    /// Request bodies held in memory at once.
+    bodies: body_budget::BodyBudget,
 }
 
 impl<B> std::fmt::Debug for EdgeState<B> {
@@ -116,6 +119,7 @@ impl<B: Bus + 'static> Edge<B> {
             std::num::NonZeroU32::new(config.tenant_burst_events.max(1)).expect("nonzero"),
         );
         let admission = admission::Admission::new(config.connections.clone());
+        let bodies = body_budget::BodyBudget::new(&config.body_budget);
         Ok(Self {
             listener,
             admission,
@@ -129,6 +133,7 @@ impl<B: Bus + 'static> Edge<B> {
                 limiter: DefaultKeyedRateLimiter::keyed(quota),
                 decoding: tokio::sync::Semaphore::new(config_decoders()),
                 pairing: tokio::sync::Semaphore::new(4),
+                bodies,
             }),
             registry: Arc::new(server::ConnectionRegistry::default()),
         })
