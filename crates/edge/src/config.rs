@@ -39,6 +39,9 @@ pub struct ConnectionLimits {
     /// A connection (HTTP/1 or HTTP/2) with no request in flight for this long is closed;
     /// also how long HTTP/1 request headers may take to arrive.
     pub idle_timeout: std::time::Duration,
+    /// A request on a connection without a client certificate (pairing), from its headers to
+    /// its answer: it cannot keep its connection busy, and so out of reach of shedding, longer.
+    pub anonymous_request_timeout: std::time::Duration,
     /// Connections without a verified client certificate: handshaking, waiting for their first
     /// request, or pairing. When full, the oldest one with no request in flight is closed to
     /// make room.
@@ -58,6 +61,7 @@ impl Default for ConnectionLimits {
             handshake_timeout: std::time::Duration::from_secs(10),
             first_request_timeout: std::time::Duration::from_secs(15),
             idle_timeout: std::time::Duration::from_secs(60),
+            anonymous_request_timeout: std::time::Duration::from_secs(10),
             max_anonymous_connections: 1024,
             max_certified_connections: 4096,
             max_connections_per_address: 256,

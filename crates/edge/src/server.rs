@@ -1,6 +1,7 @@
 //! The TLS listener: accepts connections, verifies client certificates against the internal CA
 //! (optional at the TLS layer, because pairing happens before an agent has one; required by
-//! every route but pairing), and serves HTTP/1.1 on each connection.
+//! every route but pairing), and serves HTTP/1.1 or HTTP/2 on each connection, within the
+//! deadlines and caps of [`Admission`].
 //!
 //! Written on hyper directly rather than `axum::serve` because the handlers need the verified
 //! peer certificate of their connection, which `axum::serve` does not expose.
@@ -27,6 +28,14 @@ use crate::tenants::TenantCaches;
 
 /// Requests at once on one HTTP/2 connection.
 const MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// Requests at once on one HTTP/2 connection without a client certificate (pairing handles a
+/// few at a time anyway).
+const ANONYMOUS_CONCURRENT_STREAMS: u32 = 8;
+
+/// Bytes a connection without a client certificate may have buffered unread: HTTP/1.1's read
+/// buffer, HTTP/2's connection and stream windows. Pairing bodies fit in it.
+const ANONYMOUS_BUFFER_BYTES: u32 = 64 * 1024;
 
 /// How long an idle connection asked to close (HTTP/2 GOAWAY) has before it is dropped.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -187,6 +196,21 @@ pub async fn serve(
     }
 }
 
+/// The answer to a request without a certificate that took longer than allowed.
+fn request_timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({ "error": {
+        "code": "request_timeout",
+        "message": "the request did not complete in time",
+    }});
+    let mut response = (hyper::StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// One connection from accept to close: the handshake under its deadline, then HTTP/1.1 or
 /// HTTP/2 until the client closes, it goes idle, its certificate is revoked or (anonymous
 /// only) the pool needs its place.
@@ -248,12 +272,21 @@ async fn serve_connection(
         .map(|identity| registry.register(identity));
     let info = ConnectionInfo { identity, peer };
     let requests = activity.clone();
+    // Without a certificate a request (pairing) must be over quickly: a slow body cannot keep
+    // its connection busy, and so unsheddable, for long.
+    let request_timeout = anonymous.as_ref().map(|_| limits.anonymous_request_timeout);
     let service = tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let in_flight = requests.begin_request();
         request.extensions_mut().insert(info.clone());
         let response = router.clone().oneshot(request);
         async move {
-            let response = response.await;
+            let response = match request_timeout {
+                Some(timeout) => match tokio::time::timeout(timeout, response).await {
+                    Ok(response) => response,
+                    Err(_) => Ok(request_timed_out()),
+                },
+                None => response.await,
+            };
             drop(in_flight);
             response
         }
@@ -271,6 +304,19 @@ async fn serve_connection(
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(limits.idle_timeout)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    if anonymous.is_some() {
+        // What a connection buffers before its handler reads (HTTP/1.1's read buffer, HTTP/2's
+        // flow-control window) is outside the body budget: without a certificate it is kept to
+        // what pairing needs, so the anonymous pool's worst case is its size times 64 KiB.
+        builder
+            .http1()
+            .max_buf_size(ANONYMOUS_BUFFER_BYTES as usize);
+        builder
+            .http2()
+            .initial_connection_window_size(ANONYMOUS_BUFFER_BYTES)
+            .initial_stream_window_size(ANONYMOUS_BUFFER_BYTES)
+            .max_concurrent_streams(ANONYMOUS_CONCURRENT_STREAMS);
+    }
     let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
     let mut connection = std::pin::pin!(connection);
     let revoked = async {

@@ -64,15 +64,28 @@ fn is_closed(stream: &TcpStream) -> bool {
 /// the handshake never finishes.
 const PARTIAL_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
 
-/// Slow-loris clients: each completes the TLS handshake without a certificate, starts a request
-/// and then trickles one header byte every `every`, forever. Counts the ones still open.
+/// A request whose headers never end.
+const UNFINISHED_HEADERS: &[u8] = b"POST /v1/pair HTTP/1.1\r\nhost: localhost\r\n";
+
+/// A pairing request whose body never ends.
+const UNFINISHED_BODY: &[u8] = b"POST /v1/pair HTTP/1.1\r\nhost: localhost\r\n\
+    content-type: application/json\r\ntributary-protocol: 1\r\ncontent-length: 1000\r\n\r\n{";
+
+/// Slow-loris clients: each completes the TLS handshake without a certificate, writes `prefix`
+/// and then trickles one more byte every `every`, forever. Counts the ones still open; each
+/// task returns how long the edge let it stay and what the edge answered.
 struct SlowLoris {
     open: Arc<AtomicUsize>,
-    tasks: tokio::task::JoinSet<Duration>,
+    tasks: tokio::task::JoinSet<(Duration, Vec<u8>)>,
 }
 
 impl SlowLoris {
-    async fn start(edge: &TestEdge, hosts: impl Iterator<Item = u8>, every: Duration) -> Self {
+    async fn start(
+        edge: &TestEdge,
+        hosts: impl Iterator<Item = u8>,
+        prefix: &'static [u8],
+        every: Duration,
+    ) -> Self {
         let open = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         let connector = tls_connector(&edge.ca_pem, None, &[b"http/1.1"]);
@@ -83,31 +96,29 @@ impl SlowLoris {
                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                 .await
                 .expect("the slow-loris handshake");
-            tls.write_all(b"POST /v1/pair HTTP/1.1\r\nhost: localhost\r\n")
-                .await
-                .unwrap();
+            tls.write_all(prefix).await.unwrap();
             open.fetch_add(1, Ordering::SeqCst);
             let still_open = open.clone();
-            // Returns how long the edge let it stay.
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 let mut buffer = [0u8; 256];
+                let mut answer = Vec::new();
                 let (mut reader, mut writer) = tokio::io::split(tls);
                 loop {
                     tokio::select! {
                         read = reader.read(&mut buffer) => match read {
                             Ok(0) | Err(_) => break,
-                            Ok(_) => {}
+                            Ok(n) => answer.extend_from_slice(&buffer[..n]),
                         },
                         _ = tick.tick() => {
-                            if writer.write_all(b"x").await.is_err() || writer.flush().await.is_err() {
+                            if writer.write_all(b" ").await.is_err() || writer.flush().await.is_err() {
                                 break;
                             }
                         }
                     }
                 }
                 still_open.fetch_sub(1, Ordering::SeqCst);
-                opened.elapsed()
+                (opened.elapsed(), answer)
             });
         }
         Self { open, tasks }
@@ -198,6 +209,7 @@ async fn idle_handshaking_and_slow_clients_cannot_keep_an_agent_out() {
     let loris = SlowLoris::start(
         &edge,
         (48..98u8).flat_map(|host| [host, host]),
+        UNFINISHED_HEADERS,
         Duration::from_millis(500),
     )
     .await;
@@ -234,6 +246,7 @@ async fn connections_are_closed_at_their_handshake_first_request_and_idle_deadli
         handshake_timeout: Duration::from_secs(2),
         first_request_timeout: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(3),
+        anonymous_request_timeout: Duration::from_secs(3),
         ..ConnectionLimits::default()
     };
     let edge = TestEdge::start_with(EdgeConfig {
@@ -243,6 +256,7 @@ async fn connections_are_closed_at_their_handshake_first_request_and_idle_deadli
     .await;
     let agent = edge.agent("Acme").await;
     let opened = Instant::now();
+    let every = Duration::from_millis(200);
 
     let mut silent = Vec::new();
     for host in 2..6u8 {
@@ -256,7 +270,9 @@ async fn connections_are_closed_at_their_handshake_first_request_and_idle_deadli
         tcp.write_all(PARTIAL_CLIENT_HELLO).await.unwrap();
         half_handshakes.push(tcp);
     }
-    let mut loris = SlowLoris::start(&edge, 7..27u8, Duration::from_millis(200)).await;
+    let mut loris = SlowLoris::start(&edge, 7..27u8, UNFINISHED_HEADERS, every).await;
+    // Pairing requests whose bodies trickle in: busy, so never shed, but only for so long.
+    let mut slow_bodies = SlowLoris::start(&edge, 28..38u8, UNFINISHED_BODY, every).await;
     // Handshakes done, no request: without and with a certificate.
     let mut quiet = Vec::new();
     for identity in [None, Some(&agent.identity)] {
@@ -340,10 +356,18 @@ async fn connections_are_closed_at_their_handshake_first_request_and_idle_deadli
     })
     .await;
     // The slow-loris clients, writing all along, were not let stay past their deadline.
-    while let Some(stayed) = loris.tasks.join_next().await {
+    while let Some(outcome) = loris.tasks.join_next().await {
+        let (stayed, _) = outcome.unwrap();
+        assert!(stayed < within, "a slow-loris client stayed {stayed:?}");
+    }
+    // Slow pairing bodies were answered 408 at their deadline and closed.
+    while let Some(outcome) = slow_bodies.tasks.join_next().await {
+        let (stayed, answer) = outcome.unwrap();
+        assert!(stayed < within, "a slow pairing body stayed {stayed:?}");
+        let answer = String::from_utf8_lossy(&answer);
         assert!(
-            stayed.unwrap() < within,
-            "a slow-loris client stayed {within:?}"
+            answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"),
+            "a slow pairing body was answered {answer}"
         );
     }
     eprintln!(
