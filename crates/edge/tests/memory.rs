@@ -1,6 +1,7 @@
-//! The edge's memory under one tenant's concurrent large bodies: they are read under the body
-//! budget, so this process's resident memory stays within a bound derived from the budget, not
-//! from how many streams and connections the tenant opens.
+//! The edge's memory under one tenant's concurrent large bodies, and under stalled bodies from
+//! clients without a certificate: bodies are read under the body budget and anonymous
+//! connections buffer little, so this process's resident memory stays within a bound derived
+//! from the budget, not from how many streams and connections a client opens.
 //!
 //! Its own test binary, with this one test: resident memory is the whole process's, and the
 //! other edge tests running beside it would blur it.
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use edge::EdgeConfig;
-use edge::config::BodyBudget;
+use edge::config::{BodyBudget, ConnectionLimits};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -72,6 +73,45 @@ impl hyper::body::Body for Chunks {
 
     fn is_end_stream(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Samples this process's resident memory every few milliseconds from `start` to `stop`.
+struct PeakSampler {
+    baseline: usize,
+    peak: Arc<AtomicU64>,
+    sampling: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PeakSampler {
+    fn start() -> Self {
+        let baseline = resident_bytes();
+        let peak = Arc::new(AtomicU64::new(baseline as u64));
+        let sampling = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let (peak, sampling) = (peak.clone(), sampling.clone());
+            async move {
+                while sampling.load(Ordering::SeqCst) {
+                    peak.fetch_max(resident_bytes() as u64, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        Self {
+            baseline,
+            peak,
+            sampling,
+            task,
+        }
+    }
+
+    /// The baseline and the peak's growth over it, in bytes.
+    async fn stop(self) -> (usize, usize) {
+        self.sampling.store(false, Ordering::SeqCst);
+        self.task.await.unwrap();
+        let peak = self.peak.load(Ordering::SeqCst) as usize;
+        (self.baseline, peak.saturating_sub(self.baseline))
     }
 }
 
@@ -136,6 +176,10 @@ async fn send(mut sender: Sender, body: Chunks) -> (u16, Option<String>, serde_j
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_concurrent_large_bodies_stay_within_the_body_budget() {
     let edge = TestEdge::start_with(EdgeConfig {
+        connections: ConnectionLimits {
+            anonymous_request_timeout: Duration::from_secs(4),
+            ..ConnectionLimits::default()
+        },
         body_budget: BodyBudget {
             total_bytes: 2 * TENANT_BUDGET,
             tenant_bytes: TENANT_BUDGET,
@@ -161,18 +205,7 @@ async fn one_tenants_concurrent_large_bodies_stay_within_the_body_budget() {
         .await;
         assert_eq!(status, 200, "{answer}");
     }
-    let baseline = resident_bytes();
-    let peak = Arc::new(AtomicU64::new(baseline as u64));
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = tokio::spawn({
-        let (peak, sampling) = (peak.clone(), sampling.clone());
-        async move {
-            while sampling.load(Ordering::SeqCst) {
-                peak.fetch_max(resident_bytes() as u64, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    });
+    let sampler = PeakSampler::start();
 
     let started = Instant::now();
     let mut flood = tokio::task::JoinSet::new();
@@ -203,9 +236,7 @@ async fn one_tenants_concurrent_large_bodies_stay_within_the_body_budget() {
         }
     }
     let flood_time = started.elapsed();
-    sampling.store(false, Ordering::SeqCst);
-    sampler.await.unwrap();
-    let growth = (peak.load(Ordering::SeqCst) as usize).saturating_sub(baseline);
+    let (baseline, growth) = sampler.stop().await;
     eprintln!(
         "{total} concurrent bodies of {} MiB ({} MiB unbounded) from one certificate over \
          {CONNECTIONS} HTTP/2 connections: {accepted} acked, {} refused with 503 in {flood_time:?}; \
@@ -255,5 +286,125 @@ async fn one_tenants_concurrent_large_bodies_stay_within_the_body_budget() {
         acked.len(),
         total + CONNECTIONS,
         "every batch (and the warm-up ones) on the bus"
+    );
+
+    anonymous_slow_bodies_stay_within_their_buffers(&edge).await;
+}
+
+/// A request body that sends `first` and then never ends.
+struct NeverEnds(Option<Bytes>, u64);
+
+impl hyper::body::Body for NeverEnds {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(first) => Poll::Ready(Some(Ok(Frame::data(first)))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.1)
+    }
+}
+
+const ANONYMOUS_CONNECTIONS: usize = 200;
+/// More than the edge allows a connection without a certificate (8): the rest wait their turn
+/// in the client.
+const ANONYMOUS_STREAMS: usize = 16;
+const PAIRING_BODY: usize = 64 * 1024;
+/// Allowance above the share of the body budget that clients without a certificate have, for
+/// what their connections cost besides: TLS and HTTP/2 state on both sides, and the 64 KiB each
+/// may buffer unread.
+const ANONYMOUS_MARGIN: usize = 64 * MIB;
+
+/// Without a certificate: many HTTP/2 connections, each with many pairing requests that declare
+/// a 64 KiB body, send all of it but one byte and stall. Each is answered (503 when the budget's
+/// anonymous share is taken, 408 at the anonymous request deadline) and memory stays within that
+/// share plus what the connections may buffer.
+async fn anonymous_slow_bodies_stay_within_their_buffers(edge: &TestEdge) {
+    let padding = Bytes::from(vec![b' '; PAIRING_BODY]);
+    let connector = tls_connector(&edge.ca_pem, None, &[b"h2"]);
+    let mut senders = Vec::new();
+    for _ in 0..ANONYMOUS_CONNECTIONS {
+        let tls = connector
+            .connect(
+                ServerName::try_from("localhost").unwrap(),
+                TcpStream::connect(edge.addr).await.unwrap(),
+            )
+            .await
+            .expect("handshake without a certificate");
+        let (sender, connection) = hyper::client::conn::http2::handshake::<_, _, NeverEnds>(
+            TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .expect("HTTP/2");
+        tokio::spawn(connection);
+        senders.push(sender);
+    }
+    let sampler = PeakSampler::start();
+    let started = Instant::now();
+    let mut flood = tokio::task::JoinSet::new();
+    for sender in &senders {
+        for _ in 0..ANONYMOUS_STREAMS {
+            let mut sender = sender.clone();
+            let body = NeverEnds(Some(padding.slice(..PAIRING_BODY - 1)), PAIRING_BODY as u64);
+            flood.spawn(async move {
+                let request = hyper::Request::post("https://localhost/v1/pair")
+                    .header("content-type", "application/json")
+                    .header("tributary-protocol", "1")
+                    .body(body)
+                    .unwrap();
+                sender.ready().await.ok()?;
+                let response = sender.send_request(request).await.ok()?;
+                Some((
+                    response.status().as_u16(),
+                    response.headers().contains_key("retry-after"),
+                ))
+            });
+        }
+    }
+    let (mut timed_out, mut refused, mut reset) = (0, 0, 0);
+    let within = Duration::from_secs(120);
+    while let Some(outcome) = tokio::time::timeout(within, flood.join_next())
+        .await
+        .expect("every stalled pairing request ends within 120 s")
+    {
+        match outcome.unwrap() {
+            Some((408, _)) => timed_out += 1,
+            Some((503, true)) => refused += 1,
+            // The edge closes the connection after a 408: streams queued behind it end so.
+            None => reset += 1,
+            Some((status, retry_after)) => {
+                panic!("unexpected answer {status} (retry-after: {retry_after})")
+            }
+        }
+    }
+    let (baseline, growth) = sampler.stop().await;
+    let total = ANONYMOUS_CONNECTIONS * ANONYMOUS_STREAMS;
+    eprintln!(
+        "{total} stalled pairing requests of 64 KiB over {ANONYMOUS_CONNECTIONS} HTTP/2 \
+         connections without a certificate: {timed_out} timed out (408), {refused} refused \
+         (503), {reset} ended with their connection, in {:?}; resident memory grew {} MiB over \
+         {} MiB (bound {} MiB)",
+        started.elapsed(),
+        growth / MIB,
+        baseline / MIB,
+        (TENANT_BUDGET + ANONYMOUS_MARGIN) / MIB,
+    );
+    assert!(timed_out > 0, "no stalled pairing request was timed out");
+    assert!(
+        growth < TENANT_BUDGET + ANONYMOUS_MARGIN,
+        "resident memory grew {} MiB under stalled anonymous bodies; the bound is their {} MiB \
+         share plus {} MiB",
+        growth / MIB,
+        TENANT_BUDGET / MIB,
+        ANONYMOUS_MARGIN / MIB
     );
 }
