@@ -340,7 +340,10 @@ async fn serve_connection(
         let wake = match closing {
             Some(deadline) => deadline,
             None if !activity.has_had_request() => first_request_deadline,
-            None => activity.last_active() + limits.idle_timeout,
+            // Idle: closed at the idle deadline. Busy: looked at again in a while (the last
+            // request to end moves the deadline), never in a loop on a deadline already past.
+            None if activity.is_idle() => activity.last_active() + limits.idle_timeout,
+            None => Instant::now() + limits.idle_timeout,
         };
         tokio::select! {
             result = connection.as_mut() => {

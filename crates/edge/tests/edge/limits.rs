@@ -447,3 +447,62 @@ async fn one_address_and_one_source_cannot_hold_more_than_their_caps() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A request body fed from a channel, as slowly as the test sends it.
+struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for Fed {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(context)
+            .map(|chunk| chunk.map(|chunk| Ok(hyper::body::Frame::data(chunk))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_longer_than_the_idle_timeout_is_answered() {
+    let limits = ConnectionLimits {
+        idle_timeout: Duration::from_secs(1),
+        ..ConnectionLimits::default()
+    };
+    let edge = TestEdge::start_with(EdgeConfig {
+        connections: limits,
+        ..EdgeConfig::default()
+    })
+    .await;
+    let agent = edge.agent("Acme").await;
+    let tls = tls_connector(&edge.ca_pem, Some(&agent.identity), &[b"h2"])
+        .connect(
+            ServerName::try_from("localhost").unwrap(),
+            TcpStream::connect(edge.addr).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, Fed>(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let batch = serde_json::to_vec(&json!({ "events": [agent.event(1)] })).unwrap();
+    let (chunks, receiver) = tokio::sync::mpsc::channel(4);
+    let request = hyper::Request::post("https://localhost/v1/events")
+        .header("content-type", "application/json")
+        .header("tributary-protocol", "1")
+        .body(Fed(receiver))
+        .unwrap();
+    let response = tokio::spawn(sender.send_request(request));
+    // The body arrives over three idle timeouts (well within the 30 s it may take).
+    let (first, rest) = batch.split_at(batch.len() / 2);
+    chunks.send(Bytes::copy_from_slice(first)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    chunks.send(Bytes::copy_from_slice(rest)).await.unwrap();
+    drop(chunks);
+    let response = response.await.unwrap().expect("the connection stayed open");
+    assert_eq!(response.status(), 200);
+}
