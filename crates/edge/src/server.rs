@@ -150,7 +150,12 @@ pub async fn serve(
     admission: Arc<Admission>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let shared = ConnectionShared {
+        acceptor: TlsAcceptor::from(tls),
+        router,
+        registry,
+        admission: admission.clone(),
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = JoinSet::new();
     loop {
@@ -179,10 +184,7 @@ pub async fn serve(
         connections.spawn(serve_connection(
             tcp,
             peer,
-            acceptor.clone(),
-            router.clone(),
-            registry.clone(),
-            admission.clone(),
+            shared.clone(),
             activity,
             tickets,
         ));
@@ -194,6 +196,15 @@ pub async fn serve(
     {
         tracing::warn!("edge connections still open after 10 s; closing them");
     }
+}
+
+/// What every connection's task is given.
+#[derive(Clone)]
+struct ConnectionShared {
+    acceptor: TlsAcceptor,
+    router: axum::Router,
+    registry: Arc<ConnectionRegistry>,
+    admission: Arc<Admission>,
 }
 
 /// The answer to a request without a certificate that took longer than allowed.
@@ -214,17 +225,19 @@ fn request_timed_out() -> axum::response::Response {
 /// One connection from accept to close: the handshake under its deadline, then HTTP/1.1 or
 /// HTTP/2 until the client closes, it goes idle, its certificate is revoked or (anonymous
 /// only) the pool needs its place.
-#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    acceptor: TlsAcceptor,
-    router: axum::Router,
-    registry: Arc<ConnectionRegistry>,
-    admission: Arc<Admission>,
+    shared: ConnectionShared,
     activity: Arc<ConnectionActivity>,
     (_address, anonymous): (AddressTicket, AnonymousTicket),
 ) {
+    let ConnectionShared {
+        acceptor,
+        router,
+        registry,
+        admission,
+    } = shared;
     let limits = admission.limits().clone();
     let _ = tcp.set_nodelay(true);
     let handshake_deadline = activity.opened() + limits.handshake_timeout;
