@@ -321,7 +321,7 @@ const PAIRING_BODY: usize = 64 * 1024;
 /// Allowance above the share of the body budget that clients without a certificate have, for
 /// what their connections cost besides: TLS and HTTP/2 state on both sides, and the 64 KiB each
 /// may buffer unread.
-const ANONYMOUS_MARGIN: usize = 64 * MIB;
+const ANONYMOUS_MARGIN: usize = 96 * MIB;
 
 /// Without a certificate: many HTTP/2 connections, each with many pairing requests that declare
 /// a 64 KiB body, send all of it but one byte and stall. Each is answered (503 when the budget's
