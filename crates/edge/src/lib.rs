@@ -5,6 +5,8 @@
 //! Architecture invariant: tenant and source come from the client certificate, never from the
 //! payload; nothing is stored before masking.
 
+mod admission;
+mod body_budget;
 pub mod ca;
 pub mod config;
 mod identity;
@@ -41,6 +43,8 @@ pub struct EdgeState<B> {
     decoding: tokio::sync::Semaphore,
     /// Pairing requests handled at once.
     pairing: tokio::sync::Semaphore,
+    /// Request bodies held in memory at once.
+    bodies: body_budget::BodyBudget,
 }
 
 impl<B> std::fmt::Debug for EdgeState<B> {
@@ -74,6 +78,7 @@ pub struct Edge<B> {
     tls: Arc<rustls::ServerConfig>,
     state: Arc<EdgeState<B>>,
     registry: Arc<server::ConnectionRegistry>,
+    admission: Arc<admission::Admission>,
 }
 
 impl<B> std::fmt::Debug for Edge<B> {
@@ -113,8 +118,11 @@ impl<B: Bus + 'static> Edge<B> {
         .allow_burst(
             std::num::NonZeroU32::new(config.tenant_burst_events.max(1)).expect("nonzero"),
         );
+        let admission = admission::Admission::new(config.connections.clone());
+        let bodies = body_budget::BodyBudget::new(&config.body_budget);
         Ok(Self {
             listener,
+            admission,
             tls,
             state: Arc::new(EdgeState {
                 database,
@@ -125,6 +133,7 @@ impl<B: Bus + 'static> Edge<B> {
                 limiter: DefaultKeyedRateLimiter::keyed(quota),
                 decoding: tokio::sync::Semaphore::new(config_decoders()),
                 pairing: tokio::sync::Semaphore::new(4),
+                bodies,
             }),
             registry: Arc::new(server::ConnectionRegistry::default()),
         })
@@ -152,11 +161,18 @@ impl<B: Bus + 'static> Edge<B> {
             },
         ));
         let router = routes::router(self.state.clone());
-        server::serve(self.listener, self.tls, router, self.registry, async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+        let serving = server::serve(
+            self.listener,
+            self.tls,
+            router,
+            self.registry,
+            self.admission,
+            async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            },
+        );
+        serving.await;
         let _ = watcher.await;
         drop(stop_rx);
     }

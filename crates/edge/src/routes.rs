@@ -26,6 +26,9 @@ use crate::identity::{ClientIdentity, ConnectionInfo};
 /// How long a request body may take to arrive.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The largest body of every route but ingest (pairing, renewal, status).
+const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
 pub fn router<B: Bus + 'static>(state: Arc<EdgeState<B>>) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
     Router::new()
@@ -35,7 +38,11 @@ pub fn router<B: Bus + 'static>(state: Arc<EdgeState<B>>) -> Router {
         .route("/v1/whoami", get(whoami::<B>))
         .route("/v1/status", post(agent_status::<B>))
         // Pairing bodies are small; ingest reads its body itself, with the protocol's limit.
-        .layer(DefaultBodyLimit::max(body_limit.min(64 * 1024)))
+        .layer(DefaultBodyLimit::max(body_limit.min(SMALL_BODY_LIMIT)))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            reserve_body::<B>,
+        ))
         .with_state(state)
 }
 
@@ -94,6 +101,59 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Reserves the bytes a request's body may take from the body budget before any of it is read
+/// (its declared length, or its route's limit when it declares none), and holds them until the
+/// request is answered. Refused with 503 and `Retry-After` when they cannot be had soon.
+async fn reserve_body<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use hyper::body::Body as _;
+    let route_limit = if request.uri().path() == "/v1/events" {
+        state.config.limits.max_body_bytes
+    } else {
+        state.config.limits.max_body_bytes.min(SMALL_BODY_LIMIT)
+    };
+    let body = request.body();
+    let bytes = if body.is_end_stream() {
+        0
+    } else {
+        match body.size_hint().exact() {
+            // Longer than the route takes: refused without keeping a byte of it.
+            Some(declared) if declared > route_limit as u64 => 0,
+            Some(declared) => declared as usize,
+            None => route_limit,
+        }
+    };
+    if bytes == 0 {
+        return next.run(request).await;
+    }
+    let tenant = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|connection| connection.identity.as_ref())
+        .map(|identity| identity.tenant);
+    let Some(reservation) = state.bodies.reserve(tenant, bytes).await else {
+        metrics::counter!("tributary_edge_body_budget_refusals_total").increment(1);
+        tracing::info!(
+            tenant = tenant.map(tracing::field::display),
+            bytes,
+            "request refused: the body budget is taken"
+        );
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the edge holds as many request bodies as it may; retry after the given delay",
+        );
+        error.retry_after = Some(1);
+        return error.into_response();
+    };
+    let response = next.run(request).await;
+    drop(reservation);
+    response
 }
 
 /// The verified identity of the connection, still allowed to send.
@@ -503,9 +563,14 @@ async fn ingest_batch<B: Bus>(
 
 /// Reads at most `limit` bytes of `body`. A longer body is refused with `body_too_large`; the
 /// rest of it is read and discarded up to four times the limit first, so that a client still
-/// writing it can read the refusal instead of a broken connection.
+/// writing it can read the refusal instead of a broken connection. A body that declares more
+/// than `limit` is not kept at all (nothing was reserved for it, see [`reserve_body`]); one
+/// that declares its length is read into a buffer of that size, exactly what was reserved.
 async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
+    use hyper::body::Body as _;
+    let declared = body.size_hint().exact();
+    let keep = declared.is_none_or(|declared| declared <= limit as u64);
     let unreadable = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -513,14 +578,17 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
             "the request body could not be read",
         )
     };
-    let mut collected = Vec::new();
+    let mut collected = match declared {
+        Some(declared) if keep => Vec::with_capacity(declared as usize),
+        _ => Vec::new(),
+    };
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else {
             continue;
         };
         total = total.saturating_add(data.len());
-        if total <= limit {
+        if keep && total <= limit {
             collected.extend_from_slice(&data);
         } else {
             collected = Vec::new();

@@ -229,6 +229,30 @@ fn register_metrics() {
     for outcome in ["paired", "refused"] {
         counter!("tributary_edge_pairings_total", "outcome" => outcome).increment(0);
     }
+    describe_counter!(
+        "tributary_edge_connections_refused_total",
+        "Connections closed on accept or after the handshake, by the cap they were over"
+    );
+    for reason in ["address", "anonymous_pool", "certified", "source"] {
+        counter!("tributary_edge_connections_refused_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "tributary_edge_connections_shed_total",
+        "Idle connections without a certificate closed to make room for a new one"
+    );
+    counter!("tributary_edge_connections_shed_total").increment(0);
+    describe_counter!(
+        "tributary_edge_connections_closed_total",
+        "Connections closed at a deadline, by which"
+    );
+    for reason in ["handshake_timeout", "first_request_timeout", "idle"] {
+        counter!("tributary_edge_connections_closed_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "tributary_edge_body_budget_refusals_total",
+        "Requests refused with 503 because the body budget was taken"
+    );
+    counter!("tributary_edge_body_budget_refusals_total").increment(0);
     describe_histogram!(
         "tributary_edge_ingest_duration_seconds",
         Unit::Seconds,

@@ -52,6 +52,32 @@ pub struct Client {
     pub whoami: Option<Response>,
 }
 
+/// A TLS client trusting `ca_pem`, presenting `identity` when given, offering `alpn`.
+pub fn tls_connector(ca_pem: &str, identity: Option<&Identity>, alpn: &[&[u8]]) -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(identity.certificate_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
 impl Client {
     /// Connects and completes the TLS handshake; Err when the server refuses it.
     pub async fn connect(
@@ -59,30 +85,11 @@ impl Client {
         ca_pem: &str,
         identity: Option<&Identity>,
     ) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = RootCertStore::empty();
-        for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(certificate.unwrap()).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let config = match identity {
-            Some(identity) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(identity.certificate_pem.as_bytes())
-                        .collect::<Result<_, _>>()
-                        .unwrap();
-                let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap();
-                builder.with_client_auth_cert(chain, key).unwrap()
-            }
-            None => builder.with_no_client_auth(),
-        };
+        let connector = tls_connector(ca_pem, identity, &[]);
         let tcp = TcpStream::connect(addr)
             .await
             .map_err(|error| error.to_string())?;
-        let tls = TlsConnector::from(Arc::new(config))
+        let tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .map_err(|error| error.to_string())?;

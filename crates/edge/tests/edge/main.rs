@@ -1,9 +1,10 @@
 //! The edge end to end over real TLS: pairing, client certificates, revocation, ingest with
-//! its bad-input refusals, duplicates, masking and rate limits, and the spans one batch can be
-//! followed by.
+//! its bad-input refusals, duplicates, masking and rate limits, the spans one batch can be
+//! followed by, and the limits that keep idle and slow clients from exhausting the edge.
 
 mod client;
 mod ingest;
+mod limits;
 mod masking_end_to_end;
 mod pairing;
 mod support;
