@@ -564,7 +564,7 @@ async fn send_jobs(
             return Ok(latencies);
         };
         let deadline = Instant::now() + BATCH_DEADLINE;
-        let mut backoff = Duration::from_millis(20);
+        let mut backoff = domain::Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         let response = loop {
             let sent = Instant::now();
             match clients[*tenant].send_encoded(batch).await {
@@ -575,8 +575,8 @@ async fn send_jobs(
                 Err(error) if error.is_retryable() && Instant::now() < deadline => {
                     retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%error, "retrying a batch");
-                    tokio::time::sleep(error.retry_after().unwrap_or(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    let wait = backoff.next();
+                    tokio::time::sleep(error.retry_after().unwrap_or(wait)).await;
                 }
                 Err(error) => return Err(error).context("sending a batch"),
             }

@@ -58,6 +58,9 @@ pub enum MaskAction {
 }
 
 impl MaskAction {
+    /// Every action, in the order people are offered them.
+    pub const ALL: [MaskAction; 3] = [MaskAction::Hash, MaskAction::Redact, MaskAction::Drop];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             MaskAction::Hash => "hash",

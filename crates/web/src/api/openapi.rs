@@ -833,7 +833,7 @@ fn request_schemas() -> Value {
         "MaskingRule": object(json!({
             "source_table": { "type": "string", "pattern": table_scope, "description": "`*` (or empty: every table), `schema.table` or `table`" },
             "field_path": { "type": "string", "maxLength": MAX_RULE_PATH, "pattern": field_path, "description": "dot-separated keys; `*` any one key, `**` any depth (not last)" },
-            "action": { "enum": ["hash", "redact", "drop"] },
+            "action": { "enum": protocol::masking::MaskAction::ALL.map(|action| action.as_str()) },
         }), &["field_path", "action"]),
         "SampleValue": {
             "description": "any JSON value without U+0000, its integers within 64 bits",

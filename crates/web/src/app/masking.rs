@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use domain::Permission;
+use protocol::masking::MaskAction;
 use serde::Deserialize;
 use store::StoreError;
 use store::masking::MaskingRule;
@@ -121,8 +122,6 @@ impl MaskingPage {
             .map(|problem| problem.message.as_str())
     }
 }
-
-const ACTIONS: [&str; 3] = ["hash", "redact", "drop"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -285,7 +284,7 @@ fn render_page(
                 })
                 .collect(),
             editing: form.replacing().is_some(),
-            actions: select_options(&ACTIONS, form.action.trim()),
+            actions: select_options(&MaskAction::ALL.map(MaskAction::as_str), form.action.trim()),
             form,
             problems,
             notice,
