@@ -653,5 +653,6 @@ pub async fn create_session(
     .bind(user_agent)
     .execute(tx.connection())
     .await?;
+    crate::accounts::remember_last_tenant(&mut tx, user, tenant).await?;
     tx.commit().await
 }
