@@ -6,3 +6,16 @@
 -- records it when a session switches workspace or starts through a workspace's IdP.
 alter table control.users add column last_tenant_id uuid;
 grant update (last_tenant_id) on control.users to tributary_control;
+
+-- Configuring single sign-on is an owner's action (domain::Permission::ManageSso): whoever runs
+-- the IdP vouches for everyone who signs in through it. Admins keep no access to it.
+revoke all on control.sso_configs from tributary_tenant_admin;
+revoke all on control.sso_domains from tributary_tenant_admin;
+
+-- Whether owners and admins may sign in through the workspace's IdP. Off by default: whoever runs
+-- the IdP could otherwise act as them. Just-in-time members join as admin only when it is on.
+alter table control.sso_configs add column privileged_sign_in boolean not null default false;
+alter table control.sso_configs add constraint sso_configs_admin_default_needs_privileged
+    check (default_role <> 'admin' or privileged_sign_in);
+grant update (privileged_sign_in) on control.sso_configs to tributary_tenant_owner;
+

@@ -42,6 +42,8 @@ pub struct SsoSettings {
     pub client_id: String,
     pub default_role: Role,
     pub enabled: bool,
+    /// Whether owners and admins may sign in through the IdP.
+    pub privileged_sign_in: bool,
     pub domains: Vec<SsoDomain>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
@@ -66,6 +68,9 @@ pub struct SsoChange<'a> {
     pub domains: &'a [String],
     pub default_role: Role,
     pub enabled: bool,
+    /// Whether owners and admins may sign in through the IdP (and the default role may be
+    /// admin).
+    pub privileged_sign_in: bool,
 }
 
 /// A `control.sso_domains` row.
@@ -103,6 +108,7 @@ struct SettingsRow {
     client_id: String,
     default_role: String,
     enabled: bool,
+    privileged_sign_in: bool,
     updated_at: OffsetDateTime,
 }
 
@@ -110,7 +116,7 @@ struct SettingsRow {
 pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreError> {
     let tenant = tenant_of(tx)?;
     let row: Option<SettingsRow> = sqlx::query_as(
-        "select issuer, client_id, default_role, enabled, updated_at \
+        "select issuer, client_id, default_role, enabled, privileged_sign_in, updated_at \
          from control.sso_configs where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
@@ -124,6 +130,7 @@ pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreErr
         issuer: row.issuer,
         client_id: row.client_id,
         enabled: row.enabled,
+        privileged_sign_in: row.privileged_sign_in,
         updated_at: row.updated_at,
         domains: domains_of(tx, tenant).await?,
     }))
@@ -132,7 +139,8 @@ pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreErr
 /// Creates or replaces the transaction's tenant's configuration (audited, without the secret).
 /// Changing the issuer or the client id forgets every domain's verification: it proved control
 /// through the previous IdP. Domains no longer listed are removed. `Invalid` for an owner role as
-/// default, or a first configuration without a secret.
+/// default, admin as default without `privileged_sign_in`, or a first configuration without a
+/// secret.
 pub async fn put(
     tx: &mut TenantTx,
     change: &SsoChange<'_>,
@@ -142,6 +150,11 @@ pub async fn put(
     if !change.default_role.is_tenant_role() || change.default_role == Role::Owner {
         return Err(StoreError::Invalid(
             "the default role is admin, operator or viewer".into(),
+        ));
+    }
+    if change.default_role.is_privileged() && !change.privileged_sign_in {
+        return Err(StoreError::Invalid(
+            "members join as admin only when owners and admins may sign in through the IdP".into(),
         ));
     }
     let previous: Option<(String, String)> = sqlx::query_as(
@@ -162,8 +175,9 @@ pub async fn put(
         (None, Some((ciphertext, nonce))) => {
             sqlx::query(
                 "insert into control.sso_configs (tenant_id, issuer, client_id, \
-                     client_secret_ciphertext, client_secret_nonce, default_role, enabled) \
-                 values ($1, $2, $3, $4, $5, $6, $7)",
+                     client_secret_ciphertext, client_secret_nonce, default_role, enabled, \
+                     privileged_sign_in) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(tenant.as_uuid())
             .bind(change.issuer)
@@ -172,6 +186,7 @@ pub async fn put(
             .bind(nonce.as_slice())
             .bind(change.default_role.as_str())
             .bind(change.enabled)
+            .bind(change.privileged_sign_in)
             .execute(tx.connection())
             .await?;
             false
@@ -181,7 +196,8 @@ pub async fn put(
                 "update control.sso_configs set issuer = $2, client_id = $3, \
                      client_secret_ciphertext = coalesce($4, client_secret_ciphertext), \
                      client_secret_nonce = coalesce($5, client_secret_nonce), \
-                     default_role = $6, enabled = $7, updated_at = now() \
+                     default_role = $6, enabled = $7, privileged_sign_in = $8, \
+                     updated_at = now() \
                  where tenant_id = $1",
             )
             .bind(tenant.as_uuid())
@@ -191,6 +207,7 @@ pub async fn put(
             .bind(sealed.as_ref().map(|(_, nonce)| nonce.as_slice()))
             .bind(change.default_role.as_str())
             .bind(change.enabled)
+            .bind(change.privileged_sign_in)
             .execute(tx.connection())
             .await?;
             *issuer != change.issuer || *client_id != change.client_id
@@ -228,6 +245,7 @@ pub async fn put(
             "domains": change.domains,
             "default_role": change.default_role,
             "enabled": change.enabled,
+            "privileged_sign_in": change.privileged_sign_in,
             "verification_reset": idp_changed,
         })),
     )
@@ -285,6 +303,8 @@ pub struct IdentityProvider {
     pub client_secret: SecretString,
     pub default_role: Role,
     pub enabled: bool,
+    /// Whether owners and admins may sign in through it.
+    pub privileged_sign_in: bool,
     /// Configured domains and whether each is verified.
     pub domains: Vec<SsoDomain>,
 }
@@ -298,6 +318,7 @@ struct IdentityProviderRow {
     client_secret_nonce: Vec<u8>,
     default_role: String,
     enabled: bool,
+    privileged_sign_in: bool,
 }
 
 /// The IdP of `tenant` with its secret opened, if configured (whether enabled or not).
@@ -309,7 +330,7 @@ pub async fn identity_provider(
     let mut tx = control(database, Some(tenant), Actor::System("sso")).await?;
     let row: Option<IdentityProviderRow> = sqlx::query_as(
         "select issuer, client_id, client_secret_ciphertext, client_secret_nonce, default_role, \
-                enabled \
+                enabled, privileged_sign_in \
          from control.sso_configs where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
@@ -337,6 +358,7 @@ pub async fn identity_provider(
         client_id: row.client_id,
         client_secret: SecretString::from(secret),
         enabled: row.enabled,
+        privileged_sign_in: row.privileged_sign_in,
         domains,
     }))
 }
@@ -549,17 +571,38 @@ pub struct SsoMember {
     pub role: Role,
 }
 
+/// Why a sign-in the IdP vouched for still signs nobody in; logged, never shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInRefusal {
+    AccountDisabled,
+    /// The member is an owner or admin, and the workspace's owner has not allowed privileged
+    /// members to sign in through the IdP.
+    PrivilegedRole,
+}
+
+impl SignInRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            SignInRefusal::AccountDisabled => "account_disabled",
+            SignInRefusal::PrivilegedRole => "privileged_role_needs_password",
+        }
+    }
+}
+
 /// The account of `email` (created without a password if there is none) as a member of
-/// `tenant`: a member keeps their role; anyone else joins with `default_role` (just-in-time
-/// membership). Audited in the workspace: `member.add` when they joined, `sso.sign_in` always.
-/// `Forbidden` for a disabled account.
+/// `provider`'s workspace. A member keeps their role, never more; anyone else joins with the
+/// default role (just-in-time membership), never owner. An owner or admin — an existing one, or
+/// a newcomer whose default role is admin — is refused unless the workspace allows privileged
+/// sign-in, and then nothing changes. Audited in the workspace: `member.add` when they joined,
+/// `sso.sign_in` always.
 pub async fn sign_in_member(
     database: &AppDb,
-    tenant: TenantId,
+    provider: &IdentityProvider,
     email: &Email,
-    default_role: Role,
     client_addr: Option<IpAddr>,
-) -> Result<SsoMember, StoreError> {
+) -> Result<Result<SsoMember, SignInRefusal>, StoreError> {
+    let tenant = provider.tenant;
+    let default_role = provider.default_role;
     if default_role == Role::Owner || !default_role.is_tenant_role() {
         return Err(StoreError::Invalid(
             "the default role is admin, operator or viewer".into(),
@@ -580,10 +623,10 @@ pub async fn sign_in_member(
     .bind(email.as_str())
     .fetch_one(tx.connection())
     .await?;
-    tx.commit().await?;
     if disabled {
-        return Err(StoreError::Forbidden("the account is disabled"));
+        return Ok(Err(SignInRefusal::AccountDisabled));
     }
+    tx.commit().await?;
     let user = UserId::from_uuid(user);
     let mut tx = control(database, Some(tenant), Actor::User(user)).await?;
     let existing: Option<String> = sqlx::query_scalar(
@@ -593,8 +636,16 @@ pub async fn sign_in_member(
     .bind(user.as_uuid())
     .fetch_optional(tx.connection())
     .await?;
+    let role = match &existing {
+        Some(role) => parse_role(role)?,
+        None => default_role,
+    };
+    if role.is_privileged() && !provider.privileged_sign_in {
+        // Rolled back: no account change, no membership.
+        return Ok(Err(SignInRefusal::PrivilegedRole));
+    }
     let (role, joined) = match existing {
-        Some(role) => (parse_role(&role)?, false),
+        Some(_) => (role, false),
         None => {
             let added = sqlx::query(
                 "insert into control.members (tenant_id, user_id, role) values ($1, $2, $3) \
@@ -623,7 +674,7 @@ pub async fn sign_in_member(
     )
     .await?;
     tx.commit().await?;
-    Ok(SsoMember { user, joined, role })
+    Ok(Ok(SsoMember { user, joined, role }))
 }
 
 /// Records a session started through `tenant`'s IdP: it looks at that workspace and acts in it

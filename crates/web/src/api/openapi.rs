@@ -554,7 +554,7 @@ pub const OPERATIONS: &[Operation] = &[
             "get",
             "/api/v1/sso",
             "The workspace's single sign-on configuration (never the client secret)",
-            Access::Tenant(P::ManageWorkspace),
+            Access::Tenant(P::ManageSso),
             (200, Some("Sso")),
         )
     },
@@ -583,7 +583,7 @@ pub const OPERATIONS: &[Operation] = &[
             "put",
             "/api/v1/sso",
             "Set the workspace's OpenID Connect provider, email domains and default role (audited)",
-            Access::Tenant(P::ManageWorkspace),
+            Access::Tenant(P::ManageSso),
             (200, Some("Sso")),
         )
     },
@@ -593,7 +593,7 @@ pub const OPERATIONS: &[Operation] = &[
             "delete",
             "/api/v1/sso",
             "Remove single sign-on (audited)",
-            Access::Tenant(P::ManageWorkspace),
+            Access::Tenant(P::ManageSso),
             (204, None),
         )
     },
@@ -798,6 +798,7 @@ fn request_schemas() -> Value {
             } },
             "default_role": { "enum": ["admin", "operator", "viewer"] },
             "enabled": { "type": "boolean" },
+            "privileged_sign_in": { "type": "boolean", "description": "whether owners and admins may sign in through the IdP (default false); `default_role` admin needs it" },
         }),
         &["issuer", "client_id", "domains", "default_role"],
     );

@@ -1,5 +1,5 @@
 //! `/api/v1/sso`: the workspace's single sign-on configuration, as on `/app/settings/sso`
-//! (`manage_workspace`). The client secret is write-only: a PUT may set it, no answer contains
+//! (`manage_sso`: owners only). The client secret is write-only: a PUT may set it, no answer contains
 //! it. Every change is audited by the store in the same transaction.
 
 use axum::Json;
@@ -26,7 +26,7 @@ async fn read(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
+    let mut tx = caller.tx(&state, Permission::ManageSso).await?;
     let settings = store::sso::settings(&mut tx).await?;
     tx.commit().await?;
     match settings {
@@ -41,7 +41,7 @@ async fn read(
 
 impl RequestBody for SsoInput {
     const SCHEMA: &'static str = "SsoInput";
-    const SHAPE: &'static str = r#"{"issuer": "https://...", "client_id": "...", "client_secret": "... (omit to keep)", "domains": ["example.com"], "default_role": "admin"|"operator"|"viewer", "enabled": true|false}"#;
+    const SHAPE: &'static str = r#"{"issuer": "https://...", "client_id": "...", "client_secret": "... (omit to keep)", "domains": ["example.com"], "default_role": "admin"|"operator"|"viewer", "enabled": true|false, "privileged_sign_in": true|false}"#;
 
     /// 400, as the configuration's own checks answer.
     fn refusal(violation: super::conformance::Violation) -> ApiError {
@@ -54,7 +54,7 @@ async fn replace(
     caller: Caller,
     Body(input): Body<SsoInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
+    let mut tx = caller.tx(&state, Permission::ManageSso).await?;
     let valid = input.validate().map_err(|errors| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
             .with_details(json!({ "problems": errors }))
@@ -76,7 +76,7 @@ async fn replace(
 }
 
 async fn remove(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
-    let mut tx = caller.tx(&state, Permission::ManageWorkspace).await?;
+    let mut tx = caller.tx(&state, Permission::ManageSso).await?;
     store::sso::delete(&mut tx).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

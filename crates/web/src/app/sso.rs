@@ -1,4 +1,4 @@
-//! `/app/settings/sso`: a workspace's IdP for owners and admins (`ManageWorkspace`) — issuer,
+//! `/app/settings/sso`: a workspace's IdP for its owners (`ManageSso`) — issuer,
 //! client id, the write-only client secret, email domains, the default role of just-in-time
 //! members, on or off — and the test sign-in that verifies the domains. The JSON API
 //! (`api::sso`) validates with the same [`SsoInput::validate`].
@@ -38,6 +38,7 @@ struct SsoPage {
     client_id: String,
     domains: String,
     enabled: bool,
+    privileged_sign_in: bool,
     roles: Vec<SelectOption>,
     redirect_uri: String,
     notice: Option<&'static str>,
@@ -82,35 +83,38 @@ async fn render_page(
     notice: Option<&'static str>,
     errors: Vec<&'static str>,
 ) -> Result<Response, PageError> {
-    let mut tx = member.tx(state, Permission::ManageWorkspace).await?;
+    let mut tx = member.tx(state, Permission::ManageSso).await?;
     let settings = store::sso::settings(&mut tx).await?;
     tx.commit().await?;
-    let (issuer, client_id, domains, role, enabled) = match (&submitted, &settings) {
-        (Some(input), _) => (
-            input.issuer.clone(),
-            input.client_id.clone(),
-            match &input.domains {
-                DomainList::Text(text) => text.clone(),
-                DomainList::List(list) => list.join(", "),
-                DomainList::Empty => String::new(),
-            },
-            input.default_role.clone(),
-            input.enabled.is_on(),
-        ),
-        (None, Some(settings)) => (
-            settings.issuer.clone(),
-            settings.client_id.clone(),
-            settings
-                .domains
-                .iter()
-                .map(|domain| domain.domain.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            settings.default_role.as_str().to_owned(),
-            settings.enabled,
-        ),
-        (None, None) => Default::default(),
-    };
+    let (issuer, client_id, domains, role, enabled, privileged_sign_in) =
+        match (&submitted, &settings) {
+            (Some(input), _) => (
+                input.issuer.clone(),
+                input.client_id.clone(),
+                match &input.domains {
+                    DomainList::Text(text) => text.clone(),
+                    DomainList::List(list) => list.join(", "),
+                    DomainList::Empty => String::new(),
+                },
+                input.default_role.clone(),
+                input.enabled.is_on(),
+                input.privileged_sign_in.is_on(),
+            ),
+            (None, Some(settings)) => (
+                settings.issuer.clone(),
+                settings.client_id.clone(),
+                settings
+                    .domains
+                    .iter()
+                    .map(|domain| domain.domain.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                settings.default_role.as_str().to_owned(),
+                settings.enabled,
+                settings.privileged_sign_in,
+            ),
+            (None, None) => Default::default(),
+        };
     let role = if role.is_empty() {
         "viewer".into()
     } else {
@@ -126,6 +130,7 @@ async fn render_page(
             client_id,
             domains,
             enabled,
+            privileged_sign_in,
             roles: select_options(&Role::SSO_DEFAULT_ROLES.map(Role::as_str), &role),
             redirect_uri: redirect_uri(headers).unwrap_or_default(),
             notice,
@@ -159,7 +164,7 @@ async fn save(
     headers: HeaderMap,
     Form(input): Form<SsoInput>,
 ) -> Result<Response, PageError> {
-    member.require(Permission::ManageWorkspace)?;
+    member.require(Permission::ManageSso)?;
     // The form comes back as submitted after a refusal, except the secret.
     let shown = SsoInput {
         client_secret: String::new(),
@@ -168,7 +173,7 @@ async fn save(
     let errors = match input.validate() {
         Err(errors) => errors,
         Ok(valid) => {
-            let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+            let mut tx = member.tx(&state, Permission::ManageSso).await?;
             match store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await {
                 Ok(()) => {
                     tx.commit().await?;
@@ -195,20 +200,20 @@ async fn save(
 }
 
 async fn remove(State(state): State<AppState>, member: Member) -> Result<Response, PageError> {
-    let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+    let mut tx = member.tx(&state, Permission::ManageSso).await?;
     store::sso::delete(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(tenant = %member.tenant(), by = %member.session().user.user_id, "sso configuration removed");
     Ok(back("done=deleted"))
 }
 
-/// Starts the admin's test sign-in through the workspace's IdP (enabled or not yet).
+/// Starts the owner's test sign-in through the workspace's IdP (enabled or not yet).
 async fn test_sign_in(
     State(state): State<AppState>,
     member: Member,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    member.require(Permission::ManageWorkspace)?;
+    member.require(Permission::ManageSso)?;
     let provider =
         store::sso::identity_provider(&state.database, member.tenant(), state.sso.client_secrets())
             .await?;

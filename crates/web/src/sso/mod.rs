@@ -490,21 +490,9 @@ async fn sign_in(
     email: &Email,
 ) -> Result<Response, Refused> {
     let tenant = provider.tenant;
-    let member = match store::sso::sign_in_member(
-        &state.database,
-        tenant,
-        email,
-        provider.default_role,
-        visitor.client_addr,
-    )
-    .await
-    {
-        Ok(member) => member,
-        Err(StoreError::Forbidden(_)) => {
-            return Err(Refused::new("account_disabled", Some(tenant)));
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let member = store::sso::sign_in_member(&state.database, provider, email, visitor.client_addr)
+        .await?
+        .map_err(|refusal| Refused::new(refusal.code(), Some(tenant)))?;
     if let Some(old) = &visitor.session {
         store::accounts::revoke_session(&state.database, &old.token).await?;
     }
@@ -523,8 +511,8 @@ async fn sign_in(
     Ok(crate::auth::signed_in(&token))
 }
 
-/// Completes an admin's test sign-in: the same admin, still allowed to manage the workspace,
-/// in the browser that started it; the IdP vouched for an address on one of the workspace's
+/// Completes an owner's test sign-in: the same owner, still allowed to manage its single
+/// sign-on, in the browser that started it; the IdP vouched for an address on one of the workspace's
 /// domains, which becomes verified.
 async fn verify(
     state: &AppState,
@@ -535,15 +523,22 @@ async fn verify(
     listed: bool,
 ) -> Result<Response, Refused> {
     let some_tenant = Some(tenant);
-    if visitor.session.as_ref().map(|session| session.user.user_id) != Some(admin) {
+    let Some(session) = visitor.session.as_ref() else {
         return Err(Refused::new("test_by_another_account", some_tenant));
+    };
+    if session.user.user_id != admin {
+        return Err(Refused::new("test_by_another_account", some_tenant));
+    }
+    // A session from another workspace's IdP acts in that workspace only.
+    if session.user.sso_tenant.is_some_and(|only| only != tenant) {
+        return Err(Refused::new("test_from_another_workspace", some_tenant));
     }
     let memberships = store::accounts::memberships(&state.database, admin).await?;
     let still_allowed = memberships.iter().any(|membership| {
-        membership.tenant_id == tenant && membership.role.allows(Permission::ManageWorkspace)
+        membership.tenant_id == tenant && membership.role.allows(Permission::ManageSso)
     });
     if !still_allowed {
-        return Err(Refused::new("test_by_non_admin", some_tenant));
+        return Err(Refused::new("test_by_non_owner", some_tenant));
     }
     if !listed {
         return Ok(settings::back("refused=domain-not-listed"));

@@ -34,6 +34,8 @@ pub struct SsoInput {
     pub default_role: String,
     /// The page's checkbox sends `on`; the API a boolean.
     pub enabled: Toggle,
+    /// Whether owners and admins may sign in through the IdP; off unless sent.
+    pub privileged_sign_in: Toggle,
 }
 
 /// Domains as a list (JSON) or as text (a form field).
@@ -77,6 +79,7 @@ pub struct ValidSso {
     pub domains: Vec<String>,
     pub default_role: Role,
     pub enabled: bool,
+    pub privileged_sign_in: bool,
 }
 
 impl ValidSso {
@@ -88,6 +91,7 @@ impl ValidSso {
             domains: &self.domains,
             default_role: self.default_role,
             enabled: self.enabled,
+            privileged_sign_in: self.privileged_sign_in,
         }
     }
 }
@@ -176,6 +180,11 @@ impl SsoInput {
         if default_role.is_none() {
             errors.push("New members join as admin, operator or viewer.");
         }
+        let privileged_sign_in = self.privileged_sign_in.is_on();
+        if default_role.is_some_and(Role::is_privileged) && !privileged_sign_in {
+            errors
+                .push("New members join as admin only if owners and admins may sign in with SSO.");
+        }
         match (default_role, errors.is_empty()) {
             (Some(default_role), true) => Ok(ValidSso {
                 issuer,
@@ -184,6 +193,7 @@ impl SsoInput {
                 domains,
                 default_role,
                 enabled: self.enabled.is_on(),
+                privileged_sign_in,
             }),
             _ => Err(errors),
         }

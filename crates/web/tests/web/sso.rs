@@ -263,9 +263,10 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     let (addr, _stop) = serve(database.clone()).await;
     let acme = crate::api::tenant(&database, "Acme").await;
     let globex = crate::api::tenant(&database, "Globex").await;
+    member(&database, acme, "owner@acme.test", Role::Owner).await;
     member(&database, acme, "admin@acme.test", Role::Admin).await;
     member(&database, acme, "viewer@acme.test", Role::Viewer).await;
-    member(&database, globex, "admin@globex.test", Role::Admin).await;
+    member(&database, globex, "owner@globex.test", Role::Owner).await;
     // Someone in both workspaces, with a password.
     member(&database, acme, "both@acme.test", Role::Viewer).await;
     member(&database, globex, "both@acme.test", Role::Owner).await;
@@ -275,9 +276,9 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     let provider = Provider::start("tributary-acme", &client_secret, &redirect_uri).await;
     let idp_addr = provider.addr().to_owned();
 
-    // The admin configures the IdP; the page shows where to register the callback.
+    // The owner configures the IdP; the page shows where to register the callback.
     let mut admin = Browser::new(&addr);
-    sign_in(&mut admin, "admin@acme.test", PASSWORD).await;
+    sign_in(&mut admin, "owner@acme.test", PASSWORD).await;
     let page = admin.get("/app/settings/sso").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains(&redirect_uri), "{}", page.body);
@@ -480,6 +481,94 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         "{entries:?}"
     );
 
+    // Privilege comes from the workspace, never from the IdP. While the owner has not allowed
+    // privileged members to sign in with SSO, an owner or admin the IdP vouches for is refused
+    // (whoever runs the IdP could otherwise act as them), and nothing changes.
+    for email in ["owner@acme.test", "admin@acme.test"] {
+        let before = refusals("privileged_role_needs_password", acme);
+        let (browser, answer) = sso_sign_in(&addr, &idp_addr, email, email).await;
+        assert_eq!(answer.status, 400, "{email}: {}", answer.body);
+        assert!(answer.set_cookie("__Host-tributary-session").is_none());
+        assert!(!browser.cookies.contains_key("__Host-tributary-session"));
+        assert_eq!(
+            refusals("privileged_role_needs_password", acme),
+            before + 1,
+            "{email}"
+        );
+    }
+    assert_eq!(
+        role_in(&database, acme, "owner@acme.test").await,
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        role_in(&database, acme, "admin@acme.test").await,
+        Some(Role::Admin)
+    );
+    // An existing member never gets more than their role, whatever the default role is.
+    let (mut viewer_sso, answer) =
+        sso_sign_in(&addr, &idp_addr, "viewer@acme.test", "viewer@acme.test").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(
+        viewer_sso
+            .get("/app/overview")
+            .await
+            .body
+            .contains("viewer@acme.test · viewer")
+    );
+    assert_eq!(
+        role_in(&database, acme, "viewer@acme.test").await,
+        Some(Role::Viewer)
+    );
+    // Newcomers join as admin only if privileged sign-in is on: the settings refuse otherwise.
+    let mut admin_default = idp_fields(&provider, "", "acme.test, other.test", "admin");
+    let refused = admin
+        .submit("/app/settings/sso", "/app/settings/sso", &admin_default)
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused
+            .body
+            .contains("join as admin only if owners and admins may sign in")
+    );
+    // The owner allows it: now an admin signs in through the IdP, as admin and no more, and
+    // the domain stays verified (same issuer and client).
+    admin_default.push(("privileged_sign_in", "on"));
+    let saved = admin
+        .submit("/app/settings/sso", "/app/settings/sso", &admin_default)
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings/sso?done=saved")
+    );
+    let (mut admin_sso, answer) =
+        sso_sign_in(&addr, &idp_addr, "admin@acme.test", "admin@acme.test").await;
+    assert_eq!(answer.status, 303, "{}\n{}", answer.body, sso_log());
+    assert!(
+        admin_sso
+            .get("/app/overview")
+            .await
+            .body
+            .contains("admin@acme.test · admin")
+    );
+    assert_eq!(
+        role_in(&database, acme, "admin@acme.test").await,
+        Some(Role::Admin)
+    );
+    // Back to the default: privileged members sign in with their password again.
+    let saved = admin
+        .submit(
+            "/app/settings/sso",
+            "/app/settings/sso",
+            &idp_fields(&provider, "", "acme.test, other.test", "operator"),
+        )
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings/sso?done=saved")
+    );
+    let (_, answer) = sso_sign_in(&addr, &idp_addr, "admin@acme.test", "admin@acme.test").await;
+    assert_eq!(answer.status, 400);
+
     // A session from Acme's IdP acts in Acme only, though the account is also Globex's owner.
     let (mut both, answer) =
         sso_sign_in(&addr, &idp_addr, "both@acme.test", "both@acme.test").await;
@@ -494,6 +583,13 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         )
         .await;
     assert_eq!(switched.status, 404);
+    let api = both.get("/api/v1/workspace").await;
+    assert_eq!(api.status, 200);
+    assert!(
+        api.body.contains("Acme") && !api.body.contains("Globex"),
+        "{}",
+        api.body
+    );
 
     // Wrong state: unknown, or not even well-formed.
     let forged = format!("{}.{}", acme.as_uuid().simple(), "ab".repeat(32));
@@ -596,19 +692,62 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         .await;
     assert_eq!(refused.status, 403);
 
-    // Another tenant's admin sees and changes only their own workspace's SSO, and cannot verify
+    // Nor has an admin: configuring SSO decides who may act as the workspace's members, an
+    // owner's action. The page, the form, the test sign-in and the API all refuse them.
+    let mut acme_admin = Browser::new(&addr);
+    sign_in(&mut acme_admin, "admin@acme.test", PASSWORD).await;
+    assert_eq!(acme_admin.get("/app/settings/sso").await.status, 403);
+    for (action, fields) in [
+        (
+            "/app/settings/sso",
+            vec![
+                ("issuer", "https://evil.example.com"),
+                ("client_id", "x"),
+                ("client_secret", "y"),
+                ("domains", "acme.test"),
+                ("default_role", "admin"),
+                ("privileged_sign_in", "on"),
+            ],
+        ),
+        ("/app/settings/sso/test", vec![]),
+        ("/app/settings/sso/delete", vec![]),
+    ] {
+        let refused = acme_admin.submit("/app/overview", action, &fields).await;
+        assert_eq!(refused.status, 403, "admin POST {action}");
+    }
+    let admin_token = crate::api::token(&database, acme, Role::Admin).await;
+    for (method, body) in [
+        ("GET", ""),
+        (
+            "PUT",
+            r#"{"issuer": "https://evil.example.com", "client_id": "x", "client_secret": "y", "domains": ["acme.test"], "default_role": "viewer", "enabled": true}"#,
+        ),
+        ("DELETE", ""),
+    ] {
+        let (status, _, _) = request(&addr, method, "/api/v1/sso", Some(&admin_token), body).await;
+        assert_eq!(status, 403, "admin {method} /api/v1/sso");
+    }
+    let configured = audit_entries(&database, acme)
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "sso.configure")
+        .count();
+    assert_eq!(
+        configured, 3,
+        "only the owner's three changes were made, and audited"
+    );
+
+    // Another tenant's owner sees and changes only their own workspace's SSO, and cannot verify
     // a domain another workspace holds.
     let mut rival = Browser::new(&addr);
-    sign_in(&mut rival, "admin@globex.test", PASSWORD).await;
+    sign_in(&mut rival, "owner@globex.test", PASSWORD).await;
     let page = rival.get("/app/settings/sso").await;
     assert_eq!(page.status, 200);
     assert!(!page.body.contains("tributary-acme") && !page.body.contains(&provider.issuer));
+    let mut globex_fields = idp_fields(&provider, &client_secret, "acme.test", "admin");
+    globex_fields.push(("privileged_sign_in", "on"));
     let saved = rival
-        .submit(
-            "/app/settings/sso",
-            "/app/settings/sso",
-            &idp_fields(&provider, &client_secret, "acme.test", "admin"),
-        )
+        .submit("/app/settings/sso", "/app/settings/sso", &globex_fields)
         .await;
     assert_eq!(saved.status, 303);
     let started = rival
@@ -626,7 +765,7 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         taken.header("location"),
         Some("/app/settings/sso?refused=domain-taken")
     );
-    let globex_token = crate::api::token(&database, globex, Role::Admin).await;
+    let globex_token = crate::api::token(&database, globex, Role::Owner).await;
     let (status, _, body) = request(&addr, "GET", "/api/v1/sso", Some(&globex_token), "").await;
     assert_eq!(status, 200);
     let globex_sso: Value = serde_json::from_str(&body).unwrap();
@@ -637,7 +776,7 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     assert_eq!(globex_sso["sso"]["default_role"], "admin");
     let (status, _, _) = request(&addr, "DELETE", "/api/v1/sso", Some(&globex_token), "").await;
     assert_eq!(status, 204);
-    let acme_token = crate::api::token(&database, acme, Role::Admin).await;
+    let acme_token = crate::api::token(&database, acme, Role::Owner).await;
     let (status, _, body) = request(&addr, "GET", "/api/v1/sso", Some(&acme_token), "").await;
     assert_eq!(status, 200, "Acme's configuration is untouched");
     assert!(body.contains("\"verified\":true") && body.contains("tributary-acme"));
@@ -664,8 +803,8 @@ async fn the_idp_client_refuses_internal_addresses_and_plain_http_beyond_loopbac
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
     let acme = crate::api::tenant(&database, "Acme").await;
-    member(&database, acme, "admin@acme.test", Role::Admin).await;
-    let token = crate::api::token(&database, acme, Role::Admin).await;
+    member(&database, acme, "owner@acme.test", Role::Owner).await;
+    let token = crate::api::token(&database, acme, Role::Owner).await;
     for (issuer, accepted) in [
         ("http://idp.example.com", false),
         ("https://idp.example.com?x=1", false),
@@ -682,7 +821,7 @@ async fn the_idp_client_refuses_internal_addresses_and_plain_http_beyond_loopbac
     }
     // The metadata service's address is a valid https issuer, but never dialled.
     let mut admin = Browser::new(&addr);
-    sign_in(&mut admin, "admin@acme.test", PASSWORD).await;
+    sign_in(&mut admin, "owner@acme.test", PASSWORD).await;
     let answer = admin
         .submit("/app/settings/sso", "/app/settings/sso/test", &[])
         .await;
