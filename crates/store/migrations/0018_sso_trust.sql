@@ -19,3 +19,9 @@ alter table control.sso_configs add constraint sso_configs_admin_default_needs_p
     check (default_role <> 'admin' or privileged_sign_in);
 grant update (privileged_sign_in) on control.sso_configs to tributary_tenant_owner;
 
+-- The client secret is sealed bound to the workspace, issuer and client id it was entered for
+-- (authenticated data of its AES-GCM ciphertext, store::sso): it opens for no other issuer, even
+-- if the row around it changes. Secrets sealed before this migration are not bound: they are
+-- never used again, and the owner enters the secret once more.
+alter table control.sso_configs add column client_secret_bound boolean not null default false;
+grant update (client_secret_bound) on control.sso_configs to tributary_tenant_owner;

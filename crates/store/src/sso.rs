@@ -29,6 +29,18 @@ fn digest(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
+/// What a client secret is sealed bound to: the workspace, issuer and client id it was entered
+/// for. It opens for nothing else, so it is never sent to another issuer.
+fn secret_context(tenant: TenantId, issuer: &str, client_id: &str) -> Vec<u8> {
+    let mut context = b"tributary-sso-client-secret-v1".to_vec();
+    for part in [tenant.to_string().as_str(), issuer, client_id] {
+        context.push(0);
+        context.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        context.extend_from_slice(part.as_bytes());
+    }
+    context
+}
+
 fn tenant_of(tx: &TenantTx) -> Result<TenantId, StoreError> {
     tx.tenant()
         .ok_or(StoreError::Forbidden("SSO settings need a tenant scope"))
@@ -137,10 +149,11 @@ pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreErr
 }
 
 /// Creates or replaces the transaction's tenant's configuration (audited, without the secret).
-/// Changing the issuer or the client id forgets every domain's verification: it proved control
-/// through the previous IdP. Domains no longer listed are removed. `Invalid` for an owner role as
-/// default, admin as default without `privileged_sign_in`, or a first configuration without a
-/// secret.
+/// Changing the issuer or the client id forgets every domain's verification (it proved control
+/// through the previous IdP) and needs the client secret again: the stored one was entered for
+/// the previous IdP and is replaced, never sent to the new one. Domains no longer listed are removed. `Invalid` for an owner role as
+/// default, admin as default without `privileged_sign_in`, or a first configuration or a change
+/// of issuer or client id without a secret.
 pub async fn put(
     tx: &mut TenantTx,
     change: &SsoChange<'_>,
@@ -163,10 +176,21 @@ pub async fn put(
     .bind(tenant.as_uuid())
     .fetch_optional(tx.connection())
     .await?;
-    let sealed = change
-        .client_secret
-        .map(|secret| secrets.seal(secret.expose_secret().as_bytes()));
-    let idp_changed = match (&previous, &sealed) {
+    let sealed = change.client_secret.map(|secret| {
+        secrets.seal_bound(
+            secret.expose_secret().as_bytes(),
+            &secret_context(tenant, change.issuer, change.client_id),
+        )
+    });
+    let idp_changed = previous.as_ref().is_some_and(|(issuer, client_id)| {
+        *issuer != change.issuer || *client_id != change.client_id
+    });
+    if idp_changed && sealed.is_none() {
+        return Err(StoreError::Invalid(
+            "a new issuer or client id needs its client secret".into(),
+        ));
+    }
+    match (&previous, &sealed) {
         (None, None) => {
             return Err(StoreError::Invalid(
                 "a client secret is required the first time".into(),
@@ -176,8 +200,8 @@ pub async fn put(
             sqlx::query(
                 "insert into control.sso_configs (tenant_id, issuer, client_id, \
                      client_secret_ciphertext, client_secret_nonce, default_role, enabled, \
-                     privileged_sign_in) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     privileged_sign_in, client_secret_bound) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, true)",
             )
             .bind(tenant.as_uuid())
             .bind(change.issuer)
@@ -189,13 +213,13 @@ pub async fn put(
             .bind(change.privileged_sign_in)
             .execute(tx.connection())
             .await?;
-            false
         }
-        (Some((issuer, client_id)), sealed) => {
+        (Some(_), sealed) => {
             sqlx::query(
                 "update control.sso_configs set issuer = $2, client_id = $3, \
                      client_secret_ciphertext = coalesce($4, client_secret_ciphertext), \
                      client_secret_nonce = coalesce($5, client_secret_nonce), \
+                     client_secret_bound = client_secret_bound or $4 is not null, \
                      default_role = $6, enabled = $7, privileged_sign_in = $8, \
                      updated_at = now() \
                  where tenant_id = $1",
@@ -210,9 +234,8 @@ pub async fn put(
             .bind(change.privileged_sign_in)
             .execute(tx.connection())
             .await?;
-            *issuer != change.issuer || *client_id != change.client_id
         }
-    };
+    }
     if idp_changed {
         sqlx::query("delete from control.sso_domains where tenant_id = $1")
             .bind(tenant.as_uuid())
@@ -300,7 +323,9 @@ pub struct IdentityProvider {
     pub tenant: TenantId,
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    /// `None` when the stored secret was not sealed for this issuer and client id: the owner
+    /// must enter it again, and no flow starts meanwhile.
+    pub client_secret: Option<SecretString>,
     pub default_role: Role,
     pub enabled: bool,
     /// Whether owners and admins may sign in through it.
@@ -319,6 +344,7 @@ struct IdentityProviderRow {
     default_role: String,
     enabled: bool,
     privileged_sign_in: bool,
+    client_secret_bound: bool,
 }
 
 /// The IdP of `tenant` with its secret opened, if configured (whether enabled or not).
@@ -330,7 +356,7 @@ pub async fn identity_provider(
     let mut tx = control(database, Some(tenant), Actor::System("sso")).await?;
     let row: Option<IdentityProviderRow> = sqlx::query_as(
         "select issuer, client_id, client_secret_ciphertext, client_secret_nonce, default_role, \
-                enabled, privileged_sign_in \
+                enabled, privileged_sign_in, client_secret_bound \
          from control.sso_configs where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
@@ -342,21 +368,29 @@ pub async fn identity_provider(
     };
     let domains = domains_of(&mut tx, tenant).await?;
     tx.commit().await?;
-    let secret = secrets
-        .open(&row.client_secret_ciphertext, &row.client_secret_nonce)
-        .map_err(|_| {
-            StoreError::Config(
-                "the stored SSO client secret does not open under the platform's secret key",
+    // Only a secret sealed for this very issuer and client id opens: one entered for another
+    // issuer (or before secrets were bound) is never used.
+    let secret = row
+        .client_secret_bound
+        .then(|| {
+            secrets.open_bound(
+                &row.client_secret_ciphertext,
+                &row.client_secret_nonce,
+                &secret_context(tenant, &row.issuer, &row.client_id),
             )
-        })?;
-    let secret = String::from_utf8(secret)
-        .map_err(|_| StoreError::Config("the stored SSO client secret is not text"))?;
+        })
+        .and_then(Result::ok)
+        .and_then(|secret| String::from_utf8(secret).ok())
+        .map(SecretString::from);
+    if secret.is_none() {
+        tracing::warn!(%tenant, "the stored sso client secret is not usable for this issuer and client id");
+    }
     Ok(Some(IdentityProvider {
         tenant,
         default_role: parse_role(&row.default_role)?,
         issuer: row.issuer,
         client_id: row.client_id,
-        client_secret: SecretString::from(secret),
+        client_secret: secret,
         enabled: row.enabled,
         privileged_sign_in: row.privileged_sign_in,
         domains,

@@ -562,8 +562,9 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some("SsoInput"),
         failures: &[(
             409,
-            "no configuration is stored yet and the body has no `client_secret` \
-             (`secret_required`), or a domain is another workspace's (`already_exists`)",
+            "the body has no `client_secret` while no configuration is stored yet or the \
+             issuer or client id changes (`secret_required`), or a domain is another \
+             workspace's (`already_exists`)",
         )],
         links: &[
             Link {

@@ -59,15 +59,28 @@ async fn replace(
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
             .with_details(json!({ "problems": errors }))
     })?;
-    // The first configuration needs the secret; later ones may leave it out to keep it. That
-    // depends on what is stored, not on the body's shape: a conflict with the current state.
-    if valid.client_secret.is_none() && store::sso::settings(&mut tx).await?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "secret_required",
-            "single sign-on is not configured yet: the first configuration needs client_secret",
-        )
-        .with_details(json!({ "field": "client_secret" })));
+    // The first configuration needs the secret, and so does a change of issuer or client id
+    // (the stored secret was entered for the previous IdP and is never sent to another); other
+    // changes may leave it out to keep it. That depends on what is stored, not on the body's
+    // shape: a conflict with the current state.
+    if valid.client_secret.is_none() {
+        let message = match store::sso::settings(&mut tx).await? {
+            None => Some(
+                "single sign-on is not configured yet: the first configuration needs client_secret",
+            ),
+            Some(stored)
+                if stored.issuer != valid.issuer || stored.client_id != valid.client_id =>
+            {
+                Some("a new issuer or client id needs its client_secret")
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = message {
+            return Err(
+                ApiError::new(StatusCode::CONFLICT, "secret_required", message)
+                    .with_details(json!({ "field": "client_secret" })),
+            );
+        }
     }
     store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await?;
     let settings = store::sso::settings(&mut tx).await?;

@@ -69,7 +69,10 @@ fn refusal(code: &str) -> Option<&'static str> {
         ),
         "domain-taken" => Some("That domain cannot be verified for this workspace."),
         "not-configured" => Some("Save the configuration before the test sign-in."),
-        "secret-required" => Some("Enter the client secret the first time."),
+        "secret-required" => Some(
+            "Enter the client secret: the first time, and whenever the issuer or client id \
+             changes (the stored one was for the previous IdP and is never sent to another).",
+        ),
         _ => None,
     }
 }

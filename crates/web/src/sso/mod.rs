@@ -162,6 +162,11 @@ async fn client_for(
     Refused,
 > {
     let tenant = Some(provider.tenant);
+    // Checked before anything is fetched: a secret sealed for another issuer never opens.
+    let client_secret = provider
+        .client_secret
+        .as_ref()
+        .ok_or(Refused::new("client_secret_unusable", tenant))?;
     let issuer = IssuerUrl::new(provider.issuer.clone())
         .map_err(|_| Refused::new("issuer_invalid", tenant))?;
     let metadata = CoreProviderMetadata::discover_async(issuer, &sso.http)
@@ -175,9 +180,7 @@ async fn client_for(
     Ok(CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(provider.client_id.clone()),
-        Some(ClientSecret::new(
-            provider.client_secret.expose_secret().to_owned(),
-        )),
+        Some(ClientSecret::new(client_secret.expose_secret().to_owned())),
     )
     .set_redirect_uri(redirect))
 }

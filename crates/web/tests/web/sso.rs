@@ -833,3 +833,138 @@ async fn the_idp_client_refuses_internal_addresses_and_plain_http_beyond_loopbac
         "refused before connecting"
     );
 }
+
+/// A loopback listener that counts the connections made to it (and answers none): an issuer
+/// the client secret must never reach.
+async fn trap() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (format!("http://{addr}"), connections)
+}
+
+#[tokio::test]
+async fn a_new_issuer_or_client_needs_the_secret_again_and_a_secret_reaches_no_other_issuer() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = crate::api::tenant(&database, "Acme").await;
+    member(&database, acme, "owner@acme.test", Role::Owner).await;
+    let token = crate::api::token(&database, acme, Role::Owner).await;
+    let secret = format!("client-secret-{}", store::random_token(12));
+    let config = |issuer: &str, client_id: &str, secret: Option<&str>| {
+        let secret = secret
+            .map(|secret| format!(r#""client_secret": "{secret}", "#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"issuer": "{issuer}", "client_id": "{client_id}", {secret}"domains": ["acme.test"], "default_role": "viewer", "enabled": true}}"#
+        )
+    };
+    let (status, _, body) = request(
+        &addr,
+        "PUT",
+        "/api/v1/sso",
+        Some(&token),
+        &config("https://login.acme.example", "acme", Some(&secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Pointing the stored secret at another issuer, or another client, without entering it
+    // again is refused: the stored one was entered for the first IdP.
+    let (attacker_issuer, connections) = trap().await;
+    for (issuer, client_id) in [
+        (attacker_issuer.as_str(), "acme"),
+        ("https://login.acme.example", "another-client"),
+    ] {
+        let (status, _, body) = request(
+            &addr,
+            "PUT",
+            "/api/v1/sso",
+            Some(&token),
+            &config(issuer, client_id, None),
+        )
+        .await;
+        assert_eq!(status, 409, "{issuer} {client_id}: {body}");
+        assert!(body.contains("secret_required"), "{body}");
+    }
+    let mut owner = Browser::new(&addr);
+    sign_in(&mut owner, "owner@acme.test", PASSWORD).await;
+    let refused = owner
+        .submit(
+            "/app/settings/sso",
+            "/app/settings/sso",
+            &[
+                ("issuer", attacker_issuer.as_str()),
+                ("client_id", "acme"),
+                ("domains", "acme.test"),
+                ("default_role", "viewer"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.body.contains("whenever the issuer or client id"));
+    let (_, _, body) = request(&addr, "GET", "/api/v1/sso", Some(&token), "").await;
+    assert!(body.contains("https://login.acme.example") && !body.contains(&attacker_issuer));
+
+    // Even a row changed behind the application's back (here, the owner role's own grant used
+    // directly) cannot send the secret elsewhere: it is sealed bound to its issuer and client,
+    // so it does not open for the new issuer, and nothing is fetched from it.
+    let mut tx = store::TenantTx::begin(
+        &database.app,
+        store::Scope::Member {
+            tenant: acme,
+            user: domain::UserId::new_random(),
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query("update control.sso_configs set issuer = $1 where tenant_id = $2")
+        .bind(&attacker_issuer)
+        .bind(acme.as_uuid())
+        .execute(tx.connection_for_tests())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before = refusals("client_secret_unusable", acme);
+    let answer = owner
+        .submit("/app/settings/sso", "/app/settings/sso/test", &[])
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(refusals("client_secret_unusable", acme), before + 1);
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other issuer was contacted"
+    );
+
+    // Entered again for the new issuer, the secret is that issuer's to use.
+    let (status, _, body) = request(
+        &addr,
+        "PUT",
+        "/api/v1/sso",
+        Some(&token),
+        &config(&attacker_issuer, "acme", Some("its own secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = owner
+        .submit("/app/settings/sso", "/app/settings/sso/test", &[])
+        .await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "discovery at the newly entered issuer"
+    );
+    assert!(!whole_log().contains(&secret), "the secret reached the log");
+}
