@@ -180,6 +180,12 @@ pub struct UpArgs {
     #[arg(long, env = "TRIBUTARY_NO_DEMO")]
     pub no_demo: bool,
 
+    /// Development only: let the platform's outbound HTTP client (SSO issuers, later webhooks)
+    /// use plain http and reach loopback hosts, for an IdP on this machine. Off by default;
+    /// never in production, where it would let an admin's URL reach this host's own services.
+    #[arg(long, env = "TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP")]
+    pub dev_allow_loopback_http: bool,
+
     #[command(flatten)]
     pub mail: MailArgs,
 }

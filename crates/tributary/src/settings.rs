@@ -38,6 +38,7 @@ struct FileSettings {
     smtp_password: Option<String>,
     smtp_from: Option<String>,
     public_url: Option<String>,
+    dev_allow_loopback_http: Option<bool>,
 }
 
 /// Where the database is.
@@ -74,6 +75,9 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// The web app's address as people reach it; by default `http://<web address>`.
     pub public_url: Option<String>,
+    /// Development only: the outbound HTTP client may use plain http and loopback hosts (an
+    /// IdP on this machine). Off by default (`TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP`).
+    pub dev_allow_loopback_http: bool,
 }
 
 /// The SMTP server the web app sends mail through.
@@ -159,9 +163,12 @@ impl Settings {
             },
             None => DatabaseChoice::Managed,
         };
+        let dev_allow_loopback_http = up.is_some_and(|up| up.dev_allow_loopback_http)
+            || file.dev_allow_loopback_http.unwrap_or(false);
         Ok(Self {
             smtp,
             public_url,
+            dev_allow_loopback_http,
             data_dir: global
                 .data_dir
                 .clone()
@@ -293,9 +300,10 @@ mod tests {
         assert!(matches!(from_file.database, DatabaseChoice::Given { .. }));
         assert_eq!(from_file.rollup_min_cohort, 2, "k is never below 2");
 
-        let up = UpArgs {
+        let mut up = UpArgs {
             web_addr: Some("127.0.0.1:0".parse().unwrap()),
             no_demo: false,
+            dev_allow_loopback_http: false,
             mail: crate::cli::MailArgs::default(),
         };
         let flagged = Settings::resolve(
@@ -305,10 +313,18 @@ mod tests {
         .unwrap();
         assert_eq!(flagged.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(flagged.web_addr.port(), 0);
+        assert!(!flagged.dev_allow_loopback_http, "off unless asked for");
+        up.dev_allow_loopback_http = true;
+        let development = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
+        assert!(development.dev_allow_loopback_http);
 
         let defaults = Settings::resolve(&global(None, None), None).unwrap();
         assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(matches!(defaults.database, DatabaseChoice::Managed));
+        assert!(
+            !defaults.dev_allow_loopback_http,
+            "outbound requests reach public https hosts only by default"
+        );
         assert_eq!(
             defaults.rollup_min_cohort,
             store::rollups::DEFAULT_MIN_COHORT
@@ -366,6 +382,7 @@ mod tests {
         let mut up = UpArgs {
             web_addr: None,
             no_demo: true,
+            dev_allow_loopback_http: false,
             mail: crate::cli::MailArgs {
                 smtp_host: Some("127.0.0.1".into()),
                 smtp_port: Some(2525),

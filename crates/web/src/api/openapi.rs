@@ -790,7 +790,7 @@ fn request_schemas() -> Value {
     ));
     let sso = object(
         json!({
-            "issuer": { "type": "string", "maxLength": 500, "pattern": issuer_pattern(), "description": "https, or http on a loopback address" },
+            "issuer": { "type": "string", "maxLength": 500, "pattern": issuer_pattern(), "description": "https on a public host; plain http and loopback hosts only when the server runs with the development setting TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP (otherwise refused with 400)" },
             "client_id": trimmed(500),
             "client_secret": { "type": "string", "maxLength": 1000, "pattern": "^(?:[!-~](?:[ -~]*[!-~])?)?$", "description": "write-only; omit or leave empty to keep the stored one (the first configuration needs it)" },
             "domains": { "type": "array", "minItems": 1, "maxItems": 20, "items": {

@@ -55,7 +55,7 @@ async fn replace(
     Body(input): Body<SsoInput>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut tx = caller.tx(&state, Permission::ManageSso).await?;
-    let valid = input.validate().map_err(|errors| {
+    let valid = input.validate(state.sso.policy()).map_err(|errors| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", errors.join(" "))
             .with_details(json!({ "problems": errors }))
     })?;

@@ -173,7 +173,7 @@ async fn save(
         client_secret: String::new(),
         ..input.clone()
     };
-    let errors = match input.validate() {
+    let errors = match input.validate(state.sso.policy()) {
         Err(errors) => errors,
         Ok(valid) => {
             let mut tx = member.tx(&state, Permission::ManageSso).await?;

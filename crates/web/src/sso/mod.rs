@@ -10,7 +10,6 @@
 //! one outside the workspace's verified domains are all refused with the same page. The reason
 //! goes to the log, never a token or a secret.
 
-mod http;
 pub mod settings;
 
 use std::sync::Arc;
@@ -32,12 +31,11 @@ use store::StoreError;
 use store::secret_box::SecretBox;
 use store::sso::{FlowPurpose, IdentityProvider, NewFlow};
 
-use self::http::IdpHttpClient;
-pub use self::http::is_loopback_host;
 use crate::AppState;
 use crate::auth::session::{LIFETIME, Visitor};
 use crate::auth::throttle;
 use crate::cookies;
+use crate::outbound::{Outbound, OutboundPolicy, is_loopback_host};
 use crate::pages::{PageError, render_failures};
 
 /// How long a sign-in flow may take, from the redirect to the IdP to its callback.
@@ -50,25 +48,31 @@ pub const SSO_UNAVAILABLE: &str = "Single sign-on is not set up for that address
      your password, or ask your workspace's admin.";
 
 /// What SSO needs besides the database: the box sealing client secrets and PKCE verifiers, and
-/// the HTTP client for IdPs.
+/// the platform's outbound HTTP client, through which every request to an IdP goes.
 #[derive(Debug, Clone)]
 pub struct Sso {
     client_secrets: Arc<SecretBox>,
     verifiers: Arc<SecretBox>,
-    http: IdpHttpClient,
+    http: Outbound,
 }
 
 impl Sso {
-    /// Seals under keys derived from the platform's master secret (as the edge does its own).
-    pub fn new(master_secret: &SecretString) -> Self {
+    /// Seals under keys derived from the platform's master secret (as the edge does its own);
+    /// talks to IdPs through `outbound`, whose policy also decides which issuers are accepted.
+    pub fn new(master_secret: &SecretString, outbound: Outbound) -> Self {
         Self {
             client_secrets: Arc::new(SecretBox::new(
                 master_secret,
                 store::sso::CLIENT_SECRET_PURPOSE,
             )),
             verifiers: Arc::new(SecretBox::new(master_secret, store::sso::VERIFIER_PURPOSE)),
-            http: IdpHttpClient::new(),
+            http: outbound,
         }
+    }
+
+    /// What issuers may be: public `https`, or also loopback under the development setting.
+    pub fn policy(&self) -> OutboundPolicy {
+        self.http.policy()
     }
 
     pub(crate) fn client_secrets(&self) -> &SecretBox {

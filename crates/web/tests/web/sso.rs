@@ -968,3 +968,43 @@ async fn a_new_issuer_or_client_needs_the_secret_again_and_a_secret_reaches_no_o
     );
     assert!(!whole_log().contains(&secret), "the secret reached the log");
 }
+
+/// Production runs without the development setting: an issuer on a loopback host, or over plain
+/// http, is refused when it is configured, and nothing connects to it.
+#[tokio::test]
+async fn without_the_development_setting_a_loopback_or_plain_http_issuer_is_refused() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = crate::serve_with(
+        database.clone(),
+        None,
+        web::outbound::OutboundPolicy::production(),
+    )
+    .await;
+    let acme = crate::api::tenant(&database, "Acme").await;
+    let token = crate::api::token(&database, acme, Role::Owner).await;
+    let (loopback_issuer, connections) = trap().await;
+    let port = loopback_issuer.rsplit(':').next().unwrap().to_owned();
+    for issuer in [
+        loopback_issuer.clone(),
+        format!("https://127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+        format!("https://[::1]:{port}"),
+        "http://idp.example.com".to_owned(),
+    ] {
+        let body = format!(
+            r#"{{"issuer": "{issuer}", "client_id": "c", "client_secret": "s", "domains": ["acme.test"], "default_role": "viewer", "enabled": true}}"#
+        );
+        let (status, _, response) = request(&addr, "PUT", "/api/v1/sso", Some(&token), &body).await;
+        assert_eq!(status, 400, "{issuer}: {response}");
+        assert!(response.contains("issuer"), "{response}");
+    }
+    let body = r#"{"issuer": "https://login.acme.example", "client_id": "c", "client_secret": "s", "domains": ["acme.test"], "default_role": "viewer", "enabled": true}"#;
+    let (status, _, response) = request(&addr, "PUT", "/api/v1/sso", Some(&token), body).await;
+    assert_eq!(status, 200, "a public https issuer: {response}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing connected to the loopback issuer"
+    );
+}
