@@ -151,9 +151,10 @@ pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreErr
 /// Creates or replaces the transaction's tenant's configuration (audited, without the secret).
 /// Changing the issuer or the client id forgets every domain's verification (it proved control
 /// through the previous IdP) and needs the client secret again: the stored one was entered for
-/// the previous IdP and is replaced, never sent to the new one. Domains no longer listed are removed. `Invalid` for an owner role as
-/// default, admin as default without `privileged_sign_in`, or a first configuration or a change
-/// of issuer or client id without a secret.
+/// the previous IdP and is replaced, never sent to the new one. Domains no longer listed are
+/// removed. `Invalid` for an owner role as default, admin as default without
+/// `privileged_sign_in`, or a first configuration or a change of issuer or client id without a
+/// secret.
 pub async fn put(
     tx: &mut TenantTx,
     change: &SsoChange<'_>,
@@ -675,7 +676,7 @@ pub async fn sign_in_member(
         None => default_role,
     };
     if role.is_privileged() && !provider.privileged_sign_in {
-        // Rolled back: no account change, no membership.
+        // Rolled back: no membership, no audit entry in the workspace.
         return Ok(Err(SignInRefusal::PrivilegedRole));
     }
     let (role, joined) = match existing {

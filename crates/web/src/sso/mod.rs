@@ -1,5 +1,5 @@
 //! Single sign-on with OpenID Connect, per workspace (docs/sso.md): "Sign in with SSO" on
-//! `/auth`, the IdP's redirect back to `/auth/sso/callback`, and the admin's test sign-in that
+//! `/auth`, the IdP's redirect back to `/auth/sso/callback`, and the owner's test sign-in that
 //! verifies the workspace's email domains. The settings as submitted and their validation are
 //! [`settings`]; the settings page is `app::sso`, the JSON API `api::sso`.
 //!
@@ -519,8 +519,8 @@ async fn sign_in(
 }
 
 /// Completes an owner's test sign-in: the same owner, still allowed to manage its single
-/// sign-on, in the browser that started it; the IdP vouched for an address on one of the workspace's
-/// domains, which becomes verified.
+/// sign-on, in the browser that started it; the IdP vouched for an address on one of the
+/// workspace's domains, which becomes verified.
 async fn verify(
     state: &AppState,
     visitor: &Visitor,
