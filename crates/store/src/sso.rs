@@ -403,7 +403,7 @@ pub async fn identity_provider(
 pub enum FlowPurpose {
     /// Someone signing in to the workspace.
     SignIn,
-    /// An admin's test sign-in, which verifies domains.
+    /// An owner's test sign-in, which shows the IdP works (and verifies nothing).
     Test { admin: UserId },
 }
 
@@ -558,8 +558,8 @@ pub async fn take_flow(
     }))
 }
 
-/// Marks `domain` verified for `tenant`, proved by `admin`'s test sign-in (audited as that
-/// admin). `AlreadyExists` when another workspace holds it verified; `NotFound` when it is not
+/// Marks `domain` verified for `tenant`, proved by the DNS TXT record `admin` had checked
+/// (audited as them). `AlreadyExists` when another workspace holds it verified; `NotFound` when it is not
 /// one of the workspace's domains.
 pub async fn verify_domain(
     database: &AppDb,
@@ -591,7 +591,7 @@ pub async fn verify_domain(
     audit::append(
         &mut tx,
         AuditEntry::new("sso.domain_verify", domain.to_owned())
-            .details(serde_json::json!({ "via": "test_sign_in" }))
+            .details(serde_json::json!({ "via": "dns_txt" }))
             .client_addr(client_addr),
     )
     .await?;

@@ -186,6 +186,11 @@ pub struct UpArgs {
     #[arg(long, env = "TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP")]
     pub dev_allow_loopback_http: bool,
 
+    /// The DNS server (`ip:port`) that checks the TXT records proving a workspace's SSO domains.
+    /// [default: the system's resolvers]
+    #[arg(long, env = "TRIBUTARY_DNS_RESOLVER", value_name = "ADDR")]
+    pub dns_resolver: Option<SocketAddr>,
+
     #[command(flatten)]
     pub mail: MailArgs,
 }

@@ -39,6 +39,7 @@ struct FileSettings {
     smtp_from: Option<String>,
     public_url: Option<String>,
     dev_allow_loopback_http: Option<bool>,
+    dns_resolver: Option<SocketAddr>,
 }
 
 /// Where the database is.
@@ -78,6 +79,8 @@ pub struct Settings {
     /// Development only: the outbound HTTP client may use plain http and loopback hosts (an
     /// IdP on this machine). Off by default (`TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP`).
     pub dev_allow_loopback_http: bool,
+    /// The DNS server checking SSO domains' TXT records; `None`: the system's resolvers.
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 /// The SMTP server the web app sends mail through.
@@ -165,10 +168,12 @@ impl Settings {
         };
         let dev_allow_loopback_http = up.is_some_and(|up| up.dev_allow_loopback_http)
             || file.dev_allow_loopback_http.unwrap_or(false);
+        let dns_resolver = up.and_then(|up| up.dns_resolver).or(file.dns_resolver);
         Ok(Self {
             smtp,
             public_url,
             dev_allow_loopback_http,
+            dns_resolver,
             data_dir: global
                 .data_dir
                 .clone()
@@ -304,6 +309,7 @@ mod tests {
             web_addr: Some("127.0.0.1:0".parse().unwrap()),
             no_demo: false,
             dev_allow_loopback_http: false,
+            dns_resolver: None,
             mail: crate::cli::MailArgs::default(),
         };
         let flagged = Settings::resolve(
@@ -314,9 +320,12 @@ mod tests {
         assert_eq!(flagged.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(flagged.web_addr.port(), 0);
         assert!(!flagged.dev_allow_loopback_http, "off unless asked for");
+        assert_eq!(flagged.dns_resolver, None, "the system's resolvers");
         up.dev_allow_loopback_http = true;
+        up.dns_resolver = Some("127.0.0.1:5353".parse().unwrap());
         let development = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
         assert!(development.dev_allow_loopback_http);
+        assert_eq!(development.dns_resolver, up.dns_resolver);
 
         let defaults = Settings::resolve(&global(None, None), None).unwrap();
         assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
@@ -383,6 +392,7 @@ mod tests {
             web_addr: None,
             no_demo: true,
             dev_allow_loopback_http: false,
+            dns_resolver: None,
             mail: crate::cli::MailArgs {
                 smtp_host: Some("127.0.0.1".into()),
                 smtp_port: Some(2525),

@@ -57,7 +57,11 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             database: database.app.clone(),
             metrics: metrics_handle(),
             min_cohort: settings.rollup_min_cohort,
-            sso: web::sso::Sso::new(&settings.master_secret()?, outbound(&settings)),
+            sso: web::sso::Sso::new(
+                &settings.master_secret()?,
+                outbound(&settings),
+                settings.dns_resolver,
+            ),
             mail,
             live: web::LiveStreams::default(),
         },

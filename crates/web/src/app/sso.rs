@@ -1,7 +1,8 @@
-//! `/app/settings/sso`: a workspace's IdP for its owners (`ManageSso`) — issuer,
-//! client id, the write-only client secret, email domains, the default role of just-in-time
-//! members, on or off — and the test sign-in that verifies the domains. The JSON API
-//! (`api::sso`) validates with the same [`SsoInput::validate`].
+//! `/app/settings/sso`: a workspace's IdP for its owners (`ManageSso`) — issuer, client id, the
+//! write-only client secret, email domains, the default role of just-in-time members, whether
+//! owners and admins may sign in through it, on or off — the DNS check that verifies the
+//! domains, and the test sign-in that shows the IdP works. The JSON API (`api::sso`) validates
+//! with the same [`SsoInput::validate`].
 
 use askama::Template;
 use axum::Router;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route(PATH, get(page).post(save))
         .route("/app/settings/sso/delete", post(remove))
         .route("/app/settings/sso/test", post(test_sign_in))
+        .route("/app/settings/sso/verify", post(verify_domains))
 }
 
 #[derive(Template)]
@@ -41,6 +43,9 @@ struct SsoPage {
     privileged_sign_in: bool,
     roles: Vec<SelectOption>,
     redirect_uri: String,
+    /// The TXT record every listed domain publishes: its name's first label and its text.
+    record_label: &'static str,
+    record_value: String,
     notice: Option<&'static str>,
     errors: Vec<&'static str>,
 }
@@ -56,7 +61,8 @@ fn notice(code: &str) -> Option<&'static str> {
     match code {
         "saved" => Some("Single sign-on saved."),
         "deleted" => Some("Single sign-on was removed; its domains no longer route sign-in here."),
-        "verified" => Some("The test sign-in worked: the domain is verified."),
+        "verified" => Some("The DNS record was found: the domain is verified."),
+        "tested" => Some("The test sign-in worked: the IdP signs people in."),
         _ => None,
     }
 }
@@ -68,7 +74,11 @@ fn refusal(code: &str) -> Option<&'static str> {
              nothing was verified.",
         ),
         "domain-taken" => Some("That domain cannot be verified for this workspace."),
-        "not-configured" => Some("Save the configuration before the test sign-in."),
+        "dns-not-found" => Some(
+            "No listed domain publishes this workspace's TXT record yet (DNS changes can take a \
+             while to appear), or it could not be looked up.",
+        ),
+        "not-configured" => Some("Save the configuration first."),
         "secret-required" => Some(
             "Enter the client secret: the first time, and whenever the issuer or client id \
              changes (the stored one was for the previous IdP and is never sent to another).",
@@ -136,6 +146,8 @@ async fn render_page(
             privileged_sign_in,
             roles: select_options(&Role::SSO_DEFAULT_ROLES.map(Role::as_str), &role),
             redirect_uri: redirect_uri(headers).unwrap_or_default(),
+            record_label: crate::sso::domains::RECORD_LABEL,
+            record_value: state.sso.domains().record_value(member.tenant()),
             notice,
             errors,
         },
@@ -232,4 +244,52 @@ async fn test_sign_in(
             Err(refused) => refused_page(&member.visitor, &refused),
         },
     )
+}
+
+/// Checks each listed, unverified domain for this workspace's DNS TXT record and verifies those
+/// that publish it (audited). Proof of control outside the IdP: whoever runs the IdP cannot
+/// publish it, and another workspace's token does not count.
+async fn verify_domains(
+    State(state): State<AppState>,
+    member: Member,
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(&state, Permission::ManageSso).await?;
+    let settings = store::sso::settings(&mut tx).await?;
+    tx.commit().await?;
+    let Some(settings) = settings else {
+        return Ok(back("refused=not-configured"));
+    };
+    let tenant = member.tenant();
+    let owner = member.session().user.user_id;
+    let mut outcome = "refused=dns-not-found";
+    for listed in settings.domains.iter().filter(|listed| !listed.verified) {
+        match state.sso.domains().published(&listed.domain, tenant).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%tenant, %error, "sso domain record lookup failed");
+                continue;
+            }
+        }
+        match store::sso::verify_domain(
+            &state.database,
+            tenant,
+            owner,
+            &listed.domain,
+            member.visitor.client_addr,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(%tenant, by = %owner, "sso domain verified by its dns record");
+                outcome = "done=verified";
+            }
+            Err(store::StoreError::AlreadyExists(_)) if outcome != "done=verified" => {
+                outcome = "refused=domain-taken";
+            }
+            Err(store::StoreError::AlreadyExists(_) | store::StoreError::NotFound(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(back(outcome))
 }

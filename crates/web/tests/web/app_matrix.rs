@@ -234,6 +234,7 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 303,
             ),
             ("/app/settings/sso/test", vec![], 400),
+            ("/app/settings/sso/verify", vec![], 303),
             ("/app/settings/sso/delete", vec![], 303),
         ] {
             let page = browser.submit("/app/overview", action, &fields).await;

@@ -7,6 +7,7 @@ mod app_matrix;
 mod auth;
 mod browser;
 mod chromium;
+mod dns;
 mod layers;
 mod live;
 mod mail;
@@ -57,6 +58,7 @@ pub async fn serve_with(
         sso: web::sso::Sso::new(
             &secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned()),
             web::outbound::Outbound::new(policy),
+            Some(dns::server().addr),
         ),
         mail,
         live: web::LiveStreams::default(),

@@ -235,6 +235,16 @@ async fn role_in(database: &Database, tenant: TenantId, email: &str) -> Option<R
         .map(|membership| membership.role)
 }
 
+/// The TXT record text the settings page tells the owner to publish.
+fn record_value(page: &str) -> String {
+    let start = page
+        .find(r#"id="sso-dns-value">"#)
+        .expect("the page shows the record")
+        + 19;
+    let end = page[start..].find('<').unwrap() + start;
+    page[start..end].to_owned()
+}
+
 /// The workspace's audit log as (action, target), newest first.
 async fn audit_entries(database: &Database, tenant: TenantId) -> Vec<(String, String)> {
     let mut tx = store::TenantTx::begin(
@@ -366,13 +376,54 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     }
     let mut admin_idp = Browser::new(&idp_addr);
     let callback = through_idp(&mut admin_idp, &authorize, "it.admin@acme.test", &addr).await;
-    let verified = admin.get(&callback).await;
+    let tested = admin.get(&callback).await;
+    assert_eq!(
+        tested.header("location"),
+        Some("/app/settings/sso?done=tested"),
+        "{} {}\n{}",
+        tested.status,
+        tested.body,
+        sso_log()
+    );
+    // The IdP vouching for an address proves nothing about who controls its domain: still
+    // unverified, still routing nowhere.
+    let page = admin.get("/app/settings/sso?done=tested").await;
+    assert!(page.body.contains("the IdP signs people in"));
+    assert_eq!(page.body.matches("badge-active\">verified").count(), 0);
+    let answer = start_sso(&mut stranger, "new.person@acme.test").await;
+    assert!(answer.body.contains(SSO_UNAVAILABLE));
+
+    // Proof of control outside the IdP: the workspace's own TXT record in the domain's DNS,
+    // checked through the resolver the platform is configured with (the tests' DNS server).
+    let value = record_value(&page.body);
+    let checked = admin
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
+    assert_eq!(
+        checked.header("location"),
+        Some("/app/settings/sso?refused=dns-not-found"),
+        "no record yet"
+    );
+    crate::dns::server().publish(
+        "_tributary-sso.acme.test",
+        "tributary-sso-verification=0123456789abcdef0123456789abcdef",
+    );
+    let checked = admin
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
+    assert_eq!(
+        checked.header("location"),
+        Some("/app/settings/sso?refused=dns-not-found"),
+        "a record with another token proves nothing"
+    );
+    crate::dns::server().publish("_tributary-sso.acme.test", &value);
+    let verified = admin
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
     assert_eq!(
         verified.header("location"),
         Some("/app/settings/sso?done=verified"),
-        "{} {}\n{}",
-        verified.status,
-        verified.body,
+        "{}",
         sso_log()
     );
     let page = admin.get("/app/settings/sso?done=verified").await;
@@ -750,17 +801,21 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         .submit("/app/settings/sso", "/app/settings/sso", &globex_fields)
         .await;
     assert_eq!(saved.status, 303);
-    let started = rival
-        .submit("/app/settings/sso", "/app/settings/sso/test", &[])
+    // Acme's record in acme.test's DNS does not count for Globex: its token is Acme's.
+    let checked = rival
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
         .await;
-    let callback = through_idp(
-        &mut Browser::new(&idp_addr),
-        started.header("location").unwrap(),
-        "it.admin@acme.test",
-        &addr,
-    )
-    .await;
-    let taken = rival.get(&callback).await;
+    assert_eq!(
+        checked.header("location"),
+        Some("/app/settings/sso?refused=dns-not-found")
+    );
+    // Even with Globex's own record there, the domain stays Acme's.
+    let globex_value = record_value(&rival.get("/app/settings/sso").await.body);
+    assert_ne!(globex_value, value, "each workspace has its own token");
+    crate::dns::server().publish("_tributary-sso.acme.test", &globex_value);
+    let taken = rival
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
     assert_eq!(
         taken.header("location"),
         Some("/app/settings/sso?refused=domain-taken")
