@@ -44,6 +44,10 @@ pub enum Permission {
     ManageAlertRules,
     AcknowledgeAlerts,
     ManageBilling,
+    /// Configuring single sign-on: the IdP, its client, the workspace's email domains and
+    /// whether privileged members may sign in through it. An owner's action: whoever controls
+    /// the IdP vouches for everyone who signs in through it.
+    ManageSso,
     ViewAudit,
     AppendAudit,
     ViewTenantRegistry,
@@ -73,6 +77,7 @@ const PERMISSION_TABLE: &[(Permission, &[Role])] = &[
     (P::ManageAlertRules, &[Owner, Admin]),
     (P::AcknowledgeAlerts, &[Owner, Admin, Operator]),
     (P::ManageBilling, &[Owner]),
+    (P::ManageSso, &[Owner]),
     (P::ViewAudit, &[Owner, Admin, InternalOps]),
     (
         P::AppendAudit,
@@ -103,6 +108,13 @@ impl Role {
 
     pub fn is_tenant_role(self) -> bool {
         Self::TENANT_ROLES.contains(&self)
+    }
+
+    /// Owner and admin: the roles that manage a workspace's members, sources and keys. Their
+    /// members sign in through the workspace's IdP only when its owner allowed it, since
+    /// whoever runs the IdP could otherwise act as them.
+    pub fn is_privileged(self) -> bool {
+        matches!(self, Owner | Admin)
     }
 
     /// Whether this role may give `role` to someone (an invitation, a role change, an API
@@ -136,7 +148,7 @@ impl Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 21] = [
+    pub const ALL: [Permission; 22] = [
         P::ViewDashboards,
         P::ViewWorkspace,
         P::ViewSources,
@@ -152,6 +164,7 @@ impl Permission {
         P::ManageAlertRules,
         P::AcknowledgeAlerts,
         P::ManageBilling,
+        P::ManageSso,
         P::ViewAudit,
         P::AppendAudit,
         P::ViewTenantRegistry,
@@ -226,6 +239,10 @@ mod tests {
             }
         }
         assert!(Owner.allows(P::ManageBilling) && !Admin.allows(P::ManageBilling));
+        // single sign-on decides who may act as the workspace's members: owners only
+        assert!(Owner.allows(P::ManageSso) && !Admin.allows(P::ManageSso));
+        assert!(Owner.is_privileged() && Admin.is_privileged());
+        assert!(!Operator.is_privileged() && !Viewer.is_privileged());
         // admin — sources, alerts, members, retention, masking
         for permission in [
             P::ManageSources,

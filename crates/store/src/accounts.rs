@@ -459,22 +459,65 @@ pub async fn revoke_all_sessions(database: &AppDb, user: UserId) -> Result<u64, 
     Ok(revoked.rows_affected())
 }
 
-/// Remembers which workspace the session looks at.
+/// Remembers which workspace the session looks at, and that its account last worked there
+/// (where its next password sign-in lands, [`landing_workspace`]).
 pub async fn set_active_tenant(
     database: &AppDb,
     token: &str,
     tenant: TenantId,
 ) -> Result<(), StoreError> {
     let mut tx = control(database, Actor::System("session")).await?;
-    sqlx::query(
+    let user: Option<Uuid> = sqlx::query_scalar(
         "update control.auth_sessions set active_tenant_id = $2 \
-         where session_hash = $1 and revoked_at is null",
+         where session_hash = $1 and revoked_at is null returning user_id",
     )
     .bind(digest(token))
     .bind(tenant.as_uuid())
-    .execute(tx.connection())
+    .fetch_optional(tx.connection())
     .await?;
+    if let Some(user) = user {
+        remember_last_tenant(&mut tx, UserId::from_uuid(user), tenant).await?;
+    }
     tx.commit().await
+}
+
+/// Records that `user` last worked in `tenant`.
+pub(crate) async fn remember_last_tenant(
+    tx: &mut TenantTx,
+    user: UserId,
+    tenant: TenantId,
+) -> Result<(), StoreError> {
+    sqlx::query("update control.users set last_tenant_id = $2 where user_id = $1")
+        .bind(user.as_uuid())
+        .bind(tenant.as_uuid())
+        .execute(tx.connection())
+        .await?;
+    Ok(())
+}
+
+/// The workspace a sign-in of `user` lands in: the one they last worked in, if they are still
+/// an active member of it; otherwise the one they joined first. Never chosen by workspace
+/// names, which other people pick: someone who adds the account to a workspace named to sort
+/// first does not get its next sign-in. `None` for an account in no active workspace.
+pub async fn landing_workspace(
+    database: &AppDb,
+    user: UserId,
+) -> Result<Option<TenantId>, StoreError> {
+    let mut tx = control(database, Actor::User(user)).await?;
+    let tenant: Option<Uuid> = sqlx::query_scalar(
+        "select m.tenant_id \
+         from control.members m \
+         join control.dim_tenant d on d.tenant_id = m.tenant_id \
+         join control.users u on u.user_id = m.user_id \
+         where m.user_id = $1 and d.status = 'active' \
+         order by coalesce(m.tenant_id = u.last_tenant_id, false) desc, m.created_at, m.tenant_id \
+         limit 1",
+    )
+    .bind(user.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    tx.commit().await?;
+    Ok(tenant.map(TenantId::from_uuid))
 }
 
 /// One workspace an account belongs to.

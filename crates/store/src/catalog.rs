@@ -138,19 +138,19 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("audit.chain_head", &[ViewAudit]),
     TableAccess {
         table: "control.sso_configs",
-        select: &[ManageWorkspace],
-        insert: &[ManageWorkspace],
-        update: &[ManageWorkspace],
-        delete: &[ManageWorkspace],
+        select: &[ManageSso],
+        insert: &[ManageSso],
+        update: &[ManageSso],
+        delete: &[ManageSso],
     },
-    // Verification is set by the control role completing an admin's test sign-in, never by a
+    // Verification is set by the control role completing an owner's test sign-in, never by a
     // tenant role (migration 0014).
     TableAccess {
         table: "control.sso_domains",
-        select: &[ManageWorkspace],
-        insert: &[ManageWorkspace],
+        select: &[ManageSso],
+        insert: &[ManageSso],
         update: NOBODY,
-        delete: &[ManageWorkspace],
+        delete: &[ManageSso],
     },
     read_only("control.sso_flows", NOBODY),
 ];

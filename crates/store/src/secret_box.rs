@@ -2,7 +2,7 @@
 //! per purpose so a ciphertext of one purpose can never be opened as another. The edge seals the
 //! CA key and tenants' masking keys with it; the web app, SSO client secrets.
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::Mac;
 use secrecy::{ExposeSecret, SecretString};
@@ -53,9 +53,45 @@ impl SecretBox {
     }
 
     pub fn open(&self, ciphertext: &[u8], nonce: &[u8]) -> Result<Vec<u8>, SecretBoxError> {
+        self.open_bound(ciphertext, nonce, b"")
+    }
+
+    /// Like [`SecretBox::seal`], bound to `context` (authenticated, not stored): the ciphertext
+    /// opens only with the same context, so a secret stored for one use (an SSO client secret
+    /// for one issuer and client) cannot be opened for another even if the row around it
+    /// changes.
+    pub fn seal_bound(&self, plaintext: &[u8], context: &[u8]) -> (Vec<u8>, [u8; 12]) {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).expect("the operating system's random source is available");
+        let ciphertext = self
+            .cipher
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        (ciphertext, nonce)
+    }
+
+    /// Opens what [`SecretBox::seal_bound`] sealed with the same `context`.
+    pub fn open_bound(
+        &self,
+        ciphertext: &[u8],
+        nonce: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, SecretBoxError> {
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| SecretBoxError)?;
         self.cipher
-            .decrypt(&Nonce::from(nonce), ciphertext)
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context,
+                },
+            )
             .map_err(|_| SecretBoxError)
     }
 }
@@ -81,5 +117,29 @@ mod tests {
         let mut tampered = ciphertext.clone();
         tampered[0] ^= 1;
         assert_eq!(sealed.open(&tampered, &nonce), Err(SecretBoxError));
+    }
+
+    #[test]
+    fn a_bound_secret_opens_only_in_its_context() {
+        let master = SecretString::from("correct horse battery staple".to_owned());
+        let sealed = SecretBox::new(&master, "sso-client-secret");
+        let (ciphertext, nonce) = sealed.seal_bound(b"client secret", b"https://idp.example\0c");
+        assert_eq!(
+            sealed
+                .open_bound(&ciphertext, &nonce, b"https://idp.example\0c")
+                .unwrap(),
+            b"client secret"
+        );
+        for other in [
+            b"https://evil.example\0c".as_slice(),
+            b"https://idp.example\0d",
+            b"",
+        ] {
+            assert_eq!(
+                sealed.open_bound(&ciphertext, &nonce, other),
+                Err(SecretBoxError)
+            );
+        }
+        assert_eq!(sealed.open(&ciphertext, &nonce), Err(SecretBoxError));
     }
 }

@@ -29,6 +29,18 @@ fn digest(text: &str) -> Vec<u8> {
     Sha256::digest(text.as_bytes()).to_vec()
 }
 
+/// What a client secret is sealed bound to: the workspace, issuer and client id it was entered
+/// for. It opens for nothing else, so it is never sent to another issuer.
+fn secret_context(tenant: TenantId, issuer: &str, client_id: &str) -> Vec<u8> {
+    let mut context = b"tributary-sso-client-secret-v1".to_vec();
+    for part in [tenant.to_string().as_str(), issuer, client_id] {
+        context.push(0);
+        context.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        context.extend_from_slice(part.as_bytes());
+    }
+    context
+}
+
 fn tenant_of(tx: &TenantTx) -> Result<TenantId, StoreError> {
     tx.tenant()
         .ok_or(StoreError::Forbidden("SSO settings need a tenant scope"))
@@ -42,6 +54,8 @@ pub struct SsoSettings {
     pub client_id: String,
     pub default_role: Role,
     pub enabled: bool,
+    /// Whether owners and admins may sign in through the IdP.
+    pub privileged_sign_in: bool,
     pub domains: Vec<SsoDomain>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
@@ -66,6 +80,9 @@ pub struct SsoChange<'a> {
     pub domains: &'a [String],
     pub default_role: Role,
     pub enabled: bool,
+    /// Whether owners and admins may sign in through the IdP (and the default role may be
+    /// admin).
+    pub privileged_sign_in: bool,
 }
 
 /// A `control.sso_domains` row.
@@ -103,6 +120,7 @@ struct SettingsRow {
     client_id: String,
     default_role: String,
     enabled: bool,
+    privileged_sign_in: bool,
     updated_at: OffsetDateTime,
 }
 
@@ -110,7 +128,7 @@ struct SettingsRow {
 pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreError> {
     let tenant = tenant_of(tx)?;
     let row: Option<SettingsRow> = sqlx::query_as(
-        "select issuer, client_id, default_role, enabled, updated_at \
+        "select issuer, client_id, default_role, enabled, privileged_sign_in, updated_at \
          from control.sso_configs where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
@@ -124,15 +142,19 @@ pub async fn settings(tx: &mut TenantTx) -> Result<Option<SsoSettings>, StoreErr
         issuer: row.issuer,
         client_id: row.client_id,
         enabled: row.enabled,
+        privileged_sign_in: row.privileged_sign_in,
         updated_at: row.updated_at,
         domains: domains_of(tx, tenant).await?,
     }))
 }
 
 /// Creates or replaces the transaction's tenant's configuration (audited, without the secret).
-/// Changing the issuer or the client id forgets every domain's verification: it proved control
-/// through the previous IdP. Domains no longer listed are removed. `Invalid` for an owner role as
-/// default, or a first configuration without a secret.
+/// Changing the issuer or the client id forgets every domain's verification (it proved control
+/// through the previous IdP) and needs the client secret again: the stored one was entered for
+/// the previous IdP and is replaced, never sent to the new one. Domains no longer listed are
+/// removed. `Invalid` for an owner role as default, admin as default without
+/// `privileged_sign_in`, or a first configuration or a change of issuer or client id without a
+/// secret.
 pub async fn put(
     tx: &mut TenantTx,
     change: &SsoChange<'_>,
@@ -144,16 +166,32 @@ pub async fn put(
             "the default role is admin, operator or viewer".into(),
         ));
     }
+    if change.default_role.is_privileged() && !change.privileged_sign_in {
+        return Err(StoreError::Invalid(
+            "members join as admin only when owners and admins may sign in through the IdP".into(),
+        ));
+    }
     let previous: Option<(String, String)> = sqlx::query_as(
         "select issuer, client_id from control.sso_configs where tenant_id = $1 for update",
     )
     .bind(tenant.as_uuid())
     .fetch_optional(tx.connection())
     .await?;
-    let sealed = change
-        .client_secret
-        .map(|secret| secrets.seal(secret.expose_secret().as_bytes()));
-    let idp_changed = match (&previous, &sealed) {
+    let sealed = change.client_secret.map(|secret| {
+        secrets.seal_bound(
+            secret.expose_secret().as_bytes(),
+            &secret_context(tenant, change.issuer, change.client_id),
+        )
+    });
+    let idp_changed = previous.as_ref().is_some_and(|(issuer, client_id)| {
+        *issuer != change.issuer || *client_id != change.client_id
+    });
+    if idp_changed && sealed.is_none() {
+        return Err(StoreError::Invalid(
+            "a new issuer or client id needs its client secret".into(),
+        ));
+    }
+    match (&previous, &sealed) {
         (None, None) => {
             return Err(StoreError::Invalid(
                 "a client secret is required the first time".into(),
@@ -162,8 +200,9 @@ pub async fn put(
         (None, Some((ciphertext, nonce))) => {
             sqlx::query(
                 "insert into control.sso_configs (tenant_id, issuer, client_id, \
-                     client_secret_ciphertext, client_secret_nonce, default_role, enabled) \
-                 values ($1, $2, $3, $4, $5, $6, $7)",
+                     client_secret_ciphertext, client_secret_nonce, default_role, enabled, \
+                     privileged_sign_in, client_secret_bound) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, true)",
             )
             .bind(tenant.as_uuid())
             .bind(change.issuer)
@@ -172,16 +211,18 @@ pub async fn put(
             .bind(nonce.as_slice())
             .bind(change.default_role.as_str())
             .bind(change.enabled)
+            .bind(change.privileged_sign_in)
             .execute(tx.connection())
             .await?;
-            false
         }
-        (Some((issuer, client_id)), sealed) => {
+        (Some(_), sealed) => {
             sqlx::query(
                 "update control.sso_configs set issuer = $2, client_id = $3, \
                      client_secret_ciphertext = coalesce($4, client_secret_ciphertext), \
                      client_secret_nonce = coalesce($5, client_secret_nonce), \
-                     default_role = $6, enabled = $7, updated_at = now() \
+                     client_secret_bound = client_secret_bound or $4 is not null, \
+                     default_role = $6, enabled = $7, privileged_sign_in = $8, \
+                     updated_at = now() \
                  where tenant_id = $1",
             )
             .bind(tenant.as_uuid())
@@ -191,11 +232,11 @@ pub async fn put(
             .bind(sealed.as_ref().map(|(_, nonce)| nonce.as_slice()))
             .bind(change.default_role.as_str())
             .bind(change.enabled)
+            .bind(change.privileged_sign_in)
             .execute(tx.connection())
             .await?;
-            *issuer != change.issuer || *client_id != change.client_id
         }
-    };
+    }
     if idp_changed {
         sqlx::query("delete from control.sso_domains where tenant_id = $1")
             .bind(tenant.as_uuid())
@@ -228,6 +269,7 @@ pub async fn put(
             "domains": change.domains,
             "default_role": change.default_role,
             "enabled": change.enabled,
+            "privileged_sign_in": change.privileged_sign_in,
             "verification_reset": idp_changed,
         })),
     )
@@ -282,9 +324,13 @@ pub struct IdentityProvider {
     pub tenant: TenantId,
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: SecretString,
+    /// `None` when the stored secret was not sealed for this issuer and client id: the owner
+    /// must enter it again, and no flow starts meanwhile.
+    pub client_secret: Option<SecretString>,
     pub default_role: Role,
     pub enabled: bool,
+    /// Whether owners and admins may sign in through it.
+    pub privileged_sign_in: bool,
     /// Configured domains and whether each is verified.
     pub domains: Vec<SsoDomain>,
 }
@@ -298,6 +344,8 @@ struct IdentityProviderRow {
     client_secret_nonce: Vec<u8>,
     default_role: String,
     enabled: bool,
+    privileged_sign_in: bool,
+    client_secret_bound: bool,
 }
 
 /// The IdP of `tenant` with its secret opened, if configured (whether enabled or not).
@@ -309,7 +357,7 @@ pub async fn identity_provider(
     let mut tx = control(database, Some(tenant), Actor::System("sso")).await?;
     let row: Option<IdentityProviderRow> = sqlx::query_as(
         "select issuer, client_id, client_secret_ciphertext, client_secret_nonce, default_role, \
-                enabled \
+                enabled, privileged_sign_in, client_secret_bound \
          from control.sso_configs where tenant_id = $1",
     )
     .bind(tenant.as_uuid())
@@ -321,22 +369,31 @@ pub async fn identity_provider(
     };
     let domains = domains_of(&mut tx, tenant).await?;
     tx.commit().await?;
-    let secret = secrets
-        .open(&row.client_secret_ciphertext, &row.client_secret_nonce)
-        .map_err(|_| {
-            StoreError::Config(
-                "the stored SSO client secret does not open under the platform's secret key",
+    // Only a secret sealed for this very issuer and client id opens: one entered for another
+    // issuer (or before secrets were bound) is never used.
+    let secret = row
+        .client_secret_bound
+        .then(|| {
+            secrets.open_bound(
+                &row.client_secret_ciphertext,
+                &row.client_secret_nonce,
+                &secret_context(tenant, &row.issuer, &row.client_id),
             )
-        })?;
-    let secret = String::from_utf8(secret)
-        .map_err(|_| StoreError::Config("the stored SSO client secret is not text"))?;
+        })
+        .and_then(Result::ok)
+        .and_then(|secret| String::from_utf8(secret).ok())
+        .map(SecretString::from);
+    if secret.is_none() {
+        tracing::warn!(%tenant, "the stored sso client secret is not usable for this issuer and client id");
+    }
     Ok(Some(IdentityProvider {
         tenant,
         default_role: parse_role(&row.default_role)?,
         issuer: row.issuer,
         client_id: row.client_id,
-        client_secret: SecretString::from(secret),
+        client_secret: secret,
         enabled: row.enabled,
+        privileged_sign_in: row.privileged_sign_in,
         domains,
     }))
 }
@@ -346,7 +403,7 @@ pub async fn identity_provider(
 pub enum FlowPurpose {
     /// Someone signing in to the workspace.
     SignIn,
-    /// An admin's test sign-in, which verifies domains.
+    /// An owner's test sign-in, which shows the IdP works (and verifies nothing).
     Test { admin: UserId },
 }
 
@@ -501,8 +558,8 @@ pub async fn take_flow(
     }))
 }
 
-/// Marks `domain` verified for `tenant`, proved by `admin`'s test sign-in (audited as that
-/// admin). `AlreadyExists` when another workspace holds it verified; `NotFound` when it is not
+/// Marks `domain` verified for `tenant`, proved by the DNS TXT record `admin` had checked
+/// (audited as them). `AlreadyExists` when another workspace holds it verified; `NotFound` when it is not
 /// one of the workspace's domains.
 pub async fn verify_domain(
     database: &AppDb,
@@ -534,7 +591,7 @@ pub async fn verify_domain(
     audit::append(
         &mut tx,
         AuditEntry::new("sso.domain_verify", domain.to_owned())
-            .details(serde_json::json!({ "via": "test_sign_in" }))
+            .details(serde_json::json!({ "via": "dns_txt" }))
             .client_addr(client_addr),
     )
     .await?;
@@ -549,17 +606,38 @@ pub struct SsoMember {
     pub role: Role,
 }
 
+/// Why a sign-in the IdP vouched for still signs nobody in; logged, never shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInRefusal {
+    AccountDisabled,
+    /// The member is an owner or admin, and the workspace's owner has not allowed privileged
+    /// members to sign in through the IdP.
+    PrivilegedRole,
+}
+
+impl SignInRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            SignInRefusal::AccountDisabled => "account_disabled",
+            SignInRefusal::PrivilegedRole => "privileged_role_needs_password",
+        }
+    }
+}
+
 /// The account of `email` (created without a password if there is none) as a member of
-/// `tenant`: a member keeps their role; anyone else joins with `default_role` (just-in-time
-/// membership). Audited in the workspace: `member.add` when they joined, `sso.sign_in` always.
-/// `Forbidden` for a disabled account.
+/// `provider`'s workspace. A member keeps their role, never more; anyone else joins with the
+/// default role (just-in-time membership), never owner. An owner or admin — an existing one, or
+/// a newcomer whose default role is admin — is refused unless the workspace allows privileged
+/// sign-in, and then nothing changes. Audited in the workspace: `member.add` when they joined,
+/// `sso.sign_in` always.
 pub async fn sign_in_member(
     database: &AppDb,
-    tenant: TenantId,
+    provider: &IdentityProvider,
     email: &Email,
-    default_role: Role,
     client_addr: Option<IpAddr>,
-) -> Result<SsoMember, StoreError> {
+) -> Result<Result<SsoMember, SignInRefusal>, StoreError> {
+    let tenant = provider.tenant;
+    let default_role = provider.default_role;
     if default_role == Role::Owner || !default_role.is_tenant_role() {
         return Err(StoreError::Invalid(
             "the default role is admin, operator or viewer".into(),
@@ -580,10 +658,10 @@ pub async fn sign_in_member(
     .bind(email.as_str())
     .fetch_one(tx.connection())
     .await?;
-    tx.commit().await?;
     if disabled {
-        return Err(StoreError::Forbidden("the account is disabled"));
+        return Ok(Err(SignInRefusal::AccountDisabled));
     }
+    tx.commit().await?;
     let user = UserId::from_uuid(user);
     let mut tx = control(database, Some(tenant), Actor::User(user)).await?;
     let existing: Option<String> = sqlx::query_scalar(
@@ -593,8 +671,16 @@ pub async fn sign_in_member(
     .bind(user.as_uuid())
     .fetch_optional(tx.connection())
     .await?;
+    let role = match &existing {
+        Some(role) => parse_role(role)?,
+        None => default_role,
+    };
+    if role.is_privileged() && !provider.privileged_sign_in {
+        // Rolled back: no membership, no audit entry in the workspace.
+        return Ok(Err(SignInRefusal::PrivilegedRole));
+    }
     let (role, joined) = match existing {
-        Some(role) => (parse_role(&role)?, false),
+        Some(_) => (role, false),
         None => {
             let added = sqlx::query(
                 "insert into control.members (tenant_id, user_id, role) values ($1, $2, $3) \
@@ -623,7 +709,7 @@ pub async fn sign_in_member(
     )
     .await?;
     tx.commit().await?;
-    Ok(SsoMember { user, joined, role })
+    Ok(Ok(SsoMember { user, joined, role }))
 }
 
 /// Records a session started through `tenant`'s IdP: it looks at that workspace and acts in it
@@ -653,5 +739,6 @@ pub async fn create_session(
     .bind(user_agent)
     .execute(tx.connection())
     .await?;
+    crate::accounts::remember_last_tenant(&mut tx, user, tenant).await?;
     tx.commit().await
 }

@@ -180,6 +180,17 @@ pub struct UpArgs {
     #[arg(long, env = "TRIBUTARY_NO_DEMO")]
     pub no_demo: bool,
 
+    /// Development only: let the platform's outbound HTTP client (SSO issuers, later webhooks)
+    /// use plain http and reach loopback hosts, for an IdP on this machine. Off by default;
+    /// never in production, where it would let an admin's URL reach this host's own services.
+    #[arg(long, env = "TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP")]
+    pub dev_allow_loopback_http: bool,
+
+    /// The DNS server (`ip:port`) that checks the TXT records proving a workspace's SSO domains.
+    /// [default: the system's resolvers]
+    #[arg(long, env = "TRIBUTARY_DNS_RESOLVER", value_name = "ADDR")]
+    pub dns_resolver: Option<SocketAddr>,
+
     #[command(flatten)]
     pub mail: MailArgs,
 }

@@ -38,6 +38,8 @@ struct FileSettings {
     smtp_password: Option<String>,
     smtp_from: Option<String>,
     public_url: Option<String>,
+    dev_allow_loopback_http: Option<bool>,
+    dns_resolver: Option<SocketAddr>,
 }
 
 /// Where the database is.
@@ -74,6 +76,11 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// The web app's address as people reach it; by default `http://<web address>`.
     pub public_url: Option<String>,
+    /// Development only: the outbound HTTP client may use plain http and loopback hosts (an
+    /// IdP on this machine). Off by default (`TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP`).
+    pub dev_allow_loopback_http: bool,
+    /// The DNS server checking SSO domains' TXT records; `None`: the system's resolvers.
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 /// The SMTP server the web app sends mail through.
@@ -159,9 +166,14 @@ impl Settings {
             },
             None => DatabaseChoice::Managed,
         };
+        let dev_allow_loopback_http = up.is_some_and(|up| up.dev_allow_loopback_http)
+            || file.dev_allow_loopback_http.unwrap_or(false);
+        let dns_resolver = up.and_then(|up| up.dns_resolver).or(file.dns_resolver);
         Ok(Self {
             smtp,
             public_url,
+            dev_allow_loopback_http,
+            dns_resolver,
             data_dir: global
                 .data_dir
                 .clone()
@@ -293,9 +305,11 @@ mod tests {
         assert!(matches!(from_file.database, DatabaseChoice::Given { .. }));
         assert_eq!(from_file.rollup_min_cohort, 2, "k is never below 2");
 
-        let up = UpArgs {
+        let mut up = UpArgs {
             web_addr: Some("127.0.0.1:0".parse().unwrap()),
             no_demo: false,
+            dev_allow_loopback_http: false,
+            dns_resolver: None,
             mail: crate::cli::MailArgs::default(),
         };
         let flagged = Settings::resolve(
@@ -305,10 +319,21 @@ mod tests {
         .unwrap();
         assert_eq!(flagged.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(flagged.web_addr.port(), 0);
+        assert!(!flagged.dev_allow_loopback_http, "off unless asked for");
+        assert_eq!(flagged.dns_resolver, None, "the system's resolvers");
+        up.dev_allow_loopback_http = true;
+        up.dns_resolver = Some("127.0.0.1:5353".parse().unwrap());
+        let development = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
+        assert!(development.dev_allow_loopback_http);
+        assert_eq!(development.dns_resolver, up.dns_resolver);
 
         let defaults = Settings::resolve(&global(None, None), None).unwrap();
         assert_eq!(defaults.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(matches!(defaults.database, DatabaseChoice::Managed));
+        assert!(
+            !defaults.dev_allow_loopback_http,
+            "outbound requests reach public https hosts only by default"
+        );
         assert_eq!(
             defaults.rollup_min_cohort,
             store::rollups::DEFAULT_MIN_COHORT
@@ -366,6 +391,8 @@ mod tests {
         let mut up = UpArgs {
             web_addr: None,
             no_demo: true,
+            dev_allow_loopback_http: false,
+            dns_resolver: None,
             mail: crate::cli::MailArgs {
                 smtp_host: Some("127.0.0.1".into()),
                 smtp_port: Some(2525),

@@ -57,7 +57,11 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             database: database.app.clone(),
             metrics: metrics_handle(),
             min_cohort: settings.rollup_min_cohort,
-            sso: web::sso::Sso::new(&settings.master_secret()?),
+            sso: web::sso::Sso::new(
+                &settings.master_secret()?,
+                outbound(&settings),
+                settings.dns_resolver,
+            ),
             mail,
             live: web::LiveStreams::default(),
         },
@@ -350,4 +354,18 @@ fn mailer(
     };
     let mailer = web::mail::Mailer::new(mail).context("invalid mail settings (smtp_*)")?;
     Ok(Some(std::sync::Arc::new(mailer)))
+}
+
+/// The platform's one outbound HTTP client, as the settings allow: public `https` only, unless
+/// the development setting lets it reach loopback hosts over plain http.
+fn outbound(settings: &Settings) -> web::outbound::Outbound {
+    let policy = if settings.dev_allow_loopback_http {
+        tracing::warn!(
+            "development setting: outbound requests may use plain http to loopback hosts"
+        );
+        web::outbound::OutboundPolicy::development()
+    } else {
+        web::outbound::OutboundPolicy::production()
+    };
+    web::outbound::Outbound::new(policy)
 }

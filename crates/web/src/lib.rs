@@ -14,6 +14,7 @@ mod csrf;
 mod live;
 pub mod mail;
 mod masking;
+pub mod outbound;
 mod pages;
 mod rules;
 mod shell;

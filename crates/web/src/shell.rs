@@ -33,11 +33,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         Permission::ManageApiTokens,
     ),
     // `sso::settings::PATH`, written out: the shell names its pages by path only.
-    (
-        "/app/settings/sso",
-        "Single sign-on",
-        Permission::ManageWorkspace,
-    ),
+    ("/app/settings/sso", "Single sign-on", Permission::ManageSso),
     (
         "/app/settings/masking",
         "Masking",

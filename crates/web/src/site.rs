@@ -368,6 +368,11 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
     ("api", "docs/api.md", include_str!("../../../docs/api.md")),
     ("sso", "docs/sso.md", include_str!("../../../docs/sso.md")),
     (
+        "security",
+        "docs/security.md",
+        include_str!("../../../docs/security.md"),
+    ),
+    (
         "operations",
         "docs/operations.md",
         include_str!("../../../docs/operations.md"),

@@ -78,9 +78,15 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(only) = user.sso_tenant {
             workspaces.retain(|workspace| workspace.tenant_id == only);
         }
-        let workspace = user
+        let mut workspace = user
             .active_tenant
-            .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active))
+            .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active));
+        if workspace.is_none() && workspaces.len() > 1 {
+            // Not the first by name: a workspace's name is its creator's choice.
+            let landing = store::accounts::landing_workspace(&state.database, user.user_id).await?;
+            workspace = workspaces.iter().find(|w| Some(w.tenant_id) == landing);
+        }
+        let workspace = workspace
             .or(workspaces.first())
             .ok_or_else(|| ApiError::forbidden("this account belongs to no workspace"))?;
         Ok(Self::Member {

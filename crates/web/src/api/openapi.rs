@@ -554,7 +554,7 @@ pub const OPERATIONS: &[Operation] = &[
             "get",
             "/api/v1/sso",
             "The workspace's single sign-on configuration (never the client secret)",
-            Access::Tenant(P::ManageWorkspace),
+            Access::Tenant(P::ManageSso),
             (200, Some("Sso")),
         )
     },
@@ -562,8 +562,9 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some("SsoInput"),
         failures: &[(
             409,
-            "no configuration is stored yet and the body has no `client_secret` \
-             (`secret_required`), or a domain is another workspace's (`already_exists`)",
+            "the body has no `client_secret` while no configuration is stored yet or the \
+             issuer or client id changes (`secret_required`), or a domain is another \
+             workspace's (`already_exists`)",
         )],
         links: &[
             Link {
@@ -583,7 +584,7 @@ pub const OPERATIONS: &[Operation] = &[
             "put",
             "/api/v1/sso",
             "Set the workspace's OpenID Connect provider, email domains and default role (audited)",
-            Access::Tenant(P::ManageWorkspace),
+            Access::Tenant(P::ManageSso),
             (200, Some("Sso")),
         )
     },
@@ -593,7 +594,7 @@ pub const OPERATIONS: &[Operation] = &[
             "delete",
             "/api/v1/sso",
             "Remove single sign-on (audited)",
-            Access::Tenant(P::ManageWorkspace),
+            Access::Tenant(P::ManageSso),
             (204, None),
         )
     },
@@ -789,7 +790,7 @@ fn request_schemas() -> Value {
     ));
     let sso = object(
         json!({
-            "issuer": { "type": "string", "maxLength": 500, "pattern": issuer_pattern(), "description": "https, or http on a loopback address" },
+            "issuer": { "type": "string", "maxLength": 500, "pattern": issuer_pattern(), "description": "https on a public host; plain http and loopback hosts only when the server runs with the development setting TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP (otherwise refused with 400)" },
             "client_id": trimmed(500),
             "client_secret": { "type": "string", "maxLength": 1000, "pattern": "^(?:[!-~](?:[ -~]*[!-~])?)?$", "description": "write-only; omit or leave empty to keep the stored one (the first configuration needs it)" },
             "domains": { "type": "array", "minItems": 1, "maxItems": 20, "items": {
@@ -798,6 +799,7 @@ fn request_schemas() -> Value {
             } },
             "default_role": { "enum": ["admin", "operator", "viewer"] },
             "enabled": { "type": "boolean" },
+            "privileged_sign_in": { "type": "boolean", "description": "whether owners and admins may sign in through the IdP (default false); `default_role` admin needs it" },
         }),
         &["issuer", "client_id", "domains", "default_role"],
     );

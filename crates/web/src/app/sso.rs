@@ -1,7 +1,8 @@
-//! `/app/settings/sso`: a workspace's IdP for owners and admins (`ManageWorkspace`) — issuer,
-//! client id, the write-only client secret, email domains, the default role of just-in-time
-//! members, on or off — and the test sign-in that verifies the domains. The JSON API
-//! (`api::sso`) validates with the same [`SsoInput::validate`].
+//! `/app/settings/sso`: a workspace's IdP for its owners (`ManageSso`) — issuer, client id, the
+//! write-only client secret, email domains, the default role of just-in-time members, whether
+//! owners and admins may sign in through it, on or off — the DNS check that verifies the
+//! domains, and the test sign-in that shows the IdP works. The JSON API (`api::sso`) validates
+//! with the same [`SsoInput::validate`].
 
 use askama::Template;
 use axum::Router;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route(PATH, get(page).post(save))
         .route("/app/settings/sso/delete", post(remove))
         .route("/app/settings/sso/test", post(test_sign_in))
+        .route("/app/settings/sso/verify", post(verify_domains))
 }
 
 #[derive(Template)]
@@ -38,8 +40,12 @@ struct SsoPage {
     client_id: String,
     domains: String,
     enabled: bool,
+    privileged_sign_in: bool,
     roles: Vec<SelectOption>,
     redirect_uri: String,
+    /// The TXT record every listed domain publishes: its name's first label and its text.
+    record_label: &'static str,
+    record_value: String,
     notice: Option<&'static str>,
     errors: Vec<&'static str>,
 }
@@ -55,7 +61,8 @@ fn notice(code: &str) -> Option<&'static str> {
     match code {
         "saved" => Some("Single sign-on saved."),
         "deleted" => Some("Single sign-on was removed; its domains no longer route sign-in here."),
-        "verified" => Some("The test sign-in worked: the domain is verified."),
+        "verified" => Some("The DNS record was found: the domain is verified."),
+        "tested" => Some("The test sign-in worked: the IdP signs people in."),
         _ => None,
     }
 }
@@ -67,8 +74,15 @@ fn refusal(code: &str) -> Option<&'static str> {
              nothing was verified.",
         ),
         "domain-taken" => Some("That domain cannot be verified for this workspace."),
-        "not-configured" => Some("Save the configuration before the test sign-in."),
-        "secret-required" => Some("Enter the client secret the first time."),
+        "dns-not-found" => Some(
+            "No listed domain publishes this workspace's TXT record yet (DNS changes can take a \
+             while to appear), or it could not be looked up.",
+        ),
+        "not-configured" => Some("Save the configuration first."),
+        "secret-required" => Some(
+            "Enter the client secret: the first time, and whenever the issuer or client id \
+             changes (the stored one was for the previous IdP and is never sent to another).",
+        ),
         _ => None,
     }
 }
@@ -82,35 +96,38 @@ async fn render_page(
     notice: Option<&'static str>,
     errors: Vec<&'static str>,
 ) -> Result<Response, PageError> {
-    let mut tx = member.tx(state, Permission::ManageWorkspace).await?;
+    let mut tx = member.tx(state, Permission::ManageSso).await?;
     let settings = store::sso::settings(&mut tx).await?;
     tx.commit().await?;
-    let (issuer, client_id, domains, role, enabled) = match (&submitted, &settings) {
-        (Some(input), _) => (
-            input.issuer.clone(),
-            input.client_id.clone(),
-            match &input.domains {
-                DomainList::Text(text) => text.clone(),
-                DomainList::List(list) => list.join(", "),
-                DomainList::Empty => String::new(),
-            },
-            input.default_role.clone(),
-            input.enabled.is_on(),
-        ),
-        (None, Some(settings)) => (
-            settings.issuer.clone(),
-            settings.client_id.clone(),
-            settings
-                .domains
-                .iter()
-                .map(|domain| domain.domain.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            settings.default_role.as_str().to_owned(),
-            settings.enabled,
-        ),
-        (None, None) => Default::default(),
-    };
+    let (issuer, client_id, domains, role, enabled, privileged_sign_in) =
+        match (&submitted, &settings) {
+            (Some(input), _) => (
+                input.issuer.clone(),
+                input.client_id.clone(),
+                match &input.domains {
+                    DomainList::Text(text) => text.clone(),
+                    DomainList::List(list) => list.join(", "),
+                    DomainList::Empty => String::new(),
+                },
+                input.default_role.clone(),
+                input.enabled.is_on(),
+                input.privileged_sign_in.is_on(),
+            ),
+            (None, Some(settings)) => (
+                settings.issuer.clone(),
+                settings.client_id.clone(),
+                settings
+                    .domains
+                    .iter()
+                    .map(|domain| domain.domain.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                settings.default_role.as_str().to_owned(),
+                settings.enabled,
+                settings.privileged_sign_in,
+            ),
+            (None, None) => Default::default(),
+        };
     let role = if role.is_empty() {
         "viewer".into()
     } else {
@@ -126,8 +143,11 @@ async fn render_page(
             client_id,
             domains,
             enabled,
+            privileged_sign_in,
             roles: select_options(&Role::SSO_DEFAULT_ROLES.map(Role::as_str), &role),
             redirect_uri: redirect_uri(headers).unwrap_or_default(),
+            record_label: crate::sso::domains::RECORD_LABEL,
+            record_value: state.sso.domains().record_value(member.tenant()),
             notice,
             errors,
         },
@@ -159,16 +179,16 @@ async fn save(
     headers: HeaderMap,
     Form(input): Form<SsoInput>,
 ) -> Result<Response, PageError> {
-    member.require(Permission::ManageWorkspace)?;
+    member.require(Permission::ManageSso)?;
     // The form comes back as submitted after a refusal, except the secret.
     let shown = SsoInput {
         client_secret: String::new(),
         ..input.clone()
     };
-    let errors = match input.validate() {
+    let errors = match input.validate(state.sso.policy()) {
         Err(errors) => errors,
         Ok(valid) => {
-            let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+            let mut tx = member.tx(&state, Permission::ManageSso).await?;
             match store::sso::put(&mut tx, &valid.change(), state.sso.client_secrets()).await {
                 Ok(()) => {
                     tx.commit().await?;
@@ -195,20 +215,20 @@ async fn save(
 }
 
 async fn remove(State(state): State<AppState>, member: Member) -> Result<Response, PageError> {
-    let mut tx = member.tx(&state, Permission::ManageWorkspace).await?;
+    let mut tx = member.tx(&state, Permission::ManageSso).await?;
     store::sso::delete(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(tenant = %member.tenant(), by = %member.session().user.user_id, "sso configuration removed");
     Ok(back("done=deleted"))
 }
 
-/// Starts the admin's test sign-in through the workspace's IdP (enabled or not yet).
+/// Starts the owner's test sign-in through the workspace's IdP (enabled or not yet).
 async fn test_sign_in(
     State(state): State<AppState>,
     member: Member,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    member.require(Permission::ManageWorkspace)?;
+    member.require(Permission::ManageSso)?;
     let provider =
         store::sso::identity_provider(&state.database, member.tenant(), state.sso.client_secrets())
             .await?;
@@ -224,4 +244,52 @@ async fn test_sign_in(
             Err(refused) => refused_page(&member.visitor, &refused),
         },
     )
+}
+
+/// Checks each listed, unverified domain for this workspace's DNS TXT record and verifies those
+/// that publish it (audited). Proof of control outside the IdP: whoever runs the IdP cannot
+/// publish it, and another workspace's token does not count.
+async fn verify_domains(
+    State(state): State<AppState>,
+    member: Member,
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(&state, Permission::ManageSso).await?;
+    let settings = store::sso::settings(&mut tx).await?;
+    tx.commit().await?;
+    let Some(settings) = settings else {
+        return Ok(back("refused=not-configured"));
+    };
+    let tenant = member.tenant();
+    let owner = member.session().user.user_id;
+    let mut outcome = "refused=dns-not-found";
+    for listed in settings.domains.iter().filter(|listed| !listed.verified) {
+        match state.sso.domains().published(&listed.domain, tenant).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%tenant, %error, "sso domain record lookup failed");
+                continue;
+            }
+        }
+        match store::sso::verify_domain(
+            &state.database,
+            tenant,
+            owner,
+            &listed.domain,
+            member.visitor.client_addr,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(%tenant, by = %owner, "sso domain verified by its dns record");
+                outcome = "done=verified";
+            }
+            Err(store::StoreError::AlreadyExists(_)) if outcome != "done=verified" => {
+                outcome = "refused=domain-taken";
+            }
+            Err(store::StoreError::AlreadyExists(_) | store::StoreError::NotFound(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(back(outcome))
 }

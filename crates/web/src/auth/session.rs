@@ -140,12 +140,22 @@ impl FromRequestParts<AppState> for AppUser {
         if let Some(only) = session.user.sso_tenant {
             workspaces.retain(|workspace| workspace.tenant_id == only);
         }
-        let workspace = session
+        let mut workspace = session
             .user
             .active_tenant
             .and_then(|active| workspaces.iter().find(|w| w.tenant_id == active))
-            .or(workspaces.first())
             .cloned();
+        if workspace.is_none() && workspaces.len() > 1 {
+            // Not the first by name: a workspace's name is its creator's choice.
+            let landing = store::accounts::landing_workspace(&state.database, session.user.user_id)
+                .await
+                .map_err(|error| PageError::from(error).into_page(&visitor.chrome("app")))?;
+            workspace = workspaces
+                .iter()
+                .find(|w| Some(w.tenant_id) == landing)
+                .cloned();
+        }
+        let workspace = workspace.or_else(|| workspaces.first().cloned());
         Ok(AppUser {
             visitor,
             workspace,

@@ -149,8 +149,9 @@ async fn try_sign_in(
     Ok(response)
 }
 
-/// Revokes the visitor's current session, if any, and starts a new one for `user` in their
-/// first workspace: a redirect to `/app` carrying the new session and anti-forgery cookies.
+/// Revokes the visitor's current session, if any, and starts a new one for `user` in the
+/// workspace they last worked in (`store::accounts::landing_workspace`; never the one whose
+/// name sorts first): a redirect to `/app` carrying the new session and anti-forgery cookies.
 pub(super) async fn start_session(
     state: &AppState,
     visitor: &Visitor,
@@ -159,14 +160,14 @@ pub(super) async fn start_session(
     if let Some(old) = &visitor.session {
         store::accounts::revoke_session(&state.database, &old.token).await?;
     }
-    let workspaces = store::accounts::memberships(&state.database, user).await?;
+    let landing = store::accounts::landing_workspace(&state.database, user).await?;
     let token = cookies::random_value();
     store::accounts::create_session(
         &state.database,
         user,
         &token,
         LIFETIME,
-        workspaces.first().map(|workspace| workspace.tenant_id),
+        landing,
         visitor.client_addr,
         visitor.user_agent.as_deref(),
     )

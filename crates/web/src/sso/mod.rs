@@ -1,5 +1,5 @@
 //! Single sign-on with OpenID Connect, per workspace (docs/sso.md): "Sign in with SSO" on
-//! `/auth`, the IdP's redirect back to `/auth/sso/callback`, and the admin's test sign-in that
+//! `/auth`, the IdP's redirect back to `/auth/sso/callback`, and the owner's test sign-in that
 //! verifies the workspace's email domains. The settings as submitted and their validation are
 //! [`settings`]; the settings page is `app::sso`, the JSON API `api::sso`.
 //!
@@ -10,7 +10,7 @@
 //! one outside the workspace's verified domains are all refused with the same page. The reason
 //! goes to the log, never a token or a secret.
 
-mod http;
+pub mod domains;
 pub mod settings;
 
 use std::sync::Arc;
@@ -32,12 +32,11 @@ use store::StoreError;
 use store::secret_box::SecretBox;
 use store::sso::{FlowPurpose, IdentityProvider, NewFlow};
 
-use self::http::IdpHttpClient;
-pub use self::http::is_loopback_host;
 use crate::AppState;
 use crate::auth::session::{LIFETIME, Visitor};
 use crate::auth::throttle;
 use crate::cookies;
+use crate::outbound::{Outbound, OutboundPolicy, is_loopback_host};
 use crate::pages::{PageError, render_failures};
 
 /// How long a sign-in flow may take, from the redirect to the IdP to its callback.
@@ -50,25 +49,44 @@ pub const SSO_UNAVAILABLE: &str = "Single sign-on is not set up for that address
      your password, or ask your workspace's admin.";
 
 /// What SSO needs besides the database: the box sealing client secrets and PKCE verifiers, and
-/// the HTTP client for IdPs.
+/// the platform's outbound HTTP client, through which every request to an IdP goes.
 #[derive(Debug, Clone)]
 pub struct Sso {
     client_secrets: Arc<SecretBox>,
     verifiers: Arc<SecretBox>,
-    http: IdpHttpClient,
+    http: Outbound,
+    domains: domains::DomainProof,
 }
 
 impl Sso {
-    /// Seals under keys derived from the platform's master secret (as the edge does its own).
-    pub fn new(master_secret: &SecretString) -> Self {
+    /// Seals under keys derived from the platform's master secret (as the edge does its own);
+    /// talks to IdPs through `outbound`, whose policy also decides which issuers are accepted.
+    /// Domains are proved by DNS TXT records looked up through `dns_resolver` (the system's
+    /// resolvers when `None`).
+    pub fn new(
+        master_secret: &SecretString,
+        outbound: Outbound,
+        dns_resolver: Option<std::net::SocketAddr>,
+    ) -> Self {
         Self {
             client_secrets: Arc::new(SecretBox::new(
                 master_secret,
                 store::sso::CLIENT_SECRET_PURPOSE,
             )),
             verifiers: Arc::new(SecretBox::new(master_secret, store::sso::VERIFIER_PURPOSE)),
-            http: IdpHttpClient::new(),
+            http: outbound,
+            domains: domains::DomainProof::new(master_secret, dns_resolver),
         }
+    }
+
+    /// The workspaces' DNS TXT tokens and the resolver that checks them.
+    pub(crate) fn domains(&self) -> &domains::DomainProof {
+        &self.domains
+    }
+
+    /// What issuers may be: public `https`, or also loopback under the development setting.
+    pub fn policy(&self) -> OutboundPolicy {
+        self.http.policy()
     }
 
     pub(crate) fn client_secrets(&self) -> &SecretBox {
@@ -162,6 +180,11 @@ async fn client_for(
     Refused,
 > {
     let tenant = Some(provider.tenant);
+    // Checked before anything is fetched: a secret sealed for another issuer never opens.
+    let client_secret = provider
+        .client_secret
+        .as_ref()
+        .ok_or(Refused::new("client_secret_unusable", tenant))?;
     let issuer = IssuerUrl::new(provider.issuer.clone())
         .map_err(|_| Refused::new("issuer_invalid", tenant))?;
     let metadata = CoreProviderMetadata::discover_async(issuer, &sso.http)
@@ -175,9 +198,7 @@ async fn client_for(
     Ok(CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(provider.client_id.clone()),
-        Some(ClientSecret::new(
-            provider.client_secret.expose_secret().to_owned(),
-        )),
+        Some(ClientSecret::new(client_secret.expose_secret().to_owned())),
     )
     .set_redirect_uri(redirect))
 }
@@ -459,7 +480,7 @@ async fn complete(
             sign_in(state, visitor, &provider, &email).await
         }
         FlowPurpose::Test { admin } => {
-            verify(state, visitor, tenant, admin, domain, listed.is_some()).await
+            tested(state, visitor, tenant, admin, listed.is_some()).await
         }
     }
 }
@@ -490,21 +511,9 @@ async fn sign_in(
     email: &Email,
 ) -> Result<Response, Refused> {
     let tenant = provider.tenant;
-    let member = match store::sso::sign_in_member(
-        &state.database,
-        tenant,
-        email,
-        provider.default_role,
-        visitor.client_addr,
-    )
-    .await
-    {
-        Ok(member) => member,
-        Err(StoreError::Forbidden(_)) => {
-            return Err(Refused::new("account_disabled", Some(tenant)));
-        }
-        Err(error) => return Err(error.into()),
-    };
+    let member = store::sso::sign_in_member(&state.database, provider, email, visitor.client_addr)
+        .await?
+        .map_err(|refusal| Refused::new(refusal.code(), Some(tenant)))?;
     if let Some(old) = &visitor.session {
         store::accounts::revoke_session(&state.database, &old.token).await?;
     }
@@ -523,40 +532,39 @@ async fn sign_in(
     Ok(crate::auth::signed_in(&token))
 }
 
-/// Completes an admin's test sign-in: the same admin, still allowed to manage the workspace,
-/// in the browser that started it; the IdP vouched for an address on one of the workspace's
-/// domains, which becomes verified.
-async fn verify(
+/// Completes an owner's test sign-in: the same owner, still allowed to manage its single
+/// sign-on, in the browser that started it. It shows the IdP signs people in and verifies
+/// nothing: an IdP vouching for an address proves nothing about who controls its domain (that
+/// is the DNS record's job, [`domains`]).
+async fn tested(
     state: &AppState,
     visitor: &Visitor,
     tenant: TenantId,
-    admin: domain::UserId,
-    domain: &str,
+    owner: domain::UserId,
     listed: bool,
 ) -> Result<Response, Refused> {
     let some_tenant = Some(tenant);
-    if visitor.session.as_ref().map(|session| session.user.user_id) != Some(admin) {
+    let Some(session) = visitor.session.as_ref() else {
+        return Err(Refused::new("test_by_another_account", some_tenant));
+    };
+    if session.user.user_id != owner {
         return Err(Refused::new("test_by_another_account", some_tenant));
     }
-    let memberships = store::accounts::memberships(&state.database, admin).await?;
+    // A session from another workspace's IdP acts in that workspace only.
+    if session.user.sso_tenant.is_some_and(|only| only != tenant) {
+        return Err(Refused::new("test_from_another_workspace", some_tenant));
+    }
+    let memberships = store::accounts::memberships(&state.database, owner).await?;
     let still_allowed = memberships.iter().any(|membership| {
-        membership.tenant_id == tenant && membership.role.allows(Permission::ManageWorkspace)
+        membership.tenant_id == tenant && membership.role.allows(Permission::ManageSso)
     });
     if !still_allowed {
-        return Err(Refused::new("test_by_non_admin", some_tenant));
+        return Err(Refused::new("test_by_non_owner", some_tenant));
     }
-    if !listed {
-        return Ok(settings::back("refused=domain-not-listed"));
-    }
-    match store::sso::verify_domain(&state.database, tenant, admin, domain, visitor.client_addr)
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(%tenant, by = %admin, "sso domain verified by a test sign-in");
-            Ok(settings::back("done=verified"))
-        }
-        Err(StoreError::AlreadyExists(_)) => Ok(settings::back("refused=domain-taken")),
-        Err(StoreError::NotFound(_)) => Ok(settings::back("refused=domain-not-listed")),
-        Err(error) => Err(error.into()),
-    }
+    tracing::info!(%tenant, by = %owner, listed, "sso test sign-in completed");
+    Ok(settings::back(if listed {
+        "done=tested"
+    } else {
+        "refused=domain-not-listed"
+    }))
 }

@@ -9,6 +9,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use store::sso::SsoChange;
 
+use crate::outbound::OutboundPolicy;
+
 /// The settings page's path, also its entry in `web::APP_PAGES`.
 pub const PATH: &str = "/app/settings/sso";
 
@@ -34,6 +36,8 @@ pub struct SsoInput {
     pub default_role: String,
     /// The page's checkbox sends `on`; the API a boolean.
     pub enabled: Toggle,
+    /// Whether owners and admins may sign in through the IdP; off unless sent.
+    pub privileged_sign_in: Toggle,
 }
 
 /// Domains as a list (JSON) or as text (a form field).
@@ -77,6 +81,7 @@ pub struct ValidSso {
     pub domains: Vec<String>,
     pub default_role: Role,
     pub enabled: bool,
+    pub privileged_sign_in: bool,
 }
 
 impl ValidSso {
@@ -88,6 +93,7 @@ impl ValidSso {
             domains: &self.domains,
             default_role: self.default_role,
             enabled: self.enabled,
+            privileged_sign_in: self.privileged_sign_in,
         }
     }
 }
@@ -108,20 +114,16 @@ fn valid_domain(domain: &str) -> bool {
 }
 
 /// Whether `issuer` may be used: an absolute `https` URL without credentials, query or
-/// fragment — or `http` to a loopback address, for a local IdP.
-pub fn valid_issuer(issuer: &str) -> bool {
+/// fragment, on a host that is not loopback — plain `http` and loopback hosts only when
+/// `policy` allows them (the development setting).
+pub fn valid_issuer(issuer: &str, policy: OutboundPolicy) -> bool {
     let Ok(url) = url::Url::parse(issuer) else {
         return false;
     };
     let Some(host) = url.host_str() else {
         return false;
     };
-    let scheme_ok = match url.scheme() {
-        "https" => true,
-        "http" => super::http::is_loopback_host(host),
-        _ => false,
-    };
-    scheme_ok
+    policy.allows_url(url.scheme(), host)
         && issuer.len() <= 500
         && url.username().is_empty()
         && url.password().is_none()
@@ -131,12 +133,13 @@ pub fn valid_issuer(issuer: &str) -> bool {
 
 impl SsoInput {
     /// Checks every field; the messages name what to fix (never echo the secret).
-    pub fn validate(self) -> Result<ValidSso, Vec<&'static str>> {
+    pub fn validate(self, policy: OutboundPolicy) -> Result<ValidSso, Vec<&'static str>> {
         let mut errors = Vec::new();
         let issuer = self.issuer.trim().to_owned();
-        if !valid_issuer(&issuer) {
+        if !valid_issuer(&issuer, policy) {
             errors.push(
-                "The issuer is an https URL (http only to a loopback address), without a query.",
+                "The issuer is an https URL on a public host, without a query (plain http and \
+                 loopback hosts only under the development setting).",
             );
         }
         let client_id = self.client_id.trim().to_owned();
@@ -176,6 +179,11 @@ impl SsoInput {
         if default_role.is_none() {
             errors.push("New members join as admin, operator or viewer.");
         }
+        let privileged_sign_in = self.privileged_sign_in.is_on();
+        if default_role.is_some_and(Role::is_privileged) && !privileged_sign_in {
+            errors
+                .push("New members join as admin only if owners and admins may sign in with SSO.");
+        }
         match (default_role, errors.is_empty()) {
             (Some(default_role), true) => Ok(ValidSso {
                 issuer,
@@ -184,6 +192,7 @@ impl SsoInput {
                 domains,
                 default_role,
                 enabled: self.enabled.is_on(),
+                privileged_sign_in,
             }),
             _ => Err(errors),
         }

@@ -78,11 +78,12 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     let b = tenant(&database, "Globex").await;
     let b_source = source(&database, b).await;
     let b_admin = token(&database, b, Role::Admin).await;
+    let b_owner = token(&database, b, Role::Owner).await;
     let b_member = crate::auth::member(&database, b, "viewer@globex.example", Role::Viewer).await;
     let b_invitation = invitation(&database, b, "invited@globex.example").await;
     let b_viewer_token = token(&database, b, Role::Viewer).await;
     let b_sso = r#"{"issuer": "https://login.globex.example", "client_id": "globex", "client_secret": "globex secret", "domains": ["globex.example"], "default_role": "operator", "enabled": false}"#;
-    let (status, _, _) = request(&addr, "PUT", "/api/v1/sso", Some(&b_admin), b_sso).await;
+    let (status, _, _) = request(&addr, "PUT", "/api/v1/sso", Some(&b_owner), b_sso).await;
     assert_eq!(status, 200);
     crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
     let mut tx = owner(&database, a).await;
@@ -161,14 +162,14 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 format!(
                     r#"{{"issuer": "https://idp.example.com", "client_id": "set by {role}", "client_secret": "s", "domains": ["acme.example"], "default_role": "viewer", "enabled": true}}"#
                 ),
-                Permission::ManageWorkspace,
+                Permission::ManageSso,
                 200,
             ),
             (
                 "GET",
                 "/api/v1/sso".into(),
                 String::new(),
-                Permission::ManageWorkspace,
+                Permission::ManageSso,
                 200,
             ),
             (
@@ -203,7 +204,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 "DELETE",
                 "/api/v1/sso".into(),
                 String::new(),
-                Permission::ManageWorkspace,
+                Permission::ManageSso,
                 204,
             ),
             (
@@ -494,7 +495,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // B's SSO configuration was untouched by all of that, and its secret is never answered.
-    let (status, _, response) = request(&addr, "GET", "/api/v1/sso", Some(&b_admin), "").await;
+    let (status, _, response) = request(&addr, "GET", "/api/v1/sso", Some(&b_owner), "").await;
     assert_eq!(status, 200);
     let b_config = json(&response);
     assert_eq!(b_config["sso"]["client_id"], "globex");

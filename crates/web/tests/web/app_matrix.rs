@@ -217,9 +217,10 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             ));
         }
 
-        // Single sign-on: saved, tested and removed by who manages the workspace. The issuer is
-        // a closed loopback port, so the allowed test sign-in fails at discovery (400).
-        let manages_workspace = role.allows(Permission::ManageWorkspace);
+        // Single sign-on: saved, tested and removed by owners only (`ManageSso`), never by an
+        // admin. The issuer is a closed loopback port, so the allowed test sign-in fails at
+        // discovery (400).
+        let manages_sso = role.allows(Permission::ManageSso);
         for (action, fields, allowed_status) in [
             (
                 "/app/settings/sso",
@@ -233,14 +234,11 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 303,
             ),
             ("/app/settings/sso/test", vec![], 400),
+            ("/app/settings/sso/verify", vec![], 303),
             ("/app/settings/sso/delete", vec![], 303),
         ] {
             let page = browser.submit("/app/overview", action, &fields).await;
-            let expected = if manages_workspace {
-                allowed_status
-            } else {
-                403
-            };
+            let expected = if manages_sso { allowed_status } else { 403 };
             if page.status != expected {
                 failures.push(format!(
                     "{role} POST {action}: {} (expected {expected})",

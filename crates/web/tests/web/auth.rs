@@ -1310,3 +1310,52 @@ async fn members_see_their_own_sessions_and_end_one() {
     assert!(after.body.contains("The session was ended."));
     assert!(session_end_actions(&after.body).is_empty());
 }
+
+/// Someone who can add an account to a workspace (an operator's CLI, an invitation accepted
+/// long ago) names it to sort first; the account's next password sign-in still lands where the
+/// person last worked — their first workspace until they choose another.
+#[tokio::test]
+async fn a_password_sign_in_lands_where_the_person_last_worked_never_where_a_name_sorts_first() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let own = crate::api::tenant(&database, "Zephyr Energy").await;
+    member(&database, own, "ada@example.com", Role::Owner).await;
+    let mut first = signed_in(&addr, "ada@example.com").await;
+    let overview = first.get("/app/overview").await;
+    assert!(overview.body.contains("<h1>Zephyr Energy</h1>"));
+
+    let lure = crate::api::tenant(&database, "AAA Payroll").await;
+    member(&database, lure, "ada@example.com", Role::Admin).await;
+    for attempt in 0..2 {
+        let mut browser = signed_in(&addr, "ada@example.com").await;
+        let overview = browser.get("/app/overview").await;
+        assert!(
+            overview.body.contains("<h1>Zephyr Energy</h1>")
+                && !overview.body.contains("<h1>AAA Payroll</h1>"),
+            "sign-in {attempt} landed elsewhere: {}",
+            overview.body
+        );
+        let api = browser.get("/api/v1/workspace").await;
+        assert_eq!(api.status, 200);
+        assert!(api.body.contains("Zephyr Energy"), "{}", api.body);
+    }
+
+    // She chooses the other workspace and works there: her next sign-in lands there.
+    let switched = first
+        .submit(
+            "/app/overview",
+            "/app/workspace",
+            &[("tenant_id", &lure.to_string())],
+        )
+        .await;
+    assert_eq!(switched.status, 303);
+    let mut later = signed_in(&addr, "ada@example.com").await;
+    assert!(
+        later
+            .get("/app/overview")
+            .await
+            .body
+            .contains("<h1>AAA Payroll</h1>")
+    );
+}

@@ -7,6 +7,7 @@ mod app_matrix;
 mod auth;
 mod browser;
 mod chromium;
+mod dns;
 mod layers;
 mod live;
 mod mail;
@@ -26,10 +27,21 @@ pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::
     serve_with_mail(database, None).await
 }
 
-/// The app with `mail` as its mailer (`None`: links go to the log).
+/// The app with `mail` as its mailer (`None`: links go to the log). Its outbound client runs
+/// with the development setting on, explicitly: the tests' OpenID provider listens on loopback
+/// over plain http.
 pub async fn serve_with_mail(
     database: store::Database,
     mail: Option<std::sync::Arc<web::mail::Mailer>>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    serve_with(database, mail, web::outbound::OutboundPolicy::development()).await
+}
+
+/// The app with `mail` and the outbound client's `policy`.
+pub async fn serve_with(
+    database: store::Database,
+    mail: Option<std::sync::Arc<web::mail::Mailer>>,
+    policy: web::outbound::OutboundPolicy,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -43,7 +55,11 @@ pub async fn serve_with_mail(
         database: database.app.clone(),
         metrics: Some(handle),
         min_cohort: 3,
-        sso: web::sso::Sso::new(&secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned())),
+        sso: web::sso::Sso::new(
+            &secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned()),
+            web::outbound::Outbound::new(policy),
+            Some(dns::server().addr),
+        ),
         mail,
         live: web::LiveStreams::default(),
     };

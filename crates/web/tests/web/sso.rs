@@ -235,6 +235,16 @@ async fn role_in(database: &Database, tenant: TenantId, email: &str) -> Option<R
         .map(|membership| membership.role)
 }
 
+/// The TXT record text the settings page tells the owner to publish.
+fn record_value(page: &str) -> String {
+    let start = page
+        .find(r#"id="sso-dns-value">"#)
+        .expect("the page shows the record")
+        + 19;
+    let end = page[start..].find('<').unwrap() + start;
+    page[start..end].to_owned()
+}
+
 /// The workspace's audit log as (action, target), newest first.
 async fn audit_entries(database: &Database, tenant: TenantId) -> Vec<(String, String)> {
     let mut tx = store::TenantTx::begin(
@@ -263,9 +273,10 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     let (addr, _stop) = serve(database.clone()).await;
     let acme = crate::api::tenant(&database, "Acme").await;
     let globex = crate::api::tenant(&database, "Globex").await;
+    member(&database, acme, "owner@acme.test", Role::Owner).await;
     member(&database, acme, "admin@acme.test", Role::Admin).await;
     member(&database, acme, "viewer@acme.test", Role::Viewer).await;
-    member(&database, globex, "admin@globex.test", Role::Admin).await;
+    member(&database, globex, "owner@globex.test", Role::Owner).await;
     // Someone in both workspaces, with a password.
     member(&database, acme, "both@acme.test", Role::Viewer).await;
     member(&database, globex, "both@acme.test", Role::Owner).await;
@@ -275,9 +286,9 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     let provider = Provider::start("tributary-acme", &client_secret, &redirect_uri).await;
     let idp_addr = provider.addr().to_owned();
 
-    // The admin configures the IdP; the page shows where to register the callback.
+    // The owner configures the IdP; the page shows where to register the callback.
     let mut admin = Browser::new(&addr);
-    sign_in(&mut admin, "admin@acme.test", PASSWORD).await;
+    sign_in(&mut admin, "owner@acme.test", PASSWORD).await;
     let page = admin.get("/app/settings/sso").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains(&redirect_uri), "{}", page.body);
@@ -365,13 +376,54 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     }
     let mut admin_idp = Browser::new(&idp_addr);
     let callback = through_idp(&mut admin_idp, &authorize, "it.admin@acme.test", &addr).await;
-    let verified = admin.get(&callback).await;
+    let tested = admin.get(&callback).await;
+    assert_eq!(
+        tested.header("location"),
+        Some("/app/settings/sso?done=tested"),
+        "{} {}\n{}",
+        tested.status,
+        tested.body,
+        sso_log()
+    );
+    // The IdP vouching for an address proves nothing about who controls its domain: still
+    // unverified, still routing nowhere.
+    let page = admin.get("/app/settings/sso?done=tested").await;
+    assert!(page.body.contains("the IdP signs people in"));
+    assert_eq!(page.body.matches("badge-active\">verified").count(), 0);
+    let answer = start_sso(&mut stranger, "new.person@acme.test").await;
+    assert!(answer.body.contains(SSO_UNAVAILABLE));
+
+    // Proof of control outside the IdP: the workspace's own TXT record in the domain's DNS,
+    // checked through the resolver the platform is configured with (the tests' DNS server).
+    let value = record_value(&page.body);
+    let checked = admin
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
+    assert_eq!(
+        checked.header("location"),
+        Some("/app/settings/sso?refused=dns-not-found"),
+        "no record yet"
+    );
+    crate::dns::server().publish(
+        "_tributary-sso.acme.test",
+        "tributary-sso-verification=0123456789abcdef0123456789abcdef",
+    );
+    let checked = admin
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
+    assert_eq!(
+        checked.header("location"),
+        Some("/app/settings/sso?refused=dns-not-found"),
+        "a record with another token proves nothing"
+    );
+    crate::dns::server().publish("_tributary-sso.acme.test", &value);
+    let verified = admin
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
     assert_eq!(
         verified.header("location"),
         Some("/app/settings/sso?done=verified"),
-        "{} {}\n{}",
-        verified.status,
-        verified.body,
+        "{}",
         sso_log()
     );
     let page = admin.get("/app/settings/sso?done=verified").await;
@@ -480,6 +532,94 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         "{entries:?}"
     );
 
+    // Privilege comes from the workspace, never from the IdP. While the owner has not allowed
+    // privileged members to sign in with SSO, an owner or admin the IdP vouches for is refused
+    // (whoever runs the IdP could otherwise act as them), and nothing changes.
+    for email in ["owner@acme.test", "admin@acme.test"] {
+        let before = refusals("privileged_role_needs_password", acme);
+        let (browser, answer) = sso_sign_in(&addr, &idp_addr, email, email).await;
+        assert_eq!(answer.status, 400, "{email}: {}", answer.body);
+        assert!(answer.set_cookie("__Host-tributary-session").is_none());
+        assert!(!browser.cookies.contains_key("__Host-tributary-session"));
+        assert_eq!(
+            refusals("privileged_role_needs_password", acme),
+            before + 1,
+            "{email}"
+        );
+    }
+    assert_eq!(
+        role_in(&database, acme, "owner@acme.test").await,
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        role_in(&database, acme, "admin@acme.test").await,
+        Some(Role::Admin)
+    );
+    // An existing member never gets more than their role, whatever the default role is.
+    let (mut viewer_sso, answer) =
+        sso_sign_in(&addr, &idp_addr, "viewer@acme.test", "viewer@acme.test").await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert!(
+        viewer_sso
+            .get("/app/overview")
+            .await
+            .body
+            .contains("viewer@acme.test · viewer")
+    );
+    assert_eq!(
+        role_in(&database, acme, "viewer@acme.test").await,
+        Some(Role::Viewer)
+    );
+    // Newcomers join as admin only if privileged sign-in is on: the settings refuse otherwise.
+    let mut admin_default = idp_fields(&provider, "", "acme.test, other.test", "admin");
+    let refused = admin
+        .submit("/app/settings/sso", "/app/settings/sso", &admin_default)
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused
+            .body
+            .contains("join as admin only if owners and admins may sign in")
+    );
+    // The owner allows it: now an admin signs in through the IdP, as admin and no more, and
+    // the domain stays verified (same issuer and client).
+    admin_default.push(("privileged_sign_in", "on"));
+    let saved = admin
+        .submit("/app/settings/sso", "/app/settings/sso", &admin_default)
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings/sso?done=saved")
+    );
+    let (mut admin_sso, answer) =
+        sso_sign_in(&addr, &idp_addr, "admin@acme.test", "admin@acme.test").await;
+    assert_eq!(answer.status, 303, "{}\n{}", answer.body, sso_log());
+    assert!(
+        admin_sso
+            .get("/app/overview")
+            .await
+            .body
+            .contains("admin@acme.test · admin")
+    );
+    assert_eq!(
+        role_in(&database, acme, "admin@acme.test").await,
+        Some(Role::Admin)
+    );
+    // Back to the default: privileged members sign in with their password again.
+    let saved = admin
+        .submit(
+            "/app/settings/sso",
+            "/app/settings/sso",
+            &idp_fields(&provider, "", "acme.test, other.test", "operator"),
+        )
+        .await;
+    assert_eq!(
+        saved.header("location"),
+        Some("/app/settings/sso?done=saved")
+    );
+    let (_, answer) = sso_sign_in(&addr, &idp_addr, "admin@acme.test", "admin@acme.test").await;
+    assert_eq!(answer.status, 400);
+
     // A session from Acme's IdP acts in Acme only, though the account is also Globex's owner.
     let (mut both, answer) =
         sso_sign_in(&addr, &idp_addr, "both@acme.test", "both@acme.test").await;
@@ -494,6 +634,13 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         )
         .await;
     assert_eq!(switched.status, 404);
+    let api = both.get("/api/v1/workspace").await;
+    assert_eq!(api.status, 200);
+    assert!(
+        api.body.contains("Acme") && !api.body.contains("Globex"),
+        "{}",
+        api.body
+    );
 
     // Wrong state: unknown, or not even well-formed.
     let forged = format!("{}.{}", acme.as_uuid().simple(), "ab".repeat(32));
@@ -596,37 +743,84 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         .await;
     assert_eq!(refused.status, 403);
 
-    // Another tenant's admin sees and changes only their own workspace's SSO, and cannot verify
+    // Nor has an admin: configuring SSO decides who may act as the workspace's members, an
+    // owner's action. The page, the form, the test sign-in and the API all refuse them.
+    let mut acme_admin = Browser::new(&addr);
+    sign_in(&mut acme_admin, "admin@acme.test", PASSWORD).await;
+    assert_eq!(acme_admin.get("/app/settings/sso").await.status, 403);
+    for (action, fields) in [
+        (
+            "/app/settings/sso",
+            vec![
+                ("issuer", "https://evil.example.com"),
+                ("client_id", "x"),
+                ("client_secret", "y"),
+                ("domains", "acme.test"),
+                ("default_role", "admin"),
+                ("privileged_sign_in", "on"),
+            ],
+        ),
+        ("/app/settings/sso/test", vec![]),
+        ("/app/settings/sso/delete", vec![]),
+    ] {
+        let refused = acme_admin.submit("/app/overview", action, &fields).await;
+        assert_eq!(refused.status, 403, "admin POST {action}");
+    }
+    let admin_token = crate::api::token(&database, acme, Role::Admin).await;
+    for (method, body) in [
+        ("GET", ""),
+        (
+            "PUT",
+            r#"{"issuer": "https://evil.example.com", "client_id": "x", "client_secret": "y", "domains": ["acme.test"], "default_role": "viewer", "enabled": true}"#,
+        ),
+        ("DELETE", ""),
+    ] {
+        let (status, _, _) = request(&addr, method, "/api/v1/sso", Some(&admin_token), body).await;
+        assert_eq!(status, 403, "admin {method} /api/v1/sso");
+    }
+    let configured = audit_entries(&database, acme)
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "sso.configure")
+        .count();
+    assert_eq!(
+        configured, 3,
+        "only the owner's three changes were made, and audited"
+    );
+
+    // Another tenant's owner sees and changes only their own workspace's SSO, and cannot verify
     // a domain another workspace holds.
     let mut rival = Browser::new(&addr);
-    sign_in(&mut rival, "admin@globex.test", PASSWORD).await;
+    sign_in(&mut rival, "owner@globex.test", PASSWORD).await;
     let page = rival.get("/app/settings/sso").await;
     assert_eq!(page.status, 200);
     assert!(!page.body.contains("tributary-acme") && !page.body.contains(&provider.issuer));
+    let mut globex_fields = idp_fields(&provider, &client_secret, "acme.test", "admin");
+    globex_fields.push(("privileged_sign_in", "on"));
     let saved = rival
-        .submit(
-            "/app/settings/sso",
-            "/app/settings/sso",
-            &idp_fields(&provider, &client_secret, "acme.test", "admin"),
-        )
+        .submit("/app/settings/sso", "/app/settings/sso", &globex_fields)
         .await;
     assert_eq!(saved.status, 303);
-    let started = rival
-        .submit("/app/settings/sso", "/app/settings/sso/test", &[])
+    // Acme's record in acme.test's DNS does not count for Globex: its token is Acme's.
+    let checked = rival
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
         .await;
-    let callback = through_idp(
-        &mut Browser::new(&idp_addr),
-        started.header("location").unwrap(),
-        "it.admin@acme.test",
-        &addr,
-    )
-    .await;
-    let taken = rival.get(&callback).await;
+    assert_eq!(
+        checked.header("location"),
+        Some("/app/settings/sso?refused=dns-not-found")
+    );
+    // Even with Globex's own record there, the domain stays Acme's.
+    let globex_value = record_value(&rival.get("/app/settings/sso").await.body);
+    assert_ne!(globex_value, value, "each workspace has its own token");
+    crate::dns::server().publish("_tributary-sso.acme.test", &globex_value);
+    let taken = rival
+        .submit("/app/settings/sso", "/app/settings/sso/verify", &[])
+        .await;
     assert_eq!(
         taken.header("location"),
         Some("/app/settings/sso?refused=domain-taken")
     );
-    let globex_token = crate::api::token(&database, globex, Role::Admin).await;
+    let globex_token = crate::api::token(&database, globex, Role::Owner).await;
     let (status, _, body) = request(&addr, "GET", "/api/v1/sso", Some(&globex_token), "").await;
     assert_eq!(status, 200);
     let globex_sso: Value = serde_json::from_str(&body).unwrap();
@@ -637,7 +831,7 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
     assert_eq!(globex_sso["sso"]["default_role"], "admin");
     let (status, _, _) = request(&addr, "DELETE", "/api/v1/sso", Some(&globex_token), "").await;
     assert_eq!(status, 204);
-    let acme_token = crate::api::token(&database, acme, Role::Admin).await;
+    let acme_token = crate::api::token(&database, acme, Role::Owner).await;
     let (status, _, body) = request(&addr, "GET", "/api/v1/sso", Some(&acme_token), "").await;
     assert_eq!(status, 200, "Acme's configuration is untouched");
     assert!(body.contains("\"verified\":true") && body.contains("tributary-acme"));
@@ -664,8 +858,8 @@ async fn the_idp_client_refuses_internal_addresses_and_plain_http_beyond_loopbac
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
     let acme = crate::api::tenant(&database, "Acme").await;
-    member(&database, acme, "admin@acme.test", Role::Admin).await;
-    let token = crate::api::token(&database, acme, Role::Admin).await;
+    member(&database, acme, "owner@acme.test", Role::Owner).await;
+    let token = crate::api::token(&database, acme, Role::Owner).await;
     for (issuer, accepted) in [
         ("http://idp.example.com", false),
         ("https://idp.example.com?x=1", false),
@@ -682,7 +876,7 @@ async fn the_idp_client_refuses_internal_addresses_and_plain_http_beyond_loopbac
     }
     // The metadata service's address is a valid https issuer, but never dialled.
     let mut admin = Browser::new(&addr);
-    sign_in(&mut admin, "admin@acme.test", PASSWORD).await;
+    sign_in(&mut admin, "owner@acme.test", PASSWORD).await;
     let answer = admin
         .submit("/app/settings/sso", "/app/settings/sso/test", &[])
         .await;
@@ -692,5 +886,180 @@ async fn the_idp_client_refuses_internal_addresses_and_plain_http_beyond_loopbac
     assert!(
         whole_log().contains("internal address"),
         "refused before connecting"
+    );
+}
+
+/// A loopback listener that counts the connections made to it (and answers none): an issuer
+/// the client secret must never reach.
+async fn trap() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (format!("http://{addr}"), connections)
+}
+
+#[tokio::test]
+async fn a_new_issuer_or_client_needs_the_secret_again_and_a_secret_reaches_no_other_issuer() {
+    server_log();
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = crate::api::tenant(&database, "Acme").await;
+    member(&database, acme, "owner@acme.test", Role::Owner).await;
+    let token = crate::api::token(&database, acme, Role::Owner).await;
+    let secret = format!("client-secret-{}", store::random_token(12));
+    let config = |issuer: &str, client_id: &str, secret: Option<&str>| {
+        let secret = secret
+            .map(|secret| format!(r#""client_secret": "{secret}", "#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"issuer": "{issuer}", "client_id": "{client_id}", {secret}"domains": ["acme.test"], "default_role": "viewer", "enabled": true}}"#
+        )
+    };
+    let (status, _, body) = request(
+        &addr,
+        "PUT",
+        "/api/v1/sso",
+        Some(&token),
+        &config("https://login.acme.example", "acme", Some(&secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Pointing the stored secret at another issuer, or another client, without entering it
+    // again is refused: the stored one was entered for the first IdP.
+    let (attacker_issuer, connections) = trap().await;
+    for (issuer, client_id) in [
+        (attacker_issuer.as_str(), "acme"),
+        ("https://login.acme.example", "another-client"),
+    ] {
+        let (status, _, body) = request(
+            &addr,
+            "PUT",
+            "/api/v1/sso",
+            Some(&token),
+            &config(issuer, client_id, None),
+        )
+        .await;
+        assert_eq!(status, 409, "{issuer} {client_id}: {body}");
+        assert!(body.contains("secret_required"), "{body}");
+    }
+    let mut owner = Browser::new(&addr);
+    sign_in(&mut owner, "owner@acme.test", PASSWORD).await;
+    let refused = owner
+        .submit(
+            "/app/settings/sso",
+            "/app/settings/sso",
+            &[
+                ("issuer", attacker_issuer.as_str()),
+                ("client_id", "acme"),
+                ("domains", "acme.test"),
+                ("default_role", "viewer"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(refused.body.contains("whenever the issuer or client id"));
+    let (_, _, body) = request(&addr, "GET", "/api/v1/sso", Some(&token), "").await;
+    assert!(body.contains("https://login.acme.example") && !body.contains(&attacker_issuer));
+
+    // Even a row changed behind the application's back (here, the owner role's own grant used
+    // directly) cannot send the secret elsewhere: it is sealed bound to its issuer and client,
+    // so it does not open for the new issuer, and nothing is fetched from it.
+    let mut tx = store::TenantTx::begin(
+        &database.app,
+        store::Scope::Member {
+            tenant: acme,
+            user: domain::UserId::new_random(),
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query("update control.sso_configs set issuer = $1 where tenant_id = $2")
+        .bind(&attacker_issuer)
+        .bind(acme.as_uuid())
+        .execute(tx.connection_for_tests())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before = refusals("client_secret_unusable", acme);
+    let answer = owner
+        .submit("/app/settings/sso", "/app/settings/sso/test", &[])
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(refusals("client_secret_unusable", acme), before + 1);
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other issuer was contacted"
+    );
+
+    // Entered again for the new issuer, the secret is that issuer's to use.
+    let (status, _, body) = request(
+        &addr,
+        "PUT",
+        "/api/v1/sso",
+        Some(&token),
+        &config(&attacker_issuer, "acme", Some("its own secret")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = owner
+        .submit("/app/settings/sso", "/app/settings/sso/test", &[])
+        .await;
+    assert_eq!(answer.status, 400);
+    assert!(
+        connections.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "discovery at the newly entered issuer"
+    );
+    assert!(!whole_log().contains(&secret), "the secret reached the log");
+}
+
+/// Production runs without the development setting: an issuer on a loopback host, or over plain
+/// http, is refused when it is configured, and nothing connects to it.
+#[tokio::test]
+async fn without_the_development_setting_a_loopback_or_plain_http_issuer_is_refused() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = crate::serve_with(
+        database.clone(),
+        None,
+        web::outbound::OutboundPolicy::production(),
+    )
+    .await;
+    let acme = crate::api::tenant(&database, "Acme").await;
+    let token = crate::api::token(&database, acme, Role::Owner).await;
+    let (loopback_issuer, connections) = trap().await;
+    let port = loopback_issuer.rsplit(':').next().unwrap().to_owned();
+    for issuer in [
+        loopback_issuer.clone(),
+        format!("https://127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+        format!("https://[::1]:{port}"),
+        "http://idp.example.com".to_owned(),
+    ] {
+        let body = format!(
+            r#"{{"issuer": "{issuer}", "client_id": "c", "client_secret": "s", "domains": ["acme.test"], "default_role": "viewer", "enabled": true}}"#
+        );
+        let (status, _, response) = request(&addr, "PUT", "/api/v1/sso", Some(&token), &body).await;
+        assert_eq!(status, 400, "{issuer}: {response}");
+        assert!(response.contains("issuer"), "{response}");
+    }
+    let body = r#"{"issuer": "https://login.acme.example", "client_id": "c", "client_secret": "s", "domains": ["acme.test"], "default_role": "viewer", "enabled": true}"#;
+    let (status, _, response) = request(&addr, "PUT", "/api/v1/sso", Some(&token), body).await;
+    assert_eq!(status, 200, "a public https issuer: {response}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing connected to the loopback issuer"
     );
 }
