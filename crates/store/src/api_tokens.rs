@@ -1,7 +1,9 @@
 //! API tokens: created by a tenant's owner or admin (or an operator at the CLI), shown once,
-//! stored as a SHA-256 hash, bound to the tenant and one tenant role, expiring, revocable.
+//! stored as a SHA-256 hash, bound to the tenant and one tenant role, expiring, revocable. A
+//! token records the member who created it (its holder); removing or demoting that member
+//! revokes it (`members`).
 
-use domain::{Role, TenantId};
+use domain::{Role, TenantId, UserId};
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -29,10 +31,13 @@ pub struct TokenGrant {
     pub tenant: TenantId,
     pub token: Uuid,
     pub role: Role,
+    /// The member who created the token, on whose behalf it acts (`None`: made at the CLI).
+    pub holder: Option<UserId>,
 }
 
 /// Creates a token of the transaction's tenant (audited); returns it and its one-time text
-/// `tat1.<tenant>.<token id>.<secret>`.
+/// `tat1.<tenant>.<token id>.<secret>`. The database records the transaction's user (a member,
+/// or the holder of the API token calling) as its creator; none for the CLI.
 pub async fn create(
     tx: &mut TenantTx,
     name: &str,
@@ -129,8 +134,8 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
         },
     )
     .await?;
-    let row: Option<(Vec<u8>, String)> = sqlx::query_as(
-        "select t.token_hash, t.role from control.api_tokens t \
+    let row: Option<(Vec<u8>, String, Option<Uuid>)> = sqlx::query_as(
+        "select t.token_hash, t.role, t.created_by from control.api_tokens t \
          join control.dim_tenant d on d.tenant_id = t.tenant_id \
          where t.tenant_id = $1 and t.token_id = $2 and t.revoked_at is null \
            and t.expires_at > now() and d.status = 'active'",
@@ -139,7 +144,7 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
     .bind(token)
     .fetch_optional(tx.connection())
     .await?;
-    let Some((hash, role)) = row else {
+    let Some((hash, role, holder)) = row else {
         return Ok(None);
     };
     let matches = secret_token::same_hash(&hash, &parsed.secret_hash);
@@ -163,6 +168,7 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
         tenant,
         token,
         role,
+        holder: holder.map(UserId::from_uuid),
     }))
 }
 

@@ -329,24 +329,30 @@ pub async fn current_tenant(tx: &mut TenantTx) -> Result<Tenant, StoreError> {
 }
 
 /// Changes the transaction's own tenant's name, plan, industry and region (audited with the
-/// previous values). Which roles may do so is the database's grants' business.
+/// previous values). Which roles may do so is the database's grants' business: the plan is
+/// written only when it changes, because only an owner may write it (migration 0019).
 pub async fn update_tenant(
     tx: &mut TenantTx,
     attributes: &TenantAttributes,
 ) -> Result<(), StoreError> {
     let previous = current_tenant(tx).await?;
-    sqlx::query(
+    let statement = if previous.plan == attributes.plan.as_str() {
+        "update control.dim_tenant set name = $2, industry = $4, region = $5, \
+             updated_at = now() \
+         where tenant_id = $1 and plan = $3"
+    } else {
         "update control.dim_tenant set name = $2, plan = $3, industry = $4, region = $5, \
              updated_at = now() \
-         where tenant_id = $1",
-    )
-    .bind(previous.tenant_id.as_uuid())
-    .bind(&attributes.name)
-    .bind(attributes.plan.as_str())
-    .bind(&attributes.industry)
-    .bind(&attributes.region)
-    .execute(tx.connection())
-    .await?;
+         where tenant_id = $1"
+    };
+    sqlx::query(statement)
+        .bind(previous.tenant_id.as_uuid())
+        .bind(&attributes.name)
+        .bind(attributes.plan.as_str())
+        .bind(&attributes.industry)
+        .bind(&attributes.region)
+        .execute(tx.connection())
+        .await?;
     audit::append(
         tx,
         AuditEntry::new("tenant.update", previous.tenant_id.to_string()).details(

@@ -1,8 +1,11 @@
 //! A workspace's members and the rules for changing them, inside a `TenantTx`: the database's
 //! grants and row-level security apply to every statement, and each change is audited in the same
-//! transaction. A workspace always keeps at least one owner. The web app calls this module in a
-//! member's transaction; the operator's commands (`control::set_member` and friends) call it in a
-//! control transaction after resolving an email to its account.
+//! transaction. A workspace always keeps at least one owner. Credentials follow their holder:
+//! removing a member revokes every API token and open invitation they created, and demoting one
+//! revokes those whose role is above their new role, each revocation audited in the same
+//! transaction. The web app calls this module in a member's transaction; the operator's commands
+//! (`control::set_member` and friends) call it in a control transaction after resolving an email
+//! to its account.
 
 use domain::{Role, UserId};
 use uuid::Uuid;
@@ -160,7 +163,11 @@ async fn write_role(
         AuditEntry::new(action, user.to_string())
             .details(serde_json::json!({ "role": role, "previous_role": previous })),
     )
-    .await
+    .await?;
+    if previous.is_some() {
+        revoke_credentials(tx, user, Some(role), action).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the membership of `user`, whose role is `previous`, and audits it.
@@ -179,7 +186,67 @@ async fn delete_member(tx: &mut TenantTx, user: UserId, previous: Role) -> Resul
         AuditEntry::new("member.remove", user.to_string())
             .details(serde_json::json!({ "role": previous })),
     )
-    .await
+    .await?;
+    revoke_credentials(tx, user, None, "member.remove").await
+}
+
+/// Revokes the API tokens and open invitations `user` created whose role a member holding
+/// `kept` could not give (`None`: they left, so all of them), auditing each with `reason`, the
+/// member change that caused it.
+async fn revoke_credentials(
+    tx: &mut TenantTx,
+    user: UserId,
+    kept: Option<Role>,
+    reason: &'static str,
+) -> Result<(), StoreError> {
+    let tenant = tenant(tx)?;
+    let above: Vec<&str> = Role::TENANT_ROLES
+        .into_iter()
+        .filter(|role| kept.is_none_or(|kept| !kept.may_grant(*role)))
+        .map(Role::as_str)
+        .collect();
+    if above.is_empty() {
+        return Ok(());
+    }
+    let tokens: Vec<(Uuid, String)> = sqlx::query_as(
+        "update control.api_tokens set revoked_at = now() \
+         where tenant_id = $1 and created_by = $2 and revoked_at is null and role = any($3) \
+         returning token_id, role",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user.as_uuid())
+    .bind(&above)
+    .fetch_all(tx.connection())
+    .await?;
+    let invitations: Vec<(Uuid, String)> = sqlx::query_as(
+        "update control.invitations set revoked_at = now() \
+         where tenant_id = $1 and created_by = $2 and accepted_at is null \
+           and revoked_at is null and role = any($3) \
+         returning invitation_id, role",
+    )
+    .bind(tenant.as_uuid())
+    .bind(user.as_uuid())
+    .bind(&above)
+    .fetch_all(tx.connection())
+    .await?;
+    let revoked = tokens
+        .into_iter()
+        .map(|(id, role)| ("api_token.revoke", id, role))
+        .chain(
+            invitations
+                .into_iter()
+                .map(|(id, role)| ("member.invite_revoke", id, role)),
+        );
+    for (action, id, role) in revoked {
+        audit::append(
+            tx,
+            AuditEntry::new(action, id.to_string()).details(serde_json::json!({
+                "role": role, "created_by": user, "reason": reason,
+            })),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 fn tenant(tx: &TenantTx) -> Result<domain::TenantId, StoreError> {

@@ -65,11 +65,13 @@ pub enum Scope {
         user: UserId,
         role: Role,
     },
-    /// A program holding an API token of `tenant`, acting in the token's role.
+    /// A program holding an API token of `tenant`, acting in the token's role for the token's
+    /// holder, the member who created it (`None` for a token the operator's CLI made).
     ApiToken {
         tenant: TenantId,
         token: uuid::Uuid,
         role: Role,
+        holder: Option<UserId>,
     },
     /// Internal operations staff. The tenant registry and the global rollups are readable
     /// without a tenant; tenant tables (such as a tenant's audit log) only with one.
@@ -138,9 +140,12 @@ impl TenantTx {
         let mut transaction = database.pool().begin().await?;
         sqlx::query(set_role).execute(&mut *transaction).await?;
         // A tenantless control scope acting as a user may read that user's memberships across
-        // tenants (signing in lists their workspaces; migration 0012's policies).
+        // tenants (signing in lists their workspaces; migration 0012's policies). A member, or
+        // an API token's holder, is the user credentials created here are recorded as created
+        // by (migration 0019).
         let user = match &scope {
             Scope::Member { user, .. } => Some(*user),
+            Scope::ApiToken { holder, .. } => *holder,
             Scope::Control {
                 tenant: None,
                 actor: Actor::User(user),

@@ -344,6 +344,11 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
         include_str!("../../../docs/database.md"),
     ),
     (
+        "security",
+        "docs/security.md",
+        include_str!("../../../docs/security.md"),
+    ),
+    (
         "edge",
         "docs/edge.md",
         include_str!("../../../docs/edge.md"),

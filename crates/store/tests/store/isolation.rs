@@ -306,21 +306,28 @@ async fn arrange(test_database: &TestDatabase, database: &Database) -> (Fixture,
         let tenant = tenant(database, name).await;
         let source = Uuid::new_v4();
         let member = Uuid::new_v4();
+        let colleague = Uuid::new_v4();
         let spare_user = Uuid::new_v4();
         sqlx::query(
             "insert into control.users (user_id, email) values ($1, $1::text || '@example.com'), \
-                                                           ($2, $2::text || '@example.com')",
+                                                           ($2, $2::text || '@example.com'), \
+                                                           ($3, $3::text || '@example.com')",
         )
         .bind(member)
         .bind(spare_user)
+        .bind(colleague)
         .execute(&mut admin)
         .await
         .unwrap();
+        // An owner, and a member below owner: an admin's deletes never see an owner's
+        // membership (migration 0019), so the matrix needs a row an admin may remove.
         sqlx::query(
-            "insert into control.members (tenant_id, user_id, role) values ($1, $2, 'owner')",
+            "insert into control.members (tenant_id, user_id, role) \
+             values ($1, $2, 'owner'), ($1, $3, 'operator')",
         )
         .bind(tenant.as_uuid())
         .bind(member)
+        .bind(colleague)
         .execute(&mut admin)
         .await
         .unwrap();

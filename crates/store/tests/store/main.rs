@@ -4,5 +4,6 @@ mod audit_chain;
 mod bronze_partitions;
 mod catalog_lint;
 mod control_plane;
+mod credentials;
 mod isolation;
 mod support;

@@ -129,6 +129,7 @@ impl Caller {
                 tenant: grant.tenant,
                 token: grant.token,
                 role: grant.role,
+                holder: grant.holder,
             },
             Caller::Member { tenant, user, role } => Scope::Member { tenant, user, role },
         };

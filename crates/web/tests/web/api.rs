@@ -1311,3 +1311,132 @@ async fn the_document_lists_every_status_and_links_created_objects_onward() {
         "$response.body#/source/source_id"
     );
 }
+
+/// Credentials follow their holder, through the API: when the owner demotes an admin to
+/// operator, the admin token the admin made on the settings page stops working, and so does one
+/// that token made; their operator token keeps working until the owner removes them, and the
+/// revocations are in the audit log with the change that caused them.
+#[tokio::test]
+async fn an_admins_tokens_stop_working_when_the_owner_demotes_then_removes_them() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    crate::auth::member(&database, a, "owner@acme.example", Role::Owner).await;
+    let admin = crate::auth::member(&database, a, "admin@acme.example", Role::Admin).await;
+    let mut owner_browser = crate::browser::Browser::new(&addr);
+    crate::auth::sign_in(
+        &mut owner_browser,
+        "owner@acme.example",
+        crate::auth::PASSWORD,
+    )
+    .await;
+    let owner_token = page_token(&mut owner_browser, "owner's", "owner").await;
+    let mut admin_browser = crate::browser::Browser::new(&addr);
+    crate::auth::sign_in(
+        &mut admin_browser,
+        "admin@acme.example",
+        crate::auth::PASSWORD,
+    )
+    .await;
+    let admin_token = page_token(&mut admin_browser, "admin's", "admin").await;
+    let operator_token = page_token(&mut admin_browser, "admin's operator", "operator").await;
+    let call = |bearer: &str, method: &'static str, path: String, body: &'static str| {
+        let (addr, bearer) = (addr.clone(), bearer.to_owned());
+        async move {
+            let (status, _, response) = request(&addr, method, &path, Some(&bearer), body).await;
+            (status, response)
+        }
+    };
+    let (status, response) = call(
+        &admin_token,
+        "POST",
+        "/api/v1/api-tokens".into(),
+        r#"{"name": "made by a token", "role": "admin"}"#,
+    )
+    .await;
+    assert_eq!(status, 201, "{response}");
+    let child_token = json(&response)["token"].as_str().unwrap().to_owned();
+    for bearer in [&admin_token, &child_token] {
+        let (status, response) = call(bearer, "GET", "/api/v1/api-tokens".into(), "").await;
+        assert_eq!(status, 200, "{response}");
+    }
+
+    // The owner demotes the admin to operator: what they made above operator stops working.
+    let (status, response) = call(
+        &owner_token,
+        "PATCH",
+        format!("/api/v1/members/{admin}"),
+        r#"{"role": "operator"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    for bearer in [&admin_token, &child_token] {
+        let (status, response) = call(bearer, "GET", "/api/v1/sources".into(), "").await;
+        assert_eq!(status, 401, "a revoked admin token still works: {response}");
+    }
+    let (status, response) = call(&operator_token, "GET", "/api/v1/sources".into(), "").await;
+    assert_eq!(
+        status, 200,
+        "the operator token is within their role: {response}"
+    );
+    let (status, response) = call(&owner_token, "GET", "/api/v1/sources".into(), "").await;
+    assert_eq!(status, 200, "the owner's own token is theirs: {response}");
+
+    // Removed: nothing they made works.
+    let (status, response) = call(
+        &owner_token,
+        "DELETE",
+        format!("/api/v1/members/{admin}"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204, "{response}");
+    let (status, _) = call(&operator_token, "GET", "/api/v1/sources".into(), "").await;
+    assert_eq!(status, 401);
+
+    // Each revocation is audited, naming the creator and the member change.
+    let (status, response) = call(
+        &owner_token,
+        "GET",
+        "/api/v1/audit?action=api_token.revoke".into(),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let mut reasons: Vec<(String, String)> = json(&response)["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["details"]["created_by"], admin.to_string());
+            (
+                entry["details"]["role"].as_str().unwrap().to_owned(),
+                entry["details"]["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    let expected = [
+        ("admin", "member.change_role"),
+        ("admin", "member.change_role"),
+        ("operator", "member.remove"),
+    ]
+    .map(|(role, reason)| (role.to_owned(), reason.to_owned()));
+    assert_eq!(reasons, expected);
+}
+
+/// A token created on the settings page by the signed-in browser: its one-time text.
+async fn page_token(browser: &mut crate::browser::Browser, name: &str, role: &str) -> String {
+    let page = browser
+        .submit(
+            "/app/settings/api-tokens",
+            "/app/settings/api-tokens",
+            &[("name", name), ("role", role), ("days", "30")],
+        )
+        .await;
+    assert_eq!(page.status, 201, "{}", page.body);
+    let start = page.body.find("tat1.").expect("the token is shown");
+    let end = page.body[start..].find('<').unwrap() + start;
+    page.body[start..end].to_owned()
+}
