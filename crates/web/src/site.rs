@@ -373,11 +373,6 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
     ("api", "docs/api.md", include_str!("../../../docs/api.md")),
     ("sso", "docs/sso.md", include_str!("../../../docs/sso.md")),
     (
-        "security",
-        "docs/security.md",
-        include_str!("../../../docs/security.md"),
-    ),
-    (
         "operations",
         "docs/operations.md",
         include_str!("../../../docs/operations.md"),
@@ -476,4 +471,27 @@ async fn document(visitor: Visitor, Path(slug): Path<String>) -> Response {
             html: markdown_to_html(markdown),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two entries for one slug would register one path twice, which the router refuses at
+    /// start-up; two for one file would list a document twice.
+    #[test]
+    fn every_document_has_a_slug_and_a_file_of_its_own() {
+        let mut slugs: Vec<&str> = DOCUMENTS.iter().map(|(slug, _, _)| *slug).collect();
+        let mut files: Vec<&str> = DOCUMENTS.iter().map(|(_, file, _)| *file).collect();
+        let count = DOCUMENTS.len();
+        slugs.sort_unstable();
+        slugs.dedup();
+        files.sort_unstable();
+        files.dedup();
+        assert_eq!(
+            (slugs.len(), files.len()),
+            (count, count),
+            "{slugs:?} {files:?}"
+        );
+    }
 }
