@@ -803,6 +803,12 @@ fn request_schemas() -> Value {
         }),
         &["issuer", "client_id", "domains", "default_role"],
     );
+    // New members join as admin only where owners and admins may sign in with SSO.
+    let mut sso = sso;
+    sso["anyOf"] = json!([
+        { "properties": { "default_role": { "enum": ["operator", "viewer"] } } },
+        { "properties": { "privileged_sign_in": { "const": true } }, "required": ["privileged_sign_in"] },
+    ]);
     let preview = closed(
         json!({
             "table": { "type": "string", "pattern": sample_table, "description": "`schema.table` (or `table`, in `public`) of the sample" },
