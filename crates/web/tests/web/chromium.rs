@@ -419,6 +419,8 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
             ("viewer@babbage.example.com".to_owned(), "viewer".to_owned()),
         ]
     );
+    // Ending the session stops the browser; killing only chromedriver would leave it running.
+    client.close().await.unwrap();
 }
 
 /// The text of the element `css`, or `None` when there is none.
