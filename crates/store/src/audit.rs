@@ -144,6 +144,61 @@ pub async fn search(
     .await?)
 }
 
+/// How a member of internal operations staff read a tenant's audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffReadView {
+    /// The console's audit page, `/app/tenants/{tenant}/audit`.
+    Page,
+    /// The console's CSV export.
+    Csv,
+    /// The operations API, `/api/v1/ops/tenants/{tenant}/audit`.
+    Api,
+}
+
+impl StaffReadView {
+    fn name(self) -> &'static str {
+        match self {
+            StaffReadView::Page => "page",
+            StaffReadView::Csv => "csv",
+            StaffReadView::Api => "api",
+        }
+    }
+}
+
+/// Records, in the chain of the transaction's tenant and nowhere else, that internal operations
+/// staff read that tenant's log: who (the transaction's actor), through which view, with which
+/// filter and at most how many entries. The entry commits with the read's transaction; a tenant
+/// that does not exist is `NotFound` and nothing is written. The only entry a staff read adds.
+pub async fn record_staff_read(
+    tx: &mut TenantTx,
+    view: StaffReadView,
+    filter: &AuditFilter,
+    limit: i64,
+) -> Result<(), StoreError> {
+    let tenant = tx.tenant().ok_or(StoreError::Forbidden(
+        "recording a staff read needs a tenant scope",
+    ))?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from control.dim_tenant where tenant_id = $1)")
+            .bind(tenant.as_uuid())
+            .fetch_one(tx.connection())
+            .await?;
+    if !exists {
+        return Err(StoreError::NotFound("tenant"));
+    }
+    append(
+        tx,
+        AuditEntry::new("audit.read_by_staff", "audit.log").details(serde_json::json!({
+            "view": view.name(),
+            "action_prefix": filter.action_prefix,
+            "actor_type": filter.actor_type,
+            "before_seq": filter.before_seq,
+            "limit": limit,
+        })),
+    )
+    .await
+}
+
 /// The first broken link found in a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -405,3 +405,137 @@ fn verify_finds_every_single_mutation() {
         "only {tampered} of 96 cases tampered; the generator is too weak"
     );
 }
+
+/// Every chain's (tenant, entries), intact or the test fails.
+async fn chain_lengths(database: &Database) -> Vec<(TenantId, u64)> {
+    let reports = store::service::audit::verify(&database.service, None)
+        .await
+        .unwrap();
+    for report in &reports {
+        assert!(report.is_intact(), "{report:?}");
+    }
+    let mut lengths: Vec<_> = reports
+        .iter()
+        .map(|report| (report.tenant, report.entries))
+        .collect();
+    lengths.sort();
+    lengths
+}
+
+#[tokio::test]
+async fn a_staff_read_lands_in_the_read_tenants_chain_and_staff_write_nothing_else_there() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let globex = tenant(&database, "Globex").await;
+    append(&database, acme, "member.add", "someone", 1).await;
+    let before = chain_lengths(&database).await;
+
+    // A member of operations reads Acme's log, filtered, as the console does.
+    let staff = domain::UserId::new_random();
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::InternalOps {
+            tenant: Some(acme),
+            actor: store::Actor::User(staff),
+        },
+    )
+    .await
+    .unwrap();
+    let filter = audit::AuditFilter {
+        action_prefix: Some("member.".into()),
+        actor_type: Some("user".into()),
+        before_seq: Some(99),
+    };
+    audit::record_staff_read(&mut tx, audit::StaffReadView::Api, &filter, 25)
+        .await
+        .unwrap();
+    let read = audit::search(&mut tx, &filter, 25).await.unwrap();
+    assert_eq!(read.len(), 1, "the filter still finds member.add only");
+    tx.commit().await.unwrap();
+
+    // Acme's chain grew by exactly that one entry and still verifies; no other chain (Globex's,
+    // the platform's) changed.
+    let after = chain_lengths(&database).await;
+    let grown: Vec<_> = after
+        .iter()
+        .filter(|entry| !before.contains(entry))
+        .collect();
+    assert_eq!(grown, [&(acme, 3)], "before {before:?}, after {after:?}");
+    assert_eq!(before.len(), after.len());
+
+    let mut admin = member_tx(&database, acme, Role::Admin).await;
+    let entries = audit::list(&mut admin, 100).await.unwrap();
+    admin.rollback().await.unwrap();
+    let by_staff: Vec<_> = entries
+        .iter()
+        .filter(|entry| entry.actor_id == staff.to_string())
+        .collect();
+    assert_eq!(by_staff.len(), 1, "{entries:?}");
+    let entry = by_staff[0];
+    assert_eq!(
+        (
+            entry.action.as_str(),
+            entry.actor_type.as_str(),
+            entry.target.as_str()
+        ),
+        ("audit.read_by_staff", "user", "audit.log")
+    );
+    assert_eq!(
+        entry.details,
+        serde_json::json!({
+            "view": "api", "action_prefix": "member.", "actor_type": "user",
+            "before_seq": 99, "limit": 25,
+        })
+    );
+    assert_eq!(entries[0].seq, entry.seq, "the read is the newest entry");
+
+    // A read of Globex lands in Globex's chain only; a read that rolls back leaves nothing; a
+    // tenant that does not exist is not found and no chain grows.
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::InternalOps {
+            tenant: Some(globex),
+            actor: store::Actor::User(staff),
+        },
+    )
+    .await
+    .unwrap();
+    audit::record_staff_read(&mut tx, audit::StaffReadView::Page, &Default::default(), 50)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::InternalOps {
+            tenant: Some(acme),
+            actor: store::Actor::User(staff),
+        },
+    )
+    .await
+    .unwrap();
+    audit::record_staff_read(&mut tx, audit::StaffReadView::Csv, &Default::default(), 10)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::InternalOps {
+            tenant: Some(TenantId::from_uuid(uuid::Uuid::new_v4())),
+            actor: store::Actor::User(staff),
+        },
+    )
+    .await
+    .unwrap();
+    let missing =
+        audit::record_staff_read(&mut tx, audit::StaffReadView::Page, &Default::default(), 50)
+            .await;
+    assert!(
+        matches!(missing, Err(store::StoreError::NotFound("tenant"))),
+        "{missing:?}"
+    );
+    tx.rollback().await.unwrap();
+    let last = chain_lengths(&database).await;
+    let grown: Vec<_> = last.iter().filter(|entry| !after.contains(entry)).collect();
+    assert_eq!(grown, [&(globex, 2)], "after {after:?}, last {last:?}");
+}

@@ -53,7 +53,8 @@ async fn tenants(
     Ok(Json(json!({ "tenants": tenants })))
 }
 
-/// A tenant's audit log, newest first, and whether its chain verifies.
+/// A tenant's audit log, newest first, and whether its chain verifies; the read is recorded in
+/// that tenant's chain (`audit.read_by_staff`) and commits with it.
 async fn tenant_audit(
     State(state): State<AppState>,
     caller: StaffCaller,
@@ -61,7 +62,14 @@ async fn tenant_audit(
     Query(params): Query<super::workspace::AuditParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let tenant = TenantId::from_uuid(parse_id(&tenant, "the tenant id")?);
-    let tx = caller.tx(&state, Some(tenant)).await?;
+    let mut tx = caller.tx(&state, Some(tenant)).await?;
+    store::audit::record_staff_read(
+        &mut tx,
+        store::audit::StaffReadView::Api,
+        &params.filter(),
+        params.limit(),
+    )
+    .await?;
     super::workspace::audit_log(tx, &params).await
 }
 

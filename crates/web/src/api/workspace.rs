@@ -160,6 +160,22 @@ pub(super) struct AuditParams {
     limit: Option<i64>,
 }
 
+impl AuditParams {
+    pub(super) fn filter(&self) -> store::audit::AuditFilter {
+        let action = self.action.trim();
+        store::audit::AuditFilter {
+            action_prefix: (!action.is_empty()).then(|| action.chars().take(100).collect()),
+            actor_type: (!self.actor.is_empty()).then(|| self.actor.clone()),
+            before_seq: self.before,
+        }
+    }
+
+    /// Entries per page: 100 unless asked, at most 1000.
+    pub(super) fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
 /// The transaction tenant's audit entries matching `params`, newest first, whether its chain
 /// verifies, and where the next page starts.
 pub(super) async fn audit_log(
@@ -174,13 +190,8 @@ pub(super) async fn audit_log(
         )
         .with_details(json!({ "parameter": "actor" })));
     }
-    let action = params.action.trim();
-    let filter = store::audit::AuditFilter {
-        action_prefix: (!action.is_empty()).then(|| action.chars().take(100).collect()),
-        actor_type: (!params.actor.is_empty()).then(|| params.actor.clone()),
-        before_seq: params.before,
-    };
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    let filter = params.filter();
+    let limit = params.limit();
     // A tenant that does not exist is a 404, not an empty log.
     let tenant = store::control::current_tenant(&mut tx).await?;
     let mut entries = store::audit::search(&mut tx, &filter, limit + 1).await?;

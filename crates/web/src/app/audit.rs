@@ -24,9 +24,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Entries per audit page.
-const AUDIT_PAGE_SIZE: i64 = 50;
+pub(crate) const AUDIT_PAGE_SIZE: i64 = 50;
 /// The most entries one CSV export holds.
-const AUDIT_EXPORT_LIMIT: i64 = 10_000;
+pub(crate) const AUDIT_EXPORT_LIMIT: i64 = 10_000;
 
 #[derive(Debug)]
 struct AuditRow {

@@ -17,7 +17,7 @@ use store::rollups::{Granularity, RollupCell};
 use store::{Scope, TenantTx};
 use time::OffsetDateTime;
 
-use super::audit::{audit_csv_response, render_audit};
+use super::audit::{AUDIT_EXPORT_LIMIT, AUDIT_PAGE_SIZE, audit_csv_response, render_audit};
 use crate::AppState;
 use crate::auth::session::{AppUser, Staff};
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
@@ -481,7 +481,8 @@ fn tenant_id(text: &str) -> Result<TenantId, PageError> {
 }
 
 /// A tenant's audit log as internal operations reads it: the same page a tenant's admins see,
-/// read in an operations transaction bound to that tenant.
+/// read in an operations transaction bound to that tenant, and the read recorded in that
+/// tenant's chain (`audit.read_by_staff`), so the tenant sees who of operations read it.
 async fn tenant_audit(
     State(state): State<AppState>,
     staff: Staff,
@@ -491,6 +492,13 @@ async fn tenant_audit(
     let tenant = tenant_id(&tenant)?;
     let mut tx = staff.tx(&state, Some(tenant)).await?;
     let name = store::control::current_tenant(&mut tx).await?.name;
+    store::audit::record_staff_read(
+        &mut tx,
+        store::audit::StaffReadView::Page,
+        &query.filter(),
+        AUDIT_PAGE_SIZE,
+    )
+    .await?;
     render_audit(
         tx,
         chrome(&staff),
@@ -509,7 +517,14 @@ async fn tenant_audit_csv(
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, PageError> {
     let tenant = tenant_id(&tenant)?;
-    let tx = staff.tx(&state, Some(tenant)).await?;
+    let mut tx = staff.tx(&state, Some(tenant)).await?;
+    store::audit::record_staff_read(
+        &mut tx,
+        store::audit::StaffReadView::Csv,
+        &query.filter(),
+        AUDIT_EXPORT_LIMIT,
+    )
+    .await?;
     let response = audit_csv_response(tx, &query).await;
     tracing::info!(user = %staff.0.session().user.user_id, %tenant, "a tenant's audit log exported by operations");
     response

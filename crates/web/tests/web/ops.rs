@@ -632,3 +632,132 @@ async fn the_console_and_the_api_withhold_a_minute_that_would_reveal_a_cohort_by
     assert_eq!(console.body.matches("<td>apac</td>").count(), 1);
     assert!(console.body.contains("recovered by subtraction"));
 }
+
+/// A tenant's audit entries, newest first.
+async fn audit_of(database: &Database, tenant: TenantId) -> Vec<store::audit::AuditRecord> {
+    let mut tx = store::TenantTx::begin(
+        &database.app,
+        store::Scope::InternalOps {
+            tenant: Some(tenant),
+            actor: Actor::System("test"),
+        },
+    )
+    .await
+    .unwrap();
+    let entries = store::audit::list(&mut tx, 1000).await.unwrap();
+    tx.rollback().await.unwrap();
+    entries
+}
+
+#[tokio::test]
+async fn staff_reads_of_a_tenants_audit_log_are_recorded_in_that_tenants_chain_only() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    let b = tenant(&database, "Globex").await;
+    let mut ops = staff(&database, &addr).await;
+    let staff_id = store::accounts::list_staff(&database.app).await.unwrap()[0]
+        .user_id
+        .to_string();
+    let before_a = audit_of(&database, a).await.len();
+    let before_platform = audit_of(&database, TenantId::PLATFORM).await.len();
+
+    // The page, the CSV and the API, each with its filter.
+    let page = ops
+        .get(&format!("/app/tenants/{b}/audit?action=tenant.&actor=cli"))
+        .await;
+    assert_eq!(page.status, 200);
+    let csv = ops.get(&format!("/app/tenants/{b}/audit.csv")).await;
+    assert_eq!(csv.status, 200);
+    let api_read = api(
+        &mut ops,
+        "GET",
+        &format!("/api/v1/ops/tenants/{b}/audit?action=member.&limit=7"),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(api_read.status, 200);
+    assert_eq!(json(&api_read)["chain"]["intact"], true);
+    // A refused read (a bad filter) and an unknown tenant record nothing anywhere.
+    let bad = api(
+        &mut ops,
+        "GET",
+        &format!("/api/v1/ops/tenants/{b}/audit?actor=root"),
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let unknown = uuid::Uuid::new_v4();
+    assert_eq!(
+        ops.get(&format!("/app/tenants/{unknown}/audit.csv"))
+            .await
+            .status,
+        404
+    );
+
+    let entries = audit_of(&database, b).await;
+    let reads: Vec<(String, Value)> = entries
+        .iter()
+        .filter(|entry| entry.actor_id == staff_id)
+        .map(|entry| {
+            assert_eq!(
+                (entry.action.as_str(), entry.actor_type.as_str()),
+                ("audit.read_by_staff", "user"),
+                "staff wrote something other than a read record: {entry:?}"
+            );
+            (entry.target.clone(), entry.details.clone())
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (
+                "audit.log".to_owned(),
+                serde_json::json!({"view": "api", "action_prefix": "member.", "actor_type": null,
+                                   "before_seq": null, "limit": 7})
+            ),
+            (
+                "audit.log".to_owned(),
+                serde_json::json!({"view": "csv", "action_prefix": null, "actor_type": null,
+                                   "before_seq": null, "limit": 10000})
+            ),
+            (
+                "audit.log".to_owned(),
+                serde_json::json!({"view": "page", "action_prefix": "tenant.",
+                                   "actor_type": "cli", "before_seq": null, "limit": 50})
+            ),
+        ],
+        "newest first"
+    );
+    // The page shows its own read to whoever opens the log next; the chain verifies.
+    let again = ops.get(&format!("/app/tenants/{b}/audit")).await;
+    assert!(again.body.contains("audit.read_by_staff"));
+    assert!(again.body.contains("Chain verified"), "{}", again.body);
+    let reports = store::service::audit::verify(&database.service, None)
+        .await
+        .unwrap();
+    assert!(
+        reports.iter().all(|report| report.is_intact()),
+        "{reports:?}"
+    );
+
+    // Acme's chain and the platform's are untouched by reads of Globex.
+    assert_eq!(audit_of(&database, a).await.len(), before_a);
+    assert_eq!(
+        audit_of(&database, TenantId::PLATFORM).await.len(),
+        before_platform
+    );
+    // A tenant's admins see the read in their own log.
+    member(&database, b, "admin@globex.example.com", Role::Admin).await;
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "admin@globex.example.com", PASSWORD).await;
+    let own = browser.get("/app/audit?action=audit.read_by_staff").await;
+    assert_eq!(own.status, 200);
+    assert_eq!(
+        own.body.matches("<code>audit.read_by_staff</code>").count(),
+        4
+    );
+}
