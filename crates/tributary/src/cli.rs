@@ -191,6 +191,17 @@ pub struct UpArgs {
     #[arg(long, env = "TRIBUTARY_DNS_RESOLVER", value_name = "ADDR")]
     pub dns_resolver: Option<SocketAddr>,
 
+    /// A reverse proxy (address, or network like 10.0.0.0/8) whose X-Forwarded-For names the
+    /// client for sign-in throttles and the audit log; repeat the flag, or comma-separate in the
+    /// variable. [default: none: the client is the connection's peer]
+    #[arg(
+        long = "trusted-proxy",
+        env = "TRIBUTARY_TRUSTED_PROXIES",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
     #[command(flatten)]
     pub mail: MailArgs,
 }

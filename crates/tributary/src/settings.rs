@@ -40,6 +40,7 @@ struct FileSettings {
     public_url: Option<String>,
     dev_allow_loopback_http: Option<bool>,
     dns_resolver: Option<SocketAddr>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Where the database is.
@@ -81,6 +82,8 @@ pub struct Settings {
     pub dev_allow_loopback_http: bool,
     /// The DNS server checking SSO domains' TXT records; `None`: the system's resolvers.
     pub dns_resolver: Option<SocketAddr>,
+    /// The reverse proxies whose `X-Forwarded-For` names the client; none by default.
+    pub trusted_proxies: web::client_addr::TrustedProxies,
 }
 
 /// The SMTP server the web app sends mail through.
@@ -169,11 +172,19 @@ impl Settings {
         let dev_allow_loopback_http = up.is_some_and(|up| up.dev_allow_loopback_http)
             || file.dev_allow_loopback_http.unwrap_or(false);
         let dns_resolver = up.and_then(|up| up.dns_resolver).or(file.dns_resolver);
+        let trusted_proxies = web::client_addr::TrustedProxies::parse(
+            &up.map(|up| up.trusted_proxies.clone())
+                .filter(|flags| !flags.is_empty())
+                .or(file.trusted_proxies.take())
+                .unwrap_or_default(),
+        )
+        .context("invalid trusted_proxies (TRIBUTARY_TRUSTED_PROXIES / --trusted-proxy)")?;
         Ok(Self {
             smtp,
             public_url,
             dev_allow_loopback_http,
             dns_resolver,
+            trusted_proxies,
             data_dir: global
                 .data_dir
                 .clone()
@@ -310,6 +321,7 @@ mod tests {
             no_demo: false,
             dev_allow_loopback_http: false,
             dns_resolver: None,
+            trusted_proxies: Vec::new(),
             mail: crate::cli::MailArgs::default(),
         };
         let flagged = Settings::resolve(
@@ -393,6 +405,7 @@ mod tests {
             no_demo: true,
             dev_allow_loopback_http: false,
             dns_resolver: None,
+            trusted_proxies: Vec::new(),
             mail: crate::cli::MailArgs {
                 smtp_host: Some("127.0.0.1".into()),
                 smtp_port: Some(2525),
@@ -438,6 +451,76 @@ mod tests {
                 .unwrap()
                 .smtp
                 .is_none()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_repeated_flags_the_variable_or_the_file() {
+        use clap::{CommandFactory, Parser};
+
+        let up_args = |args: &[&str]| {
+            let cli =
+                crate::cli::Cli::try_parse_from(["tributary", "up"].iter().chain(args).copied())
+                    .unwrap();
+            match cli.command {
+                crate::cli::Command::Up(up) => up,
+                _ => unreachable!("the up command"),
+            }
+        };
+        let ip = |text: &str| -> std::net::IpAddr { text.parse().unwrap() };
+        // The flag, repeated, and the variable (comma-separated) are one setting of `up`.
+        let up = up_args(&[
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "fd00::1",
+        ]);
+        assert_eq!(up.trusted_proxies, ["10.0.0.0/8", "fd00::1"]);
+        let command = crate::cli::Cli::command();
+        let argument = command
+            .find_subcommand("up")
+            .unwrap()
+            .get_arguments()
+            .find(|argument| argument.get_id() == "trusted_proxies")
+            .unwrap();
+        assert_eq!(
+            argument.get_env().and_then(|env| env.to_str()),
+            Some("TRIBUTARY_TRUSTED_PROXIES")
+        );
+        assert_eq!(argument.get_value_delimiter(), Some(','));
+
+        let flagged = Settings::resolve(&global(None, None), Some(&up)).unwrap();
+        assert!(flagged.trusted_proxies.trusts(ip("10.1.2.3")));
+        assert!(flagged.trusted_proxies.trusts(ip("fd00::1")));
+        assert!(!flagged.trusted_proxies.trusts(ip("192.0.2.10")));
+
+        let dir =
+            std::env::temp_dir().join(format!("tributary-proxies-{}", store::random_token(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tributary.toml");
+        std::fs::write(&path, "trusted_proxies = [\"192.0.2.10\"]\n").unwrap();
+        let from_file = Settings::resolve(&global(Some(path.clone()), None), None).unwrap();
+        assert!(from_file.trusted_proxies.trusts(ip("192.0.2.10")));
+        let flags_win = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
+        assert!(
+            !flags_win.trusted_proxies.trusts(ip("192.0.2.10")),
+            "the flags replace the file's list"
+        );
+
+        let defaults = Settings::resolve(&global(None, None), None).unwrap();
+        assert!(
+            defaults.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        let error = Settings::resolve(
+            &global(None, None),
+            Some(&up_args(&["--trusted-proxy", "proxy.example"])),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("trusted_proxies"),
+            "{error:#}"
         );
         let _ = std::fs::remove_dir_all(dir);
     }

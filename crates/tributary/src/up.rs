@@ -64,6 +64,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             ),
             mail,
             live: web::LiveStreams::default(),
+            trusted_proxies: settings.trusted_proxies.clone(),
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));

@@ -9,6 +9,7 @@ mod api;
 mod app;
 mod assets;
 pub mod auth;
+pub mod client_addr;
 mod cookies;
 mod csrf;
 mod live;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub mail: Option<Arc<mail::Mailer>>,
     /// The live-update streams open per session (bounded).
     pub live: live::LiveStreams,
+    /// The proxies whose `X-Forwarded-For` names the client ([`client_addr`]).
+    pub trusted_proxies: client_addr::TrustedProxies,
 }
 
 /// The whole HTTP application.

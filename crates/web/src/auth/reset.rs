@@ -1,5 +1,5 @@
-//! Resetting a forgotten password: asking for a link (answered the same whether or not the
-//! account exists), and choosing a new password with it, which ends every session.
+//! Resetting a forgotten password: asking for a link (answered the same, as fast, whether or
+//! not the account exists), and choosing a new password with it, which ends every session.
 
 use askama::Template;
 use axum::extract::{Form, Path, State};
@@ -60,8 +60,10 @@ pub(super) async fn reset_request_page(visitor: Visitor) -> Response {
     render(StatusCode::OK, &page)
 }
 
-/// Sends a reset link if the account exists, and answers the same either way: by mail in the
-/// background when a mail server is configured, else to the server log, for local use.
+/// Answers the same, as fast, whether or not the account exists: the answer depends only on the
+/// throttles, and the account is looked up, its link issued and sent (by mail, or to the server
+/// log for local use) in the background, after the answer. Looking the account up first would
+/// make an existing account's answer slower by the issuing, and so tell who has an account.
 pub(super) async fn request_reset(
     State(state): State<AppState>,
     visitor: Visitor,
@@ -89,34 +91,45 @@ pub(super) async fn request_reset(
         };
         return Ok(render(StatusCode::TOO_MANY_REQUESTS, &page));
     }
-    let credentials = match &email {
-        Some(email) => store::accounts::credentials(&state.database, email).await?,
-        None => None,
-    };
-    if let Some(credentials) = credentials.filter(|credentials| !credentials.disabled) {
-        let token = cookies::random_value();
-        store::accounts::issue_password_reset(
-            &state.database,
-            credentials.user_id,
-            &token,
-            RESET_LIFETIME,
-        )
-        .await?;
-        if let Some(email) = &email {
-            crate::mail::deliver_password_reset(
-                &state,
-                credentials.user_id,
-                email,
-                &token,
-                RESET_LIFETIME.whole_minutes(),
-            );
-        }
+    if let Some(email) = email {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(error) = send_reset_link(&state, &email).await {
+                tracing::error!(%error, "a password reset link could not be issued");
+            }
+        });
     }
     let page = ResetPage {
         notice: Some(RESET_SENT),
         ..ResetPage::new(&visitor)
     };
     Ok(render(StatusCode::OK, &page))
+}
+
+/// Issues and sends a reset link to `email`'s account, if there is one and it is not disabled.
+async fn send_reset_link(state: &AppState, email: &Email) -> Result<(), StoreError> {
+    let Some(credentials) = store::accounts::credentials(&state.database, email)
+        .await?
+        .filter(|credentials| !credentials.disabled)
+    else {
+        return Ok(());
+    };
+    let token = cookies::random_value();
+    store::accounts::issue_password_reset(
+        &state.database,
+        credentials.user_id,
+        &token,
+        RESET_LIFETIME,
+    )
+    .await?;
+    crate::mail::deliver_password_reset(
+        state,
+        credentials.user_id,
+        email,
+        &token,
+        RESET_LIFETIME.whole_minutes(),
+    );
+    Ok(())
 }
 
 pub(super) async fn reset_page(

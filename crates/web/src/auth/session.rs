@@ -2,9 +2,9 @@
 //! workspace that every `/app` route takes. Sessions live in the database; the browser holds
 //! only a random reference in the `__Host-` session cookie.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use domain::{Permission, Role, TenantId};
@@ -12,6 +12,7 @@ use store::accounts::{Membership, SessionLifetime, SessionUser};
 use store::{Scope, TenantTx};
 
 use crate::AppState;
+use crate::client_addr::ClientAddr;
 use crate::cookies;
 use crate::csrf::CsrfToken;
 use crate::pages::{Chrome, ChromeSlot, ChromeUser, PageError};
@@ -65,10 +66,7 @@ impl FromRequestParts<AppState> for Visitor {
             .get::<CsrfToken>()
             .map(|token| token.0.clone())
             .unwrap_or_default();
-        let client_addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
+        let client_addr = ClientAddr::of_parts(parts, &state.trusted_proxies).0;
         let user_agent = parts
             .headers
             .get(axum::http::header::USER_AGENT)

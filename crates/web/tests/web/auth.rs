@@ -1124,6 +1124,22 @@ fn logged_reset_link(user: UserId) -> Option<String> {
         .next_back()
 }
 
+/// The reset link logged for `user` after the request just answered, other than `previous`:
+/// the link is issued in the background, after the answer (within seconds).
+async fn next_reset_link(user: UserId, previous: Option<&str>) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(link) = logged_reset_link(user).filter(|link| Some(link.as_str()) != previous) {
+            return link;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reset link in the server log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_password_reset_link_works_once_expires_and_ends_every_session() {
     server_log();
@@ -1158,7 +1174,7 @@ async fn a_password_reset_link_works_once_expires_and_ends_every_session() {
             .contains("If an account exists for that address")
     );
     assert!(known.body.contains("If an account exists for that address"));
-    let link = logged_reset_link(user).expect("the link is in the server log");
+    let link = next_reset_link(user, None).await;
     let log = String::from_utf8_lossy(&server_log().lock().unwrap()).into_owned();
     assert!(!log.contains("ada@example.com"), "no address in the log");
 
@@ -1212,8 +1228,7 @@ async fn a_password_reset_link_works_once_expires_and_ends_every_session() {
             &[("email", "ada@example.com")],
         )
         .await;
-    let second = logged_reset_link(user).unwrap();
-    assert_ne!(second, link);
+    let second = next_reset_link(user, Some(&link)).await;
     let mut admin = test_database.admin().await;
     sqlx::query("update control.password_resets set expires_at = now() - interval '1 second'")
         .execute(&mut admin)
@@ -1358,4 +1373,186 @@ async fn a_password_sign_in_lands_where_the_person_last_worked_never_where_a_nam
             .body
             .contains("<h1>AAA Payroll</h1>")
     );
+}
+
+/// The median of `values`.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// How much the difference of the medians of `a` and `b` varies by chance: its standard deviation
+/// over bootstrap resamples of both (a fixed pseudo-random sequence, so a run is repeatable from
+/// its measurements). It grows with the spread of the measurements and shrinks with their number.
+fn median_difference_spread(a: &[f64], b: &[f64]) -> f64 {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |len: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % len as u64) as usize
+    };
+    let mut differences = Vec::new();
+    for _ in 0..2000 {
+        let resample_a: Vec<f64> = (0..a.len()).map(|_| a[next(a.len())]).collect();
+        let resample_b: Vec<f64> = (0..b.len()).map(|_| b[next(b.len())]).collect();
+        differences.push(median(&resample_a) - median(&resample_b));
+    }
+    let mean = differences.iter().sum::<f64>() / differences.len() as f64;
+    let variance = differences
+        .iter()
+        .map(|difference| (difference - mean).powi(2))
+        .sum::<f64>()
+        / differences.len() as f64;
+    variance.sqrt()
+}
+
+/// What an answer shows a client, with what is its own (the anti-forgery token and cookie, the
+/// address it typed) taken out: status, the other cookies, the body.
+fn shown(page: &crate::browser::Page, email: &str) -> (u16, Vec<String>, String) {
+    let csrf_field = r#"name="csrf" value=""#;
+    let mut body = page.body.replace(email, "EMAIL");
+    let mut from = 0;
+    while let Some(start) = body[from..]
+        .find(csrf_field)
+        .map(|at| from + at + csrf_field.len())
+    {
+        let end = body[start..].find('"').unwrap() + start;
+        body.replace_range(start..end, "CSRF");
+        from = start;
+    }
+    let cookies = page
+        .set_cookies()
+        .into_iter()
+        .filter(|line| !line.starts_with("__Host-tributary-csrf="))
+        .map(str::to_owned)
+        .collect();
+    (page.status, cookies, body)
+}
+
+/// One timed form POST from a browser of its own (its own loopback address, so that no
+/// throttle counts one try against another): the answer and how long it took, in ms.
+async fn timed_post(
+    addr: &str,
+    client: usize,
+    page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> (crate::browser::Page, f64) {
+    let mut browser = Browser::new(addr);
+    browser.local_ip = Some(std::net::IpAddr::from([
+        127,
+        1,
+        (client / 250) as u8,
+        (client % 250 + 1) as u8,
+    ]));
+    let csrf = browser.get(page).await.csrf();
+    let mut fields = fields.to_vec();
+    fields.push(("csrf", &csrf));
+    let started = std::time::Instant::now();
+    let answer = browser.post(action, &fields).await;
+    (answer, started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Whoever asks cannot tell from sign-in or a reset request whether an address has an account:
+/// over many tries of each, interleaved, existing and unknown accounts take as long (medians
+/// within the spread of the measurements) and get the same answer. Sign-in checks an unknown
+/// account's password against a decoy hash; a reset request answers before the account is
+/// looked up.
+#[tokio::test]
+async fn sign_in_and_reset_take_as_long_and_answer_the_same_for_existing_and_unknown_accounts() {
+    const MAX_TRIES: usize = 150;
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    let known = |n: usize| format!("known{n:03}@timing.example");
+    let unknown = |n: usize| format!("nouser{n:02}@timing.example");
+    for n in 0..MAX_TRIES + 3 {
+        member(&database, tenant, &known(n), Role::Viewer).await;
+    }
+    let mut client = 0;
+    let mut next_client = || {
+        client += 1;
+        client
+    };
+
+    // Sign-in costs a password hash (tens of ms), a reset request a few queries: more tries for
+    // the smaller difference there is to find.
+    for (what, page, action, tries) in [
+        ("sign-in", "/auth", "/auth/sign-in", 30),
+        ("reset", "/auth/reset", "/auth/reset", 150),
+    ] {
+        let attempt = |email: String, client: usize| {
+            let addr = addr.clone();
+            async move {
+                let (answer, ms) = timed_post(
+                    &addr,
+                    client,
+                    page,
+                    action,
+                    &[("email", &email), ("password", "not the password")],
+                )
+                .await;
+                (shown(&answer, &email), ms)
+            }
+        };
+        // Warm up (the decoy hash, the connection pool), untimed.
+        for n in tries..tries + 3 {
+            attempt(known(n), next_client()).await;
+            attempt(unknown(n), next_client()).await;
+        }
+        let (mut existing, mut missing) = (Vec::new(), Vec::new());
+        let mut answers = Vec::new();
+        for n in 0..tries {
+            // Alternate which goes first, so drift over the run weighs on both alike.
+            let order = if n % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for exists in order {
+                let email = if exists { known(n) } else { unknown(n) };
+                let (answer, ms) = attempt(email, next_client()).await;
+                if exists {
+                    existing.push(ms);
+                } else {
+                    missing.push(ms);
+                }
+                answers.push((exists, answer));
+            }
+        }
+        let expected_status = if what == "sign-in" { 401 } else { 200 };
+        let first = &answers[0].1;
+        assert_eq!(first.0, expected_status, "{what}: {}", first.2);
+        for (exists, answer) in &answers {
+            assert_eq!(
+                answer,
+                first,
+                "{what}: an {} account's answer differs",
+                if *exists { "existing" } else { "unknown" }
+            );
+        }
+        let (existing_median, missing_median) = (median(&existing), median(&missing));
+        let difference = (existing_median - missing_median).abs();
+        // Allowed: three times the chance variation of that difference (its bootstrap standard
+        // deviation), so noise passes and a systematic difference, such as a database write for
+        // existing accounts only, does not.
+        let allowed = 3.0 * median_difference_spread(&existing, &missing);
+        println!(
+            "{what}: median {existing_median:.1} ms existing vs {missing_median:.1} ms unknown \
+             over {tries} tries each; difference {difference:.1} ms, allowed {allowed:.1} ms"
+        );
+        assert!(
+            difference <= allowed,
+            "{what}: existing {existing_median:.1} ms vs unknown {missing_median:.1} ms \
+             (difference {difference:.1} ms > allowed {allowed:.1} ms)\nexisting: {existing:?}\nunknown: {missing:?}"
+        );
+    }
 }

@@ -55,6 +55,9 @@ pub struct Browser {
     pub cookies: BTreeMap<String, String>,
     /// Extra request headers (e.g. `Origin`), sent with every request.
     pub extra_headers: Vec<(String, String)>,
+    /// The loopback address connections come from (`127.0.0.2`, ...), to be another client;
+    /// `None`: the system's choice.
+    pub local_ip: Option<std::net::IpAddr>,
 }
 
 pub fn form(fields: &[(&str, &str)]) -> String {
@@ -83,6 +86,7 @@ impl Browser {
             addr: addr.to_owned(),
             cookies: BTreeMap::new(),
             extra_headers: Vec::new(),
+            local_ip: None,
         }
     }
 
@@ -104,7 +108,14 @@ impl Browser {
     }
 
     pub async fn send(&mut self, method: &str, path: &str, body: Option<String>) -> Page {
-        let mut stream = TcpStream::connect(&self.addr).await.unwrap();
+        let mut stream = match self.local_ip {
+            Some(local) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(std::net::SocketAddr::new(local, 0)).unwrap();
+                socket.connect(self.addr.parse().unwrap()).await.unwrap()
+            }
+            None => TcpStream::connect(&self.addr).await.unwrap(),
+        };
         let cookie = if self.cookies.is_empty() {
             String::new()
         } else {

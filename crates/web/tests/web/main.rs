@@ -14,6 +14,7 @@ mod mail;
 mod mappings;
 mod masking;
 mod ops;
+mod proxy;
 mod site;
 mod sso;
 
@@ -43,15 +44,22 @@ pub async fn serve_with(
     mail: Option<std::sync::Arc<web::mail::Mailer>>,
     policy: web::outbound::OutboundPolicy,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    serve_state(state(database, mail, policy)).await
+}
+
+/// The state the test servers run with: `mail`, the outbound client's `policy`, the tests' DNS
+/// server, and no trusted proxy.
+pub fn state(
+    database: store::Database,
+    mail: Option<std::sync::Arc<web::mail::Mailer>>,
+    policy: web::outbound::OutboundPolicy,
+) -> web::AppState {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         metrics::counter!("tributary_edge_events_total", "status" => "accepted").increment(3);
     });
-    let state = web::AppState {
+    web::AppState {
         database: database.app.clone(),
         metrics: Some(handle),
         min_cohort: 3,
@@ -62,7 +70,15 @@ pub async fn serve_with(
         ),
         mail,
         live: web::LiveStreams::default(),
-    };
+        trusted_proxies: web::client_addr::TrustedProxies::none(),
+    }
+}
+
+/// Serves `state` on a free loopback port: its address, and what stops it.
+pub async fn serve_state(state: web::AppState) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(web::serve(listener, state, async move {
         let _ = stop_rx.await;
     }));
