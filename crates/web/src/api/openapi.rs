@@ -470,6 +470,12 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewInvitation"),
+        failures: &[(
+            429,
+            "the caller (20 an hour) or the workspace (50 an hour) sent as many invitations as \
+             it may; nothing was sent (`invitations_rate_limited`, `details.limit` says which; \
+             `Retry-After` says when to try again)",
+        )],
         links: &[Link {
             name: "WithdrawInvitation",
             method: "delete",
@@ -1097,6 +1103,9 @@ fn path_schema(name: &str) -> Value {
             json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" })
         }
         "key" => json!({ "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" }),
+        "domain" => {
+            json!({ "type": "string", "minLength": 1, "maxLength": 253, "pattern": NO_NUL })
+        }
         _ => json!({ "type": "string", "pattern": NO_NUL }),
     }
 }
@@ -1215,7 +1224,17 @@ fn operation(operation: &Operation) -> Value {
         );
     }
     for (status, when) in operation.failures {
-        responses.insert(status.to_string(), error_response(when));
+        let mut response = error_response(when);
+        if *status == 429 {
+            response["headers"] = json!({
+                "Retry-After": {
+                    "description": "seconds to wait before trying again",
+                    "required": true,
+                    "schema": { "type": "string", "pattern": "^[0-9]+$" },
+                },
+            });
+        }
+        responses.insert(status.to_string(), response);
     }
     if operation.path.contains('{') {
         responses.insert(
