@@ -595,6 +595,21 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
+        failures: &[(
+            409,
+            "the domain is not verified: it has no TXT record at the name in `details.record` \
+             (`no_record`), its TXT records do not include `details.value` (`wrong_token`), or \
+             another workspace has it verified (`domain_taken`)",
+        )],
+        ..op(
+            "post",
+            "/api/v1/sso/domains/{domain}/verify",
+            "Check one of the workspace's SSO domains for its DNS TXT record and verify it (audited)",
+            Access::Tenant(P::ManageSso),
+            (200, Some("VerifiedDomain")),
+        )
+    },
+    Operation {
         failures: NO_SSO,
         ..op(
             "delete",
@@ -989,6 +1004,13 @@ fn schemas() -> Value {
         "Sso": object(json!({
             "sso": { "type": "object", "description": "issuer, client id, domains (each with whether it is verified), default role, enabled; never the secret" },
         }), &["sso"]),
+        "VerifiedDomain": object(json!({
+            "domain": object(json!({
+                "domain": { "type": "string" },
+                "verified": { "type": "boolean" },
+                "verified_at": { "type": ["string", "null"], "format": "date-time" },
+            }), &["domain", "verified", "verified_at"]),
+        }), &["domain"]),
         "RollupCells": object(json!({
             "key": { "type": "string" }, "min_cohort": { "type": "integer", "minimum": 2 },
             "from": time, "to": time,

@@ -172,6 +172,14 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 Permission::ManageSso,
                 200,
             ),
+            // acme.example publishes no record for the workspace: told so.
+            (
+                "POST",
+                "/api/v1/sso/domains/acme.example/verify".into(),
+                String::new(),
+                Permission::ManageSso,
+                409,
+            ),
             (
                 "GET",
                 "/api/v1/masking-policies".into(),
@@ -417,6 +425,12 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 format!("/api/v1/api-tokens/{}/revoke", token_id(&b_viewer_token)),
                 "",
                 Permission::ManageApiTokens,
+            ),
+            (
+                "POST",
+                "/api/v1/sso/domains/globex.example/verify".to_owned(),
+                "",
+                Permission::ManageSso,
             ),
         ];
         for (method, path, body, permission) in b_objects {
@@ -1282,6 +1296,7 @@ async fn the_document_lists_every_status_and_links_created_objects_onward() {
         ("delete", "/api/v1/sso", "404"),
         ("get", "/api/v1/sso", "404"),
         ("put", "/api/v1/sso", "409"),
+        ("post", "/api/v1/sso/domains/{domain}/verify", "409"),
         ("post", "/api/v1/invitations", "429"),
         ("post", "/api/v1/masking-policies", "409"),
         ("post", "/api/v1/sources", "415"),
