@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use askama::Template;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
@@ -98,6 +98,11 @@ pub enum PageError {
     /// A form without a valid anti-forgery token, or from another site.
     Forgery,
     Unavailable,
+    /// The inviter or the workspace sent as many invitations as it may this hour
+    /// (`crate::rules::send_invitation`); try again after `retry_after` seconds.
+    TooManyInvitations {
+        retry_after: &'static str,
+    },
 }
 
 impl PageError {
@@ -143,8 +148,20 @@ impl PageError {
                 "/",
                 "Go to the home page",
             ),
+            PageError::TooManyInvitations { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many invitations",
+                "You, or this workspace, sent as many invitations as allowed this hour (20 per \
+                 person, 50 per workspace). Nothing was sent. Try again in an hour.",
+                "/app/settings#members-heading",
+                "Back to settings",
+            ),
         };
-        render(
+        let retry_after = match &self {
+            PageError::TooManyInvitations { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        let mut response = render(
             status,
             &ErrorPage {
                 chrome,
@@ -154,7 +171,13 @@ impl PageError {
                 action_href: href,
                 action_label: label,
             },
-        )
+        );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        response
     }
 }
 

@@ -2,7 +2,7 @@
 //! audit log's filters from a request, the bounds of retention and API tokens, which roles a
 //! member may grant, and sending an invitation. No page and no API handler lives here.
 
-use domain::Role;
+use domain::{Role, TenantId, UserId};
 use serde::Deserialize;
 use store::TenantTx;
 
@@ -114,16 +114,91 @@ pub(crate) fn query_encode(text: &str) -> String {
 /// How long an invitation link works.
 pub(crate) const INVITATION_LIFETIME: time::Duration = time::Duration::days(7);
 
+/// Invitations one inviter may send per [`INVITATION_WINDOW`], and a workspace's members and
+/// tokens together: each sends mail to an address of the inviter's choosing, so these bound how
+/// much mail a workspace can make strangers receive.
+pub(crate) const INVITATIONS_PER_INVITER: i32 = 20;
+pub(crate) const INVITATIONS_PER_WORKSPACE: i32 = 50;
+/// The fixed window invitations are counted in.
+pub(crate) const INVITATION_WINDOW: time::Duration = time::Duration::hours(1);
+/// When a refused inviter may try again, at the latest: the window's length (`Retry-After`).
+pub(crate) const INVITATION_RETRY_AFTER_SECONDS: &str = "3600";
+
+/// Who sends an invitation, for its limit: a member, on a page or through an API token they
+/// hold (the same person, the same count), or a token made at the command line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Inviter {
+    Member(UserId),
+    Token(uuid::Uuid),
+}
+
+/// What became of an invitation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invited {
+    Sent(uuid::Uuid),
+    /// Not sent: the inviter or the workspace reached its limit for this hour.
+    Limited(InvitationLimit),
+}
+
+/// Which invitation limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InvitationLimit {
+    Inviter,
+    Workspace,
+}
+
+impl InvitationLimit {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            InvitationLimit::Inviter => "inviter",
+            InvitationLimit::Workspace => "workspace",
+        }
+    }
+}
+
+/// Counts an invitation against `inviter`'s and then `tenant`'s limit (in
+/// `control.auth_throttle`); the limit reached, if any. The workspace's count goes up only when
+/// the inviter is within theirs, so one inviter past their limit does not use up the others'.
+async fn invitation_limit(
+    state: &AppState,
+    inviter: Inviter,
+    tenant: TenantId,
+) -> Result<Option<InvitationLimit>, store::StoreError> {
+    let inviter = match inviter {
+        Inviter::Member(user) => format!("invitation inviter user {user}"),
+        Inviter::Token(token) => format!("invitation inviter token {token}"),
+    };
+    let count = |bucket: String| async move {
+        store::accounts::count_attempt(&state.database, &bucket, INVITATION_WINDOW).await
+    };
+    if count(inviter).await? > INVITATIONS_PER_INVITER {
+        return Ok(Some(InvitationLimit::Inviter));
+    }
+    if count(format!("invitation workspace {tenant}")).await? > INVITATIONS_PER_WORKSPACE {
+        return Ok(Some(InvitationLimit::Workspace));
+    }
+    Ok(None)
+}
+
 /// Invites `email` to the transaction's workspace (named `workspace`) with `role`, commits, and
 /// sends the link: by mail, or to the server log when no mail server is configured (by
-/// invitation id, never the address). Returns the invitation's id.
+/// invitation id, never the address). Within the limits only ([`INVITATIONS_PER_INVITER`],
+/// [`INVITATIONS_PER_WORKSPACE`]); past either, nothing is created or sent.
 pub(crate) async fn send_invitation(
     state: &AppState,
     mut tx: TenantTx,
+    inviter: Inviter,
     email: &domain::Email,
     role: Role,
     workspace: &str,
-) -> Result<uuid::Uuid, store::StoreError> {
+) -> Result<Invited, store::StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(store::StoreError::Forbidden("invitations need a workspace"))?;
+    if let Some(limit) = invitation_limit(state, inviter, tenant).await? {
+        tracing::info!(%tenant, limit = limit.as_str(), "invitation refused: limit reached");
+        return Ok(Invited::Limited(limit));
+    }
     let (invitation, token) =
         store::invitations::create(&mut tx, email, role, INVITATION_LIFETIME).await?;
     tx.commit().await?;
@@ -136,5 +211,5 @@ pub(crate) async fn send_invitation(
         &token,
         INVITATION_LIFETIME.whole_days(),
     );
-    Ok(invitation)
+    Ok(Invited::Sent(invitation))
 }

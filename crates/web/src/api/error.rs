@@ -16,6 +16,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: serde_json::Value,
+    /// Seconds for `Retry-After` (with a 429).
+    retry_after: Option<&'static str>,
 }
 
 impl ApiError {
@@ -25,11 +27,18 @@ impl ApiError {
             code,
             message: message.into(),
             details: json!({}),
+            retry_after: None,
         }
     }
 
     pub(super) fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
+        self
+    }
+
+    /// Says when to try again (`Retry-After`, in seconds).
+    pub(super) fn with_retry_after(mut self, seconds: &'static str) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -73,6 +82,11 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code, "message": self.message, "details": self.details }
         });
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
         if unauthenticated {
             response
                 .headers_mut()

@@ -18,7 +18,10 @@ use super::extract::{Body, Path, RequestBody};
 use super::format::{parse_id, rfc3339};
 use super::registry::Routes;
 use crate::AppState;
-use crate::rules::{INVITATION_LIFETIME, TOKEN_DAYS, send_invitation, token_name_is_valid};
+use crate::rules::{
+    INVITATION_LIFETIME, INVITATION_RETRY_AFTER_SECONDS, Invited, Inviter, TOKEN_DAYS,
+    send_invitation, token_name_is_valid,
+};
 
 pub(super) fn register(routes: Routes) -> Routes {
     routes
@@ -195,7 +198,26 @@ async fn invite(
     let role = grantable(&caller, Permission::ManageMembers, &request.role)?;
     let mut tx = caller.tx(&state, Permission::ManageMembers).await?;
     let workspace = store::control::current_tenant(&mut tx).await?;
-    let invitation = send_invitation(&state, tx, &email, role, &workspace.name).await?;
+    let inviter = match caller {
+        Caller::Member { user, .. } => Inviter::Member(user),
+        Caller::Token(grant) => grant
+            .holder
+            .map_or(Inviter::Token(grant.token), Inviter::Member),
+    };
+    let invitation =
+        match send_invitation(&state, tx, inviter, &email, role, &workspace.name).await? {
+            Invited::Sent(invitation) => invitation,
+            Invited::Limited(limit) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "invitations_rate_limited",
+                    "too many invitations this hour: at most 20 per inviter and 50 per workspace; \
+                 nothing was sent, retry after the time Retry-After gives",
+                )
+                .with_details(json!({ "limit": limit.as_str() }))
+                .with_retry_after(INVITATION_RETRY_AFTER_SECONDS));
+            }
+        };
     let expires_at = time::OffsetDateTime::now_utc() + INVITATION_LIFETIME;
     Ok((
         StatusCode::CREATED,

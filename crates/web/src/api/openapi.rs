@@ -470,6 +470,12 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewInvitation"),
+        failures: &[(
+            429,
+            "the caller (20 an hour) or the workspace (50 an hour) sent as many invitations as \
+             it may; nothing was sent (`invitations_rate_limited`, `details.limit` says which; \
+             `Retry-After` says when to try again)",
+        )],
         links: &[Link {
             name: "WithdrawInvitation",
             method: "delete",
@@ -586,6 +592,21 @@ pub const OPERATIONS: &[Operation] = &[
             "Set the workspace's OpenID Connect provider, email domains and default role (audited)",
             Access::Tenant(P::ManageSso),
             (200, Some("Sso")),
+        )
+    },
+    Operation {
+        failures: &[(
+            409,
+            "the domain is not verified: it has no TXT record at the name in `details.record` \
+             (`no_record`), its TXT records do not include `details.value` (`wrong_token`), or \
+             another workspace has it verified (`domain_taken`)",
+        )],
+        ..op(
+            "post",
+            "/api/v1/sso/domains/{domain}/verify",
+            "Check one of the workspace's SSO domains for its DNS TXT record and verify it (audited)",
+            Access::Tenant(P::ManageSso),
+            (200, Some("VerifiedDomain")),
         )
     },
     Operation {
@@ -983,6 +1004,13 @@ fn schemas() -> Value {
         "Sso": object(json!({
             "sso": { "type": "object", "description": "issuer, client id, domains (each with whether it is verified), default role, enabled; never the secret" },
         }), &["sso"]),
+        "VerifiedDomain": object(json!({
+            "domain": object(json!({
+                "domain": { "type": "string" },
+                "verified": { "type": "boolean" },
+                "verified_at": { "type": ["string", "null"], "format": "date-time" },
+            }), &["domain", "verified", "verified_at"]),
+        }), &["domain"]),
         "RollupCells": object(json!({
             "key": { "type": "string" }, "min_cohort": { "type": "integer", "minimum": 2 },
             "from": time, "to": time,
@@ -1097,6 +1125,9 @@ fn path_schema(name: &str) -> Value {
             json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" })
         }
         "key" => json!({ "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" }),
+        "domain" => {
+            json!({ "type": "string", "minLength": 1, "maxLength": 253, "pattern": NO_NUL })
+        }
         _ => json!({ "type": "string", "pattern": NO_NUL }),
     }
 }
@@ -1215,7 +1246,17 @@ fn operation(operation: &Operation) -> Value {
         );
     }
     for (status, when) in operation.failures {
-        responses.insert(status.to_string(), error_response(when));
+        let mut response = error_response(when);
+        if *status == 429 {
+            response["headers"] = json!({
+                "Retry-After": {
+                    "description": "seconds to wait before trying again",
+                    "required": true,
+                    "schema": { "type": "string", "pattern": "^[0-9]+$" },
+                },
+            });
+        }
+        responses.insert(status.to_string(), response);
     }
     if operation.path.contains('{') {
         responses.insert(

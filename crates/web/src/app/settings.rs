@@ -14,7 +14,10 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::auth::session::Member;
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
-use crate::rules::{RETENTION_DAYS, grantable_roles, send_invitation};
+use crate::rules::{
+    INVITATION_RETRY_AFTER_SECONDS, Invited, Inviter, RETENTION_DAYS, grantable_roles,
+    send_invitation,
+};
 use crate::shell::{Shell, date, shell};
 
 pub fn routes() -> Router<AppState> {
@@ -315,8 +318,15 @@ async fn invite(
     let (Some(email), Some(role)) = (email, role) else {
         return Ok(back_to_settings("refused=invitation"));
     };
-    send_invitation(&state, tx, &email, role, &member.workspace.name).await?;
-    Ok(Redirect::to("/app/settings?done=invited#members-heading").into_response())
+    let inviter = Inviter::Member(member.session().user.user_id);
+    match send_invitation(&state, tx, inviter, &email, role, &member.workspace.name).await? {
+        Invited::Sent(_) => {
+            Ok(Redirect::to("/app/settings?done=invited#members-heading").into_response())
+        }
+        Invited::Limited(_) => Err(PageError::TooManyInvitations {
+            retry_after: INVITATION_RETRY_AFTER_SECONDS,
+        }),
+    }
 }
 
 async fn withdraw_invitation(

@@ -18,6 +18,7 @@ use crate::AppState;
 use crate::auth::session::Member;
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
 use crate::shell::{Shell, shell};
+use crate::sso::domains::{Verification, check_and_verify};
 use crate::sso::settings::{DomainList, PATH, SsoInput, back};
 use crate::sso::{begin_flow, redirect_uri, refused_page};
 
@@ -263,32 +264,20 @@ async fn verify_domains(
     let owner = member.session().user.user_id;
     let mut outcome = "refused=dns-not-found";
     for listed in settings.domains.iter().filter(|listed| !listed.verified) {
-        match state.sso.domains().published(&listed.domain, tenant).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(error) => {
-                tracing::warn!(%tenant, %error, "sso domain record lookup failed");
-                continue;
-            }
-        }
-        match store::sso::verify_domain(
-            &state.database,
+        match check_and_verify(
+            &state,
             tenant,
             owner,
             &listed.domain,
             member.visitor.client_addr,
         )
-        .await
+        .await?
         {
-            Ok(()) => {
-                tracing::info!(%tenant, by = %owner, "sso domain verified by its dns record");
-                outcome = "done=verified";
-            }
-            Err(store::StoreError::AlreadyExists(_)) if outcome != "done=verified" => {
+            Verification::Verified => outcome = "done=verified",
+            Verification::Taken if outcome != "done=verified" => {
                 outcome = "refused=domain-taken";
             }
-            Err(store::StoreError::AlreadyExists(_) | store::StoreError::NotFound(_)) => {}
-            Err(error) => return Err(error.into()),
+            _ => {}
         }
     }
     Ok(back(outcome))

@@ -72,6 +72,11 @@ impl DomainProof {
 
     /// Whether `domain`'s TXT record carries `tenant`'s token. An absent record is `Ok(false)`.
     pub async fn published(&self, domain: &str, tenant: TenantId) -> Result<bool, LookupFailed> {
+        Ok(self.check(domain, tenant).await? == RecordCheck::Published)
+    }
+
+    /// What `domain`'s TXT records say about `tenant`.
+    pub async fn check(&self, domain: &str, tenant: TenantId) -> Result<RecordCheck, LookupFailed> {
         let builder = match self.resolver {
             Some(addr) => {
                 let mut server = NameServerConfig::udp_and_tcp(addr.ip());
@@ -97,20 +102,88 @@ impl DomainProof {
         let expected = self.record_value(tenant);
         let lookup = match resolver.lookup(name.as_str(), RecordType::TXT).await {
             Ok(lookup) => lookup,
-            Err(error) if error.is_no_records_found() || error.is_nx_domain() => return Ok(false),
+            Err(error) if error.is_no_records_found() || error.is_nx_domain() => {
+                return Ok(RecordCheck::Absent);
+            }
             Err(error) => return Err(LookupFailed(error.to_string())),
         };
-        Ok(lookup.answers().iter().any(|record| match &record.data {
-            RData::TXT(txt) => {
-                let text: Vec<u8> = txt
-                    .txt_data
-                    .iter()
-                    .flat_map(|part| part.iter())
-                    .copied()
-                    .collect();
-                text == expected.as_bytes()
-            }
-            _ => false,
-        }))
+        let texts: Vec<Vec<u8>> = lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .flat_map(|part| part.iter())
+                        .copied()
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect();
+        Ok(if texts.iter().any(|text| text == expected.as_bytes()) {
+            RecordCheck::Published
+        } else if texts.is_empty() {
+            RecordCheck::Absent
+        } else {
+            RecordCheck::OtherToken
+        })
+    }
+}
+
+/// What a domain's TXT records at [`record_name`] say about one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCheck {
+    /// One of them is the workspace's [`DomainProof::record_value`].
+    Published,
+    /// There are none.
+    Absent,
+    /// There are some, none of them the workspace's (another token, or a typo).
+    OtherToken,
+}
+
+/// What checking a workspace's domain and verifying it came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verification {
+    /// The record is there: the domain is verified now (audited).
+    Verified,
+    /// No TXT record at the name.
+    NoRecord,
+    /// TXT records, none of them the workspace's.
+    WrongToken,
+    /// Proved, but another workspace holds the domain verified.
+    Taken,
+    /// Not one of the workspace's domains (any more).
+    NotListed,
+    /// The resolver could not be asked (logged).
+    LookupFailed,
+}
+
+/// Checks `domain`'s TXT record for `tenant`'s token and, when it is there, marks the domain
+/// verified, audited as `by` from `client_addr`: what the settings page and the API both do.
+pub(crate) async fn check_and_verify(
+    state: &crate::AppState,
+    tenant: TenantId,
+    by: domain::UserId,
+    domain: &str,
+    client_addr: Option<std::net::IpAddr>,
+) -> Result<Verification, store::StoreError> {
+    match state.sso.domains().check(domain, tenant).await {
+        Ok(RecordCheck::Published) => {}
+        Ok(RecordCheck::Absent) => return Ok(Verification::NoRecord),
+        Ok(RecordCheck::OtherToken) => return Ok(Verification::WrongToken),
+        Err(error) => {
+            tracing::warn!(%tenant, %error, "sso domain record lookup failed");
+            return Ok(Verification::LookupFailed);
+        }
+    }
+    match store::sso::verify_domain(&state.database, tenant, by, domain, client_addr).await {
+        Ok(()) => {
+            tracing::info!(%tenant, %by, "sso domain verified by its dns record");
+            Ok(Verification::Verified)
+        }
+        Err(store::StoreError::AlreadyExists(_)) => Ok(Verification::Taken),
+        Err(store::StoreError::NotFound(_)) => Ok(Verification::NotListed),
+        Err(error) => Err(error),
     }
 }

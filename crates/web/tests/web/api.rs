@@ -172,6 +172,14 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 Permission::ManageSso,
                 200,
             ),
+            // acme.example publishes no record for the workspace: told so.
+            (
+                "POST",
+                "/api/v1/sso/domains/acme.example/verify".into(),
+                String::new(),
+                Permission::ManageSso,
+                409,
+            ),
             (
                 "GET",
                 "/api/v1/masking-policies".into(),
@@ -417,6 +425,12 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 format!("/api/v1/api-tokens/{}/revoke", token_id(&b_viewer_token)),
                 "",
                 Permission::ManageApiTokens,
+            ),
+            (
+                "POST",
+                "/api/v1/sso/domains/globex.example/verify".to_owned(),
+                "",
+                Permission::ManageSso,
             ),
         ];
         for (method, path, body, permission) in b_objects {
@@ -1282,6 +1296,8 @@ async fn the_document_lists_every_status_and_links_created_objects_onward() {
         ("delete", "/api/v1/sso", "404"),
         ("get", "/api/v1/sso", "404"),
         ("put", "/api/v1/sso", "409"),
+        ("post", "/api/v1/sso/domains/{domain}/verify", "409"),
+        ("post", "/api/v1/invitations", "429"),
         ("post", "/api/v1/masking-policies", "409"),
         ("post", "/api/v1/sources", "415"),
         ("patch", "/api/v1/members/{user}", "409"),
@@ -1427,7 +1443,7 @@ async fn an_admins_tokens_stop_working_when_the_owner_demotes_then_removes_them(
 }
 
 /// A token created on the settings page by the signed-in browser: its one-time text.
-async fn page_token(browser: &mut crate::browser::Browser, name: &str, role: &str) -> String {
+pub async fn page_token(browser: &mut crate::browser::Browser, name: &str, role: &str) -> String {
     let page = browser
         .submit(
             "/app/settings/api-tokens",
@@ -1439,4 +1455,123 @@ async fn page_token(browser: &mut crate::browser::Browser, name: &str, role: &st
     let start = page.body.find("tat1.").expect("the token is shown");
     let end = page.body[start..].find('<').unwrap() + start;
     page.body[start..end].to_owned()
+}
+
+/// Invitations mail strangers at an inviter's choosing: at most 20 an hour per inviter and 50
+/// per workspace, counted the same whether sent on the settings page or through the API (with a
+/// token the inviter holds), and refused the same: 429, `Retry-After`, nothing created or sent.
+#[tokio::test]
+async fn invitations_are_limited_per_inviter_and_per_workspace_on_pages_and_the_api_alike() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = tenant(&database, "Acme").await;
+    crate::auth::member(&database, acme, "ada@acme.example", Role::Owner).await;
+    crate::auth::member(&database, acme, "bob@acme.example", Role::Admin).await;
+    let mut ada = crate::auth::signed_in(&addr, "ada@acme.example").await;
+    let adas_token = page_token(&mut ada, "ada's", "admin").await;
+    let mut bob = crate::auth::signed_in(&addr, "bob@acme.example").await;
+    let bobs_token = page_token(&mut bob, "bob's", "admin").await;
+    let invite_by_page = |browser: &mut crate::browser::Browser, n: usize| {
+        let mut browser = browser.clone();
+        async move {
+            let email = format!("page{n}@invited.example");
+            let page = browser
+                .submit(
+                    "/app/settings",
+                    "/app/settings/invitations",
+                    &[("email", &email), ("role", "viewer")],
+                )
+                .await;
+            (
+                page.status,
+                page.header("retry-after").map(str::to_owned),
+                page.body,
+            )
+        }
+    };
+    let invite_by_api = |bearer: &str, n: usize| {
+        let (addr, bearer) = (addr.clone(), bearer.to_owned());
+        async move {
+            let body = format!(r#"{{"email": "api{n}@invited.example", "role": "viewer"}}"#);
+            let (status, headers, response) =
+                request(&addr, "POST", "/api/v1/invitations", Some(&bearer), &body).await;
+            let retry_after = headers
+                .iter()
+                .find(|(name, _)| name == "retry-after")
+                .map(|(_, value)| value.clone());
+            (status, retry_after, response)
+        }
+    };
+
+    // Ada sends 10 on the page and 10 with her token: her 20.
+    for n in 0..10 {
+        let (status, _, body) = invite_by_page(&mut ada, n).await;
+        assert_eq!(status, 303, "{body}");
+        let (status, _, body) = invite_by_api(&adas_token, n).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // The 21st is refused both ways, saying so and when to come back.
+    let (status, retry_after, body) = invite_by_page(&mut ada, 100).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("3600"));
+    assert!(body.contains("Too many invitations"), "{body}");
+    let (status, retry_after, body) = invite_by_api(&adas_token, 100).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("3600"));
+    let refusal = json(&body);
+    assert_eq!(refusal["error"]["code"], "invitations_rate_limited");
+    assert_eq!(refusal["error"]["details"]["limit"], "inviter");
+
+    // Bob, the page and the API in turn, has his own 20 (Ada's refused attempts did not count
+    // against the workspace's 50, so 30 are left for it).
+    let mut sent = 0;
+    loop {
+        let (status, retry_after, body) = if sent % 2 == 0 {
+            invite_by_api(&bobs_token, 200 + sent).await
+        } else {
+            invite_by_page(&mut bob, 200 + sent).await
+        };
+        match status {
+            201 | 303 => sent += 1,
+            429 => {
+                assert_eq!(retry_after.as_deref(), Some("3600"));
+                if sent % 2 == 0 {
+                    assert_eq!(json(&body)["error"]["code"], "invitations_rate_limited");
+                } else {
+                    assert!(body.contains("Too many invitations"), "{body}");
+                }
+                break;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+        assert!(sent <= 20, "Bob's own limit was not kept");
+    }
+    assert_eq!(sent, 20, "Bob reaches his own limit first");
+
+    // With 40 sent, a third inviter gets the workspace's last 10, then is refused both ways for
+    // the workspace's limit, though within her own.
+    crate::auth::member(&database, acme, "carol@acme.example", Role::Admin).await;
+    let mut carol = crate::auth::signed_in(&addr, "carol@acme.example").await;
+    let carols_token = page_token(&mut carol, "carol's", "admin").await;
+    for n in 0..10 {
+        let (status, _, body) = invite_by_api(&carols_token, 300 + n).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, retry_after, body) = invite_by_api(&carols_token, 399).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("3600"));
+    assert_eq!(json(&body)["error"]["details"]["limit"], "workspace");
+    let (status, _, body) = invite_by_page(&mut carol, 399).await;
+    assert_eq!(status, 429, "{body}");
+
+    // Exactly 50 were created; another workspace is not held back by Acme's count.
+    let (status, _, response) =
+        request(&addr, "GET", "/api/v1/invitations", Some(&adas_token), "").await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(json(&response)["invitations"].as_array().unwrap().len(), 50);
+    let globex = tenant(&database, "Globex").await;
+    let globex_token = token(&database, globex, Role::Owner).await;
+    let (status, _, body) = invite_by_api(&globex_token, 500).await;
+    assert_eq!(status, 201, "{body}");
 }

@@ -1063,3 +1063,142 @@ async fn without_the_development_setting_a_loopback_or_plain_http_issuer_is_refu
         "nothing connected to the loopback issuer"
     );
 }
+
+/// The settings page's DNS check through the API: an owner (by session or by a token they hold)
+/// verifies one domain, and is told with a specific code why it is not verified — no record,
+/// another value, another workspace's already — with the record to publish; other roles are
+/// refused, and a domain the workspace does not list is not found.
+#[tokio::test]
+async fn an_owner_verifies_a_domain_through_the_api_and_is_told_why_it_is_not() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = crate::api::tenant(&database, "Acme").await;
+    let globex = crate::api::tenant(&database, "Globex").await;
+    member(&database, acme, "owner@api-acme.test", Role::Owner).await;
+    member(&database, acme, "admin@api-acme.test", Role::Admin).await;
+    member(&database, globex, "owner@api-globex.test", Role::Owner).await;
+    let mut owner = crate::auth::signed_in(&addr, "owner@api-acme.test").await;
+    let owner_token = crate::api::page_token(&mut owner, "owner's", "owner").await;
+    let mut admin = crate::auth::signed_in(&addr, "admin@api-acme.test").await;
+    let admin_token = crate::api::page_token(&mut admin, "admin's", "admin").await;
+    let mut rival = crate::auth::signed_in(&addr, "owner@api-globex.test").await;
+    let rival_token = crate::api::page_token(&mut rival, "rival's", "owner").await;
+    let configure = |token: &str| {
+        let (addr, token) = (addr.clone(), token.to_owned());
+        async move {
+            let body = r#"{"issuer": "https://idp.api-acme.test", "client_id": "acme", "client_secret": "s", "domains": ["api-acme.test", "api-other.test"], "default_role": "viewer", "enabled": false}"#;
+            let (status, _, response) =
+                request(&addr, "PUT", "/api/v1/sso", Some(&token), body).await;
+            assert_eq!(status, 200, "{response}");
+        }
+    };
+    let verify = |token: &str, domain: &str| {
+        let (addr, token) = (addr.clone(), token.to_owned());
+        let path = format!("/api/v1/sso/domains/{domain}/verify");
+        async move {
+            let (status, _, response) = request(&addr, "POST", &path, Some(&token), "").await;
+            let body: Value =
+                serde_json::from_str(&response).unwrap_or_else(|_| panic!("not JSON: {response}"));
+            (status, body)
+        }
+    };
+    configure(&owner_token).await;
+
+    // Only listed domains, only owners.
+    let (status, body) = verify(&owner_token, "api-unlisted.test").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, body) = verify(&admin_token, "api-acme.test").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+
+    // No record yet: told so, with the record to publish (the settings page's value).
+    let (status, body) = verify(&owner_token, "api-acme.test").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("no_record")),
+        "{body}"
+    );
+    let details = &body["error"]["details"];
+    assert_eq!(details["record"], "_tributary-sso.api-acme.test");
+    assert_eq!(details["type"], "TXT");
+    let value = details["value"].as_str().unwrap().to_owned();
+    let page = owner.get("/app/settings/sso").await;
+    assert!(page.body.contains(&value), "the page's value is the API's");
+
+    // A record with another value proves nothing.
+    crate::dns::server().publish(
+        "_tributary-sso.api-acme.test",
+        "tributary-sso-verification=00000000000000000000000000000000",
+    );
+    let (status, body) = verify(&owner_token, "api-acme.test").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("wrong_token")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["details"]["value"], value.as_str());
+
+    // The workspace's own value: verified, answered with the domain, audited; once only.
+    crate::dns::server().publish("_tributary-sso.api-acme.test", &value);
+    let (status, body) = verify(&owner_token, "API-ACME.test").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["domain"]["domain"], "api-acme.test");
+    assert_eq!(body["domain"]["verified"], true);
+    assert!(body["domain"]["verified_at"].is_string());
+    let (status, again) = verify(&owner_token, "api-acme.test").await;
+    assert_eq!((status, &again["domain"]), (200, &body["domain"]));
+    let verifications = audit_entries(&database, acme)
+        .await
+        .into_iter()
+        .filter(|(action, target)| action == "sso.domain_verify" && target == "api-acme.test")
+        .count();
+    assert_eq!(verifications, 1);
+    let (_, _, listed) = request(&addr, "GET", "/api/v1/sso", Some(&owner_token), "").await;
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let domains = listed["sso"]["domains"].as_array().unwrap();
+    assert!(
+        domains
+            .iter()
+            .any(|listed| listed["domain"] == "api-acme.test" && listed["verified"] == true)
+    );
+    assert!(
+        domains
+            .iter()
+            .any(|listed| listed["domain"] == "api-other.test" && listed["verified"] == false),
+        "only the domain asked about"
+    );
+
+    // Another workspace listing the same domain: Acme's record is not its proof, and with its
+    // own record there the domain stays Acme's.
+    configure(&rival_token).await;
+    let (status, body) = verify(&rival_token, "api-acme.test").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("wrong_token")),
+        "{body}"
+    );
+    let rival_value = body["error"]["details"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(rival_value, value, "each workspace has its own value");
+    crate::dns::server().publish("_tributary-sso.api-acme.test", &rival_value);
+    let (status, body) = verify(&rival_token, "api-acme.test").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("domain_taken")),
+        "{body}"
+    );
+    let globex_verifications = audit_entries(&database, globex)
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "sso.domain_verify")
+        .count();
+    assert_eq!(globex_verifications, 0);
+}
