@@ -372,8 +372,10 @@ async fn agent_status<B: Bus>(
         slot: report
             .slot
             .map(|slot| serde_json::to_value(slot).unwrap_or_default()),
-        warnings: report.warnings,
-        last_error: report.last_error,
+        // An error from the customer's database can quote the row it failed on: masked here,
+        // before it is stored, shown on the source's page or logged anywhere.
+        warnings: report.warnings.iter().map(|text| masked(text)).collect(),
+        last_error: report.last_error.as_deref().map(masked),
     };
     let mut tx = TenantTx::begin_service(
         &state.database,
@@ -387,6 +389,15 @@ async fn agent_status<B: Bus>(
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An agent's free text masked ([`protocol::masking::mask_free_text`]) and cut to the 2000
+/// characters the status table keeps (masking can lengthen it).
+fn masked(text: &str) -> String {
+    protocol::masking::mask_free_text(text)
+        .chars()
+        .take(2000)
+        .collect()
 }
 
 async fn ingest<B: Bus>(

@@ -1,4 +1,9 @@
 //! Replay requests: recorded by whoever asks (an intent, audited), carried out by the pipeline.
+//!
+//! A range replay is bounded before it is recorded ([`check_range`]), and a tenant has at most
+//! one bronze replay (a range or a rebuild) pending or running at a time, so no one can make the
+//! pipeline re-read years of bronze, or queue rebuilds behind each other. The JSON API and the
+//! CLI both go through [`request`], so they refuse alike.
 
 use domain::TenantId;
 use serde::Serialize;
@@ -40,8 +45,118 @@ pub struct ReplayRequest {
     pub detail: Option<String>,
 }
 
-/// Records a replay request of the transaction's tenant (audited).
-pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, StoreError> {
+/// The longest range one replay may cover.
+pub const MAX_RANGE: time::Duration = time::Duration::days(7);
+
+/// How far past now a range may end (events still being committed).
+pub const MAX_END_AHEAD: time::Duration = time::Duration::minutes(5);
+
+/// Which bound of a range a refusal is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeBound {
+    From,
+    To,
+}
+
+impl RangeBound {
+    /// The bound's name as the API's body and the CLI's flag spell it (`from`, `to`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RangeBound::From => "from",
+            RangeBound::To => "to",
+        }
+    }
+}
+
+/// A range replay refused before anything is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RangeRefusal {
+    /// `range_inverted`, `range_empty`, `range_in_future`, `range_ends_too_late` or
+    /// `range_too_long`.
+    pub code: &'static str,
+    /// The bound at fault.
+    pub bound: RangeBound,
+    pub message: String,
+}
+
+/// Checks a replay range `[from, to)` against `now`: it must not be inverted or empty, must
+/// not start in the future, may end at most [`MAX_END_AHEAD`] after now and may cover at most
+/// [`MAX_RANGE`].
+pub fn check_range(
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<(), RangeRefusal> {
+    let refuse = |code, bound, message: &str| {
+        Err(RangeRefusal {
+            code,
+            bound,
+            message: message.to_owned(),
+        })
+    };
+    if to < from {
+        return refuse(
+            "range_inverted",
+            RangeBound::To,
+            "the range ends before it starts: `to` must be after `from`",
+        );
+    }
+    if to == from {
+        return refuse(
+            "range_empty",
+            RangeBound::To,
+            "the range is empty: `to` must be after `from`",
+        );
+    }
+    if from > now {
+        return refuse(
+            "range_in_future",
+            RangeBound::From,
+            "the range starts in the future: `from` must not be after now",
+        );
+    }
+    if to > now + MAX_END_AHEAD {
+        return refuse(
+            "range_ends_too_late",
+            RangeBound::To,
+            "the range ends more than 5 minutes from now",
+        );
+    }
+    if to - from > MAX_RANGE {
+        return refuse(
+            "range_too_long",
+            RangeBound::From,
+            "the range covers more than 7 days: replay it in parts of at most 7 days",
+        );
+    }
+    Ok(())
+}
+
+/// Why a replay request was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The range is out of bounds ([`check_range`]).
+    #[error(transparent)]
+    Range(#[from] RangeRefusal),
+    /// A bronze replay (a range or a rebuild) of the tenant is already pending or running.
+    #[error("a bronze replay or rebuild of this tenant is already under way")]
+    UnderWay,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ReplayError {
+    fn from(error: sqlx::Error) -> Self {
+        ReplayError::Store(error.into())
+    }
+}
+
+/// Records a replay request of the transaction's tenant (audited), after checking a range's
+/// bounds and, for a range or a rebuild, that no other bronze replay of the tenant is under way
+/// (checked under a per-tenant lock held to the end of the transaction, so two requests at
+/// once cannot both pass).
+pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, ReplayError> {
     let tenant = tx
         .tenant()
         .ok_or(StoreError::Forbidden("a replay needs a tenant scope"))?;
@@ -49,14 +164,27 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Store
         ReplayKind::DeadLetters => ("dlq", None, None),
         ReplayKind::Rebuild => ("rebuild", None, None),
         ReplayKind::Range { from, to } => {
-            if from >= to {
-                return Err(StoreError::Invalid(
-                    "the range must end after it starts".into(),
-                ));
-            }
+            check_range(*from, *to, OffsetDateTime::now_utc())?;
             ("range", Some(*from), Some(*to))
         }
     };
+    if kind_name != "dlq" {
+        sqlx::query("select pg_advisory_xact_lock(hashtext('replay'), hashtext($1))")
+            .bind(tenant.to_string())
+            .execute(tx.connection())
+            .await?;
+        let under_way: bool = sqlx::query_scalar(
+            "select exists (select 1 from pipeline.replay_requests \
+             where tenant_id = $1 and kind in ('range', 'rebuild') \
+               and status in ('pending', 'running'))",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(tx.connection())
+        .await?;
+        if under_way {
+            return Err(ReplayError::UnderWay);
+        }
+    }
     let request_id = Uuid::now_v7();
     let requested_by = match tx.actor() {
         crate::Actor::User(user) => Some(*user.as_uuid()),

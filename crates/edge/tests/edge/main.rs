@@ -6,6 +6,7 @@ mod client;
 mod ingest;
 mod limits;
 mod masking_end_to_end;
+mod operations;
 mod pairing;
 mod support;
 mod tracing_spans;

@@ -16,6 +16,10 @@
 //! left unmasked, and a rule that would drop or redact a primary-key column is refused (a key
 //! must stay joinable: hash it instead).
 
+mod free_text;
+
+pub use free_text::{MASKED, mask_free_text};
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -156,3 +156,74 @@ fn operators_manage_tenants_users_and_members_and_everything_is_audited() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("tenant id must be a UUID"));
 }
+
+#[test]
+fn a_replay_range_out_of_bounds_is_refused_with_the_flag_at_fault() {
+    use time::format_description::well_known::Rfc3339;
+    let data_dir = DataDir::new();
+    let now = time::OffsetDateTime::now_utc();
+    let at = |offset: time::Duration| (now + offset).format(&Rfc3339).unwrap();
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let hour = time::Duration::hours(1);
+    for (from, to, flag, code) in [
+        (at(-hour), at(-hour * 2), "--to", "range_inverted"),
+        (at(-hour), at(-hour), "--to", "range_empty"),
+        (at(hour), at(hour * 2), "--from", "range_in_future"),
+        (at(-hour), at(hour), "--to", "range_ends_too_late"),
+        (at(-hour * 24 * 8), at(-hour), "--from", "range_too_long"),
+    ] {
+        let refused = tributary(
+            &data_dir,
+            &["replay", "--tenant", &tenant, "--from", &from, "--to", &to],
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{code}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("error: {flag}: ")) && stderr.contains(code),
+            "{code}: {stderr}"
+        );
+    }
+    // Refused before anything connects: no cluster was even created.
+    assert!(!data_dir.pgdata().exists());
+
+    // In bounds (a day that ends within the 5 minutes allowed), the replay is recorded and
+    // runs; a second one after it is done is taken as well.
+    assert!(tributary(&data_dir, &["migrate"]).status.success());
+    let created = tributary(
+        &data_dir,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--plan",
+            "team",
+            "--industry",
+            "x",
+            "--region",
+            "eu",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let tenant = stdout(&created)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    for _ in 0..2 {
+        let replayed = tributary(
+            &data_dir,
+            &[
+                "replay",
+                "--tenant",
+                &tenant,
+                "--from",
+                &at(-hour * 24),
+                "--to",
+                &at(time::Duration::minutes(4)),
+            ],
+        );
+        assert!(replayed.status.success(), "{replayed:?}");
+        assert!(stdout(&replayed).contains("replay done: 0 event(s) replayed"));
+    }
+}

@@ -277,6 +277,18 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         request: Some("NewReplay"),
+        failures: &[
+            (
+                409,
+                "a range replay or rebuild of the workspace is pending or running (`replay_under_way`)",
+            ),
+            (
+                422,
+                "a range out of bounds, `details.field` naming the bound: `range_inverted`, \
+                 `range_empty`, `range_in_future` (starts after now), `range_ends_too_late` \
+                 (ends more than 5 minutes from now) or `range_too_long` (over 7 days)",
+            ),
+        ],
         links: &[Link {
             name: "ReplayStatus",
             method: "get",
@@ -852,7 +864,7 @@ fn request_schemas() -> Value {
         "Revocation": object(json!({ "reason": no_nul }), &[]),
         "NewMapping": { "oneOf": mapping_kinds },
         "NewReplay": {
-            "description": "a range's `from` is before its `to`",
+            "description": "a range's `from` is before its `to`, not after now, its `to` at most 5 minutes from now, and it covers at most 7 days; one range replay or rebuild at a time",
             "oneOf": [
                 object(json!({ "kind": { "const": "dlq" } }), &["kind"]),
                 object(json!({ "kind": { "const": "rebuild" } }), &["kind"]),

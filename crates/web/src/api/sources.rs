@@ -155,13 +155,36 @@ async fn request_replay(
         NewReplay::Range { from, to } => store::replay::ReplayKind::Range { from, to },
     };
     let mut tx = caller.tx(&state, Permission::ManageReplays).await?;
-    let request_id = store::replay::request(&mut tx, &kind).await?;
+    let request_id = store::replay::request(&mut tx, &kind)
+        .await
+        .map_err(replay_refusal)?;
     tx.commit().await?;
     // Recorded as an intent; the pipeline carries it out.
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "request_id": request_id, "status": "pending" })),
     ))
+}
+
+/// A refused replay request: 422 naming the range's bound at fault, or 409 while another bronze
+/// replay of the tenant is under way.
+fn replay_refusal(error: store::replay::ReplayError) -> ApiError {
+    use store::replay::ReplayError;
+    match error {
+        ReplayError::Range(refusal) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            refusal.code,
+            refusal.message,
+        )
+        .with_details(json!({ "field": refusal.bound.name() })),
+        ReplayError::UnderWay => ApiError::new(
+            StatusCode::CONFLICT,
+            "replay_under_way",
+            "a bronze replay or rebuild of this workspace is already under way; retry when it \
+             is done",
+        ),
+        ReplayError::Store(error) => error.into(),
+    }
 }
 
 async fn replay_status(

@@ -1574,4 +1574,105 @@ async fn invitations_are_limited_per_inviter_and_per_workspace_on_pages_and_the_
     let globex_token = token(&database, globex, Role::Owner).await;
     let (status, _, body) = invite_by_api(&globex_token, 500).await;
     assert_eq!(status, 201, "{body}");
+
+#[tokio::test]
+async fn replay_ranges_are_bounded_and_one_bronze_replay_runs_at_a_time() {
+    use time::format_description::well_known::Rfc3339;
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    let b = tenant(&database, "Globex").await;
+    let a_admin = token(&database, a, Role::Admin).await;
+    let b_admin = token(&database, b, Role::Admin).await;
+    let now = time::OffsetDateTime::now_utc();
+    let at = |offset: time::Duration| (now + offset).format(&Rfc3339).unwrap();
+    let range = |from: String, to: String| {
+        format!(r#"{{"kind": "range", "from": "{from}", "to": "{to}"}}"#)
+    };
+    let hour = time::Duration::hours(1);
+    // POST /api/v1/replays with `body` as the holder of `token`: (status, body).
+    let replay = async |token: &str, body: &str| {
+        let (status, _, answer) =
+            request(&addr, "POST", "/api/v1/replays", Some(token), body).await;
+        (status, answer)
+    };
+    let replay_requests = async |tenant: TenantId| -> i64 {
+        let mut tx = owner(&database, tenant).await;
+        let count = sqlx::query_scalar("select count(*) from pipeline.replay_requests")
+            .fetch_one(tx.connection_for_tests())
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        count
+    };
+
+    // Each bound refused with its own code, naming the field; nothing recorded.
+    for (from, to, field, code) in [
+        (at(-hour), at(-hour * 2), "to", "range_inverted"),
+        (at(-hour), at(-hour), "to", "range_empty"),
+        (at(hour), at(hour * 2), "from", "range_in_future"),
+        (at(-hour), at(hour), "to", "range_ends_too_late"),
+        (at(-hour * 24 * 8), at(-hour), "from", "range_too_long"),
+    ] {
+        let (status, body) = replay(&a_admin, &range(from, to)).await;
+        assert_eq!(status, 422, "{code}: {body}");
+        let body = json(&body);
+        assert_eq!(body["error"]["code"], code);
+        assert_eq!(body["error"]["details"]["field"], field, "{code}");
+    }
+    assert_eq!(replay_requests(a).await, 0);
+
+    // Just under seven days, to 4 minutes ahead, is in bounds; while it is pending, neither another range
+    // nor a rebuild is taken (409), a dead-letter replay is, and another tenant's range is.
+    let (status, body) = replay(
+        &a_admin,
+        &range(
+            at(-hour * 24 * 7 + time::Duration::minutes(5)),
+            at(time::Duration::minutes(4)),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let first: uuid::Uuid = json(&body)["request_id"].as_str().unwrap().parse().unwrap();
+    for body in [
+        range(at(-hour), at(-hour / 2)),
+        r#"{"kind": "rebuild"}"#.into(),
+    ] {
+        let (status, answer) = replay(&a_admin, &body).await;
+        assert_eq!(status, 409, "{body}: {answer}");
+        assert_eq!(json(&answer)["error"]["code"], "replay_under_way");
+    }
+    let (status, _) = replay(&a_admin, r#"{"kind": "dlq"}"#).await;
+    assert_eq!(status, 202);
+    let (status, body) = replay(&b_admin, r#"{"kind": "rebuild"}"#).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(replay_requests(a).await, 2);
+
+    // Once the pipeline has finished the first, the next is taken.
+    let mut service = test_database.service().await;
+    sqlx::query(
+        "update pipeline.replay_requests set status = 'done', finished_at = now() \
+         where tenant_id = $1 and request_id = $2",
+    )
+    .bind(a.as_uuid())
+    .bind(first)
+    .execute(&mut service)
+    .await
+    .unwrap();
+    let (status, body) = replay(&a_admin, r#"{"kind": "rebuild"}"#).await;
+    assert_eq!(status, 202, "{body}");
+
+    // Two requests at once: exactly one is taken.
+    sqlx::query("update pipeline.replay_requests set status = 'failed' where tenant_id = $1")
+        .bind(a.as_uuid())
+        .execute(&mut service)
+        .await
+        .unwrap();
+    let both =
+        futures_util::future::join_all((0..2).map(|_| replay(&a_admin, r#"{"kind": "rebuild"}"#)))
+            .await;
+    let mut statuses: Vec<u16> = both.iter().map(|(status, _)| *status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [202, 409]);
 }
