@@ -374,6 +374,10 @@ async fn agent_status<B: Bus>(
             .map(|slot| serde_json::to_value(slot).unwrap_or_default()),
         warnings: report.warnings,
         last_error: report.last_error,
+        caught_up: report.caught_up,
+        send_bytes_per_second: report.send_bytes_per_second,
+        drain_seconds: report.drain_seconds,
+        not_captured: report.not_captured,
     };
     let mut tx = TenantTx::begin_service(
         &state.database,
