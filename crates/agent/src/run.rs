@@ -75,7 +75,7 @@ pub async fn run_until(
     ));
     let reporter = tokio::spawn(report_status(
         config.state_dir.clone(),
-        spool,
+        spool.clone(),
         status.clone(),
         EdgeClient::new(&config.edge, &credentials)?,
         stop_rx.clone(),
@@ -104,6 +104,7 @@ pub async fn run_until(
     } else {
         status.update(|status| status.state = "stopped".into());
     }
+    status.refresh(spool.len() as u64, spool.bytes());
     write_status(&config.state_dir, &status)?;
     reader_result
 }
@@ -232,6 +233,8 @@ async fn send_spool(
         };
         let stored = spool.read(number)?;
         let header = stored.header;
+        let started = std::time::Instant::now();
+        let size = stored.body.len() as u64;
         if let Some(first) = header.first_event_time {
             let waited = time::OffsetDateTime::now_utc() - first;
             status.update(|status| status.lag_seconds = Some(waited.as_seconds_f64().max(0.0)));
@@ -272,6 +275,9 @@ async fn send_spool(
                     crate::spool::save_acked(&state_dir, &header.resume)?;
                 }
                 spool.remove(number)?;
+                if header.events > 0 {
+                    status.sent(started, size);
+                }
                 if let Some(lsn) = header.resume.confirm {
                     confirm.send_if_modified(|confirmed| {
                         let newer = lsn > *confirmed;
@@ -348,10 +354,7 @@ async fn report_status(
             _ = stop.changed() => return Ok(()),
         }
         ticks += 1;
-        status.update(|status| {
-            status.spool_batches = spool.len() as u64;
-            status.spool_bytes = spool.bytes();
-        });
+        status.refresh(spool.len() as u64, spool.bytes());
         if let Err(error) = write_status(&state_dir, &status) {
             tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
         }
@@ -451,6 +454,20 @@ pub fn status(config: &Config) -> anyhow::Result<String> {
         "state:      {} (as of {})",
         status.state, status.updated_at
     ));
+    lines.push(format!(
+        "caught up:  {}",
+        if status.caught_up {
+            "yes: everything captured was acknowledged by the platform".to_owned()
+        } else {
+            let rate = match (status.send_bytes_per_second, status.drain_seconds) {
+                (Some(rate), Some(seconds)) => {
+                    format!("sent at {rate:.0} bytes/s, drained in {seconds:.0} s")
+                }
+                _ => "nothing is being acknowledged now".to_owned(),
+            };
+            format!("no: {} bytes in the spool ({rate})", status.spool_bytes)
+        }
+    ));
     lines.push(format!("captured:   {}", lsn(status.captured_lsn)));
     lines.push(format!("acked:      {}", lsn(status.acked_lsn)));
     lines.push(format!("confirmed:  {}", lsn(status.confirmed_lsn)));
@@ -478,6 +495,13 @@ pub fn status(config: &Config) -> anyhow::Result<String> {
     }
     if status.backpressure {
         lines.push("spool full: the source is not being read until the edge takes batches".into());
+    }
+    for table in &status.not_captured {
+        let (schema, name) = table.split_once('.').unwrap_or(("public", table));
+        lines.push(format!(
+            "not captured: updates and deletes of {table} (no replica identity): {}",
+            crate::postgres::publication::fix(schema, name)
+        ));
     }
     for warning in &status.warnings {
         lines.push(format!("warning:    {warning}"));

@@ -376,6 +376,10 @@ async fn agent_status<B: Bus>(
         // before it is stored, shown on the source's page or logged anywhere.
         warnings: report.warnings.iter().map(|text| masked(text)).collect(),
         last_error: report.last_error.as_deref().map(masked),
+        caught_up: report.caught_up,
+        send_bytes_per_second: report.send_bytes_per_second,
+        drain_seconds: report.drain_seconds,
+        not_captured: report.not_captured,
     };
     let mut tx = TenantTx::begin_service(
         &state.database,

@@ -28,7 +28,7 @@ pub use error::{BatchError, EncodeError, ErrorBody, ErrorDetail};
 pub use limits::{EventTimeWindow, Limits};
 pub use pairing::{CertificateResponse, PairRequest, RenewRequest};
 pub use reason::ReasonCode;
-pub use status::{AgentStatus, MAX_STATUS_BYTES, SlotHealth};
+pub use status::{AgentStatus, MAX_NOT_CAPTURED, MAX_STATUS_BYTES, SlotHealth};
 pub use strict_json::{JsonPath, PathStep, StrictJsonError, read_event_json};
 pub use version::{
     CURRENT_VERSION, PROTOCOL_HEADER, SUPPORTED_VERSIONS, check_version, parse_version,

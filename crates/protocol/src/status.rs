@@ -31,7 +31,24 @@ pub struct AgentStatus {
     pub last_error: Option<String>,
     /// RFC 3339.
     pub updated_at: String,
+    /// Everything captured is spooled, sent and acknowledged by the platform (the spool is
+    /// empty). Absent from older agents: `false`.
+    #[serde(default)]
+    pub caught_up: bool,
+    /// Bytes per second the edge has been acknowledging lately; `None` before anything was sent.
+    #[serde(default)]
+    pub send_bytes_per_second: Option<f64>,
+    /// How long the spool takes to drain at that rate; `None` when nothing is being sent.
+    #[serde(default)]
+    pub drain_seconds: Option<f64>,
+    /// Tables (`schema.table`) whose updates and deletes are not captured because they have no
+    /// replica identity (only their inserts and truncates are).
+    #[serde(default)]
+    pub not_captured: Vec<String>,
 }
+
+/// At most this many `not_captured` tables are reported.
+pub const MAX_NOT_CAPTURED: usize = 200;
 
 /// The replication slot as the source reports it (`pg_replication_slots`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +106,60 @@ impl AgentStatus {
         if self.lag_seconds.is_some_and(|seconds| !seconds.is_finite()) {
             return Err("`lag_seconds` must be a finite number".into());
         }
+        for (field, value) in [
+            ("send_bytes_per_second", self.send_bytes_per_second),
+            ("drain_seconds", self.drain_seconds),
+        ] {
+            if value.is_some_and(|value| !value.is_finite() || value < 0.0) {
+                return Err(format!("`{field}` must be a finite number of at least 0"));
+            }
+        }
+        if self.not_captured.len() > MAX_NOT_CAPTURED
+            || self
+                .not_captured
+                .iter()
+                .any(|table| table.len() > 300 || table.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "at most {MAX_NOT_CAPTURED} `not_captured` tables of at most 300 bytes each"
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_of_an_older_agent_without_the_newer_fields_is_read() {
+        let status: AgentStatus = serde_json::from_str(
+            r#"{"agent_version": "0.1.0", "source_kind": "postgres", "state": "streaming",
+                "captured_lsn": null, "acked_lsn": null, "confirmed_lsn": null,
+                "lag_bytes": null, "lag_seconds": null, "spool_batches": 0, "spool_bytes": 0,
+                "backpressure": false, "snapshot_rows": null, "slot": null, "warnings": [],
+                "last_error": null, "updated_at": "2026-11-27T07:20:00Z"}"#,
+        )
+        .unwrap();
+        assert!(!status.caught_up);
+        assert!(status.not_captured.is_empty());
+        assert_eq!(status.validate(), Ok(()));
+    }
+
+    #[test]
+    fn rates_must_be_finite_and_not_negative() {
+        let mut status = AgentStatus {
+            drain_seconds: Some(f64::INFINITY),
+            ..AgentStatus::default()
+        };
+        assert!(status.validate().is_err());
+        status.drain_seconds = Some(3.0);
+        status.send_bytes_per_second = Some(-1.0);
+        assert!(status.validate().is_err());
+        status.send_bytes_per_second = Some(1000.0);
+        assert_eq!(status.validate(), Ok(()));
+        status.not_captured = vec!["public.t".into(); MAX_NOT_CAPTURED + 1];
+        assert!(status.validate().is_err());
     }
 }

@@ -50,6 +50,12 @@ pub struct AgentReport {
     pub slot: Option<serde_json::Value>,
     pub warnings: Vec<String>,
     pub last_error: Option<String>,
+    /// The spool is empty: everything captured was acknowledged.
+    pub caught_up: bool,
+    pub send_bytes_per_second: Option<f64>,
+    pub drain_seconds: Option<f64>,
+    /// Tables (`schema.table`) whose updates and deletes are not captured.
+    pub not_captured: Vec<String>,
 }
 
 /// Records `source`'s latest status heartbeat (the edge, as the service role).
@@ -62,8 +68,10 @@ pub async fn record_agent_status(
     sqlx::query(
         "insert into control.source_status (tenant_id, source_id, reported_at, agent_version, \
            source_kind, state, captured_lsn, acked_lsn, confirmed_lsn, lag_bytes, lag_seconds, \
-           spool_batches, spool_bytes, backpressure, snapshot_rows, slot, warnings, last_error) \
-         values ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+           spool_batches, spool_bytes, backpressure, snapshot_rows, slot, warnings, last_error, \
+           caught_up, send_bytes_per_second, drain_seconds, not_captured) \
+         values ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+           $18, $19, $20, $21) \
          on conflict (tenant_id, source_id) do update set reported_at = excluded.reported_at, \
            agent_version = excluded.agent_version, source_kind = excluded.source_kind, \
            state = excluded.state, captured_lsn = excluded.captured_lsn, \
@@ -71,7 +79,10 @@ pub async fn record_agent_status(
            lag_bytes = excluded.lag_bytes, lag_seconds = excluded.lag_seconds, \
            spool_batches = excluded.spool_batches, spool_bytes = excluded.spool_bytes, \
            backpressure = excluded.backpressure, snapshot_rows = excluded.snapshot_rows, \
-           slot = excluded.slot, warnings = excluded.warnings, last_error = excluded.last_error",
+           slot = excluded.slot, warnings = excluded.warnings, last_error = excluded.last_error, \
+           caught_up = excluded.caught_up, \
+           send_bytes_per_second = excluded.send_bytes_per_second, \
+           drain_seconds = excluded.drain_seconds, not_captured = excluded.not_captured",
     )
     .bind(tenant.as_uuid())
     .bind(source.as_uuid())
@@ -90,6 +101,10 @@ pub async fn record_agent_status(
     .bind(&report.slot)
     .bind(serde_json::json!(report.warnings))
     .bind(&report.last_error)
+    .bind(report.caught_up)
+    .bind(report.send_bytes_per_second)
+    .bind(report.drain_seconds)
+    .bind(serde_json::json!(report.not_captured))
     .execute(tx.connection())
     .await?;
     Ok(())

@@ -176,12 +176,57 @@ struct SourceRow {
     heartbeat: String,
     silent: bool,
     last_error: String,
+    /// What waits in the agent's spool and how long it takes to drain, or `caught up`.
+    spool: String,
+    /// Tables whose updates and deletes are not captured, each with its fix.
+    not_captured: Vec<NotCaptured>,
+}
+
+#[derive(Debug)]
+struct NotCaptured {
+    table: String,
+    fix: String,
 }
 
 #[derive(Template)]
 #[template(path = "app/live_sources.html")]
 struct SourcesFragment {
     sources: Vec<SourceRow>,
+}
+
+fn bytes_text(bytes: i64) -> String {
+    if bytes >= 1024 * 1024 {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    } else if bytes >= 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// `caught up`, or the spool's bytes, the rate it is sent at and the time to drain it.
+fn spool_text(agent: &serde_json::Value) -> String {
+    if agent.is_null() {
+        return "—".to_owned();
+    }
+    if agent["caught_up"].as_bool() == Some(true) {
+        return "caught up".to_owned();
+    }
+    let mut text = format!(
+        "{} waiting",
+        bytes_text(agent["spool_bytes"].as_i64().unwrap_or(0))
+    );
+    match (
+        agent["send_bytes_per_second"].as_f64(),
+        agent["drain_seconds"].as_f64(),
+    ) {
+        (Some(rate), Some(seconds)) => text.push_str(&format!(
+            " · sent at {}/s · drained in {seconds:.0} s",
+            bytes_text(rate as i64)
+        )),
+        _ => text.push_str(" · not being sent"),
+    }
+    text
 }
 
 fn lag_text(agent: &serde_json::Value) -> String {
@@ -192,13 +237,7 @@ fn lag_text(agent: &serde_json::Value) -> String {
         parts.push(format!("{seconds:.1} s"));
     }
     if let Some(bytes) = bytes {
-        parts.push(if bytes >= 1024 * 1024 {
-            format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-        } else if bytes >= 1024 {
-            format!("{:.1} KiB", bytes as f64 / 1024.0)
-        } else {
-            format!("{bytes} B")
-        });
+        parts.push(bytes_text(bytes));
     }
     if parts.is_empty() {
         "—".to_owned()
@@ -231,6 +270,19 @@ pub(crate) fn sources_fragment(sources: Vec<store::sources::Source>) -> String {
                 heartbeat: reported.map_or_else(|| "—".to_owned(), timestamp),
                 silent: reported.is_some_and(|at| now - at > HEARTBEAT_STALE),
                 last_error: agent["last_error"].as_str().unwrap_or_default().to_owned(),
+                spool: spool_text(&agent),
+                not_captured: agent["not_captured"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|table| table.as_str())
+                    .map(|table| NotCaptured {
+                        table: table.to_owned(),
+                        fix: format!(
+                            "ALTER TABLE {table} REPLICA IDENTITY FULL, or add a primary key"
+                        ),
+                    })
+                    .collect(),
             }
         })
         .collect();

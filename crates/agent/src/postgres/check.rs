@@ -199,23 +199,29 @@ async fn findings(
             Level::Ok,
             format!("the publication {:?} exists", settings.publication),
         ));
-        super::catalog::publication_tables(connection, &settings.publication).await?
+        let mut tables = super::captured_tables(connection, settings).await?;
+        tables.extend(settings.table_names());
+        tables.sort();
+        tables.dedup();
+        tables
     } else if settings.tables.is_empty() {
         if superuser {
             out.push(finding(
                 Level::Ok,
                 format!(
-                    "the agent creates the publication {:?} for all tables",
-                    settings.publication
+                    "the agent creates the publications {:?} and {:?}",
+                    settings.publication,
+                    super::publication::insert_only_name(&settings.publication)
                 ),
             ));
         } else {
             out.push(finding(
                 Level::Fix,
                 format!(
-                    "publishing all tables needs a superuser: ask one to run CREATE PUBLICATION {} \
-                     FOR ALL TABLES, or list the tables in the configuration",
-                    quote_ident(&settings.publication)
+                    "capturing all tables needs a superuser: ask one to run CREATE PUBLICATION {} \
+                     FOR ALL TABLES WITH (publish = 'insert, truncate'), or list the tables in \
+                     the configuration",
+                    quote_ident(&super::publication::insert_only_name(&settings.publication))
                 ),
             ));
         }
@@ -230,8 +236,9 @@ async fn findings(
     } else {
         settings.table_names()
     };
+    let mut keyless = Vec::new();
     for (schema, table) in &tables {
-        table_findings(
+        let usable = table_findings(
             connection,
             schema,
             table,
@@ -241,6 +248,30 @@ async fn findings(
             &mut out,
         )
         .await?;
+        if !usable {
+            keyless.push(format!("{schema}.{table}"));
+        }
+    }
+    let all_tables: Option<bool> = sqlx::query_scalar(
+        "select puballtables and (pubupdate or pubdelete) from pg_publication where pubname = $1",
+    )
+    .bind(&settings.publication)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if all_tables == Some(true) && !keyless.is_empty() {
+        // Blocks `run`: the agent cannot take these tables out of a FOR ALL TABLES publication.
+        out.push(finding(
+            Level::Fix,
+            format!(
+                "the publication {:?} publishes every table for updates and deletes, so updates \
+                 and deletes on {} fail on the source: give each a primary key or run ALTER \
+                 TABLE ... REPLICA IDENTITY FULL, or drop the publication (DROP PUBLICATION {}) \
+                 so that the agent creates it again, per table",
+                settings.publication,
+                keyless.join(", "),
+                quote_ident(&settings.publication)
+            ),
+        ));
     }
     Ok(out)
 }
@@ -253,13 +284,13 @@ async fn table_findings(
     superuser: bool,
     publication_exists: bool,
     out: &mut Vec<Finding>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     let name = format!("{}.{}", quote_ident(schema), quote_ident(table));
     let row: Option<(i64, String, String, bool, bool, Vec<String>)> = sqlx::query_as(
         "select c.oid::int8, pg_get_userbyid(c.relowner)::text, c.relreplident::text, \
                 has_table_privilege(c.oid, 'SELECT'), \
-                exists (select 1 from pg_index i where i.indrelid = c.oid \
-                        and (i.indisprimary or (c.relreplident = 'i' and i.indisreplident))), \
+                exists (select 1 from pg_index i where i.indrelid = c.oid and case \
+                        when c.relreplident = 'i' then i.indisreplident else i.indisprimary end), \
                 coalesce(array(select a.attname::text from pg_attribute a join pg_type t on t.oid = a.atttypid \
                          where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
                            and a.attstorage in ('x', 'e') order by a.attnum), '{}') \
@@ -275,8 +306,9 @@ async fn table_findings(
             Level::Fix,
             format!("the table {name} does not exist"),
         ));
-        return Ok(());
+        return Ok(true);
     };
+    let usable = identity == "f" || (has_key && identity != "n");
     if !readable {
         out.push(finding(
             Level::Fix,
@@ -297,12 +329,15 @@ async fn table_findings(
             ),
         ));
     }
-    if !has_key && identity != "f" {
+    if !usable {
+        // Limits `run`, does not block it: the table is published for inserts and truncates
+        // only, so the source's own updates and deletes keep working.
         out.push(finding(
-            Level::Fix,
+            Level::Warning,
             format!(
-                "{name} has no primary key: once published, updates and deletes on it would fail \
-                 on the source; add a primary key or run ALTER TABLE {name} REPLICA IDENTITY FULL"
+                "{name} has no primary key or replica identity: its inserts and truncates are \
+                 captured, its updates and deletes are not (reported as not captured); to \
+                 capture them run ALTER TABLE {name} REPLICA IDENTITY FULL or add a primary key"
             ),
         ));
     }
@@ -318,8 +353,8 @@ async fn table_findings(
             ),
         ));
     }
-    if readable && (has_key || identity == "f") {
+    if readable && usable {
         out.push(finding(Level::Ok, format!("{name} can be captured")));
     }
-    Ok(())
+    Ok(usable)
 }

@@ -5,6 +5,7 @@
 pub mod catalog;
 mod check;
 pub mod pgoutput;
+pub mod publication;
 mod snapshot;
 pub mod stream;
 pub mod values;
@@ -17,7 +18,7 @@ use anyhow::{Context, bail};
 use pgwire_replication::{ReplicationConfig, TlsConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, ConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, PgConnection};
 
 pub use check::{Finding, Level, check};
 pub use stream::Shared;
@@ -49,6 +50,14 @@ impl Settings {
             {
                 bail!("the {what} name {name:?} must be 1 to 63 characters of a-z, 0-9 and _");
             }
+        }
+        if self.publication.len() > publication::MAX_PUBLICATION_NAME {
+            bail!(
+                "the publication name {:?} must be at most {} characters (the agent also keeps {:?})",
+                self.publication,
+                publication::MAX_PUBLICATION_NAME,
+                publication::insert_only_name(&self.publication)
+            );
         }
         replication_config(self)?;
         Ok(())
@@ -135,7 +144,10 @@ fn replication_config(settings: &Settings) -> anyhow::Result<ReplicationConfig> 
         password,
         database,
         settings.slot.clone(),
-        settings.publication.clone(),
+        vec![
+            settings.publication.clone(),
+            publication::insert_only_name(&settings.publication),
+        ],
     )
     .with_port(url.port().unwrap_or(5432))
     .with_tls(tls)
@@ -207,79 +219,22 @@ fn slot_lost(slot: &str, why: &str) -> anyhow::Error {
     )
 }
 
-/// Creates the publication unless it exists; checks that it publishes the configured tables.
-async fn ensure_publication(
+/// The tables of both publications (what the snapshot reads), sorted.
+async fn captured_tables(
     connection: &mut PgConnection,
     settings: &Settings,
-) -> anyhow::Result<()> {
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_publication where pubname = $1)")
-            .bind(&settings.publication)
-            .fetch_one(&mut *connection)
-            .await?;
-    let wanted = settings.table_names();
-    if exists {
-        let published = catalog::publication_tables(connection, &settings.publication).await?;
-        let missing: Vec<String> = wanted
-            .iter()
-            .filter(|table| !published.contains(table))
-            .map(|(schema, table)| format!("{schema}.{table}"))
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "the publication {:?} exists but does not publish {}: run ALTER PUBLICATION {} ADD TABLE {}",
-                settings.publication,
-                missing.join(", "),
-                catalog::quote_ident(&settings.publication),
-                missing.join(", ")
-            );
-        }
-        return Ok(());
-    }
-    let sql = if wanted.is_empty() {
-        format!(
-            "create publication {} for all tables",
-            catalog::quote_ident(&settings.publication)
+) -> sqlx::Result<Vec<(String, String)>> {
+    let mut tables = catalog::publication_tables(connection, &settings.publication).await?;
+    tables.extend(
+        catalog::publication_tables(
+            connection,
+            &publication::insert_only_name(&settings.publication),
         )
-    } else {
-        let list = wanted
-            .iter()
-            .map(|(schema, table)| {
-                format!(
-                    "{}.{}",
-                    catalog::quote_ident(schema),
-                    catalog::quote_ident(table)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "create publication {} for table {list}",
-            catalog::quote_ident(&settings.publication)
-        )
-    };
-    // Names are quoted identifiers.
-    sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-        .execute(&mut *connection)
-        .await
-        .map_err(|error| {
-            let detail = database_message(&error);
-            if wanted.is_empty() {
-                anyhow::anyhow!(
-                    "creating the publication {:?} for all tables failed ({detail}): it needs a \
-                     superuser; ask one to run `{sql}`, or list the tables in the configuration",
-                    settings.publication
-                )
-            } else {
-                anyhow::anyhow!(
-                    "creating the publication {:?} failed ({detail}): it needs ownership of every \
-                     listed table; ask their owner or a superuser to run `{sql}`",
-                    settings.publication
-                )
-            }
-        })?;
-    tracing::info!(publication = %settings.publication, "publication created");
-    Ok(())
+        .await?,
+    );
+    tables.sort();
+    tables.dedup();
+    Ok(tables)
 }
 
 /// The server's message of a database error, without the driver's wrapping.

@@ -20,7 +20,7 @@ use super::catalog::{self, TypeCache};
 use super::pgoutput::{self, Datum, Message, OldKind, Tuple};
 use super::values::{self, Kind};
 use super::{
-    Settings, SlotState, connect_sql, ensure_publication, load_state, replication_config,
+    Settings, SlotState, captured_tables, connect_sql, load_state, publication, replication_config,
     save_state, slot_lost, slot_row,
 };
 use crate::sink::Sink;
@@ -137,9 +137,10 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Failure> {
     let mut connection = connect_sql(settings).await?;
-    ensure_publication(&mut connection, settings)
+    let not_captured = publication::reconcile(&mut connection, settings)
         .await
         .map_err(Failure::fatal)?;
+    report_not_captured(&shared.status, &not_captured);
     let state = load_state(&shared.state_dir)?;
     let existing = slot_row(&mut connection, &settings.slot).await?;
     let config = replication_config(settings)?;
@@ -181,10 +182,9 @@ async fn session(
                 .parse()
                 .map_err(|_| anyhow::anyhow!("unexpected consistent point from the server"))?;
             let snapshot_name = text(2)?;
-            let mut tables = catalog::publication_tables(&mut connection, &settings.publication)
+            let tables = captured_tables(&mut connection, settings)
                 .await
-                .context("listing the publication's tables")?;
-            tables.sort();
+                .context("listing the publications' tables")?;
             let state = SlotState {
                 slot: settings.slot.clone(),
                 publication: settings.publication.clone(),
@@ -275,6 +275,31 @@ async fn session(
     client.stop();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.join()).await;
     result
+}
+
+/// Records the tables whose updates and deletes are not captured, and warns once per change.
+fn report_not_captured(status: &StatusCell, tables: &[publication::Name]) {
+    let names: Vec<String> = tables
+        .iter()
+        .take(protocol::MAX_NOT_CAPTURED)
+        .map(|(schema, table)| format!("{schema}.{table}"))
+        .collect();
+    let mut changed = false;
+    status.update(|status| {
+        changed = status.not_captured != names;
+        status.not_captured = names.clone();
+    });
+    if changed {
+        for (schema, table) in tables {
+            tracing::warn!(
+                schema,
+                table,
+                fix = %publication::fix(schema, table),
+                "the table has no replica identity: its inserts and truncates are captured, its \
+                 updates and deletes are not"
+            );
+        }
+    }
 }
 
 /// Reads the snapshot (in the slot's exported snapshot when there is one) and records that it
@@ -437,6 +462,15 @@ impl Stream {
                         }
                     }
                     self.check_slot(connection, settings, shared).await?;
+                    // A table whose identity changed moves between the publications.
+                    match publication::reconcile(connection, settings).await {
+                        Ok(tables) => report_not_captured(&shared.status, &tables),
+                        Err(error) => {
+                            let warning: String = format!("{error:#}").chars().take(1900).collect();
+                            tracing::warn!(error = %warning, "cannot update the publications");
+                            shared.status.update(|status| status.warnings.push(warning));
+                        }
+                    }
                 }
                 _ = stop.changed() => return Ok(()),
             }

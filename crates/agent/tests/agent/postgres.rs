@@ -618,7 +618,7 @@ async fn check_names_each_missing_prerequisite() {
         "ALTER ROLE \"reader\" REPLICATION",
         "FIX     no credentials in the state directory",
         "creating the publication needs ownership of \"public\".\"t\"",
-        "\"public\".\"no_key\" has no primary key",
+        "\"public\".\"no_key\" has no primary key or replica identity",
         "the role \"reader\" cannot read \"public\".\"no_key\"",
     ] {
         assert!(
@@ -861,4 +861,309 @@ async fn the_source_is_reached_over_verified_tls() {
         "{encrypted} of {total} connections use TLS"
     );
     agent.stop();
+}
+
+/// Polls `status.json` until `done` holds for it, and returns it.
+async fn wait_for_status(
+    state_dir: &std::path::Path,
+    what: &str,
+    agent: &mut Agent,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + 2 * MINUTE;
+    loop {
+        let status = agent_status(state_dir);
+        if done(&status) {
+            return status;
+        }
+        assert!(agent.is_running(), "the agent stopped:\n{}", agent.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent's status never showed that {what}: {status}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const EVERY_IDENTITY: &str = "create table keyed (id int primary key, v text); \
+     create table by_index (a int not null, b text); \
+     create unique index by_index_a on by_index (a); \
+     alter table by_index replica identity using index by_index_a; \
+     create table full_image (a int, b text); \
+     alter table full_image replica identity full; \
+     create table bag (a int, b text); \
+     insert into keyed values (1, 'a'), (2, 'b'), (3, 'c'); \
+     insert into by_index values (1, 'a'), (2, 'b'), (3, 'c'); \
+     insert into full_image values (1, 'a'), (2, 'b'), (3, 'c'); \
+     insert into bag values (1, 'a'), (2, 'b'), (3, 'c')";
+
+const EVERY_IDENTITY_TABLES: &[(&str, &[&str])] = &[
+    ("public.keyed", &["id"]),
+    ("public.by_index", &["a"]),
+    ("public.full_image", &["a", "b"]),
+    ("public.bag", &["a", "b"]),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dml_of_every_kind_on_every_kind_of_table_never_fails_while_the_agent_runs() {
+    let (mut setup, mut source) = setup(EVERY_IDENTITY, "").await;
+    // A table without an identity limits what is captured; it does not block running.
+    let check = agent_command(&["check"], &setup.config);
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(check.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "warning \"public\".\"bag\" has no primary key or replica identity: its inserts and \
+             truncates are captured, its updates and deletes are not"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("ALTER TABLE \"public\".\"bag\" REPLICA IDENTITY FULL"),
+        "{report}"
+    );
+    for table in ["keyed", "by_index", "full_image"] {
+        assert!(
+            report.contains(&format!("ok      \"public\".\"{table}\" can be captured")),
+            "{report}"
+        );
+    }
+
+    let mut agent = Agent::start(&setup.config);
+    wait_for_slot(&mut source).await;
+    let status = wait_for_status(
+        &setup.state_dir,
+        "the agent streams",
+        &mut agent,
+        |status| status["state"] == json!("streaming"),
+    )
+    .await;
+    assert_eq!(status["not_captured"], json!(["public.bag"]), "{status}");
+    // What the source's own statements do is unchanged: none of these fails.
+    for table in ["keyed", "by_index", "full_image", "bag"] {
+        let key = if table == "keyed" { "id" } else { "a" };
+        for statement in [
+            format!("insert into {table} values (4, 'd'), (5, 'e')"),
+            format!(
+                "update {table} set {} = 'changed' where {key} = 1",
+                if table == "keyed" { "v" } else { "b" }
+            ),
+            format!("delete from {table} where {key} = 2"),
+            format!(
+                "begin; update {table} set {key} = {key} + 100 where {key} = 3; delete from {table} where {key} = 4; commit"
+            ),
+            format!("truncate {table}"),
+            format!("insert into {table} values (10, 'after')"),
+        ] {
+            run(&mut source, &statement).await;
+        }
+    }
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        EVERY_IDENTITY_TABLES,
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    let ops = |table: &str| -> std::collections::BTreeSet<String> {
+        events
+            .iter()
+            .filter(|event| event.table == table)
+            .map(|event| event.op.clone())
+            .collect()
+    };
+    for table in ["public.keyed", "public.by_index", "public.full_image"] {
+        assert_eq!(
+            ops(table),
+            ["delete", "insert", "read", "truncate", "update"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            "{table}"
+        );
+    }
+    // Only what a table without an identity can publish: its rows, inserts and truncates.
+    assert_eq!(
+        ops("public.bag"),
+        ["insert", "read", "truncate"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    );
+
+    // Given an identity, the table's updates and deletes are captured from then on; losing
+    // it, a table leaves the main publication and its deletes keep working.
+    run(&mut source, "alter table bag replica identity full").await;
+    run(
+        &mut source,
+        "alter table full_image replica identity nothing",
+    )
+    .await;
+    let status = wait_for_status(
+        &setup.state_dir,
+        "the publications follow the new identities",
+        &mut agent,
+        |status| status["not_captured"] == json!(["public.full_image"]),
+    )
+    .await;
+    assert_eq!(status["state"], json!("streaming"));
+    run(
+        &mut source,
+        "update bag set b = 'now captured' where a = 10",
+    )
+    .await;
+    run(
+        &mut source,
+        "insert into bag values (11, 'x'); delete from bag where a = 11",
+    )
+    .await;
+    run(&mut source, "delete from full_image").await;
+    run(&mut source, "update full_image set b = 'y'").await;
+    run(&mut source, "insert into full_image values (20, 'after')").await;
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.bag", &["a", "b"]), ("public.keyed", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|event| event.table == "public.bag" && event.op == "update"),
+        "the update of a table given an identity is captured"
+    );
+    assert!(
+        events.iter().any(|event| event.table == "public.full_image"
+            && event.op == "insert"
+            && event.payload["after"]["a"] == json!(20)),
+        "inserts of a table that lost its identity are still captured"
+    );
+
+    // The platform holds the tables whose updates and deletes are not captured.
+    let mut database = setup.platform.database().await;
+    wait_until(
+        "the platform holds what is not captured",
+        MINUTE,
+        async || {
+            let not_captured: Option<Value> = sqlx::query_scalar(
+                "select not_captured from control.source_status where source_id = $1::text::uuid",
+            )
+            .bind(&setup.source_id)
+            .fetch_optional(&mut database)
+            .await
+            .unwrap();
+            not_captured == Some(json!(["public.full_image"]))
+        },
+    )
+    .await;
+    agent.stop();
+    let status = agent_command(&["status"], &setup.config);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains(
+            "not captured: updates and deletes of public.full_image (no replica identity): \
+             ALTER TABLE \"public\".\"full_image\" REPLICA IDENTITY FULL, or add a primary key"
+        ),
+        "{status}"
+    );
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
+    let (mut setup, mut source) = setup(
+        "create table ticks (id bigserial primary key, value int); \
+         insert into ticks (value) select g from generate_series(1, 1000) g",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    wait_for_status(&setup.state_dir, "it is caught up", &mut agent, |status| {
+        status["caught_up"] == json!(true)
+    })
+    .await;
+    // Without an edge, what is captured waits in the spool: not caught up.
+    setup.platform.stop();
+    run(
+        &mut source,
+        "insert into ticks (value) select g from generate_series(1, 5000) g",
+    )
+    .await;
+    let status = wait_for_status(
+        &setup.state_dir,
+        "the spool holds the new rows",
+        &mut agent,
+        |status| status["spool_bytes"].as_u64().unwrap_or(0) > 0,
+    )
+    .await;
+    assert_eq!(status["caught_up"], json!(false), "{status}");
+    assert_eq!(status["state"], json!("streaming"), "{status}");
+    let printed = agent_command(&["status"], &setup.config);
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(printed.contains("caught up:  no: "), "{printed}");
+    assert!(printed.contains("bytes in the spool"), "{printed}");
+
+    setup.platform.restart();
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    let status = wait_for_status(
+        &setup.state_dir,
+        "it is caught up again",
+        &mut agent,
+        |status| status["caught_up"] == json!(true),
+    )
+    .await;
+    assert_eq!(status["spool_bytes"], json!(0), "{status}");
+    assert_eq!(status["spool_batches"], json!(0), "{status}");
+    assert_eq!(status["drain_seconds"], json!(0.0), "{status}");
+    assert_eq!(status["acked_lsn"], status["captured_lsn"], "{status}");
+    assert!(
+        status["send_bytes_per_second"].as_f64().unwrap_or(0.0) > 0.0,
+        "the spool was drained at a measured rate: {status}"
+    );
+    let printed = agent_command(&["status"], &setup.config);
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(
+        printed.contains("caught up:  yes: everything captured was acknowledged"),
+        "{printed}"
+    );
+    // The platform holds it too.
+    let mut database = setup.platform.database().await;
+    wait_until(
+        "the platform holds the caught-up status",
+        MINUTE,
+        async || {
+            let row: Option<(bool, Option<f64>)> = sqlx::query_as(
+                "select caught_up, drain_seconds from control.source_status \
+             where source_id = $1::text::uuid",
+            )
+            .bind(&setup.source_id)
+            .fetch_optional(&mut database)
+            .await
+            .unwrap();
+            row == Some((true, Some(0.0)))
+        },
+    )
+    .await;
+    agent.stop();
+    setup.platform.stop();
 }

@@ -240,6 +240,10 @@ async fn report(
         state: state.into(),
         lag_bytes: Some(4096),
         lag_seconds: Some(2.5),
+        spool_bytes: 3 * 1024 * 1024,
+        send_bytes_per_second: Some(1024.0 * 1024.0),
+        drain_seconds: Some(3.0),
+        not_captured: vec!["public.pgbench_history".into()],
         ..Default::default()
     };
     store::sources::record_agent_status(&mut tx, source, &report)
@@ -301,6 +305,20 @@ async fn agent_status_streams_live_and_a_stream_ends_with_its_session_or_permiss
     report(&database, a, a_source, "streaming").await;
     let live = stream.wait_for("sources", "streaming").await;
     assert!(live.data.contains("2.5 s · 4.0 KiB"), "{}", live.data);
+    assert!(
+        live.data
+            .contains("3.0 MiB waiting · sent at 1.0 MiB/s · drained in 3 s"),
+        "{}",
+        live.data
+    );
+    assert!(
+        live.data.contains(
+            "Updates and deletes of public.pgbench_history are not captured (no replica identity): \
+             ALTER TABLE public.pgbench_history REPLICA IDENTITY FULL, or add a primary key"
+        ),
+        "{}",
+        live.data
+    );
     assert!(!live.data.contains("globex"), "{}", live.data);
 
     // At most four streams per session.
