@@ -1574,6 +1574,7 @@ async fn invitations_are_limited_per_inviter_and_per_workspace_on_pages_and_the_
     let globex_token = token(&database, globex, Role::Owner).await;
     let (status, _, body) = invite_by_api(&globex_token, 500).await;
     assert_eq!(status, 201, "{body}");
+}
 
 #[tokio::test]
 async fn replay_ranges_are_bounded_and_one_bronze_replay_runs_at_a_time() {
