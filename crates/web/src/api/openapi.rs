@@ -597,6 +597,12 @@ pub const OPERATIONS: &[Operation] = &[
                 path: "/api/v1/sso",
                 parameters: &[],
             },
+            Link {
+                name: "VerifyFirstDomain",
+                method: "post",
+                path: "/api/v1/sso/domains/{domain}/verify",
+                parameters: &[("domain", "$response.body#/sso/domains/0/domain")],
+            },
         ],
         ..op(
             "put",
