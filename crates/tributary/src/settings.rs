@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::{GlobalOptions, UpArgs};
 use crate::logging::LogFormat;
+use crate::operations::{OperationsFile, OperationsSettings};
 
 pub const DEFAULT_DATA_DIR: &str = ".tributary";
 pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
@@ -40,6 +41,67 @@ struct FileSettings {
     public_url: Option<String>,
     dev_allow_loopback_http: Option<bool>,
     dns_resolver: Option<SocketAddr>,
+    // Operational settings (crate::operations).
+    metrics_addr: Option<SocketAddr>,
+    metrics_token: Option<String>,
+    edge_handshake_timeout_secs: Option<u64>,
+    edge_first_request_timeout_secs: Option<u64>,
+    edge_idle_timeout_secs: Option<u64>,
+    edge_anonymous_request_timeout_secs: Option<u64>,
+    edge_max_anonymous_connections: Option<u64>,
+    edge_max_certified_connections: Option<u64>,
+    edge_max_connections_per_address: Option<u64>,
+    edge_max_connections_per_source: Option<u64>,
+    edge_body_budget_bytes: Option<u64>,
+    edge_tenant_body_budget_bytes: Option<u64>,
+    edge_body_budget_wait_ms: Option<u64>,
+}
+
+impl FileSettings {
+    /// The operational keys, for [`OperationsSettings::resolve`].
+    fn operations(&mut self) -> OperationsFile {
+        OperationsFile {
+            metrics_addr: self.metrics_addr.take(),
+            metrics_token: self.metrics_token.take(),
+            edge: vec![
+                (
+                    "edge_handshake_timeout_secs",
+                    self.edge_handshake_timeout_secs,
+                ),
+                (
+                    "edge_first_request_timeout_secs",
+                    self.edge_first_request_timeout_secs,
+                ),
+                ("edge_idle_timeout_secs", self.edge_idle_timeout_secs),
+                (
+                    "edge_anonymous_request_timeout_secs",
+                    self.edge_anonymous_request_timeout_secs,
+                ),
+                (
+                    "edge_max_anonymous_connections",
+                    self.edge_max_anonymous_connections,
+                ),
+                (
+                    "edge_max_certified_connections",
+                    self.edge_max_certified_connections,
+                ),
+                (
+                    "edge_max_connections_per_address",
+                    self.edge_max_connections_per_address,
+                ),
+                (
+                    "edge_max_connections_per_source",
+                    self.edge_max_connections_per_source,
+                ),
+                ("edge_body_budget_bytes", self.edge_body_budget_bytes),
+                (
+                    "edge_tenant_body_budget_bytes",
+                    self.edge_tenant_body_budget_bytes,
+                ),
+                ("edge_body_budget_wait_ms", self.edge_body_budget_wait_ms),
+            ],
+        }
+    }
 }
 
 /// Where the database is.
@@ -81,6 +143,8 @@ pub struct Settings {
     pub dev_allow_loopback_http: bool,
     /// The DNS server checking SSO domains' TXT records; `None`: the system's resolvers.
     pub dns_resolver: Option<SocketAddr>,
+    /// Where `/metrics` is served, and the edge's limits.
+    pub operations: OperationsSettings,
 }
 
 /// The SMTP server the web app sends mail through.
@@ -150,6 +214,8 @@ impl Settings {
         let web_addr = up.and_then(|up| up.web_addr);
         let mail = up.map(|up| up.mail.clone()).unwrap_or_default();
         let smtp = SmtpSettings::resolve(&mail, &mut file)?;
+        let operations =
+            OperationsSettings::resolve(up.map(|up| &up.operations), file.operations())?;
         let public_url = mail.public_url.clone().or(file.public_url.take());
         let secret =
             |value: Option<String>| value.filter(|url| !url.is_empty()).map(SecretString::from);
@@ -170,6 +236,7 @@ impl Settings {
             || file.dev_allow_loopback_http.unwrap_or(false);
         let dns_resolver = up.and_then(|up| up.dns_resolver).or(file.dns_resolver);
         Ok(Self {
+            operations,
             smtp,
             public_url,
             dev_allow_loopback_http,
@@ -311,6 +378,7 @@ mod tests {
             dev_allow_loopback_http: false,
             dns_resolver: None,
             mail: crate::cli::MailArgs::default(),
+            operations: Default::default(),
         };
         let flagged = Settings::resolve(
             &global(Some(path.clone()), Some("/tmp/elsewhere")),
@@ -400,6 +468,7 @@ mod tests {
                 smtp_ca_file: Some(PathBuf::from("/run/secrets/relay-ca.pem")),
                 ..Default::default()
             },
+            operations: Default::default(),
         };
         let flagged = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
         let smtp = flagged.smtp.unwrap();
