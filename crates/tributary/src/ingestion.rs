@@ -55,7 +55,11 @@ impl Ingestion {
             .await
             .context("connecting to the stream bus")?;
         let edge = edge::Edge::bind(
-            crate::operations::edge_config(settings, edge_listen),
+            crate::operations::edge_config(
+                &settings.operations,
+                &settings.edge_hostnames,
+                edge_listen,
+            ),
             database.service.clone(),
             bus.clone(),
             &settings.master_secret()?,

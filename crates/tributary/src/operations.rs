@@ -158,12 +158,6 @@ fn edge_defaults() -> [u64; 11] {
     ]
 }
 
-/// The keys of the edge limits.
-#[cfg(test)]
-fn edge_keys() -> impl Iterator<Item = &'static str> {
-    LIMITS.iter().map(|limit| limit.key)
-}
-
 impl OperationsArgs {
     fn edge_values(&self) -> [Option<u64>; 11] {
         [
@@ -328,227 +322,24 @@ pub fn web_metrics(
     }
 }
 
-/// The edge's configuration from the settings: its address, names and limits.
-pub fn edge_config(settings: &crate::Settings, listen: SocketAddr) -> edge::EdgeConfig {
+/// The edge's configuration: its address, the names its certificate is valid for, and these
+/// settings' limits.
+pub fn edge_config(
+    operations: &OperationsSettings,
+    hostnames: &[String],
+    listen: SocketAddr,
+) -> edge::EdgeConfig {
     edge::EdgeConfig {
         listen,
-        hostnames: settings.edge_hostnames.clone(),
-        connections: settings.operations.edge_connections.clone(),
-        body_budget: settings.operations.edge_body_budget.clone(),
+        hostnames: hostnames.to_vec(),
+        connections: operations.edge_connections.clone(),
+        body_budget: operations.edge_body_budget.clone(),
         ..edge::EdgeConfig::default()
     }
 }
 
+/// The keys of the edge limits.
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use clap::{CommandFactory, Parser};
-
-    use super::*;
-    use crate::cli::{Cli, Command};
-
-    /// The settings of `tributary <args>` (`up` options when the command is `up`).
-    fn resolve(args: &[&str]) -> anyhow::Result<crate::Settings> {
-        let cli = Cli::try_parse_from(std::iter::once("tributary").chain(args.iter().copied()))?;
-        let up = match &cli.command {
-            Command::Up(up) => Some(up.as_ref()),
-            _ => None,
-        };
-        crate::Settings::resolve(&cli.global, up)
-    }
-
-    fn config_file(text: &str) -> (PathBuf, String) {
-        let dir = std::env::temp_dir().join(format!("tributary-ops-{}", store::random_token(6)));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("tributary.toml");
-        std::fs::write(&path, text).unwrap();
-        let text = path.to_str().unwrap().to_owned();
-        (dir, text)
-    }
-
-    #[test]
-    fn edge_limits_and_metrics_come_from_the_file_and_flags_and_reach_the_edge() {
-        let defaults = resolve(&["up"]).unwrap();
-        assert_eq!(
-            defaults.operations.metrics_addr,
-            DEFAULT_METRICS_ADDR.parse().unwrap()
-        );
-        assert!(defaults.operations.metrics_addr.ip().is_loopback());
-        assert!(defaults.operations.metrics_token.is_none());
-        let edge = edge_config(&defaults, "127.0.0.1:0".parse().unwrap());
-        let stock = edge::EdgeConfig::default();
-        assert_eq!(
-            format!("{:?}{:?}", edge.connections, edge.body_budget),
-            format!("{:?}{:?}", stock.connections, stock.body_budget),
-            "the edge's own defaults"
-        );
-
-        let (dir, path) = config_file(
-            "metrics_addr = \"127.0.0.1:9999\"\nmetrics_token = \"from-the-file-0123456789abcdef\"\n\
-             edge_idle_timeout_secs = 30\nedge_handshake_timeout_secs = 4\n\
-             edge_max_connections_per_address = 16\nedge_body_budget_bytes = 1073741824\n\
-             edge_tenant_body_budget_bytes = 67108864\n",
-        );
-        let from_file = resolve(&["--config", &path, "up"]).unwrap();
-        let operations = &from_file.operations;
-        assert_eq!(operations.metrics_addr.port(), 9999);
-        assert_eq!(
-            operations.metrics_token.as_ref().unwrap().expose_secret(),
-            "from-the-file-0123456789abcdef"
-        );
-        let edge = edge_config(&from_file, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(edge.connections.idle_timeout, Duration::from_secs(30));
-        assert_eq!(edge.connections.handshake_timeout, Duration::from_secs(4));
-        assert_eq!(edge.connections.max_connections_per_address, 16);
-        assert_eq!(edge.body_budget.total_bytes, 1 << 30);
-        assert_eq!(edge.body_budget.tenant_bytes, 64 << 20);
-        assert_eq!(
-            edge.connections.first_request_timeout, stock.connections.first_request_timeout,
-            "a key not given keeps the edge's default"
-        );
-
-        // Flags over the file.
-        let flagged = resolve(&[
-            "--config",
-            &path,
-            "up",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--edge-idle-timeout-secs",
-            "90",
-            "--edge-max-certified-connections",
-            "100",
-            "--edge-body-budget-wait-ms",
-            "500",
-        ])
-        .unwrap();
-        assert_eq!(flagged.operations.metrics_addr.port(), 0);
-        let edge = edge_config(&flagged, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(edge.connections.idle_timeout, Duration::from_secs(90));
-        assert_eq!(edge.connections.max_certified_connections, 100);
-        assert_eq!(edge.connections.handshake_timeout, Duration::from_secs(4));
-        assert_eq!(edge.body_budget.wait, Duration::from_millis(500));
-        assert!(
-            !format!("{flagged:?}").contains("from-the-file-0123456789abcdef"),
-            "the token is never printed"
-        );
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn zero_and_absurd_limits_are_refused_naming_the_setting() {
-        for (flag, value, named) in [
-            (
-                "--edge-idle-timeout-secs",
-                "0",
-                "edge_idle_timeout_secs (TRIBUTARY_EDGE_IDLE_TIMEOUT_SECS / --edge-idle-timeout-secs)",
-            ),
-            (
-                "--edge-handshake-timeout-secs",
-                "36000",
-                "edge_handshake_timeout_secs",
-            ),
-            (
-                "--edge-max-connections-per-address",
-                "0",
-                "edge_max_connections_per_address",
-            ),
-            (
-                "--edge-max-anonymous-connections",
-                "100000000",
-                "edge_max_anonymous_connections",
-            ),
-            ("--edge-body-budget-bytes", "0", "edge_body_budget_bytes"),
-            (
-                "--edge-body-budget-bytes",
-                "1099511627776",
-                "edge_body_budget_bytes",
-            ),
-            (
-                "--edge-tenant-body-budget-bytes",
-                "1024",
-                "edge_tenant_body_budget_bytes",
-            ),
-            (
-                "--edge-tenant-body-budget-bytes",
-                "536870912",
-                "edge_tenant_body_budget_bytes",
-            ),
-            (
-                "--edge-body-budget-wait-ms",
-                "0",
-                "edge_body_budget_wait_ms",
-            ),
-            (
-                "--metrics-token",
-                "only-twenty-three-chars",
-                "metrics_token (TRIBUTARY_METRICS_TOKEN / --metrics-token)",
-            ),
-        ] {
-            let error = resolve(&["up", flag, value]).unwrap_err();
-            let message = format!("{error:#}");
-            assert!(message.contains(named), "{flag} {value}: {message}");
-            if flag == "--metrics-token" {
-                assert!(
-                    !message.contains(value),
-                    "the token is not echoed: {message}"
-                );
-            }
-        }
-        // From the file as well.
-        let (dir, path) = config_file("edge_max_connections_per_source = 0\n");
-        let error = resolve(&["--config", &path, "up"]).unwrap_err();
-        assert!(
-            format!("{error:#}").contains("edge_max_connections_per_source"),
-            "{error:#}"
-        );
-        std::fs::write(std::path::Path::new(&path), "edge_idle_timeout = 5\n").unwrap();
-        let error = resolve(&["--config", &path, "up"]).unwrap_err();
-        assert!(
-            format!("{error:#}").contains("unknown field `edge_idle_timeout`"),
-            "{error:#}"
-        );
-        // Negative numbers are not numbers of these settings.
-        assert!(resolve(&["up", "--edge-idle-timeout-secs", "-1"]).is_err());
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn every_key_is_a_flag_of_up_with_its_environment_variable() {
-        let command = Cli::command();
-        let up = command.find_subcommand("up").expect("tributary up exists");
-        let keys: Vec<&str> = ["metrics_addr", "metrics_token"]
-            .into_iter()
-            .chain(edge_keys())
-            .collect();
-        assert_eq!(keys.len(), 13);
-        for key in keys {
-            let flag = key.replace('_', "-");
-            let argument = up
-                .get_arguments()
-                .find(|argument| argument.get_long() == Some(flag.as_str()))
-                .unwrap_or_else(|| panic!("up has no --{flag}"));
-            assert_eq!(
-                argument.get_env().and_then(|env| env.to_str()),
-                Some(format!("TRIBUTARY_{}", key.to_uppercase()).as_str()),
-                "--{flag}"
-            );
-            // And the file takes the key: a zero is refused by name, not as an unknown field.
-            if key != "metrics_addr" && key != "metrics_token" {
-                let (dir, path) = config_file(&format!("{key} = 0\n"));
-                let error = format!("{:#}", resolve(&["--config", &path, "up"]).unwrap_err());
-                assert!(error.contains(&format!("{key} (TRIBUTARY_")), "{error}");
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-        let token = up
-            .get_arguments()
-            .find(|argument| argument.get_long() == Some("metrics-token"))
-            .unwrap();
-        assert!(
-            token.is_hide_env_values_set(),
-            "the token's value is never shown"
-        );
-    }
+pub fn edge_keys() -> impl Iterator<Item = &'static str> {
+    LIMITS.iter().map(|limit| limit.key)
 }
