@@ -129,7 +129,7 @@ pub enum Command {
     ///
     /// Prints the web address when ready and runs until SIGINT (Ctrl-C) or SIGTERM, then stops
     /// everything it started, the managed PostgreSQL server included.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Apply pending schema migrations (and create the database and roles if needed), then exit.
     Migrate,
     /// Tenants (customer workspaces).
@@ -204,6 +204,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub mail: MailArgs,
+
+    #[command(flatten)]
+    pub operations: crate::operations::OperationsArgs,
 }
 
 /// Where password-reset, sign-up and invitation links are mailed. Without a host they are written to

@@ -54,13 +54,12 @@ impl Ingestion {
         let bus = bus::AnyBus::connect(bus_config, &database.service)
             .await
             .context("connecting to the stream bus")?;
-        let edge_config = edge::EdgeConfig {
-            listen: edge_listen,
-            hostnames: settings.edge_hostnames.clone(),
-            ..edge::EdgeConfig::default()
-        };
         let edge = edge::Edge::bind(
-            edge_config,
+            crate::operations::edge_config(
+                &settings.operations,
+                &settings.edge_hostnames,
+                edge_listen,
+            ),
             database.service.clone(),
             bus.clone(),
             &settings.master_secret()?,

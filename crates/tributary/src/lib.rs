@@ -12,6 +12,7 @@ mod demo;
 pub mod ingestion;
 mod launch;
 mod logging;
+mod operations;
 mod settings;
 mod up;
 
@@ -26,7 +27,7 @@ pub use settings::{DatabaseChoice, Settings};
 /// Runs a parsed command line to its exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let up = match &cli.command {
-        cli::Command::Up(args) => Some(args),
+        cli::Command::Up(args) => Some(args.as_ref()),
         _ => None,
     };
     let settings = Settings::resolve(&cli.global, up);

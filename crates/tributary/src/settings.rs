@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cli::{GlobalOptions, UpArgs};
 use crate::logging::LogFormat;
+use crate::operations::{OperationsFile, OperationsSettings};
 
 pub const DEFAULT_DATA_DIR: &str = ".tributary";
 pub const DEFAULT_WEB_ADDR: &str = "127.0.0.1:8080";
@@ -41,6 +42,67 @@ struct FileSettings {
     dev_allow_loopback_http: Option<bool>,
     dns_resolver: Option<SocketAddr>,
     trusted_proxies: Option<Vec<String>>,
+    // Operational settings (crate::operations).
+    metrics_addr: Option<SocketAddr>,
+    metrics_token: Option<String>,
+    edge_handshake_timeout_secs: Option<u64>,
+    edge_first_request_timeout_secs: Option<u64>,
+    edge_idle_timeout_secs: Option<u64>,
+    edge_anonymous_request_timeout_secs: Option<u64>,
+    edge_max_anonymous_connections: Option<u64>,
+    edge_max_certified_connections: Option<u64>,
+    edge_max_connections_per_address: Option<u64>,
+    edge_max_connections_per_source: Option<u64>,
+    edge_body_budget_bytes: Option<u64>,
+    edge_tenant_body_budget_bytes: Option<u64>,
+    edge_body_budget_wait_ms: Option<u64>,
+}
+
+impl FileSettings {
+    /// The operational keys, for [`OperationsSettings::resolve`].
+    fn operations(&mut self) -> OperationsFile {
+        OperationsFile {
+            metrics_addr: self.metrics_addr.take(),
+            metrics_token: self.metrics_token.take(),
+            edge: vec![
+                (
+                    "edge_handshake_timeout_secs",
+                    self.edge_handshake_timeout_secs,
+                ),
+                (
+                    "edge_first_request_timeout_secs",
+                    self.edge_first_request_timeout_secs,
+                ),
+                ("edge_idle_timeout_secs", self.edge_idle_timeout_secs),
+                (
+                    "edge_anonymous_request_timeout_secs",
+                    self.edge_anonymous_request_timeout_secs,
+                ),
+                (
+                    "edge_max_anonymous_connections",
+                    self.edge_max_anonymous_connections,
+                ),
+                (
+                    "edge_max_certified_connections",
+                    self.edge_max_certified_connections,
+                ),
+                (
+                    "edge_max_connections_per_address",
+                    self.edge_max_connections_per_address,
+                ),
+                (
+                    "edge_max_connections_per_source",
+                    self.edge_max_connections_per_source,
+                ),
+                ("edge_body_budget_bytes", self.edge_body_budget_bytes),
+                (
+                    "edge_tenant_body_budget_bytes",
+                    self.edge_tenant_body_budget_bytes,
+                ),
+                ("edge_body_budget_wait_ms", self.edge_body_budget_wait_ms),
+            ],
+        }
+    }
 }
 
 /// Where the database is.
@@ -84,6 +146,8 @@ pub struct Settings {
     pub dns_resolver: Option<SocketAddr>,
     /// The reverse proxies whose `X-Forwarded-For` names the client; none by default.
     pub trusted_proxies: web::client_addr::TrustedProxies,
+    /// Where `/metrics` is served, and the edge's limits.
+    pub operations: OperationsSettings,
 }
 
 /// The SMTP server the web app sends mail through.
@@ -153,6 +217,8 @@ impl Settings {
         let web_addr = up.and_then(|up| up.web_addr);
         let mail = up.map(|up| up.mail.clone()).unwrap_or_default();
         let smtp = SmtpSettings::resolve(&mail, &mut file)?;
+        let operations =
+            OperationsSettings::resolve(up.map(|up| &up.operations), file.operations())?;
         let public_url = mail.public_url.clone().or(file.public_url.take());
         let secret =
             |value: Option<String>| value.filter(|url| !url.is_empty()).map(SecretString::from);
@@ -180,6 +246,7 @@ impl Settings {
         )
         .context("invalid trusted_proxies (TRIBUTARY_TRUSTED_PROXIES / --trusted-proxy)")?;
         Ok(Self {
+            operations,
             smtp,
             public_url,
             dev_allow_loopback_http,
@@ -280,7 +347,10 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, Parser};
+
     use super::*;
+    use crate::cli::{Cli, Command};
 
     fn global(config: Option<PathBuf>, data_dir: Option<&str>) -> GlobalOptions {
         GlobalOptions {
@@ -323,6 +393,7 @@ mod tests {
             dns_resolver: None,
             trusted_proxies: Vec::new(),
             mail: crate::cli::MailArgs::default(),
+            operations: Default::default(),
         };
         let flagged = Settings::resolve(
             &global(Some(path.clone()), Some("/tmp/elsewhere")),
@@ -413,6 +484,7 @@ mod tests {
                 smtp_ca_file: Some(PathBuf::from("/run/secrets/relay-ca.pem")),
                 ..Default::default()
             },
+            operations: Default::default(),
         };
         let flagged = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
         let smtp = flagged.smtp.unwrap();
@@ -548,5 +620,234 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // The operational settings (crate::operations): metrics and the edge's limits.
+
+    /// The edge's configuration as `up` builds it from `settings`.
+    fn edge_config(settings: &Settings) -> edge::EdgeConfig {
+        crate::operations::edge_config(
+            &settings.operations,
+            &settings.edge_hostnames,
+            "127.0.0.1:0".parse().unwrap(),
+        )
+    }
+
+    /// The settings of `tributary <args>` (`up` options when the command is `up`).
+    fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
+        let cli = Cli::try_parse_from(std::iter::once("tributary").chain(args.iter().copied()))?;
+        let up = match &cli.command {
+            Command::Up(up) => Some(up.as_ref()),
+            _ => None,
+        };
+        Settings::resolve(&cli.global, up)
+    }
+
+    fn config_file(text: &str) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("tributary-ops-{}", store::random_token(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tributary.toml");
+        std::fs::write(&path, text).unwrap();
+        let text = path.to_str().unwrap().to_owned();
+        (dir, text)
+    }
+
+    #[test]
+    fn edge_limits_and_metrics_come_from_the_file_and_flags_and_reach_the_edge() {
+        use secrecy::ExposeSecret;
+
+        let defaults = resolve(&["up"]).unwrap();
+        assert_eq!(
+            defaults.operations.metrics_addr,
+            crate::operations::DEFAULT_METRICS_ADDR.parse().unwrap()
+        );
+        assert!(defaults.operations.metrics_addr.ip().is_loopback());
+        assert!(defaults.operations.metrics_token.is_none());
+        let edge = edge_config(&defaults);
+        let stock = edge::EdgeConfig::default();
+        assert_eq!(
+            format!("{:?}{:?}", edge.connections, edge.body_budget),
+            format!("{:?}{:?}", stock.connections, stock.body_budget),
+            "the edge's own defaults"
+        );
+
+        let (dir, path) = config_file(
+            "metrics_addr = \"127.0.0.1:9999\"\nmetrics_token = \"from-the-file-0123456789abcdef\"\n\
+             edge_idle_timeout_secs = 30\nedge_handshake_timeout_secs = 4\n\
+             edge_max_connections_per_address = 16\nedge_body_budget_bytes = 1073741824\n\
+             edge_tenant_body_budget_bytes = 67108864\n",
+        );
+        let from_file = resolve(&["--config", &path, "up"]).unwrap();
+        let operations = &from_file.operations;
+        assert_eq!(operations.metrics_addr.port(), 9999);
+        assert_eq!(
+            operations.metrics_token.as_ref().unwrap().expose_secret(),
+            "from-the-file-0123456789abcdef"
+        );
+        let edge = edge_config(&from_file);
+        assert_eq!(
+            edge.connections.idle_timeout,
+            std::time::Duration::from_secs(30)
+        );
+        assert_eq!(
+            edge.connections.handshake_timeout,
+            std::time::Duration::from_secs(4)
+        );
+        assert_eq!(edge.connections.max_connections_per_address, 16);
+        assert_eq!(edge.body_budget.total_bytes, 1 << 30);
+        assert_eq!(edge.body_budget.tenant_bytes, 64 << 20);
+        assert_eq!(
+            edge.connections.first_request_timeout, stock.connections.first_request_timeout,
+            "a key not given keeps the edge's default"
+        );
+
+        // Flags over the file.
+        let flagged = resolve(&[
+            "--config",
+            &path,
+            "up",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--edge-idle-timeout-secs",
+            "90",
+            "--edge-max-certified-connections",
+            "100",
+            "--edge-body-budget-wait-ms",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(flagged.operations.metrics_addr.port(), 0);
+        let edge = edge_config(&flagged);
+        assert_eq!(
+            edge.connections.idle_timeout,
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(edge.connections.max_certified_connections, 100);
+        assert_eq!(
+            edge.connections.handshake_timeout,
+            std::time::Duration::from_secs(4)
+        );
+        assert_eq!(edge.body_budget.wait, std::time::Duration::from_millis(500));
+        assert!(
+            !format!("{flagged:?}").contains("from-the-file-0123456789abcdef"),
+            "the token is never printed"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn zero_and_absurd_limits_are_refused_naming_the_setting() {
+        for (flag, value, named) in [
+            (
+                "--edge-idle-timeout-secs",
+                "0",
+                "edge_idle_timeout_secs (TRIBUTARY_EDGE_IDLE_TIMEOUT_SECS / --edge-idle-timeout-secs)",
+            ),
+            (
+                "--edge-handshake-timeout-secs",
+                "36000",
+                "edge_handshake_timeout_secs",
+            ),
+            (
+                "--edge-max-connections-per-address",
+                "0",
+                "edge_max_connections_per_address",
+            ),
+            (
+                "--edge-max-anonymous-connections",
+                "100000000",
+                "edge_max_anonymous_connections",
+            ),
+            ("--edge-body-budget-bytes", "0", "edge_body_budget_bytes"),
+            (
+                "--edge-body-budget-bytes",
+                "1099511627776",
+                "edge_body_budget_bytes",
+            ),
+            (
+                "--edge-tenant-body-budget-bytes",
+                "1024",
+                "edge_tenant_body_budget_bytes",
+            ),
+            (
+                "--edge-tenant-body-budget-bytes",
+                "536870912",
+                "edge_tenant_body_budget_bytes",
+            ),
+            (
+                "--edge-body-budget-wait-ms",
+                "0",
+                "edge_body_budget_wait_ms",
+            ),
+            (
+                "--metrics-token",
+                "only-twenty-three-chars",
+                "metrics_token (TRIBUTARY_METRICS_TOKEN / --metrics-token)",
+            ),
+        ] {
+            let error = resolve(&["up", flag, value]).unwrap_err();
+            let message = format!("{error:#}");
+            assert!(message.contains(named), "{flag} {value}: {message}");
+            if flag == "--metrics-token" {
+                assert!(
+                    !message.contains(value),
+                    "the token is not echoed: {message}"
+                );
+            }
+        }
+        // From the file as well.
+        let (dir, path) = config_file("edge_max_connections_per_source = 0\n");
+        let error = resolve(&["--config", &path, "up"]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("edge_max_connections_per_source"),
+            "{error:#}"
+        );
+        std::fs::write(std::path::Path::new(&path), "edge_idle_timeout = 5\n").unwrap();
+        let error = resolve(&["--config", &path, "up"]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("unknown field `edge_idle_timeout`"),
+            "{error:#}"
+        );
+        // Negative numbers are not numbers of these settings.
+        assert!(resolve(&["up", "--edge-idle-timeout-secs", "-1"]).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn every_key_is_a_flag_of_up_with_its_environment_variable() {
+        let command = Cli::command();
+        let up = command.find_subcommand("up").expect("tributary up exists");
+        let keys: Vec<&str> = ["metrics_addr", "metrics_token"]
+            .into_iter()
+            .chain(crate::operations::edge_keys())
+            .collect();
+        assert_eq!(keys.len(), 13);
+        for key in keys {
+            let flag = key.replace('_', "-");
+            let argument = up
+                .get_arguments()
+                .find(|argument| argument.get_long() == Some(flag.as_str()))
+                .unwrap_or_else(|| panic!("up has no --{flag}"));
+            assert_eq!(
+                argument.get_env().and_then(|env| env.to_str()),
+                Some(format!("TRIBUTARY_{}", key.to_uppercase()).as_str()),
+                "--{flag}"
+            );
+            // And the file takes the key: a zero is refused by name, not as an unknown field.
+            if key != "metrics_addr" && key != "metrics_token" {
+                let (dir, path) = config_file(&format!("{key} = 0\n"));
+                let error = format!("{:#}", resolve(&["--config", &path, "up"]).unwrap_err());
+                assert!(error.contains(&format!("{key} (TRIBUTARY_")), "{error}");
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        let token = up
+            .get_arguments()
+            .find(|argument| argument.get_long() == Some("metrics-token"))
+            .unwrap();
+        assert!(
+            token.is_hide_env_values_set(),
+            "the token's value is never shown"
+        );
     }
 }

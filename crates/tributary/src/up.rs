@@ -27,6 +27,8 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.web_addr))?;
     let web_addr = listener.local_addr()?;
+    let metrics_listener = crate::operations::bind_metrics(&settings.operations).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let mail = mailer(&settings, web_addr)?;
     let connected = Connected::open(&settings, true).await?;
     let database = connected.database.clone();
@@ -51,11 +53,17 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         bus.clone(),
         shutdown_rx.clone(),
     ));
+    let metrics = metrics_handle();
+    let metrics_server = tokio::spawn(web::metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        ingestion::stopped(shutdown_rx.clone()),
+    ));
     let web = tokio::spawn(web::serve(
         listener,
         web::AppState {
             database: database.app.clone(),
-            metrics: metrics_handle(),
+            metrics: crate::operations::web_metrics(&settings.operations, metrics)?,
             min_cohort: settings.rollup_min_cohort,
             sso: web::sso::Sso::new(
                 &settings.master_secret()?,
@@ -89,7 +97,8 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
 
     println!("Tributary is running.");
     println!("  web:      http://{web_addr}/");
-    println!("  health:   http://{web_addr}/healthz (metrics: /metrics)");
+    println!("  health:   http://{web_addr}/healthz");
+    println!("  metrics:  http://{metrics_addr}/metrics");
     println!("  edge:     https://{edge_addr}/ (agents pair and send here)");
     println!("  bus:      {}", describe_bus(&bus_config));
     println!("  database: {}", connected.describe());
@@ -145,6 +154,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         Err(_) => tracing::warn!("web requests still in flight after 30s; closing anyway"),
         _ => {}
     }
+    crate::operations::stop_metrics(metrics_server).await;
     // A replay in progress is left to be taken up again (its request is reclaimed later).
     if tokio::time::timeout(Duration::from_secs(10), replays)
         .await

@@ -1,6 +1,6 @@
 //! The platform's HTTP surface: the public site ([`site`]), sign-in ([`auth`]), the signed-in
 //! app ([`app`]), the JSON API (`/api/v1`, see [`api`]), health (`/healthz`) and metrics
-//! (`/metrics`); the only crate (besides the edge's own listener) that knows HTTP and HTML.
+//! (`/metrics`, on its own listener or behind a token: [`metrics`]); the only crate (besides the edge's own listener) that knows HTTP and HTML.
 //!
 //! Every response carries the security headers ([`security_headers`]); every state-changing
 //! request of the HTML app passes the anti-forgery guard ([`csrf`]).
@@ -15,6 +15,7 @@ mod csrf;
 mod live;
 pub mod mail;
 mod masking;
+pub mod metrics;
 pub mod outbound;
 mod pages;
 mod rules;
@@ -34,7 +35,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use store::AppDb;
 use tokio::net::TcpListener;
@@ -55,8 +55,9 @@ pub fn public_pages() -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub database: AppDb,
-    /// Renders the process's metrics; `None` serves no `/metrics`.
-    pub metrics: Option<PrometheusHandle>,
+    /// `/metrics` on this listener, behind its token; `None` answers 404 there (the metrics
+    /// listener serves them, [`metrics::serve`]).
+    pub metrics: Option<metrics::TokenMetrics>,
     /// The global console's minimum cohort: no rollup cell of fewer distinct tenants is shown
     /// (at least 2 whatever is configured).
     pub min_cohort: i64,
@@ -118,16 +119,9 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     }
 }
 
-/// Prometheus text exposition of the process's metrics (no tenant ids among the labels).
-async fn metrics(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+/// Prometheus text exposition of the process's metrics, to the metrics token only.
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    metrics::on_web_listener(state.metrics.as_ref(), &headers)
 }
 
 /// The content security policy of every response: scripts and styles only from this origin

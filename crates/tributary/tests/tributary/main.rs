@@ -4,5 +4,6 @@ mod cli;
 mod end_to_end;
 mod faults;
 mod managed_cluster;
+mod operations;
 mod support;
 mod tidy;

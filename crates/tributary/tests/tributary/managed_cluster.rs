@@ -34,7 +34,7 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     assert!(home.contains("Tributary"), "{home}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let (_, metrics) = platform.get("/metrics");
+        let (_, metrics) = platform.metrics();
         let written = metrics
             .lines()
             .find(|line| line.starts_with("tributary_bronze_events_written_total"))
@@ -49,8 +49,10 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let (status, metrics) = platform.get("/metrics");
+    let (status, metrics) = platform.metrics();
     assert_eq!(status, 200);
+    // Without a metrics token, the web listener serves no metrics.
+    assert_eq!(platform.get("/metrics").0, 404);
     assert!(
         metrics.contains("tributary_edge_events_total{status=\"rejected\"} 0"),
         "{metrics}"

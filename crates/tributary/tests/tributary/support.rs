@@ -49,6 +49,8 @@ pub fn stdout(output: &Output) -> String {
 pub struct Platform {
     pub child: Child,
     pub web_addr: String,
+    /// The metrics listener's address (`--metrics-addr 127.0.0.1:0`, so tests never collide).
+    pub metrics_addr: String,
     pub stderr: mpsc::Receiver<String>,
 }
 
@@ -59,6 +61,11 @@ impl Platform {
 
     pub fn get(&self, path: &str) -> (u16, String) {
         http_get(&self.web_addr, path)
+    }
+
+    /// `/metrics` from the metrics listener.
+    pub fn metrics(&self) -> (u16, String) {
+        http_get(&self.metrics_addr, "/metrics")
     }
 
     /// Sends `signal` and waits for the process to exit.
@@ -83,13 +90,21 @@ impl Platform {
 }
 
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_with(addr, path, None)
+}
+
+/// GET `path` with `Authorization: Bearer <bearer>` when given: (status, body).
+pub fn http_get_with(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect to the web address");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let authorization = bearer
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{authorization}\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -148,6 +163,8 @@ pub fn start_platform_with(data_dir: &DataDir, extra: &[&str]) -> (Platform, Str
             "127.0.0.1:0",
             "--edge-addr",
             "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&data_dir.0)
@@ -173,8 +190,8 @@ pub fn start_platform_with(data_dir: &DataDir, extra: &[&str]) -> (Platform, Str
         }
     });
     let deadline = Instant::now() + Duration::from_secs(90);
-    let (mut web_addr, mut edge_url) = (None, None);
-    while web_addr.is_none() || edge_url.is_none() {
+    let (mut web_addr, mut edge_url, mut metrics_addr) = (None, None, None);
+    while web_addr.is_none() || edge_url.is_none() || metrics_addr.is_none() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match lines_rx.recv_timeout(remaining) {
             Ok(line) => {
@@ -188,13 +205,16 @@ pub fn start_platform_with(data_dir: &DataDir, extra: &[&str]) -> (Platform, Str
                 } else if let Some(rest) = line.strip_prefix("edge:") {
                     let url = rest.split_whitespace().next().unwrap_or_default();
                     edge_url = Some(url.to_owned());
+                } else if let Some(url) = line.strip_prefix("metrics:") {
+                    let url = url.trim().trim_start_matches("http://");
+                    metrics_addr = Some(url.trim_end_matches("/metrics").to_owned());
                 }
             }
             Err(_) => {
                 let _ = child.kill();
                 let log: Vec<String> = stderr_rx.try_iter().collect();
                 panic!(
-                    "tributary up printed no web and edge address within 90s; stderr:\n{}",
+                    "tributary up printed no web, edge and metrics address within 90s; stderr:\n{}",
                     log.join("\n")
                 );
             }
@@ -203,6 +223,7 @@ pub fn start_platform_with(data_dir: &DataDir, extra: &[&str]) -> (Platform, Str
     let platform = Platform {
         child,
         web_addr: web_addr.expect("seen"),
+        metrics_addr: metrics_addr.expect("seen"),
         stderr: stderr_rx,
     };
     (platform, edge_url.expect("seen"))

@@ -24,6 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 /// The platform master secret of the test servers (SSO client secrets are sealed under it).
 pub const TEST_MASTER_SECRET: &str = "web tests master secret";
 
+/// The token the test app serves `/metrics` behind on its listener.
+pub const METRICS_TOKEN: &str = "metrics-token-of-the-web-tests";
+
 pub async fn serve(database: store::Database) -> (String, tokio::sync::oneshot::Sender<()>) {
     serve_with_mail(database, None).await
 }
@@ -61,7 +64,10 @@ pub fn state(
     });
     web::AppState {
         database: database.app.clone(),
-        metrics: Some(handle),
+        metrics: Some(
+            web::metrics::TokenMetrics::new(handle, &secrecy::SecretString::from(METRICS_TOKEN))
+                .unwrap(),
+        ),
         min_cohort: 3,
         sso: web::sso::Sso::new(
             &secrecy::SecretString::from(TEST_MASTER_SECRET.to_owned()),
@@ -154,7 +160,14 @@ async fn healthz_reports_the_database_and_every_response_carries_security_header
                 && value.contains("frame-ancestors 'none'"))
     );
 
-    let (status, headers, body) = get(&addr, "/metrics").await;
+    // Metrics on the app's listener: to the metrics token only.
+    for bearer in [None, Some("metrics-token-of-the-web-test"), Some("")] {
+        let (status, headers, body) = request(&addr, "GET", "/metrics", bearer, "").await;
+        assert_eq!(status, 401, "{bearer:?}");
+        assert!(headers.contains(&("www-authenticate".into(), "Bearer".into())));
+        assert!(!body.contains("tributary_"), "{body}");
+    }
+    let (status, headers, body) = request(&addr, "GET", "/metrics", Some(METRICS_TOKEN), "").await;
     assert_eq!(status, 200);
     assert!(
         headers
