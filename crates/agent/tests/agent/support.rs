@@ -58,6 +58,8 @@ pub struct Platform {
     pub data_dir: PathBuf,
     pub web: String,
     pub edge: String,
+    /// The metrics listener (`--metrics-addr 127.0.0.1:0`, so parallel platforms never collide).
+    pub metrics: String,
     edge_port: u16,
     child: Option<Child>,
 }
@@ -68,6 +70,7 @@ impl Platform {
             data_dir: data_dir.to_owned(),
             web: String::new(),
             edge: String::new(),
+            metrics: String::new(),
             edge_port: free_port(),
             child: None,
         };
@@ -84,6 +87,8 @@ impl Platform {
                 "--no-demo",
                 "--web-addr",
                 "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
                 "--edge-addr",
             ])
             .arg(format!("127.0.0.1:{}", self.edge_port))
@@ -96,8 +101,8 @@ impl Platform {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut web, mut edge) = (None, None);
-        while web.is_none() || edge.is_none() {
+        let (mut web, mut edge, mut metrics) = (None, None, None);
+        while web.is_none() || edge.is_none() || metrics.is_none() {
             let line = lines
                 .next()
                 .expect("tributary up printed its addresses")
@@ -108,6 +113,13 @@ impl Platform {
                     url.trim()
                         .trim_start_matches("http://")
                         .trim_end_matches('/')
+                        .to_owned(),
+                );
+            } else if let Some(url) = line.strip_prefix("metrics:") {
+                metrics = Some(
+                    url.trim()
+                        .trim_start_matches("http://")
+                        .trim_end_matches("/metrics")
                         .to_owned(),
                 );
             } else if let Some(rest) = line.strip_prefix("edge:") {
@@ -124,6 +136,7 @@ impl Platform {
         std::thread::spawn(move || for _ in lines.by_ref() {});
         self.web = web.unwrap();
         self.edge = edge.unwrap();
+        self.metrics = metrics.unwrap();
         self.child = Some(child);
     }
 
@@ -206,9 +219,9 @@ impl Platform {
             .to_owned()
     }
 
-    /// A counter or gauge from the platform's `/metrics`.
+    /// A counter or gauge from the platform's `/metrics` (its metrics listener).
     pub fn metric(&self, name: &str) -> f64 {
-        http_get(&self.web, "/metrics")
+        http_get(&self.metrics, "/metrics")
             .lines()
             .find(|line| line.starts_with(name))
             .and_then(|line| line.rsplit(' ').next())
