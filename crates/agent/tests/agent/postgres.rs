@@ -896,7 +896,8 @@ const EVERY_IDENTITY: &str = "create table keyed (id int primary key, v text); \
      insert into keyed values (1, 'a'), (2, 'b'), (3, 'c'); \
      insert into by_index values (1, 'a'), (2, 'b'), (3, 'c'); \
      insert into full_image values (1, 'a'), (2, 'b'), (3, 'c'); \
-     insert into bag values (1, 'a'), (2, 'b'), (3, 'c')";
+     insert into bag values (1, 'a'), (2, 'b'), (3, 'c'); \
+     insert into bag select g, 'row ' || g from generate_series(1000, 12999) g";
 
 const EVERY_IDENTITY_TABLES: &[(&str, &[&str])] = &[
     ("public.keyed", &["id"]),
@@ -985,6 +986,14 @@ async fn dml_of_every_kind_on_every_kind_of_table_never_fails_while_the_agent_ru
             "{table}"
         );
     }
+    // A table without a key is read through a cursor, chunk after chunk, every row once.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.table == "public.bag" && event.op == "read")
+            .count(),
+        12_003
+    );
     // Only what a table without an identity can publish: its rows, inserts and truncates.
     assert_eq!(
         ops("public.bag"),
