@@ -1176,3 +1176,56 @@ async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
     agent.stop();
     setup.platform.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_of_an_agent_with_one_publication_is_refused_until_resync() {
+    let (mut setup, mut source) = setup(
+        "create table ticks (id bigserial primary key, value int); create table bag (v int); \
+         insert into ticks (value) select g from generate_series(1, 100) g",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    agent.stop();
+    // As an older agent left it: one publication, and a slot with WAL to decode.
+    run(&mut source, "drop publication tributary_insert_only").await;
+    run(&mut source, "insert into ticks (value) values (1)").await;
+    let mut agent = Agent::start(&setup.config);
+    wait_until("the agent refuses the old slot", MINUTE, async || {
+        !agent.is_running()
+    })
+    .await;
+    assert!(
+        agent.log().contains("that needs a new slot")
+            && agent.log().contains("tributary-agent resync"),
+        "{}",
+        agent.log()
+    );
+    let resync = agent_command(&["resync"], &setup.config);
+    assert!(
+        resync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resync.stderr)
+    );
+    let mut agent = Agent::start(&setup.config);
+    run(&mut source, "insert into bag values (1); delete from bag").await;
+    run(&mut source, "insert into ticks (value) values (2)").await;
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.ticks", &["id"])],
+        &mut agent,
+    )
+    .await;
+    agent.stop();
+    setup.platform.stop();
+}
