@@ -886,6 +886,18 @@ async fn wait_for_status(
     }
 }
 
+/// Until bronze holds `public.ticks` as the source does.
+async fn wait_for_ticks(setup: &Setup, source: &mut PgConnection, agent: &mut Agent) {
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        source,
+        &[("public.ticks", &["id"])],
+        agent,
+    )
+    .await;
+}
+
 const EVERY_IDENTITY: &str = "create table keyed (id int primary key, v text); \
      create table by_index (a int not null, b text); \
      create unique index by_index_a on by_index (a); \
@@ -1092,14 +1104,7 @@ async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
     )
     .await;
     let mut agent = Agent::start(&setup.config);
-    wait_for_bronze(
-        &setup.platform,
-        &setup.source_id,
-        &mut source,
-        &[("public.ticks", &["id"])],
-        &mut agent,
-    )
-    .await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     wait_for_status(&setup.state_dir, "it is caught up", &mut agent, |status| {
         status["caught_up"] == json!(true)
     })
@@ -1126,14 +1131,7 @@ async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
     assert!(printed.contains("bytes in the spool"), "{printed}");
 
     setup.platform.restart();
-    wait_for_bronze(
-        &setup.platform,
-        &setup.source_id,
-        &mut source,
-        &[("public.ticks", &["id"])],
-        &mut agent,
-    )
-    .await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     let status = wait_for_status(
         &setup.state_dir,
         "it is caught up again",
@@ -1186,14 +1184,7 @@ async fn a_slot_of_an_agent_with_one_publication_is_refused_until_resync() {
     )
     .await;
     let mut agent = Agent::start(&setup.config);
-    wait_for_bronze(
-        &setup.platform,
-        &setup.source_id,
-        &mut source,
-        &[("public.ticks", &["id"])],
-        &mut agent,
-    )
-    .await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     agent.stop();
     // As an older agent left it: one publication, and a slot with WAL to decode.
     run(&mut source, "drop publication tributary_insert_only").await;
@@ -1218,14 +1209,7 @@ async fn a_slot_of_an_agent_with_one_publication_is_refused_until_resync() {
     let mut agent = Agent::start(&setup.config);
     run(&mut source, "insert into bag values (1); delete from bag").await;
     run(&mut source, "insert into ticks (value) values (2)").await;
-    wait_for_bronze(
-        &setup.platform,
-        &setup.source_id,
-        &mut source,
-        &[("public.ticks", &["id"])],
-        &mut agent,
-    )
-    .await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     agent.stop();
     setup.platform.stop();
 }
