@@ -82,6 +82,7 @@ async fn run(args: &CaptureArgs, settings: Settings, scratch: &Path) -> anyhow::
         .await
         .context("connecting to the source")?;
     let capture = capture_comparison(args, &url, &mut source, scratch).await?;
+    let snapshot = keyless_snapshot(args, &url, &mut source, scratch).await?;
     let latency = if args.skip_latency {
         None
     } else {
@@ -107,6 +108,15 @@ async fn run(args: &CaptureArgs, settings: Settings, scratch: &Path) -> anyhow::
     println!(
         "  ratio agent / pg_recvlogical              {:>9.2}   (goal >= 0.8)",
         capture.agent_rate() / capture.baseline_rate()
+    );
+    println!(
+        "snapshot: {} rows of a table without a key, read through a cursor into the spool",
+        args.rows
+    );
+    println!(
+        "  {:.2} s   peak RSS {:.1} MiB   (goal < 64 MiB)",
+        snapshot.took.as_secs_f64(),
+        snapshot.peak_rss as f64 / (1024.0 * 1024.0)
     );
     if let Some(latency) = latency {
         println!(
@@ -278,11 +288,7 @@ async fn capture_comparison(
     let agent = started.elapsed();
     reader.stop().await?;
     // Every row is in the spool, once.
-    let spool = agent::spool::Spool::open(&state_dir, u64::MAX)?;
-    let mut spooled = 0;
-    for number in spool.numbers() {
-        spooled += spool.read(number)?.header.events as u64;
-    }
+    let spooled = spooled_events(&state_dir)?;
     if spooled != args.rows {
         bail!("the agent spooled {spooled} events for {} rows", args.rows);
     }
@@ -302,6 +308,108 @@ async fn capture_comparison(
         baseline: (before + after) / 2,
         agent,
     })
+}
+
+/// The events in an agent's spool.
+fn spooled_events(state_dir: &Path) -> anyhow::Result<u64> {
+    let spool = agent::spool::Spool::open(state_dir, u64::MAX)?;
+    let mut spooled = 0;
+    for number in spool.numbers() {
+        spooled += spool.read(number)?.header.events as u64;
+    }
+    Ok(spooled)
+}
+
+struct Snapshot {
+    took: Duration,
+    /// The process's peak resident set size during the snapshot, in bytes.
+    peak_rss: u64,
+}
+
+/// The agent's snapshot of a table without a key (read by cursor), timed, with the peak
+/// resident memory it took (the peak is reset first, so earlier phases do not count).
+async fn keyless_snapshot(
+    args: &CaptureArgs,
+    url: &str,
+    source: &mut PgConnection,
+    scratch: &Path,
+) -> anyhow::Result<Snapshot> {
+    execute(
+        source,
+        "drop table if exists bench_keyless; \
+         create table bench_keyless (device int not null, value double precision, note text, \
+         at timestamptz not null default now())",
+    )
+    .await?;
+    println!("writing {} rows to a table without a key ...", args.rows);
+    sqlx::query(
+        "insert into bench_keyless (device, value, note) \
+         select g % 100, g * 0.25, 'reading ' || g from generate_series(1, $1::int8) g",
+    )
+    .bind(args.rows as i64)
+    .execute(&mut *source)
+    .await?;
+    let state_dir = scratch.join("snapshot-agent");
+    std::fs::create_dir_all(&state_dir)?;
+    println!("tributary-agent reading its snapshot into the spool ...");
+    reset_peak_rss();
+    let started = Instant::now();
+    let reader = start_reader(
+        reader_settings(url, "bench_keyless", "public.bench_keyless"),
+        &state_dir,
+    )?;
+    reader
+        .wait("the snapshot is read", |status| status.state == "streaming")
+        .await?;
+    let took = started.elapsed();
+    let peak_rss = peak_rss()?;
+    reader.stop().await?;
+    let spooled = spooled_events(&state_dir)?;
+    if spooled != args.rows {
+        bail!(
+            "the snapshot spooled {spooled} events for {} rows",
+            args.rows
+        );
+    }
+    println!(
+        "  {:.2} s, peak RSS {:.1} MiB",
+        took.as_secs_f64(),
+        peak_rss as f64 / (1024.0 * 1024.0)
+    );
+    execute(
+        source,
+        "select pg_drop_replication_slot('bench_keyless'); drop table bench_keyless; \
+         drop publication if exists bench_keyless, bench_keyless_insert_only",
+    )
+    .await?;
+    Ok(Snapshot { took, peak_rss })
+}
+
+/// Resets the kernel's record of this process's peak resident set size (Linux: `5` to
+/// `/proc/self/clear_refs`); without it the peak is the whole run's.
+fn reset_peak_rss() {
+    if let Err(error) = std::fs::write("/proc/self/clear_refs", "5") {
+        println!("  (cannot reset the peak RSS: {error}; it covers the whole run)");
+    }
+}
+
+/// This process's peak resident set size in bytes (`VmHWM` of `/proc/self/status`).
+fn peak_rss() -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kilobytes = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kilobytes * 1024)
 }
 
 /// Runs `pg_recvlogical` on `slot` until `end`, timing it.

@@ -1,6 +1,7 @@
 //! The initial snapshot: every row of the published tables as `read` events, all stamped with
 //! the slot's consistent point, read in key order in chunks so that a restart continues after
-//! the last spooled row instead of starting over.
+//! the last spooled row instead of starting over. A table without a unique key is read through
+//! a server-side cursor, a chunk at a time, so memory stays bounded whatever its size.
 //!
 //! The first run reads inside the snapshot the slot exported, so the rows are exactly the
 //! state the stream continues from. A run that resumes an interrupted snapshot can no longer
@@ -27,8 +28,11 @@ use crate::sink::Sink;
 use crate::spool::SnapshotCursor;
 use crate::status::StatusCell;
 
-/// Rows per query while reading a table in key order.
+/// Rows per query while reading a table in key order, or per fetch from a cursor.
 const CHUNK_ROWS: i64 = 5_000;
+
+/// The cursor a table without a unique key is read through.
+const CURSOR: &str = "tributary_snapshot";
 
 pub async fn read(
     connection: &mut PgConnection,
@@ -90,12 +94,26 @@ pub async fn read(
                 .map(|column| (column.name.clone(), column.type_name.clone()))
                 .collect(),
         );
+        if !table.unique_key {
+            // Identifiers are quoted and the cursor's name is a constant.
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "declare {CURSOR} no scroll cursor for {}",
+                select_sql(&table)
+            )))
+            .execute(&mut *transaction)
+            .await
+            .with_context(|| format!("reading {}.{}", table.schema, table.name))?;
+        }
         loop {
             if *stop.borrow() {
                 return Ok(false);
             }
-            let rows = read_chunk(&mut transaction, &table, cursor.after_key.as_deref()).await?;
-            let done = !table.unique_key || (rows.len() as i64) < CHUNK_ROWS;
+            let rows = if table.unique_key {
+                read_chunk(&mut transaction, &table, cursor.after_key.as_deref()).await?
+            } else {
+                fetch_chunk(&mut transaction, &table).await?
+            };
+            let done = (rows.len() as i64) < CHUNK_ROWS;
             let count = rows.len();
             for row in rows {
                 if table.unique_key {
@@ -121,6 +139,11 @@ pub async fn read(
             }
             tracing::debug!(rows = count, "snapshot chunk");
         }
+        if !table.unique_key {
+            sqlx::raw_sql(AssertSqlSafe(format!("close {CURSOR}")))
+                .execute(&mut *transaction)
+                .await?;
+        }
         cursor.table += 1;
         cursor.after_key = None;
         sink.resume_mut().snapshot = Some(cursor.clone());
@@ -132,13 +155,8 @@ pub async fn read(
     Ok(true)
 }
 
-/// The next rows after `after_key` in key order (all rows of a table without a unique key),
-/// every column as its type's text output.
-async fn read_chunk(
-    connection: &mut PgConnection,
-    table: &TableShape,
-    after_key: Option<&[Option<String>]>,
-) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+/// `select <every column as its type's text output> from <table>`.
+fn select_sql(table: &TableShape) -> String {
     let columns = table
         .columns
         .iter()
@@ -150,33 +168,54 @@ async fn read_chunk(
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let mut sql = format!("select {columns} from {}", table.qualified());
-    if table.unique_key {
-        let key_list = table
+    format!("select {columns} from {}", table.qualified())
+}
+
+/// The next rows of a table without a unique key from its cursor.
+async fn fetch_chunk(
+    connection: &mut PgConnection,
+    table: &TableShape,
+) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+    // The cursor's name and the count are constants. Not kept prepared: the same text reads
+    // the next table's cursor, with other columns.
+    let query = sqlx::query(AssertSqlSafe(format!(
+        "fetch forward {CHUNK_ROWS} from {CURSOR}"
+    )))
+    .persistent(false);
+    collect_rows(connection, table, query).await
+}
+
+/// The next rows after `after_key` in key order, every column as its type's text output.
+async fn read_chunk(
+    connection: &mut PgConnection,
+    table: &TableShape,
+    after_key: Option<&[Option<String>]>,
+) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+    let mut sql = select_sql(table);
+    let key_list = table
+        .key
+        .iter()
+        .map(|index| quote_ident(&table.columns[*index].name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if after_key.is_some() {
+        // Types come from the catalog's format_type, which quotes what needs quoting.
+        let parameters = table
             .key
             .iter()
-            .map(|index| quote_ident(&table.columns[*index].name))
+            .enumerate()
+            .map(|(position, index)| {
+                format!(
+                    "${}::text::{}",
+                    position + 1,
+                    table.columns[*index].type_name
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        if after_key.is_some() {
-            // Types come from the catalog's format_type, which quotes what needs quoting.
-            let parameters = table
-                .key
-                .iter()
-                .enumerate()
-                .map(|(position, index)| {
-                    format!(
-                        "${}::text::{}",
-                        position + 1,
-                        table.columns[*index].type_name
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            sql.push_str(&format!(" where ({key_list}) > ({parameters})"));
-        }
-        sql.push_str(&format!(" order by {key_list} limit {CHUNK_ROWS}"));
+        sql.push_str(&format!(" where ({key_list}) > ({parameters})"));
     }
+    sql.push_str(&format!(" order by {key_list} limit {CHUNK_ROWS}"));
     // Identifiers are quoted and types come from the catalog; values are bound.
     let mut query = sqlx::query(AssertSqlSafe(sql));
     if let Some(after_key) = after_key {
@@ -184,6 +223,14 @@ async fn read_chunk(
             query = query.bind(value.clone());
         }
     }
+    collect_rows(connection, table, query).await
+}
+
+async fn collect_rows<'q>(
+    connection: &mut PgConnection,
+    table: &TableShape,
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> anyhow::Result<Vec<Vec<Option<String>>>> {
     let width = table.columns.len();
     let rows: Vec<Vec<Option<String>>> = query
         .fetch(&mut *connection)

@@ -137,6 +137,25 @@ async fn session(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), Failure> {
     let mut connection = connect_sql(settings).await?;
+    let insert_only = publication::insert_only_name(&settings.publication);
+    if !publication::membership(&mut connection, &insert_only)
+        .await
+        .context("reading the publications")?
+        .exists
+        && slot_row(&mut connection, &settings.slot).await?.is_some()
+    {
+        // PostgreSQL before 18 cannot decode WAL written before a publication it is asked for
+        // was created ("publication does not exist"): a slot made by an agent that kept one
+        // publication cannot be streamed with two.
+        return Err(Failure::fatal(anyhow::anyhow!(
+            "the replication slot {:?} was created by an agent that published every table in one \
+             publication; this agent publishes tables without a replica identity apart (in \
+             {insert_only:?}) so that their updates and deletes keep working on the source, and \
+             that needs a new slot: stop the agent, run `tributary-agent resync --config ...` \
+             and start it again (it takes a new snapshot)",
+            settings.slot
+        )));
+    }
     let not_captured = publication::reconcile(&mut connection, settings)
         .await
         .map_err(Failure::fatal)?;

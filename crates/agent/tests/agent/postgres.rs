@@ -886,6 +886,18 @@ async fn wait_for_status(
     }
 }
 
+/// Until bronze holds `public.ticks` as the source does.
+async fn wait_for_ticks(setup: &Setup, source: &mut PgConnection, agent: &mut Agent) {
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        source,
+        &[("public.ticks", &["id"])],
+        agent,
+    )
+    .await;
+}
+
 const EVERY_IDENTITY: &str = "create table keyed (id int primary key, v text); \
      create table by_index (a int not null, b text); \
      create unique index by_index_a on by_index (a); \
@@ -896,7 +908,8 @@ const EVERY_IDENTITY: &str = "create table keyed (id int primary key, v text); \
      insert into keyed values (1, 'a'), (2, 'b'), (3, 'c'); \
      insert into by_index values (1, 'a'), (2, 'b'), (3, 'c'); \
      insert into full_image values (1, 'a'), (2, 'b'), (3, 'c'); \
-     insert into bag values (1, 'a'), (2, 'b'), (3, 'c')";
+     insert into bag values (1, 'a'), (2, 'b'), (3, 'c'); \
+     insert into bag select g, 'row ' || g from generate_series(1000, 12999) g";
 
 const EVERY_IDENTITY_TABLES: &[(&str, &[&str])] = &[
     ("public.keyed", &["id"]),
@@ -985,6 +998,14 @@ async fn dml_of_every_kind_on_every_kind_of_table_never_fails_while_the_agent_ru
             "{table}"
         );
     }
+    // A table without a key is read through a cursor, chunk after chunk, every row once.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|event| event.table == "public.bag" && event.op == "read")
+            .count(),
+        12_003
+    );
     // Only what a table without an identity can publish: its rows, inserts and truncates.
     assert_eq!(
         ops("public.bag"),
@@ -1083,14 +1104,7 @@ async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
     )
     .await;
     let mut agent = Agent::start(&setup.config);
-    wait_for_bronze(
-        &setup.platform,
-        &setup.source_id,
-        &mut source,
-        &[("public.ticks", &["id"])],
-        &mut agent,
-    )
-    .await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     wait_for_status(&setup.state_dir, "it is caught up", &mut agent, |status| {
         status["caught_up"] == json!(true)
     })
@@ -1117,14 +1131,7 @@ async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
     assert!(printed.contains("bytes in the spool"), "{printed}");
 
     setup.platform.restart();
-    wait_for_bronze(
-        &setup.platform,
-        &setup.source_id,
-        &mut source,
-        &[("public.ticks", &["id"])],
-        &mut agent,
-    )
-    .await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     let status = wait_for_status(
         &setup.state_dir,
         "it is caught up again",
@@ -1164,6 +1171,45 @@ async fn status_is_caught_up_only_once_the_platform_acknowledged_the_spool() {
         },
     )
     .await;
+    agent.stop();
+    setup.platform.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_of_an_agent_with_one_publication_is_refused_until_resync() {
+    let (mut setup, mut source) = setup(
+        "create table ticks (id bigserial primary key, value int); create table bag (v int); \
+         insert into ticks (value) select g from generate_series(1, 100) g",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
+    agent.stop();
+    // As an older agent left it: one publication, and a slot with WAL to decode.
+    run(&mut source, "drop publication tributary_insert_only").await;
+    run(&mut source, "insert into ticks (value) values (1)").await;
+    let mut agent = Agent::start(&setup.config);
+    wait_until("the agent refuses the old slot", MINUTE, async || {
+        !agent.is_running()
+    })
+    .await;
+    assert!(
+        agent.log().contains("that needs a new slot")
+            && agent.log().contains("tributary-agent resync"),
+        "{}",
+        agent.log()
+    );
+    let resync = agent_command(&["resync"], &setup.config);
+    assert!(
+        resync.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resync.stderr)
+    );
+    let mut agent = Agent::start(&setup.config);
+    run(&mut source, "insert into bag values (1); delete from bag").await;
+    run(&mut source, "insert into ticks (value) values (2)").await;
+    wait_for_ticks(&setup, &mut source, &mut agent).await;
     agent.stop();
     setup.platform.stop();
 }
