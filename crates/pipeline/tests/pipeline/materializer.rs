@@ -8,8 +8,8 @@ use bus::{Delivery, Message};
 use domain::{EventId, Lsn, SourceId, TenantId};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use store::replay::ReplayKind;
 use store::Database;
+use store::replay::ReplayKind;
 use test_support::TestDatabase;
 use time::OffsetDateTime;
 
