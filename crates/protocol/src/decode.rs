@@ -424,7 +424,12 @@ impl Rejection {
 }
 
 fn decode_event(text: &str, source: SourceId, limits: &Limits) -> Result<ChangeEvent, Rejection> {
-    let value = parse_event_value(text, limits)?;
+    let value = parse_event_value(text, limits).map_err(|mut rejection| {
+        // The event broke a rule of strict reading, but its id may still be readable: the
+        // answer names it so the agent can tell which event it was.
+        rejection.event_id = readable_event_id(text);
+        rejection
+    })?;
     let Value::Object(mut object) = value else {
         return Err(Rejection::new(
             ReasonCode::InvalidType,
@@ -478,6 +483,13 @@ fn violation_rejection(
             ReasonCode::DuplicateKey,
             format!("an object {place} repeats a key"),
         ),
+        Violation::KeysCollide => Rejection::new(
+            ReasonCode::KeysCollideAfterNormalisation,
+            format!(
+                "two keys of an object {place} differ only by Unicode normalisation; keys are \
+                 stored in NFC, so send one of them"
+            ),
+        ),
         Violation::NulInString => Rejection::new(
             ReasonCode::NulInString,
             format!("a string or key {place} holds U+0000, which PostgreSQL cannot store"),
@@ -511,6 +523,47 @@ fn event_json_rejection(error: &serde_json::Error) -> Rejection {
         ),
         _ => Rejection::new(ReasonCode::InvalidJson, "the event is not valid JSON"),
     }
+}
+
+/// The event's id, read leniently from an event strict reading refused: the top-level
+/// `event_id` if it is a UUID and the only one, whatever else the event holds. `None` when the
+/// text cannot be read that far or the id is absent, repeated or not a UUID.
+fn readable_event_id(text: &str) -> Option<EventId> {
+    struct IdOnly<'a>(&'a std::cell::Cell<Option<Option<EventId>>>);
+
+    impl<'de> Visitor<'de> for IdOnly<'_> {
+        type Value = ();
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("an event object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key != "event_id" {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                let id = map
+                    .next_value::<Option<String>>()?
+                    .and_then(|text| Uuid::parse_str(&text).ok())
+                    .map(EventId::from_uuid);
+                // A repeated `event_id` names one event only if both copies are the same.
+                self.0.set(match self.0.get() {
+                    None => Some(id),
+                    Some(earlier) if earlier == id => Some(id),
+                    Some(_) => Some(None),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    let found = std::cell::Cell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    // An error after the id was read (a bad value further on) leaves what was found.
+    let _ = de::Deserializer::deserialize_map(&mut deserializer, IdOnly(&found));
+    found.get().flatten()
 }
 
 fn read_event_id(object: &mut Map<String, Value>) -> Result<EventId, Rejection> {

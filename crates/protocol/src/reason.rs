@@ -19,6 +19,10 @@ pub enum ReasonCode {
     NulInString,
     /// An object repeats a key.
     DuplicateKey,
+    /// Two keys of an object differ as sent but are the same once normalised to Unicode NFC
+    /// (`é` as U+00E9 and as `e` + U+0301): the edge stores keys in NFC and would have to drop
+    /// one of them.
+    KeysCollideAfterNormalisation,
     /// Objects and arrays nest deeper than `max_depth` (or, for one event, deeper than masking
     /// descends into JSON held in strings).
     NestingTooDeep,
@@ -73,11 +77,12 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code, in the order of the documentation's table.
-    pub const ALL: [ReasonCode; 27] = [
+    pub const ALL: [ReasonCode; 28] = [
         ReasonCode::InvalidJson,
         ReasonCode::InvalidUtf8,
         ReasonCode::NulInString,
         ReasonCode::DuplicateKey,
+        ReasonCode::KeysCollideAfterNormalisation,
         ReasonCode::NestingTooDeep,
         ReasonCode::StringTooLong,
         ReasonCode::BodyTooLarge,
@@ -109,6 +114,7 @@ impl ReasonCode {
             ReasonCode::InvalidUtf8 => "invalid_utf8",
             ReasonCode::NulInString => "nul_in_string",
             ReasonCode::DuplicateKey => "duplicate_key",
+            ReasonCode::KeysCollideAfterNormalisation => "keys_collide_after_normalisation",
             ReasonCode::NestingTooDeep => "nesting_too_deep",
             ReasonCode::StringTooLong => "string_too_long",
             ReasonCode::BodyTooLarge => "body_too_large",
@@ -179,6 +185,7 @@ impl ReasonCode {
                 | ReasonCode::NestingTooDeep
                 | ReasonCode::NulInString
                 | ReasonCode::DuplicateKey
+                | ReasonCode::KeysCollideAfterNormalisation
                 | ReasonCode::StringTooLong
                 | ReasonCode::MissingField
                 | ReasonCode::UnknownOp

@@ -1,6 +1,7 @@
 //! Strict JSON reading for untrusted bodies: a nesting check that never recurses, an integer
 //! range check, and a value reader that refuses what serde_json would silently accept
-//! (repeated keys) or PostgreSQL `jsonb` would refuse (U+0000). The edge reads every event with
+//! (repeated keys) or PostgreSQL `jsonb` would refuse (U+0000), and normalises object keys to
+//! Unicode NFC, refusing an object two of whose keys become one. The edge reads every event with
 //! it; [`read_event_json`] offers the same reading to others (the web app's masking preview),
 //! naming where the rule was broken.
 
@@ -9,6 +10,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// Whether objects and arrays in `text` nest deeper than `max_depth` (the outermost one is at
 /// depth 1). One pass over the bytes with a counter, skipping string contents, so any depth
@@ -93,6 +95,8 @@ pub(crate) fn has_out_of_range_integer(text: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Violation {
     DuplicateKey,
+    /// Two keys of one object differ as sent and are equal in NFC.
+    KeysCollide,
     NulInString,
     StringTooLong,
 }
@@ -236,6 +240,9 @@ pub enum StrictJsonError {
     /// `path` ends with the repeated key.
     #[error("the key `{path}` is repeated")]
     DuplicateKey { path: JsonPath },
+    /// `path` ends with the second key (in NFC).
+    #[error("two keys at `{path}` differ only by Unicode normalisation (the same in NFC)")]
+    KeysCollide { path: JsonPath },
     /// `path` leads to the string, or to the object whose key it is.
     #[error("a string or key at `{path}` holds U+0000, which PostgreSQL cannot store")]
     NulInString { path: JsonPath },
@@ -263,6 +270,9 @@ pub fn read_event_json(text: &str, limits: &crate::Limits) -> Result<Value, Stri
     let context = StrictContext::locating(limits.max_string_bytes);
     let value = read_value(text, &context).map_err(|error| match context.violation() {
         Some((Violation::DuplicateKey, _)) => StrictJsonError::DuplicateKey {
+            path: context.path(),
+        },
+        Some((Violation::KeysCollide, _)) => StrictJsonError::KeysCollide {
             path: context.path(),
         },
         Some((Violation::NulInString, _)) => StrictJsonError::NulInString {
@@ -367,16 +377,30 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
             depth: self.depth + 1,
         };
         let mut object = Map::new();
-        while let Some(key) = map.next_key_seed(StrictKey {
+        // The keys NFC changed: (in NFC, as sent), to tell a repeated key from two that collide.
+        let mut normalised: Vec<(String, String)> = Vec::new();
+        while let Some((key, sent)) = map.next_key_seed(StrictKey {
             context: self.context,
         })? {
             if self.depth == 0 {
                 self.context.field.set(None);
             }
             if object.contains_key(&key) {
-                let error = self.context.fail(Violation::DuplicateKey);
+                let earlier = normalised
+                    .iter()
+                    .find(|(nfc, _)| *nfc == key)
+                    .map_or(key.as_str(), |(_, sent)| sent.as_str());
+                let violation = if earlier == sent.as_deref().unwrap_or(&key) {
+                    Violation::DuplicateKey
+                } else {
+                    Violation::KeysCollide
+                };
+                let error = self.context.fail(violation);
                 self.context.unwinding(PathStep::Key(key));
                 return Err(error);
+            }
+            if let Some(sent) = sent {
+                normalised.push((key.clone(), sent));
             }
             if self.depth == 0 {
                 let known = self.context.known_fields.iter().find(|name| **name == key);
@@ -399,34 +423,52 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     }
 }
 
-/// An object key under the same rules as string values.
+/// An object key under the same rules as string values, normalised to NFC: the key in NFC, and
+/// the key as sent when that differs.
 #[derive(Clone, Copy)]
 struct StrictKey<'c> {
     context: &'c StrictContext,
 }
 
-impl<'de> DeserializeSeed<'de> for StrictKey<'_> {
-    type Value = String;
+impl StrictKey<'_> {
+    fn normalise<E: de::Error>(self, key: String) -> Result<(String, Option<String>), E> {
+        self.context.check_text(&key)?;
+        if key.is_ascii() || is_nfc_quick(key.chars()) == IsNormalized::Yes {
+            return Ok((key, None));
+        }
+        let nfc: String = key.nfc().collect();
+        if nfc == key {
+            return Ok((key, None));
+        }
+        // NFC can lengthen a few characters: the limit holds for the key as stored.
+        self.context.check_text(&nfc)?;
+        Ok((nfc, Some(key)))
+    }
+}
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
+impl<'de> DeserializeSeed<'de> for StrictKey<'_> {
+    type Value = (String, Option<String>);
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_string(self)
     }
 }
 
 impl<'de> Visitor<'de> for StrictKey<'_> {
-    type Value = String;
+    type Value = (String, Option<String>);
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str("an object key")
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<String, E> {
-        self.context.check_text(value)?;
-        Ok(value.to_owned())
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        self.normalise(value.to_owned())
     }
 
-    fn visit_string<E: de::Error>(self, value: String) -> Result<String, E> {
-        self.context.check_text(&value)?;
-        Ok(value)
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
+        self.normalise(value)
     }
 }

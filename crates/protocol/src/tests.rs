@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use time::macros::datetime;
 use time::{OffsetDateTime, UtcOffset};
+use unicode_normalization::UnicodeNormalization;
 
 use super::*;
 
@@ -1118,6 +1119,166 @@ fn lone_surrogate_escape_rejects_only_its_event() {
     assert_eq!(decoded.valid().count(), 3);
 }
 
+/// The middle event of a batch around `middle`: its rejection's code and event id.
+fn middle_rejection(source: SourceId, middle: &str) -> (Option<ReasonCode>, Option<EventId>) {
+    let (tenant, _) = ids();
+    let decoded = decode(&body_with_raw_middle(source, middle), tenant, source)
+        .unwrap_or_else(|error| panic!("batch refused as a whole ({error}) for {middle}"));
+    assert_eq!(decoded.valid().count(), 2, "{middle}");
+    match &decoded.events[1] {
+        Err(result) => (result.code, result.event_id),
+        Ok(event) => panic!("expected a rejection for {middle}, got {event:?}"),
+    }
+}
+
+#[test]
+fn keys_are_normalised_to_nfc_and_keys_that_collide_are_refused() {
+    let (tenant, source) = ids();
+    let composed = "caf\u{e9}";
+    let decomposed = "cafe\u{301}";
+    let mut event = insert_json(source, 1);
+    event["after"][decomposed] = json!(1);
+    event["after"]["nested"] = json!({ decomposed: { "x\u{30a}": true } });
+    let decoded = decode(&body(&[event]), tenant, source).expect("decodes");
+    let (_, stored) = decoded.valid().next().expect("the event is valid");
+    let after = stored.after.as_ref().unwrap();
+    assert_eq!(after.get(composed), Some(&json!(1)));
+    assert!(!after.contains_key(decomposed));
+    assert_eq!(
+        after["nested"],
+        json!({ composed: { "x\u{30a}": true } }),
+        "`x` + ring has no composed form: kept as sent"
+    );
+
+    // Two keys that are one in NFC: refused, whichever comes first, at any depth, with the id.
+    for (first, second) in [(composed, decomposed), (decomposed, composed)] {
+        let event = insert_json(source, 1);
+        let id = event["event_id"].clone();
+        let text = event.to_string().replacen(
+            "\"total\":12.5",
+            &format!("\"total\":12.5,\"deep\":[{{\"{first}\":\"{SECRET}\",\"{second}\":2}}]"),
+            1,
+        );
+        let message = assert_middle_rejected(
+            source,
+            tenant,
+            &text,
+            ReasonCode::KeysCollideAfterNormalisation,
+        );
+        assert!(message.contains("`after`"), "{message}");
+        assert!(!message.contains("caf"), "{message}");
+        let (_, event_id) = middle_rejection(source, &text);
+        assert_eq!(json!(event_id), id);
+        match read_event_json(&text, &Limits::default()) {
+            Err(StrictJsonError::KeysCollide { path }) => {
+                assert_eq!(path.to_string(), format!("after.deep[0].{composed}"));
+            }
+            other => panic!("expected colliding keys, got {other:?}"),
+        }
+    }
+    // The same key twice, decomposed both times, is a repetition, not a collision.
+    let text = insert_json(source, 1).to_string().replacen(
+        "\"total\":12.5",
+        &format!("\"total\":12.5,\"{decomposed}\":1,\"{decomposed}\":2"),
+        1,
+    );
+    assert_middle_rejected(source, tenant, &text, ReasonCode::DuplicateKey);
+}
+
+#[test]
+fn rejections_name_the_event_whenever_its_id_is_readable() {
+    let source = SourceId::new_random();
+    let event = insert_json(source, 1);
+    let id: EventId = serde_json::from_value(event["event_id"].clone()).unwrap();
+    let text = event.to_string();
+    let long = "x".repeat(test_limits().max_string_bytes + 1);
+    for (broken, code) in [
+        (
+            text.replacen("\"total\":12.5", "\"total\":12.5,\"total\":1", 1),
+            ReasonCode::DuplicateKey,
+        ),
+        (
+            text.replacen("a@example.com", "a\\u0000b", 1),
+            ReasonCode::NulInString,
+        ),
+        (
+            text.replacen("a@example.com", &long, 1),
+            ReasonCode::StringTooLong,
+        ),
+        (
+            text.replacen("a@example.com", "\\ud800", 1),
+            ReasonCode::InvalidJson,
+        ),
+        (text.replacen("12.5", "1e400", 1), ReasonCode::InvalidType),
+        (
+            text.replacen("12.5", "123456789012345678901234567890", 1),
+            ReasonCode::InvalidType,
+        ),
+        (
+            text.replacen("\"op\":\"insert\"", "\"op\":\"upsert\"", 1),
+            ReasonCode::UnknownOp,
+        ),
+    ] {
+        assert_ne!(broken, text);
+        assert_eq!(
+            middle_rejection(source, &broken),
+            (Some(code), Some(id)),
+            "{code}"
+        );
+    }
+    // The rule broken before the id (in text that comes first) does not hide it either.
+    let first = format!(
+        "{{\"future\":{{\"a\":1,\"a\":2}},{}",
+        text.strip_prefix('{').unwrap()
+    );
+    assert_eq!(
+        middle_rejection(source, &first),
+        (Some(ReasonCode::DuplicateKey), Some(id))
+    );
+    // No id to name: absent, not a UUID, or two different ones.
+    let other = insert_json(source, 2)["event_id"].to_string();
+    for (broken, code) in [
+        (
+            text.replacen("\"event_id\"", "\"event\"", 1),
+            ReasonCode::MissingField,
+        ),
+        (
+            text.replacen(&event["event_id"].to_string(), "\"not-a-uuid\"", 1),
+            ReasonCode::InvalidType,
+        ),
+        (
+            text.replacen(
+                "\"op\":\"insert\"",
+                &format!("\"op\":\"insert\",\"event_id\":{other}"),
+                1,
+            ),
+            ReasonCode::DuplicateKey,
+        ),
+    ] {
+        assert_ne!(broken, text);
+        assert_eq!(middle_rejection(source, &broken), (Some(code), None));
+    }
+}
+
+#[test]
+fn negative_zero_is_kept_as_sent() {
+    let (tenant, source) = ids();
+    let text = insert_json(source, 1).to_string();
+    for number in ["-0", "-0.0", "-0e3"] {
+        let event = text.replacen("12.5", number, 1);
+        let decoded = decode(&body_with_raw_middle(source, &event), tenant, source).unwrap();
+        let (_, stored) = decoded.valid().nth(1).expect("valid");
+        let total = &stored.after.as_ref().unwrap()["total"];
+        let value = total.as_f64().unwrap();
+        assert!(
+            value == 0.0 && value.is_sign_negative(),
+            "{number}: {total}"
+        );
+        let envelope = serde_json::to_string(stored).unwrap();
+        assert!(envelope.contains("\"total\":-0.0"), "{number}: {envelope}");
+    }
+}
+
 #[test]
 fn unknown_ops_are_refused() {
     for op in ["upsert", "INSERT", "Insert", "", "snapshot", "delete "] {
@@ -1370,8 +1531,14 @@ fn json_value() -> impl Strategy<Value = Value> {
     json_leaf().prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[^\u{0}]{0,8}", inner, 0..4)
-                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            // Keys in NFC, the form the edge stores them in (normalising has a test of its own).
+            prop::collection::btree_map("[^\u{0}]{0,8}", inner, 0..4).prop_map(|map| {
+                Value::Object(
+                    map.into_iter()
+                        .map(|(key, value)| (key.nfc().collect(), value))
+                        .collect(),
+                )
+            }),
         ]
     })
 }

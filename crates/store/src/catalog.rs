@@ -113,6 +113,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("pipeline.entity_state", NOBODY),
     read_only("pipeline.metric_readings", NOBODY),
     read_only("pipeline.source_truncates", NOBODY),
+    read_only("pipeline.unmapped_tables", &[ManageSources]),
     TableAccess {
         table: "pipeline.replay_requests",
         select: &[ManageReplays],
@@ -370,20 +371,33 @@ pub async fn lint(
     break_glass: &[String],
 ) -> Result<Vec<Finding>, StoreError> {
     let mut connection = PgConnection::connect_with(&settings.admin).await?;
+    let findings = lint_on(&mut connection, settings.admin_role(), break_glass).await?;
+    connection.close().await?;
+    Ok(findings)
+}
+
+/// [`lint`] on a connection of the administrative login `admin_role`. Inside a transaction it
+/// sees that transaction's own uncommitted changes: roles are shared by every database of a
+/// cluster, so a test that breaks a role's promises does it in a transaction it rolls back, and
+/// no other database (or test) ever sees the broken role.
+pub async fn lint_on(
+    connection: &mut PgConnection,
+    admin_role: &str,
+    break_glass: &[String],
+) -> Result<Vec<Finding>, StoreError> {
     let tenant_tables: Vec<&str> = TENANT_TABLES.iter().map(|access| access.table).collect();
     let mut findings = Vec::new();
     for (check, query) in CHECKS {
         let objects: Vec<String> = sqlx::query_scalar(*query)
             .bind(PLATFORM_SCHEMAS)
             .bind(REQUEST_ROLES)
-            .bind(settings.admin_role())
+            .bind(admin_role)
             .bind(&tenant_tables)
             .bind(break_glass)
             .bind(GLOBAL_INDEXES)
-            .fetch_all(&mut connection)
+            .fetch_all(&mut *connection)
             .await?;
         findings.extend(objects.into_iter().map(|object| Finding { check, object }));
     }
-    connection.close().await?;
     Ok(findings)
 }

@@ -191,7 +191,7 @@ pub async fn remove(
 pub struct BronzeSample {
     pub schema_name: String,
     pub table_name: String,
-    /// `{"key": .., "after": .., "before": ..}` as bronze keeps it.
+    /// `{"key": .., "after": .., "before": ..}` as bronze keeps it (its exact text when kept).
     pub payload: serde_json::Value,
 }
 
@@ -209,7 +209,8 @@ pub async fn latest_bronze_sample(
     let tenant = require_tenant(tx)?;
     for window in SAMPLE_WINDOWS {
         let sample = sqlx::query_as(
-            "select schema_name, table_name, payload from bronze.cdc_events \
+            "select schema_name, table_name, coalesce(payload_exact, payload::json) as payload \
+             from bronze.cdc_events \
              where tenant_id = $1 and event_time > now() - $2::interval \
                and ($3::text is null or table_name = $3 or schema_name || '.' || table_name = $3) \
              order by event_time desc, lsn desc, seq desc limit 1",

@@ -191,3 +191,36 @@ pub async fn delete_mapping(
     .await?;
     Ok(())
 }
+
+/// A source table whose events no mapping applies to: they wait in bronze, counted, until the
+/// table is mapped (then a rebuild applies them) or marked ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct UnmappedTable {
+    pub source_id: Uuid,
+    pub schema_name: String,
+    pub table_name: String,
+    /// Events delivered of it (at least once: a redelivered event may count twice until a
+    /// rebuild recounts).
+    pub events: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen_at: time::OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: time::OffsetDateTime,
+}
+
+/// The workspace's unmapped tables, most recently seen first; a table mapped since (by
+/// `schema.table` or `table`) is left out, its events wait for the next rebuild.
+pub async fn list_unmapped_tables(tx: &mut TenantTx) -> Result<Vec<UnmappedTable>, StoreError> {
+    Ok(sqlx::query_as(
+        "select u.source_id, u.schema_name, u.table_name, u.events, u.first_seen_at, \
+                u.last_seen_at \
+         from pipeline.unmapped_tables u \
+         where not exists (select 1 from control.read_model_mappings m \
+             where m.tenant_id = u.tenant_id and m.source_id = u.source_id \
+               and m.source_table in (u.schema_name || '.' || u.table_name, u.table_name)) \
+         order by u.last_seen_at desc, u.source_id, u.schema_name, u.table_name \
+         limit 1000",
+    )
+    .fetch_all(tx.connection())
+    .await?)
+}

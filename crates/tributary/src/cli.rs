@@ -85,6 +85,17 @@ pub struct GlobalOptions {
     #[arg(long, env = "TRIBUTARY_EDGE_ADDR", global = true, value_name = "ADDR")]
     pub edge_addr: Option<SocketAddr>,
 
+    /// The edge's address as agents reach it (`https://host[:port]`), which `source create` and
+    /// `source token` print in the pairing command. [default: the address the running `up`
+    /// listens on (its real port), else https://<edge-addr>]
+    #[arg(
+        long,
+        env = "TRIBUTARY_EDGE_PUBLIC_URL",
+        global = true,
+        value_name = "URL"
+    )]
+    pub edge_public_url: Option<String>,
+
     /// The stream bus: `embedded` (in the platform database, nothing else to run) or a NATS
     /// JetStream URL such as nats://127.0.0.1:4222. [default: embedded]
     #[arg(

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod connection;
 mod demo;
+mod edge_url;
 // The running roles hold tasks and channels, nothing worth printing.
 #[allow(missing_debug_implementations)]
 pub mod ingestion;

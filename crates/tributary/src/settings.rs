@@ -28,6 +28,7 @@ struct FileSettings {
     web_addr: Option<SocketAddr>,
     edge_addr: Option<SocketAddr>,
     edge_hostnames: Option<Vec<String>>,
+    edge_public_url: Option<String>,
     bus: Option<String>,
     secret_key: Option<String>,
     rollup_min_cohort: Option<i64>,
@@ -129,6 +130,8 @@ pub struct Settings {
     pub edge_addr: SocketAddr,
     /// Names the edge's server certificate is valid for.
     pub edge_hostnames: Vec<String>,
+    /// The edge's address as agents reach it, when configured (see edge_url.rs).
+    pub edge_public_url: Option<String>,
     /// `embedded` or a `nats://` URL.
     pub bus: String,
     /// The master secret, when configured; otherwise kept in the data directory.
@@ -245,8 +248,15 @@ impl Settings {
                 .unwrap_or_default(),
         )
         .context("invalid trusted_proxies (TRIBUTARY_TRUSTED_PROXIES / --trusted-proxy)")?;
+        let edge_public_url = edge_public_url(
+            global
+                .edge_public_url
+                .clone()
+                .or(file.edge_public_url.take()),
+        )?;
         Ok(Self {
             operations,
+            edge_public_url,
             smtp,
             public_url,
             dev_allow_loopback_http,
@@ -339,6 +349,33 @@ impl Settings {
     }
 }
 
+/// The edge's public address (`edge_public_url`): `url` if it is an `https://` URL with a host and nothing after the authority but an
+/// optional `/`; `None` stays `None` (empty means unset).
+fn edge_public_url(url: Option<String>) -> anyhow::Result<Option<String>> {
+    let Some(url) = url
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+    else {
+        return Ok(None);
+    };
+    let authority = url
+        .strip_prefix("https://")
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest))
+        .filter(|authority| {
+            !authority.is_empty()
+                && !authority.starts_with(':')
+                && !authority.contains(['/', '?', '#', '@'])
+                && !authority
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+        })
+        .context(
+            "edge_public_url (TRIBUTARY_EDGE_PUBLIC_URL / --edge-public-url) must be \
+             https://host or https://host:port",
+        )?;
+    Ok(Some(format!("https://{authority}")))
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration file {}", path.display()))?;
@@ -360,6 +397,7 @@ mod tests {
             app_database_url: None,
             service_database_url: None,
             edge_addr: None,
+            edge_public_url: None,
             bus: None,
             secret_key: None,
             log_format: None,
@@ -849,5 +887,34 @@ mod tests {
             token.is_hide_env_values_set(),
             "the token's value is never shown"
         );
+    }
+
+    #[test]
+    fn only_an_https_address_is_a_public_edge_url() {
+        assert_eq!(edge_public_url(None).unwrap(), None);
+        assert_eq!(edge_public_url(Some("  ".into())).unwrap(), None);
+        for (given, kept) in [
+            ("https://ingest.example.com", "https://ingest.example.com"),
+            (
+                "https://ingest.example.com:9443/",
+                "https://ingest.example.com:9443",
+            ),
+            ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+        ] {
+            assert_eq!(
+                edge_public_url(Some(given.into())).unwrap().as_deref(),
+                Some(kept)
+            );
+        }
+        for refused in [
+            "http://ingest.example.com",
+            "ingest.example.com:8443",
+            "https://",
+            "https://:8443",
+            "https://ingest.example.com/path",
+            "https://user@ingest.example.com",
+        ] {
+            assert!(edge_public_url(Some(refused.into())).is_err(), "{refused}");
+        }
     }
 }

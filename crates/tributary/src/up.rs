@@ -39,6 +39,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         .context("invalid bus setting (TRIBUTARY_BUS / --bus)")?;
     let ingestion = Ingestion::start(&settings, &database, &bus_config, settings.edge_addr).await?;
     let edge_addr = ingestion.edge_addr;
+    crate::edge_url::record(&settings, edge_addr)?;
     let bus = ingestion.bus.clone();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

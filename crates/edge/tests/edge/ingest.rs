@@ -525,3 +525,158 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after() {
     );
     assert_eq!(edge.published().await.len(), 21);
 }
+
+/// Waits until bronze holds `expected` events of `tenant`, the bronze writer running.
+async fn wait_for_bronze(edge: &TestEdge, tenant: domain::TenantId, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (count, _) = store::service::bronze::tenant_fingerprint(&edge.database.service, tenant)
+            .await
+            .unwrap();
+        if count == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bronze holds {count} events, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn values_reach_bronze_as_sent_and_refusals_name_the_event() {
+    let edge = TestEdge::start().await;
+    let agent = edge.agent("Acme").await;
+    let mut client = edge.client(Some(&agent.identity)).await.unwrap();
+    let composed = "caf\u{e9}";
+    let decomposed = "cafe\u{301}";
+    // A negative zero as the source wrote it, and a key in decomposed form.
+    let as_sent = agent.event(1).to_string().replacen(
+        "\"id\":1,",
+        &format!("\"id\":1,\"delta\":-0,\"ratio\":-0.0,\"{decomposed}\":\"open\","),
+        1,
+    );
+    // Two keys that are one in NFC; a repeated key; a NUL: each refused, each naming its event.
+    let event = |n: u32, extra: &str| {
+        agent.event(n).to_string().replacen(
+            &format!("\"id\":{n},"),
+            &format!("\"id\":{n},{extra}"),
+            1,
+        )
+    };
+    let colliding = event(2, &format!("\"{composed}\":1,\"{decomposed}\":2,"));
+    let repeated = event(3, "\"note\":1,\"note\":2,");
+    let nul = event(4, "\"note\":\"a\\u0000b\",");
+    // Committed before the others: the newest event of the table, the preview's sample, is
+    // the one with the negative zeros.
+    let plain = agent.event(0).to_string();
+    for text in [&as_sent, &colliding, &repeated, &nul] {
+        assert_ne!(text, &agent.event(1).to_string());
+    }
+    let response = client
+        .request(
+            "POST",
+            "/v1/events",
+            &[
+                ("content-type", "application/json"),
+                ("tributary-protocol", "1"),
+            ],
+            raw_batch(&[as_sent.as_str(), &colliding, &repeated, &nul, &plain].join(",")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let body = response.json();
+    let results = body["results"].as_array().unwrap();
+    let answers: Vec<(&str, &str, &serde_json::Value)> = results
+        .iter()
+        .map(|result| {
+            (
+                result["status"].as_str().unwrap(),
+                result["code"].as_str().unwrap_or(""),
+                &result["event_id"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("accepted", "", &agent.event(1)["event_id"]),
+            (
+                "rejected",
+                "keys_collide_after_normalisation",
+                &agent.event(2)["event_id"]
+            ),
+            ("rejected", "duplicate_key", &agent.event(3)["event_id"]),
+            ("rejected", "nul_in_string", &agent.event(4)["event_id"]),
+            ("accepted", "", &agent.event(0)["event_id"]),
+        ]
+    );
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(pipeline::bronze::run(
+        edge.database.service.clone(),
+        edge.bus.clone(),
+        pipeline::bronze::BronzeConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    wait_for_bronze(&edge, agent.tenant, 2).await;
+    drop(stop);
+
+    // What a member reads of bronze: the negative zeros as sent, the key in NFC.
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    let sample = store::masking::latest_bronze_sample(&mut tx, Some("public.devices"))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    let read: Vec<(String, bool)> = sqlx::query_as(
+        "select coalesce(payload_exact, payload::json)::text, payload_exact is not null \
+         from bronze.cdc_events where tenant_id = $1 order by lsn",
+    )
+    .bind(agent.tenant.as_uuid())
+    .fetch_all(&mut edge.test_database.service().await)
+    .await
+    .unwrap();
+    assert_eq!(read.len(), 2);
+    let (first, kept_exact) = &read[1];
+    assert!(*kept_exact, "a payload with a negative zero keeps its text");
+    let first: serde_json::Value = serde_json::from_str(first).unwrap();
+    for value in [&first["after"], &sample.payload["after"]] {
+        for column in ["delta", "ratio"] {
+            let number = value[column].as_f64().unwrap();
+            assert!(
+                number == 0.0 && number.is_sign_negative(),
+                "{column}: {value}"
+            );
+        }
+        assert_eq!(value[composed], "open");
+        assert!(value.get(decomposed).is_none(), "{value}");
+    }
+    assert!(
+        !read[0].1,
+        "a payload jsonb keeps as is is not stored twice"
+    );
+    // Rebuilds and replays read bronze back as sent too.
+    let rows = store::service::bronze::events_in_range(
+        &edge.database.service,
+        agent.tenant,
+        time::OffsetDateTime::UNIX_EPOCH,
+        time::OffsetDateTime::now_utc() + time::Duration::days(1),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    let envelope = pipeline::bronze::envelope_of(&rows[1], None).unwrap();
+    let after = envelope.event.after.unwrap();
+    assert!(after["delta"].as_f64().unwrap().is_sign_negative());
+    assert!(
+        serde_json::to_string(&after)
+            .unwrap()
+            .contains("\"ratio\":-0.0")
+    );
+}

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use domain::TenantId;
 use store::service::read_models::{
-    EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate,
+    EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate, UnmappedCount,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -58,11 +58,22 @@ pub(crate) struct Truncate {
     pub truncated_at: OffsetDateTime,
 }
 
+/// An event of a table no mapping applies to: it stays in bronze and is counted.
+#[derive(Debug, Clone)]
+pub(crate) struct Unmapped {
+    pub tenant: TenantId,
+    pub source: Uuid,
+    pub schema: String,
+    pub table: String,
+    pub event_time: OffsetDateTime,
+}
+
 /// What a batch applies.
 #[derive(Debug, Clone)]
 pub(crate) enum Work {
     Event(Prepared),
     Truncate(Truncate),
+    Unmapped(Unmapped),
 }
 
 impl Work {
@@ -70,6 +81,7 @@ impl Work {
         match self {
             Work::Event(event) => event.tenant,
             Work::Truncate(truncate) => truncate.tenant,
+            Work::Unmapped(unmapped) => unmapped.tenant,
         }
     }
 }
@@ -93,7 +105,7 @@ pub(super) async fn apply_in(
         .iter()
         .filter_map(|work| match work {
             Work::Event(event) => Some(event),
-            Work::Truncate(_) => None,
+            Work::Truncate(_) | Work::Unmapped(_) => None,
         })
         .collect();
     let newest = newest_truncates(tx, works).await?;
@@ -207,7 +219,37 @@ pub(super) async fn apply_in(
             })
         })
         .collect();
+    writes.unmapped = count_unmapped(works);
     tx.write(&writes).await
+}
+
+/// The batch's events of unmapped tables, counted per table.
+fn count_unmapped(works: &[Work]) -> Vec<UnmappedCount> {
+    let mut counts: HashMap<(TenantId, Uuid, &str, &str), UnmappedCount> = HashMap::new();
+    for work in works {
+        let Work::Unmapped(event) = work else {
+            continue;
+        };
+        let key = (
+            event.tenant,
+            event.source,
+            event.schema.as_str(),
+            event.table.as_str(),
+        );
+        let count = counts.entry(key).or_insert_with(|| UnmappedCount {
+            tenant_id: event.tenant,
+            source_id: event.source,
+            schema_name: event.schema.clone(),
+            table_name: event.table.clone(),
+            events: 0,
+            first_seen_at: event.event_time,
+            last_seen_at: event.event_time,
+        });
+        count.events += 1;
+        count.first_seen_at = count.first_seen_at.min(event.event_time);
+        count.last_seen_at = count.last_seen_at.max(event.event_time);
+    }
+    counts.into_values().collect()
 }
 
 /// The newest truncate of each source table of the batch's tenants, stored or in the batch,
@@ -221,6 +263,7 @@ async fn newest_truncates<'a>(
     let needed = works.iter().any(|work| match work {
         Work::Event(event) => event.kind != EntityKind::Reading,
         Work::Truncate(_) => true,
+        Work::Unmapped(_) => false,
     });
     if !needed {
         return Ok(newest);

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use store::ServiceDb;
 use time::format_description::well_known::Rfc3339;
 
-use super::batch::{Prepared as PreparedEvent, Truncate, Work};
+use super::batch::{Prepared as PreparedEvent, Truncate, Unmapped, Work};
 use super::mapping::{self, EntityKind, EntityMapping, Mappings, TableMapping};
 use super::reason;
 use super::state::{self, Change};
@@ -85,14 +85,16 @@ fn prepare(
         .resolve(*envelope.source_id.as_uuid(), &event.schema, &event.table)
         .map_err(|reason| (reason::MAPPING_CONFLICT, reason))?;
     let mapping = match resolved {
+        // A table nobody mapped is not a failure: its events stay in bronze, counted, until it
+        // is mapped and the tenant rebuilt.
         None => {
-            return Err((
-                reason::NO_MAPPING,
-                format!(
-                    "no mapping for table {}.{} (map it, or mark it ignored)",
-                    event.schema, event.table
-                ),
-            ));
+            return Ok(Some(Work::Unmapped(Unmapped {
+                tenant: envelope.tenant_id,
+                source: *envelope.source_id.as_uuid(),
+                schema: event.schema.clone(),
+                table: event.table.clone(),
+                event_time: event.event_time.to_offset(time::UtcOffset::UTC),
+            })));
         }
         Some(TableMapping::Ignore) => return Ok(None),
         Some(TableMapping::Entity(mapping)) => mapping,

@@ -29,8 +29,6 @@ pub const GROUP: &str = "materializer";
 pub mod reason {
     /// The bus message is not an event envelope.
     pub const UNDECODABLE: &str = "undecodable_message";
-    /// No mapping, stored or by convention, says what the event's table is.
-    pub const NO_MAPPING: &str = "no_mapping";
     /// The stored mapping is invalid, or two of the event's columns feed one typed column.
     pub const MAPPING_CONFLICT: &str = "mapping_conflict";
     /// The event lacks the entity id (or it is not a string or integer of 1 to 500 characters).

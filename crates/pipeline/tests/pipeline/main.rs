@@ -8,3 +8,4 @@ mod replay;
 mod retention;
 mod support;
 mod truncate;
+mod unmapped;

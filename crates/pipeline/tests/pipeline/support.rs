@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bus::{Bus, Message};
 use domain::{EventId, Lsn, Plan, SourceId, TenantAttributes, TenantId};
-use store::{Actor, Database};
+use store::{Actor, Database, Scope, TenantTx};
 use time::OffsetDateTime;
 
 pub async fn tenant(database: &Database, name: &str) -> TenantId {
@@ -14,6 +14,20 @@ pub async fn tenant(database: &Database, name: &str) -> TenantId {
         .await
         .unwrap()
         .tenant_id
+}
+
+/// A transaction as an admin of `tenant` (a member the test made up), as the request path has.
+pub async fn admin_tx(database: &Database, tenant: TenantId) -> TenantTx {
+    TenantTx::begin(
+        &database.app,
+        Scope::Member {
+            tenant,
+            user: domain::UserId::new_random(),
+            role: domain::Role::Admin,
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// Event `n` of `source`, committed `age` ago, as the edge would publish it.

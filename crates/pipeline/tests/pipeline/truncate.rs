@@ -12,10 +12,7 @@ use serde_json::json;
 use test_support::TestDatabase;
 use time::OffsetDateTime;
 
-use crate::materializer::{
-    as_viewer, base_time, checksums, event, extras, map_gadgets_as_devices, materialize,
-    replay_dead_letters,
-};
+use crate::materializer::{as_viewer, base_time, checksums, event, extras, materialize};
 use crate::support::{message, start_materializer, tenant};
 
 fn device(
@@ -38,7 +35,7 @@ fn device(
     )
 }
 
-fn truncate(tenant: TenantId, source: SourceId, table: &str, lsn: u64) -> protocol::Envelope {
+pub fn truncate(tenant: TenantId, source: SourceId, table: &str, lsn: u64) -> protocol::Envelope {
     event(tenant, source, Truncate, table, lsn, json!({}), None, &[])
 }
 
@@ -65,7 +62,7 @@ fn reading(
 }
 
 /// (name, pos_lsn, deleted_at) of each device of the tenant, by id, as a viewer reads them.
-async fn devices(
+pub async fn devices(
     test_database: &TestDatabase,
     tenant: TenantId,
 ) -> BTreeMap<String, (Option<String>, i64, Option<OffsetDateTime>)> {
@@ -274,65 +271,4 @@ async fn a_truncate_wins_over_older_events_that_arrive_after_it() {
     for other in [reversed, one_batch] {
         assert_eq!(checksums(&database, other).await, expected);
     }
-}
-
-#[tokio::test]
-async fn a_truncate_of_an_unmapped_table_waits_in_the_dlq_for_its_mapping() {
-    let test_database = TestDatabase::new().await;
-    let database = test_database.connect().await;
-    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
-        .await
-        .unwrap();
-    let acme = tenant(&database, "Acme").await;
-    let source = SourceId::new_random();
-    let gadget = |lsn: u64| {
-        event(
-            acme,
-            source,
-            Insert,
-            "gadgets",
-            lsn,
-            json!({ "gid": format!("g{lsn}") }),
-            Some(json!({ "gid": format!("g{lsn}"), "label": "x" })),
-            &[],
-        )
-    };
-    let outcome = materialize(
-        &database,
-        &[
-            gadget(10),
-            truncate(acme, source, "gadgets", 20),
-            gadget(30),
-        ],
-    )
-    .await;
-    assert_eq!((outcome.applied, outcome.dead_lettered.len()), (0, 3));
-    let mut service = test_database.service().await;
-    let reasons: Vec<String> = sqlx::query_scalar(
-        "select reason_code from pipeline.dlq where tenant_id = $1 order by reason_code",
-    )
-    .bind(acme.as_uuid())
-    .fetch_all(&mut service)
-    .await
-    .unwrap();
-    assert_eq!(reasons, ["no_mapping", "no_mapping", "no_mapping"]);
-
-    map_gadgets_as_devices(&database, acme, source).await;
-    let done = replay_dead_letters(&database, &bus, acme).await;
-    assert_eq!((done.events_replayed, done.events_failed), (3, 0));
-    let seen = devices(&test_database, acme).await;
-    let truncated_at = base_time() + time::Duration::milliseconds(20);
-    assert_eq!(
-        seen,
-        BTreeMap::from([
-            ("g10".to_owned(), (None, 20, Some(truncated_at))),
-            ("g30".to_owned(), (Some("x".to_owned()), 30, None)),
-        ])
-    );
-    let mut viewer = as_viewer(&test_database, acme).await;
-    assert!(extras(&mut viewer, "g10").await.is_empty());
-    assert!(
-        extras(&mut viewer, "g30").await.is_empty(),
-        "gid is the id, label the name"
-    );
 }

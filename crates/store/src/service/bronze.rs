@@ -1,4 +1,6 @@
-//! Writing bronze: every accepted event, raw (masked) JSON, idempotent by event id.
+//! Writing bronze: every accepted event, raw (masked) JSON, idempotent by event id. `payload`
+//! is `jsonb`; an event whose text `jsonb` would change (a negative zero: `numeric` has none)
+//! keeps its exact text in `payload_exact` too, and readers take that one when it is set.
 
 use std::collections::BTreeSet;
 
@@ -22,13 +24,55 @@ pub struct BronzeRow {
     pub lsn: i64,
     pub seq: i32,
     pub xid: Option<i64>,
-    /// The event's JSON text (jsonb on insert).
+    /// The event's JSON text (jsonb on insert; kept exactly too when jsonb would change it,
+    /// see [`exact_text`]).
     pub payload: String,
 }
 
 /// The columns a bronze `COPY` writes, in the order [`copy_text_row`] writes them.
 pub const COPY_BRONZE: &str = "copy bronze.cdc_events (tenant_id, event_id, event_time, \
-     source_id, op, schema_name, table_name, lsn, seq, xid, payload) from stdin";
+     source_id, op, schema_name, table_name, lsn, seq, xid, payload, payload_exact) from stdin";
+
+/// The text bronze keeps beside the `jsonb` of `payload` (JSON text): `payload` itself when
+/// `jsonb` would not read it back as sent, that is when it holds a negative zero (`-0`, `-0.0`,
+/// `-0e5`: `jsonb` numbers are `numeric`, which has no sign for zero). `None` otherwise, the
+/// common case, so bronze does not store events twice.
+pub fn exact_text(payload: &str) -> Option<&str> {
+    let bytes = payload.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        index += 1;
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'-' => {
+                // The mantissa of the number this minus starts: zero if no digit is not '0'.
+                let mut zero = true;
+                while index < bytes.len() && matches!(bytes[index], b'0'..=b'9' | b'.') {
+                    zero &= matches!(bytes[index], b'0' | b'.');
+                    index += 1;
+                }
+                if zero {
+                    return Some(payload);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
 
 /// Stores `rows`, skipping any whose (tenant, event id) is already stored; returns how many were
 /// new. Creates missing daily partitions first.
@@ -137,6 +181,7 @@ async fn insert_skipping_stored(
     let mut seqs = Vec::with_capacity(rows.len());
     let mut xids = Vec::with_capacity(rows.len());
     let mut payloads = Vec::with_capacity(rows.len());
+    let mut exact = Vec::with_capacity(rows.len());
     for row in rows {
         tenants.push(*row.tenant.as_uuid());
         event_ids.push(*row.event_id.as_uuid());
@@ -149,14 +194,16 @@ async fn insert_skipping_stored(
         seqs.push(row.seq);
         xids.push(row.xid);
         payloads.push(row.payload.as_str());
+        exact.push(exact_text(&row.payload));
     }
     let inserted: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
-             schema_name, table_name, lsn, seq, xid, payload) \
-         select t, e, et, s, o, sn, tn, l, q, x, p::jsonb \
+             schema_name, table_name, lsn, seq, xid, payload, payload_exact) \
+         select t, e, et, s, o, sn, tn, l, q, x, p::jsonb, px::json \
          from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::uuid[], $5::text[], \
-                     $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[], $11::text[]) \
-              as batch(t, e, et, s, o, sn, tn, l, q, x, p) \
+                     $6::text[], $7::text[], $8::bigint[], $9::int[], $10::bigint[], $11::text[], \
+                     $12::text[]) \
+              as batch(t, e, et, s, o, sn, tn, l, q, x, p, px) \
          on conflict (tenant_id, event_id, event_time) do nothing \
          returning tenant_id, source_id",
     )
@@ -171,6 +218,7 @@ async fn insert_skipping_stored(
     .bind(&seqs)
     .bind(&xids)
     .bind(&payloads)
+    .bind(&exact)
     .fetch_all(&mut *tx)
     .await?;
     count_usage(&mut tx, inserted.iter().copied()).await?;
@@ -254,7 +302,7 @@ pub async fn events_in_range(
     };
     let rows: Vec<StoredEvent> = sqlx::query_as(
         "select event_id, event_time, source_id, op, schema_name, table_name, lsn, seq, xid, \
-                payload::text as payload \
+                coalesce(payload_exact::text, payload::text) as payload \
          from bronze.cdc_events \
          where tenant_id = $1 and event_time >= $2 and event_time < $3 \
            and ($4::timestamptz is null or (event_time, event_id) > ($4, $5)) \
@@ -322,6 +370,11 @@ pub fn copy_text_row(row: &BronzeRow, out: &mut Vec<u8>) {
     }
     out.push(b'\t');
     escape_copy_text(&row.payload, out);
+    out.push(b'\t');
+    match exact_text(&row.payload) {
+        Some(exact) => escape_copy_text(exact, out),
+        None => out.extend_from_slice(b"\\N"),
+    }
     out.push(b'\n');
 }
 
@@ -365,7 +418,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "00000000-0000-0000-0000-000000000000\tffffffff-ffff-ffff-ffff-ffffffffffff\t\
              2026-05-28T20:26:40Z\t00000000-0000-0000-0000-000000000000\tinsert\tpublic\t\
-             tab\\tle\t4096\t2\t\\N\t{\"a\":\"x\\\\\"y\\\\n\"}\n"
+             tab\\tle\t4096\t2\t\\N\t{\"a\":\"x\\\\\"y\\\\n\"}\t\\N\n"
         );
     }
 
@@ -389,5 +442,26 @@ mod tests {
         copy_text_row(&row, &mut out);
         let line = String::from_utf8(out).unwrap();
         assert!(line.contains("\t2026-05-28T20:26:40.123456Z\t"), "{line}");
+    }
+
+    #[test]
+    fn only_a_negative_zero_needs_the_exact_text() {
+        for kept in [
+            r#"{"a":-0.0}"#,
+            r#"{"a":[1,-0]}"#,
+            r#"{"a":-0e5}"#,
+            r#"{"a":-0.000}"#,
+        ] {
+            assert_eq!(exact_text(kept), Some(kept), "{kept}");
+        }
+        for dropped in [
+            r#"{"a":0.0}"#,
+            r#"{"a":-0.5,"b":-10,"c":-1e-7}"#,
+            r#"{"a":"-0.0"}"#,
+            r#"{"a":"x\"-0"}"#,
+            r#"{"-0":1}"#,
+        ] {
+            assert_eq!(exact_text(dropped), None, "{dropped}");
+        }
     }
 }

@@ -120,6 +120,21 @@ pub struct EntityWrites {
     pub readings: Vec<ReadingRow>,
     /// Truncates newer than the stored one of their table.
     pub truncates: Vec<SourceTruncate>,
+    /// Events of tables with no mapping, counted per table: added to `pipeline.unmapped_tables`.
+    pub unmapped: Vec<UnmappedCount>,
+}
+
+/// Events of one source table that has no mapping, seen in one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnmappedCount {
+    pub tenant_id: TenantId,
+    pub source_id: Uuid,
+    pub schema_name: String,
+    pub table_name: String,
+    pub events: i64,
+    /// The oldest and newest of the events' own times.
+    pub first_seen_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
 }
 
 /// A transaction of the materializer (service role), holding its tenants' materializer locks.
@@ -269,7 +284,8 @@ impl MaterializeTx {
         }
         replace_extras(connection, &writes.extras_replaced, &writes.extras).await?;
         write_readings(connection, &writes.readings_replaced, &writes.readings).await?;
-        write_truncates(connection, &writes.truncates).await
+        write_truncates(connection, &writes.truncates).await?;
+        count_unmapped(connection, &writes.unmapped).await
     }
 
     /// Deletes every read model of `tenant` (before a rebuild), marking its minutes for the
@@ -299,8 +315,10 @@ impl MaterializeTx {
     }
 }
 
-const CLEAR_TENANT: [&str; 11] = [
+const CLEAR_TENANT: [&str; 12] = [
     "delete from pipeline.entity_state where tenant_id = $1",
+    // Recounted from bronze by the rebuild: what is still unmapped after it.
+    "delete from pipeline.unmapped_tables where tenant_id = $1",
     "delete from pipeline.metric_readings where tenant_id = $1",
     "delete from pipeline.source_truncates where tenant_id = $1",
     "delete from analytics.metrics_min where tenant_id = $1",
@@ -560,6 +578,52 @@ async fn write_truncates(
     .bind(column(truncates, |t| t.pos_lsn))
     .bind(column(truncates, |t| t.pos_seq))
     .bind(column(truncates, |t| t.truncated_at))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Adds `counts` (one per table, sorted by key so concurrent transactions lock rows in one
+/// order) to the stored counts of unmapped tables.
+async fn count_unmapped(
+    connection: &mut sqlx::PgConnection,
+    counts: &[UnmappedCount],
+) -> Result<(), StoreError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut counts: Vec<&UnmappedCount> = counts.iter().collect();
+    counts.sort_unstable_by(|a, b| {
+        (
+            a.tenant_id.as_uuid(),
+            &a.source_id,
+            &a.schema_name,
+            &a.table_name,
+        )
+            .cmp(&(
+                b.tenant_id.as_uuid(),
+                &b.source_id,
+                &b.schema_name,
+                &b.table_name,
+            ))
+    });
+    sqlx::query(
+        "insert into pipeline.unmapped_tables as u (tenant_id, source_id, schema_name, \
+             table_name, events, first_seen_at, last_seen_at) \
+         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[], \
+             $6::timestamptz[], $7::timestamptz[]) \
+         on conflict (tenant_id, source_id, schema_name, table_name) do update \
+             set events = u.events + excluded.events, \
+                 first_seen_at = least(u.first_seen_at, excluded.first_seen_at), \
+                 last_seen_at = greatest(u.last_seen_at, excluded.last_seen_at)",
+    )
+    .bind(column(&counts, |c| *c.tenant_id.as_uuid()))
+    .bind(column(&counts, |c| c.source_id))
+    .bind(column(&counts, |c| c.schema_name.as_str()))
+    .bind(column(&counts, |c| c.table_name.as_str()))
+    .bind(column(&counts, |c| c.events))
+    .bind(column(&counts, |c| c.first_seen_at))
+    .bind(column(&counts, |c| c.last_seen_at))
     .execute(connection)
     .await?;
     Ok(())

@@ -1,5 +1,9 @@
-//! The catalog lint over a freshly migrated database finds nothing.
+//! The catalog lint over a freshly migrated database finds nothing, and finds each kind of
+//! broken promise. Roles are shared by every database of the test cluster: what the second test
+//! breaks, a role's BYPASSRLS included, it breaks inside a transaction it rolls back, so the
+//! first test (and any other running at the same time) never sees it.
 
+use sqlx::{Connection, PgConnection};
 use test_support::TestDatabase;
 
 #[tokio::test]
@@ -17,9 +21,10 @@ async fn freshly_migrated_database_has_zero_findings() {
 #[tokio::test]
 async fn lint_reports_what_it_is_meant_to_catch() {
     let database = TestDatabase::new().await;
-    let pool = sqlx::PgPool::connect_with(database.settings().admin.clone())
+    let mut connection = PgConnection::connect_with(&database.settings().admin)
         .await
         .unwrap();
+    let mut tx = connection.begin().await.unwrap();
     // Break one promise of each kind, as a careless migration would.
     sqlx::raw_sql(
         "create table analytics.careless (tenant_id uuid, note text);
@@ -33,19 +38,23 @@ async fn lint_reports_what_it_is_meant_to_catch() {
          create view analytics.careless_view as select * from analytics.devices;
          alter role tributary_control bypassrls;",
     )
-    .execute(&pool)
+    .execute(&mut *tx)
     .await
     .unwrap();
-    let findings = store::catalog::lint(
-        database.settings(),
+    let findings = store::catalog::lint_on(
+        &mut tx,
+        database.settings().admin_role(),
         &database.preexisting_privileged_logins(),
     )
     .await
     .unwrap();
-    sqlx::raw_sql("alter role tributary_control nobypassrls")
-        .execute(&pool)
-        .await
-        .unwrap();
+    tx.rollback().await.unwrap();
+    let bypasses: bool =
+        sqlx::query_scalar("select rolbypassrls from pg_roles where rolname = 'tributary_control'")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    assert!(!bypasses, "the broken role never outlives the transaction");
     let has = |check: &str, object: &str| {
         findings
             .iter()

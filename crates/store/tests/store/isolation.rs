@@ -173,6 +173,14 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "pipeline.unmapped_tables",
+        insert: "insert into pipeline.unmapped_tables (tenant_id, source_id, schema_name, \
+                 table_name, events, first_seen_at, last_seen_at) \
+                 select t, s, 'public', 't_' || k, 1, now(), now() from p",
+        update_column: "events",
+        seed: true,
+    },
+    Exercise {
         table: "pipeline.replay_requests",
         insert: "insert into pipeline.replay_requests (tenant_id, request_id, kind) \
                  select t, k, 'dlq' from p",

@@ -7,7 +7,7 @@ use crate::commands::shared::{control_tx, parse_tenant, with_database};
 use crate::settings::Settings;
 
 pub async fn run(command: SourceCommand, settings: Settings) -> anyhow::Result<ExitCode> {
-    let edge_url = format!("https://{}", settings.edge_addr);
+    let edge_url = crate::edge_url::published(&settings);
     match command {
         SourceCommand::Create { tenant, name, kind } => {
             let tenant = parse_tenant(&tenant)?;

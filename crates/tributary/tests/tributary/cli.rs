@@ -1,6 +1,7 @@
-//! The operator CLI against a managed cluster: help, tenants, users, members, audit, lint.
+//! The operator CLI against a managed cluster: help, tenants, users, members, audit, lint, and
+//! the pairing command `source create` prints.
 
-use crate::support::{DataDir, stdout, tributary};
+use crate::support::{BINARY, DataDir, start_platform_with, stdout, tributary};
 
 #[test]
 fn help_explains_how_to_start() {
@@ -226,4 +227,122 @@ fn a_replay_range_out_of_bounds_is_refused_with_the_flag_at_fault() {
         assert!(replayed.status.success(), "{replayed:?}");
         assert!(stdout(&replayed).contains("replay done: 0 event(s) replayed"));
     }
+}
+
+/// `source create` prints the edge agents can reach: the configured public address (flag,
+/// environment or file), else where the running platform's edge listens, its real port included
+/// (`up` here listens on a port the system chose, never the default one).
+#[test]
+fn source_create_prints_the_configured_edge_address() {
+    let data_dir = DataDir::new();
+    let (platform, printed) = start_platform_with(&data_dir, &["--no-demo"]);
+    let listening = printed.trim_end_matches('/').to_owned();
+    assert!(
+        listening.starts_with("https://127.0.0.1:") && !listening.ends_with(":8443"),
+        "{listening}"
+    );
+    let created = tributary(
+        &data_dir,
+        &[
+            "tenant",
+            "create",
+            "--name",
+            "Acme",
+            "--plan",
+            "team",
+            "--industry",
+            "x",
+            "--region",
+            "y",
+        ],
+    );
+    assert!(created.status.success(), "{created:?}");
+    let tenant = stdout(&created)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let config = data_dir.0.join("tributary.toml");
+    std::fs::write(
+        &config,
+        "edge_public_url = \"https://from-the-file.example.com\"\n",
+    )
+    .unwrap();
+    let create = |name: &str, flags: &[&str], env: &[(&str, &str)]| {
+        let output = std::process::Command::new(BINARY)
+            .arg("--data-dir")
+            .arg(&data_dir.0)
+            .args(flags)
+            .args(["source", "create", "--tenant", &tenant, "--name", name])
+            .args(["--kind", "postgres"])
+            .env_remove("TRIBUTARY_DATABASE_URL")
+            .env_remove("TRIBUTARY_EDGE_PUBLIC_URL")
+            .env_remove("TRIBUTARY_EDGE_ADDR")
+            .env_remove("TRIBUTARY_CONFIG")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run tributary");
+        (output.status.success(), stdout(&output), output)
+    };
+    let pairs_with = |text: &str, edge: &str| {
+        text.contains(&format!("tributary-agent pair --edge {edge} --token tpt1."))
+    };
+
+    let (ok, text, output) = create("by-default", &[], &[]);
+    assert!(ok, "{output:?}");
+    assert!(pairs_with(&text, &listening), "{text}");
+    let (ok, text, output) = create(
+        "by-flag",
+        &["--edge-public-url", "https://ingest.example.com:9443/"],
+        &[],
+    );
+    assert!(ok, "{output:?}");
+    assert!(
+        pairs_with(&text, "https://ingest.example.com:9443"),
+        "{text}"
+    );
+    let (ok, text, output) = create(
+        "by-environment",
+        &[],
+        &[(
+            "TRIBUTARY_EDGE_PUBLIC_URL",
+            "https://from-the-env.example.com",
+        )],
+    );
+    assert!(ok, "{output:?}");
+    assert!(
+        pairs_with(&text, "https://from-the-env.example.com"),
+        "{text}"
+    );
+    let config_flag = ["--config", config.to_str().unwrap()];
+    let (ok, text, output) = create("by-file", &config_flag, &[]);
+    assert!(ok, "{output:?}");
+    assert!(
+        pairs_with(&text, "https://from-the-file.example.com"),
+        "{text}"
+    );
+    let (ok, text, output) = create(
+        "flag-over-file",
+        &[
+            &config_flag[..],
+            &["--edge-public-url", "https://flag.example.com"],
+        ]
+        .concat(),
+        &[],
+    );
+    assert!(ok, "{output:?}");
+    assert!(pairs_with(&text, "https://flag.example.com"), "{text}");
+
+    let (ok, _, output) = create(
+        "plain-http",
+        &["--edge-public-url", "http://ingest.example.com"],
+        &[],
+    );
+    assert!(!ok, "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("TRIBUTARY_EDGE_PUBLIC_URL"),
+        "{output:?}"
+    );
+    let (status, _) = platform.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
 }

@@ -1,6 +1,7 @@
 //! `/api/v1/sources/{source}/mappings`: which of a source's tables feeds which read model, and
 //! which column which typed column (docs/materializer.md). Read with `view_sources`, changed with
-//! `manage_sources`; every change is audited by the store in the same transaction.
+//! `manage_sources`; every change is audited by the store in the same transaction. And
+//! `/api/v1/unmapped-tables`: the tables waiting for a mapping (`manage_sources`).
 
 use std::collections::BTreeMap;
 
@@ -37,6 +38,17 @@ pub(super) fn register(routes: Routes) -> Routes {
             "/api/v1/sources/{source}/mappings/{table}",
             delete_mapping,
         )
+        .at(Method::GET, "/api/v1/unmapped-tables", list_unmapped)
+}
+
+async fn list_unmapped(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
+    let tables = store::read_models::list_unmapped_tables(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "unmapped_tables": tables })))
 }
 
 async fn list_mappings(

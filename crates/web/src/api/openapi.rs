@@ -319,6 +319,14 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/unmapped-tables",
+        "Source tables no mapping applies to: their events wait in bronze, counted, until the \
+         table is mapped and the workspace rebuilt (most recently seen first, at most 1000)",
+        Access::Tenant(P::ManageSources),
+        (200, Some("UnmappedTables")),
+    ),
+    op(
+        "get",
         "/api/v1/masking-policies",
         "The workspace's masking rules (applied at the edge, before the bus and bronze)",
         Access::Tenant(P::ManageMasking),
@@ -990,6 +998,11 @@ fn schemas() -> Value {
             "dlq_id": uuid, "consumer": { "type": "string" }, "event_id": uuid,
             "reason_code": { "type": "string" }, "reason": { "type": "string" },
         }), &["dlq_id", "reason_code", "reason"])),
+        "UnmappedTables": list("unmapped_tables", object(json!({
+            "source_id": uuid, "schema_name": { "type": "string" },
+            "table_name": { "type": "string" }, "events": { "type": "integer" },
+            "first_seen_at": time, "last_seen_at": time,
+        }), &["source_id", "schema_name", "table_name", "events", "first_seen_at", "last_seen_at"])),
         "Registry": list("tenants", object(json!({
             "tenant_id": uuid, "name": { "type": "string" }, "plan": { "type": "string" },
             "industry": { "type": "string" }, "region": { "type": "string" },

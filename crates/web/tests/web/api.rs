@@ -86,6 +86,20 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     let (status, _, _) = request(&addr, "PUT", "/api/v1/sso", Some(&b_owner), b_sso).await;
     assert_eq!(status, 200);
     crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
+    let mut admin = test_database.admin().await;
+    for (tenant, table) in [(b, "globex_unmapped"), (a, "acme_unmapped")] {
+        sqlx::query(
+            "insert into pipeline.unmapped_tables (tenant_id, source_id, schema_name, table_name, \
+                 events, first_seen_at, last_seen_at) values ($1, $2, 'public', $3, 1, now(), now())",
+        )
+        .bind(tenant.as_uuid())
+        .bind(b_source.as_uuid())
+        .bind(table)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    drop(admin);
     let mut tx = owner(&database, a).await;
     let replay = store::replay::request(&mut tx, &store::replay::ReplayKind::DeadLetters)
         .await
@@ -154,6 +168,13 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 "/api/v1/dead-letters".into(),
                 String::new(),
                 Permission::ViewDeadLetters,
+                200,
+            ),
+            (
+                "GET",
+                "/api/v1/unmapped-tables".into(),
+                String::new(),
+                Permission::ManageSources,
                 200,
             ),
             (
@@ -470,6 +491,14 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                     "{role} {path} shows tenant B's {foreign}: {response}"
                 );
             }
+        }
+
+        // Tenant B's unmapped tables do not show; tenant A's do.
+        if role.allows(Permission::ManageSources) {
+            let (_, _, listed) =
+                request(&addr, "GET", "/api/v1/unmapped-tables", Some(&bearer), "").await;
+            assert!(!listed.contains("globex_unmapped"), "{listed}");
+            assert!(listed.contains("acme_unmapped"), "{listed}");
         }
 
         // Tenant B's masking rule neither shows nor can be changed.

@@ -56,6 +56,21 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     named_source(&database, a, "acme-charging-db").await;
     named_source(&database, b, "globex-secret-db").await;
     crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
+    // A table of each tenant that nobody mapped: its admins see it on the sources page.
+    let mut admin = test_database.admin().await;
+    for (tenant, table) in [(a, "acme_gadgets"), (b, "globex_gadgets")] {
+        sqlx::query(
+            "insert into pipeline.unmapped_tables (tenant_id, source_id, schema_name, table_name, \
+                 events, first_seen_at, last_seen_at) \
+             values ($1, gen_random_uuid(), 'public', $2, 7, now(), now())",
+        )
+        .bind(tenant.as_uuid())
+        .bind(table)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    drop(admin);
 
     // Signed out: every app route sends the browser to sign in, and comes back after.
     let mut anonymous = Browser::new(&addr);
@@ -101,6 +116,13 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         let sources = browser.get("/app/data-sources").await;
         if role.allows(Permission::ViewSources) && !sources.body.contains("acme-charging-db") {
             failures.push(format!("{role}: own source missing"));
+        }
+        let lists_unmapped = sources.body.contains("public.acme_gadgets");
+        if lists_unmapped != role.allows(Permission::ManageSources) {
+            failures.push(format!("{role}: lists unmapped tables = {lists_unmapped}"));
+        }
+        if sources.body.contains("globex_gadgets") {
+            failures.push(format!("{role}: lists tenant B's unmapped table"));
         }
         // Member actions: allowed by the permission table in the own tenant; another tenant's
         // member does not exist here.
