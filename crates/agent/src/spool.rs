@@ -71,8 +71,13 @@ pub struct SnapshotCursor {
     pub consistent_point: u64,
     /// Index into the snapshot's table list.
     pub table: usize,
-    /// The key (as text, in key-column order) of the last row read from that table.
+    /// The key (as text, in key-column order) of the last row read from that table; for a
+    /// table without a unique key, the whole row (every column as text).
     pub after_key: Option<Vec<Option<String>>>,
+    /// How many rows equal to `after_key` were read: a table without a unique key may hold
+    /// identical rows, and a continued read skips exactly that many of them.
+    #[serde(default)]
+    pub repeats: u32,
     /// The next snapshot row's sequence number.
     pub seq: u32,
 }

@@ -1,7 +1,10 @@
 //! The initial snapshot: every row of the published tables as `read` events, all stamped with
 //! the slot's consistent point, read in key order in chunks so that a restart continues after
 //! the last spooled row instead of starting over. A table without a unique key is read through
-//! a server-side cursor, a chunk at a time, so memory stays bounded whatever its size.
+//! a server-side cursor, a chunk at a time, so memory stays bounded whatever its size, in the
+//! order of its whole rows (every column's text): a restart continues after the last spooled
+//! row there too, skipping as many rows identical to it as were already read, so no row is
+//! sent twice under two sequence numbers.
 //!
 //! The first run reads inside the snapshot the slot exported, so the rows are exactly the
 //! state the stream continues from. A run that resumes an interrupted snapshot can no longer
@@ -49,6 +52,7 @@ pub async fn read(
             consistent_point: state.consistent_point,
             table: 0,
             after_key: None,
+            repeats: 0,
             seq: 0,
         },
     };
@@ -84,6 +88,7 @@ pub async fn read(
             );
             cursor.table += 1;
             cursor.after_key = None;
+            cursor.repeats = 0;
             continue;
         };
         tracing::info!(schema, table = name, "snapshot of a table");
@@ -94,15 +99,19 @@ pub async fn read(
                 .map(|column| (column.name.clone(), column.type_name.clone()))
                 .collect(),
         );
+        // Rows identical to the last one read before an interruption that were already sent.
+        let mut skip = 0;
         if !table.unique_key {
-            // Identifiers are quoted and the cursor's name is a constant.
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "declare {CURSOR} no scroll cursor for {}",
-                select_sql(&table)
-            )))
-            .execute(&mut *transaction)
-            .await
-            .with_context(|| format!("reading {}.{}", table.schema, table.name))?;
+            declare_cursor(&mut transaction, &table, cursor.after_key.as_deref()).await?;
+            if cursor.after_key.is_some() {
+                skip = cursor.repeats;
+                tracing::info!(
+                    schema,
+                    table = name,
+                    identical_rows_sent = skip,
+                    "continuing a table without a unique key from its last row sent"
+                );
+            }
         }
         loop {
             if *stop.borrow() {
@@ -119,6 +128,8 @@ pub async fn read(
                 if table.unique_key {
                     cursor.after_key =
                         Some(table.key.iter().map(|index| row[*index].clone()).collect());
+                } else if !keyless_row(&mut cursor, &mut skip, &row) {
+                    continue;
                 }
                 let (event, bytes) = read_event(
                     &table,
@@ -146,6 +157,7 @@ pub async fn read(
         }
         cursor.table += 1;
         cursor.after_key = None;
+        cursor.repeats = 0;
         sink.resume_mut().snapshot = Some(cursor.clone());
     }
     transaction.commit().await?;
@@ -153,6 +165,23 @@ pub async fn read(
     sink.flush(stop).await?;
     tracing::info!(rows = cursor.seq, "snapshot complete");
     Ok(true)
+}
+
+/// Moves a keyless table's cursor past `row`; false when the row was already sent before an
+/// interruption (one of the `skip` rows identical to the last one sent, which come first).
+fn keyless_row(cursor: &mut SnapshotCursor, skip: &mut u32, row: &[Option<String>]) -> bool {
+    if cursor.after_key.as_deref() == Some(row) {
+        if *skip > 0 {
+            *skip -= 1;
+            return false;
+        }
+        cursor.repeats += 1;
+    } else {
+        *skip = 0;
+        cursor.after_key = Some(row.to_vec());
+        cursor.repeats = 1;
+    }
+    true
 }
 
 /// `select <every column as its type's text output> from <table>`.
@@ -169,6 +198,64 @@ fn select_sql(table: &TableShape) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!("select {columns} from {}", table.qualified())
+}
+
+/// Opens the cursor a table without a unique key is read through: every row in the order of
+/// [`row_order`], from `after_row` on (inclusive: identical rows are told apart by counting).
+async fn declare_cursor(
+    connection: &mut PgConnection,
+    table: &TableShape,
+    after_row: Option<&[Option<String>]>,
+) -> anyhow::Result<()> {
+    let order = row_order(table);
+    let mut sql = format!(
+        "declare {CURSOR} no scroll cursor for {}",
+        select_sql(table)
+    );
+    if after_row.is_some() {
+        let parameters = (0..table.columns.len())
+            .map(|index| {
+                format!(
+                    "${}::boolean, ${}::text collate \"C\"",
+                    2 * index + 1,
+                    2 * index + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sql.push_str(&format!(" where ({}) >= ({parameters})", order.join(", ")));
+    }
+    sql.push_str(&format!(" order by {}", order.join(", ")));
+    // Identifiers are quoted and the cursor's name is a constant; values are bound. Not kept
+    // prepared: each table's text differs.
+    let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+    for value in after_row.unwrap_or_default() {
+        query = query
+            .bind(value.is_none())
+            .bind(value.clone().unwrap_or_default());
+    }
+    query
+        .execute(&mut *connection)
+        .await
+        .with_context(|| format!("reading {}.{}", table.schema, table.name))?;
+    Ok(())
+}
+
+/// A total order on whole rows that the agent can continue from: per column, nulls last, then
+/// its text output compared byte by byte (every type has one; not every type has an ordering).
+/// Two rows equal in it are sent as identical events.
+fn row_order(table: &TableShape) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .flat_map(|column| {
+            let name = quote_ident(&column.name);
+            [
+                format!("({name} is null)"),
+                format!("coalesce(format('%s', {name}), '') collate \"C\""),
+            ]
+        })
+        .collect()
 }
 
 /// The next rows of a table without a unique key from its cursor.
@@ -294,4 +381,71 @@ fn read_event(
         },
         bytes,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(text: &str) -> Vec<Option<String>> {
+        vec![Some(text.to_owned()), None]
+    }
+
+    /// Sends `rows` through a cursor as a continued read would, and returns what is sent.
+    fn continue_read(cursor: &mut SnapshotCursor, rows: &[&str]) -> Vec<String> {
+        let mut skip = if cursor.after_key.is_some() {
+            cursor.repeats
+        } else {
+            0
+        };
+        rows.iter()
+            .filter(|text| keyless_row(cursor, &mut skip, &row(text)))
+            .map(|text| (*text).to_owned())
+            .collect()
+    }
+
+    fn fresh() -> SnapshotCursor {
+        SnapshotCursor {
+            consistent_point: 1,
+            table: 0,
+            after_key: None,
+            repeats: 0,
+            seq: 0,
+        }
+    }
+
+    #[test]
+    fn identical_rows_are_counted_and_a_continued_read_skips_exactly_those_sent() {
+        let mut cursor = fresh();
+        // Interrupted after two of three identical rows.
+        assert_eq!(
+            continue_read(&mut cursor, &["a", "b", "b"]),
+            ["a", "b", "b"]
+        );
+        assert_eq!(
+            (cursor.after_key.clone(), cursor.repeats),
+            (Some(row("b")), 2)
+        );
+        // The continued read starts at the last row sent, inclusive.
+        assert_eq!(
+            continue_read(&mut cursor, &["b", "b", "b", "c", "c"]),
+            ["b", "c", "c"]
+        );
+        assert_eq!(
+            (cursor.after_key.clone(), cursor.repeats),
+            (Some(row("c")), 2)
+        );
+    }
+
+    #[test]
+    fn fewer_identical_rows_than_were_sent_skip_only_those_there_are() {
+        let mut cursor = fresh();
+        continue_read(&mut cursor, &["a", "a", "a"]);
+        // Two of the three were deleted since: nothing of them is sent again, the next row is.
+        assert_eq!(continue_read(&mut cursor, &["a", "d"]), ["d"]);
+        assert_eq!(
+            (cursor.after_key.clone(), cursor.repeats),
+            (Some(row("d")), 1)
+        );
+    }
 }

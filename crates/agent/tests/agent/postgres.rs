@@ -312,6 +312,93 @@ async fn an_interrupted_snapshot_continues_after_the_last_spooled_row() {
     setup.platform.stop();
 }
 
+/// 200,000 rows keyed, then 200,000 without a key, every distinct keyless row seven or eight
+/// times over (so that an interruption mostly falls inside a run of identical rows).
+const KILLED_SNAPSHOT: &str = "create table a_keyed (id int primary key, label text, weight float8); \
+     insert into a_keyed select g, 'row ' || g, g * 0.5 from generate_series(1, 200000) g; \
+     create table b_keyless (device int, value float8, note text); \
+     insert into b_keyless select (g % 28571) / 20, (g % 28571) * 0.25, \
+       case when g % 28571 % 7 = 0 then null else 'n' || (g % 28571) end \
+     from generate_series(1, 200000) g";
+
+const KEYED_ROWS: u64 = 200_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_killed_mid_table_is_replaced_not_duplicated_for_keyed_and_keyless_tables() {
+    let (mut setup, mut source) = setup(KILLED_SNAPSHOT, "").await;
+    // Killed once inside each table's snapshot, at a random row past the first chunks.
+    let keyed_at = 20_000 + (uuid::Uuid::new_v4().as_u128() % 100_000) as u64;
+    let keyless_at = KEYED_ROWS + 20_000 + (uuid::Uuid::new_v4().as_u128() % 100_000) as u64;
+    let mut agent = Agent::start(&setup.config);
+    for (table, at, end) in [
+        ("a_keyed", keyed_at, KEYED_ROWS),
+        ("b_keyless", keyless_at, 2 * KEYED_ROWS),
+    ] {
+        let status = wait_for_status(
+            &setup.state_dir,
+            &format!("the snapshot passed row {at}"),
+            &mut agent,
+            |status| {
+                status["snapshot_rows"]
+                    .as_u64()
+                    .is_some_and(|rows| rows >= at)
+            },
+        )
+        .await;
+        agent.kill();
+        let rows = status["snapshot_rows"].as_u64().unwrap();
+        eprintln!("killed the agent in the snapshot of {table} after {rows} rows");
+        assert!(
+            rows < end,
+            "the kill came after {table}'s snapshot ended ({rows} rows): the test tests nothing"
+        );
+        agent = Agent::start(&setup.config);
+    }
+    // Caught up: the keyed table as the source has it, and every snapshot row in bronze.
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.a_keyed", &["id"])],
+        &mut agent,
+    )
+    .await;
+    wait_for_status(&setup.state_dir, "it caught up", &mut agent, |status| {
+        status["caught_up"] == json!(true)
+    })
+    .await;
+    let mut database = setup.platform.database().await;
+    let events = bronze_events(&mut database, &setup.source_id).await;
+    assert_no_duplicates(&events);
+    let reads = events.iter().filter(|event| event.op == "read").count();
+    assert_eq!(reads as u64, 2 * KEYED_ROWS, "every row read exactly once");
+    // The keyed table's latest images, and the keyless table as a multiset, equal the source.
+    let expected = source_tables(&mut source, &[("public.a_keyed", &["id"])]).await;
+    let mut folded = fold(&events);
+    folded.retain(|table, _| expected.contains_key(table));
+    assert_eq!(summary(&folded), summary(&expected));
+    let source_keyless = source_rows(&mut source, "public.b_keyless").await;
+    let bronze_keyless = bronze_rows(&events, "public.b_keyless");
+    assert_eq!(bronze_keyless.len(), source_keyless.len());
+    assert!(
+        bronze_keyless == source_keyless,
+        "the keyless table differs: first bronze row not in the source {:?}",
+        bronze_keyless
+            .iter()
+            .zip(&source_keyless)
+            .find(|(bronze, source)| bronze != source)
+    );
+    let log = agent.log();
+    assert!(log.contains("continuing the interrupted snapshot"), "{log}");
+    let continued = log
+        .lines()
+        .find(|line| line.contains("continuing a table without a unique key"));
+    assert!(continued.is_some(), "{log}");
+    eprintln!("{}", continued.unwrap_or_default());
+    agent.stop();
+    setup.platform.stop();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_nine_three_times_in_a_100k_row_stream_loses_and_duplicates_nothing() {
     let (mut setup, mut source) = setup(

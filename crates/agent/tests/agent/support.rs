@@ -536,3 +536,36 @@ pub fn first_difference(left: &Tables, right: &Tables) -> String {
     }
     "none".into()
 }
+
+/// A table's rows as the source has them, for a table without a key: each row as canonical
+/// JSON text (columns in name order), sorted, identical rows kept: a multiset.
+pub async fn source_rows(source: &mut PgConnection, table: &str) -> Vec<String> {
+    let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select to_jsonb(t)::text from {table} t"
+    )))
+    .fetch_all(&mut *source)
+    .await
+    .unwrap();
+    let mut rows: Vec<String> = rows
+        .iter()
+        .map(|row| row_text(serde_json::from_str(row).unwrap()))
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// Every row bronze's reads and inserts of `table` carry, as [`source_rows`] prints them.
+pub fn bronze_rows(events: &[BronzeEvent], table: &str) -> Vec<String> {
+    let mut rows: Vec<String> = events
+        .iter()
+        .filter(|event| event.table == table && matches!(event.op.as_str(), "read" | "insert"))
+        .map(|event| row_text(event.payload["after"].as_object().unwrap().clone()))
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+fn row_text(row: Map<String, Value>) -> String {
+    let sorted: BTreeMap<String, Value> = canonical_map(row).into_iter().collect();
+    serde_json::to_string(&sorted).unwrap()
+}
