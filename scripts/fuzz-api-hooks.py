@@ -48,13 +48,52 @@ def _distinct_columns(body):
     return body
 
 
+# The longest range a series may cover at each step (the store's `Step::max_range`).
+_SERIES_MAX_RANGE = {
+    "1m": timedelta(days=1),
+    "5m": timedelta(days=7),
+    "1h": timedelta(days=90),
+    "1d": timedelta(days=5 * 366),
+}
+
+
+def _series_range(query):
+    """A series' `to` is after its `from`, within the longest range of its step."""
+    start, end = _instant(query.get("from")), _instant(query.get("to"))
+    if (query.get("from") is not None and start is None) or (
+        query.get("to") is not None and end is None
+    ):
+        return query
+    longest = _SERIES_MAX_RANGE.get(query.get("step"), _SERIES_MAX_RANGE["1d"])
+    try:
+        if start is None and end is None:
+            return query
+        if start is None:
+            start = end - timedelta(hours=1)
+        if end is None:
+            end = start + timedelta(hours=1)
+        if start > end:
+            start, end = end, start
+        if end - start > longest:
+            end = start + longest
+        if end == start:
+            end = start + timedelta(minutes=1)
+    except OverflowError:
+        start, end = datetime(2026, 1, 1, tzinfo=end.tzinfo if end else start.tzinfo), None
+        end = start + timedelta(hours=1)
+    query["from"], query["to"] = start.isoformat(), end.isoformat()
+    return query
+
+
 @schemathesis.hook
 def map_case(context, case):
     """Every phase's cases (the coverage phase applies case hooks, not body hooks)."""
+    method, path = case.operation.method.lower(), case.operation.path
+    if method == "get" and path == "/api/v1/analytics/series" and isinstance(case.query, dict):
+        case.query = _series_range(case.query)
     body = case.body
     if not isinstance(body, dict):
         return case
-    method, path = case.operation.method.lower(), case.operation.path
     if method == "post" and path == "/api/v1/replays" and body.get("kind") == "range":
         case.body = _ordered_range(body)
     elif method == "put" and path.endswith("/mappings/{table}"):

@@ -45,6 +45,12 @@ impl ApiError {
     pub(super) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+
+    /// The body this error answers with, for unit tests of handlers' checks.
+    #[cfg(test)]
+    pub(super) fn body(&self) -> serde_json::Value {
+        json!({ "error": { "code": self.code, "message": self.message, "details": self.details } })
+    }
 }
 
 impl From<StoreError> for ApiError {

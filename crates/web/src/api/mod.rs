@@ -14,6 +14,7 @@ use self::registry::Routes;
 use crate::AppState;
 
 mod account;
+mod analytics;
 mod caller;
 mod conformance;
 mod error;
@@ -31,7 +32,7 @@ mod workspace;
 
 fn register() -> Routes {
     let routes = Routes::new().at(Method::GET, "/api/v1/openapi.json", openapi_document);
-    let routes = sources::register(routes);
+    let routes = analytics::register(sources::register(routes));
     let routes = masking::register(mappings::register(routes));
     let routes = workspace::register(members::register(account::register(routes)));
     sso::register(ops::register(routes))

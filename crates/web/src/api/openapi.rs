@@ -160,6 +160,95 @@ const REGISTRY_QUERY: &[QueryParam] = &[
     param("region", "exact region", TEXT),
 ];
 
+const DATE_TIME: &str = r#"{ "type": "string", "format": "date-time" }"#;
+const ENTITY_TEXT: &str = r#"{ "type": "string", "maxLength": 500, "pattern": "^[^\\u0000]*$" }"#;
+
+const SERIES_QUERY: &[QueryParam] = &[
+    QueryParam {
+        required: true,
+        ..param(
+            "key",
+            "the metric key",
+            r#"{ "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000]*$" }"#,
+        )
+    },
+    param(
+        "from",
+        "the range's start, RFC 3339, inclusive (default: an hour before `to`); rounded down to the step",
+        DATE_TIME,
+    ),
+    param(
+        "to",
+        "the range's end, RFC 3339, exclusive (default: now); after `from`, at most 1 day after it at 1m, 7 days at 5m, 90 days at 1h, 1830 days at 1d",
+        DATE_TIME,
+    ),
+    param(
+        "step",
+        "the bucket width (default: the finest that covers the range); buckets are aligned in UTC",
+        r#"{ "enum": ["1m", "5m", "1h", "1d"] }"#,
+    ),
+    param(
+        "agg",
+        "how a bucket's readings become one value (default avg)",
+        r#"{ "enum": ["avg", "min", "max", "sum", "count", "last"] }"#,
+    ),
+    param(
+        "site",
+        "readings of this site, its devices and its sessions",
+        ENTITY_TEXT,
+    ),
+    param(
+        "device",
+        "readings of this device and its sessions",
+        ENTITY_TEXT,
+    ),
+    param(
+        "group_by",
+        "one series per site or per device, the top `limit` by the aggregation over the range",
+        r#"{ "enum": ["site", "device"] }"#,
+    ),
+    param(
+        "limit",
+        "how many groups (default 10)",
+        r#"{ "type": "integer", "minimum": 1, "maximum": 50 }"#,
+    ),
+];
+
+/// The parameters every entity list takes.
+macro_rules! list_params {
+    ($sort:literal $(, $extra:expr)*) => {
+        &[
+            param("q", "a case-insensitive part of the id or the name", ENTITY_TEXT),
+            $($extra,)*
+            param("status", "exact status", ENTITY_TEXT),
+            param("sort", "the order (every order ends with the id)", $sort),
+            param("order", "ascending (default) or descending", r#"{ "enum": ["asc", "desc"] }"#),
+            param(
+                "limit",
+                "page size (default 50)",
+                r#"{ "type": "integer", "minimum": 1, "maximum": 500 }"#,
+            ),
+            param(
+                "cursor",
+                "the previous page's `next_cursor`",
+                r#"{ "type": "string", "minLength": 1, "maxLength": 2000, "pattern": "^[A-Za-z0-9_-]+$" }"#,
+            ),
+        ]
+    };
+}
+
+const SITES_QUERY: &[QueryParam] =
+    list_params!(r#"{ "enum": ["id", "name", "recent", "updated_at"] }"#);
+const DEVICES_QUERY: &[QueryParam] = list_params!(
+    r#"{ "enum": ["id", "name", "recent", "updated_at"] }"#,
+    param("site", "devices of this site", ENTITY_TEXT)
+);
+const SESSIONS_QUERY: &[QueryParam] = list_params!(
+    r#"{ "enum": ["id", "recent", "updated_at"] }"#,
+    param("site", "sessions at this site", ENTITY_TEXT),
+    param("device", "sessions of this device", ENTITY_TEXT)
+);
+
 /// Every operation of `/api/v1`.
 pub const OPERATIONS: &[Operation] = &[
     op(
@@ -168,6 +257,74 @@ pub const OPERATIONS: &[Operation] = &[
         "This document",
         Access::Public,
         (200, None),
+    ),
+    Operation {
+        query: SERIES_QUERY,
+        ..op(
+            "get",
+            "/api/v1/analytics/series",
+            "A metric's time series, bucketed, filtered by site or device and optionally one series per site or device",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("Series")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/analytics/keys",
+        "The catalogue: metric keys and typed extras fields, with first and last seen and counts",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("Catalogue")),
+    ),
+    Operation {
+        query: SITES_QUERY,
+        ..op(
+            "get",
+            "/api/v1/analytics/sites",
+            "The workspace's sites, filtered, sorted and paged",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("EntityPage")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/analytics/sites/{id}",
+        "One site with its typed columns and extras",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("Entity")),
+    ),
+    Operation {
+        query: DEVICES_QUERY,
+        ..op(
+            "get",
+            "/api/v1/analytics/devices",
+            "The workspace's devices, filtered, sorted and paged",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("EntityPage")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/analytics/devices/{id}",
+        "One device with its typed columns and extras",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("Entity")),
+    ),
+    Operation {
+        query: SESSIONS_QUERY,
+        ..op(
+            "get",
+            "/api/v1/analytics/sessions",
+            "The workspace's sessions, filtered, sorted and paged",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("EntityPage")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/analytics/sessions/{id}",
+        "One session with its typed columns and extras",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("Entity")),
     ),
     op(
         "get",
@@ -962,6 +1119,15 @@ fn schemas() -> Value {
             "tenant_count",
         ],
     );
+    let entity = object(
+        json!({
+            "kind": { "enum": ["site", "device", "session"] },
+            "id": { "type": "string" }, "source_id": uuid,
+            "columns": { "type": "object" }, "extras": { "type": "object" },
+            "updated_at": time,
+        }),
+        &["kind", "id", "source_id", "columns", "extras", "updated_at"],
+    );
     let mut schemas = json!({
         "Error": object(json!({
             "error": object(json!({
@@ -971,6 +1137,34 @@ fn schemas() -> Value {
             }), &["code", "message", "details"]),
         }), &["error"]),
         "Source": source,
+        "Series": object(json!({
+            "key": { "type": "string" }, "from": time, "to": time,
+            "step": { "enum": ["1m", "5m", "1h", "1d"] },
+            "agg": { "enum": ["avg", "min", "max", "sum", "count", "last"] },
+            "series": { "type": "array", "items": object(json!({
+                "group": { "type": ["string", "null"] }, "label": { "type": ["string", "null"] },
+                "points": { "type": "array", "items": object(json!({
+                    "at": time, "value": { "type": "number" }, "count": { "type": "integer" },
+                }), &["at", "value", "count"]) },
+            }), &["group", "label", "points"]) },
+        }), &["key", "from", "to", "step", "agg", "series"]),
+        "Entity": entity.clone(),
+        "EntityPage": object(json!({
+            "items": { "type": "array", "items": entity },
+            "next_cursor": { "type": ["string", "null"] },
+        }), &["items", "next_cursor"]),
+        "Catalogue": object(json!({
+            "metrics": { "type": "array", "items": object(json!({
+                "key": { "type": "string" }, "first_seen": time, "last_seen": time,
+                "readings": { "type": "integer" }, "entities": { "type": "integer" },
+            }), &["key", "first_seen", "last_seen", "readings", "entities"]) },
+            "extras": { "type": "array", "items": object(json!({
+                "entity_kind": { "enum": ["site", "device", "session"] },
+                "key": { "type": "string" },
+                "value_type": { "enum": ["text", "number", "boolean", "time"] },
+                "entities": { "type": "integer" }, "first_seen": time, "last_seen": time,
+            }), &["entity_kind", "key", "value_type", "entities", "first_seen", "last_seen"]) },
+        }), &["metrics", "extras"]),
         "SourceList": list("sources", json!({ "$ref": "#/components/schemas/Source" })),
         "PairingToken": pairing,
         "CreatedSource": object(json!({
@@ -1156,6 +1350,9 @@ fn path_schema(name: &str) -> Value {
             json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" })
         }
         "key" => json!({ "type": "string", "pattern": "^[a-z][a-z0-9_.]{0,99}$" }),
+        "id" => {
+            json!({ "type": "string", "minLength": 1, "maxLength": 500, "pattern": NO_NUL })
+        }
         "domain" => {
             json!({ "type": "string", "minLength": 1, "maxLength": 253, "pattern": NO_NUL })
         }

@@ -60,6 +60,43 @@ async fn invitation(database: &Database, tenant: TenantId, email: &str) -> uuid:
     invitation
 }
 
+/// One site, device and session of `tenant` named after `prefix`, with a typed extra, and a
+/// minute of `temperature` readings (and of `{prefix}_only`) for the device, written as the
+/// materializer would.
+async fn read_models(
+    admin: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    source: SourceId,
+    prefix: &str,
+) {
+    for statement in [
+        "insert into analytics.sites (tenant_id, site_id, source_id, name, pos_lsn, pos_seq) \
+         values ($1, $3 || '-site', $2, $3 || ' site', 1, 0)",
+        "insert into analytics.devices (tenant_id, device_id, source_id, site_id, name, status, \
+             pos_lsn, pos_seq) \
+         values ($1, $3 || '-device', $2, $3 || '-site', $3 || ' device', 'online', 1, 0)",
+        "insert into analytics.sessions (tenant_id, session_id, source_id, device_id, site_id, \
+             status, started_at, pos_lsn, pos_seq) \
+         values ($1, $3 || '-session', $2, $3 || '-device', $3 || '-site', 'open', now(), 1, 0)",
+        "insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
+         values ($1, 'device', $3 || '-device', $3 || '_extra', 'x')",
+        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+             minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         select $1, 'device', $3 || '-device', key, date_trunc('minute', now()) - interval '5 minutes', \
+             42, 42, 1, 42, 42, 42, 1, 0, date_trunc('minute', now()) - interval '5 minutes', 'r1' \
+         from unnest(array['temperature', $3 || '_only']) key",
+    ] {
+        sqlx::query(statement)
+            .bind(tenant.as_uuid())
+            .bind(source.as_uuid())
+            .bind(prefix)
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+    }
+}
+
 /// The id inside an API token's text (`tat1.<tenant>.<id>.<secret>`).
 fn token_id(text: &str) -> uuid::Uuid {
     text.split('.').nth(2).unwrap().parse().unwrap()
@@ -99,6 +136,9 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         .await
         .unwrap();
     }
+    let a_source_of_read_models = source(&database, a).await;
+    read_models(&mut admin, a, a_source_of_read_models, "acme").await;
+    read_models(&mut admin, b, b_source, "globex").await;
     drop(admin);
     let mut tx = owner(&database, a).await;
     let replay = store::replay::request(&mut tx, &store::replay::ReplayKind::DeadLetters)
@@ -120,7 +160,29 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         .await;
         let a_invitation = invitation(&database, a, &format!("invited-{role}@acme.example")).await;
         let a_token = token_id(&token(&database, a, Role::Viewer).await);
-        let routes: Vec<(&str, String, String, Permission, u16)> = vec![
+        let mut routes: Vec<(&str, String, String, Permission, u16)> = [
+            "/api/v1/analytics/series?key=temperature",
+            "/api/v1/analytics/series?key=temperature&group_by=device&step=5m",
+            "/api/v1/analytics/keys",
+            "/api/v1/analytics/sites",
+            "/api/v1/analytics/sites/acme-site",
+            "/api/v1/analytics/devices?site=acme-site&sort=name&order=desc",
+            "/api/v1/analytics/devices/acme-device",
+            "/api/v1/analytics/sessions?device=acme-device",
+            "/api/v1/analytics/sessions/acme-session",
+        ]
+        .into_iter()
+        .map(|path| {
+            (
+                "GET",
+                path.to_owned(),
+                String::new(),
+                Permission::ViewDashboards,
+                200,
+            )
+        })
+        .collect();
+        routes.extend(vec![
             (
                 "GET",
                 "/api/v1/sources".into(),
@@ -356,7 +418,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 Permission::ManageMasking,
                 204,
             ),
-        ];
+        ]);
         for (method, path, body, permission, success) in routes {
             let (status, _, response) = request(&addr, method, &path, Some(&bearer), &body).await;
             let expected = if role.allows(permission) {
@@ -492,6 +554,68 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 );
             }
         }
+
+        // Tenant B's read models do not exist for tenant A: its ids are not found, its
+        // entities, keys and readings are not listed; tenant A's are.
+        for kind in ["sites", "devices", "sessions"] {
+            let singular = kind.trim_end_matches('s');
+            let path = format!("/api/v1/analytics/{kind}/globex-{singular}");
+            let (status, _, response) = request(&addr, "GET", &path, Some(&bearer), "").await;
+            if status != 404 {
+                failures.push(format!(
+                    "{role} GET {path} of tenant B: expected 404, got {status} {response}"
+                ));
+            }
+            let path = format!("/api/v1/analytics/{kind}");
+            let (_, _, listed) = request(&addr, "GET", &path, Some(&bearer), "").await;
+            assert!(!listed.contains("globex"), "{role} {path}: {listed}");
+            assert!(
+                listed.contains(&format!("acme-{singular}")),
+                "{role} {path}: {listed}"
+            );
+        }
+        let (_, _, keys) = request(&addr, "GET", "/api/v1/analytics/keys", Some(&bearer), "").await;
+        assert!(!keys.contains("globex"), "{role}: {keys}");
+        assert!(
+            keys.contains("acme_only") && keys.contains("acme_extra"),
+            "{role}: {keys}"
+        );
+        for path in [
+            "/api/v1/analytics/series?key=globex_only",
+            "/api/v1/analytics/series?key=temperature&device=globex-device",
+            "/api/v1/analytics/series?key=temperature&site=globex-site",
+        ] {
+            let (status, _, response) = request(&addr, "GET", path, Some(&bearer), "").await;
+            let series = json(&response)["series"].clone();
+            let points: usize = series
+                .as_array()
+                .unwrap_or_else(|| panic!("{role} {path}: {status} {response}"))
+                .iter()
+                .map(|series| series["points"].as_array().map_or(0, Vec::len))
+                .sum();
+            assert_eq!(
+                points, 0,
+                "{role} {path} shows tenant B's readings: {response}"
+            );
+        }
+        let (_, _, response) = request(
+            &addr,
+            "GET",
+            "/api/v1/analytics/series?key=temperature&group_by=device",
+            Some(&bearer),
+            "",
+        )
+        .await;
+        let series = json(&response)["series"].clone();
+        assert_eq!(
+            series.as_array().map(|series| series
+                .iter()
+                .map(|series| series["group"].clone())
+                .collect::<Vec<_>>()),
+            Some(vec![Value::String("acme-device".into())]),
+            "{role}: {response}"
+        );
+        assert_eq!(series[0]["points"][0]["value"], 42.0, "{role}: {response}");
 
         // Tenant B's unmapped tables do not show; tenant A's do.
         if role.allows(Permission::ManageSources) {
