@@ -5,10 +5,18 @@
 //!
 //! Series of 1-minute and 5-minute steps read `analytics.metrics_min`; 1-hour and 1-day steps
 //! read `analytics.metrics_hour`, the hourly rollup the materializer keeps exact in the same
-//! transaction as the minutes. Buckets are aligned in UTC.
+//! transaction as the minutes. Buckets are aligned in UTC. Every statement is constant text
+//! with bound parameters; a choice (the table a step reads, the order of a list) picks one of a
+//! few constant statements.
 
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::read_model::ColumnType;
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
-use serde::Serialize;
 
 use crate::{StoreError, TenantTx};
 
@@ -58,6 +66,16 @@ impl Step {
             Step::FiveMinutes => Duration::days(7),
             Step::Hour => Duration::days(90),
             Step::Day => Duration::days(5 * 366),
+        }
+    }
+
+    /// [`Step::max_range`] in words, for an error message.
+    fn max_range_words(self) -> &'static str {
+        match self {
+            Step::Minute => "1 day",
+            Step::FiveMinutes => "7 days",
+            Step::Hour => "90 days",
+            Step::Day => "5 years",
         }
     }
 
@@ -122,6 +140,13 @@ impl GroupBy {
             _ => return None,
         })
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Site => "site",
+            GroupBy::Device => "device",
+        }
+    }
 }
 
 /// A query parameter that is wrong, and why: the API names `parameter` in its error's details.
@@ -131,23 +156,45 @@ pub struct InvalidParameter {
     pub message: String,
 }
 
+impl InvalidParameter {
+    fn new(parameter: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            parameter,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<InvalidParameter> for StoreError {
+    fn from(invalid: InvalidParameter) -> Self {
+        StoreError::InvalidParameter {
+            parameter: invalid.parameter,
+            message: invalid.message,
+        }
+    }
+}
+
 /// One metric series request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesQuery {
     pub key: String,
     /// Inclusive; rounded down to the step.
     pub from: OffsetDateTime,
-    /// Exclusive.
+    /// Exclusive: the last bucket is the one that starts before it, whole.
     pub to: OffsetDateTime,
     pub step: Step,
     pub aggregation: Aggregation,
-    /// Readings of this site, of its devices and of its sessions.
+    /// Readings of this site, of its devices and of its sessions (a session without a site is
+    /// its device's site's).
     pub site: Option<String>,
     /// Readings of this device and of its sessions.
     pub device: Option<String>,
+    /// Splits by the device (a session's reading: its session's device) or the site (a
+    /// device's: its site; a session's: its own, else its device's). Readings without one (a
+    /// site's own readings, by device) are left out.
     pub group_by: Option<GroupBy>,
     /// With `group_by`: the top `limit` groups (1 to 50), ranked by the aggregation over the
-    /// whole range, greatest first.
+    /// whole range, greatest first, ties by id (in byte order).
     pub limit: u32,
 }
 
@@ -156,7 +203,29 @@ impl SeriesQuery {
     /// the range against [`Step::max_range`] (the message names the largest allowed range),
     /// `limit` between 1 and 50.
     pub fn validate(&self) -> Result<(), InvalidParameter> {
-        todo!("read layer")
+        if !(1..=200).contains(&self.key.chars().count()) {
+            return Err(InvalidParameter::new(
+                "key",
+                "a metric key is 1 to 200 characters",
+            ));
+        }
+        if self.from >= self.to {
+            return Err(InvalidParameter::new("from", "from must be before to"));
+        }
+        if self.to - self.from > self.step.max_range() {
+            return Err(InvalidParameter::new(
+                "to",
+                format!(
+                    "a {} series covers at most {}; use a larger step or a shorter range",
+                    self.step.as_str(),
+                    self.step.max_range_words()
+                ),
+            ));
+        }
+        if !(1..=50).contains(&self.limit) {
+            return Err(InvalidParameter::new("limit", "limit is 1 to 50"));
+        }
+        Ok(())
     }
 }
 
@@ -182,10 +251,189 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
-/// The series of `query` (validated first: an invalid query is `StoreError::Invalid`).
-pub async fn series(_tx: &mut TenantTx, _query: &SeriesQuery) -> Result<Vec<Series>, StoreError> {
-    todo!("read layer")
+/// The series of `query` (validated first: an invalid query is
+/// [`StoreError::InvalidParameter`]). Ungrouped, it is one series, with no points when nothing
+/// matched; grouped, one series per group, the top-ranked first.
+pub async fn series(tx: &mut TenantTx, query: &SeriesQuery) -> Result<Vec<Series>, StoreError> {
+    query.validate()?;
+    let step = query.step.seconds();
+    let from = floor_to(query.from, step, "from")?;
+    let to = floor_to(query.to, step, "to")?;
+    // The end of the bucket `to` falls in, unless it starts one: rows before it belong to
+    // buckets that start before `to`.
+    let to = if to == query.to {
+        to
+    } else {
+        to + Duration::seconds(step)
+    };
+    let statement = match query.step {
+        Step::Minute | Step::FiveMinutes => SERIES_FROM_MINUTES,
+        Step::Hour | Step::Day => SERIES_FROM_HOURS,
+    };
+    let rows: Vec<SeriesRow> = sqlx::query_as(statement)
+        .bind(&query.key)
+        .bind(from)
+        .bind(to)
+        .bind(step as f64)
+        .bind(query.device.as_deref())
+        .bind(query.site.as_deref())
+        .bind(query.group_by.map(GroupBy::as_str))
+        .bind(query.aggregation.as_str())
+        .bind(i64::from(query.limit))
+        .fetch_all(tx.connection())
+        .await?;
+    let mut lines: Vec<Series> = Vec::new();
+    for row in rows {
+        let point = Point {
+            at: row.bucket,
+            value: match query.aggregation {
+                Aggregation::Avg => row.avg,
+                Aggregation::Min => row.min,
+                Aggregation::Max => row.max,
+                Aggregation::Sum => row.sum,
+                Aggregation::Count => row.count as f64,
+                Aggregation::Last => row.last,
+            },
+            count: row.count,
+        };
+        match lines.last_mut() {
+            Some(line) if line.group == row.group => line.points.push(point),
+            _ => lines.push(Series {
+                group: row.group,
+                label: row.label,
+                points: vec![point],
+            }),
+        }
+    }
+    if query.group_by.is_none() && lines.is_empty() {
+        lines.push(Series {
+            group: None,
+            label: None,
+            points: Vec::new(),
+        });
+    }
+    Ok(lines)
 }
+
+/// `at` rounded down to a multiple of `seconds` since the Unix epoch (UTC).
+fn floor_to(
+    at: OffsetDateTime,
+    seconds: i64,
+    parameter: &'static str,
+) -> Result<OffsetDateTime, InvalidParameter> {
+    let unix = at.unix_timestamp();
+    OffsetDateTime::from_unix_timestamp(unix - unix.rem_euclid(seconds))
+        .map_err(|_| InvalidParameter::new(parameter, "the time is out of range"))
+}
+
+/// One bucket of one group, with every aggregation.
+#[derive(sqlx::FromRow)]
+struct SeriesRow {
+    #[sqlx(rename = "grp")]
+    group: Option<String>,
+    label: Option<String>,
+    bucket: OffsetDateTime,
+    avg: f64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: i64,
+    last: f64,
+}
+
+/// The series statement over `$table`, whose bucket time is `$time`. Parameters: $1 the key,
+/// $2-$3 the range of row times, $4 the step in seconds, $5 the device, $6 the site, $7 the
+/// grouping (`device`, `site` or null), $8 the aggregation the groups are ranked by, $9 how many
+/// groups.
+///
+/// Each row is attributed to a device (its own, or its session's) and a site (its own, its
+/// device's, or its session's, else its session's device's), whether or not they were deleted.
+/// A bucket's average is its rounded sum over its count, so equal averages compare equal; its
+/// sum is the exact sum rounded once; its last value is the newest of its rows' by (measured
+/// at, position, reading id in byte order).
+macro_rules! series_statement {
+    ($table:literal, $time:literal) => {
+        concat!(
+            "with attributed as ( \
+                 select m.tenant_id, m.value_sum, \
+                     coalesce(m.value_sum_exact, m.value_sum::text::numeric) as value_sum_exact, \
+                     m.value_count, m.value_min, m.value_max, m.last_value, m.last_measured_at, \
+                     m.last_pos_lsn, m.last_pos_seq, m.last_reading_id, \
+                     date_bin(make_interval(secs => $4), m.",
+            $time,
+            ", timestamptz '2000-01-01 00:00:00+00') as bucket, \
+                     case m.entity_kind when 'device' then m.entity_id \
+                         when 'session' then s.device_id end as device_id, \
+                     case m.entity_kind when 'site' then m.entity_id \
+                         when 'device' then d.site_id \
+                         else coalesce(s.site_id, sd.site_id) end as site_id \
+                 from ",
+            $table,
+            " m \
+                 left join analytics.sessions s on m.entity_kind = 'session' \
+                     and s.tenant_id = m.tenant_id and s.session_id = m.entity_id \
+                 left join analytics.devices d on m.entity_kind = 'device' \
+                     and d.tenant_id = m.tenant_id and d.device_id = m.entity_id \
+                 left join analytics.devices sd on sd.tenant_id = s.tenant_id \
+                     and sd.device_id = s.device_id \
+                 where m.metric_key = $1 and m.",
+            $time,
+            " >= $2 and m.",
+            $time,
+            " < $3 \
+             ), \
+             selected as ( \
+                 select a.*, case $7::text when 'device' then a.device_id \
+                     when 'site' then a.site_id end as grp \
+                 from attributed a \
+                 where ($5::text is null or a.device_id = $5) \
+                     and ($6::text is null or a.site_id = $6) \
+             ), \
+             kept as ( \
+                 select * from selected where $7::text is null or grp is not null \
+             ), \
+             ranked as ( \
+                 select grp, case $8::text \
+                         when 'avg' then \
+                             sum(value_sum_exact)::float8 / sum(value_count)::float8 \
+                         when 'min' then min(value_min) \
+                         when 'max' then max(value_max) \
+                         when 'sum' then sum(value_sum_exact)::float8 \
+                         when 'count' then sum(value_count)::float8 \
+                         else (array_agg(last_value order by last_measured_at desc nulls last, \
+                             last_pos_lsn desc, last_pos_seq desc, \
+                             last_reading_id collate \"C\" desc nulls last))[1] \
+                     end as score \
+                 from kept group by grp \
+                 order by score desc, grp collate \"C\" \
+                 limit $9 \
+             ), \
+             buckets as ( \
+                 select tenant_id, grp, bucket, \
+                     sum(value_sum_exact)::float8 as sum, sum(value_count)::bigint as count, \
+                     min(value_min) as min, max(value_max) as max, \
+                     (array_agg(last_value order by last_measured_at desc nulls last, \
+                         last_pos_lsn desc, last_pos_seq desc, \
+                         last_reading_id collate \"C\" desc nulls last))[1] as last \
+                 from kept group by tenant_id, grp, bucket \
+             ) \
+             select b.grp, coalesce(ld.name, ls.name) as label, b.bucket, \
+                 b.sum / b.count::float8 as avg, b.min, b.max, b.sum, b.count, b.last \
+             from buckets b \
+             join ranked r on r.grp is not distinct from b.grp \
+             left join analytics.devices ld on $7::text = 'device' \
+                 and ld.tenant_id = b.tenant_id and ld.device_id = b.grp \
+                 and ld.deleted_at is null \
+             left join analytics.sites ls on $7::text = 'site' \
+                 and ls.tenant_id = b.tenant_id and ls.site_id = b.grp \
+                 and ls.deleted_at is null \
+             order by r.score desc, b.grp collate \"C\", b.bucket"
+        )
+    };
+}
+
+const SERIES_FROM_MINUTES: &str = series_statement!("analytics.metrics_min", "minute");
+const SERIES_FROM_HOURS: &str = series_statement!("analytics.metrics_hour", "hour");
 
 /// The entity kinds with a list and a detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -244,23 +492,444 @@ pub struct EntityPage {
     pub next_cursor: Option<String>,
 }
 
-/// A page of entities (deleted ones are not listed).
+/// The most entities one page holds, and how many when the caller does not say.
+const MAX_PAGE: u32 = 500;
+const DEFAULT_PAGE: u32 = 50;
+
+/// A page of entities (deleted ones are not listed). Filters that do not apply to the kind (a
+/// site of sites, a device of devices or sites, a status of sites) and a sort by name of
+/// sessions, which have none, are invalid parameters.
 pub async fn entities(
-    _tx: &mut TenantTx,
-    _kind: EntityKind,
-    _query: &EntityQuery,
+    tx: &mut TenantTx,
+    kind: EntityKind,
+    query: &EntityQuery,
 ) -> Result<EntityPage, StoreError> {
-    todo!("read layer")
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(InvalidParameter::new("limit", "limit is 1 to 500").into());
+    }
+    let not_of = |parameter: &'static str, kinds: &str| {
+        InvalidParameter::new(parameter, format!("{parameter} filters {kinds} only"))
+    };
+    if kind == EntityKind::Site && query.site.is_some() {
+        return Err(not_of("site", "devices and sessions").into());
+    }
+    if kind != EntityKind::Session && query.device.is_some() {
+        return Err(not_of("device", "sessions").into());
+    }
+    if kind == EntityKind::Site && query.status.is_some() {
+        return Err(not_of("status", "devices and sessions").into());
+    }
+    let sort = query.sort.unwrap_or(EntitySort::Id);
+    if kind == EntityKind::Session && sort == EntitySort::Name {
+        return Err(InvalidParameter::new("sort", "sessions have no name to sort by").into());
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|cursor| Cursor::decode(cursor, sort, query.descending))
+        .transpose()?;
+    let search = query.search.as_deref().map(|search| {
+        let escaped = search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let statement = match (kind, query.descending) {
+        (EntityKind::Site, false) => SITES_ASCENDING,
+        (EntityKind::Site, true) => SITES_DESCENDING,
+        (EntityKind::Device, false) => DEVICES_ASCENDING,
+        (EntityKind::Device, true) => DEVICES_DESCENDING,
+        (EntityKind::Session, false) => SESSIONS_ASCENDING,
+        (EntityKind::Session, true) => SESSIONS_DESCENDING,
+    };
+    let mut statement = sqlx::query_as::<_, EntityRow>(statement)
+        .bind(sort.as_str())
+        .bind(search)
+        .bind(after.as_ref().map(|after| after.value.is_none()))
+        .bind(
+            after
+                .as_ref()
+                .map(|after| after.value.clone().unwrap_or_default()),
+        )
+        .bind(after.as_ref().map(|after| after.id.clone()))
+        // One more than the page: whether there is a next page.
+        .bind(i64::from(limit) + 1);
+    statement = match kind {
+        EntityKind::Site => statement,
+        EntityKind::Device => statement.bind(&query.site).bind(&query.status),
+        EntityKind::Session => statement
+            .bind(&query.site)
+            .bind(&query.status)
+            .bind(&query.device),
+    };
+    let mut rows = statement.fetch_all(tx.connection()).await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| {
+            Cursor {
+                sort: sort.as_str().to_owned(),
+                descending: query.descending,
+                value: last.sort_value.clone(),
+                id: last.id.clone(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    let items = with_extras(tx, kind, rows).await?;
+    Ok(EntityPage { items, next_cursor })
 }
 
 /// One entity, `None` when it does not exist, was deleted, or is another tenant's.
 pub async fn entity(
-    _tx: &mut TenantTx,
-    _kind: EntityKind,
-    _id: &str,
+    tx: &mut TenantTx,
+    kind: EntityKind,
+    id: &str,
 ) -> Result<Option<Entity>, StoreError> {
-    todo!("read layer")
+    let statement = match kind {
+        EntityKind::Site => SITE,
+        EntityKind::Device => DEVICE,
+        EntityKind::Session => SESSION,
+    };
+    let row: Option<EntityRow> = sqlx::query_as(statement)
+        .bind(EntitySort::Id.as_str())
+        .bind(id)
+        .fetch_optional(tx.connection())
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(with_extras(tx, kind, vec![row]).await?.pop())
 }
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Site => "site",
+            EntityKind::Device => "device",
+            EntityKind::Session => "session",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "site" => EntityKind::Site,
+            "device" => EntityKind::Device,
+            "session" => EntityKind::Session,
+            _ => return None,
+        })
+    }
+
+    fn read_model(self) -> domain::read_model::EntityKind {
+        match self {
+            EntityKind::Site => domain::read_model::EntityKind::Site,
+            EntityKind::Device => domain::read_model::EntityKind::Device,
+            EntityKind::Session => domain::read_model::EntityKind::Session,
+        }
+    }
+}
+
+impl EntitySort {
+    fn as_str(self) -> &'static str {
+        match self {
+            EntitySort::Id => "id",
+            EntitySort::Name => "name",
+            EntitySort::Recent => "recent",
+            EntitySort::UpdatedAt => "updated_at",
+        }
+    }
+}
+
+/// Where a page ends: the last row's sort value and id, and the order they belong to (a cursor
+/// of another order is refused rather than misread). Opaque to callers: base64url of its JSON.
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    #[serde(rename = "s")]
+    sort: String,
+    #[serde(rename = "d")]
+    descending: bool,
+    #[serde(rename = "v")]
+    value: Option<String>,
+    id: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        // A struct of strings and a boolean always serializes.
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str, sort: EntitySort, descending: bool) -> Result<Self, InvalidParameter> {
+        let invalid = || {
+            InvalidParameter::new(
+                "cursor",
+                "not a cursor of this list; start from the first page",
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if cursor.sort != sort.as_str() || cursor.descending != descending {
+            return Err(invalid());
+        }
+        Ok(cursor)
+    }
+}
+
+/// An entity's row: its typed columns as JSON (times as the database writes them) and the
+/// value it is sorted by.
+#[derive(sqlx::FromRow)]
+struct EntityRow {
+    id: String,
+    source_id: uuid::Uuid,
+    updated_at: OffsetDateTime,
+    columns: serde_json::Value,
+    sort_value: Option<String>,
+}
+
+/// One typed extra of an entity; exactly one value column is set, the one of `value_type`.
+#[derive(sqlx::FromRow)]
+struct ExtraRow {
+    entity_id: String,
+    key: String,
+    value_type: String,
+    text_value: Option<String>,
+    num_value: Option<f64>,
+    bool_value: Option<bool>,
+    time_value: Option<OffsetDateTime>,
+}
+
+/// The entities of `rows` with their extras, read for all of them in one statement.
+async fn with_extras(
+    tx: &mut TenantTx,
+    kind: EntityKind,
+    rows: Vec<EntityRow>,
+) -> Result<Vec<Entity>, StoreError> {
+    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+    let extras: Vec<ExtraRow> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(EXTRAS)
+            .bind(kind.as_str())
+            .bind(&ids)
+            .fetch_all(tx.connection())
+            .await?
+    };
+    let mut by_entity: HashMap<String, serde_json::Map<String, serde_json::Value>> = HashMap::new();
+    for extra in extras {
+        let value = match extra.value_type.as_str() {
+            "text" => extra.text_value.map(serde_json::Value::String),
+            "number" => extra.num_value.map(json_number),
+            "boolean" => extra.bool_value.map(serde_json::Value::Bool),
+            _ => extra.time_value.map(rfc3339),
+        }
+        .unwrap_or(serde_json::Value::Null);
+        by_entity
+            .entry(extra.entity_id)
+            .or_default()
+            .insert(extra.key, value);
+    }
+    let time_columns: Vec<&str> = kind
+        .read_model()
+        .typed_columns()
+        .iter()
+        .filter(|(_, column_type)| *column_type == ColumnType::Time)
+        .map(|(name, _)| *name)
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut columns = match row.columns {
+                serde_json::Value::Object(columns) => columns,
+                _ => serde_json::Map::new(),
+            };
+            // The database writes times in the session's time zone: the API's are in UTC.
+            for name in &time_columns {
+                if let Some(serde_json::Value::String(text)) = columns.get(*name)
+                    && let Ok(at) = OffsetDateTime::parse(text, &Rfc3339)
+                {
+                    columns.insert((*name).to_owned(), rfc3339(at));
+                }
+            }
+            Entity {
+                kind,
+                extras: by_entity.remove(&row.id).unwrap_or_default(),
+                id: row.id,
+                source_id: row.source_id,
+                columns,
+                updated_at: row.updated_at,
+            }
+        })
+        .collect())
+}
+
+/// A double as a JSON number; not-a-number and the infinities, which JSON lacks, as null.
+fn json_number(value: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// A time as RFC 3339 text in UTC.
+fn rfc3339(at: OffsetDateTime) -> serde_json::Value {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_or(serde_json::Value::Null, serde_json::Value::String)
+}
+
+/// A time as text that sorts as the time does (in byte order), for a sort value.
+macro_rules! sortable_time {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
+        )
+    };
+}
+
+/// The live sites with their typed columns and, by $1 (`id`, `name`, `recent`, `updated_at`),
+/// the value they sort by (null sorts after every value).
+macro_rules! live_sites {
+    () => {
+        concat!(
+            "select site_id as id, source_id, updated_at, name, \
+                 jsonb_build_object('name', name, 'region', region, 'timezone', timezone, \
+                     'latitude', latitude, 'longitude', longitude) as columns, \
+                 case $1::text when 'name' then lower(name) \
+                     when 'recent' then ",
+            sortable_time!("updated_at"),
+            " when 'updated_at' then ",
+            sortable_time!("updated_at"),
+            " else '' end as sort_value \
+             from analytics.sites where deleted_at is null"
+        )
+    };
+}
+
+/// The live devices, as [`live_sites!`].
+macro_rules! live_devices {
+    () => {
+        concat!(
+            "select device_id as id, source_id, updated_at, name, site_id, status, \
+                 jsonb_build_object('site_id', site_id, 'name', name, 'kind', kind, \
+                     'model', model, 'status', status, 'firmware', firmware, \
+                     'last_seen_at', last_seen_at) as columns, \
+                 case $1::text when 'name' then lower(name) \
+                     when 'recent' then ",
+            sortable_time!("last_seen_at"),
+            " when 'updated_at' then ",
+            sortable_time!("updated_at"),
+            " else '' end as sort_value \
+             from analytics.devices where deleted_at is null"
+        )
+    };
+}
+
+/// The live sessions, as [`live_sites!`]; they have no name.
+macro_rules! live_sessions {
+    () => {
+        concat!(
+            "select session_id as id, source_id, updated_at, null::text as name, site_id, \
+                 status, device_id, \
+                 jsonb_build_object('device_id', device_id, 'site_id', site_id, \
+                     'status', status, 'started_at', started_at, 'ended_at', ended_at) \
+                     as columns, \
+                 case $1::text when 'recent' then ",
+            sortable_time!("started_at"),
+            " when 'updated_at' then ",
+            sortable_time!("updated_at"),
+            " else '' end as sort_value \
+             from analytics.sessions where deleted_at is null"
+        )
+    };
+}
+
+/// A page of `$kind`: $2 a search pattern (ILIKE, `\` escapes) on the id or the name; after
+/// the cursor $3-$5 (sort value is null, sort value, id) in the order `$order`, compared by
+/// `$after`; at most $6 rows; then the kind's `$filters`. Sort values and ids compare in byte
+/// order, nulls after every value.
+macro_rules! entity_page {
+    ($kind:ident, $filters:literal, $after:literal, $order:literal) => {
+        concat!(
+            "select id, source_id, updated_at, columns, sort_value from (",
+            $kind!(),
+            ") e where ($2::text is null or e.id ilike $2 escape '\\' \
+                 or e.name ilike $2 escape '\\') ",
+            $filters,
+            " and ($5::text is null or (e.sort_value is null, coalesce(e.sort_value, '') \
+                 collate \"C\", e.id collate \"C\") ",
+            $after,
+            " ($3::boolean, $4::text collate \"C\", $5::text collate \"C\")) \
+             order by e.sort_value is null ",
+            $order,
+            ", coalesce(e.sort_value, '') collate \"C\" ",
+            $order,
+            ", e.id collate \"C\" ",
+            $order,
+            " limit $6"
+        )
+    };
+}
+
+const SITES_ASCENDING: &str = entity_page!(live_sites, "", ">", "asc");
+const SITES_DESCENDING: &str = entity_page!(live_sites, "", "<", "desc");
+/// Devices: $7 the site, $8 the status.
+const DEVICES_ASCENDING: &str = entity_page!(
+    live_devices,
+    "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8)",
+    ">",
+    "asc"
+);
+const DEVICES_DESCENDING: &str = entity_page!(
+    live_devices,
+    "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8)",
+    "<",
+    "desc"
+);
+/// Sessions: $7 the site, $8 the status, $9 the device.
+const SESSIONS_ASCENDING: &str = entity_page!(
+    live_sessions,
+    "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8) \
+     and ($9::text is null or e.device_id = $9)",
+    ">",
+    "asc"
+);
+const SESSIONS_DESCENDING: &str = entity_page!(
+    live_sessions,
+    "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8) \
+     and ($9::text is null or e.device_id = $9)",
+    "<",
+    "desc"
+);
+
+/// One live entity of a kind by id ($2); $1 is the (unused) sort.
+const SITE: &str = concat!(
+    "select id, source_id, updated_at, columns, sort_value from (",
+    live_sites!(),
+    ") e where e.id = $2"
+);
+const DEVICE: &str = concat!(
+    "select id, source_id, updated_at, columns, sort_value from (",
+    live_devices!(),
+    ") e where e.id = $2"
+);
+const SESSION: &str = concat!(
+    "select id, source_id, updated_at, columns, sort_value from (",
+    live_sessions!(),
+    ") e where e.id = $2"
+);
+
+/// The extras of the entities $2 of kind $1, from the four tables.
+const EXTRAS: &str = "select entity_id, key, 'text' as value_type, value as text_value, \
+         null::float8 as num_value, null::boolean as bool_value, null::timestamptz as time_value \
+     from analytics.extras_text where entity_kind = $1 and entity_id = any($2) \
+     union all select entity_id, key, 'number', null, value, null, null \
+     from analytics.extras_num where entity_kind = $1 and entity_id = any($2) \
+     union all select entity_id, key, 'boolean', null, null, value, null \
+     from analytics.extras_bool where entity_kind = $1 and entity_id = any($2) \
+     union all select entity_id, key, 'time', null, null, null, value \
+     from analytics.extras_time where entity_kind = $1 and entity_id = any($2)";
 
 /// A metric key the tenant has readings of.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -296,6 +965,91 @@ pub struct Catalogue {
     pub extras: Vec<ExtrasField>,
 }
 
-pub async fn catalogue(_tx: &mut TenantTx) -> Result<Catalogue, StoreError> {
-    todo!("read layer")
+/// The tenant's metric keys and typed extras fields, in key order.
+///
+/// A key's first and last seen are the first and last minutes with readings of it (each read
+/// through the index on key and minute), its readings and entities are counted from the hourly
+/// rollup. An extras field's first and last seen are those of the values entities hold now (see
+/// `seen_at`, migration 0022): its first seen is when the longest-unchanged entity that has it
+/// was written, not when the field first appeared.
+pub async fn catalogue(tx: &mut TenantTx) -> Result<Catalogue, StoreError> {
+    let metric_rows: Vec<MetricRow> = sqlx::query_as(CATALOGUE_METRICS)
+        .fetch_all(tx.connection())
+        .await?;
+    // Every hour has minutes (the transaction that writes one writes the other), so a key
+    // always has a first and a last minute.
+    let metrics = metric_rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(MetricKey {
+                key: row.metric_key,
+                first_seen: row.first_seen?,
+                last_seen: row.last_seen?,
+                readings: row.readings,
+                entities: row.entities,
+            })
+        })
+        .collect();
+    let extras_rows: Vec<(String, String, String, i64, OffsetDateTime, OffsetDateTime)> =
+        sqlx::query_as(CATALOGUE_EXTRAS)
+            .fetch_all(tx.connection())
+            .await?;
+    let mut extras = Vec::with_capacity(extras_rows.len());
+    for (entity_kind, key, value_type, entities, first_seen, last_seen) in extras_rows {
+        let entity_kind = EntityKind::parse(&entity_kind)
+            .ok_or_else(|| StoreError::Invalid(format!("no entity kind {entity_kind}")))?;
+        let value_type = match value_type.as_str() {
+            "text" => "text",
+            "number" => "number",
+            "boolean" => "boolean",
+            "time" => "time",
+            other => return Err(StoreError::Invalid(format!("no extras type {other}"))),
+        };
+        extras.push(ExtrasField {
+            entity_kind,
+            key,
+            value_type,
+            entities,
+            first_seen,
+            last_seen,
+        });
+    }
+    Ok(Catalogue { metrics, extras })
 }
+
+/// A metric key of the catalogue as read.
+#[derive(sqlx::FromRow)]
+struct MetricRow {
+    metric_key: String,
+    first_seen: Option<OffsetDateTime>,
+    last_seen: Option<OffsetDateTime>,
+    readings: i64,
+    entities: i64,
+}
+
+/// Each key of the hourly rollup with its readings and entities, and its first and last minute.
+const CATALOGUE_METRICS: &str = "with keys as ( \
+         select tenant_id, metric_key, sum(value_count)::bigint as readings, \
+             count(distinct (entity_kind, entity_id)) as entities \
+         from analytics.metrics_hour group by tenant_id, metric_key \
+     ) \
+     select k.metric_key, \
+         (select min(m.minute) from analytics.metrics_min m \
+          where m.tenant_id = k.tenant_id and m.metric_key = k.metric_key) as first_seen, \
+         (select max(m.minute) from analytics.metrics_min m \
+          where m.tenant_id = k.tenant_id and m.metric_key = k.metric_key) as last_seen, \
+         k.readings, k.entities \
+     from keys k order by k.metric_key collate \"C\"";
+
+/// Each (entity kind, key, type) of the extras with the entities that have it and when it was
+/// written first and last.
+const CATALOGUE_EXTRAS: &str = "select entity_kind, key, value_type, count(*) as entities, \
+         min(seen_at), max(seen_at) \
+     from ( \
+         select entity_kind, key, 'text' as value_type, seen_at from analytics.extras_text \
+         union all select entity_kind, key, 'number', seen_at from analytics.extras_num \
+         union all select entity_kind, key, 'boolean', seen_at from analytics.extras_bool \
+         union all select entity_kind, key, 'time', seen_at from analytics.extras_time \
+     ) x \
+     group by entity_kind, key, value_type \
+     order by entity_kind, key collate \"C\", value_type";

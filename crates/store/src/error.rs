@@ -20,6 +20,13 @@ pub enum StoreError {
     Forbidden(&'static str),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A caller's parameter is wrong: `parameter` names it (as the caller spelled it, for an
+    /// API's error details) and `message` says why, in words safe to show.
+    #[error("invalid {parameter}: {message}")]
+    InvalidParameter {
+        parameter: &'static str,
+        message: String,
+    },
 }
 
 impl StoreError {

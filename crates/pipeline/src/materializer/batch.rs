@@ -131,7 +131,10 @@ pub(super) async fn apply_in(
     }
 
     let mut changed: HashSet<EntityKey> = HashSet::new();
-    // The last event of each entity decides the mapping its rows are derived with.
+    // The newest event of each entity (by position, not by arrival) decides the mapping its
+    // rows are derived with: a reading's entity kind is settled from its event's columns, and
+    // an older delete arriving after the newest image (which it cannot undo) has none, so
+    // deriving with it would read a site's or a session's reading as a device's and lose it.
     let mut last: HashMap<EntityKey, &Prepared> = HashMap::new();
     for event in events {
         let key = event.key();
@@ -144,7 +147,13 @@ pub(super) async fn apply_in(
         if now_changed {
             changed.insert(key.clone());
         }
-        last.insert(key, event);
+        last.entry(key)
+            .and_modify(|newest| {
+                if event.pos >= newest.pos {
+                    *newest = event;
+                }
+            })
+            .or_insert(event);
     }
     // A truncate deletes, at its position, every entity its table fed with an older event.
     let mut truncated_by: HashMap<EntityKey, &Truncate> = HashMap::new();

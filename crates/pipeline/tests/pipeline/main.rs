@@ -4,6 +4,7 @@ mod aggregator;
 mod bronze_writer;
 mod convergence;
 mod materializer;
+mod read_layer;
 mod replay;
 mod retention;
 mod support;

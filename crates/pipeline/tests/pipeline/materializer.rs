@@ -458,6 +458,48 @@ async fn metrics_min_is_exact_under_duplicates_and_late_readings() {
 }
 
 #[tokio::test]
+async fn an_older_delete_arriving_after_a_sites_reading_leaves_the_reading() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let source = SourceId::new_random();
+    let key = json!({ "reading_id": 1 });
+    let delete = event(
+        acme,
+        source,
+        protocol::Op::Delete,
+        "readings",
+        1000,
+        key.clone(),
+        None,
+        &[],
+    );
+    let insert = event(
+        acme,
+        source,
+        protocol::Op::Insert,
+        "readings",
+        1008,
+        key,
+        Some(json!({
+            "reading_id": 1, "site_id": "s1", "metric": "power_kw", "value": 3.5,
+            "measured_at": "2026-11-20T10:00:30Z",
+        })),
+        &[],
+    );
+    // The delete has no columns to tell a site's reading from a device's: the newest event,
+    // the insert, decides, whichever comes last in the batch.
+    materialize(&database, &[insert, delete]).await;
+    let mut viewer = as_viewer(&test_database, acme).await;
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("select entity_kind, entity_id, value_count from analytics.metrics_min")
+            .fetch_all(&mut viewer)
+            .await
+            .unwrap();
+    assert_eq!(rows, [("site".to_owned(), "s1".to_owned(), 1)]);
+}
+
+#[tokio::test]
 async fn sums_are_exact_and_the_same_in_any_order() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;

@@ -1,6 +1,7 @@
 //! The materializer's writes to the tenant read models (service handle): entity states and what
 //! derives from them (`analytics.sites/devices/sessions`, the typed extras, metric readings and
-//! `analytics.metrics_min`), the mappings it reads, and the checksums a rebuild is compared by.
+//! `analytics.metrics_min` and its hourly rollup `analytics.metrics_hour`), the mappings it reads,
+//! and the checksums a rebuild is compared by.
 //!
 //! The materializer decides what to write (crate `pipeline`); this module only stores it, a
 //! whole batch per statement: rows travel as arrays expanded by `unnest` (typed rows as JSON
@@ -47,7 +48,8 @@ struct TenantMapping {
 /// An entity state's key: (tenant, kind, id).
 pub type EntityKey = (TenantId, String, String);
 
-/// One bucket of `analytics.metrics_min`: (tenant, entity kind, entity id, metric key, minute).
+/// One bucket of `analytics.metrics_min` (tenant, entity kind, entity id, metric key, minute),
+/// or of `analytics.metrics_hour` (the same with the hour).
 type BucketKey = (Uuid, String, String, String, OffsetDateTime);
 
 /// A metric reading's row in `pipeline.metric_readings`.
@@ -263,7 +265,8 @@ impl MaterializeTx {
     }
 
     /// Writes everything the materializer derived, brings the touched minutes of
-    /// `metrics_min` up to date, and marks them for the aggregator.
+    /// `metrics_min` and their hours of `metrics_hour` up to date, and marks the minutes for the
+    /// aggregator.
     pub async fn write(&mut self, writes: &EntityWrites) -> Result<(), StoreError> {
         let connection = &mut *self.transaction;
         write_states(connection, &writes.states, &writes.new_states).await?;
@@ -315,13 +318,14 @@ impl MaterializeTx {
     }
 }
 
-const CLEAR_TENANT: [&str; 12] = [
+const CLEAR_TENANT: [&str; 13] = [
     "delete from pipeline.entity_state where tenant_id = $1",
     // Recounted from bronze by the rebuild: what is still unmapped after it.
     "delete from pipeline.unmapped_tables where tenant_id = $1",
     "delete from pipeline.metric_readings where tenant_id = $1",
     "delete from pipeline.source_truncates where tenant_id = $1",
     "delete from analytics.metrics_min where tenant_id = $1",
+    "delete from analytics.metrics_hour where tenant_id = $1",
     "delete from analytics.sites where tenant_id = $1",
     "delete from analytics.devices where tenant_id = $1",
     "delete from analytics.sessions where tenant_id = $1",
@@ -485,7 +489,8 @@ impl<'a> BucketColumns<'a> {
     }
 }
 
-/// Replaces and adds reading rows and brings their buckets of `metrics_min` up to date.
+/// Replaces and adds reading rows and brings their buckets of `metrics_min` and
+/// `metrics_hour` up to date.
 ///
 /// A bucket is a function of the readings it holds: count, exact sum, min, max, last. A bucket
 /// that only gains new readings is updated by adding them (each reading counts once: a reading
@@ -493,7 +498,9 @@ impl<'a> BucketColumns<'a> {
 /// deleted), or a row written before the exact sum was kept, is recomputed from its readings.
 /// Either way the result depends only on the readings, not on the order they came in. Every
 /// touched (key, minute) is marked for the aggregator in one statement, in one order, so two
-/// transactions marking the same minutes wait for each other instead of deadlocking.
+/// transactions marking the same minutes wait for each other instead of deadlocking. Last, every
+/// hour holding a touched minute is recomputed from its minutes, so the hourly rollup is exact
+/// in the same transaction.
 async fn write_readings(
     connection: &mut sqlx::PgConnection,
     replaced: &[(TenantId, String)],
@@ -519,6 +526,18 @@ async fn write_readings(
     if readings.is_empty() && recompute.is_empty() {
         return Ok(());
     }
+    let mut hours: Vec<BucketKey> = readings
+        .iter()
+        .map(|reading| {
+            (
+                reading.tenant_id,
+                reading.entity_kind.to_owned(),
+                reading.entity_id.clone(),
+                reading.metric_key.clone(),
+                hour_of(reading.measured_at),
+            )
+        })
+        .collect();
     let lost = BucketColumns::of(&recompute);
     let legacy: Vec<BucketKey> = sqlx::query_as(ADD_READINGS)
         .bind(column(readings, |r| r.tenant_id))
@@ -540,19 +559,41 @@ async fn write_readings(
     recompute.extend(legacy);
     recompute.sort_unstable();
     recompute.dedup();
-    if recompute.is_empty() {
-        return Ok(());
+    if !recompute.is_empty() {
+        let buckets = BucketColumns::of(&recompute);
+        sqlx::query(RECOMPUTE_BUCKETS)
+            .bind(&buckets.tenants)
+            .bind(&buckets.kinds)
+            .bind(&buckets.ids)
+            .bind(&buckets.keys)
+            .bind(&buckets.minutes)
+            .execute(&mut *connection)
+            .await?;
     }
-    let buckets = BucketColumns::of(&recompute);
-    sqlx::query(RECOMPUTE_BUCKETS)
-        .bind(&buckets.tenants)
-        .bind(&buckets.kinds)
-        .bind(&buckets.ids)
-        .bind(&buckets.keys)
-        .bind(&buckets.minutes)
+    hours.extend(
+        recompute
+            .into_iter()
+            .map(|(tenant, kind, id, key, minute)| (tenant, kind, id, key, hour_of(minute))),
+    );
+    // Sorted, so concurrent transactions write the hours in one order.
+    hours.sort_unstable();
+    hours.dedup();
+    let hours = BucketColumns::of(&hours);
+    sqlx::query(RECOMPUTE_HOURS)
+        .bind(&hours.tenants)
+        .bind(&hours.kinds)
+        .bind(&hours.ids)
+        .bind(&hours.keys)
+        .bind(&hours.minutes)
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// The start of the UTC hour holding `at`.
+fn hour_of(at: OffsetDateTime) -> OffsetDateTime {
+    let seconds = at.unix_timestamp();
+    OffsetDateTime::from_unix_timestamp(seconds - seconds.rem_euclid(3_600)).unwrap_or(at)
 }
 
 async fn write_truncates(
@@ -762,6 +803,60 @@ const RECOMPUTE_BUCKETS: &str = concat!(
              and c.metric_key = m.metric_key and c.minute = m.minute)"
 );
 
+/// Recomputes the hours $1-$5 (distinct, sorted) of `metrics_hour` from their minutes of
+/// `metrics_min`; an hour left without minutes disappears. Each hour's minutes are read through
+/// the primary key of `metrics_min`, by range.
+const RECOMPUTE_HOURS: &str = "with hours as ( \
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+             $5::timestamptz[]) as h(tenant_id, entity_kind, entity_id, metric_key, hour) \
+     ), \
+     rolled as ( \
+         select h.tenant_id, h.entity_kind, h.entity_id, h.metric_key, h.hour, \
+             sum(coalesce(m.value_sum_exact, m.value_sum::text::numeric))::float8 as value_sum, \
+             sum(coalesce(m.value_sum_exact, m.value_sum::text::numeric)) as value_sum_exact, \
+             sum(m.value_count)::bigint as value_count, \
+             min(m.value_min) as value_min, max(m.value_max) as value_max, \
+             (array_agg(m.last_value order by m.last_measured_at desc nulls last, \
+                 m.last_pos_lsn desc, m.last_pos_seq desc, \
+                 m.last_reading_id collate \"C\" desc nulls last))[1] as last_value, \
+             (array_agg(m.last_pos_lsn order by m.last_measured_at desc nulls last, \
+                 m.last_pos_lsn desc, m.last_pos_seq desc, \
+                 m.last_reading_id collate \"C\" desc nulls last))[1] as last_pos_lsn, \
+             (array_agg(m.last_pos_seq order by m.last_measured_at desc nulls last, \
+                 m.last_pos_lsn desc, m.last_pos_seq desc, \
+                 m.last_reading_id collate \"C\" desc nulls last))[1] as last_pos_seq, \
+             (array_agg(m.last_measured_at order by m.last_measured_at desc nulls last, \
+                 m.last_pos_lsn desc, m.last_pos_seq desc, \
+                 m.last_reading_id collate \"C\" desc nulls last))[1] as last_measured_at, \
+             (array_agg(m.last_reading_id order by m.last_measured_at desc nulls last, \
+                 m.last_pos_lsn desc, m.last_pos_seq desc, \
+                 m.last_reading_id collate \"C\" desc nulls last))[1] as last_reading_id \
+         from hours h join analytics.metrics_min m on m.tenant_id = h.tenant_id \
+             and m.entity_kind = h.entity_kind and m.entity_id = h.entity_id \
+             and m.metric_key = h.metric_key and m.minute >= h.hour \
+             and m.minute < h.hour + interval '1 hour' \
+         group by h.tenant_id, h.entity_kind, h.entity_id, h.metric_key, h.hour \
+     ), \
+     written as ( \
+         insert into analytics.metrics_hour (tenant_id, entity_kind, entity_id, metric_key, \
+             hour, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         select * from rolled \
+         on conflict (tenant_id, entity_kind, entity_id, metric_key, hour) do update set \
+             value_sum = excluded.value_sum, value_sum_exact = excluded.value_sum_exact, \
+             value_count = excluded.value_count, value_min = excluded.value_min, \
+             value_max = excluded.value_max, last_value = excluded.last_value, \
+             last_pos_lsn = excluded.last_pos_lsn, last_pos_seq = excluded.last_pos_seq, \
+             last_measured_at = excluded.last_measured_at, \
+             last_reading_id = excluded.last_reading_id \
+     ) \
+     delete from analytics.metrics_hour x using hours h \
+     where x.tenant_id = h.tenant_id and x.entity_kind = h.entity_kind \
+         and x.entity_id = h.entity_id and x.metric_key = h.metric_key and x.hour = h.hour \
+         and not exists (select 1 from rolled r where r.tenant_id = x.tenant_id \
+             and r.entity_kind = x.entity_kind and r.entity_id = x.entity_id \
+             and r.metric_key = x.metric_key and r.hour = x.hour)";
+
 const UPSERT_SITES: &str = "insert into analytics.sites (tenant_id, site_id, source_id, name, \
          region, timezone, latitude, longitude, pos_lsn, pos_seq, deleted_at) \
      select * from jsonb_to_recordset($1) as r(tenant_id uuid, site_id text, source_id uuid, \
@@ -850,7 +945,7 @@ pub async fn checksums(
     Ok(checksums)
 }
 
-const CHECKSUMS: [(&str, &str); 8] = [
+const CHECKSUMS: [(&str, &str); 9] = [
     (
         "analytics.sites",
         "select count(*), md5(string_agg(row(site_id, source_id, name, region, timezone, \
@@ -877,6 +972,13 @@ const CHECKSUMS: [(&str, &str); 8] = [
              value_sum, value_count, value_min, value_max, last_value, last_pos_lsn, \
              last_pos_seq)::text, '|' order by entity_kind, entity_id, metric_key, minute)) \
          from analytics.metrics_min where tenant_id = $1",
+    ),
+    (
+        "analytics.metrics_hour",
+        "select count(*), md5(string_agg(row(entity_kind, entity_id, metric_key, hour, \
+             value_sum, value_count, value_min, value_max, last_value, last_pos_lsn, \
+             last_pos_seq)::text, '|' order by entity_kind, entity_id, metric_key, hour)) \
+         from analytics.metrics_hour where tenant_id = $1",
     ),
     (
         "analytics.extras_text",

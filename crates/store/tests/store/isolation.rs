@@ -218,6 +218,16 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "analytics.metrics_hour",
+        insert: "insert into analytics.metrics_hour (tenant_id, entity_kind, entity_id, \
+                 metric_key, hour, value_sum, value_sum_exact, value_count, value_min, \
+                 value_max, last_value, last_pos_lsn, last_pos_seq) select t, 'device', \
+                 k::text, 'power_kw', date_trunc('hour', now(), 'UTC'), 1, 1, 1, 1, 1, 1, 1, 0 \
+                 from p",
+        update_column: "value_sum",
+        seed: true,
+    },
+    Exercise {
         table: "analytics.extras_text",
         insert: "insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
                  select t, 'device', k::text, 'colour', 'value of ' || t from p",

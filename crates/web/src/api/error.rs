@@ -68,6 +68,10 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Forbidden(why) => Self::forbidden(why),
             StoreError::Invalid(why) => Self::new(StatusCode::BAD_REQUEST, "invalid", why),
+            StoreError::InvalidParameter { parameter, message } => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+                    .with_details(json!({ "parameter": parameter }))
+            }
             error if error.is_access_denied() => Self::forbidden("your role does not allow this"),
             error => {
                 tracing::error!(%error, "API request failed");
