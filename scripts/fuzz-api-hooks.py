@@ -5,6 +5,9 @@ Each hook only touches a body that has the documented shape; a body generated to
 schema is left as it is, so the negative cases stay negative.
 """
 
+import base64
+import json
+import re
 from datetime import datetime, timedelta
 
 import schemathesis
@@ -85,12 +88,34 @@ def _series_range(query):
     return query
 
 
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,2000}$")
+
+
+def _list_cursor(query):
+    """A list's `cursor` is one the server wrote: opaque text of the documented shape is made
+    into a cursor of the same order (after an id), as a client passing `next_cursor` back does."""
+    cursor = query.get("cursor")
+    if not isinstance(cursor, str) or not _CURSOR.match(cursor):
+        return query
+    position = {
+        "s": query.get("sort") or "id",
+        "d": query.get("order") == "desc",
+        "v": None,
+        "id": cursor[:100],
+    }
+    text = json.dumps(position, separators=(",", ":")).encode()
+    query["cursor"] = base64.urlsafe_b64encode(text).decode().rstrip("=")
+    return query
+
+
 @schemathesis.hook
 def map_case(context, case):
     """Every phase's cases (the coverage phase applies case hooks, not body hooks)."""
     method, path = case.operation.method.lower(), case.operation.path
     if method == "get" and path == "/api/v1/analytics/series" and isinstance(case.query, dict):
         case.query = _series_range(case.query)
+    elif method == "get" and path.startswith("/api/v1/analytics/") and isinstance(case.query, dict):
+        case.query = _list_cursor(case.query)
     body = case.body
     if not isinstance(body, dict):
         return case

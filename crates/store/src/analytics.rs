@@ -22,6 +22,7 @@ use crate::{StoreError, TenantTx};
 
 /// A bucket width of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Step {
     Minute,
     FiveMinutes,
@@ -90,6 +91,7 @@ impl Step {
 
 /// How the readings of a bucket become one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Aggregation {
     Avg,
     Min,
@@ -127,6 +129,7 @@ impl Aggregation {
 
 /// What a series is split by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GroupBy {
     Site,
     Device,
@@ -437,6 +440,7 @@ const SERIES_FROM_HOURS: &str = series_statement!("analytics.metrics_hour", "hou
 
 /// The entity kinds with a list and a detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EntityKind {
     Site,
     Device,

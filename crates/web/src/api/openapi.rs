@@ -220,7 +220,6 @@ macro_rules! list_params {
         &[
             param("q", "a case-insensitive part of the id or the name", ENTITY_TEXT),
             $($extra,)*
-            param("status", "exact status", ENTITY_TEXT),
             param("sort", "the order (every order ends with the id)", $sort),
             param("order", "ascending (default) or descending", r#"{ "enum": ["asc", "desc"] }"#),
             param(
@@ -241,12 +240,14 @@ const SITES_QUERY: &[QueryParam] =
     list_params!(r#"{ "enum": ["id", "name", "recent", "updated_at"] }"#);
 const DEVICES_QUERY: &[QueryParam] = list_params!(
     r#"{ "enum": ["id", "name", "recent", "updated_at"] }"#,
-    param("site", "devices of this site", ENTITY_TEXT)
+    param("site", "devices of this site", ENTITY_TEXT),
+    param("status", "exact status", ENTITY_TEXT)
 );
 const SESSIONS_QUERY: &[QueryParam] = list_params!(
     r#"{ "enum": ["id", "recent", "updated_at"] }"#,
     param("site", "sessions at this site", ENTITY_TEXT),
-    param("device", "sessions of this device", ENTITY_TEXT)
+    param("device", "sessions of this device", ENTITY_TEXT),
+    param("status", "exact status", ENTITY_TEXT)
 );
 
 /// Every operation of `/api/v1`.

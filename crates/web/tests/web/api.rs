@@ -61,8 +61,8 @@ async fn invitation(database: &Database, tenant: TenantId, email: &str) -> uuid:
 }
 
 /// One site, device and session of `tenant` named after `prefix`, with a typed extra, and a
-/// minute of `temperature` readings (and of `{prefix}_only`) for the device, written as the
-/// materializer would.
+/// minute of `temperature` readings (and of `{prefix}_only`) for the device, with its hour,
+/// written as the materializer would.
 async fn read_models(
     admin: &mut sqlx::PgConnection,
     tenant: TenantId,
@@ -95,6 +95,19 @@ async fn read_models(
             .await
             .unwrap();
     }
+    sqlx::query(
+        "insert into analytics.metrics_hour (tenant_id, entity_kind, entity_id, metric_key, \
+             hour, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         select tenant_id, entity_kind, entity_id, metric_key, date_trunc('hour', minute, 'UTC'), \
+             value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id \
+         from analytics.metrics_min where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .execute(&mut *admin)
+    .await
+    .unwrap();
 }
 
 /// The id inside an API token's text (`tat1.<tenant>.<id>.<secret>`).
