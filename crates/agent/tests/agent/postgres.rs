@@ -459,7 +459,7 @@ async fn kill_nine_three_times_in_a_100k_row_stream_loses_and_duplicates_nothing
 /// without a key, while the agent and the platform are each killed with SIGKILL twice.
 #[tokio::test(flavor = "multi_thread")]
 async fn keyed_and_keyless_tables_under_load_match_the_source_after_kill_nine_of_agent_and_platform()
-{
+ {
     let (mut setup, mut source) = setup(
         "create table accounts (id int primary key, balance bigint not null, note text); \
          insert into accounts select g, 0, null from generate_series(1, 500) g; \
