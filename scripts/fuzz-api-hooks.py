@@ -5,7 +5,7 @@ Each hook only touches a body that has the documented shape; a body generated to
 schema is left as it is, so the negative cases stay negative.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import schemathesis
 
@@ -19,17 +19,26 @@ def _instant(text):
 
 
 def _ordered_range(body):
-    """A replay range's `from` is before its `to`."""
+    """A replay range's `from` is before its `to`, starts no later than now, ends at most 5
+    minutes from now and covers at most 7 days (docs/api.md: the bounds of a range replay)."""
     start, end = _instant(body.get("from")), _instant(body.get("to"))
     if start is None or end is None:
         return body
-    if start > end:
-        body["from"], body["to"] = body["to"], body["from"]
-    elif start == end:
-        try:
-            body["to"] = (end + timedelta(seconds=1)).isoformat()
-        except OverflowError:
-            body["from"] = (start - timedelta(seconds=1)).isoformat()
+    now = datetime.now(timezone.utc)
+    try:
+        if start > end:
+            start, end = end, start
+        if start > now:
+            start, end = now - timedelta(hours=1), now
+        if end > now:
+            end = now
+        if end - start > timedelta(days=7):
+            start = end - timedelta(days=7)
+        if start >= end:
+            start = end - timedelta(seconds=1)
+    except OverflowError:
+        start, end = now - timedelta(hours=1), now
+    body["from"], body["to"] = start.isoformat(), end.isoformat()
     return body
 
 
