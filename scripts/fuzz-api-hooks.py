@@ -1,5 +1,6 @@
 """Schemathesis hooks of scripts/fuzz-api: the relations between fields that a JSON Schema
-cannot state, and that the document states in words, applied to generated bodies.
+cannot state, and that the document states in words, applied to generated bodies and
+query strings.
 
 Each hook only touches a body that has the documented shape; a body generated to break the
 schema is left as it is, so the negative cases stay negative.
@@ -8,7 +9,7 @@ schema is left as it is, so the negative cases stay negative.
 import base64
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import schemathesis
 
@@ -22,17 +23,26 @@ def _instant(text):
 
 
 def _ordered_range(body):
-    """A replay range's `from` is before its `to`."""
+    """A replay range's `from` is before its `to`, starts no later than now, ends at most 5
+    minutes from now and covers at most 7 days (docs/api.md: the bounds of a range replay)."""
     start, end = _instant(body.get("from")), _instant(body.get("to"))
     if start is None or end is None:
         return body
-    if start > end:
-        body["from"], body["to"] = body["to"], body["from"]
-    elif start == end:
-        try:
-            body["to"] = (end + timedelta(seconds=1)).isoformat()
-        except OverflowError:
-            body["from"] = (start - timedelta(seconds=1)).isoformat()
+    now = datetime.now(timezone.utc)
+    try:
+        if start > end:
+            start, end = end, start
+        if start > now:
+            start, end = now - timedelta(hours=1), now
+        if end > now:
+            end = now
+        if end - start > timedelta(days=7):
+            start = end - timedelta(days=7)
+        if start >= end:
+            start = end - timedelta(seconds=1)
+    except OverflowError:
+        start, end = now - timedelta(hours=1), now
+    body["from"], body["to"] = start.isoformat(), end.isoformat()
     return body
 
 

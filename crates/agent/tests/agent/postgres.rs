@@ -455,6 +455,97 @@ async fn kill_nine_three_times_in_a_100k_row_stream_loses_and_duplicates_nothing
     setup.platform.stop();
 }
 
+/// pgbench's shape: every transaction moves a balance on a keyed table and appends to a table
+/// without a key, while the agent and the platform are each killed with SIGKILL twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn keyed_and_keyless_tables_under_load_match_the_source_after_kill_nine_of_agent_and_platform()
+ {
+    let (mut setup, mut source) = setup(
+        "create table accounts (id int primary key, balance bigint not null, note text); \
+         insert into accounts select g, 0, null from generate_series(1, 500) g; \
+         create table history (account int not null, delta bigint not null, tx int not null, note text)",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_for_slot(&mut source).await;
+    let url = setup.url.clone();
+    const TRANSACTIONS: i64 = 6000;
+    let writer = tokio::spawn(async move {
+        let mut writer = connect(&url).await;
+        for tx in 0..TRANSACTIONS {
+            let account = tx * 7919 % 500 + 1;
+            let delta = tx % 11 - 5;
+            let mut sql = format!(
+                "begin; update accounts set balance = balance + {delta}, note = 'tx {tx}' where id = {account}; \
+                 insert into history values ({account}, {delta}, {tx}, case when {tx} % 5 = 0 then null else 'h' end);"
+            );
+            // Now and then a row of the keyed table goes and comes back, and history repeats a row.
+            if tx % 97 == 0 {
+                sql.push_str(&format!(
+                    "delete from accounts where id = {account}; \
+                     insert into accounts values ({account}, {tx}, 'reborn'); \
+                     insert into history values ({account}, {delta}, {tx}, null);"
+                ));
+            }
+            sql.push_str("commit;");
+            run(&mut writer, &sql).await;
+        }
+    });
+    for round in 0..4 {
+        let pause = 500 + (uuid::Uuid::new_v4().as_u128() % 1500) as u64;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if round % 2 == 0 {
+            agent.kill();
+            eprintln!("round {round}: killed the agent after {pause} ms");
+            agent = Agent::start(&setup.config);
+        } else {
+            setup.platform.kill();
+            eprintln!("round {round}: killed the platform after {pause} ms");
+            setup.platform.restart();
+        }
+    }
+    let killed_while_writing = !writer.is_finished();
+    writer.await.unwrap();
+    eprintln!("the writer was still running after the last kill: {killed_while_writing}");
+    // The keyed table's latest images equal the source's rows.
+    let mut events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.accounts", &["id"])],
+        &mut agent,
+    )
+    .await;
+    // The keyless table, as a multiset of rows, equals the source's.
+    let source_history = source_rows(&mut source, "public.history").await;
+    let mut database = setup.platform.database().await;
+    let deadline = std::time::Instant::now() + MINUTE;
+    while bronze_rows(&events, "public.history").len() < source_history.len()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        events = bronze_events(&mut database, &setup.source_id).await;
+    }
+    assert_no_duplicates(&events);
+    let bronze_history = bronze_rows(&events, "public.history");
+    assert_eq!(
+        bronze_history.len(),
+        source_history.len(),
+        "history's rows in bronze"
+    );
+    assert!(
+        bronze_history == source_history,
+        "history differs: first bronze row not in the source {:?}",
+        bronze_history
+            .iter()
+            .zip(&source_history)
+            .find(|(bronze, source)| bronze != source)
+    );
+    agent.stop();
+    setup.platform.stop();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edge_outage_is_held_in_the_spool_and_drained_in_order() {
     let (mut setup, mut source) = setup(

@@ -151,6 +151,15 @@ impl Platform {
         }
     }
 
+    /// SIGKILL: the platform gets no chance to stop its database server, which the next
+    /// [`Platform::restart`] adopts.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     pub fn tributary(&self, args: &[&str]) -> String {
         let output = Command::new(platform_binary())
             .arg("--data-dir")

@@ -184,15 +184,34 @@ pub fn coerce(value: &Value, column_type: ColumnType) -> Option<Value> {
         (Value::Number(number), ColumnType::Num) => number
             .as_f64()
             .filter(|number| number.is_finite())
-            .map(|number| json!(number)),
+            .map(typed_number),
         (Value::String(text), ColumnType::Num) => text
             .trim()
             .parse::<f64>()
             .ok()
             .filter(|number| number.is_finite())
-            .map(|number| json!(number)),
+            .map(typed_number),
         (Value::String(text), ColumnType::Time) => parse_time(text).map(Value::String),
         _ => None,
+    }
+}
+
+/// A number for a typed column. Typed rows reach PostgreSQL as `jsonb`, whose numbers are
+/// `numeric` and have no negative zero; a negative zero travels as the text `-0`, which the
+/// column's `double precision` input reads as sent.
+fn typed_number(number: f64) -> Value {
+    if number == 0.0 && number.is_sign_negative() {
+        Value::String("-0".into())
+    } else {
+        json!(number)
+    }
+}
+
+/// The number a typed column's value holds: the inverse of [`typed_number`].
+fn number_of(value: &Value) -> Option<f64> {
+    match value {
+        Value::String(text) => text.parse().ok(),
+        value => value.as_f64(),
     }
 }
 
@@ -342,7 +361,7 @@ pub fn derive_reading(
         entity_id: typed.get("entity_id")?.as_str()?.to_owned(),
         metric_key: metric_key.to_owned(),
         measured_at: time_of(typed.get("measured_at")?.as_str()?)?,
-        value: typed.get("value")?.as_f64()?,
+        value: number_of(typed.get("value")?)?,
         pos_lsn,
         pos_seq,
     })

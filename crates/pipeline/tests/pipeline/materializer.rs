@@ -396,6 +396,46 @@ async fn extras_are_typed_and_move_when_their_type_changes() {
     assert!(extras(&mut viewer, "s1").await.is_empty());
 }
 
+/// A negative zero is kept as sent in a typed column, an extra and a reading
+/// (docs/protocol.md: "a negative zero stays -0.0 all the way").
+#[tokio::test]
+async fn a_negative_zero_stays_negative_in_the_read_models() {
+    use protocol::Op::*;
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let source = SourceId::new_random();
+    let site = event(
+        acme,
+        source,
+        Insert,
+        "sites",
+        100,
+        json!({ "site_id": "s1" }),
+        Some(json!({ "site_id": "s1", "latitude": -0.0, "offset": -0.0 })),
+        &[],
+    );
+    materialize(&database, &[site, reading(acme, source, 1, "d1", -0.0, 5)]).await;
+    let mut viewer = as_viewer(&test_database, acme).await;
+    let latitude: String = sqlx::query_scalar("select latitude::text from analytics.sites")
+        .fetch_one(&mut viewer)
+        .await
+        .unwrap();
+    let last: String = sqlx::query_scalar("select last_value::text from analytics.metrics_min")
+        .fetch_one(&mut viewer)
+        .await
+        .unwrap();
+    assert_eq!(
+        (latitude.as_str(), last.as_str()),
+        ("-0", "-0"),
+        "typed column, reading"
+    );
+    assert_eq!(
+        extras(&mut viewer, "s1").await,
+        BTreeMap::from([("offset".to_owned(), pair("num", "-0"))])
+    );
+}
+
 fn reading(
     tenant: TenantId,
     source: SourceId,
