@@ -281,10 +281,17 @@ async fn capture_comparison(
     let started = Instant::now();
     let reader = start_reader(settings, &state_dir)?;
     reader
-        .wait("the agent captured the last row", |status| {
+        .wait("the agent captured the last transaction", |status| {
             status.captured_lsn.is_some_and(|lsn| lsn >= last_commit)
         })
         .await?;
+    // The captured position is the last spooled event's, whose transaction may continue in the
+    // next batch: done once every row is spooled (bounded wait, then counted as it is).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // A batch being written may not read whole yet: counted as nothing until it does.
+    while spooled_events(&state_dir).unwrap_or(0) < args.rows && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let agent = started.elapsed();
     reader.stop().await?;
     // Every row is in the spool, once.
