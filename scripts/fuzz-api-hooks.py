@@ -77,7 +77,10 @@ def _series_range(query):
         query.get("to") is not None and end is None
     ):
         return query
-    longest = _SERIES_MAX_RANGE.get(query.get("step"), _SERIES_MAX_RANGE["1d"])
+    step = query.get("step")
+    if step is not None and not isinstance(step, str):
+        return query
+    longest = _SERIES_MAX_RANGE.get(step, _SERIES_MAX_RANGE["1d"])
     try:
         if start is None and end is None:
             return query

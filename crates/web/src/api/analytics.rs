@@ -80,9 +80,15 @@ fn number_parameter(
     .transpose()
 }
 
-/// An optional filter: empty is the same as absent.
-fn filter(text: Option<String>) -> Option<String> {
-    text.filter(|text| !text.is_empty())
+/// An optional text parameter: empty is the same as absent; longer than `max` characters (an
+/// id is at most 500) is refused.
+fn filter(name: &str, text: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match text {
+        Some(text) if text.chars().count() > max => {
+            Err(invalid(name, format!("{name} is at most {max} characters")))
+        }
+        text => Ok(text.filter(|text| !text.is_empty())),
+    }
 }
 
 #[derive(Deserialize)]
@@ -101,7 +107,7 @@ struct SeriesParams {
 /// The query `params` ask for. `to` defaults to now and `from` to an hour before `to`; the step
 /// to the finest that can cover the range; the aggregation to `avg`.
 fn series_query(params: SeriesParams) -> Result<SeriesQuery, ApiError> {
-    let key = filter(params.key).ok_or_else(|| invalid("key", "key is required"))?;
+    let key = filter("key", params.key, 200)?.ok_or_else(|| invalid("key", "key is required"))?;
     let to = time_parameter("to", params.to.as_deref())?.unwrap_or_else(OffsetDateTime::now_utc);
     let from =
         time_parameter("from", params.from.as_deref())?.unwrap_or(to - time::Duration::hours(1));
@@ -129,8 +135,8 @@ fn series_query(params: SeriesParams) -> Result<SeriesQuery, ApiError> {
         to,
         step,
         aggregation,
-        site: filter(params.site),
-        device: filter(params.device),
+        site: filter("site", params.site, 500)?,
+        device: filter("device", params.device, 500)?,
         group_by,
         limit,
     };
@@ -178,15 +184,15 @@ struct ListParams {
 
 /// The list query `params` ask for of `kind`; a filter the kind does not have is refused.
 fn list_query(kind: EntityKind, params: ListParams) -> Result<EntityQuery, ApiError> {
-    let site = filter(params.site);
-    let device = filter(params.device);
+    let site = filter("site", params.site, 500)?;
+    let device = filter("device", params.device, 500)?;
     if site.is_some() && kind == EntityKind::Site {
         return Err(invalid("site", "sites are not filtered by site"));
     }
     if device.is_some() && kind != EntityKind::Session {
         return Err(invalid("device", "only sessions are filtered by device"));
     }
-    let status = filter(params.status);
+    let status = filter("status", params.status, 500)?;
     if status.is_some() && kind == EntityKind::Site {
         return Err(invalid("status", "sites have no status"));
     }
@@ -212,14 +218,14 @@ fn list_query(kind: EntityKind, params: ListParams) -> Result<EntityQuery, ApiEr
         Some(_) => return Err(invalid("order", "order must be asc or desc")),
     };
     Ok(EntityQuery {
-        search: filter(params.q),
+        search: filter("q", params.q, 500)?,
         site,
         device,
         status,
         sort,
         descending,
         limit: number_parameter("limit", params.limit.as_deref(), (1, 500))?,
-        cursor: filter(params.cursor),
+        cursor: filter("cursor", params.cursor, 2000)?,
     })
 }
 
@@ -345,6 +351,7 @@ mod tests {
     #[test]
     fn each_bad_parameter_is_named() {
         let key = ("key", "temperature");
+        let long = "x".repeat(501);
         for (pairs, parameter) in [
             (vec![], "key"),
             (vec![key, ("from", "yesterday")], "from"),
@@ -354,6 +361,8 @@ mod tests {
             (vec![key, ("group_by", "tenant")], "group_by"),
             (vec![key, ("group_by", "site"), ("limit", "51")], "limit"),
             (vec![key, ("limit", "-1")], "limit"),
+            (vec![key, ("site", long.as_str())], "site"),
+            (vec![("key", long.as_str())], "key"),
         ] {
             assert_eq!(refused_parameter(&pairs).0, parameter, "{pairs:?}");
         }
