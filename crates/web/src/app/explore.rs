@@ -66,16 +66,10 @@ struct Kind {
     detail_columns: &'static [Column],
     /// Which filters its list has: site, device, status.
     filters: (bool, bool, bool),
-    /// Its sorts: value and label.
-    sorts: &'static [(&'static str, &'static str)],
+    /// Its sorts as the `sort` parameter names them, labelled: those the read layer takes for
+    /// the kind.
+    sorts: &'static [(&'static str, &'static str, EntitySort)],
 }
-
-const SORTS_WITH_NAME: &[(&str, &str)] = &[
-    ("id", "Id"),
-    ("name", "Name"),
-    ("recent", "Most recent"),
-    ("updated_at", "Last updated"),
-];
 
 const KINDS: [Kind; 3] = [
     Kind {
@@ -95,7 +89,12 @@ const KINDS: [Kind; 3] = [
             ("longitude", "Longitude", Shape::Text),
         ],
         filters: (false, false, false),
-        sorts: SORTS_WITH_NAME,
+        sorts: &[
+            ("id", "Id", EntitySort::Id),
+            ("name", "Name", EntitySort::Name),
+            ("recent", "Recently updated", EntitySort::Recent),
+            ("updated_at", "Last updated", EntitySort::UpdatedAt),
+        ],
     },
     Kind {
         kind: EntityKind::Device,
@@ -118,7 +117,12 @@ const KINDS: [Kind; 3] = [
             ("last_seen_at", "Last seen (UTC)", Shape::Time),
         ],
         filters: (true, false, true),
-        sorts: SORTS_WITH_NAME,
+        sorts: &[
+            ("id", "Id", EntitySort::Id),
+            ("name", "Name", EntitySort::Name),
+            ("recent", "Last seen", EntitySort::Recent),
+            ("updated_at", "Last updated", EntitySort::UpdatedAt),
+        ],
     },
     Kind {
         kind: EntityKind::Session,
@@ -142,9 +146,9 @@ const KINDS: [Kind; 3] = [
         filters: (true, true, true),
         // Sessions have no name.
         sorts: &[
-            ("id", "Id"),
-            ("recent", "Most recent"),
-            ("updated_at", "Last updated"),
+            ("id", "Id", EntitySort::Id),
+            ("recent", "Started", EntitySort::Recent),
+            ("updated_at", "Last updated", EntitySort::UpdatedAt),
         ],
     },
 ];
@@ -208,24 +212,29 @@ fn given(text: &Option<String>) -> Option<String> {
 }
 
 impl ListParams {
-    /// The read layer's query; it refuses, by name, what does not apply to the kind.
-    fn query(&self) -> Result<EntityQuery, InvalidParameter> {
+    /// The read layer's query for `kind`; the read layer refuses, by name, a filter that does
+    /// not apply to the kind.
+    fn query(&self, kind: &Kind) -> Result<EntityQuery, InvalidParameter> {
         let invalid = |parameter, message: &str| InvalidParameter {
             parameter,
             message: message.to_owned(),
         };
         let sort = match self.sort.as_deref() {
             None | Some("") => None,
-            Some("id") => Some(EntitySort::Id),
-            Some("name") => Some(EntitySort::Name),
-            Some("recent") => Some(EntitySort::Recent),
-            Some("updated_at") => Some(EntitySort::UpdatedAt),
-            Some(_) => {
-                return Err(invalid(
-                    "sort",
-                    "sort must be one of id, name, recent, updated_at",
-                ));
-            }
+            Some(text) => Some(
+                kind.sorts
+                    .iter()
+                    .find(|(value, _, _)| *value == text)
+                    .map(|(_, _, sort)| *sort)
+                    .ok_or_else(|| {
+                        let values: Vec<&str> =
+                            kind.sorts.iter().map(|(value, _, _)| *value).collect();
+                        invalid(
+                            "sort",
+                            &format!("sort must be one of {}", values.join(", ")),
+                        )
+                    })?,
+            ),
         };
         let descending = match self.order.as_deref() {
             None | Some("") | Some("asc") => false,
@@ -355,7 +364,7 @@ async fn list_page(
 ) -> Result<Response, PageError> {
     let kind = kind_at(&kind)?;
     let mut tx = member.tx(&state, Permission::ViewDashboards).await?;
-    let page = match params.query() {
+    let page = match params.query(kind) {
         Ok(query) => match store::analytics::entities(&mut tx, kind.kind, &query).await {
             Ok(page) => Ok(page),
             Err(StoreError::InvalidParameter { parameter, message }) => {
@@ -407,7 +416,7 @@ async fn list_page(
             sorts: kind
                 .sorts
                 .iter()
-                .map(|(value, label)| Choice {
+                .map(|(value, label, _)| Choice {
                     value,
                     label,
                     selected: *value == chosen_sort,
@@ -673,10 +682,14 @@ mod tests {
             ("limit", "0"),
             ("limit", "501"),
         ] {
-            let error = params(name, value).query().expect_err(value);
+            let error = params(name, value).query(&KINDS[1]).expect_err(value);
             assert_eq!(error.parameter, name);
         }
-        assert!(params("limit", "500").query().is_ok());
+        assert!(params("limit", "500").query(&KINDS[1]).is_ok());
+        let error = params("sort", "name")
+            .query(&KINDS[2])
+            .expect_err("sessions");
+        assert_eq!(error.message, "sort must be one of id, recent, updated_at");
     }
 
     #[test]

@@ -166,15 +166,22 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 }
             }
         }
+        // The device's own extra and readings (one of 42: average, minimum, maximum, count),
+        // and its site's page counts its devices' readings.
         let device = browser.get("/app/explore/devices/acme-device").await;
-        for shown in [
-            "acme_only",
-            "temperature",
-            "acme_extra",
-            "/app/explore/sites/acme-site",
+        let site = browser.get("/app/explore/sites/acme-site").await;
+        for (page, shown) in [
+            (&device, "<code>acme_only</code>"),
+            (&device, "<td>42</td><td>42</td><td>42</td><td>1</td>"),
+            (&device, "<code>acme_extra</code>"),
+            (
+                &device,
+                r#"<a href="/app/explore/sites/acme-site">acme-site</a>"#,
+            ),
+            (&site, "<code>temperature</code>"),
         ] {
-            if !device.body.contains(shown) {
-                failures.push(format!("{role}: the device page lacks {shown}"));
+            if !page.body.contains(shown) {
+                failures.push(format!("{role}: an entity page lacks {shown}"));
             }
         }
         // Member actions: allowed by the permission table in the own tenant; another tenant's

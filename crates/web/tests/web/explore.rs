@@ -55,9 +55,29 @@ async fn a_member_pages_searches_and_filters_devices_and_sees_their_text_escaped
     member(&database, tenant, "viewer@acme.example.com", Role::Viewer).await;
     let mut browser = signed_in(&addr, "viewer@acme.example.com").await;
 
+    // No devices yet: those who may open the sources page are sent there to pair one.
     let empty = browser.get("/app/explore/devices").await;
     assert_eq!(empty.status, 200);
     assert!(empty.body.contains("No devices yet"), "{}", empty.body);
+    assert!(
+        !empty
+            .body
+            .contains(r#"<a href="/app/data-sources">Pair a source</a>"#)
+    );
+    member(
+        &database,
+        tenant,
+        "operator@acme.example.com",
+        Role::Operator,
+    )
+    .await;
+    let mut operator = signed_in(&addr, "operator@acme.example.com").await;
+    let empty = operator.get("/app/explore/devices").await;
+    assert!(
+        empty
+            .body
+            .contains(r#"<a href="/app/data-sources">Pair a source</a>"#)
+    );
 
     // 120 devices: the first 40 at site-a, every other one online; device 7's name and extra
     // are markup.
