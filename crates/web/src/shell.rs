@@ -25,6 +25,12 @@ pub fn routes() -> Router<AppState> {
 pub const PAGES: &[(&str, &str, Permission)] = &[
     ("/app/overview", "Overview", Permission::ViewWorkspace),
     ("/app/data-sources", "Data sources", Permission::ViewSources),
+    // `explore::HOME`, written out.
+    (
+        "/app/explore/devices",
+        "Explore",
+        Permission::ViewDashboards,
+    ),
     ("/app/tenants", "Tenants", Permission::ViewWorkspace),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
     (

@@ -4,6 +4,7 @@
 //! the routes' [`render_failures`] layer. The chrome around the pages is [`crate::shell`].
 
 mod audit;
+mod explore;
 mod masking;
 mod ops;
 mod overview;
@@ -22,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::shell::routes())
         .merge(overview::routes())
         .merge(sources::routes())
+        .merge(explore::routes())
         .merge(settings::routes())
         .merge(tokens::routes())
         .merge(sso::routes())

@@ -38,7 +38,7 @@ pub async fn token(database: &Database, tenant: TenantId, role: Role) -> String 
     text
 }
 
-async fn source(database: &Database, tenant: TenantId) -> SourceId {
+pub async fn source(database: &Database, tenant: TenantId) -> SourceId {
     let mut tx = owner(database, tenant).await;
     let name = format!("source {}", uuid::Uuid::new_v4());
     let (source, _) = store::sources::create_source(&mut tx, &name, "simulator")
@@ -62,8 +62,8 @@ async fn invitation(database: &Database, tenant: TenantId, email: &str) -> uuid:
 
 /// One site, device and session of `tenant` named after `prefix`, with a typed extra, and a
 /// minute of `temperature` readings (and of `{prefix}_only`) for the device, with its hour,
-/// written as the materializer would.
-async fn read_models(
+/// written as the materializer would. The app's pages seed with it too.
+pub async fn read_models(
     admin: &mut sqlx::PgConnection,
     tenant: TenantId,
     source: SourceId,

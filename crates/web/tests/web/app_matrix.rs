@@ -70,6 +70,12 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         .await
         .unwrap();
     }
+    // Each tenant's read models (a site, a device with an extra and readings, a session),
+    // named after it: the explorer lists and shows its own only.
+    for (tenant, prefix) in [(a, "acme"), (b, "globex")] {
+        let source = crate::api::source(&database, tenant).await;
+        crate::api::read_models(&mut admin, tenant, source, prefix).await;
+    }
     drop(admin);
 
     // Signed out: every app route sends the browser to sign in, and comes back after.
@@ -123,6 +129,60 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         }
         if sources.body.contains("globex_gadgets") {
             failures.push(format!("{role}: lists tenant B's unmapped table"));
+        }
+        // The explorer: every role reads its own entities; tenant B's are not found, by id
+        // or by search.
+        let explore = browser.get("/app/explore").await;
+        if (explore.status, explore.header("location")) != (303, Some("/app/explore/devices")) {
+            failures.push(format!("{role} /app/explore: {}", explore.status));
+        }
+        for kind in ["site", "device", "session"] {
+            let list = format!("/app/explore/{kind}s");
+            for (path, expected, shows) in [
+                (list.clone(), 200, Some(format!("acme-{kind}"))),
+                (format!("{list}?q=globex"), 200, None),
+                (
+                    format!("{list}/acme-{kind}"),
+                    200,
+                    Some(format!("acme-{kind}")),
+                ),
+                (format!("{list}/globex-{kind}"), 404, None),
+            ] {
+                let page = browser.get(&path).await;
+                assert_designed_html(&page, &path);
+                if page.status != expected {
+                    failures.push(format!(
+                        "{role} {path}: {} (expected {expected})",
+                        page.status
+                    ));
+                }
+                if let Some(shown) = shows
+                    && !page.body.contains(&format!(">{shown}<"))
+                {
+                    failures.push(format!("{role} {path}: {shown} missing"));
+                }
+                if page.body.contains("globex-") || page.body.contains("globex_") {
+                    failures.push(format!("{role} {path}: shows tenant B's entities"));
+                }
+            }
+        }
+        // The device's own extra and readings (one of 42: average, minimum, maximum, count),
+        // and its site's page counts its devices' readings.
+        let device = browser.get("/app/explore/devices/acme-device").await;
+        let site = browser.get("/app/explore/sites/acme-site").await;
+        for (page, shown) in [
+            (&device, "<code>acme_only</code>"),
+            (&device, "<td>42</td><td>42</td><td>42</td><td>1</td>"),
+            (&device, "<code>acme_extra</code>"),
+            (
+                &device,
+                r#"<a href="/app/explore/sites/acme-site">acme-site</a>"#,
+            ),
+            (&site, "<code>temperature</code>"),
+        ] {
+            if !page.body.contains(shown) {
+                failures.push(format!("{role}: an entity page lacks {shown}"));
+            }
         }
         // Member actions: allowed by the permission table in the own tenant; another tenant's
         // member does not exist here.
