@@ -229,8 +229,8 @@ macro_rules! list_params {
             ),
             param(
                 "cursor",
-                "the previous page's `next_cursor`",
-                r#"{ "type": "string", "minLength": 1, "maxLength": 2000, "pattern": "^[A-Za-z0-9_-]+$" }"#,
+                "the previous page's `next_cursor` (empty: the first page)",
+                r#"{ "type": "string", "maxLength": 2000, "pattern": "^[A-Za-z0-9_-]*$" }"#,
             ),
         ]
     };
