@@ -107,6 +107,13 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: &[ManageSources],
         delete: &[ManageSources],
     },
+    TableAccess {
+        table: "control.dashboards",
+        select: &[ViewDashboards],
+        insert: &[ManageWorkspace],
+        update: &[ManageWorkspace],
+        delete: &[ManageWorkspace],
+    },
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),

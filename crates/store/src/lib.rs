@@ -22,6 +22,7 @@ pub mod cohort;
 mod connect;
 pub mod contact;
 pub mod control;
+pub mod dashboards;
 pub mod dlq;
 mod error;
 pub mod invitations;

@@ -9,6 +9,7 @@ mod api;
 mod app;
 mod assets;
 pub mod auth;
+mod charts;
 pub mod client_addr;
 mod cookies;
 mod csrf;

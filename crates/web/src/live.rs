@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use domain::{Permission, TenantId, UserId};
+use domain::{Permission, Role, TenantId, UserId};
 use sha2::{Digest, Sha256};
 use store::{Scope, StoreError, TenantTx};
 use tokio::sync::watch;
@@ -110,32 +110,37 @@ impl Drop for StreamSlot {
 }
 
 /// What a stream shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Feed {
     Activity,
     Sources,
+    /// A dashboard's figures and panels over its range.
+    Dashboard(Arc<crate::app::dashboards::LiveView>),
 }
 
 impl Feed {
-    fn permission(self) -> Permission {
+    fn permission(&self) -> Permission {
         match self {
             Feed::Activity => Permission::ViewBronze,
             Feed::Sources => Permission::ViewSources,
+            Feed::Dashboard(_) => Permission::ViewDashboards,
         }
     }
 
     /// The SSE event name the page's `sse-swap` listens for.
-    fn event_name(self) -> &'static str {
+    fn event_name(&self) -> &'static str {
         match self {
             Feed::Activity => "activity",
             Feed::Sources => "sources",
+            Feed::Dashboard(_) => "dashboard",
         }
     }
 
-    async fn render(self, tx: &mut TenantTx) -> Result<String, StoreError> {
+    async fn render(&self, tx: &mut TenantTx, role: Role) -> Result<String, StoreError> {
         match self {
             Feed::Activity => activity_fragment(tx).await,
             Feed::Sources => Ok(sources_fragment(store::sources::list_sources(tx).await?)),
+            Feed::Dashboard(view) => crate::app::dashboards::live_body(tx, role, view).await,
         }
     }
 }
@@ -229,7 +234,7 @@ fn spool_text(agent: &serde_json::Value) -> String {
     text
 }
 
-fn lag_text(agent: &serde_json::Value) -> String {
+pub(crate) fn lag_text(agent: &serde_json::Value) -> String {
     let seconds = agent["lag_seconds"].as_f64();
     let bytes = agent["lag_bytes"].as_i64();
     let mut parts = Vec::new();
@@ -308,6 +313,15 @@ async fn sources_stream(
     member: Member,
 ) -> Result<Response, PageError> {
     open_stream(state, member, Feed::Sources)
+}
+
+/// A dashboard's live stream (`/app/dashboards/{id}/live`).
+pub(crate) fn dashboard_stream(
+    state: AppState,
+    member: Member,
+    view: Arc<crate::app::dashboards::LiveView>,
+) -> Result<Response, PageError> {
+    open_stream(state, member, Feed::Dashboard(view))
 }
 
 fn open_stream(state: AppState, member: Member, feed: Feed) -> Result<Response, PageError> {
@@ -430,7 +444,7 @@ impl Ticker {
             },
         )
         .await?;
-        let html = self.feed.render(&mut tx).await?;
+        let html = self.feed.render(&mut tx, role).await?;
         tx.commit().await?;
         if self.last.as_deref() == Some(html.as_str()) {
             return Ok(Tick::Unchanged);

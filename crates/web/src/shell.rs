@@ -46,6 +46,12 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         Permission::ManageMasking,
     ),
     ("/app/audit", "Audit log", Permission::ViewAudit),
+    // `account::ACCOUNT`, written out.
+    (
+        "/app/settings/account",
+        "Your account",
+        Permission::ViewWorkspace,
+    ),
 ];
 
 #[derive(Debug)]

@@ -128,6 +128,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.dashboards",
+        insert: "insert into control.dashboards (tenant_id, dashboard_id, name) \
+                 select t, k, 'Dashboard ' || k from p",
+        update_column: "name",
+        seed: true,
+    },
+    Exercise {
         table: "bronze.cdc_events",
         insert: "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
                  schema_name, table_name, lsn, seq, payload) select t, k, now(), s, 'insert', \

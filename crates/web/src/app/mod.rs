@@ -3,11 +3,12 @@
 //! and reads through a `TenantTx`; a handler's `PageError` is drawn with the visitor's chrome by
 //! the routes' [`render_failures`] layer. The chrome around the pages is [`crate::shell`].
 
+mod account;
 mod audit;
+pub(crate) mod dashboards;
 mod explore;
 mod masking;
 mod ops;
-mod overview;
 mod settings;
 mod sources;
 mod sso;
@@ -21,7 +22,8 @@ use crate::pages::render_failures;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(crate::shell::routes())
-        .merge(overview::routes())
+        .merge(account::routes())
+        .merge(dashboards::routes())
         .merge(sources::routes())
         .merge(explore::routes())
         .merge(settings::routes())

@@ -1280,7 +1280,7 @@ fn session_end_actions(body: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn members_see_their_own_sessions_and_end_one() {
+async fn members_see_their_own_sessions_under_settings_and_end_one() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
@@ -1296,32 +1296,34 @@ async fn members_see_their_own_sessions_and_end_one() {
     let mut bob = Browser::new(&addr);
     sign_in(&mut bob, "bob@example.com", PASSWORD).await;
 
-    let overview = laptop.get("/app/overview").await;
+    let overview = laptop.get("/app/settings/account").await;
     assert_eq!(overview.body.matches("this browser").count(), 1);
     let ends = session_end_actions(&overview.body);
     assert_eq!(ends.len(), 1, "the other browser's session, not this one's");
-    let bobs = session_end_actions(&bob.get("/app/overview").await.body);
+    let bobs = session_end_actions(&bob.get("/app/settings/account").await.body);
     assert!(bobs.is_empty());
 
     // Another account's session cannot be ended from here, even by its id.
-    let bob_overview = bob.get("/app/overview").await;
+    let bob_overview = bob.get("/app/settings/account").await;
     assert!(bob_overview.body.contains("this browser"));
     let mut bob_second = Browser::new(&addr);
     sign_in(&mut bob_second, "bob@example.com", PASSWORD).await;
-    let bob_ends = session_end_actions(&bob_second.get("/app/overview").await.body);
+    let bob_ends = session_end_actions(&bob_second.get("/app/settings/account").await.body);
     assert_eq!(bob_ends.len(), 1);
-    let refused = laptop.submit("/app/overview", &bob_ends[0], &[]).await;
+    let refused = laptop
+        .submit("/app/settings/account", &bob_ends[0], &[])
+        .await;
     assert_eq!(refused.status, 404);
-    assert_eq!(bob.get("/app/overview").await.status, 200);
+    assert_eq!(bob.get("/app/settings/account").await.status, 200);
 
-    let ended = laptop.submit("/app/overview", &ends[0], &[]).await;
+    let ended = laptop.submit("/app/settings/account", &ends[0], &[]).await;
     assert_eq!(ended.status, 303);
     assert_eq!(
-        phone.get("/app/overview").await.status,
+        phone.get("/app/settings/account").await.status,
         303,
         "the phone is signed out"
     );
-    let after = laptop.get("/app/overview?ended=1").await;
+    let after = laptop.get("/app/settings/account?ended=1").await;
     assert!(after.body.contains("The session was ended."));
     assert!(session_end_actions(&after.body).is_empty());
 }

@@ -1,5 +1,5 @@
-//! `/app/overview`: the workspace at a glance, its live event activity (for roles that read
-//! bronze), and the account's own sessions, each of which the member can end.
+//! `/app/settings/account`: the member's account in this workspace (role, the workspace's facts)
+//! and the account's own sessions, each of which the member can end. Every role has it.
 
 use askama::Template;
 use axum::Router;
@@ -15,10 +15,12 @@ use crate::auth::session::Member;
 use crate::pages::{Chrome, PageError, render};
 use crate::shell::{Shell, date, shell, timestamp};
 
+const ACCOUNT: &str = "/app/settings/account";
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/app", get(|| async { Redirect::to("/app/overview") }))
-        .route("/app/overview", get(overview))
+        .route(ACCOUNT, get(account))
         .route("/app/sessions/{id}/end", post(end_session))
 }
 
@@ -33,36 +35,29 @@ struct SessionRow {
 }
 
 #[derive(Template)]
-#[template(path = "app/overview.html")]
-struct OverviewPage {
+#[template(path = "app/account.html")]
+struct AccountPage {
     chrome: Chrome,
     shell: Shell,
     tenant: store::control::Tenant,
     created: String,
     sessions: Vec<SessionRow>,
     ended: bool,
-    /// The live event activity, for roles that read bronze.
-    activity_html: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct OverviewQuery {
+struct AccountQuery {
     ended: Option<String>,
 }
 
-async fn overview(
+async fn account(
     State(state): State<AppState>,
     member: Member,
-    Query(query): Query<OverviewQuery>,
+    Query(query): Query<AccountQuery>,
 ) -> Result<Response, PageError> {
     let mut tx = member.tx(&state, Permission::ViewWorkspace).await?;
     let tenant = store::control::current_tenant(&mut tx).await?;
-    let activity_html = if member.role().allows(Permission::ViewBronze) {
-        Some(crate::live::activity_fragment(&mut tx).await?)
-    } else {
-        None
-    };
     tx.commit().await?;
     let session = member.session();
     let sessions =
@@ -70,9 +65,9 @@ async fn overview(
             .await?;
     Ok(render(
         StatusCode::OK,
-        &OverviewPage {
+        &AccountPage {
             chrome: member.visitor.chrome("app"),
-            shell: shell(&member, "/app/overview"),
+            shell: shell(&member, ACCOUNT),
             created: date(tenant.created_at),
             tenant,
             sessions: sessions
@@ -92,7 +87,6 @@ async fn overview(
                 })
                 .collect(),
             ended: query.ended.is_some(),
-            activity_html,
         },
     ))
 }
@@ -108,5 +102,5 @@ async fn end_session(
         return Err(PageError::NotFound);
     }
     tracing::info!(%user, "ended one of the account's sessions");
-    Ok(Redirect::to("/app/overview?ended=1#sessions-heading").into_response())
+    Ok(Redirect::to(&format!("{ACCOUNT}?ended=1#sessions-heading")).into_response())
 }
