@@ -245,7 +245,7 @@ pub fn draw(chart: &Chart<'_>, lines: &[Line]) -> ChartSvg {
     if chart.kind == Kind::Bar {
         high = high.max(0.0);
     }
-    if high - low < f64::EPSILON {
+    if (high - low).abs() < f64::EPSILON {
         (low, high) = (low - 1.0, high + 1.0);
     }
     let ticks = value_ticks(low, high);

@@ -114,8 +114,25 @@ impl Drop for StreamSlot {
 enum Feed {
     Activity,
     Sources,
-    /// A dashboard's figures and panels over its range.
-    Dashboard(Arc<crate::app::dashboards::LiveView>),
+    /// A view drawn by the page that opened the stream (a dashboard's figures and panels).
+    View(Arc<dyn LiveView>),
+}
+
+/// A page's view that a stream re-renders on each tick; the page module implements it, so
+/// this module needs to know no page.
+pub(crate) trait LiveView: Send + Sync + std::fmt::Debug {
+    /// The permission that opens the page.
+    fn permission(&self) -> Permission;
+
+    /// The SSE event name the page's `sse-swap` listens for.
+    fn event_name(&self) -> &'static str;
+
+    /// The view as `role` sees it now.
+    fn render<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        role: Role,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, StoreError>> + Send + 'a>>;
 }
 
 impl Feed {
@@ -123,7 +140,7 @@ impl Feed {
         match self {
             Feed::Activity => Permission::ViewBronze,
             Feed::Sources => Permission::ViewSources,
-            Feed::Dashboard(_) => Permission::ViewDashboards,
+            Feed::View(view) => view.permission(),
         }
     }
 
@@ -132,7 +149,7 @@ impl Feed {
         match self {
             Feed::Activity => "activity",
             Feed::Sources => "sources",
-            Feed::Dashboard(_) => "dashboard",
+            Feed::View(view) => view.event_name(),
         }
     }
 
@@ -140,7 +157,7 @@ impl Feed {
         match self {
             Feed::Activity => activity_fragment(tx).await,
             Feed::Sources => Ok(sources_fragment(store::sources::list_sources(tx).await?)),
-            Feed::Dashboard(view) => crate::app::dashboards::live_body(tx, role, view).await,
+            Feed::View(view) => view.render(tx, role).await,
         }
     }
 }
@@ -315,13 +332,13 @@ async fn sources_stream(
     open_stream(state, member, Feed::Sources)
 }
 
-/// A dashboard's live stream (`/app/dashboards/{id}/live`).
-pub(crate) fn dashboard_stream(
+/// A page's own live stream of `view` (a dashboard's, `/app/dashboards/{id}/live`).
+pub(crate) fn view_stream(
     state: AppState,
     member: Member,
-    view: Arc<crate::app::dashboards::LiveView>,
+    view: Arc<dyn LiveView>,
 ) -> Result<Response, PageError> {
-    open_stream(state, member, Feed::Dashboard(view))
+    open_stream(state, member, Feed::View(view))
 }
 
 fn open_stream(state: AppState, member: Member, feed: Feed) -> Result<Response, PageError> {

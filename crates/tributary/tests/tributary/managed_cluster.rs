@@ -3,7 +3,9 @@
 
 use nix::sys::signal::Signal;
 
-use crate::support::{DataDir, Platform, assert_no_server_left, server_processes, tributary};
+use crate::support::{
+    DataDir, Platform, assert_no_server_left, http_get_with, server_processes, tributary,
+};
 
 #[test]
 fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
@@ -49,6 +51,33 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Within a minute the demo's readings are in the read models and their hourly rollup:
+    // the analytics API, which the overview's charts read, has a metric key with points.
+    let token = demo["api_token"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let key = loop {
+        let (status, body) =
+            http_get_with(&platform.web_addr, "/api/v1/analytics/keys", Some(token));
+        assert_eq!(status, 200, "{body}");
+        let catalogue: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if let Some(key) = catalogue["metrics"][0]["key"].as_str() {
+            break key.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metric key within a minute: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let (status, body) = http_get_with(
+        &platform.web_addr,
+        &format!("/api/v1/analytics/series?key={key}&step=1m&agg=count"),
+        Some(token),
+    );
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let points = series["series"][0]["points"].as_array().map_or(0, Vec::len);
+    assert!(points > 0, "the last hour of {key} has points: {body}");
     let (status, metrics) = platform.metrics();
     assert_eq!(status, 200);
     // Without a metrics token, the web listener serves no metrics.

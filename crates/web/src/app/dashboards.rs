@@ -229,7 +229,20 @@ async fn panel_view(
     let mut view = PanelView {
         heading: panel.heading(),
         unit: panel.unit.clone(),
-        detail: format!("{} per {}", panel.aggregation.as_str(), step.as_str()),
+        // What the heading does not already say: the query behind a titled panel, and the
+        // step actually drawn when the range asked for a coarser one than the panel's.
+        detail: if !panel.title.is_empty() {
+            format!(
+                "{} · {} per {}",
+                panel.key,
+                panel.aggregation.as_str(),
+                step.as_str()
+            )
+        } else if step != panel.step {
+            format!("drawn per {}", step.as_str())
+        } else {
+            String::new()
+        },
         svg: String::new(),
         legend: Vec::new(),
         table: None,
@@ -478,15 +491,26 @@ pub struct LiveView {
     range: Range,
 }
 
-/// The figures and panels of `view` for `role`, rendered: the page's body and the live
-/// stream's event.
-pub(crate) async fn live_body(
-    tx: &mut TenantTx,
-    role: Role,
-    view: &LiveView,
-) -> Result<String, StoreError> {
-    let (_, panels) = load(tx, &view.which).await?;
-    body(tx, role, &panels, &view.range).await
+/// The figures and panels of the view for `role`, rendered: the live stream's event.
+impl crate::live::LiveView for LiveView {
+    fn permission(&self) -> Permission {
+        Permission::ViewDashboards
+    }
+
+    fn event_name(&self) -> &'static str {
+        "dashboard"
+    }
+
+    fn render<'a>(
+        &'a self,
+        tx: &'a mut TenantTx,
+        role: Role,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, StoreError>> + Send + 'a>> {
+        Box::pin(async move {
+            let (_, panels) = load(tx, &self.which).await?;
+            body(tx, role, &panels, &self.range).await
+        })
+    }
 }
 
 async fn body(
@@ -684,7 +708,7 @@ async fn live(
         store::dashboards::get(&mut tx, id).await?;
         tx.commit().await?;
     }
-    crate::live::dashboard_stream(state, member, Arc::new(LiveView { which, range }))
+    crate::live::view_stream(state, member, Arc::new(LiveView { which, range }))
 }
 
 // ---- editing ----

@@ -77,6 +77,20 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         crate::api::read_models(&mut admin, tenant, source, prefix).await;
     }
     drop(admin);
+    // A saved dashboard of tenant B's, which no role of A's may see or change.
+    let mut tx = crate::api::owner(&database, b).await;
+    let b_dashboard = store::dashboards::create(
+        &mut tx,
+        "Globex secret board",
+        &[store::dashboards::Panel::of_key(
+            "globex_only",
+            store::analytics::Aggregation::Avg,
+            store::analytics::Step::Minute,
+        )],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 
     // Signed out: every app route sends the browser to sign in, and comes back after.
     let mut anonymous = Browser::new(&addr);
@@ -263,6 +277,61 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 workspace.status
             ));
         }
+        // Dashboards: every role sees them; owners and admins save and change them; tenant
+        // B's is not found, to see or to change.
+        let edits = role.allows(Permission::ManageWorkspace);
+        let editor = browser.get("/app/dashboards/default/edit").await;
+        if editor.status != if edits { 200 } else { 403 } {
+            failures.push(format!("{role} the dashboard editor: {}", editor.status));
+        }
+        let created = browser
+            .submit(
+                "/app/overview",
+                "/app/dashboards",
+                &[("name", &format!("Board of {role}")), ("from", "default")],
+            )
+            .await;
+        if created.status != if edits { 303 } else { 403 } {
+            failures.push(format!("{role} saving a dashboard: {}", created.status));
+        }
+        for path in [
+            format!("/app/dashboards/{b_dashboard}"),
+            format!("/app/dashboards/{b_dashboard}/live"),
+        ] {
+            let page = browser.get(&path).await;
+            if page.status != 404 || page.body.contains("Globex secret board") {
+                failures.push(format!("{role} GET {path}: {}", page.status));
+            }
+        }
+        for action in [
+            "panels",
+            "rename",
+            "delete",
+            "panels/0/remove",
+            "panels/1/up",
+        ] {
+            let action = format!("/app/dashboards/{b_dashboard}/{action}");
+            let page = browser
+                .submit(
+                    "/app/overview",
+                    &action,
+                    &[
+                        ("name", "Taken"),
+                        ("key", "temperature"),
+                        ("agg", "avg"),
+                        ("step", "1m"),
+                        ("chart", "line"),
+                    ],
+                )
+                .await;
+            let expected = if edits { 404 } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+        }
         let invited = browser
             .submit(
                 "/app/overview",
@@ -416,12 +485,18 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             ));
         }
         let after = browser.get("/app/overview").await;
-        if !after.body.contains("<h1>Acme</h1>") {
+        if !crate::auth::in_workspace(&after.body, "Acme") {
             failures.push(format!("{role}: left its own workspace"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let mut tx = crate::api::owner(&database, b).await;
+    let b_board = store::dashboards::get(&mut tx, b_dashboard).await.unwrap();
+    assert_eq!(
+        (b_board.name.as_str(), b_board.panels.len()),
+        ("Globex secret board", 1),
+        "tenant B's dashboard untouched"
+    );
     let b_rules = store::masking::list(&mut tx).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(
@@ -529,13 +604,10 @@ async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
         )
         .await;
     assert_eq!(refused.status, 404);
-    assert!(
-        browser
-            .get("/app/overview")
-            .await
-            .body
-            .contains("<h1>Globex</h1>")
-    );
+    assert!(crate::auth::in_workspace(
+        &browser.get("/app/overview").await.body,
+        "Globex"
+    ));
 
     // Removed from Globex while signed in: the next request falls back to Acme, as a viewer.
     store::control::remove_member(
@@ -547,13 +619,10 @@ async fn a_member_of_two_workspaces_switches_and_gets_each_ones_role() {
     .await
     .unwrap();
     assert_eq!(browser.get("/app/data-sources").await.status, 403);
-    assert!(
-        browser
-            .get("/app/overview")
-            .await
-            .body
-            .contains("<h1>Acme</h1>")
-    );
+    assert!(crate::auth::in_workspace(
+        &browser.get("/app/overview").await.body,
+        "Acme"
+    ));
 }
 
 #[tokio::test]
@@ -1147,7 +1216,7 @@ async fn invitations_bring_new_and_existing_accounts_in_once() {
     assert_eq!(joined.status, 303, "{}", joined.body);
     let overview = grace.get("/app/overview").await;
     assert!(
-        overview.body.contains("<h1>Acme</h1>")
+        crate::auth::in_workspace(&overview.body, "Acme")
             && overview.body.contains("grace@example.com · admin")
     );
     // Once only.
@@ -1203,7 +1272,7 @@ async fn invitations_bring_new_and_existing_accounts_in_once() {
     assert_eq!(accepted.header("location"), Some("/app"));
     let overview = bob.get("/app/overview").await;
     assert!(
-        overview.body.contains("<h1>Acme</h1>"),
+        crate::auth::in_workspace(&overview.body, "Acme"),
         "switched to the new workspace"
     );
     assert!(

@@ -314,7 +314,11 @@ async fn confirm_sign_up(
         screenshot(client, "sign-up-confirm").await;
     }
     click(client, "form.form button[type=submit]").await;
-    wait_for_text(client, &format!("<h1>{workspace}</h1>")).await;
+    wait_for_text(
+        client,
+        &format!(r#"<p class="workspace-name">{workspace}</p>"#),
+    )
+    .await;
 }
 
 /// Signs up in the browser with a new workspace, confirms through the link and waits for the app.
@@ -389,15 +393,27 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
     fill(&client, "#invite-password", crate::auth::PASSWORD).await;
     screenshot(&client, "invitation-accept").await;
     click(&client, "form.form button[type=submit]").await;
-    wait_for_text(&client, "<h1>Difference Engines</h1>").await;
+    wait_for_text(
+        &client,
+        r#"<p class="workspace-name">Difference Engines</p>"#,
+    )
+    .await;
     let navigation = script(
         &client,
         "return [...document.querySelectorAll('.sidenav a')].map(a => a.getAttribute('href'))",
     )
     .await;
-    assert!(
-        !navigation.to_string().contains("/app/settings"),
-        "a viewer's navigation offers settings: {navigation}"
+    let settings: Vec<&str> = navigation
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|href| href.starts_with("/app/settings"))
+        .collect();
+    assert_eq!(
+        settings,
+        ["/app/settings/account"],
+        "a viewer's navigation offers only their own account's settings"
     );
     screenshot(&client, "viewer-overview").await;
 
@@ -469,7 +485,7 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
     fill(&client, "#signin-email", "admin@acme.example.com").await;
     fill(&client, "#signin-password", crate::auth::PASSWORD).await;
     click(&client, "form.form button[type=submit]").await;
-    wait_for_text(&client, "<h1>Acme</h1>").await;
+    wait_for_text(&client, r#"<p class="workspace-name">Acme</p>"#).await;
 
     // The masking page: no rules, the example sample shown as is.
     client
@@ -563,6 +579,128 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
         "updated live, not by a page load"
     );
     screenshot(&client, "overview-live").await;
+    client.close().await.unwrap();
+}
+
+/// The `data-points` of the dashboard's panels as the browser has them now.
+async fn panel_points(client: &Client) -> Vec<u64> {
+    let value = script(
+        client,
+        "return [...document.querySelectorAll('figure.panel')].map(f => Number(f.dataset.points))",
+    )
+    .await;
+    serde_json::from_value(value).unwrap()
+}
+
+async fn sign_in_as(client: &Client, base: &str, email: &str) {
+    client.goto(&format!("{base}/auth")).await.unwrap();
+    fill(client, "#signin-email", email).await;
+    fill(client, "#signin-password", crate::auth::PASSWORD).await;
+    click(client, "form.form button[type=submit]").await;
+    wait_for_text(client, r#"<p class="workspace-name">Acme</p>"#).await;
+}
+
+#[tokio::test]
+async fn a_viewer_sees_charts_changes_the_range_and_gets_new_points_live_in_a_real_browser() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    crate::auth::member(
+        &database,
+        tenant,
+        "viewer@acme.example.com",
+        domain::Role::Viewer,
+    )
+    .await;
+    crate::auth::member(
+        &database,
+        tenant,
+        "admin@acme.example.com",
+        domain::Role::Admin,
+    )
+    .await;
+    let source = crate::api::source(&database, tenant).await;
+    let mut admin = test_database.admin().await;
+    crate::api::read_models(&mut admin, tenant, source, "acme").await;
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+
+    sign_in_as(&client, &base, "viewer@acme.example.com").await;
+    client.goto(&format!("{base}/app/overview")).await.unwrap();
+    wait_for_text(&client, "<h1>Overview</h1>").await;
+    let points = panel_points(&client).await;
+    assert!(points.iter().any(|&points| points > 0), "{points:?}");
+    // Hovering a bucket shows its time and value: each has a title over the plot.
+    let hover = text_of(&client, ".ts-hover rect.band title").await.unwrap();
+    assert!(hover.contains("42"), "{hover}");
+    assert_eq!(
+        script(
+            &client,
+            "return document.querySelectorAll('a[href$=\"/edit\"]').length"
+        )
+        .await,
+        json!(0),
+        "a viewer has no edit controls"
+    );
+    screenshot(&client, "dashboard-viewer").await;
+
+    // The range selector: the last week, drawn over seven days.
+    click(&client, "nav[aria-label='Time range'] a[href$='range=7d']").await;
+    wait_for_text(&client, r#"aria-current="page">Last week</a>"#).await;
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("range=7d")
+    );
+    screenshot(&client, "dashboard-week").await;
+    click(&client, "nav[aria-label='Time range'] a[href$='range=1h']").await;
+    wait_for_text(&client, r#"aria-current="page">Last hour</a>"#).await;
+
+    // A reading lands: its point appears without a reload.
+    script(&client, "window.__notReloaded = true; return null").await;
+    sqlx::query(
+        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+             minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         values ($1, 'device', 'acme-device', 'temperature', \
+             date_trunc('minute', now()) - interval '20 minutes', 7, 7, 1, 7, 7, 7, 2, 0, \
+             date_trunc('minute', now()) - interval '20 minutes', 'r2')",
+    )
+    .bind(tenant.as_uuid())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    poll(Duration::from_secs(15), async || {
+        let points = panel_points(&client).await;
+        if points.contains(&2) {
+            Ok(())
+        } else {
+            Err(format!("no panel gained the new point: {points:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        script(&client, "return window.__notReloaded === true").await,
+        json!(true),
+        "appended live, not by a page load"
+    );
+    screenshot(&client, "dashboard-live").await;
+    assert_eq!(console_errors(&client).await, Vec::<String>::new());
+    client.delete_all_cookies().await.unwrap();
+
+    // An admin saves the default dashboard; its editor lists the panels and offers the keys.
+    sign_in_as(&client, &base, "admin@acme.example.com").await;
+    client.goto(&format!("{base}/app/overview")).await.unwrap();
+    click(&client, "a[href='/app/dashboards/default/edit']").await;
+    wait_for_text(&client, "Save as a dashboard").await;
+    click(&client, "section[aria-labelledby='save-heading'] button").await;
+    wait_for_text(&client, "<option value=\"temperature\"").await;
+    screenshot(&client, "dashboard-edit").await;
+    assert_eq!(console_errors(&client).await, Vec::<String>::new());
     client.close().await.unwrap();
 }
 

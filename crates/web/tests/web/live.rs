@@ -225,6 +225,68 @@ async fn the_overview_stream_sends_new_counts_of_the_members_own_tenant_only() {
     );
 }
 
+/// A viewer's dashboard stream draws a reading that lands after the page opened, and never
+/// another workspace's.
+#[tokio::test]
+async fn a_dashboard_stream_appends_new_readings_of_the_members_own_tenant_only() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let b = crate::api::tenant(&database, "Globex").await;
+    let mut admin = test_database.admin().await;
+    for (tenant, prefix) in [(a, "acme"), (b, "globex")] {
+        let source = crate::api::source(&database, tenant).await;
+        crate::api::read_models(&mut admin, tenant, source, prefix).await;
+    }
+    member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+    let viewer = signed_in(&addr, "viewer@acme.example.com").await;
+
+    let path = "/app/dashboards/default/live?range=1h";
+    assert!(
+        viewer
+            .clone()
+            .get("/app/overview")
+            .await
+            .body
+            .contains(&format!(r#"sse-connect="{path}""#))
+    );
+    let mut stream = EventStream::open(&addr, path, &viewer.cookies).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    let first = stream.wait_for("dashboard", r#"data-points="1""#).await;
+    assert!(!first.data.contains(r#"data-points="2""#));
+
+    // A reading twenty minutes back, in another five-minute bucket: a second point.
+    sqlx::query(
+        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+             minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         values ($1, 'device', 'acme-device', 'temperature', \
+             date_trunc('minute', now()) - interval '20 minutes', 7, 7, 1, 7, 7, 7, 2, 0, \
+             date_trunc('minute', now()) - interval '20 minutes', 'r2')",
+    )
+    .bind(a.as_uuid())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let appended = stream.wait_for("dashboard", r#"data-points="2""#).await;
+    assert!(
+        !appended.data.contains("globex"),
+        "tenant B's keys leaked: {}",
+        appended.data
+    );
+
+    // Another workspace's dashboard id is not found, as a status and not as a stream.
+    let unknown = EventStream::open(
+        &addr,
+        &format!("/app/dashboards/{}/live", uuid::Uuid::new_v4()),
+        &viewer.cookies,
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+}
+
 async fn report(
     database: &store::Database,
     tenant: TenantId,
@@ -285,8 +347,8 @@ async fn agent_status_streams_live_and_a_stream_ends_with_its_session_or_permiss
     }
     let overview = viewer.clone().get("/app/overview").await;
     assert!(
-        !overview.body.contains("sse-connect"),
-        "no live panel for a viewer"
+        !overview.body.contains("/app/overview/stream"),
+        "no live event activity for a viewer"
     );
 
     let mut browser = signed_in(&addr, "operator@acme.example.com").await;

@@ -7,6 +7,7 @@ mod app_matrix;
 mod auth;
 mod browser;
 mod chromium;
+mod dashboards;
 mod dns;
 mod explore;
 mod layers;
