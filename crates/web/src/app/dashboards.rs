@@ -175,40 +175,51 @@ fn step_for(span: Duration, preferred: Step) -> Step {
 
 /// One panel, drawn.
 #[derive(Debug)]
-pub struct PanelView {
-    heading: String,
-    unit: String,
+pub(crate) struct PanelView {
+    pub(crate) heading: String,
+    pub(crate) unit: String,
     /// What it draws, in words: `avg per 5m`.
-    detail: String,
+    pub(crate) detail: String,
     /// The chart's SVG (rendered by its own template, which escapes every label).
-    svg: String,
-    legend: Vec<LegendEntry>,
+    pub(crate) svg: String,
+    pub(crate) legend: Vec<LegendEntry>,
     /// For a table panel: the newest buckets first.
-    table: Option<TableView>,
+    pub(crate) table: Option<TableView>,
     /// Readings in the window.
-    points: usize,
+    pub(crate) points: usize,
     /// Why the panel could not be drawn (an invalid range for it).
-    problem: Option<String>,
+    pub(crate) problem: Option<String>,
     /// The metric's explorer filter, when it names one entity.
-    explore: Option<String>,
+    pub(crate) explore: Option<String>,
+}
+
+impl PanelView {
+    /// The panel without its link to the explorer (for a page that is that link's target).
+    pub(crate) fn without_explore(self) -> Self {
+        PanelView {
+            explore: None,
+            ..self
+        }
+    }
 }
 
 #[derive(Debug)]
-struct LegendEntry {
-    class: String,
-    label: String,
+pub(crate) struct LegendEntry {
+    pub(crate) class: String,
+    pub(crate) label: String,
 }
 
 #[derive(Debug)]
-struct TableView {
-    columns: Vec<String>,
-    rows: Vec<(String, Vec<String>)>,
+pub(crate) struct TableView {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<(String, Vec<String>)>,
 }
 
 /// Rows a table panel shows.
 const TABLE_ROWS: usize = 60;
 
-async fn panel_view(
+/// `panel` drawn over `window`: its chart or table, legend and point count.
+pub(crate) async fn panel_view(
     tx: &mut TenantTx,
     panel: &Panel,
     window: (OffsetDateTime, OffsetDateTime),

@@ -493,6 +493,8 @@ struct EntityPage {
     related: Vec<RelatedLink>,
     /// `None` for sessions, whose metrics are their device's.
     metrics: Option<Vec<MetricRow>>,
+    /// The entity's metrics over the last 24 hours, one chart per key.
+    panels: Vec<crate::app::dashboards::PanelView>,
 }
 
 /// One entity: unknown, deleted and another tenant's are all not found.
@@ -507,10 +509,12 @@ async fn entity_page(
         .await?
         .ok_or(PageError::NotFound)?;
     let catalogue = store::analytics::catalogue(&mut tx).await?;
-    let metrics = match kind.kind {
-        EntityKind::Session => None,
+    let (metrics, panels) = match kind.kind {
+        EntityKind::Session => (None, Vec::new()),
         EntityKind::Site | EntityKind::Device => {
-            Some(latest_metrics(&mut tx, kind.kind, &entity.id, &catalogue).await?)
+            let metrics = latest_metrics(&mut tx, kind.kind, &entity.id, &catalogue).await?;
+            let panels = metric_charts(&mut tx, kind.kind, &entity.id, &metrics).await?;
+            (Some(metrics), panels)
         }
     };
     tx.commit().await?;
@@ -566,6 +570,7 @@ async fn entity_page(
                 .collect(),
             related,
             metrics,
+            panels,
             id: entity.id,
         },
     ))
@@ -639,6 +644,33 @@ async fn latest_metrics(
         }
     }
     Ok(rows)
+}
+
+/// Keys charted on an entity's page at most, the busiest first as the table lists them.
+const CHARTED_KEYS: usize = 8;
+
+/// A chart per metric key of `metrics` (those with readings of the entity in the last 24
+/// hours): its average per 5 minutes over those 24 hours, drawn as the dashboards draw.
+async fn metric_charts(
+    tx: &mut TenantTx,
+    kind: EntityKind,
+    id: &str,
+    metrics: &[MetricRow],
+) -> Result<Vec<crate::app::dashboards::PanelView>, PageError> {
+    let to = OffsetDateTime::now_utc();
+    let window = (to - time::Duration::hours(24), to);
+    let mut panels = Vec::new();
+    for metric in metrics.iter().take(CHARTED_KEYS) {
+        let panel = store::dashboards::Panel {
+            site: (kind == EntityKind::Site).then(|| id.to_owned()),
+            device: (kind == EntityKind::Device).then(|| id.to_owned()),
+            unit: store::dashboards::unit_of(&metric.key).to_owned(),
+            ..store::dashboards::Panel::of_key(&metric.key, Aggregation::Avg, Step::FiveMinutes)
+        };
+        let view = crate::app::dashboards::panel_view(tx, &panel, window).await?;
+        panels.push(view.without_explore());
+    }
+    Ok(panels)
 }
 
 /// A reading as shown: at most three decimals, without trailing zeros.

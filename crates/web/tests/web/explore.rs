@@ -177,3 +177,41 @@ async fn a_member_pages_searches_and_filters_devices_and_sees_their_text_escaped
             .contains(r#"<a href="/app/explore/sites/site-a">site-a</a>"#)
     );
 }
+
+#[tokio::test]
+async fn a_device_and_its_site_chart_their_own_metrics_of_the_last_day() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    member(&database, tenant, "viewer@acme.example.com", Role::Viewer).await;
+    let source = crate::api::source(&database, tenant).await;
+    let mut admin = test_database.admin().await;
+    crate::api::read_models(&mut admin, tenant, source, "acme").await;
+    drop(admin);
+    let mut browser = signed_in(&addr, "viewer@acme.example.com").await;
+
+    for path in [
+        "/app/explore/devices/acme-device",
+        "/app/explore/sites/acme-site",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        // One chart per key with readings that day, each with the seeded minute's point.
+        assert_eq!(
+            page.body
+                .matches(r#"<figure class="card panel" data-points="1">"#)
+                .count(),
+            2,
+            "{path}: {}",
+            page.body
+        );
+        assert!(page.body.contains(r#"<svg class="ts-chart""#));
+        assert!(page.body.contains("temperature · avg per 5m"));
+        assert!(page.body.contains("acme_only · avg per 5m"));
+    }
+    // A session has no metrics of its own: no charts.
+    let session = browser.get("/app/explore/sessions/acme-session").await;
+    assert_eq!(session.status, 200);
+    assert!(!session.body.contains("ts-chart"));
+}
