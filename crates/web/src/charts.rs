@@ -150,11 +150,11 @@ fn value_ticks(low: f64, high: f64) -> Vec<f64> {
         .find(|step| *step >= raw)
         .unwrap_or(10.0 * power);
     let first = (low / step).floor() * step;
-    let mut ticks = Vec::new();
-    let mut tick = first;
-    while tick <= high + step * 0.5 && ticks.len() < 12 {
-        ticks.push(tick);
-        tick += step;
+    // From at or below `low` to the first tick at or above `high`; each computed from the
+    // first, so that no rounding error accumulates into a label.
+    let mut ticks: Vec<f64> = Vec::new();
+    while ticks.last().is_none_or(|last| *last < high) && ticks.len() < 12 {
+        ticks.push(first + step * ticks.len() as f64);
     }
     ticks
 }
@@ -460,7 +460,7 @@ mod tests {
             "2025-12-05 00:02 UTC\ndevice-1: 12 kW\ndevice-2: 3 kW"
         );
         let markup = svg.render().unwrap();
-        assert!(markup.contains("power &lt;kW&gt;"), "{markup}");
+        assert!(markup.contains("power &#60;kW&#62;"), "{markup}");
         assert!(!markup.contains("<kW>"));
     }
 
