@@ -1340,7 +1340,11 @@ async fn a_password_sign_in_lands_where_the_person_last_worked_never_where_a_nam
     member(&database, own, "ada@example.com", Role::Owner).await;
     let mut first = signed_in(&addr, "ada@example.com").await;
     let overview = first.get("/app/overview").await;
-    assert!(overview.body.contains("<h1>Zephyr Energy</h1>"));
+    assert!(
+        overview
+            .body
+            .contains(r#"<p class="workspace-name">Zephyr Energy</p>"#)
+    );
 
     let lure = crate::api::tenant(&database, "AAA Payroll").await;
     member(&database, lure, "ada@example.com", Role::Admin).await;
@@ -1348,8 +1352,12 @@ async fn a_password_sign_in_lands_where_the_person_last_worked_never_where_a_nam
         let mut browser = signed_in(&addr, "ada@example.com").await;
         let overview = browser.get("/app/overview").await;
         assert!(
-            overview.body.contains("<h1>Zephyr Energy</h1>")
-                && !overview.body.contains("<h1>AAA Payroll</h1>"),
+            overview
+                .body
+                .contains(r#"<p class="workspace-name">Zephyr Energy</p>"#)
+                && !overview
+                    .body
+                    .contains(r#"<p class="workspace-name">AAA Payroll</p>"#),
             "sign-in {attempt} landed elsewhere: {}",
             overview.body
         );
@@ -1373,7 +1381,7 @@ async fn a_password_sign_in_lands_where_the_person_last_worked_never_where_a_nam
             .get("/app/overview")
             .await
             .body
-            .contains("<h1>AAA Payroll</h1>")
+            .contains(r#"<p class="workspace-name">AAA Payroll</p>"#)
     );
 }
 

@@ -625,7 +625,12 @@ async fn sso_verifies_a_domain_signs_people_in_just_in_time_and_refuses_every_fo
         sso_sign_in(&addr, &idp_addr, "both@acme.test", "both@acme.test").await;
     assert_eq!(answer.status, 303);
     let overview = both.get("/app/overview").await;
-    assert!(overview.body.contains("<h1>Acme</h1>") && !overview.body.contains("Globex"));
+    assert!(
+        overview
+            .body
+            .contains(r#"<p class="workspace-name">Acme</p>"#)
+            && !overview.body.contains("Globex")
+    );
     let switched = both
         .submit(
             "/app/overview",
