@@ -314,7 +314,11 @@ async fn confirm_sign_up(
         screenshot(client, "sign-up-confirm").await;
     }
     click(client, "form.form button[type=submit]").await;
-    wait_for_text(client, &format!("<h1>{workspace}</h1>")).await;
+    wait_for_text(
+        client,
+        &format!(r#"<p class="workspace-name">{workspace}</p>"#),
+    )
+    .await;
 }
 
 /// Signs up in the browser with a new workspace, confirms through the link and waits for the app.
@@ -342,6 +346,7 @@ async fn sign_up(
 /// Opens the app's user menu and signs out from it.
 async fn sign_out_from_the_user_menu(client: &Client) {
     click(client, ".user-menu summary").await;
+    screenshot(client, "app-user-menu").await;
     click(client, ".user-menu button[type=submit]").await;
 }
 
