@@ -13,6 +13,7 @@ mod charts;
 pub mod client_addr;
 mod cookies;
 mod csrf;
+mod labels;
 mod live;
 pub mod mail;
 mod masking;
@@ -31,7 +32,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -162,9 +163,11 @@ async fn security_headers(response: Response) -> impl IntoResponse {
     response
 }
 
-/// Unknown paths: a JSON error under `/api/`, the 404 page elsewhere.
-async fn not_found(uri: axum::http::Uri, visitor: auth::session::Visitor) -> Response {
-    if uri.path().starts_with("/api/") {
+/// Unknown paths: a JSON error under `/api/`, the 404 page elsewhere, inside the app's shell for
+/// a signed-in account under `/app/`.
+async fn not_found(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if parts.uri.path().starts_with("/api/") {
         return (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({
@@ -172,6 +175,16 @@ async fn not_found(uri: axum::http::Uri, visitor: auth::session::Visitor) -> Res
             })),
         )
             .into_response();
+    }
+    let visitor = match auth::session::Visitor::from_request_parts(&mut parts, &state).await {
+        Ok(visitor) => visitor,
+        Err(response) => return response,
+    };
+    if visitor.session.is_some() && parts.uri.path().starts_with("/app/") {
+        return match auth::session::AppUser::from_request_parts(&mut parts, &state).await {
+            Ok(user) => shell::app_error_page(&user, pages::PageError::NotFound),
+            Err(response) => response,
+        };
     }
     pages::PageError::NotFound.into_page(&visitor.chrome(""))
 }

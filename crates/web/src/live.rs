@@ -188,7 +188,8 @@ pub(crate) async fn activity_fragment(tx: &mut TenantTx) -> Result<String, Store
 
 #[derive(Debug)]
 struct SourceRow {
-    name: String,
+    /// The source's name, its id one click away (the API's paths take the id).
+    name: crate::labels::Labelled,
     kind: String,
     status: String,
     created: String,
@@ -280,7 +281,11 @@ pub(crate) fn sources_fragment(sources: Vec<store::sources::Source>) -> String {
                     .ok()
             });
             SourceRow {
-                name: source.name,
+                name: crate::labels::Labelled::named(
+                    source.name,
+                    "source",
+                    source.source_id.to_string(),
+                ),
                 kind: source.kind,
                 status: source.status,
                 created: timestamp(source.created_at),

@@ -1,7 +1,10 @@
 //! What every HTML page shares: the chrome (anti-forgery token, signed-in user, current section),
 //! rendering, and the error pages (400, 403, 404, 429, 500, 503) in the same design, drawn for
-//! a handler that returns a [`PageError`] by the [`render_failures`] layer.
+//! a handler that returns a [`PageError`] by the [`render_failures`] layer (the app's pages have
+//! their own layer, `shell::render_app_failures`, which draws the same [`ErrorView`] inside the
+//! app's shell).
 
+use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 use askama::Template;
@@ -105,12 +108,35 @@ pub enum PageError {
     },
 }
 
+/// What an error page says: its status, heading and message, and the way back.
+#[derive(Debug, Clone)]
+pub struct ErrorView {
+    pub status: StatusCode,
+    pub heading: &'static str,
+    pub message: String,
+    pub action_href: &'static str,
+    pub action_label: &'static str,
+    /// When to try again (a 429's `Retry-After`).
+    pub retry_after: Option<&'static str>,
+}
+
+impl ErrorView {
+    /// The view's `Retry-After`, if any, on `response`.
+    pub fn finish(&self, mut response: Response) -> Response {
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+        }
+        response
+    }
+}
+
 impl PageError {
-    pub fn into_page(self, chrome: &Chrome) -> Response {
-        let (status, heading, message, href, label) = match &self {
-            PageError::SignIn { next } => {
-                return Redirect::to(&format!("/auth?next={}", encode_next(next))).into_response();
-            }
+    /// What the error page says; `None` for [`PageError::SignIn`], which is a redirect.
+    pub fn view(&self) -> Option<ErrorView> {
+        let (status, heading, message, action_href, action_label) = match self {
+            PageError::SignIn { .. } => return None,
             PageError::BadRequest(message) => (
                 StatusCode::BAD_REQUEST,
                 "That request could not be handled",
@@ -123,8 +149,8 @@ impl PageError {
                 "You do not have access to this page",
                 "Your role in this workspace does not include it. Ask an owner or admin of the \
                  workspace if you need it.",
-                "/app",
-                "Back to the app",
+                "/app/overview",
+                "Back to the overview",
             ),
             PageError::NotFound => (
                 StatusCode::NOT_FOUND,
@@ -157,40 +183,73 @@ impl PageError {
                 "Back to settings",
             ),
         };
-        let retry_after = match &self {
-            PageError::TooManyInvitations { retry_after } => Some(*retry_after),
-            _ => None,
-        };
-        let mut response = render(
+        Some(ErrorView {
             status,
+            heading,
+            message: message.to_owned(),
+            action_href,
+            action_label,
+            retry_after: match self {
+                PageError::TooManyInvitations { retry_after } => Some(*retry_after),
+                _ => None,
+            },
+        })
+    }
+
+    pub fn into_page(self, chrome: &Chrome) -> Response {
+        let Some(view) = self.view() else {
+            let PageError::SignIn { next } = self else {
+                unreachable!("only a sign-in has no page");
+            };
+            return Redirect::to(&format!("/auth?next={}", encode_next(&next))).into_response();
+        };
+        view.finish(render(
+            view.status,
             &ErrorPage {
                 chrome,
-                status: status.as_u16(),
-                heading,
-                message,
-                action_href: href,
-                action_label: label,
+                status: view.status.as_u16(),
+                heading: view.heading,
+                message: &view.message,
+                action_href: view.action_href,
+                action_label: view.action_label,
             },
-        );
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
-        }
-        response
+        ))
     }
 }
 
 /// The chrome of a request's visitor, kept for [`render_failures`]: the layer puts an empty slot
-/// in the request, and the visitor's extractor (`auth::session::Visitor`) fills it.
+/// in the request, and the visitor's extractor (`auth::session::Visitor`) fills it. An app
+/// page's extractor (`auth::session::AppUser`) also keeps the signed-in account, which the app's
+/// own layer draws its shell from; this module does not know its type.
 #[derive(Debug, Clone, Default)]
-pub struct ChromeSlot(Arc<OnceLock<Chrome>>);
+pub struct ChromeSlot(Arc<SlotContents>);
+
+#[derive(Debug, Default)]
+struct SlotContents {
+    chrome: OnceLock<Chrome>,
+    account: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
 
 impl ChromeSlot {
     /// Keeps `chrome` (the first one given: a request has one visitor).
     pub fn fill(&self, chrome: Chrome) {
         // A second extraction of the same visitor gives the same chrome.
-        let _ = self.0.set(chrome);
+        let _ = self.0.chrome.set(chrome);
+    }
+
+    /// Keeps the request's signed-in account (the first one given).
+    pub fn fill_account(&self, account: Arc<dyn Any + Send + Sync>) {
+        let _ = self.0.account.set(account);
+    }
+
+    /// The visitor's chrome, or an anonymous one if no extractor ran.
+    pub fn chrome(&self) -> Chrome {
+        self.0.chrome.get().cloned().unwrap_or_default()
+    }
+
+    /// The signed-in account an app page's extractor kept, if one ran.
+    pub fn account(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.0.account.get().cloned()
     }
 }
 
@@ -220,13 +279,21 @@ pub async fn render_failures(
     let slot = ChromeSlot::default();
     request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).await;
-    match response.extensions_mut().remove::<Unrendered>() {
-        Some(Unrendered(error)) => {
-            let chrome = slot.0.get().cloned().unwrap_or_default();
-            error.into_page(&Chrome { section, ..chrome })
-        }
+    match take_failure(&mut response) {
+        Some(error) => error.into_page(&Chrome {
+            section,
+            ..slot.chrome()
+        }),
         None => response,
     }
+}
+
+/// The [`PageError`] a handler (or an extractor) returned inside `response`, for a layer to draw.
+pub fn take_failure(response: &mut Response) -> Option<PageError> {
+    response
+        .extensions_mut()
+        .remove::<Unrendered>()
+        .map(|Unrendered(error)| error)
 }
 
 impl From<store::StoreError> for PageError {

@@ -1,9 +1,12 @@
-//! The app's chrome around every `/app` page: the navigation (the workspace's pages its role
-//! allows, then the operations pages for staff), the workspace switcher, and how pages show
-//! dates. Page modules import it; it imports no page, so the pages declared here are paths.
+//! The app's chrome around every `/app` page, its error pages included: the workspace switcher,
+//! the navigation (the workspace's pages its role allows, then, for staff only, the operations
+//! pages), the user menu (account, sign out), and how pages show dates. Page modules import it;
+//! it imports no page, so the pages declared here are paths.
 
+use askama::Template;
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Request, State};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::post;
 use domain::{Permission, Role, TenantId};
@@ -11,8 +14,8 @@ use serde::Deserialize;
 use store::accounts::Membership;
 
 use crate::AppState;
-use crate::auth::session::{Member, Visitor};
-use crate::pages::PageError;
+use crate::auth::session::{AppUser, Member, Visitor};
+use crate::pages::{Chrome, ChromeSlot, PageError, render, take_failure};
 
 /// The workspace switcher's form (`/app/workspace`), which every app page's chrome carries
 /// (served with the app's pages, under their failure layer).
@@ -21,7 +24,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The app's pages in navigation order: path, label, and the permission that shows and opens
-/// it. The route × role matrix test walks this same list.
+/// it. The route × role matrix test walks this same list. The account page is reached from the
+/// user menu rather than the sidebar; operations pages are [`OPS_PAGES`], never a customer's.
 pub const PAGES: &[(&str, &str, Permission)] = &[
     ("/app/overview", "Overview", Permission::ViewWorkspace),
     ("/app/data-sources", "Data sources", Permission::ViewSources),
@@ -31,7 +35,6 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "Explore",
         Permission::ViewDashboards,
     ),
-    ("/app/tenants", "Tenants", Permission::ViewWorkspace),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
     (
         "/app/settings/api-tokens",
@@ -54,7 +57,10 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
     ),
 ];
 
-#[derive(Debug)]
+/// The account page, which the user menu links to.
+const ACCOUNT: &str = "/app/settings/account";
+
+#[derive(Debug, Clone)]
 pub(crate) struct NavItem {
     pub(crate) href: &'static str,
     pub(crate) label: &'static str,
@@ -62,14 +68,23 @@ pub(crate) struct NavItem {
 }
 
 /// What the shell shows around every app page (pages in other modules fill it too).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Shell {
     pub(crate) tenant_id: TenantId,
     pub(crate) tenant_name: String,
     pub(crate) email: String,
+    /// The account's name as the user menu shows it (its email when it has none).
+    pub(crate) display_name: String,
+    /// The first letter of the name, for the user menu's badge.
+    pub(crate) initial: String,
     pub(crate) role: String,
     pub(crate) workspaces: Vec<Membership>,
+    /// The workspace's pages the role allows.
     pub(crate) nav: Vec<NavItem>,
+    /// The operations pages: empty for anyone who is not staff.
+    pub(crate) ops_nav: Vec<NavItem>,
+    /// The account page is the current page (the user menu marks it).
+    pub(crate) account_current: bool,
 }
 
 /// Internal operations' pages, shown in the navigation of staff accounts after their
@@ -103,11 +118,13 @@ pub(crate) fn shell_for(
         .as_ref()
         .expect("the shell is only drawn for a signed-in account")
         .user;
-    let mut nav: Vec<NavItem> = workspace
+    let nav: Vec<NavItem> = workspace
         .map(|workspace| {
             PAGES
                 .iter()
-                .filter(|(_, _, permission)| workspace.role.allows(*permission))
+                .filter(|(href, _, permission)| {
+                    *href != ACCOUNT && workspace.role.allows(*permission)
+                })
                 .map(|(href, label, _)| NavItem {
                     href,
                     label,
@@ -116,17 +133,24 @@ pub(crate) fn shell_for(
                 .collect()
         })
         .unwrap_or_default();
-    if user.internal_ops {
-        for (href, label) in OPS_PAGES {
-            if !nav.iter().any(|item| item.href == *href) {
-                nav.push(NavItem {
-                    href,
-                    label,
-                    current: *href == current,
-                });
-            }
-        }
-    }
+    // Only staff ever see the operations pages, whatever their workspace role.
+    let ops_nav = if user.internal_ops {
+        OPS_PAGES
+            .iter()
+            .map(|(href, label)| NavItem {
+                href,
+                label,
+                current: *href == current,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let display_name = if user.display_name.is_empty() {
+        user.email.clone()
+    } else {
+        user.display_name.clone()
+    };
     let role = match (workspace, user.internal_ops) {
         (Some(workspace), true) => format!("{} · internal_ops", workspace.role),
         (Some(workspace), false) => workspace.role.to_string(),
@@ -136,9 +160,88 @@ pub(crate) fn shell_for(
         tenant_id: workspace.map_or(TenantId::PLATFORM, |w| w.tenant_id),
         tenant_name: workspace.map_or_else(|| "Internal operations".to_owned(), |w| w.name.clone()),
         email: user.email.clone(),
+        display_name: display_name.clone(),
+        initial: display_name
+            .chars()
+            .next()
+            .map(|first| first.to_uppercase().collect())
+            .unwrap_or_default(),
         role,
         workspaces: workspaces.to_vec(),
         nav,
+        ops_nav,
+        account_current: current == ACCOUNT,
+    }
+}
+
+/// An error page inside the app's shell.
+#[derive(Template)]
+#[template(path = "app/error.html")]
+struct AppErrorPage<'a> {
+    chrome: &'a Chrome,
+    shell: &'a Shell,
+    status: u16,
+    heading: &'a str,
+    message: &'a str,
+    action_href: &'a str,
+    action_label: &'a str,
+}
+
+/// `error` as a page of the app, for the signed-in `user`: the sidebar, the workspace and the
+/// user menu stay, and the way back leads to the overview rather than the public home page.
+pub(crate) fn app_error_page(user: &AppUser, error: PageError) -> Response {
+    let Some(mut view) = error.view() else {
+        return error.into_page(&user.visitor.chrome("app"));
+    };
+    if view.action_href == "/" {
+        view.action_href = "/app/overview";
+        view.action_label = "Back to the overview";
+    }
+    if let PageError::NotFound = error {
+        view.message = "There is no page at this address in the app. It may have moved, or the \
+                        link may be wrong; the pages you can open are in the navigation."
+            .to_owned();
+    }
+    let shell = shell_for(
+        &user.visitor,
+        user.workspace.as_ref(),
+        &user.workspaces,
+        &user.visitor.path,
+    );
+    view.finish(render(
+        view.status,
+        &AppErrorPage {
+            chrome: &user.visitor.chrome("app"),
+            shell: &shell,
+            status: view.status.as_u16(),
+            heading: view.heading,
+            message: &view.message,
+            action_href: view.action_href,
+            action_label: view.action_label,
+        },
+    ))
+}
+
+/// The app's failure layer: a [`PageError`] a handler or an extractor returned is drawn inside
+/// the app's shell once the account is known (`AppUser` keeps it in the request's
+/// [`ChromeSlot`]), else as the site's error page with the visitor's chrome. Used as
+/// `route_layer(axum::middleware::from_fn(render_app_failures))`.
+pub async fn render_app_failures(mut request: Request, next: Next) -> Response {
+    let slot = ChromeSlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    let Some(error) = take_failure(&mut response) else {
+        return response;
+    };
+    match slot
+        .account()
+        .and_then(|account| account.downcast::<AppUser>().ok())
+    {
+        Some(user) => app_error_page(&user, error),
+        None => error.into_page(&Chrome {
+            section: "app",
+            ..slot.chrome()
+        }),
     }
 }
 

@@ -13,6 +13,7 @@ use store::TenantTx;
 
 use crate::AppState;
 use crate::auth::session::Member;
+use crate::labels::{Labelled, Names, detail_rows};
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
 use crate::rules::{ACTOR_TYPES, AuditQuery};
 use crate::shell::{Shell, shell, timestamp};
@@ -32,10 +33,11 @@ pub(crate) const AUDIT_EXPORT_LIMIT: i64 = 10_000;
 struct AuditRow {
     seq: i64,
     when: String,
-    actor: String,
+    actor: Labelled,
     action: String,
-    target: String,
-    details: String,
+    target: Labelled,
+    /// The entry's details as key and value rows.
+    details: Vec<(String, Labelled)>,
 }
 
 #[derive(Template)]
@@ -70,12 +72,15 @@ async fn audit_page(
         &query,
         "/app/audit",
         "Audit log".into(),
+        true,
     )
     .await
 }
 
 /// The audit page of the transaction's tenant at `base` (the member's own log, or a tenant's
-/// log as internal operations opens it).
+/// log as internal operations opens it). With `with_names` the workspace's members, sources and
+/// tokens are read for their names; internal operations, who are shown no tenant's members or
+/// sources, see the ids recorded.
 pub(crate) async fn render_audit(
     mut tx: TenantTx,
     chrome: Chrome,
@@ -83,10 +88,16 @@ pub(crate) async fn render_audit(
     query: &AuditQuery,
     base: &str,
     heading: String,
+    with_names: bool,
 ) -> Result<Response, PageError> {
     let filter = query.filter();
     let records = store::audit::search(&mut tx, &filter, AUDIT_PAGE_SIZE + 1).await?;
     let chain = store::audit::verify_tenant(&mut tx).await?;
+    let names = if with_names {
+        Names::of_workspace(&mut tx).await?
+    } else {
+        Names::none()
+    };
     tx.commit().await?;
     let more = records.len() as i64 > AUDIT_PAGE_SIZE;
     let shown: Vec<_> = records.into_iter().take(AUDIT_PAGE_SIZE as usize).collect();
@@ -111,10 +122,10 @@ pub(crate) async fn render_audit(
                 .map(|record| AuditRow {
                     seq: record.seq,
                     when: timestamp(record.occurred_at),
-                    actor: format!("{}:{}", record.actor_type, record.actor_id),
+                    actor: names.actor(&record.actor_type, &record.actor_id),
                     action: record.action,
-                    target: record.target,
-                    details: record.details.to_string(),
+                    target: names.label(&record.target),
+                    details: detail_rows(&names, &record.details),
                 })
                 .collect(),
             filter_action: filter.action_prefix.clone().unwrap_or_default(),

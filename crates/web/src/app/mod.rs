@@ -1,7 +1,8 @@
 //! The signed-in app under `/app`, one module per page family. Every route takes a `Member`
 //! (or `Staff`, or an `AppUser` where both are served), checks the domain's permission table,
-//! and reads through a `TenantTx`; a handler's `PageError` is drawn with the visitor's chrome by
-//! the routes' [`render_failures`] layer. The chrome around the pages is [`crate::shell`].
+//! and reads through a `TenantTx`; a handler's (or an extractor's) `PageError` is drawn inside
+//! the app's shell by the routes' [`render_app_failures`] layer. The chrome around the pages is
+//! [`crate::shell`].
 
 mod account;
 mod audit;
@@ -17,7 +18,7 @@ mod tokens;
 use axum::Router;
 
 use crate::AppState;
-use crate::pages::render_failures;
+use crate::shell::render_app_failures;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,5 +33,5 @@ pub fn routes() -> Router<AppState> {
         .merge(masking::routes())
         .merge(audit::routes())
         .merge(ops::routes())
-        .route_layer(axum::middleware::from_fn_with_state("app", render_failures))
+        .route_layer(axum::middleware::from_fn(render_app_failures))
 }

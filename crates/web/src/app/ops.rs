@@ -506,6 +506,7 @@ async fn tenant_audit(
         &query,
         &format!("/app/tenants/{tenant}/audit"),
         format!("Audit log of {name}"),
+        false,
     )
     .await
 }

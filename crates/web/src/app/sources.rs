@@ -12,6 +12,7 @@ use domain::Permission;
 
 use crate::AppState;
 use crate::auth::session::Member;
+use crate::labels::Labelled;
 use crate::pages::{Chrome, PageError, render};
 use crate::shell::{Shell, shell, timestamp};
 
@@ -34,7 +35,7 @@ struct SourcesPage {
 
 /// A table no mapping applies to, as the page shows it.
 struct UnmappedRow {
-    source: String,
+    source: Labelled,
     table: String,
     events: i64,
     first_seen: String,
@@ -54,7 +55,12 @@ async fn data_sources(
             let source = sources
                 .iter()
                 .find(|source| *source.source_id.as_uuid() == table.source_id)
-                .map_or_else(|| table.source_id.to_string(), |source| source.name.clone());
+                .map_or_else(
+                    || Labelled::named("an unknown source", "source", table.source_id.to_string()),
+                    |source| {
+                        Labelled::named(source.name.clone(), "source", table.source_id.to_string())
+                    },
+                );
             unmapped.push(UnmappedRow {
                 source,
                 table: format!("{}.{}", table.schema_name, table.table_name),

@@ -3,6 +3,7 @@
 //! only a random reference in the `__Host-` session cookie.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -154,11 +155,16 @@ impl FromRequestParts<AppState> for AppUser {
                 .cloned();
         }
         let workspace = workspace.or_else(|| workspaces.first().cloned());
-        Ok(AppUser {
+        let user = AppUser {
             visitor,
             workspace,
             workspaces,
-        })
+        };
+        // A page that fails after this point is drawn in the app's shell (`shell`'s layer).
+        if let Some(slot) = parts.extensions.get::<ChromeSlot>() {
+            slot.fill_account(Arc::new(user.clone()));
+        }
+        Ok(user)
     }
 }
 
@@ -224,7 +230,8 @@ impl FromRequestParts<AppState> for Staff {
                 path = %user.visitor.path,
                 "refused an operations page to an account that is not staff"
             );
-            return Err(PageError::Forbidden.into_page(&user.visitor.chrome("app")));
+            // Drawn by the app's failure layer, inside the app's shell.
+            return Err(PageError::Forbidden.into_response());
         }
         Ok(Staff(user))
     }

@@ -511,7 +511,7 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
 }
 
 /// A page its handler refuses is drawn in the visitor's chrome, as the pages they may open:
-/// their name, and the sign-out form with their anti-forgery token.
+/// their name in the user menu, and the sign-out form with their anti-forgery token.
 #[tokio::test]
 async fn a_refused_page_keeps_the_visitors_chrome() {
     let test_database = TestDatabase::new().await;
@@ -523,7 +523,12 @@ async fn a_refused_page_keeps_the_visitors_chrome() {
     sign_in(&mut browser, "viewer@acme.example.com", PASSWORD).await;
     let overview = browser.get("/app/overview").await;
     assert_eq!(overview.status, 200);
-    assert!(overview.body.contains(">Test</a>"), "the viewer's name");
+    assert!(
+        overview
+            .body
+            .contains(r#"<span class="user-name">Test</span>"#),
+        "the viewer's name"
+    );
     for path in ["/app/settings", "/app/settings/api-tokens", "/app/audit"] {
         let refused = browser.get(path).await;
         assert_eq!(refused.status, 403, "{path}");
@@ -532,7 +537,9 @@ async fn a_refused_page_keeps_the_visitors_chrome() {
             "{path}"
         );
         assert!(
-            refused.body.contains(">Test</a>"),
+            refused
+                .body
+                .contains(r#"<span class="user-name">Test</span>"#),
             "{path}: the viewer's name"
         );
         assert_eq!(
@@ -545,7 +552,12 @@ async fn a_refused_page_keeps_the_visitors_chrome() {
         .submit("/app/overview", "/app/sessions/no-such-session/end", &[])
         .await;
     assert_eq!(unknown.status, 404);
-    assert!(unknown.body.contains(">Test</a>"), "the viewer's name");
+    assert!(
+        unknown
+            .body
+            .contains(r#"<span class="user-name">Test</span>"#),
+        "the viewer's name"
+    );
     assert_eq!(unknown.csrf(), overview.csrf(), "the sign-out form's token");
 }
 
@@ -1322,4 +1334,301 @@ async fn invitations_bring_new_and_existing_accounts_in_once() {
     );
     assert_ne!(forged, link);
     assert_eq!(Browser::new(&addr).get(&forged).await.status, 404);
+}
+
+/// The app's own chrome: the sidebar with the workspace, the navigation and the user menu (its
+/// account link and sign-out form), and not the public site's top bar.
+fn assert_app_shell(page: &crate::browser::Page, workspace: &str, what: &str) {
+    assert!(
+        page.body.contains(r#"<div class="app-layout">"#),
+        "{what}: no app layout"
+    );
+    assert!(
+        page.body.contains(r#"<aside class="sidebar""#),
+        "{what}: no sidebar"
+    );
+    assert!(
+        page.body
+            .contains(&format!(r#"<p class="workspace-name">{workspace}</p>"#)),
+        "{what}: the workspace's name"
+    );
+    assert!(
+        page.body.contains(r#"<a href="/app/overview""#),
+        "{what}: the navigation"
+    );
+    assert!(
+        page.body.contains(r#"<details class="user-menu">"#)
+            && page.body.contains(r#"<a href="/app/settings/account""#)
+            && page.body.contains(r#"action="/auth/sign-out""#),
+        "{what}: the user menu"
+    );
+    assert!(
+        !page.body.contains(r#"<header class="topbar">"#),
+        "{what}: the site's top bar inside the app"
+    );
+}
+
+/// A 403 or a 404 anywhere under `/app`, from a handler, an extractor or an unknown path, is
+/// drawn inside the app's shell with a way back to the overview; outside the app, or signed
+/// out, the site's error page stays.
+#[tokio::test]
+async fn an_app_403_or_404_keeps_the_app_shell() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    member(&database, a, "viewer@acme.example.com", Role::Viewer).await;
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "viewer@acme.example.com", PASSWORD).await;
+    let overview = browser.get("/app/overview").await;
+    assert_app_shell(&overview, "Acme", "the overview");
+
+    let forbidden = [
+        // The permission check of a member's page.
+        "/app/settings",
+        "/app/audit",
+        // The staff extractor.
+        "/app/global",
+    ];
+    for path in forbidden {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 403, "{path}");
+        assert_designed_html(&page, path);
+        assert_app_shell(&page, "Acme", path);
+        assert!(
+            page.body.contains("You do not have access to this page"),
+            "{path}"
+        );
+        assert!(
+            page.body.contains(
+                r#"<a class="button button-primary" href="/app/overview">Back to the overview</a>"#
+            ),
+            "{path}: the way back"
+        );
+    }
+    let missing = [
+        "/app/no-such-page".to_owned(),
+        format!("/app/explore/devices/{}", uuid::Uuid::new_v4()),
+    ];
+    for path in &missing {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 404, "{path}");
+        assert_designed_html(&page, path);
+        assert_app_shell(&page, "Acme", path);
+        assert!(page.body.contains("Page not found"), "{path}");
+        assert!(
+            page.body
+                .contains("the pages you can open are in the navigation"),
+            "{path}: the helpful message"
+        );
+        assert!(
+            page.body
+                .contains(r#"href="/app/overview">Back to the overview</a>"#)
+        );
+    }
+    // A form the handler finds nothing for.
+    let unknown = browser
+        .submit("/app/overview", "/app/sessions/no-such-session/end", &[])
+        .await;
+    assert_eq!(unknown.status, 404);
+    assert_app_shell(&unknown, "Acme", "an unknown session");
+    assert_eq!(unknown.csrf(), overview.csrf(), "the sign-out form's token");
+
+    // Outside the app the site's own 404 page, with its top bar.
+    let public = browser.get("/no-such-page").await;
+    assert_eq!(public.status, 404);
+    assert!(public.body.contains(r#"<header class="topbar">"#));
+    assert!(!public.body.contains(r#"<div class="app-layout">"#));
+    // Signed out there is no app to keep: the site's 404 page.
+    let mut anonymous = Browser::new(&addr);
+    let page = anonymous.get("/app/no-such-page").await;
+    assert_eq!(page.status, 404);
+    assert!(!page.body.contains(r#"<div class="app-layout">"#));
+    assert!(page.body.contains(r#"<header class="topbar">"#));
+}
+
+/// No tenant role is ever offered the tenant registry or another operations page; staff see
+/// them under "Operations" after their workspace's pages, and the account page is in the user
+/// menu of both.
+#[tokio::test]
+async fn a_customers_navigation_has_no_tenants_entry_and_staff_see_operations() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    for role in Role::TENANT_ROLES {
+        let email = format!("{role}@acme.example.com");
+        member(&database, a, &email, role).await;
+        let mut browser = Browser::new(&addr);
+        sign_in(&mut browser, &email, PASSWORD).await;
+        let overview = browser.get("/app/overview").await;
+        assert_eq!(overview.status, 200, "{role}");
+        assert_app_shell(&overview, "Acme", &format!("{role}'s overview"));
+        for (href, _) in web::OPS_PAGES {
+            assert!(
+                !overview.body.contains(&format!(r#"href="{href}""#)),
+                "{role}'s navigation offers {href}"
+            );
+        }
+        assert!(
+            !overview.body.contains(">Tenants<"),
+            "{role}: a Tenants entry"
+        );
+        assert!(
+            !overview.body.contains(">Operations<"),
+            "{role}: operations"
+        );
+    }
+
+    // Staff who are also an owner of a workspace: its pages, then the operations pages.
+    member(&database, a, "ops-owner@acme.example.com", Role::Owner).await;
+    store::accounts::grant_staff(
+        &database.app,
+        store::Actor::Cli("test".into()),
+        &domain::Email::parse("ops-owner@acme.example.com").unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut staff = Browser::new(&addr);
+    sign_in(&mut staff, "ops-owner@acme.example.com", PASSWORD).await;
+    let overview = staff.get("/app/overview").await;
+    assert_eq!(overview.status, 200);
+    assert_app_shell(&overview, "Acme", "staff's overview");
+    let operations = overview
+        .body
+        .find(">Operations<")
+        .expect("staff see the operations section");
+    assert!(
+        overview.body[..operations].contains(r#"<a href="/app/settings""#),
+        "the workspace's pages come first"
+    );
+    for (href, label) in web::OPS_PAGES {
+        let entry = format!(r#"<a href="{href}">{label}</a>"#);
+        let at = overview
+            .body
+            .find(&entry)
+            .unwrap_or_else(|| panic!("staff navigation lacks {entry}"));
+        assert!(at > operations, "{href} is under Operations");
+    }
+    let registry = staff.get("/app/tenants").await;
+    assert_eq!(registry.status, 200);
+    assert!(
+        registry
+            .body
+            .contains(r#"<a href="/app/tenants" aria-current="page">Tenants</a>"#),
+        "the registry is the current page"
+    );
+}
+
+/// The text a reader sees: the page without its tags, its attributes, and the ids kept one
+/// click away (`<details class="ref-id">`).
+fn visible_text(body: &str) -> String {
+    let mut text = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find(r#"<details class="ref-id">"#) {
+        text.push_str(&rest[..start]);
+        let end = rest[start..].find("</details>").unwrap() + start + "</details>".len();
+        rest = &rest[end..];
+    }
+    text.push_str(rest);
+    let mut visible = String::new();
+    let mut in_tag = false;
+    for character in text.chars() {
+        match character {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ if !in_tag => visible.push(character),
+            _ => {}
+        }
+    }
+    visible
+}
+
+/// The sources page and the audit log name what they show (a source by its name, an actor by
+/// their email, the workspace by its name) with the id one click away, and show an entry's
+/// details as a key and value list rather than JSON.
+#[tokio::test]
+async fn the_sources_page_and_the_audit_log_show_names_not_uuids() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let owner = member(&database, a, "owner@acme.example.com", Role::Owner).await;
+    // The owner creates a source: the log records them and the source by id.
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::Member {
+            tenant: a,
+            user: owner,
+            role: Role::Owner,
+        },
+    )
+    .await
+    .unwrap();
+    let (source, _) = store::sources::create_source(&mut tx, "acme-charging-db", "simulator")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let source_id = source.source_id.to_string();
+    let mut admin = test_database.admin().await;
+    sqlx::query(
+        "insert into pipeline.unmapped_tables (tenant_id, source_id, schema_name, table_name, \
+             events, first_seen_at, last_seen_at) \
+         values ($1, $2, 'public', 'gadgets', 7, now(), now())",
+    )
+    .bind(a.as_uuid())
+    .bind(source.source_id.as_uuid())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    drop(admin);
+    let mut browser = Browser::new(&addr);
+    sign_in(&mut browser, "owner@acme.example.com", PASSWORD).await;
+
+    let sources = browser.get("/app/data-sources").await;
+    assert_eq!(sources.status, 200);
+    let shown = visible_text(&sources.body);
+    assert!(shown.contains("acme-charging-db"), "the source's name");
+    assert!(!shown.contains(&source_id), "the source's id as text");
+    let named =
+        format!(r#"<span class="ref" title="source id {source_id}">acme-charging-db</span>"#);
+    assert_eq!(
+        sources.body.matches(&named).count(),
+        2,
+        "the source and its unmapped table, each named with the id in its title"
+    );
+    assert!(
+        sources
+            .body
+            .contains(&format!("<code>{source_id}</code></details>")),
+        "the id one click away"
+    );
+
+    let audit = browser.get("/app/audit").await;
+    assert_eq!(audit.status, 200);
+    let shown = visible_text(&audit.body);
+    for id in [source_id.clone(), owner.to_string(), a.to_string()] {
+        assert!(!shown.contains(&id), "an id as text: {id}");
+    }
+    // source.create: the owner by email, the source by name, its details as a list.
+    assert!(audit.body.contains(&format!(
+        r#"<span class="ref" title="member id {owner}">owner@acme.example.com</span>"#
+    )));
+    assert!(audit.body.contains(&named), "the created source by name");
+    assert!(audit.body.contains(
+        r#"<dl class="kv"><dt>name</dt><dd>acme-charging-db</dd><dt>kind</dt><dd>simulator</dd></dl>"#
+    ) || audit.body.contains(
+        r#"<dl class="kv"><dt>kind</dt><dd>simulator</dd><dt>name</dt><dd>acme-charging-db</dd></dl>"#
+    ), "source.create's details as a list");
+    // tenant.create: the workspace by name, by the operator who created it.
+    assert!(audit.body.contains(&format!(
+        r#"<span class="ref" title="workspace id {a}">Acme</span>"#
+    )));
+    assert!(audit.body.contains("operator: test"));
+    // member.add: the member by email.
+    assert!(audit.body.contains(&format!(
+        r#"<td class="small audit-target"><span class="ref" title="member id {owner}">owner@acme.example.com</span>"#
+    )));
+    assert!(!audit.body.contains("{&quot;"), "raw JSON details");
+    assert!(!shown.contains("{\""), "raw JSON details");
 }

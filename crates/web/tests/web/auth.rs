@@ -241,9 +241,13 @@ async fn sign_up_creates_a_workspace_with_its_owner_and_signs_in() {
     let overview = browser.get("/app/settings/account").await;
     assert_eq!(overview.status, 200);
     assert!(overview.body.contains("Analytical Engines"));
-    assert!(overview.body.contains("business"));
-    assert!(overview.body.contains("eu-west"));
     assert!(overview.body.contains("ada@example.com · owner"));
+    // The workspace's facts are on the account page, which the user menu links to.
+    assert!(overview.body.contains(r#"<a href="/app/settings/account""#));
+    let account = browser.get("/app/settings/account").await;
+    assert_eq!(account.status, 200);
+    assert!(account.body.contains("business"));
+    assert!(account.body.contains("eu-west"));
     assert_security_headers(&overview, "app page");
 
     // The database agrees: one account, owner of one new workspace, the sign-up audited there.

@@ -278,8 +278,8 @@ async fn the_site_and_sign_up_work_in_a_real_browser() {
     screenshot(&client, "app-overview-phone").await;
     client.set_window_size(1280, 900).await.unwrap();
 
-    // Signing out from the top bar ends the session.
-    click(&client, ".topbar-actions button[type=submit]").await;
+    // Signing out from the app's user menu ends the session.
+    sign_out_from_the_user_menu(&client).await;
     wait_for_text(&client, "You are signed out.").await;
     client.goto(&format!("{base}/app/overview")).await.unwrap();
     assert_eq!(client.current_url().await.unwrap().path(), "/auth");
@@ -343,6 +343,13 @@ async fn sign_up(
     confirm_sign_up(client, base, database, email, workspace, false).await;
 }
 
+/// Opens the app's user menu and signs out from it.
+async fn sign_out_from_the_user_menu(client: &Client) {
+    click(client, ".user-menu summary").await;
+    screenshot(client, "app-user-menu").await;
+    click(client, ".user-menu button[type=submit]").await;
+}
+
 async fn click(client: &Client, css: &str) {
     client
         .find(Locator::Css(css))
@@ -385,7 +392,7 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
         .expect("the invitation link is in the server log");
 
     // Signed out, the invitee opens the link, creates an account and joins as a viewer.
-    click(&client, ".topbar-actions button[type=submit]").await;
+    sign_out_from_the_user_menu(&client).await;
     wait_for_text(&client, "You are signed out.").await;
     client.goto(&format!("{base}{link}")).await.unwrap();
     wait_for_text(&client, "Join Difference Engines").await;

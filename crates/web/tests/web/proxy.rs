@@ -130,8 +130,8 @@ async fn behind_a_trusted_proxy_one_attackers_failed_sign_ins_never_throttle_any
     let mut ada = client_at(&proxy, "127.0.0.3");
     let page = sign_in(&mut ada, "ada@acme.example", PASSWORD).await;
     assert_eq!(page.status, 303, "{}", page.body);
-    let overview = ada.get("/app/settings/account").await;
-    assert_eq!(overview.status, 200);
-    assert!(overview.body.contains("127.0.0.3"), "{}", overview.body);
-    assert!(!overview.body.contains("127.0.0.2"));
+    let account = ada.get("/app/settings/account").await;
+    assert_eq!(account.status, 200);
+    assert!(account.body.contains("127.0.0.3"), "{}", account.body);
+    assert!(!account.body.contains("127.0.0.2"));
 }

@@ -372,3 +372,105 @@ async fn the_contact_form_is_validated_stored_rate_limited_and_csrf_protected() 
     assert_eq!(limited.header("retry-after"), Some("900"));
     assert_eq!(stored().await.len(), 5);
 }
+
+/// The public pages and the documents describe what ships: PostgreSQL capture, the materializer
+/// and the aggregator as running parts, the dashboards, the explorer and the analytics API by
+/// name, and what is only planned (the connector wizard, alerts, reports, the schema-change
+/// inbox) as planned, never as available.
+#[tokio::test]
+async fn the_public_pages_are_true_to_what_ships() {
+    let test_database = TestDatabase::new().await;
+    let (addr, _stop) = serve(test_database.connect().await).await;
+    let mut browser = Browser::new(&addr);
+    // Phrases that described shipped parts as still to come.
+    let stale = [
+        "next source being built",
+        "In development",
+        "in development",
+        "simulator source today",
+        "The dashboards arrive",
+        "The remaining app pages (dashboard",
+        "logical replication first",
+        "an operational dashboard, data sources and their health,\nthe connector wizard",
+    ];
+    let mut pages = Vec::new();
+    for path in ["/", "/platform", "/solutions", "/pricing", "/security"] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        pages.push((path.to_owned(), page.body));
+    }
+    for document in ["prd", "architecture", "web"] {
+        let path = format!("/docs/{document}");
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        pages.push((path, page.body));
+    }
+    pages.push((
+        "README.md".into(),
+        include_str!("../../../../README.md").to_owned(),
+    ));
+    for (path, body) in &pages {
+        for phrase in stale {
+            assert!(!body.contains(phrase), "{path} still says {phrase:?}");
+        }
+        // What is not built is only ever named as planned.
+        for planned in ["connector wizard", "inbox for schema changes"] {
+            for (at, _) in body.match_indices(planned) {
+                let before = &body[at.saturating_sub(400)..at];
+                assert!(
+                    before.contains("Planned") || before.contains("planned"),
+                    "{path} names the {planned} without saying it is planned"
+                );
+            }
+        }
+    }
+    let body = |path: &str| {
+        pages
+            .iter()
+            .find(|(page, _)| page == path)
+            .map(|(_, body)| body.as_str())
+            .unwrap()
+    };
+    let platform = body("/platform");
+    for shipped in [
+        "PostgreSQL, by logical replication",
+        "The materializer applies every event",
+        "The aggregator recomputes",
+        "saved dashboards",
+        "server-drawn SVG charts",
+        "<code>/app/explore</code>",
+        "<code>/api/v1/analytics/*</code>",
+    ] {
+        assert!(
+            platform.contains(shipped),
+            "/platform does not say {shipped:?}"
+        );
+    }
+    assert!(
+        platform.contains("Planned, not built yet: a connector wizard")
+            && platform.contains("alerts, scheduled")
+            && platform.contains("an inbox for schema changes"),
+        "/platform names what is planned as planned"
+    );
+    let home = body("/");
+    assert!(home.contains("saved dashboards") && home.contains("explorer"));
+    let prd = body("/docs/prd");
+    assert!(prd.contains("PostgreSQL logical replication today"));
+    assert!(prd.contains("saved dashboards") && prd.contains("/api/v1/analytics/*"));
+    let readme = body("README.md");
+    for shipped in [
+        "captures PostgreSQL by\nlogical replication",
+        "tenant\nmaterializer",
+        "global\naggregator",
+        "saved dashboards",
+        "`/api/v1/analytics/*`",
+        "the explorer",
+    ] {
+        assert!(
+            readme.contains(shipped),
+            "README.md does not say {shipped:?}"
+        );
+    }
+    let web = body("/docs/web");
+    assert!(web.contains("Your account"), "docs/web.md: the user menu");
+}
