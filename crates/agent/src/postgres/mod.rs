@@ -171,6 +171,42 @@ pub struct SlotState {
     /// The tables the snapshot reads, in order.
     pub tables: Vec<(String, String)>,
     pub snapshot_done: bool,
+    /// Which transactions the exported snapshot saw as committed, recorded before its first row
+    /// is read: a continued read of a table without a key keeps only the rows those inserted.
+    #[serde(default)]
+    pub horizon: Option<Horizon>,
+}
+
+/// A snapshot's view of transactions, as `pg_current_snapshot()` prints it: every transaction
+/// below `xmin` had ended, none from `xmax` on had, and of those between, the ones in `xip`
+/// were still running (for the snapshot a slot exports, every one not yet committed,
+/// subtransactions included). Full 64-bit transaction ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizon {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub xip: Vec<u64>,
+}
+
+impl Horizon {
+    /// Parses `xmin:xmax:xip,xip,...`.
+    pub fn parse(text: &str) -> Option<Horizon> {
+        let mut parts = text.trim().splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let xip = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|xid| xid.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        (xmin <= xmax && xip.iter().all(|xid| (xmin..xmax).contains(xid))).then_some(Horizon {
+            xmin,
+            xmax,
+            xip,
+        })
+    }
 }
 
 const STATE_FILE: &str = "postgres.json";

@@ -11,7 +11,10 @@
 //! use that snapshot (it dies with the session that exported it) and reads the remaining rows
 //! as they are now; the stream then replays every change since the consistent point on top,
 //! and because each of those carries a later position than the snapshot's rows, applying
-//! events in position order still ends in the source's state.
+//! events in position order still ends in the source's state. A table without a key has
+//! nothing for a streamed insert to land on, so there the continued read also keeps only the
+//! rows whose inserting transaction the exported snapshot saw committed (its [`Horizon`],
+//! recorded before the first row is read): a row inserted since arrives once, from the stream.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,9 +27,9 @@ use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use tokio::sync::watch;
 
-use super::SlotState;
 use super::catalog::{self, TableShape, TypeCache, quote_ident};
 use super::values;
+use super::{Horizon, SlotState};
 use crate::sink::Sink;
 use crate::spool::SnapshotCursor;
 use crate::status::StatusCell;
@@ -37,10 +40,12 @@ const CHUNK_ROWS: i64 = 5_000;
 /// The cursor a table without a unique key is read through.
 const CURSOR: &str = "tributary_snapshot";
 
+#[allow(clippy::too_many_arguments)]
 pub async fn read(
     connection: &mut PgConnection,
     exported: Option<&str>,
-    state: &SlotState,
+    state: &mut SlotState,
+    state_dir: &std::path::Path,
     source: SourceId,
     sink: &mut Sink,
     status: &StatusCell,
@@ -72,7 +77,23 @@ pub async fn read(
             .execute(&mut *transaction)
             .await
             .context("adopting the slot's exported snapshot")?;
+        if state.horizon.is_none() {
+            state.horizon = Some(horizon(&mut transaction).await?);
+            super::save_state(state_dir, state)?;
+        }
     }
+    // Only a continued read needs the horizon: the exported snapshot is exact by itself.
+    let horizon = if exported.is_none() {
+        if state.horizon.is_none() {
+            tracing::warn!(
+                "the interrupted snapshot has no recorded horizon (it was begun by an older \
+                 agent): a row inserted since into a table without a key may arrive twice"
+            );
+        }
+        state.horizon.clone()
+    } else {
+        None
+    };
     let mut types = TypeCache::default();
     let event_time = time::OffsetDateTime::from_unix_timestamp_nanos(
         i128::from(state.snapshot_millis) * 1_000_000,
@@ -102,7 +123,13 @@ pub async fn read(
         // Rows identical to the last one read before an interruption that were already sent.
         let mut skip = 0;
         if !table.unique_key {
-            declare_cursor(&mut transaction, &table, cursor.after_key.as_deref()).await?;
+            declare_cursor(
+                &mut transaction,
+                &table,
+                cursor.after_key.as_deref(),
+                horizon.as_ref(),
+            )
+            .await?;
             if cursor.after_key.is_some() {
                 skip = cursor.repeats;
                 tracing::info!(
@@ -200,18 +227,35 @@ fn select_sql(table: &TableShape) -> String {
     format!("select {columns} from {}", table.qualified())
 }
 
+/// The exported snapshot's view of transactions, read inside it.
+async fn horizon(connection: &mut PgConnection) -> anyhow::Result<Horizon> {
+    // pg_current_snapshot() is PostgreSQL 13's name for txid_current_snapshot(); both print
+    // the snapshot the transaction runs in, here the imported one.
+    let text: String = sqlx::query_scalar(
+        "select case when current_setting('server_version_num')::int >= 130000 \
+         then (select pg_current_snapshot()::text) else (select txid_current_snapshot()::text) end",
+    )
+    .fetch_one(&mut *connection)
+    .await
+    .context("reading the exported snapshot's horizon")?;
+    Horizon::parse(&text).with_context(|| format!("unexpected snapshot from the server: {text:?}"))
+}
+
 /// Opens the cursor a table without a unique key is read through: every row in the order of
-/// [`row_order`], from `after_row` on (inclusive: identical rows are told apart by counting).
+/// [`row_order`], from `after_row` on (inclusive: identical rows are told apart by counting),
+/// and with a `horizon`, only the rows whose inserting transaction it saw committed.
 async fn declare_cursor(
     connection: &mut PgConnection,
     table: &TableShape,
     after_row: Option<&[Option<String>]>,
+    horizon: Option<&Horizon>,
 ) -> anyhow::Result<()> {
     let order = row_order(table);
     let mut sql = format!(
         "declare {CURSOR} no scroll cursor for {}",
         select_sql(table)
     );
+    let mut conditions = Vec::new();
     if after_row.is_some() {
         let parameters = (0..table.columns.len())
             .map(|index| {
@@ -223,7 +267,14 @@ async fn declare_cursor(
             })
             .collect::<Vec<_>>()
             .join(", ");
-        sql.push_str(&format!(" where ({}) >= ({parameters})", order.join(", ")));
+        conditions.push(format!("({}) >= ({parameters})", order.join(", ")));
+    }
+    let first_horizon_parameter = 2 * after_row.map_or(0, <[_]>::len) + 1;
+    if horizon.is_some() {
+        conditions.push(inserted_before(first_horizon_parameter));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" where {}", conditions.join(" and ")));
     }
     sql.push_str(&format!(" order by {}", order.join(", ")));
     // Identifiers are quoted and the cursor's name is a constant; values are bound. Not kept
@@ -234,11 +285,46 @@ async fn declare_cursor(
             .bind(value.is_none())
             .bind(value.clone().unwrap_or_default());
     }
+    if let Some(horizon) = horizon {
+        let (low, span, running) = horizon_parameters(horizon);
+        query = query.bind(low).bind(span).bind(running);
+    }
     query
         .execute(&mut *connection)
         .await
         .with_context(|| format!("reading {}.{}", table.schema, table.name))?;
     Ok(())
+}
+
+/// A condition true of a row whose inserting transaction (`xmin`) a [`Horizon`] saw committed,
+/// given as parameters `$first` (its `xmin`'s low 32 bits), `$first + 1` (`xmax - xmin`) and
+/// `$first + 2` (the running transactions, as offsets from `xmin`).
+///
+/// A row's `xmin` is 32 bits. Its distance `d` from the horizon's `xmin`, modulo 2^32, places
+/// it: at or past 2^31 it precedes the horizon (a live row's `xmin` is never 2^31 transactions
+/// old: PostgreSQL freezes long before, keeping `xmin`), so its transaction had committed;
+/// below `xmax - xmin` it was seen committed unless it was running; anything else began after.
+/// `xmin` 1 and 2 are the bootstrap and frozen ids.
+fn inserted_before(first: usize) -> String {
+    let distance =
+        format!("((xmin::text::int8 - ${first}) % 4294967296 + 4294967296) % 4294967296");
+    format!(
+        "(xmin::text::int8 < 3 or {distance} >= 2147483648 \
+         or ({distance} < ${} and not {distance} = any(${}::int8[])))",
+        first + 1,
+        first + 2
+    )
+}
+
+fn horizon_parameters(horizon: &Horizon) -> (i64, i64, Vec<i64>) {
+    let low = (horizon.xmin % (1 << 32)) as i64;
+    let span = horizon.xmax.saturating_sub(horizon.xmin).min(1 << 31) as i64;
+    let running = horizon
+        .xip
+        .iter()
+        .map(|xid| xid.saturating_sub(horizon.xmin) as i64)
+        .collect();
+    (low, span, running)
 }
 
 /// A total order on whole rows that the agent can continue from: per column, nulls last, then
@@ -435,6 +521,20 @@ mod tests {
             (cursor.after_key.clone(), cursor.repeats),
             (Some(row("c")), 2)
         );
+    }
+
+    #[test]
+    fn a_horizon_is_parsed_from_the_servers_text_and_offsets_are_relative_to_its_xmin() {
+        let horizon = Horizon::parse("4294967290:4294967300:4294967291,4294967296").unwrap();
+        assert_eq!(horizon.xip, [4_294_967_291, 4_294_967_296]);
+        assert_eq!(
+            horizon_parameters(&horizon),
+            (4_294_967_290, 10, vec![1, 6])
+        );
+        assert_eq!(Horizon::parse("7:7:").unwrap().xip, Vec::<u64>::new());
+        for bad in ["", "7", "7:6:", "7:9:9", "a:b:", "7:9:8,x"] {
+            assert_eq!(Horizon::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -212,6 +212,7 @@ async fn session(
                     / 1_000_000) as i64,
                 tables,
                 snapshot_done: false,
+                horizon: None,
             };
             save_state(&shared.state_dir, &state)?;
             tracing::info!(slot = %settings.slot, consistent_point = %consistent_point,
@@ -326,7 +327,7 @@ fn report_not_captured(status: &StatusCell, tables: &[publication::Name]) {
 async fn take_snapshot(
     connection: &mut PgConnection,
     exported: Option<&str>,
-    state: SlotState,
+    mut state: SlotState,
     shared: &Shared,
     sink: &mut Sink,
     stop: &mut watch::Receiver<bool>,
@@ -334,7 +335,8 @@ async fn take_snapshot(
     let done = super::snapshot::read(
         connection,
         exported,
-        &state,
+        &mut state,
+        &shared.state_dir,
         shared.source,
         sink,
         &shared.status,

@@ -22,7 +22,9 @@ async fn run(source: &mut PgConnection, sql: &str) {
         .unwrap_or_else(|error| panic!("{sql}: {error}"));
 }
 
-/// Waits until bronze, applied in log order, equals the source's tables.
+/// Waits until bronze, applied in log order, equals the source's tables; fails when bronze
+/// stops growing for two minutes short of that (a million-row snapshot takes longer than that
+/// to arrive in a debug build, and is still fine while it arrives).
 async fn wait_for_bronze(
     platform: &Platform,
     source_id: &str,
@@ -32,9 +34,15 @@ async fn wait_for_bronze(
 ) -> Vec<BronzeEvent> {
     let mut database = platform.database().await;
     let expected = source_tables(source, tables).await;
-    let deadline = std::time::Instant::now() + 2 * MINUTE;
+    let mut deadline = std::time::Instant::now() + 2 * MINUTE;
+    let mut arrived = 0;
     loop {
+        let started = std::time::Instant::now();
         let events = bronze_events(&mut database, source_id).await;
+        if events.len() > arrived {
+            arrived = events.len();
+            deadline = std::time::Instant::now() + 2 * MINUTE;
+        }
         let mut folded = fold(&events);
         folded.retain(|table, _| expected.contains_key(table));
         for table in expected.keys() {
@@ -53,7 +61,8 @@ async fn wait_for_bronze(
                 agent.log()
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Reading a large bronze back is itself slow: poll no more often than it takes.
+        tokio::time::sleep(started.elapsed().max(Duration::from_millis(500))).await;
     }
 }
 
@@ -312,23 +321,31 @@ async fn an_interrupted_snapshot_continues_after_the_last_spooled_row() {
     setup.platform.stop();
 }
 
-/// 200,000 rows keyed, then 200,000 without a key, every distinct keyless row seven or eight
-/// times over (so that an interruption mostly falls inside a run of identical rows).
-const KILLED_SNAPSHOT: &str = "create table a_keyed (id int primary key, label text, weight float8); \
-     insert into a_keyed select g, 'row ' || g, g * 0.5 from generate_series(1, 200000) g; \
-     create table b_keyless (device int, value float8, note text); \
-     insert into b_keyless select (g % 28571) / 20, (g % 28571) * 0.25, \
-       case when g % 28571 % 7 = 0 then null else 'n' || (g % 28571) end \
-     from generate_series(1, 200000) g";
+/// Rows of each table in [`killed_snapshot`]: the size at which an interrupted keyless snapshot
+/// was seen to duplicate.
+const KEYED_ROWS: u64 = 1_000_000;
 
-const KEYED_ROWS: u64 = 200_000;
+/// [`KEYED_ROWS`] rows keyed, then as many without a key, every distinct keyless row 35 times
+/// over (so that an interruption mostly falls inside a run of identical rows).
+fn killed_snapshot() -> String {
+    format!(
+        "create table a_keyed (id int primary key, label text, weight float8); \
+         insert into a_keyed select g, 'row ' || g, g * 0.5 from generate_series(1, {KEYED_ROWS}) g; \
+         create table b_keyless (device int, value float8, note text); \
+         insert into b_keyless select (g % 28571) / 20, (g % 28571) * 0.25, \
+           case when g % 28571 % 7 = 0 then null else 'n' || (g % 28571) end \
+         from generate_series(1, {KEYED_ROWS}) g"
+    )
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_killed_mid_table_is_replaced_not_duplicated_for_keyed_and_keyless_tables() {
-    let (mut setup, mut source) = setup(KILLED_SNAPSHOT, "").await;
+    let (mut setup, mut source) = setup(&killed_snapshot(), "").await;
     // Killed once inside each table's snapshot, at a random row past the first chunks.
-    let keyed_at = 20_000 + (uuid::Uuid::new_v4().as_u128() % 100_000) as u64;
-    let keyless_at = KEYED_ROWS + 20_000 + (uuid::Uuid::new_v4().as_u128() % 100_000) as u64;
+    let random_row =
+        || 20_000 + (uuid::Uuid::new_v4().as_u128() % (KEYED_ROWS as u128 * 3 / 4)) as u64;
+    let keyed_at = random_row();
+    let keyless_at = KEYED_ROWS + random_row();
     let mut agent = Agent::start(&setup.config);
     for (table, at, end) in [
         ("a_keyed", keyed_at, KEYED_ROWS),
@@ -352,6 +369,20 @@ async fn a_snapshot_killed_mid_table_is_replaced_not_duplicated_for_keyed_and_ke
             rows < end,
             "the kill came after {table}'s snapshot ended ({rows} rows): the test tests nothing"
         );
+        // Rows inserted after the consistent point, before and after where the read stopped
+        // and identical to rows already there: the stream brings them, the continued read
+        // must not.
+        run(
+            &mut source,
+            &format!(
+                "insert into b_keyless select (g % 28571) / 20, (g % 28571) * 0.25, \
+                   case when g % 28571 % 7 = 0 then null else 'n' || (g % 28571) end \
+                 from generate_series(1, 28571, 97) g; \
+                 insert into b_keyless values (-1, 0, 'after the kill in {table}'), \
+                   (99999, 0, 'after the kill in {table}')"
+            ),
+        )
+        .await;
         agent = Agent::start(&setup.config);
     }
     // Caught up: the keyed table as the source has it, and every snapshot row in bronze.
@@ -1041,18 +1072,26 @@ async fn the_source_is_reached_over_verified_tls() {
     agent.stop();
 }
 
-/// Polls `status.json` until `done` holds for it, and returns it.
+/// Polls `status.json` until `done` holds for it, and returns it; fails when the agent makes
+/// no progress (rows read, spool drained, positions acked) for two minutes short of that.
 async fn wait_for_status(
     state_dir: &std::path::Path,
     what: &str,
     agent: &mut Agent,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = std::time::Instant::now() + 2 * MINUTE;
+    let mut deadline = std::time::Instant::now() + 2 * MINUTE;
+    let mut progress = None;
     loop {
         let status = agent_status(state_dir);
         if done(&status) {
             return status;
+        }
+        let now = ["snapshot_rows", "spool_bytes", "acked_lsn", "captured_lsn"]
+            .map(|field| status[field].clone());
+        if progress.as_ref() != Some(&now) {
+            progress = Some(now);
+            deadline = std::time::Instant::now() + 2 * MINUTE;
         }
         assert!(agent.is_running(), "the agent stopped:\n{}", agent.log());
         assert!(
