@@ -417,10 +417,9 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
         .filter_map(Value::as_str)
         .filter(|href| href.starts_with("/app/settings"))
         .collect();
-    assert_eq!(
-        settings,
-        ["/app/settings/account"],
-        "a viewer's navigation offers only their own account's settings"
+    assert!(
+        settings.is_empty(),
+        "a viewer's navigation offers settings: {navigation}"
     );
     screenshot(&client, "viewer-overview").await;
 
