@@ -1057,3 +1057,95 @@ const CATALOGUE_EXTRAS: &str = "select entity_kind, key, value_type, count(*) as
      ) x \
      group by entity_kind, key, value_type \
      order by entity_kind, key collate \"C\", value_type";
+
+/// One change of an entity's source row, as bronze keeps it (masked as the edge stored it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    #[serde(with = "time::serde::rfc3339")]
+    pub event_time: OffsetDateTime,
+    /// insert, update, delete or read (a snapshot row).
+    pub op: String,
+    /// `schema.table` of the source row.
+    pub table: String,
+    pub lsn: i64,
+    pub seq: i32,
+    /// The row's image after the change (before it, for a delete), as sent.
+    pub image: serde_json::Map<String, serde_json::Value>,
+    /// For an update with its old image: the fields whose value changed.
+    pub changed: Vec<String>,
+}
+
+/// How far back an entity's history is searched: its source table's events of that long are
+/// read for the row's key (bronze has no index on keys, so the bound keeps the read to a
+/// week's partitions).
+pub const HISTORY_DAYS: i32 = 7;
+
+/// The latest `limit` changes, newest first, of the source row an entity was last written
+/// from: the event at the entity's position names the source table and the row's key, and
+/// that row's events of the last [`HISTORY_DAYS`] follow. Bronze's own grants decide who may
+/// read it (owners, admins and operators); another tenant's rows are not visible.
+pub async fn entity_history(
+    tx: &mut TenantTx,
+    kind: EntityKind,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<Change>, StoreError> {
+    // The table and id column come from the kind, never from input.
+    let (table, id_column) = match kind {
+        EntityKind::Site => ("analytics.sites", "site_id"),
+        EntityKind::Device => ("analytics.devices", "device_id"),
+        EntityKind::Session => ("analytics.sessions", "session_id"),
+    };
+    let statement = format!(
+        "with origin as ( \
+             select b.source_id, b.schema_name, b.table_name, b.payload -> 'key' as key \
+             from {table} e \
+             join bronze.cdc_events b on b.tenant_id = e.tenant_id and b.source_id = e.source_id \
+                 and b.lsn = e.pos_lsn and b.seq = e.pos_seq \
+             where e.{id_column} = $1 \
+             limit 1 \
+         ) \
+         select b.event_time, b.op, b.schema_name || '.' || b.table_name, b.lsn, b.seq, b.payload \
+         from bronze.cdc_events b join origin o on b.source_id = o.source_id \
+             and b.schema_name = o.schema_name and b.table_name = o.table_name \
+             and b.payload -> 'key' = o.key \
+         where b.event_time > now() - make_interval(days => $3) \
+         order by b.lsn desc, b.seq desc \
+         limit $2"
+    );
+    let rows: Vec<(OffsetDateTime, String, String, i64, i32, serde_json::Value)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(statement))
+            .bind(id)
+            .bind(limit.clamp(1, 500))
+            .bind(HISTORY_DAYS)
+            .fetch_all(tx.connection())
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_time, op, table, lsn, seq, payload)| {
+            let image_of = |field: &str| payload.get(field).and_then(|v| v.as_object()).cloned();
+            let after = image_of("after");
+            let before = image_of("before");
+            let changed = match (&before, &after) {
+                (Some(before), Some(after)) => after
+                    .iter()
+                    .filter(|(field, value)| before.get(*field) != Some(value))
+                    .map(|(field, _)| field.clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Change {
+                event_time,
+                op,
+                table,
+                lsn,
+                seq,
+                image: after
+                    .or(before)
+                    .or_else(|| image_of("key"))
+                    .unwrap_or_default(),
+                changed,
+            }
+        })
+        .collect())
+}

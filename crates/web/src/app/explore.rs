@@ -495,6 +495,52 @@ struct EntityPage {
     metrics: Option<Vec<MetricRow>>,
     /// The entity's metrics over the last 24 hours, one chart per key.
     panels: Vec<crate::app::dashboards::PanelView>,
+    /// The source row's latest changes, for roles that read bronze.
+    history: Option<Vec<ChangeRow>>,
+    history_days: i32,
+}
+
+/// A change of the entity's source row, as listed.
+#[derive(Debug)]
+struct ChangeRow {
+    at: String,
+    op: String,
+    table: String,
+    /// `field = value` of the changed fields (an update with its old image), else of the
+    /// whole image; values as sent (masked where the edge masked them), cut to 80 characters.
+    fields: Vec<(String, String, bool)>,
+}
+
+/// Changes an entity page lists.
+const HISTORY_ROWS: i64 = 20;
+/// Fields a change lists at most.
+const HISTORY_FIELDS: usize = 12;
+
+impl ChangeRow {
+    fn of(change: store::analytics::Change) -> ChangeRow {
+        let fields = change
+            .image
+            .iter()
+            .map(|(field, value)| {
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                let mut shown: String = text.chars().take(80).collect();
+                if shown.len() < text.len() {
+                    shown.push('…');
+                }
+                (field.clone(), shown, change.changed.contains(field))
+            })
+            .take(HISTORY_FIELDS)
+            .collect();
+        ChangeRow {
+            at: timestamp(change.event_time),
+            op: change.op,
+            table: change.table,
+            fields,
+        }
+    }
 }
 
 /// One entity: unknown, deleted and another tenant's are all not found.
@@ -516,6 +562,13 @@ async fn entity_page(
             let panels = metric_charts(&mut tx, kind.kind, &entity.id, &metrics).await?;
             (Some(metrics), panels)
         }
+    };
+    let history = if member.role().allows(Permission::ViewBronze) {
+        let changes =
+            store::analytics::entity_history(&mut tx, kind.kind, &entity.id, HISTORY_ROWS).await?;
+        Some(changes.into_iter().map(ChangeRow::of).collect())
+    } else {
+        None
     };
     tx.commit().await?;
     let encoded = query_encode(&entity.id);
@@ -571,6 +624,8 @@ async fn entity_page(
             related,
             metrics,
             panels,
+            history,
+            history_days: store::analytics::HISTORY_DAYS,
             id: entity.id,
         },
     ))

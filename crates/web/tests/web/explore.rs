@@ -215,3 +215,113 @@ async fn a_device_and_its_site_chart_their_own_metrics_of_the_last_day() {
     assert_eq!(session.status, 200);
     assert!(!session.body.contains("ts-chart"));
 }
+
+/// A bronze event of `source`'s `public.chargers` at `lsn`, `minutes_ago`.
+async fn charger_event(
+    database: &store::Database,
+    tenant: domain::TenantId,
+    source: domain::SourceId,
+    (op, lsn, minutes_ago): (&str, i64, i64),
+    payload: serde_json::Value,
+) {
+    let event_time = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
+    let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
+    let row = store::service::bronze::BronzeRow {
+        tenant,
+        event_id: domain::EventId::derive(source, millis, domain::Lsn(lsn as u64), 0),
+        event_time,
+        source,
+        op: op.into(),
+        schema_name: "public".into(),
+        table_name: "chargers".into(),
+        lsn,
+        seq: 0,
+        xid: None,
+        payload: payload.to_string(),
+    };
+    store::service::bronze::insert(&database.service, &[row])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_entity_shows_its_source_rows_changes_to_those_who_read_bronze_and_only_its_own() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = crate::api::tenant(&database, "Acme").await;
+    let globex = crate::api::tenant(&database, "Globex").await;
+    member(&database, acme, "operator@acme.example.com", Role::Operator).await;
+    member(&database, acme, "viewer@acme.example.com", Role::Viewer).await;
+    let source = crate::api::source(&database, acme).await;
+    let globex_source = crate::api::source(&database, globex).await;
+    let mut admin = test_database.admin().await;
+    crate::api::read_models(&mut admin, acme, source, "acme").await;
+    crate::api::read_models(&mut admin, globex, globex_source, "globex").await;
+    // The device was last written from the event at (lsn 1, seq 0).
+    let key = serde_json::json!({"device_id": "acme-device"});
+    charger_event(
+        &database,
+        acme,
+        source,
+        ("insert", 1, 30),
+        serde_json::json!({"key": key, "after": {"device_id": "acme-device", "status": "offline", "owner_email": "hmac-sha256:5e1f"}}),
+    )
+    .await;
+    charger_event(
+        &database,
+        acme,
+        source,
+        ("update", 2, 10),
+        serde_json::json!({"key": key, "before": {"device_id": "acme-device", "status": "offline", "owner_email": "hmac-sha256:5e1f"}, "after": {"device_id": "acme-device", "status": "online", "owner_email": "hmac-sha256:5e1f"}}),
+    )
+    .await;
+    // Another row of the same table, and tenant B's row with the same key: neither listed.
+    charger_event(
+        &database,
+        acme,
+        source,
+        ("insert", 3, 5),
+        serde_json::json!({"key": {"device_id": "other"}, "after": {"device_id": "other", "status": "other-row"}}),
+    )
+    .await;
+    sqlx::query(
+        "update analytics.devices set pos_lsn = 1, pos_seq = 0 where device_id = 'acme-device'",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    charger_event(
+        &database,
+        globex,
+        globex_source,
+        ("insert", 1, 5),
+        serde_json::json!({"key": key, "after": {"device_id": "acme-device", "status": "globex-secret"}}),
+    )
+    .await;
+    drop(admin);
+
+    let mut operator = signed_in(&addr, "operator@acme.example.com").await;
+    let page = operator.get("/app/explore/devices/acme-device").await;
+    assert_eq!(page.status, 200);
+    let history = &page.body[page.body.find("Changes at the source").expect("a history")..];
+    let update = history.find("<td>update</td>").expect("the update");
+    let insert = history.find("<td>insert</td>").expect("the insert");
+    assert!(update < insert, "newest first");
+    assert!(
+        history.contains(r#"<li class="changed"><code>status</code> = online"#),
+        "{history}"
+    );
+    assert!(
+        history.contains("<code>owner_email</code> = hmac-sha256:5e1f"),
+        "masked stays masked"
+    );
+    assert_eq!(history.matches("<code>public.chargers</code>").count(), 2);
+    assert!(!history.contains("other-row") && !history.contains("globex-secret"));
+
+    // A viewer does not read bronze: no history at all.
+    let mut viewer = signed_in(&addr, "viewer@acme.example.com").await;
+    let page = viewer.get("/app/explore/devices/acme-device").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("Changes at the source"));
+}
