@@ -110,6 +110,24 @@ pub async fn read_models(
     .unwrap();
 }
 
+/// A `temperature` reading of 7 for [`read_models`]' device twenty minutes ago: in another
+/// five-minute bucket than the seeded one, so a chart of the last hour gains a point.
+pub async fn late_reading(admin: &mut sqlx::PgConnection, tenant: TenantId) {
+    sqlx::query(
+        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+             minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         select $1, 'device', device_id, 'temperature', \
+             date_trunc('minute', now()) - interval '20 minutes', 7, 7, 1, 7, 7, 7, 2, 0, \
+             date_trunc('minute', now()) - interval '20 minutes', 'r2' \
+         from analytics.devices where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .execute(admin)
+    .await
+    .unwrap();
+}
+
 /// The id inside an API token's text (`tat1.<tenant>.<id>.<secret>`).
 fn token_id(text: &str) -> uuid::Uuid {
     text.split('.').nth(2).unwrap().parse().unwrap()

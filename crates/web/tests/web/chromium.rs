@@ -668,18 +668,7 @@ async fn a_viewer_sees_charts_changes_the_range_and_gets_new_points_live_in_a_re
 
     // A reading lands: its point appears without a reload.
     script(&client, "window.__notReloaded = true; return null").await;
-    sqlx::query(
-        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
-             minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
-             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
-         values ($1, 'device', 'acme-device', 'temperature', \
-             date_trunc('minute', now()) - interval '20 minutes', 7, 7, 1, 7, 7, 7, 2, 0, \
-             date_trunc('minute', now()) - interval '20 minutes', 'r2')",
-    )
-    .bind(tenant.as_uuid())
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    crate::api::late_reading(&mut admin, tenant).await;
     poll(Duration::from_secs(15), async || {
         let points = panel_points(&client).await;
         if points.contains(&2) {

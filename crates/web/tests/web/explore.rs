@@ -216,32 +216,23 @@ async fn a_device_and_its_site_chart_their_own_metrics_of_the_last_day() {
     assert!(!session.body.contains("ts-chart"));
 }
 
-/// A bronze event of `source`'s `public.chargers` at `lsn`, `minutes_ago`.
+/// An event of `source`'s `public.chargers`.
 async fn charger_event(
     database: &store::Database,
     tenant: domain::TenantId,
     source: domain::SourceId,
-    (op, lsn, minutes_ago): (&str, i64, i64),
+    change: (&str, i64, i64),
     payload: serde_json::Value,
 ) {
-    let event_time = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
-    let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
-    let row = store::service::bronze::BronzeRow {
+    crate::masking::bronze_change(
+        database,
         tenant,
-        event_id: domain::EventId::derive(source, millis, domain::Lsn(lsn as u64), 0),
-        event_time,
         source,
-        op: op.into(),
-        schema_name: "public".into(),
-        table_name: "chargers".into(),
-        lsn,
-        seq: 0,
-        xid: None,
-        payload: payload.to_string(),
-    };
-    store::service::bronze::insert(&database.service, &[row])
-        .await
-        .unwrap();
+        ("public", "chargers"),
+        change,
+        payload,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -258,18 +258,7 @@ async fn a_dashboard_stream_appends_new_readings_of_the_members_own_tenant_only(
     assert!(!first.data.contains(r#"data-points="2""#));
 
     // A reading twenty minutes back, in another five-minute bucket: a second point.
-    sqlx::query(
-        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
-             minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
-             last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
-         values ($1, 'device', 'acme-device', 'temperature', \
-             date_trunc('minute', now()) - interval '20 minutes', 7, 7, 1, 7, 7, 7, 2, 0, \
-             date_trunc('minute', now()) - interval '20 minutes', 'r2')",
-    )
-    .bind(a.as_uuid())
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    crate::api::late_reading(&mut admin, a).await;
     let appended = stream.wait_for("dashboard", r#"data-points="2""#).await;
     assert!(
         !appended.data.contains("globex"),

@@ -47,17 +47,37 @@ pub async fn bronze_event(
     payload: Value,
 ) {
     let source = SourceId::new_random();
+    bronze_change(
+        database,
+        tenant,
+        source,
+        table,
+        ("insert", 16, minutes_ago),
+        payload,
+    )
+    .await;
+}
+
+/// An event of `source`'s `table`: its operation, position (`lsn`, sequence 0) and age.
+pub async fn bronze_change(
+    database: &Database,
+    tenant: TenantId,
+    source: SourceId,
+    table: (&str, &str),
+    (op, lsn, minutes_ago): (&str, i64, i64),
+    payload: Value,
+) {
     let event_time = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes_ago);
     let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
     let row = store::service::bronze::BronzeRow {
         tenant,
-        event_id: EventId::derive(source, millis, Lsn(16), 0),
+        event_id: EventId::derive(source, millis, Lsn(lsn as u64), 0),
         event_time,
         source,
-        op: "insert".into(),
+        op: op.into(),
         schema_name: table.0.into(),
         table_name: table.1.into(),
-        lsn: 16,
+        lsn,
         seq: 0,
         xid: None,
         payload: payload.to_string(),
