@@ -32,6 +32,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         Permission::ViewDashboards,
     ),
     ("/app/tenants", "Tenants", Permission::ViewWorkspace),
+    ("/app/drift", "Schema drift", Permission::ManageSources),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
     (
         "/app/settings/api-tokens",

@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod chromium;
 mod dns;
+mod drift;
 mod explore;
 mod layers;
 mod live;
