@@ -89,7 +89,9 @@ pub enum DriftError {
     #[error("{0}")]
     InvalidMapping(String),
     /// A bronze replay or rebuild of the tenant is under way.
-    #[error("a bronze replay or rebuild of this workspace is already under way: try again once it finishes")]
+    #[error(
+        "a bronze replay or rebuild of this workspace is already under way: try again once it finishes"
+    )]
     RebuildUnderWay,
     #[error(transparent)]
     Store(#[from] StoreError),

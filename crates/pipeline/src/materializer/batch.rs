@@ -244,7 +244,15 @@ pub(super) async fn apply_in(
 /// schema-drift inbox's counts, added with one statement per batch. A claimed field always lands
 /// in its typed column: an event whose value does not convert is a dead letter, not here.
 fn count_drift(works: &[Work]) -> Vec<DriftCount> {
-    type Key<'a> = (TenantId, Uuid, &'a str, &'a str, &'static str, &'a str, &'static str);
+    type Key<'a> = (
+        TenantId,
+        Uuid,
+        &'a str,
+        &'a str,
+        &'static str,
+        &'a str,
+        &'static str,
+    );
     let mut counts: HashMap<Key, DriftCount> = HashMap::new();
     for work in works {
         let Work::Event(event) = work else {

@@ -153,10 +153,14 @@ async fn drift_fields_are_counted_dismissed_until_a_new_type_and_promoted_by_a_r
             ("rating".into(), "number".into(), 1, at(10), at(10)),
         ]
     );
-    assert!(listed.iter().all(|field| field.source_id == *source.as_uuid()
-        && field.schema_name == "public"
-        && field.table_name == "devices"
-        && field.entity_kind == "device"));
+    assert!(
+        listed
+            .iter()
+            .all(|field| field.source_id == *source.as_uuid()
+                && field.schema_name == "public"
+                && field.table_name == "devices"
+                && field.entity_kind == "device")
+    );
     assert!(
         drift_fields(&database, globex).await.is_empty(),
         "another workspace sees none of them"

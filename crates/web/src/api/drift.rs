@@ -46,7 +46,8 @@ struct Promotion {
 
 impl RequestBody for Promotion {
     const SCHEMA: &'static str = "DriftPromotion";
-    const SHAPE: &'static str = r#"{"drift_id": "<uuid>", "typed_column": "<typed column of the field's entity kind>"}"#;
+    const SHAPE: &'static str =
+        r#"{"drift_id": "<uuid>", "typed_column": "<typed column of the field's entity kind>"}"#;
 }
 
 #[derive(Default, Deserialize)]

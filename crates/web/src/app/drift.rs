@@ -147,7 +147,8 @@ struct DismissForm {
 }
 
 fn drift_id(text: &str) -> Result<Uuid, PageError> {
-    Uuid::parse_str(text).map_err(|_| PageError::BadRequest("The drift field id is not valid.".into()))
+    Uuid::parse_str(text)
+        .map_err(|_| PageError::BadRequest("The drift field id is not valid.".into()))
 }
 
 async fn promote(

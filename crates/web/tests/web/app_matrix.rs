@@ -150,7 +150,10 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 .submit(
                     "/app/overview",
                     action,
-                    &[("drift_id", &b_drift.to_string()), ("typed_column", "model")],
+                    &[
+                        ("drift_id", &b_drift.to_string()),
+                        ("typed_column", "model"),
+                    ],
                 )
                 .await;
             let expected = if role.allows(Permission::ManageSources) {

@@ -62,7 +62,10 @@ async fn mapping_columns(database: &Database, tenant: TenantId) -> Vec<BTreeMap<
     let mut tx = owner(database, tenant).await;
     let mappings = store::read_models::list_mappings(&mut tx).await.unwrap();
     tx.commit().await.unwrap();
-    mappings.into_iter().map(|mapping| mapping.columns).collect()
+    mappings
+        .into_iter()
+        .map(|mapping| mapping.columns)
+        .collect()
 }
 
 #[tokio::test]
@@ -114,9 +117,16 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
     let mut browser = signed_in(&addr, "admin@acme.example.com").await;
     let page = browser.get("/app/drift").await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains("<code>acme_colour</code>"), "{}", page.body);
+    assert!(
+        page.body.contains("<code>acme_colour</code>"),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("<code>public.devices</code>"));
-    assert!(!page.body.contains("globex"), "tenant B's field is not shown");
+    assert!(
+        !page.body.contains("globex"),
+        "tenant B's field is not shown"
+    );
     let bearer = token(&database, a, Role::Admin).await;
     let (status, _, response) = request(&addr, "GET", "/api/v1/drift", Some(&bearer), "").await;
     assert_eq!(status, 200, "{response}");
@@ -125,8 +135,16 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
     assert_eq!(fields.len(), 1, "{response}");
     assert_eq!(fields[0]["drift_id"], a_field.to_string());
     assert_eq!(
-        (&fields[0]["field_name"], &fields[0]["json_type"], &fields[0]["rows"]),
-        (&Value::from("acme_colour"), &Value::from("string"), &Value::from(3))
+        (
+            &fields[0]["field_name"],
+            &fields[0]["json_type"],
+            &fields[0]["rows"]
+        ),
+        (
+            &Value::from("acme_colour"),
+            &Value::from("string"),
+            &Value::from(3)
+        )
     );
 
     // Tenant B's id, on the page and through the API: not found, and B's data unchanged.
@@ -135,7 +153,10 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
             .submit(
                 "/app/drift",
                 action,
-                &[("drift_id", &b_field.to_string()), ("typed_column", "model")],
+                &[
+                    ("drift_id", &b_field.to_string()),
+                    ("typed_column", "model"),
+                ],
             )
             .await;
         assert_eq!(refused.status, 404, "{action}");
@@ -178,16 +199,26 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
         )
         .await;
     assert_eq!(refused.status, 409);
-    assert!(refused.body.contains("cannot always hold"), "{}", refused.body);
+    assert!(
+        refused.body.contains("cannot always hold"),
+        "{}",
+        refused.body
+    );
     let promoted = browser
         .submit(
             "/app/drift",
             "/app/drift/promote",
-            &[("drift_id", &a_field.to_string()), ("typed_column", "model")],
+            &[
+                ("drift_id", &a_field.to_string()),
+                ("typed_column", "model"),
+            ],
         )
         .await;
     assert_eq!(promoted.status, 303, "{}", promoted.body);
-    assert_eq!(promoted.header("location"), Some("/app/drift?done=promoted"));
+    assert_eq!(
+        promoted.header("location"),
+        Some("/app/drift?done=promoted")
+    );
     let after = browser.get("/app/drift?done=promoted").await;
     assert!(after.body.contains("a rebuild is requested"));
     assert!(after.body.contains("No drift"), "the mapping claims it now");
@@ -205,7 +236,11 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
     .fetch_all(&mut test_database.admin().await)
     .await
     .unwrap();
-    assert_eq!(pending, ["rebuild"], "the rebuild is recorded for the pipeline");
+    assert_eq!(
+        pending,
+        ["rebuild"],
+        "the rebuild is recorded for the pipeline"
+    );
 
     // Audited, in the audit log the owner reads.
     member(&database, a, "owner@acme.example.com", Role::Owner).await;
@@ -213,10 +248,19 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
     let log = owner_browser.get("/app/audit").await;
     assert_eq!(log.status, 200);
     for action in ["drift.promote", "mapping.put", "replay.request"] {
-        assert!(log.body.contains(action), "{action} is not in the audit log");
+        assert!(
+            log.body.contains(action),
+            "{action} is not in the audit log"
+        );
     }
-    let (status, _, response) =
-        request(&addr, "GET", "/api/v1/audit?action=drift.", Some(&bearer), "").await;
+    let (status, _, response) = request(
+        &addr,
+        "GET",
+        "/api/v1/audit?action=drift.",
+        Some(&bearer),
+        "",
+    )
+    .await;
     assert_eq!(status, 200, "{response}");
     let entries = json(&response)["entries"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 1, "{response}");
@@ -250,8 +294,14 @@ async fn an_admin_promotes_a_drift_field_others_are_refused_and_tenant_b_is_out_
     assert_eq!(status, 204, "{response}");
     let (_, _, response) = request(&addr, "GET", "/api/v1/drift", Some(&bearer), "").await;
     assert_eq!(json(&response)["drift_fields"], Value::Array(Vec::new()));
-    let (_, _, response) =
-        request(&addr, "GET", "/api/v1/audit?action=drift.dismiss", Some(&bearer), "").await;
+    let (_, _, response) = request(
+        &addr,
+        "GET",
+        "/api/v1/audit?action=drift.dismiss",
+        Some(&bearer),
+        "",
+    )
+    .await;
     assert_eq!(json(&response)["entries"].as_array().unwrap().len(), 1);
 
     // Schema-invalid bodies are refused naming the field.
