@@ -122,6 +122,13 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("pipeline.source_truncates", NOBODY),
     read_only("pipeline.unmapped_tables", &[ManageSources]),
     TableAccess {
+        table: "pipeline.drift_fields",
+        select: &[ManageSources],
+        insert: NOBODY,
+        update: &[ManageSources],
+        delete: NOBODY,
+    },
+    TableAccess {
         table: "pipeline.replay_requests",
         select: &[ManageReplays],
         insert: &[ManageReplays],

@@ -24,6 +24,7 @@ pub mod contact;
 pub mod control;
 pub mod dashboards;
 pub mod dlq;
+pub mod drift;
 mod error;
 pub mod invitations;
 pub mod live;

@@ -35,6 +35,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         "Explore",
         Permission::ViewDashboards,
     ),
+    ("/app/drift", "Schema drift", Permission::ManageSources),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
     (
         "/app/settings/api-tokens",

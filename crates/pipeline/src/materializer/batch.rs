@@ -6,8 +6,9 @@
 use std::collections::{HashMap, HashSet};
 
 use domain::TenantId;
+use serde_json::Value;
 use store::service::read_models::{
-    EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate, UnmappedCount,
+    DriftCount, EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate, UnmappedCount,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -30,6 +31,11 @@ pub(crate) struct Prepared {
     pub source: Uuid,
     /// The source table, as entity states name it ([`state::feed_name`]).
     pub feed: String,
+    /// The source table's schema and name, as the source named them.
+    pub schema: String,
+    pub table: String,
+    /// The event's own time (the source's commit time).
+    pub at: OffsetDateTime,
 }
 
 impl Prepared {
@@ -229,7 +235,90 @@ pub(super) async fn apply_in(
         })
         .collect();
     writes.unmapped = count_unmapped(works);
+    writes.drift = count_drift(works);
     tx.write(&writes).await
+}
+
+/// The batch's fields that land in the typed extras (not the id column, not claimed by a typed
+/// column, not null), counted per source table, entity kind, field and JSON type: the
+/// schema-drift inbox's counts, added with one statement per batch. A claimed field always lands
+/// in its typed column: an event whose value does not convert is a dead letter, not here.
+fn count_drift(works: &[Work]) -> Vec<DriftCount> {
+    type Key<'a> = (
+        TenantId,
+        Uuid,
+        &'a str,
+        &'a str,
+        &'static str,
+        &'a str,
+        &'static str,
+    );
+    let mut counts: HashMap<Key, DriftCount> = HashMap::new();
+    for work in works {
+        let Work::Event(event) = work else {
+            continue;
+        };
+        if event.kind.table().is_none() {
+            continue;
+        }
+        let fields = match &event.change {
+            Change::Image(image) => image,
+            Change::Update { after, .. } => after,
+            Change::Delete => continue,
+        };
+        for (column, value) in fields {
+            if column == &event.id_column || event.mapping.claim(column).is_some() {
+                continue;
+            }
+            if let Change::Update { unchanged, .. } = &event.change
+                && unchanged.contains(column)
+            {
+                continue;
+            }
+            let Some(json_type) = json_type(value) else {
+                continue;
+            };
+            let key = (
+                event.tenant,
+                event.source,
+                event.schema.as_str(),
+                event.table.as_str(),
+                event.kind.as_str(),
+                column.as_str(),
+                json_type,
+            );
+            let count = counts.entry(key).or_insert_with(|| DriftCount {
+                tenant_id: event.tenant,
+                source_id: event.source,
+                schema_name: event.schema.clone(),
+                table_name: event.table.clone(),
+                entity_kind: event.kind.as_str(),
+                field_name: column.clone(),
+                json_type,
+                events: 0,
+                first_seen_at: event.at,
+                last_seen_at: event.at,
+            });
+            count.events += 1;
+            count.first_seen_at = count.first_seen_at.min(event.at);
+            count.last_seen_at = count.last_seen_at.max(event.at);
+        }
+    }
+    counts.into_values().collect()
+}
+
+/// A value's JSON type as the drift inbox names it (a string that reads as a time is a `time`,
+/// as it lands in the time extras); `None` for null, which lands nowhere.
+fn json_type(value: &Value) -> Option<&'static str> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(text) if state::time_of(text).is_some() => "time",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    })
 }
 
 /// The batch's events of unmapped tables, counted per table.

@@ -204,6 +204,9 @@ fn prepare(
             .unwrap_or_default(),
         source,
         feed: state::feed_name(source, &table),
+        schema: event.schema.clone(),
+        table: event.table.clone(),
+        at: event.event_time.to_offset(time::UtcOffset::UTC),
         mapping,
     })))
 }

@@ -3,6 +3,7 @@
 mod aggregator;
 mod bronze_writer;
 mod convergence;
+mod drift;
 mod materializer;
 mod read_layer;
 mod replay;

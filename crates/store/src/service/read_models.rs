@@ -124,6 +124,28 @@ pub struct EntityWrites {
     pub truncates: Vec<SourceTruncate>,
     /// Events of tables with no mapping, counted per table: added to `pipeline.unmapped_tables`.
     pub unmapped: Vec<UnmappedCount>,
+    /// Fields that landed in the typed extras, counted per field and JSON type: added to
+    /// `pipeline.drift_fields` (the schema-drift inbox).
+    pub drift: Vec<DriftCount>,
+}
+
+/// Events of one source table that carried one field the typed columns do not claim, with one
+/// JSON type, seen in one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftCount {
+    pub tenant_id: TenantId,
+    pub source_id: Uuid,
+    pub schema_name: String,
+    pub table_name: String,
+    /// site, device or session.
+    pub entity_kind: &'static str,
+    pub field_name: String,
+    /// string, time, number, boolean, array or object.
+    pub json_type: &'static str,
+    pub events: i64,
+    /// The oldest and newest of the events' own times.
+    pub first_seen_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
 }
 
 /// Events of one source table that has no mapping, seen in one batch.
@@ -288,7 +310,8 @@ impl MaterializeTx {
         replace_extras(connection, &writes.extras_replaced, &writes.extras).await?;
         write_readings(connection, &writes.readings_replaced, &writes.readings).await?;
         write_truncates(connection, &writes.truncates).await?;
-        count_unmapped(connection, &writes.unmapped).await
+        count_unmapped(&mut *connection, &writes.unmapped).await?;
+        count_drift(connection, &writes.drift).await
     }
 
     /// Deletes every read model of `tenant` (before a rebuild), marking its minutes for the
@@ -318,8 +341,11 @@ impl MaterializeTx {
     }
 }
 
-const CLEAR_TENANT: [&str; 13] = [
+const CLEAR_TENANT: [&str; 15] = [
     "delete from pipeline.entity_state where tenant_id = $1",
+    // Recounted from bronze by the rebuild; a dismissal is kept, its count starts again.
+    "delete from pipeline.drift_fields where tenant_id = $1 and dismissed_at is null",
+    "update pipeline.drift_fields set row_count = 0 where tenant_id = $1",
     // Recounted from bronze by the rebuild: what is still unmapped after it.
     "delete from pipeline.unmapped_tables where tenant_id = $1",
     "delete from pipeline.metric_readings where tenant_id = $1",
@@ -1005,3 +1031,58 @@ const CHECKSUMS: [(&str, &str); 9] = [
          from analytics.extras_time where tenant_id = $1",
     ),
 ];
+
+/// Adds a batch's drift counts to `pipeline.drift_fields`, in one statement, in key order (so
+/// two transactions adding to the same rows wait for each other instead of deadlocking). A row
+/// whose count a rebuild reset starts its times again too.
+async fn count_drift(
+    connection: &mut sqlx::PgConnection,
+    counts: &[DriftCount],
+) -> Result<(), StoreError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut counts: Vec<&DriftCount> = counts.iter().collect();
+    counts.sort_unstable_by(|a, b| {
+        let key = |c: &DriftCount| {
+            (
+                *c.tenant_id.as_uuid(),
+                c.source_id,
+                c.schema_name.clone(),
+                c.table_name.clone(),
+                c.entity_kind,
+                c.field_name.clone(),
+                c.json_type,
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    sqlx::query(
+        "insert into pipeline.drift_fields as d (tenant_id, source_id, schema_name, \
+             table_name, entity_kind, field_name, json_type, row_count, first_seen_at, \
+             last_seen_at) \
+         select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::int8[], $9::timestamptz[], $10::timestamptz[]) \
+         on conflict (tenant_id, source_id, schema_name, table_name, entity_kind, field_name, \
+             json_type) \
+         do update set \
+             first_seen_at = case when d.row_count = 0 then excluded.first_seen_at \
+                 else least(d.first_seen_at, excluded.first_seen_at) end, \
+             last_seen_at = case when d.row_count = 0 then excluded.last_seen_at \
+                 else greatest(d.last_seen_at, excluded.last_seen_at) end, \
+             row_count = d.row_count + excluded.row_count",
+    )
+    .bind(column(&counts, |c| *c.tenant_id.as_uuid()))
+    .bind(column(&counts, |c| c.source_id))
+    .bind(column(&counts, |c| c.schema_name.as_str()))
+    .bind(column(&counts, |c| c.table_name.as_str()))
+    .bind(column(&counts, |c| c.entity_kind))
+    .bind(column(&counts, |c| c.field_name.as_str()))
+    .bind(column(&counts, |c| c.json_type))
+    .bind(column(&counts, |c| c.events))
+    .bind(column(&counts, |c| c.first_seen_at))
+    .bind(column(&counts, |c| c.last_seen_at))
+    .execute(connection)
+    .await?;
+    Ok(())
+}

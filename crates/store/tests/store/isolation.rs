@@ -188,6 +188,15 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "pipeline.drift_fields",
+        insert: "insert into pipeline.drift_fields (tenant_id, source_id, schema_name, \
+                 table_name, entity_kind, field_name, json_type, row_count, first_seen_at, \
+                 last_seen_at) select t, s, 'public', 'devices', 'device', 'f_' || k, 'string', \
+                 1, now(), now() from p",
+        update_column: "dismissed_at",
+        seed: true,
+    },
+    Exercise {
         table: "pipeline.replay_requests",
         insert: "insert into pipeline.replay_requests (tenant_id, request_id, kind) \
                  select t, k, 'dlq' from p",

@@ -17,6 +17,7 @@ mod account;
 mod analytics;
 mod caller;
 mod conformance;
+mod drift;
 mod error;
 mod extract;
 mod format;
@@ -35,7 +36,7 @@ fn register() -> Routes {
     let routes = analytics::register(sources::register(routes));
     let routes = masking::register(mappings::register(routes));
     let routes = workspace::register(members::register(account::register(routes)));
-    sso::register(ops::register(routes))
+    sso::register(ops::register(drift::register(routes)))
 }
 
 pub fn routes() -> Router<AppState> {

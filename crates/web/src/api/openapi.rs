@@ -485,6 +485,61 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/api/v1/drift",
+        "The schema-drift inbox: source fields no typed column claims, kept in the typed extras, \
+         per source table, entity kind and JSON type, not dismissed (most recently seen first, at \
+         most 1000)",
+        Access::Tenant(P::ManageSources),
+        (200, Some("DriftFields")),
+    ),
+    Operation {
+        request: Some("DriftPromotion"),
+        failures: &[
+            (
+                404,
+                "the workspace has no drift field of this id (`not_found`)",
+            ),
+            (
+                409,
+                "the field cannot be promoted as asked: its table maps by convention \
+                 (`mapped_by_convention`: save its mapping first), is no longer mapped as the \
+                 field's kind (`kind_changed`), a type the field was seen with does not always \
+                 convert to the column's type (`incompatible_type`), the typed column is not one \
+                 of the field's kind or is fed already (`invalid_mapping`); or a range replay or \
+                 rebuild of the workspace is pending or running (`replay_under_way`)",
+            ),
+        ],
+        links: &[Link {
+            name: "RebuildStatus",
+            method: "get",
+            path: "/api/v1/replays/{request}",
+            parameters: &[("request", "$response.body#/rebuild_request_id")],
+        }],
+        ..op(
+            "post",
+            "/api/v1/drift/promote",
+            "Make a drift field a typed column: add it to its table's mapping and request a \
+             rebuild, in one audited transaction (needs manage_replays too)",
+            Access::Tenant(P::ManageSources),
+            (200, Some("DriftPromoted")),
+        )
+    },
+    Operation {
+        request: Some("DriftDismissal"),
+        failures: &[(
+            404,
+            "the workspace has no drift field of this id (`not_found`)",
+        )],
+        ..op(
+            "post",
+            "/api/v1/drift/dismiss",
+            "Hide a drift field (one JSON type of it) until it is seen with a new type (audited)",
+            Access::Tenant(P::ManageSources),
+            (204, None),
+        )
+    },
+    op(
+        "get",
         "/api/v1/masking-policies",
         "The workspace's masking rules (applied at the edge, before the bus and bronze)",
         Access::Tenant(P::ManageMasking),
@@ -1243,12 +1298,56 @@ fn schemas() -> Value {
             "cells": { "type": "array", "items": cell },
         }), &["key", "min_cohort", "cells"]),
     });
-    for more in [account_schemas(), request_schemas()] {
+    for more in [account_schemas(), request_schemas(), drift_schemas()] {
         for (name, schema) in more.as_object().expect("an object") {
             schemas[name] = schema.clone();
         }
     }
     schemas
+}
+
+/// The schemas of the schema-drift inbox's operations (apart from [`schemas`] only to keep each
+/// `json!` within the macro's recursion limit).
+fn drift_schemas() -> Value {
+    let object = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required });
+    let closed = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let drift_id = json!({
+        "type": "string",
+        "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        "description": "a `drift_id` of `GET /api/v1/drift`",
+    });
+    let mut typed: Vec<&str> = [EntityKind::Site, EntityKind::Device, EntityKind::Session]
+        .iter()
+        .flat_map(|kind| kind.typed_columns().iter().map(|(column, _)| *column))
+        .collect();
+    typed.sort_unstable();
+    typed.dedup();
+    json!({
+        "DriftFields": object(json!({ "drift_fields": { "type": "array", "items": object(json!({
+            "drift_id": uuid, "source_id": uuid,
+            "schema_name": { "type": "string" }, "table_name": { "type": "string" },
+            "entity_kind": { "enum": ["site", "device", "session"] },
+            "field_name": { "type": "string" },
+            "json_type": { "enum": store::drift::JSON_TYPES },
+            "rows": { "type": "integer", "minimum": 1 },
+            "first_seen_at": time, "last_seen_at": time,
+        }), &["drift_id", "source_id", "schema_name", "table_name", "entity_kind", "field_name",
+              "json_type", "rows", "first_seen_at", "last_seen_at"]) } }), &["drift_fields"]),
+        "DriftPromoted": object(json!({
+            "mapping": { "$ref": "#/components/schemas/Mapping" },
+            "rebuild_request_id": uuid,
+        }), &["mapping", "rebuild_request_id"]),
+        "DriftPromotion": closed(json!({
+            "drift_id": drift_id,
+            "typed_column": {
+                "enum": typed,
+                "description": "a typed column of the field's entity kind (see `typed_columns` of the mappings list), of a type every type the field was seen with converts to, not fed by another source column",
+            },
+        }), &["drift_id", "typed_column"]),
+        "DriftDismissal": closed(json!({ "drift_id": drift_id }), &["drift_id"]),
+    })
 }
 
 /// The schemas of the workspace, members, tokens, retention and account operations (apart from

@@ -7,6 +7,7 @@
 mod account;
 mod audit;
 pub(crate) mod dashboards;
+mod drift;
 mod explore;
 mod masking;
 mod ops;
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .merge(dashboards::routes())
         .merge(sources::routes())
         .merge(explore::routes())
+        .merge(drift::routes())
         .merge(settings::routes())
         .merge(tokens::routes())
         .merge(sso::routes())

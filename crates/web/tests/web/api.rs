@@ -170,6 +170,10 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     let a_source_of_read_models = source(&database, a).await;
     read_models(&mut admin, a, a_source_of_read_models, "acme").await;
     read_models(&mut admin, b, b_source, "globex").await;
+    // A drift field of each tenant (tenant A's table maps by convention: not promotable).
+    let a_drift =
+        crate::drift::drift_field(&mut admin, a, a_source_of_read_models, "acme_colour").await;
+    let b_drift = crate::drift::drift_field(&mut admin, b, b_source, "globex_colour").await;
     drop(admin);
     let mut tx = owner(&database, a).await;
     let replay = store::replay::request(&mut tx, &store::replay::ReplayKind::DeadLetters)
@@ -269,6 +273,28 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 String::new(),
                 Permission::ManageSources,
                 200,
+            ),
+            (
+                "GET",
+                "/api/v1/drift".into(),
+                String::new(),
+                Permission::ManageSources,
+                200,
+            ),
+            // Its table maps by convention: told to map it first.
+            (
+                "POST",
+                "/api/v1/drift/promote".into(),
+                format!(r#"{{"drift_id": "{a_drift}", "typed_column": "model"}}"#),
+                Permission::ManageSources,
+                409,
+            ),
+            (
+                "POST",
+                "/api/v1/drift/dismiss".into(),
+                format!(r#"{{"drift_id": "{a_drift}"}}"#),
+                Permission::ManageSources,
+                204,
             ),
             (
                 "PUT",
@@ -514,7 +540,10 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
             "{response}"
         );
 
-        // Tenant B's member, invitation and token do not exist for tenant A's tokens.
+        // Tenant B's member, invitation, token and drift field do not exist for tenant A's
+        // tokens.
+        let b_promotion = format!(r#"{{"drift_id": "{b_drift}", "typed_column": "model"}}"#);
+        let b_dismissal = format!(r#"{{"drift_id": "{b_drift}"}}"#);
         let b_objects = [
             (
                 "PATCH",
@@ -546,6 +575,18 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 "",
                 Permission::ManageSso,
             ),
+            (
+                "POST",
+                "/api/v1/drift/promote".to_owned(),
+                b_promotion.as_str(),
+                Permission::ManageSources,
+            ),
+            (
+                "POST",
+                "/api/v1/drift/dismiss".to_owned(),
+                b_dismissal.as_str(),
+                Permission::ManageSources,
+            ),
         ];
         for (method, path, body, permission) in b_objects {
             if !role.allows(permission) {
@@ -566,6 +607,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
             ("/api/v1/invitations", Permission::ManageMembers),
             ("/api/v1/api-tokens", Permission::ManageApiTokens),
             ("/api/v1/audit?limit=1000", Permission::ViewAudit),
+            ("/api/v1/drift", Permission::ManageSources),
         ] {
             if !role.allows(permission) {
                 continue;

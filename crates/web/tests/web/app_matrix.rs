@@ -72,10 +72,15 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     }
     // Each tenant's read models (a site, a device with an extra and readings, a session),
     // named after it: the explorer lists and shows its own only.
+    let mut drift_ids = Vec::new();
     for (tenant, prefix) in [(a, "acme"), (b, "globex")] {
         let source = crate::api::source(&database, tenant).await;
         crate::api::read_models(&mut admin, tenant, source, prefix).await;
+        // A field of each tenant left to the typed extras: its admins see it in the inbox.
+        let field = format!("{prefix}_drift_field");
+        drift_ids.push(crate::drift::drift_field(&mut admin, tenant, source, &field).await);
     }
+    let b_drift = drift_ids[1];
     drop(admin);
     // A saved dashboard of tenant B's, which no role of A's may see or change.
     let mut tx = crate::api::owner(&database, b).await;
@@ -143,6 +148,39 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         }
         if sources.body.contains("globex_gadgets") {
             failures.push(format!("{role}: lists tenant B's unmapped table"));
+        }
+        // The drift inbox: its own field for those who map tables; tenant B's field is neither
+        // shown nor reachable by its id.
+        let drift = browser.get("/app/drift").await;
+        let lists_drift = drift.body.contains("<code>acme_drift_field</code>");
+        if lists_drift != role.allows(Permission::ManageSources) {
+            failures.push(format!("{role}: lists its drift field = {lists_drift}"));
+        }
+        if drift.body.contains("globex_drift_field") {
+            failures.push(format!("{role}: lists tenant B's drift field"));
+        }
+        for action in ["/app/drift/dismiss", "/app/drift/promote"] {
+            let page = browser
+                .submit(
+                    "/app/overview",
+                    action,
+                    &[
+                        ("drift_id", &b_drift.to_string()),
+                        ("typed_column", "model"),
+                    ],
+                )
+                .await;
+            let expected = if role.allows(Permission::ManageSources) {
+                404
+            } else {
+                403
+            };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} {action} of tenant B's field: {} (expected {expected})",
+                    page.status
+                ));
+            }
         }
         // The explorer: every role reads its own entities; tenant B's are not found, by id
         // or by search.

@@ -3,7 +3,8 @@
 //! local address, the contact form swaps in place with htmx, sign-up lands in the app, the first
 //! Tab reaches the skip link, every public page loads with nothing in the browser's console (read
 //! back from chromedriver's log) and fits a phone's width, sign-out signs out, and an owner
-//! invites a viewer who joins through the link and is refused settings. Screenshots go to
+//! invites a viewer who joins through the link and is refused settings, and a promoted drift
+//! field becomes a typed column in the explorer once the pipeline rebuilds. Screenshots go to
 //! `$TRIBUTARY_SCREENSHOT_DIR` (default: `screenshots/` in Cargo's test temporary directory) for
 //! CI to keep as artifacts.
 
@@ -811,4 +812,112 @@ async fn every_public_page_loads_without_console_errors_in_a_real_browser() {
         );
     }
     client.close().await.unwrap();
+}
+
+/// The drift inbox end to end: a device table's unclaimed field lands in the extras, an admin
+/// promotes it on `/app/drift`, the pipeline's replay worker carries out the rebuild the
+/// promotion recorded, and the explorer shows the field as the typed column.
+#[tokio::test]
+async fn promoting_a_drift_field_makes_it_a_typed_column_in_the_explorer() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let tenant = crate::api::tenant(&database, "Acme").await;
+    crate::auth::member(
+        &database,
+        tenant,
+        "admin@acme.example.com",
+        domain::Role::Admin,
+    )
+    .await;
+    let source = domain::SourceId::new_random();
+    crate::drift::map_devices(&database, tenant, source).await;
+    let event_time = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
+    store::service::bronze::insert(
+        &database.service,
+        &[store::service::bronze::BronzeRow {
+            tenant,
+            event_id: domain::EventId::derive(source, millis, domain::Lsn(16), 0),
+            event_time,
+            source,
+            op: "insert".into(),
+            schema_name: "public".into(),
+            table_name: "devices".into(),
+            lsn: 16,
+            seq: 0,
+            xid: None,
+            payload: json!({
+                "key": { "device_id": "d1" },
+                "after": { "device_id": "d1", "name": "Charger one", "colour": "red" },
+            })
+            .to_string(),
+        }],
+    )
+    .await
+    .unwrap();
+    pipeline::materializer::rebuild(&database.service, tenant)
+        .await
+        .unwrap();
+    let mut tx = crate::api::owner(&database, tenant).await;
+    let fields = store::drift::list(&mut tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    let drift_id = fields[0].drift_id;
+
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+    client.goto(&format!("{base}/auth")).await.unwrap();
+    fill(&client, "#signin-email", "admin@acme.example.com").await;
+    fill(&client, "#signin-password", crate::auth::PASSWORD).await;
+    click(&client, "form.form button[type=submit]").await;
+    wait_for_text(&client, r#"href="/app/drift""#).await;
+
+    client
+        .goto(&format!("{base}/app/explore/devices/d1"))
+        .await
+        .unwrap();
+    wait_for_text(&client, "<code>colour</code>").await;
+
+    client.goto(&format!("{base}/app/drift")).await.unwrap();
+    wait_for_text(&client, "<code>colour</code>").await;
+    screenshot(&client, "drift-inbox").await;
+    client
+        .find(Locator::Css(&format!("#promote-{drift_id}")))
+        .await
+        .unwrap()
+        .select_by_value("model")
+        .await
+        .unwrap();
+    click(
+        &client,
+        &format!(r#"tr[data-drift-id="{drift_id}"] form[action="/app/drift/promote"] button"#),
+    )
+    .await;
+    wait_for_text(&client, "a rebuild is requested").await;
+    assert!(client.source().await.unwrap().contains("No drift"));
+    screenshot(&client, "drift-promoted").await;
+
+    // The pipeline carries out the rebuild the promotion recorded.
+    let bus = bus::EmbeddedBus::open(database.service.clone(), 2)
+        .await
+        .unwrap();
+    let done = pipeline::replay::run_next(&database.service, &bus)
+        .await
+        .unwrap()
+        .expect("the promotion recorded a rebuild");
+    assert_eq!(
+        (done.kind.as_str(), done.status.as_str()),
+        ("rebuild", "done")
+    );
+
+    client
+        .goto(&format!("{base}/app/explore/devices/d1"))
+        .await
+        .unwrap();
+    wait_for_text(&client, "<dt>Model</dt><dd>red</dd>").await;
+    let page = client.source().await.unwrap();
+    assert!(!page.contains("<code>colour</code>"), "{page}");
+    screenshot(&client, "drift-explorer-column").await;
+    assert_eq!(console_errors(&client).await, Vec::<String>::new());
 }

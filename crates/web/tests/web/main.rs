@@ -9,6 +9,7 @@ mod browser;
 mod chromium;
 mod dashboards;
 mod dns;
+mod drift;
 mod explore;
 mod layers;
 mod live;

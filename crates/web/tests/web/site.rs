@@ -375,8 +375,8 @@ async fn the_contact_form_is_validated_stored_rate_limited_and_csrf_protected() 
 
 /// The public pages and the documents describe what ships: PostgreSQL capture, the materializer
 /// and the aggregator as running parts, the dashboards, the explorer and the analytics API by
-/// name, and what is only planned (the connector wizard, alerts, reports, the schema-change
-/// inbox) as planned, never as available.
+/// name (the schema-drift inbox among them), and what is only planned (the connector wizard,
+/// alerts, reports) as planned, never as available.
 #[tokio::test]
 async fn the_public_pages_are_true_to_what_ships() {
     let test_database = TestDatabase::new().await;
@@ -414,7 +414,7 @@ async fn the_public_pages_are_true_to_what_ships() {
             assert!(!body.contains(phrase), "{path} still says {phrase:?}");
         }
         // What is not built is only ever named as planned.
-        for planned in ["connector wizard", "inbox for schema changes"] {
+        for planned in ["connector wizard", "scheduled reports"] {
             for (at, _) in body.match_indices(planned) {
                 let before = &body[at.saturating_sub(400)..at];
                 assert!(
@@ -440,6 +440,7 @@ async fn the_public_pages_are_true_to_what_ships() {
         "server-drawn SVG charts",
         "<code>/app/explore</code>",
         "<code>/api/v1/analytics/*</code>",
+        "<code>/app/drift</code>",
     ] {
         assert!(
             platform.contains(shipped),
@@ -448,8 +449,7 @@ async fn the_public_pages_are_true_to_what_ships() {
     }
     assert!(
         platform.contains("Planned, not built yet: a connector wizard")
-            && platform.contains("alerts, scheduled")
-            && platform.contains("an inbox for schema changes"),
+            && platform.contains("alerts and scheduled"),
         "/platform names what is planned as planned"
     );
     let home = body("/");
