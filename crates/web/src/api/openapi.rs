@@ -184,13 +184,13 @@ const SERIES_QUERY: &[QueryParam] = &[
     ),
     param(
         "step",
-        "the bucket width (default: the finest that covers the range); buckets are aligned in UTC",
-        r#"{ "enum": ["1m", "5m", "1h", "1d"] }"#,
+        "the bucket width (default, or empty: the finest that covers the range); buckets are aligned in UTC",
+        r#"{ "enum": ["", "1m", "5m", "1h", "1d"] }"#,
     ),
     param(
         "agg",
-        "how a bucket's readings become one value (default avg)",
-        r#"{ "enum": ["avg", "min", "max", "sum", "count", "last"] }"#,
+        "how a bucket's readings become one value (default, or empty: avg)",
+        r#"{ "enum": ["", "avg", "min", "max", "sum", "count", "last"] }"#,
     ),
     param(
         "site",
@@ -204,8 +204,8 @@ const SERIES_QUERY: &[QueryParam] = &[
     ),
     param(
         "group_by",
-        "one series per site or per device, the top `limit` by the aggregation over the range",
-        r#"{ "enum": ["site", "device"] }"#,
+        "one series per site or per device, the top `limit` by the aggregation over the range (empty: one series)",
+        r#"{ "enum": ["", "site", "device"] }"#,
     ),
     param(
         "limit",
@@ -220,8 +220,8 @@ macro_rules! list_params {
         &[
             param("q", "a case-insensitive part of the id or the name", ENTITY_TEXT),
             $($extra,)*
-            param("sort", "the order (every order ends with the id)", $sort),
-            param("order", "ascending (default) or descending", r#"{ "enum": ["asc", "desc"] }"#),
+            param("sort", "the order (every order ends with the id; empty: by id)", $sort),
+            param("order", "ascending (default, or empty) or descending", r#"{ "enum": ["", "asc", "desc"] }"#),
             param(
                 "limit",
                 "page size (default 50)",
@@ -237,14 +237,14 @@ macro_rules! list_params {
 }
 
 const SITES_QUERY: &[QueryParam] =
-    list_params!(r#"{ "enum": ["id", "name", "recent", "updated_at"] }"#);
+    list_params!(r#"{ "enum": ["", "id", "name", "recent", "updated_at"] }"#);
 const DEVICES_QUERY: &[QueryParam] = list_params!(
-    r#"{ "enum": ["id", "name", "recent", "updated_at"] }"#,
+    r#"{ "enum": ["", "id", "name", "recent", "updated_at"] }"#,
     param("site", "devices of this site", ENTITY_TEXT),
     param("status", "exact status", ENTITY_TEXT)
 );
 const SESSIONS_QUERY: &[QueryParam] = list_params!(
-    r#"{ "enum": ["id", "recent", "updated_at"] }"#,
+    r#"{ "enum": ["", "id", "recent", "updated_at"] }"#,
     param("site", "sessions at this site", ENTITY_TEXT),
     param("device", "sessions of this device", ENTITY_TEXT),
     param("status", "exact status", ENTITY_TEXT)
