@@ -303,13 +303,15 @@ fn series_statement(
     } else {
         to + Duration::seconds(step)
     };
-    let attributed = query.group_by.is_some() || query.site.is_some() || query.device.is_some();
+    let filtered = query.site.is_some() || query.device.is_some();
     let minutes = matches!(query.step, Step::Minute | Step::FiveMinutes);
-    let statements = match (minutes, attributed) {
-        (true, false) => &SERIES_OF_MINUTES,
-        (false, false) => &SERIES_OF_HOURS,
-        (true, true) => &ATTRIBUTED_SERIES_OF_MINUTES,
-        (false, true) => &ATTRIBUTED_SERIES_OF_HOURS,
+    let statements = match (minutes, filtered, query.group_by.is_some()) {
+        (true, false, false) => &SERIES_OF_MINUTES,
+        (false, false, false) => &SERIES_OF_HOURS,
+        (true, false, true) => &GROUPED_SERIES_OF_MINUTES,
+        (false, false, true) => &GROUPED_SERIES_OF_HOURS,
+        (true, true, _) => &FILTERED_SERIES_OF_MINUTES,
+        (false, true, _) => &FILTERED_SERIES_OF_HOURS,
     };
     let statement = statements[match query.aggregation {
         Aggregation::Avg => 0,
@@ -470,14 +472,17 @@ macro_rules! series_statement {
 }
 
 /// The series statement over `$table`, whose bucket time is `$time`, by `$agg`, of a device or
-/// a site or split by them. Parameters: $1 the key, $2-$3 the range of row times, $4 the step
-/// in seconds, $5 the device, $6 the site, $7 the grouping (`device`, `site` or null), $8 how
-/// many groups (ranked by the same aggregation over the whole range).
+/// a site or split by them, over the rows of `$rows` (aliased `m`). Parameters: $1 the key,
+/// $2-$3 the range of row times, $4 the step in seconds, $5 the device, $6 the site, $7 the
+/// grouping (`device`, `site` or null), $8 how many groups (ranked by the same aggregation over
+/// the whole range).
 ///
 /// Each row is attributed to a device (its own, or its session's) and a site (its own, its
 /// device's, or its session's, else its session's device's), whether or not they were deleted.
+/// Only the columns the grouping and the filters use are kept, so the planner leaves out the
+/// joins the others would need.
 macro_rules! attributed_series_statement {
-    ($table:literal, $time:literal, $agg:ident) => {
+    ($rows:expr, $time:literal, $agg:ident) => {
         concat!(
             "with attributed as ( \
                  select m.tenant_id, m.value_sum, m.value_sum_exact, \
@@ -491,9 +496,8 @@ macro_rules! attributed_series_statement {
                          when 'device' then d.site_id \
                          else coalesce(s.site_id, sd.site_id) end as site_id \
                  from ",
-            $table,
-            " m \
-                 left join analytics.sessions s on m.entity_kind = 'session' \
+            $rows,
+            " left join analytics.sessions s on m.entity_kind = 'session' \
                      and s.tenant_id = m.tenant_id and s.session_id = m.entity_id \
                  left join analytics.devices d on m.entity_kind = 'device' \
                      and d.tenant_id = m.tenant_id and d.device_id = m.entity_id \
@@ -506,8 +510,11 @@ macro_rules! attributed_series_statement {
             " < $3 \
              ), \
              kept as materialized ( \
-                 select a.*, case $7::text when 'device' then a.device_id \
-                     when 'site' then a.site_id end as grp \
+                 select a.tenant_id, a.bucket, a.value_sum, a.value_sum_exact, a.value_count, \
+                     a.value_min, a.value_max, a.last_value, a.last_measured_at, \
+                     a.last_pos_lsn, a.last_pos_seq, a.last_reading_id, \
+                     case $7::text when 'device' then a.device_id \
+                         when 'site' then a.site_id end as grp \
                  from attributed a \
                  where ($5::text is null or a.device_id = $5) \
                      and ($6::text is null or a.site_id = $6) \
@@ -542,10 +549,34 @@ macro_rules! attributed_series_statement {
     };
 }
 
+/// The rows of a series of a device ($5) or, without one, of a site ($6): those of the
+/// entities that can be attributed to it, each read through the primary key. The device's own
+/// readings (whether or not it is in the read model) and its sessions'; or the site's own, its
+/// devices' and the sessions of it or of its devices. The attribution then keeps exactly the
+/// rows of the device and the site.
+macro_rules! filtered_rows {
+    ($table:literal) => {
+        concat!(
+            "(select 'device'::text as kind, $5::text as id where $5::text is not null \
+              union all select 'session', session_id from analytics.sessions \
+                  where $5::text is not null and device_id = $5 \
+              union all select 'site', $6::text where $5::text is null \
+              union all select 'device', device_id from analytics.devices \
+                  where $5::text is null and site_id = $6 \
+              union all select 'session', session_id from analytics.sessions \
+                  where $5::text is null and (site_id = $6 or device_id in \
+                      (select device_id from analytics.devices where site_id = $6)) \
+             ) e join ",
+            $table,
+            " m on m.entity_kind = e.kind and m.entity_id = e.id"
+        )
+    };
+}
+
 /// The statements of a series by table and by aggregation, in the order avg, min, max, sum,
 /// count, last.
 macro_rules! series_statements {
-    ($statement:ident, $table:literal, $time:literal) => {
+    ($statement:ident, $table:expr, $time:literal) => {
         [
             $statement!($table, $time, avg),
             $statement!($table, $time, min),
@@ -561,10 +592,20 @@ const SERIES_OF_MINUTES: [&str; 6] =
     series_statements!(series_statement, "analytics.metrics_min", "minute");
 const SERIES_OF_HOURS: [&str; 6] =
     series_statements!(series_statement, "analytics.metrics_hour", "hour");
-const ATTRIBUTED_SERIES_OF_MINUTES: [&str; 6] =
-    series_statements!(attributed_series_statement, "analytics.metrics_min", "minute");
-const ATTRIBUTED_SERIES_OF_HOURS: [&str; 6] =
-    series_statements!(attributed_series_statement, "analytics.metrics_hour", "hour");
+const GROUPED_SERIES_OF_MINUTES: [&str; 6] =
+    series_statements!(attributed_series_statement, "analytics.metrics_min m", "minute");
+const GROUPED_SERIES_OF_HOURS: [&str; 6] =
+    series_statements!(attributed_series_statement, "analytics.metrics_hour m", "hour");
+const FILTERED_SERIES_OF_MINUTES: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    filtered_rows!("analytics.metrics_min"),
+    "minute"
+);
+const FILTERED_SERIES_OF_HOURS: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    filtered_rows!("analytics.metrics_hour"),
+    "hour"
+);
 
 /// The entity kinds with a list and a detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -677,6 +718,7 @@ pub async fn entities(
         (EntityKind::Session, true) => SESSIONS_DESCENDING,
     };
     let mut statement = sqlx::query_as::<_, EntityRow>(statement)
+        .persistent(false)
         .bind(sort.as_str())
         .bind(search)
         .bind(after.as_ref().map(|after| after.value.is_none()))
@@ -981,6 +1023,11 @@ macro_rules! live_sessions {
 /// the cursor $3-$5 (sort value is null, sort value, id) in the order `$order`, compared by
 /// `$after`; at most $6 rows; then the kind's `$filters`. Sort values and ids compare in byte
 /// order, nulls after every value.
+///
+/// Planned with its parameters (never kept prepared), the sort value of a sort by id is the
+/// constant empty text and the order is the id's alone, which the index on the id in byte order
+/// (migration 0025) serves, and a cursor of that sort (always an empty sort value) is a seek
+/// on it.
 macro_rules! entity_page {
     ($kind:ident, $filters:literal, $after:literal, $order:literal) => {
         concat!(
@@ -993,6 +1040,9 @@ macro_rules! entity_page {
                  collate \"C\", e.id collate \"C\") ",
             $after,
             " ($3::boolean, $4::text collate \"C\", $5::text collate \"C\")) \
+             and ($1::text <> 'id' or $5::text is null or e.id collate \"C\" ",
+            $after,
+            " $5::text collate \"C\") \
              order by e.sort_value is null ",
             $order,
             ", coalesce(e.sort_value, '') collate \"C\" ",
