@@ -1046,7 +1046,7 @@ mod tests {
         let report = run(&args, &database, test_database.settings())
             .await
             .unwrap();
-        assert_eq!(report.measured.len(), 39, "{report:#?}");
+        assert_eq!(report.measured.len(), 37, "{report:#?}");
         for measured in &report.measured {
             assert!(
                 measured.api.p50 > 0.0 && measured.sql.p50 > 0.0,
