@@ -141,7 +141,10 @@ impl RollupProof {
     pub fn from_rollup(&self) -> bool {
         self.hour_scans.total() > 0
             && self.minute_scans.total() == 0
-            && self.plan_relations.iter().any(|name| name == "metrics_hour")
+            && self
+                .plan_relations
+                .iter()
+                .any(|name| name == "metrics_hour")
             && !self.plan_relations.iter().any(|name| name == "metrics_min")
     }
 }
@@ -290,9 +293,13 @@ pub async fn run(
             },
         )
         .await?;
-        let (token, text) =
-            store::api_tokens::create(&mut tx, "dashboard bench", Role::Viewer, time::Duration::days(1))
-                .await?;
+        let (token, text) = store::api_tokens::create(
+            &mut tx,
+            "dashboard bench",
+            Role::Viewer,
+            time::Duration::days(1),
+        )
+        .await?;
         tx.commit().await?;
         (token.token_id, text)
     };
@@ -542,7 +549,10 @@ impl SeriesCase {
             7 => "week",
             _ => "month",
         };
-        let mut name = format!("series {} {} over a {range} {}", self.key, self.step, self.agg);
+        let mut name = format!(
+            "series {} {} over a {range} {}",
+            self.key, self.step, self.agg
+        );
         if let Some(group_by) = self.group_by {
             name.push_str(&format!(" by {group_by}"));
         }
@@ -596,9 +606,8 @@ impl SeriesCase {
         let bucket = format!(
             "date_bin(make_interval(secs => $5), {time}, timestamptz '2000-01-01 00:00:00+00')"
         );
-        let range = format!(
-            "m.tenant_id = $1 and m.metric_key = $2 and m.{time} >= $3 and m.{time} < $4"
-        );
+        let range =
+            format!("m.tenant_id = $1 and m.metric_key = $2 and m.{time} >= $3 and m.{time} < $4");
         let mut binds = vec![
             Bind::Text(self.key.into()),
             Bind::Time(end - self.range),
@@ -885,8 +894,7 @@ async fn cases(client: &Client, shape: &DashboardShape) -> anyhow::Result<Vec<Ca
         format!("{SESSION_COLUMNS} order by s.session_id limit 50"),
         vec![],
     ));
-    let (cursor, last) =
-        after("/api/v1/analytics/sessions?sort=id", depth(shape.sessions)).await?;
+    let (cursor, last) = after("/api/v1/analytics/sessions?sort=id", depth(shape.sessions)).await?;
     cases.push(list(
         &format!("sessions, page after {} by id", depth(shape.sessions)),
         &format!("/api/v1/analytics/sessions?sort=id&limit=50&cursor={cursor}"),
@@ -1018,7 +1026,9 @@ async fn prove_rollup(
 /// The scans of the minutes and of the hours once two readings 1.2 s apart agree (a
 /// connection that could not flush its counts at once retries within ten seconds; the caller
 /// reads before anything else ran through the server, and after, until the hours' count moved).
-async fn settled_scans(connection: &ConnectionSettings) -> anyhow::Result<(TableScans, TableScans)> {
+async fn settled_scans(
+    connection: &ConnectionSettings,
+) -> anyhow::Result<(TableScans, TableScans)> {
     let mut last = bench_support::rollup_scans(connection).await?;
     loop {
         tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -364,10 +364,14 @@ pub(crate) async fn explain_series(
 ) -> Result<Vec<String>, StoreError> {
     let (statement, from, to) = series_statement(query)?;
     let explain = format!("explain (format json) {statement}");
-    let (plan,): (serde_json::Value,) =
-        bind_series(sqlx::query_as(sqlx::AssertSqlSafe(explain)), query, from, to)
-            .fetch_one(tx.connection())
-            .await?;
+    let (plan,): (serde_json::Value,) = bind_series(
+        sqlx::query_as(sqlx::AssertSqlSafe(explain)),
+        query,
+        from,
+        to,
+    )
+    .fetch_one(tx.connection())
+    .await?;
     fn relations(node: &serde_json::Value, found: &mut Vec<String>) {
         match node {
             serde_json::Value::Object(fields) => {
@@ -592,10 +596,16 @@ const SERIES_OF_MINUTES: [&str; 6] =
     series_statements!(series_statement, "analytics.metrics_min", "minute");
 const SERIES_OF_HOURS: [&str; 6] =
     series_statements!(series_statement, "analytics.metrics_hour", "hour");
-const GROUPED_SERIES_OF_MINUTES: [&str; 6] =
-    series_statements!(attributed_series_statement, "analytics.metrics_min m", "minute");
-const GROUPED_SERIES_OF_HOURS: [&str; 6] =
-    series_statements!(attributed_series_statement, "analytics.metrics_hour m", "hour");
+const GROUPED_SERIES_OF_MINUTES: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    "analytics.metrics_min m",
+    "minute"
+);
+const GROUPED_SERIES_OF_HOURS: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    "analytics.metrics_hour m",
+    "hour"
+);
 const FILTERED_SERIES_OF_MINUTES: [&str; 6] = series_statements!(
     attributed_series_statement,
     filtered_rows!("analytics.metrics_min"),

@@ -373,7 +373,12 @@ pub async fn seed_dashboard_tenant(
     let minutes = shape.days * 1440;
     for (kind, key, entities, readings) in [
         ("device", "power_kw", shape.devices, shape.device_readings),
-        ("session", "energy_kwh", shape.sessions, shape.session_readings),
+        (
+            "session",
+            "energy_kwh",
+            shape.sessions,
+            shape.session_readings,
+        ),
     ] {
         if entities == 0 || readings == 0 {
             continue;
