@@ -138,7 +138,7 @@ pub struct RollupProof {
 }
 
 impl RollupProof {
-    pub fn from_rollup(&self) -> bool {
+    pub fn answered_from_rollup(&self) -> bool {
         self.hour_scans.total() > 0
             && self.minute_scans.total() == 0
             && self
@@ -217,7 +217,7 @@ impl Report {
             "a week of 1-hour buckets from the hourly rollup: {} (while the API answered it once: \
              metrics_hour {} seq + {} index scans, metrics_min {} seq + {} index scans; the plan \
              reads {})",
-            if self.rollup.from_rollup() {
+            if self.rollup.answered_from_rollup() {
                 "yes"
             } else {
                 "NO"
@@ -1068,7 +1068,7 @@ mod tests {
             );
         }
         assert!(
-            report.rollup.from_rollup(),
+            report.rollup.answered_from_rollup(),
             "a week of hours was not answered from the rollup: {:?}",
             report.rollup
         );
