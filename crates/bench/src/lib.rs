@@ -3,6 +3,7 @@
 //! `tributary` library; `main` parses and calls [`run`].
 
 mod capture;
+mod dashboard;
 mod ingest;
 mod machine;
 mod materialize;
@@ -20,14 +21,15 @@ use tributary::{GlobalOptions, Settings};
     about,
     long_about = "Benchmarks of Tributary that print figures against a baseline measured in the \
 same run: ingest against a raw COPY, the agent's capture against pg_recvlogical, the materializer \
-against the bronze writer. They print figures; they are not tests.\n\n\
+against the bronze writer, the analytics API against hand-written SQL. They print figures; they are not tests.\n\n\
 Each starts a private platform (and what else it measures) in temporary directories and removes \
 them afterwards, unless a database is given. The options of the platform are those of \
 `tributary`, with the same TRIBUTARY_* environment variables and --config file.",
     after_help = "Examples:\n  \
 tributary-bench ingest                          1M events through edge, bus and bronze\n  \
 tributary-bench capture --rows 200000 --skip-latency\n  \
-tributary-bench materialize --events 50000 --rate 2000 --seconds 10\n\n\
+tributary-bench materialize --events 50000 --rate 2000 --seconds 10\n  \
+tributary-bench dashboard --events 1000000 --tenants 5\n\n\
 Build with --release for meaningful figures."
 )]
 pub struct Cli {
@@ -52,6 +54,12 @@ pub enum Command {
     /// global rollups at a steady offered rate. Runs a private platform in a temporary
     /// directory unless a database is given.
     Materialize(materialize::MaterializeArgs),
+    /// Server time of each dashboard and explorer query through the JSON API against the same
+    /// question as hand-written SQL on the same data (a ratio), over one tenant's read models
+    /// worth 10M events beside 20 other tenants, and whether a week of 1-hour buckets is read
+    /// from the hourly rollup. Runs a private platform in a temporary directory unless a
+    /// database is given.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// Runs a parsed command line to its exit status.
@@ -61,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Ingest(args) => ingest::ingest(args, settings).await,
         Command::Capture(args) => capture::capture(args, settings).await,
         Command::Materialize(args) => materialize::materialize(args, settings).await,
+        Command::Dashboard(args) => dashboard::dashboard(args, settings).await,
     })
 }
 

@@ -258,45 +258,15 @@ pub struct Series {
 /// [`StoreError::InvalidParameter`]). Ungrouped, it is one series, with no points when nothing
 /// matched; grouped, one series per group, the top-ranked first.
 pub async fn series(tx: &mut TenantTx, query: &SeriesQuery) -> Result<Vec<Series>, StoreError> {
-    query.validate()?;
-    let step = query.step.seconds();
-    let from = floor_to(query.from, step, "from")?;
-    let to = floor_to(query.to, step, "to")?;
-    // The end of the bucket `to` falls in, unless it starts one: rows before it belong to
-    // buckets that start before `to`.
-    let to = if to == query.to {
-        to
-    } else {
-        to + Duration::seconds(step)
-    };
-    let statement = match query.step {
-        Step::Minute | Step::FiveMinutes => SERIES_FROM_MINUTES,
-        Step::Hour | Step::Day => SERIES_FROM_HOURS,
-    };
-    let rows: Vec<SeriesRow> = sqlx::query_as(statement)
-        .bind(&query.key)
-        .bind(from)
-        .bind(to)
-        .bind(step as f64)
-        .bind(query.device.as_deref())
-        .bind(query.site.as_deref())
-        .bind(query.group_by.map(GroupBy::as_str))
-        .bind(query.aggregation.as_str())
-        .bind(i64::from(query.limit))
+    let (statement, from, to) = series_statement(query)?;
+    let rows: Vec<SeriesRow> = bind_series(sqlx::query_as(statement), query, from, to)
         .fetch_all(tx.connection())
         .await?;
     let mut lines: Vec<Series> = Vec::new();
     for row in rows {
         let point = Point {
             at: row.bucket,
-            value: match query.aggregation {
-                Aggregation::Avg => row.avg,
-                Aggregation::Min => row.min,
-                Aggregation::Max => row.max,
-                Aggregation::Sum => row.sum,
-                Aggregation::Count => row.count as f64,
-                Aggregation::Last => row.last,
-            },
+            value: row.value,
             count: row.count,
         };
         match lines.last_mut() {
@@ -318,6 +288,111 @@ pub async fn series(tx: &mut TenantTx, query: &SeriesQuery) -> Result<Vec<Series
     Ok(lines)
 }
 
+/// The statement `query` runs (validated first) and the range of row times it reads.
+fn series_statement(
+    query: &SeriesQuery,
+) -> Result<(&'static str, OffsetDateTime, OffsetDateTime), StoreError> {
+    query.validate()?;
+    let step = query.step.seconds();
+    let from = floor_to(query.from, step, "from")?;
+    let to = floor_to(query.to, step, "to")?;
+    // The end of the bucket `to` falls in, unless it starts one: rows before it belong to
+    // buckets that start before `to`.
+    let to = if to == query.to {
+        to
+    } else {
+        to + Duration::seconds(step)
+    };
+    let filtered = query.site.is_some() || query.device.is_some();
+    let minutes = matches!(query.step, Step::Minute | Step::FiveMinutes);
+    let statements = match (minutes, filtered, query.group_by.is_some()) {
+        (true, false, false) => &SERIES_OF_MINUTES,
+        (false, false, false) => &SERIES_OF_HOURS,
+        (true, false, true) => &GROUPED_SERIES_OF_MINUTES,
+        (false, false, true) => &GROUPED_SERIES_OF_HOURS,
+        (true, true, _) => &FILTERED_SERIES_OF_MINUTES,
+        (false, true, _) => &FILTERED_SERIES_OF_HOURS,
+    };
+    let statement = statements[match query.aggregation {
+        Aggregation::Avg => 0,
+        Aggregation::Min => 1,
+        Aggregation::Max => 2,
+        Aggregation::Sum => 3,
+        Aggregation::Count => 4,
+        Aggregation::Last => 5,
+    }];
+    Ok((statement, from, to))
+}
+
+/// `statement` (of [`series_statement`] for `query`) with its parameters bound: the key, the
+/// range and the step; and for an attributed series the device, the site, the grouping and how
+/// many groups.
+///
+/// Never a prepared statement kept on the connection: its generic plan, made without the
+/// parameters, cannot see that a filter is absent or how much of the table the range covers,
+/// and has joined every row to the devices by scanning them. Planned with its parameters each
+/// time, a series costs a plan of about a millisecond.
+fn bind_series<'q, O>(
+    statement: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    query: &'q SeriesQuery,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let statement = statement
+        .persistent(false)
+        .bind(&query.key)
+        .bind(from)
+        .bind(to)
+        .bind(query.step.seconds() as f64);
+    if query.group_by.is_some() || query.site.is_some() || query.device.is_some() {
+        statement
+            .bind(query.device.as_deref())
+            .bind(query.site.as_deref())
+            .bind(query.group_by.map(GroupBy::as_str))
+            .bind(i64::from(query.limit))
+    } else {
+        statement
+    }
+}
+
+/// The relations the plan of the statement [`series`] runs for `query` reads, with the same
+/// parameters, from `EXPLAIN` (for the dashboard benchmark, which shows which table a series
+/// read).
+pub(crate) async fn explain_series(
+    tx: &mut TenantTx,
+    query: &SeriesQuery,
+) -> Result<Vec<String>, StoreError> {
+    let (statement, from, to) = series_statement(query)?;
+    let explain = format!("explain (format json) {statement}");
+    let (plan,): (serde_json::Value,) = bind_series(
+        sqlx::query_as(sqlx::AssertSqlSafe(explain)),
+        query,
+        from,
+        to,
+    )
+    .fetch_one(tx.connection())
+    .await?;
+    fn relations(node: &serde_json::Value, found: &mut Vec<String>) {
+        match node {
+            serde_json::Value::Object(fields) => {
+                if let Some(serde_json::Value::String(name)) = fields.get("Relation Name") {
+                    found.push(name.clone());
+                }
+                fields.values().for_each(|value| relations(value, found));
+            }
+            serde_json::Value::Array(values) => {
+                values.iter().for_each(|value| relations(value, found))
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    relations(&plan, &mut found);
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
 /// `at` rounded down to a multiple of `seconds` since the Unix epoch (UTC).
 fn floor_to(
     at: OffsetDateTime,
@@ -329,51 +404,104 @@ fn floor_to(
         .map_err(|_| InvalidParameter::new(parameter, "the time is out of range"))
 }
 
-/// One bucket of one group, with every aggregation.
+/// One bucket of one group: its value by the query's aggregation and its readings.
 #[derive(sqlx::FromRow)]
 struct SeriesRow {
     #[sqlx(rename = "grp")]
     group: Option<String>,
     label: Option<String>,
     bucket: OffsetDateTime,
-    avg: f64,
-    min: f64,
-    max: f64,
-    sum: f64,
+    value: f64,
     count: i64,
-    last: f64,
 }
 
-/// The series statement over `$table`, whose bucket time is `$time`. Parameters: $1 the key,
+/// The value of a bucket (or a group's score) by each aggregation, over rows with the columns
+/// of `metrics_min` and `metrics_hour`. An average is the rounded exact sum over the count, so
+/// equal averages compare equal; a sum is the exact sum rounded once; the last value is the
+/// newest of the rows' by (measured at, position, reading id in byte order). Each statement
+/// computes only its own: an aggregate under a `case` is computed whichever branch is taken.
+macro_rules! aggregate {
+    (avg) => {
+        "sum(coalesce(value_sum_exact, value_sum::text::numeric))::float8 \
+         / sum(value_count)::float8"
+    };
+    (min) => {
+        "min(value_min)"
+    };
+    (max) => {
+        "max(value_max)"
+    };
+    (sum) => {
+        "sum(coalesce(value_sum_exact, value_sum::text::numeric))::float8"
+    };
+    (count) => {
+        "sum(value_count)::float8"
+    };
+    (last) => {
+        "(array_agg(last_value order by last_measured_at desc nulls last, last_pos_lsn desc, \
+             last_pos_seq desc, last_reading_id collate \"C\" desc nulls last))[1]"
+    };
+}
+
+/// The bucket of a row time `$time`: $4 the step in seconds, aligned in UTC.
+macro_rules! bucket {
+    ($($time:literal),+) => {
+        concat!(
+            "date_bin(make_interval(secs => $4), ",
+            $($time,)+
+            ", timestamptz '2000-01-01 00:00:00+00')"
+        )
+    };
+}
+
+/// The series of the whole tenant over `$table`, whose bucket time is `$time`, by `$agg`.
+/// Parameters: $1 the key, $2-$3 the range of row times, $4 the step in seconds. Reads the
+/// key's rows in the range through the index on (tenant, key, time) and nothing else.
+macro_rules! series_statement {
+    ($table:literal, $time:literal, $agg:ident) => {
+        concat!(
+            "select null::text as grp, null::text as label, ",
+            bucket!($time),
+            " as bucket, ",
+            aggregate!($agg),
+            " as value, sum(value_count)::bigint as count from ",
+            $table,
+            " where metric_key = $1 and ",
+            $time,
+            " >= $2 and ",
+            $time,
+            " < $3 group by bucket order by bucket"
+        )
+    };
+}
+
+/// The series statement over `$table`, whose bucket time is `$time`, by `$agg`, of a device or
+/// a site or split by them, over the rows of `$rows` (aliased `m`). Parameters: $1 the key,
 /// $2-$3 the range of row times, $4 the step in seconds, $5 the device, $6 the site, $7 the
-/// grouping (`device`, `site` or null), $8 the aggregation the groups are ranked by, $9 how many
-/// groups.
+/// grouping (`device`, `site` or null), $8 how many groups (ranked by the same aggregation over
+/// the whole range).
 ///
 /// Each row is attributed to a device (its own, or its session's) and a site (its own, its
 /// device's, or its session's, else its session's device's), whether or not they were deleted.
-/// A bucket's average is its rounded sum over its count, so equal averages compare equal; its
-/// sum is the exact sum rounded once; its last value is the newest of its rows' by (measured
-/// at, position, reading id in byte order).
-macro_rules! series_statement {
-    ($table:literal, $time:literal) => {
+/// Only the columns the grouping and the filters use are kept, so the planner leaves out the
+/// joins the others would need.
+macro_rules! attributed_series_statement {
+    ($rows:expr, $time:literal, $agg:ident) => {
         concat!(
             "with attributed as ( \
-                 select m.tenant_id, m.value_sum, \
-                     coalesce(m.value_sum_exact, m.value_sum::text::numeric) as value_sum_exact, \
+                 select m.tenant_id, m.value_sum, m.value_sum_exact, \
                      m.value_count, m.value_min, m.value_max, m.last_value, m.last_measured_at, \
-                     m.last_pos_lsn, m.last_pos_seq, m.last_reading_id, \
-                     date_bin(make_interval(secs => $4), m.",
-            $time,
-            ", timestamptz '2000-01-01 00:00:00+00') as bucket, \
+                     m.last_pos_lsn, m.last_pos_seq, m.last_reading_id, ",
+            bucket!("m.", $time),
+            " as bucket, \
                      case m.entity_kind when 'device' then m.entity_id \
                          when 'session' then s.device_id end as device_id, \
                      case m.entity_kind when 'site' then m.entity_id \
                          when 'device' then d.site_id \
                          else coalesce(s.site_id, sd.site_id) end as site_id \
                  from ",
-            $table,
-            " m \
-                 left join analytics.sessions s on m.entity_kind = 'session' \
+            $rows,
+            " left join analytics.sessions s on m.entity_kind = 'session' \
                      and s.tenant_id = m.tenant_id and s.session_id = m.entity_id \
                  left join analytics.devices d on m.entity_kind = 'device' \
                      and d.tenant_id = m.tenant_id and d.device_id = m.entity_id \
@@ -385,43 +513,33 @@ macro_rules! series_statement {
             $time,
             " < $3 \
              ), \
-             selected as ( \
-                 select a.*, case $7::text when 'device' then a.device_id \
-                     when 'site' then a.site_id end as grp \
+             kept as materialized ( \
+                 select a.tenant_id, a.bucket, a.value_sum, a.value_sum_exact, a.value_count, \
+                     a.value_min, a.value_max, a.last_value, a.last_measured_at, \
+                     a.last_pos_lsn, a.last_pos_seq, a.last_reading_id, \
+                     case $7::text when 'device' then a.device_id \
+                         when 'site' then a.site_id end as grp \
                  from attributed a \
                  where ($5::text is null or a.device_id = $5) \
                      and ($6::text is null or a.site_id = $6) \
-             ), \
-             kept as ( \
-                 select * from selected where $7::text is null or grp is not null \
+                     and ($7::text is null or case $7::text when 'device' then a.device_id \
+                         when 'site' then a.site_id end is not null) \
              ), \
              ranked as ( \
-                 select grp, case $8::text \
-                         when 'avg' then \
-                             sum(value_sum_exact)::float8 / sum(value_count)::float8 \
-                         when 'min' then min(value_min) \
-                         when 'max' then max(value_max) \
-                         when 'sum' then sum(value_sum_exact)::float8 \
-                         when 'count' then sum(value_count)::float8 \
-                         else (array_agg(last_value order by last_measured_at desc nulls last, \
-                             last_pos_lsn desc, last_pos_seq desc, \
-                             last_reading_id collate \"C\" desc nulls last))[1] \
-                     end as score \
+                 select grp, ",
+            aggregate!($agg),
+            " as score \
                  from kept group by grp \
                  order by score desc, grp collate \"C\" \
-                 limit $9 \
+                 limit $8 \
              ), \
              buckets as ( \
-                 select tenant_id, grp, bucket, \
-                     sum(value_sum_exact)::float8 as sum, sum(value_count)::bigint as count, \
-                     min(value_min) as min, max(value_max) as max, \
-                     (array_agg(last_value order by last_measured_at desc nulls last, \
-                         last_pos_lsn desc, last_pos_seq desc, \
-                         last_reading_id collate \"C\" desc nulls last))[1] as last \
+                 select tenant_id, grp, bucket, ",
+            aggregate!($agg),
+            " as value, sum(value_count)::bigint as count \
                  from kept group by tenant_id, grp, bucket \
              ) \
-             select b.grp, coalesce(ld.name, ls.name) as label, b.bucket, \
-                 b.sum / b.count::float8 as avg, b.min, b.max, b.sum, b.count, b.last \
+             select b.grp, coalesce(ld.name, ls.name) as label, b.bucket, b.value, b.count \
              from buckets b \
              join ranked r on r.grp is not distinct from b.grp \
              left join analytics.devices ld on $7::text = 'device' \
@@ -435,8 +553,69 @@ macro_rules! series_statement {
     };
 }
 
-const SERIES_FROM_MINUTES: &str = series_statement!("analytics.metrics_min", "minute");
-const SERIES_FROM_HOURS: &str = series_statement!("analytics.metrics_hour", "hour");
+/// The rows of a series of a device ($5) or, without one, of a site ($6): those of the
+/// entities that can be attributed to it, each read through the primary key. The device's own
+/// readings (whether or not it is in the read model) and its sessions'; or the site's own, its
+/// devices' and the sessions of it or of its devices. The attribution then keeps exactly the
+/// rows of the device and the site.
+macro_rules! filtered_rows {
+    ($table:literal) => {
+        concat!(
+            "(select 'device'::text as kind, $5::text as id where $5::text is not null \
+              union all select 'session', session_id from analytics.sessions \
+                  where $5::text is not null and device_id = $5 \
+              union all select 'site', $6::text where $5::text is null \
+              union all select 'device', device_id from analytics.devices \
+                  where $5::text is null and site_id = $6 \
+              union all select 'session', session_id from analytics.sessions \
+                  where $5::text is null and (site_id = $6 or device_id in \
+                      (select device_id from analytics.devices where site_id = $6)) \
+             ) e join ",
+            $table,
+            " m on m.entity_kind = e.kind and m.entity_id = e.id"
+        )
+    };
+}
+
+/// The statements of a series by table and by aggregation, in the order avg, min, max, sum,
+/// count, last.
+macro_rules! series_statements {
+    ($statement:ident, $table:expr, $time:literal) => {
+        [
+            $statement!($table, $time, avg),
+            $statement!($table, $time, min),
+            $statement!($table, $time, max),
+            $statement!($table, $time, sum),
+            $statement!($table, $time, count),
+            $statement!($table, $time, last),
+        ]
+    };
+}
+
+const SERIES_OF_MINUTES: [&str; 6] =
+    series_statements!(series_statement, "analytics.metrics_min", "minute");
+const SERIES_OF_HOURS: [&str; 6] =
+    series_statements!(series_statement, "analytics.metrics_hour", "hour");
+const GROUPED_SERIES_OF_MINUTES: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    "analytics.metrics_min m",
+    "minute"
+);
+const GROUPED_SERIES_OF_HOURS: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    "analytics.metrics_hour m",
+    "hour"
+);
+const FILTERED_SERIES_OF_MINUTES: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    filtered_rows!("analytics.metrics_min"),
+    "minute"
+);
+const FILTERED_SERIES_OF_HOURS: [&str; 6] = series_statements!(
+    attributed_series_statement,
+    filtered_rows!("analytics.metrics_hour"),
+    "hour"
+);
 
 /// The entity kinds with a list and a detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -549,6 +728,7 @@ pub async fn entities(
         (EntityKind::Session, true) => SESSIONS_DESCENDING,
     };
     let mut statement = sqlx::query_as::<_, EntityRow>(statement)
+        .persistent(false)
         .bind(sort.as_str())
         .bind(search)
         .bind(after.as_ref().map(|after| after.value.is_none()))
@@ -853,6 +1033,11 @@ macro_rules! live_sessions {
 /// the cursor $3-$5 (sort value is null, sort value, id) in the order `$order`, compared by
 /// `$after`; at most $6 rows; then the kind's `$filters`. Sort values and ids compare in byte
 /// order, nulls after every value.
+///
+/// Planned with its parameters (never kept prepared), the sort value of a sort by id is the
+/// constant empty text and the order is the id's alone, which the index on the id in byte order
+/// (migration 0025) serves, and a cursor of that sort (always an empty sort value) is a seek
+/// on it.
 macro_rules! entity_page {
     ($kind:ident, $filters:literal, $after:literal, $order:literal) => {
         concat!(
@@ -865,6 +1050,9 @@ macro_rules! entity_page {
                  collate \"C\", e.id collate \"C\") ",
             $after,
             " ($3::boolean, $4::text collate \"C\", $5::text collate \"C\")) \
+             and ($1::text <> 'id' or $5::text is null or e.id collate \"C\" ",
+            $after,
+            " $5::text collate \"C\") \
              order by e.sort_value is null ",
             $order,
             ", coalesce(e.sort_value, '') collate \"C\" ",

@@ -219,3 +219,339 @@ pub async fn metric_counts(
     tx.rollback().await?;
     Ok(counts)
 }
+
+/// The read models `tributary-bench dashboard` seeds for one tenant: sites, devices (every
+/// 97th deleted) and sessions, one reading per minute row of `power_kw` from devices and of
+/// `energy_kwh` from sessions, spread evenly over `days` days before `end`, the hourly rollup
+/// of those minutes, and a few typed extras.
+#[derive(Debug, Clone)]
+pub struct DashboardShape {
+    pub source: Uuid,
+    pub sites: i64,
+    pub devices: i64,
+    pub sessions: i64,
+    pub device_readings: i64,
+    pub session_readings: i64,
+    /// The hour the readings end at (exclusive); aligned to the hour in UTC.
+    pub end: time::OffsetDateTime,
+    pub days: i64,
+}
+
+impl DashboardShape {
+    /// The id of site `index` (1-based), as seeded.
+    pub fn site_id(index: i64) -> String {
+        format!("site-{index:04}")
+    }
+
+    /// The id of device `index` (1-based), as seeded.
+    pub fn device_id(index: i64) -> String {
+        format!("device-{index:06}")
+    }
+
+    /// The id of session `index` (1-based), as seeded.
+    pub fn session_id(index: i64) -> String {
+        format!("session-{index:08}")
+    }
+}
+
+/// How many rows of each read model one tenant's seed wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeededRows {
+    pub entities: u64,
+    pub minutes: u64,
+    pub hours: u64,
+    pub extras: u64,
+}
+
+/// Seeds `shape` for `tenant`, set-based (`generate_series`), as the administrative login (the
+/// read models are written by the pipeline only; a benchmark writes them directly). The minute
+/// rows are written in `chunks` slices of time; `progress` is called after each statement with
+/// what it wrote.
+pub async fn seed_dashboard_tenant(
+    settings: &ConnectionSettings,
+    tenant: TenantId,
+    shape: &DashboardShape,
+    chunks: i64,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<SeededRows, StoreError> {
+    let mut connection = admin(settings).await?;
+    // A seed that is lost in a crash is simply run again.
+    sqlx::query("set synchronous_commit = off")
+        .execute(&mut connection)
+        .await?;
+    let tenant = *tenant.as_uuid();
+    let mut seeded = SeededRows::default();
+    let sites = sqlx::query(
+        "insert into analytics.sites (tenant_id, site_id, source_id, name, region, timezone, \
+             latitude, longitude, pos_lsn, pos_seq, updated_at) \
+         select $1, 'site-' || lpad(i::text, 4, '0'), $2, 'Site ' || i, \
+             (array['north', 'south', 'east', 'west'])[1 + i % 4], 'Europe/Berlin', \
+             45 + (i % 10) * 0.5, 8 + (i % 7) * 0.5, i, 0, $3 - make_interval(mins => i::int) \
+         from generate_series(1, $4::bigint) i",
+    )
+    .bind(tenant)
+    .bind(shape.source)
+    .bind(shape.end)
+    .bind(shape.sites)
+    .execute(&mut connection)
+    .await?
+    .rows_affected();
+    let devices = sqlx::query(
+        "insert into analytics.devices (tenant_id, device_id, source_id, site_id, name, kind, \
+             model, status, firmware, last_seen_at, pos_lsn, pos_seq, deleted_at, updated_at) \
+         select $1, 'device-' || lpad(i::text, 6, '0'), $2, \
+             'site-' || lpad((1 + i % $4)::text, 4, '0'), 'Device ' || i, \
+             (array['meter', 'inverter', 'charger'])[1 + i % 3], 'M-' || (i % 5), \
+             (array['online', 'online', 'online', 'offline', 'maintenance'])[1 + i % 5], \
+             '1.' || (i % 4), $3 - make_interval(secs => (i * 7)::float8), i, 0, \
+             case when i % 97 = 0 then $3 end, $3 - make_interval(mins => (i % 1440)::int) \
+         from generate_series(1, $5::bigint) i",
+    )
+    .bind(tenant)
+    .bind(shape.source)
+    .bind(shape.end)
+    .bind(shape.sites)
+    .bind(shape.devices)
+    .execute(&mut connection)
+    .await?
+    .rows_affected();
+    // Sessions start evenly over the range and last an hour; every third has a site of its own.
+    let sessions = sqlx::query(
+        "insert into analytics.sessions (tenant_id, session_id, source_id, device_id, site_id, \
+             status, started_at, ended_at, pos_lsn, pos_seq, updated_at) \
+         select $1, 'session-' || lpad(i::text, 8, '0'), $2, \
+             'device-' || lpad((1 + i % $4)::text, 6, '0'), \
+             case when i % 3 = 0 then 'site-' || lpad((1 + i % $5)::text, 4, '0') end, \
+             case when started_at + interval '1 hour' > $3 then 'active' else 'completed' end, \
+             started_at, \
+             case when started_at + interval '1 hour' <= $3 then started_at + interval '1 hour' end, \
+             i, 0, least(started_at + interval '1 hour', $3) \
+         from generate_series(1, $6::bigint) i, \
+             lateral (select $3 - make_interval(days => $7::int) \
+                 + make_interval(secs => (i - 1) * ($7 * 86400.0 / $6)) as started_at) s",
+    )
+    .bind(tenant)
+    .bind(shape.source)
+    .bind(shape.end)
+    .bind(shape.devices)
+    .bind(shape.sites)
+    .bind(shape.sessions)
+    .bind(shape.days)
+    .execute(&mut connection)
+    .await?
+    .rows_affected();
+    seeded.entities = sites + devices + sessions;
+    progress(&format!(
+        "{sites} sites, {devices} devices, {sessions} sessions"
+    ));
+    seeded.extras = sqlx::query(
+        "with device_extras as ( \
+             insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
+             select tenant_id, 'device', device_id, 'vendor', 'Vendor ' || (pos_lsn % 7) \
+             from analytics.devices where tenant_id = $1 returning 1 \
+         ), capacities as ( \
+             insert into analytics.extras_num (tenant_id, entity_kind, entity_id, key, value) \
+             select tenant_id, 'device', device_id, 'capacity_kw', 5 + pos_lsn % 20 \
+             from analytics.devices where tenant_id = $1 returning 1 \
+         ), tariffs as ( \
+             insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
+             select tenant_id, 'session', session_id, 'tariff', \
+                 (array['day', 'night', 'flat'])[1 + pos_lsn % 3] \
+             from analytics.sessions where tenant_id = $1 returning 1 \
+         ) \
+         select (select count(*) from device_extras) + (select count(*) from capacities) \
+             + (select count(*) from tariffs)",
+    )
+    .bind(tenant)
+    .fetch_one(&mut connection)
+    .await
+    .map(|row: sqlx::postgres::PgRow| sqlx::Row::get::<i64, _>(&row, 0) as u64)?;
+
+    // Reading j of entity e of n is at minute floor(j * minutes / per_entity) of the range,
+    // staggered by the entity so that entities do not all report in the same minute; each a
+    // reading of its own (count 1). Written a slice of j at a time, in time order.
+    let minutes = shape.days * 1440;
+    for (kind, key, entities, readings) in [
+        ("device", "power_kw", shape.devices, shape.device_readings),
+        (
+            "session",
+            "energy_kwh",
+            shape.sessions,
+            shape.session_readings,
+        ),
+    ] {
+        if entities == 0 || readings == 0 {
+            continue;
+        }
+        let per_entity = (readings / entities).clamp(1, minutes);
+        let chunks = chunks.clamp(1, per_entity);
+        for chunk in 0..chunks {
+            let (low, high) = (
+                per_entity * chunk / chunks,
+                per_entity * (chunk + 1) / chunks,
+            );
+            let written = sqlx::query(
+                "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, \
+                     metric_key, minute, value_sum, value_sum_exact, value_count, value_min, \
+                     value_max, last_value, last_pos_lsn, last_pos_seq, last_measured_at, \
+                     last_reading_id) \
+                 select $1, $2, entity_id, $3, minute, v, v::text::numeric, 1, v, v, v, \
+                     e * $7 + j, 0, minute + make_interval(secs => (e % 60)::float8), \
+                     'r-' || e || '-' || j \
+                 from generate_series($8::bigint, $9::bigint - 1) j, \
+                     generate_series(1, $4::bigint) e, \
+                     lateral (select \
+                         case $2 when 'device' then 'device-' || lpad(e::text, 6, '0') \
+                             else 'session-' || lpad(e::text, 8, '0') end as entity_id, \
+                         $5 - make_interval(days => $6::int) + make_interval(mins => \
+                             (j * $10 / $7 + e % greatest(1, $10 / $7))::int) as minute, \
+                         round((10 + e % 40 + 5 * sin(j / 12.0) + (j % 7) * 0.25)::numeric, 2) \
+                             ::float8 as v) r \
+                 order by minute, entity_id",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(key)
+            .bind(entities)
+            .bind(shape.end)
+            .bind(shape.days)
+            .bind(per_entity)
+            .bind(low)
+            .bind(high)
+            .bind(minutes)
+            .execute(&mut connection)
+            .await?
+            .rows_affected();
+            seeded.minutes += written;
+            progress(&format!(
+                "{key}: {written} minute rows ({} of {} slices)",
+                chunk + 1,
+                chunks
+            ));
+        }
+        // The hourly rollup exactly as migration 0022 computes it from the minutes.
+        let hours = sqlx::query(
+            "insert into analytics.metrics_hour (tenant_id, entity_kind, entity_id, metric_key, \
+                 hour, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+                 last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+             select tenant_id, entity_kind, entity_id, metric_key, \
+                 date_trunc('hour', minute, 'UTC'), sum(value_sum_exact)::float8, \
+                 sum(value_sum_exact), sum(value_count)::bigint, min(value_min), max(value_max), \
+                 (array_agg(last_value order by last_measured_at desc, last_pos_lsn desc, \
+                     last_pos_seq desc, last_reading_id collate \"C\" desc))[1], \
+                 (array_agg(last_pos_lsn order by last_measured_at desc, last_pos_lsn desc, \
+                     last_pos_seq desc, last_reading_id collate \"C\" desc))[1], \
+                 (array_agg(last_pos_seq order by last_measured_at desc, last_pos_lsn desc, \
+                     last_pos_seq desc, last_reading_id collate \"C\" desc))[1], \
+                 max(last_measured_at), \
+                 (array_agg(last_reading_id order by last_measured_at desc, last_pos_lsn desc, \
+                     last_pos_seq desc, last_reading_id collate \"C\" desc))[1] \
+             from analytics.metrics_min where tenant_id = $1 and metric_key = $2 \
+             group by tenant_id, entity_kind, entity_id, metric_key, \
+                 date_trunc('hour', minute, 'UTC')",
+        )
+        .bind(tenant)
+        .bind(key)
+        .execute(&mut connection)
+        .await?
+        .rows_affected();
+        seeded.hours += hours;
+        progress(&format!("{key}: {hours} hour rows"));
+    }
+    connection.close().await?;
+    Ok(seeded)
+}
+
+/// Refreshes the planner's statistics of the read models after a seed, as autovacuum would
+/// once it noticed, so that the figures are of settled tables.
+pub async fn analyze_read_models(settings: &ConnectionSettings) -> Result<(), StoreError> {
+    let mut connection = admin(settings).await?;
+    sqlx::query(
+        "vacuum (analyze) analytics.sites, analytics.devices, analytics.sessions, \
+             analytics.metrics_min, analytics.metrics_hour, analytics.extras_text, \
+             analytics.extras_num, analytics.extras_bool, analytics.extras_time",
+    )
+    .execute(&mut connection)
+    .await?;
+    connection.close().await?;
+    Ok(())
+}
+
+/// Scans of a table so far, from `pg_stat_user_tables`: sequential and index scans.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableScans {
+    pub seq_scan: i64,
+    pub idx_scan: i64,
+}
+
+impl TableScans {
+    pub fn total(self) -> i64 {
+        self.seq_scan + self.idx_scan
+    }
+}
+
+/// The scans of `analytics.metrics_min` and `analytics.metrics_hour` so far, by every backend
+/// (each flushes its counts to the statistics within about a second of going idle).
+pub async fn rollup_scans(
+    settings: &ConnectionSettings,
+) -> Result<(TableScans, TableScans), StoreError> {
+    let mut connection = admin(settings).await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "select relname::text, coalesce(seq_scan, 0), coalesce(idx_scan, 0) \
+         from pg_stat_user_tables \
+         where schemaname = 'analytics' and relname in ('metrics_min', 'metrics_hour')",
+    )
+    .fetch_all(&mut connection)
+    .await?;
+    connection.close().await?;
+    let scans = |table: &str| {
+        rows.iter()
+            .find(|(name, _, _)| name == table)
+            .map(|(_, seq_scan, idx_scan)| TableScans {
+                seq_scan: *seq_scan,
+                idx_scan: *idx_scan,
+            })
+            .unwrap_or_default()
+    };
+    Ok((scans("metrics_min"), scans("metrics_hour")))
+}
+
+/// The tables the plan of the series statement the read layer runs for `query` reads (from
+/// `EXPLAIN`), in `tx`, with the same parameters.
+pub async fn explain_series(
+    tx: &mut crate::TenantTx,
+    query: &crate::analytics::SeriesQuery,
+) -> Result<Vec<String>, StoreError> {
+    crate::analytics::explain_series(tx, query).await
+}
+
+/// A bound value of a hand-written statement of a benchmark.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Text(String),
+    Time(time::OffsetDateTime),
+    Int(i64),
+    Float(f64),
+}
+
+/// Runs a benchmark's hand-written `statement` (constant text of the benchmark, never input)
+/// in `tx`, with the transaction's tenant as $1 and `binds` after it; returns its rows.
+pub async fn fetch_hand_written(
+    tx: &mut crate::TenantTx,
+    statement: &str,
+    binds: &[Bind],
+) -> Result<usize, StoreError> {
+    let tenant = tx
+        .tenant()
+        .ok_or(StoreError::Forbidden("a hand-written read needs a tenant"))?;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(*tenant.as_uuid());
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text.clone()),
+            Bind::Time(at) => query.bind(*at),
+            Bind::Int(number) => query.bind(*number),
+            Bind::Float(number) => query.bind(*number),
+        };
+    }
+    Ok(query.fetch_all(tx.connection()).await?.len())
+}
