@@ -32,6 +32,15 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that fails before it ends its WebDriver session leaves the browser running
+        // (killing chromedriver does not end it): end every process of this test's profile.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("user-data-dir={}", self._profile.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
