@@ -1478,13 +1478,14 @@ async fn timed_post(
 #[tokio::test]
 async fn sign_in_and_reset_take_as_long_and_answer_the_same_for_existing_and_unknown_accounts() {
     const MAX_TRIES: usize = 150;
+    const ROUNDS: usize = 2;
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
     let (addr, _stop) = serve(database.clone()).await;
     let tenant = crate::api::tenant(&database, "Acme").await;
     let known = |n: usize| format!("known{n:03}@timing.example");
     let unknown = |n: usize| format!("nouser{n:02}@timing.example");
-    for n in 0..MAX_TRIES + 3 {
+    for n in 0..ROUNDS * MAX_TRIES + 3 {
         member(&database, tenant, &known(n), Role::Viewer).await;
     }
     let mut client = 0;
@@ -1513,56 +1514,71 @@ async fn sign_in_and_reset_take_as_long_and_answer_the_same_for_existing_and_unk
                 (shown(&answer, &email), ms)
             }
         };
-        // Warm up (the decoy hash, the connection pool), untimed.
-        for n in tries..tries + 3 {
+        // Warm up (the decoy hash, the connection pool), untimed, on addresses no round uses.
+        for n in ROUNDS * MAX_TRIES..ROUNDS * MAX_TRIES + 3 {
             attempt(known(n), next_client()).await;
             attempt(unknown(n), next_client()).await;
         }
-        let (mut existing, mut missing) = (Vec::new(), Vec::new());
-        let mut answers = Vec::new();
-        for n in 0..tries {
-            // Alternate which goes first, so drift over the run weighs on both alike.
-            let order = if n % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for exists in order {
-                let email = if exists { known(n) } else { unknown(n) };
-                let (answer, ms) = attempt(email, next_client()).await;
-                if exists {
-                    existing.push(ms);
+        // A systematic difference shows in every round; a round spoiled by the machine's own
+        // noise (other tests share its two cores) is measured again, on fresh addresses, once.
+        let mut verdicts = Vec::new();
+        for round in 0..ROUNDS {
+            let known = |n: usize| known(n + round * MAX_TRIES);
+            let (mut existing, mut missing) = (Vec::new(), Vec::new());
+            let mut answers = Vec::new();
+            for n in 0..tries {
+                // Alternate which goes first, so drift over the run weighs on both alike.
+                let order = if n % 2 == 0 {
+                    [true, false]
                 } else {
-                    missing.push(ms);
+                    [false, true]
+                };
+                for exists in order {
+                    let email = if exists {
+                        known(n)
+                    } else {
+                        unknown(n + round * MAX_TRIES)
+                    };
+                    let (answer, ms) = attempt(email, next_client()).await;
+                    if exists {
+                        existing.push(ms);
+                    } else {
+                        missing.push(ms);
+                    }
+                    answers.push((exists, answer));
                 }
-                answers.push((exists, answer));
             }
-        }
-        let expected_status = if what == "sign-in" { 401 } else { 200 };
-        let first = &answers[0].1;
-        assert_eq!(first.0, expected_status, "{what}: {}", first.2);
-        for (exists, answer) in &answers {
-            assert_eq!(
-                answer,
-                first,
-                "{what}: an {} account's answer differs",
-                if *exists { "existing" } else { "unknown" }
+            let expected_status = if what == "sign-in" { 401 } else { 200 };
+            let first = &answers[0].1;
+            assert_eq!(first.0, expected_status, "{what}: {}", first.2);
+            for (exists, answer) in &answers {
+                assert_eq!(
+                    answer,
+                    first,
+                    "{what}: an {} account's answer differs",
+                    if *exists { "existing" } else { "unknown" }
+                );
+            }
+            let (existing_median, missing_median) = (median(&existing), median(&missing));
+            let difference = (existing_median - missing_median).abs();
+            // Allowed: three times the chance variation of that difference (its bootstrap
+            // standard deviation), so noise passes and a systematic difference, such as a
+            // database write for existing accounts only, does not.
+            let allowed = 3.0 * median_difference_spread(&existing, &missing);
+            let verdict = format!(
+                "{what} round {round}: median {existing_median:.1} ms existing vs \
+                 {missing_median:.1} ms unknown over {tries} tries each; difference \
+                 {difference:.1} ms, allowed {allowed:.1} ms"
             );
+            println!("{verdict}");
+            if difference <= allowed {
+                verdicts.clear();
+                break;
+            }
+            verdicts.push(format!(
+                "{verdict}\nexisting: {existing:?}\nunknown: {missing:?}"
+            ));
         }
-        let (existing_median, missing_median) = (median(&existing), median(&missing));
-        let difference = (existing_median - missing_median).abs();
-        // Allowed: three times the chance variation of that difference (its bootstrap standard
-        // deviation), so noise passes and a systematic difference, such as a database write for
-        // existing accounts only, does not.
-        let allowed = 3.0 * median_difference_spread(&existing, &missing);
-        println!(
-            "{what}: median {existing_median:.1} ms existing vs {missing_median:.1} ms unknown \
-             over {tries} tries each; difference {difference:.1} ms, allowed {allowed:.1} ms"
-        );
-        assert!(
-            difference <= allowed,
-            "{what}: existing {existing_median:.1} ms vs unknown {missing_median:.1} ms \
-             (difference {difference:.1} ms > allowed {allowed:.1} ms)\nexisting: {existing:?}\nunknown: {missing:?}"
-        );
+        assert!(verdicts.is_empty(), "{}", verdicts.join("\n"));
     }
 }
