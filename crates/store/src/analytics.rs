@@ -9,8 +9,6 @@
 //! with bound parameters; a choice (the table a step reads, the order of a list) picks one of a
 //! few constant statements.
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use domain::read_model::ColumnType;
@@ -303,15 +301,18 @@ fn series_statement(
     } else {
         to + Duration::seconds(step)
     };
-    let filtered = query.site.is_some() || query.device.is_some();
     let minutes = matches!(query.step, Step::Minute | Step::FiveMinutes);
-    let statements = match (minutes, filtered, query.group_by.is_some()) {
-        (true, false, false) => &SERIES_OF_MINUTES,
-        (false, false, false) => &SERIES_OF_HOURS,
-        (true, false, true) => &GROUPED_SERIES_OF_MINUTES,
-        (false, false, true) => &GROUPED_SERIES_OF_HOURS,
-        (true, true, _) => &FILTERED_SERIES_OF_MINUTES,
-        (false, true, _) => &FILTERED_SERIES_OF_HOURS,
+    let statements = match (minutes, Shape::of(query)) {
+        (true, Shape::Whole) => &SERIES_OF_MINUTES,
+        (false, Shape::Whole) => &SERIES_OF_HOURS,
+        (true, Shape::OneDevice) => &DEVICE_SERIES_OF_MINUTES,
+        (false, Shape::OneDevice) => &DEVICE_SERIES_OF_HOURS,
+        (true, Shape::OneSite) => &SITE_SERIES_OF_MINUTES,
+        (false, Shape::OneSite) => &SITE_SERIES_OF_HOURS,
+        (true, Shape::Grouped) => &GROUPED_SERIES_OF_MINUTES,
+        (false, Shape::Grouped) => &GROUPED_SERIES_OF_HOURS,
+        (true, Shape::Filtered) => &FILTERED_SERIES_OF_MINUTES,
+        (false, Shape::Filtered) => &FILTERED_SERIES_OF_HOURS,
     };
     let statement = statements[match query.aggregation {
         Aggregation::Avg => 0,
@@ -324,34 +325,69 @@ fn series_statement(
     Ok((statement, from, to))
 }
 
+/// Which statement a series takes, by its filters and grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The whole tenant, ungrouped: parameters $1-$4.
+    Whole,
+    /// One device, ungrouped: $1-$5.
+    OneDevice,
+    /// One site, ungrouped: $1-$5.
+    OneSite,
+    /// Grouped, unfiltered: $1-$8.
+    Grouped,
+    /// Grouped and filtered, or filtered by both a device and a site: $1-$8.
+    Filtered,
+}
+
+impl Shape {
+    fn of(query: &SeriesQuery) -> Self {
+        match (&query.device, &query.site, query.group_by) {
+            (None, None, None) => Shape::Whole,
+            (None, None, Some(_)) => Shape::Grouped,
+            (Some(_), None, None) => Shape::OneDevice,
+            (None, Some(_), None) => Shape::OneSite,
+            _ => Shape::Filtered,
+        }
+    }
+}
+
 /// `statement` (of [`series_statement`] for `query`) with its parameters bound: the key, the
 /// range and the step; and for an attributed series the device, the site, the grouping and how
 /// many groups.
 ///
-/// Never a prepared statement kept on the connection: its generic plan, made without the
-/// parameters, cannot see that a filter is absent or how much of the table the range covers,
-/// and has joined every row to the devices by scanning them. Planned with its parameters each
-/// time, a series costs a plan of about a millisecond.
+/// A grouped or doubly filtered series is never a prepared statement kept on the connection:
+/// its generic plan, made without the parameters, cannot see that a filter is absent or how
+/// much of the table the range covers, and has joined every row to the devices by scanning
+/// them; planned with its parameters each time, it costs a plan of about a millisecond. The
+/// others have one right plan whatever the parameters (the key's rows in the range through the
+/// index on key and time; or each entity's through the primary key), which PostgreSQL's
+/// generic plan is, so they are kept prepared and not planned again.
 fn bind_series<'q, O>(
     statement: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
     query: &'q SeriesQuery,
     from: OffsetDateTime,
     to: OffsetDateTime,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let shape = Shape::of(query);
     let statement = statement
-        .persistent(false)
+        .persistent(matches!(
+            shape,
+            Shape::Whole | Shape::OneDevice | Shape::OneSite
+        ))
         .bind(&query.key)
         .bind(from)
         .bind(to)
         .bind(query.step.seconds() as f64);
-    if query.group_by.is_some() || query.site.is_some() || query.device.is_some() {
-        statement
+    match shape {
+        Shape::Whole => statement,
+        Shape::OneDevice => statement.bind(query.device.as_deref()),
+        Shape::OneSite => statement.bind(query.site.as_deref()),
+        Shape::Grouped | Shape::Filtered => statement
             .bind(query.device.as_deref())
             .bind(query.site.as_deref())
             .bind(query.group_by.map(GroupBy::as_str))
-            .bind(i64::from(query.limit))
-    } else {
-        statement
+            .bind(i64::from(query.limit)),
     }
 }
 
@@ -484,12 +520,14 @@ macro_rules! series_statement {
 /// Each row is attributed to a device (its own, or its session's) and a site (its own, its
 /// device's, or its session's, else its session's device's), whether or not they were deleted.
 /// Only the columns the grouping and the filters use are kept, so the planner leaves out the
-/// joins the others would need.
+/// joins the others would need. Only the top groups' rows are bucketed, and only their names
+/// are looked up. Groups match by `coalesce(grp, '')` (ungrouped, every row's is null), which
+/// a hash join can serve where `is not distinct from` cannot.
 macro_rules! attributed_series_statement {
     ($rows:expr, $time:literal, $agg:ident) => {
         concat!(
             "with attributed as ( \
-                 select m.tenant_id, m.value_sum, m.value_sum_exact, \
+                 select m.value_sum, m.value_sum_exact, \
                      m.value_count, m.value_min, m.value_max, m.last_value, m.last_measured_at, \
                      m.last_pos_lsn, m.last_pos_seq, m.last_reading_id, ",
             bucket!("m.", $time),
@@ -514,7 +552,7 @@ macro_rules! attributed_series_statement {
             " < $3 \
              ), \
              kept as materialized ( \
-                 select a.tenant_id, a.bucket, a.value_sum, a.value_sum_exact, a.value_count, \
+                 select a.bucket, a.value_sum, a.value_sum_exact, a.value_count, \
                      a.value_min, a.value_max, a.last_value, a.last_measured_at, \
                      a.last_pos_lsn, a.last_pos_seq, a.last_reading_id, \
                      case $7::text when 'device' then a.device_id \
@@ -533,47 +571,154 @@ macro_rules! attributed_series_statement {
                  order by score desc, grp collate \"C\" \
                  limit $8 \
              ), \
+             labelled as ( \
+                 select r.grp, r.score, coalesce(ld.name, ls.name) as label \
+                 from ranked r \
+                 left join analytics.devices ld on $7::text = 'device' \
+                     and ld.device_id = r.grp and ld.deleted_at is null \
+                 left join analytics.sites ls on $7::text = 'site' \
+                     and ls.site_id = r.grp and ls.deleted_at is null \
+             ), \
              buckets as ( \
-                 select tenant_id, grp, bucket, ",
+                 select grp, bucket, ",
             aggregate!($agg),
             " as value, sum(value_count)::bigint as count \
-                 from kept group by tenant_id, grp, bucket \
+                 from kept \
+                 where coalesce(grp, '') in (select coalesce(grp, '') from ranked) \
+                 group by grp, bucket \
              ) \
-             select b.grp, coalesce(ld.name, ls.name) as label, b.bucket, b.value, b.count \
+             select b.grp, r.label, b.bucket, b.value, b.count \
              from buckets b \
-             join ranked r on r.grp is not distinct from b.grp \
-             left join analytics.devices ld on $7::text = 'device' \
-                 and ld.tenant_id = b.tenant_id and ld.device_id = b.grp \
-                 and ld.deleted_at is null \
-             left join analytics.sites ls on $7::text = 'site' \
-                 and ls.tenant_id = b.tenant_id and ls.site_id = b.grp \
-                 and ls.deleted_at is null \
+             join labelled r on coalesce(r.grp, '') = coalesce(b.grp, '') \
              order by r.score desc, b.grp collate \"C\", b.bucket"
         )
     };
 }
 
-/// The rows of a series of a device ($5) or, without one, of a site ($6): those of the
-/// entities that can be attributed to it, each read through the primary key. The device's own
-/// readings (whether or not it is in the read model) and its sessions'; or the site's own, its
-/// devices' and the sessions of it or of its devices. The attribution then keeps exactly the
-/// rows of the device and the site.
+/// The entities (`kind`, `id`) whose readings belong to a device ($5) or, without one, to a
+/// site ($6), as the attribution of [`attributed_series_statement!`] gives them: the device's
+/// own and its sessions'; or the site's own, its devices' (deleted or not), its sessions' and
+/// those of the sessions without a site whose device is the site's. Each branch reads through
+/// an index (the sessions of a site through migration 0028's).
+macro_rules! attributable_entities {
+    () => {
+        "(select 'device'::text as kind, $5::text as id where $5::text is not null \
+          union all select 'session', session_id from analytics.sessions \
+              where $5::text is not null and device_id = $5 \
+          union all select 'site', $6::text where $5::text is null \
+          union all select 'device', device_id from analytics.devices \
+              where $5::text is null and site_id = $6 \
+          union all select 'session', session_id from analytics.sessions \
+              where $5::text is null and site_id = $6 \
+          union all select 'session', s.session_id from analytics.sessions s \
+              join analytics.devices d on d.tenant_id = s.tenant_id \
+                  and d.device_id = s.device_id \
+              where $5::text is null and s.site_id is null and d.site_id = $6 \
+         ) e"
+    };
+}
+
+/// The rows of a series of a device ($5) or, without one, of a site ($6), each entity's read
+/// through the primary key. With both, the attribution then keeps the device's rows of the
+/// site.
 macro_rules! filtered_rows {
     ($table:literal) => {
         concat!(
-            "(select 'device'::text as kind, $5::text as id where $5::text is not null \
-              union all select 'session', session_id from analytics.sessions \
-                  where $5::text is not null and device_id = $5 \
-              union all select 'site', $6::text where $5::text is null \
-              union all select 'device', device_id from analytics.devices \
-                  where $5::text is null and site_id = $6 \
-              union all select 'session', session_id from analytics.sessions \
-                  where $5::text is null and (site_id = $6 or device_id in \
-                      (select device_id from analytics.devices where site_id = $6)) \
-             ) e join ",
+            attributable_entities!(),
+            " join ",
             $table,
             " m on m.entity_kind = e.kind and m.entity_id = e.id"
         )
+    };
+}
+
+/// Whether entities of kind `$kind` hold readings of the key $1 (migration 0028's
+/// `metric_kinds`): a condition of no row, so each branch of [`device_entities!`] and
+/// [`site_entities!`] is read only when its kind holds the key.
+macro_rules! holds_key {
+    ($kind:literal) => {
+        concat!(
+            "exists (select from analytics.metric_kinds \
+                 where metric_key = $1 and entity_kind = '",
+            $kind,
+            "')"
+        )
+    };
+}
+
+/// The entities whose readings are a device's ($5): its own and its sessions'.
+macro_rules! device_entities {
+    () => {
+        concat!(
+            "(select 'device'::text as kind, $5::text as id where ",
+            holds_key!("device"),
+            " union all select 'session', session_id from analytics.sessions \
+                 where device_id = $5 and ",
+            holds_key!("session"),
+            ") e"
+        )
+    };
+}
+
+/// The entities whose readings are a site's ($5): its own, its devices' (deleted or not), its
+/// sessions' and those of the sessions without a site whose device is the site's.
+macro_rules! site_entities {
+    () => {
+        concat!(
+            "(select 'site'::text as kind, $5::text as id where ",
+            holds_key!("site"),
+            " union all select 'device', device_id from analytics.devices \
+                 where site_id = $5 and ",
+            holds_key!("device"),
+            " union all select 'session', session_id from analytics.sessions \
+                 where site_id = $5 and ",
+            holds_key!("session"),
+            " union all select 'session', s.session_id from analytics.sessions s \
+                 join analytics.devices d on d.tenant_id = s.tenant_id \
+                     and d.device_id = s.device_id \
+                 where s.site_id is null and d.site_id = $5 and ",
+            holds_key!("session"),
+            ") e"
+        )
+    };
+}
+
+/// The series statement over `$table`, whose bucket time is `$time`, by `$agg`, of the rows of
+/// the entities `$entities` (aliased `e`: [`device_entities!`] or [`site_entities!`]),
+/// ungrouped: exactly the rows the attribution of [`attributed_series_statement!`] gives the
+/// device or the site, so none is needed, each entity's read through the primary key.
+/// Parameters: $1 the key, $2-$3 the range of row times, $4 the step in seconds, $5 the device
+/// or the site.
+macro_rules! entity_series_statement {
+    ($entities:ident, $table:literal, $time:literal, $agg:ident) => {
+        concat!(
+            "select null::text as grp, null::text as label, ",
+            bucket!("m.", $time),
+            " as bucket, ",
+            aggregate!($agg),
+            " as value, sum(value_count)::bigint as count from ",
+            $entities!(),
+            " join ",
+            $table,
+            " m on m.entity_kind = e.kind and m.entity_id = e.id \
+             where m.metric_key = $1 and m.",
+            $time,
+            " >= $2 and m.",
+            $time,
+            " < $3 group by bucket order by bucket"
+        )
+    };
+}
+
+macro_rules! device_series_statement {
+    ($table:literal, $time:literal, $agg:ident) => {
+        entity_series_statement!(device_entities, $table, $time, $agg)
+    };
+}
+
+macro_rules! site_series_statement {
+    ($table:literal, $time:literal, $agg:ident) => {
+        entity_series_statement!(site_entities, $table, $time, $agg)
     };
 }
 
@@ -606,6 +751,14 @@ const GROUPED_SERIES_OF_HOURS: [&str; 6] = series_statements!(
     "analytics.metrics_hour m",
     "hour"
 );
+const DEVICE_SERIES_OF_MINUTES: [&str; 6] =
+    series_statements!(device_series_statement, "analytics.metrics_min", "minute");
+const DEVICE_SERIES_OF_HOURS: [&str; 6] =
+    series_statements!(device_series_statement, "analytics.metrics_hour", "hour");
+const SITE_SERIES_OF_MINUTES: [&str; 6] =
+    series_statements!(site_series_statement, "analytics.metrics_min", "minute");
+const SITE_SERIES_OF_HOURS: [&str; 6] =
+    series_statements!(site_series_statement, "analytics.metrics_hour", "hour");
 const FILTERED_SERIES_OF_MINUTES: [&str; 6] = series_statements!(
     attributed_series_statement,
     filtered_rows!("analytics.metrics_min"),
@@ -763,8 +916,10 @@ pub async fn entities(
     } else {
         None
     };
-    let items = with_extras(tx, kind, rows).await?;
-    Ok(EntityPage { items, next_cursor })
+    Ok(EntityPage {
+        items: entities_of(kind, rows),
+        next_cursor,
+    })
 }
 
 /// One entity, `None` when it does not exist, was deleted, or is another tenant's.
@@ -783,10 +938,7 @@ pub async fn entity(
         .bind(id)
         .fetch_optional(tx.connection())
         .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    Ok(with_extras(tx, kind, vec![row]).await?.pop())
+    Ok(row.and_then(|row| entities_of(kind, vec![row]).pop()))
 }
 
 impl EntityKind {
@@ -871,50 +1023,13 @@ struct EntityRow {
     updated_at: OffsetDateTime,
     columns: serde_json::Value,
     sort_value: Option<String>,
+    /// See [`extras_of!`].
+    extras: Option<serde_json::Value>,
 }
 
-/// One typed extra of an entity; exactly one value column is set, the one of `value_type`.
-#[derive(sqlx::FromRow)]
-struct ExtraRow {
-    entity_id: String,
-    key: String,
-    value_type: String,
-    text_value: Option<String>,
-    num_value: Option<f64>,
-    bool_value: Option<bool>,
-    time_value: Option<OffsetDateTime>,
-}
-
-/// The entities of `rows` with their extras, read for all of them in one statement.
-async fn with_extras(
-    tx: &mut TenantTx,
-    kind: EntityKind,
-    rows: Vec<EntityRow>,
-) -> Result<Vec<Entity>, StoreError> {
-    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
-    let extras: Vec<ExtraRow> = if ids.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(EXTRAS)
-            .bind(kind.as_str())
-            .bind(&ids)
-            .fetch_all(tx.connection())
-            .await?
-    };
-    let mut by_entity: HashMap<String, serde_json::Map<String, serde_json::Value>> = HashMap::new();
-    for extra in extras {
-        let value = match extra.value_type.as_str() {
-            "text" => extra.text_value.map(serde_json::Value::String),
-            "number" => extra.num_value.map(json_number),
-            "boolean" => extra.bool_value.map(serde_json::Value::Bool),
-            _ => extra.time_value.map(rfc3339),
-        }
-        .unwrap_or(serde_json::Value::Null);
-        by_entity
-            .entry(extra.entity_id)
-            .or_default()
-            .insert(extra.key, value);
-    }
+/// The entities of `rows`, their extras (read with them) as the API gives them: strings,
+/// numbers, booleans, and times as RFC 3339 in UTC.
+fn entities_of(kind: EntityKind, rows: Vec<EntityRow>) -> Vec<Entity> {
     let time_columns: Vec<&str> = kind
         .read_model()
         .typed_columns()
@@ -922,8 +1037,7 @@ async fn with_extras(
         .filter(|(_, column_type)| *column_type == ColumnType::Time)
         .map(|(name, _)| *name)
         .collect();
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let mut columns = match row.columns {
                 serde_json::Value::Object(columns) => columns,
@@ -937,16 +1051,47 @@ async fn with_extras(
                     columns.insert((*name).to_owned(), rfc3339(at));
                 }
             }
+            let extras = match row.extras {
+                Some(serde_json::Value::Object(extras)) => extras
+                    .into_iter()
+                    .map(|(key, typed)| (key, extra_value(typed)))
+                    .collect(),
+                _ => serde_json::Map::new(),
+            };
             Entity {
                 kind,
-                extras: by_entity.remove(&row.id).unwrap_or_default(),
+                extras,
                 id: row.id,
                 source_id: row.source_id,
                 columns,
                 updated_at: row.updated_at,
             }
         })
-        .collect())
+        .collect()
+}
+
+/// One extra as [`extras_of!`] gives it, `[type, value]`, as the API gives it. PostgreSQL
+/// writes a double that JSON cannot hold (not-a-number, the infinities) as a string: null, as
+/// the API writes those; a time in the session's time zone: in UTC.
+fn extra_value(typed: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Array(mut pair) = typed else {
+        return serde_json::Value::Null;
+    };
+    let value = pair.pop().unwrap_or(serde_json::Value::Null);
+    match (pair.pop(), value) {
+        (Some(serde_json::Value::String(kind)), value) => match (kind.as_str(), value) {
+            ("text", text @ serde_json::Value::String(_)) => text,
+            ("number", serde_json::Value::Number(number)) => {
+                number.as_f64().map_or(serde_json::Value::Null, json_number)
+            }
+            ("boolean", flag @ serde_json::Value::Bool(_)) => flag,
+            ("time", serde_json::Value::String(text)) => {
+                OffsetDateTime::parse(&text, &Rfc3339).map_or(serde_json::Value::Null, rfc3339)
+            }
+            _ => serde_json::Value::Null,
+        },
+        _ => serde_json::Value::Null,
+    }
 }
 
 /// A double as a JSON number; not-a-number and the infinities, which JSON lacks, as null.
@@ -961,14 +1106,11 @@ fn rfc3339(at: OffsetDateTime) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::String)
 }
 
-/// A time as text that sorts as the time does (in byte order), for a sort value.
+/// A time as text that sorts as the time does (in byte order), for a sort value: migration
+/// 0028's function, which its index on the sessions' start holds.
 macro_rules! sortable_time {
     ($column:literal) => {
-        concat!(
-            "to_char(",
-            $column,
-            " at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-        )
+        concat!("analytics.sort_time(", $column, ")")
     };
 }
 
@@ -1029,6 +1171,47 @@ macro_rules! live_sessions {
     };
 }
 
+/// The typed extras of the entity `e.id` of kind `$kind`, as a JSON object of key to
+/// `[type, value]` (see [`ExtraValue`]), null without any: a subquery of the row, so a list or
+/// a detail is one statement, and one of a page is evaluated for the page's rows only (after
+/// the limit).
+macro_rules! extras_of {
+    ($kind:literal) => {
+        concat!(
+            "(select jsonb_object_agg(x.key, jsonb_build_array(x.value_type, x.value)) from ( \
+                 select key, 'text' as value_type, to_jsonb(value) as value \
+                 from analytics.extras_text \
+                 where entity_kind = '",
+            $kind,
+            "' and entity_id = e.id \
+                 union all select key, 'number', to_jsonb(value) from analytics.extras_num \
+                 where entity_kind = '",
+            $kind,
+            "' and entity_id = e.id \
+                 union all select key, 'boolean', to_jsonb(value) from analytics.extras_bool \
+                 where entity_kind = '",
+            $kind,
+            "' and entity_id = e.id \
+                 union all select key, 'time', to_jsonb(value) from analytics.extras_time \
+                 where entity_kind = '",
+            $kind,
+            "' and entity_id = e.id \
+             ) x) as extras"
+        )
+    };
+}
+
+/// The columns of an [`EntityRow`] of the entities `e` of kind `$kind`.
+macro_rules! entity_row {
+    ($kind:literal) => {
+        concat!(
+            "select id, source_id, updated_at, columns, sort_value, ",
+            extras_of!($kind),
+            " from ("
+        )
+    };
+}
+
 /// A page of `$kind`: $2 a search pattern (ILIKE, `\` escapes) on the id or the name; after
 /// the cursor $3-$5 (sort value is null, sort value, id) in the order `$order`, compared by
 /// `$after`; at most $6 rows; then the kind's `$filters`. Sort values and ids compare in byte
@@ -1039,10 +1222,10 @@ macro_rules! live_sessions {
 /// (migration 0025) serves, and a cursor of that sort (always an empty sort value) is a seek
 /// on it.
 macro_rules! entity_page {
-    ($kind:ident, $filters:literal, $after:literal, $order:literal) => {
+    ($kind:literal, $entities:ident, $filters:literal, $after:literal, $order:literal) => {
         concat!(
-            "select id, source_id, updated_at, columns, sort_value from (",
-            $kind!(),
+            entity_row!($kind),
+            $entities!(),
             ") e where ($2::text is null or e.id ilike $2 escape '\\' \
                  or e.name ilike $2 escape '\\') ",
             $filters,
@@ -1064,16 +1247,18 @@ macro_rules! entity_page {
     };
 }
 
-const SITES_ASCENDING: &str = entity_page!(live_sites, "", ">", "asc");
-const SITES_DESCENDING: &str = entity_page!(live_sites, "", "<", "desc");
+const SITES_ASCENDING: &str = entity_page!("site", live_sites, "", ">", "asc");
+const SITES_DESCENDING: &str = entity_page!("site", live_sites, "", "<", "desc");
 /// Devices: $7 the site, $8 the status.
 const DEVICES_ASCENDING: &str = entity_page!(
+    "device",
     live_devices,
     "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8)",
     ">",
     "asc"
 );
 const DEVICES_DESCENDING: &str = entity_page!(
+    "device",
     live_devices,
     "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8)",
     "<",
@@ -1081,6 +1266,7 @@ const DEVICES_DESCENDING: &str = entity_page!(
 );
 /// Sessions: $7 the site, $8 the status, $9 the device.
 const SESSIONS_ASCENDING: &str = entity_page!(
+    "session",
     live_sessions,
     "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8) \
      and ($9::text is null or e.device_id = $9)",
@@ -1088,6 +1274,7 @@ const SESSIONS_ASCENDING: &str = entity_page!(
     "asc"
 );
 const SESSIONS_DESCENDING: &str = entity_page!(
+    "session",
     live_sessions,
     "and ($7::text is null or e.site_id = $7) and ($8::text is null or e.status = $8) \
      and ($9::text is null or e.device_id = $9)",
@@ -1096,32 +1283,17 @@ const SESSIONS_DESCENDING: &str = entity_page!(
 );
 
 /// One live entity of a kind by id ($2); $1 is the (unused) sort.
-const SITE: &str = concat!(
-    "select id, source_id, updated_at, columns, sort_value from (",
-    live_sites!(),
-    ") e where e.id = $2"
-);
+const SITE: &str = concat!(entity_row!("site"), live_sites!(), ") e where e.id = $2");
 const DEVICE: &str = concat!(
-    "select id, source_id, updated_at, columns, sort_value from (",
+    entity_row!("device"),
     live_devices!(),
     ") e where e.id = $2"
 );
 const SESSION: &str = concat!(
-    "select id, source_id, updated_at, columns, sort_value from (",
+    entity_row!("session"),
     live_sessions!(),
     ") e where e.id = $2"
 );
-
-/// The extras of the entities $2 of kind $1, from the four tables.
-const EXTRAS: &str = "select entity_id, key, 'text' as value_type, value as text_value, \
-         null::float8 as num_value, null::boolean as bool_value, null::timestamptz as time_value \
-     from analytics.extras_text where entity_kind = $1 and entity_id = any($2) \
-     union all select entity_id, key, 'number', null, value, null, null \
-     from analytics.extras_num where entity_kind = $1 and entity_id = any($2) \
-     union all select entity_id, key, 'boolean', null, null, value, null \
-     from analytics.extras_bool where entity_kind = $1 and entity_id = any($2) \
-     union all select entity_id, key, 'time', null, null, null, value \
-     from analytics.extras_time where entity_kind = $1 and entity_id = any($2)";
 
 /// A metric key the tenant has readings of.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -134,8 +134,12 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
         },
     )
     .await?;
-    let row: Option<(Vec<u8>, String, Option<Uuid>)> = sqlx::query_as(
-        "select t.token_hash, t.role, t.created_by from control.api_tokens t \
+    // `stale`: the recorded last use is older than a minute, so this one is worth writing (a
+    // token in steady use costs one statement per call, not a write).
+    let row: Option<(Vec<u8>, String, Option<Uuid>, bool)> = sqlx::query_as(
+        "select t.token_hash, t.role, t.created_by, \
+             coalesce(t.last_used_at < now() - interval '1 minute', true) as stale \
+         from control.api_tokens t \
          join control.dim_tenant d on d.tenant_id = t.tenant_id \
          where t.tenant_id = $1 and t.token_id = $2 and t.revoked_at is null \
            and t.expires_at > now() and d.status = 'active'",
@@ -144,22 +148,24 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
     .bind(token)
     .fetch_optional(tx.connection())
     .await?;
-    let Some((hash, role, holder)) = row else {
+    let Some((hash, role, holder, stale)) = row else {
         return Ok(None);
     };
     let matches = secret_token::same_hash(&hash, &parsed.secret_hash);
     if !matches {
         return Ok(None);
     }
-    sqlx::query(
-        "update control.api_tokens set last_used_at = now() \
-         where tenant_id = $1 and token_id = $2 \
-           and (last_used_at is null or last_used_at < now() - interval '1 minute')",
-    )
-    .bind(tenant.as_uuid())
-    .bind(token)
-    .execute(tx.connection())
-    .await?;
+    if stale {
+        sqlx::query(
+            "update control.api_tokens set last_used_at = now() \
+             where tenant_id = $1 and token_id = $2 \
+               and (last_used_at is null or last_used_at < now() - interval '1 minute')",
+        )
+        .bind(tenant.as_uuid())
+        .bind(token)
+        .execute(tx.connection())
+        .await?;
+    }
     tx.commit().await?;
     let role: Role = role
         .parse()

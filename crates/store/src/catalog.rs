@@ -140,6 +140,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("analytics.sessions", &[ViewDashboards]),
     read_only("analytics.metrics_min", &[ViewDashboards]),
     read_only("analytics.metrics_hour", &[ViewDashboards]),
+    read_only("analytics.metric_kinds", &[ViewDashboards]),
     read_only("analytics.extras_text", &[ViewDashboards]),
     read_only("analytics.extras_num", &[ViewDashboards]),
     read_only("analytics.extras_bool", &[ViewDashboards]),

@@ -105,21 +105,22 @@ impl Scope {
 
     /// The statement that switches to this scope's database role. Static text per role: no part
     /// of it comes from input.
-    fn set_role_statement(&self) -> Result<&'static str, StoreError> {
+    /// The database role the scope's statements run as.
+    fn database_role(&self) -> Result<&'static str, StoreError> {
         Ok(match self {
             Scope::Member { role, .. } | Scope::ApiToken { role, .. } => match role {
-                Role::Owner => "set local role tributary_tenant_owner",
-                Role::Admin => "set local role tributary_tenant_admin",
-                Role::Operator => "set local role tributary_tenant_operator",
-                Role::Viewer => "set local role tributary_tenant_viewer",
+                Role::Owner => "tributary_tenant_owner",
+                Role::Admin => "tributary_tenant_admin",
+                Role::Operator => "tributary_tenant_operator",
+                Role::Viewer => "tributary_tenant_viewer",
                 Role::InternalOps | Role::ServiceRole => {
                     return Err(StoreError::Forbidden(
                         "only owner, admin, operator and viewer are tenant member roles",
                     ));
                 }
             },
-            Scope::InternalOps { .. } => "set local role tributary_internal_ops",
-            Scope::Control { .. } => "set local role tributary_control",
+            Scope::InternalOps { .. } => "tributary_internal_ops",
+            Scope::Control { .. } => "tributary_control",
         })
     }
 }
@@ -136,9 +137,8 @@ pub struct TenantTx {
 impl TenantTx {
     /// A request-path transaction: on the app handle, switched to the scope's tenant role.
     pub async fn begin(database: &AppDb, scope: Scope) -> Result<Self, StoreError> {
-        let set_role = scope.set_role_statement()?;
-        let mut transaction = database.pool().begin().await?;
-        sqlx::query(set_role).execute(&mut *transaction).await?;
+        let role = scope.database_role()?;
+        let transaction = database.pool().begin().await?;
         // A tenantless control scope acting as a user may read that user's memberships across
         // tenants (signing in lists their workspaces; migration 0012's policies). A member, or
         // an API token's holder, is the user credentials created here are recorded as created
@@ -152,7 +152,7 @@ impl TenantTx {
             } => Some(*user),
             _ => None,
         };
-        Self::bind(transaction, scope.tenant(), user, scope.actor()).await
+        Self::bind(transaction, Some(role), scope.tenant(), user, scope.actor()).await
     }
 
     /// A transaction of the edge or the pipeline, as `tributary_service` (BYPASSRLS): the service
@@ -164,23 +164,33 @@ impl TenantTx {
         actor: Actor,
     ) -> Result<Self, StoreError> {
         let transaction = database.pool().begin().await?;
-        Self::bind(transaction, tenant, None, actor).await
+        Self::bind(transaction, None, tenant, None, actor).await
     }
 
+    /// Sets the transaction's role (`set_config('role', ..., true)` is `set local role`), tenant
+    /// and user in one round trip.
     async fn bind(
         mut transaction: Transaction<'static, Postgres>,
+        role: Option<&'static str>,
         tenant: Option<TenantId>,
         user: Option<UserId>,
         actor: Actor,
     ) -> Result<Self, StoreError> {
-        sqlx::query(
+        let statement = if role.is_some() {
+            "select set_config('role', $3, true), \
+                    set_config('tributary.tenant_id', $1, true), \
+                    set_config('tributary.user_id', $2, true)"
+        } else {
             "select set_config('tributary.tenant_id', $1, true), \
-                    set_config('tributary.user_id', $2, true)",
-        )
-        .bind(tenant.map(|tenant| tenant.to_string()).unwrap_or_default())
-        .bind(user.map(|user| user.to_string()).unwrap_or_default())
-        .execute(&mut *transaction)
-        .await?;
+                    set_config('tributary.user_id', $2, true)"
+        };
+        let mut query = sqlx::query(statement)
+            .bind(tenant.map(|tenant| tenant.to_string()).unwrap_or_default())
+            .bind(user.map(|user| user.to_string()).unwrap_or_default());
+        if let Some(role) = role {
+            query = query.bind(role);
+        }
+        query.execute(&mut *transaction).await?;
         Ok(Self {
             transaction,
             tenant,

@@ -341,7 +341,7 @@ impl MaterializeTx {
     }
 }
 
-const CLEAR_TENANT: [&str; 15] = [
+const CLEAR_TENANT: [&str; 16] = [
     "delete from pipeline.entity_state where tenant_id = $1",
     // Recounted from bronze by the rebuild; a dismissal is kept, its count starts again.
     "delete from pipeline.drift_fields where tenant_id = $1 and dismissed_at is null",
@@ -352,6 +352,7 @@ const CLEAR_TENANT: [&str; 15] = [
     "delete from pipeline.source_truncates where tenant_id = $1",
     "delete from analytics.metrics_min where tenant_id = $1",
     "delete from analytics.metrics_hour where tenant_id = $1",
+    "delete from analytics.metric_kinds where tenant_id = $1",
     "delete from analytics.sites where tenant_id = $1",
     "delete from analytics.devices where tenant_id = $1",
     "delete from analytics.sessions where tenant_id = $1",

@@ -244,6 +244,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "analytics.metric_kinds",
+        insert: "insert into analytics.metric_kinds (tenant_id, metric_key, entity_kind) \
+                 select t, 'key ' || k::text, 'device' from p",
+        update_column: "metric_key",
+        seed: true,
+    },
+    Exercise {
         table: "analytics.extras_text",
         insert: "insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
                  select t, 'device', k::text, 'colour', 'value of ' || t from p",
