@@ -12,7 +12,7 @@ mod explore;
 mod masking;
 mod ops;
 mod settings;
-mod sources;
+pub(crate) mod sources;
 mod sso;
 mod tokens;
 
