@@ -110,6 +110,47 @@ async fn a_growing_slot_shows_its_history_status_and_forecast_on_the_page_and_in
     heartbeat(&database, a, lost, now, 2000 * MIB, "lost").await;
     heartbeat(&database, b, b_source, now, 900 * MIB, "unreserved").await;
 
+    // Its agent's certificate (as the edge records it on pairing), a mapped table, and three
+    // events: two this minute and one ten minutes ago.
+    let mut tx = TenantTx::begin_service(&database.service, Some(a), Actor::System("test"))
+        .await
+        .unwrap();
+    let certificate = store::sources::IssuedCertificate {
+        source: growing,
+        serial: "0abc12".into(),
+        fingerprint_sha256: [7; 32],
+        not_before: now - Duration::days(1),
+        not_after: now + Duration::days(30) - Duration::minutes(5),
+    };
+    store::sources::record_certificate(&mut tx, &certificate, "source.pair")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = crate::api::owner(&database, a).await;
+    let mapping = store::read_models::MappingRow {
+        source_id: *growing.as_uuid(),
+        source_table: "public.orders".into(),
+        entity_kind: "device".into(),
+        id_column: Some("order_id".into()),
+        columns: std::collections::BTreeMap::new(),
+        reading_entity_kind: None,
+    };
+    store::read_models::put_mapping(&mut tx, &mapping)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for (lsn, minutes_ago) in [(100, 10), (200, 0), (300, 0)] {
+        crate::masking::bronze_change(
+            &database,
+            a,
+            growing,
+            ("public", "orders"),
+            ("insert", lsn, minutes_ago),
+            serde_json::json!({ "order_id": lsn }),
+        )
+        .await;
+    }
+
     let mut admin = test_database.admin().await;
     let counts: (i64, i64, i64) = sqlx::query_as(
         "select count(*) filter (where sampled_minute = $2), \
@@ -156,6 +197,7 @@ async fn a_growing_slot_shows_its_history_status_and_forecast_on_the_page_and_in
         "1.5 s · 8.0 KiB",
         &format!(r#"<a href="/app/data-sources/{growing}">acme-orders-db</a>"#),
         r#"class="sparkline""#,
+        "3 events in the last hour, at most ",
     ] {
         assert!(list.body.contains(shown), "the list lacks {shown}");
     }
@@ -175,10 +217,23 @@ async fn a_growing_slot_shows_its_history_status_and_forecast_on_the_page_and_in
         r#"data-forecast="invalidation""#,
         "at the current growth of 100.0 MiB/h the slot would be invalidated in about 7.2 h",
         "the publication misses public.audit_log",
+        "<td><code>public.orders</code></td><td>device</td>",
+        "Serial <code>0abc12</code>",
+        "expires in 29 days",
     ] {
         assert!(page.body.contains(shown), "the page lacks {shown}");
     }
+    assert!(
+        !page
+            .body
+            .contains(r#"<dd class="last-event">none yet</dd>"#)
+    );
     let lost_page = browser.get(&format!("/app/data-sources/{lost}")).await;
+    assert!(
+        lost_page
+            .body
+            .contains(r#"<dd class="last-event">none yet</dd>"#)
+    );
     assert!(lost_page.body.contains(r#"data-status="slot_invalidated""#));
     assert!(lost_page.body.contains(r#"data-forecast="invalidated""#));
 
