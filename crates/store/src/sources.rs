@@ -796,8 +796,7 @@ pub fn derive_status(
     if heartbeat.slot_invalidated() {
         return DerivedStatus::new(
             H::SlotInvalidated,
-            "the source invalidated the replication slot: the changes since the last confirmed \
-             position are gone, and the source needs a resync",
+            "the source invalidated the replication slot: a resync is needed",
         );
     }
     let age = heartbeat.reported_at.map(|at| now - at);

@@ -195,7 +195,9 @@ async fn a_growing_slot_shows_its_history_status_and_forecast_on_the_page_and_in
         ">Slot invalidated<",
         "9.8.7",
         "1.5 s · 8.0 KiB",
-        &format!(r#"<a href="/app/data-sources/{growing}">acme-orders-db</a>"#),
+        &format!(
+            r#"<a href="/app/data-sources/{growing}"><span class="ref" title="source id {growing}">acme-orders-db</span></a>"#
+        ),
         r#"class="sparkline""#,
         "3 events in the last hour, at most ",
     ] {
