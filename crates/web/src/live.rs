@@ -158,7 +158,7 @@ impl Feed {
             Feed::Activity => activity_fragment(tx).await,
             Feed::Sources => {
                 let sources = store::sources::list_sources(tx).await?;
-                let activity = crate::app::sources::SourceActivity::read(tx, role).await?;
+                let activity = crate::source_activity::SourceActivity::read(tx, role).await?;
                 Ok(sources_fragment(sources, &activity))
             }
             Feed::View(view) => view.render(tx, role).await,
@@ -284,7 +284,7 @@ pub(crate) fn lag_text(agent: &serde_json::Value) -> String {
 /// The data sources table with each agent's last report, rendered.
 pub(crate) fn sources_fragment(
     sources: Vec<store::sources::Source>,
-    activity: &crate::app::sources::SourceActivity,
+    activity: &crate::source_activity::SourceActivity,
 ) -> String {
     let now = time::OffsetDateTime::now_utc();
     let rows = sources

@@ -12,7 +12,7 @@ mod explore;
 mod masking;
 mod ops;
 mod settings;
-pub(crate) mod sources;
+mod sources;
 mod sso;
 mod tokens;
 
