@@ -445,20 +445,66 @@ pub struct EventRate {
     pub per_minute: f64,
 }
 
+/// The events of one source and operation committed in one minute.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EventMinute {
+    pub source_id: Uuid,
+    pub source_name: String,
+    pub op: String,
+    /// The minute's start.
+    pub minute: OffsetDateTime,
+    pub events: i64,
+}
+
+/// The workspace's ingest minute by minute over the last `window`, by source and operation
+/// (bronze, by the events' commit time); minutes without events are absent. Needs a role that
+/// reads bronze. The overview's rates ([`event_rates`]) and the data sources' throughput
+/// sparklines both read it.
+pub async fn events_per_minute(
+    tx: &mut TenantTx,
+    window: time::Duration,
+) -> Result<Vec<EventMinute>, StoreError> {
+    Ok(sqlx::query_as(
+        "select e.source_id, coalesce(s.name, e.source_id::text) as source_name, e.op, \
+                date_trunc('minute', e.event_time) as minute, count(*) as events \
+         from bronze.cdc_events e \
+         left join control.sources s on s.source_id = e.source_id \
+         where e.event_time > now() - make_interval(secs => $1) \
+         group by e.source_id, s.name, e.op, minute \
+         order by e.source_id, e.op, minute",
+    )
+    .bind(window.as_seconds_f64())
+    .fetch_all(tx.connection())
+    .await?)
+}
+
 /// The workspace's ingest over the last five minutes by source and operation (bronze, by the
 /// events' commit time), busiest first. Needs a role that reads bronze.
 pub async fn event_rates(tx: &mut TenantTx) -> Result<Vec<EventRate>, StoreError> {
-    Ok(sqlx::query_as(
-        "select e.source_id, coalesce(s.name, e.source_id::text) as source_name, e.op, \
-                count(*)::float8 / 5 as per_minute \
-         from bronze.cdc_events e \
-         left join control.sources s on s.source_id = e.source_id \
-         where e.event_time > now() - interval '5 minutes' \
-         group by e.source_id, s.name, e.op \
-         order by per_minute desc, source_name, e.op",
-    )
-    .fetch_all(tx.connection())
-    .await?)
+    const MINUTES: i64 = 5;
+    let mut rates: Vec<EventRate> = Vec::new();
+    for minute in events_per_minute(tx, time::Duration::minutes(MINUTES)).await? {
+        let per_minute = minute.events as f64 / MINUTES as f64;
+        match rates
+            .iter_mut()
+            .find(|rate| rate.source_id == minute.source_id && rate.op == minute.op)
+        {
+            Some(rate) => rate.per_minute += per_minute,
+            None => rates.push(EventRate {
+                source_id: minute.source_id,
+                source_name: minute.source_name,
+                op: minute.op,
+                per_minute,
+            }),
+        }
+    }
+    rates.sort_by(|a, b| {
+        b.per_minute
+            .total_cmp(&a.per_minute)
+            .then_with(|| a.source_name.cmp(&b.source_name))
+            .then_with(|| a.op.cmp(&b.op))
+    });
+    Ok(rates)
 }
 
 /// Dead letters waiting (not replayed). Needs a role that reads them.

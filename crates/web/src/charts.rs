@@ -380,6 +380,56 @@ pub fn draw(chart: &Chart<'_>, lines: &[Line]) -> ChartSvg {
     }
 }
 
+/// A sparkline: one series as a small line without axes, its values in `title` for hover and
+/// assistive technology.
+#[derive(Template)]
+#[template(path = "app/sparkline.svg", escape = "html")]
+pub struct SparklineSvg {
+    pub title: String,
+    pub d: String,
+    pub width: f64,
+    pub height: f64,
+    /// Points drawn (a test counts them).
+    pub points: usize,
+}
+
+/// `values` (oldest first, evenly spaced) as a sparkline whose accessible name is `title`;
+/// the scale runs from zero to the largest value.
+pub fn sparkline(values: &[f64], title: &str) -> String {
+    const SPARK_WIDTH: f64 = 120.0;
+    const SPARK_HEIGHT: f64 = 24.0;
+    let high = values
+        .iter()
+        .copied()
+        .filter(|value| value.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let step = SPARK_WIDTH / (values.len().max(2) - 1) as f64;
+    let d = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let value = if value.is_finite() { *value } else { 0.0 };
+            let y = SPARK_HEIGHT - 1.0 - value.max(0.0) / high * (SPARK_HEIGHT - 2.0);
+            let command = if index == 0 { 'M' } else { 'L' };
+            format!("{command}{} {}", number(index as f64 * step), number(y))
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    SparklineSvg {
+        title: title.to_owned(),
+        d,
+        width: SPARK_WIDTH,
+        height: SPARK_HEIGHT,
+        points: values.len(),
+    }
+    .render()
+    .unwrap_or_else(|error| {
+        tracing::error!(%error, "a sparkline failed to render");
+        String::new()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ mod pages;
 mod rules;
 mod shell;
 mod site;
+mod source_activity;
 pub mod sso;
 
 pub use live::LiveStreams;

@@ -156,7 +156,11 @@ impl Feed {
     async fn render(&self, tx: &mut TenantTx, role: Role) -> Result<String, StoreError> {
         match self {
             Feed::Activity => activity_fragment(tx).await,
-            Feed::Sources => Ok(sources_fragment(store::sources::list_sources(tx).await?)),
+            Feed::Sources => {
+                let sources = store::sources::list_sources(tx).await?;
+                let activity = crate::source_activity::SourceActivity::read(tx, role).await?;
+                Ok(sources_fragment(sources, &activity))
+            }
             Feed::View(view) => view.render(tx, role).await,
         }
     }
@@ -203,6 +207,14 @@ struct SourceRow {
     spool: String,
     /// Tables whose updates and deletes are not captured, each with its fix.
     not_captured: Vec<NotCaptured>,
+    /// The status derived from the heartbeat (`store::sources::derive_status`).
+    health: store::sources::DerivedStatus,
+    health_tone: &'static str,
+    agent_version: String,
+    last_event: String,
+    /// Events per minute over the last hour (SVG); empty where the role cannot see them.
+    sparkline: String,
+    detail_href: String,
 }
 
 #[derive(Debug)]
@@ -270,7 +282,10 @@ pub(crate) fn lag_text(agent: &serde_json::Value) -> String {
 }
 
 /// The data sources table with each agent's last report, rendered.
-pub(crate) fn sources_fragment(sources: Vec<store::sources::Source>) -> String {
+pub(crate) fn sources_fragment(
+    sources: Vec<store::sources::Source>,
+    activity: &crate::source_activity::SourceActivity,
+) -> String {
     let now = time::OffsetDateTime::now_utc();
     let rows = sources
         .into_iter()
@@ -281,6 +296,12 @@ pub(crate) fn sources_fragment(sources: Vec<store::sources::Source>) -> String {
                     .ok()
             });
             SourceRow {
+                health_tone: source.health.status.tone(),
+                health: source.health.clone(),
+                agent_version: agent["agent_version"].as_str().unwrap_or("—").to_owned(),
+                last_event: activity.last_event(source.source_id),
+                sparkline: activity.sparkline(source.source_id),
+                detail_href: format!("/app/data-sources/{}", source.source_id),
                 name: crate::labels::Labelled::named(
                     source.name,
                     "source",

@@ -105,6 +105,15 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.source_status_history",
+        insert: "insert into control.source_status_history (tenant_id, source_id, \
+                 sampled_minute, sampled_at, state) select t, s, \
+                 date_trunc('minute', now()) - make_interval(mins => abs(hashtext(k::text)) % 1000000), \
+                 now(), 'streaming' from p",
+        update_column: "state",
+        seed: true,
+    },
+    Exercise {
         table: "control.invitations",
         insert: "insert into control.invitations (tenant_id, invitation_id, email, role, \
                  token_hash, expires_at) select t, k, 'x' || k || '@example.com', 'viewer', \

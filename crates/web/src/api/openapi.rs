@@ -375,6 +375,34 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     op(
+        "get",
+        "/api/v1/sources/{source}",
+        "One source with its derived status, its slot as last reported, its certificate in force and the forecast of when the source would invalidate the slot",
+        Access::Tenant(P::ViewSources),
+        (200, Some("SourceDetail")),
+    ),
+    Operation {
+        query: &[
+            param(
+                "from",
+                "the range's start, RFC 3339, inclusive (default, or empty: an hour before `to`)",
+                DATE_TIME,
+            ),
+            param(
+                "to",
+                "the range's end, RFC 3339, exclusive (default, or empty: now); after `from`, at most 7 days after it",
+                DATE_TIME,
+            ),
+        ],
+        ..op(
+            "get",
+            "/api/v1/sources/{source}/status-history",
+            "A source's status sampled at most once a minute (kept 7 days), oldest first",
+            Access::Tenant(P::ViewSources),
+            (200, Some("StatusHistory")),
+        )
+    },
+    op(
         "post",
         "/api/v1/sources/{source}/pairing-tokens",
         "Issue a new one-time pairing token for a source",
@@ -1144,14 +1172,49 @@ fn schemas() -> Value {
     };
     let time = json!({ "type": "string", "format": "date-time" });
     let uuid = json!({ "type": "string", "format": "uuid" });
+    let health = object(
+        json!({
+            "status": {
+                "enum": store::sources::SourceHealth::ALL.map(|status| status.as_str()),
+                "description": "derived from the agent's last heartbeat, its age and the slot: the first that holds of revoked, slot_invalidated, failed, disconnected (no heartbeat for 60 s), slot_at_risk, spool_filling, lagging, connected; never_connected without a heartbeat",
+            },
+            "label": { "type": "string", "description": "the status in words" },
+            "reason": { "type": "string", "description": "why, in words" },
+        }),
+        &["status", "label", "reason"],
+    );
+    let bytes = json!({ "type": ["integer", "null"] });
+    let slot = object(
+        json!({
+            "name": { "type": "string" },
+            "wal_status": { "type": ["string", "null"], "description": "reserved, extended, unreserved or lost" },
+            "retained_bytes": bytes, "safe_wal_bytes": bytes,
+            "max_keep_bytes": { "type": ["integer", "null"], "description": "max_slot_wal_keep_size in bytes; null when unlimited (-1)" },
+        }),
+        &[
+            "name",
+            "wal_status",
+            "retained_bytes",
+            "safe_wal_bytes",
+            "max_keep_bytes",
+        ],
+    );
     let source = object(
         json!({
             "source_id": uuid, "name": { "type": "string" },
             "kind": { "enum": ["postgres", "simulator"] },
             "status": { "enum": ["pending", "active", "disabled", "revoked"] },
             "created_at": time, "agent": { "type": ["object", "null"] },
+            "health": health,
         }),
-        &["source_id", "name", "kind", "status", "created_at"],
+        &[
+            "source_id",
+            "name",
+            "kind",
+            "status",
+            "created_at",
+            "health",
+        ],
     );
     let pairing = object(
         json!({ "token": { "type": "string" }, "expires_at": time }),
@@ -1222,6 +1285,36 @@ fn schemas() -> Value {
             }), &["entity_kind", "key", "value_type", "entities", "first_seen", "last_seen"]) },
         }), &["metrics", "extras"]),
         "SourceList": list("sources", json!({ "$ref": "#/components/schemas/Source" })),
+        "SourceDetail": {
+            "allOf": [
+                { "$ref": "#/components/schemas/Source" },
+                object(json!({
+                    "slot": { "anyOf": [slot, { "type": "null" }] },
+                    "certificate": { "anyOf": [object(json!({
+                        "serial": { "type": "string" }, "not_before": time, "not_after": time,
+                        "issued_at": time,
+                    }), &["serial", "not_before", "not_after", "issued_at"]), { "type": "null" }] },
+                    "forecast": object(json!({
+                        "kind": { "enum": ["invalidation", "invalidated", "unbounded", "not_growing", "unknown"] },
+                        "growth_bytes_per_hour": { "type": ["number", "null"], "description": "least-squares fit of the retained WAL over the last hour" },
+                        "max_keep_bytes": bytes, "retained_bytes": bytes,
+                        "hours_until_invalidation": { "type": ["number", "null"] },
+                        "summary": { "type": "string", "description": "the forecast in words, or why there is none" },
+                    }), &["kind", "growth_bytes_per_hour", "max_keep_bytes", "retained_bytes", "hours_until_invalidation", "summary"]),
+                }), &["slot", "certificate", "forecast"]),
+            ],
+        },
+        "StatusHistory": object(json!({
+            "source_id": uuid, "from": time, "to": time,
+            "samples": { "type": "array", "items": object(json!({
+                "sampled_at": time, "state": { "type": "string" },
+                "wal_status": { "type": ["string", "null"] },
+                "retained_wal_bytes": bytes, "safe_wal_bytes": bytes, "max_keep_bytes": bytes,
+                "lag_bytes": bytes, "lag_seconds": { "type": ["number", "null"] },
+                "spool_batches": { "type": "integer" }, "spool_bytes": { "type": "integer" },
+                "backpressure": { "type": "boolean" }, "acked_lsn": bytes,
+            }), &["sampled_at", "state", "wal_status", "retained_wal_bytes", "safe_wal_bytes", "max_keep_bytes", "lag_bytes", "lag_seconds", "spool_batches", "spool_bytes", "backpressure", "acked_lsn"]) },
+        }), &["source_id", "from", "to", "samples"]),
         "PairingToken": pairing,
         "CreatedSource": object(json!({
             "source": { "$ref": "#/components/schemas/Source" },

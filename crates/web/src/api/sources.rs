@@ -1,5 +1,6 @@
 //! A tenant's sources and what flows from them: `/api/v1/sources` (creating one, pairing its
-//! agent, revoking it), `/api/v1/replays` (replay requests, recorded as intents the pipeline
+//! agent, revoking it, its detail with the derived status and the slot's forecast, and its
+//! status history), `/api/v1/replays` (replay requests, recorded as intents the pipeline
 //! carries out) and `/api/v1/dead-letters` (the events that could not be applied).
 
 use axum::Json;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::caller::Caller;
 use super::conformance::Violation;
 use super::error::ApiError;
-use super::extract::{Body, Path, RequestBody};
+use super::extract::{Body, Path, Query, RequestBody};
 use super::format::{parse_id, rfc3339};
 use super::registry::Routes;
 use crate::AppState;
@@ -22,6 +23,12 @@ pub(super) fn register(routes: Routes) -> Routes {
     routes
         .at(Method::GET, "/api/v1/sources", list_sources)
         .at(Method::POST, "/api/v1/sources", create_source)
+        .at(Method::GET, "/api/v1/sources/{source}", source_detail)
+        .at(
+            Method::GET,
+            "/api/v1/sources/{source}/status-history",
+            status_history,
+        )
         .at(
             Method::POST,
             "/api/v1/sources/{source}/pairing-tokens",
@@ -45,6 +52,73 @@ async fn list_sources(
     let sources = store::sources::list_sources(&mut tx).await?;
     tx.commit().await?;
     Ok(Json(json!({ "sources": sources })))
+}
+
+async fn source_detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Json<store::sources::SourceDetail>, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let mut tx = caller.tx(&state, Permission::ViewSources).await?;
+    let detail = store::sources::source_detail(&mut tx, source).await?;
+    tx.commit().await?;
+    Ok(Json(detail))
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `400 invalid_parameter` naming the parameter.
+fn invalid_parameter(parameter: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+        .with_details(json!({ "parameter": parameter }))
+}
+
+fn time_parameter(
+    name: &str,
+    text: Option<&str>,
+) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    text.filter(|text| !text.is_empty())
+        .map(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| invalid_parameter(name, format!("{name} must be an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+async fn status_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let to =
+        time_parameter("to", params.to.as_deref())?.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let from =
+        time_parameter("from", params.from.as_deref())?.unwrap_or(to - time::Duration::hours(1));
+    if from >= to {
+        return Err(invalid_parameter("from", "from must be before to"));
+    }
+    if to - from > store::sources::HISTORY_KEPT {
+        return Err(invalid_parameter(
+            "to",
+            "the range covers at most 7 days (the history kept)",
+        ));
+    }
+    let mut tx = caller.tx(&state, Permission::ViewSources).await?;
+    let samples = store::sources::status_history(&mut tx, source, from, to).await?;
+    tx.commit().await?;
+    Ok(Json(json!({
+        "source_id": source,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "samples": samples,
+    })))
 }
 
 #[derive(Deserialize)]

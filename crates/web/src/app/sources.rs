@@ -1,23 +1,35 @@
-//! `/app/data-sources`: the workspace's sources and their agents' status (kept current by the
-//! live stream in `crate::live`), and for those who map tables, the tables no mapping applies
-//! to yet.
+//! `/app/data-sources`: the workspace's sources, each with its status derived from its agent's
+//! heartbeat, its lag and its throughput over the last hour (kept current by the live stream in
+//! `crate::live`), and for those who map tables, the tables no mapping applies to yet.
+//! `/app/data-sources/{source}`: one source's errors, mapped tables, certificate and its
+//! slot-safety panel (retained WAL over time, `wal_status`, `max_slot_wal_keep_size` and the
+//! forecast of when the source would invalidate the slot).
 
 use askama::Template;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use domain::Permission;
+use domain::{Permission, SourceId};
+use store::sources::{SourceDetail, bytes_text};
+use time::{Duration, OffsetDateTime};
 
 use crate::AppState;
 use crate::auth::session::Member;
+use crate::charts::{self, Chart, Kind, Line};
 use crate::labels::Labelled;
 use crate::pages::{Chrome, PageError, render};
 use crate::shell::{Shell, shell, timestamp};
+use crate::source_activity::SourceActivity;
+
+/// The slot-safety chart's window.
+const SLOT_CHART_WINDOW: Duration = Duration::hours(24);
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/app/data-sources", get(data_sources))
+    Router::new()
+        .route("/app/data-sources", get(data_sources))
+        .route("/app/data-sources/{source}", get(source_page))
 }
 
 #[derive(Template)]
@@ -48,6 +60,7 @@ async fn data_sources(
 ) -> Result<Response, PageError> {
     let mut tx = member.tx(&state, Permission::ViewSources).await?;
     let sources = store::sources::list_sources(&mut tx).await?;
+    let activity = SourceActivity::read(&mut tx, member.role()).await?;
     let can_manage = member.role().allows(Permission::ManageSources);
     let mut unmapped = Vec::new();
     if can_manage {
@@ -77,9 +90,215 @@ async fn data_sources(
             chrome: member.visitor.chrome("app"),
             shell: shell(&member, "/app/data-sources"),
             has_sources: !sources.is_empty(),
-            sources_html: crate::live::sources_fragment(sources),
+            sources_html: crate::live::sources_fragment(sources, &activity),
             can_manage,
             unmapped,
         },
     ))
+}
+
+#[derive(Template)]
+#[template(path = "app/source.html")]
+struct SourcePage {
+    chrome: Chrome,
+    shell: Shell,
+    name: String,
+    source_id: String,
+    kind: String,
+    health_label: String,
+    health_tone: &'static str,
+    health_status: &'static str,
+    health_reason: String,
+    agent_version: String,
+    agent_state: String,
+    heartbeat: String,
+    last_event: String,
+    lag: String,
+    last_error: String,
+    warnings: Vec<String>,
+    mappings: Vec<MappedTable>,
+    certificate: Option<CertificateView>,
+    slot: Option<SlotView>,
+    forecast: String,
+    forecast_kind: &'static str,
+    /// The retained WAL chart (SVG), empty without samples.
+    chart_svg: String,
+    samples: usize,
+}
+
+struct MappedTable {
+    table: String,
+    entity_kind: String,
+    columns: usize,
+}
+
+struct CertificateView {
+    serial: String,
+    not_after: String,
+    expiry: String,
+    expired: bool,
+}
+
+struct SlotView {
+    name: String,
+    wal_status: String,
+    retained: String,
+    safe: String,
+    max_keep: String,
+}
+
+async fn source_page(
+    State(state): State<AppState>,
+    member: Member,
+    Path(source): Path<String>,
+) -> Result<Response, PageError> {
+    // The permission first: a role without it is refused whatever the id.
+    member.require(Permission::ViewSources)?;
+    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
+    let mut tx = member.tx(&state, Permission::ViewSources).await?;
+    let detail = store::sources::source_detail(&mut tx, source).await?;
+    let now = OffsetDateTime::now_utc();
+    let history = store::sources::status_history(
+        &mut tx,
+        source,
+        now - SLOT_CHART_WINDOW,
+        now + Duration::seconds(1),
+    )
+    .await?;
+    let mappings = store::read_models::list_mappings(&mut tx)
+        .await?
+        .into_iter()
+        .filter(|mapping| mapping.source_id == *source.as_uuid())
+        .map(|mapping| MappedTable {
+            table: mapping.source_table,
+            entity_kind: mapping.entity_kind,
+            columns: mapping.columns.len(),
+        })
+        .collect();
+    let activity = SourceActivity::read(&mut tx, member.role()).await?;
+    tx.commit().await?;
+    let SourceDetail {
+        source: found,
+        slot,
+        certificate,
+        forecast,
+    } = detail;
+    let heartbeat = found.heartbeat().unwrap_or_default();
+    let agent = found.agent.clone().unwrap_or(serde_json::Value::Null);
+    let points: Vec<(OffsetDateTime, f64)> = history
+        .iter()
+        .filter_map(|sample| {
+            let bytes = sample.retained_wal_bytes?;
+            Some((sample.sampled_at, bytes as f64 / (1u64 << 20) as f64))
+        })
+        .collect();
+    let chart_svg = if points.is_empty() {
+        String::new()
+    } else {
+        let mut lines = vec![Line {
+            label: "retained WAL".to_owned(),
+            points: points.clone(),
+        }];
+        if let Some(max) = slot.as_ref().and_then(|slot| slot.max_keep_bytes) {
+            let max = max as f64 / (1u64 << 20) as f64;
+            lines.push(Line {
+                label: "max_slot_wal_keep_size".to_owned(),
+                points: points.iter().map(|(at, _)| (*at, max)).collect(),
+            });
+        }
+        let first = points.first().map_or(now, |(at, _)| *at);
+        charts::draw(
+            &Chart {
+                kind: Kind::Line,
+                from: first.min(now - Duration::hours(1)),
+                to: now,
+                step: 60,
+                unit: "MiB",
+                title: "Retained WAL over time",
+            },
+            &lines,
+        )
+        .render()
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "the retained WAL chart failed to render");
+            String::new()
+        })
+    };
+    let certificate = certificate.map(|certificate| {
+        let left = certificate.not_after - now;
+        CertificateView {
+            serial: certificate.serial,
+            not_after: timestamp(certificate.not_after),
+            expired: left <= Duration::ZERO,
+            expiry: if left <= Duration::ZERO {
+                "expired".to_owned()
+            } else if left < Duration::days(2) {
+                format!("expires in {} h", left.whole_hours())
+            } else {
+                format!("expires in {} days", left.whole_days())
+            },
+        }
+    });
+    let slot = slot.map(|slot| SlotView {
+        name: slot.name,
+        wal_status: slot.wal_status.unwrap_or_else(|| "not reported".to_owned()),
+        retained: slot
+            .retained_bytes
+            .map_or_else(|| "—".to_owned(), bytes_text),
+        safe: slot
+            .safe_wal_bytes
+            .map_or_else(|| "no limit".to_owned(), bytes_text),
+        max_keep: slot
+            .max_keep_bytes
+            .map_or_else(|| "unlimited (-1)".to_owned(), bytes_text),
+    });
+    Ok(render(
+        StatusCode::OK,
+        &SourcePage {
+            chrome: member.visitor.chrome("app"),
+            shell: shell(&member, "/app/data-sources"),
+            source_id: found.source_id.to_string(),
+            name: found.name.clone(),
+            kind: found.kind.clone(),
+            health_label: found.health.label.clone(),
+            health_tone: found.health.status.tone(),
+            health_status: found.health.status.as_str(),
+            health_reason: found.health.reason.clone(),
+            agent_version: if heartbeat.agent_version.is_empty() {
+                "—".to_owned()
+            } else {
+                heartbeat.agent_version.clone()
+            },
+            agent_state: if heartbeat.state.is_empty() {
+                "never reported".to_owned()
+            } else {
+                heartbeat.state.clone()
+            },
+            heartbeat: heartbeat
+                .reported_at
+                .map_or_else(|| "—".to_owned(), timestamp),
+            last_event: activity.last_event(found.source_id),
+            lag: crate::live::lag_text(&agent),
+            last_error: heartbeat.last_error.clone().unwrap_or_default(),
+            warnings: heartbeat.warnings.clone(),
+            mappings,
+            certificate,
+            slot,
+            forecast_kind: forecast_kind(forecast.kind),
+            forecast: forecast.summary,
+            chart_svg,
+            samples: points.len(),
+        },
+    ))
+}
+
+fn forecast_kind(kind: store::sources::ForecastKind) -> &'static str {
+    use store::sources::ForecastKind as K;
+    match kind {
+        K::Invalidation => "invalidation",
+        K::Invalidated => "invalidated",
+        K::Unbounded => "unbounded",
+        K::NotGrowing => "not_growing",
+        K::Unknown => "unknown",
+    }
 }

@@ -233,6 +233,20 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 201,
             ),
             (
+                "GET",
+                format!("/api/v1/sources/{a_source}"),
+                String::new(),
+                Permission::ViewSources,
+                200,
+            ),
+            (
+                "GET",
+                format!("/api/v1/sources/{a_source}/status-history"),
+                String::new(),
+                Permission::ViewSources,
+                200,
+            ),
+            (
                 "POST",
                 format!("/api/v1/sources/{a_source}/pairing-tokens"),
                 String::new(),
@@ -498,6 +512,20 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
             }
         }
 
+        // Tenant B's source does not exist for tenant A's tokens.
+        if role.allows(Permission::ViewSources) {
+            for path in [
+                format!("/api/v1/sources/{b_source}"),
+                format!("/api/v1/sources/{b_source}/status-history"),
+            ] {
+                let (status, _, response) = request(&addr, "GET", &path, Some(&bearer), "").await;
+                if status != 404 || response.contains("globex") {
+                    failures.push(format!(
+                        "{role} GET {path} of tenant B: expected 404, got {status} {response}"
+                    ));
+                }
+            }
+        }
         // Tenant B's source does not exist for tenant A's tokens.
         if role.allows(Permission::ManageSources) {
             for path in [

@@ -12,7 +12,7 @@ use crate::browser::Browser;
 use crate::serve;
 use crate::site::{assert_designed_html, assert_security_headers};
 
-async fn named_source(database: &Database, tenant: TenantId, name: &str) {
+async fn named_source(database: &Database, tenant: TenantId, name: &str) -> domain::SourceId {
     let mut tx = TenantTx::begin(
         &database.app,
         Scope::Member {
@@ -23,10 +23,11 @@ async fn named_source(database: &Database, tenant: TenantId, name: &str) {
     )
     .await
     .unwrap();
-    store::sources::create_source(&mut tx, name, "simulator")
+    let (source, _) = store::sources::create_source(&mut tx, name, "simulator")
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    source.source_id
 }
 
 /// `user`'s role in `tenant`, read as that tenant's owner.
@@ -53,8 +54,8 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     let (addr, _stop) = serve(database.clone()).await;
     let a = crate::api::tenant(&database, "Acme").await;
     let b = crate::api::tenant(&database, "Globex").await;
-    named_source(&database, a, "acme-charging-db").await;
-    named_source(&database, b, "globex-secret-db").await;
+    let a_named_source = named_source(&database, a, "acme-charging-db").await;
+    let b_named_source = named_source(&database, b, "globex-secret-db").await;
     crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
     // A table of each tenant that nobody mapped: its admins see it on the sources page.
     let mut admin = test_database.admin().await;
@@ -148,6 +149,48 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         }
         if sources.body.contains("globex_gadgets") {
             failures.push(format!("{role}: lists tenant B's unmapped table"));
+        }
+        // A source's page: its own for those who see sources, linked from the list; tenant
+        // B's source and an id that is none are not found; 403 without the permission.
+        let views = role.allows(Permission::ViewSources);
+        let detail_path = format!("/app/data-sources/{a_named_source}");
+        if views
+            && !sources
+                .body
+                .contains(&format!(r#"<a href="{detail_path}">"#))
+        {
+            failures.push(format!(
+                "{role}: the list does not link to the source's page"
+            ));
+        }
+        for (path, expected, shows) in [
+            (detail_path.clone(), if views { 200 } else { 403 }, views),
+            (
+                format!("/app/data-sources/{b_named_source}"),
+                if views { 404 } else { 403 },
+                false,
+            ),
+            (
+                "/app/data-sources/not-a-source".to_owned(),
+                if views { 404 } else { 403 },
+                false,
+            ),
+        ] {
+            let page = browser.get(&path).await;
+            assert_security_headers(&page, &path);
+            assert_designed_html(&page, &path);
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} {path}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if shows != page.body.contains("<h1>acme-charging-db</h1>") {
+                failures.push(format!("{role} {path}: shows the source = {}", !shows));
+            }
+            if page.body.contains("globex") || page.body.contains("Globex") {
+                failures.push(format!("{role} {path}: shows tenant B"));
+            }
         }
         // The drift inbox: its own field for those who map tables; tenant B's field is neither
         // shown nor reachable by its id.

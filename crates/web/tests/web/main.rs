@@ -19,6 +19,7 @@ mod masking;
 mod ops;
 mod proxy;
 mod site;
+mod sources;
 mod sso;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
