@@ -156,7 +156,7 @@ impl Feed {
     async fn render(&self, tx: &mut TenantTx, role: Role) -> Result<String, StoreError> {
         match self {
             Feed::Activity => activity_fragment(tx).await,
-            Feed::Sources => Ok(sources_fragment(store::sources::list_sources(tx).await?)),
+            Feed::Sources => sources_table(tx, role).await,
             Feed::View(view) => view.render(tx, role).await,
         }
     }
@@ -203,6 +203,10 @@ struct SourceRow {
     spool: String,
     /// Tables whose updates and deletes are not captured, each with its fix.
     not_captured: Vec<NotCaptured>,
+    /// The source's dead-letter explorer.
+    dead_letters_href: String,
+    /// Its letters waiting for a replay, when counted.
+    dead_letters: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -271,6 +275,27 @@ pub(crate) fn lag_text(agent: &serde_json::Value) -> String {
 
 /// The data sources table with each agent's last report, rendered.
 pub(crate) fn sources_fragment(sources: Vec<store::sources::Source>) -> String {
+    sources_fragment_counted(sources, None)
+}
+
+/// The data sources table as `role` sees it now: with each source's dead letters waiting for
+/// a replay when the role may see dead letters.
+pub(crate) async fn sources_table(tx: &mut TenantTx, role: Role) -> Result<String, StoreError> {
+    let sources = store::sources::list_sources(tx).await?;
+    let waiting = if role.allows(Permission::ViewDeadLetters) {
+        Some(store::dlq::waiting_by_source(tx).await?)
+    } else {
+        None
+    };
+    Ok(sources_fragment_counted(sources, waiting.as_ref()))
+}
+
+/// The data sources table, with each source's dead letters waiting for a replay if `waiting`
+/// counts them.
+pub(crate) fn sources_fragment_counted(
+    sources: Vec<store::sources::Source>,
+    waiting: Option<&HashMap<domain::SourceId, i64>>,
+) -> String {
     let now = time::OffsetDateTime::now_utc();
     let rows = sources
         .into_iter()
@@ -281,6 +306,9 @@ pub(crate) fn sources_fragment(sources: Vec<store::sources::Source>) -> String {
                     .ok()
             });
             SourceRow {
+                dead_letters_href: crate::app::dead_letters::path_of(source.source_id),
+                dead_letters: waiting
+                    .map(|waiting| waiting.get(&source.source_id).copied().unwrap_or(0)),
                 name: crate::labels::Labelled::named(
                     source.name,
                     "source",
