@@ -172,10 +172,13 @@ async fn replay_dead_letters(
         let letters =
             store::service::dlq::pending(database, tenant, selection.as_ref(), after, PAGE).await?;
         let Some(last) = letters.last() else {
-            if taken_by_another > 0 {
-                // Counted at the start, applied by another replay: not this one's to do.
-                store::service::replay::set_total(database, request, total - taken_by_another)
-                    .await?;
+            let done = outcome.replayed + outcome.failed;
+            if done != total {
+                // Letters counted at the start that another replay applied first (or that
+                // failed meanwhile and were recorded again) were not this one's to do.
+                tracing::debug!(request = %request.request_id, total, done, taken_by_another,
+                    "dead-letter replay did other than it counted");
+                store::service::replay::set_total(database, request, done).await?;
             }
             return Ok(outcome);
         };

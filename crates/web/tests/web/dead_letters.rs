@@ -850,3 +850,54 @@ async fn the_explorer_page_shows_groups_payloads_and_replay_progress_by_role() {
     );
     assert!(first.data.contains(&format!(r#"href="{page}""#)));
 }
+
+#[tokio::test]
+async fn two_overlapping_replays_at_once_apply_each_letter_once() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let source = crate::api::source(&database, a).await;
+    let sites: Vec<_> = (0..6).map(|n| bad_site(a, source, n, "acme")).collect();
+    refused(&database, &sites).await;
+    let mut tx = crate::api::owner(&database, a).await;
+    store::read_models::put_mapping(
+        &mut tx,
+        &store::read_models::MappingRow {
+            source_id: *source.as_uuid(),
+            source_table: "sites".into(),
+            entity_kind: "site".into(),
+            id_column: None,
+            columns: BTreeMap::new(),
+            reading_entity_kind: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let token = crate::api::token(&database, a, Role::Owner).await;
+    let all = replay(&addr, source, &token, json!({ "all": true })).await;
+    let by_table = replay(&addr, source, &token, json!({ "table": "public.sites" })).await;
+
+    let (first, second) = tokio::join!(run(&database, a, all), run(&database, a, by_table));
+    assert_eq!(first.0 + second.0, 6, "{first:?} {second:?}");
+    assert_eq!(first.1 + second.1, 0);
+    let mut admin = test_database.admin().await;
+    assert_eq!(sites_of(&mut admin, a).await, 6);
+    assert_eq!(
+        letters_in_database(&mut admin, a).await,
+        BTreeMap::from([(
+            ("uncoercible_type".into(), "public.sites".into()),
+            vec![(1, true); 6]
+        )])
+    );
+    // Each request's progress ends at its own total.
+    for request in [all, by_table] {
+        let (_, progress) = get_json(&addr, &format!("/api/v1/replays/{request}"), &token).await;
+        assert_eq!(
+            progress["events_total"].as_i64(),
+            Some(progress["events_replayed"].as_i64().unwrap()),
+            "{progress}"
+        );
+    }
+}
