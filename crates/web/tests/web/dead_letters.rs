@@ -901,3 +901,78 @@ async fn two_overlapping_replays_at_once_apply_each_letter_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_replays_progress_is_readable_while_it_runs() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = crate::api::tenant(&database, "Acme").await;
+    let source = crate::api::source(&database, a).await;
+    let devices: Vec<_> = (0..40).map(|n| keyless_device(a, source, n)).collect();
+    refused(&database, &devices).await;
+    let token = crate::api::token(&database, a, Role::Admin).await;
+    member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    let mut browser = signed_in(&addr, "admin@acme.example.com").await;
+    let request = replay(&addr, source, &token, json!({ "all": true })).await;
+
+    // Hold the 31st letter (in the replay's order) as another replay would: the replay does
+    // the first 30, records its progress, and waits.
+    let mut holder = test_database.admin().await;
+    let held: uuid::Uuid = sqlx::query_scalar(
+        "select dlq_id from pipeline.dlq where tenant_id = $1 \
+         order by created_at, dlq_id offset 30 limit 1",
+    )
+    .bind(a.as_uuid())
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    sqlx::query("select pg_advisory_lock(hashtext('dlq_replay'), hashtext($1))")
+        .bind(held.to_string())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let worker = {
+        let database = database.clone();
+        tokio::spawn(async move { run(&database, a, request).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let progress = loop {
+        let (_, progress) = get_json(&addr, &format!("/api/v1/replays/{request}"), &token).await;
+        if progress["events_failed"].as_i64() >= Some(25) {
+            break progress;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress recorded: {progress}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(progress["status"], "running", "{progress}");
+    assert_eq!(progress["events_total"], 40, "{progress}");
+    assert!(!worker.is_finished());
+    let fragment = browser
+        .get(&format!(
+            "/app/data-sources/{source}/dead-letters/replays/{request}"
+        ))
+        .await;
+    assert!(fragment.body.contains("25 of 40"), "{}", fragment.body);
+    assert!(fragment.body.contains("hx-trigger=\"every 2s\""));
+
+    // Let go: it finishes every letter (each keyless device fails again, counted).
+    sqlx::query("select pg_advisory_unlock(hashtext('dlq_replay'), hashtext($1))")
+        .bind(held.to_string())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(worker.await.unwrap(), (0, 40));
+    let (_, done) = get_json(&addr, &format!("/api/v1/replays/{request}"), &token).await;
+    assert_eq!(
+        (
+            &done["status"],
+            &done["events_total"],
+            &done["events_failed"]
+        ),
+        (&json!("done"), &json!(40), &json!(40))
+    );
+}
