@@ -306,7 +306,8 @@ pub(crate) fn sources_fragment_counted(
                     .ok()
             });
             SourceRow {
-                dead_letters_href: crate::app::dead_letters::path_of(source.source_id),
+                // `app::dead_letters`' page, written out: this module knows no page.
+                dead_letters_href: format!("/app/data-sources/{}/dead-letters", source.source_id),
                 dead_letters: waiting
                     .map(|waiting| waiting.get(&source.source_id).copied().unwrap_or(0)),
                 name: crate::labels::Labelled::named(

@@ -44,7 +44,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The page's path for `source`.
-pub(crate) fn path_of(source: SourceId) -> String {
+fn path_of(source: SourceId) -> String {
     format!("/app/data-sources/{source}/dead-letters")
 }
 

@@ -7,7 +7,7 @@
 mod account;
 mod audit;
 pub(crate) mod dashboards;
-pub(crate) mod dead_letters;
+mod dead_letters;
 mod drift;
 mod explore;
 mod masking;
