@@ -362,3 +362,104 @@ pub async fn get(tx: &mut TenantTx, request_id: Uuid) -> Result<ReplayRequest, S
     .await?
     .ok_or(StoreError::NotFound("replay request"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_of(kind: &str, selection: &LetterSelection) -> ReplayRequest {
+        let (from, to) = selection.failed_between.unzip();
+        ReplayRequest {
+            request_id: Uuid::now_v7(),
+            tenant_id: TenantId::new_random(),
+            kind: kind.to_owned(),
+            range_from: from,
+            range_to: to,
+            status: "pending".into(),
+            events_replayed: 0,
+            events_failed: 0,
+            detail: None,
+            source_id: Some(*selection.source.as_uuid()),
+            reason_code: selection.reason_code.clone(),
+            source_table: selection.source_table.clone(),
+            dlq_ids: selection.dlq_ids.clone(),
+            events_total: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_selection_reads_back_as_chosen() {
+        let now = OffsetDateTime::now_utc();
+        let selection = LetterSelection {
+            reason_code: Some("missing_key".into()),
+            source_table: Some("public.devices".into()),
+            dlq_ids: Some(vec![Uuid::now_v7()]),
+            failed_between: Some((now - time::Duration::hours(1), now)),
+            ..LetterSelection::all(SourceId::new_random())
+        };
+        assert_eq!(
+            LetterSelection::of_request(&request_of("dlq", &selection)),
+            Some(selection.clone())
+        );
+        // A range replay's bounds are not a dead-letter window; a tenant-wide one has no
+        // source.
+        assert_eq!(
+            LetterSelection::of_request(&request_of("range", &selection)),
+            None
+        );
+        let mut tenant_wide = request_of("dlq", &selection);
+        tenant_wide.source_id = None;
+        assert_eq!(LetterSelection::of_request(&tenant_wide), None);
+    }
+
+    #[test]
+    fn a_selection_the_table_would_not_hold_is_refused_naming_the_field() {
+        let source = SourceId::new_random();
+        let now = OffsetDateTime::now_utc();
+        assert!(LetterSelection::all(source).check().is_ok());
+        for (selection, field) in [
+            (
+                LetterSelection {
+                    reason_code: Some("Missing Key".into()),
+                    ..LetterSelection::all(source)
+                },
+                "reason",
+            ),
+            (
+                LetterSelection {
+                    source_table: Some(String::new()),
+                    ..LetterSelection::all(source)
+                },
+                "table",
+            ),
+            (
+                LetterSelection {
+                    dlq_ids: Some(Vec::new()),
+                    ..LetterSelection::all(source)
+                },
+                "ids",
+            ),
+            (
+                LetterSelection {
+                    dlq_ids: Some((0..=MAX_SELECTED_LETTERS).map(|_| Uuid::now_v7()).collect()),
+                    ..LetterSelection::all(source)
+                },
+                "ids",
+            ),
+            (
+                LetterSelection {
+                    failed_between: Some((now, now)),
+                    ..LetterSelection::all(source)
+                },
+                "to",
+            ),
+        ] {
+            match selection.check() {
+                Err(StoreError::InvalidParameter { parameter, .. }) => {
+                    assert_eq!(parameter, field)
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+}
