@@ -5,7 +5,7 @@
 //! pipeline re-read years of bronze, or queue rebuilds behind each other. The JSON API and the
 //! CLI both go through [`request`], so they refuse alike.
 
-use domain::TenantId;
+use domain::{SourceId, TenantId};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -18,6 +18,8 @@ use crate::{StoreError, TenantTx};
 pub enum ReplayKind {
     /// The tenant's dead letters, each to the consumer that failed it.
     DeadLetters,
+    /// One source's dead letters that `selection` chooses, each to the consumer that failed it.
+    SourceDeadLetters(LetterSelection),
     /// The tenant's bronze events committed in `[from, to)`, through the downstream consumers.
     Range {
         from: OffsetDateTime,
@@ -43,7 +45,104 @@ pub struct ReplayRequest {
     pub events_replayed: i64,
     pub events_failed: i64,
     pub detail: Option<String>,
+    /// A dead-letter replay limited to one source, and within it (every condition given holds)
+    /// to a reason code, a table, chosen letters, and latest failures in
+    /// `[range_from, range_to)`.
+    pub source_id: Option<Uuid>,
+    pub reason_code: Option<String>,
+    pub source_table: Option<String>,
+    pub dlq_ids: Option<Vec<Uuid>>,
+    /// How many letters a dead-letter replay found to replay when it started; with
+    /// `events_replayed + events_failed`, its progress.
+    pub events_total: Option<i64>,
 }
+
+/// The columns a [`ReplayRequest`] is read from.
+pub(crate) const REQUEST_COLUMNS: &str = "request_id, tenant_id, kind, range_from, range_to, \
+     status, events_replayed, events_failed, detail, source_id, reason_code, source_table, \
+     dlq_ids, events_total";
+
+/// Which of one source's dead letters a replay re-drives: every condition given must hold, and
+/// only letters not replayed yet are taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LetterSelection {
+    pub source: SourceId,
+    pub reason_code: Option<String>,
+    /// `schema.table` of the letters' events.
+    pub source_table: Option<String>,
+    /// Chosen letters (1 to [`MAX_SELECTED_LETTERS`]).
+    pub dlq_ids: Option<Vec<Uuid>>,
+    /// Latest failure in `[from, to)`.
+    pub failed_between: Option<(OffsetDateTime, OffsetDateTime)>,
+}
+
+impl LetterSelection {
+    /// Every letter of `source` waiting for a replay.
+    pub fn all(source: SourceId) -> Self {
+        Self {
+            source,
+            reason_code: None,
+            source_table: None,
+            dlq_ids: None,
+            failed_between: None,
+        }
+    }
+
+    /// The selection a recorded request holds (`None`: the request is not one source's
+    /// dead-letter replay).
+    pub fn of_request(request: &ReplayRequest) -> Option<Self> {
+        if request.kind != "dlq" {
+            return None;
+        }
+        Some(Self {
+            source: SourceId::from_uuid(request.source_id?),
+            reason_code: request.reason_code.clone(),
+            source_table: request.source_table.clone(),
+            dlq_ids: request.dlq_ids.clone(),
+            failed_between: request.range_from.zip(request.range_to),
+        })
+    }
+
+    /// Refuses a selection the request table would not hold, naming the parameter at fault.
+    fn check(&self) -> Result<(), StoreError> {
+        let invalid = |parameter, message: &str| {
+            Err(StoreError::InvalidParameter {
+                parameter,
+                message: message.to_owned(),
+            })
+        };
+        if let Some(code) = &self.reason_code
+            && !crate::dlq::is_reason_code(code)
+        {
+            return invalid(
+                "reason",
+                "a reason code is snake_case, at most 64 characters",
+            );
+        }
+        if let Some(table) = &self.source_table
+            && (table.is_empty() || table.chars().count() > 300 || table.contains('\0'))
+        {
+            return invalid("table", "a table is `schema.table`, at most 300 characters");
+        }
+        if let Some(ids) = &self.dlq_ids
+            && (ids.is_empty() || ids.len() > MAX_SELECTED_LETTERS)
+        {
+            return invalid("ids", "choose 1 to 1000 letters");
+        }
+        if let Some((from, to)) = self.failed_between
+            && from >= to
+        {
+            return invalid(
+                "to",
+                "the window ends before it starts: `to` must be after `from`",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The most letters one replay may name.
+pub const MAX_SELECTED_LETTERS: usize = 1000;
 
 /// The longest range one replay may cover.
 pub const MAX_RANGE: time::Duration = time::Duration::days(7);
@@ -162,6 +261,29 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Repla
         .ok_or(StoreError::Forbidden("a replay needs a tenant scope"))?;
     let (kind_name, from, to) = match kind {
         ReplayKind::DeadLetters => ("dlq", None, None),
+        ReplayKind::SourceDeadLetters(selection) => {
+            selection.check()?;
+            crate::dlq::require_source(tx, selection.source).await?;
+            if let Some(ids) = &selection.dlq_ids {
+                let known: i64 = sqlx::query_scalar(
+                    "select count(*) from pipeline.dlq \
+                     where tenant_id = $1 and source_id = $2 and dlq_id = any($3)",
+                )
+                .bind(tenant.as_uuid())
+                .bind(selection.source.as_uuid())
+                .bind(ids)
+                .fetch_one(tx.connection())
+                .await?;
+                let mut distinct = ids.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if known != distinct.len() as i64 {
+                    return Err(StoreError::NotFound("dead letter").into());
+                }
+            }
+            let (from, to) = selection.failed_between.unzip();
+            ("dlq", from, to)
+        }
         ReplayKind::Rebuild => ("rebuild", None, None),
         ReplayKind::Range { from, to } => {
             check_range(*from, *to, OffsetDateTime::now_utc())?;
@@ -190,9 +312,14 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Repla
         crate::Actor::User(user) => Some(*user.as_uuid()),
         _ => None,
     };
+    let selection = match kind {
+        ReplayKind::SourceDeadLetters(selection) => Some(selection),
+        _ => None,
+    };
     sqlx::query(
         "insert into pipeline.replay_requests (tenant_id, request_id, kind, requested_by, \
-         range_from, range_to) values ($1, $2, $3, $4, $5, $6)",
+         range_from, range_to, source_id, reason_code, source_table, dlq_ids) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(tenant.as_uuid())
     .bind(request_id)
@@ -200,15 +327,26 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Repla
     .bind(requested_by)
     .bind(from)
     .bind(to)
+    .bind(selection.map(|selection| *selection.source.as_uuid()))
+    .bind(selection.and_then(|selection| selection.reason_code.as_deref()))
+    .bind(selection.and_then(|selection| selection.source_table.as_deref()))
+    .bind(selection.and_then(|selection| selection.dlq_ids.as_deref()))
     .execute(tx.connection())
     .await?;
+    let mut details = serde_json::json!({
+        "kind": kind_name,
+        "from": from.map(OffsetDateTime::unix_timestamp),
+        "to": to.map(OffsetDateTime::unix_timestamp),
+    });
+    if let Some(selection) = selection {
+        details["source_id"] = serde_json::json!(selection.source);
+        details["reason_code"] = serde_json::json!(selection.reason_code);
+        details["source_table"] = serde_json::json!(selection.source_table);
+        details["letters_chosen"] = serde_json::json!(selection.dlq_ids.as_ref().map(Vec::len));
+    }
     audit::append(
         tx,
-        AuditEntry::new("replay.request", request_id.to_string()).details(serde_json::json!({
-            "kind": kind_name,
-            "from": from.map(OffsetDateTime::unix_timestamp),
-            "to": to.map(OffsetDateTime::unix_timestamp),
-        })),
+        AuditEntry::new("replay.request", request_id.to_string()).details(details),
     )
     .await?;
     Ok(request_id)
@@ -216,12 +354,112 @@ pub async fn request(tx: &mut TenantTx, kind: &ReplayKind) -> Result<Uuid, Repla
 
 /// A request as its tenant sees it.
 pub async fn get(tx: &mut TenantTx, request_id: Uuid) -> Result<ReplayRequest, StoreError> {
-    sqlx::query_as(
-        "select request_id, tenant_id, kind, range_from, range_to, status, events_replayed, \
-         events_failed, detail from pipeline.replay_requests where request_id = $1",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {REQUEST_COLUMNS} from pipeline.replay_requests where request_id = $1"
+    )))
     .bind(request_id)
     .fetch_optional(tx.connection())
     .await?
     .ok_or(StoreError::NotFound("replay request"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request_of(kind: &str, selection: &LetterSelection) -> ReplayRequest {
+        let (from, to) = selection.failed_between.unzip();
+        ReplayRequest {
+            request_id: Uuid::now_v7(),
+            tenant_id: TenantId::new_random(),
+            kind: kind.to_owned(),
+            range_from: from,
+            range_to: to,
+            status: "pending".into(),
+            events_replayed: 0,
+            events_failed: 0,
+            detail: None,
+            source_id: Some(*selection.source.as_uuid()),
+            reason_code: selection.reason_code.clone(),
+            source_table: selection.source_table.clone(),
+            dlq_ids: selection.dlq_ids.clone(),
+            events_total: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_selection_reads_back_as_chosen() {
+        let now = OffsetDateTime::now_utc();
+        let selection = LetterSelection {
+            reason_code: Some("missing_key".into()),
+            source_table: Some("public.devices".into()),
+            dlq_ids: Some(vec![Uuid::now_v7()]),
+            failed_between: Some((now - time::Duration::hours(1), now)),
+            ..LetterSelection::all(SourceId::new_random())
+        };
+        assert_eq!(
+            LetterSelection::of_request(&request_of("dlq", &selection)),
+            Some(selection.clone())
+        );
+        // A range replay's bounds are not a dead-letter window; a tenant-wide one has no
+        // source.
+        assert_eq!(
+            LetterSelection::of_request(&request_of("range", &selection)),
+            None
+        );
+        let mut tenant_wide = request_of("dlq", &selection);
+        tenant_wide.source_id = None;
+        assert_eq!(LetterSelection::of_request(&tenant_wide), None);
+    }
+
+    #[test]
+    fn a_selection_the_table_would_not_hold_is_refused_naming_the_field() {
+        let source = SourceId::new_random();
+        let now = OffsetDateTime::now_utc();
+        assert!(LetterSelection::all(source).check().is_ok());
+        for (selection, field) in [
+            (
+                LetterSelection {
+                    reason_code: Some("Missing Key".into()),
+                    ..LetterSelection::all(source)
+                },
+                "reason",
+            ),
+            (
+                LetterSelection {
+                    source_table: Some(String::new()),
+                    ..LetterSelection::all(source)
+                },
+                "table",
+            ),
+            (
+                LetterSelection {
+                    dlq_ids: Some(Vec::new()),
+                    ..LetterSelection::all(source)
+                },
+                "ids",
+            ),
+            (
+                LetterSelection {
+                    dlq_ids: Some((0..=MAX_SELECTED_LETTERS).map(|_| Uuid::now_v7()).collect()),
+                    ..LetterSelection::all(source)
+                },
+                "ids",
+            ),
+            (
+                LetterSelection {
+                    failed_between: Some((now, now)),
+                    ..LetterSelection::all(source)
+                },
+                "to",
+            ),
+        ] {
+            match selection.check() {
+                Err(StoreError::InvalidParameter { parameter, .. }) => {
+                    assert_eq!(parameter, field)
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
 }

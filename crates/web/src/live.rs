@@ -156,11 +156,7 @@ impl Feed {
     async fn render(&self, tx: &mut TenantTx, role: Role) -> Result<String, StoreError> {
         match self {
             Feed::Activity => activity_fragment(tx).await,
-            Feed::Sources => {
-                let sources = store::sources::list_sources(tx).await?;
-                let activity = crate::source_activity::SourceActivity::read(tx, role).await?;
-                Ok(sources_fragment(sources, &activity))
-            }
+            Feed::Sources => sources_table(tx, role).await,
             Feed::View(view) => view.render(tx, role).await,
         }
     }
@@ -215,6 +211,10 @@ struct SourceRow {
     /// Events per minute over the last hour (SVG); empty where the role cannot see them.
     sparkline: String,
     detail_href: String,
+    /// The source's dead-letter explorer.
+    dead_letters_href: String,
+    /// Its letters waiting for a replay, when counted.
+    dead_letters: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -281,10 +281,25 @@ pub(crate) fn lag_text(agent: &serde_json::Value) -> String {
     }
 }
 
-/// The data sources table with each agent's last report, rendered.
+/// The data sources table as `role` sees it now: with each source's activity, and its dead
+/// letters waiting for a replay when the role may see dead letters.
+pub(crate) async fn sources_table(tx: &mut TenantTx, role: Role) -> Result<String, StoreError> {
+    let sources = store::sources::list_sources(tx).await?;
+    let activity = crate::source_activity::SourceActivity::read(tx, role).await?;
+    let waiting = if role.allows(Permission::ViewDeadLetters) {
+        Some(store::dlq::waiting_by_source(tx).await?)
+    } else {
+        None
+    };
+    Ok(sources_fragment(sources, &activity, waiting.as_ref()))
+}
+
+/// The data sources table, with each source's dead letters waiting for a replay if `waiting`
+/// counts them.
 pub(crate) fn sources_fragment(
     sources: Vec<store::sources::Source>,
     activity: &crate::source_activity::SourceActivity,
+    waiting: Option<&HashMap<domain::SourceId, i64>>,
 ) -> String {
     let now = time::OffsetDateTime::now_utc();
     let rows = sources
@@ -302,6 +317,10 @@ pub(crate) fn sources_fragment(
                 last_event: activity.last_event(source.source_id),
                 sparkline: activity.sparkline(source.source_id),
                 detail_href: format!("/app/data-sources/{}", source.source_id),
+                // `app::dead_letters`' page, written out: this module knows no page.
+                dead_letters_href: format!("/app/data-sources/{}/dead-letters", source.source_id),
+                dead_letters: waiting
+                    .map(|waiting| waiting.get(&source.source_id).copied().unwrap_or(0)),
                 name: crate::labels::Labelled::named(
                     source.name,
                     "source",

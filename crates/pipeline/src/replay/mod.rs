@@ -121,7 +121,7 @@ pub async fn execute<B: Bus>(
     request: &ReplayRequest,
 ) -> Result<ReplayOutcome, ReplayError> {
     match (request.kind.as_str(), request.range_from, request.range_to) {
-        ("dlq", _, _) => replay_dead_letters(database, request.tenant_id).await,
+        ("dlq", _, _) => replay_dead_letters(database, request).await,
         ("range", Some(from), Some(to)) => {
             replay_range(
                 database,
@@ -149,67 +149,115 @@ pub async fn execute<B: Bus>(
     }
 }
 
-/// Re-drives the tenant's dead letters through the consumers that failed them. A letter that
-/// fails again stays in the DLQ with one more attempt counted.
+/// How many letters a dead-letter replay re-drives between two records of its progress.
+const PROGRESS_EVERY: i64 = 25;
+
+/// Re-drives the dead letters the request chooses (all of its tenant's, or one source's
+/// selection) through the consumers that failed them. A letter that fails again stays in the
+/// DLQ with one more attempt counted. Each letter is held while it is re-driven and taken only
+/// if it is not replayed yet, so two replays choosing the same letter apply it once. The
+/// request's total is recorded first and its progress as it goes, readable while it runs.
 async fn replay_dead_letters(
     database: &ServiceDb,
-    tenant: TenantId,
+    request: &ReplayRequest,
 ) -> Result<ReplayOutcome, ReplayError> {
+    let tenant = request.tenant_id;
+    let selection = store::replay::LetterSelection::of_request(request);
+    let total = store::service::dlq::count_pending(database, tenant, selection.as_ref()).await?;
+    store::service::replay::set_total(database, request, total).await?;
     let mut outcome = ReplayOutcome::default();
+    let (mut recorded, mut taken_by_another) = (0, 0);
     let mut after = None;
     loop {
-        let letters = store::service::dlq::pending(database, tenant, after, PAGE).await?;
+        let letters =
+            store::service::dlq::pending(database, tenant, selection.as_ref(), after, PAGE).await?;
         let Some(last) = letters.last() else {
+            let done = outcome.replayed + outcome.failed;
+            if done != total {
+                // Letters counted at the start that another replay applied first (or that
+                // failed meanwhile and were recorded again) were not this one's to do.
+                tracing::debug!(request = %request.request_id, total, done, taken_by_another,
+                    "dead-letter replay did other than it counted");
+                store::service::replay::set_total(database, request, done).await?;
+            }
             return Ok(outcome);
         };
         after = Some((last.created_at, last.dlq_id));
         for letter in letters {
-            let replayed = match (letter.consumer.as_str(), &letter.message) {
-                (bronze::GROUP, Some(message)) => {
-                    let envelope: protocol::Envelope = serde_json::from_slice(message)
-                        .map_err(|error| ReplayError::Corrupt(error.to_string()))?;
-                    let delivery = Delivery {
-                        message: Message {
-                            tenant,
-                            id: envelope.event.event_id,
-                            payload: message.clone().into(),
-                        },
-                        partition: 0,
-                        position: 0,
-                    };
-                    bronze::write(database, std::slice::from_ref(&delivery))
-                        .await?
-                        .dead_lettered
-                        .is_empty()
-                }
-                (crate::materializer::GROUP, Some(message)) => {
-                    let delivery = Delivery {
-                        message: Message {
-                            tenant,
-                            id: letter_event_id(message)?,
-                            payload: message.clone().into(),
-                        },
-                        partition: 0,
-                        position: 0,
-                    };
-                    crate::materializer::apply(database, std::slice::from_ref(&delivery))
-                        .await?
-                        .dead_lettered
-                        .is_empty()
-                }
-                (consumer, _) => {
-                    tracing::warn!(consumer, "no replay handler for this dead letter");
-                    false
-                }
+            let Some(claim) = store::service::dlq::claim(database, tenant, letter.dlq_id).await?
+            else {
+                // Another replay applied it meanwhile.
+                taken_by_another += 1;
+                continue;
             };
-            if replayed {
-                store::service::dlq::mark_replayed(database, tenant, &[letter.dlq_id]).await?;
+            if redrive(database, tenant, &letter).await? {
+                claim.replayed().await?;
                 outcome.replayed += 1;
             } else {
+                drop(claim);
                 outcome.failed += 1;
+            }
+            let done = outcome.replayed + outcome.failed;
+            if done - recorded >= PROGRESS_EVERY {
+                recorded = done;
+                store::service::replay::update(
+                    database,
+                    request,
+                    "running",
+                    outcome.replayed,
+                    outcome.failed,
+                    None,
+                )
+                .await?;
             }
         }
     }
+}
+
+/// Re-drives one letter through the consumer that failed it: whether it applied.
+async fn redrive(
+    database: &ServiceDb,
+    tenant: TenantId,
+    letter: &store::service::dlq::PendingLetter,
+) -> Result<bool, ReplayError> {
+    Ok(match (letter.consumer.as_str(), &letter.message) {
+        (bronze::GROUP, Some(message)) => {
+            let envelope: protocol::Envelope = serde_json::from_slice(message)
+                .map_err(|error| ReplayError::Corrupt(error.to_string()))?;
+            let delivery = Delivery {
+                message: Message {
+                    tenant,
+                    id: envelope.event.event_id,
+                    payload: message.clone().into(),
+                },
+                partition: 0,
+                position: 0,
+            };
+            bronze::write(database, std::slice::from_ref(&delivery))
+                .await?
+                .dead_lettered
+                .is_empty()
+        }
+        (crate::materializer::GROUP, Some(message)) => {
+            let delivery = Delivery {
+                message: Message {
+                    tenant,
+                    id: letter_event_id(message)?,
+                    payload: message.clone().into(),
+                },
+                partition: 0,
+                position: 0,
+            };
+            crate::materializer::apply(database, std::slice::from_ref(&delivery))
+                .await?
+                .dead_lettered
+                .is_empty()
+        }
+        (consumer, _) => {
+            tracing::warn!(consumer, "no replay handler for this dead letter");
+            false
+        }
+    })
 }
 
 /// The event id of a dead letter's message.

@@ -3,14 +3,14 @@
 use domain::TenantId;
 use uuid::Uuid;
 
-use crate::replay::ReplayRequest;
+use crate::replay::{REQUEST_COLUMNS, ReplayRequest};
 use crate::{ServiceDb, StoreError};
 
 /// Claims the oldest pending request of any tenant (pipeline): it becomes `running`, and no
 /// other worker gets it. A request still `running` 15 minutes after it started was abandoned
 /// (its worker was killed) and is taken up again; replays are idempotent.
 pub async fn claim_next(database: &ServiceDb) -> Result<Option<ReplayRequest>, StoreError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update pipeline.replay_requests set status = 'running', started_at = now() \
          where (tenant_id, request_id) = ( \
              select tenant_id, request_id from pipeline.replay_requests \
@@ -18,9 +18,8 @@ pub async fn claim_next(database: &ServiceDb) -> Result<Option<ReplayRequest>, S
                and (status = 'pending' \
                     or (status = 'running' and started_at < now() - interval '15 minutes')) \
              order by requested_at limit 1 for update skip locked) \
-         returning request_id, tenant_id, kind, range_from, range_to, status, \
-                   events_replayed, events_failed, detail",
-    )
+         returning {REQUEST_COLUMNS}"
+    )))
     .fetch_optional(database.pool())
     .await?)
 }
@@ -31,12 +30,11 @@ pub async fn claim(
     tenant: TenantId,
     request_id: Uuid,
 ) -> Result<Option<ReplayRequest>, StoreError> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update pipeline.replay_requests set status = 'running', started_at = now() \
          where tenant_id = $1 and request_id = $2 and status = 'pending' \
-         returning request_id, tenant_id, kind, range_from, range_to, status, \
-                   events_replayed, events_failed, detail",
-    )
+         returning {REQUEST_COLUMNS}"
+    )))
     .bind(tenant.as_uuid())
     .bind(request_id)
     .fetch_optional(database.pool())
@@ -64,6 +62,24 @@ pub async fn update(
     .bind(replayed)
     .bind(failed)
     .bind(detail)
+    .execute(database.pool())
+    .await?;
+    Ok(())
+}
+
+/// Records how many letters a dead-letter replay found to replay when it started (pipeline).
+pub async fn set_total(
+    database: &ServiceDb,
+    request: &ReplayRequest,
+    total: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "update pipeline.replay_requests set events_total = $3 \
+         where tenant_id = $1 and request_id = $2",
+    )
+    .bind(request.tenant_id.as_uuid())
+    .bind(request.request_id)
+    .bind(total)
     .execute(database.pool())
     .await?;
     Ok(())

@@ -17,6 +17,7 @@ mod account;
 mod analytics;
 mod caller;
 mod conformance;
+mod dead_letters;
 mod drift;
 mod error;
 mod extract;
@@ -33,7 +34,7 @@ mod workspace;
 
 fn register() -> Routes {
     let routes = Routes::new().at(Method::GET, "/api/v1/openapi.json", openapi_document);
-    let routes = analytics::register(sources::register(routes));
+    let routes = analytics::register(dead_letters::register(sources::register(routes)));
     let routes = masking::register(mappings::register(routes));
     let routes = workspace::register(members::register(account::register(routes)));
     sso::register(ops::register(drift::register(routes)))

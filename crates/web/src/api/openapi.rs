@@ -124,6 +124,41 @@ const AUDIT_QUERY: &[QueryParam] = &[
     ),
 ];
 
+/// The dead-letter explorer's filters and paging.
+const DEAD_LETTER_QUERY: &[QueryParam] = &[
+    param("reason", "only letters of this reason code", TEXT),
+    param(
+        "table",
+        "only letters of events of this `schema.table`",
+        TEXT,
+    ),
+    param(
+        "from",
+        "only letters whose latest failure is at or after this RFC 3339 time",
+        TEXT,
+    ),
+    param(
+        "to",
+        "only letters whose latest failure is before this RFC 3339 time",
+        TEXT,
+    ),
+    param(
+        "replayed",
+        "`true`: replayed letters only; `false`: letters waiting for a replay only; empty: both",
+        r#"{ "enum": ["", "true", "false"] }"#,
+    ),
+    param(
+        "cursor",
+        "the `next_cursor` of the previous page (paging)",
+        TEXT,
+    ),
+    param(
+        "limit",
+        "at most this many letters: 50 by default; below 1 counts as 1, above 200 as 200",
+        r#"{ "type": "integer", "minimum": -9223372036854775808, "maximum": 9223372036854775807 }"#,
+    ),
+];
+
 /// Names a masking rule, as PUT and DELETE take it.
 const RULE_QUERY: &[QueryParam] = &[
     param(
@@ -503,6 +538,64 @@ pub const OPERATIONS: &[Operation] = &[
         Access::Tenant(P::ViewDeadLetters),
         (200, Some("DeadLetters")),
     ),
+    Operation {
+        query: DEAD_LETTER_QUERY,
+        failures: &[(404, "the workspace has no source of this id (`not_found`)")],
+        ..op(
+            "get",
+            "/api/v1/sources/{source}/dead-letters",
+            "A source's dead letters grouped by reason code and table (count, first and latest \
+             failure), and one page of its letters, latest failure first, with the filters \
+             given: attempts, first and latest failure, and the event as the edge masked it",
+            Access::Tenant(P::ViewDeadLetters),
+            (200, Some("SourceDeadLetters")),
+        )
+    },
+    Operation {
+        failures: &[(
+            404,
+            "the workspace has no dead letter of this id (`not_found`)",
+        )],
+        ..op(
+            "get",
+            "/api/v1/dead-letters/{letter}",
+            "One dead letter, with its event as the edge masked it",
+            Access::Tenant(P::ViewDeadLetters),
+            (200, Some("DeadLetter")),
+        )
+    },
+    Operation {
+        request: Some("DeadLetterReplay"),
+        failures: &[
+            (
+                404,
+                "the workspace has no source of this id, or no letter of the source of one of \
+                 `ids` (`not_found`)",
+            ),
+            (
+                422,
+                "the selection is empty (`empty_selection`), `all` comes with other fields \
+                 (`invalid`, by the schema), the window ends before it starts \
+                 (`range_inverted`) or has one bound only (`invalid`); `details.field` names the \
+                 field",
+            ),
+        ],
+        links: &[Link {
+            name: "ReplayProgress",
+            method: "get",
+            path: "/api/v1/replays/{request}",
+            parameters: &[("request", "$response.body#/request_id")],
+        }],
+        ..op(
+            "post",
+            "/api/v1/sources/{source}/dead-letters/replay",
+            "Ask the pipeline to replay a source's dead letters: all, or those of a reason code, \
+             a table, chosen ids or a window of latest failures (every condition given holds); \
+             letters replayed already are not applied again (audited)",
+            Access::Tenant(P::ManageReplays),
+            (202, Some("ReplayAccepted")),
+        )
+    },
     op(
         "get",
         "/api/v1/unmapped-tables",
@@ -1336,6 +1429,11 @@ fn schemas() -> Value {
             "request_id": uuid, "kind": { "type": "string" },
             "status": { "enum": ["pending", "running", "done", "failed"] },
             "events_replayed": { "type": "integer" }, "events_failed": { "type": "integer" },
+            "events_total": { "type": ["integer", "null"], "description": "a dead-letter replay: the letters it found to replay when it started (null before); its progress is `events_replayed + events_failed` of it" },
+            "source_id": { "type": ["string", "null"], "format": "uuid" },
+            "reason_code": { "type": ["string", "null"] },
+            "source_table": { "type": ["string", "null"] },
+            "dlq_ids": { "type": ["array", "null"], "items": uuid },
         }), &["request_id", "kind", "status"]),
         "DeadLetters": list("dead_letters", object(json!({
             "dlq_id": uuid, "consumer": { "type": "string" }, "event_id": uuid,
@@ -1391,12 +1489,96 @@ fn schemas() -> Value {
             "cells": { "type": "array", "items": cell },
         }), &["key", "min_cohort", "cells"]),
     });
-    for more in [account_schemas(), request_schemas(), drift_schemas()] {
+    for more in [
+        account_schemas(),
+        request_schemas(),
+        drift_schemas(),
+        dead_letter_schemas(),
+    ] {
         for (name, schema) in more.as_object().expect("an object") {
             schemas[name] = schema.clone();
         }
     }
     schemas
+}
+
+/// The schemas of the dead-letter explorer's operations (apart from [`schemas`] only to keep
+/// each `json!` within the macro's recursion limit).
+fn dead_letter_schemas() -> Value {
+    let object = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required });
+    let closed = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let letter_id = json!({
+        "type": "string",
+        "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+        "description": "a `dlq_id` of the source's letters",
+    });
+    let letter = object(
+        json!({
+            "dlq_id": uuid, "consumer": { "type": "string" }, "event_id": uuid, "source_id": uuid,
+            "reason_code": { "type": "string" }, "reason": { "type": "string" },
+            "source_table": { "type": ["string", "null"], "description": "`schema.table` of the event; null when the event is not readable" },
+            "attempts": { "type": "integer", "minimum": 1 },
+            "created_at": { "type": "string", "format": "date-time", "description": "the first failure" },
+            "last_failed_at": { "type": "string", "format": "date-time", "description": "the latest failure" },
+            "replayed_at": { "type": ["string", "null"], "format": "date-time" },
+            "event": { "description": "the event envelope as the edge published it, masked by the workspace's policy" },
+        }),
+        &[
+            "dlq_id",
+            "consumer",
+            "event_id",
+            "source_id",
+            "reason_code",
+            "reason",
+            "source_table",
+            "attempts",
+            "created_at",
+            "last_failed_at",
+            "replayed_at",
+            "event",
+        ],
+    );
+    let group = object(
+        json!({
+            "reason_code": { "type": "string" },
+            "source_table": { "type": ["string", "null"] },
+            "letters": { "type": "integer", "minimum": 1 },
+            "waiting": { "type": "integer", "minimum": 0, "description": "letters not replayed yet" },
+            "first_failed_at": time, "latest_failed_at": time,
+        }),
+        &[
+            "reason_code",
+            "source_table",
+            "letters",
+            "waiting",
+            "first_failed_at",
+            "latest_failed_at",
+        ],
+    );
+    json!({
+        "DeadLetter": letter,
+        "SourceDeadLetters": object(json!({
+            "source_id": uuid,
+            "groups": { "type": "array", "items": group },
+            "dead_letters": { "type": "array", "items": { "$ref": "#/components/schemas/DeadLetter" } },
+            "next_cursor": { "type": ["string", "null"], "description": "pass as `cursor` for the next page; null on the last" },
+        }), &["source_id", "groups", "dead_letters", "next_cursor"]),
+        "DeadLetterReplay": {
+            "description": "`{\"all\": true}` alone, or any of `reason`, `table`, `ids`, and `from` with `to` (a window of latest failures, `from` before `to`); every condition given holds",
+            "anyOf": [
+                closed(json!({ "all": { "const": true } }), &["all"]),
+                closed(json!({
+                    "all": { "const": false },
+                    "reason": { "type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$" },
+                    "table": { "type": "string", "minLength": 1, "maxLength": 300, "pattern": r"^[^\u0000]+$" },
+                    "ids": { "type": "array", "minItems": 1, "maxItems": 1000, "items": letter_id },
+                    "from": time, "to": time,
+                }), &[]),
+            ],
+        },
+    })
 }
 
 /// The schemas of the schema-drift inbox's operations (apart from [`schemas`] only to keep each

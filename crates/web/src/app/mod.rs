@@ -7,6 +7,7 @@
 mod account;
 mod audit;
 pub(crate) mod dashboards;
+mod dead_letters;
 mod drift;
 mod explore;
 mod masking;
@@ -27,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .merge(account::routes())
         .merge(dashboards::routes())
         .merge(sources::routes())
+        .merge(dead_letters::routes())
         .merge(explore::routes())
         .merge(drift::routes())
         .merge(settings::routes())

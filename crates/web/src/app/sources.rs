@@ -61,6 +61,11 @@ async fn data_sources(
     let mut tx = member.tx(&state, Permission::ViewSources).await?;
     let sources = store::sources::list_sources(&mut tx).await?;
     let activity = SourceActivity::read(&mut tx, member.role()).await?;
+    let waiting = if member.role().allows(Permission::ViewDeadLetters) {
+        Some(store::dlq::waiting_by_source(&mut tx).await?)
+    } else {
+        None
+    };
     let can_manage = member.role().allows(Permission::ManageSources);
     let mut unmapped = Vec::new();
     if can_manage {
@@ -90,7 +95,7 @@ async fn data_sources(
             chrome: member.visitor.chrome("app"),
             shell: shell(&member, "/app/data-sources"),
             has_sources: !sources.is_empty(),
-            sources_html: crate::live::sources_fragment(sources, &activity),
+            sources_html: crate::live::sources_fragment(sources, &activity, waiting.as_ref()),
             can_manage,
             unmapped,
         },

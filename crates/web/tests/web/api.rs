@@ -48,6 +48,42 @@ pub async fn source(database: &Database, tenant: TenantId) -> SourceId {
     source.source_id
 }
 
+/// A dead letter of `source`'s, recorded as the bronze writer records one: its id.
+pub async fn dead_letter(database: &Database, tenant: TenantId, source: SourceId) -> uuid::Uuid {
+    let event_id = domain::EventId::from_uuid(uuid::Uuid::new_v4());
+    let event = serde_json::json!({
+        "tenant_id": tenant, "source_id": source,
+        "event": { "event_id": event_id, "schema": "public", "table": "refused" },
+    });
+    store::service::dlq::record(
+        &database.service,
+        &store::dlq::DeadLetter {
+            tenant,
+            consumer: "bronze",
+            event_id,
+            source,
+            reason_code: "bronze_rejected",
+            reason: "the database refused the event".into(),
+            message: serde_json::to_vec(&event).unwrap(),
+            event,
+        },
+    )
+    .await
+    .unwrap();
+    let mut tx = owner(database, tenant).await;
+    let page = store::dlq::page(
+        &mut tx,
+        source,
+        &store::dlq::LetterFilter::default(),
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    page.letters[0].dlq_id
+}
+
 /// An open invitation of `tenant` to `email` as a viewer: its id.
 async fn invitation(database: &Database, tenant: TenantId, email: &str) -> uuid::Uuid {
     let mut tx = owner(database, tenant).await;
@@ -180,6 +216,10 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    // A dead letter of each tenant's source, recorded as the pipeline records one.
+    let a_letter_source = source(&database, a).await;
+    let a_letter = dead_letter(&database, a, a_letter_source).await;
+    let b_letter = dead_letter(&database, b, b_source).await;
 
     let mut failures = Vec::new();
     for role in Role::TENANT_ROLES {
@@ -280,6 +320,27 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 String::new(),
                 Permission::ViewDeadLetters,
                 200,
+            ),
+            (
+                "GET",
+                format!("/api/v1/sources/{a_letter_source}/dead-letters?reason=bronze_rejected"),
+                String::new(),
+                Permission::ViewDeadLetters,
+                200,
+            ),
+            (
+                "GET",
+                format!("/api/v1/dead-letters/{a_letter}"),
+                String::new(),
+                Permission::ViewDeadLetters,
+                200,
+            ),
+            (
+                "POST",
+                format!("/api/v1/sources/{a_letter_source}/dead-letters/replay"),
+                format!(r#"{{"ids": ["{a_letter}"]}}"#),
+                Permission::ManageReplays,
+                202,
             ),
             (
                 "GET",
@@ -572,7 +633,32 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         // tokens.
         let b_promotion = format!(r#"{{"drift_id": "{b_drift}", "typed_column": "model"}}"#);
         let b_dismissal = format!(r#"{{"drift_id": "{b_drift}"}}"#);
+        let b_letter_choice = format!(r#"{{"ids": ["{b_letter}"]}}"#);
         let b_objects = [
+            (
+                "GET",
+                format!("/api/v1/sources/{b_source}/dead-letters"),
+                "",
+                Permission::ViewDeadLetters,
+            ),
+            (
+                "GET",
+                format!("/api/v1/dead-letters/{b_letter}"),
+                "",
+                Permission::ViewDeadLetters,
+            ),
+            (
+                "POST",
+                format!("/api/v1/sources/{b_source}/dead-letters/replay"),
+                r#"{"all": true}"#,
+                Permission::ManageReplays,
+            ),
+            (
+                "POST",
+                format!("/api/v1/sources/{a_letter_source}/dead-letters/replay"),
+                b_letter_choice.as_str(),
+                Permission::ManageReplays,
+            ),
             (
                 "PATCH",
                 format!("/api/v1/members/{b_member}"),
@@ -630,12 +716,15 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         // What tenant A reads is tenant A's only.
         let (_, _, response) = request(&addr, "GET", "/api/v1/workspace", Some(&bearer), "").await;
         assert_eq!(json(&response)["workspace"]["name"], "Acme", "{response}");
+        let a_dead_letters = format!("/api/v1/sources/{a_letter_source}/dead-letters");
         for (path, permission) in [
             ("/api/v1/members", Permission::ManageMembers),
             ("/api/v1/invitations", Permission::ManageMembers),
             ("/api/v1/api-tokens", Permission::ManageApiTokens),
             ("/api/v1/audit?limit=1000", Permission::ViewAudit),
             ("/api/v1/drift", Permission::ManageSources),
+            ("/api/v1/dead-letters", Permission::ViewDeadLetters),
+            (a_dead_letters.as_str(), Permission::ViewDeadLetters),
         ] {
             if !role.allows(permission) {
                 continue;
@@ -648,6 +737,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 b_member.to_string(),
                 b_invitation.to_string(),
                 token_id(&b_viewer_token).to_string(),
+                b_letter.to_string(),
             ] {
                 assert!(
                     !response.to_lowercase().contains(&foreign),

@@ -83,6 +83,11 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     }
     let b_drift = drift_ids[1];
     drop(admin);
+    // A dead letter of a source of each tenant: its explorer shows tenant A's only.
+    let a_letter_source = crate::api::source(&database, a).await;
+    let a_letter = crate::api::dead_letter(&database, a, a_letter_source).await;
+    let b_letter_source = crate::api::source(&database, b).await;
+    let b_letter = crate::api::dead_letter(&database, b, b_letter_source).await;
     // A saved dashboard of tenant B's, which no role of A's may see or change.
     let mut tx = crate::api::owner(&database, b).await;
     let b_dashboard = store::dashboards::create(
@@ -190,6 +195,70 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             }
             if page.body.contains("globex") || page.body.contains("Globex") {
                 failures.push(format!("{role} {path}: shows tenant B"));
+            }
+        }
+        // The dead-letter explorer: its own source's letters for those who see dead letters,
+        // replays for those who replay; tenant B's source and letter are not found.
+        let explorer = format!("/app/data-sources/{a_letter_source}/dead-letters");
+        if role.allows(Permission::ViewSources) && !sources.body.contains(&explorer) {
+            failures.push(format!("{role}: no link to a source's dead letters"));
+        }
+        let sees_letters = role.allows(Permission::ViewDeadLetters);
+        let replays = role.allows(Permission::ManageReplays);
+        for (path, allowed_status) in [
+            (explorer.clone(), 200),
+            (format!("{explorer}?letter={a_letter}"), 200),
+            (
+                format!("{explorer}?reason=bronze_rejected&state=waiting"),
+                200,
+            ),
+            (
+                format!("/app/data-sources/{b_letter_source}/dead-letters"),
+                404,
+            ),
+            (format!("{explorer}?letter={b_letter}"), 404),
+        ] {
+            let page = browser.get(&path).await;
+            assert_designed_html(&page, &path);
+            let expected = if sees_letters { allowed_status } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} {path}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if page.status == 200 {
+                if !page.body.contains(&a_letter.to_string()) {
+                    failures.push(format!("{role} {path}: its own letter missing"));
+                }
+                if page.body.contains("/replay\"") != replays {
+                    failures.push(format!("{role} {path}: replay forms shown = {}", !replays));
+                }
+            }
+            if page.body.contains(&b_letter.to_string()) || page.body.contains("Globex") {
+                failures.push(format!("{role} {path}: shows tenant B's letter"));
+            }
+        }
+        let a_letter_text = a_letter.to_string();
+        for (action, fields, allowed_status) in [
+            (
+                format!("{explorer}/replay"),
+                vec![("scope", "selected"), ("ids", a_letter_text.as_str())],
+                303,
+            ),
+            (
+                format!("/app/data-sources/{b_letter_source}/dead-letters/replay"),
+                vec![("scope", "all")],
+                404,
+            ),
+        ] {
+            let page = browser.submit("/app/overview", &action, &fields).await;
+            let expected = if replays { allowed_status } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
             }
         }
         // The drift inbox: its own field for those who map tables; tenant B's field is neither

@@ -19,13 +19,13 @@ use crate::serve;
 
 /// One server-sent event: its name (`message` when unnamed) and data.
 #[derive(Debug, Clone, PartialEq)]
-struct SseEvent {
-    name: String,
-    data: String,
+pub(crate) struct SseEvent {
+    pub(crate) name: String,
+    pub(crate) data: String,
 }
 
 /// An open `text/event-stream` response, read as it arrives (HTTP/1.1 chunked).
-struct EventStream {
+pub(crate) struct EventStream {
     status: u16,
     headers: Vec<(String, String)>,
     reader: BufReader<TcpStream>,
@@ -34,7 +34,7 @@ struct EventStream {
 }
 
 impl EventStream {
-    async fn open(addr: &str, path: &str, cookies: &BTreeMap<String, String>) -> Self {
+    pub(crate) async fn open(addr: &str, path: &str, cookies: &BTreeMap<String, String>) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut reader = BufReader::new(stream);
         let cookie: Vec<String> = cookies
@@ -107,7 +107,7 @@ impl EventStream {
 
     /// The next event (keep-alive comments skipped), or `None` when the stream ended; fails
     /// the test after `wait`.
-    async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+    pub(crate) async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
         let deadline = Instant::now() + wait;
         loop {
             while let Some(end) = self.pending.find("\n\n") {

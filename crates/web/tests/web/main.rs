@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod chromium;
 mod dashboards;
+mod dead_letters;
 mod dns;
 mod drift;
 mod explore;
