@@ -82,9 +82,17 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     let edge_url = format!("https://{edge_addr}");
     let demo = if demo && matches!(settings.database, crate::settings::DatabaseChoice::Managed) {
         Some(
-            crate::demo::ensure(&settings.data_dir, &database, &edge_url, &ingestion.ca_pem)
-                .await
-                .context("setting up the demo")?,
+            crate::demo::ensure(
+                &settings.data_dir,
+                &database,
+                &crate::demo::Edge {
+                    url: &edge_url,
+                    ca_pem: &ingestion.ca_pem,
+                },
+                settings.rollup_min_cohort,
+            )
+            .await
+            .context("setting up the demo")?,
         )
     } else {
         None
@@ -95,6 +103,18 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             ingestion::stopped(shutdown_rx.clone()),
         ))
     });
+    let cohort_agents: Vec<_> = demo
+        .as_ref()
+        .map(|demo| crate::demo::cohort_agent_configs(&settings.data_dir, &edge_url, demo))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|config| {
+            tokio::spawn(agent::run_until(
+                config,
+                ingestion::stopped(shutdown_rx.clone()),
+            ))
+        })
+        .collect();
 
     println!("Tributary is running.");
     println!("  web:      http://{web_addr}/");
@@ -116,6 +136,10 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         println!(
             "  demo:     tenant {} with a simulated agent streaming (source {})",
             demo.tenant_id, demo.source_id
+        );
+        println!(
+            "  cohort:   {} more tenants with light simulators, so the global console has cells",
+            demo.cohort.len()
         );
         if let Some(login) = &demo.web_login {
             println!(
@@ -145,6 +169,12 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         let _ = shutdown_tx.send(true);
         if let Ok(Err(error)) = agent.await {
             tracing::warn!(%error, "the demo agent stopped with an error");
+        }
+    }
+    for agent in cohort_agents {
+        let _ = shutdown_tx.send(true);
+        if let Ok(Err(error)) = agent.await {
+            tracing::warn!(%error, "a demo cohort agent stopped with an error");
         }
     }
     // The edge first, so no batch is accepted that the rest no longer processes; then the rest.

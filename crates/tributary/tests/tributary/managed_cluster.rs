@@ -4,7 +4,8 @@
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    DataDir, Platform, assert_no_server_left, http_get_with, server_processes, tributary,
+    DataDir, Platform, assert_no_server_left, http_get_signed_in, http_get_with, server_processes,
+    sign_in, tributary,
 };
 
 #[test]
@@ -78,6 +79,35 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     let series: serde_json::Value = serde_json::from_str(&body).unwrap();
     let points = series["series"][0]["points"].as_array().map_or(0, Vec::len);
     assert!(points > 0, "the last hour of {key} has points: {body}");
+    // The demo's cohort: light tenants beside it, five in its plan, industry and region, so
+    // that internal operations see published cells of an allowlisted key on the global
+    // console within two minutes of the first start.
+    let cohort = demo["cohort"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        cohort, 8,
+        "five tenants in the demo's cell, three elsewhere: {demo}"
+    );
+    let ops = sign_in(
+        &platform.web_addr,
+        demo["ops_login"]["email"].as_str().unwrap(),
+        demo["ops_login"]["password"].as_str().unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (status, page) =
+            http_get_signed_in(&platform.web_addr, "/app/global?key=power_kw&hours=1", &ops);
+        assert_eq!(status, 200, "{page}");
+        // A published cell is a row of the demo's cell with its tenant count.
+        if page.contains("<td>team</td><td>energy</td><td>eu-west</td>") {
+            assert!(!page.contains("<td>free</td><td>energy</td><td>us-east</td>"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no published cell of power_kw on the global console within two minutes: {page}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
     let (status, metrics) = platform.metrics();
     assert_eq!(status, 200);
     // Without a metrics token, the web listener serves no metrics.
@@ -123,17 +153,18 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     let listed = tributary(&data_dir, &["tenant", "list", "--json"]);
     assert!(listed.status.success(), "{listed:?}");
     let tenants: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    let names: Vec<&str> = tenants
+    let (cohort, names): (Vec<&str>, Vec<&str>) = tenants
         .as_array()
         .unwrap()
         .iter()
         .map(|tenant| tenant["name"].as_str().unwrap())
-        .collect();
+        .partition(|name| name.starts_with("Demo Cohort "));
     assert_eq!(
         names,
         ["Demo Charging", "Acme"],
         "the second start sees the first one's data, and the demo tenant is made once"
     );
+    assert_eq!(cohort.len(), 8, "the cohort is made once: {cohort:?}");
     assert_no_server_left(&data_dir.pgdata());
 
     let platform = Platform::start(&data_dir);

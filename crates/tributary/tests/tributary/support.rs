@@ -122,6 +122,100 @@ pub fn http_get_with(addr: &str, path: &str, bearer: Option<&str>) -> (u16, Stri
     (status, body)
 }
 
+/// One HTTP/1.1 exchange: `head` (request line and headers, without the blank line) and
+/// `body`; answers (status, the `Set-Cookie` values' `name=value`, body).
+fn http_exchange(addr: &str, head: &str, body: &str) -> (u16, Vec<String>, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the web address");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{head}\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (headers, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let cookies = headers
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("set-cookie").then(|| {
+                value
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+        })
+        .collect();
+    (status, cookies, body.to_owned())
+}
+
+/// Signs in at `/auth` as a browser would (its anti-forgery cookie and token, then the form):
+/// the `Cookie` header value of the signed-in session.
+pub fn sign_in(addr: &str, email: &str, password: &str) -> String {
+    let (status, cookies, page) = http_exchange(addr, "GET /auth HTTP/1.1", "");
+    assert_eq!(status, 200, "{page}");
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in page's anti-forgery token");
+    let form = format!(
+        "email={}&password={}&csrf={}",
+        form_encode(email),
+        form_encode(password),
+        form_encode(csrf)
+    );
+    let (status, session, body) = http_exchange(
+        addr,
+        &format!(
+            "POST /auth/sign-in HTTP/1.1\r\nCookie: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded",
+            cookies.join("; ")
+        ),
+        &form,
+    );
+    assert_eq!(status, 303, "signing in as {email}: {body}");
+    let mut jar: Vec<String> = cookies;
+    for cookie in session {
+        let name = cookie.split('=').next().unwrap_or_default().to_owned();
+        jar.retain(|kept| !kept.starts_with(&format!("{name}=")));
+        jar.push(cookie);
+    }
+    jar.join("; ")
+}
+
+/// GET `path` with the session `cookie` of [`sign_in`]: (status, body).
+pub fn http_get_signed_in(addr: &str, path: &str, cookie: &str) -> (u16, String) {
+    let (status, _, body) = http_exchange(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nCookie: {cookie}"),
+        "",
+    );
+    (status, body)
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 /// Processes whose working directory is `pgdata`: every PostgreSQL server process of a
 /// cluster chdirs there, whatever its title says.
 pub fn server_processes(pgdata: &Path) -> Vec<u32> {
