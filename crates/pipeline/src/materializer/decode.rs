@@ -127,7 +127,11 @@ fn prepare(
     }
     let empty = Map::new();
     let after = event.after.as_ref().unwrap_or(&empty);
-    let mapping = mapping.settled_for(event.key.keys().chain(after.keys()).map(String::as_str));
+    // The event's own columns settle whose a reading is only for checking this event: an
+    // update may carry some of the row's columns, so the work keeps the mapping unsettled and
+    // the reading's entity is settled from its whole folded state (`state::derive_reading`).
+    let unsettled = mapping;
+    let mapping = unsettled.settled_for(event.key.keys().chain(after.keys()).map(String::as_str));
     let id_column = mapping
         .id_column_for(&event.key)
         .unwrap_or_else(|| mapping.kind.id_column().to_owned());
@@ -207,7 +211,7 @@ fn prepare(
         schema: event.schema.clone(),
         table: event.table.clone(),
         at: event.event_time.to_offset(time::UtcOffset::UTC),
-        mapping,
+        mapping: unsettled.clone(),
     })))
 }
 

@@ -540,6 +540,50 @@ async fn an_older_delete_arriving_after_a_sites_reading_leaves_the_reading() {
 }
 
 #[tokio::test]
+async fn a_partial_update_of_a_sites_reading_stays_the_sites() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let source = SourceId::new_random();
+    let key = json!({ "reading_id": 1 });
+    let insert = event(
+        acme,
+        source,
+        protocol::Op::Insert,
+        "readings",
+        1000,
+        key.clone(),
+        Some(json!({
+            "reading_id": 1, "site_id": "s1", "metric": "power_kw", "value": 3.5,
+            "measured_at": "2026-11-20T10:00:30Z",
+        })),
+        &[],
+    );
+    // An update carrying only the column that changed: nothing in it says whose reading it
+    // is, the row it folds into does.
+    let update = event(
+        acme,
+        source,
+        protocol::Op::Update,
+        "readings",
+        1008,
+        key,
+        Some(json!({ "reading_id": 1, "value": 4.5 })),
+        &[],
+    );
+    materialize(&database, &[insert]).await;
+    materialize(&database, &[update]).await;
+    let mut viewer = as_viewer(&test_database, acme).await;
+    let rows: Vec<(String, String, f64, i64)> = sqlx::query_as(
+        "select entity_kind, entity_id, value_sum, value_count from analytics.metrics_min",
+    )
+    .fetch_all(&mut viewer)
+    .await
+    .unwrap();
+    assert_eq!(rows, [("site".to_owned(), "s1".to_owned(), 4.5, 1)]);
+}
+
+#[tokio::test]
 async fn sums_are_exact_and_the_same_in_any_order() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
