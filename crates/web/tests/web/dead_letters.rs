@@ -465,21 +465,7 @@ async fn dead_letters_are_grouped_filtered_paged_and_replayed_as_chosen_once() {
 
     // Fix the sites' cause: latitude is no longer typed. A replay of that reason applies the
     // three sites once and touches no other letter.
-    let mut tx = crate::api::owner(&database, a).await;
-    store::read_models::put_mapping(
-        &mut tx,
-        &store::read_models::MappingRow {
-            source_id: *a_source.as_uuid(),
-            source_table: "sites".into(),
-            entity_kind: "site".into(),
-            id_column: None,
-            columns: BTreeMap::new(),
-            reading_entity_kind: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    untype_site_columns(&database, a, a_source).await;
     let by_reason = replay(
         &addr,
         a_source,
@@ -860,21 +846,7 @@ async fn two_overlapping_replays_at_once_apply_each_letter_once() {
     let source = crate::api::source(&database, a).await;
     let sites: Vec<_> = (0..6).map(|n| bad_site(a, source, n, "acme")).collect();
     refused(&database, &sites).await;
-    let mut tx = crate::api::owner(&database, a).await;
-    store::read_models::put_mapping(
-        &mut tx,
-        &store::read_models::MappingRow {
-            source_id: *source.as_uuid(),
-            source_table: "sites".into(),
-            entity_kind: "site".into(),
-            id_column: None,
-            columns: BTreeMap::new(),
-            reading_entity_kind: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    untype_site_columns(&database, a, source).await;
     let token = crate::api::token(&database, a, Role::Owner).await;
     let all = replay(&addr, source, &token, json!({ "all": true })).await;
     let by_table = replay(&addr, source, &token, json!({ "table": "public.sites" })).await;
@@ -975,4 +947,24 @@ async fn a_replays_progress_is_readable_while_it_runs() {
         ),
         (&json!("done"), &json!(40), &json!(40))
     );
+}
+
+/// Fixes the sites' cause of refusal: `a`'s mapping of `sites` from `source` with no typed
+/// column beyond the id, so a replayed site applies.
+async fn untype_site_columns(database: &Database, a: TenantId, source: SourceId) {
+    let mut tx = crate::api::owner(database, a).await;
+    store::read_models::put_mapping(
+        &mut tx,
+        &store::read_models::MappingRow {
+            source_id: *source.as_uuid(),
+            source_table: "sites".into(),
+            entity_kind: "site".into(),
+            id_column: None,
+            columns: BTreeMap::new(),
+            reading_entity_kind: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 }
