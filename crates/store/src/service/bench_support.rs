@@ -196,17 +196,19 @@ pub async fn bronze_distinct_keys(
     .await?)
 }
 
-/// The readings a tenant's `metrics_min` counts for `metric_key`, and those the global
-/// `rollup_min` and `rollup_hr` count for it (all tenants).
+/// The readings a tenant's `metrics_min` counts for `metric_key`, those every tenant's count,
+/// and those the global `rollup_min` and `rollup_hr` count for it (all tenants).
 pub async fn metric_counts(
     database: &ServiceDb,
     tenant: TenantId,
     metric_key: &str,
-) -> Result<(i64, i64, i64), StoreError> {
+) -> Result<(i64, i64, i64, i64), StoreError> {
     let mut tx = as_aggregator(database).await?;
     let counts = sqlx::query_as(
         "select (select coalesce(sum(value_count), 0)::bigint from analytics.metrics_min \
                  where tenant_id = $1 and metric_key = $2), \
+                (select coalesce(sum(value_count), 0)::bigint from analytics.metrics_min \
+                 where metric_key = $2), \
                 (select coalesce(sum(value_count), 0)::bigint from global_analytics.rollup_min \
                  where key = $2), \
                 (select coalesce(sum(value_count), 0)::bigint from global_analytics.rollup_hr \
