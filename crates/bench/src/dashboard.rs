@@ -18,7 +18,7 @@ use store::{Actor, ConnectionSettings, Database, Scope, TenantTx};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tributary::{Connected, DatabaseChoice, Settings};
+use tributary::Settings;
 
 /// The API's p95 may be at most this many times the hand-written SQL's.
 const TARGET_RATIO: f64 = 1.5;
@@ -44,40 +44,11 @@ pub async fn dashboard(args: DashboardArgs, settings: Settings) -> anyhow::Resul
     if args.events < 1000 || args.samples == 0 {
         bail!("--events must be at least 1000 and --samples at least 1");
     }
-    let mut settings = settings;
-    let temporary = match settings.database {
-        DatabaseChoice::Managed => {
-            let dir = std::env::temp_dir().join(format!(
-                "tributary-bench-dashboard-{}",
-                uuid::Uuid::new_v4().simple()
-            ));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            settings.data_dir = dir.clone();
-            Some(dir)
-        }
-        DatabaseChoice::Given { .. } => None,
-    };
-    println!("starting the database ...");
-    let connected = match Connected::open(&settings, true).await {
-        Ok(connected) => connected,
-        Err(error) => {
-            if let Some(dir) = &temporary {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(error);
-        }
-    };
-    println!("  {}", connected.describe());
-    println!("  machine: {}", crate::machine::describe());
-    let outcome = tokio::select! {
-        outcome = run(&args, &connected.database, &connected.connection_settings) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    let closed = connected.close().await;
-    if let Some(dir) = &temporary {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    closed?;
+    let outcome = crate::with_scratch_database(settings, "dashboard", async |_, connected| {
+        println!("  machine: {}", crate::machine::describe());
+        run(&args, &connected.database, &connected.connection_settings).await
+    })
+    .await;
     let report = outcome?;
     report.print();
     Ok(ExitCode::SUCCESS)

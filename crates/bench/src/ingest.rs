@@ -84,39 +84,11 @@ pub async fn ingest(args: IngestArgs, settings: Settings) -> anyhow::Result<Exit
             protocol::Limits::default().max_events
         );
     }
-    let mut settings = settings;
-    // A private cluster in a fresh temporary directory, unless a database is given; /tmp is
-    // world-traversable, so the server's OS user reaches it when this runs as root.
-    let temporary = match settings.database {
-        DatabaseChoice::Managed => {
-            let dir = std::env::temp_dir()
-                .join(format!("tributary-bench-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            settings.data_dir = dir.clone();
-            Some(dir)
-        }
-        DatabaseChoice::Given { .. } => None,
-    };
-    println!("starting the database ...");
-    let connected = match Connected::open(&settings, true).await {
-        Ok(connected) => connected,
-        Err(error) => {
-            if let Some(dir) = &temporary {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(error);
-        }
-    };
-    println!("  {}", connected.describe());
-    let outcome = tokio::select! {
-        outcome = run(&args, &settings, &connected) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    let closed = connected.close().await;
-    if let Some(dir) = &temporary {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    closed?;
+    let outcome =
+        crate::with_scratch_database(settings.clone(), "ingest", async |settings, connected| {
+            run(&args, settings, connected).await
+        })
+        .await;
     let report = outcome?;
     report.print(&args, &settings);
     Ok(ExitCode::SUCCESS)

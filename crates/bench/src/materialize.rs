@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use bus::{Bus, Consumer, Delivery, Message};
 use domain::{Plan, SourceId, TenantAttributes, TenantId};
 use store::{Actor, Database, Scope, TenantTx};
-use tributary::{Connected, DatabaseChoice, Settings};
+use tributary::{Connected, Settings};
 
 /// The allowlisted key of the latency probes' readings.
 const PROBE_KEY: &str = "bench_probe";
@@ -45,39 +45,11 @@ pub async fn materialize(args: MaterializeArgs, settings: Settings) -> anyhow::R
     if args.events == 0 || args.tenants == 0 || args.batch == 0 || args.rate < 50 {
         bail!("--events, --tenants and --batch must be at least 1, --rate at least 50");
     }
-    let mut settings = settings;
-    let temporary = match settings.database {
-        DatabaseChoice::Managed => {
-            let dir = std::env::temp_dir().join(format!(
-                "tributary-bench-materialize-{}",
-                uuid::Uuid::new_v4().simple()
-            ));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            settings.data_dir = dir.clone();
-            Some(dir)
-        }
-        DatabaseChoice::Given { .. } => None,
-    };
-    println!("starting the database ...");
-    let connected = match Connected::open(&settings, true).await {
-        Ok(connected) => connected,
-        Err(error) => {
-            if let Some(dir) = &temporary {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(error);
-        }
-    };
-    println!("  {}", connected.describe());
-    let outcome = tokio::select! {
-        outcome = run(&args, &settings, &connected) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    let closed = connected.close().await;
-    if let Some(dir) = &temporary {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    closed?;
+    let outcome =
+        crate::with_scratch_database(settings, "materialize", async |settings, connected| {
+            run(&args, settings, connected).await
+        })
+        .await;
     outcome?;
     Ok(ExitCode::SUCCESS)
 }
