@@ -101,6 +101,47 @@ def _series_range(query):
     return query
 
 
+def _history_range(query):
+    """A status history's `to` is after its `from` and at most 7 days after it (the history
+    kept); a missing `to` (the server's default: now) is an hour after `from`."""
+    start, end = _instant(query.get("from")), _instant(query.get("to"))
+    if start is None:
+        return query
+    try:
+        if end is None:
+            end = start + timedelta(hours=1)
+        if start > end:
+            start, end = end, start
+        if end - start > timedelta(days=7):
+            start = end - timedelta(days=7)
+        if end == start:
+            start = end - timedelta(minutes=1)
+    except OverflowError:
+        return query
+    query["from"], query["to"] = start.isoformat(), end.isoformat()
+    return query
+
+
+def _letter_window(body):
+    """A dead-letter replay's window has both bounds, `from` before `to`."""
+    start, end = _instant(body.get("from")), _instant(body.get("to"))
+    if (start is None) != (end is None):
+        body.pop("from", None)
+        body.pop("to", None)
+        return body
+    if start is None:
+        return body
+    try:
+        if start > end:
+            start, end = end, start
+        if start == end:
+            start = end - timedelta(seconds=1)
+    except OverflowError:
+        return body
+    body["from"], body["to"] = start.isoformat(), end.isoformat()
+    return body
+
+
 _CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,2000}$")
 
 
@@ -129,11 +170,15 @@ def map_case(context, case):
         case.query = _series_range(case.query)
     elif method == "get" and path.startswith("/api/v1/analytics/") and isinstance(case.query, dict):
         case.query = _list_cursor(case.query)
+    elif method == "get" and path.endswith("/status-history") and isinstance(case.query, dict):
+        case.query = _history_range(case.query)
     body = case.body
     if not isinstance(body, dict):
         return case
     if method == "post" and path == "/api/v1/replays" and body.get("kind") == "range":
         case.body = _ordered_range(body)
+    elif method == "post" and path.endswith("/dead-letters/replay"):
+        case.body = _letter_window(body)
     elif method == "put" and path.endswith("/mappings/{table}"):
         case.body = _distinct_columns(body)
     return case

@@ -135,12 +135,12 @@ const DEAD_LETTER_QUERY: &[QueryParam] = &[
     param(
         "from",
         "only letters whose latest failure is at or after this RFC 3339 time",
-        TEXT,
+        DATE_TIME,
     ),
     param(
         "to",
         "only letters whose latest failure is before this RFC 3339 time",
-        TEXT,
+        DATE_TIME,
     ),
     param(
         "replayed",
@@ -1718,7 +1718,7 @@ fn operation_id(method: &str, path: &str) -> String {
 /// A path parameter's schema, by its name.
 fn path_schema(name: &str) -> Value {
     match name {
-        "source" | "request" | "tenant" | "user" | "invitation" | "token" => {
+        "source" | "request" | "tenant" | "user" | "invitation" | "token" | "letter" => {
             json!({ "type": "string", "format": "uuid" })
         }
         "table" => {
