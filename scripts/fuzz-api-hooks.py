@@ -122,14 +122,18 @@ def _history_range(query):
     return query
 
 
-def _letter_window(body):
-    """A dead-letter replay's window has both bounds, `from` before `to`."""
+def _letter_selection(body):
+    """A dead-letter replay chooses something (docs/api.md): `all`, or at least one of
+    `reason`, `table`, `ids` and a window; a window has both bounds, `from` before `to`."""
     start, end = _instant(body.get("from")), _instant(body.get("to"))
     if (start is None) != (end is None):
         body.pop("from", None)
         body.pop("to", None)
+    if not any(body.get(field) is not None for field in ("reason", "table", "ids", "from")):
+        if body.get("all") is not True:
+            return {"all": True}
         return body
-    if start is None:
+    if start is None or end is None:
         return body
     try:
         if start > end:
@@ -178,7 +182,7 @@ def map_case(context, case):
     if method == "post" and path == "/api/v1/replays" and body.get("kind") == "range":
         case.body = _ordered_range(body)
     elif method == "post" and path.endswith("/dead-letters/replay"):
-        case.body = _letter_window(body)
+        case.body = _letter_selection(body)
     elif method == "put" and path.endswith("/mappings/{table}"):
         case.body = _distinct_columns(body)
     return case

@@ -150,7 +150,7 @@ const DEAD_LETTER_QUERY: &[QueryParam] = &[
     param(
         "cursor",
         "the `next_cursor` of the previous page (paging)",
-        TEXT,
+        r#"{ "type": "string", "pattern": "^-?[0-9]{1,17}_[0-9a-f]{32}$" }"#,
     ),
     param(
         "limit",
