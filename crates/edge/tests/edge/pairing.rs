@@ -300,11 +300,16 @@ async fn a_paused_sources_batches_are_refused_with_source_paused_and_its_heartbe
             &json!({
                 "agent_version": "0.1.0", "source_kind": "postgres", "state": "paused",
                 "spool_batches": 1, "spool_bytes": 512, "backpressure": false,
-                "updated_at": "2026-12-06T03:00:00Z",
+                "warnings": [], "last_error": null, "updated_at": "2026-12-06T03:00:00Z",
             }),
         )
         .await;
-    assert_eq!(heartbeat.status, 204);
+    assert_eq!(
+        heartbeat.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&heartbeat.body)
+    );
     let mut tx = edge.owner_tx(agent.tenant).await;
     let source = store::sources::get_source(&mut tx, agent.source)
         .await
