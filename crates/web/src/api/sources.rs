@@ -345,12 +345,13 @@ mod tests {
                 .all(|operation| operation.body_optional)
         };
         assert!(optional(Revocation::SCHEMA) && Revocation::OPTIONAL);
+        assert!(optional(Pause::SCHEMA) && Pause::OPTIONAL);
         assert!(!optional(NewSource::SCHEMA) && !NewSource::OPTIONAL);
         let documented: Vec<&str> = openapi::OPERATIONS
             .iter()
             .filter(|operation| operation.body_optional)
             .filter_map(|operation| operation.request)
             .collect();
-        assert_eq!(documented, [Revocation::SCHEMA]);
+        assert_eq!(documented, [Revocation::SCHEMA, Pause::SCHEMA]);
     }
 }
