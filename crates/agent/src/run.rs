@@ -198,6 +198,10 @@ const RENEW_BEFORE: time::Duration = time::Duration::days(2);
 /// else (the edge unreachable, the source paused on the platform) keeps it spooled, and the
 /// next attempt waits longer, up to `retry_max`. While the platform answers `source_paused`
 /// the status says `paused`; the first batch taken after it restores the state it replaced.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the sender's channels, each used once"
+)]
 async fn send_spool(
     mut client: EdgeClient,
     retry_max: Duration,
