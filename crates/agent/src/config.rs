@@ -60,13 +60,25 @@ pub struct SpoolConfig {
     /// The spool's bound: beyond it the source is not read until the edge takes batches.
     #[serde(default = "default_spool_bytes")]
     pub max_bytes: u64,
+    /// The longest wait, in seconds, between attempts to send a batch the edge did not take
+    /// (unreachable, or the source paused): the wait doubles from 250 ms up to this.
+    #[serde(default = "default_retry_max_seconds")]
+    pub retry_max_seconds: u64,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             max_bytes: default_spool_bytes(),
+            retry_max_seconds: default_retry_max_seconds(),
         }
+    }
+}
+
+impl SpoolConfig {
+    /// [`SpoolConfig::retry_max_seconds`], at least one second.
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_secs(self.retry_max_seconds.max(1))
     }
 }
 
@@ -96,6 +108,10 @@ fn default_devices() -> u32 {
 
 fn default_spool_bytes() -> u64 {
     1 << 30
+}
+
+fn default_retry_max_seconds() -> u64 {
+    30
 }
 
 impl Config {
@@ -145,6 +161,11 @@ impl Config {
             self.spool.max_bytes = bytes
                 .parse()
                 .context("TRIBUTARY_AGENT_SPOOL_MAX_BYTES must be a number of bytes")?;
+        }
+        if let Some(seconds) = variable("TRIBUTARY_AGENT_SPOOL_RETRY_MAX_SECONDS") {
+            self.spool.retry_max_seconds = seconds
+                .parse()
+                .context("TRIBUTARY_AGENT_SPOOL_RETRY_MAX_SECONDS must be a number of seconds")?;
         }
         if let Some(listen) = variable("TRIBUTARY_AGENT_HEALTH_LISTEN") {
             self.health.listen =

@@ -66,6 +66,7 @@ pub async fn run_until(
     };
     let sender = tokio::spawn(send_spool(
         client,
+        config.spool.retry_max(),
         config.state_dir.clone(),
         spool.clone(),
         spooled,
@@ -192,8 +193,18 @@ async fn read_simulator(
 /// Renew the client certificate when less than this much of it is left.
 const RENEW_BEFORE: time::Duration = time::Duration::days(2);
 
+/// Sends the spool's batches oldest first, each until the edge takes it. A batch is removed
+/// and the source's position confirmed past it only once the edge acknowledged it; anything
+/// else (the edge unreachable, the source paused on the platform) keeps it spooled, and the
+/// next attempt waits longer, up to `retry_max`. While the platform answers `source_paused`
+/// the status says `paused`; the first batch taken after it restores the state it replaced.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the sender's channels, each used once"
+)]
 async fn send_spool(
     mut client: EdgeClient,
+    retry_max: Duration,
     state_dir: PathBuf,
     spool: Arc<Spool>,
     spooled: Arc<Notify>,
@@ -201,7 +212,9 @@ async fn send_spool(
     confirm: watch::Sender<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut backoff = domain::Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    let mut backoff = domain::Backoff::new(Duration::from_millis(250), retry_max);
+    // The state `paused` replaced, while the platform refuses the source's batches.
+    let mut paused_from: Option<String> = None;
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -293,7 +306,35 @@ async fn send_spool(
                         status.last_error = None;
                     });
                 }
+                if let Some(previous) = paused_from.take() {
+                    tracing::info!("the platform takes this source's batches again: resumed");
+                    status.update(|status| {
+                        if status.state == "paused" {
+                            status.state = previous;
+                        }
+                    });
+                }
                 backoff.reset();
+            }
+            Err(error) if error.is_paused() => {
+                // Not a failure: the platform holds the source's ingestion. The batch stays
+                // spooled, the reader keeps filling the spool within its bound, and the
+                // position is not confirmed past what the platform acknowledged.
+                let wait = jittered(backoff.next());
+                status.update(|status| {
+                    if status.state != "paused" {
+                        if paused_from.is_none() {
+                            tracing::info!(retry_in = ?wait,
+                                "the platform paused this source's ingestion; batches stay spooled");
+                        }
+                        paused_from = Some(std::mem::replace(&mut status.state, "paused".into()));
+                    }
+                    status.last_error = None;
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
             }
             Err(error) => {
                 let delay = backoff.next();

@@ -81,7 +81,8 @@ impl fmt::Display for StatusError {
 }
 
 /// A request to the edge failed. [`SendError::is_retryable`] tells the agent whether to send the
-/// same batch again (connection refused or reset, timeouts, 408, 429, 5xx) or to keep it spooled
+/// same batch again (connection refused or reset, timeouts, 408, 429, 5xx, and `423
+/// source_paused`: [`SendError::is_paused`]) or to keep it spooled
 /// and report (other 4xx, refused certificates, unreadable answers: a bug or a configuration
 /// problem, resending gets the same answer). Either way the batch may have been stored: only
 /// an `Ok` answer says it was, and resending is always safe.
@@ -116,7 +117,9 @@ impl SendError {
             | SendError::Connection(_)
             | SendError::Timeout { .. } => true,
             SendError::Status(status) => {
-                matches!(status.status, 408 | 429) || (500..600).contains(&status.status)
+                matches!(status.status, 408 | 429)
+                    || (500..600).contains(&status.status)
+                    || self.is_paused()
             }
             // A 200 that is not the API's answer (a proxy's page, a mismatched result list) is
             // a configuration problem or a bug: the same request would get the same answer.
@@ -148,6 +151,12 @@ impl SendError {
             SendError::Status(status) if !status.code.is_empty() => Some(&status.code),
             _ => None,
         }
+    }
+
+    /// `423 source_paused`: the platform paused the source's ingestion. The batch was not
+    /// stored; keep it, back off and send it again: it is taken once the source is resumed.
+    pub fn is_paused(&self) -> bool {
+        self.status() == Some(423) && self.code() == Some("source_paused")
     }
 
     /// 413: the batch is too large for the edge; split it and send the halves.
@@ -270,6 +279,26 @@ mod tests {
             status(400, None).to_string(),
             "the edge answered 400 some_code: a message"
         );
+    }
+
+    #[test]
+    fn a_paused_source_is_retryable_and_other_423s_are_not() {
+        let paused = SendError::Status(StatusError {
+            status: 423,
+            code: "source_paused".into(),
+            message: "this source's ingestion is paused".into(),
+            retry_after: None,
+        });
+        assert!(paused.is_paused() && paused.is_retryable());
+        assert!(!status(423, None).is_paused());
+        assert!(!status(423, None).is_retryable());
+        let wrong_status = SendError::Status(StatusError {
+            status: 403,
+            code: "source_paused".into(),
+            message: String::new(),
+            retry_after: None,
+        });
+        assert!(!wrong_status.is_paused());
     }
 
     #[test]

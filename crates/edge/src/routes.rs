@@ -161,6 +161,17 @@ async fn authenticated<B: Bus>(
     state: &EdgeState<B>,
     connection: &ConnectionInfo,
 ) -> Result<ClientIdentity, ApiError> {
+    authenticated_access(state, connection)
+        .await
+        .map(|(identity, _)| identity)
+}
+
+/// The verified identity of the connection, still allowed to send, and whether its source's
+/// ingestion is paused (from the same cached lookup).
+async fn authenticated_access<B: Bus>(
+    state: &EdgeState<B>,
+    connection: &ConnectionInfo,
+) -> Result<(ClientIdentity, bool), ApiError> {
     let Some(identity) = connection.identity.clone() else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -168,9 +179,9 @@ async fn authenticated<B: Bus>(
             "this endpoint requires the client certificate issued at pairing",
         ));
     };
-    match state.caches.allowed(&identity).await {
-        Ok(true) => Ok(identity),
-        Ok(false) => {
+    match state.caches.access(&identity).await {
+        Ok(access) if access.allowed => Ok((identity, access.paused)),
+        Ok(_) => {
             let mut error = ApiError::new(
                 StatusCode::FORBIDDEN,
                 "certificate_revoked",
@@ -438,7 +449,7 @@ async fn ingest_batch<B: Bus>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = authenticated(state, connection).await?;
+    let (identity, paused) = authenticated_access(state, connection).await?;
     let span = tracing::Span::current();
     span.record("tenant", tracing::field::display(identity.tenant));
     span.record("source", tracing::field::display(identity.source));
@@ -459,6 +470,18 @@ async fn ingest_batch<B: Bus>(
                 ));
             }
         };
+    if paused {
+        // Refused once the body is in (so that the agent reads the answer, not a broken
+        // connection) and before it is decoded: nothing is published or stored. The agent keeps
+        // the batch spooled, backs off and sends it again; it is taken once the source is
+        // resumed. Status heartbeats are still taken (`/v1/status`).
+        return Err(ApiError::new(
+            StatusCode::LOCKED,
+            "source_paused",
+            "this source's ingestion is paused; keep the batch and send it again later (it is \
+             taken once the source is resumed)",
+        ));
+    }
     let _decoding = state.decoding.acquire().await.map_err(ApiError::internal)?;
     let encoding = Encoding::from_header(
         headers

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use domain::TenantId;
 use protocol::masking::{MaskRule, MaskingPolicy};
 use store::ServiceDb;
+use store::sources::SourceAccess;
 use tokio::sync::RwLock;
 
 use crate::identity::ClientIdentity;
@@ -26,7 +27,7 @@ pub struct TenantCaches {
     database: ServiceDb,
     secrets: SecretBox,
     ttl: Duration,
-    access: RwLock<HashMap<ClientIdentity, (Instant, bool)>>,
+    access: RwLock<HashMap<ClientIdentity, (Instant, SourceAccess)>>,
     masking: RwLock<HashMap<TenantId, (Instant, Arc<TenantMasking>)>>,
 }
 
@@ -54,25 +55,30 @@ impl TenantCaches {
     /// Whether the certificate may still be used: tenant active, source active, certificate
     /// known and not revoked.
     pub async fn allowed(&self, identity: &ClientIdentity) -> Result<bool, CacheError> {
-        if let Some((at, allowed)) = self.access.read().await.get(identity)
+        Ok(self.access(identity).await?.allowed)
+    }
+
+    /// [`TenantCaches::allowed`] and whether the source's ingestion is paused, from the same
+    /// cached lookup (one primary-key read per certificate and `cache_ttl`).
+    pub async fn access(&self, identity: &ClientIdentity) -> Result<SourceAccess, CacheError> {
+        if let Some((at, access)) = self.access.read().await.get(identity)
             && at.elapsed() < self.ttl
         {
-            return Ok(*allowed);
+            return Ok(*access);
         }
-        let allowed = store::service::sources::source_access(
+        let found = store::service::sources::source_access(
             &self.database,
             identity.tenant,
             identity.source,
             &identity.serial,
         )
-        .await?
-        .allowed;
+        .await?;
         let mut access = self.access.write().await;
         if access.len() > 100_000 {
             access.clear();
         }
-        access.insert(identity.clone(), (Instant::now(), allowed));
-        Ok(allowed)
+        access.insert(identity.clone(), (Instant::now(), found));
+        Ok(found)
     }
 
     pub async fn masking(&self, tenant: TenantId) -> Result<Arc<TenantMasking>, CacheError> {

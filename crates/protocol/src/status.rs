@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 pub struct AgentStatus {
     pub agent_version: String,
     pub source_kind: String,
-    /// `starting`, `snapshot`, `streaming`, `stopped`, `failed`.
+    /// `starting`, `snapshot`, `streaming`, `paused` (the platform refuses its batches: they
+    /// stay spooled), `stopped`, `failed`.
     pub state: String,
     /// The newest change read from the source and spooled.
     pub captured_lsn: Option<Lsn>,

@@ -34,6 +34,14 @@ pub struct Source {
     pub created_at: OffsetDateTime,
     /// What the source's agent last reported (its status heartbeat), if it ever did.
     pub agent: Option<serde_json::Value>,
+    /// Set while the source's ingestion is paused ([`pause_source`]): the edge refuses its
+    /// batches, its agent keeps them spooled.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub paused_at: Option<OffsetDateTime>,
+    /// Who paused it (`<actor kind>:<actor id>`), while paused.
+    pub paused_by: Option<String>,
+    /// Why, when the pause said so.
+    pub pause_reason: Option<String>,
     /// The source's status as derived from its record and its agent's last heartbeat.
     #[sqlx(skip)]
     pub health: DerivedStatus,
@@ -266,6 +274,9 @@ pub async fn create_source(
             status: "pending".into(),
             created_at,
             agent: None,
+            paused_at: None,
+            paused_by: None,
+            pause_reason: None,
             health: derive_status("pending", None, created_at),
         },
         token,
@@ -323,8 +334,8 @@ pub async fn issue_pairing_token(
 pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> {
     let tenant = require_tenant(tx)?;
     let mut sources: Vec<Source> = sqlx::query_as(
-        "select s.source_id, s.name, s.kind, s.status, s.created_at, \
-                to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+        "select s.source_id, s.name, s.kind, s.status, s.created_at, s.paused_at, \
+                s.paused_by, s.pause_reason, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
            on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
          where s.tenant_id = $1 order by s.tenant_id, s.created_at desc",
@@ -344,8 +355,8 @@ pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> 
 pub async fn get_source(tx: &mut TenantTx, source: SourceId) -> Result<Source, StoreError> {
     let tenant = require_tenant(tx)?;
     let found: Option<Source> = sqlx::query_as(
-        "select s.source_id, s.name, s.kind, s.status, s.created_at, \
-                to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+        "select s.source_id, s.name, s.kind, s.status, s.created_at, s.paused_at, \
+                s.paused_by, s.pause_reason, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
            on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
          where s.tenant_id = $1 and s.source_id = $2",
@@ -365,8 +376,18 @@ impl Source {
         self.agent.as_ref().and_then(Heartbeat::from_stored)
     }
 
+    /// The record's status as [`derive_status`] reads it: `paused` for a source that is not
+    /// revoked and whose ingestion is paused.
+    pub fn effective_status(&self) -> &str {
+        if self.paused_at.is_some() && self.status != "revoked" {
+            "paused"
+        } else {
+            &self.status
+        }
+    }
+
     fn derive_health(&mut self, now: OffsetDateTime) {
-        self.health = derive_status(&self.status, self.heartbeat().as_ref(), now);
+        self.health = derive_status(self.effective_status(), self.heartbeat().as_ref(), now);
     }
 }
 
@@ -431,6 +452,113 @@ pub async fn revoke_source(
     )
     .await?;
     Ok(certificates)
+}
+
+/// Pauses `source`'s ingestion (audited as `source.pause`, with the reason): from the edge's
+/// next look at the source (within its cache's lifetime) its batches are refused with
+/// `source_paused` and its agent keeps them spooled; its status heartbeats are still taken.
+/// Pausing a paused source keeps the first pause's time, actor and reason and records nothing;
+/// a revoked source cannot be paused. Returns the source as it is now.
+pub async fn pause_source(
+    tx: &mut TenantTx,
+    source: SourceId,
+    reason: Option<&str>,
+) -> Result<Source, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let reason: Option<String> = reason
+        .map(|reason| reason.trim().chars().take(200).collect::<String>())
+        .filter(|reason| !reason.is_empty());
+    if reason
+        .as_deref()
+        .is_some_and(|reason| reason.chars().any(char::is_control))
+    {
+        return Err(StoreError::InvalidParameter {
+            parameter: "reason",
+            message: "a reason has no control characters".into(),
+        });
+    }
+    let actor = tx.actor();
+    let paused_by: String = format!("{}:{}", actor.kind(), actor.id())
+        .chars()
+        .take(200)
+        .collect();
+    let status: Option<(String, Option<OffsetDateTime>)> = sqlx::query_as(
+        "select status, paused_at from control.sources \
+         where tenant_id = $1 and source_id = $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    match status {
+        None => return Err(StoreError::NotFound("source")),
+        Some((status, _)) if status == "revoked" => {
+            return Err(StoreError::Forbidden("the source is revoked"));
+        }
+        Some((_, Some(_))) => return get_source(tx, source).await,
+        Some((_, None)) => {}
+    }
+    sqlx::query(
+        "update control.sources set paused_at = now(), paused_by = $3, pause_reason = $4, \
+           updated_at = now() \
+         where tenant_id = $1 and source_id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .bind(&paused_by)
+    .bind(&reason)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("source.pause", source.to_string())
+            .details(serde_json::json!({ "reason": reason })),
+    )
+    .await?;
+    get_source(tx, source).await
+}
+
+/// Resumes a paused source's ingestion (audited as `source.resume`, with how long it was
+/// paused): the edge takes its batches again within its cache's lifetime and its agent sends
+/// what it kept. Resuming a source that is not paused records nothing. Returns the source as it
+/// is now.
+pub async fn resume_source(tx: &mut TenantTx, source: SourceId) -> Result<Source, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let status: Option<(String, Option<OffsetDateTime>)> = sqlx::query_as(
+        "select status, paused_at from control.sources \
+         where tenant_id = $1 and source_id = $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    let paused_at = match status {
+        None => return Err(StoreError::NotFound("source")),
+        Some((status, _)) if status == "revoked" => {
+            return Err(StoreError::Forbidden("the source is revoked"));
+        }
+        Some((_, None)) => return get_source(tx, source).await,
+        Some((_, Some(paused_at))) => paused_at,
+    };
+    sqlx::query(
+        "update control.sources set paused_at = null, paused_by = null, pause_reason = null, \
+           updated_at = now() \
+         where tenant_id = $1 and source_id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .execute(tx.connection())
+    .await?;
+    let paused_seconds = (OffsetDateTime::now_utc() - paused_at)
+        .whole_seconds()
+        .max(0);
+    audit::append(
+        tx,
+        AuditEntry::new("source.resume", source.to_string())
+            .details(serde_json::json!({ "paused_seconds": paused_seconds })),
+    )
+    .await?;
+    get_source(tx, source).await
 }
 
 /// A pairing token's row with its source's status.
@@ -539,6 +667,8 @@ pub async fn record_certificate(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceAccess {
     pub allowed: bool,
+    /// The source's ingestion is paused: its batches are refused, its heartbeats taken.
+    pub paused: bool,
 }
 
 /// The internal certificate authority as stored: its certificate and its encrypted key.
@@ -680,6 +810,8 @@ impl Heartbeat {
 pub enum SourceHealth {
     /// Revoked: its certificates are refused.
     Revoked,
+    /// Its ingestion is paused: the edge refuses its batches, its agent keeps them spooled.
+    Paused,
     /// The source invalidated (or dropped) the replication slot: a resync is needed.
     SlotInvalidated,
     /// The agent reported a failure it stopped on.
@@ -700,8 +832,9 @@ pub enum SourceHealth {
 }
 
 impl SourceHealth {
-    pub const ALL: [SourceHealth; 9] = [
+    pub const ALL: [SourceHealth; 10] = [
         SourceHealth::Revoked,
+        SourceHealth::Paused,
         SourceHealth::SlotInvalidated,
         SourceHealth::Failed,
         SourceHealth::Disconnected,
@@ -715,6 +848,7 @@ impl SourceHealth {
     pub fn as_str(self) -> &'static str {
         match self {
             SourceHealth::Revoked => "revoked",
+            SourceHealth::Paused => "paused",
             SourceHealth::SlotInvalidated => "slot_invalidated",
             SourceHealth::Failed => "failed",
             SourceHealth::Disconnected => "disconnected",
@@ -730,6 +864,7 @@ impl SourceHealth {
     pub fn label(self) -> &'static str {
         match self {
             SourceHealth::Revoked => "Revoked",
+            SourceHealth::Paused => "Paused",
             SourceHealth::SlotInvalidated => "Slot invalidated",
             SourceHealth::Failed => "Failed",
             SourceHealth::Disconnected => "Disconnected",
@@ -749,7 +884,7 @@ impl SourceHealth {
             SourceHealth::SlotInvalidated | SourceHealth::Failed | SourceHealth::Disconnected => {
                 "bad"
             }
-            SourceHealth::Revoked | SourceHealth::NeverConnected => "idle",
+            SourceHealth::Revoked | SourceHealth::Paused | SourceHealth::NeverConnected => "idle",
         }
     }
 }
@@ -773,8 +908,9 @@ impl DerivedStatus {
 }
 
 /// Derives a source's status from its record's `source_status` (pending, active, disabled,
-/// revoked), its agent's last heartbeat and how old that is at `now`. Only what the platform
-/// can know: revoked, slot invalidated, failed, disconnected, slot at risk, spool filling,
+/// revoked, or `paused` for one whose ingestion is paused: [`Source::effective_status`]), its
+/// agent's last heartbeat and how old that is at `now`. Only what the platform can know:
+/// revoked, paused, slot invalidated, failed, disconnected, slot at risk, spool filling,
 /// lagging, connected or never connected, the first that holds in that order.
 pub fn derive_status(
     source_status: &str,
@@ -784,6 +920,19 @@ pub fn derive_status(
     use SourceHealth as H;
     if source_status == "revoked" {
         return DerivedStatus::new(H::Revoked, "the source is revoked: its agent is refused");
+    }
+    if source_status == "paused" {
+        let reason = match heartbeat.map(|heartbeat| heartbeat.spool_bytes) {
+            Some(bytes) if bytes > 0 => format!(
+                "ingestion is paused: the platform refuses its batches and its agent keeps {} \
+                 spooled until it is resumed",
+                bytes_text(bytes)
+            ),
+            _ => "ingestion is paused: the platform refuses its batches and its agent keeps \
+                  them spooled until it is resumed"
+                .to_owned(),
+        };
+        return DerivedStatus::new(H::Paused, reason);
     }
     let Some(heartbeat) = heartbeat else {
         let reason = if source_status == "pending" {
@@ -1280,6 +1429,51 @@ mod tests {
         lost.slot.as_mut().unwrap().wal_status = Some("lost".into());
         assert_eq!(status_of("revoked", Some(lost)), SourceHealth::Revoked);
         assert_eq!(status_of("revoked", None), SourceHealth::Revoked);
+    }
+
+    #[test]
+    fn a_paused_source_is_paused_whatever_its_heartbeat_says_but_revoked_wins() {
+        let mut lost = streaming();
+        lost.slot.as_mut().unwrap().wal_status = Some("lost".into());
+        let mut silent = streaming();
+        silent.reported_at = Some(now() - HEARTBEAT_STALE - Duration::seconds(1));
+        let mut filling = streaming();
+        filling.spool_bytes = 3 * MIB;
+        filling.backpressure = true;
+        for heartbeat in [None, Some(streaming()), Some(lost), Some(silent)] {
+            assert_eq!(status_of("paused", heartbeat), SourceHealth::Paused);
+        }
+        let derived = derive_status("paused", Some(&filling), now());
+        assert_eq!(derived.status, SourceHealth::Paused);
+        assert_eq!(derived.label, "Paused");
+        assert!(
+            derived.reason.contains("3.0 MiB spooled"),
+            "{}",
+            derived.reason
+        );
+        assert_eq!(SourceHealth::Paused.as_str(), "paused");
+        assert_eq!(SourceHealth::Paused.tone(), "idle");
+
+        // The record's pause reads as `paused` unless the source is revoked.
+        let mut source = Source {
+            source_id: SourceId::new_random(),
+            name: "orders".into(),
+            kind: "postgres".into(),
+            status: "active".into(),
+            created_at: now(),
+            agent: None,
+            paused_at: Some(now()),
+            paused_by: Some("user:someone".into()),
+            pause_reason: None,
+            health: DerivedStatus::default(),
+        };
+        assert_eq!(source.effective_status(), "paused");
+        source.derive_health(now());
+        assert_eq!(source.health.status, SourceHealth::Paused);
+        source.status = "revoked".into();
+        assert_eq!(source.effective_status(), "revoked");
+        source.derive_health(now());
+        assert_eq!(source.health.status, SourceHealth::Revoked);
     }
 
     #[test]

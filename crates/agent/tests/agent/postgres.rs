@@ -1433,3 +1433,171 @@ async fn a_slot_of_an_agent_with_one_publication_is_refused_until_resync() {
     agent.stop();
     setup.platform.stop();
 }
+
+/// Pauses (`true`) or resumes `source`'s ingestion as one of its tenant's owners would, through
+/// the store's own function with the owner role; returns the source's derived status after.
+async fn set_paused(platform: &Platform, source: &str, paused: bool) -> String {
+    let data_dir = platform.data_dir.clone();
+    let cluster =
+        tokio::task::spawn_blocking(move || store::cluster::ManagedCluster::start(&data_dir))
+            .await
+            .unwrap()
+            .unwrap();
+    let database = store::Database::connect(cluster.connection_settings())
+        .await
+        .unwrap();
+    let source: domain::SourceId = source.parse().unwrap();
+    let mut admin = platform.database().await;
+    let tenant: uuid::Uuid =
+        sqlx::query_scalar("select tenant_id from control.sources where source_id = $1")
+            .bind(source.as_uuid())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    let scope = store::Scope::Member {
+        tenant: domain::TenantId::from_uuid(tenant),
+        user: domain::UserId::new_random(),
+        role: domain::Role::Owner,
+    };
+    let mut tx = store::TenantTx::begin(&database.app, scope).await.unwrap();
+    let found = if paused {
+        store::sources::pause_source(&mut tx, source, Some("end-to-end test"))
+            .await
+            .unwrap()
+    } else {
+        store::sources::resume_source(&mut tx, source)
+            .await
+            .unwrap()
+    };
+    tx.commit().await.unwrap();
+    found.health.status.as_str().to_owned()
+}
+
+/// The count and a checksum (sum of ids, md5 of the notes in id order) of `paused_items`'
+/// inserts in bronze.
+async fn paused_items_in_bronze(platform: &Platform, source: &str) -> (i64, i64, String) {
+    let mut database = platform.database().await;
+    sqlx::query_as(
+        "select count(*), coalesce(sum((payload->'after'->>'id')::bigint), 0)::bigint, \
+                md5(coalesce(string_agg(payload->'after'->>'note', ',' \
+                    order by (payload->'after'->>'id')::bigint), '')) \
+         from bronze.cdc_events \
+         where source_id = $1::text::uuid and table_name = 'paused_items' and op = 'insert'",
+    )
+    .bind(source)
+    .fetch_one(&mut database)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_source_keeps_its_changes_in_the_spool_and_resume_stores_each_once() {
+    const CHANGES: i64 = 24;
+    // Short waits between refused sends, so resuming shows within seconds.
+    let (setup, mut source) = setup(
+        "create table paused_items (id int primary key, note text not null)",
+        "[spool]\nretry_max_seconds = 2\n",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    wait_for_slot(&mut source).await;
+    run(
+        &mut source,
+        "insert into paused_items values (0, 'before the pause')",
+    )
+    .await;
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.paused_items", &["id"])],
+        &mut agent,
+    )
+    .await;
+
+    assert_eq!(
+        set_paused(&setup.platform, &setup.source_id, true).await,
+        "paused"
+    );
+    // The edge's cached view of the source lives one second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One change per transaction: as many batches as the agent cares to make.
+    for id in 1..=CHANGES {
+        run(
+            &mut source,
+            &format!("insert into paused_items values ({id}, 'note {id}')"),
+        )
+        .await;
+    }
+    let status = wait_for_status(
+        &setup.state_dir,
+        "it is paused with the changes spooled",
+        &mut agent,
+        |status| status["state"] == "paused" && status["spool_batches"].as_u64() > Some(0),
+    )
+    .await;
+    assert!(status["spool_bytes"].as_u64() > Some(0), "{status}");
+    assert_ne!(status["caught_up"], true, "{status}");
+    // The platform still takes its heartbeats: it sees the agent paused, and the source too.
+    let mut database = setup.platform.database().await;
+    wait_until(
+        "the platform hears the agent is paused",
+        MINUTE,
+        async || {
+            sqlx::query_scalar::<_, String>(
+                "select state from control.source_status where source_id = $1::text::uuid",
+            )
+            .bind(&setup.source_id)
+            .fetch_optional(&mut database)
+            .await
+            .unwrap()
+            .as_deref()
+                == Some("paused")
+        },
+    )
+    .await;
+    // A few more refused rounds: still nothing of the paused changes in bronze.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (count, _, _) = paused_items_in_bronze(&setup.platform, &setup.source_id).await;
+    assert_eq!(count, 1, "only the change before the pause is in bronze");
+    assert!(
+        agent.log().contains("paused this source's ingestion"),
+        "{}",
+        agent.log()
+    );
+
+    assert_ne!(
+        set_paused(&setup.platform, &setup.source_id, false).await,
+        "paused"
+    );
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        &[("public.paused_items", &["id"])],
+        &mut agent,
+    )
+    .await;
+    assert_no_duplicates(&events);
+    let expected: (i64, i64, String) = sqlx::query_as(
+        "select count(*), sum(id)::bigint, md5(string_agg(note, ',' order by id)) from paused_items",
+    )
+    .fetch_one(&mut source)
+    .await
+    .unwrap();
+    assert_eq!(expected.0, CHANGES + 1);
+    assert_eq!(
+        paused_items_in_bronze(&setup.platform, &setup.source_id).await,
+        expected,
+        "bronze has each change once: count, sum of ids and the notes' checksum"
+    );
+    let status = wait_for_status(
+        &setup.state_dir,
+        "it streams again with an empty spool",
+        &mut agent,
+        |status| status["state"] == "streaming" && status["spool_batches"] == 0,
+    )
+    .await;
+    assert_eq!(status["spool_bytes"], 0, "{status}");
+    agent.stop();
+}

@@ -268,3 +268,71 @@ async fn revoking_a_source_refuses_its_certificate_on_new_and_open_connections()
     assert!(revived.is_err(), "a revoked source was brought back");
     tx.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_paused_sources_batches_are_refused_with_source_paused_and_its_heartbeats_taken() {
+    let edge = TestEdge::start().await;
+    let agent = edge.agent("Acme").await;
+    let mut client = edge.client(Some(&agent.identity)).await.unwrap();
+    let accepted = client
+        .post_json("/v1/events", &json!({ "events": [agent.event(1)] }))
+        .await;
+    assert_eq!(accepted.status, 200);
+
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    store::sources::pause_source(&mut tx, agent.source, Some("maintenance"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // The edge's cached view of the source lives `cache_ttl` (200 ms here).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let refused = client
+        .post_json("/v1/events", &json!({ "events": [agent.event(2)] }))
+        .await;
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (423, "source_paused")
+    );
+    // The heartbeat is still taken, on the same connection: the source's page stays live.
+    let heartbeat = client
+        .post_json(
+            "/v1/status",
+            &json!({
+                "agent_version": "0.1.0", "source_kind": "postgres", "state": "paused",
+                "spool_batches": 1, "spool_bytes": 512, "backpressure": false,
+                "warnings": [], "last_error": null, "updated_at": "2026-12-06T03:00:00Z",
+            }),
+        )
+        .await;
+    assert_eq!(
+        heartbeat.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&heartbeat.body)
+    );
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    let source = store::sources::get_source(&mut tx, agent.source)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(source.agent.unwrap()["state"], "paused");
+    assert_eq!(source.health.status.as_str(), "paused");
+    assert_eq!(
+        edge.published().await.len(),
+        1,
+        "nothing of the refused batch reached the bus"
+    );
+
+    // Resumed: the same batch is taken.
+    let mut tx = edge.owner_tx(agent.tenant).await;
+    store::sources::resume_source(&mut tx, agent.source)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let accepted = client
+        .post_json("/v1/events", &json!({ "events": [agent.event(2)] }))
+        .await;
+    assert_eq!(accepted.status, 200);
+    assert_eq!(edge.published().await.len(), 2);
+}

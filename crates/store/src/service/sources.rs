@@ -6,15 +6,17 @@ use crate::sources::{SourceAccess, StoredCertificateAuthority};
 use crate::{ServiceDb, StoreError};
 
 /// Whether `serial` of `source` of `tenant` may send: the tenant is active, the source is
-/// active and the certificate is known and not revoked.
+/// active and the certificate is known and not revoked; and whether the source's ingestion is
+/// paused (one primary-key row, read with the rest).
 pub async fn source_access(
     database: &ServiceDb,
     tenant: TenantId,
     source: SourceId,
     serial: &str,
 ) -> Result<SourceAccess, StoreError> {
-    let allowed: Option<bool> = sqlx::query_scalar(
-        "select d.status = 'active' and s.status = 'active' and c.revoked_at is null \
+    let access: Option<(bool, bool)> = sqlx::query_as(
+        "select d.status = 'active' and s.status = 'active' and c.revoked_at is null, \
+                s.paused_at is not null \
          from control.certificates c \
          join control.sources s on s.tenant_id = c.tenant_id and s.source_id = c.source_id \
          join control.dim_tenant d on d.tenant_id = c.tenant_id \
@@ -25,9 +27,8 @@ pub async fn source_access(
     .bind(source.as_uuid())
     .fetch_optional(database.pool())
     .await?;
-    Ok(SourceAccess {
-        allowed: allowed.unwrap_or(false),
-    })
+    let (allowed, paused) = access.unwrap_or((false, false));
+    Ok(SourceAccess { allowed, paused })
 }
 
 pub async fn load_certificate_authority(

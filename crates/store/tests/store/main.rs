@@ -6,4 +6,5 @@ mod catalog_lint;
 mod control_plane;
 mod credentials;
 mod isolation;
+mod source_pause;
 mod support;

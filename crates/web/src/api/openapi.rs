@@ -455,6 +455,24 @@ pub const OPERATIONS: &[Operation] = &[
             (200, Some("Revoked")),
         )
     },
+    Operation {
+        request: Some("Pause"),
+        body_optional: true,
+        ..op(
+            "post",
+            "/api/v1/sources/{source}/pause",
+            "Pause a source's ingestion: the edge refuses its batches with `423 source_paused` and its agent keeps them spooled until the source is resumed; pausing a paused source changes nothing; a revoked source cannot be paused",
+            Access::Tenant(P::ManageSources),
+            (200, Some("Source")),
+        )
+    },
+    op(
+        "post",
+        "/api/v1/sources/{source}/resume",
+        "Resume a paused source's ingestion: within a second the edge takes its batches again and its agent sends what it kept, each change once; resuming a source that is not paused changes nothing",
+        Access::Tenant(P::ManageSources),
+        (200, Some("Source")),
+    ),
     op(
         "get",
         "/api/v1/sources/{source}/mappings",
@@ -1210,6 +1228,7 @@ fn request_schemas() -> Value {
             "kind": { "enum": ["postgres", "simulator"] },
         }), &["name", "kind"]),
         "Revocation": object(json!({ "reason": no_nul }), &[]),
+        "Pause": object(json!({ "reason": no_nul }), &[]),
         "NewMapping": { "oneOf": mapping_kinds },
         "NewReplay": {
             "description": "a range's `from` is before its `to`, not after now, its `to` at most 5 minutes from now, and it covers at most 7 days; one range replay or rebuild at a time",
@@ -1269,7 +1288,7 @@ fn schemas() -> Value {
         json!({
             "status": {
                 "enum": store::sources::SourceHealth::ALL.map(|status| status.as_str()),
-                "description": "derived from the agent's last heartbeat, its age and the slot: the first that holds of revoked, slot_invalidated, failed, disconnected (no heartbeat for 60 s), slot_at_risk, spool_filling, lagging, connected; never_connected without a heartbeat",
+                "description": "derived from the agent's last heartbeat, its age and the slot: the first that holds of revoked, paused (ingestion paused on the platform, whatever the heartbeat says), slot_invalidated, failed, disconnected (no heartbeat for 60 s), slot_at_risk, spool_filling, lagging, connected; never_connected without a heartbeat",
             },
             "label": { "type": "string", "description": "the status in words" },
             "reason": { "type": "string", "description": "why, in words" },
@@ -1298,6 +1317,9 @@ fn schemas() -> Value {
             "kind": { "enum": ["postgres", "simulator"] },
             "status": { "enum": ["pending", "active", "disabled", "revoked"] },
             "created_at": time, "agent": { "type": ["object", "null"] },
+            "paused_at": { "type": ["string", "null"], "format": "date-time", "description": "set while the source's ingestion is paused" },
+            "paused_by": { "type": ["string", "null"], "description": "who paused it, as `<actor kind>:<actor id>`" },
+            "pause_reason": { "type": ["string", "null"] },
             "health": health,
         }),
         &[

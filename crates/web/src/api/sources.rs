@@ -39,6 +39,12 @@ pub(super) fn register(routes: Routes) -> Routes {
             "/api/v1/sources/{source}/revoke",
             revoke_source,
         )
+        .at(Method::POST, "/api/v1/sources/{source}/pause", pause_source)
+        .at(
+            Method::POST,
+            "/api/v1/sources/{source}/resume",
+            resume_source,
+        )
         .at(Method::POST, "/api/v1/replays", request_replay)
         .at(Method::GET, "/api/v1/replays/{request}", replay_status)
         .at(Method::GET, "/api/v1/dead-letters", dead_letters)
@@ -201,6 +207,46 @@ async fn revoke_source(
 }
 
 #[derive(Deserialize)]
+struct Pause {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl RequestBody for Pause {
+    const SCHEMA: &'static str = "Pause";
+    const SHAPE: &'static str = r#"{"reason": "..."}"#;
+    const OPTIONAL: bool = true;
+}
+
+/// Pauses the source's ingestion (audited): the edge refuses its batches with `source_paused`,
+/// its agent keeps them spooled until [`resume_source`].
+async fn pause_source(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+    Body(request): Body<Pause>,
+) -> Result<Json<store::sources::Source>, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
+    let paused = store::sources::pause_source(&mut tx, source, request.reason.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Json(paused))
+}
+
+/// Resumes a paused source's ingestion (audited): its agent sends what it kept.
+async fn resume_source(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Json<store::sources::Source>, ApiError> {
+    let source: SourceId = parse_id(&source, "the source id")?;
+    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
+    let resumed = store::sources::resume_source(&mut tx, source).await?;
+    tx.commit().await?;
+    Ok(Json(resumed))
+}
+
+#[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum NewReplay {
     Dlq,
@@ -299,12 +345,13 @@ mod tests {
                 .all(|operation| operation.body_optional)
         };
         assert!(optional(Revocation::SCHEMA) && Revocation::OPTIONAL);
+        assert!(optional(Pause::SCHEMA) && Pause::OPTIONAL);
         assert!(!optional(NewSource::SCHEMA) && !NewSource::OPTIONAL);
         let documented: Vec<&str> = openapi::OPERATIONS
             .iter()
             .filter(|operation| operation.body_optional)
             .filter_map(|operation| operation.request)
             .collect();
-        assert_eq!(documented, [Revocation::SCHEMA]);
+        assert_eq!(documented, [Revocation::SCHEMA, Pause::SCHEMA]);
     }
 }

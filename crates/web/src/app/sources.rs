@@ -3,15 +3,17 @@
 //! `crate::live`), and for those who map tables, the tables no mapping applies to yet.
 //! `/app/data-sources/{source}`: one source's errors, mapped tables, certificate and its
 //! slot-safety panel (retained WAL over time, `wal_status`, `max_slot_wal_keep_size` and the
-//! forecast of when the source would invalidate the slot).
+//! forecast of when the source would invalidate the slot), and for those who manage sources,
+//! pausing and resuming its ingestion (`POST .../pause`, `.../resume`, CSRF-checked forms).
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use domain::{Permission, SourceId};
+use serde::Deserialize;
 use store::sources::{SourceDetail, bytes_text};
 use time::{Duration, OffsetDateTime};
 
@@ -30,6 +32,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/app/data-sources", get(data_sources))
         .route("/app/data-sources/{source}", get(source_page))
+        .route("/app/data-sources/{source}/pause", post(pause))
+        .route("/app/data-sources/{source}/resume", post(resume))
 }
 
 #[derive(Template)]
@@ -129,6 +133,15 @@ struct SourcePage {
     /// The retained WAL chart (SVG), empty without samples.
     chart_svg: String,
     samples: usize,
+    /// Shown the pause or resume form (ManageSources, and the source not revoked).
+    can_pause: bool,
+    /// The source's ingestion is paused: since when (UTC) and why.
+    paused: Option<PauseView>,
+}
+
+struct PauseView {
+    since: String,
+    reason: String,
 }
 
 struct MappedTable {
@@ -293,8 +306,69 @@ async fn source_page(
             forecast: forecast.summary,
             chart_svg,
             samples: points.len(),
+            can_pause: member.role().allows(Permission::ManageSources) && found.status != "revoked",
+            paused: found.paused_at.map(|since| PauseView {
+                since: timestamp(since),
+                reason: found.pause_reason.clone().unwrap_or_default(),
+            }),
         },
     ))
+}
+
+#[derive(Debug, Deserialize)]
+struct PauseForm {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /app/data-sources/{source}/pause`: the edge refuses the source's batches until it is
+/// resumed; its agent keeps them spooled (audited).
+async fn pause(
+    State(state): State<AppState>,
+    member: Member,
+    Path(source): Path<String>,
+    Form(form): Form<PauseForm>,
+) -> Result<Response, PageError> {
+    member.require(Permission::ManageSources)?;
+    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
+    let mut tx = member.tx(&state, Permission::ManageSources).await?;
+    let reason = Some(form.reason.as_str()).filter(|reason| !reason.trim().is_empty());
+    store::sources::pause_source(&mut tx, source, reason)
+        .await
+        .map_err(refused)?;
+    tx.commit().await?;
+    Ok(Redirect::to(&format!("/app/data-sources/{source}?done=paused")).into_response())
+}
+
+/// `POST /app/data-sources/{source}/resume`: the edge takes the source's batches again and its
+/// agent sends what it kept (audited).
+async fn resume(
+    State(state): State<AppState>,
+    member: Member,
+    Path(source): Path<String>,
+) -> Result<Response, PageError> {
+    member.require(Permission::ManageSources)?;
+    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
+    let mut tx = member.tx(&state, Permission::ManageSources).await?;
+    store::sources::resume_source(&mut tx, source)
+        .await
+        .map_err(refused)?;
+    tx.commit().await?;
+    Ok(Redirect::to(&format!("/app/data-sources/{source}?done=resumed")).into_response())
+}
+
+/// A pause or resume the store refused as asked (a revoked source, a reason it does not take)
+/// says why; anything else is the usual page error.
+fn refused(error: store::StoreError) -> PageError {
+    match error {
+        store::StoreError::Forbidden(why) => {
+            PageError::BadRequest(format!("This cannot be done: {why}."))
+        }
+        store::StoreError::InvalidParameter { message, .. } => {
+            PageError::BadRequest(format!("The reason is not valid: {message}."))
+        }
+        other => other.into(),
+    }
 }
 
 fn forecast_kind(kind: store::sources::ForecastKind) -> &'static str {

@@ -295,6 +295,20 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
             ),
             (
                 "POST",
+                format!("/api/v1/sources/{a_source}/pause"),
+                format!(r#"{{"reason": "paused by {role}"}}"#),
+                Permission::ManageSources,
+                200,
+            ),
+            (
+                "POST",
+                format!("/api/v1/sources/{a_source}/resume"),
+                String::new(),
+                Permission::ManageSources,
+                200,
+            ),
+            (
+                "POST",
                 format!("/api/v1/sources/{a_source}/revoke"),
                 r#"{"reason": "test"}"#.into(),
                 Permission::ManageSources,
@@ -591,6 +605,8 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         if role.allows(Permission::ManageSources) {
             for path in [
                 format!("/api/v1/sources/{b_source}/pairing-tokens"),
+                format!("/api/v1/sources/{b_source}/pause"),
+                format!("/api/v1/sources/{b_source}/resume"),
                 format!("/api/v1/sources/{b_source}/revoke"),
             ] {
                 let (status, _, response) = request(&addr, "POST", &path, Some(&bearer), "").await;

@@ -197,6 +197,49 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 failures.push(format!("{role} {path}: shows tenant B"));
             }
         }
+        // Pausing and resuming ingestion: its own source for those who manage sources (the
+        // forms on its page), tenant B's source is not found, 403 for the others.
+        let manages = role.allows(Permission::ManageSources);
+        let detail = browser.get(&detail_path).await;
+        let pause_action = format!("{detail_path}/pause");
+        if detail.body.contains(&format!(r#"action="{pause_action}""#)) != manages {
+            failures.push(format!("{role}: pause form shown = {}", !manages));
+        }
+        for (action, fields, allowed_status) in [
+            (pause_action.clone(), vec![("reason", "matrix")], 303),
+            (format!("{detail_path}/resume"), vec![], 303),
+            (
+                format!("/app/data-sources/{b_named_source}/pause"),
+                vec![],
+                404,
+            ),
+            (
+                format!("/app/data-sources/{b_named_source}/resume"),
+                vec![],
+                404,
+            ),
+        ] {
+            let page = browser.submit("/app/overview", &action, &fields).await;
+            let expected = if manages { allowed_status } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+        }
+        // Without the form's CSRF token nothing is paused.
+        let forged = browser.post(&pause_action, &[("reason", "forged")]).await;
+        if forged.status == 303 {
+            failures.push(format!("{role}: a pause without the CSRF token was taken"));
+        }
+        if manages {
+            // Paused by the form above and resumed: the page offers the pause again.
+            let detail = browser.get(&detail_path).await;
+            if !detail.body.contains(r#"data-paused="false""#) {
+                failures.push(format!("{role}: the source is not resumed"));
+            }
+        }
         // The dead-letter explorer: its own source's letters for those who see dead letters,
         // replays for those who replay; tenant B's source and letter are not found.
         let explorer = format!("/app/data-sources/{a_letter_source}/dead-letters");
