@@ -44,11 +44,12 @@ pub async fn dashboard(args: DashboardArgs, settings: Settings) -> anyhow::Resul
     if args.events < 1000 || args.samples == 0 {
         bail!("--events must be at least 1000 and --samples at least 1");
     }
-    let outcome = crate::with_scratch_database(settings, "dashboard", async |_, connected| {
-        println!("  machine: {}", crate::machine::describe());
-        run(&args, &connected.database, &connected.connection_settings).await
-    })
-    .await;
+    let outcome =
+        crate::scratch::with_scratch_database(settings, "dashboard", async |_, connected| {
+            println!("  machine: {}", crate::machine::describe());
+            run(&args, &connected.database, &connected.connection_settings).await
+        })
+        .await;
     let report = outcome?;
     report.print();
     Ok(ExitCode::SUCCESS)

@@ -84,11 +84,12 @@ pub async fn ingest(args: IngestArgs, settings: Settings) -> anyhow::Result<Exit
             protocol::Limits::default().max_events
         );
     }
-    let outcome =
-        crate::with_scratch_database(settings.clone(), "ingest", async |settings, connected| {
-            run(&args, settings, connected).await
-        })
-        .await;
+    let outcome = crate::scratch::with_scratch_database(
+        settings.clone(),
+        "ingest",
+        async |settings, connected| run(&args, settings, connected).await,
+    )
+    .await;
     let report = outcome?;
     report.print(&args, &settings);
     Ok(ExitCode::SUCCESS)

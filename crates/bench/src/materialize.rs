@@ -45,11 +45,12 @@ pub async fn materialize(args: MaterializeArgs, settings: Settings) -> anyhow::R
     if args.events == 0 || args.tenants == 0 || args.batch == 0 || args.rate < 50 {
         bail!("--events, --tenants and --batch must be at least 1, --rate at least 50");
     }
-    let outcome =
-        crate::with_scratch_database(settings, "materialize", async |settings, connected| {
-            run(&args, settings, connected).await
-        })
-        .await;
+    let outcome = crate::scratch::with_scratch_database(
+        settings,
+        "materialize",
+        async |settings, connected| run(&args, settings, connected).await,
+    )
+    .await;
     outcome?;
     Ok(ExitCode::SUCCESS)
 }
