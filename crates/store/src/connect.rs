@@ -199,9 +199,6 @@ pub struct Database {
     pub service: ServiceDb,
 }
 
-/// How long a pooled connection may sit idle before it is checked with a ping when acquired.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
-
 impl Database {
     pub async fn connect(settings: &ConnectionSettings) -> Result<Self, StoreError> {
         Self::connect_with(settings, 10).await
@@ -216,19 +213,6 @@ impl Database {
             PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                // A connection in steady use is known to be alive: pinging it before every
-                // acquire was a round trip of every transaction (two of every API call). One
-                // idle long enough to have been cut (a server restart, a proxy's idle timeout)
-                // is still checked; a broken one is dropped by the pool on its first error.
-                .test_before_acquire(false)
-                .before_acquire(|connection, meta| {
-                    Box::pin(async move {
-                        if meta.idle_for > PING_AFTER_IDLE {
-                            sqlx::Connection::ping(connection).await?;
-                        }
-                        Ok(true)
-                    })
-                })
                 .connect_with(options)
         };
         Ok(Self {
