@@ -1228,7 +1228,11 @@ fn request_schemas() -> Value {
             "kind": { "enum": ["postgres", "simulator"] },
         }), &["name", "kind"]),
         "Revocation": object(json!({ "reason": no_nul }), &[]),
-        "Pause": object(json!({ "reason": no_nul }), &[]),
+        "Pause": object(json!({ "reason": {
+            "type": "string",
+            "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+            "description": "why, for the audit log and the source's page: no control characters; trimmed, at most 200 characters kept",
+        } }), &[]),
         "NewMapping": { "oneOf": mapping_kinds },
         "NewReplay": {
             "description": "a range's `from` is before its `to`, not after now, its `to` at most 5 minutes from now, and it covers at most 7 days; one range replay or rebuild at a time",
