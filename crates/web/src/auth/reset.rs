@@ -94,6 +94,11 @@ pub(super) async fn request_reset(
     if let Some(email) = email {
         let state = state.clone();
         tokio::spawn(async move {
+            // Issuing a link (a write and its commit) is work only an existing account costs:
+            // started at once, it shares the machine with this very answer and the next
+            // request's, and their timing would tell who has an account. After a random
+            // delay it lands on whichever requests come then, existing or not alike.
+            tokio::time::sleep(issue_delay()).await;
             if let Err(error) = send_reset_link(&state, &email).await {
                 tracing::error!(%error, "a password reset link could not be issued");
             }
@@ -104,6 +109,14 @@ pub(super) async fn request_reset(
         ..ResetPage::new(&visitor)
     };
     Ok(render(StatusCode::OK, &page))
+}
+
+/// A random delay of 100 to 600 ms before a reset link is issued.
+fn issue_delay() -> std::time::Duration {
+    let mut bytes = [0u8; 2];
+    // Without the system's randomness, the longest delay.
+    let random = getrandom::fill(&mut bytes).map_or(u16::MAX, |()| u16::from_le_bytes(bytes));
+    std::time::Duration::from_millis(100 + u64::from(random) * 500 / u64::from(u16::MAX))
 }
 
 /// Issues and sends a reset link to `email`'s account, if there is one and it is not disabled.
