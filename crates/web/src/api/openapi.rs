@@ -196,6 +196,9 @@ const REGISTRY_QUERY: &[QueryParam] = &[
 ];
 
 const DATE_TIME: &str = r#"{ "type": "string", "format": "date-time" }"#;
+/// A time, or empty for the parameter's default.
+const DATE_TIME_OR_EMPTY: &str =
+    r#"{ "anyOf": [{ "type": "string", "format": "date-time" }, { "const": "" }] }"#;
 const ENTITY_TEXT: &str = r#"{ "type": "string", "maxLength": 500, "pattern": "^[^\\u0000]*$" }"#;
 
 const SERIES_QUERY: &[QueryParam] = &[
@@ -421,12 +424,12 @@ pub const OPERATIONS: &[Operation] = &[
             param(
                 "from",
                 "the range's start, RFC 3339, inclusive (default, or empty: an hour before `to`)",
-                DATE_TIME,
+                DATE_TIME_OR_EMPTY,
             ),
             param(
                 "to",
                 "the range's end, RFC 3339, exclusive (default, or empty: now); after `from`, at most 7 days after it",
-                DATE_TIME,
+                DATE_TIME_OR_EMPTY,
             ),
         ],
         ..op(
