@@ -10,6 +10,8 @@
 //! `tributary_service`); the admin connection is for arranging fixtures and for simulating an
 //! attacker with superuser rights, never for the code under test.
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod nats;
 
 use std::os::unix::process::CommandExt;

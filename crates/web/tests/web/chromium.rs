@@ -5,185 +5,20 @@
 //! back from chromedriver's log) and fits a phone's width, sign-out signs out, and an owner
 //! invites a viewer who joins through the link and is refused settings, and a promoted drift
 //! field becomes a typed column in the explorer once the pipeline rebuilds. Screenshots go to
-//! `$TRIBUTARY_SCREENSHOT_DIR` (default: `screenshots/` in Cargo's test temporary directory) for
-//! CI to keep as artifacts.
+//! `$TRIBUTARY_SCREENSHOT_DIR` for CI to keep as artifacts (the harness: `test_support::browser`).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use test_support::TestDatabase;
+use test_support::browser::{
+    self, Client, Locator, click, console_errors, fill, poll, screenshot, script, start_chromium,
+    text_of, wait_for_console_errors, wait_for_element, wait_for_text,
+};
 
 use crate::serve;
-
-/// chromedriver on a free port, killed when dropped.
-struct Driver {
-    child: Child,
-    url: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // A test that fails before it ends its WebDriver session leaves the browser running
-        // (killing chromedriver does not end it): end every process of this test's profile.
-        let _ = Command::new("pkill")
-            .arg("-KILL")
-            .arg("-f")
-            .arg(format!("user-data-dir={}", self._profile.path().display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-async fn start_chromium() -> (Driver, Client) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "chromedriver is installed (scripts/install-prerequisites installs chromium-driver)",
-        );
-    let profile = tempfile::tempdir().unwrap();
-    let driver = Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _profile: profile,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "chromedriver did not listen within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1280,900",
-                format!("--user-data-dir={}", driver._profile.path().display()),
-            ],
-        }),
-    );
-    // Everything the console shows, read back with `browser_log`.
-    capabilities.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session");
-    (driver, client)
-}
-
-fn screenshot_dir() -> PathBuf {
-    let dir = std::env::var_os("TRIBUTARY_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(client: &Client, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "{name} is a PNG");
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
-}
-
-/// chromedriver's log endpoint (from Selenium's protocol; W3C WebDriver has none): what the
-/// page's console has shown since the last read, as `{level, message, source}` entries. CSP
-/// violations, assets that failed to load and uncaught exceptions all land there as `SEVERE`.
-#[derive(Debug)]
-struct BrowserLog;
-
-impl WebDriverCompatibleCommand for BrowserLog {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/se/log",
-            session_id.expect("a session")
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
-        (
-            axum::http::Method::POST,
-            Some(json!({ "type": "browser" }).to_string()),
-        )
-    }
-}
-
-/// The `SEVERE` console entries since the last call (reading empties the browser's log).
-async fn console_errors(client: &Client) -> Vec<String> {
-    let entries = client.issue_cmd(BrowserLog).await.unwrap();
-    entries
-        .as_array()
-        .expect("the browser log is a list")
-        .iter()
-        .filter(|entry| entry["level"] == "SEVERE")
-        .map(|entry| format!("{}: {}", entry["source"], entry["message"]))
-        .collect()
-}
-
-async fn script(client: &Client, source: &str) -> Value {
-    client.execute(source, Vec::new()).await.unwrap()
-}
-
-async fn fill(client: &Client, css: &str, text: &str) {
-    let field = client.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
-/// Polls `probe` every 50 ms until it succeeds; after `limit`, fails with its last complaint.
-async fn poll(limit: Duration, mut probe: impl AsyncFnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match probe().await {
-            Ok(()) => return,
-            Err(complaint) => assert!(Instant::now() < deadline, "{complaint}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the page's body contains `text`.
-async fn wait_for_text(client: &Client, text: &str) {
-    poll(Duration::from_secs(10), async || {
-        let body = client.source().await.unwrap();
-        if body.contains(text) {
-            Ok(())
-        } else {
-            Err(format!("{text:?} never appeared:\n{body}"))
-        }
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn the_site_and_sign_up_work_in_a_real_browser() {
@@ -360,16 +195,6 @@ async fn sign_out_from_the_user_menu(client: &Client) {
     click(client, ".user-menu button[type=submit]").await;
 }
 
-async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|error| panic!("{css}: {error}"))
-        .click()
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
     crate::auth::server_log(); // the invitation link goes to the log (no mail server here)
@@ -453,32 +278,6 @@ async fn an_invited_viewer_joins_and_is_refused_settings_in_a_real_browser() {
     );
     // Ending the session stops the browser; killing only chromedriver would leave it running.
     client.close().await.unwrap();
-}
-
-/// The text of the element `css`, or `None` when there is none.
-async fn text_of(client: &Client, css: &str) -> Option<String> {
-    let value = client
-        .execute(
-            "const element = document.querySelector(arguments[0]); \
-             return element ? element.textContent : null;",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap();
-    value.as_str().map(str::to_owned)
-}
-
-/// Waits until the text of `css` satisfies `check`, without reloading the page.
-async fn wait_for_element(client: &Client, css: &str, what: &str, check: impl Fn(&str) -> bool) {
-    poll(Duration::from_secs(15), async || {
-        let text = text_of(client, css).await;
-        if text.as_deref().is_some_and(&check) {
-            Ok(())
-        } else {
-            Err(format!("{css} never showed {what}; it shows {text:?}"))
-        }
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -609,10 +408,7 @@ async fn panel_points(client: &Client) -> Vec<u64> {
 }
 
 async fn sign_in_as(client: &Client, base: &str, email: &str) {
-    client.goto(&format!("{base}/auth")).await.unwrap();
-    fill(client, "#signin-email", email).await;
-    fill(client, "#signin-password", crate::auth::PASSWORD).await;
-    click(client, "form.form button[type=submit]").await;
+    browser::sign_in_as(client, base, email, crate::auth::PASSWORD).await;
     wait_for_text(client, r#"<p class="workspace-name">Acme</p>"#).await;
 }
 
@@ -719,26 +515,6 @@ fn page_name(path: &str) -> String {
         [] => "page-home".to_owned(),
         words => format!("page-{}", words.join("-")),
     }
-}
-
-/// Waits until the console has reported at least one entry containing each of `wanted`, and
-/// returns everything it reported meanwhile.
-async fn wait_for_console_errors(client: &Client, wanted: &[&str]) -> Vec<String> {
-    let mut seen = Vec::new();
-    poll(Duration::from_secs(10), async || {
-        seen.extend(console_errors(client).await);
-        match wanted
-            .iter()
-            .find(|text| !seen.iter().any(|error| error.contains(**text)))
-        {
-            None => Ok(()),
-            Some(missing) => Err(format!(
-                "the console never reported {missing:?}; it reported {seen:#?}"
-            )),
-        }
-    })
-    .await;
-    seen
 }
 
 #[tokio::test]
