@@ -6,7 +6,7 @@
 //!
 //! Masked, in this order: the values of a PostgreSQL `Key (..)=(..)` detail and of `Failing row
 //! contains (..)`; single-quoted literals; double-quoted text except a quoted identifier (after
-//! `relation`, `column`, `table`, ...); the value after `name=`; e-mail addresses; IP addresses;
+//! `relation`, `column`, `table`, ..., or qualified as `"schema"."table"`); the value after `name=`; e-mail addresses; IP addresses;
 //! card-like runs of 13 to 19 digits; phone-like numbers (a leading `+`, three separated digit
 //! groups ending in four digits, or 10 or more digits in a row).
 
@@ -55,8 +55,9 @@ static FAILING_ROW: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(?i)(failing row contains) \([^\n]*"));
 static SINGLE_QUOTED: LazyLock<Regex> =
     LazyLock::new(|| regex(r"(^|[^0-9A-Za-z_])'(?:[^']|'')*'?"));
-static DOUBLE_QUOTED: LazyLock<Regex> =
-    LazyLock::new(|| regex(r#"(?i)(\b[a-z_]+\s+)?"(?:[^"\\]|\\.|"")*"?"#));
+static DOUBLE_QUOTED: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r#"(?i)(\b[a-z_]+\s+)?"(?:[^"\\]|\\.|"")*"?((?:\."(?:[^"\\]|\\.|"")*"?)*)"#)
+});
 static ASSIGNED: LazyLock<Regex> = LazyLock::new(|| regex(r#"([A-Za-z0-9_\]])=([^\s,;()'"\[]+)"#));
 static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| regex(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"));
@@ -88,7 +89,9 @@ pub fn mask_free_text(text: &str) -> String {
         SINGLE_QUOTED.replace_all(&text, |caps: &Captures| format!("{}'{MASKED}'", &caps[1]));
     let text = DOUBLE_QUOTED.replace_all(&text, |caps: &Captures| {
         let word = caps.get(1).map_or("", |word| word.as_str());
-        if IDENTIFIER_WORDS.contains(&word.trim().to_lowercase().as_str()) {
+        // `"schema"."table"`: a qualified name is an identifier, whatever precedes it.
+        let qualified = caps.get(2).is_some_and(|rest| !rest.as_str().is_empty());
+        if qualified || IDENTIFIER_WORDS.contains(&word.trim().to_lowercase().as_str()) {
             caps[0].to_owned()
         } else {
             format!("{word}\"{MASKED}\"")
@@ -176,6 +179,15 @@ mod tests {
         assert_eq!(
             mask_free_text(r#"replication slot "tributary_slot" is active"#),
             r#"replication slot "tributary_slot" is active"#
+        );
+        // A qualified name, as the agent's check names tables, is kept wherever it stands.
+        assert_eq!(
+            mask_free_text(r#""public"."devices" can be captured; GRANT SELECT ON "s"."t""#),
+            r#""public"."devices" can be captured; GRANT SELECT ON "s"."t""#
+        );
+        assert_eq!(
+            mask_free_text(r#"value "ada@example.com"."x" rejected: "secret""#),
+            r#"value "[masked]"."x" rejected: "[masked]""#
         );
     }
 
