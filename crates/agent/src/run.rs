@@ -41,35 +41,58 @@ pub async fn run_until(
     let status = StatusCell::new(&config.source.kind);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (confirm_tx, confirm_rx) = watch::channel(0u64);
+    // A resync the platform asks for (the reporter hears it in the edge's answer).
+    let (resync_tx, mut resync_rx) = watch::channel(None::<uuid::Uuid>);
     let spooled = Arc::new(Notify::new());
-    let mut reader = match config.source.kind.as_str() {
-        "postgres" => tokio::spawn(crate::postgres::stream::run(
-            config.postgres()?,
-            crate::postgres::Shared {
-                state_dir: config.state_dir.clone(),
-                source: credentials.source_id,
-                spool: spool.clone(),
-                spooled: spooled.clone(),
-                status: status.clone(),
-                confirm: confirm_rx,
-            },
-            stop_rx.clone(),
-        )),
-        _ => tokio::spawn(read_simulator(
-            config.clone(),
-            credentials.source_id,
-            spool.clone(),
-            spooled.clone(),
-            status.clone(),
-            stop_rx.clone(),
-        )),
+    let start_reader = |stop: watch::Receiver<bool>| -> anyhow::Result<_> {
+        Ok(match config.source.kind.as_str() {
+            "postgres" => tokio::spawn(crate::postgres::stream::run(
+                config.postgres()?,
+                crate::postgres::Shared {
+                    state_dir: config.state_dir.clone(),
+                    source: credentials.source_id,
+                    spool: spool.clone(),
+                    spooled: spooled.clone(),
+                    status: status.clone(),
+                    confirm: confirm_rx.clone(),
+                },
+                stop,
+            )),
+            _ => tokio::spawn(read_simulator(
+                config.clone(),
+                credentials.source_id,
+                spool.clone(),
+                spooled.clone(),
+                status.clone(),
+                stop,
+            )),
+        })
     };
+    // A resync asked while the agent was down (its slot lost, say) is carried out before the
+    // reader starts: a restarted agent (systemd, a container) recovers by itself.
+    if config.source.kind == "postgres"
+        && let Ok(answer) = client.send_status(&status.get()).await
+        && let Some(request) = answer.resync
+    {
+        match resync_when_released(&config).await {
+            Ok(message) => {
+                tracing::info!(request = %request.request_id, %message, "resync done, as the platform asked");
+                status.update(|status| status.resynced = Some(request.request_id));
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "the resync the platform asked for failed");
+            }
+        }
+    }
+    // The reader stops on its own signal too, so that a resync can restart it alone.
+    let (mut reader_stop_tx, reader_stop_rx) = watch::channel(false);
+    let mut reader = start_reader(reader_stop_rx)?;
     let sender = tokio::spawn(send_spool(
         client,
         config.spool.retry_max(),
         config.state_dir.clone(),
         spool.clone(),
-        spooled,
+        spooled.clone(),
         status.clone(),
         confirm_tx,
         stop_rx.clone(),
@@ -79,18 +102,53 @@ pub async fn run_until(
         spool.clone(),
         status.clone(),
         EdgeClient::new(&config.edge, &credentials)?,
+        resync_tx,
         stop_rx.clone(),
     ));
+    tokio::spawn(report_check_on_start(config.clone()));
     if let Some(listen) = config.health.listen {
         crate::health::serve(listen, status.clone(), stop_rx.clone()).await?;
     }
     tracing::info!(edge = %config.edge, source = %credentials.source_id, kind = %config.source.kind, "agent running");
-    let reader_result = tokio::select! {
-        _ = shutdown => None,
-        result = &mut reader => Some(result),
+    tokio::pin!(shutdown);
+    let reader_result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            result = &mut reader => break Some(result),
+            Ok(()) = resync_rx.changed() => {
+                let Some(request) = *resync_rx.borrow_and_update() else { continue };
+                if config.source.kind != "postgres" || status.get().resynced == Some(request) {
+                    continue;
+                }
+                tracing::info!(%request, "the platform asked for a resync: stopping the reader, dropping the slot, taking a new snapshot");
+                let _ = reader_stop_tx.send(true);
+                if let Err(error) = (&mut reader).await? {
+                    tracing::warn!(error = %format!("{error:#}"), "the reader had stopped with an error before the resync");
+                }
+                match resync_when_released(&config).await {
+                    Ok(message) => {
+                        tracing::info!(%request, %message, "resync done");
+                        status.update(|status| {
+                            status.resynced = Some(request);
+                            status.last_error = None;
+                            status.state = "starting".into();
+                        });
+                    }
+                    Err(error) => {
+                        let message = format!("the resync the platform asked for failed: {error:#}");
+                        tracing::error!(%request, error = %message, "resync");
+                        status.update(|status| status.last_error = Some(message));
+                    }
+                }
+                let (stop, stop_rx) = watch::channel(false);
+                reader_stop_tx = stop;
+                reader = start_reader(stop_rx)?;
+            }
+        }
     };
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
+    let _ = reader_stop_tx.send(true);
     let reader_result = match reader_result {
         Some(result) => result,
         None => reader.await,
@@ -108,6 +166,24 @@ pub async fn run_until(
     status.refresh(spool.len() as u64, spool.bytes());
     write_status(&config.state_dir, &status)?;
     reader_result
+}
+
+/// [`crate::postgres::resync`] once the stopped reader's replication connection is gone: the
+/// source may still count the slot as in use for a moment after the reader let go of it.
+async fn resync_when_released(config: &Config) -> anyhow::Result<String> {
+    let settings = config.postgres()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::postgres::resync(&settings, &config.state_dir).await {
+            Err(error)
+                if format!("{error:#}").contains("is in use")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -385,6 +461,7 @@ async fn report_status(
     spool: Arc<Spool>,
     status: StatusCell,
     mut client: EdgeClient,
+    resync: watch::Sender<Option<uuid::Uuid>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -407,40 +484,92 @@ async fn report_status(
             {
                 client = renewed;
             }
-            if let Err(error) = client.send_status(&status.get()).await {
-                tracing::debug!(%error, "the status heartbeat did not reach the edge");
+            match client.send_status(&status.get()).await {
+                // Asked again until the heartbeat names it done: each ask is handled once.
+                Ok(answer) => {
+                    if let Some(request) = answer.resync {
+                        resync.send_replace(Some(request.request_id));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "the status heartbeat did not reach the edge");
+                }
             }
         }
     }
 }
 
-/// What `check` verifies: the configuration, the credentials, that the edge answers to them,
-/// and the source's prerequisites. Returns the report and whether everything needed is there.
+/// `check`: what the agent finds (the edge's acceptance of its certificate; for a PostgreSQL
+/// source, every prerequisite), printed one per line, and whether nothing must be fixed. The
+/// findings and the source's tables are also reported to the platform, where the connector
+/// wizard shows them.
 pub async fn check(config: &Config) -> (String, bool) {
-    let mut lines = Vec::new();
-    let mut ready = true;
-    match Credentials::load(&config.state_dir) {
-        Err(_) => {
-            ready = false;
-            lines.push("FIX     no credentials in the state directory: pair first with `tributary-agent pair`".to_owned());
+    let (findings, client) = check_findings(config).await;
+    let ready = findings.iter().all(|finding| finding.level != "fix");
+    let mut lines: Vec<String> = findings.iter().map(finding_line).collect();
+    if let Some(client) = client {
+        match report_check(config, findings, ready, &client).await {
+            Ok(()) => lines.push(
+                "ok      reported to the platform: its connector wizard shows these findings and \
+                 the source's tables"
+                    .to_owned(),
+            ),
+            Err(error) => lines.push(format!(
+                "warning the platform did not take this report ({error:#}); the findings above stand"
+            )),
         }
+    }
+    (lines.join("\n"), ready)
+}
+
+fn finding_line(finding: &protocol::CheckFinding) -> String {
+    let label = match finding.level.as_str() {
+        "ok" => "ok     ",
+        "warning" => "warning",
+        _ => "FIX    ",
+    };
+    format!("{label} {}", finding.message)
+}
+
+fn check_finding(level: &str, message: impl Into<String>) -> protocol::CheckFinding {
+    protocol::CheckFinding {
+        level: level.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The findings of `check`, and a client the edge accepted, if it did.
+async fn check_findings(config: &Config) -> (Vec<protocol::CheckFinding>, Option<EdgeClient>) {
+    let mut findings = Vec::new();
+    let mut accepted = None;
+    match Credentials::load(&config.state_dir) {
+        Err(_) => findings.push(check_finding(
+            "fix",
+            "no credentials in the state directory: pair first with `tributary-agent pair`",
+        )),
         Ok(credentials) => match EdgeClient::new(&config.edge, &credentials) {
-            Err(error) => {
-                ready = false;
-                lines.push(format!("FIX     the edge URL {:?}: {error:#}", config.edge));
-            }
+            Err(error) => findings.push(check_finding(
+                "fix",
+                format!("the edge URL {:?}: {error:#}", config.edge),
+            )),
             Ok(client) => match client.whoami().await {
-                Ok(whoami) => lines.push(format!(
-                    "ok      the edge at {} knows this agent as source {} of tenant {}",
-                    config.edge, whoami.source_id, whoami.tenant_id
-                )),
-                Err(error) => {
-                    ready = false;
-                    lines.push(format!(
-                        "FIX     the edge did not accept this agent's certificate (revoked, expired, \
-                         or another platform's): {error}"
+                Ok(whoami) => {
+                    findings.push(check_finding(
+                        "ok",
+                        format!(
+                            "the edge at {} knows this agent as source {} of tenant {}",
+                            config.edge, whoami.source_id, whoami.tenant_id
+                        ),
                     ));
+                    accepted = Some(client);
                 }
+                Err(error) => findings.push(check_finding(
+                    "fix",
+                    format!(
+                        "the edge did not accept this agent's certificate (revoked, expired, or \
+                         another platform's): {error}"
+                    ),
+                )),
             },
         },
     }
@@ -448,17 +577,61 @@ pub async fn check(config: &Config) -> (String, bool) {
         match config.postgres() {
             Ok(settings) => {
                 for finding in crate::postgres::check(&settings).await {
-                    ready &= finding.level != crate::postgres::Level::Fix;
-                    lines.push(finding.to_string());
+                    let level = match finding.level {
+                        crate::postgres::Level::Ok => "ok",
+                        crate::postgres::Level::Warning => "warning",
+                        crate::postgres::Level::Fix => "fix",
+                    };
+                    findings.push(check_finding(level, finding.message));
                 }
             }
-            Err(error) => {
-                ready = false;
-                lines.push(format!("FIX     {error:#}"));
-            }
+            Err(error) => findings.push(check_finding("fix", format!("{error:#}"))),
         }
     }
-    (lines.join("\n"), ready)
+    (findings, accepted)
+}
+
+/// Sends the platform `findings` and, for a PostgreSQL source it can read, the source's tables.
+async fn report_check(
+    config: &Config,
+    mut findings: Vec<protocol::CheckFinding>,
+    ready: bool,
+    client: &EdgeClient,
+) -> anyhow::Result<()> {
+    let (tables, tables_omitted) = match config.postgres() {
+        Ok(settings) if config.source.kind == "postgres" => {
+            crate::postgres::source_tables(&settings)
+                .await
+                .unwrap_or_default()
+        }
+        _ => (Vec::new(), 0),
+    };
+    findings.truncate(protocol::MAX_CHECK_FINDINGS);
+    let report = protocol::CheckReport {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        source_kind: config.source.kind.clone(),
+        ready,
+        findings,
+        tables,
+        tables_omitted,
+    };
+    client.send_check(&report).await?;
+    Ok(())
+}
+
+/// What `run` does as it starts: the same findings as `check`, reported to the platform (the
+/// wizard shows them), and logged; a failure to report is only logged.
+async fn report_check_on_start(config: Config) {
+    let (findings, client) = check_findings(&config).await;
+    let ready = findings.iter().all(|finding| finding.level != "fix");
+    for finding in findings.iter().filter(|finding| finding.level != "ok") {
+        tracing::warn!(level = %finding.level, message = %finding.message, "check");
+    }
+    if let Some(client) = client
+        && let Err(error) = report_check(&config, findings, ready, &client).await
+    {
+        tracing::warn!(error = %format!("{error:#}"), "reporting the check to the platform failed");
+    }
 }
 
 /// What `status` prints: the pairing, the spool, and the running agent's last status.

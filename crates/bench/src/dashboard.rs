@@ -399,6 +399,12 @@ async fn serve(
         mail: None,
         live: web::LiveStreams::default(),
         trusted_proxies: web::client_addr::TrustedProxies::none(),
+        agents: web::agent_setup::AgentEndpoint {
+            edge_url: "https://edge.example.test:8443".to_owned(),
+            ca_pem:
+                "-----BEGIN CERTIFICATE-----\nnot a real certificate\n-----END CERTIFICATE-----\n"
+                    .to_owned(),
+        },
     };
     let router = web::router(state).layer(axum::middleware::from_fn(server_timing));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

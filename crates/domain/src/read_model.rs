@@ -131,6 +131,77 @@ impl ColumnType {
     }
 }
 
+/// Conventional source names of a typed column, besides its own name, that the default mapping
+/// reads into it.
+pub fn synonyms(kind: EntityKind, typed_column: &str) -> &'static [&'static str] {
+    match (kind, typed_column) {
+        (EntityKind::Site, "latitude") => &["lat"],
+        (EntityKind::Site, "longitude") => &["lon", "lng"],
+        (EntityKind::Device, "kind") => &["type", "device_type"],
+        (EntityKind::Device, "firmware") => &["firmware_version"],
+        (EntityKind::Device, "last_seen_at") => &["last_seen"],
+        (EntityKind::Session, "started_at") => &["start_time"],
+        (EntityKind::Session, "ended_at") => &["end_time"],
+        (EntityKind::Reading, "metric_key") => &["metric", "metric_name"],
+        (EntityKind::Reading, "value") => &["reading", "metric_value"],
+        (EntityKind::Reading, "measured_at") => &["ts", "timestamp", "recorded_at", "time"],
+        _ => &[],
+    }
+}
+
+/// The kind a table of this conventional name holds, if any: the default mapping of a table
+/// nobody mapped.
+pub fn kind_of_table(table: &str) -> Option<EntityKind> {
+    let table = table.to_ascii_lowercase();
+    Some(match table.as_str() {
+        "sites" | "site" | "locations" | "location" => EntityKind::Site,
+        "devices" | "device" | "chargers" | "charger" | "machines" | "kiosks" | "assets" => {
+            EntityKind::Device
+        }
+        "sessions" | "session" | "charging_sessions" => EntityKind::Session,
+        "readings" | "reading" | "metrics" | "measurements" | "telemetry" => EntityKind::Reading,
+        _ => return None,
+    })
+}
+
+/// The typed column `source_column` feeds under the default mapping of a table of `kind` (by
+/// its own name or a synonym, compared without case); for a reading, the column holding the
+/// id of `reading_entity` feeds `entity_id`.
+pub fn conventional_column(
+    kind: EntityKind,
+    source_column: &str,
+    reading_entity: EntityKind,
+) -> Option<&'static str> {
+    // Compared without building a lowercase copy: the materializer runs this for every column
+    // of every event, several times.
+    let named = |name: &str| source_column.eq_ignore_ascii_case(name);
+    if kind == EntityKind::Reading && named(reading_entity.id_column()) {
+        return Some("entity_id");
+    }
+    kind.typed_columns()
+        .iter()
+        .find(|(typed, _)| {
+            named(typed) && !(kind == EntityKind::Reading && *typed == "entity_id")
+                || synonyms(kind, typed).iter().any(|synonym| named(synonym))
+        })
+        .map(|(typed, _)| *typed)
+}
+
+/// Under the default mapping, the kind of entity a reading with these columns belongs to: the
+/// first of device, site and session whose id column it has, else a device.
+pub fn conventional_reading_entity<'a>(columns: impl IntoIterator<Item = &'a str>) -> EntityKind {
+    let names: Vec<&str> = columns.into_iter().collect();
+    for entity in [EntityKind::Device, EntityKind::Site, EntityKind::Session] {
+        if names
+            .iter()
+            .any(|column| column.eq_ignore_ascii_case(entity.id_column()))
+        {
+            return entity;
+        }
+    }
+    EntityKind::Device
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,9 +231,27 @@ impl EdgeClient {
     }
 
     /// `POST /v1/status`: the agent's status heartbeat.
-    pub async fn send_status(&self, status: &protocol::AgentStatus) -> Result<(), SendError> {
+    /// `POST /v1/status`: the heartbeat, and what the edge asks of the agent in return (a
+    /// resync), if anything.
+    pub async fn send_status(
+        &self,
+        status: &protocol::AgentStatus,
+    ) -> Result<protocol::StatusAnswer, SendError> {
         let body = serde_json::to_vec(status).expect("a status serialises");
         let request = RequestParts::json("/v1/status", body);
+        let response = self.inner.transport.request(&request).await?;
+        match response.status {
+            204 => Ok(protocol::StatusAnswer::default()),
+            // An answer this agent cannot read asks nothing it knows of.
+            200 => Ok(serde_json::from_slice(&response.body).unwrap_or_default()),
+            _ => Err(response.status_error()),
+        }
+    }
+
+    /// `POST /v1/check`: what `check` found about the source, for the connector wizard.
+    pub async fn send_check(&self, report: &protocol::CheckReport) -> Result<(), SendError> {
+        let body = serde_json::to_vec(report).expect("a check report serialises");
+        let request = RequestParts::json("/v1/check", body);
         let response = self.inner.transport.request(&request).await?;
         if response.status != 204 {
             return Err(response.status_error());

@@ -37,6 +37,7 @@ pub fn router<B: Bus + 'static>(state: Arc<EdgeState<B>>) -> Router {
         .route("/v1/events", post(ingest::<B>))
         .route("/v1/whoami", get(whoami::<B>))
         .route("/v1/status", post(agent_status::<B>))
+        .route("/v1/check", post(agent_check::<B>))
         // Pairing bodies are small; ingest reads its body itself, with the protocol's limit.
         .layer(DefaultBodyLimit::max(body_limit.min(SMALL_BODY_LIMIT)))
         .layer(axum::middleware::from_fn_with_state(
@@ -336,32 +337,41 @@ async fn whoami<B: Bus>(
     })))
 }
 
-/// `POST /v1/status`: the agent's status heartbeat, kept per source.
+/// An agent's JSON report of at most `max` bytes (413 `body_too_large` beyond), read as `what`
+/// (400 `invalid_json` when it is not one).
+fn agent_report<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    max: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    if body.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("{what} is at most {max} bytes"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body must be {what}"),
+        )
+    })
+}
+
+/// `POST /v1/status`: the agent's status heartbeat, kept per source. Answered `204`, or `200`
+/// with what the agent is asked to do (a resync requested in the app).
 async fn agent_status<B: Bus>(
     State(state): State<Arc<EdgeState<B>>>,
     Extension(connection): Extension<ConnectionInfo>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     check_version(&headers)?;
     let identity = authenticated(&state, &connection).await?;
-    if body.len() > protocol::MAX_STATUS_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "a status report is at most {} bytes",
-                protocol::MAX_STATUS_BYTES
-            ),
-        ));
-    }
-    let report: protocol::AgentStatus = serde_json::from_slice(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            "the body must be an agent status report",
-        )
-    })?;
+    let report: protocol::AgentStatus =
+        agent_report(&body, protocol::MAX_STATUS_BYTES, "an agent status report")?;
     report
         .validate()
         .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_status", message))?;
@@ -400,6 +410,68 @@ async fn agent_status<B: Bus>(
     .await
     .map_err(ApiError::internal)?;
     store::sources::record_agent_status(&mut tx, identity.source, &stored)
+        .await
+        .map_err(ApiError::internal)?;
+    let resync = store::sources::take_status_answer(&mut tx, identity.source, report.resynced)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(match resync {
+        None => StatusCode::NO_CONTENT.into_response(),
+        Some(request_id) => Json(protocol::StatusAnswer {
+            resync: Some(protocol::ResyncRequest { request_id }),
+        })
+        .into_response(),
+    })
+}
+
+/// `POST /v1/check`: what the agent's `check` found and the source's tables, kept per source
+/// for the connector wizard.
+async fn agent_check<B: Bus>(
+    State(state): State<Arc<EdgeState<B>>>,
+    Extension(connection): Extension<ConnectionInfo>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    check_version(&headers)?;
+    let identity = authenticated(&state, &connection).await?;
+    let report: protocol::CheckReport =
+        agent_report(&body, protocol::MAX_CHECK_BYTES, "a check report")?;
+    report
+        .validate()
+        .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_check", message))?;
+    let check = store::connectors::NewCheck {
+        agent_version: report.agent_version,
+        ready: report.ready,
+        // A message can quote the source's database's own words: masked as a status's are.
+        findings: report
+            .findings
+            .into_iter()
+            .map(|finding| store::connectors::CheckFinding {
+                level: finding.level,
+                message: masked(&finding.message),
+            })
+            .collect(),
+        tables: report
+            .tables
+            .into_iter()
+            .map(|table| store::connectors::ReportedTable {
+                name: table.name,
+                has_key: table.has_key,
+                readable: table.readable,
+                columns: table.columns,
+            })
+            .collect(),
+        tables_omitted: i64::try_from(report.tables_omitted).unwrap_or(i64::MAX),
+    };
+    let mut tx = TenantTx::begin_service(
+        &state.database,
+        Some(identity.tenant),
+        Actor::Agent(identity.source),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    store::connectors::record_check(&mut tx, identity.source, &check)
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;

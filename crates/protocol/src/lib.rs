@@ -8,6 +8,7 @@
 //! I/O and knows no HTTP framework: the edge passes it header values and body bytes, and maps
 //! [`BatchError::http_status`] and [`ErrorBody`] onto its responses.
 
+mod check;
 mod decode;
 mod encode;
 mod encoding;
@@ -21,6 +22,10 @@ mod strict_json;
 mod version;
 mod wire;
 
+pub use check::{
+    CHECK_LEVELS, CheckFinding, CheckReport, MAX_CHECK_BYTES, MAX_CHECK_COLUMNS,
+    MAX_CHECK_FINDINGS, MAX_CHECK_TABLES, SourceTable,
+};
 pub use decode::{DecodedBatch, DecodedEvents, decode_batch};
 pub use encode::encode_batch;
 pub use encoding::{Encoding, compress, decompress};
@@ -28,7 +33,9 @@ pub use error::{BatchError, EncodeError, ErrorBody, ErrorDetail};
 pub use limits::{EventTimeWindow, Limits};
 pub use pairing::{CertificateResponse, PairRequest, RenewRequest};
 pub use reason::ReasonCode;
-pub use status::{AgentStatus, MAX_NOT_CAPTURED, MAX_STATUS_BYTES, SlotHealth};
+pub use status::{
+    AgentStatus, MAX_NOT_CAPTURED, MAX_STATUS_BYTES, ResyncRequest, SlotHealth, StatusAnswer,
+};
 pub use strict_json::{JsonPath, PathStep, StrictJsonError, read_event_json};
 pub use version::{
     CURRENT_VERSION, PROTOCOL_HEADER, SUPPORTED_VERSIONS, check_version, parse_version,

@@ -46,6 +46,26 @@ pub struct AgentStatus {
     /// replica identity (only their inserts and truncates are).
     #[serde(default)]
     pub not_captured: Vec<String>,
+    /// The resync request (named by the edge's [`StatusAnswer`]) this agent has carried out:
+    /// its slot dropped, its positions forgotten, a new snapshot started. Sent until the edge
+    /// stops asking for it; absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resynced: Option<uuid::Uuid>,
+}
+
+/// The edge's answer to a status heartbeat when it has something to ask (else `204`, no body).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    /// A resync waits: drop the slot, forget the positions, take a new snapshot (what
+    /// `tributary-agent resync` and the next `run` do), and name the request in
+    /// [`AgentStatus::resynced`].
+    #[serde(default)]
+    pub resync: Option<ResyncRequest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResyncRequest {
+    pub request_id: uuid::Uuid,
 }
 
 /// At most this many `not_captured` tables are reported.

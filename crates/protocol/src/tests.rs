@@ -1700,8 +1700,8 @@ fn documented_examples_are_valid() {
     let blocks = doc_json_blocks();
     assert_eq!(
         blocks.len(),
-        7,
-        "batch, response, error, status, pair, renew, certificate"
+        9,
+        "batch, response, error, status, status answer, check, pair, renew, certificate"
     );
 
     let batch: Value = serde_json::from_str(blocks[0]).expect("batch example is JSON");
@@ -1724,10 +1724,16 @@ fn documented_examples_are_valid() {
     );
     let status: crate::AgentStatus = serde_json::from_str(blocks[3]).expect("status example");
     assert_eq!(status.validate(), Ok(()));
-    serde_json::from_str::<PairRequest>(blocks[4]).expect("pair example");
-    serde_json::from_str::<RenewRequest>(blocks[5]).expect("renew example");
+    let answer: crate::StatusAnswer =
+        serde_json::from_str(blocks[4]).expect("status answer example");
+    assert!(answer.resync.is_some());
+    let check: crate::CheckReport = serde_json::from_str(blocks[5]).expect("check example");
+    assert_eq!(check.validate(), Ok(()));
+    assert_eq!(check.tables.len(), 1);
+    serde_json::from_str::<PairRequest>(blocks[6]).expect("pair example");
+    serde_json::from_str::<RenewRequest>(blocks[7]).expect("renew example");
     let certificate: CertificateResponse =
-        serde_json::from_str(blocks[6]).expect("certificate example");
+        serde_json::from_str(blocks[8]).expect("certificate example");
     assert_eq!(certificate.tenant_id, tenant);
 }
 

@@ -87,6 +87,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("control.tenant_secrets", NOBODY),
     read_only("control.source_status", &[ViewSources]),
     read_only("control.source_status_history", &[ViewSources]),
+    read_only("control.source_checks", &[ViewSources]),
     TableAccess {
         table: "control.api_tokens",
         select: &[ManageApiTokens],

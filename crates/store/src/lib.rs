@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod cohort;
 mod connect;
+pub mod connectors;
 pub mod contact;
 pub mod control;
 pub mod dashboards;

@@ -42,6 +42,9 @@ pub struct Source {
     pub paused_by: Option<String>,
     /// Why, when the pause said so.
     pub pause_reason: Option<String>,
+    /// Set while a resync waits for the source's agent ([`request_resync`]).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resync_requested_at: Option<OffsetDateTime>,
     /// The source's status as derived from its record and its agent's last heartbeat.
     #[sqlx(skip)]
     pub health: DerivedStatus,
@@ -277,6 +280,7 @@ pub async fn create_source(
             paused_at: None,
             paused_by: None,
             pause_reason: None,
+            resync_requested_at: None,
             health: derive_status("pending", None, created_at),
         },
         token,
@@ -335,7 +339,7 @@ pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> 
     let tenant = require_tenant(tx)?;
     let mut sources: Vec<Source> = sqlx::query_as(
         "select s.source_id, s.name, s.kind, s.status, s.created_at, s.paused_at, \
-                s.paused_by, s.pause_reason, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+                s.paused_by, s.pause_reason, s.resync_requested_at, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
            on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
          where s.tenant_id = $1 order by s.tenant_id, s.created_at desc",
@@ -356,7 +360,7 @@ pub async fn get_source(tx: &mut TenantTx, source: SourceId) -> Result<Source, S
     let tenant = require_tenant(tx)?;
     let found: Option<Source> = sqlx::query_as(
         "select s.source_id, s.name, s.kind, s.status, s.created_at, s.paused_at, \
-                s.paused_by, s.pause_reason, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+                s.paused_by, s.pause_reason, s.resync_requested_at, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
            on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
          where s.tenant_id = $1 and s.source_id = $2",
@@ -559,6 +563,131 @@ pub async fn resume_source(tx: &mut TenantTx, source: SourceId) -> Result<Source
     )
     .await?;
     get_source(tx, source).await
+}
+
+/// What an admin does to a source from its page or the API: [`pause_source`],
+/// [`resume_source`] or [`request_resync`].
+#[derive(Debug, Clone, Copy)]
+pub enum SourceAction<'a> {
+    Pause { reason: Option<&'a str> },
+    Resume,
+    Resync,
+}
+
+/// Carries out `action` on `source`; the source as it is after.
+pub async fn act(
+    tx: &mut TenantTx,
+    source: SourceId,
+    action: SourceAction<'_>,
+) -> Result<Source, StoreError> {
+    match action {
+        SourceAction::Pause { reason } => pause_source(tx, source, reason).await,
+        SourceAction::Resume => resume_source(tx, source).await,
+        SourceAction::Resync => request_resync(tx, source).await,
+    }
+}
+
+/// Asks `source`'s agent to resync (audited as `source.resync.request`): it learns it from
+/// the edge's answer to its next status heartbeat, drops its replication slot, forgets its
+/// positions and takes a new snapshot, then names the request in its heartbeats, which clears
+/// it ([`record_agent_status`]). What it had spooled is still sent. For a PostgreSQL source that
+/// is not revoked; asking while a request waits keeps that one and records nothing. Returns
+/// the source as it is now.
+pub async fn request_resync(tx: &mut TenantTx, source: SourceId) -> Result<Source, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let actor = tx.actor();
+    let requested_by: String = format!("{}:{}", actor.kind(), actor.id())
+        .chars()
+        .take(200)
+        .collect();
+    let found: Option<(String, String, Option<Uuid>)> = sqlx::query_as(
+        "select status, kind, resync_request_id from control.sources \
+         where tenant_id = $1 and source_id = $2 for update",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    match found {
+        None => return Err(StoreError::NotFound("source")),
+        Some((status, _, _)) if status == "revoked" => {
+            return Err(StoreError::Forbidden("the source is revoked"));
+        }
+        Some((_, kind, _)) if kind != "postgres" => {
+            return Err(StoreError::Forbidden(
+                "only a PostgreSQL source has a snapshot to take again",
+            ));
+        }
+        Some((_, _, Some(_))) => return get_source(tx, source).await,
+        Some((_, _, None)) => {}
+    }
+    let request = Uuid::new_v4();
+    sqlx::query(
+        "update control.sources set resync_request_id = $3, resync_requested_at = now(), \
+           resync_requested_by = $4, updated_at = now() \
+         where tenant_id = $1 and source_id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .bind(request)
+    .bind(&requested_by)
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("source.resync.request", source.to_string())
+            .details(serde_json::json!({ "request_id": request })),
+    )
+    .await?;
+    get_source(tx, source).await
+}
+
+/// What the edge answers an agent's status heartbeat with: the resync it should carry out,
+/// if one waits. A heartbeat that names the waiting request as done clears it (audited as
+/// `source.resync.done`, by the agent). The edge's service transaction.
+pub async fn take_status_answer(
+    tx: &mut TenantTx,
+    source: SourceId,
+    resynced: Option<Uuid>,
+) -> Result<Option<Uuid>, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let waiting: Option<(Option<Uuid>, Option<OffsetDateTime>)> = sqlx::query_as(
+        "select resync_request_id, resync_requested_at from control.sources \
+         where tenant_id = $1 and source_id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .fetch_optional(tx.connection())
+    .await?;
+    let Some((Some(request), Some(requested_at))) = waiting else {
+        return Ok(None);
+    };
+    if resynced != Some(request) {
+        return Ok(Some(request));
+    }
+    let cleared = sqlx::query(
+        "update control.sources set resync_request_id = null, resync_requested_at = null, \
+           resync_requested_by = null, updated_at = now() \
+         where tenant_id = $1 and source_id = $2 and resync_request_id = $3",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .bind(request)
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    if cleared > 0 {
+        let waited = (OffsetDateTime::now_utc() - requested_at)
+            .whole_seconds()
+            .max(0);
+        audit::append(
+            tx,
+            AuditEntry::new("source.resync.done", source.to_string())
+                .details(serde_json::json!({ "request_id": request, "waited_seconds": waited })),
+        )
+        .await?;
+    }
+    Ok(None)
 }
 
 /// A pairing token's row with its source's status.
@@ -1465,6 +1594,7 @@ mod tests {
             paused_at: Some(now()),
             paused_by: Some("user:someone".into()),
             pause_reason: None,
+            resync_requested_at: None,
             health: DerivedStatus::default(),
         };
         assert_eq!(source.effective_status(), "paused");

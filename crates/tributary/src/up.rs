@@ -74,6 +74,10 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             mail,
             live: web::LiveStreams::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            agents: web::agent_setup::AgentEndpoint {
+                edge_url: crate::edge_url::published(&settings),
+                ca_pem: ingestion.ca_pem.clone(),
+            },
         },
         ingestion::stopped(shutdown_rx.clone()),
     ));

@@ -5,6 +5,7 @@
 //! Every response carries the security headers ([`security_headers`]); every state-changing
 //! request of the HTML app passes the anti-forgery guard ([`csrf`]).
 
+pub mod agent_setup;
 mod api;
 mod app;
 mod assets;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub live: live::LiveStreams,
     /// The proxies whose `X-Forwarded-For` names the client ([`client_addr`]).
     pub trusted_proxies: client_addr::TrustedProxies,
+    /// Where agents connect: the connector wizard prints it.
+    pub agents: agent_setup::AgentEndpoint,
 }
 
 /// The whole HTTP application.

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
 pub const PAGES: &[(&str, &str, Permission)] = &[
     ("/app/overview", "Overview", Permission::ViewWorkspace),
     ("/app/data-sources", "Data sources", Permission::ViewSources),
+    ("/app/connectors", "Connectors", Permission::ManageSources),
     // `explore::HOME`, written out.
     (
         "/app/explore/devices",

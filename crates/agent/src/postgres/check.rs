@@ -155,7 +155,7 @@ async fn findings(
         out.push(finding(
             Level::Ok,
             format!(
-                "a replication slot is free ({used_slots} of {max_slots} in use); the agent creates {:?}",
+                "a replication slot is free ({used_slots} of {max_slots} in use); the agent creates the slot {:?}",
                 settings.slot
             ),
         ));
@@ -209,7 +209,8 @@ async fn findings(
             out.push(finding(
                 Level::Ok,
                 format!(
-                    "the agent creates the publications {:?} and {:?}",
+                    "the agent creates the publication {:?} (tables with a key or replica \
+                     identity) and the publication {:?} (inserts of the others)",
                     settings.publication,
                     super::publication::insert_only_name(&settings.publication)
                 ),
@@ -357,4 +358,56 @@ async fn table_findings(
         out.push(finding(Level::Ok, format!("{name} can be captured")));
     }
     Ok(usable)
+}
+
+/// The source's tables for the connector wizard to offer: every ordinary and partitioned
+/// table outside the system schemas, with whether it has a key (or replica identity) and
+/// whether the role may read it, and its columns; at most [`protocol::MAX_CHECK_TABLES`], and
+/// how many more there are.
+pub async fn source_tables(
+    settings: &Settings,
+) -> anyhow::Result<(Vec<protocol::SourceTable>, u64)> {
+    let mut connection = connect_sql(settings).await?;
+    let limit = i64::try_from(protocol::MAX_CHECK_TABLES).unwrap_or(i64::MAX);
+    let columns = i32::try_from(protocol::MAX_CHECK_COLUMNS).unwrap_or(i32::MAX);
+    let rows: Vec<(String, bool, bool, Vec<String>, i64)> = sqlx::query_as(
+        "select n.nspname || '.' || c.relname, \
+                c.relreplident = 'f' or (c.relreplident <> 'n' and exists (select 1 from pg_index i \
+                    where i.indrelid = c.oid and case when c.relreplident = 'i' \
+                    then i.indisreplident else i.indisprimary end)), \
+                has_table_privilege(c.oid, 'SELECT'), \
+                coalesce((array(select a.attname::text from pg_attribute a \
+                    where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped \
+                    order by a.attnum))[1:$2], '{}'), \
+                count(*) over () \
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+         where c.relkind in ('r', 'p') and not c.relispartition \
+           and n.nspname not in ('pg_catalog', 'information_schema') \
+           and n.nspname not like 'pg\\_%' \
+         order by 1 limit $1",
+    )
+    .bind(limit)
+    .bind(columns)
+    .fetch_all(&mut connection)
+    .await
+    .map_err(|error| anyhow::anyhow!("listing the source's tables: {}", database_message(&error)))?;
+    let total = rows.first().map_or(0, |row| row.4);
+    let listed = rows.len();
+    let tables = rows
+        .into_iter()
+        .map(
+            |(name, has_key, readable, columns, _)| protocol::SourceTable {
+                name,
+                has_key,
+                readable,
+                columns,
+            },
+        )
+        .collect();
+    Ok((
+        tables,
+        u64::try_from(total)
+            .unwrap_or(0)
+            .saturating_sub(listed as u64),
+    ))
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgConnection};
 
-pub use check::{Finding, Level, check};
+pub use check::{Finding, Level, check, source_tables};
 pub use stream::Shared;
 
 /// The PostgreSQL source's settings (the `[source]` table with `kind = "postgres"`).
@@ -251,7 +251,9 @@ fn slot_lost(slot: &str, why: &str) -> anyhow::Error {
     anyhow::anyhow!(
         "the replication slot {slot:?} {why}: the changes since the last confirmed position can \
          no longer be read, and the agent will not skip them silently. Run \
-         `tributary-agent resync --config ...` to drop the slot and take a new snapshot"
+         `tributary-agent resync --config ...` to drop the slot and take a new snapshot, or ask \
+         for a resync on the source's page and start the agent again: it does the same as it \
+         starts"
     )
 }
 

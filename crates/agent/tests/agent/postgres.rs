@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
+use store::sources::SourceAction;
 use test_support::SourceCluster;
 
 use crate::support::*;
@@ -838,7 +839,8 @@ async fn check_names_each_missing_prerequisite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_until_resync() {
+async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_until_a_resync_from_the_platform()
+ {
     let scratch = Scratch::new();
     let cluster = SourceCluster::start(&[
         ("wal_level", "logical"),
@@ -921,14 +923,10 @@ async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_unt
     assert!(error.contains("tributary-agent resync"), "{status}");
     assert!(agent.log().contains("resync"), "{}", agent.log());
 
-    let resync = agent_command(&["resync"], &config);
-    assert!(
-        resync.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resync.stderr)
-    );
-    assert!(String::from_utf8_lossy(&resync.stdout).contains("dropped the slot"));
+    // The owner asks for a resync on the platform (the source's page shows the slot lost and
+    // offers it); the restarted agent carries it out as it starts, before reading the source.
     platform.restart();
+    as_owner(&platform, &source_id, SourceAction::Resync).await;
     let mut agent = Agent::start(&config);
     let rows: i64 = sqlx::query_scalar("select count(*) from ticks")
         .fetch_one(&mut source)
@@ -949,6 +947,7 @@ async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_unt
             == rows
     })
     .await;
+    assert!(agent.log().contains("resync done"), "{}", agent.log());
     agent.stop();
     platform.stop();
 }
@@ -1434,9 +1433,13 @@ async fn a_slot_of_an_agent_with_one_publication_is_refused_until_resync() {
     setup.platform.stop();
 }
 
-/// Pauses (`true`) or resumes `source`'s ingestion as one of its tenant's owners would, through
-/// the store's own function with the owner role; returns the source's derived status after.
-async fn set_paused(platform: &Platform, source: &str, paused: bool) -> String {
+/// `action` on `source`, as one of its tenant's owners would, through the store's own function
+/// with the owner role; returns the source after.
+async fn as_owner(
+    platform: &Platform,
+    source: &str,
+    action: store::sources::SourceAction<'_>,
+) -> store::sources::Source {
     let data_dir = platform.data_dir.clone();
     let cluster =
         tokio::task::spawn_blocking(move || store::cluster::ManagedCluster::start(&data_dir))
@@ -1460,17 +1463,27 @@ async fn set_paused(platform: &Platform, source: &str, paused: bool) -> String {
         role: domain::Role::Owner,
     };
     let mut tx = store::TenantTx::begin(&database.app, scope).await.unwrap();
-    let found = if paused {
-        store::sources::pause_source(&mut tx, source, Some("end-to-end test"))
-            .await
-            .unwrap()
-    } else {
-        store::sources::resume_source(&mut tx, source)
-            .await
-            .unwrap()
-    };
+    let found = store::sources::act(&mut tx, source, action).await.unwrap();
     tx.commit().await.unwrap();
-    found.health.status.as_str().to_owned()
+    found
+}
+
+/// Pauses (`true`) or resumes `source`'s ingestion as an owner would; returns the source's
+/// derived status after.
+async fn set_paused(platform: &Platform, source: &str, paused: bool) -> String {
+    let action = if paused {
+        SourceAction::Pause {
+            reason: Some("end-to-end test"),
+        }
+    } else {
+        SourceAction::Resume
+    };
+    as_owner(platform, source, action)
+        .await
+        .health
+        .status
+        .as_str()
+        .to_owned()
 }
 
 /// The count and a checksum (sum of ids, md5 of the notes in id order) of `paused_items`'
@@ -1599,5 +1612,105 @@ async fn a_paused_source_keeps_its_changes_in_the_spool_and_resume_stores_each_o
     )
     .await;
     assert_eq!(status["spool_bytes"], 0, "{status}");
+    agent.stop();
+}
+
+/// The snapshots in bronze: (consistent point, rows read at it), oldest first.
+fn snapshots(events: &[BronzeEvent]) -> Vec<(i64, usize)> {
+    let mut points: Vec<(i64, usize)> = Vec::new();
+    for event in events.iter().filter(|event| event.op == "read") {
+        match points.last_mut() {
+            Some((lsn, rows)) if *lsn == event.lsn => *rows += 1,
+            _ => points.push((event.lsn, 1)),
+        }
+    }
+    points
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resync_asked_on_the_platform_is_carried_out_by_the_running_agent() {
+    let (setup, mut source) = setup(
+        "create table resync_items (id int primary key, note text not null); \
+         insert into resync_items select g, 'row ' || g from generate_series(1, 40) g",
+        "",
+    )
+    .await;
+    let mut agent = Agent::start(&setup.config);
+    let tables: &[(&str, &[&str])] = &[("public.resync_items", &["id"])];
+    let events = wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        tables,
+        &mut agent,
+    )
+    .await;
+    let first = snapshots(&events);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].1, 40);
+    run(
+        &mut source,
+        "update resync_items set note = 'changed' where id <= 5",
+    )
+    .await;
+
+    // Asked on the platform: the agent hears it in its next heartbeat's answer.
+    let asked = as_owner(&setup.platform, &setup.source_id, SourceAction::Resync).await;
+    assert!(asked.resync_requested_at.is_some());
+    let mut database = setup.platform.database().await;
+    wait_until(
+        "the agent takes a second snapshot",
+        2 * MINUTE,
+        async || {
+            let events = bronze_events(&mut database, &setup.source_id).await;
+            let taken = snapshots(&events);
+            taken.len() == 2 && taken[1].1 == 40
+        },
+    )
+    .await;
+    assert!(agent.is_running(), "{}", agent.log());
+    // The request is cleared once the agent's heartbeat names it, and both ends are audited.
+    wait_until("the platform clears the request", MINUTE, async || {
+        sqlx::query_scalar::<_, Option<uuid::Uuid>>(
+            "select resync_request_id from control.sources where source_id = $1::text::uuid",
+        )
+        .bind(&setup.source_id)
+        .fetch_one(&mut database)
+        .await
+        .unwrap()
+        .is_none()
+    })
+    .await;
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select action from audit.log where target = $1 and action like 'source.resync%' \
+         order by seq",
+    )
+    .bind(&setup.source_id)
+    .fetch_all(&mut database)
+    .await
+    .unwrap();
+    assert_eq!(audited, ["source.resync.request", "source.resync.done"]);
+    let status = agent_status(&setup.state_dir);
+    assert!(status["resynced"].is_string(), "{status}");
+    assert!(
+        agent.log().contains("the platform asked for a resync"),
+        "{}",
+        agent.log()
+    );
+
+    // It streams on from the new slot: later changes arrive, and bronze folds to the source.
+    run(
+        &mut source,
+        "insert into resync_items values (41, 'after the resync'); delete from resync_items where id = 2",
+    )
+    .await;
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        tables,
+        &mut agent,
+    )
+    .await;
     agent.stop();
 }

@@ -8,37 +8,7 @@ use serde_json::{Map, Value};
 use store::read_models::MappingRow;
 
 pub use domain::read_model::{ColumnType, EntityKind};
-
-/// Conventional source names of a typed column, besides its own name.
-fn synonyms(kind: EntityKind, typed_column: &str) -> &'static [&'static str] {
-    match (kind, typed_column) {
-        (EntityKind::Site, "latitude") => &["lat"],
-        (EntityKind::Site, "longitude") => &["lon", "lng"],
-        (EntityKind::Device, "kind") => &["type", "device_type"],
-        (EntityKind::Device, "firmware") => &["firmware_version"],
-        (EntityKind::Device, "last_seen_at") => &["last_seen"],
-        (EntityKind::Session, "started_at") => &["start_time"],
-        (EntityKind::Session, "ended_at") => &["end_time"],
-        (EntityKind::Reading, "metric_key") => &["metric", "metric_name"],
-        (EntityKind::Reading, "value") => &["reading", "metric_value"],
-        (EntityKind::Reading, "measured_at") => &["ts", "timestamp", "recorded_at", "time"],
-        _ => &[],
-    }
-}
-
-/// The kind a table of this conventional name holds, if any.
-fn kind_of_table(table: &str) -> Option<EntityKind> {
-    let table = table.to_ascii_lowercase();
-    Some(match table.as_str() {
-        "sites" | "site" | "locations" | "location" => EntityKind::Site,
-        "devices" | "device" | "chargers" | "charger" | "machines" | "kiosks" | "assets" => {
-            EntityKind::Device
-        }
-        "sessions" | "session" | "charging_sessions" => EntityKind::Session,
-        "readings" | "reading" | "metrics" | "measurements" | "telemetry" => EntityKind::Reading,
-        _ => return None,
-    })
-}
+use domain::read_model::{conventional_column, conventional_reading_entity, kind_of_table};
 
 /// How one source table maps, resolved for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,28 +34,11 @@ impl EntityMapping {
     pub fn claim(&self, source_column: &str) -> Option<&str> {
         match &self.columns {
             Some(columns) => columns.get(source_column).map(String::as_str),
-            None => {
-                // Compared without building a lowercase copy: this runs for every column of
-                // every event, several times.
-                let kind = self.kind;
-                let named = |name: &str| source_column.eq_ignore_ascii_case(name);
-                if kind == EntityKind::Reading
-                    && named(
-                        self.reading_entity
-                            .unwrap_or(EntityKind::Device)
-                            .id_column(),
-                    )
-                {
-                    return Some("entity_id");
-                }
-                kind.typed_columns()
-                    .iter()
-                    .find(|(typed, _)| {
-                        named(typed) && !(kind == EntityKind::Reading && *typed == "entity_id")
-                            || synonyms(kind, typed).iter().any(|synonym| named(synonym))
-                    })
-                    .map(|(typed, _)| *typed)
-            }
+            None => conventional_column(
+                self.kind,
+                source_column,
+                self.reading_entity.unwrap_or(EntityKind::Device),
+            ),
         }
     }
 
@@ -117,7 +70,7 @@ impl EntityMapping {
     }
 
     /// For a reading: the entity kind, given the names of the reading's columns.
-    pub fn reading_entity_for<'a>(&self, mut columns: impl Iterator<Item = &'a str>) -> EntityKind {
+    pub fn reading_entity_for<'a>(&self, columns: impl Iterator<Item = &'a str>) -> EntityKind {
         if let Some(entity) = self.reading_entity {
             return entity;
         }
@@ -125,16 +78,7 @@ impl EntityMapping {
             // A stored mapping without an entity kind: readings belong to devices.
             return EntityKind::Device;
         }
-        let names: Vec<&str> = columns.by_ref().collect();
-        for entity in [EntityKind::Device, EntityKind::Site, EntityKind::Session] {
-            if names
-                .iter()
-                .any(|column| column.eq_ignore_ascii_case(entity.id_column()))
-            {
-                return entity;
-            }
-        }
-        EntityKind::Device
+        conventional_reading_entity(columns)
     }
 }
 

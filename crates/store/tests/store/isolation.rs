@@ -105,6 +105,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.source_checks",
+        insert: "insert into control.source_checks (tenant_id, source_id, agent_version, \
+                 ready, findings, tables) select t, s, '0.1.0', true, '[]', '[]' from p",
+        update_column: "ready",
+        seed: true,
+    },
+    Exercise {
         table: "control.source_status_history",
         insert: "insert into control.source_status_history (tenant_id, source_id, \
                  sampled_minute, sampled_at, state) select t, s, \

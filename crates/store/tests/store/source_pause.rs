@@ -1,6 +1,8 @@
 //! Pausing a source's ingestion: owners and admins pause and resume it (audited, with who and
 //! why), operators and viewers cannot even in SQL, another tenant cannot see it, the edge's
-//! access lookup says it is paused, and the derived status shows it below revoked only.
+//! access lookup says it is paused, and the derived status shows it below revoked only. And
+//! asking a source's agent for a resync: the request waits until the agent's heartbeat names
+//! it, audited at both ends.
 
 use domain::{Role, SourceId};
 use store::sources::{self, SourceHealth};
@@ -120,6 +122,131 @@ async fn owners_and_admins_pause_and_resume_a_source_audited_and_the_edge_sees_i
         Err(StoreError::Forbidden(_))
     ));
     tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resync_request_waits_for_the_agent_and_clears_when_its_heartbeat_names_it() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let globex = tenant(&database, "Globex").await;
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let (source, _) = sources::create_source(&mut tx, "orders", "postgres")
+        .await
+        .unwrap();
+    let (simulator, _) = sources::create_source(&mut tx, "sim", "simulator")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let source_id = source.source_id;
+    pair(&database, acme, source_id).await;
+    // Nothing waits: the edge asks nothing of the agent.
+    assert_eq!(status_answer(&database, acme, source_id, None).await, None);
+
+    // An admin asks; asking again keeps the first request and records nothing.
+    let mut tx = member_tx(&database, acme, Role::Admin).await;
+    let asked = sources::request_resync(&mut tx, source_id).await.unwrap();
+    let requested_at = asked.resync_requested_at.expect("waiting");
+    let again = sources::request_resync(&mut tx, source_id).await.unwrap();
+    assert_eq!(again.resync_requested_at, Some(requested_at));
+    // A simulator has no slot to drop.
+    assert!(matches!(
+        sources::request_resync(&mut tx, simulator.source_id).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    tx.commit().await.unwrap();
+
+    // Tenant B cannot ask for it, and operators and viewers cannot even in SQL.
+    let mut tx = member_tx(&database, globex, Role::Owner).await;
+    assert!(matches!(
+        sources::request_resync(&mut tx, source_id).await,
+        Err(StoreError::NotFound("source"))
+    ));
+    tx.rollback().await.unwrap();
+    for role in [Role::Operator, Role::Viewer] {
+        let mut tx = member_tx(&database, acme, role).await;
+        let error = sqlx::query(
+            "update control.sources set resync_request_id = null, resync_requested_at = null, \
+               resync_requested_by = null where source_id = $1",
+        )
+        .bind(source_id.as_uuid())
+        .execute(tx.connection_for_tests())
+        .await
+        .unwrap_err();
+        assert_eq!(sqlstate(&error), "42501", "{role:?}");
+        tx.rollback().await.unwrap();
+    }
+
+    // The edge asks the agent at every heartbeat until one names the request as done.
+    let request = status_answer(&database, acme, source_id, None)
+        .await
+        .expect("the edge asks for the resync");
+    let stale = uuid::Uuid::new_v4();
+    assert_eq!(
+        status_answer(&database, acme, source_id, Some(stale)).await,
+        Some(request),
+        "another request's completion does not clear this one"
+    );
+    assert_eq!(
+        status_answer(&database, acme, source_id, Some(request)).await,
+        None
+    );
+    assert_eq!(
+        status_answer(&database, acme, source_id, Some(request)).await,
+        None
+    );
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let cleared = sources::get_source(&mut tx, source_id).await.unwrap();
+    assert!(cleared.resync_requested_at.is_none());
+    let entries = audit::list(&mut tx, 50).await.unwrap();
+    let resyncs: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|entry| entry.action.starts_with("source.resync"))
+        .map(|entry| (entry.action.as_str(), entry.actor_type.as_str()))
+        .collect();
+    assert_eq!(
+        resyncs,
+        [
+            ("source.resync.done", "agent"),
+            ("source.resync.request", "user")
+        ]
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|entry| !entry.action.starts_with("source.resync")
+                || entry.details["request_id"] == request.to_string())
+    );
+    // A revoked source is not asked for.
+    sources::revoke_source(&mut tx, source_id, "gone")
+        .await
+        .unwrap();
+    assert!(matches!(
+        sources::request_resync(&mut tx, source_id).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    tx.rollback().await.unwrap();
+}
+
+/// What the edge answers `source`'s heartbeat with, the heartbeat naming `resynced`.
+async fn status_answer(
+    database: &store::Database,
+    tenant: domain::TenantId,
+    source: SourceId,
+    resynced: Option<uuid::Uuid>,
+) -> Option<uuid::Uuid> {
+    let mut tx = store::TenantTx::begin_service(
+        &database.service,
+        Some(tenant),
+        store::Actor::Agent(source),
+    )
+    .await
+    .unwrap();
+    let answer = sources::take_status_answer(&mut tx, source, resynced)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    answer
 }
 
 async fn sources_access(

@@ -7,3 +7,4 @@ mod managed_cluster;
 mod operations;
 mod support;
 mod tidy;
+mod wizard;

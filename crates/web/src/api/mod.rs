@@ -17,6 +17,7 @@ mod account;
 mod analytics;
 mod caller;
 mod conformance;
+mod connectors;
 mod dead_letters;
 mod drift;
 mod error;
@@ -35,6 +36,7 @@ mod workspace;
 fn register() -> Routes {
     let routes = Routes::new().at(Method::GET, "/api/v1/openapi.json", openapi_document);
     let routes = analytics::register(dead_letters::register(sources::register(routes)));
+    let routes = connectors::register(routes);
     let routes = masking::register(mappings::register(routes));
     let routes = workspace::register(members::register(account::register(routes)));
     sso::register(ops::register(drift::register(routes)))

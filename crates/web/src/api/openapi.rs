@@ -477,6 +477,30 @@ pub const OPERATIONS: &[Operation] = &[
         (200, Some("Source")),
     ),
     op(
+        "post",
+        "/api/v1/sources/{source}/resync",
+        "Ask a PostgreSQL source's agent for a resync: at its next status heartbeat (or as it starts, when it is down) it drops its replication slot, forgets its positions and takes a new snapshot; what it had spooled is still delivered. A request already waiting is kept; a simulator or revoked source is refused (403)",
+        Access::Tenant(P::ManageSources),
+        (200, Some("Source")),
+    ),
+    op(
+        "get",
+        "/api/v1/sources/{source}/setup",
+        "Where a source's setup stands (the connector wizard's step: pair, check, tables, run, done or revoked), with the agent's commands, its agent.toml, the source database's prerequisites, the agent's last check and how each reported table would feed the read models",
+        Access::Tenant(P::ManageSources),
+        (200, Some("Setup")),
+    ),
+    Operation {
+        request: Some("CaptureTables"),
+        ..op(
+            "put",
+            "/api/v1/sources/{source}/tables",
+            "Choose the tables a PostgreSQL source's agent captures (they go into its agent.toml; audited); a simulator source is refused",
+            Access::Tenant(P::ManageSources),
+            (200, Some("Setup")),
+        )
+    },
+    op(
         "get",
         "/api/v1/sources/{source}/mappings",
         "A source's table-to-read-model mappings and the typed columns they may target",
@@ -1231,6 +1255,15 @@ fn request_schemas() -> Value {
             "kind": { "enum": ["postgres", "simulator"] },
         }), &["name", "kind"]),
         "Revocation": object(json!({ "reason": no_nul }), &[]),
+        "CaptureTables": object(json!({ "tables": {
+            "type": "array", "minItems": 1, "maxItems": 500,
+            "items": {
+                "type": "string", "maxLength": 300,
+                "pattern": "^[^.\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*\\.[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+                "description": "`schema.table`",
+            },
+        } }), &["tables"]),
+
         "Pause": object(json!({ "reason": {
             "type": "string",
             "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
@@ -1327,6 +1360,7 @@ fn schemas() -> Value {
             "paused_at": { "type": ["string", "null"], "format": "date-time", "description": "set while the source's ingestion is paused" },
             "paused_by": { "type": ["string", "null"], "description": "who paused it, as `<actor kind>:<actor id>`" },
             "pause_reason": { "type": ["string", "null"] },
+            "resync_requested_at": { "type": ["string", "null"], "format": "date-time", "description": "set while a resync waits for the source's agent" },
             "health": health,
         }),
         &[
@@ -1377,6 +1411,27 @@ fn schemas() -> Value {
                 "details": { "type": "object", "description": "specifics, e.g. which field or header" },
             }), &["code", "message", "details"]),
         }), &["error"]),
+        "Setup": {
+            "allOf": [
+                object(json!({
+                    "source": { "$ref": "#/components/schemas/Source" },
+                    "step": { "enum": ["pair", "check", "tables", "run", "done", "revoked"] },
+                    "paired": { "type": "boolean", "description": "a certificate was issued to the source's agent" },
+                    "pairing_token_expires_at": { "type": ["string", "null"], "format": "date-time", "description": "the newest unused pairing token's expiry (its secret was shown once)" },
+                    "check": { "type": ["object", "null"], "description": "the agent's last `check`: reported_at, agent_version, ready, findings (level ok/warning/fix, message), tables (name, has_key, readable, columns), tables_omitted" },
+                    "capture_tables": { "type": ["array", "null"], "items": { "type": "string" } },
+                    "recent_events": { "type": "array", "items": object(json!({
+                        "table": { "type": "string" }, "op": { "type": "string" }, "event_time": time,
+                    }), &["table", "op", "event_time"]) },
+                    "commands": { "type": "object", "description": "state_dir, pair (with a placeholder for the token), source_url (PostgreSQL), check, run" },
+                    "agent_toml": { "type": "string" },
+                    "prerequisites_sql": { "type": "string" },
+                    "ca_certificate_pem": { "type": "string" },
+                    "edge_url": { "type": "string" },
+                    "table_previews": { "type": "array", "items": { "type": "object" } },
+                }), &["source", "step", "paired", "recent_events", "commands", "agent_toml", "prerequisites_sql", "ca_certificate_pem", "edge_url", "table_previews"]),
+            ],
+        },
         "Source": source,
         "Series": object(json!({
             "key": { "type": "string" }, "from": time, "to": time,

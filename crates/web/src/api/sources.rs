@@ -9,6 +9,7 @@ use axum::http::{Method, StatusCode};
 use domain::{Permission, SourceId};
 use serde::Deserialize;
 use serde_json::json;
+use store::sources::SourceAction;
 use uuid::Uuid;
 
 use super::caller::Caller;
@@ -44,6 +45,11 @@ pub(super) fn register(routes: Routes) -> Routes {
             Method::POST,
             "/api/v1/sources/{source}/resume",
             resume_source,
+        )
+        .at(
+            Method::POST,
+            "/api/v1/sources/{source}/resync",
+            resync_source,
         )
         .at(Method::POST, "/api/v1/replays", request_replay)
         .at(Method::GET, "/api/v1/replays/{request}", replay_status)
@@ -218,6 +224,20 @@ impl RequestBody for Pause {
     const OPTIONAL: bool = true;
 }
 
+/// `action` on the source, for those who manage sources: the source as it is after.
+async fn act_on_source(
+    state: &AppState,
+    caller: &Caller,
+    source: &str,
+    action: SourceAction<'_>,
+) -> Result<Json<store::sources::Source>, ApiError> {
+    let source: SourceId = parse_id(source, "the source id")?;
+    let mut tx = caller.tx(state, Permission::ManageSources).await?;
+    let after = store::sources::act(&mut tx, source, action).await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
 /// Pauses the source's ingestion (audited): the edge refuses its batches with `source_paused`,
 /// its agent keeps them spooled until [`resume_source`].
 async fn pause_source(
@@ -226,11 +246,8 @@ async fn pause_source(
     Path(source): Path<String>,
     Body(request): Body<Pause>,
 ) -> Result<Json<store::sources::Source>, ApiError> {
-    let source: SourceId = parse_id(&source, "the source id")?;
-    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
-    let paused = store::sources::pause_source(&mut tx, source, request.reason.as_deref()).await?;
-    tx.commit().await?;
-    Ok(Json(paused))
+    let reason = request.reason.as_deref();
+    act_on_source(&state, &caller, &source, SourceAction::Pause { reason }).await
 }
 
 /// Resumes a paused source's ingestion (audited): its agent sends what it kept.
@@ -239,11 +256,17 @@ async fn resume_source(
     caller: Caller,
     Path(source): Path<String>,
 ) -> Result<Json<store::sources::Source>, ApiError> {
-    let source: SourceId = parse_id(&source, "the source id")?;
-    let mut tx = caller.tx(&state, Permission::ManageSources).await?;
-    let resumed = store::sources::resume_source(&mut tx, source).await?;
-    tx.commit().await?;
-    Ok(Json(resumed))
+    act_on_source(&state, &caller, &source, SourceAction::Resume).await
+}
+
+/// Asks the source's agent for a resync: a new slot and snapshot (audited; a request already
+/// waiting is kept).
+async fn resync_source(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Json<store::sources::Source>, ApiError> {
+    act_on_source(&state, &caller, &source, SourceAction::Resync).await
 }
 
 #[derive(Deserialize)]

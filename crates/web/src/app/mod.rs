@@ -6,6 +6,7 @@
 
 mod account;
 mod audit;
+mod connectors;
 pub(crate) mod dashboards;
 mod dead_letters;
 mod drift;
@@ -28,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .merge(account::routes())
         .merge(dashboards::routes())
         .merge(sources::routes())
+        .merge(connectors::routes())
         .merge(dead_letters::routes())
         .merge(explore::routes())
         .merge(drift::routes())

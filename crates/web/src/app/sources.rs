@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use domain::{Permission, SourceId};
 use serde::Deserialize;
-use store::sources::{SourceDetail, bytes_text};
+use store::sources::{SourceAction, SourceDetail, bytes_text};
 use time::{Duration, OffsetDateTime};
 
 use crate::AppState;
@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/app/data-sources/{source}", get(source_page))
         .route("/app/data-sources/{source}/pause", post(pause))
         .route("/app/data-sources/{source}/resume", post(resume))
+        .route("/app/data-sources/{source}/resync", post(resync))
 }
 
 #[derive(Template)]
@@ -137,6 +138,10 @@ struct SourcePage {
     can_pause: bool,
     /// The source's ingestion is paused: since when (UTC) and why.
     paused: Option<PauseView>,
+    /// Shown the resync form (ManageSources, a PostgreSQL source not revoked).
+    can_resync: bool,
+    /// A resync waits for the agent: since when (UTC).
+    resync_waiting: Option<String>,
 }
 
 struct PauseView {
@@ -311,6 +316,10 @@ async fn source_page(
                 since: timestamp(since),
                 reason: found.pause_reason.clone().unwrap_or_default(),
             }),
+            can_resync: member.role().allows(Permission::ManageSources)
+                && found.status != "revoked"
+                && found.kind == "postgres",
+            resync_waiting: found.resync_requested_at.map(timestamp),
         },
     ))
 }
@@ -321,6 +330,25 @@ struct PauseForm {
     reason: String,
 }
 
+/// `action` on the source, for those who manage sources; back to its page, saying what was
+/// `done`.
+async fn act_on_source(
+    state: &AppState,
+    member: &Member,
+    source: &str,
+    action: SourceAction<'_>,
+    done: &str,
+) -> Result<Response, PageError> {
+    member.require(Permission::ManageSources)?;
+    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
+    let mut tx = member.tx(state, Permission::ManageSources).await?;
+    store::sources::act(&mut tx, source, action)
+        .await
+        .map_err(refused)?;
+    tx.commit().await?;
+    Ok(Redirect::to(&format!("/app/data-sources/{source}?done={done}")).into_response())
+}
+
 /// `POST /app/data-sources/{source}/pause`: the edge refuses the source's batches until it is
 /// resumed; its agent keeps them spooled (audited).
 async fn pause(
@@ -329,15 +357,15 @@ async fn pause(
     Path(source): Path<String>,
     Form(form): Form<PauseForm>,
 ) -> Result<Response, PageError> {
-    member.require(Permission::ManageSources)?;
-    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
-    let mut tx = member.tx(&state, Permission::ManageSources).await?;
     let reason = Some(form.reason.as_str()).filter(|reason| !reason.trim().is_empty());
-    store::sources::pause_source(&mut tx, source, reason)
-        .await
-        .map_err(refused)?;
-    tx.commit().await?;
-    Ok(Redirect::to(&format!("/app/data-sources/{source}?done=paused")).into_response())
+    act_on_source(
+        &state,
+        &member,
+        &source,
+        SourceAction::Pause { reason },
+        "paused",
+    )
+    .await
 }
 
 /// `POST /app/data-sources/{source}/resume`: the edge takes the source's batches again and its
@@ -347,17 +375,21 @@ async fn resume(
     member: Member,
     Path(source): Path<String>,
 ) -> Result<Response, PageError> {
-    member.require(Permission::ManageSources)?;
-    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
-    let mut tx = member.tx(&state, Permission::ManageSources).await?;
-    store::sources::resume_source(&mut tx, source)
-        .await
-        .map_err(refused)?;
-    tx.commit().await?;
-    Ok(Redirect::to(&format!("/app/data-sources/{source}?done=resumed")).into_response())
+    act_on_source(&state, &member, &source, SourceAction::Resume, "resumed").await
 }
 
-/// A pause or resume the store refused as asked (a revoked source, a reason it does not take)
+/// `POST /app/data-sources/{source}/resync`: asks the source's agent to drop its slot and take
+/// a new snapshot, which it does at its next heartbeat, or as it starts when it is down
+/// (audited).
+async fn resync(
+    State(state): State<AppState>,
+    member: Member,
+    Path(source): Path<String>,
+) -> Result<Response, PageError> {
+    act_on_source(&state, &member, &source, SourceAction::Resync, "resync").await
+}
+
+/// A pause, resume or resync the store refused as asked (a revoked source, a reason it does not take)
 /// says why; anything else is the usual page error.
 fn refused(error: store::StoreError) -> PageError {
     match error {

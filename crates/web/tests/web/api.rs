@@ -48,6 +48,17 @@ pub async fn source(database: &Database, tenant: TenantId) -> SourceId {
     source.source_id
 }
 
+/// A PostgreSQL source of `tenant`'s (the kind whose tables are chosen).
+pub async fn postgres_source(database: &Database, tenant: TenantId) -> SourceId {
+    let mut tx = owner(database, tenant).await;
+    let name = format!("database {}", uuid::Uuid::new_v4());
+    let (source, _) = store::sources::create_source(&mut tx, &name, "postgres")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    source.source_id
+}
+
 /// A dead letter of `source`'s, recorded as the bronze writer records one: its id.
 pub async fn dead_letter(database: &Database, tenant: TenantId, source: SourceId) -> uuid::Uuid {
     let event_id = domain::EventId::from_uuid(uuid::Uuid::new_v4());
@@ -225,6 +236,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     for role in Role::TENANT_ROLES {
         let bearer = token(&database, a, role).await;
         let a_source = source(&database, a).await;
+        let a_postgres = postgres_source(&database, a).await;
         crate::masking::rule(&database, a, "*", &format!("seed_{role}"), "hash").await;
         let member = crate::auth::member(
             &database,
@@ -304,6 +316,27 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 "POST",
                 format!("/api/v1/sources/{a_source}/resume"),
                 String::new(),
+                Permission::ManageSources,
+                200,
+            ),
+            (
+                "GET",
+                format!("/api/v1/sources/{a_postgres}/setup"),
+                String::new(),
+                Permission::ManageSources,
+                200,
+            ),
+            (
+                "POST",
+                format!("/api/v1/sources/{a_postgres}/resync"),
+                String::new(),
+                Permission::ManageSources,
+                200,
+            ),
+            (
+                "PUT",
+                format!("/api/v1/sources/{a_postgres}/tables"),
+                r#"{"tables": ["public.devices"]}"#.into(),
                 Permission::ManageSources,
                 200,
             ),
@@ -608,11 +641,28 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 format!("/api/v1/sources/{b_source}/pause"),
                 format!("/api/v1/sources/{b_source}/resume"),
                 format!("/api/v1/sources/{b_source}/revoke"),
+                format!("/api/v1/sources/{b_source}/resync"),
             ] {
                 let (status, _, response) = request(&addr, "POST", &path, Some(&bearer), "").await;
                 if status != 404 {
                     failures.push(format!(
                         "{role} POST {path} of tenant B: expected 404, got {status} {response}"
+                    ));
+                }
+            }
+            for (method, path, body) in [
+                ("GET", format!("/api/v1/sources/{b_source}/setup"), ""),
+                (
+                    "PUT",
+                    format!("/api/v1/sources/{b_source}/tables"),
+                    r#"{"tables": ["public.devices"]}"#,
+                ),
+            ] {
+                let (status, _, response) =
+                    request(&addr, method, &path, Some(&bearer), body).await;
+                if status != 404 || response.contains("globex") {
+                    failures.push(format!(
+                        "{role} {method} {path} of tenant B: expected 404, got {status} {response}"
                     ));
                 }
             }

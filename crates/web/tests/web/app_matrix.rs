@@ -13,6 +13,15 @@ use crate::serve;
 use crate::site::{assert_designed_html, assert_security_headers};
 
 async fn named_source(database: &Database, tenant: TenantId, name: &str) -> domain::SourceId {
+    named_source_of_kind(database, tenant, name, "simulator").await
+}
+
+async fn named_source_of_kind(
+    database: &Database,
+    tenant: TenantId,
+    name: &str,
+    kind: &str,
+) -> domain::SourceId {
     let mut tx = TenantTx::begin(
         &database.app,
         Scope::Member {
@@ -23,7 +32,7 @@ async fn named_source(database: &Database, tenant: TenantId, name: &str) -> doma
     )
     .await
     .unwrap();
-    let (source, _) = store::sources::create_source(&mut tx, name, "simulator")
+    let (source, _) = store::sources::create_source(&mut tx, name, kind)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -56,6 +65,9 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     let b = crate::api::tenant(&database, "Globex").await;
     let a_named_source = named_source(&database, a, "acme-charging-db").await;
     let b_named_source = named_source(&database, b, "globex-secret-db").await;
+    // PostgreSQL sources, which can be asked for a resync (a simulator cannot).
+    let a_postgres = named_source_of_kind(&database, a, "acme-orders-db", "postgres").await;
+    let b_postgres = named_source_of_kind(&database, b, "globex-orders-db", "postgres").await;
     crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
     // A table of each tenant that nobody mapped: its admins see it on the sources page.
     let mut admin = test_database.admin().await;
@@ -218,6 +230,18 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 vec![],
                 404,
             ),
+            (
+                format!("/app/data-sources/{a_postgres}/resync"),
+                vec![],
+                303,
+            ),
+            (
+                format!("/app/data-sources/{b_postgres}/resync"),
+                vec![],
+                404,
+            ),
+            // A simulator has no slot nor snapshot to take again: refused, saying so.
+            (format!("{detail_path}/resync"), vec![], 400),
         ] {
             let page = browser.submit("/app/overview", &action, &fields).await;
             let expected = if manages { allowed_status } else { 403 };
@@ -238,6 +262,13 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             let detail = browser.get(&detail_path).await;
             if !detail.body.contains(r#"data-paused="false""#) {
                 failures.push(format!("{role}: the source is not resumed"));
+            }
+            // The resync asked above waits for the agent, and the page says so.
+            let postgres = browser
+                .get(&format!("/app/data-sources/{a_postgres}"))
+                .await;
+            if !postgres.body.contains(r#"data-resync="waiting""#) {
+                failures.push(format!("{role}: the resync asked is not shown waiting"));
             }
         }
         // The dead-letter explorer: its own source's letters for those who see dead letters,

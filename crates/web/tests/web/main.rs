@@ -7,6 +7,7 @@ mod app_matrix;
 mod auth;
 mod browser;
 mod chromium;
+mod connectors;
 mod dashboards;
 mod dead_letters;
 mod dns;
@@ -82,6 +83,12 @@ pub fn state(
         mail,
         live: web::LiveStreams::default(),
         trusted_proxies: web::client_addr::TrustedProxies::none(),
+        agents: web::agent_setup::AgentEndpoint {
+            edge_url: "https://edge.example.test:8443".to_owned(),
+            ca_pem:
+                "-----BEGIN CERTIFICATE-----\nnot a real certificate\n-----END CERTIFICATE-----\n"
+                    .to_owned(),
+        },
     }
 }
 

@@ -238,6 +238,27 @@ async fn a_growing_slot_shows_its_history_status_and_forecast_on_the_page_and_in
     );
     assert!(lost_page.body.contains(r#"data-status="slot_invalidated""#));
     assert!(lost_page.body.contains(r#"data-forecast="invalidated""#));
+    // An operator sees the slot lost, not the resync it needs: asking for one is an admin's.
+    let resync_action = format!(r#"action="/app/data-sources/{lost}/resync""#);
+    assert!(!lost_page.body.contains(&resync_action));
+    member(&database, a, "admin@acme.example.com", Role::Admin).await;
+    let mut admin_browser = signed_in(&addr, "admin@acme.example.com").await;
+    let lost_path = format!("/app/data-sources/{lost}");
+    let admin_page = admin_browser.get(&lost_path).await;
+    assert!(admin_page.body.contains(&resync_action));
+    assert!(
+        admin_page
+            .body
+            .contains(r#"class="button button-primary">Resync"#),
+        "the invalidated slot's resync is the page's first action"
+    );
+    let asked = admin_browser
+        .submit(&lost_path, &format!("{lost_path}/resync"), &[])
+        .await;
+    assert_eq!(asked.status, 303);
+    let waiting = admin_browser.get(&lost_path).await;
+    assert!(waiting.body.contains(r#"data-resync="waiting""#));
+    assert!(!waiting.body.contains(&resync_action));
 
     // Tenant B's source and an id that is none: not found.
     for path in [
