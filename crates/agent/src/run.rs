@@ -165,6 +165,19 @@ pub async fn run_until(
     }
     status.refresh(spool.len() as u64, spool.bytes());
     write_status(&config.state_dir, &status)?;
+    if reader_result.is_err() {
+        // The platform hears why the agent stopped: the source's page shows the error and its
+        // fix (a lost slot: the resync, which a restarted agent carries out).
+        if let Ok(saved) = Credentials::load(&config.state_dir)
+            && let Ok(client) = EdgeClient::new(&config.edge, &saved)
+        {
+            let last = status.get();
+            let sent = tokio::time::timeout(Duration::from_secs(5), client.send_status(&last));
+            if !matches!(sent.await, Ok(Ok(_))) {
+                tracing::debug!("the last status did not reach the edge");
+            }
+        }
+    }
     reader_result
 }
 
@@ -266,6 +279,38 @@ async fn read_simulator(
     }
 }
 
+/// Replaces `client` by one with the credentials saved in `state_dir` when they hold another
+/// certificate (renewed by another task of this agent).
+fn use_saved_credentials(state_dir: &Path, client: &mut EdgeClient) {
+    if let Ok(saved) = Credentials::load(state_dir)
+        && saved.certificate_pem != client.credentials().certificate_pem
+        && let Ok(renewed) = EdgeClient::new(&client.url().to_string(), &saved)
+    {
+        *client = renewed;
+    }
+}
+
+/// A new key and certificate (`POST /v1/renew`), saved and used by `client` from now on; a
+/// failure is logged and tried again later. Fails only when the new credentials cannot be
+/// saved.
+async fn renew_certificate(
+    state_dir: &Path,
+    client: &mut EdgeClient,
+    why: &str,
+) -> anyhow::Result<()> {
+    match client.renew().await {
+        Ok(renewed) => {
+            renewed.save(state_dir)?;
+            *client = EdgeClient::new(&client.url().to_string(), &renewed)?;
+            tracing::info!(why, "client certificate renewed");
+        }
+        Err(error) => {
+            tracing::warn!(%error, why, "renewing the client certificate failed; will retry");
+        }
+    }
+    Ok(())
+}
+
 /// Renew the client certificate when less than this much of it is left.
 const RENEW_BEFORE: time::Duration = time::Duration::days(2);
 
@@ -291,25 +336,22 @@ async fn send_spool(
     let mut backoff = domain::Backoff::new(Duration::from_millis(250), retry_max);
     // The state `paused` replaced, while the platform refuses the source's batches.
     let mut paused_from: Option<String> = None;
+    let mut credentials_checked = std::time::Instant::now();
     loop {
         if *stop.borrow() {
             return Ok(());
+        }
+        // A rotation the reporter carried out replaces this client's certificate too.
+        if credentials_checked.elapsed() >= Duration::from_secs(1) {
+            use_saved_credentials(&state_dir, &mut client);
+            credentials_checked = std::time::Instant::now();
         }
         if client
             .credentials()
             .remaining_lifetime(time::OffsetDateTime::now_utc())
             < RENEW_BEFORE
         {
-            match client.renew().await {
-                Ok(renewed) => {
-                    renewed.save(&state_dir)?;
-                    client = EdgeClient::new(&client.url().to_string(), &renewed)?;
-                    tracing::info!("client certificate renewed");
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "renewing the client certificate failed; will retry")
-                }
-            }
+            renew_certificate(&state_dir, &mut client, "it expires soon").await?;
         }
         let Some(number) = spool.oldest() else {
             status.update(|status| status.lag_seconds = Some(0.0));
@@ -477,18 +519,20 @@ async fn report_status(
             tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
         }
         if ticks % 2 == 1 {
-            // The certificate may have been renewed since: use the saved one.
-            if let Ok(credentials) = Credentials::load(&state_dir)
-                && credentials.not_after != client.credentials().not_after
-                && let Ok(renewed) = EdgeClient::new(&client.url().to_string(), &credentials)
-            {
-                client = renewed;
-            }
+            use_saved_credentials(&state_dir, &mut client);
             match client.send_status(&status.get()).await {
                 // Asked again until the heartbeat names it done: each ask is handled once.
                 Ok(answer) => {
                     if let Some(request) = answer.resync {
                         resync.send_replace(Some(request.request_id));
+                    }
+                    if answer.rotate_certificate {
+                        renew_certificate(
+                            &state_dir,
+                            &mut client,
+                            "the platform asked to rotate it",
+                        )
+                        .await?;
                     }
                 }
                 Err(error) => {

@@ -315,6 +315,10 @@ async fn renew<B: Bus>(
     store::sources::record_certificate(&mut tx, &issued, "source.certificate.renew")
         .await
         .map_err(ApiError::internal)?;
+    // A rotation asked in the app: the certificates before this one stop working.
+    store::sources::complete_rotation(&mut tx, identity.source, &issued.serial)
+        .await
+        .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     Ok(Json(CertificateResponse {
         tenant_id: identity.tenant,
@@ -412,17 +416,20 @@ async fn agent_status<B: Bus>(
     store::sources::record_agent_status(&mut tx, identity.source, &stored)
         .await
         .map_err(ApiError::internal)?;
-    let resync = store::sources::take_status_answer(&mut tx, identity.source, report.resynced)
+    let ask = store::sources::take_status_answer(&mut tx, identity.source, report.resynced)
         .await
         .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok(match resync {
-        None => StatusCode::NO_CONTENT.into_response(),
-        Some(request_id) => Json(protocol::StatusAnswer {
-            resync: Some(protocol::ResyncRequest { request_id }),
-        })
-        .into_response(),
+    if ask == store::sources::StatusAsk::default() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(Json(protocol::StatusAnswer {
+        resync: ask
+            .resync
+            .map(|request_id| protocol::ResyncRequest { request_id }),
+        rotate_certificate: ask.rotate_certificate,
     })
+    .into_response())
 }
 
 /// `POST /v1/check`: what the agent's `check` found and the source's tables, kept per source

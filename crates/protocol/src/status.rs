@@ -61,6 +61,10 @@ pub struct StatusAnswer {
     /// [`AgentStatus::resynced`].
     #[serde(default)]
     pub resync: Option<ResyncRequest>,
+    /// A certificate rotation waits: renew now (a new key and certificate); the renewal revokes
+    /// the source's other certificates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotate_certificate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

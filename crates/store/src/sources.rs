@@ -45,6 +45,9 @@ pub struct Source {
     /// Set while a resync waits for the source's agent ([`request_resync`]).
     #[serde(with = "time::serde::rfc3339::option")]
     pub resync_requested_at: Option<OffsetDateTime>,
+    /// Set while a certificate rotation waits for the source's agent ([`request_rotation`]).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub rotate_requested_at: Option<OffsetDateTime>,
     /// The source's status as derived from its record and its agent's last heartbeat.
     #[sqlx(skip)]
     pub health: DerivedStatus,
@@ -281,6 +284,7 @@ pub async fn create_source(
             paused_by: None,
             pause_reason: None,
             resync_requested_at: None,
+            rotate_requested_at: None,
             health: derive_status("pending", None, created_at),
         },
         token,
@@ -339,7 +343,8 @@ pub async fn list_sources(tx: &mut TenantTx) -> Result<Vec<Source>, StoreError> 
     let tenant = require_tenant(tx)?;
     let mut sources: Vec<Source> = sqlx::query_as(
         "select s.source_id, s.name, s.kind, s.status, s.created_at, s.paused_at, \
-                s.paused_by, s.pause_reason, s.resync_requested_at, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+                s.paused_by, s.pause_reason, s.resync_requested_at, \
+                s.rotate_requested_at, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
            on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
          where s.tenant_id = $1 order by s.tenant_id, s.created_at desc",
@@ -360,7 +365,8 @@ pub async fn get_source(tx: &mut TenantTx, source: SourceId) -> Result<Source, S
     let tenant = require_tenant(tx)?;
     let found: Option<Source> = sqlx::query_as(
         "select s.source_id, s.name, s.kind, s.status, s.created_at, s.paused_at, \
-                s.paused_by, s.pause_reason, s.resync_requested_at, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
+                s.paused_by, s.pause_reason, s.resync_requested_at, \
+                s.rotate_requested_at, to_jsonb(a) - 'tenant_id' - 'source_id' as agent \
          from control.sources s left join control.source_status a \
            on a.tenant_id = s.tenant_id and a.source_id = s.source_id \
          where s.tenant_id = $1 and s.source_id = $2",
@@ -566,12 +572,14 @@ pub async fn resume_source(tx: &mut TenantTx, source: SourceId) -> Result<Source
 }
 
 /// What an admin does to a source from its page or the API: [`pause_source`],
-/// [`resume_source`] or [`request_resync`].
+/// [`resume_source`], [`request_resync`], [`request_rotation`] or [`revoke_source`].
 #[derive(Debug, Clone, Copy)]
 pub enum SourceAction<'a> {
     Pause { reason: Option<&'a str> },
     Resume,
     Resync,
+    RotateCertificate,
+    Revoke { reason: &'a str },
 }
 
 /// Carries out `action` on `source`; the source as it is after.
@@ -584,6 +592,11 @@ pub async fn act(
         SourceAction::Pause { reason } => pause_source(tx, source, reason).await,
         SourceAction::Resume => resume_source(tx, source).await,
         SourceAction::Resync => request_resync(tx, source).await,
+        SourceAction::RotateCertificate => request_rotation(tx, source).await,
+        SourceAction::Revoke { reason } => {
+            revoke_source(tx, source, reason).await?;
+            get_source(tx, source).await
+        }
     }
 }
 
@@ -642,28 +655,94 @@ pub async fn request_resync(tx: &mut TenantTx, source: SourceId) -> Result<Sourc
     get_source(tx, source).await
 }
 
-/// What the edge answers an agent's status heartbeat with: the resync it should carry out,
-/// if one waits. A heartbeat that names the waiting request as done clears it (audited as
-/// `source.resync.done`, by the agent). The edge's service transaction.
-pub async fn take_status_answer(
-    tx: &mut TenantTx,
-    source: SourceId,
-    resynced: Option<Uuid>,
-) -> Result<Option<Uuid>, StoreError> {
+/// Asks `source`'s agent to replace its certificate now (audited as
+/// `source.certificate.rotate.request`): it learns it from the edge's answer to its next status
+/// heartbeat and renews (a new key, a new certificate); the renewal revokes every other
+/// certificate of the source ([`complete_rotation`]). For a source whose agent has paired and
+/// that is not revoked; asking while a request waits keeps that one and records nothing.
+/// Returns the source as it is now.
+pub async fn request_rotation(tx: &mut TenantTx, source: SourceId) -> Result<Source, StoreError> {
     let tenant = require_tenant(tx)?;
-    let waiting: Option<(Option<Uuid>, Option<OffsetDateTime>)> = sqlx::query_as(
-        "select resync_request_id, resync_requested_at from control.sources \
-         where tenant_id = $1 and source_id = $2",
+    let found: Option<(String, Option<OffsetDateTime>, bool)> = sqlx::query_as(
+        "select s.status, s.rotate_requested_at, exists (select 1 from control.certificates c \
+           where c.tenant_id = s.tenant_id and c.source_id = s.source_id \
+             and c.revoked_at is null) \
+         from control.sources s where s.tenant_id = $1 and s.source_id = $2 for update of s",
     )
     .bind(tenant.as_uuid())
     .bind(source.as_uuid())
     .fetch_optional(tx.connection())
     .await?;
-    let Some((Some(request), Some(requested_at))) = waiting else {
-        return Ok(None);
+    match found {
+        None => return Err(StoreError::NotFound("source")),
+        Some((status, _, _)) if status == "revoked" => {
+            return Err(StoreError::Forbidden("the source is revoked"));
+        }
+        Some((_, Some(_), _)) => return get_source(tx, source).await,
+        Some((_, None, false)) => {
+            return Err(StoreError::Forbidden(
+                "the source's agent has no certificate to rotate: pair it first",
+            ));
+        }
+        Some((_, None, true)) => {}
+    }
+    sqlx::query(
+        "update control.sources set rotate_requested_at = now(), updated_at = now() \
+         where tenant_id = $1 and source_id = $2",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .execute(tx.connection())
+    .await?;
+    audit::append(
+        tx,
+        AuditEntry::new("source.certificate.rotate.request", source.to_string()),
+    )
+    .await?;
+    get_source(tx, source).await
+}
+
+/// What the edge asks of an agent in the answer to its status heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusAsk {
+    /// The resync request waiting, if one does.
+    pub resync: Option<Uuid>,
+    /// Renew the certificate now: a rotation waits.
+    pub rotate_certificate: bool,
+}
+
+/// What the edge answers an agent's status heartbeat with: the resync it should carry out and
+/// whether it should renew its certificate now. A heartbeat that names the waiting resync as
+/// done clears it (audited as `source.resync.done`, by the agent). The edge's service
+/// transaction.
+pub async fn take_status_answer(
+    tx: &mut TenantTx,
+    source: SourceId,
+    resynced: Option<Uuid>,
+) -> Result<StatusAsk, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let waiting: Option<(Option<Uuid>, Option<OffsetDateTime>, Option<OffsetDateTime>)> =
+        sqlx::query_as(
+            "select resync_request_id, resync_requested_at, rotate_requested_at \
+             from control.sources where tenant_id = $1 and source_id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(source.as_uuid())
+        .fetch_optional(tx.connection())
+        .await?;
+    let Some((request, requested_at, rotate)) = waiting else {
+        return Ok(StatusAsk::default());
+    };
+    let mut ask = StatusAsk {
+        resync: None,
+        rotate_certificate: rotate.is_some(),
+    };
+    let (Some(request), Some(requested_at)) = (request, requested_at) else {
+        return Ok(ask);
     };
     if resynced != Some(request) {
-        return Ok(Some(request));
+        ask.resync = Some(request);
+        return Ok(ask);
     }
     let cleared = sqlx::query(
         "update control.sources set resync_request_id = null, resync_requested_at = null, \
@@ -687,7 +766,48 @@ pub async fn take_status_answer(
         )
         .await?;
     }
-    Ok(None)
+    Ok(ask)
+}
+
+/// After the renewal that issued `kept` (the edge's service transaction, with
+/// [`record_certificate`]): when a rotation waits, revokes every other certificate of the
+/// source and clears the request (audited as `source.certificate.rotate.done`, with how many
+/// were revoked). Returns how many were revoked (0 when no rotation waited).
+pub async fn complete_rotation(
+    tx: &mut TenantTx,
+    source: SourceId,
+    kept: &str,
+) -> Result<u64, StoreError> {
+    let tenant = require_tenant(tx)?;
+    let cleared = sqlx::query(
+        "update control.sources set rotate_requested_at = null, updated_at = now() \
+         where tenant_id = $1 and source_id = $2 and rotate_requested_at is not null",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    if cleared == 0 {
+        return Ok(0);
+    }
+    let revoked = sqlx::query(
+        "update control.certificates set revoked_at = now(), revocation_reason = 'rotated' \
+         where tenant_id = $1 and source_id = $2 and serial <> $3 and revoked_at is null",
+    )
+    .bind(tenant.as_uuid())
+    .bind(source.as_uuid())
+    .bind(kept)
+    .execute(tx.connection())
+    .await?
+    .rows_affected();
+    audit::append(
+        tx,
+        AuditEntry::new("source.certificate.rotate.done", source.to_string())
+            .details(serde_json::json!({ "serial": kept, "certificates_revoked": revoked })),
+    )
+    .await?;
+    Ok(revoked)
 }
 
 /// A pairing token's row with its source's status.
@@ -1595,6 +1715,7 @@ mod tests {
             paused_by: Some("user:someone".into()),
             pause_reason: None,
             resync_requested_at: None,
+            rotate_requested_at: None,
             health: DerivedStatus::default(),
         };
         assert_eq!(source.effective_status(), "paused");

@@ -926,6 +926,27 @@ async fn a_slot_near_invalidation_is_reported_and_a_lost_one_stops_the_agent_unt
     // The owner asks for a resync on the platform (the source's page shows the slot lost and
     // offers it); the restarted agent carries it out as it starts, before reading the source.
     platform.restart();
+    // Started again, it stops again at once, and first tells the platform why: the source's
+    // status says failed, with the resync to ask for.
+    let mut agent = Agent::start(&config);
+    wait_until(
+        "the agent stops again on the lost slot",
+        MINUTE,
+        async || !agent.is_running(),
+    )
+    .await;
+    let mut database = platform.database().await;
+    let reported: (String, String) = sqlx::query_as(
+        "select state, coalesce(last_error, '') from control.source_status \
+         where source_id = $1::text::uuid",
+    )
+    .bind(&source_id)
+    .fetch_one(&mut database)
+    .await
+    .unwrap();
+    assert_eq!(reported.0, "failed", "{reported:?}");
+    assert!(reported.1.contains("resync"), "{reported:?}");
+    drop(database);
     as_owner(&platform, &source_id, SourceAction::Resync).await;
     let mut agent = Agent::start(&config);
     let rows: i64 = sqlx::query_scalar("select count(*) from ticks")
@@ -1615,6 +1636,18 @@ async fn a_paused_source_keeps_its_changes_in_the_spool_and_resume_stores_each_o
     agent.stop();
 }
 
+/// The audit log's actions on `source` starting with `prefix`, in order.
+async fn audited(database: &mut PgConnection, source: &str, prefix: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select action from audit.log where target = $1 and starts_with(action, $2) order by seq",
+    )
+    .bind(source)
+    .bind(prefix)
+    .fetch_all(database)
+    .await
+    .unwrap()
+}
+
 /// The snapshots in bronze: (consistent point, rows read at it), oldest first.
 fn snapshots(events: &[BronzeEvent]) -> Vec<(i64, usize)> {
     let mut points: Vec<(i64, usize)> = Vec::new();
@@ -1628,7 +1661,8 @@ fn snapshots(events: &[BronzeEvent]) -> Vec<(i64, usize)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_resync_asked_on_the_platform_is_carried_out_by_the_running_agent() {
+async fn a_resync_and_a_certificate_rotation_asked_on_the_platform_are_carried_out_by_the_running_agent()
+ {
     let (setup, mut source) = setup(
         "create table resync_items (id int primary key, note text not null); \
          insert into resync_items select g, 'row ' || g from generate_series(1, 40) g",
@@ -1681,15 +1715,10 @@ async fn a_resync_asked_on_the_platform_is_carried_out_by_the_running_agent() {
         .is_none()
     })
     .await;
-    let audited: Vec<String> = sqlx::query_scalar(
-        "select action from audit.log where target = $1 and action like 'source.resync%' \
-         order by seq",
-    )
-    .bind(&setup.source_id)
-    .fetch_all(&mut database)
-    .await
-    .unwrap();
-    assert_eq!(audited, ["source.resync.request", "source.resync.done"]);
+    assert_eq!(
+        audited(&mut database, &setup.source_id, "source.resync").await,
+        ["source.resync.request", "source.resync.done"]
+    );
     let status = agent_status(&setup.state_dir);
     assert!(status["resynced"].is_string(), "{status}");
     assert!(
@@ -1712,5 +1741,60 @@ async fn a_resync_asked_on_the_platform_is_carried_out_by_the_running_agent() {
         &mut agent,
     )
     .await;
+
+    // A certificate rotation: the agent renews at its next heartbeat, the certificate it had is
+    // revoked, and it goes on delivering with the new one.
+    let certificate = |state_dir: &std::path::Path| {
+        let saved: Value =
+            serde_json::from_slice(&std::fs::read(state_dir.join("credentials.json")).unwrap())
+                .unwrap();
+        saved["certificate_pem"].as_str().unwrap().to_owned()
+    };
+    let before = certificate(&setup.state_dir);
+    let asked = as_owner(
+        &setup.platform,
+        &setup.source_id,
+        SourceAction::RotateCertificate,
+    )
+    .await;
+    assert!(asked.rotate_requested_at.is_some());
+    wait_until("the agent rotates its certificate", MINUTE, async || {
+        certificate(&setup.state_dir) != before
+    })
+    .await;
+    let (valid, revoked): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where revoked_at is null), \
+                count(*) filter (where revocation_reason = 'rotated') \
+         from control.certificates where source_id = $1::text::uuid",
+    )
+    .bind(&setup.source_id)
+    .fetch_one(&mut database)
+    .await
+    .unwrap();
+    assert_eq!(
+        (valid, revoked),
+        (1, 1),
+        "one certificate in force, the old one revoked"
+    );
+    run(
+        &mut source,
+        "insert into resync_items values (42, 'after the rotation')",
+    )
+    .await;
+    wait_for_bronze(
+        &setup.platform,
+        &setup.source_id,
+        &mut source,
+        tables,
+        &mut agent,
+    )
+    .await;
+    assert_eq!(
+        audited(&mut database, &setup.source_id, "source.certificate.rotate").await,
+        [
+            "source.certificate.rotate.request",
+            "source.certificate.rotate.done"
+        ]
+    );
     agent.stop();
 }

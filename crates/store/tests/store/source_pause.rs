@@ -141,7 +141,10 @@ async fn a_resync_request_waits_for_the_agent_and_clears_when_its_heartbeat_name
     let source_id = source.source_id;
     pair(&database, acme, source_id).await;
     // Nothing waits: the edge asks nothing of the agent.
-    assert_eq!(status_answer(&database, acme, source_id, None).await, None);
+    assert_eq!(
+        status_ask(&database, acme, source_id, None).await.resync,
+        None
+    );
 
     // An admin asks; asking again keeps the first request and records nothing.
     let mut tx = member_tx(&database, acme, Role::Admin).await;
@@ -178,21 +181,28 @@ async fn a_resync_request_waits_for_the_agent_and_clears_when_its_heartbeat_name
     }
 
     // The edge asks the agent at every heartbeat until one names the request as done.
-    let request = status_answer(&database, acme, source_id, None)
+    let request = status_ask(&database, acme, source_id, None)
         .await
+        .resync
         .expect("the edge asks for the resync");
     let stale = uuid::Uuid::new_v4();
     assert_eq!(
-        status_answer(&database, acme, source_id, Some(stale)).await,
+        status_ask(&database, acme, source_id, Some(stale))
+            .await
+            .resync,
         Some(request),
         "another request's completion does not clear this one"
     );
     assert_eq!(
-        status_answer(&database, acme, source_id, Some(request)).await,
+        status_ask(&database, acme, source_id, Some(request))
+            .await
+            .resync,
         None
     );
     assert_eq!(
-        status_answer(&database, acme, source_id, Some(request)).await,
+        status_ask(&database, acme, source_id, Some(request))
+            .await
+            .resync,
         None
     );
     let mut tx = member_tx(&database, acme, Role::Owner).await;
@@ -228,25 +238,122 @@ async fn a_resync_request_waits_for_the_agent_and_clears_when_its_heartbeat_name
     tx.rollback().await.unwrap();
 }
 
-/// What the edge answers `source`'s heartbeat with, the heartbeat naming `resynced`.
-async fn status_answer(
+#[tokio::test]
+async fn a_rotation_asks_the_agent_to_renew_and_its_renewal_revokes_the_other_certificates() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let globex = tenant(&database, "Globex").await;
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    let (source, _) = sources::create_source(&mut tx, "orders", "postgres")
+        .await
+        .unwrap();
+    let source_id = source.source_id;
+    // Never paired: nothing to rotate.
+    assert!(matches!(
+        sources::request_rotation(&mut tx, source_id).await,
+        Err(StoreError::Forbidden(_))
+    ));
+    tx.commit().await.unwrap();
+    pair(&database, acme, source_id).await;
+    // A renewal with no rotation waiting revokes nothing.
+    let mut service = service_tx(&database, acme, source_id).await;
+    assert_eq!(
+        sources::complete_rotation(&mut service, source_id, "0a")
+            .await
+            .unwrap(),
+        0
+    );
+    service.commit().await.unwrap();
+
+    let mut tx = member_tx(&database, acme, Role::Admin).await;
+    let asked = sources::request_rotation(&mut tx, source_id).await.unwrap();
+    assert!(asked.rotate_requested_at.is_some());
+    let again = sources::request_rotation(&mut tx, source_id).await.unwrap();
+    assert_eq!(again.rotate_requested_at, asked.rotate_requested_at);
+    tx.commit().await.unwrap();
+    let mut tx = member_tx(&database, globex, Role::Owner).await;
+    assert!(matches!(
+        sources::request_rotation(&mut tx, source_id).await,
+        Err(StoreError::NotFound("source"))
+    ));
+    tx.rollback().await.unwrap();
+    assert!(
+        status_ask(&database, acme, source_id, None)
+            .await
+            .rotate_certificate
+    );
+
+    // The renewal (a new certificate, `0b`) revokes `0a` and clears the request.
+    let mut service = service_tx(&database, acme, source_id).await;
+    let now = time::OffsetDateTime::now_utc();
+    let renewed = sources::IssuedCertificate {
+        source: source_id,
+        serial: "0b".into(),
+        fingerprint_sha256: [8; 32],
+        not_before: now,
+        not_after: now + time::Duration::days(30),
+    };
+    sources::record_certificate(&mut service, &renewed, "source.certificate.renew")
+        .await
+        .unwrap();
+    assert_eq!(
+        sources::complete_rotation(&mut service, source_id, "0b")
+            .await
+            .unwrap(),
+        1
+    );
+    service.commit().await.unwrap();
+    assert!(!sources_access(&database, acme, source_id).await.allowed);
+    assert_eq!(
+        status_ask(&database, acme, source_id, None).await,
+        sources::StatusAsk::default()
+    );
+    let mut tx = member_tx(&database, acme, Role::Owner).await;
+    assert!(
+        sources::get_source(&mut tx, source_id)
+            .await
+            .unwrap()
+            .rotate_requested_at
+            .is_none()
+    );
+    let entries = audit::list(&mut tx, 50).await.unwrap();
+    let done = entries
+        .iter()
+        .find(|entry| entry.action == "source.certificate.rotate.done")
+        .expect("the rotation is audited");
+    assert_eq!(done.details["certificates_revoked"], 1);
+    assert!(
+        entries
+            .iter()
+            .any(|entry| entry.action == "source.certificate.rotate.request")
+    );
+    tx.rollback().await.unwrap();
+}
+
+async fn service_tx(
+    database: &store::Database,
+    tenant: domain::TenantId,
+    source: SourceId,
+) -> store::TenantTx {
+    store::TenantTx::begin_service(&database.service, Some(tenant), store::Actor::Agent(source))
+        .await
+        .unwrap()
+}
+
+/// What the edge asks of `source`'s agent in answer to a heartbeat naming `resynced`.
+async fn status_ask(
     database: &store::Database,
     tenant: domain::TenantId,
     source: SourceId,
     resynced: Option<uuid::Uuid>,
-) -> Option<uuid::Uuid> {
-    let mut tx = store::TenantTx::begin_service(
-        &database.service,
-        Some(tenant),
-        store::Actor::Agent(source),
-    )
-    .await
-    .unwrap();
-    let answer = sources::take_status_answer(&mut tx, source, resynced)
+) -> sources::StatusAsk {
+    let mut tx = service_tx(database, tenant, source).await;
+    let ask = sources::take_status_answer(&mut tx, source, resynced)
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    answer
+    ask
 }
 
 async fn sources_access(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::{Connection, PgConnection};
 use test_support::SourceCluster;
 use test_support::browser::{
-    Client, Locator, click, console_errors, fill, screenshot, script, sign_in_as, start_chromium,
+    Client, click, console_errors, fill, screenshot, script, sign_in_as, start_chromium,
     wait_for_element_within,
 };
 
@@ -75,15 +75,20 @@ async fn wait_for_step(client: &Client, step: &str, limit: Duration) {
     .await;
 }
 
-/// The text of the element `css` as the page shows it; fails when there is none.
+/// The text of the element `css` as the page shows it, read in one step in the page (the live
+/// stream may replace the element at any moment); fails when there is none.
 async fn shown(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
+    let text = client
+        .execute(
+            "const element = document.querySelector(arguments[0]); \
+             return element ? element.innerText : null;",
+            vec![serde_json::json!(css)],
+        )
         .await
-        .unwrap_or_else(|error| panic!("{css}: {error}"))
-        .text()
-        .await
-        .unwrap()
+        .unwrap();
+    text.as_str()
+        .unwrap_or_else(|| panic!("the page has no {css}"))
+        .to_owned()
 }
 
 /// Scrolls the step into view, for its screenshot.
@@ -209,17 +214,12 @@ async fn the_wizard_pairs_a_real_agent_checks_its_database_and_shows_the_first_e
     show_step(&client).await;
     screenshot(&client, "connector-tables").await;
     // Capture both tables: devices as proposed, orders into the raw store only.
-    let orders = ".table-choice input[name=table][value='public.orders']";
-    if !client
-        .find(Locator::Css(orders))
-        .await
-        .unwrap()
-        .is_selected()
-        .await
-        .unwrap()
-    {
-        click(&client, orders).await;
-    }
+    script(
+        &client,
+        "const box = document.querySelector(\".table-choice input[name=table][value='public.orders']\"); \
+         if (!box.checked) box.click(); return null;",
+    )
+    .await;
     click(&client, ".table-choice button[type=submit]").await;
     wait_for_step(&client, "run", Duration::from_secs(15)).await;
 
@@ -277,6 +277,27 @@ async fn the_wizard_pairs_a_real_agent_checks_its_database_and_shows_the_first_e
     )
     .await;
     assert_eq!(row, serde_json::json!(["done"]));
+    // The source's own page, where its admin pauses, resyncs, rotates or revokes it.
+    let source_page = wizard_url.replace("/app/connectors/", "/app/data-sources/");
+    client.goto(&source_page).await.unwrap();
+    wait_for_element_within(
+        &client,
+        Duration::from_secs(15),
+        ".slot-panel h2",
+        "the slot-safety panel",
+        |_| true,
+    )
+    .await;
+    for form in [".resync-form", ".rotate-form", ".revoke-form"] {
+        shown(&client, form).await;
+    }
+    screenshot(&client, "source-page").await;
+    script(
+        &client,
+        "document.querySelector('.slot-panel').scrollIntoView(); return null;",
+    )
+    .await;
+    screenshot(&client, "source-actions").await;
     assert_eq!(console_errors(&client).await, Vec::<String>::new());
     client.close().await.unwrap();
 }

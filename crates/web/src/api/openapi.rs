@@ -484,6 +484,13 @@ pub const OPERATIONS: &[Operation] = &[
         (200, Some("Source")),
     ),
     op(
+        "post",
+        "/api/v1/sources/{source}/rotate-certificate",
+        "Ask the source's agent to replace its certificate: at its next status heartbeat it makes a new key and renews, and the renewal revokes the source's other certificates. A request already waiting is kept; a revoked source, or one whose agent never paired, is refused (403)",
+        Access::Tenant(P::ManageSources),
+        (200, Some("Source")),
+    ),
+    op(
         "get",
         "/api/v1/sources/{source}/setup",
         "Where a source's setup stands (the connector wizard's step: pair, check, tables, run, done or revoked), with the agent's commands, its agent.toml, the source database's prerequisites, the agent's last check and how each reported table would feed the read models",
@@ -1361,6 +1368,7 @@ fn schemas() -> Value {
             "paused_by": { "type": ["string", "null"], "description": "who paused it, as `<actor kind>:<actor id>`" },
             "pause_reason": { "type": ["string", "null"] },
             "resync_requested_at": { "type": ["string", "null"], "format": "date-time", "description": "set while a resync waits for the source's agent" },
+            "rotate_requested_at": { "type": ["string", "null"], "format": "date-time", "description": "set while a certificate rotation waits for the source's agent" },
             "health": health,
         }),
         &[

@@ -51,6 +51,11 @@ pub(super) fn register(routes: Routes) -> Routes {
             "/api/v1/sources/{source}/resync",
             resync_source,
         )
+        .at(
+            Method::POST,
+            "/api/v1/sources/{source}/rotate-certificate",
+            rotate_certificate,
+        )
         .at(Method::POST, "/api/v1/replays", request_replay)
         .at(Method::GET, "/api/v1/replays/{request}", replay_status)
         .at(Method::GET, "/api/v1/dead-letters", dead_letters)
@@ -267,6 +272,16 @@ async fn resync_source(
     Path(source): Path<String>,
 ) -> Result<Json<store::sources::Source>, ApiError> {
     act_on_source(&state, &caller, &source, SourceAction::Resync).await
+}
+
+/// Asks the source's agent for a new key and certificate at its next heartbeat; the renewal
+/// revokes its other certificates (audited; a request already waiting is kept).
+async fn rotate_certificate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(source): Path<String>,
+) -> Result<Json<store::sources::Source>, ApiError> {
+    act_on_source(&state, &caller, &source, SourceAction::RotateCertificate).await
 }
 
 #[derive(Deserialize)]

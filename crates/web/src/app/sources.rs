@@ -35,6 +35,11 @@ pub fn routes() -> Router<AppState> {
         .route("/app/data-sources/{source}/pause", post(pause))
         .route("/app/data-sources/{source}/resume", post(resume))
         .route("/app/data-sources/{source}/resync", post(resync))
+        .route(
+            "/app/data-sources/{source}/rotate-certificate",
+            post(rotate_certificate),
+        )
+        .route("/app/data-sources/{source}/revoke", post(revoke))
 }
 
 #[derive(Template)]
@@ -142,6 +147,10 @@ struct SourcePage {
     can_resync: bool,
     /// A resync waits for the agent: since when (UTC).
     resync_waiting: Option<String>,
+    /// A certificate rotation waits for the agent: since when (UTC).
+    rotate_waiting: Option<String>,
+    /// Shown the rotation and revocation forms (ManageSources, the source not revoked).
+    can_manage: bool,
 }
 
 struct PauseView {
@@ -320,6 +329,9 @@ async fn source_page(
                 && found.status != "revoked"
                 && found.kind == "postgres",
             resync_waiting: found.resync_requested_at.map(timestamp),
+            rotate_waiting: found.rotate_requested_at.map(timestamp),
+            can_manage: member.role().allows(Permission::ManageSources)
+                && found.status != "revoked",
         },
     ))
 }
@@ -387,6 +399,67 @@ async fn resync(
     Path(source): Path<String>,
 ) -> Result<Response, PageError> {
     act_on_source(&state, &member, &source, SourceAction::Resync, "resync").await
+}
+
+/// `POST /app/data-sources/{source}/rotate-certificate`: asks the source's agent for a new key
+/// and certificate at its next heartbeat; the renewal revokes its other certificates (audited).
+async fn rotate_certificate(
+    State(state): State<AppState>,
+    member: Member,
+    Path(source): Path<String>,
+) -> Result<Response, PageError> {
+    act_on_source(
+        &state,
+        &member,
+        &source,
+        SourceAction::RotateCertificate,
+        "rotation",
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    reason: String,
+    /// The source's name, typed to confirm.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /app/data-sources/{source}/revoke`: refuses the source's agent for good, once its name
+/// is typed to confirm (audited).
+async fn revoke(
+    State(state): State<AppState>,
+    member: Member,
+    Path(source): Path<String>,
+    Form(form): Form<RevokeForm>,
+) -> Result<Response, PageError> {
+    member.require(Permission::ManageSources)?;
+    let source: SourceId = source.parse().map_err(|_| PageError::NotFound)?;
+    let mut tx = member.tx(&state, Permission::ManageSources).await?;
+    let found = store::sources::get_source(&mut tx, source).await?;
+    if form.confirm.trim() != found.name {
+        return Err(PageError::BadRequest(
+            "Type the source's name exactly to confirm the revocation.".into(),
+        ));
+    }
+    if form.reason.trim().is_empty() {
+        return Err(PageError::BadRequest(
+            "Say why the source is revoked: the reason is kept in the audit log.".into(),
+        ));
+    }
+    store::sources::act(
+        &mut tx,
+        source,
+        SourceAction::Revoke {
+            reason: &form.reason,
+        },
+    )
+    .await
+    .map_err(refused)?;
+    tx.commit().await?;
+    Ok(Redirect::to(&format!("/app/data-sources/{source}?done=revoked")).into_response())
 }
 
 /// A pause, resume or resync the store refused as asked (a revoked source, a reason it does not take)

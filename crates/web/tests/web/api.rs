@@ -59,6 +59,29 @@ pub async fn postgres_source(database: &Database, tenant: TenantId) -> SourceId 
     source.source_id
 }
 
+/// Records a certificate for `source`'s agent as the edge does when it pairs (serial `serial`).
+pub async fn paired(database: &Database, tenant: TenantId, source: SourceId, serial: &str) {
+    let now = time::OffsetDateTime::now_utc();
+    let mut tx = store::TenantTx::begin_service(
+        &database.service,
+        Some(tenant),
+        store::Actor::Agent(source),
+    )
+    .await
+    .unwrap();
+    let certificate = store::sources::IssuedCertificate {
+        source,
+        serial: serial.into(),
+        fingerprint_sha256: [9; 32],
+        not_before: now - time::Duration::minutes(1),
+        not_after: now + time::Duration::days(30),
+    };
+    store::sources::record_certificate(&mut tx, &certificate, "source.pair")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// A dead letter of `source`'s, recorded as the bronze writer records one: its id.
 pub async fn dead_letter(database: &Database, tenant: TenantId, source: SourceId) -> uuid::Uuid {
     let event_id = domain::EventId::from_uuid(uuid::Uuid::new_v4());
@@ -237,6 +260,8 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         let bearer = token(&database, a, role).await;
         let a_source = source(&database, a).await;
         let a_postgres = postgres_source(&database, a).await;
+        let serial = format!("{:x}", uuid::Uuid::new_v4().as_u128());
+        paired(&database, a, a_postgres, &serial).await;
         crate::masking::rule(&database, a, "*", &format!("seed_{role}"), "hash").await;
         let member = crate::auth::member(
             &database,
@@ -329,6 +354,13 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
             (
                 "POST",
                 format!("/api/v1/sources/{a_postgres}/resync"),
+                String::new(),
+                Permission::ManageSources,
+                200,
+            ),
+            (
+                "POST",
+                format!("/api/v1/sources/{a_postgres}/rotate-certificate"),
                 String::new(),
                 Permission::ManageSources,
                 200,
@@ -642,6 +674,7 @@ async fn every_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
                 format!("/api/v1/sources/{b_source}/resume"),
                 format!("/api/v1/sources/{b_source}/revoke"),
                 format!("/api/v1/sources/{b_source}/resync"),
+                format!("/api/v1/sources/{b_source}/rotate-certificate"),
             ] {
                 let (status, _, response) = request(&addr, "POST", &path, Some(&bearer), "").await;
                 if status != 404 {

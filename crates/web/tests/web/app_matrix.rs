@@ -68,6 +68,8 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
     // PostgreSQL sources, which can be asked for a resync (a simulator cannot).
     let a_postgres = named_source_of_kind(&database, a, "acme-orders-db", "postgres").await;
     let b_postgres = named_source_of_kind(&database, b, "globex-orders-db", "postgres").await;
+    crate::api::paired(&database, a, a_postgres, "0a").await;
+    crate::api::paired(&database, b, b_postgres, "0b").await;
     crate::masking::rule(&database, b, "*", "globex_secret_field", "drop").await;
     // A table of each tenant that nobody mapped: its admins see it on the sources page.
     let mut admin = test_database.admin().await;
@@ -212,6 +214,9 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
         // Pausing and resuming ingestion: its own source for those who manage sources (the
         // forms on its page), tenant B's source is not found, 403 for the others.
         let manages = role.allows(Permission::ManageSources);
+        // A source of its own to revoke, by its name typed to confirm.
+        let doomed_name = format!("acme-retired-{role}");
+        let doomed = named_source(&database, a, &doomed_name).await;
         let detail = browser.get(&detail_path).await;
         let pause_action = format!("{detail_path}/pause");
         if detail.body.contains(&format!(r#"action="{pause_action}""#)) != manages {
@@ -242,6 +247,32 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
             ),
             // A simulator has no slot nor snapshot to take again: refused, saying so.
             (format!("{detail_path}/resync"), vec![], 400),
+            (
+                format!("/app/data-sources/{a_postgres}/rotate-certificate"),
+                vec![],
+                303,
+            ),
+            (
+                format!("/app/data-sources/{b_postgres}/rotate-certificate"),
+                vec![],
+                404,
+            ),
+            // A revocation without the source's name typed is refused, saying so.
+            (
+                format!("/app/data-sources/{doomed}/revoke"),
+                vec![("reason", "matrix"), ("confirm", "another name")],
+                400,
+            ),
+            (
+                format!("/app/data-sources/{doomed}/revoke"),
+                vec![("reason", "matrix"), ("confirm", doomed_name.as_str())],
+                303,
+            ),
+            (
+                format!("/app/data-sources/{b_named_source}/revoke"),
+                vec![("reason", "matrix"), ("confirm", "globex-secret-db")],
+                404,
+            ),
         ] {
             let page = browser.submit("/app/overview", &action, &fields).await;
             let expected = if manages { allowed_status } else { 403 };
@@ -269,6 +300,15 @@ async fn every_app_route_as_every_role_own_tenant_against_other_tenant() {
                 .await;
             if !postgres.body.contains(r#"data-resync="waiting""#) {
                 failures.push(format!("{role}: the resync asked is not shown waiting"));
+            }
+            if !postgres.body.contains(r#"data-rotation="waiting""#) {
+                failures.push(format!("{role}: the rotation asked is not shown waiting"));
+            }
+            let retired = browser.get(&format!("/app/data-sources/{doomed}")).await;
+            if !retired.body.contains(r#"data-status="revoked""#)
+                || retired.body.contains("/revoke\"")
+            {
+                failures.push(format!("{role}: the revoked source is not shown revoked"));
             }
         }
         // The dead-letter explorer: its own source's letters for those who see dead letters,

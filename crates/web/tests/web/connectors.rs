@@ -9,7 +9,6 @@ use domain::{Role, SourceId};
 use serde_json::Value;
 use store::{Actor, TenantTx};
 use test_support::TestDatabase;
-use time::{Duration, OffsetDateTime};
 
 use crate::auth::{member, signed_in};
 use crate::{request, serve};
@@ -121,21 +120,7 @@ async fn the_wizard_pairs_checks_chooses_tables_and_shows_the_first_events_of_a_
     assert!(ca.body.starts_with("-----BEGIN CERTIFICATE-----"));
 
     // The agent pairs (the edge records its certificate): the check is next.
-    let now = OffsetDateTime::now_utc();
-    let mut tx = TenantTx::begin_service(&database.service, Some(a), Actor::Agent(source))
-        .await
-        .unwrap();
-    let certificate = store::sources::IssuedCertificate {
-        source,
-        serial: "0c0ffee".into(),
-        fingerprint_sha256: [9; 32],
-        not_before: now - Duration::minutes(1),
-        not_after: now + Duration::days(30),
-    };
-    store::sources::record_certificate(&mut tx, &certificate, "source.pair")
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    crate::api::paired(&database, a, source, "0c0ffee").await;
     let paired = admin.get(&wizard).await;
     assert_eq!(step_of(&paired.body), "check", "{}", paired.body);
     assert!(
