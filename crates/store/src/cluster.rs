@@ -349,6 +349,9 @@ pub struct ManagedCluster {
     port: u16,
     credentials: ConnectionSettings,
     started_here: bool,
+    /// The settings this start gave the server for the machine's size (`None` when it adopted
+    /// a running server, which keeps what it started with).
+    tuning: Option<(crate::tuning::Machine, Vec<crate::tuning::Setting>)>,
 }
 
 impl ManagedCluster {
@@ -368,12 +371,15 @@ impl ManagedCluster {
             initialise(&binaries, &user, &root)?
         };
 
-        let (port, started_here) = match running_port(&pgdata) {
-            Some(port) => (port, false),
+        let (port, tuning) = match running_port(&pgdata) {
+            Some(port) => (port, None),
             None => {
+                // Sized at every start, so a cluster moved to a larger machine grows with it.
+                let tuning = crate::tuning::write_managed(&pgdata).map_err(io_error(&pgdata))?;
+                user.give(&pgdata.join(crate::tuning::CONF_FILE))?;
                 let port = free_loopback_port().map_err(io_error(&root))?;
                 start_server(&binaries, &user, &root, port)?;
-                (port, true)
+                (port, Some(tuning))
             }
         };
         let cluster = Self {
@@ -382,7 +388,8 @@ impl ManagedCluster {
             credentials: connection_settings(&root, port, credentials),
             root,
             port,
-            started_here,
+            started_here: tuning.is_some(),
+            tuning,
         };
         cluster.wait_until_ready(Duration::from_secs(60))?;
         Ok(cluster)
@@ -403,6 +410,11 @@ impl ManagedCluster {
     /// True when this call started the server, false when it adopted a running one.
     pub fn started_here(&self) -> bool {
         self.started_here
+    }
+
+    /// The settings this start gave the server, and the machine they were sized for.
+    pub fn tuning(&self) -> Option<&(crate::tuning::Machine, Vec<crate::tuning::Setting>)> {
+        self.tuning.as_ref()
     }
 
     /// How to connect as the admin, app and service roles.

@@ -42,6 +42,7 @@ pub mod service;
 pub mod sources;
 pub mod sso;
 mod tenant_tx;
+pub mod tuning;
 
 pub use connect::{
     APP_ROLE, AppDb, ConnectionSettings, Database, RoleCredentials, SERVICE_ROLE, ServiceDb,

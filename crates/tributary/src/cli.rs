@@ -514,6 +514,14 @@ pub enum DbCommand {
         #[arg(long = "allow-privileged-login", value_name = "ROLE")]
         allowed: Vec<String>,
     },
+    /// Compare the server's settings with what Tributary's workload wants on a machine of its
+    /// size (the managed cluster gets them at every start): each setting, its value, the
+    /// advice and why. Exits 3 when a setting is below it.
+    Check {
+        /// The memory of the server's machine in GiB, when it is not this machine.
+        #[arg(long, value_name = "GIB")]
+        memory_gib: Option<u64>,
+    },
 }
 
 #[cfg(test)]

@@ -67,6 +67,22 @@ impl Connected {
         }
     }
 
+    /// What the managed cluster was tuned to as it started (`None` for a given server, or an
+    /// adopted one).
+    pub fn tuning(&self) -> Option<String> {
+        let (machine, settings) = self.cluster.as_ref()?.tuning()?;
+        let values: Vec<String> = settings
+            .iter()
+            .map(|setting| format!("{}={}", setting.name, setting.value()))
+            .collect();
+        Some(format!(
+            "sized for {:.1} GiB of memory and {} CPUs: {}",
+            machine.memory_bytes as f64 / (1u64 << 30) as f64,
+            machine.cpus,
+            values.join(" ")
+        ))
+    }
+
     pub async fn close(self) -> anyhow::Result<()> {
         self.database.close().await;
         if self.stop_cluster

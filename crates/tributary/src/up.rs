@@ -127,6 +127,12 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     println!("  edge:     https://{edge_addr}/ (agents pair and send here)");
     println!("  bus:      {}", describe_bus(&bus_config));
     println!("  database: {}", connected.describe());
+    match connected.tuning() {
+        Some(tuning) => println!("  postgres: {tuning}"),
+        None => println!(
+            "  postgres: `tributary db check` compares this server's settings with the workload's"
+        ),
+    }
     match &settings.smtp {
         Some(smtp) => println!(
             "  mail:     reset, sign-up and invitation links by SMTP via {} as {}",

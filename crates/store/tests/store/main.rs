@@ -8,3 +8,4 @@ mod credentials;
 mod isolation;
 mod source_pause;
 mod support;
+mod tuning;

@@ -152,13 +152,24 @@ fn the_simulator_through_agent_edge_bus_and_consumers_gives_read_models_consiste
         }
         database.close().await;
     });
-    let shown = tributary(&data_dir, &["rollups", "show", "power_kw", "--json"]);
-    assert!(shown.status.success(), "{shown:?}");
-    let cells: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
-    let cells = cells.as_array().unwrap();
-    // The demo and the five cohort tenants of its cell are published; the cohort's tenants
-    // alone in their cells are not.
-    assert!(!cells.is_empty(), "the demo's cell is published");
+    // The demo and the five cohort tenants of its cell are published once each has a reading
+    // in the same minute and the aggregator has run over it; the cohort's tenants alone in
+    // their cells are not.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cells = loop {
+        let shown = tributary(&data_dir, &["rollups", "show", "power_kw", "--json"]);
+        assert!(shown.status.success(), "{shown:?}");
+        let cells: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let cells = cells.as_array().cloned().unwrap_or_default();
+        if !cells.is_empty() {
+            break cells;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo's cell is not published within two minutes"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
     assert!(
         cells
             .iter()

@@ -118,6 +118,23 @@ fn up_serves_health_stops_cleanly_and_reuses_its_cluster() {
     );
     let settings = std::fs::read_to_string(data_dir.pgdata().join("postgresql.conf")).unwrap();
     assert!(settings.contains("wal_level = logical"));
+    // Tuned for this machine at start: the server runs with every recommended setting, which
+    // `db check` confirms one by one.
+    assert!(settings.contains("include_if_exists = 'tributary-tuning.conf'"));
+    let tuning = std::fs::read_to_string(data_dir.pgdata().join("tributary-tuning.conf")).unwrap();
+    assert!(tuning.contains("shared_buffers = '"), "{tuning}");
+    let checked = tributary(&data_dir, &["db", "check"]);
+    let report = String::from_utf8_lossy(&checked.stdout).into_owned();
+    assert!(checked.status.success(), "{report}");
+    for name in [
+        "shared_buffers",
+        "max_wal_size",
+        "checkpoint_timeout",
+        "wal_compression",
+    ] {
+        assert!(report.contains(&format!("ok      {name} = ")), "{report}");
+    }
+    assert!(report.contains("0 setting(s) below the advice"), "{report}");
     let credentials = std::fs::read(data_dir.0.join("credentials.json")).unwrap();
 
     // The CLI uses the running platform's server and leaves it running.
