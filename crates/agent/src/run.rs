@@ -68,22 +68,6 @@ pub async fn run_until(
             )),
         })
     };
-    // A resync asked while the agent was down (its slot lost, say) is carried out before the
-    // reader starts: a restarted agent (systemd, a container) recovers by itself.
-    if config.source.kind == "postgres"
-        && let Ok(answer) = client.send_status(&status.get()).await
-        && let Some(request) = answer.resync
-    {
-        match resync_when_released(&config).await {
-            Ok(message) => {
-                tracing::info!(request = %request.request_id, %message, "resync done, as the platform asked");
-                status.update(|status| status.resynced = Some(request.request_id));
-            }
-            Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), "the resync the platform asked for failed");
-            }
-        }
-    }
     // The reader stops on its own signal too, so that a resync can restart it alone.
     let (mut reader_stop_tx, reader_stop_rx) = watch::channel(false);
     let mut reader = start_reader(reader_stop_rx)?;
@@ -97,12 +81,18 @@ pub async fn run_until(
         confirm_tx,
         stop_rx.clone(),
     ));
+    // Held while a heartbeat is in flight, so that the last word of a failing reader is never
+    // overtaken by an older heartbeat still on its way.
+    let heartbeat = Arc::new(tokio::sync::Mutex::new(()));
     let reporter = tokio::spawn(report_status(
         config.state_dir.clone(),
         spool.clone(),
         status.clone(),
         EdgeClient::new(&config.edge, &credentials)?,
-        resync_tx,
+        Heartbeat {
+            in_flight: heartbeat.clone(),
+            resync: resync_tx,
+        },
         stop_rx.clone(),
     ));
     tokio::spawn(report_check_on_start(config.clone()));
@@ -114,7 +104,37 @@ pub async fn run_until(
     let reader_result = loop {
         tokio::select! {
             _ = &mut shutdown => break None,
-            result = &mut reader => break Some(result),
+            result = &mut reader => {
+                let Ok(Err(error)) = &result else { break Some(result) };
+                // The platform hears why the reader stopped (the source's page shows it with the
+                // fix), and its answer may carry the resync that fixes it: a lost slot recovers
+                // once an admin asks, when the agent is started again.
+                status.update(|status| {
+                    status.state = "failed".into();
+                    status.last_error = Some(format!("{error:#}"));
+                });
+                let asked = last_word(&config, &status, &heartbeat).await;
+                let Some(request) = asked.filter(|_| config.source.kind == "postgres") else {
+                    break Some(result);
+                };
+                match resync_when_released(&config).await {
+                    Ok(message) => {
+                        tracing::info!(%request, %message, "resync done, as the platform asked");
+                        status.update(|status| {
+                            status.resynced = Some(request);
+                            status.last_error = None;
+                            status.state = "starting".into();
+                        });
+                    }
+                    Err(error) => {
+                        tracing::error!(error = %format!("{error:#}"), "the resync the platform asked for failed");
+                        break Some(result);
+                    }
+                }
+                let (stop, stop_rx) = watch::channel(false);
+                reader_stop_tx = stop;
+                reader = start_reader(stop_rx)?;
+            }
             Ok(()) = resync_rx.changed() => {
                 let Some(request) = *resync_rx.borrow_and_update() else { continue };
                 if config.source.kind != "postgres" || status.get().resynced == Some(request) {
@@ -165,20 +185,33 @@ pub async fn run_until(
     }
     status.refresh(spool.len() as u64, spool.bytes());
     write_status(&config.state_dir, &status)?;
-    if reader_result.is_err() {
-        // The platform hears why the agent stopped: the source's page shows the error and its
-        // fix (a lost slot: the resync, which a restarted agent carries out).
-        if let Ok(saved) = Credentials::load(&config.state_dir)
-            && let Ok(client) = EdgeClient::new(&config.edge, &saved)
-        {
-            let last = status.get();
-            let sent = tokio::time::timeout(Duration::from_secs(5), client.send_status(&last));
-            if !matches!(sent.await, Ok(Ok(_))) {
-                tracing::debug!("the last status did not reach the edge");
-            }
+    reader_result
+}
+
+/// Sends the status now (within 5 s), and returns the resync the edge's answer asks for, if it
+/// asks for one.
+async fn last_word(
+    config: &Config,
+    status: &StatusCell,
+    heartbeat: &tokio::sync::Mutex<()>,
+) -> Option<uuid::Uuid> {
+    let saved = Credentials::load(&config.state_dir).ok()?;
+    let client = EdgeClient::new(&config.edge, &saved).ok()?;
+    let now = status.get();
+    let sent = tokio::time::timeout(Duration::from_secs(5), async {
+        let _in_flight = heartbeat.lock().await;
+        client.send_status(&now).await
+    });
+    match sent.await {
+        Ok(Ok(answer)) => answer
+            .resync
+            .map(|request| request.request_id)
+            .filter(|request| now.resynced != Some(*request)),
+        _ => {
+            tracing::debug!("the status did not reach the edge");
+            None
         }
     }
-    reader_result
 }
 
 /// [`crate::postgres::resync`] once the stopped reader's replication connection is gone: the
@@ -496,6 +529,14 @@ fn write_status(state_dir: &Path, status: &StatusCell) -> anyhow::Result<()> {
     )
 }
 
+/// What the reporter shares with the rest of the agent.
+struct Heartbeat {
+    /// Held while a heartbeat is in flight.
+    in_flight: Arc<tokio::sync::Mutex<()>>,
+    /// Where it passes on a resync the edge asks for.
+    resync: watch::Sender<Option<uuid::Uuid>>,
+}
+
 /// Keeps the status current and on disk every two seconds, and sends it to the platform every
 /// few seconds (the status heartbeat; a failure there is only logged).
 async fn report_status(
@@ -503,7 +544,7 @@ async fn report_status(
     spool: Arc<Spool>,
     status: StatusCell,
     mut client: EdgeClient,
-    resync: watch::Sender<Option<uuid::Uuid>>,
+    heartbeat: Heartbeat,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -520,11 +561,14 @@ async fn report_status(
         }
         if ticks % 2 == 1 {
             use_saved_credentials(&state_dir, &mut client);
-            match client.send_status(&status.get()).await {
+            let in_flight = heartbeat.in_flight.lock().await;
+            let answer = client.send_status(&status.get()).await;
+            drop(in_flight);
+            match answer {
                 // Asked again until the heartbeat names it done: each ask is handled once.
                 Ok(answer) => {
                     if let Some(request) = answer.resync {
-                        resync.send_replace(Some(request.request_id));
+                        heartbeat.resync.send_replace(Some(request.request_id));
                     }
                     if answer.rotate_certificate {
                         renew_certificate(
