@@ -487,11 +487,7 @@ pub async fn pause_source(
             message: "a reason has no control characters".into(),
         });
     }
-    let actor = tx.actor();
-    let paused_by: String = format!("{}:{}", actor.kind(), actor.id())
-        .chars()
-        .take(200)
-        .collect();
+    let paused_by = actor_label(tx);
     let status: Option<(String, Option<OffsetDateTime>)> = sqlx::query_as(
         "select status, paused_at from control.sources \
          where tenant_id = $1 and source_id = $2 for update",
@@ -608,11 +604,7 @@ pub async fn act(
 /// the source as it is now.
 pub async fn request_resync(tx: &mut TenantTx, source: SourceId) -> Result<Source, StoreError> {
     let tenant = require_tenant(tx)?;
-    let actor = tx.actor();
-    let requested_by: String = format!("{}:{}", actor.kind(), actor.id())
-        .chars()
-        .take(200)
-        .collect();
+    let requested_by = actor_label(tx);
     let found: Option<(String, String, Option<Uuid>)> = sqlx::query_as(
         "select status, kind, resync_request_id from control.sources \
          where tenant_id = $1 and source_id = $2 for update",
@@ -926,6 +918,16 @@ pub struct StoredCertificateAuthority {
     pub certificate_pem: String,
     pub key_ciphertext: Vec<u8>,
     pub key_nonce: Vec<u8>,
+}
+
+/// Who is acting, as a source's record keeps it: `<actor kind>:<actor id>`, at most 200
+/// characters.
+fn actor_label(tx: &TenantTx) -> String {
+    let actor = tx.actor();
+    format!("{}:{}", actor.kind(), actor.id())
+        .chars()
+        .take(200)
+        .collect()
 }
 
 fn require_tenant(tx: &TenantTx) -> Result<TenantId, StoreError> {
