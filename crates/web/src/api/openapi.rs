@@ -134,13 +134,13 @@ const DEAD_LETTER_QUERY: &[QueryParam] = &[
     ),
     param(
         "from",
-        "only letters whose latest failure is at or after this RFC 3339 time",
-        DATE_TIME,
+        "only letters whose latest failure is at or after this RFC 3339 time (empty: no bound)",
+        DATE_TIME_OR_EMPTY,
     ),
     param(
         "to",
-        "only letters whose latest failure is before this RFC 3339 time",
-        DATE_TIME,
+        "only letters whose latest failure is before this RFC 3339 time (empty: no bound)",
+        DATE_TIME_OR_EMPTY,
     ),
     param(
         "replayed",
