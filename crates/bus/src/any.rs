@@ -7,7 +7,7 @@ use store::ServiceDb;
 
 use crate::{
     Backend, Bus, BusConfig, BusError, Consumer, Delivery, EmbeddedBus, EmbeddedConsumer, Message,
-    NatsBus, NatsConsumer, PublishReceipt,
+    NatsBus, NatsConsumer, PartitionLag, PublishReceipt,
 };
 
 /// The configured bus.
@@ -65,6 +65,13 @@ impl Bus for AnyBus {
                 bus.consumer(group, partitions).await?,
             )),
             AnyBus::Nats(bus) => Ok(AnyConsumer::Nats(bus.consumer(group, partitions).await?)),
+        }
+    }
+
+    async fn lag(&self, groups: &[&str]) -> Result<Vec<PartitionLag>, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.lag(groups).await,
+            AnyBus::Nats(bus) => bus.lag(groups).await,
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{
-    BusError, Consumer, Delivery, Message, PublishReceipt, check_group, partition_of,
+    BusError, Consumer, Delivery, Message, PartitionLag, PublishReceipt, check_group, partition_of,
     select_partitions,
 };
 
@@ -42,6 +42,7 @@ pub type AppendHook = std::sync::Arc<
 pub struct EmbeddedBus {
     database: ServiceDb,
     partitions: u32,
+    waker: Waker,
     #[cfg(feature = "testing")]
     append_hook: Option<AppendHook>,
 }
@@ -69,6 +70,7 @@ impl EmbeddedBus {
             });
         }
         Ok(Self {
+            waker: Waker::spawn(database.clone()),
             database,
             partitions,
             #[cfg(feature = "testing")]
@@ -83,12 +85,42 @@ impl EmbeddedBus {
         self
     }
 
-    /// Deletes log entries that every consumer group has acked and that were appended more than
-    /// `keep` ago. `keep` is also the duplicate window: an id is recognised as a duplicate for as
-    /// long as its entry is in the log. Returns how many entries were deleted. A group that
-    /// stops consuming holds its partitions' entries back until it resumes.
-    pub async fn prune(&self, keep: Duration) -> Result<u64, BusError> {
-        Ok(bus_log::prune(&self.database, keep).await?)
+    /// Deletes the log entries every consumer group has acked, but for the last `margin`
+    /// positions of each partition below its slowest group's checkpoint. `margin` is the
+    /// duplicate window, counted in positions: an id is recognised as a duplicate for as long as
+    /// its entry is in the log. Returns how many entries were deleted. A group that stops
+    /// consuming holds its partitions' entries back until it resumes (its lag shows it:
+    /// [`crate::Bus::lag`]).
+    pub async fn prune(&self, margin: u64) -> Result<u64, BusError> {
+        Ok(bus_log::prune(&self.database, margin).await?)
+    }
+}
+
+/// Wakes waiting consumers after appends commit, one notification for however many appends
+/// committed while the previous one was being sent (docs/bus.md, "Consumers").
+#[derive(Clone)]
+struct Waker {
+    pending: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Waker {
+    /// Starts the task that sends the notifications; it ends with the last clone of the bus.
+    fn spawn(database: ServiceDb) -> Self {
+        let (pending, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            while wake.recv().await.is_some() {
+                if let Err(error) = bus_log::wake_consumers(&database).await {
+                    // Consumers still read at least every POLL_FALLBACK.
+                    tracing::debug!(%error, "waking the bus's consumers failed");
+                }
+            }
+        });
+        Self { pending }
+    }
+
+    /// Asks for a notification; coalesces with one already asked for and not yet sent.
+    fn wake(&self) {
+        let _ = self.pending.try_send(());
     }
 }
 
@@ -123,6 +155,18 @@ impl crate::Bus for EmbeddedBus {
             next_partition: 0,
         })
     }
+
+    async fn lag(&self, groups: &[&str]) -> Result<Vec<PartitionLag>, BusError> {
+        Ok(bus_log::lag(&self.database, groups)
+            .await?
+            .into_iter()
+            .map(|lag| PartitionLag {
+                group: lag.group,
+                partition: lag.partition,
+                behind: lag.behind,
+            })
+            .collect())
+    }
 }
 
 impl EmbeddedBus {
@@ -154,6 +198,9 @@ impl EmbeddedBus {
             hook().await;
         }
         tx.commit().await?;
+        if !appended.is_empty() {
+            self.waker.wake();
+        }
         tracing::debug!(
             messages = rows.len(),
             appended = appended.len(),

@@ -19,6 +19,7 @@ mod any;
 mod config;
 mod embedded;
 mod error;
+pub mod lag;
 mod nats;
 
 pub use any::{AnyBus, AnyConsumer};
@@ -146,6 +147,24 @@ pub trait Bus: Send + Sync {
         group: &str,
         partitions: Option<Vec<u32>>,
     ) -> impl Future<Output = Result<Self::Consumer, BusError>> + Send;
+
+    /// How far each of `groups` is behind on each partition it has consumed: messages appended
+    /// that the group has not acked. A group that never had a consumer on a partition is left
+    /// out. Cheap enough to ask every second.
+    fn lag(
+        &self,
+        groups: &[&str],
+    ) -> impl Future<Output = Result<Vec<PartitionLag>, BusError>> + Send;
+}
+
+/// How far one consumer group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub group: String,
+    pub partition: u32,
+    /// Messages appended and not yet acked by the group. The embedded bus counts positions,
+    /// which re-published duplicates also consume, so its figure is an upper bound.
+    pub behind: u64,
 }
 
 /// One consumer-group member reading some partitions of a [`Bus`].

@@ -28,8 +28,8 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::{
-    BusError, Consumer, Delivery, Message, NatsConfig, PublishReceipt, check_group, partition_of,
-    select_partitions,
+    BusError, Consumer, Delivery, Message, NatsConfig, PartitionLag, PublishReceipt, check_group,
+    partition_of, select_partitions,
 };
 
 /// The header carrying the message's tenant.
@@ -111,17 +111,7 @@ impl NatsBus {
         partition: u32,
     ) -> Result<PullConsumer, BusError> {
         let prefix = format!("{group}-p{partition}-g");
-        let mut generations: Vec<(u64, &str)> = existing
-            .iter()
-            .filter_map(|name| {
-                let generation = name.strip_prefix(&prefix)?;
-                if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                Some((generation.parse().ok()?, name.as_str()))
-            })
-            .collect();
-        generations.sort_unstable();
+        let generations = generations(existing, group, partition);
         let (generation, deliver_policy) = match generations.last() {
             None => (0, DeliverPolicy::All),
             Some((generation, name)) => {
@@ -213,6 +203,61 @@ impl crate::Bus for NatsBus {
             pending_error: None,
         })
     }
+
+    async fn lag(&self, groups: &[&str]) -> Result<Vec<PartitionLag>, BusError> {
+        let stream = self
+            .shared
+            .jetstream
+            .get_stream(&self.shared.config.stream)
+            .await
+            .map_err(|error| BusError::nats("stream lookup", true, error))?;
+        let existing: Vec<String> = stream
+            .consumer_names()
+            .try_collect()
+            .await
+            .map_err(|error| BusError::nats("consumer list", true, error))?;
+        let mut lags = Vec::new();
+        for group in groups {
+            for partition in 0..self.shared.partitions {
+                // The newest generation is the one consuming (older ones are deleted at a
+                // takeover, but one may linger after a crash mid-takeover).
+                let Some((_, name)) = generations(&existing, group, partition).pop() else {
+                    continue;
+                };
+                let mut consumer: PullConsumer = stream
+                    .get_consumer(name)
+                    .await
+                    .map_err(|error| BusError::nats("consumer info", true, error))?;
+                let info = consumer
+                    .info()
+                    .await
+                    .map_err(|error| BusError::nats("consumer info", true, error))?;
+                lags.push(PartitionLag {
+                    group: (*group).to_owned(),
+                    partition,
+                    behind: info.num_pending + info.num_ack_pending as u64,
+                });
+            }
+        }
+        Ok(lags)
+    }
+}
+
+/// The consumers of `group` on `partition` in `existing`, by generation, oldest first.
+fn generations<'a>(existing: &'a [String], group: &str, partition: u32) -> Vec<(u64, &'a str)> {
+    let prefix = format!("{group}-p{partition}-g");
+    let mut generations: Vec<(u64, &str)> = existing
+        .iter()
+        .filter_map(|name| {
+            let generation = name.strip_prefix(&prefix)?;
+            if generation.is_empty() || !generation.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Some((generation.parse().ok()?, name.as_str()))
+        })
+        .collect();
+    generations.sort_unstable();
+    generations
 }
 
 impl NatsBus {

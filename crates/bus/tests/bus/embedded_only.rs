@@ -1,8 +1,6 @@
 //! What only the embedded bus has: pruning, a fixed partition count, and tables only the
 //! service role can reach.
 
-use std::time::Duration;
-
 use bus::{AnyBus, Bus, BusConfig, BusError, Consumer, EmbeddedBus, Message};
 use sqlx::{Connection, Row};
 
@@ -26,27 +24,83 @@ async fn prune_removes_only_what_every_group_has_acked() {
     slow.ack(&received[..4]).await.expect("ack");
 
     assert_eq!(
-        bus.prune(Duration::from_secs(3_600)).await.expect("prune"),
+        bus.prune(4).await.expect("prune"),
         0,
-        "entries younger than the window are kept"
+        "the last positions below the slowest checkpoint are kept as the duplicate window"
     );
     assert_eq!(
-        bus.prune(Duration::ZERO).await.expect("prune"),
-        4,
-        "only what both groups acked goes"
+        bus.prune(1).await.expect("prune"),
+        3,
+        "below the window, what both groups acked goes"
     );
+    // A re-publish of an id still in the window is recognised.
+    let receipt = bus.publish(&published[3..4]).await.expect("publish");
+    assert_eq!(receipt.appended(), 0, "position 4 is still in the log");
+    assert_eq!(bus.prune(0).await.expect("prune"), 1);
     drop(slow);
     let mut slow = bus.consumer("slow", None).await.expect("consumer");
     let rest = receive(&mut slow, 6, true, "slow after pruning").await;
     assert_eq!(delivered_ids(&rest), ids(&published[4..]));
-    assert_eq!(bus.prune(Duration::ZERO).await.expect("prune"), 6);
-    assert_eq!(bus.prune(Duration::ZERO).await.expect("prune"), 0);
+    assert_eq!(bus.prune(0).await.expect("prune"), 6);
+    assert_eq!(bus.prune(0).await.expect("prune"), 0);
 
     // Beyond the window a re-published id is new again: consumers must dedupe.
     bus.publish(&published[..1]).await.expect("publish");
     let again = receive(&mut eager, 1, true, "eager, re-published").await;
     assert_eq!(delivered_ids(&again), ids(&published[..1]));
     assert_nothing_more(&mut eager, "eager").await;
+}
+
+/// Retention by position never drops what a group has not checkpointed: groups acking at
+/// different paces over several partitions, pruned without a window after every round, each
+/// still receive every message after their checkpoint when they start again.
+#[tokio::test]
+async fn pruning_never_drops_what_a_group_has_not_checkpointed() {
+    let mut harness = EmbeddedHarness::new().await;
+    let bus = harness.bus().await;
+    let tenants: Vec<_> = (0..PARTITIONS).map(tenant_in_partition).collect();
+    let groups = ["fast", "medium", "slow"];
+    let mut consumers = Vec::new();
+    for group in groups {
+        consumers.push(bus.consumer(group, None).await.expect("consumer"));
+    }
+    let mut rng = crate::harness::Rng::new(7);
+    let mut published: Vec<Message> = Vec::new();
+    let mut acked: Vec<std::collections::BTreeSet<uuid::Uuid>> = vec![Default::default(); 3];
+    for round in 0..6u64 {
+        let batch: Vec<Message> = (0..40)
+            .map(|seq| {
+                message(
+                    tenants[rng.below(PARTITIONS as u64) as usize],
+                    round * 40 + seq,
+                )
+            })
+            .collect();
+        bus.publish(&batch).await.expect("publish");
+        published.extend(batch);
+        for (index, consumer) in consumers.iter_mut().enumerate() {
+            // fast acks everything, medium about half, slow nothing until the end.
+            let take = match index {
+                0 => 40,
+                1 => 20,
+                _ => 0,
+            };
+            if take > 0 {
+                let received = receive(consumer, take, true, groups[index]).await;
+                acked[index].extend(delivered_ids(&received));
+            }
+        }
+        bus.prune(0).await.expect("prune");
+    }
+    for (index, (group, old)) in groups.iter().zip(consumers).enumerate() {
+        // A new consumer of the group starts from its checkpoint: it must find in the log
+        // every message it has not received, whatever pruning removed meanwhile.
+        drop(old);
+        let mut consumer = bus.consumer(group, None).await.expect("consumer");
+        let missing: std::collections::BTreeSet<uuid::Uuid> =
+            ids(&published).difference(&acked[index]).copied().collect();
+        crate::harness::receive_all_of(&mut consumer, &missing, group).await;
+    }
 }
 
 #[tokio::test]
@@ -59,7 +113,7 @@ async fn a_partition_without_any_group_keeps_everything() {
     bus.publish(&published).await.expect("publish");
     // A group registered only on partition 0 says nothing about partition 1.
     let _zero = bus.consumer("zero", Some(vec![0])).await.expect("consumer");
-    assert_eq!(bus.prune(Duration::ZERO).await.expect("prune"), 0);
+    assert_eq!(bus.prune(0).await.expect("prune"), 0);
     let mut late = bus.consumer("late", Some(vec![1])).await.expect("consumer");
     let received = receive(&mut late, 5, true, "late group").await;
     assert_eq!(delivered_ids(&received), ids(&published));

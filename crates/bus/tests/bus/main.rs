@@ -40,4 +40,5 @@ conformance! {
     nothing_is_lost_across_a_restart: true,
     republishing_within_the_window_adds_nothing: false,
     concurrent_publishers_leave_no_gaps: false,
+    lag_counts_what_a_group_has_not_acked: false,
 }

@@ -359,3 +359,65 @@ pub async fn concurrent_publishers_leave_no_gaps(mut harness: impl Harness) {
         crate::harness::assert_ordered(&of_own, &format!("seed {seed}"));
     }
 }
+
+/// A group's lag on a partition is what it has not acked there: every message before it reads
+/// any, the rest after it acks some, nothing once it acks all. Groups that never consumed are
+/// not reported.
+pub async fn lag_counts_what_a_group_has_not_acked(mut harness: impl Harness) {
+    let bus = harness.bus().await;
+    let (zero, one) = (tenant_in_partition(0), tenant_in_partition(1));
+    let published: Vec<Message> = (0..10)
+        .map(|seq| message(zero, seq))
+        .chain((0..5).map(|seq| message(one, seq)))
+        .collect();
+    bus.publish(&published).await.expect("publish");
+
+    let mut consumer = bus.consumer("lagging", None).await.expect("consumer");
+    let received = receive(&mut consumer, published.len(), false, "lagging").await;
+    assert_lag(&bus, &[(0, 10), (1, 5), (2, 0), (3, 0)], "nothing acked").await;
+
+    let first_four: Vec<Delivery> = received
+        .iter()
+        .filter(|delivery| delivery.partition == 0)
+        .take(4)
+        .cloned()
+        .collect();
+    consumer.ack(&first_four).await.expect("ack");
+    assert_lag(
+        &bus,
+        &[(0, 6), (1, 5), (2, 0), (3, 0)],
+        "four of partition 0 acked",
+    )
+    .await;
+
+    consumer.ack(&received).await.expect("ack");
+    assert_lag(&bus, &[(0, 0), (1, 0), (2, 0), (3, 0)], "all acked").await;
+    assert!(
+        bus.lag(&["never-consumed"]).await.expect("lag").is_empty(),
+        "a group without consumers has no lag to report"
+    );
+}
+
+/// Waits until the lag of group `lagging` is `expected` (partition, behind) on every partition
+/// (a NATS server updates a consumer's counts a moment after an ack is confirmed).
+async fn assert_lag(bus: &impl Bus, expected: &[(u32, u64)], what: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let lags = bus.lag(&["lagging"]).await.expect("lag");
+        let found: Vec<(u32, u64)> = lags
+            .iter()
+            .map(|lag| {
+                assert_eq!(lag.group, "lagging");
+                (lag.partition, lag.behind)
+            })
+            .collect();
+        if found == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: lag {found:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -140,17 +140,24 @@ impl AppendTx {
         Ok(inserted)
     }
 
-    /// Commits, and wakes every waiting consumer (notifications are delivered at commit).
-    pub async fn commit(mut self) -> Result<(), StoreError> {
-        if !self.locked.is_empty() {
-            sqlx::query("select pg_notify($1, '')")
-                .bind(NOTIFY_CHANNEL)
-                .execute(&mut *self.tx)
-                .await?;
-        }
+    /// Commits. Waking the consumers is the caller's next step ([`wake_consumers`]), outside
+    /// the transaction: a `pg_notify` inside it would take the cluster-wide notify lock and hold
+    /// it through this commit's flush, serialising every concurrent append behind it.
+    pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// Wakes every waiting consumer: a notification on [`NOTIFY_CHANNEL`], in a transaction of its
+/// own that does not wait for its flush (a lost wake-up costs a consumer at most its poll
+/// interval; the appended rows were durable before this is called).
+pub async fn wake_consumers(database: &ServiceDb) -> Result<(), StoreError> {
+    sqlx::query("select set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(database.pool())
+        .await?;
+    Ok(())
 }
 
 /// Appends `rows` in a transaction of their own; see [`AppendTx::append`].
@@ -158,6 +165,7 @@ pub async fn append(database: &ServiceDb, rows: &[(u32, Uuid, &[u8])]) -> Result
     let mut tx = AppendTx::begin(database).await?;
     let inserted = tx.append(rows).await?;
     tx.commit().await?;
+    wake_consumers(database).await?;
     Ok(inserted.len() as u64)
 }
 
@@ -273,22 +281,66 @@ pub async fn save_checkpoints(
     Ok(())
 }
 
-/// Deletes the rows every registered group has consumed on their partition and that were
-/// appended more than `keep` ago. A partition no group has registered on keeps everything.
-/// Returns how many rows were deleted.
-pub async fn prune(database: &ServiceDb, keep: Duration) -> Result<u64, StoreError> {
-    let deleted = sqlx::query(
-        "delete from pipeline.bus_log l \
-         using (select partition, min(position) as consumed from pipeline.checkpoints \
-                group by partition) c \
-         where l.partition = c.partition and l.position <= c.consumed \
-           and l.appended_at < now() - make_interval(secs => $1)",
+/// Deletes, partition by partition, the rows every registered group has checkpointed, except
+/// the last `margin` positions below the slowest group's checkpoint (the duplicate window: an id
+/// is recognised as a re-publish while its row exists). Each delete is a range of the primary
+/// key, so pruning costs what it removes, not what the log holds. A partition no group has
+/// registered on keeps everything. Returns how many rows were deleted.
+pub async fn prune(database: &ServiceDb, margin: u64) -> Result<u64, StoreError> {
+    let margin = to_i64(margin)?;
+    let consumed: Vec<(i32, i64)> = sqlx::query_as(
+        "select partition, min(position) from pipeline.checkpoints group by partition \
+         order by partition",
     )
-    .bind(keep.as_secs_f64())
-    .execute(database.pool())
-    .await?
-    .rows_affected();
+    .fetch_all(database.pool())
+    .await?;
+    let mut deleted = 0;
+    for (partition, position) in consumed {
+        let up_to = position - margin;
+        if up_to < 1 {
+            continue;
+        }
+        deleted +=
+            sqlx::query("delete from pipeline.bus_log where partition = $1 and position <= $2")
+                .bind(partition)
+                .bind(up_to)
+                .execute(database.pool())
+                .await?
+                .rows_affected();
+    }
     Ok(deleted)
+}
+
+/// How far one consumer group is behind on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLag {
+    pub group: String,
+    pub partition: u32,
+    /// Positions appended after the group's checkpoint: the messages it has not acked, plus the
+    /// positions duplicates consumed without a row (so an upper bound, exact without them).
+    pub behind: u64,
+}
+
+/// The lag of each of `groups` on every partition it has registered on, by group then partition.
+pub async fn lag(database: &ServiceDb, groups: &[&str]) -> Result<Vec<GroupLag>, StoreError> {
+    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+        "select c.consumer_group, c.partition, greatest(h.next_position - 1 - c.position, 0) \
+         from pipeline.checkpoints c \
+         join pipeline.bus_partition_head h on h.partition = c.partition \
+         where c.consumer_group = any($1) \
+         order by c.consumer_group, c.partition",
+    )
+    .bind(groups)
+    .fetch_all(database.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(group, partition, behind)| GroupLag {
+            group,
+            partition: partition as u32,
+            behind: behind as u64,
+        })
+        .collect())
 }
 
 /// A connection of its own, as the service role, listening on [`NOTIFY_CHANNEL`].
