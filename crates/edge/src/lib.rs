@@ -45,6 +45,19 @@ pub struct EdgeState<B> {
     pairing: tokio::sync::Semaphore,
     /// Request bodies held in memory at once.
     bodies: body_budget::BodyBudget,
+    /// The consumers' lag, when backpressure is on ([`Edge::watch_lag`]).
+    lag: std::sync::OnceLock<bus::lag::LagWatch>,
+}
+
+impl<B: Bus> EdgeState<B> {
+    /// The `Retry-After` seconds to refuse a batch of `tenant` with, when a watched consumer
+    /// group is more than [`EdgeConfig::max_consumer_lag`] behind on the tenant's partition.
+    fn consumers_behind(&self, tenant: domain::TenantId) -> Option<u64> {
+        let lag = self.lag.get()?;
+        let partition = bus::partition_of(tenant, self.bus.partitions());
+        (lag.behind(partition) > self.config.max_consumer_lag)
+            .then(|| self.config.backpressure_retry_after.as_secs().max(1))
+    }
 }
 
 impl<B> std::fmt::Debug for EdgeState<B> {
@@ -134,9 +147,18 @@ impl<B: Bus + 'static> Edge<B> {
                 decoding: tokio::sync::Semaphore::new(config_decoders()),
                 pairing: tokio::sync::Semaphore::new(4),
                 bodies,
+                lag: std::sync::OnceLock::new(),
             }),
             registry: Arc::new(server::ConnectionRegistry::default()),
         })
+    }
+
+    /// Turns backpressure on: batches of a tenant whose partition a group of `watch` is more
+    /// than [`EdgeConfig::max_consumer_lag`] behind on are answered `429 consumers_behind` with
+    /// `Retry-After`. The watch must cover this edge's bus (same partition count).
+    pub fn watch_lag(self, watch: bus::lag::LagWatch) -> Self {
+        let _ = self.state.lag.set(watch);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -561,6 +561,19 @@ async fn ingest_batch<B: Bus>(
              taken once the source is resumed)",
         ));
     }
+    if let Some(retry_after) = state.consumers_behind(identity.tenant) {
+        // Backpressure: this tenant's partition is further behind than the bound, so the batch
+        // is refused before it costs anything; the agent keeps it spooled and sends it again
+        // after the delay, by when the consumers have caught up a little (docs/edge.md).
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "consumers_behind",
+            "the platform's consumers are behind on this tenant's partition; keep the batch and \
+             send it again after the given delay",
+        );
+        error.retry_after = Some(retry_after);
+        return Err(error);
+    }
     let _decoding = state.decoding.acquire().await.map_err(ApiError::internal)?;
     let encoding = Encoding::from_header(
         headers

@@ -12,6 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::settings::Settings;
 
+/// How often the consumers' lag is looked at, for backpressure and `/metrics`.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Running ingestion roles. [`Ingestion::stop`] stops them in order: the edge (no new batches),
 /// then the bronze writer (its batch in flight is finished or left unacked, never half-applied).
 pub struct Ingestion {
@@ -66,6 +69,17 @@ impl Ingestion {
         )
         .await
         .context("starting the edge")?;
+        // Backpressure and the lag gauges: the consumers this process runs are watched (their
+        // lag is the bus's, wherever they run).
+        let watched = std::iter::once(pipeline::bronze::GROUP)
+            .chain(materialize.then_some(pipeline::materializer::GROUP))
+            .map(str::to_owned)
+            .collect();
+        let edge = edge.watch_lag(bus::lag::LagWatch::spawn(
+            bus.clone(),
+            watched,
+            LAG_INTERVAL,
+        ));
         let edge_addr = edge.local_addr()?;
         let ca_pem = edge.ca_certificate_pem().to_owned();
         let (shutdown, receiver) = watch::channel(false);

@@ -96,6 +96,11 @@ pub struct OperationsArgs {
     /// [default: 2000]
     #[arg(long, env = "TRIBUTARY_EDGE_BODY_BUDGET_WAIT_MS", value_name = "MS")]
     pub edge_body_budget_wait_ms: Option<u64>,
+    /// Backpressure: messages the bronze writer or the materializer may be behind on a bus
+    /// partition before the edge answers that partition's batches 429 with `Retry-After`.
+    /// [default: 500000]
+    #[arg(long, env = "TRIBUTARY_EDGE_MAX_CONSUMER_LAG", value_name = "MESSAGES")]
+    pub edge_max_consumer_lag: Option<u64>,
 }
 
 /// The same keys as the configuration file gives them.
@@ -120,7 +125,7 @@ const GIB: u64 = 1024 * 1024 * 1024;
 /// Every edge limit, in the order [`OperationsArgs`] lists them. A limit of zero would refuse
 /// everything (or time out at once); the maximum is past any sane value, so that a typo such as
 /// an extra zero is caught at start rather than found under load.
-const LIMITS: [Limit; 11] = [
+const LIMITS: [Limit; 12] = [
     limit("edge_handshake_timeout_secs", 1, HOUR),
     limit("edge_first_request_timeout_secs", 1, HOUR),
     limit("edge_idle_timeout_secs", 1, 24 * HOUR),
@@ -132,6 +137,7 @@ const LIMITS: [Limit; 11] = [
     limit("edge_body_budget_bytes", 1, 64 * GIB),
     limit("edge_tenant_body_budget_bytes", 1, 64 * GIB),
     limit("edge_body_budget_wait_ms", 1, 60_000),
+    limit("edge_max_consumer_lag", 1, 1_000_000_000),
 ];
 
 const fn limit(key: &'static str, min: u64, max: u64) -> Limit {
@@ -139,7 +145,7 @@ const fn limit(key: &'static str, min: u64, max: u64) -> Limit {
 }
 
 /// The edge's own defaults, in the order of [`LIMITS`].
-fn edge_defaults() -> [u64; 11] {
+fn edge_defaults() -> [u64; 12] {
     let connections = edge::config::ConnectionLimits::default();
     let budget = edge::config::BodyBudget::default();
     let wide = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
@@ -155,11 +161,12 @@ fn edge_defaults() -> [u64; 11] {
         wide(budget.total_bytes),
         wide(budget.tenant_bytes),
         u64::try_from(budget.wait.as_millis()).unwrap_or(u64::MAX),
+        edge::EdgeConfig::default().max_consumer_lag,
     ]
 }
 
 impl OperationsArgs {
-    fn edge_values(&self) -> [Option<u64>; 11] {
+    fn edge_values(&self) -> [Option<u64>; 12] {
         [
             self.edge_handshake_timeout_secs,
             self.edge_first_request_timeout_secs,
@@ -172,6 +179,7 @@ impl OperationsArgs {
             self.edge_body_budget_bytes,
             self.edge_tenant_body_budget_bytes,
             self.edge_body_budget_wait_ms,
+            self.edge_max_consumer_lag,
         ]
     }
 }
@@ -194,6 +202,7 @@ pub struct OperationsSettings {
     pub metrics_token: Option<SecretString>,
     pub edge_connections: edge::config::ConnectionLimits,
     pub edge_body_budget: edge::config::BodyBudget,
+    pub edge_max_consumer_lag: u64,
 }
 
 impl OperationsSettings {
@@ -247,6 +256,7 @@ impl OperationsSettings {
             body_total,
             body_tenant,
             body_wait,
+            max_consumer_lag,
         ] = values;
         if body_tenant > body_total {
             anyhow::bail!(
@@ -280,6 +290,7 @@ impl OperationsSettings {
                 tenant_bytes: count(body_tenant),
                 wait: Duration::from_millis(body_wait),
             },
+            edge_max_consumer_lag: max_consumer_lag,
         })
     }
 }
@@ -334,6 +345,7 @@ pub fn edge_config(
         hostnames: hostnames.to_vec(),
         connections: operations.edge_connections.clone(),
         body_budget: operations.edge_body_budget.clone(),
+        max_consumer_lag: operations.edge_max_consumer_lag,
         ..edge::EdgeConfig::default()
     }
 }

@@ -57,6 +57,7 @@ struct FileSettings {
     edge_body_budget_bytes: Option<u64>,
     edge_tenant_body_budget_bytes: Option<u64>,
     edge_body_budget_wait_ms: Option<u64>,
+    edge_max_consumer_lag: Option<u64>,
 }
 
 impl FileSettings {
@@ -101,6 +102,7 @@ impl FileSettings {
                     self.edge_tenant_body_budget_bytes,
                 ),
                 ("edge_body_budget_wait_ms", self.edge_body_budget_wait_ms),
+                ("edge_max_consumer_lag", self.edge_max_consumer_lag),
             ],
         }
     }
@@ -859,7 +861,7 @@ mod tests {
             .into_iter()
             .chain(crate::operations::edge_keys())
             .collect();
-        assert_eq!(keys.len(), 13);
+        assert_eq!(keys.len(), 14);
         for key in keys {
             let flag = key.replace('_', "-");
             let argument = up

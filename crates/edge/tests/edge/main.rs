@@ -2,6 +2,7 @@
 //! its bad-input refusals, duplicates, masking and rate limits, the spans one batch can be
 //! followed by, and the limits that keep idle and slow clients from exhausting the edge.
 
+mod backpressure;
 mod client;
 mod ingest;
 mod limits;

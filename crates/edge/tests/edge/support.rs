@@ -31,7 +31,12 @@ impl TestEdge {
         Self::start_with(EdgeConfig::default()).await
     }
 
-    pub async fn start_with(mut config: EdgeConfig) -> Self {
+    pub async fn start_with(config: EdgeConfig) -> Self {
+        Self::start_watching(config, &[]).await
+    }
+
+    /// An edge with backpressure on: the lag of `groups` is looked at every 100 ms.
+    pub async fn start_watching(mut config: EdgeConfig, groups: &[&str]) -> Self {
         let test_database = TestDatabase::new().await;
         let database = test_database.connect().await;
         let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
@@ -47,6 +52,15 @@ impl TestEdge {
         )
         .await
         .expect("bind the edge");
+        let edge = if groups.is_empty() {
+            edge
+        } else {
+            edge.watch_lag(bus::lag::LagWatch::spawn(
+                bus.clone(),
+                groups.iter().map(|group| (*group).to_owned()).collect(),
+                Duration::from_millis(100),
+            ))
+        };
         let addr = edge.local_addr().unwrap();
         let ca_pem = edge.ca_certificate_pem().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
