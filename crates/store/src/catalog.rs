@@ -176,8 +176,15 @@ pub const TENANT_TABLES: &[TableAccess] = &[
 
 /// Indexes on tenant tables that deliberately do not start with `tenant_id`, each with its
 /// reason. A verified email domain routes SSO sign-in to exactly one workspace, so "verified at
-/// most once" is a global fact the database must enforce across tenants (migration 0014).
-pub const GLOBAL_INDEXES: &[&str] = &["control.sso_domains_verified_once"];
+/// most once" is a global fact the database must enforce across tenants (migration 0014). The
+/// global aggregator (its own role, the only cross-tenant reader of metrics) recomputes "this
+/// key at this minute or hour, every tenant", which an index led by the tenant cannot serve
+/// (migration 0033).
+pub const GLOBAL_INDEXES: &[&str] = &[
+    "control.sso_domains_verified_once",
+    "analytics.metrics_min_rollup_idx",
+    "analytics.metrics_hour_rollup_idx",
+];
 
 /// The schemas the platform owns.
 pub const PLATFORM_SCHEMAS: &[&str] = &[

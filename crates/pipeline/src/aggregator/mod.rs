@@ -1,9 +1,12 @@
-//! The global aggregator: a scheduled job over `analytics.metrics_min`, not a bus consumer. The
-//! materializer queues every (metric key, minute) whose `metrics_min` changed; each round takes
-//! queued pairs and recomputes their minute and hour rollups from `metrics_min` across tenants,
-//! for allowlisted keys only, broken down by plan, industry and region. Recomputing (rather than
-//! adding deltas) makes late readings, duplicates, rebuilds and allowlist changes all correct
-//! the affected buckets. docs/materializer.md.
+//! The global aggregator: a scheduled job over the tenants' metric rollups, not a bus consumer.
+//! The materializer queues every (metric key, minute) whose `metrics_min` changed, in the
+//! transaction that changes it; each round takes queued pairs and recomputes just those minutes
+//! (from `metrics_min`) and their hours (from `metrics_hour`) across tenants, through indexes
+//! leading on (key, bucket), for allowlisted keys only, broken down by plan, industry and region.
+//! Work is proportional to what changed, never to the tables' size. Recomputing a changed bucket
+//! (rather than adding a delta to it) keeps it exact whatever happened: late readings, duplicates,
+//! rebuilds, allowlist changes, and the distinct tenant count a delta cannot carry.
+//! docs/materializer.md.
 
 use std::future::Future;
 use std::time::Duration;

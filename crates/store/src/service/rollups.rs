@@ -91,8 +91,11 @@ pub async fn aggregate_round(database: &ServiceDb, limit: i64) -> Result<RoundOu
     Ok(outcome)
 }
 
-/// Recomputes the minutes and hours of `($1 keys, $2 minutes)` for allowlisted keys. Sums are
-/// taken in a fixed order, so a recomputation gives the same bits.
+/// Recomputes the minutes and hours of `($1 keys, $2 minutes)` for allowlisted keys: a minute
+/// from `metrics_min`, an hour from `metrics_hour` (the materializer keeps each tenant's hour
+/// exactly the sum of its minutes, in the transaction that writes them), each read through an
+/// index leading on (key, bucket) (migration 0033), so a round costs what it recomputes. Sums
+/// are taken in a fixed order, so a recomputation gives the same bits.
 const RECOMPUTE: [&str; 4] = [
     "delete from global_analytics.rollup_min r \
      using unnest($1::text[], $2::timestamptz[]) as t(key, minute) \
@@ -112,21 +115,20 @@ const RECOMPUTE: [&str; 4] = [
      group by m.minute, m.metric_key, d.plan, d.industry, d.region",
     "delete from global_analytics.rollup_hr r \
      using unnest($1::text[], $2::timestamptz[]) as t(key, minute) \
-     where r.key = t.key and r.bucket = date_trunc('hour', t.minute) \
+     where r.key = t.key and r.bucket = date_trunc('hour', t.minute, 'UTC') \
        and exists (select 1 from control.global_rollup_key_allowlist a \
                    where a.key = t.key and a.retired_at is null)",
     "insert into global_analytics.rollup_hr (bucket, key, plan, industry, region, value_sum, \
          value_count, tenant_count) \
-     select t.hour, m.metric_key, d.plan, d.industry, d.region, \
-            sum(m.value_sum order by m.tenant_id, m.entity_kind, m.entity_id, m.minute), \
-            sum(m.value_count), count(distinct m.tenant_id) \
-     from (select distinct key, date_trunc('hour', minute) as hour \
+     select t.hour, h.metric_key, d.plan, d.industry, d.region, \
+            sum(h.value_sum order by h.tenant_id, h.entity_kind, h.entity_id), \
+            sum(h.value_count), count(distinct h.tenant_id) \
+     from (select distinct key, date_trunc('hour', minute, 'UTC') as hour \
            from unnest($1::text[], $2::timestamptz[]) as t(key, minute)) t \
      join control.global_rollup_key_allowlist a on a.key = t.key and a.retired_at is null \
-     join analytics.metrics_min m on m.metric_key = t.key and m.minute >= t.hour \
-          and m.minute < t.hour + interval '1 hour' \
-     join control.dim_tenant d on d.tenant_id = m.tenant_id \
-     group by t.hour, m.metric_key, d.plan, d.industry, d.region",
+     join analytics.metrics_hour h on h.metric_key = t.key and h.hour = t.hour \
+     join control.dim_tenant d on d.tenant_id = h.tenant_id \
+     group by t.hour, h.metric_key, d.plan, d.industry, d.region",
 ];
 
 /// How many (key, minute) pairs wait for the aggregator.
