@@ -4,6 +4,7 @@
 //! Every layer above (store, edge, pipeline, web) consults [`Role::allows`] instead of keeping a
 //! list of its own, so the role model lives in exactly one place.
 
+pub mod alerting;
 pub mod backoff;
 mod event;
 mod ids;
