@@ -171,17 +171,7 @@ impl crate::Bus for NatsBus {
     ) -> Result<NatsConsumer, BusError> {
         check_group(group)?;
         let partitions = select_partitions(partitions, self.shared.partitions)?;
-        let stream = self
-            .shared
-            .jetstream
-            .get_stream(&self.shared.config.stream)
-            .await
-            .map_err(|error| BusError::nats("stream lookup", true, error))?;
-        let existing: Vec<String> = stream
-            .consumer_names()
-            .try_collect()
-            .await
-            .map_err(|error| BusError::nats("consumer list", true, error))?;
+        let (stream, existing) = self.stream_and_consumers().await?;
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let mut readers = JoinSet::new();
         for partition in partitions {
@@ -205,17 +195,7 @@ impl crate::Bus for NatsBus {
     }
 
     async fn lag(&self, groups: &[&str]) -> Result<Vec<PartitionLag>, BusError> {
-        let stream = self
-            .shared
-            .jetstream
-            .get_stream(&self.shared.config.stream)
-            .await
-            .map_err(|error| BusError::nats("stream lookup", true, error))?;
-        let existing: Vec<String> = stream
-            .consumer_names()
-            .try_collect()
-            .await
-            .map_err(|error| BusError::nats("consumer list", true, error))?;
+        let (stream, existing) = self.stream_and_consumers().await?;
         let mut lags = Vec::new();
         for group in groups {
             for partition in 0..self.shared.partitions {
@@ -261,6 +241,22 @@ fn generations<'a>(existing: &'a [String], group: &str, partition: u32) -> Vec<(
 }
 
 impl NatsBus {
+    /// The stream and the names of its durable consumers.
+    async fn stream_and_consumers(&self) -> Result<(stream::Stream, Vec<String>), BusError> {
+        let stream = self
+            .shared
+            .jetstream
+            .get_stream(&self.shared.config.stream)
+            .await
+            .map_err(|error| BusError::nats("stream lookup", true, error))?;
+        let existing: Vec<String> = stream
+            .consumer_names()
+            .try_collect()
+            .await
+            .map_err(|error| BusError::nats("consumer list", true, error))?;
+        Ok((stream, existing))
+    }
+
     /// Publishes `messages` and waits for every acknowledgement: [`crate::Bus::publish`]
     /// without its span.
     async fn publish_all(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
