@@ -116,6 +116,48 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: &[ManageWorkspace],
         delete: &[ManageWorkspace],
     },
+    TableAccess {
+        table: "control.alert_rules",
+        select: &[ViewDashboards],
+        insert: &[ManageAlertRules],
+        update: &[ManageAlertRules],
+        delete: &[ManageAlertRules],
+    },
+    TableAccess {
+        table: "control.alert_channels",
+        select: &[ViewDashboards],
+        insert: &[ManageAlertRules],
+        update: &[ManageAlertRules],
+        delete: &[ManageAlertRules],
+    },
+    TableAccess {
+        table: "control.alert_states",
+        select: &[ViewDashboards],
+        insert: NOBODY,
+        update: &[AcknowledgeAlerts],
+        delete: NOBODY,
+    },
+    TableAccess {
+        table: "control.alert_events",
+        select: &[ViewDashboards],
+        insert: &[AcknowledgeAlerts],
+        update: NOBODY,
+        delete: NOBODY,
+    },
+    TableAccess {
+        table: "control.alert_silences",
+        select: &[ViewDashboards],
+        insert: &[AcknowledgeAlerts],
+        update: &[AcknowledgeAlerts],
+        delete: NOBODY,
+    },
+    TableAccess {
+        table: "pipeline.alert_outbox",
+        select: &[AcknowledgeAlerts],
+        insert: &[ManageAlertRules],
+        update: NOBODY,
+        delete: NOBODY,
+    },
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),
@@ -179,11 +221,15 @@ pub const TENANT_TABLES: &[TableAccess] = &[
 /// most once" is a global fact the database must enforce across tenants (migration 0014). The
 /// global aggregator (its own role, the only cross-tenant reader of metrics) recomputes "this
 /// key at this minute or hour, every tenant", which an index led by the tenant cannot serve
-/// (migration 0033).
+/// (migration 0033). The alert evaluator and deliverer, on the service handle, take the rules and
+/// notifications due next across tenants (migration 0034).
 pub const GLOBAL_INDEXES: &[&str] = &[
     "control.sso_domains_verified_once",
     "analytics.metrics_min_rollup_idx",
     "analytics.metrics_hour_rollup_idx",
+    // The alert evaluator and deliverer take what is due across tenants (migration 0034).
+    "control.alert_rules_due_idx",
+    "pipeline.alert_outbox_due_idx",
 ];
 
 /// The schemas the platform owns.

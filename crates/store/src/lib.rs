@@ -13,6 +13,7 @@
 //! never adds `where tenant_id = ...` as its only line of defence.
 
 pub mod accounts;
+pub mod alerts;
 pub mod analytics;
 pub mod api_tokens;
 pub mod audit;

@@ -79,6 +79,11 @@ pub enum Scope {
         tenant: Option<TenantId>,
         actor: Actor,
     },
+    /// A platform job reading one tenant's data on the tenant's behalf (the alert evaluator),
+    /// as `tributary_tenant_operator`: the least role that sees everything such a job reads
+    /// (read models, sources, dead letters), under the tenant's row-level security like any
+    /// member. Jobs only read through it.
+    Job { tenant: TenantId, job: &'static str },
     /// The platform's control plane: sign-up, sign-in and the operator CLI. It creates tenants,
     /// accounts and memberships; tenant rows still only for the tenant set here.
     Control {
@@ -90,7 +95,9 @@ pub enum Scope {
 impl Scope {
     fn tenant(&self) -> Option<TenantId> {
         match self {
-            Scope::Member { tenant, .. } | Scope::ApiToken { tenant, .. } => Some(*tenant),
+            Scope::Member { tenant, .. }
+            | Scope::ApiToken { tenant, .. }
+            | Scope::Job { tenant, .. } => Some(*tenant),
             Scope::InternalOps { tenant, .. } | Scope::Control { tenant, .. } => *tenant,
         }
     }
@@ -99,6 +106,7 @@ impl Scope {
         match self {
             Scope::Member { user, .. } => Actor::User(*user),
             Scope::ApiToken { token, .. } => Actor::ApiToken(*token),
+            Scope::Job { job, .. } => Actor::System(job),
             Scope::InternalOps { actor, .. } | Scope::Control { actor, .. } => actor.clone(),
         }
     }
@@ -119,6 +127,7 @@ impl Scope {
                     ));
                 }
             },
+            Scope::Job { .. } => "tributary_tenant_operator",
             Scope::InternalOps { .. } => "tributary_internal_ops",
             Scope::Control { .. } => "tributary_control",
         })
@@ -205,6 +214,14 @@ impl TenantTx {
 
     pub fn actor(&self) -> &Actor {
         &self.actor
+    }
+
+    /// The person acting, when a person is (a member, not a token or a job).
+    pub fn actor_user(&self) -> Option<UserId> {
+        match self.actor {
+            Actor::User(user) => Some(user),
+            _ => None,
+        }
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {

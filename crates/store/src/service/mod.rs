@@ -7,6 +7,7 @@
 //! a `&ServiceDb`; the modules outside it reach the database only through [`crate::TenantTx`] or
 //! an [`crate::AppDb`].
 
+pub mod alerts;
 pub mod audit;
 pub mod bench_support;
 pub mod bronze;

@@ -150,6 +150,50 @@ const EXERCISES: &[Exercise] = &[
         update_column: "name",
         seed: true,
     },
+    // The alert tables: a rule and a channel whose id is the tenant's seeded source id exist
+    // for each tenant (`arrange`), so rows that reference one use `s`.
+    Exercise {
+        table: "control.alert_rules",
+        insert: "insert into control.alert_rules (tenant_id, rule_id, name, kind, condition) \
+                 select t, k, 'Rule ' || k, 'pipeline', 'slot_at_risk' from p",
+        update_column: "name",
+        seed: true,
+    },
+    Exercise {
+        table: "control.alert_channels",
+        insert: "insert into control.alert_channels (tenant_id, channel_id, name, kind, target) \
+                 select t, k, 'Channel ' || k, 'email', 'ops@example.com' from p",
+        update_column: "name",
+        seed: true,
+    },
+    Exercise {
+        table: "control.alert_states",
+        insert: "insert into control.alert_states (tenant_id, rule_id, series, phase, since) \
+                 select t, s, 'device:' || k, 'firing', now() from p",
+        update_column: "acked_at",
+        seed: true,
+    },
+    Exercise {
+        table: "control.alert_events",
+        insert: "insert into control.alert_events (tenant_id, rule_id, series, kind) \
+                 select t, s, '', 'acked' from p",
+        update_column: "detail",
+        seed: true,
+    },
+    Exercise {
+        table: "control.alert_silences",
+        insert: "insert into control.alert_silences (tenant_id, silence_id, rule_id, ends_at, \
+                 reason) select t, k, s, now() + interval '1 hour', 'maintenance' from p",
+        update_column: "ended_at",
+        seed: true,
+    },
+    Exercise {
+        table: "pipeline.alert_outbox",
+        insert: "insert into pipeline.alert_outbox (tenant_id, notification_id, channel_id, \
+                 notice, payload) select t, k, s, 'test', '{}'::jsonb from p",
+        update_column: "attempts",
+        seed: true,
+    },
     Exercise {
         table: "bronze.cdc_events",
         insert: "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
@@ -391,6 +435,25 @@ async fn arrange(test_database: &TestDatabase, database: &Database) -> (Fixture,
         sqlx::query(
             "insert into control.sources (tenant_id, source_id, name, kind) \
              values ($1, $2, 'seeded', 'postgres')",
+        )
+        .bind(tenant.as_uuid())
+        .bind(source)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        // The rule and the channel the alert exercises' rows refer to, by the source's id.
+        sqlx::query(
+            "insert into control.alert_rules (tenant_id, rule_id, name, kind, condition) \
+             values ($1, $2, 'seeded', 'pipeline', 'slot_at_risk')",
+        )
+        .bind(tenant.as_uuid())
+        .bind(source)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::query(
+            "insert into control.alert_channels (tenant_id, channel_id, name, kind, target) \
+             values ($1, $2, 'seeded', 'email', 'ops@example.com')",
         )
         .bind(tenant.as_uuid())
         .bind(source)

@@ -1,0 +1,440 @@
+//! The alert evaluator's and deliverer's side of the alert tables (service handle).
+//!
+//! **Evaluating.** [`claim_due`] opens a transaction that locks the enabled rules due at `now`
+//! (`for update skip locked`), so a second evaluator takes other rules, never the same ones; the
+//! evaluator reads each rule's data through the read layer in tenant transactions of its own,
+//! then [`Round::record`]s each series' step and [`Round::notify`]s, and [`Round::commit`]s the
+//! states, timeline, outbox rows and the rules' next evaluation together. A notice is decided
+//! exactly once: two evaluators never both decide it.
+//!
+//! **Delivering.** [`claim_deliveries`] leases due outbox rows (`for update skip locked`, then
+//! a lease in `next_attempt_at`), so two deliverers never send one row at once; a deliverer
+//! that dies mid-send leaves the row to be sent again when its lease ends (delivery is
+//! at-least-once; receivers dedupe on the notification id every delivery carries).
+
+use domain::TenantId;
+use domain::alerting::{Notice, SeriesState, Step};
+use sqlx::{Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::alerts::{RULE_COLUMNS, RuleInput, rule_input};
+use crate::{ServiceDb, StoreError};
+
+/// A rule due for evaluation.
+#[derive(Debug, Clone)]
+pub struct DueRule {
+    pub tenant: TenantId,
+    pub id: Uuid,
+    pub input: RuleInput,
+}
+
+/// A series' stored state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSeries {
+    pub series: String,
+    pub state: SeriesState,
+}
+
+/// An evaluation round: the due rules, locked until [`Round::commit`].
+#[derive(Debug)]
+pub struct Round {
+    tx: Transaction<'static, Postgres>,
+    pub rules: Vec<DueRule>,
+}
+
+/// Locks and returns up to `limit` enabled rules due at `now`, oldest due first.
+pub async fn claim_due(
+    database: &ServiceDb,
+    now: OffsetDateTime,
+    limit: i64,
+) -> Result<Round, StoreError> {
+    let mut tx = database.pool().begin().await?;
+    let statement = format!(
+        "select {RULE_COLUMNS}, r.tenant_id from control.alert_rules r \
+         where r.enabled and r.next_evaluation_at <= $1 \
+         order by r.next_evaluation_at limit $2 for update skip locked"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut rules = Vec::with_capacity(rows.len());
+    for row in rows {
+        use sqlx::Row;
+        let base = crate::alerts::rule_row(&row)?;
+        let tenant: Uuid = row.try_get(25)?;
+        rules.push(DueRule {
+            tenant: TenantId::from(tenant),
+            id: base.0,
+            input: rule_input(&base)?,
+        });
+    }
+    Ok(Round { tx, rules })
+}
+
+/// What one notification says, for its outbox row.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub notice: Notice,
+    pub payload: serde_json::Value,
+}
+
+impl Round {
+    /// The stored series of `rule`.
+    pub async fn series(&mut self, rule: &DueRule) -> Result<Vec<StoredSeries>, StoreError> {
+        let rows: Vec<(String, serde_json::Value, bool)> = sqlx::query_as(
+            "select series, machine, acked_at is not null from control.alert_states \
+             where tenant_id = $1 and rule_id = $2 order by series",
+        )
+        .bind(rule.tenant.as_uuid())
+        .bind(rule.id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(series, machine, acked)| {
+                // A state this version cannot read starts over (ok), rather than failing the
+                // rule.
+                let mut state: SeriesState = serde_json::from_value(machine).unwrap_or_default();
+                // Someone acknowledged it since the last evaluation (crate::alerts::acknowledge).
+                state.acked |= acked;
+                StoredSeries { series, state }
+            })
+            .collect())
+    }
+
+    /// Whether a silence covers `rule` at `now` (of the rule, or of one of its labels).
+    pub async fn silenced(
+        &mut self,
+        rule: &DueRule,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let labels = serde_json::to_value(&rule.input.labels).unwrap_or_default();
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from control.alert_silences x \
+             where x.tenant_id = $1 and x.ended_at is null and x.starts_at <= $3 \
+               and x.ends_at > $3 \
+               and (x.rule_id = $2 or $4::jsonb ->> x.label_key = x.label_value))",
+        )
+        .bind(rule.tenant.as_uuid())
+        .bind(rule.id)
+        .bind(now)
+        .bind(labels)
+        .fetch_one(&mut *self.tx)
+        .await?)
+    }
+
+    /// Stores one series' step at `now`, with its value, and puts its phase changes, flapping
+    /// changes and notice on the timeline.
+    pub async fn record(
+        &mut self,
+        rule: &DueRule,
+        series: &str,
+        step: &Step,
+        value: Option<f64>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let since =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(step.state.since_ms) * 1_000_000)
+                .unwrap_or(now);
+        let machine = serde_json::to_value(&step.state)
+            .map_err(|_| StoreError::Invalid("an alert state".into()))?;
+        // A series that resolves keeps no acknowledgement.
+        sqlx::query(
+            "insert into control.alert_states (tenant_id, rule_id, series, phase, since, \
+             flapping, machine, last_value, evaluated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             on conflict (tenant_id, rule_id, series) do update set phase = excluded.phase, \
+               since = excluded.since, flapping = excluded.flapping, machine = excluded.machine, \
+               last_value = excluded.last_value, evaluated_at = excluded.evaluated_at, \
+               acked_by = case when excluded.phase = 'firing' then alert_states.acked_by end, \
+               acked_at = case when excluded.phase = 'firing' then alert_states.acked_at end",
+        )
+        .bind(rule.tenant.as_uuid())
+        .bind(rule.id)
+        .bind(series)
+        .bind(step.state.phase.as_str())
+        .bind(since)
+        .bind(step.state.flapping)
+        .bind(machine)
+        .bind(value)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        let mut events: Vec<(&str, String)> = Vec::new();
+        if let Some((from, to)) = step.transition {
+            let kind = match (from, to) {
+                (domain::alerting::Phase::Firing, _) => "resolved",
+                (_, domain::alerting::Phase::Firing) => "firing",
+                (_, domain::alerting::Phase::Pending) => "pending",
+                _ => "ok",
+            };
+            events.push((kind, String::new()));
+        }
+        match step.flapping_changed {
+            Some(true) => events.push((
+                "flapping",
+                "notices held until it stops flipping".to_owned(),
+            )),
+            Some(false) => events.push(("settled", String::new())),
+            None => {}
+        }
+        if let Some(notice) = step.notice {
+            events.push(("notified", notice.as_str().to_owned()));
+        }
+        for (kind, detail) in events {
+            sqlx::query(
+                "insert into control.alert_events (tenant_id, rule_id, series, at, kind, value, \
+                 detail) values ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(rule.tenant.as_uuid())
+            .bind(rule.id)
+            .bind(series)
+            .bind(now)
+            .bind(kind)
+            .bind(value)
+            .bind(detail)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the series of `rule` not in `keep` (a group that left the data, a source that
+    /// was deleted), unless they are firing or pending.
+    pub async fn forget_others(
+        &mut self,
+        rule: &DueRule,
+        keep: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "delete from control.alert_states where tenant_id = $1 and rule_id = $2 \
+             and phase = 'ok' and not (series = any($3))",
+        )
+        .bind(rule.tenant.as_uuid())
+        .bind(rule.id)
+        .bind(keep)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues one notification of `rule` to each of its channels that still exists.
+    pub async fn notify(
+        &mut self,
+        rule: &DueRule,
+        notification: &Notification,
+    ) -> Result<u64, StoreError> {
+        let queued = sqlx::query(
+            "insert into pipeline.alert_outbox (tenant_id, rule_id, channel_id, notice, payload) \
+             select $1, $2, c.channel_id, $3, $4 from control.alert_channels c \
+             where c.tenant_id = $1 and c.channel_id = any($5)",
+        )
+        .bind(rule.tenant.as_uuid())
+        .bind(rule.id)
+        .bind(notification.notice.as_str())
+        .bind(&notification.payload)
+        .bind(&rule.input.channels)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        Ok(queued)
+    }
+
+    /// Sets when `rule` is next due.
+    pub async fn reschedule(
+        &mut self,
+        rule: &DueRule,
+        next: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "update control.alert_rules set next_evaluation_at = $3 \
+             where tenant_id = $1 and rule_id = $2",
+        )
+        .bind(rule.tenant.as_uuid())
+        .bind(rule.id)
+        .bind(next)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A notification leased for delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub tenant: TenantId,
+    pub id: Uuid,
+    pub rule: Option<Uuid>,
+    pub notice: String,
+    pub payload: serde_json::Value,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub channel: Uuid,
+    pub channel_name: String,
+    pub kind: String,
+    pub target: String,
+    /// The webhook secret, sealed (ciphertext, nonce), bound to the channel id.
+    pub sealed_secret: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Leases up to `limit` notifications due at `now` for `lease`: none is handed to two
+/// deliverers at once.
+pub async fn claim_deliveries(
+    database: &ServiceDb,
+    now: OffsetDateTime,
+    lease: time::Duration,
+    limit: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    type Row = (
+        Uuid,
+        Uuid,
+        Option<Uuid>,
+        String,
+        serde_json::Value,
+        i32,
+        Uuid,
+        String,
+        String,
+        String,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "with due as ( \
+             select tenant_id, notification_id from pipeline.alert_outbox \
+             where delivered_at is null and failed_at is null and next_attempt_at <= $1 \
+             order by next_attempt_at limit $3 for update skip locked), \
+         leased as ( \
+             update pipeline.alert_outbox o set attempts = o.attempts + 1, \
+                 next_attempt_at = $1 + $2 \
+             from due where o.tenant_id = due.tenant_id \
+               and o.notification_id = due.notification_id \
+             returning o.*) \
+         select l.tenant_id, l.notification_id, l.rule_id, l.notice, l.payload, l.attempts, \
+                c.channel_id, c.name, c.kind, c.target, c.secret_ciphertext, c.secret_nonce \
+         from leased l join control.alert_channels c \
+           on c.tenant_id = l.tenant_id and c.channel_id = l.channel_id \
+         order by l.created_at",
+    )
+    .bind(now)
+    .bind(lease)
+    .bind(limit)
+    .fetch_all(database.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Delivery {
+            tenant: TenantId::from(row.0),
+            id: row.1,
+            rule: row.2,
+            notice: row.3,
+            payload: row.4,
+            attempts: row.5,
+            channel: row.6,
+            channel_name: row.7,
+            kind: row.8,
+            target: row.9,
+            sealed_secret: row.10.zip(row.11),
+        })
+        .collect())
+}
+
+/// Records a delivery's outcome: delivered; or failed with `error` (no customer value, no
+/// secret), to be tried again at `retry_at` or, without one, given up. The channel shows its
+/// last delivery or error; a rule's timeline gets the result.
+pub async fn finish_delivery(
+    database: &ServiceDb,
+    delivery: &Delivery,
+    outcome: Result<(), &str>,
+    retry_at: Option<OffsetDateTime>,
+) -> Result<(), StoreError> {
+    let mut tx = database.pool().begin().await?;
+    let error = outcome.err().map(|error| cut(error, 500));
+    match &error {
+        None => {
+            sqlx::query(
+                "update pipeline.alert_outbox set delivered_at = now(), last_error = null \
+                 where tenant_id = $1 and notification_id = $2",
+            )
+            .bind(delivery.tenant.as_uuid())
+            .bind(delivery.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update control.alert_channels set last_delivered_at = now() \
+                 where tenant_id = $1 and channel_id = $2",
+            )
+            .bind(delivery.tenant.as_uuid())
+            .bind(delivery.channel)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(error) => {
+            sqlx::query(
+                "update pipeline.alert_outbox set last_error = $3, \
+                 next_attempt_at = coalesce($4, next_attempt_at), \
+                 failed_at = case when $4::timestamptz is null then now() end \
+                 where tenant_id = $1 and notification_id = $2",
+            )
+            .bind(delivery.tenant.as_uuid())
+            .bind(delivery.id)
+            .bind(error)
+            .bind(retry_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "update control.alert_channels set last_error = $3, last_error_at = now() \
+                 where tenant_id = $1 and channel_id = $2",
+            )
+            .bind(delivery.tenant.as_uuid())
+            .bind(delivery.channel)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if let Some(rule) = delivery.rule {
+        let series = delivery.payload["alerts"][0]["series"]
+            .as_str()
+            .unwrap_or_default();
+        let (kind, detail) = match &error {
+            None => (
+                "delivered",
+                format!("{} to {}", delivery.notice, delivery.channel_name),
+            ),
+            Some(error) => (
+                "delivery_failed",
+                format!(
+                    "{} to {} (attempt {}): {error}",
+                    delivery.notice, delivery.channel_name, delivery.attempts
+                ),
+            ),
+        };
+        sqlx::query(
+            "insert into control.alert_events (tenant_id, rule_id, series, kind, detail) \
+             select $1, $2, $3, $4, $5 \
+             where exists (select 1 from control.alert_rules where tenant_id = $1 and rule_id = $2)",
+        )
+        .bind(delivery.tenant.as_uuid())
+        .bind(rule)
+        .bind(series)
+        .bind(kind)
+        .bind(cut(&detail, 1_000))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn cut(text: &str, chars: usize) -> String {
+    text.chars().take(chars).collect()
+}
