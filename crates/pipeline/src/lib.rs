@@ -3,6 +3,7 @@
 //! its effects are durable.
 
 pub mod aggregator;
+pub mod alerts;
 pub mod bronze;
 pub mod materializer;
 pub mod replay;

@@ -1,6 +1,7 @@
 //! The pipeline's consumers against a real database and the embedded bus.
 
 mod aggregator;
+mod alerts;
 mod bronze_writer;
 mod convergence;
 mod drift;
