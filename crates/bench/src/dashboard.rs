@@ -398,6 +398,7 @@ async fn serve(
         ),
         mail: None,
         live: web::LiveStreams::default(),
+        alert_secrets: web::alerting::channel_secrets(&secret),
         trusted_proxies: web::client_addr::TrustedProxies::none(),
         agents: web::agent_setup::AgentEndpoint {
             edge_url: "https://edge.example.test:8443".to_owned(),

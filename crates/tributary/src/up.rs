@@ -54,6 +54,22 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         Duration::from_secs(2),
         ingestion::stopped(shutdown_rx.clone()),
     ));
+    let outbound = outbound(&settings);
+    let evaluator = tokio::spawn(pipeline::alerts::run(
+        database.clone(),
+        pipeline::alerts::EvaluatorConfig::default(),
+        ingestion::stopped(shutdown_rx.clone()),
+    ));
+    let deliverer = tokio::spawn(web::alerting::run(
+        web::alerting::Deliverer::new(
+            database.service.clone(),
+            outbound.clone(),
+            mail.clone(),
+            &settings.master_secret()?,
+        ),
+        Duration::from_secs(2),
+        ingestion::stopped(shutdown_rx.clone()),
+    ));
     let scheduler = tokio::spawn(scheduler(
         database.clone(),
         bus.clone(),
@@ -71,13 +87,10 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             database: database.app.clone(),
             metrics: crate::operations::web_metrics(&settings.operations, metrics)?,
             min_cohort: settings.rollup_min_cohort,
-            sso: web::sso::Sso::new(
-                &settings.master_secret()?,
-                outbound(&settings),
-                settings.dns_resolver,
-            ),
+            sso: web::sso::Sso::new(&settings.master_secret()?, outbound, settings.dns_resolver),
             mail,
             live: web::LiveStreams::default(),
+            alert_secrets: web::alerting::channel_secrets(&settings.master_secret()?),
             trusted_proxies: settings.trusted_proxies.clone(),
             agents: web::agent_setup::AgentEndpoint {
                 edge_url: crate::edge_url::published(&settings),
@@ -209,6 +222,8 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         tracing::warn!("a replay was still running at shutdown; it will be taken up again");
     }
     let _ = scheduler.await;
+    let _ = evaluator.await;
+    let _ = deliverer.await;
     connected.close().await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 //! request of the HTML app passes the anti-forgery guard ([`csrf`]).
 
 pub mod agent_setup;
+pub mod alerting;
 mod api;
 mod app;
 mod assets;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub trusted_proxies: client_addr::TrustedProxies,
     /// Where agents connect: the connector wizard prints it.
     pub agents: agent_setup::AgentEndpoint,
+    /// Seals alert webhooks' signing secrets ([`alerting::channel_secrets`]).
+    pub alert_secrets: Arc<store::secret_box::SecretBox>,
 }
 
 /// The whole HTTP application.

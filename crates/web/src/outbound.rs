@@ -1,6 +1,6 @@
 //! The platform's one outbound HTTP client: every request to an address a tenant or an admin
-//! chose goes through it — OpenID Connect discovery, keys and token endpoints today, alert
-//! webhooks and report delivery later. Nothing else in the platform opens an HTTP connection to
+//! chose goes through it — OpenID Connect discovery, keys and token endpoints, alert webhooks
+//! ([`crate::alerting`]), and report delivery later. Nothing else in the platform opens an HTTP connection to
 //! such an address (PRODUCT.md decision 9, docs/security.md).
 //!
 //! Whoever chooses the URL must not turn the server into a way into the platform's own network

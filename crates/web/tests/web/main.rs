@@ -2,6 +2,7 @@
 //! public site, sign-up and sign-in, the app's route × role × tenant matrix, and the JSON API as
 //! every role of two tenants.
 
+mod alerts;
 mod api;
 mod app_matrix;
 mod auth;
@@ -82,6 +83,9 @@ pub fn state(
         ),
         mail,
         live: web::LiveStreams::default(),
+        alert_secrets: web::alerting::channel_secrets(&secrecy::SecretString::from(
+            TEST_MASTER_SECRET.to_owned(),
+        )),
         trusted_proxies: web::client_addr::TrustedProxies::none(),
         agents: web::agent_setup::AgentEndpoint {
             edge_url: "https://edge.example.test:8443".to_owned(),
