@@ -14,6 +14,7 @@ use self::registry::Routes;
 use crate::AppState;
 
 mod account;
+mod alerts;
 mod analytics;
 mod caller;
 mod conformance;
@@ -39,6 +40,7 @@ fn register() -> Routes {
     let routes = connectors::register(routes);
     let routes = masking::register(mappings::register(routes));
     let routes = workspace::register(members::register(account::register(routes)));
+    let routes = alerts::register(routes);
     sso::register(ops::register(drift::register(routes)))
 }
 

@@ -1129,6 +1129,169 @@ pub const OPERATIONS: &[Operation] = &[
             (200, Some("RollupCells")),
         )
     },
+    op(
+        "get",
+        "/api/v1/alert-rules",
+        "The workspace's alert rules, firing first, then pending, then by name, each with the \
+         worst phase of its series and whether a silence covers it",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("AlertRules")),
+    ),
+    Operation {
+        request: Some("AlertRuleInput"),
+        failures: &[(
+            409,
+            "a rule of that name exists (`already_exists`), or a channel or source named is not the workspace's or a channel is named twice (`invalid_rule`, `details.parameter`)",
+        )],
+        links: &[Link {
+            name: "Rule",
+            method: "get",
+            path: "/api/v1/alert-rules/{rule}",
+            parameters: &[("rule", "$response.body#/id")],
+        }],
+        ..op(
+            "post",
+            "/api/v1/alert-rules",
+            "Create an alert rule on a metric key or on the pipeline's health; evaluated from its \
+             next round (audited)",
+            Access::Tenant(P::ManageAlertRules),
+            (201, Some("AlertRule")),
+        )
+    },
+    Operation {
+        failures: &[(404, "the workspace has no rule of this id (`not_found`)")],
+        ..op(
+            "get",
+            "/api/v1/alert-rules/{rule}",
+            "A rule, the state of each of its series and its timeline (the last 200 entries: \
+             phase changes, acknowledgements, silences, notices and their deliveries)",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("AlertRuleDetail")),
+        )
+    },
+    Operation {
+        request: Some("AlertRuleInput"),
+        failures: &[
+            (404, "the workspace has no rule of this id (`not_found`)"),
+            (
+                409,
+                "another rule has that name (`already_exists`), or a channel or source named is not the workspace's or a channel is named twice (`invalid_rule`, `details.parameter`)",
+            ),
+        ],
+        ..op(
+            "put",
+            "/api/v1/alert-rules/{rule}",
+            "Replace a rule; its series keep their state and it is evaluated again at once \
+             (audited)",
+            Access::Tenant(P::ManageAlertRules),
+            (200, Some("AlertRule")),
+        )
+    },
+    Operation {
+        failures: &[(404, "the workspace has no rule of this id (`not_found`)")],
+        ..op(
+            "delete",
+            "/api/v1/alert-rules/{rule}",
+            "Delete a rule with its states and timeline (audited)",
+            Access::Tenant(P::ManageAlertRules),
+            (204, None),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/alert-channels",
+        "The workspace's alert channels by name, with each one's last delivery and last error; \
+         the target (shortened: a Slack URL is a credential) only for roles that manage rules",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("AlertChannels")),
+    ),
+    Operation {
+        request: Some("AlertChannelInput"),
+        failures: &[(
+            409,
+            "a channel of that name exists (`already_exists`), or the target is not one of its kind (`invalid_target`)",
+        )],
+        links: &[Link {
+            name: "Test",
+            method: "post",
+            path: "/api/v1/alert-channels/{channel}/test",
+            parameters: &[("channel", "$response.body#/id")],
+        }],
+        ..op(
+            "post",
+            "/api/v1/alert-channels",
+            "Create a channel: a webhook (signed with a secret returned once, here), a \
+             Slack-compatible incoming webhook or an email address (audited)",
+            Access::Tenant(P::ManageAlertRules),
+            (201, Some("AlertChannelCreated")),
+        )
+    },
+    Operation {
+        failures: &[(404, "the workspace has no channel of this id (`not_found`)")],
+        ..op(
+            "delete",
+            "/api/v1/alert-channels/{channel}",
+            "Delete a channel and take it off every rule (audited)",
+            Access::Tenant(P::ManageAlertRules),
+            (204, None),
+        )
+    },
+    Operation {
+        failures: &[(404, "the workspace has no channel of this id (`not_found`)")],
+        ..op(
+            "post",
+            "/api/v1/alert-channels/{channel}/test",
+            "Queue a test notice to a channel; its result shows as the channel's last delivery \
+             or last error (audited)",
+            Access::Tenant(P::ManageAlertRules),
+            (202, Some("AlertTestQueued")),
+        )
+    },
+    op(
+        "get",
+        "/api/v1/alerts",
+        "The workspace's alerts (every series firing or pending: firing first, then the most \
+         severe, then the oldest) and its silences (active first, then the last past ones)",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("Alerts")),
+    ),
+    Operation {
+        request: Some("AlertAcknowledgement"),
+        failures: &[(404, "no series of this rule is firing (`not_found`)")],
+        ..op(
+            "post",
+            "/api/v1/alerts/acknowledge",
+            "Acknowledge a firing alert: no reminders until it resolves; who and when are shown \
+             (audited)",
+            Access::Tenant(P::AcknowledgeAlerts),
+            (204, None),
+        )
+    },
+    Operation {
+        request: Some("AlertSilenceInput"),
+        failures: &[(404, "the workspace has no rule of this id (`not_found`)")],
+        ..op(
+            "post",
+            "/api/v1/alerts/silences",
+            "Silence a rule, or every rule with a label's value, for a duration, with a reason: \
+             no notices while it lasts (audited)",
+            Access::Tenant(P::AcknowledgeAlerts),
+            (201, Some("AlertSilenceCreated")),
+        )
+    },
+    Operation {
+        failures: &[(
+            404,
+            "the workspace has no active silence of this id (`not_found`)",
+        )],
+        ..op(
+            "delete",
+            "/api/v1/alerts/silences/{silence}",
+            "End a silence now (audited)",
+            Access::Tenant(P::AcknowledgeAlerts),
+            (204, None),
+        )
+    },
 ];
 
 /// Text as the handlers take it: no control character anywhere, no white space at either end,
@@ -1586,12 +1749,268 @@ fn schemas() -> Value {
         request_schemas(),
         drift_schemas(),
         dead_letter_schemas(),
+        alert_schemas(),
+        alert_input_schemas(),
     ] {
         for (name, schema) in more.as_object().expect("an object") {
             schemas[name] = schema.clone();
         }
     }
     schemas
+}
+
+/// The schemas of the alerts' answers (apart from [`schemas`] only to keep each `json!` within
+/// the macro's recursion limit).
+fn alert_schemas() -> Value {
+    let object = |properties: Value, required: &[&str]| json!({ "type": "object", "properties": properties, "required": required });
+    let time = json!({ "type": "string", "format": "date-time" });
+    let optional_time = json!({ "type": ["string", "null"], "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let optional_uuid = json!({ "type": ["string", "null"], "format": "uuid" });
+    let number = json!({ "type": ["number", "null"] });
+    let severity = json!({ "enum": ["info", "warning", "critical"] });
+    let rule = json!({
+        "type": "object",
+        "properties": {
+            "id": uuid, "name": { "type": "string" }, "kind": { "enum": ["metric", "pipeline"] },
+            "severity": severity, "state": { "enum": ["ok", "pending", "firing"] },
+            "firing": { "type": "integer", "minimum": 0 }, "silenced": { "type": "boolean" },
+            "enabled": { "type": "boolean" }, "channels": { "type": "array", "items": uuid },
+            "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+            "created_at": time, "updated_at": time,
+        },
+        "required": ["id", "name", "kind", "severity", "state", "firing", "silenced", "enabled",
+                     "channels", "labels", "created_at", "updated_at"],
+    });
+    let alert = object(
+        json!({
+            "rule": uuid, "rule_name": { "type": "string" }, "severity": severity,
+            "series": { "type": "string" }, "phase": { "enum": ["ok", "pending", "firing"] },
+            "since": time, "flapping": { "type": "boolean" }, "value": number,
+            "evaluated_at": time, "acked_by": optional_uuid, "acked_at": optional_time,
+            "silenced": { "type": "boolean" },
+        }),
+        &[
+            "rule",
+            "rule_name",
+            "severity",
+            "series",
+            "phase",
+            "since",
+            "flapping",
+            "value",
+            "evaluated_at",
+            "acked_by",
+            "acked_at",
+            "silenced",
+        ],
+    );
+    let entry = object(
+        json!({
+            "at": time, "series": { "type": "string" }, "kind": { "type": "string" },
+            "value": number, "detail": { "type": "string" }, "actor": optional_uuid,
+        }),
+        &["at", "series", "kind", "value", "detail", "actor"],
+    );
+    let silence = object(
+        json!({
+            "id": uuid, "match": { "type": "object" }, "starts_at": time, "ends_at": time,
+            "ended_at": optional_time, "reason": { "type": "string" }, "created_by": optional_uuid,
+            "active": { "type": "boolean" },
+        }),
+        &[
+            "id",
+            "match",
+            "starts_at",
+            "ends_at",
+            "ended_at",
+            "reason",
+            "created_by",
+            "active",
+        ],
+    );
+    let channel = object(
+        json!({
+            "id": uuid, "name": { "type": "string" },
+            "kind": { "enum": ["webhook", "slack", "email"] },
+            "target": { "type": ["string", "null"] },
+            "last_error": { "type": ["string", "null"] }, "last_error_at": optional_time,
+            "last_delivered_at": optional_time, "created_at": time,
+        }),
+        &[
+            "id",
+            "name",
+            "kind",
+            "target",
+            "last_error",
+            "last_error_at",
+            "last_delivered_at",
+            "created_at",
+        ],
+    );
+    json!({
+        "AlertRule": rule,
+        "AlertRules": object(json!({ "alert_rules": { "type": "array", "items": rule } }), &["alert_rules"]),
+        "AlertRuleDetail": object(json!({
+            "rule": rule,
+            "series": { "type": "array", "items": alert },
+            "timeline": { "type": "array", "items": entry },
+        }), &["rule", "series", "timeline"]),
+        "Alerts": object(json!({
+            "alerts": { "type": "array", "items": alert },
+            "silences": { "type": "array", "items": silence },
+        }), &["alerts", "silences"]),
+        "AlertChannels": object(json!({ "alert_channels": { "type": "array", "items": channel } }), &["alert_channels"]),
+        "AlertChannelCreated": object(json!({
+            "id": uuid,
+            "secret": { "type": ["string", "null"], "description": "a webhook's signing secret, shown only here" },
+        }), &["id", "secret"]),
+        "AlertTestQueued": object(json!({ "notification_id": uuid }), &["notification_id"]),
+        "AlertSilenceCreated": object(json!({ "id": uuid }), &["id"]),
+    })
+}
+
+/// The schemas of the alerts' request bodies: each field held to what the store accepts, so a
+/// body the schema admits is refused only for the workspace's state (409).
+fn alert_input_schemas() -> Value {
+    // Checked by the server as a pattern (it does not check formats of request bodies).
+    let uuid = json!({
+        "type": "string",
+        "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+    });
+    let name = json!({ "type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^\u0000]*\S[^\u0000]*$" });
+    let id_text =
+        json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" });
+    let window = json!({ "type": "integer", "minimum": 60, "maximum": 86400 });
+    let common = json!({
+        "name": name,
+        "for_secs": { "type": "integer", "minimum": 0, "maximum": 86400, "description": "seconds the condition must hold before it fires (default 0)" },
+        "severity": { "enum": ["info", "warning", "critical"] },
+        "labels": {
+            "type": "object", "maxProperties": 10,
+            "propertyNames": { "pattern": "^[A-Za-z0-9_.-]{1,100}$" },
+            "additionalProperties": { "type": "string", "maxLength": 200, "pattern": r"^[^\u0000]*$" },
+        },
+        "channels": { "type": "array", "maxItems": 10, "items": uuid },
+        "description": { "type": "string", "maxLength": 2000, "pattern": r"^[^\u0000]*$", "description": "sent with each notice; {{rule}}, {{series}}, {{value}} and {{threshold}} are replaced" },
+        "enabled": { "type": "boolean" },
+        "interval_secs": { "type": "integer", "minimum": 10, "maximum": 3600 },
+        "remind_every_secs": { "oneOf": [{ "const": 0 }, { "type": "integer", "minimum": 300, "maximum": 604800 }], "description": "0: no reminders (default 3600)" },
+        "flap_window_secs": window,
+        "flap_limit": { "type": "integer", "minimum": 2, "maximum": 100 },
+    });
+    let with = |kind: Value, more: Value, required: &[&str]| {
+        let mut properties = common.clone();
+        properties["kind"] = kind;
+        for (key, value) in more.as_object().expect("an object") {
+            properties[key] = value.clone();
+        }
+        json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": false })
+    };
+    let thresholded: Vec<&str> = [
+        "source_disconnected",
+        "lag_above",
+        "retained_wal_above",
+        "no_events",
+        "slot_forecast",
+    ]
+    .to_vec();
+    let metric = with(
+        json!({ "const": "metric" }),
+        json!({
+            "key": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[^\u0000]+$" },
+            "aggregation": { "enum": ["avg", "min", "max", "sum", "count", "last"] },
+            "window_secs": window,
+            "comparison": { "enum": [">", ">=", "<", "<="] },
+            "threshold": { "type": "number" },
+            "site": id_text, "device": id_text,
+            "group_by": { "enum": ["site", "device"] },
+        }),
+        &[
+            "kind",
+            "name",
+            "key",
+            "aggregation",
+            "window_secs",
+            "comparison",
+            "threshold",
+        ],
+    );
+    let pipeline = |condition: Value, threshold: bool, window: bool| {
+        let mut more = json!({ "condition": condition, "source": uuid });
+        let mut required = vec!["kind", "name", "condition"];
+        if threshold {
+            more["threshold"] = json!({ "type": "number", "minimum": 0, "description": "in the condition's unit: minutes (source_disconnected, no_events), seconds (lag_above), bytes (retained_wal_above), dead letters (dlq_growth), hours (slot_forecast)" });
+            required.push("threshold");
+        }
+        if window {
+            more["window_secs"] = window_schema();
+            required.push("window_secs");
+        }
+        with(json!({ "const": "pipeline" }), more, &required)
+    };
+    json!({
+        "AlertRuleInput": { "oneOf": [
+            metric,
+            pipeline(json!({ "enum": thresholded }), true, false),
+            pipeline(json!({ "const": "dlq_growth" }), true, true),
+            pipeline(json!({ "const": "slot_at_risk" }), false, false),
+        ] },
+        "AlertChannelInput": { "oneOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "name": name, "kind": { "enum": ["webhook", "slack"] },
+                    "target": { "type": "string", "minLength": 3, "maxLength": 2000, "pattern": r"^https?://[^\s/@:?#]+(:[0-9]{1,5})?(/[^\s]*)?$" },
+                },
+                "required": ["name", "kind", "target"], "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "name": name, "kind": { "const": "email" },
+                    "target": { "type": "string", "minLength": 3, "maxLength": 320, "pattern": r"^[^\s@]+@[^\s@]+$" },
+                },
+                "required": ["name", "kind", "target"], "additionalProperties": false,
+            },
+        ] },
+        "AlertAcknowledgement": {
+            "type": "object",
+            "properties": {
+                "rule": uuid,
+                "series": { "type": "string", "maxLength": 250, "pattern": r"^[^\u0000]*$", "description": "'' for a rule's only series; site:<id>, device:<id> or source:<id>" },
+            },
+            "required": ["rule", "series"], "additionalProperties": false,
+        },
+        "AlertSilenceInput": { "oneOf": [
+            {
+                "type": "object",
+                "properties": { "rule": uuid, "duration_secs": silence_duration(), "reason": reason() },
+                "required": ["rule", "duration_secs", "reason"], "additionalProperties": false,
+            },
+            {
+                "type": "object",
+                "properties": {
+                    "label_key": { "type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^\u0000]+$" },
+                    "label_value": { "type": "string", "maxLength": 200, "pattern": r"^[^\u0000]*$" },
+                    "duration_secs": silence_duration(), "reason": reason(),
+                },
+                "required": ["label_key", "label_value", "duration_secs", "reason"], "additionalProperties": false,
+            },
+        ] },
+    })
+}
+
+fn window_schema() -> Value {
+    json!({ "type": "integer", "minimum": 60, "maximum": 86400 })
+}
+
+fn silence_duration() -> Value {
+    json!({ "type": "integer", "minimum": 60, "maximum": store::alerts::MAX_SILENCE_SECS, "description": "seconds, up to 30 days" })
+}
+
+fn reason() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": 500, "pattern": r"^[^\u0000]*\S[^\u0000]*$" })
 }
 
 /// The schemas of the dead-letter explorer's operations (apart from [`schemas`] only to keep
@@ -1810,7 +2229,8 @@ fn operation_id(method: &str, path: &str) -> String {
 /// A path parameter's schema, by its name.
 fn path_schema(name: &str) -> Value {
     match name {
-        "source" | "request" | "tenant" | "user" | "invitation" | "token" | "letter" => {
+        "source" | "request" | "tenant" | "user" | "invitation" | "token" | "letter" | "rule"
+        | "channel" | "silence" => {
             json!({ "type": "string", "format": "uuid" })
         }
         "table" => {

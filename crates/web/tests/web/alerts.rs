@@ -1,0 +1,396 @@
+//! The alerts API (`/api/v1/alert-rules`, `/api/v1/alert-channels`, `/api/v1/alerts`) as every
+//! tenant role, tenant A against tenant B: every route answers as the role model says, and
+//! nothing of tenant B's is ever reached or listed.
+
+use domain::{Permission, Role, TenantId};
+use serde_json::Value;
+use store::Database;
+use test_support::TestDatabase;
+use uuid::Uuid;
+
+use crate::api::{tenant, token};
+use crate::{request, serve};
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+/// Creates through the API as `bearer`; returns the created object's id.
+async fn create(addr: &str, bearer: &str, path: &str, body: &str) -> Uuid {
+    let (status, _, response) = request(addr, "POST", path, Some(bearer), body).await;
+    assert_eq!(status, 201, "POST {path}: {response}");
+    json(&response)["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A firing state of `rule`'s only series, as the evaluator would leave it.
+async fn firing(admin: &mut sqlx::PgConnection, tenant: TenantId, rule: Uuid) {
+    sqlx::query(
+        "insert into control.alert_states (tenant_id, rule_id, series, phase, since) \
+         values ($1, $2, '', 'firing', now()) on conflict do nothing",
+    )
+    .bind(tenant.as_uuid())
+    .bind(rule)
+    .execute(admin)
+    .await
+    .unwrap();
+}
+
+fn metric_rule(name: &str, channel: Uuid) -> String {
+    format!(
+        r#"{{"kind": "metric", "name": "{name}", "key": "temperature", "aggregation": "avg",
+            "window_secs": 300, "comparison": ">", "threshold": 80, "for_secs": 60,
+            "severity": "critical", "labels": {{"team": "grid"}}, "channels": ["{channel}"],
+            "description": "{{{{rule}}}} at {{{{value}}}}"}}"#
+    )
+}
+
+#[tokio::test]
+async fn every_alert_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
+    let test_database = TestDatabase::new().await;
+    let database: Database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    let b = tenant(&database, "Globex").await;
+    let a_admin = token(&database, a, Role::Admin).await;
+    let b_admin = token(&database, b, Role::Admin).await;
+    let mut admin = test_database.admin().await;
+
+    // Tenant B's channel, rule (firing) and silence.
+    let b_channel = create(
+        &addr,
+        &b_admin,
+        "/api/v1/alert-channels",
+        r#"{"name": "globex-hook", "kind": "webhook", "target": "https://hooks.globex.example/x"}"#,
+    )
+    .await;
+    let b_rule = create(
+        &addr,
+        &b_admin,
+        "/api/v1/alert-rules",
+        &metric_rule("globex-rule", b_channel),
+    )
+    .await;
+    firing(&mut admin, b, b_rule).await;
+    let b_silence = create(
+        &addr,
+        &b_admin,
+        "/api/v1/alerts/silences",
+        &format!(r#"{{"rule": "{b_rule}", "duration_secs": 3600, "reason": "globex upgrade"}}"#),
+    )
+    .await;
+    // Tenant A's, to read and act on.
+    let a_channel = create(
+        &addr,
+        &a_admin,
+        "/api/v1/alert-channels",
+        r#"{"name": "acme-slack", "kind": "slack", "target": "https://hooks.slack.example/services/T0/B0/SECRETPART"}"#,
+    )
+    .await;
+    let a_rule = create(
+        &addr,
+        &a_admin,
+        "/api/v1/alert-rules",
+        &metric_rule("acme-rule", a_channel),
+    )
+    .await;
+    firing(&mut admin, a, a_rule).await;
+
+    let mut failures = Vec::new();
+    for role in Role::TENANT_ROLES {
+        let bearer = token(&database, a, role).await;
+        // Per role, what it may delete: a rule, a channel and a silence made by the admin.
+        let doomed_channel = create(
+            &addr,
+            &a_admin,
+            "/api/v1/alert-channels",
+            &format!(r#"{{"name": "doomed-{role}", "kind": "email", "target": "ops-{role}@acme.example"}}"#),
+        )
+        .await;
+        let doomed_rule = create(
+            &addr,
+            &a_admin,
+            "/api/v1/alert-rules",
+            &format!(
+                r#"{{"kind": "pipeline", "name": "doomed-{role}", "condition": "slot_at_risk"}}"#
+            ),
+        )
+        .await;
+        let doomed_silence = create(
+            &addr,
+            &a_admin,
+            "/api/v1/alerts/silences",
+            &format!(
+                r#"{{"label_key": "team", "label_value": "grid", "duration_secs": 600, "reason": "for {role}"}}"#
+            ),
+        )
+        .await;
+        let routes: Vec<(&str, String, String, Permission, u16)> = vec![
+            (
+                "GET",
+                "/api/v1/alert-rules".into(),
+                String::new(),
+                Permission::ViewDashboards,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/alert-rules".into(),
+                metric_rule(&format!("made by {role}"), a_channel),
+                Permission::ManageAlertRules,
+                201,
+            ),
+            (
+                "GET",
+                format!("/api/v1/alert-rules/{a_rule}"),
+                String::new(),
+                Permission::ViewDashboards,
+                200,
+            ),
+            (
+                "PUT",
+                format!("/api/v1/alert-rules/{a_rule}"),
+                metric_rule("acme-rule", a_channel),
+                Permission::ManageAlertRules,
+                200,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/alert-rules/{doomed_rule}"),
+                String::new(),
+                Permission::ManageAlertRules,
+                204,
+            ),
+            (
+                "GET",
+                "/api/v1/alert-channels".into(),
+                String::new(),
+                Permission::ViewDashboards,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/alert-channels".into(),
+                format!(
+                    r#"{{"name": "hook of {role}", "kind": "webhook", "target": "https://hooks.acme.example/{role}"}}"#
+                ),
+                Permission::ManageAlertRules,
+                201,
+            ),
+            (
+                "POST",
+                format!("/api/v1/alert-channels/{a_channel}/test"),
+                String::new(),
+                Permission::ManageAlertRules,
+                202,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/alert-channels/{doomed_channel}"),
+                String::new(),
+                Permission::ManageAlertRules,
+                204,
+            ),
+            (
+                "GET",
+                "/api/v1/alerts".into(),
+                String::new(),
+                Permission::ViewDashboards,
+                200,
+            ),
+            (
+                "POST",
+                "/api/v1/alerts/acknowledge".into(),
+                format!(r#"{{"rule": "{a_rule}", "series": ""}}"#),
+                Permission::AcknowledgeAlerts,
+                204,
+            ),
+            (
+                "POST",
+                "/api/v1/alerts/silences".into(),
+                format!(r#"{{"rule": "{a_rule}", "duration_secs": 60, "reason": "by {role}"}}"#),
+                Permission::AcknowledgeAlerts,
+                201,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/alerts/silences/{doomed_silence}"),
+                String::new(),
+                Permission::AcknowledgeAlerts,
+                204,
+            ),
+        ];
+        for (method, path, body, permission, success) in routes {
+            let (status, _, response) = request(&addr, method, &path, Some(&bearer), &body).await;
+            let expected = if role.allows(permission) {
+                success
+            } else {
+                403
+            };
+            if status != expected {
+                failures.push(format!(
+                    "{role} {method} {path}: expected {expected}, got {status} {response}"
+                ));
+            }
+            if status == 200 && method == "GET" && response.to_lowercase().contains("globex") {
+                failures.push(format!("{role} GET {path} shows tenant B's: {response}"));
+            }
+        }
+
+        // Channels' targets: only for the roles that manage rules, and the Slack URL's secret
+        // part never.
+        let (_, _, listed) =
+            request(&addr, "GET", "/api/v1/alert-channels", Some(&bearer), "").await;
+        let listed = json(&listed);
+        let slack = listed["alert_channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|channel| channel["name"] == "acme-slack")
+            .cloned()
+            .unwrap();
+        if role.allows(Permission::ManageAlertRules) {
+            assert_eq!(
+                slack["target"], "https://hooks.slack.example/services/…",
+                "{role}"
+            );
+        } else {
+            assert!(slack["target"].is_null(), "{role}: {slack}");
+        }
+        assert!(!listed.to_string().contains("SECRETPART"));
+
+        // Tenant B's objects do not exist for tenant A's tokens.
+        let b_objects: Vec<(&str, String, String, Permission)> = vec![
+            (
+                "GET",
+                format!("/api/v1/alert-rules/{b_rule}"),
+                String::new(),
+                Permission::ViewDashboards,
+            ),
+            (
+                "PUT",
+                format!("/api/v1/alert-rules/{b_rule}"),
+                metric_rule("stolen", a_channel),
+                Permission::ManageAlertRules,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/alert-rules/{b_rule}"),
+                String::new(),
+                Permission::ManageAlertRules,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/alert-channels/{b_channel}"),
+                String::new(),
+                Permission::ManageAlertRules,
+            ),
+            (
+                "POST",
+                format!("/api/v1/alert-channels/{b_channel}/test"),
+                String::new(),
+                Permission::ManageAlertRules,
+            ),
+            (
+                "POST",
+                "/api/v1/alerts/acknowledge".into(),
+                format!(r#"{{"rule": "{b_rule}", "series": ""}}"#),
+                Permission::AcknowledgeAlerts,
+            ),
+            (
+                "POST",
+                "/api/v1/alerts/silences".into(),
+                format!(r#"{{"rule": "{b_rule}", "duration_secs": 60, "reason": "x"}}"#),
+                Permission::AcknowledgeAlerts,
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/alerts/silences/{b_silence}"),
+                String::new(),
+                Permission::AcknowledgeAlerts,
+            ),
+        ];
+        for (method, path, body, permission) in b_objects {
+            if !role.allows(permission) {
+                continue;
+            }
+            let (status, _, response) = request(&addr, method, &path, Some(&bearer), &body).await;
+            if status != 404 || response.contains("globex") {
+                failures.push(format!(
+                    "{role} {method} {path} of tenant B: expected 404, got {status} {response}"
+                ));
+            }
+        }
+        // A rule naming tenant B's channel is refused, naming the parameter.
+        if role.allows(Permission::ManageAlertRules) {
+            let (status, _, response) = request(
+                &addr,
+                "POST",
+                "/api/v1/alert-rules",
+                Some(&bearer),
+                &metric_rule(&format!("borrowing {role}"), b_channel),
+            )
+            .await;
+            assert_eq!(status, 409, "{response}");
+            assert_eq!(json(&response)["error"]["details"]["parameter"], "channels");
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Tenant B's rule, silence and channel are untouched.
+    let (status, _, response) = request(
+        &addr,
+        "GET",
+        &format!("/api/v1/alert-rules/{b_rule}"),
+        Some(&b_admin),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let detail = json(&response);
+    assert_eq!(detail["rule"]["name"], "globex-rule");
+    assert!(detail["series"][0]["acked_by"].is_null());
+    assert_eq!(detail["rule"]["silenced"], true);
+
+    // What tenant A's members did is on the rule's timeline and in the audit log.
+    let (_, _, response) = request(
+        &addr,
+        "GET",
+        &format!("/api/v1/alert-rules/{a_rule}"),
+        Some(&a_admin),
+        "",
+    )
+    .await;
+    let detail = json(&response);
+    let kinds: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"acked"), "{kinds:?}");
+    assert!(kinds.contains(&"silenced"), "{kinds:?}");
+    assert_eq!(detail["rule"]["severity"], "critical");
+    assert_eq!(detail["rule"]["labels"]["team"], "grid");
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select distinct action from audit.log where tenant_id = $1 and action like 'alert%' \
+         order by 1",
+    )
+    .bind(a.as_uuid())
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "alert.acknowledge",
+            "alert.silence",
+            "alert.unsilence",
+            "alert_channel.create",
+            "alert_channel.delete",
+            "alert_channel.test",
+            "alert_rule.create",
+            "alert_rule.delete",
+            "alert_rule.update"
+        ]
+    );
+}
