@@ -371,6 +371,11 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
     ),
     ("web", "docs/web.md", include_str!("../../../docs/web.md")),
     ("api", "docs/api.md", include_str!("../../../docs/api.md")),
+    (
+        "alerts",
+        "docs/alerts.md",
+        include_str!("../../../docs/alerts.md"),
+    ),
     ("sso", "docs/sso.md", include_str!("../../../docs/sso.md")),
     (
         "operations",
