@@ -30,13 +30,13 @@ use crate::serve_with_mail;
 
 /// One message as the sink received it.
 #[derive(Debug, Clone)]
-struct Received {
+pub struct Received {
     /// What `AUTH PLAIN` carried, decoded: (user, password).
     login: Option<(String, String)>,
     from: String,
-    to: Vec<String>,
+    pub to: Vec<String>,
     /// Headers and body, dot-unstuffed, lines joined with `\n`.
-    data: String,
+    pub data: String,
     /// Whether it came over TLS.
     encrypted: bool,
 }
@@ -63,13 +63,13 @@ struct Seen {
 /// A minimal SMTP server on a free loopback port: EHLO (offering AUTH PLAIN, and STARTTLS when
 /// it has a certificate for it), STARTTLS, AUTH, MAIL, RCPT, DATA, RSET, NOOP, QUIT. It accepts
 /// everything and keeps what it got.
-struct SmtpSink {
+pub struct SmtpSink {
     addr: SocketAddr,
     seen: Arc<Seen>,
 }
 
 impl SmtpSink {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         Self::start_with(SinkTls::None).await
     }
 
@@ -95,7 +95,7 @@ impl SmtpSink {
     }
 
     /// Waits for the `n`th message (1-based) to arrive.
-    async fn message(&self, n: usize) -> Received {
+    pub async fn message(&self, n: usize) -> Received {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(message) = self.received().get(n - 1) {
@@ -355,7 +355,7 @@ fn link_path(text: &str, public_url: &str, path: &str) -> String {
     link[public_url.len()..].to_owned()
 }
 
-fn settings(sink: &SmtpSink, public_url: &str) -> MailSettings {
+pub fn settings(sink: &SmtpSink, public_url: &str) -> MailSettings {
     MailSettings {
         host: "127.0.0.1".into(),
         port: Some(sink.addr.port()),

@@ -2,6 +2,7 @@
 //! public site, sign-up and sign-in, the app's route × role × tenant matrix, and the JSON API as
 //! every role of two tenants.
 
+mod alert_delivery;
 mod alerts;
 mod api;
 mod app_matrix;

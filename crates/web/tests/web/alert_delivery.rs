@@ -1,0 +1,361 @@
+//! Alert notifications delivered to real receivers started by the tests: a webhook receiver
+//! that verifies the signature and fails twice before it takes the notification (retried with
+//! backoff, the channel showing its last error, then its delivery), an SMTP server that receives
+//! the mail, and webhook targets on internal addresses refused by the outbound client's guard
+//! without a connection being made.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use secrecy::SecretString;
+use store::alerts::ChannelKind;
+use test_support::TestDatabase;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+use web::alerting::Deliverer;
+use web::outbound::{Outbound, OutboundPolicy};
+
+use crate::TEST_MASTER_SECRET;
+use crate::api::{owner, tenant};
+use crate::mail::SmtpSink;
+
+fn master() -> SecretString {
+    SecretString::from(TEST_MASTER_SECRET.to_owned())
+}
+
+/// One request as the receiver read it: its headers (lower-case names) and body.
+#[derive(Debug, Clone)]
+struct Hook {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Hook {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// An HTTP/1.1 receiver on a free loopback port: answers the first `failures` requests 500, the
+/// rest 204, and keeps every request. Counts connections, whatever they send.
+struct Receiver {
+    port: u16,
+    hooks: Arc<std::sync::Mutex<Vec<Hook>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start(failures: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hooks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (kept, counted) = (hooks.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let Some(hook) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    let seen = {
+                        let mut hooks = kept.lock().unwrap();
+                        hooks.push(hook);
+                        hooks.len()
+                    };
+                    let answer = if seen <= failures {
+                        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        "HTTP/1.1 204 No Content\r\n\r\n"
+                    };
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                });
+            }
+        });
+        Self {
+            port,
+            hooks,
+            connections,
+        }
+    }
+
+    fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().unwrap().clone()
+    }
+}
+
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Hook> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(": "))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(0);
+        while buffer.len() < end + 4 + length {
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                return None;
+            }
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        return Some(Hook {
+            headers,
+            body: buffer[end + 4..end + 4 + length].to_vec(),
+        });
+    }
+}
+
+/// A channel of a new workspace, and a test notice queued to it.
+async fn channel_with_notice(
+    database: &store::Database,
+    kind: ChannelKind,
+    target: &str,
+) -> (Uuid, Option<String>) {
+    let acme = tenant(database, &format!("Acme {}", Uuid::new_v4().simple())).await;
+    let mut tx = owner(database, acme).await;
+    let created = store::alerts::create_channel(
+        &mut tx,
+        &web::alerting::channel_secrets(&master()),
+        "Receiver",
+        kind,
+        target,
+    )
+    .await
+    .unwrap();
+    store::alerts::send_test(&mut tx, created.id).await.unwrap();
+    tx.commit().await.unwrap();
+    (created.id, created.secret)
+}
+
+/// The channel's last error and last delivery, as its managers see them.
+async fn channel_state(
+    admin: &mut sqlx::PgConnection,
+    channel: Uuid,
+) -> (Option<String>, Option<OffsetDateTime>) {
+    sqlx::query_as(
+        "select last_error, last_delivered_at from control.alert_channels where channel_id = $1",
+    )
+    .bind(channel)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_receives_a_signed_notification_after_failing_twice() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let mut admin = test_database.admin().await;
+    let receiver = Receiver::start(2).await;
+    let (channel, secret) = channel_with_notice(
+        &database,
+        ChannelKind::Webhook,
+        &format!("http://127.0.0.1:{}/tributary", receiver.port),
+    )
+    .await;
+    let secret = secret.expect("a webhook's secret, shown once");
+    assert!(secret.starts_with("whsec_"));
+    // Loopback over plain http: the development setting, as a receiver on this machine needs.
+    let deliverer = Deliverer::new(
+        database.service.clone(),
+        Outbound::new(OutboundPolicy::development()),
+        None,
+        &master(),
+    );
+    let start = OffsetDateTime::now_utc();
+    assert_eq!(deliverer.deliver_round(start).await.unwrap(), 1);
+    let (error, delivered) = channel_state(&mut admin, channel).await;
+    assert_eq!(error.as_deref(), Some("HTTP 500"));
+    assert!(delivered.is_none());
+    // Not due again before its backoff (30 s).
+    assert_eq!(
+        deliverer
+            .deliver_round(start + time::Duration::seconds(10))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        deliverer
+            .deliver_round(start + time::Duration::seconds(31))
+            .await
+            .unwrap(),
+        1
+    );
+    // The second backoff doubles to 60 s.
+    assert_eq!(
+        deliverer
+            .deliver_round(start + time::Duration::seconds(60))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        deliverer
+            .deliver_round(start + time::Duration::seconds(92))
+            .await
+            .unwrap(),
+        1
+    );
+    let (_, delivered) = channel_state(&mut admin, channel).await;
+    assert!(delivered.is_some(), "the third attempt was taken");
+    let (attempts, delivered_at): (i32, Option<OffsetDateTime>) = sqlx::query_as(
+        "select attempts, delivered_at from pipeline.alert_outbox where channel_id = $1",
+    )
+    .bind(channel)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 3);
+    assert!(delivered_at.is_some());
+    assert_eq!(
+        deliverer
+            .deliver_round(start + time::Duration::seconds(600))
+            .await
+            .unwrap(),
+        0,
+        "delivered once, never again"
+    );
+
+    // Each attempt carried the same notification id and a valid, fresh signature.
+    let hooks = receiver.hooks();
+    assert_eq!(hooks.len(), 3);
+    let id = hooks[0]
+        .header("tributary-notification-id")
+        .unwrap()
+        .to_owned();
+    for hook in &hooks {
+        assert_eq!(hook.header("tributary-notification-id"), Some(id.as_str()));
+        assert_eq!(hook.header("content-type"), Some("application/json"));
+        let timestamp: i64 = hook.header("tributary-timestamp").unwrap().parse().unwrap();
+        assert!((timestamp - start.unix_timestamp()).abs() < 300);
+        assert_eq!(
+            hook.header("tributary-signature"),
+            Some(web::alerting::sign(secret.as_bytes(), timestamp, &hook.body).as_str()),
+            "the receiver's own HMAC of timestamp.body under the channel's secret"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&hook.body).unwrap();
+        assert_eq!(body["notice"], "test");
+        assert_eq!(body["id"], id);
+    }
+    // A different secret gives a different signature: the receiver can tell.
+    let forged = web::alerting::sign(b"whsec_guess", 1, &hooks[0].body);
+    assert_ne!(
+        hooks[0].header("tributary-signature"),
+        Some(forged.as_str())
+    );
+}
+
+#[tokio::test]
+async fn webhooks_to_internal_addresses_are_refused_without_a_connection() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let mut admin = test_database.admin().await;
+    let receiver = Receiver::start(0).await;
+    let port = receiver.port;
+    // The production guard: https to public addresses only.
+    let deliverer = Deliverer::new(
+        database.service.clone(),
+        Outbound::new(OutboundPolicy::production()),
+        None,
+        &master(),
+    );
+    for target in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("https://127.0.0.1:{port}/"),
+        format!("https://localhost:{port}/"),
+        format!("https://2130706433:{port}/"),
+        format!("https://0x7f000001:{port}/"),
+        format!("https://0177.0.0.1:{port}/"),
+        format!("https://[::1]:{port}/"),
+        format!("https://[::ffff:127.0.0.1]:{port}/"),
+        format!("https://[64:ff9b::7f00:1]:{port}/"),
+        format!("https://[2002:7f00:1::]:{port}/"),
+        "https://10.0.0.1/".to_owned(),
+        "https://169.254.169.254/latest/meta-data/".to_owned(),
+        "https://100.64.0.1/".to_owned(),
+        "https://[fd00::1]/".to_owned(),
+    ] {
+        let (channel, _) = channel_with_notice(&database, ChannelKind::Webhook, &target).await;
+        assert_eq!(
+            deliverer
+                .deliver_round(OffsetDateTime::now_utc())
+                .await
+                .unwrap(),
+            1
+        );
+        let (error, delivered) = channel_state(&mut admin, channel).await;
+        let error = error.unwrap_or_default();
+        assert!(
+            error.contains("not allowed"),
+            "{target}: refused by the guard, not by the network: {error}"
+        );
+        assert!(delivered.is_none(), "{target}");
+    }
+    assert_eq!(
+        receiver.connections.load(Ordering::SeqCst),
+        0,
+        "nothing connected to the loopback receiver"
+    );
+}
+
+#[tokio::test]
+async fn an_email_channel_sends_through_the_mail_server() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let mut admin = test_database.admin().await;
+    let sink = SmtpSink::start().await;
+    let mailer = web::mail::Mailer::new(crate::mail::settings(&sink, "http://127.0.0.1:9"))
+        .expect("mail settings");
+    let (channel, secret) =
+        channel_with_notice(&database, ChannelKind::Email, "ops@acme.example").await;
+    assert!(secret.is_none(), "only webhooks are signed");
+    let deliverer = Deliverer::new(
+        database.service.clone(),
+        Outbound::new(OutboundPolicy::production()),
+        Some(Arc::new(mailer)),
+        &master(),
+    );
+    assert_eq!(
+        deliverer
+            .deliver_round(OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        1
+    );
+    let message = sink.message(1).await;
+    assert_eq!(message.to, ["<ops@acme.example>"]);
+    assert!(
+        message.data.contains("A test notice from Tributary"),
+        "{}",
+        message.data
+    );
+    assert!(message.data.contains("/app/alerts"), "{}", message.data);
+    let (error, delivered) = channel_state(&mut admin, channel).await;
+    assert!(error.is_none());
+    assert!(delivered.is_some());
+}
