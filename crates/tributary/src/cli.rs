@@ -191,11 +191,19 @@ pub struct UpArgs {
     #[arg(long, env = "TRIBUTARY_NO_DEMO")]
     pub no_demo: bool,
 
-    /// Development only: let the platform's outbound HTTP client (SSO issuers, later webhooks)
+    /// Development only: let the platform's outbound HTTP client (SSO issuers, alert webhooks)
     /// use plain http and reach loopback hosts, for an IdP on this machine. Off by default;
     /// never in production, where it would let an admin's URL reach this host's own services.
     #[arg(long, env = "TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP")]
     pub dev_allow_loopback_http: bool,
+
+    /// On-premise installs: let the outbound HTTP client (SSO issuers, alert webhooks) reach
+    /// private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7), where an internal
+    /// IdP or receiver lives. Loopback, link-local (cloud metadata) and the rest stay refused.
+    /// Off by default: in a hosted platform it would let a tenant's URL into the platform's
+    /// own network.
+    #[arg(long, env = "TRIBUTARY_OUTBOUND_ALLOW_PRIVATE_TARGETS")]
+    pub outbound_allow_private_targets: bool,
 
     /// The DNS server (`ip:port`) that checks the TXT records proving a workspace's SSO domains.
     /// [default: the system's resolvers]

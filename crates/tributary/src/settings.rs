@@ -41,6 +41,7 @@ struct FileSettings {
     smtp_from: Option<String>,
     public_url: Option<String>,
     dev_allow_loopback_http: Option<bool>,
+    outbound_allow_private_targets: Option<bool>,
     dns_resolver: Option<SocketAddr>,
     trusted_proxies: Option<Vec<String>>,
     // Operational settings (crate::operations).
@@ -147,6 +148,9 @@ pub struct Settings {
     /// Development only: the outbound HTTP client may use plain http and loopback hosts (an
     /// IdP on this machine). Off by default (`TRIBUTARY_DEV_ALLOW_LOOPBACK_HTTP`).
     pub dev_allow_loopback_http: bool,
+    /// On-premise installs: the outbound HTTP client may reach private networks (never
+    /// loopback or link-local). Off by default (`TRIBUTARY_OUTBOUND_ALLOW_PRIVATE_TARGETS`).
+    pub outbound_allow_private_targets: bool,
     /// The DNS server checking SSO domains' TXT records; `None`: the system's resolvers.
     pub dns_resolver: Option<SocketAddr>,
     /// The reverse proxies whose `X-Forwarded-For` names the client; none by default.
@@ -242,6 +246,8 @@ impl Settings {
         };
         let dev_allow_loopback_http = up.is_some_and(|up| up.dev_allow_loopback_http)
             || file.dev_allow_loopback_http.unwrap_or(false);
+        let outbound_allow_private_targets = up.is_some_and(|up| up.outbound_allow_private_targets)
+            || file.outbound_allow_private_targets.unwrap_or(false);
         let dns_resolver = up.and_then(|up| up.dns_resolver).or(file.dns_resolver);
         let trusted_proxies = web::client_addr::TrustedProxies::parse(
             &up.map(|up| up.trusted_proxies.clone())
@@ -262,6 +268,7 @@ impl Settings {
             smtp,
             public_url,
             dev_allow_loopback_http,
+            outbound_allow_private_targets,
             dns_resolver,
             trusted_proxies,
             data_dir: global
@@ -430,6 +437,7 @@ mod tests {
             web_addr: Some("127.0.0.1:0".parse().unwrap()),
             no_demo: false,
             dev_allow_loopback_http: false,
+            outbound_allow_private_targets: false,
             dns_resolver: None,
             trusted_proxies: Vec::new(),
             mail: crate::cli::MailArgs::default(),
@@ -456,6 +464,10 @@ mod tests {
         assert!(
             !defaults.dev_allow_loopback_http,
             "outbound requests reach public https hosts only by default"
+        );
+        assert!(
+            !defaults.outbound_allow_private_targets,
+            "private networks only when an on-premise install asks"
         );
         assert_eq!(
             defaults.rollup_min_cohort,
@@ -515,6 +527,7 @@ mod tests {
             web_addr: None,
             no_demo: true,
             dev_allow_loopback_http: false,
+            outbound_allow_private_targets: false,
             dns_resolver: None,
             trusted_proxies: Vec::new(),
             mail: crate::cli::MailArgs {

@@ -438,9 +438,10 @@ fn mailer(
 }
 
 /// The platform's one outbound HTTP client, as the settings allow: public `https` only, unless
-/// the development setting lets it reach loopback hosts over plain http.
+/// the development setting lets it reach loopback hosts over plain http, or an on-premise
+/// install lets it reach private networks.
 fn outbound(settings: &Settings) -> web::outbound::Outbound {
-    let policy = if settings.dev_allow_loopback_http {
+    let mut policy = if settings.dev_allow_loopback_http {
         tracing::warn!(
             "development setting: outbound requests may use plain http to loopback hosts"
         );
@@ -448,5 +449,11 @@ fn outbound(settings: &Settings) -> web::outbound::Outbound {
     } else {
         web::outbound::OutboundPolicy::production()
     };
+    if settings.outbound_allow_private_targets {
+        tracing::warn!(
+            "on-premise setting: outbound requests (SSO issuers, alert webhooks) may reach private networks"
+        );
+        policy.allow_private_targets = true;
+    }
     web::outbound::Outbound::new(policy)
 }

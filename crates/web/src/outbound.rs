@@ -65,6 +65,11 @@ pub struct OutboundPolicy {
     /// a webhook receiver on the same machine during development and in the tests. Off in
     /// production (the default).
     pub allow_loopback_http: bool,
+    /// Private networks ([`is_private_network`]: 10/8, 172.16/12, 192.168/16, 100.64/10,
+    /// fc00::/7, in any form): for on-premise installs whose IdP or webhook receivers live
+    /// there. Loopback, link-local (the cloud metadata service) and every other internal range
+    /// stay refused. Off by default.
+    pub allow_private_targets: bool,
 }
 
 impl OutboundPolicy {
@@ -77,6 +82,7 @@ impl OutboundPolicy {
     pub fn development() -> Self {
         Self {
             allow_loopback_http: true,
+            ..Self::default()
         }
     }
 
@@ -233,6 +239,24 @@ pub fn is_internal(addr: IpAddr) -> bool {
     }
 }
 
+/// A private network an on-premise install may allow ([`OutboundPolicy::allow_private_targets`]):
+/// RFC 1918, carrier-grade NAT and unique-local IPv6, in any form that reaches them. Never
+/// loopback or link-local.
+pub fn is_private_network(addr: IpAddr) -> bool {
+    let v4 = embedded_ipv4(addr).or(match addr {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    });
+    match (v4, addr) {
+        (Some(v4), _) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        (None, IpAddr::V6(v6)) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+        (None, IpAddr::V4(_)) => false,
+    }
+}
+
 fn is_internal_v4(v4: Ipv4Addr) -> bool {
     let [a, b, ..] = v4.octets();
     v4.is_loopback()
@@ -286,6 +310,7 @@ async fn resolve(
             embedded_ipv4(addr.ip()).map_or(addr.ip().is_loopback(), |v4| v4.is_loopback())
         } else {
             !is_internal(addr.ip())
+                || (policy.allow_private_targets && is_private_network(addr.ip()))
         }
     };
     if addrs.is_empty() || !addrs.iter().all(acceptable) {
@@ -393,6 +418,33 @@ mod tests {
 
     fn internal(text: &str) -> bool {
         is_internal(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_on_premise_setting_opens_private_networks_only() {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private_network(private.parse().unwrap()), "{private}");
+        }
+        for never in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "8.8.8.8",
+        ] {
+            assert!(!is_private_network(never.parse().unwrap()), "{never}");
+        }
+        assert!(!OutboundPolicy::production().allow_private_targets);
+        assert!(!OutboundPolicy::development().allow_private_targets);
     }
 
     #[test]
