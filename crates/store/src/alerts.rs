@@ -1356,6 +1356,45 @@ pub async fn send_test(tx: &mut TenantTx, channel: Uuid) -> Result<Uuid, StoreEr
     Ok(id)
 }
 
+/// A notification leased for delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub tenant: domain::TenantId,
+    pub id: Uuid,
+    pub rule: Option<Uuid>,
+    pub notice: String,
+    pub payload: serde_json::Value,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub channel: Uuid,
+    pub channel_name: String,
+    pub kind: String,
+    pub target: String,
+    /// The webhook secret, sealed (ciphertext, nonce), bound to the channel id.
+    pub sealed_secret: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The delivery outbox as a deliverer uses it: lease what is due, record each outcome. The
+/// process that runs the deliverer provides it on the service handle
+/// ([`crate::service::alerts::outbox`]); the deliverer itself never holds that handle.
+pub trait Outbox: Send + Sync {
+    /// Leases up to `limit` notifications due at `now` for `lease`.
+    fn claim(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: i64,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<Delivery>, StoreError>>;
+
+    /// Records a delivery's outcome; a failure is tried again at `retry_at`, or given up.
+    fn finish<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        outcome: Result<(), &'a str>,
+        retry_at: Option<OffsetDateTime>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>>;
+}
+
 /// Dead letters added since `since`, per source (for `dlq_growth` rules).
 pub async fn dead_letters_since(
     tx: &mut TenantTx,

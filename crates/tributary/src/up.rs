@@ -62,7 +62,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     ));
     let deliverer = tokio::spawn(web::alerting::run(
         web::alerting::Deliverer::new(
-            database.service.clone(),
+            store::service::alerts::outbox(database.service.clone()),
             outbound.clone(),
             mail.clone(),
             &settings.master_secret()?,

@@ -20,9 +20,8 @@ use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
-use store::ServiceDb;
+use store::alerts::{Delivery, Outbox};
 use store::secret_box::SecretBox;
-use store::service::alerts::Delivery;
 use time::OffsetDateTime;
 
 use crate::mail::Mailer;
@@ -43,7 +42,9 @@ pub const SIGNATURE_HEADER: &str = "tributary-signature";
 /// Sends queued notifications. Cheap to clone.
 #[derive(Clone)]
 pub struct Deliverer {
-    database: ServiceDb,
+    /// The outbox, which the process running the deliverer provides on the service handle
+    /// (the web app holds the app handle only).
+    outbox: Arc<dyn Outbox>,
     outbound: Outbound,
     mail: Option<Arc<Mailer>>,
     secrets: Arc<SecretBox>,
@@ -60,13 +61,13 @@ impl std::fmt::Debug for Deliverer {
 
 impl Deliverer {
     pub fn new(
-        database: ServiceDb,
+        outbox: Arc<dyn Outbox>,
         outbound: Outbound,
         mail: Option<Arc<Mailer>>,
         master_secret: &secrecy::SecretString,
     ) -> Self {
         Self {
-            database,
+            outbox,
             outbound,
             mail,
             secrets: channel_secrets(master_secret),
@@ -75,8 +76,7 @@ impl Deliverer {
 
     /// Sends what is due at `now`; returns how many were attempted.
     pub async fn deliver_round(&self, now: OffsetDateTime) -> Result<usize, store::StoreError> {
-        let due =
-            store::service::alerts::claim_deliveries(&self.database, now, LEASE, BATCH).await?;
+        let due = self.outbox.claim(now, LEASE, BATCH).await?;
         for delivery in &due {
             let outcome = self.send(delivery, now).await;
             let retry_at =
@@ -88,13 +88,13 @@ impl Deliverer {
             metrics::counter!("tributary_alert_deliveries_total",
                 "outcome" => if outcome.is_ok() { "delivered" } else { "failed" })
             .increment(1);
-            store::service::alerts::finish_delivery(
-                &self.database,
-                delivery,
-                outcome.as_ref().map(|_| ()).map_err(String::as_str),
-                retry_at,
-            )
-            .await?;
+            self.outbox
+                .finish(
+                    delivery,
+                    outcome.as_ref().map(|_| ()).map_err(String::as_str),
+                    retry_at,
+                )
+                .await?;
         }
         Ok(due.len())
     }

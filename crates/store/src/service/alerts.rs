@@ -18,7 +18,7 @@ use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::alerts::{RULE_COLUMNS, RuleInput, rule_input};
+use crate::alerts::{Delivery, RULE_COLUMNS, RuleInput, rule_input};
 use crate::{ServiceDb, StoreError};
 
 /// A rule due for evaluation.
@@ -267,24 +267,6 @@ impl Round {
     }
 }
 
-/// A notification leased for delivery.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub tenant: TenantId,
-    pub id: Uuid,
-    pub rule: Option<Uuid>,
-    pub notice: String,
-    pub payload: serde_json::Value,
-    /// Attempts including this one.
-    pub attempts: i32,
-    pub channel: Uuid,
-    pub channel_name: String,
-    pub kind: String,
-    pub target: String,
-    /// The webhook secret, sealed (ciphertext, nonce), bound to the channel id.
-    pub sealed_secret: Option<(Vec<u8>, Vec<u8>)>,
-}
-
 /// Leases up to `limit` notifications due at `now` for `lease`: none is handed to two
 /// deliverers at once.
 pub async fn claim_deliveries(
@@ -437,4 +419,32 @@ pub async fn finish_delivery(
 
 fn cut(text: &str, chars: usize) -> String {
     text.chars().take(chars).collect()
+}
+
+/// The outbox on the service handle, for a deliverer that must not hold the handle itself (the
+/// web crate's, which holds the app handle only).
+pub fn outbox(database: ServiceDb) -> std::sync::Arc<dyn crate::alerts::Outbox> {
+    std::sync::Arc::new(ServiceOutbox(database))
+}
+
+struct ServiceOutbox(ServiceDb);
+
+impl crate::alerts::Outbox for ServiceOutbox {
+    fn claim(
+        &self,
+        now: OffsetDateTime,
+        lease: time::Duration,
+        limit: i64,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<Delivery>, StoreError>> {
+        Box::pin(claim_deliveries(&self.0, now, lease, limit))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        outcome: Result<(), &'a str>,
+        retry_at: Option<OffsetDateTime>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(finish_delivery(&self.0, delivery, outcome, retry_at))
+    }
 }

@@ -181,7 +181,7 @@ async fn a_webhook_receives_a_signed_notification_after_failing_twice() {
     assert!(secret.starts_with("whsec_"));
     // Loopback over plain http: the development setting, as a receiver on this machine needs.
     let deliverer = Deliverer::new(
-        database.service.clone(),
+        store::service::alerts::outbox(database.service.clone()),
         Outbound::new(OutboundPolicy::development()),
         None,
         &master(),
@@ -279,7 +279,7 @@ async fn webhooks_to_internal_addresses_are_refused_without_a_connection() {
     let port = receiver.port;
     // The production guard: https to public addresses only.
     let deliverer = Deliverer::new(
-        database.service.clone(),
+        store::service::alerts::outbox(database.service.clone()),
         Outbound::new(OutboundPolicy::production()),
         None,
         &master(),
@@ -335,7 +335,7 @@ async fn an_email_channel_sends_through_the_mail_server() {
         channel_with_notice(&database, ChannelKind::Email, "ops@acme.example").await;
     assert!(secret.is_none(), "only webhooks are signed");
     let deliverer = Deliverer::new(
-        database.service.clone(),
+        store::service::alerts::outbox(database.service.clone()),
         Outbound::new(OutboundPolicy::production()),
         Some(Arc::new(mailer)),
         &master(),
