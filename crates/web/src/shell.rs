@@ -37,6 +37,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
         Permission::ViewDashboards,
     ),
     ("/app/drift", "Schema drift", Permission::ManageSources),
+    ("/app/alerts", "Alerts", Permission::ViewDashboards),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
     (
         "/app/settings/api-tokens",

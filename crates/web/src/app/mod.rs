@@ -5,6 +5,7 @@
 //! [`crate::shell`].
 
 mod account;
+mod alerts;
 mod audit;
 mod connectors;
 pub(crate) mod dashboards;
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .merge(dead_letters::routes())
         .merge(explore::routes())
         .merge(drift::routes())
+        .merge(alerts::routes())
         .merge(settings::routes())
         .merge(tokens::routes())
         .merge(sso::routes())

@@ -394,3 +394,118 @@ async fn every_alert_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
         ]
     );
 }
+
+/// In a real headless Chromium: an admin adds a channel, creates a rule on the device's
+/// temperature, sees on the rule's page where it would have breached over the last day, sees it
+/// fire once the evaluator runs, acknowledges it and silences it; nothing in the console.
+#[tokio::test]
+async fn an_admin_creates_a_rule_sees_it_fire_acknowledges_and_silences_it_in_a_real_browser() {
+    use test_support::browser::{
+        click, console_errors, fill, screenshot, start_chromium, wait_for_text,
+    };
+
+    let test_database = TestDatabase::new().await;
+    let database: Database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let acme = tenant(&database, "Acme").await;
+    crate::auth::member(&database, acme, "admin@acme.example.com", Role::Admin).await;
+    let source = crate::api::source(&database, acme).await;
+    let mut admin = test_database.admin().await;
+    // A device with a temperature reading of 42 five minutes ago, as the materializer writes.
+    crate::api::read_models(&mut admin, acme, source, "acme").await;
+
+    let (_driver, client) = start_chromium().await;
+    let base = format!("http://{addr}");
+    client.goto(&format!("{base}/auth")).await.unwrap();
+    fill(&client, "#signin-email", "admin@acme.example.com").await;
+    fill(&client, "#signin-password", crate::auth::PASSWORD).await;
+    click(&client, "form.form button[type=submit]").await;
+    wait_for_text(&client, r#"href="/app/alerts""#).await;
+
+    client.goto(&format!("{base}/app/alerts")).await.unwrap();
+    wait_for_text(&client, "Nothing is firing or pending").await;
+    fill(&client, "#channel-name", "On-call hook").await;
+    fill(
+        &client,
+        "#channel-target",
+        "https://hooks.acme.example/tributary",
+    )
+    .await;
+    click(&client, "#new-channel button[type=submit]").await;
+    wait_for_text(&client, "Its signing secret, shown only now: whsec_").await;
+
+    fill(&client, "#rule-name", "Hot device").await;
+    fill(&client, "#rule-key", "temperature").await;
+    client
+        .find(test_support::browser::Locator::Css("#rule-aggregation"))
+        .await
+        .unwrap()
+        .select_by_value("max")
+        .await
+        .unwrap();
+    fill(&client, "#rule-threshold", "40").await;
+    client
+        .find(test_support::browser::Locator::Css("#rule-window"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    fill(&client, "#rule-window", "10").await;
+    client
+        .find(test_support::browser::Locator::Css("#rule-channel"))
+        .await
+        .unwrap()
+        .select_by_index(1)
+        .await
+        .unwrap();
+    click(&client, "#new-rule button[type=submit]").await;
+    // The rule's page: the last day against the threshold.
+    wait_for_text(&client, "The condition held in 1 of 1 five-minute buckets").await;
+    assert!(client.source().await.unwrap().contains("<svg"));
+    screenshot(&client, "alert-rule").await;
+
+    // The evaluator (a job of `tributary up`) takes it: it fires.
+    let report = pipeline::alerts::evaluate_round(&database, time::OffsetDateTime::now_utc(), 100)
+        .await
+        .unwrap();
+    assert_eq!(report.rules, 1);
+    assert_eq!(report.notifications, 1, "one notice to the one channel");
+    client.goto(&format!("{base}/app/alerts")).await.unwrap();
+    wait_for_text(&client, r#"data-phase="firing""#).await;
+    screenshot(&client, "alerts-firing").await;
+
+    click(&client, r#"form[action="/app/alerts/acknowledge"] button"#).await;
+    wait_for_text(&client, "Acknowledged: no reminders until it resolves").await;
+    assert!(
+        !client
+            .source()
+            .await
+            .unwrap()
+            .contains(r#"action="/app/alerts/acknowledge""#),
+        "acknowledged: no second acknowledgement offered"
+    );
+
+    let rule: Uuid = sqlx::query_scalar("select rule_id from control.alert_rules")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    fill(&client, &format!("#reason-{rule}"), "planned maintenance").await;
+    click(&client, r#"form[action="/app/alerts/silences"] button"#).await;
+    wait_for_text(&client, "Silenced: no notices until the silence ends").await;
+    wait_for_text(&client, "planned maintenance").await;
+    screenshot(&client, "alerts-silenced").await;
+    assert_eq!(console_errors(&client).await, Vec::<String>::new());
+
+    // What the page did is what the store holds.
+    let (acked, silenced): (bool, bool) = sqlx::query_as(
+        "select (select acked_at is not null from control.alert_states where rule_id = $1), \
+                exists (select 1 from control.alert_silences where rule_id = $1 \
+                        and reason = 'planned maintenance')",
+    )
+    .bind(rule)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(acked && silenced);
+}
