@@ -1,14 +1,18 @@
 //! End to end: the demo's simulated agent streams through the edge (mTLS) and the bus into
 //! bronze, the tenant materializer and the global aggregator of a running `tributary up`; once
 //! the platform has caught up, the read models and the rollups agree with bronze, and a rebuild
-//! from bronze reproduces the read models exactly.
+//! from bronze reproduces the read models exactly. And an alert rule on the demo source's health
+//! fires when its agent stops, and the rule's webhook receives the signed notice.
 
 use std::time::{Duration, Instant};
 
 use domain::TenantId;
 use nix::sys::signal::Signal;
 
-use crate::support::{DataDir, Platform, platform_database, start_platform_with, tributary};
+use crate::support::{
+    DataDir, Platform, http_get_with, http_post_json, platform_database, start_platform_with,
+    tributary,
+};
 
 fn demo_tenant(data_dir: &DataDir) -> TenantId {
     let demo: serde_json::Value =
@@ -182,4 +186,157 @@ fn published_cells(data_dir: &DataDir) -> Vec<serde_json::Value> {
     assert!(shown.status.success(), "{shown:?}");
     let cells: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
     cells.as_array().cloned().unwrap_or_default()
+}
+
+/// A webhook receiver on a free loopback port, answering 204 and keeping every request as
+/// (headers with lower-case names, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
+
+fn webhook_receiver() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received: Received = Default::default();
+    let kept = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line); // the request line
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.trim_end().split_once(": ") {
+                    headers.push((name.to_ascii_lowercase(), value.to_owned()));
+                }
+            }
+            let length: usize = headers
+                .iter()
+                .find(|(name, _)| name == "content-length")
+                .and_then(|(_, value)| value.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            kept.lock().unwrap().push((headers, body));
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, received)
+}
+
+/// The demo's agent reports, then stops (the platform restarts without it): a rule on
+/// `source_disconnected` fires in the running `tributary up`, and its webhook receives the
+/// notice, signed with the channel's secret.
+#[test]
+fn a_stopped_agent_fires_source_disconnected_and_the_webhook_receives_it() {
+    let data_dir = DataDir::new();
+    let (port, received) = webhook_receiver();
+    let platform = Platform::start(&data_dir);
+    let web = platform.web_addr.clone();
+    let demo: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.0.join("demo.json")).unwrap()).unwrap();
+    let token = demo["api_token"].as_str().unwrap().to_owned();
+    // The demo agent reports.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get_with(&web, "/api/v1/sources", Some(&token));
+        assert_eq!(status, 200, "{body}");
+        let sources: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if sources["sources"][0]["agent"].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo agent never reported");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, body) = http_post_json(
+        &web,
+        "/api/v1/alert-channels",
+        &token,
+        &format!(
+            r#"{{"name": "on-call", "kind": "webhook", "target": "http://127.0.0.1:{port}/hook"}}"#
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let channel: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let secret = channel["secret"].as_str().unwrap().to_owned();
+    let (status, body) = http_post_json(
+        &web,
+        "/api/v1/alert-rules",
+        &token,
+        &format!(
+            r#"{{"kind": "pipeline", "name": "Demo agent gone", "condition": "source_disconnected",
+                "threshold": 0.25, "interval_secs": 10, "severity": "critical",
+                "channels": ["{}"]}}"#,
+            channel["id"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let rule: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (status, _) = platform.stop_with(Signal::SIGTERM);
+    assert!(status.success());
+
+    // Without the demo agent (and allowed to reach the receiver on loopback over http).
+    let (platform, _) = start_platform_with(&data_dir, &["--no-demo", "--dev-allow-loopback-http"]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (headers, body) = loop {
+        if let Some(first) = received.lock().unwrap().first().cloned() {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook received nothing within 90s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let timestamp: i64 = header("tributary-timestamp").parse().unwrap();
+    assert_eq!(
+        header("tributary-signature"),
+        web::alerting::sign(secret.as_bytes(), timestamp, &body),
+        "signed with the channel's secret"
+    );
+    let notice: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(notice["notice"], "firing");
+    assert_eq!(notice["rule"]["name"], "Demo agent gone");
+    assert_eq!(notice["rule"]["severity"], "critical");
+    let series = notice["alerts"][0]["series"].as_str().unwrap();
+    assert!(series.starts_with("source:"), "{notice}");
+    assert!(notice["alerts"][0]["value"].as_f64().unwrap() > 0.25);
+
+    // The platform shows it firing, and the delivery on the rule's timeline.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get_with(
+            &platform.web_addr,
+            &format!("/api/v1/alert-rules/{}", rule["id"].as_str().unwrap()),
+            Some(&token),
+        );
+        assert_eq!(status, 200, "{body}");
+        let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let delivered = detail["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["kind"] == "delivered");
+        if detail["rule"]["state"] == "firing" && delivered {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not firing with its delivery on the timeline: {detail}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (status, _) = platform.stop_with(Signal::SIGTERM);
+    assert!(status.success());
 }

@@ -122,6 +122,15 @@ pub fn http_get_with(addr: &str, path: &str, bearer: Option<&str>) -> (u16, Stri
     (status, body)
 }
 
+/// POST `body` (JSON) to `path` with `Authorization: Bearer <bearer>`: (status, body).
+pub fn http_post_json(addr: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json"
+    );
+    let (status, _, body) = http_exchange(addr, &head, body);
+    (status, body)
+}
+
 /// One HTTP/1.1 exchange: `head` (request line and headers, without the blank line) and
 /// `body`; answers (status, the `Set-Cookie` values' `name=value`, body).
 fn http_exchange(addr: &str, head: &str, body: &str) -> (u16, Vec<String>, String) {
