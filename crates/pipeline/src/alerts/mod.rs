@@ -62,7 +62,9 @@ pub struct Observed {
     pub value: Option<f64>,
 }
 
-/// Evaluates the rules due at `now` (at most `batch`), in one transaction.
+/// Evaluates the rules due at `now` (at most `batch`), in one transaction: each tenant's rules
+/// observed in one transaction of that tenant, the states, timeline and next evaluations of the
+/// whole round written together.
 pub async fn evaluate_round(
     database: &Database,
     now: OffsetDateTime,
@@ -73,56 +75,74 @@ pub async fn evaluate_round(
         rules: round.rules.len(),
         ..RoundReport::default()
     };
+    if round.rules.is_empty() {
+        round.commit().await?;
+        return Ok(report);
+    }
     let rules = round.rules.clone();
+    let mut stored_by_rule = round.series().await?;
+    let silences = round.silences(now).await?;
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    let mut by_tenant: BTreeMap<domain::TenantId, Vec<&DueRule>> = BTreeMap::new();
     for rule in &rules {
-        let next = now + time::Duration::seconds(i64::from(rule.input.interval_secs));
-        let observed = match observe(database, rule, now).await {
-            Ok(observed) => observed,
-            Err(error) => {
-                tracing::warn!(rule = %rule.id, tenant = %rule.tenant, %error,
-                    "an alert rule's data could not be read; it is tried again at its next interval");
-                report.failed += 1;
-                round.reschedule(rule, next).await?;
-                continue;
-            }
-        };
-        let stored = round.series(rule).await?;
-        let silenced = round.silenced(rule, now).await?;
-        let timing = timing_of(rule);
-        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        // Every series observed now, and every stored one that was not (no data: it keeps its
-        // phase, so a firing alert whose data stopped does not resolve by itself).
-        let mut all: BTreeMap<String, (Observation, Option<f64>)> = stored
-            .iter()
-            .map(|stored| (stored.series.clone(), (Observation::NoData, None)))
-            .collect();
-        for observed in observed {
-            all.insert(observed.series, (observed.observation, observed.value));
-        }
-        let mut announced = Vec::new();
-        let mut keep = Vec::new();
-        for (series, (observation, value)) in &all {
-            let state = stored
+        by_tenant.entry(rule.tenant).or_default().push(rule);
+    }
+    for (tenant, tenant_rules) in by_tenant {
+        let observed = observe_tenant(database, tenant, &tenant_rules, now).await;
+        for (rule, observed) in tenant_rules.iter().zip(observed) {
+            let next = now + time::Duration::seconds(i64::from(rule.input.interval_secs));
+            round.reschedule(rule, next);
+            let observed = match observed {
+                Ok(observed) => observed,
+                Err(error) => {
+                    tracing::warn!(rule = %rule.id, %tenant, %error,
+                        "an alert rule's data could not be read; it is tried again at its next interval");
+                    report.failed += 1;
+                    continue;
+                }
+            };
+            let stored = stored_by_rule.remove(&rule.id).unwrap_or_default();
+            let silenced = silences.iter().any(|silence| silence.covers(rule));
+            let timing = timing_of(rule);
+            // Every series observed now, and every stored one that was not (no data: it keeps
+            // its phase, so a firing alert whose data stopped does not resolve by itself).
+            let mut all: BTreeMap<String, (Observation, Option<f64>)> = stored
                 .iter()
-                .find(|stored| &stored.series == series)
-                .map(|stored| stored.state.clone())
-                .unwrap_or_default();
-            let step = alerting::step(&state, *observation, now_ms, &timing, silenced);
-            round.record(rule, series, &step, *value, now).await?;
-            if *observation != Observation::NoData || step.state.phase != alerting::Phase::Ok {
-                keep.push(series.clone());
+                .map(|stored| (stored.series.clone(), (Observation::NoData, None)))
+                .collect();
+            for observed in observed {
+                all.insert(observed.series, (observed.observation, observed.value));
             }
-            if let Some(notice) = step.notice {
-                announced.push((series.clone(), notice, *value));
+            let mut announced = Vec::new();
+            let mut keep = Vec::new();
+            for (series, (observation, value)) in &all {
+                let state = stored
+                    .iter()
+                    .find(|stored| &stored.series == series)
+                    .map(|stored| stored.state.clone())
+                    .unwrap_or_default();
+                let step = alerting::step(&state, *observation, now_ms, &timing, silenced);
+                // A series that stays ok without data and was never stored needs no row.
+                let unchanged_ok = step.state == state
+                    && step.state.phase == alerting::Phase::Ok
+                    && *observation == Observation::NoData;
+                if !unchanged_ok {
+                    round.record(rule, series, &step, *value, now)?;
+                }
+                if *observation != Observation::NoData || step.state.phase != alerting::Phase::Ok {
+                    keep.push(series.clone());
+                }
+                if let Some(notice) = step.notice {
+                    announced.push((series.clone(), notice, *value));
+                }
+                report.series += 1;
             }
-            report.series += 1;
+            round.forget_others(rule, keep);
+            if !announced.is_empty() && !rule.input.channels.is_empty() {
+                let notification = notification(rule, &announced, now);
+                report.notifications += round.notify(rule, &notification).await?;
+            }
         }
-        round.forget_others(rule, &keep).await?;
-        if !announced.is_empty() && !rule.input.channels.is_empty() {
-            let notification = notification(rule, &announced, now);
-            report.notifications += round.notify(rule, &notification).await?;
-        }
-        round.reschedule(rule, next).await?;
     }
     round.commit().await?;
     metrics::counter!("tributary_alert_rules_evaluated_total").increment(report.rules as u64);
@@ -138,20 +158,68 @@ fn timing_of(rule: &DueRule) -> Timing {
     }
 }
 
-/// The series of `rule` as they stand at `now`.
-pub async fn observe(
+/// The series of each of one tenant's `rules` as they stand at `now`, in the rules' order,
+/// read in one transaction of the tenant. A rule whose data cannot be read fails alone.
+async fn observe_tenant(
     database: &Database,
+    tenant: domain::TenantId,
+    rules: &[&DueRule],
+    now: OffsetDateTime,
+) -> Vec<Result<Vec<Observed>, StoreError>> {
+    let begin = || {
+        TenantTx::begin(
+            &database.app,
+            Scope::Job {
+                tenant,
+                job: "alerts",
+            },
+        )
+    };
+    let mut tx: Option<TenantTx> = None;
+    let mut health = SourceHealthCache::default();
+    let mut observed = Vec::with_capacity(rules.len());
+    for rule in rules {
+        if tx.is_none() {
+            match begin().await {
+                Ok(begun) => tx = Some(begun),
+                Err(error) => {
+                    observed.push(Err(error));
+                    continue;
+                }
+            }
+        }
+        let Some(open) = tx.as_mut() else { continue };
+        let result = observe(open, &mut health, rule, now).await;
+        if result.is_err() {
+            // The failed statement ended the transaction: the next rule reads in a new one.
+            if let Some(failed) = tx.take() {
+                let _ = failed.rollback().await;
+            }
+        }
+        observed.push(result);
+    }
+    if let Some(open) = tx {
+        let _ = open.rollback().await;
+    }
+    observed
+}
+
+/// What a tenant's pipeline rules read, read once per round.
+#[derive(Default)]
+struct SourceHealthCache {
+    sources: Option<Vec<store::sources::Source>>,
+    last_events: Option<std::collections::HashMap<domain::SourceId, OffsetDateTime>>,
+    dead_letters: BTreeMap<i32, BTreeMap<uuid::Uuid, i64>>,
+}
+
+/// The series of `rule` as they stand at `now`, read in `tx` (a transaction of the rule's
+/// tenant as [`Scope::Job`]); `health` keeps what the tenant's pipeline rules share.
+async fn observe(
+    tx: &mut TenantTx,
+    health: &mut SourceHealthCache,
     rule: &DueRule,
     now: OffsetDateTime,
 ) -> Result<Vec<Observed>, StoreError> {
-    let mut tx = TenantTx::begin(
-        &database.app,
-        Scope::Job {
-            tenant: rule.tenant,
-            job: "alerts",
-        },
-    )
-    .await?;
     let observed = match &rule.input.spec {
         RuleSpec::Metric {
             key,
@@ -174,7 +242,7 @@ pub async fn observe(
                 group_by: *group_by,
                 limit: 50,
             };
-            store::analytics::series(&mut tx, &query)
+            store::analytics::series(tx, &query)
                 .await?
                 .into_iter()
                 .map(|line| {
@@ -205,7 +273,8 @@ pub async fn observe(
             window_secs,
         } => {
             observe_sources(
-                &mut tx,
+                tx,
+                health,
                 *condition,
                 *source,
                 threshold.unwrap_or(0.0),
@@ -215,7 +284,6 @@ pub async fn observe(
             .await?
         }
     };
-    tx.rollback().await?;
     Ok(observed)
 }
 
@@ -250,30 +318,38 @@ const USUALLY_SENDS: time::Duration = time::Duration::days(1);
 
 async fn observe_sources(
     tx: &mut TenantTx,
+    health: &mut SourceHealthCache,
     condition: Condition,
     only: Option<uuid::Uuid>,
     threshold: f64,
     window_secs: Option<i32>,
     now: OffsetDateTime,
 ) -> Result<Vec<Observed>, StoreError> {
-    let sources: Vec<store::sources::Source> = store::sources::list_sources(tx)
-        .await?
-        .into_iter()
+    if health.sources.is_none() {
+        health.sources = Some(store::sources::list_sources(tx).await?);
+    }
+    let sources: Vec<store::sources::Source> = health
+        .sources
+        .iter()
+        .flatten()
         .filter(|source| only.is_none_or(|only| *source.source_id.as_uuid() == only))
         // A revoked, paused or never paired source is not expected to send or report.
         .filter(|source| source.effective_status() == "active")
+        .cloned()
         .collect();
-    let last_events = match condition {
-        Condition::NoEvents => store::sources::last_events(tx).await?,
-        _ => Default::default(),
-    };
-    let dead_letters = match condition {
-        Condition::DlqGrowth => {
-            let window = time::Duration::seconds(i64::from(window_secs.unwrap_or(3_600)));
-            store::alerts::dead_letters_since(tx, now - window).await?
-        }
-        _ => Default::default(),
-    };
+    if condition == Condition::NoEvents && health.last_events.is_none() {
+        health.last_events = Some(store::sources::last_events(tx).await?);
+    }
+    let empty_events = Default::default();
+    let last_events = health.last_events.as_ref().unwrap_or(&empty_events);
+    let window = window_secs.unwrap_or(3_600);
+    if condition == Condition::DlqGrowth && !health.dead_letters.contains_key(&window) {
+        let since = now - time::Duration::seconds(i64::from(window));
+        let counts = store::alerts::dead_letters_since(tx, since).await?;
+        health.dead_letters.insert(window, counts);
+    }
+    let empty_letters = BTreeMap::new();
+    let dead_letters = health.dead_letters.get(&window).unwrap_or(&empty_letters);
     let mut observed = Vec::with_capacity(sources.len());
     for source in &sources {
         let heartbeat = source.heartbeat();

@@ -12,6 +12,8 @@
 //! that dies mid-send leaves the row to be sent again when its lease ends (delivery is
 //! at-least-once; receivers dedupe on the notification id every delivery carries).
 
+use std::collections::HashMap;
+
 use domain::TenantId;
 use domain::alerting::{Notice, SeriesState, Step};
 use sqlx::{Postgres, Transaction};
@@ -36,11 +38,61 @@ pub struct StoredSeries {
     pub state: SeriesState,
 }
 
-/// An evaluation round: the due rules, locked until [`Round::commit`].
+/// An evaluation round: the due rules, locked until [`Round::commit`], and what the round
+/// decided, written together at the commit (a few statements for the whole round, not a few per
+/// series).
 #[derive(Debug)]
 pub struct Round {
     tx: Transaction<'static, Postgres>,
     pub rules: Vec<DueRule>,
+    /// The time the round evaluates at.
+    now: OffsetDateTime,
+    states: Vec<StateWrite>,
+    events: Vec<EventWrite>,
+    /// (tenant, rule, series kept): a rule's `ok` series not kept are forgotten.
+    kept: Vec<(Uuid, Uuid, Vec<String>)>,
+    next: Vec<(Uuid, Uuid, OffsetDateTime)>,
+}
+
+#[derive(Debug)]
+struct StateWrite {
+    tenant: Uuid,
+    rule: Uuid,
+    series: String,
+    phase: &'static str,
+    since: OffsetDateTime,
+    flapping: bool,
+    machine: serde_json::Value,
+    value: Option<f64>,
+}
+
+#[derive(Debug)]
+struct EventWrite {
+    tenant: Uuid,
+    rule: Uuid,
+    series: String,
+    kind: &'static str,
+    value: Option<f64>,
+    detail: String,
+}
+
+/// A silence active at the round's time: of a rule, or of a label's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSilence {
+    pub tenant: TenantId,
+    pub rule: Option<Uuid>,
+    pub label: Option<(String, String)>,
+}
+
+impl ActiveSilence {
+    /// Whether it covers `rule`.
+    pub fn covers(&self, rule: &DueRule) -> bool {
+        self.tenant == rule.tenant
+            && (self.rule == Some(rule.id)
+                || self.label.as_ref().is_some_and(|(key, value)| {
+                    rule.input.labels.get(key).is_some_and(|own| own == value)
+                }))
+    }
 }
 
 /// Locks and returns up to `limit` enabled rules due at `now`, oldest due first.
@@ -71,7 +123,15 @@ pub async fn claim_due(
             input: rule_input(&base)?,
         });
     }
-    Ok(Round { tx, rules })
+    Ok(Round {
+        tx,
+        rules,
+        now,
+        states: Vec::new(),
+        events: Vec::new(),
+        kept: Vec::new(),
+        next: Vec::new(),
+    })
 }
 
 /// What one notification says, for its outbox row.
@@ -82,53 +142,72 @@ pub struct Notification {
 }
 
 impl Round {
-    /// The stored series of `rule`.
-    pub async fn series(&mut self, rule: &DueRule) -> Result<Vec<StoredSeries>, StoreError> {
-        let rows: Vec<(String, serde_json::Value, bool)> = sqlx::query_as(
-            "select series, machine, acked_at is not null from control.alert_states \
-             where tenant_id = $1 and rule_id = $2 order by series",
+    /// The stored series of every rule of the round, by rule.
+    pub async fn series(&mut self) -> Result<HashMap<Uuid, Vec<StoredSeries>>, StoreError> {
+        let tenants: Vec<Uuid> = self
+            .rules
+            .iter()
+            .map(|rule| *rule.tenant.as_uuid())
+            .collect();
+        let ids: Vec<Uuid> = self.rules.iter().map(|rule| rule.id).collect();
+        let rows: Vec<(Uuid, String, serde_json::Value, bool)> = sqlx::query_as(
+            "select s.rule_id, s.series, s.machine, s.acked_at is not null \
+             from unnest($1::uuid[], $2::uuid[]) as r(tenant_id, rule_id) \
+             join control.alert_states s on s.tenant_id = r.tenant_id and s.rule_id = r.rule_id \
+             order by s.rule_id, s.series",
         )
-        .bind(rule.tenant.as_uuid())
-        .bind(rule.id)
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut by_rule: HashMap<Uuid, Vec<StoredSeries>> = HashMap::new();
+        for (rule, series, machine, acked) in rows {
+            // A state this version cannot read starts over (ok), rather than failing the rule.
+            let mut state: SeriesState = serde_json::from_value(machine).unwrap_or_default();
+            // Someone acknowledged it since the last evaluation (crate::alerts::acknowledge).
+            state.acked |= acked;
+            by_rule
+                .entry(rule)
+                .or_default()
+                .push(StoredSeries { series, state });
+        }
+        Ok(by_rule)
+    }
+
+    /// The silences active at `now` in the round's tenants.
+    pub async fn silences(
+        &mut self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ActiveSilence>, StoreError> {
+        let mut tenants: Vec<Uuid> = self
+            .rules
+            .iter()
+            .map(|rule| *rule.tenant.as_uuid())
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        type Row = (Uuid, Option<Uuid>, Option<String>, Option<String>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "select tenant_id, rule_id, label_key, label_value from control.alert_silences \
+             where tenant_id = any($1) and ended_at is null and starts_at <= $2 and ends_at > $2",
+        )
+        .bind(&tenants)
+        .bind(now)
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(series, machine, acked)| {
-                // A state this version cannot read starts over (ok), rather than failing the
-                // rule.
-                let mut state: SeriesState = serde_json::from_value(machine).unwrap_or_default();
-                // Someone acknowledged it since the last evaluation (crate::alerts::acknowledge).
-                state.acked |= acked;
-                StoredSeries { series, state }
+            .map(|(tenant, rule, key, value)| ActiveSilence {
+                tenant: TenantId::from(tenant),
+                rule,
+                label: key.zip(value),
             })
             .collect())
     }
 
-    /// Whether a silence covers `rule` at `now` (of the rule, or of one of its labels).
-    pub async fn silenced(
-        &mut self,
-        rule: &DueRule,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        let labels = serde_json::to_value(&rule.input.labels).unwrap_or_default();
-        Ok(sqlx::query_scalar(
-            "select exists (select 1 from control.alert_silences x \
-             where x.tenant_id = $1 and x.ended_at is null and x.starts_at <= $3 \
-               and x.ends_at > $3 \
-               and (x.rule_id = $2 or $4::jsonb ->> x.label_key = x.label_value))",
-        )
-        .bind(rule.tenant.as_uuid())
-        .bind(rule.id)
-        .bind(now)
-        .bind(labels)
-        .fetch_one(&mut *self.tx)
-        .await?)
-    }
-
     /// Stores one series' step at `now`, with its value, and puts its phase changes, flapping
-    /// changes and notice on the timeline.
-    pub async fn record(
+    /// changes and notice on the timeline (written at the commit).
+    pub fn record(
         &mut self,
         rule: &DueRule,
         series: &str,
@@ -141,29 +220,27 @@ impl Round {
                 .unwrap_or(now);
         let machine = serde_json::to_value(&step.state)
             .map_err(|_| StoreError::Invalid("an alert state".into()))?;
-        // A series that resolves keeps no acknowledgement.
-        sqlx::query(
-            "insert into control.alert_states (tenant_id, rule_id, series, phase, since, \
-             flapping, machine, last_value, evaluated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             on conflict (tenant_id, rule_id, series) do update set phase = excluded.phase, \
-               since = excluded.since, flapping = excluded.flapping, machine = excluded.machine, \
-               last_value = excluded.last_value, evaluated_at = excluded.evaluated_at, \
-               acked_by = case when excluded.phase = 'firing' then alert_states.acked_by end, \
-               acked_at = case when excluded.phase = 'firing' then alert_states.acked_at end",
-        )
-        .bind(rule.tenant.as_uuid())
-        .bind(rule.id)
-        .bind(series)
-        .bind(step.state.phase.as_str())
-        .bind(since)
-        .bind(step.state.flapping)
-        .bind(machine)
-        .bind(value)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
-        let mut events: Vec<(&str, String)> = Vec::new();
+        let tenant = *rule.tenant.as_uuid();
+        self.states.push(StateWrite {
+            tenant,
+            rule: rule.id,
+            series: series.to_owned(),
+            phase: step.state.phase.as_str(),
+            since,
+            flapping: step.state.flapping,
+            machine,
+            value,
+        });
+        let mut event = |kind: &'static str, detail: String| {
+            self.events.push(EventWrite {
+                tenant,
+                rule: rule.id,
+                series: series.to_owned(),
+                kind,
+                value,
+                detail,
+            });
+        };
         if let Some((from, to)) = step.transition {
             let kind = match (from, to) {
                 (domain::alerting::Phase::Firing, _) => "resolved",
@@ -171,54 +248,26 @@ impl Round {
                 (_, domain::alerting::Phase::Pending) => "pending",
                 _ => "ok",
             };
-            events.push((kind, String::new()));
+            event(kind, String::new());
         }
         match step.flapping_changed {
-            Some(true) => events.push((
+            Some(true) => event(
                 "flapping",
                 "notices held until it stops flipping".to_owned(),
-            )),
-            Some(false) => events.push(("settled", String::new())),
+            ),
+            Some(false) => event("settled", String::new()),
             None => {}
         }
         if let Some(notice) = step.notice {
-            events.push(("notified", notice.as_str().to_owned()));
-        }
-        for (kind, detail) in events {
-            sqlx::query(
-                "insert into control.alert_events (tenant_id, rule_id, series, at, kind, value, \
-                 detail) values ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(rule.tenant.as_uuid())
-            .bind(rule.id)
-            .bind(series)
-            .bind(now)
-            .bind(kind)
-            .bind(value)
-            .bind(detail)
-            .execute(&mut *self.tx)
-            .await?;
+            event("notified", notice.as_str().to_owned());
         }
         Ok(())
     }
 
-    /// Forgets the series of `rule` not in `keep` (a group that left the data, a source that
-    /// was deleted), unless they are firing or pending.
-    pub async fn forget_others(
-        &mut self,
-        rule: &DueRule,
-        keep: &[String],
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "delete from control.alert_states where tenant_id = $1 and rule_id = $2 \
-             and phase = 'ok' and not (series = any($3))",
-        )
-        .bind(rule.tenant.as_uuid())
-        .bind(rule.id)
-        .bind(keep)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+    /// Forgets (at the commit) the series of `rule` not in `keep` (a group that left the data,
+    /// a source that was deleted), unless they are firing or pending.
+    pub fn forget_others(&mut self, rule: &DueRule, keep: Vec<String>) {
+        self.kept.push((*rule.tenant.as_uuid(), rule.id, keep));
     }
 
     /// Queues one notification of `rule` to each of its channels that still exists.
@@ -243,25 +292,99 @@ impl Round {
         Ok(queued)
     }
 
-    /// Sets when `rule` is next due.
-    pub async fn reschedule(
-        &mut self,
-        rule: &DueRule,
-        next: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "update control.alert_rules set next_evaluation_at = $3 \
-             where tenant_id = $1 and rule_id = $2",
-        )
-        .bind(rule.tenant.as_uuid())
-        .bind(rule.id)
-        .bind(next)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(())
+    /// Sets when `rule` is next due (at the commit).
+    pub fn reschedule(&mut self, rule: &DueRule, next: OffsetDateTime) {
+        self.next.push((*rule.tenant.as_uuid(), rule.id, next));
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Writes what the round decided and releases its rules.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        let states = std::mem::take(&mut self.states);
+        if !states.is_empty() {
+            let column = |f: fn(&StateWrite) -> Uuid| states.iter().map(f).collect::<Vec<_>>();
+            // A series that resolves keeps no acknowledgement.
+            sqlx::query(
+                "insert into control.alert_states (tenant_id, rule_id, series, phase, since, \
+                 flapping, machine, last_value, evaluated_at) \
+                 select t, r, s, p, si, f, m, v, $9 from unnest($1::uuid[], $2::uuid[], \
+                   $3::text[], $4::text[], $5::timestamptz[], $6::bool[], $7::jsonb[], \
+                   $8::float8[]) as w(t, r, s, p, si, f, m, v) \
+                 on conflict (tenant_id, rule_id, series) do update set phase = excluded.phase, \
+                   since = excluded.since, flapping = excluded.flapping, \
+                   machine = excluded.machine, last_value = excluded.last_value, \
+                   evaluated_at = excluded.evaluated_at, \
+                   acked_by = case when excluded.phase = 'firing' then alert_states.acked_by end, \
+                   acked_at = case when excluded.phase = 'firing' then alert_states.acked_at end",
+            )
+            .bind(column(|w| w.tenant))
+            .bind(column(|w| w.rule))
+            .bind(states.iter().map(|w| w.series.as_str()).collect::<Vec<_>>())
+            .bind(states.iter().map(|w| w.phase).collect::<Vec<_>>())
+            .bind(states.iter().map(|w| w.since).collect::<Vec<_>>())
+            .bind(states.iter().map(|w| w.flapping).collect::<Vec<_>>())
+            .bind(states.iter().map(|w| w.machine.clone()).collect::<Vec<_>>())
+            .bind(states.iter().map(|w| w.value).collect::<Vec<_>>())
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let events = std::mem::take(&mut self.events);
+        if !events.is_empty() {
+            sqlx::query(
+                "insert into control.alert_events (tenant_id, rule_id, series, at, kind, value, \
+                 detail) select t, r, s, $7, k, v, d from unnest($1::uuid[], $2::uuid[], \
+                   $3::text[], $4::text[], $5::float8[], $6::text[]) \
+                   with ordinality as e(t, r, s, k, v, d, n) order by n",
+            )
+            .bind(events.iter().map(|e| e.tenant).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.rule).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.series.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.value).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>())
+            .bind(self.now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let kept = std::mem::take(&mut self.kept);
+        if !kept.is_empty() {
+            let mut rules = (Vec::new(), Vec::new());
+            let mut keep = (Vec::new(), Vec::new());
+            for (tenant, rule, series) in &kept {
+                rules.0.push(*tenant);
+                rules.1.push(*rule);
+                for one in series {
+                    keep.0.push(*rule);
+                    keep.1.push(one.as_str());
+                }
+            }
+            sqlx::query(
+                "delete from control.alert_states s \
+                 using unnest($1::uuid[], $2::uuid[]) as r(t, id) \
+                 where s.tenant_id = r.t and s.rule_id = r.id and s.phase = 'ok' \
+                   and not exists (select 1 from unnest($3::uuid[], $4::text[]) as k(id, series) \
+                                   where k.id = s.rule_id and k.series = s.series)",
+            )
+            .bind(&rules.0)
+            .bind(&rules.1)
+            .bind(&keep.0)
+            .bind(&keep.1)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let next = std::mem::take(&mut self.next);
+        if !next.is_empty() {
+            sqlx::query(
+                "update control.alert_rules a set next_evaluation_at = n.at \
+                 from unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) as n(t, id, at) \
+                 where a.tenant_id = n.t and a.rule_id = n.id",
+            )
+            .bind(next.iter().map(|n| n.0).collect::<Vec<_>>())
+            .bind(next.iter().map(|n| n.1).collect::<Vec<_>>())
+            .bind(next.iter().map(|n| n.2).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         self.tx.commit().await?;
         Ok(())
     }
