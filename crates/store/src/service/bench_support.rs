@@ -557,3 +557,117 @@ pub async fn fetch_hand_written(
     }
     Ok(query.fetch_all(tx.connection()).await?.len())
 }
+
+/// What [`seed_alert_rules`] made for one tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertSeed {
+    pub metric_rules: u64,
+    pub pipeline_rules: u64,
+}
+
+/// Seeds, as the administrative login, `tenant` with what `tributary-bench alerts` evaluates:
+/// `devices` devices reading `power_kw`, `voltage_v` and `temp_c` every minute of the half hour
+/// before `now`, one active source that last reported a minute before `now`, a webhook channel,
+/// and `rules` rules due at `now`: 85 % on a metric (a device's, a site's or the workspace's,
+/// every aggregation; some breach), 15 % on the source's health, every tenth notifying the
+/// channel.
+pub async fn seed_alert_rules(
+    settings: &ConnectionSettings,
+    tenant: TenantId,
+    rules: u64,
+    devices: u32,
+    now: time::OffsetDateTime,
+) -> Result<AlertSeed, StoreError> {
+    let mut connection = admin(settings).await?;
+    let source = uuid::Uuid::new_v4();
+    let channel = uuid::Uuid::new_v4();
+    let statements = [
+        "insert into control.sources (tenant_id, source_id, name, kind, status) \
+         values ($1, $2, 'bench source', 'postgres', 'active')",
+        "insert into control.source_status (tenant_id, source_id, reported_at, agent_version, \
+           source_kind, state) values ($1, $2, $3 - interval '1 minute', 'bench', 'postgres', \
+           'streaming')",
+        "insert into analytics.devices (tenant_id, device_id, source_id, site_id, name, status, \
+           pos_lsn, pos_seq) \
+         select $1, 'd' || n, $2, 's' || (n % 5), 'device ' || n, 'online', 1, 0 \
+         from generate_series(1, $4) n",
+        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+           minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+           last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         select $1, 'device', 'd' || n, key, date_trunc('minute', $3) - make_interval(mins => m), \
+           v, v, 1, v, v, v, 1, 0, date_trunc('minute', $3) - make_interval(mins => m), \
+           'r' || n || key || m \
+         from generate_series(1, $4) n, generate_series(0, 29) m, \
+              unnest(array['power_kw', 'voltage_v', 'temp_c']) key, \
+              lateral (select (n * 7 + m * 3) % 100 + 0.5 as v) value",
+        "insert into control.alert_channels (tenant_id, channel_id, name, kind, target, \
+           secret_ciphertext, secret_nonce) \
+         values ($1, $5, 'bench hook', 'webhook', 'https://hooks.example.com/bench', \
+           '\\x00', '\\x00')",
+    ];
+    for statement in statements {
+        sqlx::query(statement)
+            .bind(tenant.as_uuid())
+            .bind(source)
+            .bind(now)
+            .bind(devices as i32)
+            .bind(channel)
+            .execute(&mut connection)
+            .await?;
+    }
+    let pipeline_rules = rules * 15 / 100;
+    let metric_rules = rules - pipeline_rules;
+    sqlx::query(
+        "insert into control.alert_rules (tenant_id, name, kind, metric_key, aggregation, \
+           window_secs, site_id, device_id, comparison, threshold, channel_ids, \
+           next_evaluation_at) \
+         select $1, 'metric rule ' || i, 'metric', \
+           (array['power_kw', 'voltage_v', 'temp_c'])[i % 3 + 1], \
+           (array['avg', 'min', 'max', 'sum', 'count', 'last'])[i % 6 + 1], \
+           (array[60, 300, 900])[i % 3 + 1], \
+           case when i % 10 = 1 then 's' || (i % 5) end, \
+           case when i % 10 > 3 then 'd' || (i % $4 + 1) end, \
+           (array['>', '<'])[i % 2 + 1], (i * 13) % 100, \
+           case when i % 10 = 0 then array[$3::uuid] else '{}' end, $5 \
+         from generate_series(1, $2) i",
+    )
+    .bind(tenant.as_uuid())
+    .bind(metric_rules as i64)
+    .bind(channel)
+    .bind(devices as i32)
+    .bind(now)
+    .execute(&mut connection)
+    .await?;
+    sqlx::query(
+        "insert into control.alert_rules (tenant_id, name, kind, condition, threshold, \
+           next_evaluation_at) \
+         select $1, 'health rule ' || i, 'pipeline', \
+           (array['source_disconnected', 'lag_above', 'retained_wal_above', 'slot_at_risk'])[i % 4 + 1], \
+           case when i % 4 <> 3 then 5 end, $3 \
+         from generate_series(1, $2) i",
+    )
+    .bind(tenant.as_uuid())
+    .bind(pipeline_rules as i64)
+    .bind(now)
+    .execute(&mut connection)
+    .await?;
+    connection.close().await?;
+    Ok(AlertSeed {
+        metric_rules,
+        pipeline_rules,
+    })
+}
+
+/// Makes every enabled rule due at `at` (the next benchmark round).
+pub async fn make_rules_due(
+    database: &ServiceDb,
+    at: time::OffsetDateTime,
+) -> Result<u64, StoreError> {
+    Ok(
+        sqlx::query("update control.alert_rules set next_evaluation_at = $1 where enabled")
+            .bind(at)
+            .execute(database.pool())
+            .await?
+            .rows_affected(),
+    )
+}
