@@ -438,10 +438,14 @@ async fn delete_rule(
     Path(rule): Path<String>,
 ) -> Result<Response, PageError> {
     let rule = id(&rule)?;
-    let mut tx = member.tx(&state, Permission::ManageAlertRules).await?;
-    store::alerts::delete_rule(&mut tx, rule).await?;
-    tx.commit().await?;
-    Ok(done("rule_deleted"))
+    act(
+        &state,
+        &member,
+        Permission::ManageAlertRules,
+        "rule_deleted",
+        async |tx| store::alerts::delete_rule(tx, rule).await,
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -491,16 +495,35 @@ async fn create_channel(
     }
 }
 
+/// Runs `action` in the member's transaction (the role must hold `permission`), commits, and
+/// goes back to the page saying `code`'s notice.
+async fn act(
+    state: &AppState,
+    member: &Member,
+    permission: Permission,
+    code: &str,
+    action: impl AsyncFnOnce(&mut store::TenantTx) -> Result<(), StoreError>,
+) -> Result<Response, PageError> {
+    let mut tx = member.tx(state, permission).await?;
+    action(&mut tx).await?;
+    tx.commit().await?;
+    Ok(done(code))
+}
+
 async fn test_channel(
     State(state): State<AppState>,
     member: Member,
     Path(channel): Path<String>,
 ) -> Result<Response, PageError> {
     let channel = id(&channel)?;
-    let mut tx = member.tx(&state, Permission::ManageAlertRules).await?;
-    store::alerts::send_test(&mut tx, channel).await?;
-    tx.commit().await?;
-    Ok(done("test"))
+    act(
+        &state,
+        &member,
+        Permission::ManageAlertRules,
+        "test",
+        async |tx| store::alerts::send_test(tx, channel).await.map(|_| ()),
+    )
+    .await
 }
 
 async fn delete_channel(
@@ -509,10 +532,14 @@ async fn delete_channel(
     Path(channel): Path<String>,
 ) -> Result<Response, PageError> {
     let channel = id(&channel)?;
-    let mut tx = member.tx(&state, Permission::ManageAlertRules).await?;
-    store::alerts::delete_channel(&mut tx, channel).await?;
-    tx.commit().await?;
-    Ok(done("channel_deleted"))
+    act(
+        &state,
+        &member,
+        Permission::ManageAlertRules,
+        "channel_deleted",
+        async |tx| store::alerts::delete_channel(tx, channel).await,
+    )
+    .await
 }
 
 async fn acknowledge(
@@ -521,10 +548,14 @@ async fn acknowledge(
     Form(form): Form<IdForm>,
 ) -> Result<Response, PageError> {
     let rule = id(&form.rule)?;
-    let mut tx = member.tx(&state, Permission::AcknowledgeAlerts).await?;
-    store::alerts::acknowledge(&mut tx, rule, &form.series).await?;
-    tx.commit().await?;
-    Ok(done("acked"))
+    act(
+        &state,
+        &member,
+        Permission::AcknowledgeAlerts,
+        "acked",
+        async |tx| store::alerts::acknowledge(tx, rule, &form.series).await,
+    )
+    .await
 }
 
 async fn silence(
@@ -564,10 +595,14 @@ async fn unsilence(
     Path(silence): Path<String>,
 ) -> Result<Response, PageError> {
     let silence = id(&silence)?;
-    let mut tx = member.tx(&state, Permission::AcknowledgeAlerts).await?;
-    store::alerts::unsilence(&mut tx, silence).await?;
-    tx.commit().await?;
-    Ok(done("unsilenced"))
+    act(
+        &state,
+        &member,
+        Permission::AcknowledgeAlerts,
+        "unsilenced",
+        async |tx| store::alerts::unsilence(tx, silence).await,
+    )
+    .await
 }
 
 struct TimelineRow {

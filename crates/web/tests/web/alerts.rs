@@ -508,4 +508,25 @@ async fn an_admin_creates_a_rule_sees_it_fire_acknowledges_and_silences_it_in_a_
     .await
     .unwrap();
     assert!(acked && silenced);
+
+    // The rest of the page's actions: end the silence, test the channel, delete the rule.
+    click(&client, r#"form[action$="/end"] button"#).await;
+    wait_for_text(&client, "Silence ended.").await;
+    click(&client, r#"form[action$="/test"] button"#).await;
+    wait_for_text(&client, "Test notice queued").await;
+    client
+        .goto(&format!("{base}/app/alerts/rules/{rule}"))
+        .await
+        .unwrap();
+    click(&client, r#"form[action$="/delete"] button"#).await;
+    wait_for_text(&client, "Rule deleted, with its states and timeline.").await;
+    let (rules, tests): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from control.alert_rules), \
+                (select count(*) from pipeline.alert_outbox where notice = 'test')",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!((rules, tests), (0, 1));
+    assert_eq!(console_errors(&client).await, Vec::<String>::new());
 }
