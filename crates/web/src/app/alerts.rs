@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route(PATH, get(alerts_page))
         .route("/app/alerts/rules", post(create_rule))
-        .route("/app/alerts/rules/{rule}", get(rule_page))
+        .route("/app/alerts/rules/{rule}", get(rule_page).post(update_rule))
         .route("/app/alerts/rules/{rule}/delete", post(delete_rule))
         .route("/app/alerts/channels", post(create_channel))
         .route("/app/alerts/channels/{channel}/test", post(test_channel))
@@ -633,6 +633,115 @@ struct RulePage {
     can_act: bool,
     can_manage: bool,
     notice: Option<String>,
+    /// The editor's current values.
+    edit: RuleEdit,
+}
+
+/// What the rule page's editor changes, as the form shows it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuleEdit {
+    name: String,
+    threshold: String,
+    window_minutes: String,
+    for_minutes: String,
+    severity: String,
+    description: String,
+    enabled: String,
+}
+
+impl RuleEdit {
+    fn of(input: &RuleInput) -> Self {
+        let (threshold, window) = match &input.spec {
+            RuleSpec::Metric {
+                threshold,
+                window_secs,
+                ..
+            } => (Some(*threshold), Some(*window_secs)),
+            RuleSpec::Pipeline {
+                threshold,
+                window_secs,
+                ..
+            } => (*threshold, *window_secs),
+        };
+        RuleEdit {
+            name: input.name.clone(),
+            threshold: threshold.map(|value| value.to_string()).unwrap_or_default(),
+            window_minutes: window
+                .map(|secs| (secs / 60).to_string())
+                .unwrap_or_default(),
+            for_minutes: (input.for_secs / 60).to_string(),
+            severity: input.severity.as_str().to_owned(),
+            description: input.description.clone(),
+            enabled: if input.enabled { "on" } else { "" }.to_owned(),
+        }
+    }
+
+    /// `input` with this editor's values.
+    fn apply(&self, mut input: RuleInput) -> Result<RuleInput, StoreError> {
+        input.name = self.name.clone();
+        let threshold = optional(&self.threshold)
+            .map(|text| number::<f64>(&text, "threshold"))
+            .transpose()?;
+        let window = optional(&self.window_minutes)
+            .map(|text| number::<i32>(&text, "window").map(|minutes| minutes.saturating_mul(60)))
+            .transpose()?;
+        match &mut input.spec {
+            RuleSpec::Metric {
+                threshold: own,
+                window_secs,
+                ..
+            } => {
+                *own = threshold.ok_or(StoreError::InvalidParameter {
+                    parameter: "threshold",
+                    message: "a metric rule needs a threshold".into(),
+                })?;
+                if let Some(window) = window {
+                    *window_secs = window;
+                }
+            }
+            RuleSpec::Pipeline {
+                threshold: own,
+                window_secs,
+                ..
+            } => {
+                *own = threshold;
+                if window_secs.is_some() {
+                    *window_secs = window;
+                }
+            }
+        }
+        input.for_secs = number::<i32>(&self.for_minutes, "for")?.saturating_mul(60);
+        input.severity = Severity::parse(&self.severity).unwrap_or(input.severity);
+        input.description = self.description.clone();
+        input.enabled = self.enabled == "on";
+        Ok(input)
+    }
+}
+
+async fn update_rule(
+    State(state): State<AppState>,
+    member: Member,
+    Path(rule): Path<String>,
+    Form(form): Form<RuleEdit>,
+) -> Result<Response, PageError> {
+    let rule = id(&rule)?;
+    let mut tx = member.tx(&state, Permission::ManageAlertRules).await?;
+    let current = store::alerts::get_rule(&mut tx, rule).await?;
+    let outcome = match form.apply(current.input) {
+        Ok(input) => store::alerts::update_rule(&mut tx, rule, &input).await,
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(Redirect::to(&format!("/app/alerts/rules/{rule}?done=rule")).into_response())
+        }
+        Err(error) => {
+            drop(tx);
+            refused(&state, &member, error).await
+        }
+    }
 }
 
 async fn rule_page(
@@ -711,7 +820,9 @@ async fn rule_page(
         RuleSpec::Pipeline { .. } => None,
     };
     tx.commit().await?;
+    let edit = RuleEdit::of(&found.input);
     let page = RulePage {
+        edit,
         chrome: member.visitor.chrome("app"),
         shell: shell(&member, PATH),
         id: found.id,

@@ -518,6 +518,19 @@ async fn an_admin_creates_a_rule_sees_it_fire_acknowledges_and_silences_it_in_a_
         .goto(&format!("{base}/app/alerts/rules/{rule}"))
         .await
         .unwrap();
+    // The editor: a threshold above the reading, and the preview says it would not have fired.
+    client
+        .find(test_support::browser::Locator::Css("#edit-threshold"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    fill(&client, "#edit-threshold", "50").await;
+    click(&client, "#edit-rule button[type=submit]").await;
+    wait_for_text(&client, "The condition held in 0 of 1 five-minute buckets").await;
+    wait_for_text(&client, "max of temperature over 10 min &gt; 50").await;
+    screenshot(&client, "alert-rule-edited").await;
     click(&client, r#"form[action$="/delete"] button"#).await;
     wait_for_text(&client, "Rule deleted, with its states and timeline.").await;
     let (rules, tests): (i64, i64) = sqlx::query_as(
