@@ -430,6 +430,9 @@ struct IdForm {
     series: String,
     hours: String,
     reason: String,
+    /// A silence of every rule with this label's value, instead of one rule.
+    label_key: String,
+    label_value: String,
 }
 
 async fn delete_rule(
@@ -563,20 +566,21 @@ async fn silence(
     member: Member,
     Form(form): Form<IdForm>,
 ) -> Result<Response, PageError> {
-    let rule = id(&form.rule)?;
+    let matches = if form.rule.is_empty() {
+        SilenceMatch::Label {
+            key: form.label_key.trim().to_owned(),
+            value: form.label_value.trim().to_owned(),
+        }
+    } else {
+        SilenceMatch::Rule(id(&form.rule)?)
+    };
     member.require(Permission::AcknowledgeAlerts)?;
     let hours: i64 = match number(&form.hours, "hours") {
         Ok(hours) => hours,
         Err(error) => return refused(&state, &member, error).await,
     };
     let mut tx = member.tx(&state, Permission::AcknowledgeAlerts).await?;
-    match store::alerts::silence(
-        &mut tx,
-        &SilenceMatch::Rule(rule),
-        hours.saturating_mul(3_600),
-        &form.reason,
-    )
-    .await
+    match store::alerts::silence(&mut tx, &matches, hours.saturating_mul(3_600), &form.reason).await
     {
         Ok(_) => {
             tx.commit().await?;

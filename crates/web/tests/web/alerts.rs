@@ -509,11 +509,19 @@ async fn an_admin_creates_a_rule_sees_it_fire_acknowledges_and_silences_it_in_a_
     .unwrap();
     assert!(acked && silenced);
 
-    // The rest of the page's actions: end the silence, test the channel, delete the rule.
+    // The rest of the page's actions: end the silence, test the channel, silence a label, edit
+    // and delete the rule.
     click(&client, r#"form[action$="/end"] button"#).await;
     wait_for_text(&client, "Silence ended.").await;
     click(&client, r#"form[action$="/test"] button"#).await;
     wait_for_text(&client, "Test notice queued").await;
+    // A silence of a label's value, for every rule that carries it.
+    fill(&client, "#silence-key", "team").await;
+    fill(&client, "#silence-value", "grid").await;
+    fill(&client, "#silence-reason", "substation maintenance").await;
+    click(&client, "#silence-label button[type=submit]").await;
+    wait_for_text(&client, "Silenced: no notices until the silence ends").await;
+    wait_for_text(&client, "label team = grid").await;
     client
         .goto(&format!("{base}/app/alerts/rules/{rule}"))
         .await
