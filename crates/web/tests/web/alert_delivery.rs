@@ -270,6 +270,27 @@ async fn a_webhook_receives_a_signed_notification_after_failing_twice() {
     );
 }
 
+/// This machine's host name, checked to resolve to internal addresses only (the case it stands
+/// for in the SSRF list: a name, not an address, that leads inside).
+async fn machine_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("the kernel's host name")
+        .trim()
+        .to_owned();
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host((name.as_str(), 443))
+        .await
+        .unwrap_or_else(|error| panic!("this machine's name {name} does not resolve: {error}"))
+        .collect();
+    assert!(
+        !addresses.is_empty()
+            && addresses
+                .iter()
+                .all(|address| web::outbound::is_internal(address.ip())),
+        "this machine's name {name} must resolve to internal addresses only: {addresses:?}"
+    );
+    name
+}
+
 #[tokio::test]
 async fn webhooks_to_internal_addresses_are_refused_without_a_connection() {
     let test_database = TestDatabase::new().await;
@@ -299,6 +320,9 @@ async fn webhooks_to_internal_addresses_are_refused_without_a_connection() {
         "https://169.254.169.254/latest/meta-data/".to_owned(),
         "https://100.64.0.1/".to_owned(),
         "https://[fd00::1]/".to_owned(),
+        // A DNS name (not one that says loopback) whose addresses are internal: this machine's
+        // own name, which its resolver maps to a local address.
+        format!("https://{}:{port}/", machine_name().await),
     ] {
         let (channel, _) = channel_with_notice(&database, ChannelKind::Webhook, &target).await;
         assert_eq!(
