@@ -51,6 +51,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start(failures: usize) -> Self {
+        Self::start_answering(failures, "HTTP/1.1 204 No Content\r\n\r\n").await
+    }
+
+    /// Answers the first `failures` requests 500, the rest with `answer`.
+    async fn start_answering(failures: usize, answer: &'static str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let hooks = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -72,7 +77,7 @@ impl Receiver {
                     let answer = if seen <= failures {
                         "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
                     } else {
-                        "HTTP/1.1 204 No Content\r\n\r\n"
+                        answer
                     };
                     let _ = stream.write_all(answer.as_bytes()).await;
                     let _ = stream.shutdown().await;
@@ -345,6 +350,47 @@ async fn webhooks_to_internal_addresses_are_refused_without_a_connection() {
         0,
         "nothing connected to the loopback receiver"
     );
+}
+
+/// A receiver that redirects to the cloud metadata service: the redirect is not followed (a
+/// webhook is never bounced to an address the guard would refuse), and the channel says why.
+#[tokio::test]
+async fn a_redirect_from_a_webhook_is_not_followed() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let mut admin = test_database.admin().await;
+    let receiver = Receiver::start_answering(
+        0,
+        "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\n\
+         content-length: 0\r\n\r\n",
+    )
+    .await;
+    let (channel, _) = channel_with_notice(
+        &database,
+        ChannelKind::Webhook,
+        &format!("http://127.0.0.1:{}/moved", receiver.port),
+    )
+    .await;
+    let deliverer = Deliverer::new(
+        store::service::alerts::outbox(database.service.clone()),
+        Outbound::new(OutboundPolicy::development()),
+        None,
+        &master(),
+    );
+    assert_eq!(
+        deliverer
+            .deliver_round(OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        1
+    );
+    let (error, delivered) = channel_state(&mut admin, channel).await;
+    assert_eq!(
+        error.as_deref(),
+        Some("HTTP 302 (redirects are not followed)")
+    );
+    assert!(delivered.is_none());
+    assert_eq!(receiver.hooks().len(), 1, "one request, no hop after it");
 }
 
 #[tokio::test]
