@@ -89,6 +89,24 @@ impl Platform {
     }
 }
 
+impl Drop for Platform {
+    /// A test that ends without stopping its platform (or fails first) stops it here, so no
+    /// `tributary up`, and no managed server of it, outlives the test.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     http_get_with(addr, path, None)
 }
