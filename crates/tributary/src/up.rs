@@ -290,6 +290,18 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 fn register_metrics() {
     use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram};
 
+    describe_counter!(
+        "tributary_alert_rules_evaluated_total",
+        "Alert rules evaluated"
+    );
+    counter!("tributary_alert_rules_evaluated_total").increment(0);
+    describe_counter!(
+        "tributary_alert_deliveries_total",
+        "Alert notifications sent, by outcome"
+    );
+    for outcome in ["delivered", "failed"] {
+        counter!("tributary_alert_deliveries_total", "outcome" => outcome).increment(0);
+    }
     describe_gauge!(
         bus::lag::LAG_GAUGE,
         "Messages a consumer group has not acked on a bus partition, by group and partition \
