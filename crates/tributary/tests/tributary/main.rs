@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tributary` binary: the managed cluster's whole life, and the CLI.
 
+mod alerts;
 mod cli;
 mod end_to_end;
 mod faults;

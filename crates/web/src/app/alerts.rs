@@ -6,6 +6,7 @@
 
 use askama::Template;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -16,7 +17,7 @@ use store::StoreError;
 use store::alerts::{
     Alert, ChannelKind, Comparison, Condition, RuleInput, RuleSpec, Severity, SilenceMatch,
 };
-use store::analytics::{Aggregation, SeriesQuery, Step};
+use store::analytics::{Aggregation, GroupBy, SeriesQuery, Step};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -162,8 +163,44 @@ struct AlertsPage {
     can_manage: bool,
     notice: Option<String>,
     problem: Option<String>,
+    /// The new-rule form, for those who manage rules.
+    fields: Option<RuleFields>,
+}
+
+/// The rule form's fields with what they offer: the workspace's channels and sources.
+struct RuleFields {
+    form: RuleForm,
+    channels: Vec<(String, String)>,
+    sources: Vec<(String, String)>,
     aggregations: &'static [&'static str],
     conditions: Vec<&'static str>,
+}
+
+impl RuleFields {
+    async fn load(tx: &mut store::TenantTx, form: RuleForm) -> Result<Self, StoreError> {
+        let channels = store::alerts::list_channels(tx, false).await?;
+        let sources = store::sources::list_sources(tx).await?;
+        Ok(RuleFields {
+            form,
+            channels: channels
+                .into_iter()
+                .map(|channel| (channel.id.to_string(), channel.name))
+                .collect(),
+            sources: sources
+                .into_iter()
+                .map(|source| (source.source_id.to_string(), source.name))
+                .collect(),
+            aggregations: &["avg", "min", "max", "sum", "count", "last"],
+            conditions: Condition::ALL
+                .iter()
+                .map(|condition| condition.as_str())
+                .collect(),
+        })
+    }
+
+    fn chosen(&self, channel: &str) -> bool {
+        self.form.channels.iter().any(|chosen| chosen == channel)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,7 +232,15 @@ async fn alerts_page(
     member: Member,
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
-    render_page(&state, &member, StatusCode::OK, notice(&done.done), None).await
+    render_page(
+        &state,
+        &member,
+        StatusCode::OK,
+        notice(&done.done),
+        None,
+        None,
+    )
+    .await
 }
 
 async fn render_page(
@@ -204,6 +249,7 @@ async fn render_page(
     status: StatusCode,
     notice: Option<String>,
     problem: Option<String>,
+    draft: Option<RuleForm>,
 ) -> Result<Response, PageError> {
     let can_manage = member.role().allows(Permission::ManageAlertRules);
     let can_act = member.role().allows(Permission::AcknowledgeAlerts);
@@ -212,6 +258,11 @@ async fn render_page(
     let rules = store::alerts::list_rules(&mut tx).await?;
     let channels = store::alerts::list_channels(&mut tx, can_manage).await?;
     let silences = store::alerts::list_silences(&mut tx).await?;
+    let fields = if can_manage {
+        Some(RuleFields::load(&mut tx, draft.unwrap_or_default()).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
     let rule_name = |id: Uuid| {
         rules.iter().find(|rule| rule.id == id).map_or_else(
@@ -269,38 +320,34 @@ async fn render_page(
             can_manage,
             notice,
             problem,
-            aggregations: &["avg", "min", "max", "sum", "count", "last"],
-            conditions: Condition::ALL
-                .iter()
-                .map(|condition| condition.as_str())
-                .collect(),
+            fields,
         },
     ))
 }
 
-/// A store refusal shown on the page (what the form got wrong, a name taken); anything else is
-/// the error page.
+/// A store refusal shown on the page (what the form got wrong, a name taken), with the rule
+/// form as it was posted when it was the rule form; anything else is the error page.
 async fn refused(
     state: &AppState,
     member: &Member,
     error: StoreError,
+    draft: Option<RuleForm>,
 ) -> Result<Response, PageError> {
+    let (status, problem) = problem(error)?;
+    render_page(state, member, status, None, Some(problem), draft).await
+}
+
+/// What to tell the member of a refusal they can correct, or the error page's error.
+fn problem(error: StoreError) -> Result<(StatusCode, String), PageError> {
     match error {
-        StoreError::InvalidParameter { parameter, message } => {
-            let problem = format!("{parameter}: {message}");
-            render_page(
-                state,
-                member,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                None,
-                Some(problem),
-            )
-            .await
-        }
-        StoreError::AlreadyExists(what) => {
-            let problem = format!("a {what} of that name exists");
-            render_page(state, member, StatusCode::CONFLICT, None, Some(problem)).await
-        }
+        StoreError::InvalidParameter { parameter, message } => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{parameter}: {message}"),
+        )),
+        StoreError::AlreadyExists(what) => Ok((
+            StatusCode::CONFLICT,
+            format!("a {what} of that name exists"),
+        )),
         StoreError::NotFound(_) => Err(PageError::NotFound),
         error => Err(error.into()),
     }
@@ -314,9 +361,10 @@ fn done(code: &str) -> Response {
     Redirect::to(&format!("{PATH}?done={code}")).into_response()
 }
 
-/// The new-rule form: both kinds' fields; the kind says which apply.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+/// The rule form, for a new rule and for a rule page's editor: both kinds' fields (the kind says
+/// which apply), every channel chosen, and labels as `key=value` pairs. The evaluation cadence
+/// (interval, reminders, flap damping) is the API's to set; the editor keeps it.
+#[derive(Debug)]
 struct RuleForm {
     name: String,
     kind: String,
@@ -327,11 +375,41 @@ struct RuleForm {
     threshold: String,
     device: String,
     site: String,
+    group_by: String,
     condition: String,
+    source: String,
     for_minutes: String,
     severity: String,
-    channel: String,
+    channels: Vec<String>,
+    labels: String,
     description: String,
+    enabled: bool,
+}
+
+impl Default for RuleForm {
+    /// A new rule's form as the page first shows it.
+    fn default() -> Self {
+        RuleForm {
+            name: String::new(),
+            kind: "metric".into(),
+            key: String::new(),
+            aggregation: "avg".into(),
+            window_minutes: "5".into(),
+            comparison: ">".into(),
+            threshold: String::new(),
+            device: String::new(),
+            site: String::new(),
+            group_by: String::new(),
+            condition: Condition::ALL[0].as_str().into(),
+            source: String::new(),
+            for_minutes: "0".into(),
+            severity: "warning".into(),
+            channels: Vec::new(),
+            labels: String::new(),
+            description: String::new(),
+            enabled: true,
+        }
+    }
 }
 
 fn number<T: std::str::FromStr>(text: &str, parameter: &'static str) -> Result<T, StoreError> {
@@ -348,8 +426,110 @@ fn optional(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
+fn minutes(secs: i32) -> String {
+    (secs / 60).to_string()
+}
+
 impl RuleForm {
-    fn input(&self) -> Result<RuleInput, StoreError> {
+    /// The form's fields from a posted body; `channel` repeats, one per channel chosen.
+    fn parse(body: &[u8]) -> Self {
+        let mut form = RuleForm {
+            enabled: false,
+            channels: Vec::new(),
+            ..RuleForm::default()
+        };
+        for (name, value) in url::form_urlencoded::parse(body) {
+            let value = value.into_owned();
+            let field = match name.as_ref() {
+                "name" => &mut form.name,
+                "kind" => &mut form.kind,
+                "key" => &mut form.key,
+                "aggregation" => &mut form.aggregation,
+                "window_minutes" => &mut form.window_minutes,
+                "comparison" => &mut form.comparison,
+                "threshold" => &mut form.threshold,
+                "device" => &mut form.device,
+                "site" => &mut form.site,
+                "group_by" => &mut form.group_by,
+                "condition" => &mut form.condition,
+                "source" => &mut form.source,
+                "for_minutes" => &mut form.for_minutes,
+                "severity" => &mut form.severity,
+                "labels" => &mut form.labels,
+                "description" => &mut form.description,
+                "channel" => {
+                    form.channels.push(value);
+                    continue;
+                }
+                "enabled" => {
+                    form.enabled = value == "on";
+                    continue;
+                }
+                _ => continue,
+            };
+            *field = value;
+        }
+        form
+    }
+
+    /// A saved rule as its editor shows it.
+    fn of(input: &RuleInput) -> Self {
+        let mut form = RuleForm {
+            name: input.name.clone(),
+            for_minutes: minutes(input.for_secs),
+            severity: input.severity.as_str().to_owned(),
+            channels: input.channels.iter().map(Uuid::to_string).collect(),
+            labels: input
+                .labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            description: input.description.clone(),
+            enabled: input.enabled,
+            ..RuleForm::default()
+        };
+        match &input.spec {
+            RuleSpec::Metric {
+                key,
+                aggregation,
+                window_secs,
+                comparison,
+                threshold,
+                site,
+                device,
+                group_by,
+            } => {
+                form.key = key.clone();
+                form.aggregation = aggregation.as_str().to_owned();
+                form.window_minutes = minutes(*window_secs);
+                form.comparison = comparison.as_str().to_owned();
+                form.threshold = threshold.to_string();
+                form.site = site.clone().unwrap_or_default();
+                form.device = device.clone().unwrap_or_default();
+                form.group_by = group_by
+                    .map(|group| group.as_str().to_owned())
+                    .unwrap_or_default();
+            }
+            RuleSpec::Pipeline {
+                condition,
+                source,
+                threshold,
+                window_secs,
+            } => {
+                form.kind = "pipeline".into();
+                form.condition = condition.as_str().to_owned();
+                form.source = source.map(|source| source.to_string()).unwrap_or_default();
+                form.threshold = threshold.map(|value| value.to_string()).unwrap_or_default();
+                form.window_minutes = window_secs.map(minutes).unwrap_or_default();
+            }
+        }
+        form
+    }
+
+    /// The rule the form describes; what the form does not show (the evaluation cadence) is
+    /// `base`'s, or the defaults for a new rule.
+    fn input(&self, base: Option<RuleInput>) -> Result<RuleInput, StoreError> {
         let invalid = |parameter: &'static str, message: &str| StoreError::InvalidParameter {
             parameter,
             message: message.to_owned(),
@@ -365,18 +545,29 @@ impl RuleForm {
                 threshold: number(&self.threshold, "threshold")?,
                 site: optional(&self.site),
                 device: optional(&self.device),
-                group_by: None,
+                group_by: match optional(&self.group_by) {
+                    Some(group) => Some(
+                        GroupBy::parse(&group)
+                            .ok_or_else(|| invalid("group_by", "a site or a device"))?,
+                    ),
+                    None => None,
+                },
             },
             "pipeline" => {
                 let condition = Condition::parse(&self.condition)
                     .ok_or_else(|| invalid("condition", "choose a condition"))?;
                 RuleSpec::Pipeline {
                     condition,
-                    source: None,
-                    threshold: match optional(&self.threshold) {
-                        Some(text) => Some(number(&text, "threshold")?),
+                    source: match optional(&self.source) {
+                        Some(source) => Some(
+                            Uuid::parse_str(&source)
+                                .map_err(|_| invalid("source", "choose a source"))?,
+                        ),
                         None => None,
                     },
+                    threshold: optional(&self.threshold)
+                        .map(|text| number(&text, "threshold"))
+                        .transpose()?,
                     window_secs: (condition == Condition::DlqGrowth)
                         .then(|| number::<i32>(&self.window_minutes, "window"))
                         .transpose()?
@@ -385,17 +576,40 @@ impl RuleForm {
             }
             _ => return Err(invalid("kind", "a metric or a pipeline rule")),
         };
-        let mut input = RuleInput::new(&self.name, spec);
-        if let Some(minutes) = optional(&self.for_minutes) {
-            input.for_secs = number::<i32>(&minutes, "for")?.saturating_mul(60);
-        }
-        input.severity = Severity::parse(&self.severity).unwrap_or(Severity::Warning);
-        if let Some(channel) = optional(&self.channel) {
-            input.channels = vec![
-                Uuid::parse_str(&channel).map_err(|_| invalid("channels", "choose a channel"))?,
-            ];
-        }
-        input.description = self.description.clone();
+        let mut input = match base {
+            Some(mut base) => {
+                base.name.clone_from(&self.name);
+                base.spec = spec;
+                base
+            }
+            None => RuleInput::new(&self.name, spec),
+        };
+        input.for_secs = optional(&self.for_minutes)
+            .map(|text| number::<i32>(&text, "for"))
+            .transpose()?
+            .unwrap_or(0)
+            .saturating_mul(60);
+        input.severity = Severity::parse(&self.severity)
+            .ok_or_else(|| invalid("severity", "info, warning or critical"))?;
+        input.channels = self
+            .channels
+            .iter()
+            .filter(|channel| !channel.is_empty())
+            .map(|channel| {
+                Uuid::parse_str(channel).map_err(|_| invalid("channels", "choose a channel"))
+            })
+            .collect::<Result<_, _>>()?;
+        input.labels = self
+            .labels
+            .split(',')
+            .filter(|pair| !pair.trim().is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) => Ok((key.trim().to_owned(), value.trim().to_owned())),
+                None => Err(invalid("labels", "key=value pairs separated by commas")),
+            })
+            .collect::<Result<_, _>>()?;
+        input.description.clone_from(&self.description);
+        input.enabled = self.enabled;
         Ok(input)
     }
 }
@@ -403,12 +617,13 @@ impl RuleForm {
 async fn create_rule(
     State(state): State<AppState>,
     member: Member,
-    Form(form): Form<RuleForm>,
+    body: Bytes,
 ) -> Result<Response, PageError> {
     member.require(Permission::ManageAlertRules)?;
-    let input = match form.input() {
+    let form = RuleForm::parse(&body);
+    let input = match form.input(None) {
         Ok(input) => input,
-        Err(error) => return refused(&state, &member, error).await,
+        Err(error) => return refused(&state, &member, error, Some(form)).await,
     };
     let mut tx = member.tx(&state, Permission::ManageAlertRules).await?;
     match store::alerts::create_rule(&mut tx, &input).await {
@@ -418,7 +633,7 @@ async fn create_rule(
         }
         Err(error) => {
             drop(tx);
-            refused(&state, &member, error).await
+            refused(&state, &member, error, Some(form)).await
         }
     }
 }
@@ -489,11 +704,19 @@ async fn create_channel(
                 ),
                 None => "Channel created.".to_owned(),
             };
-            render_page(&state, &member, StatusCode::CREATED, Some(notice), None).await
+            render_page(
+                &state,
+                &member,
+                StatusCode::CREATED,
+                Some(notice),
+                None,
+                None,
+            )
+            .await
         }
         Err(error) => {
             drop(tx);
-            refused(&state, &member, error).await
+            refused(&state, &member, error, None).await
         }
     }
 }
@@ -577,7 +800,7 @@ async fn silence(
     member.require(Permission::AcknowledgeAlerts)?;
     let hours: i64 = match number(&form.hours, "hours") {
         Ok(hours) => hours,
-        Err(error) => return refused(&state, &member, error).await,
+        Err(error) => return refused(&state, &member, error, None).await,
     };
     let mut tx = member.tx(&state, Permission::AcknowledgeAlerts).await?;
     match store::alerts::silence(&mut tx, &matches, hours.saturating_mul(3_600), &form.reason).await
@@ -588,7 +811,7 @@ async fn silence(
         }
         Err(error) => {
             drop(tx);
-            refused(&state, &member, error).await
+            refused(&state, &member, error, None).await
         }
     }
 }
@@ -635,104 +858,23 @@ struct RulePage {
     /// five-minute buckets the condition held.
     preview: Option<(String, usize, usize)>,
     can_act: bool,
-    can_manage: bool,
     notice: Option<String>,
-    /// The editor's current values.
-    edit: RuleEdit,
-}
-
-/// What the rule page's editor changes, as the form shows it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RuleEdit {
-    name: String,
-    threshold: String,
-    window_minutes: String,
-    for_minutes: String,
-    severity: String,
-    description: String,
-    enabled: String,
-}
-
-impl RuleEdit {
-    fn of(input: &RuleInput) -> Self {
-        let (threshold, window) = match &input.spec {
-            RuleSpec::Metric {
-                threshold,
-                window_secs,
-                ..
-            } => (Some(*threshold), Some(*window_secs)),
-            RuleSpec::Pipeline {
-                threshold,
-                window_secs,
-                ..
-            } => (*threshold, *window_secs),
-        };
-        RuleEdit {
-            name: input.name.clone(),
-            threshold: threshold.map(|value| value.to_string()).unwrap_or_default(),
-            window_minutes: window
-                .map(|secs| (secs / 60).to_string())
-                .unwrap_or_default(),
-            for_minutes: (input.for_secs / 60).to_string(),
-            severity: input.severity.as_str().to_owned(),
-            description: input.description.clone(),
-            enabled: if input.enabled { "on" } else { "" }.to_owned(),
-        }
-    }
-
-    /// `input` with this editor's values.
-    fn apply(&self, mut input: RuleInput) -> Result<RuleInput, StoreError> {
-        input.name = self.name.clone();
-        let threshold = optional(&self.threshold)
-            .map(|text| number::<f64>(&text, "threshold"))
-            .transpose()?;
-        let window = optional(&self.window_minutes)
-            .map(|text| number::<i32>(&text, "window").map(|minutes| minutes.saturating_mul(60)))
-            .transpose()?;
-        match &mut input.spec {
-            RuleSpec::Metric {
-                threshold: own,
-                window_secs,
-                ..
-            } => {
-                *own = threshold.ok_or(StoreError::InvalidParameter {
-                    parameter: "threshold",
-                    message: "a metric rule needs a threshold".into(),
-                })?;
-                if let Some(window) = window {
-                    *window_secs = window;
-                }
-            }
-            RuleSpec::Pipeline {
-                threshold: own,
-                window_secs,
-                ..
-            } => {
-                *own = threshold;
-                if window_secs.is_some() {
-                    *window_secs = window;
-                }
-            }
-        }
-        input.for_secs = number::<i32>(&self.for_minutes, "for")?.saturating_mul(60);
-        input.severity = Severity::parse(&self.severity).unwrap_or(input.severity);
-        input.description = self.description.clone();
-        input.enabled = self.enabled == "on";
-        Ok(input)
-    }
+    problem: Option<String>,
+    /// The editor, for those who manage rules.
+    fields: Option<RuleFields>,
 }
 
 async fn update_rule(
     State(state): State<AppState>,
     member: Member,
     Path(rule): Path<String>,
-    Form(form): Form<RuleEdit>,
+    body: Bytes,
 ) -> Result<Response, PageError> {
     let rule = id(&rule)?;
+    let form = RuleForm::parse(&body);
     let mut tx = member.tx(&state, Permission::ManageAlertRules).await?;
     let current = store::alerts::get_rule(&mut tx, rule).await?;
-    let outcome = match form.apply(current.input) {
+    let outcome = match form.input(Some(current.input)) {
         Ok(input) => store::alerts::update_rule(&mut tx, rule, &input).await,
         Err(error) => Err(error),
     };
@@ -743,7 +885,17 @@ async fn update_rule(
         }
         Err(error) => {
             drop(tx);
-            refused(&state, &member, error).await
+            let (status, problem) = problem(error)?;
+            show_rule(
+                &state,
+                &member,
+                rule,
+                status,
+                None,
+                Some(problem),
+                Some(form),
+            )
+            .await
         }
     }
 }
@@ -755,7 +907,30 @@ async fn rule_page(
     Query(done): Query<Done>,
 ) -> Result<Response, PageError> {
     let rule = id(&rule)?;
-    let mut tx = member.tx(&state, Permission::ViewDashboards).await?;
+    show_rule(
+        &state,
+        &member,
+        rule,
+        StatusCode::OK,
+        notice(&done.done),
+        None,
+        None,
+    )
+    .await
+}
+
+/// A rule's page; its editor holds `draft` when a posted edit was refused, else the saved rule.
+async fn show_rule(
+    state: &AppState,
+    member: &Member,
+    rule: Uuid,
+    status: StatusCode,
+    notice: Option<String>,
+    problem: Option<String>,
+    draft: Option<RuleForm>,
+) -> Result<Response, PageError> {
+    let can_manage = member.role().allows(Permission::ManageAlertRules);
+    let mut tx = member.tx(state, Permission::ViewDashboards).await?;
     let found = store::alerts::get_rule(&mut tx, rule).await?;
     let series = store::alerts::rule_series(&mut tx, rule).await?;
     let timeline = store::alerts::timeline(&mut tx, rule, None, 200).await?;
@@ -767,8 +942,10 @@ async fn rule_page(
             threshold,
             site,
             device,
+            group_by,
             ..
         } => {
+            // The rule's own series: one line, or its five busiest sites or devices.
             let to = OffsetDateTime::now_utc();
             let from = to - time::Duration::days(1);
             let query = SeriesQuery {
@@ -779,21 +956,31 @@ async fn rule_page(
                 aggregation: *aggregation,
                 site: site.clone(),
                 device: device.clone(),
-                group_by: None,
-                limit: 1,
+                group_by: *group_by,
+                limit: 5,
             };
-            let lines = store::analytics::series(&mut tx, &query).await?;
-            let points: Vec<(OffsetDateTime, f64)> = lines
-                .first()
-                .map(|line| line.points.iter().map(|p| (p.at, p.value)).collect())
-                .unwrap_or_default();
-            let breaching = points
-                .iter()
-                .filter(|(_, value)| comparison.holds(*value, *threshold))
-                .count();
-            let buckets = points.len();
-            let threshold_line: Vec<(OffsetDateTime, f64)> =
-                points.iter().map(|(at, _)| (*at, *threshold)).collect();
+            let found_series = store::analytics::series(&mut tx, &query).await?;
+            let mut buckets: std::collections::BTreeMap<OffsetDateTime, bool> =
+                std::collections::BTreeMap::new();
+            let mut lines: Vec<crate::charts::Line> = found_series
+                .into_iter()
+                .map(|series| {
+                    let points: Vec<(OffsetDateTime, f64)> =
+                        series.points.iter().map(|p| (p.at, p.value)).collect();
+                    for (at, value) in &points {
+                        *buckets.entry(*at).or_default() |= comparison.holds(*value, *threshold);
+                    }
+                    crate::charts::Line {
+                        label: series.label.or(series.group).unwrap_or_else(|| key.clone()),
+                        points,
+                    }
+                })
+                .collect();
+            let breaching = buckets.values().filter(|held| **held).count();
+            lines.push(crate::charts::Line {
+                label: format!("threshold {}", comparison.as_str()),
+                points: buckets.keys().map(|at| (*at, *threshold)).collect(),
+            });
             let title = format!("{key}, last day, against the threshold");
             let chart = crate::charts::draw(
                 &crate::charts::Chart {
@@ -804,31 +991,28 @@ async fn rule_page(
                     unit: "",
                     title: &title,
                 },
-                &[
-                    crate::charts::Line {
-                        label: key.clone(),
-                        points,
-                    },
-                    crate::charts::Line {
-                        label: format!("threshold {}", comparison.as_str()),
-                        points: threshold_line,
-                    },
-                ],
+                &lines,
             );
             Some((
                 chart.render().map_err(|_| PageError::Unavailable)?,
                 breaching,
-                buckets,
+                buckets.len(),
             ))
         }
         RuleSpec::Pipeline { .. } => None,
     };
+    let fields = if can_manage {
+        let form = draft.unwrap_or_else(|| RuleForm::of(&found.input));
+        Some(RuleFields::load(&mut tx, form).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
-    let edit = RuleEdit::of(&found.input);
     let page = RulePage {
-        edit,
+        fields,
+        problem,
         chrome: member.visitor.chrome("app"),
-        shell: shell(&member, PATH),
+        shell: shell(member, PATH),
         id: found.id,
         summary: summary(&found.input.spec),
         name: found.input.name,
@@ -853,8 +1037,7 @@ async fn rule_page(
             .collect(),
         preview,
         can_act: member.role().allows(Permission::AcknowledgeAlerts),
-        can_manage: member.role().allows(Permission::ManageAlertRules),
-        notice: notice(&done.done),
+        notice,
     };
-    Ok(render(StatusCode::OK, &page))
+    Ok(render(status, &page))
 }

@@ -395,6 +395,305 @@ async fn every_alert_route_as_every_role_and_tenant_a_never_reaches_tenant_b() {
     );
 }
 
+/// The alert pages and their forms as every tenant role: every member sees the alerts and a
+/// rule's page, operators and above acknowledge and silence, owners and admins manage rules and
+/// channels; tenant B's rule, channel and silence are not found whatever the role may do, and a
+/// rule form naming B's channel is refused naming the parameter.
+#[tokio::test]
+async fn every_alert_page_and_form_as_every_role_and_tenant_b_is_not_found() {
+    use crate::auth::{PASSWORD, member, sign_in};
+    use crate::browser::Browser;
+
+    let test_database = TestDatabase::new().await;
+    let database: Database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    let b = tenant(&database, "Globex").await;
+    let a_admin = token(&database, a, Role::Admin).await;
+    let b_admin = token(&database, b, Role::Admin).await;
+    let mut admin = test_database.admin().await;
+    let b_channel = create(
+        &addr,
+        &b_admin,
+        "/api/v1/alert-channels",
+        r#"{"name": "globex-hook", "kind": "webhook", "target": "https://hooks.globex.example/x"}"#,
+    )
+    .await;
+    let b_rule = create(
+        &addr,
+        &b_admin,
+        "/api/v1/alert-rules",
+        &metric_rule("globex-rule", b_channel),
+    )
+    .await;
+    firing(&mut admin, b, b_rule).await;
+    let b_silence = create(
+        &addr,
+        &b_admin,
+        "/api/v1/alerts/silences",
+        &format!(r#"{{"rule": "{b_rule}", "duration_secs": 3600, "reason": "globex upgrade"}}"#),
+    )
+    .await;
+    let a_channel = create(
+        &addr,
+        &a_admin,
+        "/api/v1/alert-channels",
+        r#"{"name": "acme-hook", "kind": "webhook", "target": "https://hooks.acme.example/x"}"#,
+    )
+    .await;
+    let a_rule = create(
+        &addr,
+        &a_admin,
+        "/api/v1/alert-rules",
+        &metric_rule("acme-rule", a_channel),
+    )
+    .await;
+    firing(&mut admin, a, a_rule).await;
+    let (a_channel, b_channel) = (a_channel.to_string(), b_channel.to_string());
+
+    let mut failures = Vec::new();
+    for role in Role::TENANT_ROLES {
+        let email = format!("{role}@acme.example.com");
+        member(&database, a, &email, role).await;
+        let mut browser = Browser::new(&addr);
+        assert_eq!(sign_in(&mut browser, &email, PASSWORD).await.status, 303);
+        let manages = role.allows(Permission::ManageAlertRules);
+        let acts = role.allows(Permission::AcknowledgeAlerts);
+
+        for (path, expected) in [
+            ("/app/alerts".to_owned(), 200),
+            (format!("/app/alerts/rules/{a_rule}"), 200),
+            (format!("/app/alerts/rules/{b_rule}"), 404),
+            ("/app/alerts/rules/not-a-rule".to_owned(), 404),
+        ] {
+            let page = browser.get(&path).await;
+            crate::site::assert_security_headers(&page, &path);
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} GET {path}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if page.body.contains("globex") || page.body.contains("Globex") {
+                failures.push(format!("{role} GET {path}: shows tenant B"));
+            }
+            if expected == 200 {
+                if !page.body.contains("acme-rule") {
+                    failures.push(format!("{role} GET {path}: its own rule is missing"));
+                }
+                let editor = page.body.contains(r#"name="labels""#);
+                if editor != manages {
+                    failures.push(format!("{role} GET {path}: rule form shown = {editor}"));
+                }
+            }
+        }
+
+        let doomed_rule = create(
+            &addr,
+            &a_admin,
+            "/api/v1/alert-rules",
+            &format!(
+                r#"{{"kind": "pipeline", "name": "doomed-{role}", "condition": "slot_at_risk"}}"#
+            ),
+        )
+        .await;
+        let doomed_channel = create(
+            &addr,
+            &a_admin,
+            "/api/v1/alert-channels",
+            &format!(r#"{{"name": "doomed-{role}", "kind": "email", "target": "ops-{role}@acme.example"}}"#),
+        )
+        .await;
+        let doomed_silence = create(
+            &addr,
+            &a_admin,
+            "/api/v1/alerts/silences",
+            &format!(r#"{{"rule": "{a_rule}", "duration_secs": 60, "reason": "doomed {role}"}}"#),
+        )
+        .await;
+        let new_name = format!("made by {role}");
+        let rule_fields = |name: &'static str, channel: &str| -> Vec<(&'static str, String)> {
+            vec![
+                ("name", name.to_owned()),
+                ("kind", "metric".into()),
+                ("key", "temperature".into()),
+                ("aggregation", "max".into()),
+                ("window_minutes", "10".into()),
+                ("comparison", ">".into()),
+                ("threshold", "90".into()),
+                ("group_by", "device".into()),
+                ("for_minutes", "2".into()),
+                ("severity", "critical".into()),
+                ("labels", "team=grid, area=north".into()),
+                ("channel", channel.to_owned()),
+                ("enabled", "on".into()),
+            ]
+        };
+        let own = rule_fields("acme-rule", &a_channel);
+        let borrowing = rule_fields("borrowing", &b_channel);
+        let mut created = rule_fields("placeholder", &a_channel);
+        created[0].1.clone_from(&new_name);
+        // The action, its fields, whether the role may, and the answer when it may.
+        type PageForm<'a> = (String, Vec<(&'a str, String)>, bool, u16);
+        let forms: Vec<PageForm> = vec![
+            ("/app/alerts/rules".into(), created, manages, 303),
+            // Tenant B's channel does not exist here: refused, naming the parameter.
+            ("/app/alerts/rules".into(), borrowing, manages, 422),
+            (
+                format!("/app/alerts/rules/{a_rule}"),
+                own.clone(),
+                manages,
+                303,
+            ),
+            (format!("/app/alerts/rules/{b_rule}"), own, manages, 404),
+            (
+                format!("/app/alerts/rules/{doomed_rule}/delete"),
+                vec![],
+                manages,
+                303,
+            ),
+            (
+                format!("/app/alerts/rules/{b_rule}/delete"),
+                vec![],
+                manages,
+                404,
+            ),
+            (
+                "/app/alerts/channels".into(),
+                vec![
+                    ("name", format!("page-{role}")),
+                    ("kind", "email".into()),
+                    ("target", format!("page-{role}@acme.example")),
+                ],
+                manages,
+                201,
+            ),
+            (
+                format!("/app/alerts/channels/{a_channel}/test"),
+                vec![],
+                manages,
+                303,
+            ),
+            (
+                format!("/app/alerts/channels/{b_channel}/test"),
+                vec![],
+                manages,
+                404,
+            ),
+            (
+                format!("/app/alerts/channels/{doomed_channel}/delete"),
+                vec![],
+                manages,
+                303,
+            ),
+            (
+                format!("/app/alerts/channels/{b_channel}/delete"),
+                vec![],
+                manages,
+                404,
+            ),
+            (
+                "/app/alerts/acknowledge".into(),
+                vec![("rule", a_rule.to_string()), ("series", String::new())],
+                acts,
+                303,
+            ),
+            (
+                "/app/alerts/acknowledge".into(),
+                vec![("rule", b_rule.to_string()), ("series", String::new())],
+                acts,
+                404,
+            ),
+            (
+                "/app/alerts/silences".into(),
+                vec![
+                    ("rule", a_rule.to_string()),
+                    ("hours", "1".into()),
+                    ("reason", format!("by {role}")),
+                ],
+                acts,
+                303,
+            ),
+            (
+                "/app/alerts/silences".into(),
+                vec![
+                    ("rule", b_rule.to_string()),
+                    ("hours", "1".into()),
+                    ("reason", "x".into()),
+                ],
+                acts,
+                404,
+            ),
+            (
+                format!("/app/alerts/silences/{doomed_silence}/end"),
+                vec![],
+                acts,
+                303,
+            ),
+            (
+                format!("/app/alerts/silences/{b_silence}/end"),
+                vec![],
+                acts,
+                404,
+            ),
+        ];
+        for (action, fields, allowed, allowed_status) in forms {
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
+            let page = browser.submit("/app/alerts", &action, &fields).await;
+            let expected = if allowed { allowed_status } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if expected == 422 && !page.body.contains("channels: every channel must be") {
+                failures.push(format!(
+                    "{role} POST {action}: the refusal does not say why"
+                ));
+            }
+            if page.body.contains("globex") || page.body.contains("Globex") {
+                failures.push(format!("{role} POST {action}: shows tenant B"));
+            }
+        }
+        if manages {
+            // The form saved what it showed: the rule made here, as the API reads it.
+            let (_, _, response) =
+                request(&addr, "GET", "/api/v1/alert-rules", Some(&a_admin), "").await;
+            let listed = json(&response);
+            let made = listed["alert_rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|rule| rule["name"] == new_name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            if made["group_by"] != "device"
+                || made["labels"]["area"] != "north"
+                || made["for_secs"] != 120
+                || made["channels"][0] != a_channel.as_str()
+            {
+                failures.push(format!("{role}: the created rule reads back as {made}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Tenant B's objects are as B left them.
+    let (untouched,): (bool,) = sqlx::query_as(
+        "select (select count(*) = 1 from control.alert_rules where tenant_id = $1)             and (select acked_at is null from control.alert_states where rule_id = $2)             and (select ended_at is null from control.alert_silences where silence_id = $3)",
+    )
+    .bind(b.as_uuid())
+    .bind(b_rule)
+    .bind(b_silence)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(untouched);
+}
+
 /// In a real headless Chromium: an admin adds a channel, creates a rule on the device's
 /// temperature, sees on the rule's page where it would have breached over the last day, sees it
 /// fire once the evaluator runs, acknowledges it and silences it; nothing in the console.
@@ -452,13 +751,7 @@ async fn an_admin_creates_a_rule_sees_it_fire_acknowledges_and_silences_it_in_a_
         .await
         .unwrap();
     fill(&client, "#rule-window", "10").await;
-    client
-        .find(test_support::browser::Locator::Css("#rule-channel"))
-        .await
-        .unwrap()
-        .select_by_index(1)
-        .await
-        .unwrap();
+    click(&client, "#rule-channel-1").await;
     click(&client, "#new-rule button[type=submit]").await;
     // The rule's page: the last day against the threshold.
     wait_for_text(&client, "The condition held in 1 of 1 five-minute buckets").await;
@@ -528,16 +821,28 @@ async fn an_admin_creates_a_rule_sees_it_fire_acknowledges_and_silences_it_in_a_
         .unwrap();
     // The editor: a threshold above the reading, and the preview says it would not have fired.
     client
-        .find(test_support::browser::Locator::Css("#edit-threshold"))
+        .find(test_support::browser::Locator::Css(
+            "#edit-rule #rule-threshold",
+        ))
         .await
         .unwrap()
         .clear()
         .await
         .unwrap();
-    fill(&client, "#edit-threshold", "50").await;
+    fill(&client, "#edit-rule #rule-threshold", "50").await;
+    // What it watches is the editor's too: the aggregation.
+    client
+        .find(test_support::browser::Locator::Css(
+            "#edit-rule #rule-aggregation",
+        ))
+        .await
+        .unwrap()
+        .select_by_value("min")
+        .await
+        .unwrap();
     click(&client, "#edit-rule button[type=submit]").await;
     wait_for_text(&client, "The condition held in 0 of 1 five-minute buckets").await;
-    wait_for_text(&client, "max of temperature over 10 min &gt; 50").await;
+    wait_for_text(&client, "min of temperature over 10 min &gt; 50").await;
     screenshot(&client, "alert-rule-edited").await;
     click(&client, r#"form[action$="/delete"] button"#).await;
     wait_for_text(&client, "Rule deleted, with its states and timeline.").await;
