@@ -43,6 +43,11 @@ pub enum Permission {
     ManageMasking,
     ManageAlertRules,
     AcknowledgeAlerts,
+    /// Defining reports: a dataset, its columns, filters and format (docs/reports.md).
+    ManageReports,
+    /// Running a report and downloading its file, of data the member may already read: the
+    /// run reads in the member's own role.
+    RunReports,
     ManageBilling,
     /// Configuring single sign-on: the IdP, its client, the workspace's email domains and
     /// whether privileged members may sign in through it. An owner's action: whoever controls
@@ -76,6 +81,8 @@ const PERMISSION_TABLE: &[(Permission, &[Role])] = &[
     (P::ManageMasking, &[Owner, Admin]),
     (P::ManageAlertRules, &[Owner, Admin]),
     (P::AcknowledgeAlerts, &[Owner, Admin, Operator]),
+    (P::ManageReports, &[Owner, Admin]),
+    (P::RunReports, &[Owner, Admin, Operator, Viewer]),
     (P::ManageBilling, &[Owner]),
     (P::ManageSso, &[Owner]),
     (P::ViewAudit, &[Owner, Admin, InternalOps]),
@@ -148,7 +155,7 @@ impl Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 24] = [
         P::ViewDashboards,
         P::ViewWorkspace,
         P::ViewSources,
@@ -163,6 +170,8 @@ impl Permission {
         P::ManageMasking,
         P::ManageAlertRules,
         P::AcknowledgeAlerts,
+        P::ManageReports,
+        P::RunReports,
         P::ManageBilling,
         P::ManageSso,
         P::ViewAudit,
@@ -261,7 +270,8 @@ mod tests {
             .into_iter()
             .filter(|permission| Viewer.allows(*permission))
             .collect();
-        assert_eq!(viewer, [P::ViewDashboards, P::ViewWorkspace]);
+        // (a report's run reads in the viewer's own role: what the dashboards already show)
+        assert_eq!(viewer, [P::ViewDashboards, P::ViewWorkspace, P::RunReports]);
         // internal_ops — cross-tenant analytics (allowlisted only), never a tenant's read models
         assert!(InternalOps.allows(P::ViewGlobalRollups));
         assert!(!InternalOps.allows(P::ViewDashboards));

@@ -158,6 +158,20 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         update: NOBODY,
         delete: NOBODY,
     },
+    TableAccess {
+        table: "control.reports",
+        select: &[ViewDashboards],
+        insert: &[ManageReports],
+        update: &[ManageReports],
+        delete: &[ManageReports],
+    },
+    TableAccess {
+        table: "control.report_runs",
+        select: &[ViewDashboards],
+        insert: &[RunReports],
+        update: NOBODY,
+        delete: NOBODY,
+    },
     read_only("bronze.cdc_events", &[ViewBronze]),
     read_only("pipeline.dedupe", NOBODY),
     read_only("pipeline.dlq", &[ViewDeadLetters]),
@@ -230,6 +244,8 @@ pub const GLOBAL_INDEXES: &[&str] = &[
     // The alert evaluator and deliverer take what is due across tenants (migration 0034).
     "control.alert_rules_due_idx",
     "pipeline.alert_outbox_due_idx",
+    // The report runner takes queued runs across tenants (migration 0035).
+    "control.report_runs_queued_idx",
 ];
 
 /// The schemas the platform owns.

@@ -35,6 +35,7 @@ pub mod members;
 pub mod migrate;
 pub mod read_models;
 pub mod replay;
+pub mod reports;
 pub mod retention;
 pub mod rollups;
 pub mod secret_box;

@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod masking;
 pub mod read_models;
 pub mod replay;
+pub mod reports;
 pub mod retention;
 pub mod rollups;
 pub mod sources;

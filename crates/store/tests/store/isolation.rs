@@ -195,6 +195,20 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.reports",
+        insert: "insert into control.reports (tenant_id, report_id, name, dataset, format) \
+                 select t, k, 'Report ' || k, 'devices', 'csv' from p",
+        update_column: "name",
+        seed: true,
+    },
+    Exercise {
+        table: "control.report_runs",
+        insert: "insert into control.report_runs (tenant_id, run_id, report_name, definition, \
+                 run_as) select t, k, 'Report', '{}'::jsonb, 'viewer' from p",
+        update_column: "status",
+        seed: true,
+    },
+    Exercise {
         table: "bronze.cdc_events",
         insert: "insert into bronze.cdc_events (tenant_id, event_id, event_time, source_id, op, \
                  schema_name, table_name, lsn, seq, payload) select t, k, now(), s, 'insert', \
