@@ -70,6 +70,13 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         Duration::from_secs(2),
         ingestion::stopped(shutdown_rx.clone()),
     ));
+    let exports = reports::ExportStore::local(&settings.data_dir.join("exports"))
+        .context("cannot open the export store")?;
+    let report_runner = tokio::spawn(reports::run(
+        reports::Runner::new(database.clone(), exports.clone()),
+        Duration::from_secs(1),
+        ingestion::stopped(shutdown_rx.clone()),
+    ));
     let scheduler = tokio::spawn(scheduler(
         database.clone(),
         bus.clone(),
@@ -91,6 +98,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             mail,
             live: web::LiveStreams::default(),
             alert_secrets: web::alerting::channel_secrets(&settings.master_secret()?),
+            exports: exports.clone(),
             trusted_proxies: settings.trusted_proxies.clone(),
             agents: web::agent_setup::AgentEndpoint {
                 edge_url: crate::edge_url::published(&settings),
@@ -224,6 +232,7 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
     let _ = scheduler.await;
     let _ = evaluator.await;
     let _ = deliverer.await;
+    let _ = report_runner.await;
     connected.close().await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -302,6 +311,18 @@ fn register_metrics() {
     for outcome in ["delivered", "failed"] {
         counter!("tributary_alert_deliveries_total", "outcome" => outcome).increment(0);
     }
+    describe_counter!(
+        "tributary_report_runs_total",
+        "Report runs finished, by outcome"
+    );
+    for outcome in ["succeeded", "failed"] {
+        counter!("tributary_report_runs_total", "outcome" => outcome).increment(0);
+    }
+    describe_counter!(
+        "tributary_report_rows_total",
+        "Rows written into report files"
+    );
+    counter!("tributary_report_rows_total").increment(0);
     describe_gauge!(
         bus::lag::LAG_GAUGE,
         "Messages a consumer group has not acked on a bus partition, by group and partition \

@@ -78,6 +78,8 @@ pub struct AppState {
     pub agents: agent_setup::AgentEndpoint,
     /// Seals alert webhooks' signing secrets ([`alerting::channel_secrets`]).
     pub alert_secrets: Arc<store::secret_box::SecretBox>,
+    /// Where report runs' files are kept; downloads are streamed from it.
+    pub exports: reports::ExportStore,
 }
 
 /// The whole HTTP application.

@@ -296,10 +296,30 @@ pub fn take_failure(response: &mut Response) -> Option<PageError> {
         .map(|Unrendered(error)| error)
 }
 
+/// A refusal a member can correct on the page that refused it (a parameter named with what is
+/// wrong with it, a name taken): the status and the words to show; any other error is the error
+/// page's.
+pub(crate) fn correctable(error: store::StoreError) -> Result<(StatusCode, String), PageError> {
+    match error {
+        store::StoreError::InvalidParameter { parameter, message } => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{parameter}: {message}"),
+        )),
+        store::StoreError::AlreadyExists(what) => Ok((
+            StatusCode::CONFLICT,
+            format!("a {what} of that name exists"),
+        )),
+        error => Err(error.into()),
+    }
+}
+
 impl From<store::StoreError> for PageError {
     fn from(error: store::StoreError) -> Self {
-        if let store::StoreError::NotFound(_) = error {
-            return PageError::NotFound;
+        match error {
+            store::StoreError::NotFound(_) => return PageError::NotFound,
+            // The store refused what the role may not do (a dataset it may not read).
+            store::StoreError::Forbidden(_) => return PageError::Forbidden,
+            _ => {}
         }
         if error.is_access_denied() {
             // The database refused what the permission check let through: fail closed.

@@ -38,6 +38,7 @@ pub const PAGES: &[(&str, &str, Permission)] = &[
     ),
     ("/app/drift", "Schema drift", Permission::ManageSources),
     ("/app/alerts", "Alerts", Permission::ViewDashboards),
+    ("/app/reports", "Reports", Permission::RunReports),
     ("/app/settings", "Settings", Permission::ManageWorkspace),
     (
         "/app/settings/api-tokens",

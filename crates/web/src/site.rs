@@ -376,6 +376,11 @@ const DOCUMENTS: &[(&str, &str, &str)] = &[
         "docs/alerts.md",
         include_str!("../../../docs/alerts.md"),
     ),
+    (
+        "reports",
+        "docs/reports.md",
+        include_str!("../../../docs/reports.md"),
+    ),
     ("sso", "docs/sso.md", include_str!("../../../docs/sso.md")),
     (
         "operations",

@@ -30,6 +30,7 @@ mod members;
 mod openapi;
 mod ops;
 mod registry;
+pub(crate) mod reports;
 mod sources;
 mod sso;
 mod workspace;
@@ -40,7 +41,7 @@ fn register() -> Routes {
     let routes = connectors::register(routes);
     let routes = masking::register(mappings::register(routes));
     let routes = workspace::register(members::register(account::register(routes)));
-    let routes = alerts::register(routes);
+    let routes = reports::register(alerts::register(routes));
     sso::register(ops::register(drift::register(routes)))
 }
 

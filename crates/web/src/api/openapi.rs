@@ -1292,7 +1292,145 @@ pub const OPERATIONS: &[Operation] = &[
             (204, None),
         )
     },
+    op(
+        "get",
+        "/api/v1/reports",
+        "The workspace's report definitions, by name",
+        Access::Tenant(P::ViewDashboards),
+        (200, Some("Reports")),
+    ),
+    Operation {
+        request: Some("ReportInput"),
+        failures: REPORT_REFUSALS,
+        links: &[Link {
+            name: "Run",
+            method: "post",
+            path: "/api/v1/reports/{report}/runs",
+            parameters: &[("report", "$response.body#/id")],
+        }],
+        ..op(
+            "post",
+            "/api/v1/reports",
+            "Define a report: a dataset, its columns in file order, its filters and order, and a \
+             format (CSV with formula cells neutralised, Parquet with typed columns, JSON lines); \
+             audited",
+            Access::Tenant(P::ManageReports),
+            (201, Some("Report")),
+        )
+    },
+    Operation {
+        failures: NO_REPORT,
+        ..op(
+            "get",
+            "/api/v1/reports/{report}",
+            "A report definition",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("Report")),
+        )
+    },
+    Operation {
+        request: Some("ReportInput"),
+        failures: REPORT_REFUSALS,
+        ..op(
+            "put",
+            "/api/v1/reports/{report}",
+            "Replace a report's definition; runs already asked keep the one they copied (audited)",
+            Access::Tenant(P::ManageReports),
+            (200, Some("Report")),
+        )
+    },
+    Operation {
+        failures: NO_REPORT,
+        ..op(
+            "delete",
+            "/api/v1/reports/{report}",
+            "Delete a report definition; its runs and their files stay until they expire \
+             (audited)",
+            Access::Tenant(P::ManageReports),
+            (204, None),
+        )
+    },
+    Operation {
+        failures: NO_REPORT,
+        ..op(
+            "get",
+            "/api/v1/reports/{report}/runs",
+            "A report's last 100 runs, newest first, with their progress and download links",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("ReportRuns")),
+        )
+    },
+    Operation {
+        failures: &[
+            (
+                403,
+                "the role may not read the report's dataset (the audit log is for owners and \
+                 admins)",
+            ),
+            (404, "the workspace has no report of this id (`not_found`)"),
+        ],
+        links: &[Link {
+            name: "Progress",
+            method: "get",
+            path: "/api/v1/report-runs/{run}",
+            parameters: &[("run", "$response.body#/id")],
+        }],
+        ..op(
+            "post",
+            "/api/v1/reports/{report}/runs",
+            "Run a report now: queued, then written by the report runner in the caller's own \
+             role (audited when it ends as `report.run`)",
+            Access::Tenant(P::RunReports),
+            (202, Some("ReportRun")),
+        )
+    },
+    Operation {
+        failures: &[(404, "the workspace has no run of this id (`not_found`)")],
+        ..op(
+            "get",
+            "/api/v1/report-runs/{run}",
+            "A run: queued, running (rows and bytes so far), succeeded (with its download link \
+             until it expires) or failed (with why)",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("ReportRun")),
+        )
+    },
+    Operation {
+        failures: &[
+            (403, "the role may not read the run's dataset"),
+            (404, "the workspace has no run of this id (`not_found`)"),
+            (
+                409,
+                "the run has not finished (`not_ready`) or failed (`run_failed`)",
+            ),
+            (
+                410,
+                "the run's file expired (`expired`): run the report again",
+            ),
+        ],
+        ..op(
+            "get",
+            "/api/v1/report-runs/{run}/download",
+            "A finished run's file, streamed (CSV, Parquet or JSON lines, by the report's \
+             format), for seven days after its run",
+            Access::Tenant(P::RunReports),
+            (200, Some(REPORT_FILE)),
+        )
+    },
 ];
+
+const NO_REPORT: &[(u16, &str)] = &[(404, "the workspace has no report of this id (`not_found`)")];
+const REPORT_REFUSALS: &[(u16, &str)] = &[
+    (404, "the workspace has no report of this id (`not_found`)"),
+    (
+        409,
+        "a report of that name exists (`already_exists`), a column is named twice, or the filters contradict each other: \
+         a range that ends before it starts, both a relative and an absolute range, half an \
+         absolute range, a time that is not a real date (`invalid_report`, `details.parameter`)",
+    ),
+];
+/// The response of a download: the file, in its format's media type.
+const REPORT_FILE: &str = "file:report";
 
 /// Text as the handlers take it: no control character anywhere, no white space at either end,
 /// at least one character (they trim, then count).
@@ -1751,6 +1889,7 @@ fn schemas() -> Value {
         dead_letter_schemas(),
         alert_schemas(),
         alert_input_schemas(),
+        report_schemas(),
     ] {
         for (name, schema) in more.as_object().expect("an object") {
             schemas[name] = schema.clone();
@@ -1999,6 +2138,102 @@ fn alert_input_schemas() -> Value {
                 "required": ["label_key", "label_value", "duration_secs", "reason"], "additionalProperties": false,
             },
         ] },
+    })
+}
+
+/// The report definitions' and runs' schemas: a definition takes one shape per dataset, its own
+/// columns and the filters that apply to it.
+fn report_schemas() -> Value {
+    use store::reports::{Dataset, Format, MAX_LAST_HOURS};
+    let time = json!({ "type": "string", "format": "date-time" });
+    let optional_time = json!({ "type": ["string", "null"], "format": "date-time" });
+    let uuid = json!({ "type": "string", "format": "uuid" });
+    let optional_uuid = json!({ "type": ["string", "null"], "format": "uuid" });
+    let formats: Vec<&str> = Format::ALL.iter().map(|format| format.as_str()).collect();
+    let datasets: Vec<&str> = Dataset::ALL
+        .iter()
+        .map(|dataset| dataset.as_str())
+        .collect();
+    // RFC 3339 in the form the server reads; a date that does not exist (30 February) is
+    // answered 409 naming the parameter.
+    let instant = json!({
+        "type": "string",
+        "pattern": r"^[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$",
+    });
+    let filter_text = trimmed(200);
+    let inputs: Vec<Value> = Dataset::ALL
+        .iter()
+        .map(|dataset| {
+            let columns: Vec<&str> = dataset.columns().iter().map(|column| column.name).collect();
+            let metrics = matches!(dataset, Dataset::MetricsMinute | Dataset::MetricsHour);
+            let mut filters = serde_json::Map::new();
+            if dataset.is_timed() {
+                filters.insert(
+                    "last_hours".into(),
+                    json!({ "type": "integer", "minimum": 1, "maximum": MAX_LAST_HOURS }),
+                );
+                filters.insert("from".into(), instant.clone());
+                filters.insert("to".into(), instant.clone());
+            }
+            if metrics || matches!(dataset, Dataset::Devices | Dataset::Sessions) {
+                filters.insert("site".into(), filter_text.clone());
+            }
+            if metrics || *dataset == Dataset::Sessions {
+                filters.insert("device".into(), filter_text.clone());
+            }
+            if metrics {
+                filters.insert("key".into(), filter_text.clone());
+            }
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": trimmed(100),
+                    "dataset": { "const": dataset.as_str() },
+                    "columns": { "type": "array", "items": { "enum": columns }, "description": "in file order, each once; empty or left out: every column" },
+                    "filters": { "type": "object", "properties": filters, "additionalProperties": false },
+                    "descending": { "type": "boolean", "description": "newest (or last id) first" },
+                    "format": { "enum": formats },
+                },
+                "required": ["name", "dataset", "format"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let report = json!({
+        "type": "object",
+        "properties": {
+            "id": uuid, "name": { "type": "string" }, "dataset": { "enum": datasets },
+            "columns": { "type": "array", "items": { "type": "string" } },
+            "filters": { "type": "object" }, "descending": { "type": "boolean" },
+            "format": { "enum": formats }, "created_by": optional_uuid,
+            "created_at": time, "updated_at": time,
+        },
+        "required": ["id", "name", "dataset", "columns", "filters", "descending", "format",
+                     "created_by", "created_at", "updated_at"],
+    });
+    let run = json!({
+        "type": "object",
+        "properties": {
+            "id": uuid, "report_id": optional_uuid, "report_name": { "type": "string" },
+            "definition": { "type": "object" }, "requested_by": optional_uuid,
+            "run_as": { "enum": ["owner", "admin", "operator", "viewer"] },
+            "status": { "enum": ["queued", "running", "succeeded", "failed"] },
+            "rows": { "type": "integer", "minimum": 0 }, "bytes": { "type": "integer", "minimum": 0 },
+            "error": { "type": ["string", "null"] },
+            "requested_at": time, "started_at": optional_time, "finished_at": optional_time,
+            "expires_at": optional_time,
+            "download": { "type": ["string", "null"], "description": "where to download the file, while it can be" },
+        },
+        "required": ["id", "report_id", "report_name", "definition", "requested_by", "run_as",
+                     "status", "rows", "bytes", "error", "requested_at", "started_at",
+                     "finished_at", "expires_at", "download"],
+    });
+    json!({
+        "ReportInput": { "oneOf": inputs },
+        "Report": report,
+        "Reports": { "type": "object", "properties": { "reports": { "type": "array", "items": report } }, "required": ["reports"] },
+        "ReportRun": run,
+        "ReportRuns": { "type": "object", "properties": { "runs": { "type": "array", "items": run } }, "required": ["runs"] },
     })
 }
 
@@ -2275,6 +2510,17 @@ fn operation(operation: &Operation) -> Value {
     }));
     let (status, schema) = operation.response;
     let success = match schema {
+        Some(REPORT_FILE) => {
+            let file = json!({ "schema": { "type": "string", "format": "binary" } });
+            json!({
+                "description": "the file",
+                "content": {
+                    "text/csv": file,
+                    "application/vnd.apache.parquet": file,
+                    "application/x-ndjson": file,
+                },
+            })
+        }
         Some(schema) => json!({
             "description": "success",
             "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } },

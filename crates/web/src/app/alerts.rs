@@ -333,24 +333,8 @@ async fn refused(
     error: StoreError,
     draft: Option<RuleForm>,
 ) -> Result<Response, PageError> {
-    let (status, problem) = problem(error)?;
+    let (status, problem) = crate::pages::correctable(error)?;
     render_page(state, member, status, None, Some(problem), draft).await
-}
-
-/// What to tell the member of a refusal they can correct, or the error page's error.
-fn problem(error: StoreError) -> Result<(StatusCode, String), PageError> {
-    match error {
-        StoreError::InvalidParameter { parameter, message } => Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("{parameter}: {message}"),
-        )),
-        StoreError::AlreadyExists(what) => Ok((
-            StatusCode::CONFLICT,
-            format!("a {what} of that name exists"),
-        )),
-        StoreError::NotFound(_) => Err(PageError::NotFound),
-        error => Err(error.into()),
-    }
 }
 
 fn id(text: &str) -> Result<Uuid, PageError> {
@@ -885,7 +869,7 @@ async fn update_rule(
         }
         Err(error) => {
             drop(tx);
-            let (status, problem) = problem(error)?;
+            let (status, problem) = crate::pages::correctable(error)?;
             show_rule(
                 &state,
                 &member,

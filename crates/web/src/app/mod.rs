@@ -14,6 +14,7 @@ mod drift;
 mod explore;
 mod masking;
 mod ops;
+mod reports;
 mod settings;
 mod sources;
 mod sso;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .merge(explore::routes())
         .merge(drift::routes())
         .merge(alerts::routes())
+        .merge(reports::routes())
         .merge(settings::routes())
         .merge(tokens::routes())
         .merge(sso::routes())

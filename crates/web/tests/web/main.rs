@@ -22,6 +22,7 @@ mod mappings;
 mod masking;
 mod ops;
 mod proxy;
+mod reports;
 mod site;
 mod sources;
 mod sso;
@@ -88,6 +89,7 @@ pub fn state(
             TEST_MASTER_SECRET.to_owned(),
         )),
         trusted_proxies: web::client_addr::TrustedProxies::none(),
+        exports: exports(),
         agents: web::agent_setup::AgentEndpoint {
             edge_url: "https://edge.example.test:8443".to_owned(),
             ca_pem:
@@ -95,6 +97,13 @@ pub fn state(
                     .to_owned(),
         },
     }
+}
+
+/// The export store of every server a test starts: one directory for the test process.
+pub fn exports() -> ::reports::ExportStore {
+    static DIRECTORY: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let directory = DIRECTORY.get_or_init(|| tempfile::tempdir().unwrap());
+    ::reports::ExportStore::local(directory.path()).unwrap()
 }
 
 /// Serves `state` on a free loopback port: its address, and what stops it.
