@@ -400,6 +400,7 @@ async fn serve(
         live: web::LiveStreams::default(),
         alert_secrets: web::alerting::channel_secrets(&secret),
         trusted_proxies: web::client_addr::TrustedProxies::none(),
+        exports: reports::ExportStore::in_memory(),
         agents: web::agent_setup::AgentEndpoint {
             edge_url: "https://edge.example.test:8443".to_owned(),
             ca_pem:

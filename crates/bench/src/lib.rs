@@ -5,6 +5,7 @@
 mod alerts;
 mod capture;
 mod dashboard;
+mod export;
 mod ingest;
 mod machine;
 mod materialize;
@@ -23,7 +24,8 @@ use tributary::{GlobalOptions, Settings};
     about,
     long_about = "Benchmarks of Tributary that print figures against a baseline measured in the \
 same run: ingest against a raw COPY, the agent's capture against pg_recvlogical, the materializer \
-against the bronze writer, the analytics API against hand-written SQL. They print figures; they are not tests.\n\n\
+against the bronze writer, the analytics API against hand-written SQL, report exports against \
+COPY TO STDOUT. They print figures; they are not tests.\n\n\
 Each starts a private platform (and what else it measures) in temporary directories and removes \
 them afterwards, unless a database is given. The options of the platform are those of \
 `tributary`, with the same TRIBUTARY_* environment variables and --config file.",
@@ -32,7 +34,8 @@ tributary-bench ingest                          1M events through edge, bus and 
 tributary-bench capture --rows 200000 --skip-latency\n  \
 tributary-bench materialize --events 50000 --rate 2000 --seconds 10\n  \
 tributary-bench dashboard --events 1000000 --tenants 5\n  \
-tributary-bench alerts --rules 10000 --tenants 20\n\n\
+tributary-bench alerts --rules 10000 --tenants 20\n  \
+tributary-bench export                          10M metric rows as CSV and Parquet\n\n\
 Build with --release for meaningful figures."
 )]
 pub struct Cli {
@@ -67,6 +70,11 @@ pub enum Command {
     /// rules over 20 tenants by default), against the rules' interval (a ratio). Runs a private
     /// platform database in a temporary directory unless a database is given.
     Alerts(alerts::AlertsArgs),
+    /// The report runner's export of 10M metric rows as CSV and as Parquet into the export
+    /// store, against PostgreSQL's own COPY (query) TO STDOUT of the same rows (a ratio), with
+    /// the peak growth of resident memory. Runs a private platform database in a temporary
+    /// directory unless a database is given.
+    Export(export::ExportArgs),
 }
 
 /// Runs a parsed command line to its exit status.
@@ -78,6 +86,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Materialize(args) => materialize::materialize(args, settings).await,
         Command::Dashboard(args) => dashboard::dashboard(args, settings).await,
         Command::Alerts(args) => alerts::alerts(args, settings).await,
+        Command::Export(args) => export::export(args, settings).await,
     })
 }
 

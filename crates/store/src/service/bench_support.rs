@@ -671,3 +671,73 @@ pub async fn make_rules_due(
             .rows_affected(),
     )
 }
+
+/// Seeds, as the administrative login, `tenant` with what `tributary-bench export` exports:
+/// `devices` devices reading `power_kw` and `voltage_v` every minute of the `minutes` before
+/// `now` (`2 × devices × minutes` rows of `analytics.metrics_min`), and analyzes the table.
+pub async fn seed_metric_minutes(
+    settings: &ConnectionSettings,
+    tenant: TenantId,
+    devices: i32,
+    minutes: i32,
+    now: time::OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let mut connection = admin(settings).await?;
+    let inserted = sqlx::query(
+        "insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+           minute, value_sum, value_sum_exact, value_count, value_min, value_max, last_value, \
+           last_pos_lsn, last_pos_seq) \
+         select $1, 'device', 'd' || n, key, date_trunc('minute', $4) - make_interval(mins => m), \
+           n * 1.5 + m * 0.25, n * 1.5 + m * 0.25, 1 + m % 4, n + 0.5, n + m * 0.01, m * 0.125, \
+           m, 0 \
+         from generate_series(1, $2) n, generate_series(1, $3) m, \
+           unnest(array['power_kw', 'voltage_v']) key",
+    )
+    .bind(tenant.as_uuid())
+    .bind(devices)
+    .bind(minutes)
+    .bind(now)
+    .execute(&mut connection)
+    .await?
+    .rows_affected();
+    sqlx::query("analyze analytics.metrics_min")
+        .execute(&mut connection)
+        .await?;
+    Ok(inserted)
+}
+
+/// PostgreSQL's own `COPY (query) TO STDOUT (FORMAT csv, HEADER)` of the rows a
+/// `metrics_minute` report of `tenant` over `from`-`to` selects, as the service role, read to
+/// the end and dropped: the export benchmark's baseline. Returns the rows and bytes.
+pub async fn copy_out_metric_minutes(
+    database: &ServiceDb,
+    tenant: TenantId,
+    from: time::OffsetDateTime,
+    to: time::OffsetDateTime,
+) -> Result<(u64, u64), StoreError> {
+    use futures_util::TryStreamExt;
+    let format = time::format_description::well_known::Rfc3339;
+    let (from, to) = (
+        from.format(&format)
+            .map_err(|_| StoreError::Invalid("from".into()))?,
+        to.format(&format)
+            .map_err(|_| StoreError::Invalid("to".into()))?,
+    );
+    // COPY takes no parameters: the tenant and the range are formatted values, never input.
+    let statement = format!(
+        "copy (select minute, entity_kind, entity_id, metric_key, value_count, value_sum, \
+             value_min, value_max, value_sum / value_count, last_value \
+           from analytics.metrics_min where tenant_id = '{}' and minute >= '{from}' \
+             and minute < '{to}' order by minute, entity_kind, entity_id, metric_key) \
+         to stdout (format csv, header)",
+        tenant.as_uuid()
+    );
+    let mut connection = database.pool().acquire().await?;
+    let mut stream = connection.copy_out_raw(&statement).await?;
+    let (mut bytes, mut lines) = (0_u64, 0_u64);
+    while let Some(chunk) = stream.try_next().await? {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|byte| **byte == b'\n').count() as u64;
+    }
+    Ok((lines.saturating_sub(1), bytes))
+}
