@@ -63,7 +63,7 @@ impl Encoder {
     pub fn new(format: Format, columns: &[Column]) -> Result<Self, EncodeError> {
         let inner = match format {
             Format::Csv => {
-                let mut writer = csv::WriterBuilder::new().from_writer(Vec::with_capacity(1 << 16));
+                let mut writer = csv_writer();
                 writer.write_record(columns.iter().map(|column| column.name))?;
                 Inner::Csv(Box::new(writer))
             }
@@ -104,10 +104,7 @@ impl Encoder {
         Ok(match &mut self.inner {
             Inner::Csv(writer) => {
                 // The writer keeps no state between records: a fresh one carries on.
-                let full = std::mem::replace(
-                    writer,
-                    Box::new(csv::WriterBuilder::new().from_writer(Vec::with_capacity(1 << 16))),
-                );
+                let full = std::mem::replace(writer, Box::new(csv_writer()));
                 full.into_inner()
                     .map_err(|error| EncodeError::Io(error.into_error()))?
             }
@@ -136,6 +133,14 @@ impl Encoder {
             Inner::Parquet(parquet) => parquet.finish()?,
         })
     }
+}
+
+/// RFC 4180: records end with CRLF; a field is quoted when it holds a comma, a quote or a line
+/// break.
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::with_capacity(1 << 16))
 }
 
 /// A cell as CSV text. Text that a spreadsheet would take for a formula (it starts with `=`,

@@ -235,7 +235,7 @@ async fn every_report_route_as_every_role_and_tenant_b_is_never_reached() {
     };
     assert_eq!(header("content-type"), "text/csv; charset=utf-8");
     assert!(header("content-disposition").starts_with("attachment; filename=\"devices-"));
-    assert!(body.starts_with("id,name\n") && body.contains("acme") && !body.contains("globex"));
+    assert!(body.starts_with("id,name\r\n") && body.contains("acme") && !body.contains("globex"));
 
     // An expired file is gone, and says so.
     sqlx::query(
@@ -481,7 +481,7 @@ async fn an_admin_defines_a_report_runs_it_and_downloads_the_file_in_a_real_brow
     assert_eq!(downloaded[1], "text/csv; charset=utf-8");
     let text = downloaded[2].as_str().unwrap();
     assert!(
-        text.starts_with("id,name\n") && text.contains("acme"),
+        text.starts_with("id,name\r\n") && text.contains("acme"),
         "{text}"
     );
     assert_eq!(console_errors(&client).await, Vec::<String>::new());
