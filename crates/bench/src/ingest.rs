@@ -667,7 +667,7 @@ impl Report {
         );
         if let Some((rows, elapsed)) = self.baseline {
             println!(
-                "  ratio:          {:.2} x the COPY baseline end to end ({:.2} x acked); goal >= 0.5",
+                "  ratio:          {:.2} x the COPY baseline end to end ({:.2} x acked); goal >= 0.8",
                 bronze_rate / rate(rows, elapsed),
                 ack_rate / rate(rows, elapsed)
             );
