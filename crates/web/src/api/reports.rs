@@ -190,7 +190,7 @@ async fn delete_report(
 }
 
 /// A run as the API shows it: the store's, with where to download its file when it can be.
-pub(crate) fn run_json(run: &Run, now: OffsetDateTime) -> serde_json::Value {
+fn run_json(run: &Run, now: OffsetDateTime) -> serde_json::Value {
     let mut value = json!(run);
     value["download"] = if run.downloadable(now) {
         json!(format!("/api/v1/report-runs/{}/download", run.id))
@@ -268,7 +268,7 @@ async fn download(
 }
 
 /// The response carrying `run`'s file, for `role`.
-pub(crate) async fn file_response(
+async fn file_response(
     state: &AppState,
     role: domain::Role,
     run: &Run,

@@ -531,7 +531,7 @@ async fn every_alert_page_and_form_as_every_role_and_tenant_b_is_not_found() {
         };
         let own = rule_fields("acme-rule", &a_channel);
         let borrowing = rule_fields("borrowing", &b_channel);
-        let mut created = rule_fields("placeholder", &a_channel);
+        let mut created = rule_fields("made here", &a_channel);
         created[0].1.clone_from(&new_name);
         // The action, its fields, whether the role may, and the answer when it may.
         type PageForm<'a> = (String, Vec<(&'a str, String)>, bool, u16);
