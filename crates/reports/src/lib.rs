@@ -10,16 +10,18 @@
 
 pub mod encode;
 mod export_store;
+mod stream;
 
 use std::time::Duration as StdDuration;
 
 use domain::{Role, TenantId, UserId};
 use store::reports::{Cell, RowSink, Run};
-use store::service::reports::{Claimed, Outcome};
+use store::service::reports::{Claimed, Outcome, Scheduled};
 use store::{Database, Scope, StoreError, TenantTx};
 use time::{Duration, OffsetDateTime};
 
 pub use export_store::{ExportStore, StoreFailure};
+pub use stream::stream;
 
 use crate::encode::{EncodeError, Encoder};
 
@@ -29,6 +31,10 @@ pub const DOWNLOAD_DAYS: i64 = 7;
 const LEASE: Duration = Duration::minutes(2);
 /// How often a run reports its progress (and renews its lease).
 const PROGRESS_EVERY: StdDuration = StdDuration::from_secs(1);
+/// Schedules one scheduler transaction takes.
+const SCHEDULE_BATCH: i64 = 100;
+/// How often the runner looks for schedules that came due.
+const SCHEDULE_EVERY: StdDuration = StdDuration::from_secs(5);
 /// Bytes gathered before they are handed to the store.
 const CHUNK: usize = 4 << 20;
 
@@ -100,7 +106,7 @@ impl Runner {
         store::service::reports::finish(
             &self.database.service,
             tenant,
-            run.id,
+            &run,
             finished_at,
             &outcome,
         )
@@ -186,9 +192,10 @@ impl Runner {
             run: run.id,
         };
         let mut tx = TenantTx::begin(&self.database.app, scope).await?;
-        // A relative range ends when the run was asked for, not when a runner took it.
-        let exported =
-            store::reports::export(&mut tx, definition, run.requested_at, &mut sink).await;
+        // A relative range ends at the schedule's occurrence, or when the run was asked for:
+        // never when a runner happened to take it.
+        let end = run.occurrence.unwrap_or(run.requested_at);
+        let exported = store::reports::export(&mut tx, definition, end, &mut sink).await;
         tx.rollback().await?;
         let (rows, bytes) = match exported {
             Ok(rows) => sink.finish().await.map(|bytes| (rows, bytes))?,
@@ -203,6 +210,33 @@ impl Runner {
             object_key: key,
             expires_at: OffsetDateTime::now_utc() + Duration::days(DOWNLOAD_DAYS),
         })
+    }
+
+    /// Asks for the runs of the schedules due at `now` (the latest occurrence of each, once,
+    /// however many passed while no scheduler ran); returns what it did.
+    pub async fn schedule(&self, now: OffsetDateTime) -> Result<Vec<Scheduled>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let round = store::service::reports::schedule_round(
+                &self.database.service,
+                now,
+                SCHEDULE_BATCH,
+            )
+            .await?;
+            let more = round.len() as i64 >= SCHEDULE_BATCH;
+            for scheduled in &round {
+                if let Some(reason) = &scheduled.refused {
+                    tracing::info!(tenant = %scheduled.tenant, schedule = %scheduled.schedule,
+                        reason, "a scheduled report could not run");
+                }
+            }
+            metrics::counter!("tributary_report_schedule_runs_total")
+                .increment(round.iter().filter(|done| done.run.is_some()).count() as u64);
+            all.extend(round);
+            if !more {
+                return Ok(all);
+            }
+        }
     }
 
     /// Deletes the files whose download expired.
@@ -282,12 +316,21 @@ impl RowSink for FileSink<'_> {
     }
 }
 
-/// Runs reports until `shutdown`: the next waiting run at once, else a look every `tick`; expired
-/// files are deleted every minute.
+/// Runs reports until `shutdown`: asks for the runs of due schedules every few seconds, runs
+/// the next waiting run at once, else looks again every `tick`; expired files are deleted every
+/// minute. Every server runs this loop: schedules and runs are taken so that each occurrence
+/// runs once whichever servers are up.
 pub async fn run(runner: Runner, tick: StdDuration, shutdown: impl Future<Output = ()>) {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_cleanup = std::time::Instant::now();
+    let mut last_schedule: Option<std::time::Instant> = None;
     loop {
+        if last_schedule.is_none_or(|at| at.elapsed() >= SCHEDULE_EVERY) {
+            last_schedule = Some(std::time::Instant::now());
+            if let Err(error) = runner.schedule(OffsetDateTime::now_utc()).await {
+                tracing::warn!(%error, "the report scheduler could not take schedules; retrying");
+            }
+        }
         let ran = match runner.run_next().await {
             Ok(finished) => finished.is_some(),
             Err(error) => {

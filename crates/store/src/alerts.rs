@@ -1372,6 +1372,10 @@ pub struct Delivery {
     pub target: String,
     /// The webhook secret, sealed (ciphertext, nonce), bound to the channel id.
     pub sealed_secret: Option<(Vec<u8>, Vec<u8>)>,
+    /// A report run's notice: the run, and its file (export store key and size) while it can
+    /// still be downloaded.
+    pub run: Option<Uuid>,
+    pub file: Option<(String, i64)>,
 }
 
 /// The delivery outbox as a deliverer uses it: lease what is due, record each outcome. The

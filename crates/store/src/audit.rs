@@ -167,13 +167,14 @@ impl StaffReadView {
 
 /// Records, in the chain of the transaction's tenant and nowhere else, that internal operations
 /// staff read that tenant's log: who (the transaction's actor), through which view, with which
-/// filter and at most how many entries. The entry commits with the read's transaction; a tenant
+/// filter and at most how many entries (`None`: all, a streamed export). The entry commits with
+/// the read's transaction (an export commits it before streaming); a tenant
 /// that does not exist is `NotFound` and nothing is written. The only entry a staff read adds.
 pub async fn record_staff_read(
     tx: &mut TenantTx,
     view: StaffReadView,
     filter: &AuditFilter,
-    limit: i64,
+    limit: Option<i64>,
 ) -> Result<(), StoreError> {
     let tenant = tx.tenant().ok_or(StoreError::Forbidden(
         "recording a staff read needs a tenant scope",

@@ -166,6 +166,13 @@ pub const TENANT_TABLES: &[TableAccess] = &[
         delete: &[ManageReports],
     },
     TableAccess {
+        table: "control.report_schedules",
+        select: &[ViewDashboards],
+        insert: &[ManageReports],
+        update: &[ManageReports],
+        delete: &[ManageReports],
+    },
+    TableAccess {
         table: "control.report_runs",
         select: &[ViewDashboards],
         insert: &[RunReports],
@@ -246,6 +253,8 @@ pub const GLOBAL_INDEXES: &[&str] = &[
     "pipeline.alert_outbox_due_idx",
     // The report runner takes queued runs across tenants (migration 0035).
     "control.report_runs_queued_idx",
+    // The report scheduler takes due schedules across tenants (migration 0036).
+    "control.report_schedules_due_idx",
 ];
 
 /// The schemas the platform owns.

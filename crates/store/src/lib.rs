@@ -38,6 +38,7 @@ pub mod replay;
 pub mod reports;
 pub mod retention;
 pub mod rollups;
+pub mod schedule;
 pub mod secret_box;
 mod secret_token;
 pub mod service;

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::analytics::{self, EntityKind, EntityQuery};
 use crate::audit::{self, AuditEntry};
+use crate::schedule::CronSchedule;
 use crate::{StoreError, TenantTx};
 
 fn invalid(parameter: &'static str, message: impl Into<String>) -> StoreError {
@@ -179,6 +180,7 @@ impl Dataset {
                 ("action", Text),
                 ("target", Text),
                 ("details", Json),
+                ("client_addr", Text),
             ]),
         }
     }
@@ -258,7 +260,8 @@ pub const MAX_LAST_HOURS: u32 = 8_808;
 /// Which rows a report selects. A timed dataset takes a range: `from` and `to` (absolute), or
 /// the `last_hours` before the run (relative; 24 when neither is given). `site` selects devices
 /// and sessions of a site and a site's readings; `device` a device's sessions and readings;
-/// `key` one metric key.
+/// `key` one metric key; `action` (a prefix, e.g. `member.`) and `actor_type` select audit log
+/// entries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
@@ -282,7 +285,14 @@ pub struct Filters {
     pub device: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_type: Option<String>,
 }
+
+/// The actor types an audit entry records.
+pub const ACTOR_TYPES: [&str; 5] = ["user", "cli", "system", "agent", "api_token"];
 
 impl Filters {
     /// The range of a timed dataset's run at `now`.
@@ -401,6 +411,12 @@ impl ReportInput {
                 metrics || self.dataset == Dataset::Sessions,
             ),
             ("key", &filters.key, metrics),
+            ("action", &filters.action, self.dataset == Dataset::AuditLog),
+            (
+                "actor_type",
+                &filters.actor_type,
+                self.dataset == Dataset::AuditLog,
+            ),
         ] {
             if let Some(value) = value {
                 if !applies {
@@ -413,6 +429,14 @@ impl ReportInput {
                     return Err(invalid(parameter, "1 to 200 characters"));
                 }
             }
+        }
+        if let Some(actor) = &filters.actor_type
+            && !ACTOR_TYPES.contains(&actor.as_str())
+        {
+            return Err(invalid(
+                "actor_type",
+                format!("one of {}", ACTOR_TYPES.join(", ")),
+            ));
         }
         Ok(())
     }
@@ -653,12 +677,44 @@ pub struct Run {
     /// Until when its file can be downloaded.
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// The schedule that asked for it, if one did, and the occurrence it ran for (its relative
+    /// time range ends there).
+    pub schedule_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub occurrence: Option<OffsetDateTime>,
     /// Where the export store keeps the file (the download route serves it).
     #[serde(skip)]
     pub object_key: Option<String>,
 }
 
 impl Run {
+    /// Its file's name: the report's name in letters, digits, `-` and `_` (nothing a header or
+    /// a shell would read), the day it was asked for, and the format's extension.
+    pub fn file_name(&self) -> String {
+        let stem: String = self
+            .report_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(60)
+            .collect();
+        let stem = if stem.trim_matches('-').is_empty() {
+            "report"
+        } else {
+            &stem
+        };
+        format!(
+            "{stem}-{}.{}",
+            self.occurrence.unwrap_or(self.requested_at).date(),
+            self.definition.format.as_str()
+        )
+    }
+
     /// Whether its file can be downloaded at `now`.
     pub fn downloadable(&self, now: OffsetDateTime) -> bool {
         self.status == RunStatus::Succeeded
@@ -684,6 +740,8 @@ pub(crate) struct RunRow {
     started_at: Option<OffsetDateTime>,
     finished_at: Option<OffsetDateTime>,
     expires_at: Option<OffsetDateTime>,
+    schedule_id: Option<Uuid>,
+    occurrence: Option<OffsetDateTime>,
 }
 
 impl RunRow {
@@ -704,6 +762,8 @@ impl RunRow {
             started_at: self.started_at,
             finished_at: self.finished_at,
             expires_at: self.expires_at,
+            schedule_id: self.schedule_id,
+            occurrence: self.occurrence,
             object_key: self.object_key,
         })
     }
@@ -711,7 +771,7 @@ impl RunRow {
 
 pub(crate) const RUN_COLUMNS: &str = "run_id, report_id, report_name, definition, requested_by, \
      run_as, status, rows_written, bytes_written, object_key, error, requested_at, started_at, \
-     finished_at, expires_at";
+     finished_at, expires_at, schedule_id, occurrence";
 
 /// Asks for a run of `report` by `requester` in `role` (the role the member or token holds):
 /// refused when the role may not read the report's dataset. The definition is copied into the
@@ -768,6 +828,23 @@ pub async fn list_runs(
     rows.into_iter().map(RunRow::into_run).collect()
 }
 
+/// A schedule's runs, newest first: its run history.
+pub async fn list_schedule_runs(
+    tx: &mut TenantTx,
+    schedule: Uuid,
+    limit: i64,
+) -> Result<Vec<Run>, StoreError> {
+    let rows: Vec<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {RUN_COLUMNS} from control.report_runs \
+         where schedule_id = $1 order by occurrence desc, run_id limit $2"
+    )))
+    .bind(schedule)
+    .bind(limit.clamp(1, 500))
+    .fetch_all(tx.connection())
+    .await?;
+    rows.into_iter().map(RunRow::into_run).collect()
+}
+
 pub async fn get_run(tx: &mut TenantTx, run: Uuid) -> Result<Run, StoreError> {
     let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {RUN_COLUMNS} from control.report_runs where run_id = $1"
@@ -776,6 +853,323 @@ pub async fn get_run(tx: &mut TenantTx, run: Uuid) -> Result<Run, StoreError> {
     .fetch_optional(tx.connection())
     .await?;
     row.ok_or(StoreError::NotFound("report run"))?.into_run()
+}
+
+/// A report's schedule as it is created and edited: a five-field cron expression read in an
+/// IANA time zone ([`crate::schedule`]), the channels the file goes to, and whether it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInput {
+    pub cron: String,
+    pub time_zone: String,
+    /// Alert channels the file (or, failed, the reason) goes to, in order; at most 10.
+    #[serde(default)]
+    pub channels: Vec<Uuid>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// The most channels one schedule delivers to.
+pub const MAX_SCHEDULE_CHANNELS: usize = 10;
+
+impl ScheduleInput {
+    /// The parsed schedule, or the parameter that is wrong and why.
+    pub fn parse(&self) -> Result<CronSchedule, StoreError> {
+        let schedule = CronSchedule::parse(&self.cron, &self.time_zone).map_err(|error| {
+            StoreError::InvalidParameter {
+                parameter: error.parameter(),
+                message: error.to_string(),
+            }
+        })?;
+        if self.channels.len() > MAX_SCHEDULE_CHANNELS {
+            return Err(invalid("channels", "at most 10 channels"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !self.channels.iter().all(|channel| seen.insert(channel)) {
+            return Err(invalid("channels", "a channel is named twice"));
+        }
+        Ok(schedule)
+    }
+}
+
+/// A saved schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Schedule {
+    pub id: Uuid,
+    pub report_id: Uuid,
+    #[serde(flatten)]
+    pub input: ScheduleInput,
+    /// Whose role its runs read in (the member who last saved it), if a member did.
+    pub owner: Option<Uuid>,
+    /// The role it was saved in (a token's runs read in it).
+    pub run_as: Role,
+    /// When it runs next (enabled schedules).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_run_at: Option<OffsetDateTime>,
+    /// The last occurrence it asked a run for.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_occurrence: Option<OffsetDateTime>,
+    /// Why its last occurrence could not be asked for, if it could not.
+    pub last_error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(sqlx::FromRow)]
+struct ScheduleRow {
+    schedule_id: Uuid,
+    report_id: Uuid,
+    cron: String,
+    time_zone: String,
+    channels: Vec<Uuid>,
+    enabled: bool,
+    owner: Option<Uuid>,
+    run_as: String,
+    next_run_at: OffsetDateTime,
+    last_occurrence: Option<OffsetDateTime>,
+    last_error: Option<String>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+impl ScheduleRow {
+    fn into_schedule(self) -> Result<Schedule, StoreError> {
+        Ok(Schedule {
+            id: self.schedule_id,
+            report_id: self.report_id,
+            input: ScheduleInput {
+                cron: self.cron,
+                time_zone: self.time_zone,
+                channels: self.channels,
+                enabled: self.enabled,
+            },
+            owner: self.owner,
+            run_as: self
+                .run_as
+                .parse()
+                .map_err(|_| StoreError::Invalid("a stored schedule does not parse".into()))?,
+            next_run_at: self.enabled.then_some(self.next_run_at),
+            last_occurrence: self.last_occurrence,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+const SCHEDULE_COLUMNS: &str = "schedule_id, report_id, cron, time_zone, channels, enabled, \
+     owner, run_as, next_run_at, last_occurrence, last_error, created_at, updated_at";
+
+/// Refuses channels that are not the workspace's.
+async fn check_channels(tx: &mut TenantTx, channels: &[Uuid]) -> Result<(), StoreError> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let found: i64 = sqlx::query_scalar(
+        "select count(*) from control.alert_channels where channel_id = any($1)",
+    )
+    .bind(channels)
+    .fetch_one(tx.connection())
+    .await?;
+    if found != channels.len() as i64 {
+        return Err(invalid("channels", "no such channel in this workspace"));
+    }
+    Ok(())
+}
+
+/// Schedules `report`, saved by the transaction's member in `role`; audited. Its first run is
+/// its first occurrence after now.
+pub async fn create_schedule(
+    tx: &mut TenantTx,
+    report: Uuid,
+    role: Role,
+    input: &ScheduleInput,
+) -> Result<Schedule, StoreError> {
+    let tenant = tenant_of(tx)?;
+    let schedule = input.parse()?;
+    get_report(tx, report).await?;
+    check_channels(tx, &input.channels).await?;
+    let next = schedule
+        .next_after(OffsetDateTime::now_utc())
+        .ok_or_else(|| invalid("cron", "it never runs"))?;
+    let row: ScheduleRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into control.report_schedules (tenant_id, report_id, cron, time_zone, channels, \
+             enabled, owner, run_as, next_run_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {SCHEDULE_COLUMNS}"
+    )))
+    .bind(tenant.as_uuid())
+    .bind(report)
+    .bind(input.cron.trim())
+    .bind(schedule.time_zone())
+    .bind(&input.channels)
+    .bind(input.enabled)
+    .bind(tx.actor_user().map(|user| *user.as_uuid()))
+    .bind(role.as_str())
+    .bind(next)
+    .fetch_one(tx.connection())
+    .await?;
+    let saved = row.into_schedule()?;
+    audit::append(
+        tx,
+        AuditEntry::new("report_schedule.create", saved.id.to_string()).details(
+            serde_json::json!({
+                "report": report,
+                "cron": saved.input.cron,
+                "time_zone": saved.input.time_zone,
+                "channels": saved.input.channels.len(),
+                "enabled": saved.input.enabled,
+            }),
+        ),
+    )
+    .await?;
+    Ok(saved)
+}
+
+/// Replaces a schedule; audited. Whoever saves it owns its runs from then on, and only
+/// occurrences after the save are due.
+pub async fn update_schedule(
+    tx: &mut TenantTx,
+    schedule_id: Uuid,
+    role: Role,
+    input: &ScheduleInput,
+) -> Result<Schedule, StoreError> {
+    let schedule = input.parse()?;
+    check_channels(tx, &input.channels).await?;
+    let next = schedule
+        .next_after(OffsetDateTime::now_utc())
+        .ok_or_else(|| invalid("cron", "it never runs"))?;
+    let row: Option<ScheduleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update control.report_schedules set cron = $2, time_zone = $3, channels = $4, \
+             enabled = $5, owner = $6, run_as = $7, next_run_at = $8, since = now(), \
+             last_error = null, updated_at = now() \
+         where schedule_id = $1 returning {SCHEDULE_COLUMNS}"
+    )))
+    .bind(schedule_id)
+    .bind(input.cron.trim())
+    .bind(schedule.time_zone())
+    .bind(&input.channels)
+    .bind(input.enabled)
+    .bind(tx.actor_user().map(|user| *user.as_uuid()))
+    .bind(role.as_str())
+    .bind(next)
+    .fetch_optional(tx.connection())
+    .await?;
+    let saved = row
+        .ok_or(StoreError::NotFound("report schedule"))?
+        .into_schedule()?;
+    audit::append(
+        tx,
+        AuditEntry::new("report_schedule.update", schedule_id.to_string()).details(
+            serde_json::json!({
+                "report": saved.report_id,
+                "cron": saved.input.cron,
+                "time_zone": saved.input.time_zone,
+                "channels": saved.input.channels.len(),
+                "enabled": saved.input.enabled,
+            }),
+        ),
+    )
+    .await?;
+    Ok(saved)
+}
+
+/// Deletes a schedule; its runs stay. Audited.
+pub async fn delete_schedule(tx: &mut TenantTx, schedule_id: Uuid) -> Result<(), StoreError> {
+    let deleted = sqlx::query("delete from control.report_schedules where schedule_id = $1")
+        .bind(schedule_id)
+        .execute(tx.connection())
+        .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(StoreError::NotFound("report schedule"));
+    }
+    audit::append(
+        tx,
+        AuditEntry::new("report_schedule.delete", schedule_id.to_string()),
+    )
+    .await
+}
+
+/// The workspace's schedules, of one report or all, oldest first.
+pub async fn list_schedules(
+    tx: &mut TenantTx,
+    report: Option<Uuid>,
+) -> Result<Vec<Schedule>, StoreError> {
+    let rows: Vec<ScheduleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SCHEDULE_COLUMNS} from control.report_schedules \
+         where $1::uuid is null or report_id = $1 order by created_at, schedule_id"
+    )))
+    .bind(report)
+    .fetch_all(tx.connection())
+    .await?;
+    rows.into_iter().map(ScheduleRow::into_schedule).collect()
+}
+
+pub async fn get_schedule(tx: &mut TenantTx, schedule_id: Uuid) -> Result<Schedule, StoreError> {
+    let row: Option<ScheduleRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SCHEDULE_COLUMNS} from control.report_schedules where schedule_id = $1"
+    )))
+    .bind(schedule_id)
+    .fetch_optional(tx.connection())
+    .await?;
+    row.ok_or(StoreError::NotFound("report schedule"))?
+        .into_schedule()
+}
+
+/// A run's file (or failure) sent to a channel: where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDelivery {
+    pub channel_id: Uuid,
+    pub channel_name: String,
+    pub kind: String,
+    pub attempts: i32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub delivered_at: Option<OffsetDateTime>,
+    /// Set when it was given up.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub failed_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+type DeliveryRow = (
+    Uuid,
+    String,
+    String,
+    i32,
+    Option<OffsetDateTime>,
+    Option<OffsetDateTime>,
+    Option<String>,
+);
+
+/// Where a run's deliveries stand (roles that see alert deliveries: operators and above).
+pub async fn run_deliveries(tx: &mut TenantTx, run: Uuid) -> Result<Vec<RunDelivery>, StoreError> {
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
+        "select o.channel_id, c.name, c.kind, o.attempts, o.delivered_at, o.failed_at, \
+                    o.last_error \
+             from pipeline.alert_outbox o join control.alert_channels c \
+               on c.tenant_id = o.tenant_id and c.channel_id = o.channel_id \
+             where o.run_id = $1 order by o.created_at, c.name",
+    )
+    .bind(run)
+    .fetch_all(tx.connection())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| RunDelivery {
+            channel_id: row.0,
+            channel_name: row.1,
+            kind: row.2,
+            attempts: row.3,
+            delivered_at: row.4,
+            failed_at: row.5,
+            last_error: row.6,
+        })
+        .collect())
 }
 
 /// Where an export's rows go, one at a time, in the columns' order.
@@ -851,6 +1245,11 @@ pub async fn export<S: RowSink + Send>(
             .bind(&definition.filters.key)
             .bind(&definition.filters.device)
             .bind(&definition.filters.site);
+    }
+    if definition.dataset == Dataset::AuditLog {
+        query = query
+            .bind(&definition.filters.action)
+            .bind(&definition.filters.actor_type);
     }
     let mut rows = query.fetch(tx.connection());
     while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
@@ -969,12 +1368,20 @@ const ALERT_EVENTS: [&str; 2] = [
 ];
 
 /// The audit log in the range $1-$2, in chain order.
-const AUDIT_LOG: [&str; 2] = [
-    "select seq, occurred_at, actor_type, actor_id, action, target, details from audit.log \
-     where occurred_at >= $1 and occurred_at < $2 order by seq",
-    "select seq, occurred_at, actor_type, actor_id, action, target, details from audit.log \
-     where occurred_at >= $1 and occurred_at < $2 order by seq desc",
-];
+macro_rules! audit_rows {
+    ($order:literal) => {
+        concat!(
+            "select seq, occurred_at, actor_type, actor_id, action, target, details, \
+                 client_addr::text from audit.log \
+             where occurred_at >= $1 and occurred_at < $2 \
+               and ($3::text is null or starts_with(action, $3)) \
+               and ($4::text is null or actor_type = $4) \
+             order by seq",
+            $order
+        )
+    };
+}
+const AUDIT_LOG: [&str; 2] = [audit_rows!(""), audit_rows!(" desc")];
 
 #[cfg(test)]
 mod tests {
@@ -989,6 +1396,39 @@ mod tests {
             Err(StoreError::InvalidParameter { parameter, .. }) => parameter,
             other => panic!("{input:?} was not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_file_name_holds_nothing_a_header_or_a_shell_would_read() {
+        let run = |name: &str| Run {
+            id: Uuid::nil(),
+            report_id: None,
+            report_name: name.to_owned(),
+            definition: input(Dataset::Devices),
+            requested_by: None,
+            run_as: Role::Viewer,
+            status: RunStatus::Succeeded,
+            rows: 0,
+            bytes: 0,
+            error: None,
+            requested_at: time::macros::datetime!(2026-12-07 10:00 UTC),
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            schedule_id: None,
+            occurrence: None,
+            object_key: None,
+        };
+        assert_eq!(
+            run("Weekly power, per site").file_name(),
+            "Weekly-power--per-site-2026-12-07.csv"
+        );
+        assert_eq!(
+            run("\"; rm -rf /").file_name(),
+            "---rm--rf---2026-12-07.csv"
+        );
+        assert_eq!(run("ünïcode").file_name(), "-n-code-2026-12-07.csv");
+        assert_eq!(run("!!!").file_name(), "report-2026-12-07.csv");
     }
 
     #[test]

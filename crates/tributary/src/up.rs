@@ -55,6 +55,8 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         ingestion::stopped(shutdown_rx.clone()),
     ));
     let outbound = outbound(&settings);
+    let exports = reports::ExportStore::local(&settings.data_dir.join("exports"))
+        .context("cannot open the export store")?;
     let evaluator = tokio::spawn(pipeline::alerts::run(
         database.clone(),
         pipeline::alerts::EvaluatorConfig::default(),
@@ -66,12 +68,11 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
             outbound.clone(),
             mail.clone(),
             &settings.master_secret()?,
-        ),
+        )
+        .with_reports(exports.clone(), Some(public_url(&settings, web_addr))),
         Duration::from_secs(2),
         ingestion::stopped(shutdown_rx.clone()),
     ));
-    let exports = reports::ExportStore::local(&settings.data_dir.join("exports"))
-        .context("cannot open the export store")?;
     let report_runner = tokio::spawn(reports::run(
         reports::Runner::new(database.clone(), exports.clone()),
         Duration::from_secs(1),
@@ -323,6 +324,11 @@ fn register_metrics() {
         "Rows written into report files"
     );
     counter!("tributary_report_rows_total").increment(0);
+    describe_counter!(
+        "tributary_report_schedule_runs_total",
+        "Runs asked for by report schedules"
+    );
+    counter!("tributary_report_schedule_runs_total").increment(0);
     describe_gauge!(
         bus::lag::LAG_GAUGE,
         "Messages a consumer group has not acked on a bus partition, by group and partition \
@@ -447,6 +453,14 @@ impl Signals {
 
 /// The web app's mailer, when a mail server is configured: checked at start, so a bad setting
 /// stops the start instead of the first reset.
+/// The web app's address as people reach it: the setting, else this server's address.
+fn public_url(settings: &Settings, web_addr: std::net::SocketAddr) -> String {
+    settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{web_addr}"))
+}
+
 fn mailer(
     settings: &Settings,
     web_addr: std::net::SocketAddr,
@@ -461,10 +475,7 @@ fn mailer(
         ca_file: smtp.ca_file.clone(),
         credentials: smtp.credentials.clone(),
         from: smtp.from.clone(),
-        public_url: settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{web_addr}")),
+        public_url: public_url(settings, web_addr),
     };
     let mailer = web::mail::Mailer::new(mail).context("invalid mail settings (smtp_*)")?;
     Ok(Some(std::sync::Arc::new(mailer)))

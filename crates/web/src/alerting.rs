@@ -13,6 +13,11 @@
 //!
 //! A redirect is not followed (a receiver that moved is a failure, shown on the channel), so a
 //! webhook can never be bounced to an address the guard would refuse.
+//!
+//! The same outbox carries scheduled reports' outcomes (notice `report`, docs/reports.md): a
+//! webhook receives the run's summary with its download address, signed the same way; Slack the
+//! line and the link; a mail the summary, with the file attached when it is at most
+//! [`ATTACHMENT_LIMIT`] bytes, else the link (which asks the reader to sign in, and expires).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,6 +44,9 @@ pub const ID_HEADER: &str = "tributary-notification-id";
 pub const TIMESTAMP_HEADER: &str = "tributary-timestamp";
 pub const SIGNATURE_HEADER: &str = "tributary-signature";
 
+/// The largest report file a mail carries; a larger one is sent as a link.
+pub const ATTACHMENT_LIMIT: u64 = 10_000_000;
+
 /// Sends queued notifications. Cheap to clone.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -48,6 +56,11 @@ pub struct Deliverer {
     outbound: Outbound,
     mail: Option<Arc<Mailer>>,
     secrets: Arc<SecretBox>,
+    /// Where report files are read from for attachments.
+    exports: Option<reports::ExportStore>,
+    attachment_limit: u64,
+    /// The web app's address as people reach it, for download links.
+    public_url: Option<String>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -71,6 +84,35 @@ impl Deliverer {
             outbound,
             mail,
             secrets: channel_secrets(master_secret),
+            exports: None,
+            attachment_limit: ATTACHMENT_LIMIT,
+            public_url: None,
+        }
+    }
+
+    /// Delivers report files from `exports`, linking to them under `public_url` (the web app's
+    /// address as people reach it; without one, links are the path alone).
+    pub fn with_reports(
+        mut self,
+        exports: reports::ExportStore,
+        public_url: Option<String>,
+    ) -> Self {
+        self.exports = Some(exports);
+        self.public_url = public_url.map(|url| url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Attaches report files of at most `bytes` to mail (default [`ATTACHMENT_LIMIT`]).
+    pub fn with_attachment_limit(mut self, bytes: u64) -> Self {
+        self.attachment_limit = bytes;
+        self
+    }
+
+    /// The absolute address of `path`, when the web app's address is known.
+    fn link(&self, path: &str) -> String {
+        match &self.public_url {
+            Some(url) => format!("{url}{path}"),
+            None => path.to_owned(),
         }
     }
 
@@ -113,6 +155,9 @@ impl Deliverer {
                 };
                 let mut body = delivery.payload.clone();
                 body["id"] = serde_json::json!(delivery.id);
+                if let Some(path) = delivery.payload["download_path"].as_str() {
+                    body["download_url"] = self.link(path).into();
+                }
                 let body = serde_json::to_vec(&body).map_err(|_| "encoding failed".to_owned())?;
                 let timestamp = now.unix_timestamp();
                 let signature = sign(&secret, timestamp, &body);
@@ -128,7 +173,13 @@ impl Deliverer {
                 .await
             }
             "slack" => {
-                let text = delivery.payload["text"].as_str().unwrap_or_default();
+                let mut text = delivery.payload["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(path) = delivery.payload["download_path"].as_str() {
+                    text.push_str(&format!(" <{}|Download>", self.link(path)));
+                }
                 let body = serde_json::to_vec(&serde_json::json!({ "text": text }))
                     .map_err(|_| "encoding failed".to_owned())?;
                 self.post(&delivery.target, body, &[]).await
@@ -145,6 +196,9 @@ impl Deliverer {
                     .chars()
                     .take(200)
                     .collect::<String>();
+                if delivery.notice == "report" {
+                    return self.mail_report(mail, &to, &subject, delivery).await;
+                }
                 let body = mail_body(&delivery.payload, &mail.link("/app/alerts"));
                 mail.send(&to, &subject, body)
                     .await
@@ -152,6 +206,52 @@ impl Deliverer {
             }
             other => Err(format!("unknown channel kind {other}")),
         }
+    }
+
+    /// A report's outcome by mail: the summary, and the file attached when it is small enough,
+    /// else the link to it.
+    async fn mail_report(
+        &self,
+        mail: &Mailer,
+        to: &domain::Email,
+        subject: &str,
+        delivery: &Delivery,
+    ) -> Result<(), String> {
+        let payload = &delivery.payload;
+        let mut body = String::new();
+        body.push_str(payload["text"].as_str().unwrap_or_default());
+        body.push_str("\n\n");
+        if let Some(occurrence) = payload["occurrence"].as_str() {
+            body.push_str(&format!("Scheduled for: {occurrence}\n"));
+        }
+        let mut attachment = None;
+        if let (Some(path), Some((key, size))) = (payload["download_path"].as_str(), &delivery.file)
+        {
+            let size = u64::try_from(*size).unwrap_or(u64::MAX);
+            let file_name = payload["file_name"].as_str().unwrap_or("report").to_owned();
+            if size <= self.attachment_limit
+                && let Some(exports) = &self.exports
+            {
+                attachment = Some(crate::mail::Attachment {
+                    content_type: report_content_type(payload["format"].as_str()).to_owned(),
+                    content: read_file(exports, key, self.attachment_limit).await?,
+                    file_name: file_name.clone(),
+                });
+                body.push_str(&format!("The file is attached: {file_name}.\n"));
+            } else {
+                body.push_str(&format!(
+                    "The file is larger than a mail carries. Download it (sign in first): {}\n",
+                    mail.link(path)
+                ));
+            }
+            if let Some(expires) = payload["expires_at"].as_str() {
+                body.push_str(&format!("It can be downloaded until {expires}.\n"));
+            }
+        }
+        body.push_str(&format!("\nReports: {}\n", mail.link("/app/reports")));
+        mail.send_with_attachment(to, subject, body, attachment)
+            .await
+            .map_err(|error| format!("mail: {error}"))
     }
 
     async fn post(
@@ -192,6 +292,33 @@ impl Deliverer {
             Err(format!("HTTP {}", status.as_u16()))
         }
     }
+}
+
+/// A report file's media type by its format's name.
+fn report_content_type(format: Option<&str>) -> &'static str {
+    format.and_then(store::reports::Format::parse).map_or(
+        "application/octet-stream",
+        store::reports::Format::content_type,
+    )
+}
+
+/// Reads a report file of at most `limit` bytes into memory for a mail.
+async fn read_file(
+    exports: &reports::ExportStore,
+    key: &str,
+    limit: u64,
+) -> Result<Vec<u8>, String> {
+    use futures_util::TryStreamExt;
+    let unavailable = |_| "the report file could not be read from the export store".to_owned();
+    let (size, mut stream) = exports.open(key).await.map_err(unavailable)?;
+    if size > limit {
+        return Err("the report file is larger than a mail carries".to_owned());
+    }
+    let mut content = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    while let Some(chunk) = stream.try_next().await.map_err(unavailable)? {
+        content.extend_from_slice(&chunk);
+    }
+    Ok(content)
 }
 
 /// The box alert channels' signing secrets are sealed in, under the master secret.

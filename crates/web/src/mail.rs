@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use domain::{Email, Role, UserId};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox, Message};
+use lettre::message::{Body, Mailbox, Message, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -203,22 +203,54 @@ impl Mailer {
     /// Sends one plain-text message to `to`. The body is quoted-printable whatever it holds, so
     /// a long link survives every relay intact (after decoding).
     pub async fn send(&self, to: &Email, subject: &str, body: String) -> Result<(), MailError> {
+        self.send_with_attachment(to, subject, body, None).await
+    }
+
+    /// Sends a plain-text message with, if given, one file attached (base64).
+    pub async fn send_with_attachment(
+        &self,
+        to: &Email,
+        subject: &str,
+        body: String,
+        attachment: Option<Attachment>,
+    ) -> Result<(), MailError> {
         let to: Mailbox = to.as_str().parse().map_err(|_| MailError::BadRecipient)?;
-        let body = Body::new_with_encoding(body, ContentTransferEncoding::QuotedPrintable)
-            .map_err(|_| MailError::Body)?;
-        let message = Message::builder()
+        let text = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(
+            Body::new_with_encoding(body, ContentTransferEncoding::QuotedPrintable)
+                .map_err(|_| MailError::Body)?,
+        );
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(MailError::Message)?;
+            .subject(subject);
+        let message = match attachment {
+            None => builder.singlepart(text),
+            Some(file) => {
+                let content_type =
+                    ContentType::parse(&file.content_type).map_err(|_| MailError::Body)?;
+                builder.multipart(
+                    MultiPart::mixed().singlepart(text).singlepart(
+                        lettre::message::Attachment::new(file.file_name)
+                            .body(file.content, content_type),
+                    ),
+                )
+            }
+        }
+        .map_err(MailError::Message)?;
         self.transport
             .send(message)
             .await
             .map_err(MailError::Smtp)?;
         Ok(())
     }
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub file_name: String,
+    pub content_type: String,
+    pub content: Vec<u8>,
 }
 
 /// TLS to `host` (the name its certificate must hold), trusting the public roots and the

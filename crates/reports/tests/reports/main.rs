@@ -16,6 +16,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 mod runs;
+mod schedules;
 
 /// Taken for reading by every test, for writing by the memory test: it runs alone.
 pub(crate) static SERIAL: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

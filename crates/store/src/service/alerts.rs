@@ -411,6 +411,9 @@ pub async fn claim_deliveries(
         String,
         Option<Vec<u8>>,
         Option<Vec<u8>>,
+        Option<Uuid>,
+        Option<String>,
+        Option<i64>,
     );
     let rows: Vec<Row> = sqlx::query_as(
         "with due as ( \
@@ -424,9 +427,12 @@ pub async fn claim_deliveries(
                and o.notification_id = due.notification_id \
              returning o.*) \
          select l.tenant_id, l.notification_id, l.rule_id, l.notice, l.payload, l.attempts, \
-                c.channel_id, c.name, c.kind, c.target, c.secret_ciphertext, c.secret_nonce \
+                c.channel_id, c.name, c.kind, c.target, c.secret_ciphertext, c.secret_nonce, \
+                l.run_id, r.object_key, r.bytes_written \
          from leased l join control.alert_channels c \
            on c.tenant_id = l.tenant_id and c.channel_id = l.channel_id \
+         left join control.report_runs r on r.tenant_id = l.tenant_id and r.run_id = l.run_id \
+           and r.status = 'succeeded' and r.expires_at > $1 \
          order by l.created_at",
     )
     .bind(now)
@@ -448,6 +454,8 @@ pub async fn claim_deliveries(
             kind: row.8,
             target: row.9,
             sealed_secret: row.10.zip(row.11),
+            run: row.12,
+            file: row.13.zip(row.14),
         })
         .collect())
 }

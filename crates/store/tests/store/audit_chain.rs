@@ -447,7 +447,7 @@ async fn a_staff_read_lands_in_the_read_tenants_chain_and_staff_write_nothing_el
         actor_type: Some("user".into()),
         before_seq: Some(99),
     };
-    audit::record_staff_read(&mut tx, audit::StaffReadView::Api, &filter, 25)
+    audit::record_staff_read(&mut tx, audit::StaffReadView::Api, &filter, Some(25))
         .await
         .unwrap();
     let read = audit::search(&mut tx, &filter, 25).await.unwrap();
@@ -501,9 +501,14 @@ async fn a_staff_read_lands_in_the_read_tenants_chain_and_staff_write_nothing_el
     )
     .await
     .unwrap();
-    audit::record_staff_read(&mut tx, audit::StaffReadView::Page, &Default::default(), 50)
-        .await
-        .unwrap();
+    audit::record_staff_read(
+        &mut tx,
+        audit::StaffReadView::Page,
+        &Default::default(),
+        Some(50),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let mut tx = TenantTx::begin(
         &database.app,
@@ -514,9 +519,14 @@ async fn a_staff_read_lands_in_the_read_tenants_chain_and_staff_write_nothing_el
     )
     .await
     .unwrap();
-    audit::record_staff_read(&mut tx, audit::StaffReadView::Csv, &Default::default(), 10)
-        .await
-        .unwrap();
+    audit::record_staff_read(
+        &mut tx,
+        audit::StaffReadView::Csv,
+        &Default::default(),
+        Some(10),
+    )
+    .await
+    .unwrap();
     tx.rollback().await.unwrap();
     let mut tx = TenantTx::begin(
         &database.app,
@@ -527,9 +537,13 @@ async fn a_staff_read_lands_in_the_read_tenants_chain_and_staff_write_nothing_el
     )
     .await
     .unwrap();
-    let missing =
-        audit::record_staff_read(&mut tx, audit::StaffReadView::Page, &Default::default(), 50)
-            .await;
+    let missing = audit::record_staff_read(
+        &mut tx,
+        audit::StaffReadView::Page,
+        &Default::default(),
+        Some(50),
+    )
+    .await;
     assert!(
         matches!(missing, Err(store::StoreError::NotFound("tenant"))),
         "{missing:?}"

@@ -202,6 +202,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "control.report_schedules",
+        insert: "insert into control.report_schedules (tenant_id, schedule_id, report_id, cron, \
+                 time_zone, run_as) select t, k, s, '0 8 * * *', 'UTC', 'admin' from p",
+        update_column: "cron",
+        seed: true,
+    },
+    Exercise {
         table: "control.report_runs",
         insert: "insert into control.report_runs (tenant_id, run_id, report_name, definition, \
                  run_as) select t, k, 'Report', '{}'::jsonb, 'viewer' from p",
@@ -468,6 +475,16 @@ async fn arrange(test_database: &TestDatabase, database: &Database) -> (Fixture,
         sqlx::query(
             "insert into control.alert_channels (tenant_id, channel_id, name, kind, target) \
              values ($1, $2, 'seeded', 'email', 'ops@example.com')",
+        )
+        .bind(tenant.as_uuid())
+        .bind(source)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        // The report the schedule exercise's rows belong to, by the source's id.
+        sqlx::query(
+            "insert into control.reports (tenant_id, report_id, name, dataset, format) \
+             values ($1, $2, 'seeded', 'devices', 'csv')",
         )
         .bind(tenant.as_uuid())
         .bind(source)

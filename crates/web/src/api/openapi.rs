@@ -1385,6 +1385,62 @@ pub const OPERATIONS: &[Operation] = &[
         )
     },
     Operation {
+        failures: NO_REPORT,
+        ..op(
+            "get",
+            "/api/v1/reports/{report}/schedules",
+            "A report's schedules, each with its next occurrences and its last error",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("ReportSchedules")),
+        )
+    },
+    Operation {
+        request: Some("ReportScheduleInput"),
+        failures: SCHEDULE_REFUSALS_FOR_REPORT,
+        ..op(
+            "post",
+            "/api/v1/reports/{report}/schedules",
+            "Schedule a report: a five-field cron expression in an IANA time zone, at most every \
+             five minutes, and the alert channels its file goes to (mail attaches it up to \
+             10 MB, else links it). Runs read in the role of the member who saved the schedule \
+             (audited)",
+            Access::Tenant(P::ManageReports),
+            (201, Some("ReportSchedule")),
+        )
+    },
+    Operation {
+        failures: NO_SCHEDULE,
+        ..op(
+            "get",
+            "/api/v1/report-schedules/{schedule}",
+            "A report schedule",
+            Access::Tenant(P::ViewDashboards),
+            (200, Some("ReportSchedule")),
+        )
+    },
+    Operation {
+        request: Some("ReportScheduleInput"),
+        failures: SCHEDULE_REFUSALS,
+        ..op(
+            "put",
+            "/api/v1/report-schedules/{schedule}",
+            "Replace a schedule; its runs then read in the role of whoever saved it, and only \
+             occurrences after the save are due (audited)",
+            Access::Tenant(P::ManageReports),
+            (200, Some("ReportSchedule")),
+        )
+    },
+    Operation {
+        failures: NO_SCHEDULE,
+        ..op(
+            "delete",
+            "/api/v1/report-schedules/{schedule}",
+            "Delete a schedule; its runs stay (audited)",
+            Access::Tenant(P::ManageReports),
+            (204, None),
+        )
+    },
+    Operation {
         failures: &[(404, "the workspace has no run of this id (`not_found`)")],
         ..op(
             "get",
@@ -1428,6 +1484,27 @@ const REPORT_REFUSALS: &[(u16, &str)] = &[
          a range that ends before it starts, both a relative and an absolute range, half an \
          absolute range, a time that is not a real date (`invalid_report`, `details.parameter`)",
     ),
+];
+const NO_SCHEDULE: &[(u16, &str)] = &[(
+    404,
+    "the workspace has no report schedule of this id (`not_found`)",
+)];
+const SCHEDULE_REFUSAL: (u16, &str) = (
+    409,
+    "the cron expression does not parse, is not five fields, runs more often than every five \
+     minutes or never; the time zone is not in the IANA database; a channel is not the \
+     workspace's or is named twice (`invalid_schedule`, `details.parameter`)",
+);
+const SCHEDULE_REFUSALS: &[(u16, &str)] = &[
+    (
+        404,
+        "the workspace has no report schedule of this id (`not_found`)",
+    ),
+    SCHEDULE_REFUSAL,
+];
+const SCHEDULE_REFUSALS_FOR_REPORT: &[(u16, &str)] = &[
+    (404, "the workspace has no report of this id (`not_found`)"),
+    SCHEDULE_REFUSAL,
 ];
 /// The response of a download: the file, in its format's media type.
 const REPORT_FILE: &str = "file:report";
@@ -2184,6 +2261,10 @@ fn report_schemas() -> Value {
             if metrics {
                 filters.insert("key".into(), filter_text.clone());
             }
+            if *dataset == Dataset::AuditLog {
+                filters.insert("action".into(), json!({ "type": "string", "minLength": 1, "maxLength": 200, "pattern": TRIMMED, "description": "entries whose action starts with this (`member.`)" }));
+                filters.insert("actor_type".into(), json!({ "enum": store::reports::ACTOR_TYPES }));
+            }
             json!({
                 "type": "object",
                 "properties": {
@@ -2222,11 +2303,62 @@ fn report_schemas() -> Value {
             "error": { "type": ["string", "null"] },
             "requested_at": time, "started_at": optional_time, "finished_at": optional_time,
             "expires_at": optional_time,
+            "schedule_id": optional_uuid,
+            "occurrence": { "type": ["string", "null"], "format": "date-time", "description": "the schedule's occurrence it ran for" },
             "download": { "type": ["string", "null"], "description": "where to download the file, while it can be" },
+            "deliveries": {
+                "type": "array",
+                "description": "a scheduled run's deliveries to its channels (operators and above see them)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "channel_id": uuid, "channel_name": { "type": "string" },
+                        "kind": { "enum": ["webhook", "slack", "email"] },
+                        "attempts": { "type": "integer", "minimum": 0 },
+                        "delivered_at": optional_time, "failed_at": optional_time,
+                        "last_error": { "type": ["string", "null"] },
+                    },
+                    "required": ["channel_id", "channel_name", "kind", "attempts", "delivered_at",
+                                 "failed_at", "last_error"],
+                },
+            },
         },
         "required": ["id", "report_id", "report_name", "definition", "requested_by", "run_as",
                      "status", "rows", "bytes", "error", "requested_at", "started_at",
-                     "finished_at", "expires_at", "download"],
+                     "finished_at", "expires_at", "schedule_id", "occurrence", "download"],
+    });
+    // Checked by the server as a pattern (it does not check formats of request bodies).
+    let uuid_text = json!({
+        "type": "string",
+        "pattern": "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",
+    });
+    let schedule_input = json!({
+        "type": "object",
+        "properties": {
+            "cron": { "type": "string", "minLength": 9, "maxLength": 100, "pattern": TRIMMED, "description": "five fields: minute, hour, day of month, month, day of week (`0 8 * * 1-5`), at most every five minutes" },
+            "time_zone": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_+/-]+$", "description": "an IANA time zone (`Europe/Berlin`, `UTC`)" },
+            "channels": { "type": "array", "maxItems": 10, "items": uuid_text, "description": "alert channels the file goes to, each once" },
+            "enabled": { "type": "boolean", "description": "default true" },
+        },
+        "required": ["cron", "time_zone"],
+        "additionalProperties": false,
+    });
+    let schedule = json!({
+        "type": "object",
+        "properties": {
+            "id": uuid, "report_id": uuid, "cron": { "type": "string" },
+            "time_zone": { "type": "string" },
+            "channels": { "type": "array", "items": uuid }, "enabled": { "type": "boolean" },
+            "owner": optional_uuid,
+            "run_as": { "enum": ["owner", "admin", "operator", "viewer"] },
+            "next_run_at": optional_time, "last_occurrence": optional_time,
+            "last_error": { "type": ["string", "null"] },
+            "upcoming": { "type": "array", "items": time, "description": "the next occurrences (enabled schedules)" },
+            "created_at": time, "updated_at": time,
+        },
+        "required": ["id", "report_id", "cron", "time_zone", "channels", "enabled", "owner",
+                     "run_as", "next_run_at", "last_occurrence", "last_error", "upcoming",
+                     "created_at", "updated_at"],
     });
     json!({
         "ReportInput": { "oneOf": inputs },
@@ -2234,6 +2366,9 @@ fn report_schemas() -> Value {
         "Reports": { "type": "object", "properties": { "reports": { "type": "array", "items": report } }, "required": ["reports"] },
         "ReportRun": run,
         "ReportRuns": { "type": "object", "properties": { "runs": { "type": "array", "items": run } }, "required": ["runs"] },
+        "ReportScheduleInput": schedule_input,
+        "ReportSchedule": schedule,
+        "ReportSchedules": { "type": "object", "properties": { "schedules": { "type": "array", "items": schedule } }, "required": ["schedules"] },
     })
 }
 

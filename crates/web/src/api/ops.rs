@@ -67,7 +67,7 @@ async fn tenant_audit(
         &mut tx,
         store::audit::StaffReadView::Api,
         &params.filter(),
-        params.limit(),
+        Some(params.limit()),
     )
     .await?;
     super::workspace::audit_log(tx, &params).await

@@ -1,8 +1,9 @@
 //! `/api/v1/reports`, `/api/v1/report-runs`: a workspace's report definitions, their runs and
 //! the runs' files (docs/reports.md). Every member reads definitions and runs; owners and admins
 //! define reports; every member asks for a run of a report whose dataset their role may read,
-//! and downloads a finished run's file of such a dataset until it expires. The store audits
-//! every change and every export.
+//! and downloads a finished run's file of such a dataset until it expires. Owners and admins
+//! schedule reports (`/api/v1/reports/{id}/schedules`, `/api/v1/report-schedules/{id}`). The
+//! store audits every change and every export.
 
 use axum::Json;
 use axum::body::Body as ResponseBody;
@@ -14,7 +15,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use store::StoreError;
-use store::reports::{Dataset, Filters, Format, ReportInput, Run};
+use store::reports::{Dataset, Filters, Format, ReportInput, Run, Schedule, ScheduleInput};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -33,6 +34,31 @@ pub(super) fn register(routes: Routes) -> Routes {
         .at(Method::DELETE, "/api/v1/reports/{report}", delete_report)
         .at(Method::GET, "/api/v1/reports/{report}/runs", list_runs)
         .at(Method::POST, "/api/v1/reports/{report}/runs", run_report)
+        .at(
+            Method::GET,
+            "/api/v1/reports/{report}/schedules",
+            list_schedules,
+        )
+        .at(
+            Method::POST,
+            "/api/v1/reports/{report}/schedules",
+            create_schedule,
+        )
+        .at(
+            Method::GET,
+            "/api/v1/report-schedules/{schedule}",
+            get_schedule,
+        )
+        .at(
+            Method::PUT,
+            "/api/v1/report-schedules/{schedule}",
+            update_schedule,
+        )
+        .at(
+            Method::DELETE,
+            "/api/v1/report-schedules/{schedule}",
+            delete_schedule,
+        )
         .at(Method::GET, "/api/v1/report-runs/{run}", get_run)
         .at(Method::GET, "/api/v1/report-runs/{run}/download", download)
 }
@@ -81,6 +107,8 @@ struct FiltersBody {
     site: Option<String>,
     device: Option<String>,
     key: Option<String>,
+    action: Option<String>,
+    actor_type: Option<String>,
 }
 
 impl RequestBody for ReportBody {
@@ -109,6 +137,8 @@ impl ReportBody {
             site: self.filters.site,
             device: self.filters.device,
             key: self.filters.key,
+            action: self.filters.action,
+            actor_type: self.filters.actor_type,
         };
         Ok(ReportInput {
             name: self.name,
@@ -249,8 +279,157 @@ async fn get_run(
     let run = id(&run, "report run")?;
     let mut tx = caller.tx(&state, Permission::ViewDashboards).await?;
     let found = store::reports::get_run(&mut tx, run).await?;
+    // Where its deliveries stand, for the roles that see the alert channels' deliveries.
+    let deliveries = if caller.role().allows(Permission::AcknowledgeAlerts) {
+        Some(store::reports::run_deliveries(&mut tx, run).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
-    Ok(Json(run_json(&found, OffsetDateTime::now_utc())))
+    let mut value = run_json(&found, OffsetDateTime::now_utc());
+    if let Some(deliveries) = deliveries {
+        value["deliveries"] = json!(deliveries);
+    }
+    Ok(Json(value))
+}
+
+/// A schedule as the API takes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    cron: String,
+    time_zone: String,
+    #[serde(default)]
+    channels: Vec<Uuid>,
+    #[serde(default = "enabled")]
+    enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl RequestBody for ScheduleBody {
+    const SCHEMA: &'static str = "ReportScheduleInput";
+    const SHAPE: &'static str = r#"{"cron": "0 8 * * 1-5", "time_zone": "Europe/Berlin", "channels": ["..."], "enabled": true}"#;
+}
+
+impl ScheduleBody {
+    fn into_input(self) -> ScheduleInput {
+        ScheduleInput {
+            cron: self.cron,
+            time_zone: self.time_zone,
+            channels: self.channels,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// A schedule the schema admits that the store refuses (a cron expression that does not parse
+/// or runs too often, an unknown time zone, a channel not the workspace's): 409 naming the
+/// parameter.
+fn schedule_refusal(error: StoreError) -> ApiError {
+    match error {
+        StoreError::InvalidParameter { parameter, message } => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_schedule", message)
+                .with_details(json!({ "parameter": parameter }))
+        }
+        error => error.into(),
+    }
+}
+
+/// How many upcoming occurrences a schedule shows.
+const UPCOMING: usize = 3;
+
+/// A schedule as the API shows it: the store's, with its next occurrences.
+fn schedule_json(schedule: &Schedule) -> serde_json::Value {
+    let mut value = json!(schedule);
+    let upcoming: Vec<String> = match (schedule.input.enabled, schedule.input.parse()) {
+        (true, Ok(parsed)) => parsed
+            .upcoming(OffsetDateTime::now_utc(), UPCOMING)
+            .into_iter()
+            .filter_map(|at| {
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    value["upcoming"] = json!(upcoming);
+    value
+}
+
+async fn list_schedules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(report): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let report = id(&report, "report")?;
+    let mut tx = caller.tx(&state, Permission::ViewDashboards).await?;
+    store::reports::get_report(&mut tx, report).await?;
+    let schedules = store::reports::list_schedules(&mut tx, Some(report)).await?;
+    tx.commit().await?;
+    Ok(Json(
+        json!({ "schedules": schedules.iter().map(schedule_json).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn create_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(report): Path<String>,
+    Body(body): Body<ScheduleBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let report = id(&report, "report")?;
+    caller.require(Permission::ManageReports)?;
+    let mut tx = caller.tx(&state, Permission::ManageReports).await?;
+    let schedule =
+        store::reports::create_schedule(&mut tx, report, caller.role(), &body.into_input())
+            .await
+            .map_err(schedule_refusal)?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(schedule_json(&schedule))))
+}
+
+async fn get_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(schedule): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let schedule = id(&schedule, "report schedule")?;
+    let mut tx = caller.tx(&state, Permission::ViewDashboards).await?;
+    let found = store::reports::get_schedule(&mut tx, schedule).await?;
+    tx.commit().await?;
+    Ok(Json(schedule_json(&found)))
+}
+
+async fn update_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(schedule): Path<String>,
+    Body(body): Body<ScheduleBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let schedule = id(&schedule, "report schedule")?;
+    caller.require(Permission::ManageReports)?;
+    let mut tx = caller.tx(&state, Permission::ManageReports).await?;
+    let saved =
+        store::reports::update_schedule(&mut tx, schedule, caller.role(), &body.into_input())
+            .await
+            .map_err(schedule_refusal)?;
+    tx.commit().await?;
+    Ok(Json(schedule_json(&saved)))
+}
+
+async fn delete_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(schedule): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let schedule = id(&schedule, "report schedule")?;
+    let mut tx = caller.tx(&state, Permission::ManageReports).await?;
+    store::reports::delete_schedule(&mut tx, schedule).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A finished run's file, streamed from the export store: for a role that may run reports and
@@ -307,12 +486,7 @@ async fn file_response(
         )
     })?;
     let format = run.definition.format;
-    let name = format!(
-        "{}-{}.{}",
-        file_stem(&run.report_name),
-        run.requested_at.date(),
-        format.as_str()
-    );
+    let name = run.file_name();
     let mut response = ResponseBody::from_stream(
         stream.map(|chunk| chunk.map_err(|error| std::io::Error::other(error.to_string()))),
     )
@@ -328,40 +502,4 @@ async fn file_response(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
-}
-
-/// A report's name as a file name: letters, digits, `-` and `_`, the rest as `-`.
-fn file_stem(name: &str) -> String {
-    let stem: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(60)
-        .collect();
-    if stem.trim_matches('-').is_empty() {
-        "report".to_owned()
-    } else {
-        stem
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_name_holds_nothing_a_header_or_a_shell_would_read() {
-        assert_eq!(
-            file_stem("Weekly power, per site"),
-            "Weekly-power--per-site"
-        );
-        assert_eq!(file_stem("\"; rm -rf /"), "---rm--rf--");
-        assert_eq!(file_stem("ünïcode"), "-n-code");
-        assert_eq!(file_stem("!!!"), "report");
-    }
 }

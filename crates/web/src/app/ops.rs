@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use domain::{Permission, Plan, TenantId};
 use serde::Deserialize;
+use store::reports::{Cell, Column, ColumnKind};
 use store::rollups::{Granularity, RollupCell};
 use store::{Scope, TenantTx};
 use time::OffsetDateTime;
 
-use super::audit::{AUDIT_EXPORT_LIMIT, AUDIT_PAGE_SIZE, audit_csv_response, render_audit};
+use super::audit::{AUDIT_PAGE_SIZE, audit_csv_response, render_audit};
 use crate::AppState;
 use crate::auth::session::{AppUser, Staff};
 use crate::pages::{Chrome, PageError, SelectOption, render, select_options};
@@ -28,6 +29,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/app/tenants", get(tenants))
         .route("/app/global", get(global))
+        .route("/app/global/export", get(global_export))
         .route("/app/global/allowlist", post(allow_key))
         .route("/app/global/allowlist/{key}/remove", post(remove_key))
         .route("/app/contact-requests", get(contact_requests))
@@ -177,8 +179,38 @@ struct ConsoleQuery {
     key: String,
     grain: String,
     hours: String,
+    /// The export's format (`csv`, `parquet`, `jsonl`).
+    format: String,
     notice: String,
     error: String,
+}
+
+impl ConsoleQuery {
+    /// The window in hours (24 unless one of [`WINDOWS`]) and the buckets' grain (as asked,
+    /// else hours for windows over a day).
+    fn window(&self) -> (i64, &str) {
+        let hours: i64 = WINDOWS
+            .contains(&self.hours.as_str())
+            .then(|| self.hours.parse().ok())
+            .flatten()
+            .unwrap_or(24);
+        let grain = if GRAINS.contains(&self.grain.as_str()) {
+            self.grain.as_str()
+        } else if hours > 24 {
+            "hour"
+        } else {
+            "minute"
+        };
+        (hours, grain)
+    }
+}
+
+fn granularity(grain: &str) -> Granularity {
+    if grain == "hour" {
+        Granularity::Hour
+    } else {
+        Granularity::Minute
+    }
 }
 
 #[derive(Debug)]
@@ -220,6 +252,9 @@ struct GlobalPage {
     keys: Vec<KeyRow>,
     key_options: Vec<String>,
     key: String,
+    /// The window and grain shown, which the export links keep.
+    hours: i64,
+    grain: String,
     grain_options: Vec<SelectOption>,
     window_options: Vec<SelectOption>,
     min_cohort: i64,
@@ -316,29 +351,21 @@ async fn global(
     } else {
         active.first().cloned().unwrap_or_default()
     };
-    let hours: i64 = WINDOWS
-        .contains(&query.hours.as_str())
-        .then(|| query.hours.parse().ok())
-        .flatten()
-        .unwrap_or(24);
-    let grain = if GRAINS.contains(&query.grain.as_str()) {
-        query.grain.as_str()
-    } else if hours > 24 {
-        "hour"
-    } else {
-        "minute"
-    };
+    let (hours, grain) = query.window();
     let to = OffsetDateTime::now_utc();
     let from = to - time::Duration::hours(hours);
     let cells = if key.is_empty() {
         Vec::new()
     } else {
-        let granularity = if grain == "hour" {
-            Granularity::Hour
-        } else {
-            Granularity::Minute
-        };
-        store::rollups::cells(&mut tx, granularity, &key, from, to, state.min_cohort).await?
+        store::rollups::cells(
+            &mut tx,
+            granularity(grain),
+            &key,
+            from,
+            to,
+            state.min_cohort,
+        )
+        .await?
     };
     tx.commit().await?;
     let chart = chart(&cells, from, to);
@@ -358,6 +385,8 @@ async fn global(
                 .collect(),
             key_options: active,
             key,
+            hours,
+            grain: grain.to_owned(),
             grain_options: select_options(&GRAINS, grain),
             window_options: select_options(&WINDOWS, &hours.to_string()),
             min_cohort: state.min_cohort.max(2),
@@ -387,6 +416,120 @@ async fn global(
 struct KeyForm {
     key: String,
     purge: Option<String>,
+}
+
+/// The columns of a global analytics export.
+const EXPORT_COLUMNS: [(&str, ColumnKind); 9] = [
+    ("bucket", ColumnKind::Time),
+    ("key", ColumnKind::Text),
+    ("plan", ColumnKind::Text),
+    ("industry", ColumnKind::Text),
+    ("region", ColumnKind::Text),
+    ("mean", ColumnKind::Float),
+    ("sum", ColumnKind::Float),
+    ("readings", ColumnKind::Integer),
+    ("tenants", ColumnKind::Integer),
+];
+
+/// What the console shows, as a file (CSV, Parquet or JSON lines): the same cells of one key
+/// over the same window, under the same disclosure rule (no cell of fewer than k tenants, none
+/// that would reveal one by subtraction), at most the console query's 10,000 cells, oldest
+/// first. Internal operations staff only; recorded in the platform's audit chain with what was
+/// exported. `global_analytics` leaves the platform no other way.
+async fn global_export(
+    State(state): State<AppState>,
+    staff: Staff,
+    Query(query): Query<ConsoleQuery>,
+) -> Result<Response, PageError> {
+    let format =
+        store::reports::Format::parse(&query.format).unwrap_or(store::reports::Format::Csv);
+    let (hours, grain) = query.window();
+    let mut tx = staff.tx(&state, Some(TenantId::PLATFORM)).await?;
+    let allowed = store::rollups::list_keys(&mut tx)
+        .await?
+        .into_iter()
+        .any(|entry| entry.retired_at.is_none() && entry.key == query.key);
+    if !allowed {
+        return Err(PageError::NotFound);
+    }
+    let to = OffsetDateTime::now_utc();
+    let from = to - time::Duration::hours(hours);
+    let cells = store::rollups::cells(
+        &mut tx,
+        granularity(grain),
+        &query.key,
+        from,
+        to,
+        state.min_cohort,
+    )
+    .await?;
+    let columns: Vec<Column> = EXPORT_COLUMNS
+        .iter()
+        .map(|(name, kind)| Column { name, kind: *kind })
+        .collect();
+    let encode = || -> Result<Vec<u8>, reports::encode::EncodeError> {
+        let mut encoder = reports::encode::Encoder::new(format, &columns)?;
+        let mut file = Vec::new();
+        for cell in &cells {
+            encoder.row(&[
+                Cell::Time(cell.bucket),
+                Cell::Text(cell.key.clone()),
+                Cell::Text(cell.plan.clone()),
+                Cell::Text(cell.industry.clone()),
+                Cell::Text(cell.region.clone()),
+                Cell::Float(cell.value_sum / cell.value_count.max(1) as f64),
+                Cell::Float(cell.value_sum),
+                Cell::Integer(cell.value_count),
+                Cell::Integer(i64::from(cell.tenant_count)),
+            ])?;
+            if encoder.pending() >= 1 << 20 {
+                file.extend(encoder.take()?);
+            }
+        }
+        file.extend(encoder.finish()?);
+        Ok(file)
+    };
+    let file = encode().map_err(|error| {
+        tracing::warn!(%error, "a global analytics export could not be encoded");
+        PageError::Unavailable
+    })?;
+    store::audit::append(
+        &mut tx,
+        store::audit::AuditEntry::new("global_analytics.export", query.key.clone()).details(
+            serde_json::json!({
+                "format": format.as_str(),
+                "grain": grain,
+                "hours": hours,
+                "cells": cells.len(),
+                "min_cohort": state.min_cohort.max(2),
+            }),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    let name = format!(
+        "global-{}-{}-{}h-{}.{}",
+        query.key,
+        grain,
+        hours,
+        to.date(),
+        format.as_str()
+    );
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                format.content_type().to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        file,
+    )
+        .into_response())
 }
 
 /// Adds a key to the allowlist (audited in the platform chain).
@@ -496,7 +639,7 @@ async fn tenant_audit(
         &mut tx,
         store::audit::StaffReadView::Page,
         &query.filter(),
-        AUDIT_PAGE_SIZE,
+        Some(AUDIT_PAGE_SIZE),
     )
     .await?;
     render_audit(
@@ -518,15 +661,19 @@ async fn tenant_audit_csv(
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, PageError> {
     let tenant = tenant_id(&tenant)?;
+    // The read is recorded, and committed, before the first entry leaves: a download stopped
+    // halfway has still been read.
     let mut tx = staff.tx(&state, Some(tenant)).await?;
     store::audit::record_staff_read(
         &mut tx,
         store::audit::StaffReadView::Csv,
         &query.filter(),
-        AUDIT_EXPORT_LIMIT,
+        None,
     )
     .await?;
-    let response = audit_csv_response(tx, &query).await;
+    tx.commit().await?;
+    let tx = staff.tx(&state, Some(tenant)).await?;
+    let response = audit_csv_response(tx, &query);
     tracing::info!(user = %staff.0.session().user.user_id, %tenant, "a tenant's audit log exported by operations");
     response
 }

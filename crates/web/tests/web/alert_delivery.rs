@@ -429,3 +429,312 @@ async fn an_email_channel_sends_through_the_mail_server() {
     assert!(error.is_none());
     assert!(delivered.is_some());
 }
+
+/// A workspace with three hours of readings of 4 devices, a report of them in `format`,
+/// scheduled hourly (saved with an API token, so its runs read in the token's owner role) to a
+/// new channel of `kind`, and made due by an hour of downtime; returns the workspace, the
+/// channel, its secret, and how many rows the due occurrence exports.
+async fn scheduled_report(
+    database: &store::Database,
+    admin: &mut sqlx::PgConnection,
+    format: store::reports::Format,
+    kind: ChannelKind,
+    target: &str,
+) -> (domain::TenantId, Uuid, Option<String>, i64) {
+    let acme = tenant(database, &format!("Acme {}", Uuid::new_v4().simple())).await;
+    let occurrence = OffsetDateTime::now_utc()
+        .replace_minute(0)
+        .unwrap()
+        .replace_second(0)
+        .unwrap()
+        .replace_nanosecond(0)
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "with written as ( \
+             insert into analytics.metrics_min (tenant_id, entity_kind, entity_id, metric_key, \
+                 minute, value_sum, value_count, value_min, value_max, last_value, \
+                 last_pos_lsn, last_pos_seq) \
+             select $1, 'device', 'dev-' || d, 'power_kw', $2 - m * interval '1 minute', \
+                 d * 10 + m, 1, d, d + m, m, m, 0 \
+             from generate_series(1, 4) d, generate_series(0, 179) m returning minute) \
+         select count(*) from written where minute >= $2 - interval '24 hours' and minute < $2",
+    )
+    .bind(acme.as_uuid())
+    .bind(occurrence)
+    .fetch_one(&mut *admin)
+    .await
+    .unwrap();
+    let mut tx = store::TenantTx::begin(
+        &database.app,
+        store::Scope::ApiToken {
+            tenant: acme,
+            token: Uuid::new_v4(),
+            role: domain::Role::Owner,
+            holder: None,
+        },
+    )
+    .await
+    .unwrap();
+    let channel = store::alerts::create_channel(
+        &mut tx,
+        &web::alerting::channel_secrets(&master()),
+        "Finance",
+        kind,
+        target,
+    )
+    .await
+    .unwrap();
+    let mut input = store::reports::ReportInput::new(
+        "Power, hourly",
+        store::reports::Dataset::MetricsMinute,
+        format,
+    );
+    input.filters.key = Some("power_kw".into());
+    let report = store::reports::create_report(&mut tx, &input)
+        .await
+        .unwrap();
+    let schedule = store::reports::create_schedule(
+        &mut tx,
+        report,
+        domain::Role::Owner,
+        &store::reports::ScheduleInput {
+            cron: "0 * * * *".into(),
+            time_zone: "UTC".into(),
+            channels: vec![channel.id],
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query(
+        "update control.report_schedules set since = now() - interval '1 hour', \
+             next_run_at = now() - interval '1 hour' where schedule_id = $1",
+    )
+    .bind(schedule.id)
+    .execute(admin)
+    .await
+    .unwrap();
+    (acme, channel.id, channel.secret, rows)
+}
+
+/// Runs the due occurrence: the scheduler asks for it, the runner writes it; returns the run
+/// and its file.
+async fn run_occurrence(database: &store::Database, runner: &::reports::Runner) -> (Uuid, Vec<u8>) {
+    let round = runner.schedule(OffsetDateTime::now_utc()).await.unwrap();
+    let run = round
+        .iter()
+        .find_map(|done| done.run)
+        .expect("an occurrence was due");
+    let finished = runner.run_next().await.unwrap().unwrap();
+    assert_eq!((finished.run, finished.failure), (run, None));
+    let mut tx = store::TenantTx::begin(
+        &database.app,
+        store::Scope::Job {
+            tenant: finished.tenant,
+            job: "test",
+        },
+    )
+    .await
+    .unwrap();
+    let key = store::reports::get_run(&mut tx, run)
+        .await
+        .unwrap()
+        .object_key
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (_, stream) = runner.exports().open(&key).await.unwrap();
+    let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(stream)
+        .await
+        .unwrap();
+    (run, chunks.concat())
+}
+
+/// The attachment of a received mail, decoded from base64: its headers and content.
+fn attachment(data: &str) -> Option<(String, Vec<u8>)> {
+    use base64::Engine;
+    let start = data.find("Content-Disposition: attachment")?;
+    let part = &data[start..];
+    let body_at = part.find("\n\n")?;
+    let headers = part[..body_at].to_owned();
+    let body = &part[body_at + 2..];
+    let end = body.find("\n--").unwrap_or(body.len());
+    let encoded: String = body[..end].split_whitespace().collect();
+    Some((
+        headers,
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?,
+    ))
+}
+
+#[tokio::test]
+async fn a_scheduled_report_is_mailed_with_its_file_attached_or_linked_when_too_large() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let mut admin = test_database.admin().await;
+    let sink = SmtpSink::start().await;
+    let mailer = Arc::new(
+        web::mail::Mailer::new(crate::mail::settings(&sink, "https://tributary.example"))
+            .expect("mail settings"),
+    );
+    let directory = tempfile::tempdir().unwrap();
+    let exports = ::reports::ExportStore::local(directory.path()).unwrap();
+    let runner = ::reports::Runner::new(database.clone(), exports.clone());
+    let deliverer = Deliverer::new(
+        store::service::alerts::outbox(database.service.clone()),
+        Outbound::new(OutboundPolicy::production()),
+        Some(mailer.clone()),
+        &master(),
+    )
+    .with_reports(exports.clone(), Some("https://tributary.example".into()));
+
+    // Parquet (binary, so base64 in the mail), small: attached, byte for byte.
+    let (_, channel, _, rows) = scheduled_report(
+        &database,
+        &mut admin,
+        store::reports::Format::Parquet,
+        ChannelKind::Email,
+        "finance@acme.example",
+    )
+    .await;
+    let (run, file) = run_occurrence(&database, &runner).await;
+    assert!(!file.is_empty());
+    assert_eq!(
+        deliverer
+            .deliver_round(OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        1
+    );
+    let message = sink.message(1).await;
+    assert_eq!(message.to, ["<finance@acme.example>"]);
+    assert!(
+        message.data.contains("Subject: Report =?utf-8?"),
+        "{}",
+        message.data
+    );
+    assert!(
+        message.data.contains(&format!(" is ready: {rows} rows,")),
+        "{}",
+        message.data
+    );
+    let (headers, content) = attachment(&message.data).expect("a file attached");
+    assert!(
+        headers.contains(&format!(
+            "Power--hourly-{}.parquet",
+            OffsetDateTime::now_utc().date()
+        )),
+        "{headers}"
+    );
+    assert!(
+        message
+            .data
+            .contains("Content-Type: application/vnd.apache.parquet"),
+        "{}",
+        message.data
+    );
+    assert_eq!(content, file, "the attachment is the run's file");
+    let (error, delivered) = channel_state(&mut admin, channel).await;
+    assert_eq!(error, None);
+    assert!(delivered.is_some());
+    let (delivered_run,): (Option<Uuid>,) = sqlx::query_as(
+        "select run_id from pipeline.alert_outbox where channel_id = $1 and delivered_at is not null",
+    )
+    .bind(channel)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(delivered_run, Some(run));
+
+    // Larger than a mail carries: the link, which asks the reader to sign in, instead.
+    let small = deliverer.clone().with_attachment_limit(16);
+    scheduled_report(
+        &database,
+        &mut admin,
+        store::reports::Format::Csv,
+        ChannelKind::Email,
+        "board@acme.example",
+    )
+    .await;
+    let (run, _) = run_occurrence(&database, &runner).await;
+    assert_eq!(
+        small
+            .deliver_round(OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        1
+    );
+    let message = sink.message(2).await;
+    assert_eq!(message.to, ["<board@acme.example>"]);
+    assert!(attachment(&message.data).is_none(), "{}", message.data);
+    let text = message.data.replace("=\n", "");
+    assert!(
+        text.contains(&format!(
+            "https://tributary.example/api/v1/report-runs/{run}/download"
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_reports_webhook_is_signed_and_carries_its_download_link() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let mut admin = test_database.admin().await;
+    let receiver = Receiver::start(0).await;
+    let directory = tempfile::tempdir().unwrap();
+    let exports = ::reports::ExportStore::local(directory.path()).unwrap();
+    let runner = ::reports::Runner::new(database.clone(), exports.clone());
+    let (_, channel, secret, rows) = scheduled_report(
+        &database,
+        &mut admin,
+        store::reports::Format::Jsonl,
+        ChannelKind::Webhook,
+        &format!("http://127.0.0.1:{}/reports", receiver.port),
+    )
+    .await;
+    let secret = secret.expect("a webhook's secret");
+    let (run, file) = run_occurrence(&database, &runner).await;
+    let deliverer = Deliverer::new(
+        store::service::alerts::outbox(database.service.clone()),
+        Outbound::new(OutboundPolicy::development()),
+        None,
+        &master(),
+    )
+    .with_reports(exports, Some("https://tributary.example/".into()));
+    let start = OffsetDateTime::now_utc();
+    assert_eq!(deliverer.deliver_round(start).await.unwrap(), 1);
+    let hooks = receiver.hooks();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    let timestamp: i64 = hook.header("tributary-timestamp").unwrap().parse().unwrap();
+    assert!((timestamp - start.unix_timestamp()).abs() < 300);
+    assert_eq!(
+        hook.header("tributary-signature"),
+        Some(web::alerting::sign(secret.as_bytes(), timestamp, &hook.body).as_str()),
+        "the receiver's own HMAC of timestamp.body under the channel's secret"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(body["kind"], "report");
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(body["run"], run.to_string());
+    assert_eq!(body["format"], "jsonl");
+    assert_eq!(body["bytes"], file.len() as u64);
+    assert_eq!(body["rows"], rows);
+    assert_eq!(
+        file.iter().filter(|byte| **byte == b'\n').count() as i64,
+        rows
+    );
+    assert_eq!(
+        body["download_url"],
+        format!("https://tributary.example/api/v1/report-runs/{run}/download")
+    );
+    assert_eq!(
+        hook.header("tributary-notification-id"),
+        body["id"].as_str()
+    );
+    let (error, delivered) = channel_state(&mut admin, channel).await;
+    assert_eq!(error, None);
+    assert!(delivered.is_some());
+}

@@ -151,8 +151,21 @@ impl Browser {
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let end = response
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .unwrap();
+        let head = String::from_utf8(response[..end].to_vec()).unwrap();
+        let raw = &response[end + 4..];
+        // A streamed response (a CSV export) comes in chunks; a file may not be text.
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            String::from_utf8_lossy(&dechunk(raw)).into_owned()
+        } else {
+            String::from_utf8_lossy(raw).into_owned()
+        };
         let mut lines = head.lines();
         let status = lines
             .next()
@@ -169,7 +182,7 @@ impl Browser {
         let page = Page {
             status,
             headers,
-            body: body.to_owned(),
+            body,
         };
         for line in page.set_cookies() {
             let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
@@ -181,5 +194,23 @@ impl Browser {
             }
         }
         page
+    }
+}
+
+/// An HTTP/1.1 chunked body, its chunks joined (RFC 9112 section 7.1).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = raw.windows(2).position(|window| window == b"\r\n") else {
+            panic!("a chunk without its size line");
+        };
+        let size_text = std::str::from_utf8(&raw[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }

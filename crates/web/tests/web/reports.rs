@@ -47,6 +47,43 @@ async fn finished_run(
     run.id
 }
 
+/// Schedules `report` as `bearer` with `body`; returns the schedule's id.
+async fn schedule(addr: &str, bearer: &str, report: Uuid, body: &str) -> Uuid {
+    let (status, _, response) = request(
+        addr,
+        "POST",
+        &format!("/api/v1/reports/{report}/schedules"),
+        Some(bearer),
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{response}");
+    json(&response)["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A mail channel of `tenant`, made by an owner.
+async fn channel(database: &Database, tenant: TenantId, name: &str) -> Uuid {
+    let mut tx = crate::api::owner(database, tenant).await;
+    let created = store::alerts::create_channel(
+        &mut tx,
+        &web::alerting::channel_secrets(&secrecy::SecretString::from(
+            crate::TEST_MASTER_SECRET.to_owned(),
+        )),
+        name,
+        store::alerts::ChannelKind::Email,
+        "finance@example.com",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    created.id
+}
+
+/// A status, and for a 409 the parameter it names.
+type Expected = (u16, Option<&'static str>);
+
+const WEEKDAYS: &str = r#"{"cron": "0 8 * * 1-5", "time_zone": "Europe/Berlin"}"#;
+
 const DEVICES: &str =
     r#"{"name": "devices", "dataset": "devices", "format": "csv", "columns": ["id", "name"]}"#;
 const AUDIT: &str = r#"{"name": "audit", "dataset": "audit_log", "format": "jsonl", "filters": {"last_hours": 24}}"#;
@@ -295,6 +332,223 @@ async fn every_report_route_as_every_role_and_tenant_b_is_never_reached() {
 }
 
 #[tokio::test]
+async fn every_schedule_route_as_every_role_and_tenant_b_is_never_reached() {
+    let test_database = TestDatabase::new().await;
+    let database: Database = test_database.connect().await;
+    let (addr, _stop) = serve(database.clone()).await;
+    let a = tenant(&database, "Acme").await;
+    let b = tenant(&database, "Globex").await;
+    let a_admin = token(&database, a, Role::Admin).await;
+    let b_admin = token(&database, b, Role::Admin).await;
+    let a_report = define(&addr, &a_admin, DEVICES).await;
+    let b_report = define(&addr, &b_admin, DEVICES).await;
+    let a_channel = channel(&database, a, "acme finance").await;
+    let b_channel = channel(&database, b, "globex finance").await;
+    let a_schedule = schedule(
+        &addr,
+        &a_admin,
+        a_report,
+        &format!(r#"{{"cron": "30 6 1 * *", "time_zone": "UTC", "channels": ["{a_channel}"]}}"#),
+    )
+    .await;
+    let b_schedule = schedule(&addr, &b_admin, b_report, WEEKDAYS).await;
+
+    let mut failures = Vec::new();
+    for role in Role::TENANT_ROLES {
+        let bearer = token(&database, a, role).await;
+        let manages = role.allows(Permission::ManageReports);
+        let refused = |parameter: &'static str| (if manages { 409 } else { 403 }, Some(parameter));
+        let cases: Vec<(&str, String, String, Expected)> = vec![
+            (
+                "GET",
+                format!("/api/v1/reports/{a_report}/schedules"),
+                String::new(),
+                (200, None),
+            ),
+            (
+                "POST",
+                format!("/api/v1/reports/{a_report}/schedules"),
+                format!(
+                    r#"{{"cron": "0 7 * * 1", "time_zone": "America/New_York", "channels": ["{a_channel}"], "enabled": false}}"#
+                ),
+                (if manages { 201 } else { 403 }, None),
+            ),
+            (
+                "POST",
+                format!("/api/v1/reports/{a_report}/schedules"),
+                r#"{"cron": "*/1 * * * *", "time_zone": "UTC"}"#.into(),
+                refused("cron"),
+            ),
+            (
+                "POST",
+                format!("/api/v1/reports/{a_report}/schedules"),
+                r#"{"cron": "0 8 * * mon-fri", "time_zone": "Mars/Olympus"}"#.into(),
+                refused("time_zone"),
+            ),
+            (
+                "POST",
+                format!("/api/v1/reports/{a_report}/schedules"),
+                format!(
+                    r#"{{"cron": "0 8 * * *", "time_zone": "UTC", "channels": ["{b_channel}"]}}"#
+                ),
+                refused("channels"),
+            ),
+            (
+                "GET",
+                format!("/api/v1/report-schedules/{a_schedule}"),
+                String::new(),
+                (200, None),
+            ),
+            (
+                "PUT",
+                format!("/api/v1/report-schedules/{a_schedule}"),
+                format!(
+                    r#"{{"cron": "30 6 1 * *", "time_zone": "UTC", "channels": ["{a_channel}"]}}"#
+                ),
+                (if manages { 200 } else { 403 }, None),
+            ),
+            // Tenant B's report and schedule do not exist for tenant A.
+            (
+                "GET",
+                format!("/api/v1/reports/{b_report}/schedules"),
+                String::new(),
+                (404, None),
+            ),
+            (
+                "POST",
+                format!("/api/v1/reports/{b_report}/schedules"),
+                WEEKDAYS.into(),
+                (if manages { 404 } else { 403 }, None),
+            ),
+            (
+                "GET",
+                format!("/api/v1/report-schedules/{b_schedule}"),
+                String::new(),
+                (404, None),
+            ),
+            (
+                "PUT",
+                format!("/api/v1/report-schedules/{b_schedule}"),
+                WEEKDAYS.into(),
+                (if manages { 404 } else { 403 }, None),
+            ),
+            (
+                "DELETE",
+                format!("/api/v1/report-schedules/{b_schedule}"),
+                String::new(),
+                (if manages { 404 } else { 403 }, None),
+            ),
+        ];
+        for (method, path, body, (expected, parameter)) in cases {
+            let (status, _, response) = request(&addr, method, &path, Some(&bearer), &body).await;
+            if status != expected {
+                failures.push(format!(
+                    "{role} {method} {path} {body}: {status} (expected {expected}) {response}"
+                ));
+            } else if status == 409
+                && json(&response)["error"]["details"]["parameter"] != parameter.unwrap()
+            {
+                failures.push(format!(
+                    "{role} {method} {body}: names the wrong field {response}"
+                ));
+            }
+            if response.contains("globex") {
+                failures.push(format!("{role} {method} {path}: shows tenant B"));
+            }
+        }
+        // A run's deliveries are shown to those who see the channels' deliveries.
+        let (_, _, response) = request(
+            &addr,
+            "POST",
+            &format!("/api/v1/reports/{a_report}/runs"),
+            Some(&bearer),
+            "",
+        )
+        .await;
+        let run = json(&response)["id"].as_str().unwrap().to_owned();
+        let (_, _, response) = request(
+            &addr,
+            "GET",
+            &format!("/api/v1/report-runs/{run}"),
+            Some(&bearer),
+            "",
+        )
+        .await;
+        let shown = json(&response).get("deliveries").is_some();
+        if shown != role.allows(Permission::AcknowledgeAlerts) {
+            failures.push(format!("{role}: deliveries shown = {shown}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The schedule reads back as saved, with its next occurrences in its time zone.
+    let (status, _, response) = request(
+        &addr,
+        "GET",
+        &format!("/api/v1/report-schedules/{a_schedule}"),
+        Some(&a_admin),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let found = json(&response);
+    assert_eq!(found["cron"], "30 6 1 * *");
+    assert_eq!(found["channels"][0], a_channel.to_string());
+    let upcoming = found["upcoming"].as_array().unwrap();
+    assert_eq!(upcoming.len(), 3);
+    assert!(
+        upcoming
+            .iter()
+            .all(|at| at.as_str().unwrap().ends_with("-01T06:30:00Z")),
+        "{upcoming:?}"
+    );
+    assert_eq!(found["next_run_at"], upcoming[0]);
+    // Deleting it keeps the report; B's schedule is untouched.
+    let (status, _, _) = request(
+        &addr,
+        "DELETE",
+        &format!("/api/v1/report-schedules/{a_schedule}"),
+        Some(&a_admin),
+        "",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = request(
+        &addr,
+        "GET",
+        &format!("/api/v1/report-schedules/{a_schedule}"),
+        Some(&a_admin),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    let mut admin = test_database.admin().await;
+    let b_schedules: i64 =
+        sqlx::query_scalar("select count(*) from control.report_schedules where tenant_id = $1")
+            .bind(b.as_uuid())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    assert_eq!(b_schedules, 1);
+    let audited: Vec<String> = sqlx::query_scalar(
+        "select distinct action from audit.log where tenant_id = $1 \
+             and action like 'report_schedule.%' order by 1",
+    )
+    .bind(a.as_uuid())
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "report_schedule.create",
+            "report_schedule.delete",
+            "report_schedule.update"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_reports_page_and_its_forms_as_every_role() {
     use crate::auth::{PASSWORD, member, sign_in};
     use crate::browser::Browser;
@@ -314,6 +568,9 @@ async fn the_reports_page_and_its_forms_as_every_role() {
         r#"{"name": "globex devices", "dataset": "devices", "format": "csv"}"#,
     )
     .await;
+    let a_channel = channel(&database, a, "acme finance").await;
+    let a_schedule = schedule(&addr, &a_admin, a_report, WEEKDAYS).await;
+    let b_schedule = schedule(&addr, &b_admin, b_report, WEEKDAYS).await;
     let mut failures = Vec::new();
     for role in Role::TENANT_ROLES {
         let email = format!("{role}@acme.example.com");
@@ -332,6 +589,122 @@ async fn the_reports_page_and_its_forms_as_every_role() {
         }
         if page.body.contains(r#"id="new-report""#) != manages {
             failures.push(format!("{role}: the definition form shown = {}", !manages));
+        }
+        if page.body.contains(r#"id="new-schedule""#) != manages
+            || !page
+                .body
+                .contains(&format!(r#"href="/app/reports/schedules/{a_schedule}""#))
+        {
+            failures.push(format!("{role}: the schedules as listed"));
+        }
+        let schedule_page = browser
+            .get(&format!("/app/reports/schedules/{a_schedule}"))
+            .await;
+        if schedule_page.status != 200
+            || !schedule_page.body.contains("Europe/Berlin")
+            || !schedule_page.body.contains(r#"id="upcoming""#)
+            || schedule_page.body.contains(r#"id="edit-schedule""#) != manages
+        {
+            failures.push(format!(
+                "{role} the schedule's page: {}",
+                schedule_page.status
+            ));
+        }
+        let b_page = browser
+            .get(&format!("/app/reports/schedules/{b_schedule}"))
+            .await;
+        if b_page.status != 404 || b_page.body.contains("globex") {
+            failures.push(format!(
+                "{role} tenant B's schedule page: {}",
+                b_page.status
+            ));
+        }
+        let doomed_schedule = schedule(&addr, &a_admin, a_report, WEEKDAYS).await;
+        let a_report_text = a_report.to_string();
+        let b_report_text = b_report.to_string();
+        let a_channel_text = a_channel.to_string();
+        for (action, fields, allowed, status) in [
+            (
+                "/app/reports/schedules".to_owned(),
+                vec![
+                    ("report", a_report_text.as_str()),
+                    ("cron", "15 7 * * *"),
+                    ("time_zone", "Asia/Tokyo"),
+                    ("channel", a_channel_text.as_str()),
+                    ("enabled", "on"),
+                ],
+                manages,
+                303,
+            ),
+            (
+                "/app/reports/schedules".to_owned(),
+                vec![
+                    ("report", a_report_text.as_str()),
+                    ("cron", "every day"),
+                    ("time_zone", "UTC"),
+                ],
+                manages,
+                422,
+            ),
+            (
+                "/app/reports/schedules".to_owned(),
+                vec![
+                    ("report", b_report_text.as_str()),
+                    ("cron", "0 8 * * *"),
+                    ("time_zone", "UTC"),
+                ],
+                manages,
+                404,
+            ),
+            (
+                format!("/app/reports/schedules/{a_schedule}"),
+                vec![
+                    ("cron", "0 9 * * 1-5"),
+                    ("time_zone", "Europe/Berlin"),
+                    ("enabled", "on"),
+                ],
+                manages,
+                303,
+            ),
+            (
+                format!("/app/reports/schedules/{a_schedule}"),
+                vec![("cron", "0 9 * * 1-5"), ("time_zone", "Europe/Atlantis")],
+                manages,
+                422,
+            ),
+            (
+                format!("/app/reports/schedules/{b_schedule}"),
+                vec![("cron", "0 9 * * 1-5"), ("time_zone", "UTC")],
+                manages,
+                404,
+            ),
+            (
+                format!("/app/reports/schedules/{b_schedule}/delete"),
+                vec![],
+                manages,
+                404,
+            ),
+            (
+                format!("/app/reports/schedules/{doomed_schedule}/delete"),
+                vec![],
+                manages,
+                303,
+            ),
+        ] {
+            let page = browser.submit("/app/reports", &action, &fields).await;
+            let expected = if allowed { status } else { 403 };
+            if page.status != expected {
+                failures.push(format!(
+                    "{role} POST {action}: {} (expected {expected})",
+                    page.status
+                ));
+            }
+            if expected == 422 && !(page.body.contains("cron:") || page.body.contains("time_zone:"))
+            {
+                failures.push(format!(
+                    "{role} POST {action}: the refusal does not say why"
+                ));
+            }
         }
         let runs_audit = page
             .body
@@ -421,6 +794,17 @@ async fn the_reports_page_and_its_forms_as_every_role() {
     .await
     .unwrap();
     assert_eq!((runs, reports), (0, 1));
+    let (cron, zone): (String, String) = sqlx::query_as(
+        "select cron, time_zone from control.report_schedules where schedule_id = $1",
+    )
+    .bind(b_schedule)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        (cron.as_str(), zone.as_str()),
+        ("0 8 * * 1-5", "Europe/Berlin")
+    );
 }
 
 /// In a real headless Chromium: an admin defines a report of the device list, runs it, watches

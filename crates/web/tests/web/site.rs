@@ -416,7 +416,7 @@ async fn the_public_pages_are_true_to_what_ships() {
             assert!(!body.contains(phrase), "{path} still says {phrase:?}");
         }
         // What is not built is only ever named as planned.
-        for planned in ["scheduled reports"] {
+        for planned in ["S3-compatible export store"] {
             for (at, _) in body.match_indices(planned) {
                 let before = &body[at.saturating_sub(400)..at];
                 assert!(
@@ -453,7 +453,7 @@ async fn the_public_pages_are_true_to_what_ships() {
         );
     }
     assert!(
-        platform.contains("Planned, not built yet: scheduled reports"),
+        platform.contains("Planned, not built yet: an S3-compatible export store"),
         "/platform names what is planned as planned"
     );
     let home = body("/");
