@@ -20,7 +20,7 @@ use store::service::reports::{Claimed, Outcome, Scheduled};
 use store::{Database, Scope, StoreError, TenantTx};
 use time::{Duration, OffsetDateTime};
 
-pub use export_store::{ExportStore, StoreFailure};
+pub use export_store::{ExportStore, S3Location, StoreFailure};
 pub use stream::stream;
 
 use crate::encode::{EncodeError, Encoder};

@@ -226,6 +226,40 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub operations: crate::operations::OperationsArgs,
+
+    #[command(flatten)]
+    pub exports: ExportArgs,
+}
+
+/// Where report files are kept: `<data-dir>/exports` by default, or an S3-compatible bucket.
+/// Prefer the environment or the file for the secret key: a flag shows in `ps`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExportArgs {
+    /// `local` (files under <data-dir>/exports) or `s3://bucket[/prefix]`. [default: local]
+    #[arg(long, env = "TRIBUTARY_EXPORT_STORE", value_name = "STORE")]
+    pub export_store: Option<String>,
+
+    /// The bucket's region. [default: us-east-1]
+    #[arg(long, env = "TRIBUTARY_EXPORT_S3_REGION", value_name = "REGION")]
+    pub export_s3_region: Option<String>,
+
+    /// A self-hosted S3-compatible store's address, e.g. https://minio.internal:9000 (plain
+    /// http only when given so). [default: AWS's]
+    #[arg(long, env = "TRIBUTARY_EXPORT_S3_ENDPOINT", value_name = "URL")]
+    pub export_s3_endpoint: Option<String>,
+
+    /// The access key id for the bucket (put, get, delete under the prefix).
+    #[arg(long, env = "TRIBUTARY_EXPORT_S3_ACCESS_KEY_ID", value_name = "ID")]
+    pub export_s3_access_key_id: Option<String>,
+
+    /// The secret access key (never logged).
+    #[arg(
+        long,
+        env = "TRIBUTARY_EXPORT_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub export_s3_secret_access_key: Option<String>,
 }
 
 /// Where password-reset, sign-up and invitation links are mailed. Without a host they are written to

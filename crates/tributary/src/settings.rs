@@ -44,6 +44,11 @@ struct FileSettings {
     outbound_allow_private_targets: Option<bool>,
     dns_resolver: Option<SocketAddr>,
     trusted_proxies: Option<Vec<String>>,
+    export_store: Option<String>,
+    export_s3_region: Option<String>,
+    export_s3_endpoint: Option<String>,
+    export_s3_access_key_id: Option<String>,
+    export_s3_secret_access_key: Option<String>,
     // Operational settings (crate::operations).
     metrics_addr: Option<SocketAddr>,
     metrics_token: Option<String>,
@@ -157,6 +162,62 @@ pub struct Settings {
     pub trusted_proxies: web::client_addr::TrustedProxies,
     /// Where `/metrics` is served, and the edge's limits.
     pub operations: OperationsSettings,
+    /// Where report files are kept.
+    pub exports: ExportChoice,
+}
+
+/// Where report files are kept.
+#[derive(Debug, Clone)]
+pub enum ExportChoice {
+    /// `<data dir>/exports`.
+    Local,
+    /// An S3-compatible bucket.
+    S3(reports::S3Location),
+}
+
+impl ExportChoice {
+    /// Flags (and their environment variables) over the file.
+    fn resolve(args: &crate::cli::ExportArgs, file: &mut FileSettings) -> anyhow::Result<Self> {
+        let text = |flag: &Option<String>, file: Option<String>| {
+            flag.clone()
+                .or(file)
+                .filter(|value| !value.trim().is_empty())
+        };
+        let store = text(&args.export_store, file.export_store.take());
+        let region = text(&args.export_s3_region, file.export_s3_region.take());
+        let endpoint = text(&args.export_s3_endpoint, file.export_s3_endpoint.take());
+        let key_id = text(
+            &args.export_s3_access_key_id,
+            file.export_s3_access_key_id.take(),
+        );
+        let secret = text(
+            &args.export_s3_secret_access_key,
+            file.export_s3_secret_access_key.take(),
+        );
+        match store.as_deref() {
+            None | Some("local") => Ok(ExportChoice::Local),
+            Some(url) => {
+                let (Some(key_id), Some(secret)) = (key_id, secret) else {
+                    anyhow::bail!(
+                        "an S3 export store needs export_s3_access_key_id and \
+                         export_s3_secret_access_key (TRIBUTARY_EXPORT_S3_ACCESS_KEY_ID, \
+                         TRIBUTARY_EXPORT_S3_SECRET_ACCESS_KEY)"
+                    );
+                };
+                let location = reports::S3Location::parse(
+                    url,
+                    region,
+                    endpoint,
+                    key_id,
+                    SecretString::from(secret),
+                )
+                .map_err(|why| {
+                    anyhow::anyhow!("invalid export_store (TRIBUTARY_EXPORT_STORE): {why}")
+                })?;
+                Ok(ExportChoice::S3(location))
+            }
+        }
+    }
 }
 
 /// The SMTP server the web app sends mail through.
@@ -229,6 +290,10 @@ impl Settings {
         let operations =
             OperationsSettings::resolve(up.map(|up| &up.operations), file.operations())?;
         let public_url = mail.public_url.clone().or(file.public_url.take());
+        let exports = ExportChoice::resolve(
+            &up.map(|up| up.exports.clone()).unwrap_or_default(),
+            &mut file,
+        )?;
         let secret =
             |value: Option<String>| value.filter(|url| !url.is_empty()).map(SecretString::from);
         let database = match secret(global.database_url.clone().or(file.database_url)) {
@@ -264,6 +329,7 @@ impl Settings {
         )?;
         Ok(Self {
             operations,
+            exports,
             edge_public_url,
             smtp,
             public_url,
@@ -442,6 +508,7 @@ mod tests {
             trusted_proxies: Vec::new(),
             mail: crate::cli::MailArgs::default(),
             operations: Default::default(),
+            exports: Default::default(),
         };
         let flagged = Settings::resolve(
             &global(Some(path.clone()), Some("/tmp/elsewhere")),
@@ -538,6 +605,7 @@ mod tests {
                 ..Default::default()
             },
             operations: Default::default(),
+            exports: Default::default(),
         };
         let flagged = Settings::resolve(&global(Some(path.clone()), None), Some(&up)).unwrap();
         let smtp = flagged.smtp.unwrap();
@@ -578,6 +646,48 @@ mod tests {
                 .is_none()
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_export_store_is_local_unless_an_s3_bucket_is_named_with_its_key() {
+        let resolve = |store: Option<&str>, key: bool| {
+            let mut file = FileSettings {
+                export_s3_endpoint: Some("http://127.0.0.1:9000".into()),
+                export_s3_access_key_id: key.then(|| "AKIA".into()),
+                export_s3_secret_access_key: key.then(|| "shh-its-a-secret".into()),
+                ..FileSettings::default()
+            };
+            let args = crate::cli::ExportArgs {
+                export_store: store.map(str::to_owned),
+                ..Default::default()
+            };
+            ExportChoice::resolve(&args, &mut file)
+        };
+        assert!(matches!(resolve(None, false).unwrap(), ExportChoice::Local));
+        assert!(matches!(
+            resolve(Some("local"), false).unwrap(),
+            ExportChoice::Local
+        ));
+        let ExportChoice::S3(location) =
+            resolve(Some("s3://acme-exports/tributary/"), true).unwrap()
+        else {
+            panic!("not S3");
+        };
+        assert_eq!(location.bucket, "acme-exports");
+        assert_eq!(location.prefix.as_deref(), Some("tributary"));
+        assert_eq!(location.region, "us-east-1");
+        assert_eq!(location.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(!format!("{location:?}").contains("shh-its-a-secret"));
+        let missing = resolve(Some("s3://acme-exports"), false).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("TRIBUTARY_EXPORT_S3_ACCESS_KEY_ID")
+        );
+        for bad in ["s3://Acme_Exports", "gs://bucket", "s3://ab"] {
+            let error = resolve(Some(bad), true).unwrap_err();
+            assert!(error.to_string().contains("export_store"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -55,8 +55,14 @@ pub async fn run(settings: Settings, demo: bool) -> anyhow::Result<ExitCode> {
         ingestion::stopped(shutdown_rx.clone()),
     ));
     let outbound = outbound(&settings);
-    let exports = reports::ExportStore::local(&settings.data_dir.join("exports"))
-        .context("cannot open the export store")?;
+    let exports = match &settings.exports {
+        crate::settings::ExportChoice::Local => {
+            reports::ExportStore::local(&settings.data_dir.join("exports"))
+        }
+        crate::settings::ExportChoice::S3(location) => reports::ExportStore::s3(location),
+    }
+    .context("cannot open the export store")?;
+    tracing::info!(store = ?exports, "report files are kept in the export store");
     let evaluator = tokio::spawn(pipeline::alerts::run(
         database.clone(),
         pipeline::alerts::EvaluatorConfig::default(),

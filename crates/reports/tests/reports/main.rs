@@ -16,6 +16,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 mod runs;
+mod s3;
 mod schedules;
 
 /// Taken for reading by every test, for writing by the memory test: it runs alone.

@@ -375,8 +375,8 @@ async fn the_contact_form_is_validated_stored_rate_limited_and_csrf_protected() 
 
 /// The public pages and the documents describe what ships: PostgreSQL capture, the materializer
 /// and the aggregator as running parts, the dashboards, the explorer and the analytics API by
-/// name (the schema-drift inbox and the connector wizard among them), and what is only planned
-/// (alerts, reports) as planned, never as available.
+/// name (the schema-drift inbox and the connector wizard among them), scheduled reports and their
+/// S3-compatible store, and what is only planned as planned, never as available.
 #[tokio::test]
 async fn the_public_pages_are_true_to_what_ships() {
     let test_database = TestDatabase::new().await;
@@ -394,6 +394,9 @@ async fn the_public_pages_are_true_to_what_ships() {
         "an operational dashboard, data sources and their health,\nthe connector wizard",
         "Planned, not built yet: a connector wizard",
         "Planned: the connector wizard",
+        "not built yet: scheduled reports",
+        "Planned: scheduled reports",
+        "S3-compatible store is the same API; configuring one is planned",
     ];
     let mut pages = Vec::new();
     for path in ["/", "/platform", "/solutions", "/pricing", "/security"] {
@@ -416,7 +419,7 @@ async fn the_public_pages_are_true_to_what_ships() {
             assert!(!body.contains(phrase), "{path} still says {phrase:?}");
         }
         // What is not built is only ever named as planned.
-        for planned in ["S3-compatible export store"] {
+        for planned in ["a check of new passwords against a list of common ones"] {
             for (at, _) in body.match_indices(planned) {
                 let before = &body[at.saturating_sub(400)..at];
                 assert!(
@@ -453,8 +456,9 @@ async fn the_public_pages_are_true_to_what_ships() {
         );
     }
     assert!(
-        platform.contains("Planned, not built yet: an S3-compatible export store"),
-        "/platform names what is planned as planned"
+        platform.contains("A report can run on a schedule")
+            && platform.contains("S3-compatible bucket"),
+        "/platform says reports run on a schedule and files go to a bucket"
     );
     let home = body("/");
     assert!(home.contains("saved dashboards") && home.contains("explorer"));
