@@ -38,6 +38,8 @@ pub enum Dataset {
     Devices,
     Sites,
     Sessions,
+    /// The typed extras: one row per live entity and field (fields a mapping does not type).
+    Extras,
     /// `analytics.metrics_min`: one row per entity, key and minute.
     MetricsMinute,
     /// `analytics.metrics_hour`: one row per entity, key and hour.
@@ -49,10 +51,11 @@ pub enum Dataset {
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 7] = [
+    pub const ALL: [Dataset; 8] = [
         Dataset::Devices,
         Dataset::Sites,
         Dataset::Sessions,
+        Dataset::Extras,
         Dataset::MetricsMinute,
         Dataset::MetricsHour,
         Dataset::AlertEvents,
@@ -64,6 +67,7 @@ impl Dataset {
             Dataset::Devices => "devices",
             Dataset::Sites => "sites",
             Dataset::Sessions => "sessions",
+            Dataset::Extras => "extras",
             Dataset::MetricsMinute => "metrics_minute",
             Dataset::MetricsHour => "metrics_hour",
             Dataset::AlertEvents => "alert_events",
@@ -94,9 +98,10 @@ impl Dataset {
         }
     }
 
-    /// Whether its rows have a time a range selects (all but the entity lists).
+    /// Whether its rows have a time a range selects (all but the entity lists and extras,
+    /// which list what is).
     pub fn is_timed(self) -> bool {
-        self.entity().is_none()
+        self.entity().is_none() && self != Dataset::Extras
     }
 
     /// Its columns, in their default order.
@@ -161,6 +166,17 @@ impl Dataset {
                 });
                 columns
             }
+            Dataset::Extras => fixed(&[
+                ("entity_kind", Text),
+                ("entity_id", Text),
+                ("key", Text),
+                ("type", Text),
+                ("text", Text),
+                ("number", Float),
+                ("boolean", Text),
+                ("time", Time),
+                ("seen_at", Time),
+            ]),
             Dataset::MetricsMinute => metrics("minute"),
             Dataset::MetricsHour => metrics("hour"),
             Dataset::AlertEvents => fixed(&[
@@ -410,7 +426,11 @@ impl ReportInput {
                 &filters.device,
                 metrics || self.dataset == Dataset::Sessions,
             ),
-            ("key", &filters.key, metrics),
+            (
+                "key",
+                &filters.key,
+                metrics || self.dataset == Dataset::Extras,
+            ),
             ("action", &filters.action, self.dataset == Dataset::AuditLog),
             (
                 "actor_type",
@@ -1226,6 +1246,7 @@ pub async fn export<S: RowSink + Send>(
     }
     let (from, to) = definition.filters.range(now);
     let statement = match (definition.dataset, definition.descending) {
+        (Dataset::Extras, descending) => EXTRAS[usize::from(descending)],
         (Dataset::MetricsMinute, false) => METRICS_MINUTE[0],
         (Dataset::MetricsMinute, true) => METRICS_MINUTE[1],
         (Dataset::MetricsHour, false) => METRICS_HOUR[0],
@@ -1236,7 +1257,12 @@ pub async fn export<S: RowSink + Send>(
         (Dataset::AuditLog, true) => AUDIT_LOG[1],
         _ => unreachable!("entity datasets are read above"),
     };
-    let mut query = sqlx::query(statement).bind(from).bind(to);
+    let mut query = sqlx::query(statement);
+    if definition.dataset == Dataset::Extras {
+        query = query.bind(&definition.filters.key);
+    } else {
+        query = query.bind(from).bind(to);
+    }
     if matches!(
         definition.dataset,
         Dataset::MetricsMinute | Dataset::MetricsHour
@@ -1368,6 +1394,47 @@ const ALERT_EVENTS: [&str; 2] = [
 ];
 
 /// The audit log in the range $1-$2, in chain order.
+/// The typed extras of live entities (a deleted entity's are left out), one row per field with
+/// its value in the column of its type, of the field `$1` when given; by entity kind, entity and
+/// field, ascending then descending.
+macro_rules! extras_rows {
+    ($order:literal) => {
+        concat!(
+            "select x.entity_kind, x.entity_id, x.key, x.value_type, x.text, x.number, x.flag, \
+                 x.at, x.seen_at \
+             from ( \
+                 select tenant_id, entity_kind, entity_id, key, 'text' as value_type, \
+                     value as text, null::float8 as number, null::text as flag, \
+                     null::timestamptz as at, seen_at from analytics.extras_text \
+                 union all select tenant_id, entity_kind, entity_id, key, 'number', null, value, \
+                     null, null, seen_at from analytics.extras_num \
+                 union all select tenant_id, entity_kind, entity_id, key, 'boolean', null, null, \
+                     value::text, null, seen_at from analytics.extras_bool \
+                 union all select tenant_id, entity_kind, entity_id, key, 'time', null, null, \
+                     null, value, seen_at from analytics.extras_time \
+             ) x \
+             where ($1::text is null or x.key = $1) \
+               and case x.entity_kind \
+                   when 'device' then exists (select 1 from analytics.devices d \
+                       where d.tenant_id = x.tenant_id and d.device_id = x.entity_id \
+                         and d.deleted_at is null) \
+                   when 'site' then exists (select 1 from analytics.sites s \
+                       where s.tenant_id = x.tenant_id and s.site_id = x.entity_id \
+                         and s.deleted_at is null) \
+                   else exists (select 1 from analytics.sessions s \
+                       where s.tenant_id = x.tenant_id and s.session_id = x.entity_id \
+                         and s.deleted_at is null) end \
+             order by x.entity_kind",
+            $order,
+            ", x.entity_id collate \"C\"",
+            $order,
+            ", x.key collate \"C\"",
+            $order
+        )
+    };
+}
+const EXTRAS: [&str; 2] = [extras_rows!(""), extras_rows!(" desc")];
+
 macro_rules! audit_rows {
     ($order:literal) => {
         concat!(

@@ -154,3 +154,134 @@ async fn two_runners_take_each_run_once() {
         "{statuses:?}"
     );
 }
+
+/// The extras dataset: one row per live entity and field, its value in the column of its type;
+/// a deleted entity's fields and tenant B's are left out; the field filter selects one key.
+#[tokio::test]
+async fn the_extras_dataset_lists_each_live_entitys_fields_in_their_typed_columns() {
+    let _shared = crate::SERIAL.read().await;
+    let fixture = fixture().await;
+    let database = &fixture.database;
+    let mut admin = fixture._test_database.admin().await;
+    let acme = tenant(database, "Acme").await;
+    let globex = tenant(database, "Globex").await;
+    let owner = member(database, acme, "owner@acme.example", Role::Owner).await;
+    let source = uuid::Uuid::new_v4();
+    for (tenant, device, deleted) in [
+        (acme, "dev-1", false),
+        (acme, "dev-2", false),
+        (acme, "dev-gone", true),
+        (globex, "dev-1", false),
+    ] {
+        sqlx::query(
+            "insert into analytics.devices (tenant_id, device_id, source_id, pos_lsn, pos_seq, \
+                 deleted_at) values ($1, $2, $3, 1, 0, case when $4 then now() end)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(device)
+        .bind(source)
+        .bind(deleted)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let owner_name = if tenant == acme { "acme" } else { "globex" };
+        for statement in [
+            "insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
+             values ($1, 'device', $2, 'colour', $3)",
+            "insert into analytics.extras_num (tenant_id, entity_kind, entity_id, key, value) \
+             values ($1, 'device', $2, 'slots', length($3))",
+            "insert into analytics.extras_bool (tenant_id, entity_kind, entity_id, key, value) \
+             values ($1, 'device', $2, 'roofed', length($3) > 4)",
+            "insert into analytics.extras_time (tenant_id, entity_kind, entity_id, key, value) \
+             values ($1, 'device', $2, 'installed', '2026-01-02T03:04:05Z'::timestamptz + length($3) * interval '1 day')",
+        ] {
+            sqlx::query(statement)
+                .bind(tenant.as_uuid())
+                .bind(device)
+                .bind(format!("{owner_name}-{device}"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+    let all = ReportInput::new("extras", Dataset::Extras, Format::Jsonl);
+    let run = ask(database, acme, owner, &all, owner, Role::Owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        fixture.runner.run_next().await.unwrap().unwrap().failure,
+        None
+    );
+    let file = file_of(database, &fixture.exports, acme, run).await;
+    let rows: Vec<serde_json::Value> = std::str::from_utf8(&file)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row["entity_id"].as_str().unwrap().to_owned(),
+                row["key"].as_str().unwrap().to_owned(),
+                row["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for device in ["dev-1", "dev-2"] {
+        for (key, kind) in [
+            ("colour", "text"),
+            ("installed", "time"),
+            ("roofed", "boolean"),
+            ("slots", "number"),
+        ] {
+            expected.push((device.to_owned(), key.to_owned(), kind.to_owned()));
+        }
+    }
+    assert_eq!(got, expected, "live entities only, by entity then field");
+    let first = &rows[0];
+    assert_eq!(first["text"], "acme-dev-1");
+    assert!(first["number"].is_null() && first["boolean"].is_null() && first["time"].is_null());
+    assert_eq!(rows[1]["time"], "2026-01-12T03:04:05Z");
+    assert_eq!(rows[2]["boolean"], "true");
+    assert_eq!(rows[3]["number"], 10.0);
+    assert!(!std::str::from_utf8(&file).unwrap().contains("globex"));
+
+    // One field, newest entity first, as Parquet with the declared column types.
+    let mut slots = ReportInput::new("slots", Dataset::Extras, Format::Parquet);
+    slots.filters.key = Some("slots".into());
+    slots.descending = true;
+    let run = ask(database, acme, owner, &slots, owner, Role::Owner)
+        .await
+        .unwrap();
+    let finished = fixture.runner.run_next().await.unwrap().unwrap();
+    assert_eq!((finished.failure, finished.rows), (None, 2));
+    let file = file_of(database, &fixture.exports, acme, run).await;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    assert_eq!(
+        schema.field_with_name("number").unwrap().data_type(),
+        &arrow_schema::DataType::Float64
+    );
+    let batch = reader.build().unwrap().next().unwrap().unwrap();
+    let ids = batch
+        .column_by_name("entity_id")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .unwrap();
+    assert_eq!((ids.value(0), ids.value(1)), ("dev-2", "dev-1"));
+
+    // A range does not apply to what lists what is.
+    let mut ranged = ReportInput::new("ranged", Dataset::Extras, Format::Csv);
+    ranged.filters.last_hours = Some(24);
+    assert!(matches!(
+        ranged.validate(),
+        Err(StoreError::InvalidParameter {
+            parameter: "filters",
+            ..
+        })
+    ));
+}

@@ -2258,7 +2258,7 @@ fn report_schemas() -> Value {
             if metrics || *dataset == Dataset::Sessions {
                 filters.insert("device".into(), filter_text.clone());
             }
-            if metrics {
+            if metrics || *dataset == Dataset::Extras {
                 filters.insert("key".into(), filter_text.clone());
             }
             if *dataset == Dataset::AuditLog {
