@@ -51,7 +51,8 @@ async fn missed_occurrences_run_once_after_a_restart_and_then_on_time() {
     let mut admin = fixture._test_database.admin().await;
     let acme = tenant(database, "Acme").await;
     let owner = member(database, acme, "owner@acme.example", Role::Owner).await;
-    metrics(&mut admin, acme, 2, 30, 0.0).await;
+    // Seven hours of readings: the run's six hours end at its occurrence, before now.
+    metrics(&mut admin, acme, 2, 420, 0.0).await;
     let mut tx = member_tx(database, acme, owner, Role::Owner).await;
     let report =
         store::reports::create_report(&mut tx, &metric_report("hourly power", Format::Csv))
@@ -87,10 +88,11 @@ async fn missed_occurrences_run_once_after_a_restart_and_then_on_time() {
         fixture.runner.schedule(now).await.unwrap().is_empty(),
         "once"
     );
+    let next = hour_of(now) + Duration::hours(1);
     assert!(
         fixture
             .runner
-            .schedule(now + Duration::minutes(30))
+            .schedule(next - Duration::seconds(1))
             .await
             .unwrap()
             .is_empty(),
@@ -98,7 +100,6 @@ async fn missed_occurrences_run_once_after_a_restart_and_then_on_time() {
     );
 
     // The next occurrence, on time.
-    let next = hour_of(now) + Duration::hours(1);
     let round = fixture
         .runner
         .schedule(next + Duration::seconds(2))
