@@ -104,6 +104,17 @@ impl CronSchedule {
         occurrences
     }
 
+    /// `at` on the wall clock of the schedule's time zone, e.g. `2026-12-07 07:30 CET`.
+    pub fn local_time(&self, at: OffsetDateTime) -> String {
+        to_chrono(at)
+            .map(|at| {
+                at.with_timezone(&self.zone)
+                    .format("%Y-%m-%d %H:%M %Z")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+
     /// The schedule's time zone's name.
     pub fn time_zone(&self) -> &'static str {
         self.zone.name()
@@ -172,6 +183,19 @@ mod tests {
                 datetime!(2026-03-29 06:00 UTC),
                 datetime!(2026-03-30 06:00 UTC),
             ]
+        );
+    }
+
+    #[test]
+    fn an_occurrence_reads_on_the_zones_wall_clock() {
+        let schedule = CronSchedule::parse("30 7 * * 1-5", "Europe/Berlin").unwrap();
+        assert_eq!(
+            schedule.local_time(datetime!(2026-12-07 06:30 UTC)),
+            "2026-12-07 07:30 CET"
+        );
+        assert_eq!(
+            schedule.local_time(datetime!(2026-07-07 05:30 UTC)),
+            "2026-07-07 07:30 CEST"
         );
     }
 

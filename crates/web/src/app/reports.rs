@@ -704,7 +704,8 @@ struct SchedulePage {
     chrome: Chrome,
     shell: Shell,
     schedule: ScheduleRow,
-    upcoming: Vec<String>,
+    /// The next occurrences: in UTC, and on the schedule's wall clock.
+    upcoming: Vec<(String, String)>,
     runs: Vec<ScheduleRunRow>,
     notice: Option<String>,
     problem: Option<String>,
@@ -768,7 +769,7 @@ async fn render_schedule(
         (true, Ok(parsed)) => parsed
             .upcoming(OffsetDateTime::now_utc(), 3)
             .into_iter()
-            .map(timestamp)
+            .map(|at| (timestamp(at), parsed.local_time(at)))
             .collect(),
         _ => Vec::new(),
     };

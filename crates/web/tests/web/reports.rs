@@ -808,7 +808,8 @@ async fn the_reports_page_and_its_forms_as_every_role() {
 }
 
 /// In a real headless Chromium: an admin defines a report of the device list, runs it, watches
-/// the run finish on the page, and downloads the file with the browser's own session.
+/// the run finish on the page, downloads the file with the browser's own session, then schedules
+/// it to a mail channel and opens the schedule's page with its next runs.
 #[tokio::test]
 async fn an_admin_defines_a_report_runs_it_and_downloads_the_file_in_a_real_browser() {
     use test_support::browser::{
@@ -868,5 +869,30 @@ async fn an_admin_defines_a_report_runs_it_and_downloads_the_file_in_a_real_brow
         text.starts_with("id,name\r\n") && text.contains("acme"),
         "{text}"
     );
+
+    // Scheduled: weekdays at 07:30 in Berlin, mailed to the finance channel.
+    channel(&database, acme, "Finance mail").await;
+    client.goto(&format!("{base}/app/reports")).await.unwrap();
+    fill(&client, "#schedule-cron", "30 7 * * 1-5").await;
+    fill(&client, "#schedule-zone", "Europe/Berlin").await;
+    click(&client, "#schedule-channel-1").await;
+    click(&client, "#new-schedule button[type=submit]").await;
+    wait_for_text(
+        &client,
+        "Schedule saved: the report runs at its next occurrence.",
+    )
+    .await;
+    wait_for_text(&client, "Finance mail").await;
+    click(&client, "#schedules-table a").await;
+    wait_for_text(&client, r#"id="upcoming""#).await;
+    let page = client.source().await.unwrap();
+    assert!(page.contains("30 7 * * 1-5") && page.contains("Europe/Berlin"));
+    // Its next runs are 07:30 in Berlin: 06:30 UTC in winter, 05:30 in summer.
+    assert!(
+        page.contains(" 06:30:00 <span class=\"muted\">(") || page.contains(" 05:30:00 <span"),
+        "the next runs in UTC: {page}"
+    );
+    assert!(page.contains(" 07:30 CET)") || page.contains(" 07:30 CEST)"));
+    screenshot(&client, "report-schedule").await;
     assert_eq!(console_errors(&client).await, Vec::<String>::new());
 }
