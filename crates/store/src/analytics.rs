@@ -1423,8 +1423,9 @@ pub struct Catalogue {
 /// The tenant's metric keys and typed extras fields, in key order.
 ///
 /// A key's first and last seen are the first and last minutes with readings of it (each read
-/// through the index on key and minute), its readings and entities are counted from the hourly
-/// rollup. An extras field's first and last seen are those of the values entities hold now (see
+/// through the index on key and minute), its readings and entities are summed over its series
+/// (`analytics.metric_series`, one row per entity and key, kept exact by triggers on the hourly
+/// rollup), so the catalogue never aggregates every hour. An extras field's first and last seen are those of the values entities hold now (see
 /// `seen_at`, migration 0022): its first seen is when the longest-unchanged entity that has it
 /// was written, not when the field first appeared.
 pub async fn catalogue(tx: &mut TenantTx) -> Result<Catalogue, StoreError> {
@@ -1482,11 +1483,12 @@ struct MetricRow {
     entities: i64,
 }
 
-/// Each key of the hourly rollup with its readings and entities, and its first and last minute.
+/// Each key with its readings and entities (summed over its series, one row each, which
+/// triggers on the hourly rollup keep: migration 0038), and its first and last minute.
 const CATALOGUE_METRICS: &str = "with keys as ( \
-         select tenant_id, metric_key, sum(value_count)::bigint as readings, \
-             count(distinct (entity_kind, entity_id)) as entities \
-         from analytics.metrics_hour group by tenant_id, metric_key \
+         select tenant_id, metric_key, sum(readings)::bigint as readings, \
+             count(*) as entities \
+         from analytics.metric_series group by tenant_id, metric_key \
      ) \
      select k.metric_key, \
          (select min(m.minute) from analytics.metrics_min m \

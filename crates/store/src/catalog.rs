@@ -206,6 +206,7 @@ pub const TENANT_TABLES: &[TableAccess] = &[
     read_only("analytics.metrics_min", &[ViewDashboards]),
     read_only("analytics.metrics_hour", &[ViewDashboards]),
     read_only("analytics.metric_kinds", &[ViewDashboards]),
+    read_only("analytics.metric_series", &[ViewDashboards]),
     read_only("analytics.extras_text", &[ViewDashboards]),
     read_only("analytics.extras_num", &[ViewDashboards]),
     read_only("analytics.extras_bool", &[ViewDashboards]),

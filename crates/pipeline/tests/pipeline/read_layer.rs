@@ -630,6 +630,32 @@ async fn assert_hours_roll_up_minutes(connection: &mut PgConnection, tenant: Ten
         actual, expected,
         "metrics_hour is not the rollup of metrics_min"
     );
+    // And each series' count (what the catalogue sums) is the readings of its hours.
+    let mut counted: BTreeMap<(String, String, String), i64> = BTreeMap::new();
+    for ((kind, entity, key, _), figures) in &expected {
+        *counted
+            .entry((kind.clone(), entity.clone(), key.clone()))
+            .or_default() += figures.1;
+    }
+    let series: BTreeMap<(String, String, String), i64> = sqlx::query_as(
+        "select entity_kind, entity_id, metric_key, readings from analytics.metric_series \
+         where tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(
+        |(kind, entity, key, readings): (String, String, String, i64)| {
+            ((kind, entity, key), readings)
+        },
+    )
+    .collect();
+    assert_eq!(
+        series, counted,
+        "metric_series is not the count of metrics_hour"
+    );
 }
 
 #[test]

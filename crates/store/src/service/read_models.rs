@@ -972,7 +972,7 @@ pub async fn checksums(
     Ok(checksums)
 }
 
-const CHECKSUMS: [(&str, &str); 9] = [
+const CHECKSUMS: [(&str, &str); 10] = [
     (
         "analytics.sites",
         "select count(*), md5(string_agg(row(site_id, source_id, name, region, timezone, \
@@ -1006,6 +1006,12 @@ const CHECKSUMS: [(&str, &str); 9] = [
              value_sum, value_count, value_min, value_max, last_value, last_pos_lsn, \
              last_pos_seq)::text, '|' order by entity_kind, entity_id, metric_key, hour)) \
          from analytics.metrics_hour where tenant_id = $1",
+    ),
+    (
+        "analytics.metric_series",
+        "select count(*), md5(string_agg(row(metric_key, entity_kind, entity_id, readings)::text, \
+             '|' order by metric_key, entity_kind, entity_id)) \
+         from analytics.metric_series where tenant_id = $1",
     ),
     (
         "analytics.extras_text",

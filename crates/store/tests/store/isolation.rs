@@ -332,6 +332,13 @@ const EXERCISES: &[Exercise] = &[
         seed: true,
     },
     Exercise {
+        table: "analytics.metric_series",
+        insert: "insert into analytics.metric_series (tenant_id, metric_key, entity_kind, \
+                 entity_id, readings) select t, 'key ' || k::text, 'device', 'd1', 1 from p",
+        update_column: "readings",
+        seed: true,
+    },
+    Exercise {
         table: "analytics.extras_text",
         insert: "insert into analytics.extras_text (tenant_id, entity_kind, entity_id, key, value) \
                  select t, 'device', k::text, 'colour', 'value of ' || t from p",
