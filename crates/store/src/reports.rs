@@ -270,6 +270,22 @@ impl Format {
     }
 }
 
+/// A file's size as people read it: `812 B`, `4.2 kB`, `18.0 MB` (the pages and the mail
+/// about a report say it the same way).
+pub fn file_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1_000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1_000.0;
+    let mut unit = 0;
+    while value >= 1_000.0 && unit < UNITS.len() - 1 {
+        value /= 1_000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// The most hours a relative range reaches back: a year and a day.
 pub const MAX_LAST_HOURS: u32 = 8_808;
 

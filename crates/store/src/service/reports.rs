@@ -197,7 +197,7 @@ pub fn delivery_payload(run: &Run, outcome: &Outcome) -> serde_json::Value {
                 "Report \u{201c}{}\u{201d} is ready: {} rows, {} ({})",
                 run.report_name,
                 rows,
-                human_bytes(*bytes),
+                crate::reports::file_size(*bytes),
                 run.definition.format.as_str().to_uppercase()
             )
             .into();
@@ -213,21 +213,6 @@ pub fn delivery_payload(run: &Run, outcome: &Outcome) -> serde_json::Value {
         }
     }
     payload
-}
-
-/// `bytes` as people read sizes: `812 B`, `4.2 kB`, `18.0 MB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
-    if bytes < 1_000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1_000.0;
-    let mut unit = 0;
-    while value >= 1_000.0 && unit < UNITS.len() - 1 {
-        value /= 1_000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// Queues `run`'s outcome to each of its channels that still exists.

@@ -253,12 +253,9 @@ fn selects(input: &ReportInput) -> String {
 }
 
 fn size(bytes: i64) -> String {
-    match bytes {
-        0 => "—".to_owned(),
-        b if b < 1 << 10 => format!("{b} B"),
-        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b if b < 1 << 30 => format!("{:.1} MiB", b as f64 / 1_048_576.0),
-        b => format!("{:.2} GiB", b as f64 / 1_073_741_824.0),
+    match u64::try_from(bytes) {
+        Ok(0) | Err(_) => "—".to_owned(),
+        Ok(bytes) => store::reports::file_size(bytes),
     }
 }
 
