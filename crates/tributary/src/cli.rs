@@ -515,7 +515,7 @@ pub enum RollupsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run aggregation rounds now until the queue is empty (the platform does it every second).
+    /// Run aggregation rounds now until the queue is empty (the platform does it four times a second).
     Aggregate,
 }
 
