@@ -122,6 +122,25 @@ pub async fn revoke(tx: &mut TenantTx, token: Uuid) -> Result<(), StoreError> {
 /// What `text` grants, if it is a valid, unexpired, unrevoked token of an active tenant. Every
 /// refusal looks the same to the caller.
 pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGrant>, StoreError> {
+    let Some((grant, tx)) = authenticate_and_begin(database, text).await? else {
+        return Ok(None);
+    };
+    if let Some(tx) = tx {
+        tx.rollback().await?;
+    }
+    Ok(Some(grant))
+}
+
+/// [`authenticate`], and the request's transaction: when the token is valid, the transaction
+/// that checked it continues in the token's scope ([`Scope::ApiToken`]), so a request costs one
+/// transaction, not two; a revocation committed before the check is seen by it, as before.
+/// Once a minute per token, when its recorded last use is stale, the check writes that use and
+/// commits on its own (a request that only reads rolls its transaction back), and no
+/// transaction is returned.
+pub async fn authenticate_and_begin(
+    database: &AppDb,
+    text: &str,
+) -> Result<Option<(TokenGrant, Option<TenantTx>)>, StoreError> {
     let Some(parsed) = secret_token::parse(PREFIX, text) else {
         return Ok(None);
     };
@@ -151,10 +170,18 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
     let Some((hash, role, holder, stale)) = row else {
         return Ok(None);
     };
-    let matches = secret_token::same_hash(&hash, &parsed.secret_hash);
-    if !matches {
+    if !secret_token::same_hash(&hash, &parsed.secret_hash) {
         return Ok(None);
     }
+    let role: Role = role
+        .parse()
+        .map_err(|_| StoreError::Invalid("stored token role".into()))?;
+    let grant = TokenGrant {
+        tenant,
+        token,
+        role,
+        holder: holder.map(UserId::from_uuid),
+    };
     if stale {
         sqlx::query(
             "update control.api_tokens set last_used_at = now() \
@@ -165,17 +192,18 @@ pub async fn authenticate(database: &AppDb, text: &str) -> Result<Option<TokenGr
         .bind(token)
         .execute(tx.connection())
         .await?;
+        tx.commit().await?;
+        return Ok(Some((grant, None)));
     }
-    tx.commit().await?;
-    let role: Role = role
-        .parse()
-        .map_err(|_| StoreError::Invalid("stored token role".into()))?;
-    Ok(Some(TokenGrant {
-        tenant,
-        token,
-        role,
-        holder: holder.map(UserId::from_uuid),
-    }))
+    let tx = tx
+        .rescope(Scope::ApiToken {
+            tenant,
+            token,
+            role,
+            holder: grant.holder,
+        })
+        .await?;
+    Ok(Some((grant, Some(tx))))
 }
 
 /// The transaction's tenant's tokens, newest first (never their secrets or hashes).

@@ -164,6 +164,27 @@ impl TenantTx {
         Self::bind(transaction, Some(role), scope.tenant(), user, scope.actor()).await
     }
 
+    /// Continues this transaction in `scope`: its role, tenant and user are set anew in one
+    /// round trip, as [`TenantTx::begin`] would have set them. What the transaction did before
+    /// is kept (and committed with what follows). For a control step that must precede a
+    /// request in the same transaction, saving the request a transaction of its own.
+    pub async fn rescope(self, scope: Scope) -> Result<Self, StoreError> {
+        let role = scope.database_role()?;
+        let user = match &scope {
+            Scope::Member { user, .. } => Some(*user),
+            Scope::ApiToken { holder, .. } => *holder,
+            _ => None,
+        };
+        Self::bind(
+            self.transaction,
+            Some(role),
+            scope.tenant(),
+            user,
+            scope.actor(),
+        )
+        .await
+    }
+
     /// A transaction of the edge or the pipeline, as `tributary_service` (BYPASSRLS): the service
     /// handle is the proof that the caller is not on the request path. The tenant is still set so
     /// that audited work lands in the right chain.

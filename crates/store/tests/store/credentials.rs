@@ -471,3 +471,88 @@ async fn an_admin_cannot_cross_the_owner_line_even_in_sql() {
     .await;
     assert!(matches!(promoted, Ok(1)), "{promoted:?}");
 }
+
+/// A request with an API token runs in the transaction that checked the token, continued in the
+/// token's scope: the token's role and tenant, never the control role that read the token, and
+/// another tenant's rows stay out of sight. The first call of a token records its use and
+/// commits on its own (a request that only reads rolls back); a revoked token is refused at its
+/// next call.
+#[tokio::test]
+async fn a_token_request_continues_the_checking_transaction_in_the_tokens_scope() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "acme").await;
+    let globex = tenant(&database, "globex").await;
+    let (ada, ada_id) = user(&database, "ada@acme.test").await;
+    control::set_member(&database.app, cli(), acme, &ada, Role::Owner)
+        .await
+        .unwrap();
+    let text = token_as(
+        &database,
+        Scope::Member {
+            tenant: acme,
+            user: ada_id,
+            role: Role::Owner,
+        },
+        Role::Viewer,
+    )
+    .await;
+    let globex_scope = Scope::Control {
+        tenant: Some(globex),
+        actor: cli(),
+    };
+    let _ = token_as(&database, globex_scope, Role::Admin).await;
+
+    // The first use is recorded, in a transaction of its own.
+    let (grant, begun) = api_tokens::authenticate_and_begin(&database.app, &text)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(begun.is_none(), "the first use commits its record alone");
+    assert_eq!((grant.tenant, grant.role), (acme, Role::Viewer));
+    let used: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("select last_used_at from control.api_tokens where token_id = $1")
+            .bind(grant.token)
+            .fetch_one(&mut test_database.admin().await)
+            .await
+            .unwrap();
+    assert!(used.is_some(), "the first use is recorded");
+
+    // Later uses continue the checking transaction, as the token's role in its tenant.
+    let (_, begun) = api_tokens::authenticate_and_begin(&database.app, &text)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = begun.expect("a steady use continues its checking transaction");
+    let (role, tenant_setting): (String, String) =
+        sqlx::query_as("select current_user::text, current_setting('tributary.tenant_id')")
+            .fetch_one(tx.connection_for_tests())
+            .await
+            .unwrap();
+    assert_eq!(role, "tributary_tenant_viewer");
+    assert_eq!(tenant_setting, acme.to_string());
+    let tenants: Vec<uuid::Uuid> = sqlx::query_scalar("select tenant_id from control.dim_tenant")
+        .fetch_all(tx.connection_for_tests())
+        .await
+        .unwrap();
+    assert_eq!(tenants, vec![*acme.as_uuid()], "only the token's tenant is in sight");
+    // The control role that read the token could read every token of the tenant; a viewer
+    // cannot read them at all, nor rename the workspace.
+    let refused = sqlx::query("select token_id from control.api_tokens")
+        .execute(tx.connection_for_tests())
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "42501", "a viewer token reads no tokens");
+    drop(tx);
+
+    // Revoked: refused at the next call.
+    let mut owner = as_member(&database, acme, ada_id, Role::Owner).await;
+    api_tokens::revoke(&mut owner, grant.token).await.unwrap();
+    owner.commit().await.unwrap();
+    assert!(
+        api_tokens::authenticate_and_begin(&database.app, &text)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -2,6 +2,8 @@
 //! workspace, and [`StaffCaller`], internal operations staff by session; each opens the
 //! transaction its calls run in.
 
+use std::sync::{Arc, Mutex};
+
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
@@ -45,14 +47,39 @@ async fn session_user(
 /// The authenticated caller: a valid API token's tenant and role, or a signed-in member acting
 /// in the session's current workspace with their role there. A request carrying an
 /// `Authorization` header is judged by it alone.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Caller {
-    Token(TokenGrant),
+    Token(Token),
     Member {
         tenant: TenantId,
         user: UserId,
         role: Role,
     },
+}
+
+/// A valid API token's grant, and the transaction that checked it, open in the token's scope
+/// until the request takes it ([`Caller::tx`]) or ends (it rolls back).
+#[derive(Clone)]
+pub struct Token {
+    grant: TokenGrant,
+    begun: Arc<Mutex<Option<TenantTx>>>,
+}
+
+impl std::ops::Deref for Token {
+    type Target = TokenGrant;
+
+    fn deref(&self) -> &TokenGrant {
+        &self.grant
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Token")
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -65,8 +92,11 @@ impl FromRequestParts<AppState> for Caller {
                 .ok()
                 .and_then(|value| value.strip_prefix("Bearer "))
                 .ok_or_else(unauthenticated)?;
-            return match store::api_tokens::authenticate(&state.database, token).await? {
-                Some(grant) => Ok(Self::Token(grant)),
+            return match store::api_tokens::authenticate_and_begin(&state.database, token).await? {
+                Some((grant, tx)) => Ok(Self::Token(Token {
+                    grant,
+                    begun: Arc::new(Mutex::new(tx)),
+                })),
                 None => Err(unauthenticated()),
             };
         }
@@ -100,7 +130,7 @@ impl FromRequestParts<AppState> for Caller {
 impl Caller {
     pub(super) fn role(&self) -> Role {
         match self {
-            Caller::Token(grant) => grant.role,
+            Caller::Token(token) => token.grant.role,
             Caller::Member { role, .. } => *role,
         }
     }
@@ -124,14 +154,31 @@ impl Caller {
         permission: Permission,
     ) -> Result<TenantTx, ApiError> {
         self.require(permission)?;
-        let scope = match *self {
-            Caller::Token(grant) => Scope::ApiToken {
-                tenant: grant.tenant,
-                token: grant.token,
-                role: grant.role,
-                holder: grant.holder,
+        let scope = match self {
+            Caller::Token(token) => {
+                // The transaction that checked the token, when it is still open: the first
+                // transaction a request asks for is that one.
+                let begun = token
+                    .begun
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(tx) = begun {
+                    return Ok(tx);
+                }
+                let grant = token.grant;
+                Scope::ApiToken {
+                    tenant: grant.tenant,
+                    token: grant.token,
+                    role: grant.role,
+                    holder: grant.holder,
+                }
+            }
+            Caller::Member { tenant, user, role } => Scope::Member {
+                tenant: *tenant,
+                user: *user,
+                role: *role,
             },
-            Caller::Member { tenant, user, role } => Scope::Member { tenant, user, role },
         };
         Ok(TenantTx::begin(&state.database, scope).await?)
     }

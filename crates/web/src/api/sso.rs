@@ -117,8 +117,8 @@ async fn verify_domain(
         return Ok(Json(json!({ "domain": listed })));
     }
     // The audit log names the person: a member, or the member holding the token.
-    let by = match caller {
-        Caller::Member { user, .. } => user,
+    let by = match &caller {
+        Caller::Member { user, .. } => *user,
         Caller::Token(grant) => grant.holder.ok_or_else(|| {
             ApiError::forbidden(
                 "a token made at the command line names no member to record as the verifier; \
