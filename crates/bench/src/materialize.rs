@@ -286,6 +286,8 @@ async fn run(
         args.seconds,
         tick.as_millis()
     );
+    let (residency_done, residency_stop) = tokio::sync::watch::channel(false);
+    let residency = crate::machine::sample_residency(residency_stop);
     let started = Instant::now();
     let mut published = 0u64;
     for index in 0..ticks {
@@ -354,6 +356,8 @@ async fn run(
         pending_minutes.lock().unwrap().insert(minute, acked);
     }
     let offered = published as f64 / started.elapsed().as_secs_f64();
+    let _ = residency_done.send(true);
+    let residency = crate::machine::Residency::of(&residency.await?);
     let _ = published_all.send(true);
     let drained = tokio::time::timeout(Duration::from_secs(120), poller).await;
     let _ = stop.send(true);
@@ -407,6 +411,10 @@ async fn run(
             .interval
             .as_millis()
     );
+    match residency {
+        Some(residency) => println!("  resident memory of the platform's roles: {residency}"),
+        None => println!("  resident memory of the platform's roles: not known on this system"),
+    }
     println!("  load average (1, 5, 15 min) after: {load_after_latency}");
     Ok(())
 }
