@@ -535,14 +535,22 @@ async fn a_token_request_continues_the_checking_transaction_in_the_tokens_scope(
         .fetch_all(tx.connection_for_tests())
         .await
         .unwrap();
-    assert_eq!(tenants, vec![*acme.as_uuid()], "only the token's tenant is in sight");
+    assert_eq!(
+        tenants,
+        vec![*acme.as_uuid()],
+        "only the token's tenant is in sight"
+    );
     // The control role that read the token could read every token of the tenant; a viewer
-    // cannot read them at all, nor rename the workspace.
+    // cannot read them at all.
     let refused = sqlx::query("select token_id from control.api_tokens")
         .execute(tx.connection_for_tests())
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&refused), "42501", "a viewer token reads no tokens");
+    assert_eq!(
+        sqlstate(&refused),
+        "42501",
+        "a viewer token reads no tokens"
+    );
     drop(tx);
 
     // Revoked: refused at the next call.
