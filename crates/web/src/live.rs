@@ -36,8 +36,12 @@ use crate::shell::timestamp;
 pub const TICK: Duration = Duration::from_secs(2);
 /// How long a stream may stay silent before a keep-alive comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// How many streams one session may hold open at once (a few tabs).
-pub const MAX_STREAMS_PER_SESSION: usize = 4;
+/// How many streams one session may hold open at once: a few tabs. An overview holds two (its
+/// dashboard's and the event activity's), and a click to another range opens the new page's
+/// streams before the server notices the old page's are gone (at their next tick), so four
+/// refused the streams of a second quick range change and left the page without live updates
+/// until the browser's retries got through.
+pub const MAX_STREAMS_PER_SESSION: usize = 8;
 /// Consecutive failed ticks (the database away) after which a stream gives up.
 const MAX_FAILED_TICKS: u32 = 5;
 /// An agent that has not reported for this long is shown as silent.

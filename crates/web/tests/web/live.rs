@@ -372,9 +372,9 @@ async fn agent_status_streams_live_and_a_stream_ends_with_its_session_or_permiss
     );
     assert!(!live.data.contains("globex"), "{}", live.data);
 
-    // At most four streams per session.
+    // At most eight streams per session.
     let mut extra = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..7 {
         let other = EventStream::open(&addr, "/app/data-sources/stream", &browser.cookies).await;
         assert_eq!(other.status, 200);
         extra.push(other);
