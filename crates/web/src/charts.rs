@@ -132,6 +132,43 @@ pub fn value_text(value: f64, unit: &str) -> String {
         text = "0".into();
     }
     text.push_str(suffix);
+    with_unit(text, unit)
+}
+
+/// The labels of value ticks: as [`value_text`] gives them where that tells every tick apart;
+/// where it does not (ticks half a unit apart around 120 all read "120" or "121" at three
+/// significant digits), with as many decimals as the ticks' step needs.
+fn tick_labels(ticks: &[f64], unit: &str) -> Vec<String> {
+    let labels: Vec<String> = ticks.iter().map(|tick| value_text(*tick, unit)).collect();
+    if labels.windows(2).all(|pair| pair[0] != pair[1]) {
+        return labels;
+    }
+    let step = ticks
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .fold(f64::INFINITY, f64::min);
+    let decimals = if step.is_finite() && step > 0.0 {
+        (-step.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        0
+    };
+    ticks
+        .iter()
+        .map(|tick| {
+            let mut text = format!("{tick:.decimals$}");
+            if text.contains('.') {
+                text = text.trim_end_matches('0').trim_end_matches('.').to_owned();
+            }
+            if text == "-0" {
+                text = "0".into();
+            }
+            with_unit(text, unit)
+        })
+        .collect()
+}
+
+/// `text` followed by `unit` as values are written: `12 kW`, `1.5%`.
+fn with_unit(text: String, unit: &str) -> String {
     match unit {
         "" => text,
         "%" => format!("{text}%"),
@@ -256,9 +293,10 @@ pub fn draw(chart: &Chart<'_>, lines: &[Line]) -> ChartSvg {
     let y_of = |value: f64| plot_bottom - (value - low) / (high - low) * (plot_bottom - plot_top);
     let y_ticks = ticks
         .iter()
-        .map(|tick| Tick {
+        .zip(tick_labels(&ticks, chart.unit))
+        .map(|(tick, label)| Tick {
             at: number(y_of(*tick)),
-            label: value_text(*tick, chart.unit),
+            label,
         })
         .collect();
     let x_ticks = time_ticks(from, to)
@@ -469,6 +507,24 @@ mod tests {
             "{ticks:?}"
         );
         assert_eq!(ticks, [380.0, 390.0, 400.0, 410.0, 420.0]);
+    }
+
+    #[test]
+    fn close_ticks_are_labelled_apart() {
+        // One reading of 123.4 kW: the axis spans a unit either side, in half units.
+        let ticks = value_ticks(122.4, 124.4);
+        assert_eq!(ticks, [122.0, 122.5, 123.0, 123.5, 124.0, 124.5]);
+        assert_eq!(
+            tick_labels(&ticks, "kW"),
+            [
+                "122 kW", "122.5 kW", "123 kW", "123.5 kW", "124 kW", "124.5 kW"
+            ]
+        );
+        // Labels that already differ stay as values are written everywhere else.
+        assert_eq!(
+            tick_labels(&[0.0, 10_000.0, 20_000.0], ""),
+            ["0", "10k", "20k"]
+        );
     }
 
     #[test]
