@@ -6,6 +6,7 @@ mod end_to_end;
 mod faults;
 mod managed_cluster;
 mod operations;
+mod overview;
 mod support;
 mod tidy;
 mod wizard;
