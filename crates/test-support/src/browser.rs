@@ -267,3 +267,33 @@ pub async fn sign_in_as(client: &Client, base: &str, email: &str, password: &str
     click(client, "form.form button[type=submit]").await;
     wait_for_text(client, r#"<p class="workspace-name">"#).await;
 }
+
+/// The points each chart of a dashboard page draws (`data-points` of each panel).
+pub async fn panel_points(client: &Client) -> Vec<u64> {
+    let value = script(
+        client,
+        "return [...document.querySelectorAll('figure.panel')].map(f => Number(f.dataset.points))",
+    )
+    .await;
+    serde_json::from_value(value).unwrap()
+}
+
+/// Picks a dashboard's time range (`1h`, `7d`, ...) in its range selector and waits for the
+/// page drawn over it (`label`: "Last hour", "Last week").
+pub async fn choose_range(client: &Client, range: &str, label: &str) {
+    click(
+        client,
+        &format!("nav[aria-label='Time range'] a[href$='range={range}']"),
+    )
+    .await;
+    wait_for_text(client, &format!(r#"aria-current="page">{label}</a>"#)).await;
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with(&format!("range={range}")),
+        "the page is drawn over range={range}"
+    );
+}

@@ -6,46 +6,18 @@
 use std::time::{Duration, Instant};
 
 use test_support::browser::{
-    click, console_errors, fill, screenshot, sign_in_as, start_chromium, wait_for_text,
+    click, console_errors, fill, screenshot, start_chromium, wait_for_text,
 };
 
-use crate::support::{DataDir, platform_database, start_platform_with};
+use crate::support::{DataDir, demo_with_readings, sign_in_as_demo_owner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_on_the_simulators_readings_fires_and_is_acknowledged_and_silenced_in_a_browser() {
     let data_dir = DataDir::new();
-    let (platform, _) = start_platform_with(&data_dir, &[]);
-    let demo: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data_dir.0.join("demo.json")).unwrap()).unwrap();
-    let tenant: domain::TenantId = demo["tenant_id"].as_str().unwrap().parse().unwrap();
-    // The simulator's power readings reach the read models.
-    let database = platform_database(&data_dir).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (power, ..) =
-            store::service::bench_support::metric_counts(&database.service, tenant, "power_kw")
-                .await
-                .unwrap();
-        if power > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no power readings materialized in 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    database.close().await;
-
+    let (platform, demo) = demo_with_readings(&data_dir, Duration::from_secs(90)).await;
     let base = format!("http://{}", platform.web_addr);
     let (_driver, client) = start_chromium().await;
-    sign_in_as(
-        &client,
-        &base,
-        demo["web_login"]["email"].as_str().unwrap(),
-        demo["web_login"]["password"].as_str().unwrap(),
-    )
-    .await;
+    sign_in_as_demo_owner(&client, &base, &demo).await;
     client.goto(&format!("{base}/app/alerts")).await.unwrap();
     // Readings arrive every few seconds from 20 devices: more than one in five minutes, per
     // device, fires at once.

@@ -380,3 +380,49 @@ pub async fn platform_database(data_dir: &DataDir) -> store::Database {
         .await
         .expect("connect to the platform database")
 }
+
+/// `tributary up` with its demo, once the demo's simulated agent has streamed power readings
+/// into the read models (within `limit` of the start); and the demo's `demo.json` (its tenant
+/// and the owner's login).
+pub async fn demo_with_readings(
+    data_dir: &DataDir,
+    limit: Duration,
+) -> (Platform, serde_json::Value) {
+    let started = Instant::now();
+    let (platform, _) = start_platform_with(data_dir, &[]);
+    let demo: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.0.join("demo.json")).unwrap()).unwrap();
+    let tenant: domain::TenantId = demo["tenant_id"].as_str().unwrap().parse().unwrap();
+    let database = platform_database(data_dir).await;
+    loop {
+        let (power, ..) =
+            store::service::bench_support::metric_counts(&database.service, tenant, "power_kw")
+                .await
+                .unwrap();
+        if power > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no power readings materialized within {limit:?} of the start"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    database.close().await;
+    (platform, demo)
+}
+
+/// Signs the demo's owner in, in a real browser, on the platform at `base`.
+pub async fn sign_in_as_demo_owner(
+    client: &test_support::browser::Client,
+    base: &str,
+    demo: &serde_json::Value,
+) {
+    test_support::browser::sign_in_as(
+        client,
+        base,
+        demo["web_login"]["email"].as_str().unwrap(),
+        demo["web_login"]["password"].as_str().unwrap(),
+    )
+    .await;
+}

@@ -398,15 +398,6 @@ async fn an_admin_sees_the_masking_preview_change_as_they_type_and_the_overview_
 }
 
 /// The `data-points` of the dashboard's panels as the browser has them now.
-async fn panel_points(client: &Client) -> Vec<u64> {
-    let value = script(
-        client,
-        "return [...document.querySelectorAll('figure.panel')].map(f => Number(f.dataset.points))",
-    )
-    .await;
-    serde_json::from_value(value).unwrap()
-}
-
 async fn sign_in_as(client: &Client, base: &str, email: &str) {
     browser::sign_in_as(client, base, email, crate::auth::PASSWORD).await;
     wait_for_text(client, r#"<p class="workspace-name">Acme</p>"#).await;
@@ -441,7 +432,7 @@ async fn a_viewer_sees_charts_changes_the_range_and_gets_new_points_live_in_a_re
     sign_in_as(&client, &base, "viewer@acme.example.com").await;
     client.goto(&format!("{base}/app/overview")).await.unwrap();
     wait_for_text(&client, "<h1>Overview</h1>").await;
-    let points = panel_points(&client).await;
+    let points = browser::panel_points(&client).await;
     assert!(points.iter().any(|&points| points > 0), "{points:?}");
     // Hovering a bucket shows its time and value: each has a title over the plot.
     let hover = text_of(&client, ".ts-hover rect.band title").await.unwrap();
@@ -458,25 +449,15 @@ async fn a_viewer_sees_charts_changes_the_range_and_gets_new_points_live_in_a_re
     screenshot(&client, "dashboard-viewer").await;
 
     // The range selector: the last week, drawn over seven days.
-    click(&client, "nav[aria-label='Time range'] a[href$='range=7d']").await;
-    wait_for_text(&client, r#"aria-current="page">Last week</a>"#).await;
-    assert!(
-        client
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with("range=7d")
-    );
+    browser::choose_range(&client, "7d", "Last week").await;
     screenshot(&client, "dashboard-week").await;
-    click(&client, "nav[aria-label='Time range'] a[href$='range=1h']").await;
-    wait_for_text(&client, r#"aria-current="page">Last hour</a>"#).await;
+    browser::choose_range(&client, "1h", "Last hour").await;
 
     // A reading lands: its point appears without a reload.
     script(&client, "window.__notReloaded = true; return null").await;
     crate::api::late_reading(&mut admin, tenant).await;
     poll(Duration::from_secs(15), async || {
-        let points = panel_points(&client).await;
+        let points = browser::panel_points(&client).await;
         if points.contains(&2) {
             Ok(())
         } else {
