@@ -114,6 +114,22 @@ impl Scope {
     /// The statement that switches to this scope's database role. Static text per role: no part
     /// of it comes from input.
     /// The database role the scope's statements run as.
+    /// The user a transaction of this scope acts as. A tenantless control scope acting as a
+    /// user may read that user's memberships across tenants (signing in lists their workspaces;
+    /// migration 0012's policies). A member, or an API token's holder, is the user credentials
+    /// created here are recorded as created by (migration 0019).
+    fn user(&self) -> Option<UserId> {
+        match self {
+            Scope::Member { user, .. } => Some(*user),
+            Scope::ApiToken { holder, .. } => *holder,
+            Scope::Control {
+                tenant: None,
+                actor: Actor::User(user),
+            } => Some(*user),
+            _ => None,
+        }
+    }
+
     fn database_role(&self) -> Result<&'static str, StoreError> {
         Ok(match self {
             Scope::Member { role, .. } | Scope::ApiToken { role, .. } => match role {
@@ -148,20 +164,14 @@ impl TenantTx {
     pub async fn begin(database: &AppDb, scope: Scope) -> Result<Self, StoreError> {
         let role = scope.database_role()?;
         let transaction = database.pool().begin().await?;
-        // A tenantless control scope acting as a user may read that user's memberships across
-        // tenants (signing in lists their workspaces; migration 0012's policies). A member, or
-        // an API token's holder, is the user credentials created here are recorded as created
-        // by (migration 0019).
-        let user = match &scope {
-            Scope::Member { user, .. } => Some(*user),
-            Scope::ApiToken { holder, .. } => *holder,
-            Scope::Control {
-                tenant: None,
-                actor: Actor::User(user),
-            } => Some(*user),
-            _ => None,
-        };
-        Self::bind(transaction, Some(role), scope.tenant(), user, scope.actor()).await
+        Self::bind(
+            transaction,
+            Some(role),
+            scope.tenant(),
+            scope.user(),
+            scope.actor(),
+        )
+        .await
     }
 
     /// Continues this transaction in `scope`: its role, tenant and user are set anew in one
@@ -170,16 +180,11 @@ impl TenantTx {
     /// request in the same transaction, saving the request a transaction of its own.
     pub async fn rescope(self, scope: Scope) -> Result<Self, StoreError> {
         let role = scope.database_role()?;
-        let user = match &scope {
-            Scope::Member { user, .. } => Some(*user),
-            Scope::ApiToken { holder, .. } => *holder,
-            _ => None,
-        };
         Self::bind(
             self.transaction,
             Some(role),
             scope.tenant(),
-            user,
+            scope.user(),
             scope.actor(),
         )
         .await
