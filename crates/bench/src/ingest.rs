@@ -27,8 +27,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long one batch may keep failing with retryable errors before the run is abandoned.
 const BATCH_DEADLINE: Duration = Duration::from_secs(120);
-/// Size of the pieces the COPY baseline streams.
-const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -104,24 +102,24 @@ struct BenchTenant {
 }
 
 /// What the run measured.
-struct Report {
+pub(crate) struct Report {
     bus: String,
-    baseline: Option<(u64, Duration)>,
-    events: u64,
-    ack_elapsed: Duration,
-    bronze_elapsed: Duration,
+    pub(crate) baseline: Option<Baselines>,
+    pub(crate) events: u64,
+    pub(crate) ack_elapsed: Duration,
+    pub(crate) bronze_elapsed: Duration,
     latencies: Vec<Duration>,
     retries: u64,
     duplicates: u64,
     average_body_bytes: usize,
-    /// Cores used during the COPY, while sending (until the last ack) and while bronze caught up
-    /// afterwards.
-    baseline_cores: Option<Cores>,
-    sending_cores: Cores,
-    draining_cores: Cores,
+    /// CPU used while sending (until the last ack) and while bronze caught up afterwards.
+    pub(crate) sending: machine::CpuUse,
+    pub(crate) draining: machine::CpuUse,
+    /// WAL the platform's cluster wrote from the first send until bronze held every event.
+    pub(crate) wal_bytes: u64,
 }
 
-async fn run(
+pub(crate) async fn run(
     args: &IngestArgs,
     settings: &Settings,
     connected: &Connected,
@@ -140,16 +138,11 @@ async fn run(
             .context("the clock is out of range")?;
     ensure_partitions(database, &tenants, base_millis).await?;
 
-    let pgdata = match settings.database {
-        DatabaseChoice::Managed => Some(settings.data_dir.join("postgres")),
-        DatabaseChoice::Given { .. } => None,
-    };
-    let (baseline, baseline_cores) = if args.skip_baseline {
-        (None, None)
+    let pgdata = crate::scratch::managed_pgdata(settings);
+    let baseline = if args.skip_baseline {
+        None
     } else {
-        let (copied, elapsed, cores) =
-            copy_baseline(connected, args, &tenants, base_millis, pgdata.as_deref()).await?;
-        (Some((copied, elapsed)), Some(cores))
+        Some(copy_baseline(connected, args, &tenants, base_millis, pgdata.as_deref()).await?)
     };
 
     // The ingestion roles as `up` starts them, without the materializer: this measures bronze.
@@ -202,7 +195,8 @@ async fn run(
         describe_bus(&bus_config),
         encoding_name(args.encoding)
     );
-    let cpu_at_start = CpuSample::take(pgdata.as_deref());
+    let cpu_at_start = machine::CpuSample::take(pgdata.as_deref());
+    let wal_at_start = store::service::bench_support::wal_position(&database.service).await?;
     let started = Instant::now();
     let acked = Arc::new(AtomicU64::new(0));
     let retries = Arc::new(AtomicU64::new(0));
@@ -237,8 +231,8 @@ async fn run(
         }
     }
     let ack_elapsed = started.elapsed();
-    let cpu_at_last_ack = CpuSample::take(pgdata.as_deref());
-    let sending_cores = cpu_at_last_ack.cores_since(&cpu_at_start);
+    let cpu_at_last_ack = machine::CpuSample::take(pgdata.as_deref());
+    let sending = cpu_at_last_ack.since(&cpu_at_start);
     let total = acked.load(Ordering::Relaxed);
     println!(
         "  all {total} events acked after {:.1} s; waiting for bronze ...",
@@ -264,7 +258,10 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    let draining_cores = CpuSample::take(pgdata.as_deref()).cores_since(&cpu_at_last_ack);
+    let draining = machine::CpuSample::take(pgdata.as_deref()).since(&cpu_at_last_ack);
+    let wal_bytes = store::service::bench_support::wal_position(&database.service)
+        .await?
+        .saturating_sub(wal_at_start);
     // The clients' kept-alive connections close with them, so the edge stops without waiting.
     drop(clients);
     ingestion.stop().await;
@@ -283,9 +280,9 @@ async fn run(
         retries: retries.load(Ordering::Relaxed),
         duplicates: duplicates.load(Ordering::Relaxed),
         average_body_bytes,
-        baseline_cores,
-        sending_cores,
-        draining_cores,
+        sending,
+        draining,
+        wal_bytes,
     })
 }
 
@@ -417,18 +414,70 @@ fn bronze_row(tenant: TenantId, source: SourceId, event: ChangeEvent) -> BronzeR
     }
 }
 
-/// The baseline: the same rows, made ahead of time, in one `COPY` into the same indexed,
-/// partitioned bronze table; then removed again so the platform starts from the same state.
+/// The same rows stored by PostgreSQL's fastest path, twice: in one `COPY` (one transaction),
+/// and in `COPY`s of [`BASELINE_TRANSACTION_ROWS`] rows, each a durable transaction of its own,
+/// as the platform's acknowledged batches are.
+pub(crate) struct Baselines {
+    pub(crate) rows: u64,
+    pub(crate) one: Measured,
+    pub(crate) transactions: Measured,
+}
+
+/// Rows per transaction of the second baseline.
+pub(crate) const BASELINE_TRANSACTION_ROWS: u64 = 1_000;
+
+/// How long a phase took, the CPU it used and the WAL the platform's cluster wrote during it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measured {
+    pub(crate) elapsed: Duration,
+    pub(crate) cpu: machine::CpuUse,
+    pub(crate) wal_bytes: u64,
+}
+
+impl Measured {
+    /// Times `phase`.
+    pub(crate) async fn of<T>(
+        database: &store::Database,
+        pgdata: Option<&std::path::Path>,
+        phase: impl AsyncFnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<(T, Self)> {
+        let cpu_at_start = machine::CpuSample::take(pgdata);
+        let wal_at_start = store::service::bench_support::wal_position(&database.service).await?;
+        let started = Instant::now();
+        let outcome = phase().await?;
+        let elapsed = started.elapsed();
+        let cpu = machine::CpuSample::take(pgdata).since(&cpu_at_start);
+        let wal_bytes = store::service::bench_support::wal_position(&database.service)
+            .await?
+            .saturating_sub(wal_at_start);
+        Ok((
+            outcome,
+            Self {
+                elapsed,
+                cpu,
+                wal_bytes,
+            },
+        ))
+    }
+
+    pub(crate) fn rate(&self, events: u64) -> f64 {
+        events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The baselines: the same rows, made ahead of time, into the same indexed, partitioned bronze
+/// table; removed again after each, so the platform starts from the same state.
 async fn copy_baseline(
     connected: &Connected,
     args: &IngestArgs,
     tenants: &[BenchTenant],
     base_millis: i64,
     pgdata: Option<&std::path::Path>,
-) -> anyhow::Result<(u64, Duration, Cores)> {
+) -> anyhow::Result<Baselines> {
     println!("baseline: preparing {} rows for COPY ...", args.events);
-    let mut chunks = Vec::new();
-    let mut chunk = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+    let mut transactions = Vec::new();
+    let mut transaction = Vec::new();
+    let mut in_transaction = 0;
     // Interleaved over tenants, as the platform's batches arrive.
     let most = tenants
         .iter()
@@ -440,44 +489,64 @@ async fn copy_baseline(
             let event = event(tenant.source, base_millis, n, args.payload_bytes);
             store::service::bronze::copy_text_row(
                 &bronze_row(tenant.tenant, tenant.source, event),
-                &mut chunk,
+                &mut transaction,
             );
-            if chunk.len() >= COPY_CHUNK_BYTES {
-                chunks.push(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(COPY_CHUNK_BYTES + 4096),
-                ));
+            in_transaction += 1;
+            if in_transaction == BASELINE_TRANSACTION_ROWS {
+                transactions.push(std::mem::take(&mut transaction));
+                in_transaction = 0;
             }
         }
     }
-    chunks.push(chunk);
-    let bytes: usize = chunks.iter().map(Vec::len).sum();
-    checkpoint(connected).await;
-    println!(
-        "baseline: COPY of {} rows ({} MB of COPY text) into bronze.cdc_events ...",
-        args.events,
-        bytes / 1_000_000
-    );
-    let cpu_at_start = CpuSample::take(pgdata);
-    let started = Instant::now();
-    let copied = store::service::bench_support::copy_bronze(&connected.database.service, &chunks)
-        .await
-        .context("the COPY baseline")?;
-    let elapsed = started.elapsed();
-    let cores = CpuSample::take(pgdata).cores_since(&cpu_at_start);
-    println!(
-        "  {copied} rows in {:.1} s: {:.0} rows/s",
-        elapsed.as_secs_f64(),
-        copied as f64 / elapsed.as_secs_f64()
-    );
-    drop(chunks);
+    if in_transaction > 0 {
+        transactions.push(transaction);
+    }
+    let bytes: usize = transactions.iter().map(Vec::len).sum();
     let tenant_ids: Vec<TenantId> = tenants.iter().map(|tenant| tenant.tenant).collect();
-    println!("baseline: removing its rows and vacuuming bronze ...");
-    store::service::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
-        .await
-        .context("removing the baseline's rows")?;
+    let database = &connected.database;
+    let measure = async |what: &str, one: bool| -> anyhow::Result<(u64, Measured)> {
+        checkpoint(connected).await;
+        println!(
+            "baseline: {what}: {} rows ({} MB of COPY text) into bronze.cdc_events ...",
+            args.events,
+            bytes / 1_000_000
+        );
+        let (copied, measured) = Measured::of(database, pgdata, async || {
+            let copied = if one {
+                store::service::bench_support::copy_bronze(&database.service, &transactions).await
+            } else {
+                store::service::bench_support::copy_bronze_in_transactions(
+                    &database.service,
+                    &transactions,
+                )
+                .await
+            };
+            copied.context("the COPY baseline")
+        })
+        .await?;
+        println!(
+            "  {copied} rows in {:.1} s: {:.0} rows/s",
+            measured.elapsed.as_secs_f64(),
+            measured.rate(copied)
+        );
+        println!("baseline: removing its rows and vacuuming bronze ...");
+        store::service::bench_support::empty_bronze(&connected.connection_settings, &tenant_ids)
+            .await
+            .context("removing the baseline's rows")?;
+        Ok((copied, measured))
+    };
+    let (rows, one) = measure("one COPY, one transaction", true).await?;
+    let (_, transactions) = measure(
+        &format!("COPYs of {BASELINE_TRANSACTION_ROWS} rows, each a durable transaction"),
+        false,
+    )
+    .await?;
     checkpoint(connected).await;
-    Ok((copied, elapsed, cores))
+    Ok(Baselines {
+        rows,
+        one,
+        transactions,
+    })
 }
 
 async fn checkpoint(connected: &Connected) {
@@ -650,11 +719,17 @@ impl Report {
             encoding_name(args.encoding),
             self.average_body_bytes
         );
-        if let Some((rows, elapsed)) = self.baseline {
+        if let Some(baseline) = &self.baseline {
             println!(
-                "  COPY baseline:  {:.0} rows/s ({rows} rows in {:.1} s, one COPY into bronze.cdc_events)",
-                rate(rows, elapsed),
-                elapsed.as_secs_f64()
+                "  COPY baseline:  {:.0} rows/s ({} rows in {:.1} s, one COPY into bronze.cdc_events)",
+                baseline.one.rate(baseline.rows),
+                baseline.rows,
+                baseline.one.elapsed.as_secs_f64()
+            );
+            println!(
+                "                  {:.0} rows/s in COPYs of {BASELINE_TRANSACTION_ROWS} rows, each a durable transaction ({:.1} s)",
+                baseline.transactions.rate(baseline.rows),
+                baseline.transactions.elapsed.as_secs_f64()
             );
         }
         println!(
@@ -665,12 +740,21 @@ impl Report {
             "  into bronze:    {bronze_rate:.0} events/s end to end ({:.1} s until bronze held every event)",
             self.bronze_elapsed.as_secs_f64()
         );
-        if let Some((rows, elapsed)) = self.baseline {
-            println!(
-                "  ratio:          {:.2} x the COPY baseline end to end ({:.2} x acked); goal >= 0.8",
-                bronze_rate / rate(rows, elapsed),
-                ack_rate / rate(rows, elapsed)
-            );
+        if let Some(baseline) = &self.baseline {
+            for (what, copy, goal) in [
+                ("one COPY", baseline.one, ""),
+                (
+                    "the 1,000-row transactions",
+                    baseline.transactions,
+                    "; goal >= 0.8 end to end",
+                ),
+            ] {
+                println!(
+                    "  ratio:          {:.2} x {what} end to end ({:.2} x acked){goal}",
+                    bronze_rate / copy.rate(baseline.rows),
+                    ack_rate / copy.rate(baseline.rows)
+                );
+            }
         }
         println!(
             "  ack latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms per batch ({} requests)",
@@ -683,11 +767,11 @@ impl Report {
             "  retries:        {} ({} events answered duplicate)",
             self.retries, self.duplicates
         );
-        if let Some(cores) = &self.baseline_cores {
-            println!("  CPU, COPY:      {cores}");
+        if let Some(baseline) = &self.baseline {
+            println!("  CPU, one COPY:  {}", Cores::of(baseline.one.cpu));
         }
-        println!("  CPU, sending:   {}", self.sending_cores);
-        println!("  CPU, draining:  {}", self.draining_cores);
+        println!("  CPU, sending:   {}", Cores::of(self.sending));
+        println!("  CPU, draining:  {}", Cores::of(self.draining));
     }
 }
 
@@ -696,6 +780,15 @@ impl Report {
 struct Cores {
     own: f64,
     postgres: Option<f64>,
+}
+
+impl Cores {
+    fn of(used: machine::CpuUse) -> Self {
+        Self {
+            own: used.own / used.wall,
+            postgres: used.postgres.map(|postgres| postgres / used.wall),
+        }
+    }
 }
 
 impl std::fmt::Display for Cores {
@@ -712,81 +805,7 @@ impl std::fmt::Display for Cores {
     }
 }
 
-/// CPU seconds used so far by this process and by the managed cluster's server processes
-/// (Linux `/proc`; zero where unreadable).
-struct CpuSample {
-    at: Instant,
-    own: f64,
-    postgres: Option<f64>,
-}
-
-impl CpuSample {
-    fn take(pgdata: Option<&std::path::Path>) -> Self {
-        Self {
-            at: Instant::now(),
-            own: process_cpu_seconds("self", false).unwrap_or(0.0),
-            postgres: pgdata.map(postgres_cpu_seconds),
-        }
-    }
-
-    fn cores_since(&self, start: &CpuSample) -> Cores {
-        let wall = self.at.duration_since(start.at).as_secs_f64().max(0.001);
-        Cores {
-            own: (self.own - start.own) / wall,
-            postgres: self
-                .postgres
-                .zip(start.postgres)
-                .map(|(now, then)| (now - then) / wall),
-        }
-    }
-}
-
-/// User plus system time of a process from `/proc/<pid>/stat`, with that of its reaped
-/// children when asked (the postmaster collects its exited backends' time that way). Linux
-/// reports it in USER_HZ ticks, 100 a second.
-fn process_cpu_seconds(pid: &str, with_children: bool) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // Fields 14 to 17 of stat(5): utime, stime, cutime, cstime; `fields` starts at field 3.
-    let tick = |field: usize| {
-        fields
-            .get(field - 3)
-            .and_then(|value| value.parse::<f64>().ok())
-    };
-    let mut ticks = tick(14)? + tick(15)?;
-    if with_children {
-        ticks += tick(16)? + tick(17)?;
-    }
-    Some(ticks / 100.0)
-}
-
-/// CPU seconds of a managed cluster: its postmaster (with the backends it has reaped) and its
-/// live server processes, found by their working directory, which is the data directory.
-fn postgres_cpu_seconds(pgdata: &std::path::Path) -> f64 {
-    let Ok(pgdata) = std::fs::canonicalize(pgdata) else {
-        return 0.0;
-    };
-    let postmaster = std::fs::read_to_string(pgdata.join("postmaster.pid"))
-        .ok()
-        .and_then(|text| text.lines().next().map(|line| line.trim().to_owned()));
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    processes
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.to_owned();
-            pid.parse::<u32>().ok()?;
-            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
-            (cwd == pgdata).then(|| {
-                let is_postmaster = postmaster.as_deref() == Some(pid.as_str());
-                process_cpu_seconds(&pid, is_postmaster).unwrap_or(0.0)
-            })
-        })
-        .sum()
-}
-
-fn describe_bus(config: &bus::BusConfig) -> String {
+pub(crate) fn describe_bus(config: &bus::BusConfig) -> String {
     match &config.backend {
         bus::Backend::Embedded => format!("embedded ({} partitions)", config.partitions),
         bus::Backend::Nats(nats) => format!(

@@ -9,6 +9,7 @@ mod export;
 mod ingest;
 mod machine;
 mod materialize;
+mod pipeline;
 mod scratch;
 
 use std::process::ExitCode;
@@ -25,7 +26,8 @@ use tributary::{GlobalOptions, Settings};
     long_about = "Benchmarks of Tributary that print figures against a baseline measured in the \
 same run: ingest against a raw COPY, the agent's capture against pg_recvlogical, the materializer \
 against the bronze writer, the analytics API against hand-written SQL, report exports against \
-COPY TO STDOUT. They print figures; they are not tests.\n\n\
+COPY TO STDOUT; `pipeline` runs every stage against its baseline and then the whole path from \
+source commits to read models and rollups. They print figures; they are not tests.\n\n\
 Each starts a private platform (and what else it measures) in temporary directories and removes \
 them afterwards, unless a database is given. The options of the platform are those of \
 `tributary`, with the same TRIBUTARY_* environment variables and --config file.",
@@ -35,7 +37,8 @@ tributary-bench capture --rows 200000 --skip-latency\n  \
 tributary-bench materialize --events 50000 --rate 2000 --seconds 10\n  \
 tributary-bench dashboard --events 1000000 --tenants 5\n  \
 tributary-bench alerts --rules 10000 --tenants 20\n  \
-tributary-bench export                          10M metric rows as CSV and Parquet\n\n\
+tributary-bench export                          10M metric rows as CSV and Parquet\n  \
+tributary-bench pipeline --json figures.json     every stage, its baseline and the whole path\n\n\
 Build with --release for meaningful figures."
 )]
 pub struct Cli {
@@ -75,6 +78,15 @@ pub enum Command {
     /// the peak growth of resident memory. Runs a private platform database in a temporary
     /// directory unless a database is given.
     Export(export::ExportArgs),
+    /// The whole data path and each stage against its baseline, in one run: raw COPY into
+    /// bronze (one transaction and 1,000-row durable transactions), the edge into bronze,
+    /// pg_recvlogical and the agent's capture of the same WAL, the bronze writer and the
+    /// materializer alone, each --runs times (medians); then source -> agent -> edge -> bus ->
+    /// bronze, read models and rollups at open-loop rates and at the most the source writes,
+    /// with commit-to-visibility percentiles, CPU and WAL per event, lag and resident memory,
+    /// and the goals met or missed. Starts a private source cluster and platform in temporary
+    /// directories and removes them afterwards.
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// Runs a parsed command line to its exit status.
@@ -87,6 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dashboard(args) => dashboard::dashboard(args, settings).await,
         Command::Alerts(args) => alerts::alerts(args, settings).await,
         Command::Export(args) => export::export(args, settings).await,
+        Command::Pipeline(args) => pipeline::pipeline(args, settings).await,
     })
 }
 

@@ -94,3 +94,94 @@ impl std::fmt::Display for Residency {
         )
     }
 }
+
+/// CPU seconds used so far by this process, by the children it has reaped (a baseline tool it
+/// ran to completion, such as `pg_recvlogical`) and by a managed cluster's server processes
+/// (Linux `/proc`; zero where unreadable).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSample {
+    at: std::time::Instant,
+    own: f64,
+    children: f64,
+    postgres: Option<f64>,
+}
+
+/// CPU used between two [`CpuSample`]s, in seconds, with the wall time between them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuUse {
+    pub wall: f64,
+    pub own: f64,
+    pub children: f64,
+    pub postgres: Option<f64>,
+}
+
+impl CpuSample {
+    /// Now, with the cluster whose data directory is `pgdata` when there is one.
+    pub(crate) fn take(pgdata: Option<&std::path::Path>) -> Self {
+        let own = process_cpu_seconds("self", false).unwrap_or(0.0);
+        Self {
+            at: std::time::Instant::now(),
+            own,
+            children: process_cpu_seconds("self", true).map_or(0.0, |all| all - own),
+            postgres: pgdata.map(postgres_cpu_seconds),
+        }
+    }
+
+    /// What was used since `start`.
+    pub(crate) fn since(&self, start: &CpuSample) -> CpuUse {
+        CpuUse {
+            wall: self.at.duration_since(start.at).as_secs_f64().max(0.001),
+            own: self.own - start.own,
+            children: self.children - start.children,
+            postgres: self
+                .postgres
+                .zip(start.postgres)
+                .map(|(now, then)| now - then),
+        }
+    }
+}
+
+/// User plus system time of a process from `/proc/<pid>/stat`, with that of its reaped
+/// children when asked (the postmaster collects its exited backends' time that way). Linux
+/// reports it in USER_HZ ticks, 100 a second.
+pub(crate) fn process_cpu_seconds(pid: &str, with_children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Fields 14 to 17 of stat(5): utime, stime, cutime, cstime; `fields` starts at field 3.
+    let tick = |field: usize| {
+        fields
+            .get(field - 3)
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    let mut ticks = tick(14)? + tick(15)?;
+    if with_children {
+        ticks += tick(16)? + tick(17)?;
+    }
+    Some(ticks / 100.0)
+}
+
+/// CPU seconds of a managed cluster: its postmaster (with the backends it has reaped) and its
+/// live server processes, found by their working directory, which is the data directory.
+fn postgres_cpu_seconds(pgdata: &std::path::Path) -> f64 {
+    let Ok(pgdata) = std::fs::canonicalize(pgdata) else {
+        return 0.0;
+    };
+    let postmaster = std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().map(|line| line.trim().to_owned()));
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    processes
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_owned();
+            pid.parse::<u32>().ok()?;
+            let cwd = std::fs::read_link(entry.path().join("cwd")).ok()?;
+            (cwd == pgdata).then(|| {
+                let is_postmaster = postmaster.as_deref() == Some(pid.as_str());
+                process_cpu_seconds(&pid, is_postmaster).unwrap_or(0.0)
+            })
+        })
+        .sum()
+}

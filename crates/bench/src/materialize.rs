@@ -16,7 +16,7 @@ use store::{Actor, Database, Scope, TenantTx};
 use tributary::{Connected, Settings};
 
 /// The allowlisted key of the latency probes' readings.
-const PROBE_KEY: &str = "bench_probe";
+pub(crate) const PROBE_KEY: &str = "bench_probe";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -55,7 +55,7 @@ pub async fn materialize(args: MaterializeArgs, settings: Settings) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-async fn create_tenant(database: &Database, name: &str) -> anyhow::Result<TenantId> {
+pub(crate) async fn create_tenant(database: &Database, name: &str) -> anyhow::Result<TenantId> {
     let attributes = TenantAttributes::parse(name, Plan::Team, "energy", "eu")?;
     Ok(
         store::control::create_tenant(&database.app, Actor::Cli("bench".into()), &attributes)
@@ -64,7 +64,7 @@ async fn create_tenant(database: &Database, name: &str) -> anyhow::Result<Tenant
     )
 }
 
-fn message(tenant: TenantId, source: SourceId, event: protocol::ChangeEvent) -> Message {
+pub(crate) fn message(tenant: TenantId, source: SourceId, event: protocol::ChangeEvent) -> Message {
     let id = event.event_id;
     let envelope = protocol::Envelope {
         tenant_id: tenant,
@@ -93,77 +93,22 @@ async fn run(
         .with_context(|| format!("invalid bus setting {:?}", settings.bus))?;
     let bus = bus::AnyBus::connect(&bus_config, &database.service).await?;
     let run_name = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    {
-        let mut tx = TenantTx::begin(
-            &database.app,
-            Scope::InternalOps {
-                tenant: Some(TenantId::PLATFORM),
-                actor: Actor::Cli("bench".into()),
-            },
-        )
-        .await?;
-        store::rollups::allow_key(&mut tx, "power_kw").await?;
-        store::rollups::allow_key(&mut tx, PROBE_KEY).await?;
-        tx.commit().await?;
-    }
+    allow_keys(database).await?;
 
     // 1. Throughput: the same events through the bronze writer alone, then the materializer
     //    alone, each as one consumer group reading batches, applying and acking.
-    println!(
-        "publishing {} simulator events of {} tenants ...",
-        args.events, args.tenants
-    );
     let load_before = load_average();
-    let mut messages = Vec::with_capacity(args.events as usize);
-    let per_tenant = args.events / u64::from(args.tenants);
-    for index in 0..args.tenants {
-        let tenant = create_tenant(database, &format!("bench {run_name} {index}")).await?;
-        let source = SourceId::new_random();
-        let mut simulator =
-            agent::simulator::Simulator::new(source, 100, 0, agent::simulator::Position::start());
-        let count =
-            per_tenant + u64::from(u64::from(index) < args.events % u64::from(args.tenants));
-        for event in simulator.next_changes(count as usize) {
-            messages.push(message(tenant, source, event));
-        }
-    }
-    for chunk in messages.chunks(5000) {
-        bus.publish(chunk).await?;
-    }
-    let total = messages.len() as u64;
-    drop(messages);
-    let bronze = consume(
+    let measured = throughput(
+        database,
         &bus,
-        pipeline::bronze::GROUP,
+        args.events,
+        args.tenants,
         args.batch,
-        total,
-        async |deliveries| {
-            pipeline::bronze::write(&database.service, deliveries)
-                .await
-                .map(|_| ())
-        },
+        run_name,
+        crate::scratch::managed_pgdata(settings).as_deref(),
     )
     .await?;
-    println!(
-        "  bronze writer:  {total} events in {:.2} s",
-        bronze.as_secs_f64()
-    );
-    let materializer = consume(
-        &bus,
-        pipeline::materializer::GROUP,
-        args.batch,
-        total,
-        async |deliveries| {
-            pipeline::materializer::apply(&database.service, deliveries)
-                .await
-                .map(|_| ())
-        },
-    )
-    .await?;
-    println!(
-        "  materializer:   {total} events in {:.2} s",
-        materializer.as_secs_f64()
-    );
+    let (total, bronze, materializer) = (measured.events, measured.bronze, measured.materializer);
     let load_after_throughput = load_average();
     let aggregation = Instant::now();
     let rounds = pipeline::aggregator::run_once(&database.service, 5000).await?;
@@ -419,9 +364,133 @@ async fn run(
     Ok(())
 }
 
+/// Lets the simulator's metric and the latency probes' key into the global rollups.
+pub(crate) async fn allow_keys(database: &Database) -> anyhow::Result<()> {
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::InternalOps {
+            tenant: Some(TenantId::PLATFORM),
+            actor: Actor::Cli("bench".into()),
+        },
+    )
+    .await?;
+    store::rollups::allow_key(&mut tx, "power_kw").await?;
+    store::rollups::allow_key(&mut tx, PROBE_KEY).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The bronze writer alone, then the materializer alone, over the same simulator events.
+pub(crate) struct Throughput {
+    pub(crate) events: u64,
+    pub(crate) bronze: Duration,
+    pub(crate) materializer: Duration,
+    pub(crate) bronze_cpu: crate::machine::CpuUse,
+    pub(crate) materializer_cpu: crate::machine::CpuUse,
+    /// WAL the platform's cluster wrote during each.
+    pub(crate) bronze_wal: u64,
+    pub(crate) materializer_wal: u64,
+}
+
+/// Publishes `events` simulator events of `tenants` new tenants (100 devices each) on `bus`,
+/// then times the bronze writer's consumer group and the materializer's over them, each alone,
+/// with the CPU (this process and, given its data directory, the cluster's) and the WAL each
+/// used.
+pub(crate) async fn throughput(
+    database: &Database,
+    bus: &bus::AnyBus,
+    events: u64,
+    tenants: u32,
+    batch: usize,
+    run_name: &str,
+    pgdata: Option<&std::path::Path>,
+) -> anyhow::Result<Throughput> {
+    println!("publishing {events} simulator events of {tenants} tenants ...");
+    let mut messages = Vec::with_capacity(events as usize);
+    let per_tenant = events / u64::from(tenants);
+    for index in 0..tenants {
+        let tenant = create_tenant(database, &format!("bench {run_name} {index}")).await?;
+        let source = SourceId::new_random();
+        let mut simulator =
+            agent::simulator::Simulator::new(source, 100, 0, agent::simulator::Position::start());
+        let count = per_tenant + u64::from(u64::from(index) < events % u64::from(tenants));
+        for event in simulator.next_changes(count as usize) {
+            messages.push(message(tenant, source, event));
+        }
+    }
+    for chunk in messages.chunks(5000) {
+        bus.publish(chunk).await?;
+    }
+    let total = messages.len() as u64;
+    drop(messages);
+    let measure = async |stage: Stage| {
+        let cpu_at_start = crate::machine::CpuSample::take(pgdata);
+        let wal_at_start = store::service::bench_support::wal_position(&database.service).await?;
+        let elapsed = consume(bus, stage.group(), batch, total, async |deliveries| {
+            stage.apply(database, deliveries).await
+        })
+        .await?;
+        let cpu = crate::machine::CpuSample::take(pgdata).since(&cpu_at_start);
+        let wal = store::service::bench_support::wal_position(&database.service)
+            .await?
+            .saturating_sub(wal_at_start);
+        anyhow::Ok((elapsed, cpu, wal))
+    };
+    let (bronze, bronze_cpu, bronze_wal) = measure(Stage::BronzeWriter).await?;
+    println!(
+        "  bronze writer:  {total} events in {:.2} s",
+        bronze.as_secs_f64()
+    );
+    let (materializer, materializer_cpu, materializer_wal) = measure(Stage::Materializer).await?;
+    println!(
+        "  materializer:   {total} events in {:.2} s",
+        materializer.as_secs_f64()
+    );
+    Ok(Throughput {
+        events: total,
+        bronze,
+        materializer,
+        bronze_cpu,
+        materializer_cpu,
+        bronze_wal,
+        materializer_wal,
+    })
+}
+
+/// The consumers [`throughput`] times.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    BronzeWriter,
+    Materializer,
+}
+
+impl Stage {
+    fn group(self) -> &'static str {
+        match self {
+            Self::BronzeWriter => pipeline::bronze::GROUP,
+            Self::Materializer => pipeline::materializer::GROUP,
+        }
+    }
+
+    async fn apply(
+        self,
+        database: &Database,
+        deliveries: &[Delivery],
+    ) -> Result<(), store::StoreError> {
+        match self {
+            Self::BronzeWriter => pipeline::bronze::write(&database.service, deliveries)
+                .await
+                .map(|_| ()),
+            Self::Materializer => pipeline::materializer::apply(&database.service, deliveries)
+                .await
+                .map(|_| ()),
+        }
+    }
+}
+
 /// The machine's load average, to print beside the figures: on a shared machine they mean
 /// little without it.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|text| {

@@ -49,3 +49,12 @@ pub(crate) async fn with_scratch_database<T>(
     closed?;
     outcome
 }
+
+/// The data directory of the managed cluster `settings` run on, when it is managed: where the
+/// benchmarks find its server processes to count their CPU.
+pub(crate) fn managed_pgdata(settings: &Settings) -> Option<std::path::PathBuf> {
+    match settings.database {
+        tributary::DatabaseChoice::Managed => Some(settings.data_dir.join("postgres")),
+        tributary::DatabaseChoice::Given { .. } => None,
+    }
+}

@@ -29,6 +29,57 @@ pub async fn copy_bronze(database: &ServiceDb, chunks: &[Vec<u8>]) -> Result<u64
     Ok(copy.finish().await?)
 }
 
+/// Streams each of `transactions` (lines made by [`crate::service::bronze::copy_text_row`])
+/// into `bronze.cdc_events` with a `COPY` in a transaction of its own that waits for its
+/// commit to be flushed, one after the other: the baseline of durable transactions of a given
+/// size. Returns the rows copied.
+pub async fn copy_bronze_in_transactions(
+    database: &ServiceDb,
+    transactions: &[Vec<u8>],
+) -> Result<u64, StoreError> {
+    let mut connection = database.pool().acquire().await?;
+    let mut copied = 0;
+    for text in transactions {
+        let mut tx = connection.begin().await?;
+        sqlx::query("set local synchronous_commit = on")
+            .execute(&mut *tx)
+            .await?;
+        let mut copy = tx.copy_in_raw(crate::service::bronze::COPY_BRONZE).await?;
+        if let Err(error) = copy.send(text.as_slice()).await {
+            let _ = copy.abort("the benchmark's copy failed").await;
+            return Err(error.into());
+        }
+        copied += copy.finish().await?;
+        tx.commit().await?;
+    }
+    Ok(copied)
+}
+
+/// The cluster's current WAL insert position, in bytes from the start of the WAL: the
+/// difference of two is the WAL written between them.
+pub async fn wal_position(database: &ServiceDb) -> Result<u64, StoreError> {
+    let position: i64 = sqlx::query_scalar("select (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8")
+        .fetch_one(database.pool())
+        .await?;
+    Ok(u64::try_from(position).unwrap_or(0))
+}
+
+/// The server's values of the settings named (those it has), as `SHOW` prints them, in the
+/// order asked.
+pub async fn server_settings(
+    database: &ServiceDb,
+    names: &[&str],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "select s.name, current_setting(s.name) from unnest($1::text[]) with ordinality as n(name, ord) \
+         join pg_settings s on s.name = n.name order by n.ord",
+    )
+    .bind(names)
+    .fetch_all(database.pool())
+    .await?;
+    Ok(rows)
+}
+
 /// Creates the daily bronze partitions `days` fall in, as the bronze writer does before it
 /// inserts.
 pub async fn ensure_bronze_days(
