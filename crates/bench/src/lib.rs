@@ -82,7 +82,8 @@ pub enum Command {
     /// bronze (one transaction and 1,000-row durable transactions), the edge into bronze,
     /// pg_recvlogical and the agent's capture of the same WAL, the bronze writer and the
     /// materializer alone, each --runs times (medians); then source -> agent -> edge -> bus ->
-    /// bronze, read models and rollups at open-loop rates and at the most the source writes,
+    /// bronze, read models and rollups at open-loop rates and at the most it takes with read
+    /// models current within a second,
     /// with commit-to-visibility percentiles, CPU and WAL per event, lag and resident memory,
     /// and the goals met or missed. Starts a private source cluster and platform in temporary
     /// directories and removes them afterwards.

@@ -553,37 +553,35 @@ async fn write_readings(
     if readings.is_empty() && recompute.is_empty() {
         return Ok(());
     }
-    let mut hours: Vec<BucketKey> = readings
-        .iter()
-        .map(|reading| {
-            (
-                reading.tenant_id,
-                reading.entity_kind.to_owned(),
-                reading.entity_id.clone(),
-                reading.metric_key.clone(),
-                hour_of(reading.measured_at),
-            )
-        })
-        .collect();
     let lost = BucketColumns::of(&recompute);
-    let legacy: Vec<BucketKey> = sqlx::query_as(ADD_READINGS)
-        .bind(column(readings, |r| r.tenant_id))
-        .bind(column(readings, |r| r.reading_id.as_str()))
-        .bind(column(readings, |r| r.entity_kind))
-        .bind(column(readings, |r| r.entity_id.as_str()))
-        .bind(column(readings, |r| r.metric_key.as_str()))
-        .bind(column(readings, |r| r.measured_at))
-        .bind(column(readings, |r| r.value))
-        .bind(column(readings, |r| r.pos_lsn))
-        .bind(column(readings, |r| r.pos_seq))
-        .bind(&lost.tenants)
-        .bind(&lost.kinds)
-        .bind(&lost.ids)
-        .bind(&lost.keys)
-        .bind(&lost.minutes)
-        .fetch_all(&mut *connection)
-        .await?;
-    recompute.extend(legacy);
+    let not_added: Vec<(Uuid, String, String, String, OffsetDateTime, bool)> =
+        sqlx::query_as(ADD_READINGS)
+            .bind(column(readings, |r| r.tenant_id))
+            .bind(column(readings, |r| r.reading_id.as_str()))
+            .bind(column(readings, |r| r.entity_kind))
+            .bind(column(readings, |r| r.entity_id.as_str()))
+            .bind(column(readings, |r| r.metric_key.as_str()))
+            .bind(column(readings, |r| r.measured_at))
+            .bind(column(readings, |r| r.value))
+            .bind(column(readings, |r| r.pos_lsn))
+            .bind(column(readings, |r| r.pos_seq))
+            .bind(&lost.tenants)
+            .bind(&lost.kinds)
+            .bind(&lost.ids)
+            .bind(&lost.keys)
+            .bind(&lost.minutes)
+            .fetch_all(&mut *connection)
+            .await?;
+    // Hours that took what their minutes took are current; those of recomputed minutes and
+    // those that could not take it are recomputed from their minutes.
+    let mut hours: Vec<BucketKey> = Vec::new();
+    for (tenant, kind, id, key, at, is_hour) in not_added {
+        if is_hour {
+            hours.push((tenant, kind, id, key, at));
+        } else {
+            recompute.push((tenant, kind, id, key, at));
+        }
+    }
     recompute.sort_unstable();
     recompute.dedup();
     if !recompute.is_empty() {
@@ -605,6 +603,9 @@ async fn write_readings(
     // Sorted, so concurrent transactions write the hours in one order.
     hours.sort_unstable();
     hours.dedup();
+    if hours.is_empty() {
+        return Ok(());
+    }
     let hours = BucketColumns::of(&hours);
     sqlx::query(RECOMPUTE_HOURS)
         .bind(&hours.tenants)
@@ -717,6 +718,44 @@ macro_rules! bucket_aggregates {
     };
 }
 
+/// The newest of `$column` among a group of minutes `g`: of their last readings, the one
+/// measured last, then at the newest position, then of the greatest id.
+macro_rules! hour_last {
+    ($column:literal) => {
+        concat!(
+            "(array_agg(",
+            $column,
+            " order by g.last_measured_at desc, g.last_pos_lsn desc, g.last_pos_seq desc, \
+             g.last_reading_id collate \"C\" desc))[1]"
+        )
+    };
+}
+
+/// The `do update` of a bucket `m` (a minute or an hour) that `excluded` adds readings to:
+/// sums and counts added, the extremes kept, the newer last reading; only to a bucket with an
+/// exact sum and a last reading (an older row without them is recomputed instead).
+macro_rules! add_to_bucket {
+    () => {
+        "value_sum = (m.value_sum_exact + excluded.value_sum_exact)::float8, \
+             value_sum_exact = m.value_sum_exact + excluded.value_sum_exact, \
+             value_count = m.value_count + excluded.value_count, \
+             value_min = least(m.value_min, excluded.value_min), \
+             value_max = greatest(m.value_max, excluded.value_max), \
+             (last_value, last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) = \
+                 (select * from (values \
+                     (m.last_value, m.last_pos_lsn, m.last_pos_seq, m.last_measured_at, \
+                      m.last_reading_id), \
+                     (excluded.last_value, excluded.last_pos_lsn, excluded.last_pos_seq, \
+                      excluded.last_measured_at, excluded.last_reading_id)) \
+                     as candidate(value, pos_lsn, pos_seq, measured_at, reading_id) \
+                  order by measured_at desc, pos_lsn desc, pos_seq desc, \
+                      reading_id collate \"C\" desc \
+                  limit 1) \
+         where m.value_sum_exact is not null and m.last_measured_at is not null \
+             and m.last_reading_id is not null"
+    };
+}
+
 macro_rules! metrics_min_columns {
     () => {
         "tenant_id, entity_kind, entity_id, metric_key, minute, value_sum, value_sum_exact, \
@@ -725,9 +764,12 @@ macro_rules! metrics_min_columns {
     };
 }
 
-/// Inserts the new readings ($1-$9), adds them to the buckets that lose no reading (the lost
-/// ones, $10-$14, are recomputed afterwards), marks every touched (key, minute) for the
-/// aggregator, and returns the buckets it could not add to (rows without an exact sum).
+/// Inserts the new readings ($1-$9), adds them to the minutes that lose no reading (the lost
+/// ones, $10-$14, are recomputed afterwards) and what they added to those minutes to their
+/// hours, marks every touched (key, minute) for the aggregator, and returns the minutes
+/// (`false`) and the hours (`true`) it could not add to (rows without an exact sum), to be
+/// recomputed. Adding gives what recomputing would: sums are exact (`numeric`), and the last
+/// value is the greatest by one order however the readings are grouped.
 const ADD_READINGS: &str = concat!(
     "with new as ( \
          insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, entity_id, \
@@ -744,7 +786,9 @@ const ADD_READINGS: &str = concat!(
          select * from unnest($10::uuid[], $11::text[], $12::text[], $13::text[], \
              $14::timestamptz[]) as l(tenant_id, entity_kind, entity_id, metric_key, minute) \
      ), \
-     gained as ( \
+     gained (",
+    metrics_min_columns!(),
+    ") as ( \
          select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, ",
     bucket_aggregates!(),
     " \
@@ -759,25 +803,40 @@ const ADD_READINGS: &str = concat!(
     metrics_min_columns!(),
     ") \
          select * from gained \
-         on conflict (tenant_id, entity_kind, entity_id, metric_key, minute) do update set \
-             value_sum = (m.value_sum_exact + excluded.value_sum_exact)::float8, \
-             value_sum_exact = m.value_sum_exact + excluded.value_sum_exact, \
-             value_count = m.value_count + excluded.value_count, \
-             value_min = least(m.value_min, excluded.value_min), \
-             value_max = greatest(m.value_max, excluded.value_max), \
-             (last_value, last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) = \
-                 (select * from (values \
-                     (m.last_value, m.last_pos_lsn, m.last_pos_seq, m.last_measured_at, \
-                      m.last_reading_id), \
-                     (excluded.last_value, excluded.last_pos_lsn, excluded.last_pos_seq, \
-                      excluded.last_measured_at, excluded.last_reading_id)) \
-                     as candidate(value, pos_lsn, pos_seq, measured_at, reading_id) \
-                  order by measured_at desc, pos_lsn desc, pos_seq desc, \
-                      reading_id collate \"C\" desc \
-                  limit 1) \
-         where m.value_sum_exact is not null and m.last_measured_at is not null \
-             and m.last_reading_id is not null \
+         on conflict (tenant_id, entity_kind, entity_id, metric_key, minute) do update set ",
+    add_to_bucket!(),
+    " \
          returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.minute \
+     ), \
+     hour_gained as ( \
+         select g.tenant_id, g.entity_kind, g.entity_id, g.metric_key, \
+             date_trunc('hour', g.minute, 'UTC') as hour, \
+             sum(g.value_sum_exact)::float8, sum(g.value_sum_exact), \
+             sum(g.value_count)::bigint, min(g.value_min), max(g.value_max), ",
+    hour_last!("g.last_value"),
+    ", ",
+    hour_last!("g.last_pos_lsn"),
+    ", ",
+    hour_last!("g.last_pos_seq"),
+    ", ",
+    hour_last!("g.last_measured_at"),
+    ", ",
+    hour_last!("g.last_reading_id"),
+    " \
+         from gained g join added a on a.tenant_id = g.tenant_id \
+             and a.entity_kind = g.entity_kind and a.entity_id = g.entity_id \
+             and a.metric_key = g.metric_key and a.minute = g.minute \
+         group by 1, 2, 3, 4, 5 \
+     ), \
+     hours_added as ( \
+         insert into analytics.metrics_hour as m (tenant_id, entity_kind, entity_id, \
+             metric_key, hour, value_sum, value_sum_exact, value_count, value_min, value_max, \
+             last_value, last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) \
+         select * from hour_gained \
+         on conflict (tenant_id, entity_kind, entity_id, metric_key, hour) do update set ",
+    add_to_bucket!(),
+    " \
+         returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.hour \
      ), \
      marked as ( \
          insert into pipeline.rollup_dirty (metric_key, minute) \
@@ -787,10 +846,16 @@ const ADD_READINGS: &str = concat!(
          order by metric_key, minute \
          on conflict do nothing \
      ) \
-     select g.tenant_id, g.entity_kind, g.entity_id, g.metric_key, g.minute from gained g \
+     select g.tenant_id, g.entity_kind, g.entity_id, g.metric_key, g.minute, false from gained g \
      where not exists (select 1 from added a where a.tenant_id = g.tenant_id \
          and a.entity_kind = g.entity_kind and a.entity_id = g.entity_id \
-         and a.metric_key = g.metric_key and a.minute = g.minute)"
+         and a.metric_key = g.metric_key and a.minute = g.minute) \
+     union all \
+     select h.tenant_id, h.entity_kind, h.entity_id, h.metric_key, h.hour, true \
+     from hour_gained h \
+     where not exists (select 1 from hours_added a where a.tenant_id = h.tenant_id \
+         and a.entity_kind = h.entity_kind and a.entity_id = h.entity_id \
+         and a.metric_key = h.metric_key and a.hour = h.hour)"
 );
 
 /// Recomputes the buckets $1-$5 (distinct) from their readings; a bucket left without
