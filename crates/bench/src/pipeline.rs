@@ -38,6 +38,8 @@ const MAX_TRANSACTION_ROWS: u64 = 1_000;
 /// At the most, the writer goes as fast as the read models stay this current: the next
 /// transaction waits while a probe older than this is not visible yet.
 const CURRENT_WITHIN: Duration = Duration::from_secs(1);
+/// At the most, how many of the writer's transactions may wait for their read models.
+const IN_FLIGHT: usize = 3;
 /// How long the path may take to show the last probe after the writing stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// The busy tenant's share of the rows; the quiet one has the rest.
@@ -143,6 +145,8 @@ pub(crate) struct Report {
     machine: String,
     bus: String,
     platform_settings: Vec<(String, String)>,
+    /// The machine's load average (1, 5, 15 minutes) before the run and after it.
+    load: (String, String),
     events: u64,
     runs: Vec<StageRun>,
     path: Vec<PathPhase>,
@@ -290,6 +294,7 @@ async fn run(
     scratch: &Path,
 ) -> anyhow::Result<Report> {
     let database = &connected.database;
+    let load_before = materialize::load_average();
     let bench = Bench {
         args,
         settings,
@@ -355,6 +360,7 @@ async fn run(
         machine: machine::describe(),
         bus: ingest::describe_bus(&bench.bus_config),
         platform_settings,
+        load: (load_before, materialize::load_average()),
         events: args.events,
         runs,
         path: path?,
@@ -585,13 +591,15 @@ impl Bench<'_> {
                 Some(_) => tokio::time::sleep_until((started + TICK * tick as u32).into()).await,
                 None => {
                     // As fast as the path keeps its read models current: the next transaction
-                    // waits while the oldest unseen probe is older than the bound.
-                    while pending_devices
-                        .lock()
-                        .unwrap()
-                        .first()
-                        .is_some_and(|(_, committed)| committed.elapsed() > CURRENT_WITHIN)
-                        && Instant::now() < until
+                    // (each has a probe) waits while a few are unseen or the oldest unseen
+                    // probe is older than the bound, so the backlog stays a few transactions.
+                    while {
+                        let pending = pending_devices.lock().unwrap();
+                        pending.len() >= IN_FLIGHT
+                            || pending
+                                .first()
+                                .is_some_and(|(_, committed)| committed.elapsed() > CURRENT_WITHIN)
+                    } && Instant::now() < until
                     {
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
@@ -1086,6 +1094,10 @@ impl Report {
             .collect();
         println!("  platform PostgreSQL: {}", settings.join(", "));
         println!(
+            "  load average (1, 5, 15 min): before {}, after {}",
+            self.load.0, self.load.1
+        );
+        println!(
             "stages and baselines, {} events each, median of {} runs:",
             self.events,
             self.runs.len()
@@ -1223,6 +1235,8 @@ impl Report {
                 .iter()
                 .map(|(name, value)| (name.clone(), Value::String(value.clone())))
                 .collect::<serde_json::Map<String, Value>>(),
+            "load_average_before": self.load.0,
+            "load_average_after": self.load.1,
             "events_per_stage": self.events,
             "runs": self.runs.len(),
             "stages": stages,
