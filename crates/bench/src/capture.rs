@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use domain::{Plan, TenantAttributes};
 use sqlx::{Connection, PgConnection};
-use store::{Actor, Scope, TenantTx};
 use tokio::sync::{Notify, watch};
 use tributary::ingestion::Ingestion;
 use tributary::{Connected, DatabaseChoice, Settings};
@@ -615,27 +613,14 @@ impl StreamingAgent {
         state_dir: &Path,
     ) -> anyhow::Result<Self> {
         let edge_url = format!("https://{}/", ingestion.edge_addr);
-        let actor = || Actor::Cli("bench".into());
-        let attributes =
-            TenantAttributes::parse(&format!("bench {slot}"), Plan::Team, "energy", "eu")?;
-        let tenant = store::control::create_tenant(&database.app, actor(), &attributes)
-            .await?
-            .tenant_id;
-        let mut tx = TenantTx::begin(
-            &database.app,
-            Scope::Control {
-                tenant: Some(tenant),
-                actor: actor(),
-            },
-        )
-        .await?;
-        let (_, token) = store::sources::create_source(&mut tx, "bench", "postgres").await?;
-        tx.commit().await?;
+        let (tenant, _, token) =
+            crate::ingest::tenant_with_source(database, &format!("bench {slot}"), "postgres")
+                .await?;
         std::fs::create_dir_all(state_dir)?;
         edge_client::pair(
             &edge_url,
             edge_client::ServerTrust::Ca(&ingestion.ca_pem),
-            &token.token,
+            &token,
         )
         .await?
         .save(state_dir)?;

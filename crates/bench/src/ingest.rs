@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use domain::{EventId, Lsn, Plan, SourceId, TenantAttributes, TenantId};
+use domain::{EventId, Lsn, SourceId, TenantId};
 use edge_client::{ClientOptions, EdgeClient, EncodedBatch, ServerTrust};
 use protocol::{ChangeEvent, EventBatch, EventStatus, Op};
 use serde_json::{Map, Value};
@@ -295,34 +295,37 @@ async fn create_tenants(
     let per_tenant = args.events / u64::from(args.tenants);
     let remainder = args.events % u64::from(args.tenants);
     for index in 0..args.tenants {
-        let attributes = TenantAttributes::parse(
-            &format!("bench {run_name} {index}"),
-            Plan::Team,
-            "energy",
-            "eu",
-        )?;
-        let actor = || Actor::Cli("bench".into());
-        let tenant = store::control::create_tenant(&database.app, actor(), &attributes)
-            .await?
-            .tenant_id;
-        let mut tx = TenantTx::begin(
-            &database.app,
-            Scope::Control {
-                tenant: Some(tenant),
-                actor: actor(),
-            },
-        )
-        .await?;
-        let (source, token) = store::sources::create_source(&mut tx, "bench", "simulator").await?;
-        tx.commit().await?;
+        let (tenant, source, token) =
+            tenant_with_source(database, &format!("bench {run_name} {index}"), "simulator").await?;
         tenants.push(BenchTenant {
             tenant,
-            source: source.source_id,
-            token: token.token,
+            source,
+            token,
             events: per_tenant + u64::from(u64::from(index) < remainder),
         });
     }
     Ok(tenants)
+}
+
+/// A new tenant named `name` with a source of `kind` named "bench": the tenant, the source
+/// and the source's pairing token.
+pub(crate) async fn tenant_with_source(
+    database: &Database,
+    name: &str,
+    kind: &str,
+) -> anyhow::Result<(TenantId, SourceId, String)> {
+    let tenant = crate::materialize::create_tenant(database, name).await?;
+    let mut tx = TenantTx::begin(
+        &database.app,
+        Scope::Control {
+            tenant: Some(tenant),
+            actor: Actor::Cli("bench".into()),
+        },
+    )
+    .await?;
+    let (source, token) = store::sources::create_source(&mut tx, "bench", kind).await?;
+    tx.commit().await?;
+    Ok((tenant, source.source_id, token.token))
 }
 
 /// The daily partitions the run's commit times fall in (the bronze writer creates them too;

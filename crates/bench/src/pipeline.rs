@@ -836,58 +836,20 @@ fn spawn_poller(
         let mut devices_seen = Vec::new();
         let mut minutes_seen = Vec::new();
         loop {
-            let devices: Vec<String> = pending_devices
-                .lock()
-                .unwrap()
-                .iter()
-                .take(POLLED)
-                .map(|(device, _)| device.clone())
-                .collect();
-            if !devices.is_empty() {
-                let seen = store::service::bench_support::visible_devices(
-                    &database.service,
-                    tenant,
-                    &devices,
-                )
-                .await?;
-                let now = Instant::now();
-                pending_devices
-                    .lock()
-                    .unwrap()
-                    .retain(|(device, committed)| {
-                        let visible = seen.contains(device);
-                        if visible {
-                            devices_seen.push(now - *committed);
-                        }
-                        !visible
-                    });
-            }
-            let minutes: Vec<time::OffsetDateTime> = pending_minutes
-                .lock()
-                .unwrap()
-                .iter()
-                .take(POLLED)
-                .map(|(minute, _)| *minute)
-                .collect();
-            if !minutes.is_empty() {
-                let seen = store::service::bench_support::visible_rollup_minutes(
+            poll_once(&pending_devices, &mut devices_seen, async |devices| {
+                store::service::bench_support::visible_devices(&database.service, tenant, devices)
+                    .await
+            })
+            .await?;
+            poll_once(&pending_minutes, &mut minutes_seen, async |minutes| {
+                store::service::bench_support::visible_rollup_minutes(
                     &database.service,
                     PROBE_KEY,
-                    &minutes,
+                    minutes,
                 )
-                .await?;
-                let now = Instant::now();
-                pending_minutes
-                    .lock()
-                    .unwrap()
-                    .retain(|(minute, committed)| {
-                        let visible = seen.contains(minute);
-                        if visible {
-                            minutes_seen.push(now - *committed);
-                        }
-                        !visible
-                    });
-            }
+                .await
+            })
+            .await?;
             let done = *writing.borrow()
                 && pending_devices.lock().unwrap().is_empty()
                 && pending_minutes.lock().unwrap().is_empty();
@@ -900,6 +862,35 @@ fn spawn_poller(
             }
         }
     })
+}
+
+/// Asks `visible` which of the [`POLLED`] oldest `pending` probes are visible, moves those out
+/// of `pending` and adds their latency (from their commit until now) to `seen`.
+async fn poll_once<T: Clone + PartialEq>(
+    pending: &Mutex<Vec<(T, Instant)>>,
+    seen: &mut Vec<Duration>,
+    visible: impl AsyncFnOnce(&[T]) -> Result<Vec<T>, store::StoreError>,
+) -> anyhow::Result<()> {
+    let asked: Vec<T> = pending
+        .lock()
+        .unwrap()
+        .iter()
+        .take(POLLED)
+        .map(|(probe, _)| probe.clone())
+        .collect();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let visible = visible(&asked).await?;
+    let now = Instant::now();
+    pending.lock().unwrap().retain(|(probe, committed)| {
+        let shown = visible.contains(probe);
+        if shown {
+            seen.push(now - *committed);
+        }
+        !shown
+    });
+    Ok(())
 }
 
 /// Samples the bronze writer's and the materializer's lag every second until `stop` says so.
