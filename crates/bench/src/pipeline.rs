@@ -1249,11 +1249,20 @@ mod tests {
 
     use super::*;
 
+    /// The command line of `tributary-bench pipeline` alone (the crate's root is not a
+    /// dependency of its modules).
+    #[derive(Debug, Parser)]
+    struct PipelineCli {
+        #[command(flatten)]
+        global: tributary::GlobalOptions,
+        #[command(flatten)]
+        args: PipelineArgs,
+    }
+
     #[tokio::test]
     async fn a_small_run_measures_every_stage_and_the_whole_path() {
-        let cli = crate::Cli::try_parse_from([
+        let cli = PipelineCli::try_parse_from([
             "tributary-bench",
-            "pipeline",
             "--events",
             "3000",
             "--runs",
@@ -1266,9 +1275,7 @@ mod tests {
             "3",
         ])
         .unwrap();
-        let crate::Command::Pipeline(args) = cli.command else {
-            panic!("not the pipeline command");
-        };
+        let args = cli.args;
         let settings = Settings::resolve(&cli.global, None).unwrap();
         let report = measure(&args, settings).await.unwrap();
         assert_eq!(report.runs.len(), 1);
