@@ -333,12 +333,7 @@ pub(crate) async fn capture_comparison(
         rows,
         baseline: (before + after) / 2,
         agent,
-        baseline_cpu: machine::CpuUse {
-            wall: before_cpu.wall + after_cpu.wall,
-            own: before_cpu.own + after_cpu.own,
-            children: before_cpu.children + after_cpu.children,
-            postgres: None,
-        },
+        baseline_cpu: before_cpu + after_cpu,
         agent_cpu,
     })
 }

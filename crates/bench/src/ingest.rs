@@ -422,51 +422,12 @@ fn bronze_row(tenant: TenantId, source: SourceId, event: ChangeEvent) -> BronzeR
 /// as the platform's acknowledged batches are.
 pub(crate) struct Baselines {
     pub(crate) rows: u64,
-    pub(crate) one: Measured,
-    pub(crate) transactions: Measured,
+    pub(crate) one: machine::Measured,
+    pub(crate) transactions: machine::Measured,
 }
 
 /// Rows per transaction of the second baseline.
 pub(crate) const BASELINE_TRANSACTION_ROWS: u64 = 1_000;
-
-/// How long a phase took, the CPU it used and the WAL the platform's cluster wrote during it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Measured {
-    pub(crate) elapsed: Duration,
-    pub(crate) cpu: machine::CpuUse,
-    pub(crate) wal_bytes: u64,
-}
-
-impl Measured {
-    /// Times `phase`.
-    pub(crate) async fn of<T>(
-        database: &store::Database,
-        pgdata: Option<&std::path::Path>,
-        phase: impl AsyncFnOnce() -> anyhow::Result<T>,
-    ) -> anyhow::Result<(T, Self)> {
-        let cpu_at_start = machine::CpuSample::take(pgdata);
-        let wal_at_start = store::service::bench_support::wal_position(&database.service).await?;
-        let started = Instant::now();
-        let outcome = phase().await?;
-        let elapsed = started.elapsed();
-        let cpu = machine::CpuSample::take(pgdata).since(&cpu_at_start);
-        let wal_bytes = store::service::bench_support::wal_position(&database.service)
-            .await?
-            .saturating_sub(wal_at_start);
-        Ok((
-            outcome,
-            Self {
-                elapsed,
-                cpu,
-                wal_bytes,
-            },
-        ))
-    }
-
-    pub(crate) fn rate(&self, events: u64) -> f64 {
-        events as f64 / self.elapsed.as_secs_f64()
-    }
-}
 
 /// The baselines: the same rows, made ahead of time, into the same indexed, partitioned bronze
 /// table; removed again after each, so the platform starts from the same state.
@@ -507,14 +468,14 @@ async fn copy_baseline(
     let bytes: usize = transactions.iter().map(Vec::len).sum();
     let tenant_ids: Vec<TenantId> = tenants.iter().map(|tenant| tenant.tenant).collect();
     let database = &connected.database;
-    let measure = async |what: &str, one: bool| -> anyhow::Result<(u64, Measured)> {
+    let measure = async |what: &str, one: bool| -> anyhow::Result<(u64, machine::Measured)> {
         checkpoint(connected).await;
         println!(
             "baseline: {what}: {} rows ({} MB of COPY text) into bronze.cdc_events ...",
             args.events,
             bytes / 1_000_000
         );
-        let (copied, measured) = Measured::of(database, pgdata, async || {
+        let (copied, measured) = machine::Measured::of(database, pgdata, async || {
             let copied = if one {
                 store::service::bench_support::copy_bronze(&database.service, &transactions).await
             } else {

@@ -141,6 +141,62 @@ impl CpuSample {
     }
 }
 
+impl std::ops::Add for CpuUse {
+    type Output = Self;
+
+    /// Two phases' use together.
+    fn add(self, other: Self) -> Self {
+        Self {
+            wall: self.wall + other.wall,
+            own: self.own + other.own,
+            children: self.children + other.children,
+            postgres: self
+                .postgres
+                .zip(other.postgres)
+                .map(|(one, other)| one + other),
+        }
+    }
+}
+
+/// How long a phase took, the CPU it used and the WAL the platform's cluster wrote during it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measured {
+    pub(crate) elapsed: std::time::Duration,
+    pub(crate) cpu: CpuUse,
+    pub(crate) wal_bytes: u64,
+}
+
+impl Measured {
+    /// Times `phase`.
+    pub(crate) async fn of<T>(
+        database: &store::Database,
+        pgdata: Option<&std::path::Path>,
+        phase: impl AsyncFnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<(T, Self)> {
+        let cpu_at_start = CpuSample::take(pgdata);
+        let wal_at_start = store::service::bench_support::wal_position(&database.service).await?;
+        let started = std::time::Instant::now();
+        let outcome = phase().await?;
+        let elapsed = started.elapsed();
+        let cpu = CpuSample::take(pgdata).since(&cpu_at_start);
+        let wal_bytes = store::service::bench_support::wal_position(&database.service)
+            .await?
+            .saturating_sub(wal_at_start);
+        Ok((
+            outcome,
+            Self {
+                elapsed,
+                cpu,
+                wal_bytes,
+            },
+        ))
+    }
+
+    pub(crate) fn rate(&self, events: u64) -> f64 {
+        events as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 /// User plus system time of a process from `/proc/<pid>/stat`, with that of its reaped
 /// children when asked (the postmaster collects its exited backends' time that way). Linux
 /// reports it in USER_HZ ticks, 100 a second.

@@ -108,7 +108,11 @@ async fn run(
         crate::scratch::managed_pgdata(settings).as_deref(),
     )
     .await?;
-    let (total, bronze, materializer) = (measured.events, measured.bronze, measured.materializer);
+    let (total, bronze, materializer) = (
+        measured.events,
+        measured.bronze.elapsed,
+        measured.materializer.elapsed,
+    );
     let load_after_throughput = load_average();
     let aggregation = Instant::now();
     let rounds = pipeline::aggregator::run_once(&database.service, 5000).await?;
@@ -383,13 +387,8 @@ pub(crate) async fn allow_keys(database: &Database) -> anyhow::Result<()> {
 /// The bronze writer alone, then the materializer alone, over the same simulator events.
 pub(crate) struct Throughput {
     pub(crate) events: u64,
-    pub(crate) bronze: Duration,
-    pub(crate) materializer: Duration,
-    pub(crate) bronze_cpu: crate::machine::CpuUse,
-    pub(crate) materializer_cpu: crate::machine::CpuUse,
-    /// WAL the platform's cluster wrote during each.
-    pub(crate) bronze_wal: u64,
-    pub(crate) materializer_wal: u64,
+    pub(crate) bronze: crate::machine::Measured,
+    pub(crate) materializer: crate::machine::Measured,
 }
 
 /// Publishes `events` simulator events of `tenants` new tenants (100 devices each) on `bus`,
@@ -424,36 +423,26 @@ pub(crate) async fn throughput(
     let total = messages.len() as u64;
     drop(messages);
     let measure = async |stage: Stage| {
-        let cpu_at_start = crate::machine::CpuSample::take(pgdata);
-        let wal_at_start = store::service::bench_support::wal_position(&database.service).await?;
-        let elapsed = consume(bus, stage.group(), batch, total, async |deliveries| {
-            stage.apply(database, deliveries).await
+        let (elapsed, measured) = crate::machine::Measured::of(database, pgdata, async || {
+            consume(bus, stage.group(), batch, total, async |deliveries| {
+                stage.apply(database, deliveries).await
+            })
+            .await
         })
         .await?;
-        let cpu = crate::machine::CpuSample::take(pgdata).since(&cpu_at_start);
-        let wal = store::service::bench_support::wal_position(&database.service)
-            .await?
-            .saturating_sub(wal_at_start);
-        anyhow::Ok((elapsed, cpu, wal))
+        println!(
+            "  {:<15} {total} events in {:.2} s",
+            stage.label(),
+            elapsed.as_secs_f64()
+        );
+        anyhow::Ok(measured)
     };
-    let (bronze, bronze_cpu, bronze_wal) = measure(Stage::BronzeWriter).await?;
-    println!(
-        "  bronze writer:  {total} events in {:.2} s",
-        bronze.as_secs_f64()
-    );
-    let (materializer, materializer_cpu, materializer_wal) = measure(Stage::Materializer).await?;
-    println!(
-        "  materializer:   {total} events in {:.2} s",
-        materializer.as_secs_f64()
-    );
+    let bronze = measure(Stage::BronzeWriter).await?;
+    let materializer = measure(Stage::Materializer).await?;
     Ok(Throughput {
         events: total,
         bronze,
         materializer,
-        bronze_cpu,
-        materializer_cpu,
-        bronze_wal,
-        materializer_wal,
     })
 }
 
@@ -465,6 +454,13 @@ enum Stage {
 }
 
 impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Self::BronzeWriter => "bronze writer:",
+            Self::Materializer => "materializer:",
+        }
+    }
+
     fn group(self) -> &'static str {
         match self {
             Self::BronzeWriter => pipeline::bronze::GROUP,

@@ -21,8 +21,8 @@ use tributary::ingestion::Ingestion;
 use tributary::{Connected, Settings};
 
 use crate::capture::{self, StreamingAgent};
-use crate::ingest::{self, IngestArgs, Measured};
-use crate::machine::{self, CpuSample, CpuUse, Residency};
+use crate::ingest::{self, IngestArgs};
+use crate::machine::{self, CpuSample, CpuUse, Measured, Residency};
 use crate::materialize::{self, PROBE_KEY};
 
 /// Devices of each source of the whole path.
@@ -387,16 +387,6 @@ impl Bench<'_> {
             .baseline
             .as_ref()
             .context("the ingest stage ran without its baselines")?;
-        let sending_and_draining = CpuUse {
-            wall: ingested.sending.wall + ingested.draining.wall,
-            own: ingested.sending.own + ingested.draining.own,
-            children: 0.0,
-            postgres: ingested
-                .sending
-                .postgres
-                .zip(ingested.draining.postgres)
-                .map(|(sending, draining)| sending + draining),
-        };
         let edge_acked = Figure::from_parts(
             ingested.events,
             ingested.ack_elapsed,
@@ -406,7 +396,7 @@ impl Bench<'_> {
         let edge_to_bronze = Figure::from_parts(
             ingested.events,
             ingested.bronze_elapsed,
-            sending_and_draining,
+            ingested.sending + ingested.draining,
             Some(ingested.wal_bytes),
         );
         // The ingest stage runs no materializer: its events are not the materializer's to measure.
@@ -421,8 +411,9 @@ impl Bench<'_> {
             &self.scratch.join(format!("capture-{run}")),
         )
         .await?;
+        // Two runs of pg_recvlogical: their rows, time and CPU together.
         let recvlogical = Figure::from_parts(
-            captured.rows,
+            captured.rows * 2,
             captured.baseline * 2,
             captured.baseline_cpu,
             None,
@@ -447,24 +438,10 @@ impl Bench<'_> {
             copy_transactions: Figure::of(baseline.rows, &baseline.transactions),
             edge_acked,
             edge_to_bronze,
-            recvlogical: Figure {
-                // Two runs of pg_recvlogical were timed together.
-                events_per_second: recvlogical.events_per_second * 2.0,
-                ..recvlogical
-            },
+            recvlogical,
             capture,
-            bronze_writer: Figure::from_parts(
-                throughput.events,
-                throughput.bronze,
-                throughput.bronze_cpu,
-                Some(throughput.bronze_wal),
-            ),
-            materializer: Figure::from_parts(
-                throughput.events,
-                throughput.materializer,
-                throughput.materializer_cpu,
-                Some(throughput.materializer_wal),
-            ),
+            bronze_writer: Figure::of(throughput.events, &throughput.bronze),
+            materializer: Figure::of(throughput.events, &throughput.materializer),
         })
     }
 
