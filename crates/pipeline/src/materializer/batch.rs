@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use domain::TenantId;
 use serde_json::Value;
 use store::service::read_models::{
-    DriftCount, EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate, UnmappedCount,
+    DriftCount, EntityKey, EntityWrites, ExtraRow, MaterializeTx, SourceTruncate, StatePlace,
+    StoredState, UnmappedCount,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -125,12 +126,15 @@ pub(super) async fn apply_in(
             .states_fed_by(truncate.tenant, truncate.kind.as_str(), &truncate.feed)
             .await?;
         for (key, text) in fed {
-            stored.entry(key).or_insert(text);
+            stored.entry(key).or_insert(StoredState {
+                text,
+                place: StatePlace::Entities,
+            });
         }
     }
     let mut states: HashMap<EntityKey, EntityState> = HashMap::with_capacity(keys.len());
-    for (key, text) in &stored {
-        let state = serde_json::from_str(text).map_err(|_| {
+    for (key, stored) in &stored {
+        let state = serde_json::from_str(&stored.text).map_err(|_| {
             store::StoreError::Invalid("a stored entity state cannot be read".into())
         })?;
         states.insert(key.clone(), state);
@@ -194,31 +198,24 @@ pub(super) async fn apply_in(
     let mut writes = EntityWrites::default();
     for key in changed {
         let state = &states[&key];
-        let was_stored = stored.contains_key(&key);
+        let was = stored.get(&key).map(|stored| stored.place);
         let derive_with = match last.get(&key) {
             Some(event) => Some((event.kind, &event.mapping, event.id_column.as_str())),
             None => derived_after_truncate(&key, state, &truncated_by),
         };
-        let Some((kind, mapping, id_column)) = derive_with else {
+        let Some(derive_with) = derive_with else {
             return Err(store::StoreError::Invalid(
                 "an entity changed without an event or a truncate".into(),
             ));
         };
-        derive(
-            &mut writes,
-            &key,
-            kind,
-            state,
-            mapping,
-            id_column,
-            was_stored,
-        );
         let text = serde_json::to_string(state)
             .map_err(|_| store::StoreError::Invalid("an entity state cannot be written".into()))?;
-        if was_stored {
-            writes.states.push((key, text));
-        } else {
-            writes.new_states.push((key, text));
+        let in_reading_row = derive(&mut writes, &key, state, derive_with, was.is_some(), &text);
+        match (was, in_reading_row) {
+            (Some(StatePlace::Entities), true) => writes.moved_states.push(key),
+            (_, true) => {}
+            (Some(StatePlace::Entities), false) => writes.states.push((key, text)),
+            (Some(StatePlace::ReadingRow) | None, false) => writes.new_states.push((key, text)),
         }
     }
     writes.truncates = newest
@@ -424,15 +421,17 @@ fn derived_after_truncate<'a>(
 
 /// Adds the rows derived from an entity's (or a reading's) state to `writes`. The extras and
 /// the reading row of an entity that had no stored state are new: there is nothing to replace.
+/// `derive_with` is the kind, mapping and id column to derive by. Returns whether the state
+/// (`text`) is kept in the reading row it derived; any other state is kept in
+/// `pipeline.entity_state`.
 fn derive(
     writes: &mut EntityWrites,
     key: &EntityKey,
-    kind: EntityKind,
     state: &EntityState,
-    mapping: &EntityMapping,
-    id_column: &str,
+    (kind, mapping, id_column): (EntityKind, &EntityMapping, &str),
     was_stored: bool,
-) {
+    text: &str,
+) -> bool {
     let tenant = *key.0.as_uuid();
     match kind.table() {
         Some(table) => {
@@ -452,13 +451,18 @@ fn derive(
                     value,
                 });
             }
+            false
         }
         None => {
             if was_stored {
                 writes.readings_replaced.push((key.0, key.2.clone()));
             }
-            if let Some(row) = state::derive_reading(tenant, &key.2, state, mapping) {
-                writes.readings.push(row);
+            match state::derive_reading(tenant, &key.2, state, mapping, text) {
+                Some(row) => {
+                    writes.readings.push(row);
+                    true
+                }
+                None => false,
             }
         }
     }

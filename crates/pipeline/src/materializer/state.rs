@@ -327,12 +327,14 @@ pub fn derive_entity(
     }
 }
 
-/// The reading row of a reading in its state, if it is complete and not deleted.
+/// The reading row of a reading in its state, if it is complete and not deleted; the row keeps
+/// the state as `state_text` (its JSON).
 pub fn derive_reading(
     tenant: Uuid,
     reading_id: &str,
     state: &EntityState,
     mapping: &EntityMapping,
+    state_text: &str,
 ) -> Option<ReadingRow> {
     if state.is_deleted() {
         return None;
@@ -364,5 +366,6 @@ pub fn derive_reading(
         value: number_of(typed.get("value")?)?,
         pos_lsn,
         pos_seq,
+        state: state_text.to_owned(),
     })
 }

@@ -584,6 +584,98 @@ async fn a_partial_update_of_a_sites_reading_stays_the_sites() {
 }
 
 #[tokio::test]
+async fn a_readings_state_lives_in_its_row_moves_there_and_stays_behind_when_deleted() {
+    let test_database = TestDatabase::new().await;
+    let database = test_database.connect().await;
+    let acme = tenant(&database, "Acme").await;
+    let source = SourceId::new_random();
+    let key = json!({ "reading_id": 1 });
+    let reading_event = |op, lsn, after: Option<Value>| {
+        event(acme, source, op, "readings", lsn, key.clone(), after, &[])
+    };
+    let image = json!({
+        "reading_id": 1, "site_id": "s1", "metric": "power_kw", "value": 3.5,
+        "measured_at": "2026-11-20T10:00:30Z",
+    });
+    let mut admin = test_database.admin().await;
+    // Where the reading's state is: (in entity_state, in its reading row).
+    async fn places(admin: &mut PgConnection, tenant: TenantId) -> (i64, i64) {
+        sqlx::query_as(
+            "select (select count(*) from pipeline.entity_state \
+                     where tenant_id = $1 and entity_kind = 'reading'), \
+                    (select count(*) from pipeline.metric_readings \
+                     where tenant_id = $1 and state is not null)",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(admin)
+        .await
+        .unwrap()
+    }
+    let outcome = materialize(
+        &database,
+        &[reading_event(
+            protocol::Op::Insert,
+            1000,
+            Some(image.clone()),
+        )],
+    )
+    .await;
+    assert_eq!(outcome.applied, 1, "{outcome:?}");
+    assert_eq!(places(&mut admin, acme).await, (0, 1));
+
+    // As a reading stored before its row kept its state.
+    sqlx::query(
+        "with moved as (update pipeline.metric_readings set state = null \
+             where tenant_id = $1 returning tenant_id, reading_id) \
+         insert into pipeline.entity_state (tenant_id, entity_kind, entity_id, state) \
+         select m.tenant_id, 'reading', m.reading_id, r.state::jsonb \
+         from moved m join pipeline.metric_readings r using (tenant_id, reading_id)",
+    )
+    .bind(acme.as_uuid())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(places(&mut admin, acme).await, (1, 0));
+    // An update carrying one column folds into the stored state, wherever it is kept, and
+    // the state moves into the row.
+    let update = reading_event(
+        protocol::Op::Update,
+        1008,
+        Some(json!({ "reading_id": 1, "value": 4.5 })),
+    );
+    materialize(&database, &[update]).await;
+    assert_eq!(places(&mut admin, acme).await, (0, 1));
+    let mut viewer = as_viewer(&test_database, acme).await;
+    let rows: Vec<(String, String, f64, i64)> = sqlx::query_as(
+        "select entity_kind, entity_id, value_sum, value_count from analytics.metrics_min",
+    )
+    .fetch_all(&mut viewer)
+    .await
+    .unwrap();
+    assert_eq!(rows, [("site".to_owned(), "s1".to_owned(), 4.5, 1)]);
+
+    // Deleted, the reading has no row: its state, the tombstone, is kept in entity_state, and
+    // an older insert arriving late cannot bring the reading back.
+    materialize(
+        &database,
+        &[reading_event(protocol::Op::Delete, 1016, None)],
+    )
+    .await;
+    assert_eq!(places(&mut admin, acme).await, (1, 0));
+    materialize(
+        &database,
+        &[reading_event(protocol::Op::Insert, 1004, Some(image))],
+    )
+    .await;
+    assert_eq!(places(&mut admin, acme).await, (1, 0));
+    let buckets: i64 = sqlx::query_scalar("select count(*) from analytics.metrics_min")
+        .fetch_one(&mut viewer)
+        .await
+        .unwrap();
+    assert_eq!(buckets, 0);
+}
+
+#[tokio::test]
 async fn sums_are_exact_and_the_same_in_any_order() {
     let test_database = TestDatabase::new().await;
     let database = test_database.connect().await;
@@ -638,16 +730,29 @@ async fn a_bucket_without_an_exact_sum_is_recounted_when_it_gains_a_reading() {
     .execute(&mut admin)
     .await
     .unwrap();
-    materialize(&database, &[reading(acme, source, 2, "d1", 3.0, 20)]).await;
-    let mut viewer = as_viewer(&test_database, acme).await;
-    let row: (f64, i64, f64, f64, f64, bool) = sqlx::query_as(
-        "select value_sum, value_count, value_min, value_max, last_value, \
-                value_sum_exact is not null from analytics.metrics_min",
+    // Its hour has an exact sum but no last reading: it cannot be added to either.
+    sqlx::query(
+        "update analytics.metrics_hour set last_reading_id = null, value_count = 99, \
+             value_sum = 99, value_sum_exact = 99 where tenant_id = $1",
     )
-    .fetch_one(&mut viewer)
+    .bind(acme.as_uuid())
+    .execute(&mut admin)
     .await
     .unwrap();
-    assert_eq!(row, (5.0, 2, 2.0, 3.0, 3.0, true));
+    let outcome = materialize(&database, &[reading(acme, source, 2, "d1", 3.0, 20)]).await;
+    assert_eq!(outcome.applied, 1, "{outcome:?}");
+    let mut viewer = as_viewer(&test_database, acme).await;
+    for table in ["metrics_min", "metrics_hour"] {
+        let row: (f64, i64, f64, f64, f64, bool) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select value_sum, value_count, value_min, value_max, last_value, \
+                    value_sum_exact is not null and last_reading_id is not null \
+             from analytics.{table}"
+        )))
+        .fetch_one(&mut viewer)
+        .await
+        .unwrap();
+        assert_eq!(row, (5.0, 2, 2.0, 3.0, 3.0, true), "{table}");
+    }
 }
 
 /// Requests a replay of the tenant's dead letters, as an admin would, and carries it out.

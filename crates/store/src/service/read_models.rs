@@ -65,6 +65,26 @@ pub struct ReadingRow {
     pub value: f64,
     pub pos_lsn: i64,
     pub pos_seq: i32,
+    /// The reading's materialized state (JSON text), kept in its row rather than in
+    /// `pipeline.entity_state`: a reading is written once, not twice.
+    pub state: String,
+}
+
+/// Where an entity's materialized state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePlace {
+    /// `pipeline.entity_state`: sites, devices, sessions, and readings without a reading row
+    /// (deleted, or lacking a field a reading needs), or stored before reading rows kept theirs.
+    Entities,
+    /// The reading's own row in `pipeline.metric_readings`.
+    ReadingRow,
+}
+
+/// A stored entity state: its JSON text and where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    pub text: String,
+    pub place: StatePlace,
 }
 
 /// A typed extra's value; its variant is the extras table it lands in.
@@ -104,9 +124,13 @@ pub struct SourceTruncate {
 pub struct EntityWrites {
     /// New states (JSON text) of entities that had a stored state, by key.
     pub states: Vec<(EntityKey, String)>,
-    /// States (JSON text) of entities that had none: inserted without looking for a conflict
-    /// (the transaction holds the tenants' locks, so none can appear meanwhile).
+    /// States (JSON text) of entities that had none in `pipeline.entity_state`: inserted
+    /// without looking for a conflict (the transaction holds the tenants' locks, so none can
+    /// appear meanwhile).
     pub new_states: Vec<(EntityKey, String)>,
+    /// Readings whose state moves from `pipeline.entity_state` into their reading row (written
+    /// with [`EntityWrites::readings`]): removed from `entity_state`.
+    pub moved_states: Vec<EntityKey>,
     /// Typed rows as JSON objects with the table's column names, per table
     /// (`sites`, `devices`, `sessions`).
     pub typed: BTreeMap<&'static str, Vec<serde_json::Value>>,
@@ -199,23 +223,34 @@ impl MaterializeTx {
         Ok(Self { transaction })
     }
 
-    /// The stored states (JSON text) of `keys`; missing ones are absent.
+    /// The stored states of `keys`, from `pipeline.entity_state` or a reading's row; missing
+    /// ones are absent.
     pub async fn load_states(
         &mut self,
         keys: &[EntityKey],
-    ) -> Result<HashMap<EntityKey, String>, StoreError> {
+    ) -> Result<HashMap<EntityKey, StoredState>, StoreError> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
         let tenants = column(keys, |key| *key.0.as_uuid());
         let kinds = column(keys, |key| key.1.as_str());
         let ids = column(keys, |key| key.2.as_str());
-        let rows: Vec<(i64, String)> = sqlx::query_as(
-            "select k.n, e.state::text \
+        // A reading's state is in one of the two places (a write that moves it removes the
+        // other); when both answered, the reading row's is the one written last.
+        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+            "select k.n, s.state, s.in_row \
              from unnest($1::uuid[], $2::text[], $3::text[]) with ordinality \
                  as k(tenant_id, entity_kind, entity_id, n) \
-             join pipeline.entity_state e on e.tenant_id = k.tenant_id \
-                 and e.entity_kind = k.entity_kind and e.entity_id = k.entity_id",
+             cross join lateral ( \
+                 select e.state::text as state, false as in_row from pipeline.entity_state e \
+                 where e.tenant_id = k.tenant_id and e.entity_kind = k.entity_kind \
+                     and e.entity_id = k.entity_id \
+                 union all \
+                 select r.state, true from pipeline.metric_readings r \
+                 where k.entity_kind = 'reading' and r.tenant_id = k.tenant_id \
+                     and r.reading_id = k.entity_id and r.state is not null \
+             ) s \
+             order by k.n, s.in_row",
         )
         .bind(&tenants)
         .bind(&kinds)
@@ -223,12 +258,17 @@ impl MaterializeTx {
         .fetch_all(&mut *self.transaction)
         .await?;
         let mut states = HashMap::with_capacity(rows.len());
-        for (ordinal, state) in rows {
+        for (ordinal, text, in_row) in rows {
             let key = usize::try_from(ordinal - 1)
                 .ok()
                 .and_then(|index| keys.get(index))
                 .ok_or_else(|| StoreError::Invalid("a state of a key not asked for".into()))?;
-            states.insert(key.clone(), state);
+            let place = if in_row {
+                StatePlace::ReadingRow
+            } else {
+                StatePlace::Entities
+            };
+            states.insert(key.clone(), StoredState { text, place });
         }
         Ok(states)
     }
@@ -291,7 +331,13 @@ impl MaterializeTx {
     /// aggregator.
     pub async fn write(&mut self, writes: &EntityWrites) -> Result<(), StoreError> {
         let connection = &mut *self.transaction;
-        write_states(connection, &writes.states, &writes.new_states).await?;
+        write_states(
+            connection,
+            &writes.states,
+            &writes.new_states,
+            &writes.moved_states,
+        )
+        .await?;
         for (table, rows) in &writes.typed {
             if rows.is_empty() {
                 continue;
@@ -320,8 +366,7 @@ impl MaterializeTx {
         let connection = &mut *self.transaction;
         sqlx::query(
             "insert into pipeline.rollup_dirty (metric_key, minute) \
-             select distinct metric_key, minute from analytics.metrics_min where tenant_id = $1 \
-             order by metric_key, minute on conflict do nothing",
+             select distinct metric_key, minute from analytics.metrics_min where tenant_id = $1",
         )
         .bind(tenant.as_uuid())
         .execute(&mut *connection)
@@ -362,13 +407,27 @@ const CLEAR_TENANT: [&str; 16] = [
     "delete from analytics.extras_time where tenant_id = $1",
 ];
 
-/// Updates the `stored` states and inserts the `new` ones: an insert that need not check for a
-/// conflict first costs about half an upsert.
+/// Updates the `stored` states, inserts the `new` ones (an insert that need not check for a
+/// conflict first costs about half an upsert) and removes the `moved` ones.
 async fn write_states(
     connection: &mut sqlx::PgConnection,
     stored: &[(EntityKey, String)],
     new: &[(EntityKey, String)],
+    moved: &[EntityKey],
 ) -> Result<(), StoreError> {
+    if !moved.is_empty() {
+        sqlx::query(
+            "delete from pipeline.entity_state e \
+             using unnest($1::uuid[], $2::text[], $3::text[]) as m(tenant_id, entity_kind, entity_id) \
+             where e.tenant_id = m.tenant_id and e.entity_kind = m.entity_kind \
+                 and e.entity_id = m.entity_id",
+        )
+        .bind(column(moved, |key| *key.0.as_uuid()))
+        .bind(column(moved, |key| key.1.as_str()))
+        .bind(column(moved, |key| key.2.as_str()))
+        .execute(&mut *connection)
+        .await?;
+    }
     for (states, statement) in [
         (
             stored,
@@ -524,10 +583,10 @@ impl<'a> BucketColumns<'a> {
 /// without a stored row was never counted); a bucket that loses a reading (replaced or
 /// deleted), or a row written before the exact sum was kept, is recomputed from its readings.
 /// Either way the result depends only on the readings, not on the order they came in. Every
-/// touched (key, minute) is marked for the aggregator in one statement, in one order, so two
-/// transactions marking the same minutes wait for each other instead of deadlocking. Last, every
-/// hour holding a touched minute is recomputed from its minutes, so the hourly rollup is exact
-/// in the same transaction.
+/// touched (key, minute) is marked for the aggregator in the same statement (the queue takes
+/// duplicates, so marking never waits for another transaction). The hours take what their
+/// minutes took; an hour holding a recomputed minute is recomputed from its minutes, so the
+/// hourly rollup is exact in the same transaction.
 async fn write_readings(
     connection: &mut sqlx::PgConnection,
     replaced: &[(TenantId, String)],
@@ -570,6 +629,7 @@ async fn write_readings(
             .bind(&lost.ids)
             .bind(&lost.keys)
             .bind(&lost.minutes)
+            .bind(column(readings, |r| r.state.as_str()))
             .fetch_all(&mut *connection)
             .await?;
     // Hours that took what their minutes took are current; those of recomputed minutes and
@@ -732,17 +792,27 @@ macro_rules! hour_last {
 }
 
 /// The `do update` of a bucket `m` (a minute or an hour) that `excluded` adds readings to:
-/// sums and counts added, the extremes kept, the newer last reading; only to a bucket with an
-/// exact sum and a last reading (an older row without them is recomputed instead).
+/// sums and counts added, the extremes kept, the newer last reading. A bucket without an exact
+/// sum or a last reading (an older row) cannot be added to: its `last_measured_at` is left null,
+/// which [`ADD_READINGS`] returns for the caller to recompute the bucket, overwriting what this
+/// wrote. No conflict filter decides that instead: a bucket the filter skipped would have to be
+/// found by joining what was proposed with what was written, a nested loop over the batch's
+/// buckets.
 macro_rules! add_to_bucket {
     () => {
-        "value_sum = (m.value_sum_exact + excluded.value_sum_exact)::float8, \
+        "value_sum = coalesce((m.value_sum_exact + excluded.value_sum_exact)::float8, \
+                 m.value_sum), \
              value_sum_exact = m.value_sum_exact + excluded.value_sum_exact, \
              value_count = m.value_count + excluded.value_count, \
              value_min = least(m.value_min, excluded.value_min), \
              value_max = greatest(m.value_max, excluded.value_max), \
              (last_value, last_pos_lsn, last_pos_seq, last_measured_at, last_reading_id) = \
-                 (select * from (values \
+                 (select value, pos_lsn, pos_seq, \
+                      case when m.value_sum_exact is not null \
+                          and m.last_measured_at is not null \
+                          and m.last_reading_id is not null then measured_at end, \
+                      reading_id \
+                  from (values \
                      (m.last_value, m.last_pos_lsn, m.last_pos_seq, m.last_measured_at, \
                       m.last_reading_id), \
                      (excluded.last_value, excluded.last_pos_lsn, excluded.last_pos_seq, \
@@ -750,9 +820,7 @@ macro_rules! add_to_bucket {
                      as candidate(value, pos_lsn, pos_seq, measured_at, reading_id) \
                   order by measured_at desc, pos_lsn desc, pos_seq desc, \
                       reading_id collate \"C\" desc \
-                  limit 1) \
-         where m.value_sum_exact is not null and m.last_measured_at is not null \
-             and m.last_reading_id is not null"
+                  limit 1)"
     };
 }
 
@@ -764,23 +832,29 @@ macro_rules! metrics_min_columns {
     };
 }
 
-/// Inserts the new readings ($1-$9), adds them to the minutes that lose no reading (the lost
-/// ones, $10-$14, are recomputed afterwards) and what they added to those minutes to their
-/// hours, marks every touched (key, minute) for the aggregator, and returns the minutes
-/// (`false`) and the hours (`true`) it could not add to (rows without an exact sum), to be
-/// recomputed. Adding gives what recomputing would: sums are exact (`numeric`), and the last
+/// Inserts the new readings ($1-$9, their states $15), adds them to the minutes that lose no
+/// reading (the lost ones, $10-$14, are recomputed afterwards) and what they added to those
+/// minutes to their hours, marks every touched (key, minute) for the aggregator, and returns
+/// the minutes (`false`) and the hours (`true`) it could not add to (rows without an exact sum),
+/// to be recomputed. Adding gives what recomputing would: sums are exact (`numeric`), and the last
 /// value is the greatest by one order however the readings are grouped.
+///
+/// The hours take every gained minute's delta, also of a minute that turns out to need a
+/// recount: its hour is recomputed after the minute, which overwrites it. So no step joins what
+/// one step proposed with what another wrote: with hash and merge joins off in the transaction
+/// (see [`MaterializeTx`]), such a join of two CTEs loops over one for each row of the other.
 const ADD_READINGS: &str = concat!(
     "with new as ( \
          insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, entity_id, \
-             metric_key, minute, measured_at, value, pos_lsn, pos_seq) \
+             metric_key, minute, measured_at, value, pos_lsn, pos_seq, state) \
          select tenant_id, reading_id, entity_kind, entity_id, metric_key, \
-                date_trunc('minute', measured_at), measured_at, value, pos_lsn, pos_seq \
+                date_trunc('minute', measured_at), measured_at, value, pos_lsn, pos_seq, state \
          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::timestamptz[], $7::float8[], $8::int8[], $9::int4[]) \
+             $6::timestamptz[], $7::float8[], $8::int8[], $9::int4[], $15::text[]) \
              as r(tenant_id, reading_id, entity_kind, entity_id, metric_key, measured_at, value, \
-                  pos_lsn, pos_seq) \
-         returning * \
+                  pos_lsn, pos_seq, state) \
+         returning tenant_id, reading_id, entity_kind, entity_id, metric_key, minute, \
+             measured_at, value, pos_lsn, pos_seq \
      ), \
      lost as ( \
          select * from unnest($10::uuid[], $11::text[], $12::text[], $13::text[], \
@@ -806,7 +880,8 @@ const ADD_READINGS: &str = concat!(
          on conflict (tenant_id, entity_kind, entity_id, metric_key, minute) do update set ",
     add_to_bucket!(),
     " \
-         returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.minute \
+         returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.minute, \
+             m.last_measured_at is null as stale \
      ), \
      hour_gained as ( \
          select g.tenant_id, g.entity_kind, g.entity_id, g.metric_key, \
@@ -823,9 +898,7 @@ const ADD_READINGS: &str = concat!(
     ", ",
     hour_last!("g.last_reading_id"),
     " \
-         from gained g join added a on a.tenant_id = g.tenant_id \
-             and a.entity_kind = g.entity_kind and a.entity_id = g.entity_id \
-             and a.metric_key = g.metric_key and a.minute = g.minute \
+         from gained g \
          group by 1, 2, 3, 4, 5 \
      ), \
      hours_added as ( \
@@ -836,26 +909,19 @@ const ADD_READINGS: &str = concat!(
          on conflict (tenant_id, entity_kind, entity_id, metric_key, hour) do update set ",
     add_to_bucket!(),
     " \
-         returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.hour \
+         returning m.tenant_id, m.entity_kind, m.entity_id, m.metric_key, m.hour, \
+             m.last_measured_at is null as stale \
      ), \
      marked as ( \
          insert into pipeline.rollup_dirty (metric_key, minute) \
          select distinct metric_key, minute from ( \
              select metric_key, minute from new union all select metric_key, minute from lost \
          ) touched \
-         order by metric_key, minute \
-         on conflict do nothing \
      ) \
-     select g.tenant_id, g.entity_kind, g.entity_id, g.metric_key, g.minute, false from gained g \
-     where not exists (select 1 from added a where a.tenant_id = g.tenant_id \
-         and a.entity_kind = g.entity_kind and a.entity_id = g.entity_id \
-         and a.metric_key = g.metric_key and a.minute = g.minute) \
+     select tenant_id, entity_kind, entity_id, metric_key, minute, false from added where stale \
      union all \
-     select h.tenant_id, h.entity_kind, h.entity_id, h.metric_key, h.hour, true \
-     from hour_gained h \
-     where not exists (select 1 from hours_added a where a.tenant_id = h.tenant_id \
-         and a.entity_kind = h.entity_kind and a.entity_id = h.entity_id \
-         and a.metric_key = h.metric_key and a.hour = h.hour)"
+     select tenant_id, entity_kind, entity_id, metric_key, hour, true from hours_added \
+     where stale"
 );
 
 /// Recomputes the buckets $1-$5 (distinct) from their readings; a bucket left without

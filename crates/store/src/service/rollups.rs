@@ -58,23 +58,29 @@ pub async fn aggregate_round(database: &ServiceDb, limit: i64) -> Result<RoundOu
         sqlx::query(
             "insert into pipeline.rollup_dirty (metric_key, minute) \
              select distinct metric_key, minute from analytics.metrics_min \
-             where metric_key = any($1) on conflict do nothing",
+             where metric_key = any($1)",
         )
         .bind(&backfilled)
         .execute(&mut *tx)
         .await?;
     }
     outcome.backfilled = backfilled.len() as u64;
-    let taken: Vec<(String, OffsetDateTime)> = sqlx::query_as(
+    // The queue holds a pair once per transaction that marked it (migration 0040): every copy
+    // of the pairs taken goes. A copy committed after this statement began stays for the next
+    // round, which sees what its transaction wrote.
+    let mut taken: Vec<(String, OffsetDateTime)> = sqlx::query_as(
         "delete from pipeline.rollup_dirty d using ( \
-             select metric_key, minute from pipeline.rollup_dirty \
-             order by minute, metric_key limit $1 for update skip locked) t \
+             select distinct metric_key, minute from ( \
+                 select metric_key, minute from pipeline.rollup_dirty \
+                 order by minute, metric_key limit $1) oldest) t \
          where d.metric_key = t.metric_key and d.minute = t.minute \
          returning d.metric_key, d.minute",
     )
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
+    taken.sort_unstable();
+    taken.dedup();
     outcome.minutes = taken.len() as u64;
     if !taken.is_empty() {
         let keys: Vec<&str> = taken.iter().map(|(key, _)| key.as_str()).collect();
@@ -133,9 +139,9 @@ const RECOMPUTE: [&str; 4] = [
 
 /// How many (key, minute) pairs wait for the aggregator.
 pub async fn queued(database: &ServiceDb) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("select count(*) from pipeline.rollup_dirty")
-            .fetch_one(database.pool())
-            .await?,
+    Ok(sqlx::query_scalar(
+        "select count(*) from (select distinct metric_key, minute from pipeline.rollup_dirty) q",
     )
+    .fetch_one(database.pool())
+    .await?)
 }
