@@ -32,27 +32,97 @@ pub struct Field {
     pub p: Pos,
 }
 
+/// Stored as [`StoredState`]'s JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredState", into = "StoredState")]
 pub struct EntityState {
     /// The last full image (insert, read or delete).
-    #[serde(default)]
     pub base: Option<Pos>,
-    #[serde(default, skip_serializing_if = "is_false")]
     pub base_is_delete: bool,
     /// Commit time of the delete that is the base, if it is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
     /// The newest event applied, and its source.
-    #[serde(default)]
     pub pos: Option<Pos>,
-    #[serde(default)]
     pub source: Option<Uuid>,
-    #[serde(default)]
     pub fields: BTreeMap<String, Field>,
     /// The source tables that fed the entity (see [`feed_name`]), each with its oldest event:
     /// a truncate of the table at a newer position deletes the entity at that position.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub feeds: BTreeMap<String, Feed>,
+}
+
+/// An [`EntityState`] as it is stored. Most fields were set by the base image (a reading's, by
+/// its insert, all of them): those are kept by value in `image`, their position being the
+/// base's, and only the others with their own in `fields`. That halves a reading's state, which
+/// is most of what the materializer writes per reading. A state stored with every field in
+/// `fields` (as before `image` existed) reads the same.
+#[derive(Serialize, Deserialize)]
+struct StoredState {
+    #[serde(default)]
+    base: Option<Pos>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    base_is_delete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deleted_at: Option<String>,
+    #[serde(default)]
+    pos: Option<Pos>,
+    #[serde(default)]
+    source: Option<Uuid>,
+    /// The fields set at the base's position, by value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    image: BTreeMap<String, Value>,
+    /// The fields set at another position.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    fields: BTreeMap<String, Field>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    feeds: BTreeMap<String, Feed>,
+}
+
+impl From<EntityState> for StoredState {
+    fn from(state: EntityState) -> Self {
+        let mut image = BTreeMap::new();
+        let mut fields = BTreeMap::new();
+        for (column, field) in state.fields {
+            match state.base {
+                Some(base) if field.p == base => {
+                    image.insert(column, field.v);
+                }
+                _ => {
+                    fields.insert(column, field);
+                }
+            }
+        }
+        StoredState {
+            base: state.base,
+            base_is_delete: state.base_is_delete,
+            deleted_at: state.deleted_at,
+            pos: state.pos,
+            source: state.source,
+            image,
+            fields,
+            feeds: state.feeds,
+        }
+    }
+}
+
+impl From<StoredState> for EntityState {
+    fn from(stored: StoredState) -> Self {
+        let mut fields = stored.fields;
+        // `image` is only ever written with a base; one without could not say its position.
+        if let Some(base) = stored.base {
+            for (column, value) in stored.image {
+                fields.insert(column, Field { v: value, p: base });
+            }
+        }
+        EntityState {
+            base: stored.base,
+            base_is_delete: stored.base_is_delete,
+            deleted_at: stored.deleted_at,
+            pos: stored.pos,
+            source: stored.source,
+            fields,
+            feeds: stored.feeds,
+        }
+    }
 }
 
 fn is_false(flag: &bool) -> bool {
@@ -368,4 +438,66 @@ pub fn derive_reading(
         pos_seq,
         state: state_text.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded() -> EntityState {
+        let mut state = EntityState::default();
+        let source = Uuid::nil();
+        let image = json!({ "reading_id": 7, "device_id": "d1", "value": 2.5, "note": null });
+        let Value::Object(image) = image else {
+            unreachable!()
+        };
+        state.apply(
+            &Change::Image(image),
+            (100, 0),
+            "2026-12-07T10:00:00Z",
+            source,
+        );
+        let Value::Object(after) = json!({ "value": 3.5 }) else {
+            unreachable!()
+        };
+        let update = Change::Update {
+            after,
+            unchanged: Vec::new(),
+        };
+        state.apply(&update, (200, 1), "2026-12-07T10:00:01Z", source);
+        state.record_feed("source:public.readings", (100, 0), "reading_id");
+        state
+    }
+
+    #[test]
+    fn a_state_reads_back_as_it_was_written_with_the_base_images_fields_by_value() {
+        let state = folded();
+        let text = serde_json::to_string(&state).unwrap();
+        let stored: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            stored["image"],
+            json!({ "device_id": "d1", "note": null, "reading_id": 7 })
+        );
+        assert_eq!(
+            stored["fields"],
+            json!({ "value": { "v": 3.5, "p": [200, 1] } })
+        );
+        assert_eq!(serde_json::from_str::<EntityState>(&text).unwrap(), state);
+    }
+
+    #[test]
+    fn a_state_stored_with_every_field_positioned_reads_the_same() {
+        let state = folded();
+        let mut fields = Map::new();
+        for (column, field) in &state.fields {
+            fields.insert(column.clone(), serde_json::to_value(field).unwrap());
+        }
+        let older = json!({
+            "base": [100, 0], "pos": [200, 1], "source": Uuid::nil(), "fields": fields,
+            "feeds": { "source:public.readings": { "first": [100, 0], "id": "reading_id" } },
+        });
+        let read: EntityState = serde_json::from_value(older.clone()).unwrap();
+        assert_eq!(read, state);
+        assert!(serde_json::to_string(&read).unwrap().len() < older.to_string().len());
+    }
 }
