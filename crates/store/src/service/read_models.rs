@@ -832,29 +832,34 @@ macro_rules! metrics_min_columns {
     };
 }
 
-/// Inserts the new readings ($1-$9, their states $15), adds them to the minutes that lose no
-/// reading (the lost ones, $10-$14, are recomputed afterwards) and what they added to those
-/// minutes to their hours, marks every touched (key, minute) for the aggregator, and returns
-/// the minutes (`false`) and the hours (`true`) it could not add to (rows without an exact sum),
-/// to be recomputed. Adding gives what recomputing would: sums are exact (`numeric`), and the last
-/// value is the greatest by one order however the readings are grouped.
+/// Inserts the new readings ($1-$9, their states $15), adds them to their minutes and what
+/// they added to those minutes to their hours, marks every touched (key, minute) for the
+/// aggregator (the new readings' and those of the minutes that lost a reading, $10-$14), and
+/// returns the minutes (`false`) and the hours (`true`) it could not add to (rows without an
+/// exact sum), to be recomputed. Adding gives what recomputing would: sums are exact
+/// (`numeric`), and the last value is the greatest by one order however the readings are
+/// grouped.
 ///
-/// The hours take every gained minute's delta, also of a minute that turns out to need a
-/// recount: its hour is recomputed after the minute, which overwrites it. So no step joins what
-/// one step proposed with what another wrote: with hash and merge joins off in the transaction
-/// (see [`MaterializeTx`]), such a join of two CTEs loops over one for each row of the other.
+/// A minute that lost a reading, and every minute and hour that cannot be added to, is
+/// recomputed afterwards, which overwrites what this added: so nothing here needs to know which
+/// they are, and no step joins two CTEs (with hash and merge joins off in the transaction, see
+/// [`MaterializeTx`], such a join loops over one for each row of the other).
 const ADD_READINGS: &str = concat!(
-    "with new as ( \
-         insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, entity_id, \
-             metric_key, minute, measured_at, value, pos_lsn, pos_seq, state) \
+    "with input as ( \
          select tenant_id, reading_id, entity_kind, entity_id, metric_key, \
-                date_trunc('minute', measured_at), measured_at, value, pos_lsn, pos_seq, state \
+                date_trunc('minute', measured_at) as minute, measured_at, value, pos_lsn, \
+                pos_seq, state \
          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::timestamptz[], $7::float8[], $8::int8[], $9::int4[], $15::text[]) \
              as r(tenant_id, reading_id, entity_kind, entity_id, metric_key, measured_at, value, \
                   pos_lsn, pos_seq, state) \
-         returning tenant_id, reading_id, entity_kind, entity_id, metric_key, minute, \
-             measured_at, value, pos_lsn, pos_seq \
+     ), \
+     new as ( \
+         insert into pipeline.metric_readings (tenant_id, reading_id, entity_kind, entity_id, \
+             metric_key, minute, measured_at, value, pos_lsn, pos_seq, state) \
+         select tenant_id, reading_id, entity_kind, entity_id, metric_key, minute, measured_at, \
+             value, pos_lsn, pos_seq, state \
+         from input \
      ), \
      lost as ( \
          select * from unnest($10::uuid[], $11::text[], $12::text[], $13::text[], \
@@ -866,10 +871,7 @@ const ADD_READINGS: &str = concat!(
          select r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute, ",
     bucket_aggregates!(),
     " \
-         from new r \
-         where not exists (select 1 from lost l where l.tenant_id = r.tenant_id \
-             and l.entity_kind = r.entity_kind and l.entity_id = r.entity_id \
-             and l.metric_key = r.metric_key and l.minute = r.minute) \
+         from input r \
          group by r.tenant_id, r.entity_kind, r.entity_id, r.metric_key, r.minute \
      ), \
      added as ( \
@@ -915,7 +917,7 @@ const ADD_READINGS: &str = concat!(
      marked as ( \
          insert into pipeline.rollup_dirty (metric_key, minute) \
          select distinct metric_key, minute from ( \
-             select metric_key, minute from new union all select metric_key, minute from lost \
+             select metric_key, minute from input union all select metric_key, minute from lost \
          ) touched \
      ) \
      select tenant_id, entity_kind, entity_id, metric_key, minute, false from added where stale \
@@ -925,7 +927,8 @@ const ADD_READINGS: &str = concat!(
 );
 
 /// Recomputes the buckets $1-$5 (distinct) from their readings; a bucket left without
-/// readings disappears.
+/// readings disappears (found through the readings' bucket index: a join with the recount, a
+/// CTE, would loop over it once per bucket).
 const RECOMPUTE_BUCKETS: &str = concat!(
     "with buckets as ( \
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
@@ -956,14 +959,15 @@ const RECOMPUTE_BUCKETS: &str = concat!(
      delete from analytics.metrics_min m using buckets b \
      where m.tenant_id = b.tenant_id and m.entity_kind = b.entity_kind \
          and m.entity_id = b.entity_id and m.metric_key = b.metric_key and m.minute = b.minute \
-         and not exists (select 1 from counted c where c.tenant_id = m.tenant_id \
-             and c.entity_kind = m.entity_kind and c.entity_id = m.entity_id \
-             and c.metric_key = m.metric_key and c.minute = m.minute)"
+         and not exists (select 1 from pipeline.metric_readings r \
+             where r.tenant_id = m.tenant_id and r.entity_kind = m.entity_kind \
+                 and r.entity_id = m.entity_id and r.metric_key = m.metric_key \
+                 and r.minute = m.minute)"
 );
 
 /// Recomputes the hours $1-$5 (distinct, sorted) of `metrics_hour` from their minutes of
 /// `metrics_min`; an hour left without minutes disappears. Each hour's minutes are read through
-/// the primary key of `metrics_min`, by range.
+/// the primary key of `metrics_min`, by range, both to recompute it and to find it empty.
 const RECOMPUTE_HOURS: &str = "with hours as ( \
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
              $5::timestamptz[]) as h(tenant_id, entity_kind, entity_id, metric_key, hour) \
@@ -1011,9 +1015,10 @@ const RECOMPUTE_HOURS: &str = "with hours as ( \
      delete from analytics.metrics_hour x using hours h \
      where x.tenant_id = h.tenant_id and x.entity_kind = h.entity_kind \
          and x.entity_id = h.entity_id and x.metric_key = h.metric_key and x.hour = h.hour \
-         and not exists (select 1 from rolled r where r.tenant_id = x.tenant_id \
-             and r.entity_kind = x.entity_kind and r.entity_id = x.entity_id \
-             and r.metric_key = x.metric_key and r.hour = x.hour)";
+         and not exists (select 1 from analytics.metrics_min m where m.tenant_id = x.tenant_id \
+             and m.entity_kind = x.entity_kind and m.entity_id = x.entity_id \
+             and m.metric_key = x.metric_key and m.minute >= x.hour \
+             and m.minute < x.hour + interval '1 hour')";
 
 const UPSERT_SITES: &str = "insert into analytics.sites (tenant_id, site_id, source_id, name, \
          region, timezone, latitude, longitude, pos_lsn, pos_seq, deleted_at) \
