@@ -612,7 +612,6 @@ async fn write_readings(
     if readings.is_empty() && recompute.is_empty() {
         return Ok(());
     }
-    let lost = BucketColumns::of(&recompute);
     let not_added: Vec<(Uuid, String, String, String, OffsetDateTime, bool)> =
         sqlx::query_as(ADD_READINGS)
             .bind(column(readings, |r| r.tenant_id))
@@ -624,12 +623,9 @@ async fn write_readings(
             .bind(column(readings, |r| r.value))
             .bind(column(readings, |r| r.pos_lsn))
             .bind(column(readings, |r| r.pos_seq))
-            .bind(&lost.tenants)
-            .bind(&lost.kinds)
-            .bind(&lost.ids)
-            .bind(&lost.keys)
-            .bind(&lost.minutes)
             .bind(column(readings, |r| r.state.as_str()))
+            .bind(column(&recompute, |bucket| bucket.3.as_str()))
+            .bind(column(&recompute, |bucket| bucket.4))
             .fetch_all(&mut *connection)
             .await?;
     // Hours that took what their minutes took are current; those of recomputed minutes and
@@ -832,9 +828,9 @@ macro_rules! metrics_min_columns {
     };
 }
 
-/// Inserts the new readings ($1-$9, their states $15), adds them to their minutes and what
+/// Inserts the new readings ($1-$9, their states $10), adds them to their minutes and what
 /// they added to those minutes to their hours, marks every touched (key, minute) for the
-/// aggregator (the new readings' and those of the minutes that lost a reading, $10-$14), and
+/// aggregator (the new readings' and those of the minutes that lost a reading, $11-$12), and
 /// returns the minutes (`false`) and the hours (`true`) it could not add to (rows without an
 /// exact sum), to be recomputed. Adding gives what recomputing would: sums are exact
 /// (`numeric`), and the last value is the greatest by one order however the readings are
@@ -850,7 +846,7 @@ const ADD_READINGS: &str = concat!(
                 date_trunc('minute', measured_at) as minute, measured_at, value, pos_lsn, \
                 pos_seq, state \
          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::timestamptz[], $7::float8[], $8::int8[], $9::int4[], $15::text[]) \
+             $6::timestamptz[], $7::float8[], $8::int8[], $9::int4[], $10::text[]) \
              as r(tenant_id, reading_id, entity_kind, entity_id, metric_key, measured_at, value, \
                   pos_lsn, pos_seq, state) \
      ), \
@@ -862,8 +858,7 @@ const ADD_READINGS: &str = concat!(
          from input \
      ), \
      lost as ( \
-         select * from unnest($10::uuid[], $11::text[], $12::text[], $13::text[], \
-             $14::timestamptz[]) as l(tenant_id, entity_kind, entity_id, metric_key, minute) \
+         select * from unnest($11::text[], $12::timestamptz[]) as l(metric_key, minute) \
      ), \
      gained (",
     metrics_min_columns!(),
