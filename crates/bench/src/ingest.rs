@@ -394,27 +394,16 @@ fn event(source: SourceId, base_millis: i64, n: u64, payload_bytes: usize) -> Ch
     }
 }
 
-/// The row the bronze writer stores for `event` of `tenant` (as `pipeline::bronze` decodes an
-/// envelope; repeated here because that function is the writer's own).
+/// The row bronze keeps for `event` of `tenant` ([`bus::bronze::row_of`], what the edge and the
+/// bronze writer store).
 fn bronze_row(tenant: TenantId, source: SourceId, event: ChangeEvent) -> BronzeRow {
-    BronzeRow {
-        tenant,
-        event_id: event.event_id,
-        event_time: event.event_time,
-        source,
-        op: event.op.as_str().to_owned(),
-        schema_name: event.schema,
-        table_name: event.table,
-        lsn: event.lsn.0 as i64,
-        seq: event.seq as i32,
-        xid: event.xid.map(|xid| xid as i64),
-        payload: serde_json::json!({
-            "key": event.key,
-            "after": event.after,
-            "before": event.before,
-        })
-        .to_string(),
-    }
+    bus::bronze::row_of(&protocol::Envelope {
+        tenant_id: tenant,
+        source_id: source,
+        event,
+        replay: None,
+    })
+    .expect("the benchmark's events fit bronze")
 }
 
 /// The same rows stored by PostgreSQL's fastest path, twice: in one `COPY` (one transaction),

@@ -55,6 +55,23 @@ impl Bus for AnyBus {
         }
     }
 
+    async fn publish_events(
+        &self,
+        events: &[crate::bronze::StoredEvent],
+    ) -> Result<PublishReceipt, BusError> {
+        match self {
+            AnyBus::Embedded(bus) => bus.publish_events(events).await,
+            AnyBus::Nats(bus) => bus.publish_events(events).await,
+        }
+    }
+
+    fn keeps_bronze(&self) -> bool {
+        match self {
+            AnyBus::Embedded(bus) => bus.keeps_bronze(),
+            AnyBus::Nats(bus) => bus.keeps_bronze(),
+        }
+    }
+
     async fn consumer(
         &self,
         group: &str,

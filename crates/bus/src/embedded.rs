@@ -7,16 +7,18 @@
 //! `LISTEN`/`NOTIFY`, falling back to a short poll, and keep each group's progress in
 //! `pipeline.checkpoints`.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 use domain::{EventId, TenantId};
 use store::ServiceDb;
 use store::service::bus_log::{self, AppendTx, BusListener, LogRow};
+use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::bronze::StoredEvent;
 use crate::{
     BusError, Consumer, Delivery, Message, PartitionLag, PublishReceipt, check_group, partition_of,
     select_partitions,
@@ -27,8 +29,11 @@ use crate::{
 const POLL_FALLBACK: Duration = Duration::from_secs(1);
 /// The fewest and the most rows read from one partition at once.
 const READ_LIMIT: (usize, usize) = (64, 1_000);
-/// The framing version byte of a stored message.
+/// The framing version byte of a message whose bytes the log holds.
 const FRAME_V1: u8 = 1;
+/// The framing version byte of an event the log keeps in bronze: the frame holds its tenant and
+/// its event time, which with the row's event id are its bronze key.
+const FRAME_IN_BRONZE: u8 = 2;
 
 /// Called inside every append transaction, after the rows are inserted and before the commit:
 /// the conformance suite sleeps here to widen the window in which a late commit could be missed.
@@ -94,6 +99,25 @@ impl EmbeddedBus {
     pub async fn prune(&self, margin: u64) -> Result<u64, BusError> {
         Ok(bus_log::prune(&self.database, margin).await?)
     }
+
+    /// The last position of every partition: a group whose checkpoints reach them has consumed
+    /// everything appended before this call.
+    pub async fn heads(&self) -> Result<Vec<(u32, u64)>, BusError> {
+        Ok(bus_log::heads(&self.database).await?)
+    }
+
+    /// Whether `group` has consumed up to `heads` ([`EmbeddedBus::heads`]) on every partition it
+    /// has consumed (true for a group that never consumed).
+    pub async fn has_consumed(&self, group: &str, heads: &[(u32, u64)]) -> Result<bool, BusError> {
+        Ok(bus_log::has_consumed(&self.database, group, heads).await?)
+    }
+
+    /// Forgets `group`'s checkpoints, for a consumer that will not run again: they no longer
+    /// hold back pruning or count as lag.
+    pub async fn forget_group(&self, group: &str) -> Result<(), BusError> {
+        check_group(group)?;
+        Ok(bus_log::forget_group(&self.database, group).await?)
+    }
 }
 
 /// Wakes waiting consumers after appends commit, one notification for however many appends
@@ -133,6 +157,17 @@ impl crate::Bus for EmbeddedBus {
 
     async fn publish(&self, messages: &[Message]) -> Result<PublishReceipt, BusError> {
         crate::traced_publish("embedded", messages, self.append(messages)).await
+    }
+
+    async fn publish_events(&self, events: &[StoredEvent]) -> Result<PublishReceipt, BusError> {
+        let named = events
+            .iter()
+            .map(|event| (event.row.event_id, event.row.tenant));
+        crate::traced_publish_of("embedded", named, events.len(), self.append_events(events)).await
+    }
+
+    fn keeps_bronze(&self) -> bool {
+        true
     }
 
     async fn consumer(
@@ -193,6 +228,73 @@ impl EmbeddedBus {
             .collect();
         let mut tx = AppendTx::begin(&self.database).await?;
         let appended = tx.append(&rows).await?;
+        self.commit(
+            tx,
+            rows.len(),
+            appended,
+            messages.iter().map(|message| message.id),
+        )
+        .await
+    }
+
+    /// Appends the events' places in one transaction, and writes the new ones to bronze in the
+    /// same transaction: [`crate::Bus::publish_events`] without its span.
+    async fn append_events(&self, events: &[StoredEvent]) -> Result<PublishReceipt, BusError> {
+        let mut seen = HashSet::with_capacity(events.len());
+        let mut frames = Vec::with_capacity(events.len());
+        let mut unique = Vec::with_capacity(events.len());
+        for event in events {
+            let row = &event.row;
+            // A repeated id within the call adds nothing, as a re-publish would.
+            if seen.insert(row.event_id) {
+                frames.push((
+                    partition_of(row.tenant, self.partitions),
+                    *row.event_id.as_uuid(),
+                    encode_in_bronze(row.tenant, row.event_time)?,
+                ));
+                unique.push(row);
+            }
+        }
+        if frames.is_empty() {
+            return Ok(PublishReceipt::new(Vec::new()));
+        }
+        // Outside the transaction: a missing day's partition is created by a statement of its
+        // own, which then takes no lock the appends would queue behind.
+        store::service::bronze::prepare_days(&self.database, &unique).await?;
+        let rows: Vec<(u32, Uuid, &[u8])> = frames
+            .iter()
+            .map(|(partition, id, frame)| (*partition, *id, frame.as_slice()))
+            .collect();
+        let mut tx = AppendTx::begin(&self.database).await?;
+        let appended = tx.append(&rows).await?;
+        // What the log already had (a re-sent batch) is in bronze already: it was written with
+        // its place.
+        let new: HashSet<&Uuid> = appended.iter().collect();
+        let stored: Vec<_> = unique
+            .into_iter()
+            .filter(|row| new.contains(row.event_id.as_uuid()))
+            .collect();
+        let written = tx.store_bronze(&stored).await?;
+        metrics::counter!("tributary_bronze_events_written_total").increment(written);
+        metrics::counter!("tributary_bronze_events_duplicate_total")
+            .increment(stored.len() as u64 - written);
+        self.commit(
+            tx,
+            rows.len(),
+            appended,
+            events.iter().map(|event| event.row.event_id),
+        )
+        .await
+    }
+
+    /// Commits an append and says, for each published id in order, whether it was a duplicate.
+    async fn commit(
+        &self,
+        tx: AppendTx,
+        rows: usize,
+        appended: Vec<Uuid>,
+        published: impl Iterator<Item = EventId>,
+    ) -> Result<PublishReceipt, BusError> {
         #[cfg(feature = "testing")]
         if let Some(hook) = &self.append_hook {
             hook().await;
@@ -202,7 +304,7 @@ impl EmbeddedBus {
             self.waker.wake();
         }
         tracing::debug!(
-            messages = rows.len(),
+            messages = rows,
             appended = appended.len(),
             "embedded bus publish committed"
         );
@@ -210,10 +312,7 @@ impl EmbeddedBus {
         // otherwise (already in the log, or repeated within the call).
         let mut appended: HashSet<Uuid> = appended.into_iter().collect();
         Ok(PublishReceipt::new(
-            messages
-                .iter()
-                .map(|message| !appended.remove(message.id.as_uuid()))
-                .collect(),
+            published.map(|id| !appended.remove(id.as_uuid())).collect(),
         ))
     }
 }
@@ -287,17 +386,75 @@ impl EmbeddedConsumer {
             return Ok(());
         }
         let limit = max.clamp(READ_LIMIT.0, READ_LIMIT.1) as u32;
+        let mut frames = Vec::new();
+        let mut in_bronze = Vec::new();
         for row in bus_log::read(&self.database, &after, limit).await? {
-            let delivery = decode(row)?;
+            let frame = decode(row)?;
+            if let Frame::InBronze { key, .. } = &frame {
+                in_bronze.push(*key);
+            }
+            frames.push(frame);
+        }
+        let mut stored = rebuild_from_bronze(&self.database, &in_bronze).await?;
+        for frame in frames {
+            let (partition, position) = frame.place();
             let state = self
                 .states
-                .get_mut(&delivery.partition)
+                .get_mut(&partition)
                 .expect("read only asks for this consumer's partitions");
-            state.read_up_to = state.read_up_to.max(delivery.position);
+            state.read_up_to = state.read_up_to.max(position);
+            let delivery = match frame {
+                Frame::Message(delivery) => delivery,
+                Frame::InBronze {
+                    key,
+                    partition,
+                    position,
+                } => match stored.remove(&(key.0, key.1)) {
+                    Some(payload) => Delivery {
+                        message: Message {
+                            tenant: key.0,
+                            id: key.1,
+                            payload,
+                        },
+                        partition,
+                        position,
+                    },
+                    None => {
+                        // Deleted from bronze since (its tenant's retention ran ahead of this
+                        // group, or the tenant was deleted): there is nothing left to deliver.
+                        metrics::counter!("tributary_bus_events_gone_total").increment(1);
+                        tracing::warn!(
+                            group = self.group,
+                            partition,
+                            position,
+                            event = %key.1,
+                            "an event of the log is no longer in bronze; skipped"
+                        );
+                        continue;
+                    }
+                },
+            };
             state.buffered.push_back(delivery);
         }
         Ok(())
     }
+}
+
+/// The messages of events kept in bronze, by (tenant, event id): each read from its bronze row
+/// and rebuilt as the envelope the edge published ([`crate::bronze::envelope_of`]).
+async fn rebuild_from_bronze(
+    database: &ServiceDb,
+    keys: &[(TenantId, EventId, OffsetDateTime)],
+) -> Result<HashMap<(TenantId, EventId), Bytes>, BusError> {
+    let rows = store::service::bronze::rows_by_key(database, keys).await?;
+    let mut messages = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let envelope = crate::bronze::envelope_of(&row, None).map_err(BusError::Event)?;
+        let payload =
+            serde_json::to_vec(&envelope).map_err(|error| BusError::Event(error.to_string()))?;
+        messages.insert((row.tenant, row.event_id), Bytes::from(payload));
+    }
+    Ok(messages)
 }
 
 /// Takes up to `max` buffered deliveries, round robin over partitions starting at
@@ -410,7 +567,45 @@ fn encode(message: &Message) -> Vec<u8> {
     frame
 }
 
-fn decode(row: LogRow) -> Result<Delivery, BusError> {
+/// `[2][tenant uuid, 16 bytes][event time, Unix microseconds, 8 bytes big-endian]`: an event
+/// kept in bronze, named by its bronze key (with the row's event id).
+fn encode_in_bronze(tenant: TenantId, event_time: OffsetDateTime) -> Result<Vec<u8>, BusError> {
+    let micros = i64::try_from(event_time.unix_timestamp_nanos() / 1_000)
+        .map_err(|_| BusError::Event("an event time outside the storable range".into()))?;
+    let mut frame = Vec::with_capacity(25);
+    frame.push(FRAME_IN_BRONZE);
+    frame.extend_from_slice(tenant.as_uuid().as_bytes());
+    frame.extend_from_slice(&micros.to_be_bytes());
+    Ok(frame)
+}
+
+/// A row of the log, decoded.
+#[derive(Debug)]
+enum Frame {
+    /// A message whose bytes the log holds.
+    Message(Delivery),
+    /// An event kept in bronze under `key` (tenant, event id, event time).
+    InBronze {
+        key: (TenantId, EventId, OffsetDateTime),
+        partition: u32,
+        position: u64,
+    },
+}
+
+impl Frame {
+    fn place(&self) -> (u32, u64) {
+        match self {
+            Frame::Message(delivery) => (delivery.partition, delivery.position),
+            Frame::InBronze {
+                partition,
+                position,
+                ..
+            } => (*partition, *position),
+        }
+    }
+}
+
+fn decode(row: LogRow) -> Result<Frame, BusError> {
     let malformed = |reason| BusError::Malformed {
         partition: row.partition,
         position: row.position,
@@ -420,23 +615,38 @@ fn decode(row: LogRow) -> Result<Delivery, BusError> {
         .message
         .split_first()
         .ok_or_else(|| malformed("empty frame"))?;
-    if *version != FRAME_V1 {
-        return Err(malformed("unknown frame version"));
-    }
     let tenant: [u8; 16] = rest
         .get(..16)
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| malformed("frame shorter than its tenant id"))?;
-    let payload = Bytes::copy_from_slice(&rest[16..]);
-    Ok(Delivery {
-        message: Message {
-            tenant: TenantId::from_uuid(Uuid::from_bytes(tenant)),
-            id: EventId::from_uuid(row.event_id),
-            payload,
-        },
-        partition: row.partition,
-        position: row.position,
-    })
+    let tenant = TenantId::from_uuid(Uuid::from_bytes(tenant));
+    let id = EventId::from_uuid(row.event_id);
+    match *version {
+        FRAME_V1 => Ok(Frame::Message(Delivery {
+            message: Message {
+                tenant,
+                id,
+                payload: Bytes::copy_from_slice(&rest[16..]),
+            },
+            partition: row.partition,
+            position: row.position,
+        })),
+        FRAME_IN_BRONZE => {
+            let micros: [u8; 8] = rest[16..]
+                .try_into()
+                .map_err(|_| malformed("a bronze frame is 25 bytes"))?;
+            let event_time = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(i64::from_be_bytes(micros)) * 1_000,
+            )
+            .map_err(|_| malformed("an event time out of range"))?;
+            Ok(Frame::InBronze {
+                key: (tenant, id, event_time),
+                partition: row.partition,
+                position: row.position,
+            })
+        }
+        _ => Err(malformed("unknown frame version")),
+    }
 }
 
 #[cfg(test)]
@@ -468,9 +678,33 @@ mod tests {
             event_id: *message.id.as_uuid(),
             message: encode(&message),
         };
-        let delivery = decode(row.clone()).unwrap();
+        let Frame::Message(delivery) = decode(row.clone()).unwrap() else {
+            panic!("a message frame");
+        };
         assert_eq!(delivery.message, message);
         assert_eq!((delivery.partition, delivery.position), (3, 9));
+
+        // An event kept in bronze: its frame names its bronze key, to the microsecond.
+        let event_time =
+            OffsetDateTime::from_unix_timestamp_nanos(1_767_225_600_123_456_000).unwrap();
+        let frame = encode_in_bronze(message.tenant, event_time).unwrap();
+        assert_eq!(frame.len(), 25);
+        let Frame::InBronze { key, .. } = decode(LogRow {
+            message: frame.clone(),
+            ..row.clone()
+        })
+        .unwrap() else {
+            panic!("a bronze frame");
+        };
+        assert_eq!(key, (message.tenant, message.id, event_time));
+        let truncated = decode(LogRow {
+            message: frame[..24].to_vec(),
+            ..row.clone()
+        });
+        assert!(
+            matches!(truncated, Err(BusError::Malformed { .. })),
+            "{truncated:?}"
+        );
 
         for bad in [vec![], vec![2u8; 40], vec![1u8; 10]] {
             let error = decode(LogRow {

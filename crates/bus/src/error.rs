@@ -30,6 +30,8 @@ pub enum BusError {
     },
     #[error("the consumer has stopped")]
     ConsumerStopped,
+    #[error("an event cannot be published: {0}")]
+    Event(String),
 }
 
 impl BusError {
@@ -45,7 +47,8 @@ impl BusError {
             | BusError::InvalidPartition { .. }
             | BusError::PartitionCountMismatch { .. }
             | BusError::Malformed { .. }
-            | BusError::ConsumerStopped => false,
+            | BusError::ConsumerStopped
+            | BusError::Event(_) => false,
         }
     }
 

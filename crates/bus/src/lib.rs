@@ -16,6 +16,7 @@ use bytes::Bytes;
 use domain::{EventId, TenantId};
 
 mod any;
+pub mod bronze;
 mod config;
 mod embedded;
 mod error;
@@ -138,6 +139,29 @@ pub trait Bus: Send + Sync {
         messages: &[Message],
     ) -> impl Future<Output = Result<PublishReceipt, BusError>> + Send;
 
+    /// Publishes the events of an ingest batch: [`Bus::publish`] of their envelopes, the message
+    /// id being the event id, with the same contract. A bus that [keeps bronze](Bus::keeps_bronze)
+    /// also writes each new event to bronze in the transaction that makes it durable, and keeps
+    /// only the event's place in its log: when this returns, the events are in bronze.
+    fn publish_events(
+        &self,
+        events: &[bronze::StoredEvent],
+    ) -> impl Future<Output = Result<PublishReceipt, BusError>> + Send {
+        async move {
+            let messages = events
+                .iter()
+                .map(bronze::StoredEvent::message)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.publish(&messages).await
+        }
+    }
+
+    /// Whether [`Bus::publish_events`] writes bronze itself (the embedded bus, whose log is
+    /// bronze): the platform then runs no bronze writer on this bus.
+    fn keeps_bronze(&self) -> bool {
+        false
+    }
+
     /// A consumer of `group` over the given partitions (`None` = all). Each group has its own
     /// checkpoints. There must be at most one active consumer per (group, partition): a new
     /// consumer of a partition takes over from the previous one, which must have been dropped
@@ -197,15 +221,26 @@ pub(crate) async fn traced_publish(
     messages: &[Message],
     publish: impl Future<Output = Result<PublishReceipt, BusError>>,
 ) -> Result<PublishReceipt, BusError> {
+    let named = messages.iter().map(|message| (message.id, message.tenant));
+    traced_publish_of(backend, named, messages.len(), publish).await
+}
+
+/// [`traced_publish`] of messages given by `(id, tenant)`.
+pub(crate) async fn traced_publish_of(
+    backend: &'static str,
+    named: impl Iterator<Item = (EventId, TenantId)>,
+    count: usize,
+    publish: impl Future<Output = Result<PublishReceipt, BusError>>,
+) -> Result<PublishReceipt, BusError> {
     use tracing::Instrument;
-    let (batch, tenant, tenants) = batch_fields(messages.iter());
+    let (batch, tenant, tenants) = batch_fields(named);
     let span = tracing::debug_span!(
         "bus_publish",
         backend,
         batch = batch.map(tracing::field::display),
         tenant = tenant.map(tracing::field::display),
         tenants,
-        messages = messages.len()
+        messages = count
     );
     async move {
         let receipt = publish.await?;
@@ -221,8 +256,11 @@ pub(crate) fn log_delivered(group: &str, deliveries: &[Delivery]) {
     if deliveries.is_empty() {
         return;
     }
-    let (batch, tenant, tenants) =
-        batch_fields(deliveries.iter().map(|delivery| &delivery.message));
+    let (batch, tenant, tenants) = batch_fields(
+        deliveries
+            .iter()
+            .map(|delivery| (delivery.message.id, delivery.message.tenant)),
+    );
     tracing::debug_span!(
         "bus_deliver",
         group,
@@ -237,15 +275,15 @@ pub(crate) fn log_delivered(group: &str, deliveries: &[Delivery]) {
 /// How the logs name a batch of messages: by its first message's id (`batch`, the id the edge
 /// gives the ingest batch it published), its tenant when it has only one, and how many tenants
 /// it has. Ids and counts only: a payload is never logged.
-fn batch_fields<'a>(
-    messages: impl Iterator<Item = &'a Message>,
+fn batch_fields(
+    messages: impl Iterator<Item = (EventId, TenantId)>,
 ) -> (Option<EventId>, Option<TenantId>, usize) {
     let mut batch = None;
     let mut tenants: Vec<TenantId> = Vec::new();
-    for message in messages {
-        batch.get_or_insert(message.id);
-        if !tenants.contains(&message.tenant) {
-            tenants.push(message.tenant);
+    for (id, tenant) in messages {
+        batch.get_or_insert(id);
+        if !tenants.contains(&tenant) {
+            tenants.push(tenant);
         }
     }
     let tenant = match tenants.as_slice() {

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use bus::{Bus, Message};
+use bus::Bus;
 use governor::clock::{Clock, DefaultClock};
 use protocol::{
     BatchResponse, CertificateResponse, Encoding, EventResult, PairRequest, ReasonCode,
@@ -617,7 +617,7 @@ async fn ingest_batch<B: Bus>(
         .await
         .map_err(ApiError::internal)?;
     let mut results: Vec<EventResult> = Vec::with_capacity(decoded.len());
-    let mut messages = Vec::with_capacity(decoded.len());
+    let mut events = Vec::with_capacity(decoded.len());
     let mut pending = Vec::with_capacity(decoded.len());
     for (index, outcome) in decoded.into_iter() {
         match outcome {
@@ -639,23 +639,23 @@ async fn ingest_batch<B: Bus>(
                         event,
                         replay: None,
                     };
-                    let payload = serde_json::to_vec(&envelope).map_err(ApiError::internal)?;
                     pending.push((index, envelope.event.event_id));
-                    messages.push(Message {
-                        tenant: identity.tenant,
-                        id: envelope.event.event_id,
-                        payload: payload.into(),
-                    });
+                    // Decoding bounds every field bronze keeps (the LSN, the sequence, the
+                    // event time), so an event that passed it always has a bronze row.
+                    events.push(bus::bronze::StoredEvent::new(envelope).map_err(|reason| {
+                        ApiError::internal(format!("an event has no bronze row: {reason}"))
+                    })?);
                 }
             },
         }
     }
-    if let Some(first) = messages.first() {
+    if let Some(first) = events.first() {
         // The batch is named by its first published event, as the bus names what it publishes.
-        span.record("batch", tracing::field::display(first.id));
+        span.record("batch", tracing::field::display(first.row.event_id));
+        // On the embedded bus this also writes the events to bronze, in the same transaction.
         let receipt = state
             .bus
-            .publish(&messages)
+            .publish_events(&events)
             .await
             .map_err(ApiError::internal)?;
         for ((index, event_id), duplicate) in pending.into_iter().zip(receipt.duplicates()) {

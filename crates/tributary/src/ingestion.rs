@@ -71,7 +71,11 @@ impl Ingestion {
         .context("starting the edge")?;
         // Backpressure and the lag gauges: the consumers this process runs are watched (their
         // lag is the bus's, wherever they run).
-        let watched = std::iter::once(pipeline::bronze::GROUP)
+        // A bus that keeps bronze has it written by the edge, in the transaction that acks: there
+        // is no bronze writer, and no bronze lag, to watch.
+        let watched = (!bus::Bus::keeps_bronze(&bus))
+            .then_some(pipeline::bronze::GROUP)
+            .into_iter()
             .chain(materialize.then_some(pipeline::materializer::GROUP))
             .map(str::to_owned)
             .collect();
@@ -114,21 +118,7 @@ impl Ingestion {
                 stopped(receiver.clone()),
             ))
         });
-        let bronze = {
-            let (database, bus) = (database.clone(), bus.clone());
-            tokio::spawn(supervise(
-                pipeline::bronze::GROUP,
-                receiver,
-                move |shutdown| {
-                    pipeline::bronze::run(
-                        database.service.clone(),
-                        bus.clone(),
-                        pipeline::bronze::BronzeConfig::default(),
-                        stopped(shutdown),
-                    )
-                },
-            ))
-        };
+        let bronze = start_bronze_writer(database, &bus, receiver);
         Ok(Self {
             bus,
             edge_addr,
@@ -152,6 +142,33 @@ impl Ingestion {
             let _ = aggregator.await;
         }
     }
+}
+
+/// Starts the bronze writer. On a bus that keeps bronze (the embedded bus) the edge writes bronze
+/// itself, and the writer only drains what an earlier version appended for it to store, then
+/// ends ([`pipeline::bronze::drain`]).
+fn start_bronze_writer(
+    database: &store::Database,
+    bus: &bus::AnyBus,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let (database, bus) = (database.clone(), bus.clone());
+    tokio::spawn(supervise(
+        pipeline::bronze::GROUP,
+        shutdown,
+        move |shutdown| {
+            let (database, bus) = (database.service.clone(), bus.clone());
+            async move {
+                let config = pipeline::bronze::BronzeConfig::default();
+                match bus {
+                    bus::AnyBus::Embedded(embedded) => {
+                        pipeline::bronze::drain(database, embedded, config, stopped(shutdown)).await
+                    }
+                    bus => pipeline::bronze::run(database, bus, config, stopped(shutdown)).await,
+                }
+            }
+        },
+    ))
 }
 
 /// The consumers [`supervise`] restarts, as the restart counter's `consumer` label names them.

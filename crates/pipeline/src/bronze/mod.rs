@@ -13,7 +13,7 @@ use store::service::bronze::BronzeRow;
 
 use crate::runner::{self, Applier, Origin, Prepared, Refusal};
 
-pub use decode::envelope_of;
+pub use bus::bronze::envelope_of;
 
 /// The bronze writer's consumer group.
 pub const GROUP: &str = "bronze";
@@ -55,6 +55,49 @@ pub async fn run<B: Bus>(
         wait: config.wait,
     };
     runner::run(&bus, &BronzeWriter::new(&database), batching, shutdown).await?;
+    Ok(())
+}
+
+/// The bronze writer on a bus that keeps bronze itself (the embedded bus, whose edge writes
+/// bronze in the transaction that acks: [`bus::Bus::publish_events`]): it only drains what was
+/// appended, before there was such a bus, for a writer to store — everything up to the log's
+/// head when this starts — and then forgets its consumer group, so that the group no longer
+/// holds back the log's pruning or shows as lag. Returns at once when there is nothing to
+/// drain; returns early, leaving the group, when `shutdown` completes first.
+pub async fn drain(
+    database: ServiceDb,
+    bus: bus::EmbeddedBus,
+    config: BronzeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BronzeError> {
+    let heads = bus.heads().await?;
+    if !bus.has_consumed(GROUP, &heads).await? {
+        tracing::info!("draining what the bus log holds for the bronze writer");
+        let drained = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match bus.has_consumed(GROUP, &heads).await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "reading the bronze writer's progress failed")
+                    }
+                }
+            }
+        };
+        let stop = async {
+            tokio::select! {
+                () = shutdown => {}
+                () = drained => {}
+            }
+        };
+        run(database, bus.clone(), config, stop).await?;
+        if !bus.has_consumed(GROUP, &heads).await? {
+            return Ok(());
+        }
+        tracing::info!("the bronze writer's backlog is drained");
+    }
+    bus.forget_group(GROUP).await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ mod alerts;
 mod bronze_writer;
 mod convergence;
 mod drift;
+mod embedded_log;
 mod materializer;
 mod read_layer;
 mod replay;

@@ -75,16 +75,27 @@ pub fn exact_text(payload: &str) -> Option<&str> {
 }
 
 /// Stores `rows`, skipping any whose (tenant, event id) is already stored; returns how many were
-/// new. Creates missing daily partitions first.
-///
-/// The common case — nothing in the batch stored yet — goes through one `COPY`, several times
-/// cheaper per row than an `insert .. on conflict`. A batch holding an event bronze already has
-/// (a redelivery after a crash, a replay) makes the `COPY` fail on the primary key; it is then
-/// written again with the insert that skips what exists. Either way one transaction.
+/// new. Creates missing daily partitions first. One durable transaction.
 pub async fn insert(database: &ServiceDb, rows: &[BronzeRow]) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
+    let rows: Vec<&BronzeRow> = rows.iter().collect();
+    prepare_days(database, &rows).await?;
+    let mut tx = database.pool().begin().await?;
+    // Acknowledged on the bus only after this commit: it must be durable whatever the server's
+    // default.
+    sqlx::query("set local synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
+    let stored = store_in(&mut tx, &rows).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Creates the daily partitions `rows` fall in, if missing: before the transaction that stores
+/// them ([`store_in`]), which then takes no lock on the partitioned table's definition.
+pub async fn prepare_days(database: &ServiceDb, rows: &[&BronzeRow]) -> Result<(), StoreError> {
     let mut days = Vec::with_capacity(rows.len());
     for row in rows {
         let utc = row
@@ -95,40 +106,60 @@ pub async fn insert(database: &ServiceDb, rows: &[BronzeRow]) -> Result<u64, Sto
             })?;
         days.push(utc.date());
     }
-    ensure_days(database, days.into_iter()).await?;
-    match copy(database, rows).await {
-        Err(error) if error.sqlstate().as_deref() == Some("23505") => {
-            insert_skipping_stored(database, rows).await
-        }
-        other => other,
-    }
+    ensure_days(database, days.into_iter()).await
 }
 
-async fn copy(database: &ServiceDb, rows: &[BronzeRow]) -> Result<u64, StoreError> {
+/// Stores `rows` in the caller's transaction, skipping any already stored, and counts them in
+/// their sources' usage; returns how many were new. Their days' partitions must exist
+/// ([`prepare_days`]).
+///
+/// The common case — nothing in the batch stored yet — goes through one `COPY`, several times
+/// cheaper per row than an `insert .. on conflict`. A batch holding an event bronze already has
+/// (a redelivery after a crash, a replay) makes the `COPY` fail on the primary key; it is rolled
+/// back to the savepoint taken before it and written again with the insert that skips what
+/// exists.
+pub async fn store_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rows: &[&BronzeRow],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
     let mut text = Vec::with_capacity(rows.len() * (rows[0].payload.len() + 200));
     for row in rows {
         copy_text_row(row, &mut text);
     }
-    let mut tx = database.pool().begin().await?;
-    // Acknowledged on the bus only after this commit: it must be durable whatever the server's
-    // default.
-    sqlx::query("set local synchronous_commit = on")
-        .execute(&mut *tx)
-        .await?;
+    let mut savepoint = sqlx::Acquire::begin(&mut **tx).await?;
+    let copied = match copy(&mut savepoint, text).await {
+        Ok(copied) => {
+            savepoint.commit().await?;
+            copied
+        }
+        Err(error) if error.sqlstate().as_deref() == Some("23505") => {
+            savepoint.rollback().await?;
+            return insert_skipping_stored(tx, rows).await;
+        }
+        Err(error) => return Err(error),
+    };
+    count_usage(
+        tx,
+        rows.iter()
+            .map(|row| (*row.tenant.as_uuid(), *row.source.as_uuid())),
+    )
+    .await?;
+    Ok(copied)
+}
+
+async fn copy(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    text: Vec<u8>,
+) -> Result<u64, StoreError> {
     let mut copy = tx.copy_in_raw(COPY_BRONZE).await?;
     if let Err(error) = copy.send(text).await {
         let _ = copy.abort("bronze copy failed").await;
         return Err(error.into());
     }
-    let copied = copy.finish().await?;
-    count_usage(
-        &mut tx,
-        rows.iter()
-            .map(|row| (*row.tenant.as_uuid(), *row.source.as_uuid())),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(copied)
+    Ok(copy.finish().await?)
 }
 
 /// Adds the events a batch stored to each source's usage of the day (`control.tenant_usage`),
@@ -163,13 +194,9 @@ async fn count_usage(
 }
 
 async fn insert_skipping_stored(
-    database: &ServiceDb,
-    rows: &[BronzeRow],
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    rows: &[&BronzeRow],
 ) -> Result<u64, StoreError> {
-    let mut tx = database.pool().begin().await?;
-    sqlx::query("set local synchronous_commit = on")
-        .execute(&mut *tx)
-        .await?;
     let mut tenants = Vec::with_capacity(rows.len());
     let mut event_ids = Vec::with_capacity(rows.len());
     let mut event_times = Vec::with_capacity(rows.len());
@@ -219,10 +246,9 @@ async fn insert_skipping_stored(
     .bind(&xids)
     .bind(&payloads)
     .bind(&exact)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    count_usage(&mut tx, inserted.iter().copied()).await?;
-    tx.commit().await?;
+    count_usage(tx, inserted.iter().copied()).await?;
     Ok(inserted.len() as u64)
 }
 
@@ -286,6 +312,24 @@ struct StoredEvent {
     payload: String,
 }
 
+impl StoredEvent {
+    fn into_row(self, tenant: TenantId) -> BronzeRow {
+        BronzeRow {
+            tenant,
+            event_id: EventId::from_uuid(self.event_id),
+            event_time: self.event_time,
+            source: self.source_id,
+            op: self.op,
+            schema_name: self.schema_name,
+            table_name: self.table_name,
+            lsn: self.lsn,
+            seq: self.seq,
+            xid: self.xid,
+            payload: self.payload,
+        }
+    }
+}
+
 /// Up to `limit` of a tenant's events with `from <= event_time < to`, in (event time, event
 /// id) order, after `after` (the last one of the previous page) if given.
 pub async fn events_in_range(
@@ -316,21 +360,50 @@ pub async fn events_in_range(
     .bind(limit)
     .fetch_all(database.pool())
     .await?;
+    Ok(rows.into_iter().map(|row| row.into_row(tenant)).collect())
+}
+
+/// The stored events with the given keys `(tenant, event id, event time)`, in no particular
+/// order; a key with no stored event (deleted by retention, or with its tenant) has no row.
+pub async fn rows_by_key(
+    database: &ServiceDb,
+    keys: &[(TenantId, EventId, OffsetDateTime)],
+) -> Result<Vec<BronzeRow>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tenants = Vec::with_capacity(keys.len());
+    let mut event_ids = Vec::with_capacity(keys.len());
+    let mut event_times = Vec::with_capacity(keys.len());
+    for (tenant, event_id, event_time) in keys {
+        tenants.push(*tenant.as_uuid());
+        event_ids.push(*event_id.as_uuid());
+        event_times.push(*event_time);
+    }
+    #[derive(sqlx::FromRow)]
+    struct Keyed {
+        #[sqlx(try_from = "Uuid")]
+        tenant_id: TenantId,
+        #[sqlx(flatten)]
+        event: StoredEvent,
+    }
+    // Each key is one probe of the primary key of its day's partition (pruned at run time).
+    let rows: Vec<Keyed> = sqlx::query_as(
+        "select b.tenant_id, b.event_id, b.event_time, b.source_id, b.op, b.schema_name, \
+                b.table_name, b.lsn, b.seq, b.xid, \
+                coalesce(b.payload_exact::text, b.payload::text) as payload \
+         from unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) as k(t, e, et) \
+         join bronze.cdc_events b \
+           on b.tenant_id = k.t and b.event_id = k.e and b.event_time = k.et",
+    )
+    .bind(&tenants)
+    .bind(&event_ids)
+    .bind(&event_times)
+    .fetch_all(database.pool())
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|row| BronzeRow {
-            tenant,
-            event_id: EventId::from_uuid(row.event_id),
-            event_time: row.event_time,
-            source: row.source_id,
-            op: row.op,
-            schema_name: row.schema_name,
-            table_name: row.table_name,
-            lsn: row.lsn,
-            seq: row.seq,
-            xid: row.xid,
-            payload: row.payload,
-        })
+        .map(|row| row.event.into_row(row.tenant_id))
         .collect())
 }
 

@@ -140,6 +140,17 @@ impl AppendTx {
         Ok(inserted)
     }
 
+    /// Stores `rows` in bronze in this transaction ([`crate::service::bronze::store_in`]):
+    /// the embedded bus keeps the edge's events there and only their place in the log. Their
+    /// days' partitions must exist ([`crate::service::bronze::prepare_days`]). Returns how many
+    /// were new to bronze.
+    pub async fn store_bronze(
+        &mut self,
+        rows: &[&crate::service::bronze::BronzeRow],
+    ) -> Result<u64, StoreError> {
+        crate::service::bronze::store_in(&mut self.tx, rows).await
+    }
+
     /// Commits. Waking the consumers is the caller's next step ([`wake_consumers`]), outside
     /// the transaction: a `pg_notify` inside it would take the cluster-wide notify lock and hold
     /// it through this commit's flush, serialising every concurrent append behind it.
@@ -309,6 +320,51 @@ pub async fn prune(database: &ServiceDb, margin: u64) -> Result<u64, StoreError>
                 .rows_affected();
     }
     Ok(deleted)
+}
+
+/// The last position handed out in each partition, by partition (0 for an empty one): a group
+/// whose checkpoints reach these has consumed everything appended before this call.
+pub async fn heads(database: &ServiceDb) -> Result<Vec<(u32, u64)>, StoreError> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "select partition, next_position - 1 from pipeline.bus_partition_head order by partition",
+    )
+    .fetch_all(database.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(partition, position)| (partition as u32, position as u64))
+        .collect())
+}
+
+/// Whether `group` has checkpointed, on every partition it is registered on, at least the
+/// position given for it in `heads` (true for a group registered nowhere).
+pub async fn has_consumed(
+    database: &ServiceDb,
+    group: &str,
+    heads: &[(u32, u64)],
+) -> Result<bool, StoreError> {
+    let checkpoints: Vec<(i32, i64)> = sqlx::query_as(
+        "select partition, position from pipeline.checkpoints where consumer_group = $1",
+    )
+    .bind(group)
+    .fetch_all(database.pool())
+    .await?;
+    Ok(checkpoints.into_iter().all(|(partition, position)| {
+        heads
+            .iter()
+            .find(|(head_partition, _)| i64::from(*head_partition) == i64::from(partition))
+            .is_none_or(|(_, head)| position >= *head as i64)
+    }))
+}
+
+/// Forgets `group`: its checkpoints no longer hold back pruning, and its lag is no longer
+/// reported. For a consumer that will not run again.
+pub async fn forget_group(database: &ServiceDb, group: &str) -> Result<(), StoreError> {
+    sqlx::query("delete from pipeline.checkpoints where consumer_group = $1")
+        .bind(group)
+        .execute(database.pool())
+        .await?;
+    Ok(())
 }
 
 /// How far one consumer group is behind on one partition.
