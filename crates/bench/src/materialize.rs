@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bus::{Bus, Consumer, Delivery, Message};
+use bus::bronze::StoredEvent;
+use bus::{Bus, Consumer, Delivery};
 use domain::{Plan, SourceId, TenantAttributes, TenantId};
 use store::{Actor, Database, Scope, TenantTx};
 use tributary::{Connected, Settings};
@@ -64,21 +65,19 @@ pub(crate) async fn create_tenant(database: &Database, name: &str) -> anyhow::Re
     )
 }
 
-pub(crate) fn message(tenant: TenantId, source: SourceId, event: protocol::ChangeEvent) -> Message {
-    let id = event.event_id;
-    let envelope = protocol::Envelope {
+/// `event` of `tenant` as the edge publishes it ([`bus::Bus::publish_events`]).
+pub(crate) fn event(
+    tenant: TenantId,
+    source: SourceId,
+    event: protocol::ChangeEvent,
+) -> StoredEvent {
+    StoredEvent::new(protocol::Envelope {
         tenant_id: tenant,
         source_id: source,
         event,
         replay: None,
-    };
-    Message {
-        tenant,
-        id,
-        payload: serde_json::to_vec(&envelope)
-            .expect("an envelope serialises")
-            .into(),
-    }
+    })
+    .expect("the simulator's events fit bronze")
 }
 
 async fn run(
@@ -129,7 +128,8 @@ async fn run(
     let until =
         |receiver: tokio::sync::watch::Receiver<bool>| tributary::ingestion::stopped(receiver);
     let mut roles = tokio::task::JoinSet::new();
-    {
+    // On a bus that keeps bronze the edge's publish writes it: no bronze writer runs there.
+    if !bus.keeps_bronze() {
         let (database, bus) = (database.clone(), bus.clone());
         let stopped = until(stopped.clone());
         roles.spawn(async move {
@@ -242,10 +242,10 @@ async fn run(
     for index in 0..ticks {
         let due = started + tick * index as u32;
         tokio::time::sleep_until(due.into()).await;
-        let mut batch: Vec<Message> = load
+        let mut batch: Vec<StoredEvent> = load
             .next_changes(per_tick - 2)
             .into_iter()
-            .map(|event| message(load_tenant, load_source, event))
+            .map(|change| event(load_tenant, load_source, change))
             .collect();
         let lsn = 64 * (index + 1);
         let minute = base_minute + time::Duration::minutes(index as i64);
@@ -273,7 +273,7 @@ async fn run(
                 types: Default::default(),
             }
         };
-        batch.push(message(
+        batch.push(event(
             probe_tenant,
             probe_source,
             probe(
@@ -283,7 +283,7 @@ async fn run(
                 0,
             ),
         ));
-        batch.push(message(
+        batch.push(event(
             probe_tenant,
             probe_source,
             probe(
@@ -298,7 +298,7 @@ async fn run(
                 1,
             ),
         ));
-        bus.publish(&batch).await?;
+        bus.publish_events(&batch).await?;
         let acked = Instant::now();
         published += batch.len() as u64;
         pending_devices.lock().unwrap().insert(device, acked);
@@ -384,9 +384,11 @@ pub(crate) async fn allow_keys(database: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bronze writer alone, then the materializer alone, over the same simulator events.
+/// Bronze, then the materializer alone, over the same simulator events.
 pub(crate) struct Throughput {
     pub(crate) events: u64,
+    /// The bronze writer alone; on a bus that keeps bronze, the publishing itself (the log and
+    /// bronze in one transaction per batch, as the edge appends).
     pub(crate) bronze: crate::machine::Measured,
     pub(crate) materializer: crate::machine::Measured,
 }
@@ -394,7 +396,7 @@ pub(crate) struct Throughput {
 /// Publishes `events` simulator events of `tenants` new tenants (100 devices each) on `bus`,
 /// then times the bronze writer's consumer group and the materializer's over them, each alone,
 /// with the CPU (this process and, given its data directory, the cluster's) and the WAL each
-/// used.
+/// used. On a bus that keeps bronze there is no bronze writer: the publishing is timed instead.
 pub(crate) async fn throughput(
     database: &Database,
     bus: &bus::AnyBus,
@@ -405,7 +407,7 @@ pub(crate) async fn throughput(
     pgdata: Option<&std::path::Path>,
 ) -> anyhow::Result<Throughput> {
     println!("publishing {events} simulator events of {tenants} tenants ...");
-    let mut messages = Vec::with_capacity(events as usize);
+    let mut published = Vec::with_capacity(events as usize);
     let per_tenant = events / u64::from(tenants);
     for index in 0..tenants {
         let tenant = create_tenant(database, &format!("bench {run_name} {index}")).await?;
@@ -413,15 +415,32 @@ pub(crate) async fn throughput(
         let mut simulator =
             agent::simulator::Simulator::new(source, 100, 0, agent::simulator::Position::start());
         let count = per_tenant + u64::from(u64::from(index) < events % u64::from(tenants));
-        for event in simulator.next_changes(count as usize) {
-            messages.push(message(tenant, source, event));
+        for change in simulator.next_changes(count as usize) {
+            published.push(event(tenant, source, change));
         }
     }
-    for chunk in messages.chunks(5000) {
-        bus.publish(chunk).await?;
-    }
-    let total = messages.len() as u64;
-    drop(messages);
+    let total = published.len() as u64;
+    let publish = async || {
+        let started = Instant::now();
+        for chunk in published.chunks(batch.max(1)) {
+            bus.publish_events(chunk).await?;
+        }
+        anyhow::Ok(started.elapsed())
+    };
+    let keeps_bronze = bus.keeps_bronze();
+    let appended = if keeps_bronze {
+        let (elapsed, measured) = crate::machine::Measured::of(database, pgdata, publish).await?;
+        println!(
+            "  {:<15} {total} events in {:.2} s",
+            "log + bronze:",
+            elapsed.as_secs_f64()
+        );
+        Some(measured)
+    } else {
+        publish().await?;
+        None
+    };
+    drop(published);
     let measure = async |stage: Stage| {
         let (elapsed, measured) = crate::machine::Measured::of(database, pgdata, async || {
             consume(bus, stage.group(), batch, total, async |deliveries| {
@@ -437,7 +456,10 @@ pub(crate) async fn throughput(
         );
         anyhow::Ok(measured)
     };
-    let bronze = measure(Stage::BronzeWriter).await?;
+    let bronze = match appended {
+        Some(appended) => appended,
+        None => measure(Stage::BronzeWriter).await?,
+    };
     let materializer = measure(Stage::Materializer).await?;
     Ok(Throughput {
         events: total,

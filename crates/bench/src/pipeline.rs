@@ -957,7 +957,7 @@ const STAGES: [Stage; 8] = [
     }),
     (
         "bronze_writer",
-        "bronze writer alone (bus -> bronze)",
+        "bronze writer alone, or log + bronze append",
         |run| run.bronze_writer,
     ),
     (

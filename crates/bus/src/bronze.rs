@@ -99,6 +99,63 @@ pub fn envelope_of(row: &BronzeRow, replay: Option<uuid::Uuid>) -> Result<Envelo
     })
 }
 
+/// The serialised envelope of the event a bronze row stands for: what [`envelope_of`] and
+/// `serde_json` would make of it, but written from the row's columns and its payload's text as
+/// is, without parsing the payload into values and writing them out again. The embedded bus's
+/// consumers receive every event this way.
+pub fn envelope_json_of(row: &BronzeRow) -> Result<Vec<u8>, String> {
+    #[derive(serde::Serialize)]
+    struct Head<'a> {
+        event_id: domain::EventId,
+        op: protocol::Op,
+        schema: &'a str,
+        table: &'a str,
+        lsn: domain::Lsn,
+        seq: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        xid: Option<u64>,
+        #[serde(with = "time::serde::rfc3339")]
+        event_time: time::OffsetDateTime,
+    }
+    let head = Head {
+        event_id: row.event_id,
+        op: row
+            .op
+            .parse()
+            .map_err(|_| format!("unknown op {:?}", row.op))?,
+        schema: &row.schema_name,
+        table: &row.table_name,
+        lsn: domain::Lsn(u64::try_from(row.lsn).map_err(|_| "negative LSN".to_owned())?),
+        seq: u32::try_from(row.seq).map_err(|_| "negative sequence".to_owned())?,
+        xid: row.xid.and_then(|xid| u64::try_from(xid).ok()),
+        event_time: row.event_time,
+    };
+    // The payload is a JSON object (bronze's `jsonb`, or the exact text kept beside it): its
+    // members become the event's own, after the head's.
+    let members = row
+        .payload
+        .trim()
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .ok_or_else(|| "a bronze payload that is not an object".to_owned())?
+        .trim();
+    let mut out = Vec::with_capacity(row.payload.len() + 320);
+    out.extend_from_slice(b"{\"tenant_id\":");
+    serde_json::to_writer(&mut out, &row.tenant).map_err(|error| error.to_string())?;
+    out.extend_from_slice(b",\"source_id\":");
+    serde_json::to_writer(&mut out, &row.source).map_err(|error| error.to_string())?;
+    out.extend_from_slice(b",\"event\":");
+    serde_json::to_writer(&mut out, &head).map_err(|error| error.to_string())?;
+    // `{..head..}` becomes `{..head..,..payload members..}}`.
+    out.pop();
+    if !members.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(members.as_bytes());
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
+}
+
 /// An event the edge publishes ([`crate::Bus::publish_events`]): its envelope, and the bronze
 /// row it is kept as.
 #[derive(Debug, Clone)]
@@ -123,5 +180,92 @@ impl StoredEvent {
             id: self.envelope.event.event_id,
             payload: payload.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(n: u32) -> Envelope {
+        let source = domain::SourceId::new_random();
+        let lsn = domain::Lsn(0x1_0000_0000 + u64::from(n));
+        let event_time = time::OffsetDateTime::from_unix_timestamp_nanos(
+            1_767_225_600_123_456_789 + i128::from(n),
+        )
+        .unwrap();
+        Envelope {
+            tenant_id: domain::TenantId::new_random(),
+            source_id: source,
+            event: protocol::ChangeEvent {
+                event_id: domain::EventId::derive(source, 1_767_225_600_123, lsn, n),
+                op: protocol::Op::Update,
+                schema: "public".into(),
+                table: "dev\"ices\u{e9}".into(),
+                lsn,
+                seq: n,
+                xid: n.is_multiple_of(2).then_some(u64::from(n)),
+                event_time,
+                key: serde_json::json!({ "id": n }).as_object().unwrap().clone(),
+                after: Some(
+                    serde_json::json!({ "id": n, "v": -0.0, "s": "a\"b\\c\n" })
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
+                before: n.is_multiple_of(3).then(serde_json::Map::new),
+                unchanged: if n.is_multiple_of(2) {
+                    vec!["notes".into()]
+                } else {
+                    Vec::new()
+                },
+                types: std::sync::Arc::new(if !n.is_multiple_of(2) {
+                    [("id".to_owned(), "integer".to_owned())]
+                        .into_iter()
+                        .collect()
+                } else {
+                    Default::default()
+                }),
+            },
+            replay: None,
+        }
+    }
+
+    #[test]
+    fn an_event_comes_back_from_its_bronze_row_as_published_parsed_or_spliced() {
+        for n in 0..6 {
+            let published = envelope(n);
+            let row = row_of(&published).unwrap();
+            let mut wanted = published.clone();
+            wanted.event.event_time = published
+                .event
+                .event_time
+                .replace_nanosecond(published.event.event_time.nanosecond() / 1_000 * 1_000)
+                .unwrap();
+            assert_eq!(
+                envelope_of(&row, None).unwrap(),
+                wanted,
+                "parsed, event {n}"
+            );
+            let spliced = envelope_json_of(&row).unwrap();
+            let read: Envelope = serde_json::from_slice(&spliced).unwrap();
+            assert_eq!(read, wanted, "spliced, event {n}");
+            // As bronze hands it back: jsonb's text, with spaces after its separators.
+            let spaced = BronzeRow {
+                payload: serde_json::to_string_pretty(
+                    &serde_json::from_str::<serde_json::Value>(&row.payload).unwrap(),
+                )
+                .unwrap(),
+                ..row.clone()
+            };
+            let read: Envelope =
+                serde_json::from_slice(&envelope_json_of(&spaced).unwrap()).unwrap();
+            assert_eq!(read, wanted, "spliced from spaced text, event {n}");
+        }
+        let not_an_object = BronzeRow {
+            payload: "[1]".into(),
+            ..row_of(&envelope(1)).unwrap()
+        };
+        assert!(envelope_json_of(&not_an_object).is_err());
     }
 }

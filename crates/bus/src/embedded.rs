@@ -441,7 +441,7 @@ impl EmbeddedConsumer {
 }
 
 /// The messages of events kept in bronze, by (tenant, event id): each read from its bronze row
-/// and rebuilt as the envelope the edge published ([`crate::bronze::envelope_of`]).
+/// and rebuilt as the envelope the edge published ([`crate::bronze::envelope_json_of`]).
 async fn rebuild_from_bronze(
     database: &ServiceDb,
     keys: &[(TenantId, EventId, OffsetDateTime)],
@@ -449,9 +449,7 @@ async fn rebuild_from_bronze(
     let rows = store::service::bronze::rows_by_key(database, keys).await?;
     let mut messages = HashMap::with_capacity(rows.len());
     for row in rows {
-        let envelope = crate::bronze::envelope_of(&row, None).map_err(BusError::Event)?;
-        let payload =
-            serde_json::to_vec(&envelope).map_err(|error| BusError::Event(error.to_string()))?;
+        let payload = crate::bronze::envelope_json_of(&row).map_err(BusError::Event)?;
         messages.insert((row.tenant, row.event_id), Bytes::from(payload));
     }
     Ok(messages)
