@@ -204,8 +204,9 @@ pub trait Consumer: Send {
     ) -> impl Future<Output = Result<Vec<Delivery>, BusError>> + Send;
 
     /// The deliveries are processed; the group never receives them again (except after a crash
-    /// before ack returns; and on a single-replica NATS stream, after a crash of the server
-    /// itself, which writes consumer state to disk shortly after confirming an ack: docs/bus.md).
+    /// before ack returns; and after a crash of the server itself: a single-replica NATS stream
+    /// writes consumer state to disk shortly after confirming an ack, and the embedded bus
+    /// commits a checkpoint without waiting for its flush: docs/bus.md).
     /// Acks may come in any order. A group's progress in a partition is kept as "everything up
     /// to here": if a consumer ends while an earlier delivery of the partition is still unacked,
     /// the next consumer receives that delivery again together with the later ones, acked or

@@ -264,6 +264,12 @@ pub async fn register_group(
 }
 
 /// Moves `group`'s checkpoints forward to the given positions (never backward).
+///
+/// Committed without waiting for the commit's flush: the consumers' effects were durable before
+/// they acked, and they are idempotent, so a checkpoint lost with a crash of the server costs
+/// only the redelivery of what it covered (the bus's contract allows it), while waiting would
+/// put a flush on every consumer's path between one batch and the next. Pruning stays safe: its
+/// delete is flushed with everything logged before it, this checkpoint included.
 pub async fn save_checkpoints(
     database: &ServiceDb,
     group: &str,
@@ -280,7 +286,8 @@ pub async fn save_checkpoints(
     }
     sqlx::query(
         "insert into pipeline.checkpoints as c (consumer_group, partition, position) \
-         select $1, p, v from unnest($2::int[], $3::bigint[]) as t(p, v) \
+         select $1, p, v from unnest($2::int[], $3::bigint[]) as t(p, v), \
+              (select set_config('synchronous_commit', 'off', true)) as not_waiting \
          on conflict (consumer_group, partition) do update \
          set position = greatest(c.position, excluded.position), updated_at = now()",
     )
