@@ -298,9 +298,10 @@ async fn run(
                 1,
             ),
         ));
-        bus.publish_events(&batch).await?;
+        let size = batch.len() as u64;
+        bus.publish_events(batch).await?;
         let acked = Instant::now();
-        published += batch.len() as u64;
+        published += size;
         pending_devices.lock().unwrap().insert(device, acked);
         pending_minutes.lock().unwrap().insert(minute, acked);
     }
@@ -420,9 +421,14 @@ pub(crate) async fn throughput(
         }
     }
     let total = published.len() as u64;
+    let mut chunks: Vec<Vec<StoredEvent>> = Vec::new();
+    let mut rest = published.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(batch.max(1)).collect());
+    }
     let publish = async || {
         let started = Instant::now();
-        for chunk in published.chunks(batch.max(1)) {
+        for chunk in chunks {
             bus.publish_events(chunk).await?;
         }
         anyhow::Ok(started.elapsed())
@@ -440,7 +446,6 @@ pub(crate) async fn throughput(
         publish().await?;
         None
     };
-    drop(published);
     let measure = async |stage: Stage| {
         let (elapsed, measured) = crate::machine::Measured::of(database, pgdata, async || {
             consume(bus, stage.group(), batch, total, async |deliveries| {

@@ -57,7 +57,7 @@ impl Bus for AnyBus {
 
     async fn publish_events(
         &self,
-        events: &[crate::bronze::StoredEvent],
+        events: Vec<crate::bronze::StoredEvent>,
     ) -> Result<PublishReceipt, BusError> {
         match self {
             AnyBus::Embedded(bus) => bus.publish_events(events).await,

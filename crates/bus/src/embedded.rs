@@ -48,8 +48,26 @@ pub struct EmbeddedBus {
     database: ServiceDb,
     partitions: u32,
     waker: Waker,
+    group_commit: std::sync::Arc<GroupCommit>,
     #[cfg(feature = "testing")]
     append_hook: Option<AppendHook>,
+}
+
+/// The edge's publishes waiting to be appended, committed together: while one append
+/// transaction commits, the batches that arrive queue here, and the next leader appends them all
+/// in one transaction (one flush, one `COPY` into bronze) instead of one each. A batch never
+/// waits for a timer, only for the transaction before it.
+#[derive(Default)]
+struct GroupCommit {
+    waiting: std::sync::Mutex<Vec<Publish>>,
+    /// Held by the one caller appending the waiting batches.
+    leader: tokio::sync::Mutex<()>,
+}
+
+/// A batch waiting in [`GroupCommit`], and where its receipt goes.
+struct Publish {
+    events: Vec<StoredEvent>,
+    answer: tokio::sync::oneshot::Sender<Result<PublishReceipt, BusError>>,
 }
 
 impl std::fmt::Debug for EmbeddedBus {
@@ -76,6 +94,7 @@ impl EmbeddedBus {
         }
         Ok(Self {
             waker: Waker::spawn(database.clone()),
+            group_commit: Default::default(),
             database,
             partitions,
             #[cfg(feature = "testing")]
@@ -159,11 +178,19 @@ impl crate::Bus for EmbeddedBus {
         crate::traced_publish("embedded", messages, self.append(messages)).await
     }
 
-    async fn publish_events(&self, events: &[StoredEvent]) -> Result<PublishReceipt, BusError> {
-        let named = events
+    async fn publish_events(&self, events: Vec<StoredEvent>) -> Result<PublishReceipt, BusError> {
+        let named: Vec<_> = events
             .iter()
-            .map(|event| (event.row.event_id, event.row.tenant));
-        crate::traced_publish_of("embedded", named, events.len(), self.append_events(events)).await
+            .map(|event| (event.row.event_id, event.row.tenant))
+            .collect();
+        let count = events.len();
+        crate::traced_publish_of(
+            "embedded",
+            named.into_iter(),
+            count,
+            self.group_commit(events),
+        )
+        .await
     }
 
     fn keeps_bronze(&self) -> bool {
@@ -237,8 +264,67 @@ impl EmbeddedBus {
         .await
     }
 
+    /// Appends `events` together with the batches waiting beside them ([`GroupCommit`]).
+    async fn group_commit(&self, events: Vec<StoredEvent>) -> Result<PublishReceipt, BusError> {
+        let (answer, mut receipt) = tokio::sync::oneshot::channel();
+        let group = &self.group_commit;
+        lock(&group.waiting).push(Publish { events, answer });
+        loop {
+            let leading = tokio::select! {
+                biased;
+                received = &mut receipt => {
+                    return received.unwrap_or_else(|_| {
+                        Err(BusError::Event("the append of this batch was abandoned".into()))
+                    });
+                }
+                leading = group.leader.lock() => leading,
+            };
+            let waiting = std::mem::take(&mut *lock(&group.waiting));
+            // Empty: this batch was appended by the leader before, whose answer is waiting.
+            if !waiting.is_empty() {
+                self.append_group(waiting).await;
+            }
+            drop(leading);
+        }
+    }
+
+    /// Appends the waiting batches in one transaction and answers each; if that fails, each
+    /// again alone, so that a batch the database refuses fails alone.
+    async fn append_group(&self, waiting: Vec<Publish>) {
+        if let [_] = waiting.as_slice() {
+            let Publish { events, answer } = waiting.into_iter().next().expect("one batch");
+            let _ = answer.send(self.append_events(&events).await);
+            return;
+        }
+        let mut events =
+            Vec::with_capacity(waiting.iter().map(|publish| publish.events.len()).sum());
+        let mut answers = Vec::with_capacity(waiting.len());
+        for publish in waiting {
+            answers.push((
+                events.len()..events.len() + publish.events.len(),
+                publish.answer,
+            ));
+            events.extend(publish.events);
+        }
+        metrics::histogram!("tributary_bus_group_commit_batches").record(answers.len() as f64);
+        match self.append_events(&events).await {
+            Ok(receipt) => {
+                let duplicates: Vec<bool> = receipt.duplicates().collect();
+                for (range, answer) in answers {
+                    let _ = answer.send(Ok(PublishReceipt::new(duplicates[range].to_vec())));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, batches = answers.len(), "a grouped append failed; appending its batches one by one");
+                for (range, answer) in answers {
+                    let _ = answer.send(self.append_events(&events[range]).await);
+                }
+            }
+        }
+    }
+
     /// Appends the events' places in one transaction, and writes the new ones to bronze in the
-    /// same transaction: [`crate::Bus::publish_events`] without its span.
+    /// same transaction.
     async fn append_events(&self, events: &[StoredEvent]) -> Result<PublishReceipt, BusError> {
         let mut seen = HashSet::with_capacity(events.len());
         let mut frames = Vec::with_capacity(events.len());
@@ -575,6 +661,13 @@ fn encode_in_bronze(tenant: TenantId, event_time: OffsetDateTime) -> Result<Vec<
     frame.extend_from_slice(tenant.as_uuid().as_bytes());
     frame.extend_from_slice(&micros.to_be_bytes());
     Ok(frame)
+}
+
+/// Locks a mutex whose holders never panic while holding it (a poisoned one is still usable).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A row of the log, decoded.

@@ -145,7 +145,7 @@ pub trait Bus: Send + Sync {
     /// only the event's place in its log: when this returns, the events are in bronze.
     fn publish_events(
         &self,
-        events: &[bronze::StoredEvent],
+        events: Vec<bronze::StoredEvent>,
     ) -> impl Future<Output = Result<PublishReceipt, BusError>> + Send {
         async move {
             let messages = events

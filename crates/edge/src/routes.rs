@@ -649,13 +649,13 @@ async fn ingest_batch<B: Bus>(
             },
         }
     }
-    if let Some(first) = events.first() {
+    if let Some(first) = events.first().map(|event| event.row.event_id) {
         // The batch is named by its first published event, as the bus names what it publishes.
-        span.record("batch", tracing::field::display(first.row.event_id));
+        span.record("batch", tracing::field::display(first));
         // On the embedded bus this also writes the events to bronze, in the same transaction.
         let receipt = state
             .bus
-            .publish_events(&events)
+            .publish_events(events)
             .await
             .map_err(ApiError::internal)?;
         for ((index, event_id), duplicate) in pending.into_iter().zip(receipt.duplicates()) {

@@ -2,6 +2,9 @@
 //! service role can reach.
 
 use bus::{AnyBus, Bus, BusConfig, BusError, Consumer, EmbeddedBus, Message};
+use std::sync::Arc;
+use std::time::Duration;
+
 use sqlx::{Connection, Row};
 
 use crate::harness::{
@@ -224,4 +227,133 @@ fn sqlstate(error: &sqlx::Error) -> String {
             .unwrap_or_default(),
         other => format!("not a database error: {other}"),
     }
+}
+
+/// The edge's batches that arrive while an append commits are appended together in the next
+/// transaction, each answered with its own receipt; a batch the database refuses fails alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_arriving_during_a_commit_are_appended_together_and_a_refused_one_fails_alone() {
+    use bus::bronze::StoredEvent;
+    use domain::{Plan, SourceId, TenantAttributes};
+
+    let harness = EmbeddedHarness::new().await;
+    let database = harness.database().connect().await;
+    let attributes = TenantAttributes::parse("Acme", Plan::Team, "energy", "eu").unwrap();
+    let tenant =
+        store::control::create_tenant(&database.app, store::Actor::Cli("test".into()), &attributes)
+            .await
+            .unwrap()
+            .tenant_id;
+    // The next append holds its transaction open a while, so the others queue behind it.
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook: bus::AppendHook = {
+        let slow = slow.clone();
+        Arc::new(move || {
+            let wait = slow.swap(false, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(tokio::time::sleep(Duration::from_millis(if wait {
+                300
+            } else {
+                0
+            })))
+        })
+    };
+    let bus = EmbeddedBus::open(database.service.clone(), PARTITIONS)
+        .await
+        .unwrap()
+        .with_append_hook(hook);
+    let source = SourceId::new_random();
+    let event = |n: u32, note: &str| {
+        let lsn = domain::Lsn(0x1_0000_0000 + u64::from(n) * 64);
+        let event_time = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap();
+        let millis = (event_time.unix_timestamp_nanos() / 1_000_000) as i64;
+        StoredEvent::new(protocol::Envelope {
+            tenant_id: tenant,
+            source_id: source,
+            event: protocol::ChangeEvent {
+                event_id: domain::EventId::derive(source, millis, lsn, 0),
+                op: protocol::Op::Insert,
+                schema: "public".into(),
+                table: "devices".into(),
+                lsn,
+                seq: 0,
+                xid: None,
+                event_time,
+                key: serde_json::json!({ "id": n }).as_object().unwrap().clone(),
+                after: Some(
+                    serde_json::json!({ "id": n, "note": note })
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                ),
+                before: None,
+                unchanged: Vec::new(),
+                types: Default::default(),
+            },
+            replay: None,
+        })
+        .unwrap()
+    };
+    let batch = |from: u32| {
+        (from..from + 50)
+            .map(|n| event(n, "ok"))
+            .collect::<Vec<_>>()
+    };
+    let publish = |events: Vec<StoredEvent>| {
+        let bus = bus.clone();
+        tokio::spawn(async move { bus.publish_events(events).await })
+    };
+
+    // A slow append, and seven batches queued behind it; one repeats ten events of another.
+    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    let leader = publish(batch(0));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let queued: Vec<_> = (1..=6u32).map(|index| publish(batch(index * 50))).collect();
+    let mut repeating = batch(1000);
+    repeating.extend(batch(50).into_iter().take(10));
+    let repeating = publish(repeating);
+    assert_eq!(leader.await.unwrap().unwrap().appended(), 50);
+    for task in queued {
+        assert_eq!(task.await.unwrap().unwrap().appended(), 50);
+    }
+    let duplicates: Vec<bool> = repeating.await.unwrap().unwrap().duplicates().collect();
+    assert_eq!(duplicates[..50], [false; 50]);
+    // Appended in the same transaction as batch 50's own publish, or after it: a duplicate.
+    assert_eq!(duplicates[50..], [true; 10]);
+    let mut service = harness.database().service().await;
+    let transactions = async |service: &mut sqlx::PgConnection| -> i64 {
+        sqlx::query_scalar("select count(distinct xmin::text) from bronze.cdc_events")
+            .fetch_one(service)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        transactions(&mut service).await,
+        2,
+        "the slow append, then the seven batches queued behind it together"
+    );
+
+    // A group holding a batch with a value jsonb cannot store (U+0000, which the edge's
+    // decoding refuses; here it reaches the bus): it fails alone, the others are appended.
+    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    let leader = publish(batch(3000));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut poisoned = batch(4000);
+    poisoned[7] = event(4007, "a\u{0}b");
+    let refused = publish(poisoned);
+    let accepted: Vec<_> = [5000, 6000].map(|from| publish(batch(from))).into();
+    assert_eq!(leader.await.unwrap().unwrap().appended(), 50);
+    assert!(refused.await.unwrap().is_err(), "the refused batch fails");
+    for task in accepted {
+        assert_eq!(task.await.unwrap().unwrap().appended(), 50);
+    }
+    let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, tenant)
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        8 * 50 + 3 * 50,
+        "every accepted batch once, nothing of the refused one"
+    );
 }

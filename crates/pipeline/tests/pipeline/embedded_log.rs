@@ -80,7 +80,7 @@ async fn the_edges_events_are_written_to_bronze_with_their_place_and_delivered_a
         .map(|envelope| StoredEvent::new(envelope).unwrap())
         .collect();
 
-    let receipt = bus.publish_events(&events).await.unwrap();
+    let receipt = bus.publish_events(events.clone()).await.unwrap();
     assert_eq!(receipt.appended(), 300);
     // In bronze when the publish returns: no bronze writer runs here.
     for (tenant, expected) in [(acme, 200), (globex, 100)] {
@@ -154,7 +154,7 @@ async fn the_edges_events_are_written_to_bronze_with_their_place_and_delivered_a
 
     // The same batch again (an agent that did not read the answer): nothing is added anywhere,
     // and the events count once in their source's usage.
-    let again = bus.publish_events(&events).await.unwrap();
+    let again = bus.publish_events(events).await.unwrap();
     assert_eq!(again.appended(), 0);
     assert!(again.duplicates().all(|duplicate| duplicate));
     let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, acme)
@@ -257,7 +257,7 @@ async fn the_bronze_writers_backlog_is_drained_and_its_group_forgotten() {
         .map(|n| StoredEvent::new(envelope(acme, source, n, time::Duration::ZERO, "devices")))
         .collect::<Result<_, _>>()
         .unwrap();
-    bus.publish_events(&kept).await.unwrap();
+    bus.publish_events(kept).await.unwrap();
 
     tokio::time::timeout(
         Duration::from_secs(30),
