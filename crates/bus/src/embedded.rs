@@ -433,9 +433,20 @@ struct PartitionState {
     /// The highest position handed out.
     delivered_up_to: u64,
     /// Read but not yet handed out, in order.
-    buffered: VecDeque<Delivery>,
+    buffered: VecDeque<Buffered>,
     /// Handed out, not yet acked.
     in_flight: BTreeSet<u64>,
+    /// Positions of events gone from bronze were passed over since the checkpoint was saved:
+    /// once nothing is in flight, the checkpoint is saved past them even if no ack comes.
+    passed_over: bool,
+}
+
+/// A row read from the log and not yet handed out.
+#[derive(Debug)]
+enum Buffered {
+    Delivery(Delivery),
+    /// An event no longer in bronze: its position is passed over as if delivered and acked.
+    Gone(u64),
 }
 
 impl PartitionState {
@@ -516,11 +527,12 @@ impl EmbeddedConsumer {
                             event = %key.1,
                             "an event of the log is no longer in bronze; skipped"
                         );
+                        state.buffered.push_back(Buffered::Gone(position));
                         continue;
                     }
                 },
             };
-            state.buffered.push_back(delivery);
+            state.buffered.push_back(Buffered::Delivery(delivery));
         }
         Ok(())
     }
@@ -539,6 +551,32 @@ async fn rebuild_from_bronze(
         messages.insert((row.tenant, row.event_id), Bytes::from(payload));
     }
     Ok(messages)
+}
+
+impl EmbeddedConsumer {
+    /// Saves the checkpoint of every partition whose passed-over positions no ack will cover
+    /// (nothing of it is in flight): without this a partition ending in events gone from bronze
+    /// would show them as lag, and hold back pruning, until its next event.
+    async fn save_passed_over(&mut self) -> Result<(), BusError> {
+        let settled: Vec<(u32, u64)> = self
+            .states
+            .iter()
+            .filter(|(_, state)| state.passed_over && state.in_flight.is_empty())
+            .map(|(partition, state)| (*partition, state.ackable_checkpoint()))
+            .filter(|(partition, checkpoint)| *checkpoint > self.states[partition].checkpoint)
+            .collect();
+        if settled.is_empty() {
+            return Ok(());
+        }
+        bus_log::save_checkpoints(&self.database, &self.group, &settled).await?;
+        for (partition, checkpoint) in settled {
+            if let Some(state) = self.states.get_mut(&partition) {
+                state.checkpoint = checkpoint;
+                state.passed_over = false;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Takes up to `max` buffered deliveries, round robin over partitions starting at
@@ -560,11 +598,16 @@ fn take_round_robin(
             .get_mut(&partitions[index])
             .expect("a partition of this consumer");
         match state.buffered.pop_front() {
-            Some(delivery) => {
+            Some(Buffered::Delivery(delivery)) => {
                 idle_rounds = 0;
                 state.delivered_up_to = delivery.position;
                 state.in_flight.insert(delivery.position);
                 batch.push(delivery);
+            }
+            Some(Buffered::Gone(position)) => {
+                idle_rounds = 0;
+                state.delivered_up_to = position;
+                state.passed_over = true;
             }
             None => idle_rounds += 1,
         }
@@ -583,6 +626,7 @@ impl Consumer for EmbeddedConsumer {
         loop {
             self.fill_buffers(max).await?;
             let batch = take_round_robin(&mut self.states, &mut self.next_partition, max);
+            self.save_passed_over().await?;
             if !batch.is_empty() {
                 crate::log_delivered(&self.group, &batch);
                 return Ok(batch);
@@ -828,12 +872,40 @@ mod tests {
     }
 
     #[test]
+    fn an_event_gone_from_bronze_is_passed_over_as_if_acked() {
+        let mut states = BTreeMap::new();
+        let mut state = PartitionState::new(0);
+        state.buffered.push_back(Buffered::Delivery(delivery(0, 1)));
+        state.buffered.push_back(Buffered::Gone(2));
+        state.buffered.push_back(Buffered::Delivery(delivery(0, 3)));
+        state.buffered.push_back(Buffered::Gone(4));
+        states.insert(0, state);
+        let mut next_partition = 0;
+        let batch = take_round_robin(&mut states, &mut next_partition, 10);
+        let taken: Vec<u64> = batch.iter().map(|d| d.position).collect();
+        assert_eq!(taken, vec![1, 3]);
+        let state = states.get_mut(&0).unwrap();
+        assert!(state.passed_over);
+        assert_eq!(state.ackable_checkpoint(), 0, "1 is still unacked");
+        state.in_flight.remove(&1);
+        assert_eq!(state.ackable_checkpoint(), 2, "3 is still unacked");
+        state.in_flight.remove(&3);
+        assert_eq!(
+            state.ackable_checkpoint(),
+            4,
+            "the trailing gone event is passed over"
+        );
+    }
+
+    #[test]
     fn batches_take_round_robin_over_partitions() {
         let mut states = BTreeMap::new();
         for partition in 0..3 {
             let mut state = PartitionState::new(0);
             for position in 1..=3 {
-                state.buffered.push_back(delivery(partition, position));
+                state
+                    .buffered
+                    .push_back(Buffered::Delivery(delivery(partition, position)));
             }
             states.insert(partition, state);
         }

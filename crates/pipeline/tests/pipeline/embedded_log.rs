@@ -187,6 +187,33 @@ async fn the_edges_events_are_written_to_bronze_with_their_place_and_delivered_a
         .await
         .unwrap();
     assert!(more.is_empty(), "{} deliveries more", more.len());
+
+    // Every event gone (say the tenants were deleted): a new group receives nothing, and its
+    // checkpoints still move past them, so they show as no lag and hold back no pruning.
+    sqlx::query("delete from bronze.cdc_events")
+        .execute(&mut service)
+        .await
+        .unwrap();
+    let mut after = bus.consumer("after-deletion", None).await.unwrap();
+    let nothing = after
+        .next_batch(500, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(nothing.is_empty(), "{} deliveries", nothing.len());
+    // As far behind as the group that received everything (the positions the re-published
+    // batch consumed without a row count for both: the embedded lag is an upper bound).
+    let lag = |group: &'static str| {
+        let bus = bus.clone();
+        async move {
+            bus.lag(&[group])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|partition| (partition.partition, partition.behind))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(lag("after-deletion").await, lag("late").await);
 }
 
 /// What a bronze writer had not yet consumed when the embedded bus started keeping bronze
