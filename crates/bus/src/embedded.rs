@@ -249,10 +249,7 @@ impl EmbeddedBus {
         if frames.is_empty() {
             return Ok(PublishReceipt::new(Vec::new()));
         }
-        let rows: Vec<(u32, Uuid, &[u8])> = frames
-            .iter()
-            .map(|(partition, id, frame)| (*partition, *id, frame.as_slice()))
-            .collect();
+        let rows = log_rows(&frames);
         let mut tx = AppendTx::begin(&self.database).await?;
         let appended = tx.append(&rows).await?;
         self.commit(
@@ -347,10 +344,7 @@ impl EmbeddedBus {
         // Outside the transaction: a missing day's partition is created by a statement of its
         // own, which then takes no lock the appends would queue behind.
         store::service::bronze::prepare_days(&self.database, &unique).await?;
-        let rows: Vec<(u32, Uuid, &[u8])> = frames
-            .iter()
-            .map(|(partition, id, frame)| (*partition, *id, frame.as_slice()))
-            .collect();
+        let rows = log_rows(&frames);
         let mut tx = AppendTx::begin(&self.database).await?;
         let appended = tx.append(&rows).await?;
         // What the log already had (a re-sent batch) is in bronze already: it was written with
@@ -705,6 +699,14 @@ fn encode_in_bronze(tenant: TenantId, event_time: OffsetDateTime) -> Result<Vec<
     frame.extend_from_slice(tenant.as_uuid().as_bytes());
     frame.extend_from_slice(&micros.to_be_bytes());
     Ok(frame)
+}
+
+/// Frames as [`AppendTx::append`] takes them.
+fn log_rows(frames: &[(u32, Uuid, Vec<u8>)]) -> Vec<(u32, Uuid, &[u8])> {
+    frames
+        .iter()
+        .map(|(partition, id, frame)| (*partition, *id, frame.as_slice()))
+        .collect()
 }
 
 /// Locks a mutex whose holders never panic while holding it (a poisoned one is still usable).

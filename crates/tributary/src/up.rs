@@ -398,6 +398,15 @@ fn register_metrics() {
         "Events bronze already had (redeliveries, replays)"
     );
     counter!("tributary_bronze_events_duplicate_total").increment(0);
+    describe_histogram!(
+        "tributary_bus_group_commit_batches",
+        "Ingest batches the embedded bus appended in one transaction, when more than one waited"
+    );
+    describe_counter!(
+        "tributary_bus_events_gone_total",
+        "Events of the embedded bus's log no longer in bronze when a consumer read them, skipped"
+    );
+    counter!("tributary_bus_events_gone_total").increment(0);
     describe_counter!(
         "tributary_dlq_events_total",
         "Events sent to a dead-letter queue"

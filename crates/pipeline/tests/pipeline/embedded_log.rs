@@ -226,23 +226,26 @@ async fn the_bronze_writers_backlog_is_drained_and_its_group_forgotten() {
     let bus = bus::EmbeddedBus::open(database.service.clone(), 4)
         .await
         .unwrap();
-    let config = || pipeline::bronze::BronzeConfig {
-        batch_size: 50,
-        wait: Duration::from_millis(50),
+    // Drains with a shutdown that never comes, failing after `limit`.
+    let drain = async |limit: u64, what: &str| {
+        let config = pipeline::bronze::BronzeConfig {
+            batch_size: 50,
+            wait: Duration::from_millis(50),
+        };
+        tokio::time::timeout(
+            Duration::from_secs(limit),
+            pipeline::bronze::drain(
+                database.service.clone(),
+                bus.clone(),
+                config,
+                std::future::pending(),
+            ),
+        )
+        .await
+        .expect(what)
+        .unwrap();
     };
-    // Nothing to drain: returns at once.
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        pipeline::bronze::drain(
-            database.service.clone(),
-            bus.clone(),
-            config(),
-            std::future::pending(),
-        ),
-    )
-    .await
-    .expect("nothing to drain")
-    .unwrap();
+    drain(10, "nothing to drain: returns at once").await;
 
     let acme = tenant(&database, "Acme").await;
     let source = SourceId::new_random();
@@ -286,18 +289,7 @@ async fn the_bronze_writers_backlog_is_drained_and_its_group_forgotten() {
         .unwrap();
     bus.publish_events(kept).await.unwrap();
 
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        pipeline::bronze::drain(
-            database.service.clone(),
-            bus.clone(),
-            config(),
-            std::future::pending(),
-        ),
-    )
-    .await
-    .expect("the backlog drains")
-    .unwrap();
+    drain(30, "the backlog drains").await;
     let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, acme)
         .await
         .unwrap();
