@@ -60,8 +60,8 @@ pub struct EmbeddedBus {
 #[derive(Default)]
 struct GroupCommit {
     waiting: std::sync::Mutex<Vec<Publish>>,
-    /// Held by the one caller appending the waiting batches.
-    leader: tokio::sync::Mutex<()>,
+    /// Held by the one append of the waiting batches under way.
+    leader: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A batch waiting in [`GroupCommit`], and where its receipt goes.
@@ -274,14 +274,22 @@ impl EmbeddedBus {
                         Err(BusError::Event("the append of this batch was abandoned".into()))
                     });
                 }
-                leading = group.leader.lock() => leading,
+                leading = group.leader.clone().lock_owned() => leading,
             };
             let waiting = std::mem::take(&mut *lock(&group.waiting));
             // Empty: this batch was appended by the leader before, whose answer is waiting.
-            if !waiting.is_empty() {
-                self.append_group(waiting).await;
+            if waiting.is_empty() {
+                continue;
             }
-            drop(leading);
+            // A task of its own, holding the lead: the caller that leads may be dropped (its
+            // client went away), and the batches of the others it took must still be appended
+            // and answered.
+            let bus = self.clone();
+            let appending = tokio::spawn(async move {
+                bus.append_group(waiting).await;
+                drop(leading);
+            });
+            let _ = appending.await;
         }
     }
 

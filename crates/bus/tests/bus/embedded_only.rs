@@ -230,7 +230,8 @@ fn sqlstate(error: &sqlx::Error) -> String {
 }
 
 /// The edge's batches that arrive while an append commits are appended together in the next
-/// transaction, each answered with its own receipt; a batch the database refuses fails alone.
+/// transaction, each answered with its own receipt; a batch the database refuses fails alone;
+/// a caller that goes away while it leads an append does not take the others' batches with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_arriving_during_a_commit_are_appended_together_and_a_refused_one_fails_alone() {
     use bus::bronze::StoredEvent;
@@ -245,11 +246,18 @@ async fn batches_arriving_during_a_commit_are_appended_together_and_a_refused_on
             .unwrap()
             .tenant_id;
     // The next append holds its transaction open a while, so the others queue behind it.
-    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // How many of the next appends hold their transaction open a while.
+    let slow = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let hook: bus::AppendHook = {
         let slow = slow.clone();
         Arc::new(move || {
-            let wait = slow.swap(false, std::sync::atomic::Ordering::SeqCst);
+            let wait = slow
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |left| left.checked_sub(1),
+                )
+                .is_ok();
             Box::pin(tokio::time::sleep(Duration::from_millis(if wait {
                 300
             } else {
@@ -306,7 +314,7 @@ async fn batches_arriving_during_a_commit_are_appended_together_and_a_refused_on
     };
 
     // A slow append, and seven batches queued behind it; one repeats ten events of another.
-    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.store(1, std::sync::atomic::Ordering::SeqCst);
     let leader = publish(batch(0));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let queued: Vec<_> = (1..=6u32).map(|index| publish(batch(index * 50))).collect();
@@ -336,7 +344,7 @@ async fn batches_arriving_during_a_commit_are_appended_together_and_a_refused_on
 
     // A group holding a batch with a value jsonb cannot store (U+0000, which the edge's
     // decoding refuses; here it reaches the bus): it fails alone, the others are appended.
-    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.store(1, std::sync::atomic::Ordering::SeqCst);
     let leader = publish(batch(3000));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut poisoned = batch(4000);
@@ -355,5 +363,27 @@ async fn batches_arriving_during_a_commit_are_appended_together_and_a_refused_on
         count,
         8 * 50 + 3 * 50,
         "every accepted batch once, nothing of the refused one"
+    );
+
+    // The caller leading a grouped append goes away (its client disconnected) while it
+    // appends: the append goes on, and the batch it took from another caller is answered.
+    slow.store(2, std::sync::atomic::Ordering::SeqCst);
+    let first = publish(batch(7000));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let leaving = publish(batch(8000));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let staying = publish(batch(9000));
+    assert_eq!(first.await.unwrap().unwrap().appended(), 50);
+    // `leaving` queued first, so it leads the append of both batches, which now sleeps.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leaving.abort();
+    assert_eq!(staying.await.unwrap().unwrap().appended(), 50);
+    let (count, _) = store::service::bronze::tenant_fingerprint(&database.service, tenant)
+        .await
+        .unwrap();
+    assert_eq!(
+        count,
+        8 * 50 + 3 * 50 + 3 * 50,
+        "the leaving caller's batch too"
     );
 }
