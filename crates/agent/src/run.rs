@@ -303,6 +303,7 @@ async fn read_simulator(
                     source_id: None,
                     tenant_id: None,
                     events,
+                    types: Vec::new(),
                 },
             })?;
             save_position(&config.state_dir, simulator.position())?;

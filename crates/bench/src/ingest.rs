@@ -535,6 +535,7 @@ fn encode_batches(
                 tenant_id: None,
                 source_id: None,
                 events,
+                types: Vec::new(),
             };
             jobs.push((index, EncodedBatch::new(&batch, args.encoding)?));
         }

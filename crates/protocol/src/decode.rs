@@ -202,10 +202,25 @@ pub fn decode_batch(
         ));
     }
 
+    let table_types = match top.types {
+        Some(raw) => read_table_types(raw.get(), limits)?,
+        None => TableTypes::new(),
+    };
+
     let mut decoded: Vec<Result<ChangeEvent, EventResult>> = Vec::with_capacity(list.events.len());
     let mut first_index_of: HashMap<EventId, usize> = HashMap::new();
     for (index, raw) in list.events.into_iter().enumerate() {
-        let entry = match decode_event(raw.get(), source, limits) {
+        let entry = match decode_event(raw.get(), source, limits).map(|mut event| {
+            // An event without types of its own has its table's, when the batch gives them.
+            if event.types.is_empty()
+                && let Some(types) = table_types
+                    .get(&event.schema)
+                    .and_then(|tables| tables.get(&event.table))
+            {
+                event.types = types.clone();
+            }
+            event
+        }) {
             Err(rejection) => Err(EventResult::rejected(
                 index_u32(index),
                 rejection.event_id,
@@ -223,6 +238,68 @@ pub fn decode_batch(
         decoded.push(entry);
     }
     Ok(DecodedBatch { events: decoded })
+}
+
+/// A batch's top-level `types`, by schema and table.
+type TableTypes = HashMap<String, HashMap<String, std::sync::Arc<BTreeMap<String, String>>>>;
+
+/// Reads a batch's top-level `types`: a list of `{schema, table, columns}`, at most one per
+/// table and no more than the batch may hold events. Anything wrong in it refuses the batch,
+/// since every event of its tables would be stored without the types the agent meant them to
+/// have.
+fn read_table_types(text: &str, limits: &Limits) -> Result<TableTypes, BatchError> {
+    let invalid = || {
+        BatchError::new(
+            ReasonCode::InvalidType,
+            "`types` must be a list of {schema, table, columns} objects, one per table, whose \
+             `columns` map column names to type names",
+        )
+    };
+    let context = StrictContext::new(limits.max_string_bytes, &[]);
+    let value = read_value(text, &context).map_err(|_| match context.violation() {
+        Some((Violation::DuplicateKey | Violation::KeysCollide, _)) => BatchError::new(
+            ReasonCode::DuplicateKey,
+            "an object in `types` repeats a key",
+        ),
+        _ => invalid(),
+    })?;
+    let entries = match value {
+        Value::Null => return Ok(TableTypes::new()),
+        Value::Array(entries) => entries,
+        _ => return Err(invalid()),
+    };
+    if entries.len() > limits.max_events {
+        return Err(BatchError::new(
+            ReasonCode::TooManyEvents,
+            format!("`types` lists more than {} tables", limits.max_events),
+        ));
+    }
+    let mut tables = TableTypes::new();
+    for entry in entries {
+        let Value::Object(mut entry) = entry else {
+            return Err(invalid());
+        };
+        let schema = required_name(&mut entry, "schema", limits).map_err(|_| invalid())?;
+        let table = required_name(&mut entry, "table", limits).map_err(|_| invalid())?;
+        // `columns` has the shape of an event's `types`, and is read by the same rules.
+        let mut columns = Map::new();
+        match entry.remove("columns") {
+            Some(found @ Value::Object(_)) => columns.insert("types".to_owned(), found),
+            _ => return Err(invalid()),
+        };
+        let types = read_types(&mut columns, limits).map_err(|_| invalid())?;
+        let previous = tables
+            .entry(schema)
+            .or_default()
+            .insert(table, std::sync::Arc::new(types));
+        if previous.is_some() {
+            return Err(BatchError::new(
+                ReasonCode::InvalidType,
+                "`types` lists a table more than once",
+            ));
+        }
+    }
+    Ok(tables)
 }
 
 /// The answer for an event whose id appeared at an earlier, valid index of the batch.
@@ -301,6 +378,7 @@ struct TopLevel<'a> {
     events: Option<&'a RawValue>,
     tenant_id: Option<&'a RawValue>,
     source_id: Option<&'a RawValue>,
+    types: Option<&'a RawValue>,
     repeated: Option<&'static str>,
 }
 
@@ -342,6 +420,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
                 "events" => (&mut top.events, "events"),
                 "tenant_id" => (&mut top.tenant_id, "tenant_id"),
                 "source_id" => (&mut top.source_id, "source_id"),
+                "types" => (&mut top.types, "types"),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

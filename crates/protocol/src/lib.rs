@@ -41,7 +41,8 @@ pub use version::{
     CURRENT_VERSION, PROTOCOL_HEADER, SUPPORTED_VERSIONS, check_version, parse_version,
 };
 pub use wire::{
-    BatchResponse, ChangeEvent, Envelope, EventBatch, EventResult, EventStatus, Op, UnknownOp,
+    BatchResponse, ChangeEvent, Envelope, EventBatch, EventResult, EventStatus,
+    FEATURE_BATCH_TYPES, Op, TableTypes, UnknownOp,
 };
 
 #[cfg(test)]

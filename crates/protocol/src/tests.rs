@@ -300,6 +300,120 @@ fn batch_response_counts_its_results() {
 }
 
 #[test]
+fn an_edge_says_it_reads_batch_types_and_an_older_answer_does_not() {
+    let response = BatchResponse::from_results(Vec::new());
+    assert!(response.reads_batch_types());
+    let value = serde_json::to_value(&response).expect("serializes");
+    assert_eq!(value["features"], json!([FEATURE_BATCH_TYPES]));
+    let older: BatchResponse = serde_json::from_value(
+        json!({"results": [], "accepted": 0, "duplicates": 0, "rejected": 0}),
+    )
+    .expect("an answer without features parses");
+    assert!(!older.reads_batch_types());
+}
+
+#[test]
+fn a_batchs_types_go_to_its_events_of_that_table_that_carry_none() {
+    let (tenant, source) = ids();
+    let orders = insert_json(source, 0);
+    let mut own = insert_json(source, 1);
+    own["types"] = json!({"id": "bigint"});
+    let mut other_table = insert_json(source, 2);
+    other_table["table"] = json!("payments");
+    let mut other_schema = insert_json(source, 3);
+    other_schema["schema"] = json!("audit");
+    let more_orders = insert_json(source, 4);
+    let order_types = json!({"id": "integer", "email": "text", "total": "numeric(10,2)"});
+    let batch_body = serde_json::to_vec(&json!({
+        "events": [orders, own, other_table, other_schema, more_orders],
+        "types": [
+            {"schema": "public", "table": "orders", "columns": order_types},
+            {"schema": "public", "table": "customers", "columns": {"id": "uuid"}, "rows": 7},
+        ],
+    }))
+    .expect("serializes");
+    let batch = decode(&batch_body, tenant, source).expect("decodes");
+    let events: Vec<&ChangeEvent> = batch.valid().map(|(_, event)| event).collect();
+    assert_eq!(events.len(), 5);
+    let expected: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(order_types).expect("a map");
+    assert_eq!(*events[0].types, expected);
+    assert!(
+        std::sync::Arc::ptr_eq(&events[0].types, &events[4].types),
+        "the events of a table share the batch's map"
+    );
+    assert_eq!(
+        *events[1].types,
+        [("id".to_owned(), "bigint".to_owned())].into(),
+        "an event's own types win"
+    );
+    assert!(events[2].types.is_empty(), "another table gets none");
+    assert!(
+        events[3].types.is_empty(),
+        "the same table in another schema gets none"
+    );
+    // What bronze keeps is what the event would be with its types inside: the batch form and
+    // the per-event form of the same changes decode to equal events.
+    let mut inline = insert_json(source, 0);
+    inline["types"] = serde_json::to_value(&expected).expect("a map");
+    let inline = decode(&body(&[inline]), tenant, source).expect("decodes");
+    assert_eq!(
+        inline.valid().next().map(|(_, event)| event),
+        Some(events[0])
+    );
+    // `null` gives nothing.
+    let null_body = serde_json::to_vec(&json!({"events": [insert_json(source, 0)], "types": null}))
+        .expect("serializes");
+    let batch = decode(&null_body, tenant, source).expect("decodes");
+    assert!(batch.valid().all(|(_, event)| event.types.is_empty()));
+}
+
+#[test]
+fn malformed_batch_types_refuse_the_batch_and_name_the_rule() {
+    let (tenant, source) = ids();
+    let cases: Vec<(ReasonCode, String)> = vec![
+        (ReasonCode::InvalidType, r#"{"schema":"public","table":"orders","columns":{}}"#.into()),
+        (ReasonCode::InvalidType, "[42]".into()),
+        (ReasonCode::InvalidType, r#"[{"table":"orders","columns":{}}]"#.into()),
+        (ReasonCode::InvalidType, r#"[{"schema":"public","table":"","columns":{}}]"#.into()),
+        (ReasonCode::InvalidType, r#"[{"schema":"public","table":"orders"}]"#.into()),
+        (ReasonCode::InvalidType, r#"[{"schema":"public","table":"orders","columns":["id"]}]"#.into()),
+        (ReasonCode::InvalidType, r#"[{"schema":"public","table":"orders","columns":{"id":7}}]"#.into()),
+        (ReasonCode::InvalidType, format!(r#"[{{"schema":"public","table":"orders","columns":{{"id":"{}"}}}}]"#, "x".repeat(200))),
+        (
+            ReasonCode::InvalidType,
+            r#"[{"schema":"public","table":"orders","columns":{}},{"schema":"public","table":"orders","columns":{}}]"#.into(),
+        ),
+        (ReasonCode::DuplicateKey, r#"[{"schema":"public","table":"orders","columns":{"id":"int","id":"text"}}]"#.into()),
+        (ReasonCode::DuplicateKey, r#"[{"schema":"public","schema":"audit","table":"orders","columns":{}}]"#.into()),
+        (
+            ReasonCode::TooManyEvents,
+            format!(
+                "[{}]",
+                (0..=test_limits().max_events)
+                    .map(|n| format!(r#"{{"schema":"s","table":"t{n}","columns":{{}}}}"#))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        ),
+    ];
+    let event = insert_json(source, 0).to_string();
+    for (code, types) in cases {
+        let body = format!(r#"{{"events":[{event}],"types":{types}}}"#);
+        let error = decode(body.as_bytes(), tenant, source).expect_err(&types);
+        assert_eq!(error.code, code, "{types}");
+        assert!(!error.message.contains("x".repeat(200).as_str()));
+    }
+    let body = format!(r#"{{"events":[{event}],"types":[],"types":[]}}"#);
+    assert_eq!(
+        decode(body.as_bytes(), tenant, source)
+            .expect_err("repeated")
+            .code,
+        ReasonCode::DuplicateKey
+    );
+}
+
+#[test]
 fn pairing_bodies_round_trip_and_hide_the_token() {
     let request = PairRequest {
         token: SECRET.to_owned(),
@@ -356,6 +470,7 @@ fn valid_batch_decodes_in_every_encoding() {
         source_id: Some(source),
         tenant_id: Some(tenant),
         events: (0..3).map(|seq| insert_event(source, seq)).collect(),
+        types: Vec::new(),
     };
     for encoding in [Encoding::Identity, Encoding::Gzip, Encoding::Zstd] {
         let wire = encode_batch(&batch, encoding).expect("encodes");
@@ -671,6 +786,7 @@ fn corrupt_or_truncated_compression_is_refused() {
         source_id: None,
         tenant_id: None,
         events: vec![insert_event(source, 0)],
+        types: Vec::new(),
     };
     for encoding in [Encoding::Gzip, Encoding::Zstd] {
         let wire = encode_batch(&batch, encoding).expect("encodes");
@@ -1627,6 +1743,7 @@ fn source_and_batch() -> impl Strategy<Value = (TenantId, SourceId, EventBatch)>
                 source_id: claim.then_some(source),
                 tenant_id: claim.then_some(tenant),
                 events,
+                types: Vec::new(),
             };
             (tenant, source, batch)
         })
@@ -1711,6 +1828,16 @@ fn documented_examples_are_valid() {
     let settled: Vec<_> = decoded.settled().collect();
     assert!(settled.is_empty(), "{settled:?}");
     assert_eq!(decoded.valid().count(), 3);
+    let typed: Vec<&str> = decoded
+        .valid()
+        .filter(|(_, event)| !event.types.is_empty())
+        .map(|(_, event)| event.table.as_str())
+        .collect();
+    assert_eq!(
+        typed,
+        ["orders"],
+        "the batch's types reach its orders event"
+    );
 
     let response: BatchResponse = serde_json::from_str(blocks[1]).expect("response example");
     assert_eq!(

@@ -74,7 +74,29 @@ pub struct EventBatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<TenantId>,
     pub events: Vec<ChangeEvent>,
+    /// Column types given once for the batch's events of a table that carry none of their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<TableTypes>,
 }
+
+/// The column types of one table, given once in a batch's top-level `types` for every event of
+/// that table that has no `types` of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableTypes {
+    pub schema: String,
+    pub table: String,
+    /// Column name → the source's type name, as an event's `types`.
+    #[serde(
+        serialize_with = "serialize_shared",
+        deserialize_with = "deserialize_shared"
+    )]
+    pub columns: Arc<BTreeMap<String, String>>,
+}
+
+/// What an edge that reads a batch's top-level `types` says in its answers
+/// ([`BatchResponse::features`]): an agent sends column types once per batch only to such an
+/// edge, since an older one would ignore the field and store the events without their types.
+pub const FEATURE_BATCH_TYPES: &str = "batch_types";
 
 /// One row change read from a source's log (or from a snapshot, for `read`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,9 +200,20 @@ pub struct BatchResponse {
     pub accepted: u32,
     pub duplicates: u32,
     pub rejected: u32,
+    /// What this edge reads beyond the first version of the contract (for now
+    /// [`FEATURE_BATCH_TYPES`]); absent from the answers of edges that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
 }
 
 impl BatchResponse {
+    /// Whether the edge that answered reads a batch's top-level `types`.
+    pub fn reads_batch_types(&self) -> bool {
+        self.features
+            .iter()
+            .any(|feature| feature == FEATURE_BATCH_TYPES)
+    }
+
     /// A response with the counters computed from `results`.
     pub fn from_results(results: Vec<EventResult>) -> Self {
         let count = |status: EventStatus| {
@@ -192,6 +225,7 @@ impl BatchResponse {
             duplicates: count(EventStatus::Duplicate),
             rejected: count(EventStatus::Rejected),
             results,
+            features: vec![FEATURE_BATCH_TYPES.to_owned()],
         }
     }
 }

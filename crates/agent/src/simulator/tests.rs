@@ -59,6 +59,7 @@ fn sessions_start_end_and_are_purged_and_every_change_is_valid() {
         source_id: None,
         tenant_id: None,
         events: changes[..1000].to_vec(),
+        types: Vec::new(),
     };
     let body = serde_json::to_vec(&batch).unwrap();
     let decoded = protocol::decode_batch(

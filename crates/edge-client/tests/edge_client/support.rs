@@ -237,6 +237,7 @@ pub fn batch(source: SourceId, n: u32) -> EventBatch {
         tenant_id: None,
         source_id: None,
         events,
+        types: Vec::new(),
     }
 }
 

@@ -407,5 +407,6 @@ fn batch(source: SourceId, base_millis: i64, range: std::ops::Range<u32>) -> Eve
         tenant_id: None,
         source_id: Some(source),
         events,
+        types: Vec::new(),
     }
 }
