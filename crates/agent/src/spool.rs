@@ -12,6 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use protocol::EventBatch;
@@ -87,6 +88,9 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
+    /// Whether the edge's last answer said it reads a batch's top-level `types`: only then are
+    /// batches spooled with each table's column types once instead of in every event.
+    batch_types: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +133,7 @@ impl Spool {
             dir,
             max_bytes,
             index: Mutex::new(index),
+            batch_types: AtomicBool::new(false),
         })
     }
 
@@ -140,6 +145,16 @@ impl Spool {
         self.index
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether batches may give column types once per table (the edge said it reads them).
+    pub fn batch_types(&self) -> bool {
+        self.batch_types.load(Ordering::Relaxed)
+    }
+
+    /// Records what the edge's latest answer said about reading a batch's top-level `types`.
+    pub fn set_batch_types(&self, edge_reads_them: bool) {
+        self.batch_types.store(edge_reads_them, Ordering::Relaxed);
     }
 
     /// Whether the spool holds its configured size or more: the reader waits.
@@ -179,12 +194,23 @@ impl Spool {
     }
 
     /// Writes a batch already serialised: `events` is the events' JSON objects separated by
-    /// commas, as many as `header.events` says.
-    pub fn push_events(&self, header: &Header, events: &[u8]) -> anyhow::Result<()> {
-        let mut body = Vec::with_capacity(events.len() + 16);
+    /// commas, as many as `header.events` says, and `types` the batch's top-level `types` (a
+    /// JSON array), if it has any.
+    pub fn push_events(
+        &self,
+        header: &Header,
+        events: &[u8],
+        types: Option<&[u8]>,
+    ) -> anyhow::Result<()> {
+        let mut body = Vec::with_capacity(events.len() + types.map_or(0, <[u8]>::len) + 32);
         body.extend_from_slice(b"{\"events\":[");
         body.extend_from_slice(events);
-        body.extend_from_slice(b"]}");
+        body.push(b']');
+        if let Some(types) = types {
+            body.extend_from_slice(b",\"types\":");
+            body.extend_from_slice(types);
+        }
+        body.push(b'}');
         self.push_body(header, &body)
     }
 

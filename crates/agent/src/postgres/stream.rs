@@ -81,6 +81,10 @@ pub async fn run(
                 }
             }
             Err(failure) => {
+                // What was read before the failure still reaches the spool.
+                if let Err(error) = sink.settle().await {
+                    tracing::warn!(error = %format!("{error:#}"), "the last batch did not reach the spool");
+                }
                 let message = format!("{:#}", failure.error);
                 shared.status.update(|status| {
                     status.state = "failed".into();
@@ -291,6 +295,7 @@ async fn session(
     // spool: the source still has it), and the last confirmation gets one status interval to
     // reach the source before the connection closes.
     sink.flush(stop).await?;
+    sink.settle().await?;
     tokio::time::sleep(super::STATUS_INTERVAL + Duration::from_millis(200)).await;
     client.stop();
     let _ = tokio::time::timeout(Duration::from_secs(5), client.join()).await;
@@ -555,7 +560,7 @@ impl Stream {
     /// keepalive's or heartbeat's position: every transaction that committed before it was
     /// already delivered, in order.
     fn idle_position(&self, lsn: u64, client: &ReplicationClient, shared: &Shared, sink: &Sink) {
-        if self.transaction.is_none() && sink.is_empty() && shared.spool.is_empty() && lsn > 0 {
+        if self.transaction.is_none() && sink.is_settled() && shared.spool.is_empty() && lsn > 0 {
             client.update_applied_lsn(pgwire_replication::Lsn(lsn));
             shared.status.update(|status| {
                 if status
@@ -780,11 +785,24 @@ impl Stream {
                 tuple: new,
                 only: None,
             },
-            types: &table.types,
+            types: Some(table.types.as_ref()).filter(|types| !types.is_empty()),
         };
-        sink.add_with(lsn, seq, transaction.time, bytes, stop, |buffer| {
-            serde_json::to_writer(buffer, &event)
-        })
+        let types = Some((table.schema.as_str(), table.table.as_str(), &table.types));
+        sink.add_with(
+            lsn,
+            seq,
+            transaction.time,
+            bytes,
+            types,
+            stop,
+            |buffer, shared| {
+                let event = InsertOut {
+                    types: event.types.filter(|_| !shared),
+                    ..event
+                };
+                serde_json::to_writer(buffer, &event)
+            },
+        )
         .await?;
         Ok(())
     }
@@ -924,7 +942,9 @@ struct InsertOut<'a> {
     event_time: time::OffsetDateTime,
     key: RowOut<'a>,
     after: RowOut<'a>,
-    types: &'a BTreeMap<String, String>,
+    /// Left out when the batch gives the table's types once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    types: Option<&'a BTreeMap<String, String>>,
 }
 
 /// A decoded row as a JSON object (all columns, or only `only`'s, in that order).
