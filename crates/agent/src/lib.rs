@@ -10,6 +10,7 @@ mod cli;
 pub mod config;
 mod health;
 pub mod postgres;
+mod request;
 mod run;
 pub mod simulator;
 mod sink;

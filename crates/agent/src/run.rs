@@ -348,7 +348,8 @@ async fn renew_certificate(
 /// Renew the client certificate when less than this much of it is left.
 const RENEW_BEFORE: time::Duration = time::Duration::days(2);
 
-/// Sends the spool's batches oldest first, each until the edge takes it. A batch is removed
+/// Sends the spool's batches oldest first, each until the edge takes it: as many of the oldest
+/// as fit in one request ([`crate::request::gather`]). A batch is removed
 /// and the source's position confirmed past it only once the edge acknowledged it; anything
 /// else (the edge unreachable, the source paused on the platform) keeps it spooled, and the
 /// next attempt waits longer, up to `retry_max`. While the platform answers `source_paused`
@@ -371,6 +372,7 @@ async fn send_spool(
     // The state `paused` replaced, while the platform refuses the source's batches.
     let mut paused_from: Option<String> = None;
     let mut credentials_checked = std::time::Instant::now();
+    let mut pacing = crate::request::Pacing::default();
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -387,7 +389,7 @@ async fn send_spool(
         {
             renew_certificate(&state_dir, &mut client, "it expires soon").await?;
         }
-        let Some(number) = spool.oldest() else {
+        let Some(request) = crate::request::gather(&spool, pacing.max_batches)? else {
             status.update(|status| status.lag_seconds = Some(0.0));
             tokio::select! {
                 _ = spooled.notified() => {}
@@ -396,25 +398,27 @@ async fn send_spool(
             }
             continue;
         };
-        let stored = spool.read(number)?;
-        let header = stored.header;
         let started = std::time::Instant::now();
-        let size = stored.body.len() as u64;
-        if let Some(first) = header.first_event_time {
+        let size = request.body.len() as u64;
+        if let Some(first) = request.first_event_time() {
             let waited = time::OffsetDateTime::now_utc() - first;
             status.update(|status| status.lag_seconds = Some(waited.as_seconds_f64().max(0.0)));
         }
-        let outcome = if header.events == 0 {
-            // Only a position: nothing to send.
+        let outcome = if request.events == 0 {
+            // Only positions: nothing to send.
             Ok(None)
         } else {
-            // The body was serialised once when spooled; it is compressed, not parsed again.
-            let encoded = EncodedBatch::from_json(stored.body, header.events, Encoding::Zstd)
-                .context("compressing a spooled batch")?;
+            // The batches were serialised once when spooled; they are joined and compressed, not
+            // parsed again.
+            let encoded = EncodedBatch::from_json(request.body, request.events, Encoding::Zstd)
+                .context("compressing spooled batches")?;
             client.send_encoded(&encoded).await.map(Some)
         };
         match outcome {
             Ok(response) => {
+                if let Some(response) = &response {
+                    spool.set_batch_types(response.reads_batch_types());
+                }
                 if let Some(response) = response.filter(|response| response.rejected > 0) {
                     // The edge will never take these as they are; keep them for the operator.
                     let rejected = state_dir.join("rejected.jsonl");
@@ -436,14 +440,29 @@ async fn send_spool(
                     tracing::warn!(rejected = response.rejected, file = %rejected.display(),
                         "the edge rejected events; their reasons are kept");
                 }
-                if header.resume != Resume::default() {
-                    crate::spool::save_acked(&state_dir, &header.resume)?;
+                // The newest position first, then the files: a crash in between resends
+                // batches the edge already has (duplicates), never skips one.
+                if let Some(resume) = request
+                    .batches
+                    .iter()
+                    .rev()
+                    .map(|(_, header)| &header.resume)
+                    .find(|resume| **resume != Resume::default())
+                {
+                    crate::spool::save_acked(&state_dir, resume)?;
                 }
-                spool.remove(number)?;
-                if header.events > 0 {
+                for (number, _) in &request.batches {
+                    spool.remove(*number)?;
+                }
+                if request.events > 0 {
                     status.sent(started, size);
                 }
-                if let Some(lsn) = header.resume.confirm {
+                if let Some(lsn) = request
+                    .batches
+                    .iter()
+                    .filter_map(|(_, header)| header.resume.confirm)
+                    .max()
+                {
                     confirm.send_if_modified(|confirmed| {
                         let newer = lsn > *confirmed;
                         if newer {
@@ -452,7 +471,12 @@ async fn send_spool(
                         newer
                     });
                 }
-                if let Some(last) = header.last_lsn {
+                if let Some(last) = request
+                    .batches
+                    .iter()
+                    .rev()
+                    .find_map(|(_, header)| header.last_lsn)
+                {
                     status.update(|status| {
                         status.acked_lsn = Some(last);
                         status.last_error = None;
@@ -487,6 +511,14 @@ async fn send_spool(
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
                 }
+            }
+            Err(error)
+                if error.is_too_large() && pacing.refused_as_too_large(request.batches.len()) =>
+            {
+                tracing::info!(
+                    max_batches = pacing.max_batches,
+                    "the edge refused a request as too large; sending fewer batches at a time"
+                );
             }
             Err(error) => {
                 let delay = backoff.next();

@@ -643,11 +643,13 @@ async fn an_edge_outage_is_held_in_the_spool_and_drained_in_order() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let status = agent_status(&setup.state_dir);
+    let spooled = status["spool_batches"].as_u64().unwrap_or(0);
     assert!(
-        status["spool_batches"].as_u64().unwrap_or(0) > 0,
+        spooled > 0,
         "the spool holds the changes while the edge is down: {status}"
     );
     assert!(agent.is_running(), "{}", agent.log());
+    let outage_ended = time::OffsetDateTime::now_utc();
     setup.platform.restart();
     let events = wait_for_bronze(
         &setup.platform,
@@ -685,6 +687,20 @@ async fn an_edge_outage_is_held_in_the_spool_and_drained_in_order() {
         }
         group_highest = group_highest.max(Some((lsn, seq)));
     }
+    // The backlog went in requests of many batches each: far fewer appends than batches.
+    let appends: i64 = sqlx::query_scalar(
+        "select count(distinct ingest_time) from bronze.cdc_events \
+         where source_id = $1::text::uuid and ingest_time > $2",
+    )
+    .bind(&setup.source_id)
+    .bind(outage_ended)
+    .fetch_one(&mut database)
+    .await
+    .unwrap();
+    assert!(
+        appends > 0 && (appends as u64) * 4 <= spooled,
+        "{spooled} spooled batches were stored in {appends} appends"
+    );
     agent.stop();
     setup.platform.stop();
 }
