@@ -495,6 +495,9 @@ impl EmbeddedConsumer {
             frames.push(frame);
         }
         let mut stored = rebuild_from_bronze(&self.database, &in_bronze).await?;
+        // Events gone from bronze, by partition: (how many, first and last position), logged
+        // once per read rather than once per event (a deleted tenant's backlog is many).
+        let mut gone: BTreeMap<u32, (u64, u64, u64)> = BTreeMap::new();
         for frame in frames {
             let (partition, position) = frame.place();
             let state = self
@@ -521,20 +524,26 @@ impl EmbeddedConsumer {
                     None => {
                         // Deleted from bronze since (its tenant's retention ran ahead of this
                         // group, or the tenant was deleted): there is nothing left to deliver.
-                        metrics::counter!("tributary_bus_events_gone_total").increment(1);
-                        tracing::warn!(
-                            group = self.group,
-                            partition,
-                            position,
-                            event = %key.1,
-                            "an event of the log is no longer in bronze; skipped"
-                        );
+                        let entry = gone.entry(partition).or_insert((0, position, position));
+                        entry.0 += 1;
+                        entry.2 = position;
                         state.buffered.push_back(Buffered::Gone(position));
                         continue;
                     }
                 },
             };
             state.buffered.push_back(Buffered::Delivery(delivery));
+        }
+        for (partition, (events, first, last)) in gone {
+            metrics::counter!("tributary_bus_events_gone_total").increment(events);
+            tracing::warn!(
+                group = self.group,
+                partition,
+                events,
+                first_position = first,
+                last_position = last,
+                "events of the log are no longer in bronze; skipped"
+            );
         }
         Ok(())
     }
