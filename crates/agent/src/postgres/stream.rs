@@ -43,6 +43,75 @@ pub struct Shared {
 /// flush deadlines, heartbeats, stop).
 const DRAIN: usize = 1024;
 
+/// A source of events that may have some ready now, and what to do with each.
+trait Events {
+    type Event;
+    /// An event already received, if one is.
+    fn ready(&mut self) -> Option<Self::Event>;
+    fn handle(&mut self, event: Self::Event) -> impl Future<Output = Result<(), Failure>>;
+}
+
+/// Hands `first`, then what is ready, to `events.handle`, up to `limit` events in all; returns
+/// how many. An event is taken only when it will be handled: one taken and dropped is gone for
+/// good (the source does not send it again on this connection), a lost `Begin` stops the
+/// reader and a lost change is a hole in the stream.
+async fn drain<E: Events>(events: &mut E, first: E::Event, limit: usize) -> Result<usize, Failure> {
+    let mut event = Some(first);
+    let mut handled = 0;
+    while let Some(current) = event.take() {
+        events.handle(current).await?;
+        handled += 1;
+        if handled < limit {
+            event = events.ready();
+        }
+    }
+    Ok(handled)
+}
+
+/// One turn of the reader over the replication connection's received events.
+struct Turn<'a> {
+    stream: &'a mut Stream,
+    client: &'a mut ReplicationClient,
+    connection: &'a mut PgConnection,
+    settings: &'a Settings,
+    shared: &'a Shared,
+    sink: &'a mut Sink,
+    stop: &'a mut watch::Receiver<bool>,
+}
+
+impl Events for Turn<'_> {
+    type Event = Result<Option<ReplicationEvent>, PgWireError>;
+
+    fn ready(&mut self) -> Option<Self::Event> {
+        self.client.recv().now_or_never()
+    }
+
+    async fn handle(&mut self, event: Self::Event) -> Result<(), Failure> {
+        match event {
+            Ok(Some(event)) => {
+                self.stream
+                    .handle(
+                        event,
+                        self.client,
+                        self.connection,
+                        self.shared,
+                        self.sink,
+                        self.stop,
+                    )
+                    .await
+            }
+            Ok(None) => Err(Failure::retry(anyhow::anyhow!(
+                "the replication stream ended"
+            ))),
+            Err(error) => Err(if is_transient(&error) {
+                Failure::retry(anyhow::Error::new(error))
+            } else {
+                Failure::fatal(replication_error(error, &self.settings.slot))
+            }),
+        }
+    }
+}
+
 /// Seconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const POSTGRES_EPOCH_SECONDS: i64 = 946_684_800;
 
@@ -446,24 +515,11 @@ impl Stream {
             let deadline = sink.deadline();
             tokio::select! {
                 event = client.recv() => {
-                    let mut event = event;
                     // Then what is already buffered, without re-arming every other branch for
                     // each change.
-                    for _ in 0..DRAIN {
-                        match event {
-                            Ok(Some(event)) => self.handle(event, client, connection, shared, sink, stop).await?,
-                            Ok(None) => return Err(Failure::retry(anyhow::anyhow!("the replication stream ended"))),
-                            Err(error) => return Err(if is_transient(&error) {
-                                Failure::retry(anyhow::Error::new(error))
-                            } else {
-                                Failure::fatal(replication_error(error, &settings.slot))
-                            }),
-                        }
-                        match client.recv().now_or_never() {
-                            Some(next) => event = next,
-                            None => break,
-                        }
-                    }
+                    let mut turn = Turn { stream: self, client, connection, settings, shared, sink, stop };
+                    drain(&mut turn, event, DRAIN)
+                    .await?;
                 }
                 changed = confirm.changed() => {
                     if changed.is_ok() {
@@ -1071,6 +1127,62 @@ fn key_of(table: &RelationState, image: &Map<String, Value>) -> Map<String, Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Events from a queue; handling records them and fails on `fail_on`.
+    struct Queue {
+        waiting: std::collections::VecDeque<u32>,
+        handled: Vec<u32>,
+        fail_on: Option<u32>,
+    }
+
+    impl Events for Queue {
+        type Event = u32;
+
+        fn ready(&mut self) -> Option<u32> {
+            self.waiting.pop_front()
+        }
+
+        async fn handle(&mut self, event: u32) -> Result<(), Failure> {
+            if self.fail_on == Some(event) {
+                return Err(Failure::fatal(anyhow::anyhow!("refused")));
+            }
+            self.handled.push(event);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drain_hands_on_every_event_it_takes_in_order() {
+        let mut queue = Queue {
+            waiting: (0..2500).collect(),
+            handled: Vec::new(),
+            fail_on: None,
+        };
+        let mut turns = Vec::new();
+        while let Some(first) = queue.waiting.pop_front() {
+            let turn = drain(&mut queue, first, 1024)
+                .await
+                .map_err(|failure| failure.error)
+                .unwrap();
+            turns.push(turn);
+        }
+        let lost: Vec<u32> = (0..2500)
+            .filter(|event| !queue.handled.contains(event))
+            .collect();
+        assert!(lost.is_empty(), "taken and never handled: {lost:?}");
+        assert!(queue.handled.is_sorted(), "handled out of order");
+        assert_eq!(turns, [1024, 1024, 452]);
+
+        // A failure ends the turn before anything more is taken.
+        let mut queue = Queue {
+            waiting: (1..10).collect(),
+            handled: Vec::new(),
+            fail_on: Some(3),
+        };
+        assert!(drain(&mut queue, 0, 1024).await.is_err());
+        assert_eq!(queue.handled, [0, 1, 2]);
+        assert_eq!(queue.waiting.front(), Some(&4));
+    }
 
     #[test]
     fn sizes_read_like_postgres_prints_them() {
