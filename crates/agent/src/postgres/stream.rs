@@ -518,8 +518,7 @@ impl Stream {
                     // Then what is already buffered, without re-arming every other branch for
                     // each change.
                     let mut turn = Turn { stream: self, client, connection, settings, shared, sink, stop };
-                    drain(&mut turn, event, DRAIN)
-                    .await?;
+                    drain(&mut turn, event, DRAIN).await?;
                 }
                 changed = confirm.changed() => {
                     if changed.is_ok() {
