@@ -43,7 +43,9 @@ pub struct Shared {
 /// flush deadlines, heartbeats, stop).
 const DRAIN: usize = 1024;
 
-/// A source of events that may have some ready now, and what to do with each.
+/// A source of events that may have some ready now, and what to do with each. A trait rather
+/// than two closures: an async closure borrowing the reader's state made the reader's future
+/// not `Send` (rustc cannot prove it for every lifetime), and the reader runs on a spawned task.
 trait Events {
     type Event;
     /// An event already received, if one is.
